@@ -1,0 +1,357 @@
+//! The device surface's logic: authenticating each request by its Mdm-Signature, binding certificate to
+//! UDID, the check-in messages, and the command session (report in, next command out).
+
+use orchard_pki::signature::{verify_mdm_signature, VerifiedSigner};
+use orchard_protocol::checkin::{self, CheckinMessage};
+use orchard_protocol::commands::Command;
+use orchard_protocol::report::{self, CommandReport, ReportStatus};
+use orchard_store::{
+    AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, NewCommand, RecordOutcome,
+    TokenUpdateRecord,
+};
+use orchard_types::{ChannelId, CommandStatus, CommandUuid, UnixTime};
+
+use crate::{CoreError, DeviceRejection, Orchard};
+
+/// Seconds between `last_seen_at` writes for a device that keeps talking: saves a write per round trip.
+const LAST_SEEN_GRANULARITY: i64 = 60;
+
+/// What Orchard queries right after enrollment, so inventory appears without anyone asking.
+pub const INVENTORY_QUERIES: &[&str] = &[
+    "UDID",
+    "SerialNumber",
+    "DeviceName",
+    "OSVersion",
+    "BuildVersion",
+    "ProductName",
+    "Model",
+    "ModelName",
+    "ModelNumber",
+    "DeviceCapacity",
+    "AvailableDeviceCapacity",
+    "BatteryLevel",
+    "IsSupervised",
+    "IsMultiUser",
+    "IsMDMLostModeEnabled",
+    "AwaitingConfiguration",
+    "IsDeviceLocatorServiceEnabled",
+    "WiFiMAC",
+    "BluetoothMAC",
+];
+
+/// The commands queued after a device's first TokenUpdate.
+pub fn initial_inventory_commands() -> Vec<Command> {
+    vec![
+        Command::DeviceInformation {
+            queries: INVENTORY_QUERIES.iter().map(|q| q.to_string()).collect(),
+        },
+        Command::SecurityInfo,
+        Command::InstalledApplicationList {
+            identifiers: None,
+            managed_apps_only: None,
+        },
+        Command::ProfileList { managed_only: None },
+    ]
+}
+
+/// What the server sends back to a check-in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckinReply {
+    /// 200 with an empty body.
+    Empty,
+    /// 200 with an XML plist body.
+    Plist(Vec<u8>),
+    /// 200 with a JSON body (declarative management).
+    Json(Vec<u8>),
+}
+
+impl Orchard {
+    fn verify_signature(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        now: UnixTime,
+    ) -> Result<VerifiedSigner, DeviceRejection> {
+        let header =
+            signature.ok_or_else(|| DeviceRejection::BadSignature("header missing".into()))?;
+        verify_mdm_signature(header, body, &self.pki.ca, now).map_err(|e| match e {
+            orchard_pki::PkiError::Malformed(m) | orchard_pki::PkiError::BadSignature(m) => {
+                DeviceRejection::BadSignature(m)
+            }
+            other => DeviceRejection::UntrustedIdentity(other.to_string()),
+        })
+    }
+
+    /// Finds the enrolled device a request speaks for and checks the signer is the identity bound to it.
+    async fn bound_device(
+        &self,
+        udid: &orchard_types::Udid,
+        signer: &VerifiedSigner,
+    ) -> Result<Device, CoreError> {
+        let device = self
+            .store
+            .find_device_by_udid(udid)
+            .await?
+            .filter(|d| d.state != orchard_types::EnrollmentState::Unenrolled)
+            .ok_or(DeviceRejection::UnrecognizedDevice)?;
+        if device.cert_fingerprint.as_deref() != Some(signer.fingerprint.as_str()) {
+            return Err(DeviceRejection::IdentityMismatch.into());
+        }
+        Ok(device)
+    }
+
+    async fn touch(&self, device: &Device, now: UnixTime) -> Result<(), CoreError> {
+        let stale = device
+            .last_seen_at
+            .is_none_or(|t| now.0 - t.0 >= LAST_SEEN_GRANULARITY);
+        if stale {
+            self.store.touch_device(device.id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// `PUT /mdm/checkin`.
+    pub async fn checkin(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<CheckinReply, CoreError> {
+        let now = self.clock.now();
+        let signer = self.verify_signature(signature, body, now)?;
+        let message = checkin::decode_checkin(body)
+            .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
+        if let Some(topic) = message.topic() {
+            if topic != &self.config.topic {
+                return Err(DeviceRejection::WrongTopic.into());
+            }
+        }
+        match message {
+            CheckinMessage::Authenticate(a) => self.authenticate(a, &signer, now).await,
+            CheckinMessage::TokenUpdate(t) => self.token_update(t, &signer, now).await,
+            CheckinMessage::CheckOut(c) => {
+                self.bound_device(&c.udid, &signer).await?;
+                if c.user.is_none() {
+                    self.store.check_out(&c.udid, now).await?;
+                    tracing::info!(udid = %c.udid, "device checked out");
+                }
+                Ok(CheckinReply::Empty)
+            }
+            CheckinMessage::DeclarativeManagement(d) => {
+                let device = self.bound_device(&d.udid, &signer).await?;
+                self.touch(&device, now).await?;
+                declarative_management_reply(&d.endpoint)
+            }
+            CheckinMessage::GetBootstrapToken(g) => {
+                self.bound_device(&g.udid, &signer).await?;
+                // No bootstrap token escrowed yet: an empty dictionary means "none".
+                Ok(CheckinReply::Plist(empty_plist_dict()))
+            }
+            CheckinMessage::SetBootstrapToken(s) => {
+                self.bound_device(&s.udid, &signer).await?;
+                Ok(CheckinReply::Empty)
+            }
+            CheckinMessage::GetToken(g) => {
+                self.bound_device(&g.udid, &signer).await?;
+                Err(
+                    DeviceRejection::Unsupported(format!("token service {}", g.token_service_type))
+                        .into(),
+                )
+            }
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        a: checkin::Authenticate,
+        signer: &VerifiedSigner,
+        now: UnixTime,
+    ) -> Result<CheckinReply, CoreError> {
+        // Only identities we issued through SCEP may enroll; the issuing challenge decided the tenant.
+        let issued = self
+            .store
+            .find_issued_certificate(&signer.fingerprint)
+            .await?
+            .ok_or_else(|| {
+                DeviceRejection::UntrustedIdentity("certificate was not issued by our scep".into())
+            })?;
+        let device = self
+            .store
+            .authenticate_device(&AuthenticateDevice {
+                udid: a.udid.clone(),
+                tenant_id: issued.tenant_id,
+                cert_fingerprint: signer.fingerprint.clone(),
+                topic: a.topic.to_string(),
+                facts: DeviceFacts {
+                    serial_number: a.serial_number.map(|s| s.to_string()),
+                    device_name: a.device_name,
+                    model: a.model,
+                    model_name: a.model_name,
+                    product_name: a.product_name,
+                    os_version: a.os_version,
+                    build_version: a.build_version,
+                    is_supervised: None,
+                },
+                now,
+            })
+            .await?;
+        tracing::info!(udid = %a.udid, device = %device.id, tenant = %device.tenant_id, "authenticate: new enrollment");
+        Ok(CheckinReply::Empty)
+    }
+
+    async fn token_update(
+        &self,
+        t: checkin::TokenUpdate,
+        signer: &VerifiedSigner,
+        now: UnixTime,
+    ) -> Result<CheckinReply, CoreError> {
+        let device = self.bound_device(&t.udid, signer).await?;
+        let channel = match &t.user {
+            Some(u) => ChannelId::user(&t.udid, &u.user_short_name),
+            None => ChannelId::device(&t.udid),
+        };
+        let outcome = self
+            .store
+            .update_token(&TokenUpdateRecord {
+                device_id: device.id,
+                channel: channel.clone(),
+                user_short_name: t.user.as_ref().map(|u| u.user_short_name.clone()),
+                user_id: t.user.as_ref().map(|u| u.user_id.clone()),
+                push_token: t.token,
+                push_magic: t.push_magic.to_string(),
+                unlock_token: t.unlock_token,
+                awaiting_configuration: t.awaiting_configuration,
+                now,
+            })
+            .await?;
+        if outcome.first && t.user.is_none() {
+            let cmds = initial_inventory_commands()
+                .into_iter()
+                .map(|c| {
+                    let uuid = CommandUuid::new_random();
+                    NewCommand {
+                        payload: c.encode(&uuid),
+                        request_type: c.request_type().to_string(),
+                        uuid,
+                        device_id: device.id,
+                        tenant_id: device.tenant_id,
+                        channel: channel.clone(),
+                        queued_by: Some("orchard:enrollment".into()),
+                        queued_at: now,
+                        expires_at: None,
+                    }
+                })
+                .collect::<Vec<_>>();
+            self.store.enqueue_commands(&cmds).await?;
+            tracing::info!(udid = %t.udid, "first token update: inventory queued");
+        }
+        Ok(CheckinReply::Empty)
+    }
+
+    /// `PUT /mdm/command`: stores the report of the previous command (if any) and answers the next one, or
+    /// `None` for an empty body (nothing to do).
+    pub async fn command_report(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, CoreError> {
+        let now = self.clock.now();
+        let signer = self.verify_signature(signature, body, now)?;
+        let report = report::decode_report(body)
+            .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
+        let device = self.bound_device(&report.udid, &signer).await?;
+        let channel = report.channel();
+        self.touch(&device, now).await?;
+
+        if report.status != ReportStatus::Idle {
+            self.store_report(&device, &channel, &report, body, now)
+                .await?;
+        }
+        // After NotNow (or any report) the rest of this session skips NotNow commands, so a device that
+        // cannot run one now is not asked again in a loop; an Idle (a new session) gets them again.
+        let skip_not_now = report.status != ReportStatus::Idle;
+        let next = self.store.next_command(&channel, skip_not_now, now).await?;
+        Ok(next.map(|c| c.payload))
+    }
+
+    async fn store_report(
+        &self,
+        device: &Device,
+        channel: &ChannelId,
+        report: &CommandReport,
+        raw: &[u8],
+        now: UnixTime,
+    ) -> Result<(), CoreError> {
+        let Some(uuid) = &report.command_uuid else {
+            return Err(DeviceRejection::MalformedBody("CommandUUID missing".into()).into());
+        };
+        let status = match report.status {
+            ReportStatus::Acknowledged => CommandStatus::Acknowledged,
+            ReportStatus::Error => CommandStatus::Error,
+            ReportStatus::CommandFormatError => CommandStatus::CommandFormatError,
+            ReportStatus::NotNow => CommandStatus::NotNow,
+            ReportStatus::Idle => return Ok(()),
+        };
+        let error_chain = if report.error_chain.is_empty() {
+            None
+        } else {
+            serde_json::to_string(&report.error_chain).ok()
+        };
+        let outcome = self
+            .store
+            .record_result(&CommandResultRecord {
+                channel: channel.clone(),
+                uuid: uuid.clone(),
+                status,
+                result: (status != CommandStatus::NotNow).then(|| raw.to_vec()),
+                error_chain,
+                now,
+            })
+            .await?;
+        match outcome {
+            RecordOutcome::Recorded { request_type, .. } => {
+                tracing::debug!(udid = %device.udid, command = %uuid, %request_type, status = status.as_str(), "command report");
+                if status == CommandStatus::Acknowledged {
+                    self.apply_result(device, &request_type, report, now)
+                        .await?;
+                }
+            }
+            RecordOutcome::Duplicate => {
+                tracing::debug!(udid = %device.udid, command = %uuid, "duplicate report ignored");
+            }
+            RecordOutcome::Unknown => {
+                tracing::warn!(udid = %device.udid, command = %uuid, "report for a command this channel does not have");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn empty_plist_dict() -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing an empty dictionary to memory cannot fail.
+    let _ = plist::to_writer_xml(&mut out, &plist::Dictionary::new());
+    out
+}
+
+/// Declarative management before any declaration exists: a stable token and empty declaration lists, so a
+/// device that enables DDM gets well-formed answers. The desired-state issue fills these in.
+fn declarative_management_reply(endpoint: &str) -> Result<CheckinReply, CoreError> {
+    const EMPTY_TOKEN: &str = "orchard-empty-0";
+    let body = match endpoint {
+        "tokens" => serde_json::json!({
+            "SyncTokens": {"DeclarationsToken": EMPTY_TOKEN, "Timestamp": "2026-01-01T00:00:00Z"}
+        }),
+        "declaration-items" => serde_json::json!({
+            "Declarations": {"Activations": [], "Configurations": [], "Assets": [], "Management": []},
+            "DeclarationsToken": EMPTY_TOKEN
+        }),
+        "status" => return Ok(CheckinReply::Empty),
+        other => {
+            return Err(DeviceRejection::Unsupported(format!(
+                "declarative management endpoint {other}"
+            ))
+            .into())
+        }
+    };
+    Ok(CheckinReply::Json(body.to_string().into_bytes()))
+}

@@ -1,0 +1,199 @@
+//! Over-the-air enrollment: the enrollment profile handed out through a tenant's enrollment link (each
+//! download with its own one-time SCEP challenge), and the SCEP responder that turns a challenge into a
+//! device identity certificate.
+
+use orchard_pki::scep::{self, FailInfo, MessageType};
+use orchard_protocol::profile::{EnrollmentProfile, MdmPayload, ScepPayload};
+use orchard_protocol::PER_USER_CONNECTIONS;
+use orchard_store::{IssuedCertificate, ScepChallenge};
+use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
+use uuid::Uuid;
+
+use crate::{random_secret, secret_hash, CoreError, Orchard};
+
+/// Capabilities every Orchard enrollment asks for. Per-user connections cannot be added later, so every
+/// profile carries it (Shared iPad needs it).
+const SERVER_CAPABILITIES: &[&str] = &[PER_USER_CONNECTIONS, "com.apple.mdm.bootstraptoken"];
+
+/// Access rights: all of them (8191), as a university's supervised iPads need.
+const ALL_ACCESS_RIGHTS: u32 = 8191;
+
+/// Whether a SCEP request may have a certificate: the tenant (and link) it is for, or why not.
+type Grant = Result<(TenantId, Option<EnrollmentLinkId>), FailInfo>;
+
+/// The SCEP answer: an HTTP content type and body.
+pub struct ScepReply {
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Orchard {
+    /// Builds and signs an enrollment profile for the link whose secret is `link_secret`, creating the one-time
+    /// SCEP challenge it carries. Counts one use of the link.
+    pub async fn enrollment_profile_for_link(
+        &self,
+        link_secret: &str,
+    ) -> Result<Vec<u8>, CoreError> {
+        let now = self.clock.now();
+        let link = self
+            .store
+            .find_enrollment_link_by_hash(&secret_hash(link_secret))
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        if !self.store.use_enrollment_link(link.id, now).await? {
+            return Err(CoreError::Gone(
+                "this enrollment link has expired or reached its maximum number of uses".into(),
+            ));
+        }
+        let challenge = random_secret(24);
+        self.store
+            .create_scep_challenge(&ScepChallenge {
+                challenge_hash: secret_hash(&challenge),
+                link_id: link.id,
+                tenant_id: link.tenant_id,
+                created_at: now,
+                expires_at: now.plus_seconds(self.config.challenge_ttl_seconds),
+                used_at: None,
+            })
+            .await?;
+        let profile = self.build_enrollment_profile(challenge);
+        let signed = orchard_pki::signature::sign_profile(
+            &profile.to_plist(),
+            &self.pki.profile_signer,
+            &[self.pki.ca.identity()],
+        )?;
+        tracing::info!(link = %link.id, tenant = %link.tenant_id, "enrollment profile handed out");
+        Ok(signed)
+    }
+
+    fn build_enrollment_profile(&self, challenge: String) -> EnrollmentProfile {
+        let c = &self.config;
+        EnrollmentProfile {
+            identifier: "edu.orchard.enrollment".into(),
+            uuid: Uuid::new_v4(),
+            display_name: format!("{} device management", c.organization),
+            organization: c.organization.clone(),
+            description: Some(
+                "Enrolls this iPad in the university's device management (Orchard).".into(),
+            ),
+            root_ca_der: Some(self.pki.ca.cert_der()),
+            root_payload_uuid: Uuid::new_v4(),
+            scep: ScepPayload {
+                url: c.scep_url(),
+                name: "Orchard".into(),
+                subject: vec![
+                    ("O".into(), c.organization.clone()),
+                    ("CN".into(), "Orchard device identity".into()),
+                ],
+                challenge,
+                key_size: 2048,
+                key_usage: 5,
+                ca_fingerprint: None,
+            },
+            scep_payload_uuid: Uuid::new_v4(),
+            mdm: MdmPayload {
+                server_url: c.server_url(),
+                check_in_url: c.checkin_url(),
+                topic: c.topic.clone(),
+                sign_message: true,
+                check_out_when_removed: true,
+                access_rights: ALL_ACCESS_RIGHTS,
+                server_capabilities: SERVER_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
+                use_development_apns: false,
+            },
+            mdm_payload_uuid: Uuid::new_v4(),
+        }
+    }
+
+    /// `GET /scep?operation=GetCACaps`.
+    pub fn scep_ca_caps(&self) -> ScepReply {
+        ScepReply {
+            content_type: "text/plain",
+            body: scep::CA_CAPS.as_bytes().to_vec(),
+        }
+    }
+
+    /// `GET /scep?operation=GetCACert`: our CA certificate, which is also the RA.
+    pub fn scep_ca_cert(&self) -> ScepReply {
+        ScepReply {
+            content_type: "application/x-x509-ca-cert",
+            body: self.pki.ca.cert_der(),
+        }
+    }
+
+    /// `PKIOperation`: decodes the request, checks the one-time challenge (PKCSReq) or the current identity
+    /// (RenewalReq), and answers a CertRep. A request we cannot even decode is an error (HTTP 400); a request
+    /// we decode but refuse gets a failure CertRep, as RFC 8894 asks.
+    pub async fn scep_pki_operation(&self, message: &[u8]) -> Result<ScepReply, CoreError> {
+        let now = self.clock.now();
+        let ca = &self.pki.ca;
+        let req = scep::decode_pki_message(ca, message)
+            .map_err(|e| CoreError::Invalid(format!("scep message: {e}")))?;
+        let reply = |body: Vec<u8>| ScepReply {
+            content_type: "application/x-pki-message",
+            body,
+        };
+        let grant = match req.message_type {
+            MessageType::PkcsReq => self.check_challenge(&req, now).await?,
+            MessageType::RenewalReq => self.check_renewal(&req, now).await?,
+            _ => Err(FailInfo::BadRequest),
+        };
+        let (tenant_id, link_id) = match grant {
+            Ok(g) => g,
+            Err(fail) => {
+                tracing::warn!(transaction = %req.transaction_id, ?fail, "scep request refused");
+                return Ok(reply(scep::cert_rep_failure(ca, &req, fail)?));
+            }
+        };
+        let issued = scep::issue_certificate(ca, &req, now, self.config.identity_validity_days)?;
+        let (_, not_after) = orchard_pki::cert_validity(&issued)?;
+        self.store
+            .record_issued_certificate(&IssuedCertificate {
+                fingerprint: orchard_pki::fingerprint_sha256_hex(&issued),
+                serial_hex: orchard_pki::cert_serial_hex(&issued)?,
+                subject: req.subject_common_name.clone().unwrap_or_default(),
+                tenant_id,
+                link_id,
+                issued_at: now,
+                not_after,
+            })
+            .await?;
+        tracing::info!(transaction = %req.transaction_id, tenant = %tenant_id, "device identity issued");
+        Ok(reply(scep::cert_rep_success(ca, &req, &issued)?))
+    }
+
+    /// A PKCSReq must carry a challenge we handed out, unused and unexpired; it is consumed here.
+    async fn check_challenge(
+        &self,
+        req: &scep::PkiRequest,
+        now: UnixTime,
+    ) -> Result<Grant, CoreError> {
+        let Some(challenge) = &req.challenge_password else {
+            return Ok(Err(FailInfo::BadRequest));
+        };
+        match self
+            .store
+            .consume_scep_challenge(&secret_hash(challenge.expose()), now)
+            .await?
+        {
+            Some(c) => Ok(Ok((c.tenant_id, Some(c.link_id)))),
+            None => Ok(Err(FailInfo::BadRequest)),
+        }
+    }
+
+    /// A RenewalReq is signed by an identity we issued that is still valid; the new one keeps its tenant.
+    async fn check_renewal(
+        &self,
+        req: &scep::PkiRequest,
+        now: UnixTime,
+    ) -> Result<Grant, CoreError> {
+        if !self.pki.ca.is_issued_by_me(&req.signer_cert_der) {
+            return Ok(Err(FailInfo::BadMessageCheck));
+        }
+        let fingerprint = orchard_pki::fingerprint_sha256_hex(&req.signer_cert_der);
+        match self.store.find_issued_certificate(&fingerprint).await? {
+            Some(c) if c.not_after > now => Ok(Ok((c.tenant_id, c.link_id))),
+            _ => Ok(Err(FailInfo::BadCertId)),
+        }
+    }
+}

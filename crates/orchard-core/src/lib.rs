@@ -1,0 +1,106 @@
+//! Orchard's domain services: enrollment, the device check-in and command protocol, the command queue,
+//! inventory, and the admin operations behind the API. No HTTP types here: the server crate adapts.
+
+pub mod admin;
+pub mod auth;
+pub mod device;
+pub mod enrollment;
+pub mod error;
+pub mod inventory;
+pub mod pki_files;
+
+use std::sync::Arc;
+
+use orchard_pki::{CertificateAuthority, Identity};
+use orchard_store::Store;
+use orchard_types::{ApnsTopic, Clock};
+
+pub use error::{CoreError, DeviceRejection};
+
+/// Settings the core needs, validated by the binary before it builds an [`Orchard`].
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The https origin devices use, e.g. `https://mdm.example.edu:8443` (no trailing slash).
+    pub public_url: String,
+    /// The MDM push topic every enrollment profile names and every check-in must carry.
+    pub topic: ApnsTopic,
+    /// Shown in profiles and organization info.
+    pub organization: String,
+    /// How long a SCEP challenge handed out with a profile stays usable.
+    pub challenge_ttl_seconds: i64,
+    /// Lifetime of device identity certificates issued by SCEP.
+    pub identity_validity_days: u32,
+}
+
+impl CoreConfig {
+    pub fn checkin_url(&self) -> String {
+        format!("{}/mdm/checkin", self.public_url)
+    }
+    pub fn server_url(&self) -> String {
+        format!("{}/mdm/command", self.public_url)
+    }
+    pub fn scep_url(&self) -> String {
+        format!("{}/scep", self.public_url)
+    }
+    pub fn enrollment_url(&self, link_secret: &str) -> String {
+        format!("{}/enroll/{}", self.public_url, link_secret)
+    }
+}
+
+/// The PKI material a running server holds: the CA (which is also the SCEP RA) and the identity that signs
+/// enrollment profiles.
+pub struct PkiMaterial {
+    pub ca: CertificateAuthority,
+    pub profile_signer: Identity,
+}
+
+/// The core service. Cheap to share behind an `Arc`; handlers call its methods.
+pub struct Orchard {
+    pub(crate) store: Store,
+    pub(crate) pki: Arc<PkiMaterial>,
+    pub(crate) config: CoreConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Orchard {
+    pub fn new(
+        store: Store,
+        pki: Arc<PkiMaterial>,
+        config: CoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            pki,
+            config,
+            clock,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.pki.ca
+    }
+}
+
+/// SHA-256 hex of a secret; what we store instead of tokens, link secrets and challenges.
+pub fn secret_hash(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// A random url-safe secret of `bytes` random bytes.
+pub fn random_secret(bytes: usize) -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}

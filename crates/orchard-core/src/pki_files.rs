@@ -1,0 +1,125 @@
+//! Orchard's PKI material in the data directory: created on first start, loaded afterwards.
+//!
+//! Files: `ca.pem`/`ca.key` (the CA, also the SCEP RA), `profile-signer.pem/.key` (signs enrollment profiles),
+//! `tls.pem`/`tls.key` (the self-signed development TLS identity, issued by the CA so enrolled devices trust
+//! it). Keys are written with mode 0600. Leaf identities are re-issued when missing or within 30 days of expiry.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use orchard_pki::{CertificateAuthority, Identity};
+use orchard_types::UnixTime;
+
+use crate::{CoreError, PkiMaterial};
+
+const CA_VALIDITY_DAYS: u32 = 3650;
+const LEAF_VALIDITY_DAYS: u32 = 397;
+const RENEW_BEFORE_SECONDS: i64 = 30 * 86_400;
+
+fn io_err(path: &Path, e: std::io::Error) -> CoreError {
+    CoreError::Internal(format!("{}: {e}", path.display()))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| io_err(path, e))?;
+    f.write_all(bytes).map_err(|e| io_err(path, e))
+}
+
+fn read_pair(dir: &Path, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, CoreError> {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    if !cert.exists() || !key.exists() {
+        return Ok(None);
+    }
+    let c = std::fs::read(&cert).map_err(|e| io_err(&cert, e))?;
+    let k = std::fs::read(&key).map_err(|e| io_err(&key, e))?;
+    Ok(Some((c, k)))
+}
+
+fn write_pair(dir: &Path, name: &str, id: &Identity) -> Result<(), CoreError> {
+    let cert = dir.join(format!("{name}.pem"));
+    std::fs::write(&cert, id.cert_pem()).map_err(|e| io_err(&cert, e))?;
+    write_private(&dir.join(format!("{name}.key")), id.key_pem().expose())
+}
+
+fn not_after(id: &Identity) -> Option<UnixTime> {
+    orchard_pki::cert_validity(&id.cert_der())
+        .ok()
+        .map(|(_, not_after)| not_after)
+}
+
+fn needs_renewal(id: &Identity, now: UnixTime) -> bool {
+    match not_after(id) {
+        Some(t) => t.0 - now.0 < RENEW_BEFORE_SECONDS,
+        None => true,
+    }
+}
+
+/// The data directory's PKI, created or refreshed as needed.
+pub struct DataDirPki {
+    pub material: PkiMaterial,
+    pub tls: Identity,
+    pub ca_path: PathBuf,
+}
+
+/// Loads the CA and identities from `dir`, creating whatever is missing. `tls_names` are the DNS names and
+/// IP addresses the TLS certificate must cover.
+pub fn load_or_create(
+    dir: &Path,
+    tls_dns: &[String],
+    tls_ips: &[IpAddr],
+    now: UnixTime,
+) -> Result<DataDirPki, CoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let ca = match read_pair(dir, "ca")? {
+        Some((c, k)) => CertificateAuthority::from_pem(&c, &k)?,
+        None => {
+            let ca = CertificateAuthority::generate("Orchard Device CA", now, CA_VALIDITY_DAYS)?;
+            write_pair(dir, "ca", ca.identity())?;
+            tracing::info!(path = %dir.join("ca.pem").display(), "created a new Orchard CA");
+            ca
+        }
+    };
+    let signer = match read_pair(dir, "profile-signer")? {
+        Some((c, k)) => Some(Identity::from_pem(&c, &k)?),
+        None => None,
+    };
+    let signer = match signer {
+        Some(s) if !needs_renewal(&s, now) && ca.is_issued_by_me(&s.cert_der()) => s,
+        _ => {
+            let s =
+                ca.issue_signing_identity("Orchard Profile Signing", now, LEAF_VALIDITY_DAYS)?;
+            write_pair(dir, "profile-signer", &s)?;
+            s
+        }
+    };
+    let tls = match read_pair(dir, "tls")? {
+        Some((c, k)) => Some(Identity::from_pem(&c, &k)?),
+        None => None,
+    };
+    let tls = match tls {
+        Some(t) if !needs_renewal(&t, now) && ca.is_issued_by_me(&t.cert_der()) => t,
+        _ => {
+            let t = ca.issue_tls_server(tls_dns, tls_ips, now, LEAF_VALIDITY_DAYS)?;
+            write_pair(dir, "tls", &t)?;
+            tracing::info!("issued a self-signed TLS certificate from the Orchard CA");
+            t
+        }
+    };
+    Ok(DataDirPki {
+        material: PkiMaterial {
+            ca,
+            profile_signer: signer,
+        },
+        tls,
+        ca_path: dir.join("ca.pem"),
+    })
+}

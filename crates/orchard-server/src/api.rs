@@ -1,0 +1,333 @@
+//! The admin API `/api/v1` (JSON). Every route takes an [`Authenticated`] principal; errors have a stable
+//! `code`, a message, and the request id.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use orchard_core::admin::{CommandView, DeviceView};
+use orchard_core::auth::Principal;
+use orchard_core::CoreError;
+use orchard_protocol::commands::Command;
+use orchard_store::Page;
+use orchard_types::{DeviceId, TenantId};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{request_id, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/tenants", post(create_tenant).get(list_tenants))
+        .route("/tenants/{id}/enrollment-links", post(create_link))
+        .route("/devices", get(list_devices))
+        .route("/devices/{id}", get(device_detail))
+        .route(
+            "/devices/{id}/commands",
+            post(queue_command).get(command_history),
+        )
+}
+
+/// An API error: status, stable code, a message for the caller, and the request id.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    request_id: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            request_id: String::new(),
+        }
+    }
+
+    fn with_request_id(mut self, id: String) -> Self {
+        self.request_id = id;
+        self
+    }
+
+    pub fn from_core(e: CoreError, request_id: String) -> Self {
+        let err = match e {
+            CoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
+            CoreError::Gone(m) => ApiError::new(StatusCode::GONE, "gone", m),
+            CoreError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m),
+            CoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            CoreError::Unauthenticated => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a valid bearer token is required",
+            ),
+            CoreError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            CoreError::Device(r) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", r.reason())
+            }
+            other => {
+                // The log gets the detail; the caller gets the request id to quote.
+                tracing::error!(error = %other, %request_id, "api request failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; quote the request id to the operators",
+                )
+            }
+        };
+        err.with_request_id(request_id)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message, "request_id": self.request_id}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The authenticated caller, from `Authorization: Bearer …`.
+pub struct Authenticated {
+    pub principal: Principal,
+    pub request_id: String,
+}
+
+impl Authenticated {
+    fn fail(&self, e: CoreError) -> ApiError {
+        ApiError::from_core(e, self.request_id.clone())
+    }
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let request_id = request_id(&parts.headers);
+        let secret = bearer(&parts.headers)
+            .ok_or_else(|| ApiError::from_core(CoreError::Unauthenticated, request_id.clone()))?;
+        let principal = state
+            .orchard
+            .authenticate_bearer(secret)
+            .await
+            .map_err(|e| ApiError::from_core(e, request_id.clone()))?;
+        Ok(Authenticated {
+            principal,
+            request_id,
+        })
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// JSON bodies with our error shape on failure.
+fn body<T>(who: &Authenticated, b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.body_text())
+            .with_request_id(who.request_id.clone())
+    })
+}
+
+fn parse_id<T, F: FnOnce(&str) -> Result<T, orchard_types::ParseError>>(
+    who: &Authenticated,
+    s: &str,
+    parse: F,
+) -> Result<T, ApiError> {
+    // A malformed id is reported like a missing one: it names nothing.
+    parse(s).map_err(|_| who.fail(CoreError::NotFound))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    name: String,
+    code: String,
+}
+
+async fn create_tenant(
+    State(state): State<AppState>,
+    who: Authenticated,
+    b: Result<Json<CreateTenant>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(&who, b)?;
+    let t = state
+        .orchard
+        .create_tenant(&who.principal, &req.name, &req.code)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok((StatusCode::CREATED, Json(tenant_json(&t))).into_response())
+}
+
+fn tenant_json(t: &orchard_store::Tenant) -> serde_json::Value {
+    json!({"id": t.id, "name": t.name, "code": t.code, "created_at": t.created_at.to_rfc3339()})
+}
+
+async fn list_tenants(
+    State(state): State<AppState>,
+    who: Authenticated,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ts = state
+        .orchard
+        .list_tenants(&who.principal)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok(Json(
+        json!({"items": ts.iter().map(tenant_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateLink {
+    #[serde(default)]
+    name: String,
+    max_uses: Option<i64>,
+    expires_in_seconds: Option<i64>,
+}
+
+async fn create_link(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+    b: Result<Json<CreateLink>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = parse_id(&who, &id, TenantId::parse)?;
+    let req = body(&who, b)?;
+    let link = state
+        .orchard
+        .create_enrollment_link(
+            &who.principal,
+            tenant,
+            &req.name,
+            req.max_uses,
+            req.expires_in_seconds,
+        )
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok((StatusCode::CREATED, Json(link)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+impl PageQuery {
+    fn page(&self) -> Page {
+        Page {
+            limit: self.limit.unwrap_or(100).clamp(1, 1000),
+            offset: self.offset.unwrap_or(0).max(0),
+        }
+    }
+}
+
+async fn list_devices(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let page = q.page();
+    let (devices, total) = state
+        .orchard
+        .list_devices(&who.principal, page)
+        .await
+        .map_err(|e| who.fail(e))?;
+    let items: Vec<DeviceView> = devices.iter().map(DeviceView::from).collect();
+    Ok(Json(
+        json!({"items": items, "total": total, "limit": page.limit, "offset": page.offset}),
+    ))
+}
+
+async fn device_detail(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&who, &id, DeviceId::parse)?;
+    let detail = state
+        .orchard
+        .device_detail(&who.principal, id)
+        .await
+        .map_err(|e| who.fail(e))?;
+    serde_json::to_value(detail)
+        .map(Json)
+        .map_err(|e| who.fail(CoreError::Internal(e.to_string())))
+}
+
+async fn queue_command(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+    b: Result<Json<Command>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&who, &id, DeviceId::parse)?;
+    let command = body(&who, b)?;
+    if let Command::ClearPasscode { unlock_token } = &command {
+        if unlock_token.is_some() {
+            return Err(who.fail(CoreError::Invalid(
+                "unlock_token is filled in by Orchard from the device's escrow".into(),
+            )));
+        }
+    }
+    let record = state
+        .orchard
+        .queue_command(&who.principal, id, command)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok((StatusCode::CREATED, Json(CommandView::from(&record))).into_response())
+}
+
+async fn command_history(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&who, &id, DeviceId::parse)?;
+    let cmds = state
+        .orchard
+        .command_history(&who.principal, id, q.page())
+        .await
+        .map_err(|e| who.fail(e))?;
+    let items: Vec<CommandView> = cmds.iter().map(CommandView::from).collect();
+    Ok(Json(json!({"items": items})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_details() {
+        let r = ApiError::from_core(
+            CoreError::Internal("db password wrong".into()),
+            "rid".into(),
+        );
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!r.message.contains("password"));
+        assert_eq!(r.request_id, "rid");
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            "Bearer orc_abc".parse().unwrap(),
+        );
+        assert_eq!(bearer(&h), Some("orc_abc"));
+        h.insert(http::header::AUTHORIZATION, "Basic xyz".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! The device surface: `/mdm/checkin`, `/mdm/command`, `/scep`, `/enroll/{secret}`.
+//!
+//! Rule: never answer a device 401 by accident (an Apple device removes its MDM profile on 401). Unknown or
+//! unenrolled devices get the documented 403 with `com.apple.unrecognized.device`. 5xx bodies carry no
+//! internals.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use orchard_core::device::CheckinReply;
+use orchard_core::{CoreError, DeviceRejection};
+use serde::Deserialize;
+
+use crate::AppState;
+
+pub const MDM_SIGNATURE_HEADER: &str = "mdm-signature";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/mdm/checkin", put(checkin))
+        .route("/mdm/command", put(command))
+        .route("/scep", get(scep_get).post(scep_post))
+        .route("/enroll/{secret}", get(enrollment_profile))
+}
+
+/// An error on the device surface, already mapped to its answer.
+#[derive(Debug)]
+pub struct DeviceError(pub CoreError);
+
+impl From<CoreError> for DeviceError {
+    fn from(e: CoreError) -> Self {
+        DeviceError(e)
+    }
+}
+
+const UNRECOGNIZED_DEVICE_BODY: &str = r#"{"code":"com.apple.unrecognized.device","description":"this device is not enrolled with this server"}"#;
+
+impl IntoResponse for DeviceError {
+    fn into_response(self) -> Response {
+        let (status, body): (StatusCode, String) = match &self.0 {
+            CoreError::Device(r) => {
+                tracing::warn!(reason = %r.reason(), "device request rejected");
+                match r {
+                    DeviceRejection::UnrecognizedDevice => {
+                        return (
+                            StatusCode::FORBIDDEN,
+                            [(header::CONTENT_TYPE, "application/json")],
+                            UNRECOGNIZED_DEVICE_BODY,
+                        )
+                            .into_response();
+                    }
+                    DeviceRejection::MalformedBody(_)
+                    | DeviceRejection::BadSignature(_)
+                    | DeviceRejection::WrongTopic
+                    | DeviceRejection::Unsupported(_) => (StatusCode::BAD_REQUEST, r.reason()),
+                    DeviceRejection::UntrustedIdentity(_) | DeviceRejection::IdentityMismatch => {
+                        (StatusCode::FORBIDDEN, r.reason())
+                    }
+                }
+            }
+            CoreError::NotFound => (StatusCode::NOT_FOUND, "not found".into()),
+            CoreError::Gone(m) => (StatusCode::GONE, m.clone()),
+            CoreError::Invalid(m) => {
+                tracing::warn!(reason = %m, "device request invalid");
+                (StatusCode::BAD_REQUEST, m.clone())
+            }
+            // A device never authenticates with a bearer token; these cannot come from the device surface,
+            // but if one did it must not become a 401.
+            CoreError::Unauthenticated | CoreError::Forbidden(_) => {
+                (StatusCode::FORBIDDEN, "forbidden".into())
+            }
+            CoreError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
+            other => {
+                tracing::error!(error = %other, "device request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+            }
+        };
+        (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+    }
+}
+
+fn signature(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(MDM_SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn checkin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, DeviceError> {
+    let reply = state.orchard.checkin(signature(&headers), &body).await?;
+    Ok(match reply {
+        CheckinReply::Empty => StatusCode::OK.into_response(),
+        CheckinReply::Plist(b) => ([(header::CONTENT_TYPE, "application/xml")], b).into_response(),
+        CheckinReply::Json(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
+    })
+}
+
+async fn command(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, DeviceError> {
+    match state
+        .orchard
+        .command_report(signature(&headers), &body)
+        .await?
+    {
+        Some(next) => Ok(([(header::CONTENT_TYPE, "application/xml")], next).into_response()),
+        None => Ok(StatusCode::OK.into_response()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ScepQuery {
+    operation: Option<String>,
+    message: Option<String>,
+}
+
+async fn scep_get(
+    State(state): State<AppState>,
+    Query(q): Query<ScepQuery>,
+) -> Result<Response, DeviceError> {
+    let o = &state.orchard;
+    let reply = match q.operation.as_deref() {
+        Some("GetCACaps") => o.scep_ca_caps(),
+        Some("GetCACert") => o.scep_ca_cert(),
+        Some("PKIOperation") => {
+            // RFC 8894 §4.1: GET carries the message base64-encoded in `message`.
+            use base64::Engine;
+            let msg = q
+                .message
+                .ok_or_else(|| CoreError::Invalid("message parameter missing".into()))?;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(msg.trim())
+                .map_err(|_| CoreError::Invalid("message is not base64".into()))?;
+            o.scep_pki_operation(&der).await?
+        }
+        other => {
+            return Err(CoreError::Invalid(format!(
+                "unknown scep operation {}",
+                other.unwrap_or("(none)")
+            ))
+            .into())
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, reply.content_type)], reply.body).into_response())
+}
+
+async fn scep_post(
+    State(state): State<AppState>,
+    Query(q): Query<ScepQuery>,
+    body: Bytes,
+) -> Result<Response, DeviceError> {
+    if q.operation.as_deref() != Some("PKIOperation") {
+        return Err(CoreError::Invalid("POST supports only PKIOperation".into()).into());
+    }
+    let reply = state.orchard.scep_pki_operation(&body).await?;
+    Ok(([(header::CONTENT_TYPE, reply.content_type)], reply.body).into_response())
+}
+
+async fn enrollment_profile(
+    State(state): State<AppState>,
+    Path(secret): Path<String>,
+) -> Result<Response, DeviceError> {
+    let profile = state.orchard.enrollment_profile_for_link(&secret).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-apple-aspen-config"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"orchard-enrollment.mobileconfig\"",
+            ),
+        ],
+        profile,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(e: CoreError) -> StatusCode {
+        DeviceError(e).into_response().status()
+    }
+
+    #[test]
+    fn no_device_error_is_ever_401() {
+        let all = vec![
+            CoreError::Device(DeviceRejection::MalformedBody("x".into())),
+            CoreError::Device(DeviceRejection::BadSignature("x".into())),
+            CoreError::Device(DeviceRejection::UntrustedIdentity("x".into())),
+            CoreError::Device(DeviceRejection::IdentityMismatch),
+            CoreError::Device(DeviceRejection::WrongTopic),
+            CoreError::Device(DeviceRejection::UnrecognizedDevice),
+            CoreError::Device(DeviceRejection::Unsupported("x".into())),
+            CoreError::NotFound,
+            CoreError::Gone("x".into()),
+            CoreError::Invalid("x".into()),
+            CoreError::Conflict("x".into()),
+            CoreError::Unauthenticated,
+            CoreError::Forbidden("x".into()),
+            CoreError::Internal("secret detail".into()),
+        ];
+        for e in all {
+            assert_ne!(status_of(e), StatusCode::UNAUTHORIZED);
+        }
+    }
+
+    #[test]
+    fn rejections_map_to_documented_statuses() {
+        assert_eq!(
+            status_of(CoreError::Device(DeviceRejection::UnrecognizedDevice)),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status_of(CoreError::Device(DeviceRejection::MalformedBody(
+                "x".into()
+            ))),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(CoreError::Device(DeviceRejection::IdentityMismatch)),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status_of(CoreError::Internal("x".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

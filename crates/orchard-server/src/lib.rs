@@ -1,0 +1,78 @@
+//! Orchard's HTTP surfaces: the device surface (check-in, commands, SCEP, enrollment profiles) and the admin
+//! API, on one axum router served over TLS. Handlers only adapt HTTP to `orchard-core`.
+
+pub mod api;
+pub mod device;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use orchard_core::Orchard;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use tls::{serve_tls, tls_server_config};
+
+/// Request size limits per surface.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Device bodies: check-ins and command reports (a big InstalledApplicationList still fits).
+    pub device_body_bytes: usize,
+    /// Admin API bodies (an InstallProfile payload in base64 must fit).
+    pub api_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            device_body_bytes: orchard_protocol::MAX_PLIST_BYTES,
+            api_body_bytes: 4 << 20,
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub orchard: Arc<Orchard>,
+}
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Builds the whole application; `main` and the tests use this same function.
+pub fn build_app(orchard: Arc<Orchard>, limits: Limits) -> Router {
+    let state = AppState { orchard };
+    let request_id = http::HeaderName::from_static(REQUEST_ID_HEADER);
+    Router::new()
+        .merge(device::routes().layer(DefaultBodyLimit::max(limits.device_body_bytes)))
+        .nest(
+            "/api/v1",
+            api::routes().layer(DefaultBodyLimit::max(limits.api_body_bytes)),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The request id of the current request, as set by the request-id layer.
+pub(crate) fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}

@@ -1,0 +1,794 @@
+//! One simulated iPad on the network: enrollment (profile, SCEP, Authenticate, TokenUpdate), command
+//! sessions on the ServerURL, CheckOut, and raw requests for tests that send hostile input.
+
+use std::sync::Arc;
+
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::X509;
+use orchard_pki::scep::{self, CertRepOutcome};
+use orchard_pki::Identity;
+use orchard_protocol::checkin::{Authenticate, CheckOut, CheckinMessage, TokenUpdate};
+use orchard_protocol::profile::{EnrollmentProfile, ScepPayload};
+use orchard_types::{ApnsTopic, Clock, PushMagic, SerialNumber, SystemClock, Udid, UnixTime};
+use rand::RngCore;
+
+use crate::handler::{self, CommandOutcome, FollowUp};
+use crate::net::{build_client, untrusting_client, ClientOptions};
+use crate::profile::{der_to_pem, open_enrollment_profile, pem_bundle_to_der};
+use crate::state::{DeviceState, HandledCommand};
+use crate::{SimConfig, SimError};
+
+/// Content type of check-in messages (CheckInURL).
+pub const CHECKIN_CONTENT_TYPE: &str = "application/x-apple-aspen-mdm-checkin";
+/// Content type of command reports (ServerURL).
+pub const COMMAND_CONTENT_TYPE: &str = "application/x-apple-aspen-mdm";
+/// Content type of an enrollment profile download.
+pub const PROFILE_CONTENT_TYPE: &str = "application/x-apple-aspen-config";
+/// Content type of a SCEP PKIOperation request and reply.
+pub const PKI_MESSAGE_CONTENT_TYPE: &str = "application/x-pki-message";
+/// Header carrying the detached CMS signature over the body.
+pub const MDM_SIGNATURE_HEADER: &str = "Mdm-Signature";
+
+/// A session that hands out more commands than this is a server bug (an endless resend loop), not work.
+pub const MAX_COMMANDS_PER_SESSION: usize = 500;
+/// SCEP key sizes iOS accepts.
+const SCEP_KEY_SIZES: [u32; 3] = [1024, 2048, 4096];
+
+/// What one command session did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionSummary {
+    pub udid: String,
+    /// Every command answered in this session, in order.
+    pub handled: Vec<HandledCommand>,
+    /// Set by [`crate::Fleet::poll_all`] when the session failed.
+    pub error: Option<String>,
+}
+
+/// One simulated iPad.
+pub struct SimDevice {
+    pub state: DeviceState,
+    client: reqwest::Client,
+    /// The trust (PEM) `client` was built with, so it is rebuilt only when the trust changes.
+    client_trust: Option<String>,
+    /// The parsed identity and the certificate PEM it was parsed from (parsing a key per request is waste).
+    identity_cache: Option<(String, Identity)>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SimDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDevice")
+            .field("udid", &self.state.udid)
+            .field("enrolled", &self.state.enrolled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimDevice {
+    /// A factory-fresh iPad with random UDID, serial number and MAC addresses.
+    pub fn new_random(config: &SimConfig) -> Self {
+        Self::from_state(DeviceState::new_random(config))
+    }
+
+    /// A device restored from a saved state, with its own HTTP client.
+    pub fn from_state(state: DeviceState) -> Self {
+        let trust = state
+            .ca_pem
+            .clone()
+            .or_else(|| state.configured_ca_pem.clone());
+        let client = trust
+            .as_ref()
+            .and_then(|pem| {
+                build_client(&ClientOptions {
+                    ca_pem: Some(pem.as_bytes().to_vec()),
+                    ..ClientOptions::default()
+                })
+                .ok()
+            })
+            .unwrap_or_else(untrusting_client);
+        SimDevice {
+            state,
+            client,
+            client_trust: trust,
+            identity_cache: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Shares an HTTP client (and its connection pool) built for exactly the trust `trust_pem`.
+    pub fn set_client(&mut self, client: reqwest::Client, trust_pem: Option<String>) {
+        self.client = client;
+        self.client_trust = trust_pem;
+    }
+
+    /// Replaces the clock (tests move time by hand).
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = clock;
+    }
+
+    /// The PEM this device trusts for TLS right now.
+    pub fn trust_pem(&self) -> Option<String> {
+        self.state
+            .ca_pem
+            .clone()
+            .or_else(|| self.state.configured_ca_pem.clone())
+    }
+
+    pub fn udid(&self) -> &str {
+        &self.state.udid
+    }
+
+    pub fn raw_client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// Downloads the enrollment profile from `enrollment_url` and enrolls with it.
+    pub async fn enroll(&mut self, enrollment_url: &str) -> Result<(), SimError> {
+        let download_client = if self.trust_pem().is_some() {
+            self.client.clone()
+        } else {
+            // Trust on first use: the download is the one request made without a trusted root.
+            build_client(&ClientOptions {
+                danger_accept_any_server_cert: true,
+                keep_alive: false,
+                ..ClientOptions::default()
+            })?
+        };
+        let response = download_client.get(enrollment_url).send().await?;
+        let status = response.status().as_u16();
+        let content_type = header_text(&response, reqwest::header::CONTENT_TYPE);
+        let body = response.bytes().await?;
+        if status != 200 {
+            return Err(SimError::Status {
+                what: "enrollment profile download",
+                status,
+                body: body_excerpt(&body),
+            });
+        }
+        if !content_type.starts_with(PROFILE_CONTENT_TYPE) {
+            return Err(SimError::ContentType {
+                what: "enrollment profile download",
+                content_type,
+            });
+        }
+        self.enroll_with_profile(&body).await
+    }
+
+    /// Installs a signed enrollment profile: verify, SCEP, Authenticate, TokenUpdate. On failure the device
+    /// is left as it was, as iOS rolls back a profile that fails to install.
+    pub async fn enroll_with_profile(&mut self, profile_bytes: &[u8]) -> Result<(), SimError> {
+        let snapshot = self.state.clone();
+        let result = self.install_enrollment_profile(profile_bytes).await;
+        if result.is_err() {
+            self.state = snapshot;
+        }
+        result
+    }
+
+    async fn install_enrollment_profile(&mut self, profile_bytes: &[u8]) -> Result<(), SimError> {
+        let anchors = match &self.state.configured_ca_pem {
+            Some(pem) => pem_bundle_to_der(pem.as_bytes())?,
+            None => Vec::new(),
+        };
+        let opened = open_enrollment_profile(profile_bytes, &anchors)?;
+        let profile = opened.profile;
+
+        // Trust what the profile installs (and keep the configured anchor).
+        let mut trust = self.state.configured_ca_pem.clone().unwrap_or_default();
+        let mut trusted_ders = anchors.clone();
+        for root in profile
+            .root_ca_der
+            .iter()
+            .chain(std::iter::once(&opened.trusted_root_der))
+        {
+            if !trusted_ders.contains(root) {
+                trust.push_str(&der_to_pem(root)?);
+                trusted_ders.push(root.clone());
+            }
+        }
+        self.state.ca_pem = Some(trust.clone());
+        if self.client_trust.as_deref() != Some(trust.as_str()) {
+            self.client = build_client(&ClientOptions {
+                ca_pem: Some(trust.clone().into_bytes()),
+                ..ClientOptions::default()
+            })?;
+            self.client_trust = Some(trust);
+        }
+
+        let (key, cert) = self.scep_enroll(&profile.scep).await?;
+        let key_pem = key.private_key_to_pem_pkcs8()?;
+        let cert_pem = cert.to_pem()?;
+        self.state.key_pem = Some(String::from_utf8_lossy(&key_pem).into_owned());
+        self.state.identity_cert_pem = Some(String::from_utf8_lossy(&cert_pem).into_owned());
+        self.state.server_url = Some(profile.mdm.server_url.clone());
+        self.state.check_in_url = Some(checkin_url_of(&profile));
+        self.state.topic = Some(profile.mdm.topic.as_str().to_owned());
+        self.state.check_out_when_removed = profile.mdm.check_out_when_removed;
+        self.state.access_rights = profile.mdm.access_rights;
+
+        self.authenticate().await?;
+        self.token_update().await?;
+        self.state.enrollment_profile = Some(opened.summary);
+        self.state.enrolled = true;
+        Ok(())
+    }
+
+    /// SCEP (RFC 8894) as iOS does it: GetCACaps, GetCACert, then PKCSReq by POST (or GET if the CA cannot
+    /// take POST). Returns the new key and certificate.
+    async fn scep_enroll(
+        &self,
+        scep_payload: &ScepPayload,
+    ) -> Result<(PKey<Private>, X509), SimError> {
+        let url = scep_payload.url.as_str();
+        let caps_response = self
+            .client
+            .get(url)
+            .query(&[
+                ("operation", "GetCACaps"),
+                ("message", scep_payload.name.as_str()),
+            ])
+            .send()
+            .await?;
+        let caps_status = caps_response.status().as_u16();
+        let caps = caps_response.text().await?;
+        if caps_status != 200 {
+            return Err(SimError::Status {
+                what: "scep GetCACaps",
+                status: caps_status,
+                body: body_excerpt(caps.as_bytes()),
+            });
+        }
+        let can_post = caps.lines().any(|l| l.trim() == "POSTPKIOperation");
+
+        let ca_response = self
+            .client
+            .get(url)
+            .query(&[
+                ("operation", "GetCACert"),
+                ("message", scep_payload.name.as_str()),
+            ])
+            .send()
+            .await?;
+        let ca_status = ca_response.status().as_u16();
+        let ca_content_type = header_text(&ca_response, reqwest::header::CONTENT_TYPE);
+        let ca_body = ca_response.bytes().await?;
+        if ca_status != 200 {
+            return Err(SimError::Status {
+                what: "scep GetCACert",
+                status: ca_status,
+                body: body_excerpt(&ca_body),
+            });
+        }
+        let (recipient_der, all_ca_certs) = scep_recipient(&ca_content_type, &ca_body)?;
+        if let Some(expected) = &scep_payload.ca_fingerprint {
+            check_ca_fingerprint(&all_ca_certs, expected)?;
+        }
+
+        let (key, pending) =
+            start_scep_request(&recipient_der, scep_payload, &self.state.udid, self.now())?;
+
+        let request = if can_post {
+            self.client
+                .post(url)
+                .query(&[("operation", "PKIOperation")])
+                .header(reqwest::header::CONTENT_TYPE, PKI_MESSAGE_CONTENT_TYPE)
+                .body(pending.message_der.clone())
+        } else {
+            use base64::Engine as _;
+            let message = base64::engine::general_purpose::STANDARD.encode(&pending.message_der);
+            self.client
+                .get(url)
+                .query(&[("operation", "PKIOperation"), ("message", message.as_str())])
+        };
+        let reply = request.send().await?;
+        let reply_status = reply.status().as_u16();
+        let reply_content_type = header_text(&reply, reqwest::header::CONTENT_TYPE);
+        let reply_body = reply.bytes().await?;
+        if reply_status != 200 {
+            return Err(SimError::Status {
+                what: "scep PKIOperation",
+                status: reply_status,
+                body: body_excerpt(&reply_body),
+            });
+        }
+        if !reply_content_type.starts_with(PKI_MESSAGE_CONTENT_TYPE) {
+            return Err(SimError::ContentType {
+                what: "scep PKIOperation",
+                content_type: reply_content_type,
+            });
+        }
+        let cert = finish_scep_request(&pending, &key, &recipient_der, &reply_body)?;
+        Ok((key, cert))
+    }
+
+    async fn authenticate(&mut self) -> Result<(), SimError> {
+        let message = CheckinMessage::Authenticate(Authenticate {
+            topic: self.topic()?,
+            udid: self.udid_typed()?,
+            serial_number: SerialNumber::parse(&self.state.serial_number).ok(),
+            os_version: Some(self.state.os_version.clone()),
+            build_version: Some(self.state.build_version.clone()),
+            product_name: Some(self.state.product_name.clone()),
+            // An iPad sends neither model nor device name in Authenticate (macOS only, per Apple's schema).
+            model: None,
+            model_name: None,
+            device_name: None,
+            imei: None,
+            meid: None,
+        });
+        self.checkin("Authenticate", message.encode()).await
+    }
+
+    async fn token_update(&mut self) -> Result<(), SimError> {
+        // The thread-local generator must not live across an await (the future must stay Send).
+        if self.state.push_token.is_empty() {
+            self.state.push_token = random_bytes(32);
+        }
+        if self.state.push_magic.is_empty() {
+            self.state.push_magic = uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase();
+        }
+        if self.state.unlock_token.is_empty() {
+            self.state.unlock_token = random_bytes(32);
+        }
+        let message = CheckinMessage::TokenUpdate(TokenUpdate {
+            topic: self.topic()?,
+            udid: self.udid_typed()?,
+            token: self.state.push_token.clone(),
+            push_magic: PushMagic::parse(&self.state.push_magic)
+                .map_err(|e| SimError::InvalidArgument(e.to_string()))?,
+            // A Shared iPad sends no UnlockToken.
+            unlock_token: (!self.state.shared_ipad).then(|| self.state.unlock_token.clone()),
+            awaiting_configuration: self.state.awaiting_configuration,
+            user: None,
+        });
+        self.checkin("TokenUpdate", message.encode()).await
+    }
+
+    /// Tells the server the MDM profile is gone (CheckOut), then forgets the enrollment.
+    pub async fn check_out(&mut self) -> Result<(), SimError> {
+        if !self.state.enrolled {
+            return Err(SimError::NotEnrolled);
+        }
+        let message = CheckinMessage::CheckOut(CheckOut {
+            topic: self.topic()?,
+            udid: self.udid_typed()?,
+            user: None,
+        });
+        let result = self.checkin("CheckOut", message.encode()).await;
+        // The profile is removed whatever the server says: CheckOut is best effort on a real device too.
+        self.state.unenroll();
+        result
+    }
+
+    /// PUTs a signed check-in message and requires a 200.
+    async fn checkin(&mut self, what: &'static str, body: Vec<u8>) -> Result<(), SimError> {
+        let url = self
+            .state
+            .check_in_url
+            .clone()
+            .ok_or(SimError::NotEnrolled)?;
+        let signature = self.sign(&body)?;
+        let (status, reply) = put(
+            &self.client,
+            &url,
+            CHECKIN_CONTENT_TYPE,
+            body,
+            Some(signature),
+        )
+        .await?;
+        if status != 200 {
+            return Err(SimError::Status {
+                what,
+                status,
+                body: body_excerpt(&reply),
+            });
+        }
+        Ok(())
+    }
+
+    /// One command session: PUT Idle, then answer each command until the server replies with an empty
+    /// body. A 401 (or a 403 saying the device is unknown) makes the device drop its enrollment, as iOS
+    /// removes its MDM profile then.
+    pub async fn poll(&mut self) -> Result<SessionSummary, SimError> {
+        self.run_session(None).await
+    }
+
+    /// The signed Idle report this device opens a session with: body and `Mdm-Signature`. A benchmark
+    /// signs it once and replays it, so that the simulator's signing does not compete with the server for
+    /// CPU (the server's verification work is the same either way).
+    pub fn signed_idle(&self) -> Result<(Vec<u8>, String), SimError> {
+        let body = handler::idle_report(&self.state)?;
+        let signature = self.sign(&body)?;
+        Ok((body, signature))
+    }
+
+    /// [`SimDevice::poll`], opening with a pre-signed Idle report (see [`SimDevice::signed_idle`]).
+    pub async fn poll_with_signed_idle(
+        &mut self,
+        signed_idle: &(Vec<u8>, String),
+    ) -> Result<SessionSummary, SimError> {
+        self.run_session(Some(signed_idle)).await
+    }
+
+    async fn run_session(
+        &mut self,
+        signed_idle: Option<&(Vec<u8>, String)>,
+    ) -> Result<SessionSummary, SimError> {
+        if !self.state.enrolled {
+            return Err(SimError::NotEnrolled);
+        }
+        handler::apply_installed_os_update(&mut self.state);
+        let mut summary = SessionSummary {
+            udid: self.state.udid.clone(),
+            ..SessionSummary::default()
+        };
+        let mut presigned = signed_idle.map(|(_, signature)| signature.clone());
+        let mut body = match signed_idle {
+            Some((body, _)) => body.clone(),
+            None => handler::idle_report(&self.state)?,
+        };
+        for _ in 0..MAX_COMMANDS_PER_SESSION {
+            // Captured before the command runs: an erase or profile removal wipes them from the state, but
+            // the acknowledgement still goes out signed with the old identity, to the old server.
+            let server_url = self.state.server_url.clone().ok_or(SimError::NotEnrolled)?;
+            let check_in_url = self.state.check_in_url.clone();
+            let topic = self.state.topic.clone();
+            let identity = self.cached_identity()?;
+            let reply = self
+                .send_session_request(&server_url, &identity, body, presigned.take())
+                .await?;
+            if reply.iter().all(u8::is_ascii_whitespace) {
+                return Ok(summary);
+            }
+            let outcome = self.handle_command(&reply)?;
+            summary.handled.extend(outcome.handled.iter().cloned());
+            match outcome.follow_up {
+                FollowUp::Continue => body = outcome.report,
+                FollowUp::EndSession => {
+                    // The device reports, then restarts or shuts down: whatever the server answers is lost
+                    // and will be sent again at the next session.
+                    self.send_session_request(&server_url, &identity, outcome.report, None)
+                        .await?;
+                    return Ok(summary);
+                }
+                FollowUp::Erased {
+                    return_to_service_profile,
+                } => {
+                    self.send_session_request(&server_url, &identity, outcome.report, None)
+                        .await?;
+                    if let Some(profile) = return_to_service_profile {
+                        self.enroll_with_profile(&profile).await?;
+                    }
+                    return Ok(summary);
+                }
+                FollowUp::Unenrolled { check_out } => {
+                    self.send_session_request(&server_url, &identity, outcome.report, None)
+                        .await?;
+                    if let (true, Some(url), Some(topic)) = (check_out, check_in_url, topic) {
+                        self.send_check_out_after_removal(&url, &topic, &identity)
+                            .await?;
+                    }
+                    return Ok(summary);
+                }
+            }
+        }
+        Err(SimError::SessionTooLong(MAX_COMMANDS_PER_SESSION))
+    }
+
+    /// Runs one command plist through the device (no network), changing its state; used by `poll` and by
+    /// tests that exercise the state machine directly.
+    pub fn handle_command(&mut self, command_plist: &[u8]) -> Result<CommandOutcome, SimError> {
+        let now = self.now();
+        let outcome = handler::handle_command(&mut self.state, command_plist, now)?;
+        self.state
+            .handled_commands
+            .extend(outcome.handled.iter().cloned());
+        Ok(outcome)
+    }
+
+    /// The next `n` commands get NotNow (a real iPad does this while locked after boot).
+    pub fn answer_not_now(&mut self, n: u32) {
+        self.state.not_now_remaining = n;
+    }
+
+    async fn send_session_request(
+        &mut self,
+        server_url: &str,
+        identity: &Identity,
+        body: Vec<u8>,
+        presigned: Option<String>,
+    ) -> Result<Vec<u8>, SimError> {
+        let signature = match presigned {
+            Some(signature) => signature,
+            None => orchard_pki::signature::sign_mdm_body(&body, identity)?,
+        };
+        let (status, reply) = put(
+            &self.client,
+            server_url,
+            COMMAND_CONTENT_TYPE,
+            body,
+            Some(signature),
+        )
+        .await?;
+        if status == 200 {
+            return Ok(reply);
+        }
+        if status == 401 || (status == 403 && is_unrecognized_device(&reply)) {
+            self.state.unenroll();
+        }
+        Err(SimError::Status {
+            what: "command session",
+            status,
+            body: body_excerpt(&reply),
+        })
+    }
+
+    /// CheckOut after the MDM profile was removed by command: the state is already unenrolled, so URL, topic
+    /// and identity are the ones captured before the command ran.
+    async fn send_check_out_after_removal(
+        &mut self,
+        check_in_url: &str,
+        topic: &str,
+        identity: &Identity,
+    ) -> Result<(), SimError> {
+        let message = CheckinMessage::CheckOut(CheckOut {
+            topic: ApnsTopic::parse(topic).map_err(|e| SimError::InvalidArgument(e.to_string()))?,
+            udid: self.udid_typed()?,
+            user: None,
+        });
+        let body = message.encode();
+        let signature = orchard_pki::signature::sign_mdm_body(&body, identity)?;
+        let (status, reply) = put(
+            &self.client,
+            check_in_url,
+            CHECKIN_CONTENT_TYPE,
+            body,
+            Some(signature),
+        )
+        .await?;
+        if status != 200 {
+            return Err(SimError::Status {
+                what: "CheckOut",
+                status,
+                body: body_excerpt(&reply),
+            });
+        }
+        Ok(())
+    }
+
+    /// The device identity from the state's PEM.
+    pub fn identity(&self) -> Result<Identity, SimError> {
+        let (Some(cert), Some(key)) = (&self.state.identity_cert_pem, &self.state.key_pem) else {
+            return Err(SimError::NotEnrolled);
+        };
+        Ok(Identity::from_pem(cert.as_bytes(), key.as_bytes())?)
+    }
+
+    /// [`SimDevice::identity`], parsed once per certificate.
+    fn cached_identity(&mut self) -> Result<Identity, SimError> {
+        let cert_pem = self
+            .state
+            .identity_cert_pem
+            .as_deref()
+            .ok_or(SimError::NotEnrolled)?;
+        if let Some((pem, identity)) = &self.identity_cache {
+            if pem == cert_pem {
+                return Ok(identity.clone());
+            }
+        }
+        let identity = self.identity()?;
+        self.identity_cache = Some((cert_pem.to_owned(), identity.clone()));
+        Ok(identity)
+    }
+
+    /// The `Mdm-Signature` header value this device would send with `body`.
+    pub fn sign(&self, body: &[u8]) -> Result<String, SimError> {
+        Ok(orchard_pki::signature::sign_mdm_body(
+            body,
+            &self.identity()?,
+        )?)
+    }
+
+    /// PUTs `body` as is to the CheckInURL, with `signature` as Mdm-Signature if given (bad-input tests).
+    pub async fn send_checkin_raw(
+        &self,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> Result<(u16, Vec<u8>), SimError> {
+        let url = self
+            .state
+            .check_in_url
+            .as_deref()
+            .ok_or(SimError::NotEnrolled)?;
+        put(&self.client, url, CHECKIN_CONTENT_TYPE, body, signature).await
+    }
+
+    /// PUTs `body` as is to the ServerURL, with `signature` as Mdm-Signature if given (bad-input tests).
+    pub async fn send_command_raw(
+        &self,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> Result<(u16, Vec<u8>), SimError> {
+        let url = self
+            .state
+            .server_url
+            .as_deref()
+            .ok_or(SimError::NotEnrolled)?;
+        put(&self.client, url, COMMAND_CONTENT_TYPE, body, signature).await
+    }
+
+    fn topic(&self) -> Result<ApnsTopic, SimError> {
+        let topic = self.state.topic.as_deref().ok_or(SimError::NotEnrolled)?;
+        ApnsTopic::parse(topic).map_err(|e| SimError::InvalidArgument(e.to_string()))
+    }
+
+    fn udid_typed(&self) -> Result<Udid, SimError> {
+        Udid::parse(&self.state.udid).map_err(|e| SimError::InvalidArgument(e.to_string()))
+    }
+}
+
+/// The SCEP request iOS makes from the profile's SCEP payload: a fresh RSA key of `Keysize`, a CSR with the
+/// payload's subject CN (else `fallback_cn`) and challenge, enveloped to `recipient_der`.
+pub(crate) fn start_scep_request(
+    recipient_der: &[u8],
+    scep_payload: &ScepPayload,
+    fallback_cn: &str,
+    now: UnixTime,
+) -> Result<(PKey<Private>, scep::PendingRequest), SimError> {
+    let key_size = scep_payload.key_size;
+    if !SCEP_KEY_SIZES.contains(&key_size) {
+        return Err(SimError::Scep(format!("unsupported key size {key_size}")));
+    }
+    let key = PKey::from_rsa(Rsa::generate(key_size)?)?;
+    let subject_cn = scep_payload
+        .subject
+        .iter()
+        .find(|(oid, _)| oid == "CN" || oid == "2.5.4.3")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| fallback_cn.to_owned());
+    let challenge = Some(scep_payload.challenge.as_str()).filter(|c| !c.is_empty());
+    let pending = scep::build_pkcs_req(recipient_der, &key, &subject_cn, challenge, now)?;
+    Ok((key, pending))
+}
+
+/// Reads the CA's CertRep and returns the issued certificate, which must be for our key.
+pub(crate) fn finish_scep_request(
+    pending: &scep::PendingRequest,
+    key: &PKey<Private>,
+    recipient_der: &[u8],
+    reply: &[u8],
+) -> Result<X509, SimError> {
+    match scep::decode_cert_rep(pending, key, recipient_der, reply)? {
+        CertRepOutcome::Success(cert_der) => {
+            let cert = X509::from_der(&cert_der)?;
+            if !cert.public_key()?.public_eq(key) {
+                return Err(SimError::Scep(
+                    "issued certificate is not for our key".into(),
+                ));
+            }
+            Ok(cert)
+        }
+        CertRepOutcome::Failure(fail) => {
+            Err(SimError::Scep(format!("ca refused the request: {fail:?}")))
+        }
+        CertRepOutcome::Pending => Err(SimError::Scep(
+            "ca left the request pending (manual approval is not simulated)".into(),
+        )),
+    }
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0_u8; n];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// PUTs a body with the device headers; returns status and body.
+pub(crate) async fn put(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    signature: Option<String>,
+) -> Result<(u16, Vec<u8>), SimError> {
+    let mut request = client
+        .put(url)
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .body(body);
+    if let Some(signature) = signature {
+        request = request.header(MDM_SIGNATURE_HEADER, signature);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let reply = response.bytes().await?;
+    Ok((status, reply.to_vec()))
+}
+
+fn checkin_url_of(profile: &EnrollmentProfile) -> String {
+    let check_in = profile.mdm.check_in_url.trim();
+    if check_in.is_empty() {
+        profile.mdm.server_url.clone()
+    } else {
+        check_in.to_owned()
+    }
+}
+
+fn header_text(response: &reqwest::Response, name: reqwest::header::HeaderName) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The start of a reply body, for error messages.
+fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.chars().take(300).collect()
+}
+
+/// Apple's 403 body that asks an unknown device to unenroll (`com.apple.unrecognized.device`).
+fn is_unrecognized_device(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body).contains("com.apple.unrecognized.device")
+}
+
+/// The certificate to encrypt SCEP requests to (the single CA certificate, or from a CA+RA bundle the RA:
+/// the certificate that is not self-issued), and every certificate received.
+fn scep_recipient(content_type: &str, body: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), SimError> {
+    if content_type.starts_with("application/x-x509-ca-ra-cert") {
+        let pkcs7 = openssl::pkcs7::Pkcs7::from_der(body)?;
+        let certs = pkcs7
+            .signed()
+            .and_then(|s| s.certificates())
+            .ok_or_else(|| SimError::Scep("GetCACert bundle holds no certificates".into()))?;
+        let mut all = Vec::new();
+        let mut recipient = None;
+        for cert in certs {
+            let der = cert.to_der()?;
+            let self_issued = cert
+                .issuer_name()
+                .try_cmp(cert.subject_name())
+                .map(|o| o.is_eq())
+                .unwrap_or(false);
+            if !self_issued && recipient.is_none() {
+                recipient = Some(der.clone());
+            }
+            all.push(der);
+        }
+        let recipient = recipient
+            .or_else(|| all.first().cloned())
+            .ok_or_else(|| SimError::Scep("GetCACert bundle holds no certificates".into()))?;
+        Ok((recipient, all))
+    } else {
+        // A single DER certificate (application/x-x509-ca-cert); parse to be sure it is one.
+        let cert = X509::from_der(body)
+            .map_err(|e| SimError::Scep(format!("GetCACert is not a certificate: {e}")))?;
+        let der = cert.to_der()?;
+        Ok((der.clone(), vec![der]))
+    }
+}
+
+/// `CAFingerprint` is a hash of the CA certificate; its length says which hash (MD5, SHA-1 or SHA-256).
+fn check_ca_fingerprint(ca_certs: &[Vec<u8>], expected: &[u8]) -> Result<(), SimError> {
+    use openssl::hash::{hash, MessageDigest};
+    let digest = match expected.len() {
+        16 => MessageDigest::md5(),
+        20 => MessageDigest::sha1(),
+        32 => MessageDigest::sha256(),
+        n => return Err(SimError::Scep(format!("ca fingerprint of {n} bytes"))),
+    };
+    for cert in ca_certs {
+        if hash(digest, cert)?.as_ref() == expected {
+            return Ok(());
+        }
+    }
+    Err(SimError::Scep(
+        "ca certificate does not match CAFingerprint".into(),
+    ))
+}

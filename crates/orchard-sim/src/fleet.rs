@@ -1,0 +1,260 @@
+//! Many simulated iPads, persisted in one JSON state file so a fleet can be enrolled once and reused.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::device::{SessionSummary, SimDevice};
+use crate::net::{build_client, ClientOptions};
+use crate::state::DeviceState;
+use crate::{SimConfig, SimError};
+
+/// Version of the state file layout; bumped when a change is not backwards compatible.
+const STATE_FILE_FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: u32,
+    devices: Vec<DeviceState>,
+}
+
+/// A set of simulated iPads.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    pub devices: Vec<SimDevice>,
+}
+
+impl Fleet {
+    pub fn new() -> Self {
+        Fleet::default()
+    }
+
+    /// Adds `count` factory-fresh iPads.
+    pub fn add_random(&mut self, config: &SimConfig, count: usize) {
+        self.devices
+            .extend((0..count).map(|_| SimDevice::new_random(config)));
+        // New devices share the client of devices that trust the same roots; a failure here only means
+        // each keeps its own client.
+        let _ = self.share_clients(true);
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// Reads a fleet from its JSON state file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, SimError> {
+        let path = path.as_ref();
+        let state_error = |reason: String| SimError::StateFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read(path).map_err(|e| state_error(e.to_string()))?;
+        let file: StateFile =
+            serde_json::from_slice(&text).map_err(|e| state_error(e.to_string()))?;
+        if file.format != STATE_FILE_FORMAT {
+            return Err(state_error(format!(
+                "format {} is not {STATE_FILE_FORMAT}",
+                file.format
+            )));
+        }
+        let mut fleet = Fleet {
+            devices: file
+                .devices
+                .into_iter()
+                .map(SimDevice::from_state)
+                .collect(),
+        };
+        fleet.share_clients(true)?;
+        Ok(fleet)
+    }
+
+    /// [`Fleet::load`], or an empty fleet if the file does not exist yet.
+    pub fn load_or_new(path: impl AsRef<Path>) -> Result<Self, SimError> {
+        if path.as_ref().exists() {
+            Self::load(path)
+        } else {
+            Ok(Fleet::new())
+        }
+    }
+
+    /// Writes the state file atomically (temporary file, then rename), readable by the owner only: it
+    /// holds the devices' private keys.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SimError> {
+        let path = path.as_ref();
+        let state_error = |reason: String| SimError::StateFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let file = StateFile {
+            format: STATE_FILE_FORMAT,
+            devices: self.devices.iter().map(|d| d.state.clone()).collect(),
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| state_error(e.to_string()))?;
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".tmp");
+        let temporary = std::path::PathBuf::from(temporary);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut out = options
+            .open(&temporary)
+            .map_err(|e| state_error(e.to_string()))?;
+        out.write_all(&json)
+            .and_then(|()| out.sync_all())
+            .map_err(|e| state_error(e.to_string()))?;
+        std::fs::rename(&temporary, path).map_err(|e| state_error(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Gives devices that trust the same roots one shared client (one connection pool). `keep_alive` false
+    /// makes every request open a new connection (benchmarks of connection set-up).
+    pub fn share_clients(&mut self, keep_alive: bool) -> Result<(), SimError> {
+        let mut clients: HashMap<Option<String>, reqwest::Client> = HashMap::new();
+        for device in &mut self.devices {
+            let trust = device.trust_pem();
+            let client = match clients.get(&trust) {
+                Some(client) => client.clone(),
+                None => {
+                    let client = build_client(&ClientOptions {
+                        ca_pem: trust.as_ref().map(|t| t.as_bytes().to_vec()),
+                        keep_alive,
+                        ..ClientOptions::default()
+                    })?;
+                    clients.insert(trust.clone(), client.clone());
+                    client
+                }
+            };
+            device.set_client(client, trust);
+        }
+        Ok(())
+    }
+
+    /// Enrolls every device that is not enrolled yet, `concurrency` at a time. Devices that fail stay
+    /// unenrolled; the error counts them and names the first failure.
+    pub async fn enroll_all(
+        &mut self,
+        enrollment_url: &str,
+        concurrency: usize,
+    ) -> Result<(), SimError> {
+        let results: Vec<Result<(), SimError>> = stream::iter(
+            self.devices
+                .iter_mut()
+                .filter(|d| !d.state.enrolled)
+                .map(|d| d.enroll(enrollment_url)),
+        )
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+        // Trust-on-first-use devices built their own clients while enrolling: pool them again.
+        self.share_clients(true)?;
+        let total = results.len();
+        let mut failures = results.into_iter().filter_map(Result::err);
+        match failures.next() {
+            None => Ok(()),
+            Some(first) => Err(SimError::Fleet {
+                failed: 1 + failures.count(),
+                total,
+                first: first.to_string(),
+            }),
+        }
+    }
+
+    /// One command session for every enrolled device, `concurrency` at a time, in fleet order. A failed
+    /// session is reported in its summary's `error`.
+    pub async fn poll_all(&mut self, concurrency: usize) -> Vec<SessionSummary> {
+        stream::iter(
+            self.devices
+                .iter_mut()
+                .filter(|d| d.state.enrolled)
+                .map(|d| async move {
+                    let udid = d.state.udid.clone();
+                    d.poll().await.unwrap_or_else(|e| SessionSummary {
+                        udid,
+                        handled: Vec::new(),
+                        error: Some(e.to_string()),
+                    })
+                }),
+        )
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+    }
+
+    /// CheckOut for every enrolled device; returns how many failed.
+    pub async fn check_out_all(&mut self, concurrency: usize) -> usize {
+        let results: Vec<Result<(), SimError>> = stream::iter(
+            self.devices
+                .iter_mut()
+                .filter(|d| d.state.enrolled)
+                .map(|d| d.check_out()),
+        )
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+        results.iter().filter(|r| r.is_err()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.json");
+        let mut fleet = Fleet::new();
+        fleet.add_random(&SimConfig::default(), 3);
+        fleet.devices[0].state.enrolled = true;
+        fleet.devices[0].state.push_token = vec![7; 32];
+        fleet.devices[0].answer_not_now(2);
+        fleet.save(&path).unwrap();
+
+        let loaded = Fleet::load(&path).unwrap();
+        assert_eq!(loaded.len(), 3);
+        for (a, b) in fleet.devices.iter().zip(&loaded.devices) {
+            assert_eq!(a.state, b.state);
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("\"push_token\": \"BwcH"),
+            "binary fields are base64"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn missing_or_broken_state_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.json");
+        assert!(matches!(
+            Fleet::load(&path),
+            Err(SimError::StateFile { .. })
+        ));
+        assert!(Fleet::load_or_new(&path).unwrap().is_empty());
+        std::fs::write(&path, b"{\"format\": 99, \"devices\": []}").unwrap();
+        assert!(matches!(
+            Fleet::load(&path),
+            Err(SimError::StateFile { .. })
+        ));
+        std::fs::write(&path, b"not json").unwrap();
+        assert!(Fleet::load(&path).is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! orchard-sim: simulated iPads that enroll in and obey a running Orchard server like real ones.
+//!
+//! A [`SimDevice`] downloads the enrollment profile, checks its CMS signature, gets an identity by SCEP,
+//! checks in (Authenticate, TokenUpdate) and then answers commands in command sessions, changing its own
+//! state the way an iPad would (locks, lost mode, profiles, apps, erase and Return to Service …). Every
+//! request it sends carries an `Mdm-Signature`. A [`Fleet`] is many devices kept in a JSON state file, so
+//! the same iPads can be reused across runs; [`bench`] measures check-in round trips against a server.
+//!
+//! Layout: `state` (what a device remembers, pure data), `handler` (sans-IO command handling: command
+//! plist in, report plist out), `device` (the network side), `fleet`, `bench`, `net` (HTTP clients).
+
+pub mod bench;
+mod device;
+mod fleet;
+pub mod handler;
+mod inventory;
+mod net;
+mod profile;
+pub mod state;
+
+pub use device::{SessionSummary, SimDevice};
+pub use fleet::Fleet;
+pub use handler::{CommandOutcome, FollowUp};
+pub use net::{build_client, install_crypto_provider, ClientOptions};
+pub use state::{
+    DeviceState, HandledCommand, InstalledApp, InstalledProfile, LostMode, PayloadSummary,
+    ScheduledOsUpdate, SharedUserState,
+};
+
+/// How new simulated iPads are made.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// PEM trust anchor for TLS (and for the profile signature) before the profile is installed. If `None`,
+    /// trust on first use: the server certificate is accepted for the profile download only, then the root
+    /// from the profile's `com.apple.security.root` payload is pinned (after the profile signature checks
+    /// out against that very root).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Apple model identifier, e.g. `iPad13,18`.
+    pub model: String,
+    /// e.g. `18.1`.
+    pub os_version: String,
+    /// e.g. `22B83`.
+    pub build_version: String,
+}
+
+impl Default for SimConfig {
+    /// A 10th-generation Wi-Fi iPad on iPadOS 18.1.
+    fn default() -> Self {
+        SimConfig {
+            ca_pem: None,
+            model: "iPad13,18".to_owned(),
+            os_version: "18.1".to_owned(),
+            build_version: "22B83".to_owned(),
+        }
+    }
+}
+
+/// Why a simulated device could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("http request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("server answered {what} with status {status}: {body}")]
+    Status {
+        what: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("unexpected content type {content_type:?} for {what}")]
+    ContentType {
+        what: &'static str,
+        content_type: String,
+    },
+    #[error("protocol error: {0}")]
+    Protocol(#[from] orchard_protocol::ProtocolError),
+    #[error("pki error: {0}")]
+    Pki(#[from] orchard_pki::PkiError),
+    #[error("crypto error: {0}")]
+    Crypto(#[from] openssl::error::ErrorStack),
+    #[error("enrollment profile rejected: {0}")]
+    Profile(String),
+    #[error("scep failed: {0}")]
+    Scep(String),
+    #[error("device is not enrolled")]
+    NotEnrolled,
+    #[error("tls configuration: {0}")]
+    Tls(String),
+    #[error("bad command from server: {0}")]
+    BadCommand(String),
+    #[error("command session did not end after {0} commands")]
+    SessionTooLong(usize),
+    #[error("state file {path}: {reason}")]
+    StateFile { path: String, reason: String },
+    #[error("{failed} of {total} devices failed, first: {first}")]
+    Fleet {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}

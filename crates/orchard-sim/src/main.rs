@@ -1,0 +1,250 @@
+//! `orchard-sim`: simulated iPads against a running Orchard server, from the command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use orchard_sim::bench::{self, BenchOptions};
+use orchard_sim::{Fleet, SimConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "orchard-sim",
+    version,
+    about = "Simulated iPads that enroll in and obey an Orchard MDM server",
+    long_about = "Simulated iPads that enroll in and obey an Orchard MDM server.\n\n\
+        Each device downloads the signed enrollment profile, gets an identity by SCEP, checks in \
+        (Authenticate, TokenUpdate) and answers commands like a real iPad, changing its own state. \
+        Devices are kept in a JSON state file (it holds private keys: it is written mode 0600), so a \
+        fleet enrolled once can be polled again in later runs.\n\n\
+        Example:\n  orchard-sim enroll --url https://mdm.example.edu/enroll/TOKEN --count 20 --state fleet.json --ca ca.pem\n  \
+        orchard-sim poll --state fleet.json\n  orchard-sim status --state fleet.json\n\n\
+        Logs go to stderr; set RUST_LOG=debug for more."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create COUNT new iPads, enroll them with the enrollment URL and add them to the state file.
+    Enroll {
+        /// Enrollment profile URL (`https://HOST/enroll/LINK_TOKEN`).
+        #[arg(long)]
+        url: String,
+        /// How many new devices to create.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Fleet state file (created if missing; new devices are appended).
+        #[arg(long)]
+        state: PathBuf,
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Enrollments in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Run one command session (Idle, then every queued command) for each enrolled device.
+    Poll {
+        #[arg(long)]
+        state: PathBuf,
+        /// Sessions in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Show the devices of a state file.
+    Status {
+        #[arg(long)]
+        state: PathBuf,
+        /// Print the full device states as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send CheckOut for every enrolled device (as if the MDM profile were removed by the user).
+    Checkout {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Enroll DEVICES fresh iPads, then run signed Idle round trips for SECONDS and print round trips/s
+    /// and latency percentiles.
+    Bench {
+        /// Enrollment profile URL; the link must allow DEVICES uses.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Round trips (and enrollments) in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// PEM trust anchor for the server (otherwise trust on first use).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Open a new TCP+TLS connection per request instead of keeping connections alive.
+        #[arg(long)]
+        new_connections: bool,
+        /// Sign every Idle report (a real device does) instead of replaying one signed report per device,
+        /// which keeps the simulator's CPU use off the server's share.
+        #[arg(long)]
+        sign_each_request: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct DeviceArgs {
+    /// PEM trust anchor for the server before the profile is installed; without it the simulator trusts
+    /// the first server certificate it sees for the profile download, then pins the profile's root.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Apple model identifier of the new devices.
+    #[arg(long, default_value = "iPad13,18")]
+    model: String,
+    #[arg(long, default_value = "18.1")]
+    os_version: String,
+    #[arg(long, default_value = "22B83")]
+    build_version: String,
+}
+
+fn read_ca(path: Option<&PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
+    path.map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    orchard_sim::install_crypto_provider();
+
+    match Cli::parse().command {
+        Command::Enroll {
+            url,
+            count,
+            state,
+            device,
+            concurrency,
+        } => {
+            let config = SimConfig {
+                ca_pem: read_ca(device.ca.as_ref())?,
+                model: device.model,
+                os_version: device.os_version,
+                build_version: device.build_version,
+            };
+            let mut fleet = Fleet::load_or_new(&state)?;
+            fleet.add_random(&config, count);
+            let result = fleet.enroll_all(&url, concurrency).await;
+            // Saved whatever happened: enrolled devices must not be lost because another one failed.
+            fleet.save(&state)?;
+            let enrolled = fleet.devices.iter().filter(|d| d.state.enrolled).count();
+            println!(
+                "{enrolled} of {} devices enrolled; state in {}",
+                fleet.len(),
+                state.display()
+            );
+            result?;
+        }
+        Command::Poll { state, concurrency } => {
+            let mut fleet = Fleet::load(&state)?;
+            let summaries = fleet.poll_all(concurrency).await;
+            fleet.save(&state)?;
+            let mut failed = 0;
+            for summary in &summaries {
+                match &summary.error {
+                    Some(e) => {
+                        failed += 1;
+                        println!("{}: session failed: {e}", summary.udid);
+                    }
+                    None if summary.handled.is_empty() => {
+                        println!("{}: nothing queued", summary.udid)
+                    }
+                    None => {
+                        let handled: Vec<String> = summary
+                            .handled
+                            .iter()
+                            .map(|h| format!("{} {}", h.request_type, h.status.as_str()))
+                            .collect();
+                        println!("{}: {}", summary.udid, handled.join(", "));
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} sessions failed", summaries.len());
+            }
+        }
+        Command::Status { state, json } => {
+            let fleet = Fleet::load(&state)?;
+            if json {
+                let states: Vec<_> = fleet.devices.iter().map(|d| &d.state).collect();
+                println!("{}", serde_json::to_string_pretty(&states)?);
+            } else {
+                println!(
+                    "{:<36}  {:<10}  {:<14}  {:<8}  {:>8}  {:>4}  {:<6}  {:<4}  {:>8}",
+                    "UDID",
+                    "SERIAL",
+                    "NAME",
+                    "ENROLLED",
+                    "PROFILES",
+                    "APPS",
+                    "LOCKED",
+                    "LOST",
+                    "COMMANDS"
+                );
+                for d in &fleet.devices {
+                    let s = &d.state;
+                    println!(
+                        "{:<36}  {:<10}  {:<14}  {:<8}  {:>8}  {:>4}  {:<6}  {:<4}  {:>8}",
+                        s.udid,
+                        s.serial_number,
+                        s.device_name.chars().take(14).collect::<String>(),
+                        if s.enrolled { "yes" } else { "no" },
+                        s.installed_profiles.len(),
+                        s.installed_apps.len(),
+                        if s.locked { "yes" } else { "no" },
+                        if s.lost_mode.is_some() { "yes" } else { "no" },
+                        s.handled_commands.len()
+                    );
+                }
+            }
+        }
+        Command::Checkout { state, concurrency } => {
+            let mut fleet = Fleet::load(&state)?;
+            let failed = fleet.check_out_all(concurrency).await;
+            fleet.save(&state)?;
+            if failed > 0 {
+                anyhow::bail!("{failed} CheckOut requests failed (devices are unenrolled anyway)");
+            }
+        }
+        Command::Bench {
+            url,
+            devices,
+            seconds,
+            concurrency,
+            ca,
+            new_connections,
+            sign_each_request,
+        } => {
+            let report = bench::run(&BenchOptions {
+                enrollment_url: url,
+                devices,
+                duration: Duration::from_secs(seconds),
+                concurrency,
+                ca_pem: read_ca(ca.as_ref())?,
+                new_connections,
+                sign_each_request,
+            })
+            .await?;
+            println!("{report}");
+        }
+    }
+    Ok(())
+}

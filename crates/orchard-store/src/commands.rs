@@ -1,0 +1,300 @@
+//! The per-channel command queue: FIFO by an ever-growing `seq`, claimed and settled in one statement each,
+//! because next_command and record_result run on every device round trip.
+
+use sqlx::any::AnyRow;
+
+use orchard_types::{ChannelId, CommandStatus, CommandUuid, DeviceId};
+
+use crate::rows;
+use crate::{
+    Backend, CommandRecord, CommandResultRecord, NewCommand, Page, QueuedCommand, RecordOutcome,
+    Scope, Store, StoreError,
+};
+
+const COMMAND_COLUMNS: &str = "command_uuid, device_id, tenant_id, channel_id, request_type, status, \
+     payload, result, error_chain, queued_by, queued_at, sent_at, completed_at, expires_at, attempts";
+
+/// Values bound per row by enqueue_commands.
+const ENQUEUE_BINDS_PER_ROW: usize = 9;
+/// Rows per INSERT: 500 × 9 = 4,500 parameters, far below SQLite's 32,766 and PostgreSQL's 65,535.
+const ENQUEUE_ROWS_PER_STATEMENT: usize = 500;
+
+/// SQLite serialises writers, so one UPDATE can both sweep the channel's expired commands and claim the head:
+/// the CASE tells the two kinds of matched rows apart. The scalar subquery is uncorrelated, hence evaluated
+/// once, before any row changes.
+macro_rules! sqlite_next_command {
+    ($claimable:literal) => {
+        concat!(
+            "UPDATE commands SET ",
+            "status = CASE WHEN status IN ('queued', 'not_now') AND expires_at < $2 THEN 'expired' ELSE 'sent' END, ",
+            "sent_at = CASE WHEN status IN ('queued', 'not_now') AND expires_at < $2 THEN sent_at ELSE $2 END, ",
+            "completed_at = CASE WHEN status IN ('queued', 'not_now') AND expires_at < $2 THEN $2 ELSE completed_at END, ",
+            "attempts = CASE WHEN status IN ('queued', 'not_now') AND expires_at < $2 THEN attempts ELSE attempts + 1 END ",
+            "WHERE (channel_id = $1 AND status IN ('queued', 'not_now') AND expires_at < $2) ",
+            "OR seq = (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ",
+            $claimable,
+            " AND (status = 'sent' OR expires_at IS NULL OR expires_at >= $2) ORDER BY seq LIMIT 1) ",
+            "RETURNING status, command_uuid, request_type, payload"
+        )
+    };
+}
+
+/// PostgreSQL runs concurrent writers, so rows are locked explicitly. The sweep skips rows another session
+/// holds (that session sweeps them), so it never waits and cannot deadlock against a claim; the claim waits
+/// for the head's lock and then re-checks it, moving on to the next command if the head was just settled.
+macro_rules! postgres_next_command {
+    ($claimable:literal) => {
+        concat!(
+            "WITH swept AS (",
+            "UPDATE commands SET status = 'expired', completed_at = $2 ",
+            "WHERE seq IN (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ('queued', 'not_now') ",
+            "AND expires_at < $2 FOR UPDATE SKIP LOCKED) RETURNING seq), ",
+            "claimed AS (",
+            "UPDATE commands SET status = 'sent', sent_at = $2, attempts = attempts + 1 ",
+            "WHERE seq = (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ",
+            $claimable,
+            " AND (status = 'sent' OR expires_at IS NULL OR expires_at >= $2) ORDER BY seq LIMIT 1 FOR UPDATE) ",
+            "RETURNING command_uuid, request_type, payload) ",
+            "SELECT 'sent' AS status, command_uuid, request_type, payload FROM claimed"
+        )
+    };
+}
+
+const SQLITE_NEXT_COMMAND: &str = sqlite_next_command!("('queued', 'sent', 'not_now')");
+const SQLITE_NEXT_COMMAND_SKIP_NOT_NOW: &str = sqlite_next_command!("('queued', 'sent')");
+const POSTGRES_NEXT_COMMAND: &str = postgres_next_command!("('queued', 'sent', 'not_now')");
+const POSTGRES_NEXT_COMMAND_SKIP_NOT_NOW: &str = postgres_next_command!("('queued', 'sent')");
+
+fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
+    Ok(CommandRecord {
+        uuid: rows::command_uuid(row, "command_uuid")?,
+        device_id: rows::device_id(row, "device_id")?,
+        tenant_id: rows::tenant_id(row, "tenant_id")?,
+        channel: rows::channel_id(row, "channel_id")?,
+        request_type: rows::text(row, "request_type")?,
+        status: rows::command_status(row, "status")?,
+        payload: rows::bytes(row, "payload")?,
+        result: rows::opt_bytes(row, "result")?,
+        error_chain: rows::opt_text(row, "error_chain")?,
+        queued_by: rows::opt_text(row, "queued_by")?,
+        queued_at: rows::time(row, "queued_at")?,
+        sent_at: rows::opt_time(row, "sent_at")?,
+        completed_at: rows::opt_time(row, "completed_at")?,
+        expires_at: rows::opt_time(row, "expires_at")?,
+        attempts: rows::int(row, "attempts")?,
+    })
+}
+
+fn enqueue_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO commands (command_uuid, device_id, tenant_id, channel_id, request_type, status, \
+         payload, queued_by, queued_at, expires_at) VALUES ",
+    );
+    for row in 0..rows {
+        let p = row * ENQUEUE_BINDS_PER_ROW;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8,
+            p + 9
+        ));
+    }
+    sql
+}
+
+impl Store {
+    /// Queues the commands in one transaction, in slice order. Conflict on a duplicate uuid (nothing is
+    /// queued then); NotFound when a device or tenant does not exist.
+    pub async fn enqueue_commands(&self, cmds: &[NewCommand]) -> Result<(), StoreError> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in cmds.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
+            let sql = enqueue_sql(chunk.len());
+            // Chunk sizes vary, so these statements are not worth a slot in the prepared-statement cache.
+            let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+            for c in chunk {
+                query = query
+                    .bind(c.uuid.as_str())
+                    .bind(c.device_id.to_string())
+                    .bind(c.tenant_id.to_string())
+                    .bind(c.channel.as_str())
+                    .bind(c.request_type.as_str())
+                    .bind(c.payload.as_slice())
+                    .bind(c.queued_by.as_deref())
+                    .bind(c.queued_at.0)
+                    .bind(c.expires_at.map(|v| v.0));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The oldest command of the channel whose status is queued or sent (or not_now unless skip_not_now),
+    /// after marking the channel's queued/not_now commands whose expires_at < now as expired. Marks it sent
+    /// (sent_at = now, attempts + 1) and returns it. Never returns a command of another channel.
+    ///
+    /// One statement, one round trip; the sweep only touches the channel's unfinished rows by index.
+    pub async fn next_command(
+        &self,
+        channel: &ChannelId,
+        skip_not_now: bool,
+        now: orchard_types::UnixTime,
+    ) -> Result<Option<QueuedCommand>, StoreError> {
+        let sql = match (self.backend, skip_not_now) {
+            (Backend::Sqlite, false) => SQLITE_NEXT_COMMAND,
+            (Backend::Sqlite, true) => SQLITE_NEXT_COMMAND_SKIP_NOT_NOW,
+            (Backend::Postgres, false) => POSTGRES_NEXT_COMMAND,
+            (Backend::Postgres, true) => POSTGRES_NEXT_COMMAND_SKIP_NOT_NOW,
+        };
+        let changed = sqlx::query(sql)
+            .bind(channel.as_str())
+            .bind(now.0)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in &changed {
+            if rows::text(row, "status")? == CommandStatus::Sent.as_str() {
+                return Ok(Some(QueuedCommand {
+                    uuid: rows::command_uuid(row, "command_uuid")?,
+                    request_type: rows::text(row, "request_type")?,
+                    payload: rows::bytes(row, "payload")?,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a device report for a command of THIS channel. status ∈ acknowledged | error |
+    /// command_format_error | not_now (anything else is a Conflict: devices cannot report it).
+    /// A final command (acknowledged/error/command_format_error/expired) is never changed again → Duplicate.
+    /// not_now keeps it in the queue (status not_now). Unknown uuid or another channel's command → Unknown.
+    ///
+    /// The accepted report is one `UPDATE … RETURNING`; only a rejected one costs a second lookup.
+    pub async fn record_result(
+        &self,
+        r: &CommandResultRecord,
+    ) -> Result<RecordOutcome, StoreError> {
+        let completed_at = match r.status {
+            CommandStatus::Acknowledged
+            | CommandStatus::Error
+            | CommandStatus::CommandFormatError => Some(r.now.0),
+            CommandStatus::NotNow => None,
+            CommandStatus::Queued | CommandStatus::Sent | CommandStatus::Expired => {
+                return Err(StoreError::Conflict(format!(
+                    "a device cannot report status {}",
+                    r.status.as_str()
+                )))
+            }
+        };
+        let row = sqlx::query(
+            "UPDATE commands SET status = $3, result = $4, error_chain = $5, completed_at = $6 \
+             WHERE command_uuid = $1 AND channel_id = $2 AND status IN ('queued', 'sent', 'not_now') \
+             RETURNING device_id, request_type",
+        )
+        .bind(r.uuid.as_str())
+        .bind(r.channel.as_str())
+        .bind(r.status.as_str())
+        .bind(r.result.as_deref())
+        .bind(r.error_chain.as_deref())
+        .bind(completed_at)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(RecordOutcome::Recorded {
+                device_id: rows::device_id(&row, "device_id")?,
+                request_type: rows::text(&row, "request_type")?,
+            });
+        }
+        let existing =
+            sqlx::query("SELECT status FROM commands WHERE command_uuid = $1 AND channel_id = $2")
+                .bind(r.uuid.as_str())
+                .bind(r.channel.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match existing {
+            None => RecordOutcome::Unknown,
+            // Not updated although it exists on this channel: it is final (or became final concurrently).
+            Some(_) => RecordOutcome::Duplicate,
+        })
+    }
+
+    /// The device's commands, newest first.
+    pub async fn list_commands(
+        &self,
+        scope: Scope,
+        device: DeviceId,
+        page: Page,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE device_id = $1{} \
+             ORDER BY seq DESC LIMIT $2 OFFSET $3",
+            scope.filter("tenant_id", 4)
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(device.to_string())
+            .bind(page.limit.max(0))
+            .bind(page.offset.max(0));
+        if let Some(tenant) = scope.tenant() {
+            query = query.bind(tenant.to_string());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(command_from_row)
+            .collect()
+    }
+
+    pub async fn get_command(
+        &self,
+        scope: Scope,
+        uuid: &CommandUuid,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE command_uuid = $1{}",
+            scope.filter("tenant_id", 2)
+        );
+        let mut query = sqlx::query(&sql).bind(uuid.as_str());
+        if let Some(tenant) = scope.tenant() {
+            query = query.bind(tenant.to_string());
+        }
+        query
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(command_from_row)
+            .transpose()
+    }
+
+    /// How many commands are in each status (statuses with none are left out), ordered by status name.
+    pub async fn count_commands_by_status(
+        &self,
+        scope: Scope,
+    ) -> Result<Vec<(CommandStatus, i64)>, StoreError> {
+        let sql = format!(
+            "SELECT status, COUNT(*) AS n FROM commands WHERE 1 = 1{} GROUP BY status ORDER BY status",
+            scope.filter("tenant_id", 1)
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(tenant) = scope.tenant() {
+            query = query.bind(tenant.to_string());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok((rows::command_status(row, "status")?, rows::int(row, "n")?)))
+            .collect()
+    }
+}

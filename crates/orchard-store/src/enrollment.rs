@@ -1,0 +1,292 @@
+//! Tenants, API tokens, enrollment links, SCEP challenges and the certificates SCEP issued.
+
+use sqlx::any::AnyRow;
+
+use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
+
+use crate::rows;
+use crate::{
+    ApiToken, EnrollmentLink, IssuedCertificate, ScepChallenge, Scope, Store, StoreError, Tenant,
+};
+
+const TENANT_COLUMNS: &str = "id, name, code, created_at";
+const API_TOKEN_COLUMNS: &str =
+    "id, name, role, tenant_id, token_hash, created_at, expires_at, revoked_at";
+const LINK_COLUMNS: &str =
+    "id, tenant_id, name, secret_hash, max_uses, uses, expires_at, created_at, created_by";
+const CHALLENGE_COLUMNS: &str =
+    "challenge_hash, link_id, tenant_id, created_at, expires_at, used_at";
+const CERTIFICATE_COLUMNS: &str =
+    "fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, not_after";
+
+fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
+        id: rows::tenant_id(row, "id")?,
+        name: rows::text(row, "name")?,
+        code: rows::text(row, "code")?,
+        created_at: rows::time(row, "created_at")?,
+    })
+}
+
+fn api_token_from_row(row: &AnyRow) -> Result<ApiToken, StoreError> {
+    Ok(ApiToken {
+        id: rows::token_id(row, "id")?,
+        name: rows::text(row, "name")?,
+        role: rows::role(row, "role")?,
+        tenant_id: rows::opt_tenant_id(row, "tenant_id")?,
+        token_hash: rows::text(row, "token_hash")?,
+        created_at: rows::time(row, "created_at")?,
+        expires_at: rows::opt_time(row, "expires_at")?,
+        revoked_at: rows::opt_time(row, "revoked_at")?,
+    })
+}
+
+fn link_from_row(row: &AnyRow) -> Result<EnrollmentLink, StoreError> {
+    Ok(EnrollmentLink {
+        id: rows::link_id(row, "id")?,
+        tenant_id: rows::tenant_id(row, "tenant_id")?,
+        name: rows::text(row, "name")?,
+        secret_hash: rows::text(row, "secret_hash")?,
+        max_uses: rows::opt_int(row, "max_uses")?,
+        uses: rows::int(row, "uses")?,
+        expires_at: rows::opt_time(row, "expires_at")?,
+        created_at: rows::time(row, "created_at")?,
+        created_by: rows::opt_text(row, "created_by")?,
+    })
+}
+
+fn challenge_from_row(row: &AnyRow) -> Result<ScepChallenge, StoreError> {
+    Ok(ScepChallenge {
+        challenge_hash: rows::text(row, "challenge_hash")?,
+        link_id: rows::link_id(row, "link_id")?,
+        tenant_id: rows::tenant_id(row, "tenant_id")?,
+        created_at: rows::time(row, "created_at")?,
+        expires_at: rows::time(row, "expires_at")?,
+        used_at: rows::opt_time(row, "used_at")?,
+    })
+}
+
+fn certificate_from_row(row: &AnyRow) -> Result<IssuedCertificate, StoreError> {
+    Ok(IssuedCertificate {
+        fingerprint: rows::text(row, "fingerprint")?,
+        serial_hex: rows::text(row, "serial_hex")?,
+        subject: rows::text(row, "subject")?,
+        tenant_id: rows::tenant_id(row, "tenant_id")?,
+        link_id: rows::opt_link_id(row, "link_id")?,
+        issued_at: rows::time(row, "issued_at")?,
+        not_after: rows::time(row, "not_after")?,
+    })
+}
+
+impl Store {
+    /// Conflict when the code (or id) is taken.
+    pub async fn create_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tenants (id, name, code, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(t.id.to_string())
+            .bind(&t.name)
+            .bind(&t.code)
+            .bind(t.created_at.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_tenant(
+        &self,
+        scope: Scope,
+        id: TenantId,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let sql = format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1{}",
+            scope.filter("id", 2)
+        );
+        let mut query = sqlx::query(&sql).bind(id.to_string());
+        if let Some(tenant) = scope.tenant() {
+            query = query.bind(tenant.to_string());
+        }
+        query
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
+    }
+
+    /// Ordered by code. A tenant scope sees only its own tenant.
+    pub async fn list_tenants(&self, scope: Scope) -> Result<Vec<Tenant>, StoreError> {
+        let sql = format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE 1 = 1{} ORDER BY code",
+            scope.filter("id", 1)
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(tenant) = scope.tenant() {
+            query = query.bind(tenant.to_string());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    /// Conflict when the hash (or id) exists; NotFound when the tenant does not.
+    pub async fn create_api_token(&self, t: &ApiToken) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, tenant_id, token_hash, created_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(t.id.to_string())
+        .bind(&t.name)
+        .bind(t.role.as_str())
+        .bind(t.tenant_id.map(|id| id.to_string()))
+        .bind(&t.token_hash)
+        .bind(t.created_at.0)
+        .bind(t.expires_at.map(|v| v.0))
+        .bind(t.revoked_at.map(|v| v.0))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The token whose secret hashes to `token_hash`, revoked or expired ones included (the caller decides).
+    pub async fn find_api_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        let sql = format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1");
+        sqlx::query(&sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(api_token_from_row)
+            .transpose()
+    }
+
+    /// Conflict when the secret hash (or id) exists; NotFound when the tenant does not.
+    pub async fn create_enrollment_link(&self, l: &EnrollmentLink) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO enrollment_links \
+             (id, tenant_id, name, secret_hash, max_uses, uses, expires_at, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(l.id.to_string())
+        .bind(l.tenant_id.to_string())
+        .bind(&l.name)
+        .bind(&l.secret_hash)
+        .bind(l.max_uses)
+        .bind(l.uses)
+        .bind(l.expires_at.map(|v| v.0))
+        .bind(l.created_at.0)
+        .bind(l.created_by.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn find_enrollment_link_by_hash(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<EnrollmentLink>, StoreError> {
+        let sql = format!("SELECT {LINK_COLUMNS} FROM enrollment_links WHERE secret_hash = $1");
+        sqlx::query(&sql)
+            .bind(secret_hash)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(link_from_row)
+            .transpose()
+    }
+
+    /// Atomically counts one use if the link is not expired (`expires_at >= now`) and below max_uses;
+    /// Ok(false) otherwise (also for an unknown link). One statement, so concurrent downloads never overshoot.
+    pub async fn use_enrollment_link(
+        &self,
+        id: EnrollmentLinkId,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE enrollment_links SET uses = uses + 1 \
+             WHERE id = $1 AND (max_uses IS NULL OR uses < max_uses) \
+               AND (expires_at IS NULL OR expires_at >= $2)",
+        )
+        .bind(id.to_string())
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Conflict when the hash exists; NotFound when the link or tenant does not.
+    pub async fn create_scep_challenge(&self, c: &ScepChallenge) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO scep_challenges (challenge_hash, link_id, tenant_id, created_at, expires_at, used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&c.challenge_hash)
+        .bind(c.link_id.to_string())
+        .bind(c.tenant_id.to_string())
+        .bind(c.created_at.0)
+        .bind(c.expires_at.0)
+        .bind(c.used_at.map(|v| v.0))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Atomically marks the challenge used if it exists, is unused and not expired (`expires_at >= now`);
+    /// returns it (with `used_at` set), else None. A single `UPDATE … RETURNING`: exactly one caller wins.
+    pub async fn consume_scep_challenge(
+        &self,
+        challenge_hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<ScepChallenge>, StoreError> {
+        let sql = format!(
+            "UPDATE scep_challenges SET used_at = $2 \
+             WHERE challenge_hash = $1 AND used_at IS NULL AND expires_at >= $2 \
+             RETURNING {CHALLENGE_COLUMNS}"
+        );
+        sqlx::query(&sql)
+            .bind(challenge_hash)
+            .bind(now.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(challenge_from_row)
+            .transpose()
+    }
+
+    /// Conflict when the fingerprint exists.
+    pub async fn record_issued_certificate(&self, c: &IssuedCertificate) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO issued_certificates (fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, not_after) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.fingerprint)
+        .bind(&c.serial_hex)
+        .bind(&c.subject)
+        .bind(c.tenant_id.to_string())
+        .bind(c.link_id.map(|id| id.to_string()))
+        .bind(c.issued_at.0)
+        .bind(c.not_after.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn find_issued_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<IssuedCertificate>, StoreError> {
+        let sql =
+            format!("SELECT {CERTIFICATE_COLUMNS} FROM issued_certificates WHERE fingerprint = $1");
+        sqlx::query(&sql)
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(certificate_from_row)
+            .transpose()
+    }
+}

@@ -1,0 +1,224 @@
+//! orchard-store: every SQL statement of Orchard, over sqlx `Any` for SQLite and PostgreSQL.
+//!
+//! One implementation serves both databases: the schema is portable (STACK.md pitfall 7: TEXT ids, BIGINT unix
+//! seconds, INTEGER 0/1 booleans, BLOB/BYTEA bytes, JSON as TEXT) and the dialect differences live in the two
+//! migration folders. The only SQL that differs at run time is claiming the next command, where PostgreSQL
+//! needs row locks and SQLite serialises writers anyway.
+//!
+//! Tenant data is read through a [`Scope`], so a query that forgets the tenant does not compile.
+
+mod commands;
+mod devices;
+mod enrollment;
+mod error;
+mod model;
+mod rows;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
+
+use orchard_types::TenantId;
+
+pub use error::StoreError;
+pub use model::{
+    ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
+    EnrollmentLink, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
+    RecordOutcome, ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
+};
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// How long a SQLite connection waits for the write lock before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Picks the backend from the URL scheme.
+    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Database(sqlx::Error::Configuration(
+                "database url must start with sqlite: or postgres://".into(),
+            )))
+        }
+    }
+}
+
+/// Read access to tenant data always names a scope: a query that forgets the tenant does not compile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Central IT: every tenant.
+    All,
+    /// One department: rows of other tenants look exactly like missing rows.
+    Tenant(TenantId),
+}
+
+impl Scope {
+    pub(crate) fn tenant(&self) -> Option<TenantId> {
+        match self {
+            Scope::All => None,
+            Scope::Tenant(t) => Some(*t),
+        }
+    }
+
+    /// ` AND {column} = ${placeholder}` when scoped to a tenant, else nothing; bind the tenant id last.
+    pub(crate) fn filter(&self, column: &str, placeholder: usize) -> String {
+        match self {
+            Scope::All => String::new(),
+            Scope::Tenant(_) => format!(" AND {column} = ${placeholder}"),
+        }
+    }
+}
+
+/// The database behind Orchard. Cheap to clone: the connection pool is shared.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens the database and brings its schema up to date.
+    ///
+    /// `sqlite:///abs/path/orchard.db` or `sqlite://relative.db` (created if missing; WAL, synchronous NORMAL,
+    /// busy_timeout 5 s, foreign keys on) or `postgres://...`; runs the embedded migrations of that backend.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with_pool_size(url, 10).await
+    }
+
+    /// Like [`Store::connect`] with an explicit maximum number of pooled connections.
+    pub async fn connect_with_pool_size(
+        url: &str,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let pool = match backend {
+            Backend::Sqlite => connect_sqlite(url, max_connections).await?,
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(max_connections.max(1))
+                    .connect(url)
+                    .await?
+            }
+        };
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every pooled connection (waits for those in use to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads first and writes later fails with SQLITE_BUSY instead of waiting when
+    /// another connection wrote in between.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// Adds `mode=rwc` (create the file if missing) unless the URL chose a mode itself.
+fn sqlite_url_with_create(url: &str) -> String {
+    let has_mode = url
+        .split_once('?')
+        .map(|(_, query)| query.split('&').any(|pair| pair.starts_with("mode=")))
+        .unwrap_or(false);
+    if has_mode {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, StoreError> {
+    let url = sqlite_url_with_create(url);
+    let options: AnyConnectOptions = url.parse()?;
+    // Switching to WAL needs an exclusive lock that busy_timeout does not wait for, so it is done once on a
+    // lone connection before the pool opens several; WAL then persists in the file.
+    let mut first = options.connect().await?;
+    first.execute("PRAGMA journal_mode = WAL").await?;
+    first.close().await?;
+
+    let busy_timeout_ms = SQLITE_BUSY_TIMEOUT.as_millis();
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                conn.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str())
+                    .await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_create_mode_once() {
+        assert_eq!(
+            sqlite_url_with_create("sqlite://a.db"),
+            "sqlite://a.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_create("sqlite://a.db?cache=shared"),
+            "sqlite://a.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_create("sqlite://a.db?mode=ro"),
+            "sqlite://a.db?mode=ro"
+        );
+    }
+
+    #[test]
+    fn backend_follows_the_scheme() {
+        assert_eq!(
+            Backend::from_url("sqlite://x.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert!(Backend::from_url("mysql://u@h/db").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! The records the store reads and writes: plain data, no behaviour, decoupled from the SQL.
+
+use orchard_types::{
+    ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, Role,
+    Secret, TenantId, TokenId, Udid, UnixTime,
+};
+
+/// One page of a list; `limit` rows starting at `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+/// A department.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    /// Short unique handle (e.g. `physics`).
+    pub code: String,
+    pub created_at: UnixTime,
+}
+
+/// An API token; only the SHA-256 hex of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: TokenId,
+    pub name: String,
+    pub role: Role,
+    /// None for central roles (operator, helpdesk).
+    pub tenant_id: Option<TenantId>,
+    pub token_hash: String,
+    pub created_at: UnixTime,
+    pub expires_at: Option<UnixTime>,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// A link that hands out enrollment profiles for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentLink {
+    pub id: EnrollmentLinkId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub secret_hash: String,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub expires_at: Option<UnixTime>,
+    pub created_at: UnixTime,
+    pub created_by: Option<String>,
+}
+
+/// A one-time SCEP challenge handed out in one enrollment profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScepChallenge {
+    pub challenge_hash: String,
+    pub link_id: EnrollmentLinkId,
+    pub tenant_id: TenantId,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub used_at: Option<UnixTime>,
+}
+
+/// A device identity certificate we issued by SCEP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// Lowercase hex SHA-256 of the certificate DER.
+    pub fingerprint: String,
+    pub serial_hex: String,
+    pub subject: String,
+    pub tenant_id: TenantId,
+    pub link_id: Option<EnrollmentLinkId>,
+    pub issued_at: UnixTime,
+    pub not_after: UnixTime,
+}
+
+/// A device record; its id is stable across re-enrollments of the same UDID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: DeviceId,
+    pub udid: Udid,
+    pub tenant_id: TenantId,
+    pub serial_number: Option<String>,
+    pub state: EnrollmentState,
+    pub topic: Option<String>,
+    pub cert_fingerprint: Option<String>,
+    pub device_name: Option<String>,
+    pub model: Option<String>,
+    pub model_name: Option<String>,
+    pub product_name: Option<String>,
+    pub os_version: Option<String>,
+    pub build_version: Option<String>,
+    pub is_supervised: Option<bool>,
+    pub enrolled_at: Option<UnixTime>,
+    pub last_seen_at: Option<UnixTime>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// What an Authenticate check-in tells us, bound to the tenant its enrollment allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticateDevice {
+    pub udid: Udid,
+    pub tenant_id: TenantId,
+    pub cert_fingerprint: String,
+    pub topic: String,
+    pub facts: DeviceFacts,
+    pub now: UnixTime,
+}
+
+/// Device facts promoted to columns; None leaves the stored value unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFacts {
+    pub serial_number: Option<String>,
+    pub device_name: Option<String>,
+    pub model: Option<String>,
+    pub model_name: Option<String>,
+    pub product_name: Option<String>,
+    pub os_version: Option<String>,
+    pub build_version: Option<String>,
+    pub is_supervised: Option<bool>,
+}
+
+/// A TokenUpdate check-in for one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUpdateRecord {
+    pub device_id: DeviceId,
+    pub channel: ChannelId,
+    pub user_short_name: Option<String>,
+    pub user_id: Option<String>,
+    pub push_token: Vec<u8>,
+    pub push_magic: String,
+    /// Kept as it was when None (devices send it only in some TokenUpdates).
+    pub unlock_token: Option<Vec<u8>>,
+    pub awaiting_configuration: bool,
+    pub now: UnixTime,
+}
+
+/// Result of [`crate::Store::update_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUpdateOutcome {
+    /// The channel had no push token before this TokenUpdate (first TokenUpdate after enrollment).
+    pub first: bool,
+}
+
+/// A command channel: the device channel or a Shared iPad user channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub id: ChannelId,
+    pub device_id: DeviceId,
+    pub user_short_name: Option<String>,
+    pub user_id: Option<String>,
+    pub push_token: Option<Vec<u8>>,
+    pub push_magic: Option<String>,
+    pub unlock_token: Option<Secret<Vec<u8>>>,
+    pub awaiting_configuration: bool,
+    pub token_updated_at: Option<UnixTime>,
+}
+
+/// One inventory section of a device as a JSON document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventorySection {
+    pub section: String,
+    pub json: String,
+    pub updated_at: UnixTime,
+}
+
+/// A command to put in a channel's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommand {
+    pub uuid: CommandUuid,
+    pub device_id: DeviceId,
+    pub tenant_id: TenantId,
+    pub channel: ChannelId,
+    pub request_type: String,
+    /// The encoded command plist, sent to the device as is.
+    pub payload: Vec<u8>,
+    pub queued_by: Option<String>,
+    pub queued_at: UnixTime,
+    pub expires_at: Option<UnixTime>,
+}
+
+/// The command handed to a device by [`crate::Store::next_command`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedCommand {
+    pub uuid: CommandUuid,
+    pub request_type: String,
+    pub payload: Vec<u8>,
+}
+
+/// A device's report about one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResultRecord {
+    pub channel: ChannelId,
+    pub uuid: CommandUuid,
+    /// acknowledged | error | command_format_error | not_now.
+    pub status: CommandStatus,
+    /// The raw report plist.
+    pub result: Option<Vec<u8>>,
+    /// ErrorChain as JSON.
+    pub error_chain: Option<String>,
+    pub now: UnixTime,
+}
+
+/// What [`crate::Store::record_result`] did with a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Recorded {
+        device_id: DeviceId,
+        request_type: String,
+    },
+    /// The command already has a final status; nothing was changed.
+    Duplicate,
+    /// No such command on this channel.
+    Unknown,
+}
+
+/// A command as stored, for the API and the UI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub uuid: CommandUuid,
+    pub device_id: DeviceId,
+    pub tenant_id: TenantId,
+    pub channel: ChannelId,
+    pub request_type: String,
+    pub status: CommandStatus,
+    pub payload: Vec<u8>,
+    pub result: Option<Vec<u8>>,
+    pub error_chain: Option<String>,
+    pub queued_by: Option<String>,
+    pub queued_at: UnixTime,
+    pub sent_at: Option<UnixTime>,
+    pub completed_at: Option<UnixTime>,
+    pub expires_at: Option<UnixTime>,
+    pub attempts: i64,
+}

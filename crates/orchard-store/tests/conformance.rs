@@ -1,0 +1,1730 @@
+//! Conformance suite: every check runs against SQLite (a file in a temp dir) and PostgreSQL (a fresh database
+//! per test, created from ORCHARD_TEST_POSTGRES_URL and dropped afterwards), so both backends mean the same.
+// Tests may unwrap and panic: a failed expectation is exactly what should stop them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use sqlx::{AnyConnection, Connection, Executor};
+
+use orchard_store::{
+    ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts,
+    EnrollmentLink, IssuedCertificate, NewCommand, Page, RecordOutcome, ScepChallenge, Scope,
+    Store, StoreError, Tenant, TokenUpdateRecord,
+};
+use orchard_types::{
+    ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, Role,
+    TenantId, TokenId, Udid, UnixTime,
+};
+
+const T0: UnixTime = UnixTime(1_800_000_000);
+
+// ---------------------------------------------------------------------------------------------------------
+// harness
+
+/// Runs the check in its own task, so a failed assertion comes back as a value and the caller can clean up
+/// before re-raising it with [`finish`].
+async fn run_check<F, Fut>(store: Store, check: F) -> Result<(), tokio::task::JoinError>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let outcome = tokio::spawn(check(store.clone())).await;
+    store.close().await;
+    outcome
+}
+
+fn finish(outcome: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("check task failed: {error}"),
+        }
+    }
+}
+
+async fn with_sqlite<F, Fut>(check: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("orchard.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    finish(run_check(store, check).await);
+}
+
+/// The admin URL with its database name replaced.
+fn url_with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    let mut url = format!("{scheme}://{authority}/{database}");
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+async fn with_postgres<F, Fut>(check: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            if std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
+                eprintln!("ORCHARD_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL half");
+                return;
+            }
+            panic!(
+                "ORCHARD_TEST_POSTGRES_URL is not set: the PostgreSQL half of the conformance suite needs a \
+                 server (e.g. postgres://orchard:orchard@127.0.0.1:5432/postgres, see .ci/postgres-setup.sh); \
+                 set ORCHARD_TEST_SKIP_POSTGRES=1 to skip it deliberately"
+            );
+        }
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = AnyConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to ORCHARD_TEST_POSTGRES_URL: {e}"));
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let store = match Store::connect(&url_with_database(&admin_url, &name)).await {
+        Ok(store) => store,
+        Err(error) => {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+            panic!("cannot open the test database {name}: {error}");
+        }
+    };
+    assert_eq!(store.backend(), Backend::Postgres);
+    let outcome = run_check(store, check).await;
+    // Best effort: a leftover database is harmless, it only has a unique name.
+    let _ = admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await;
+    let _ = admin.close().await;
+    finish(outcome);
+}
+
+/// Generates `#[tokio::test] sqlite_x` and `postgres_x` for each `check_x`.
+macro_rules! conformance {
+    ($($check:ident => $sqlite:ident, $postgres:ident;)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $sqlite() {
+                with_sqlite($check).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $postgres() {
+                with_postgres($check).await;
+            }
+        )*
+    };
+}
+
+conformance! {
+    check_tenants => sqlite_tenants, postgres_tenants;
+    check_api_tokens => sqlite_api_tokens, postgres_api_tokens;
+    check_enrollment_links => sqlite_enrollment_links, postgres_enrollment_links;
+    check_enrollment_link_uses_are_atomic => sqlite_enrollment_link_uses_are_atomic, postgres_enrollment_link_uses_are_atomic;
+    check_scep_challenges => sqlite_scep_challenges, postgres_scep_challenges;
+    check_scep_challenge_is_consumed_once_under_concurrency => sqlite_scep_challenge_is_consumed_once_under_concurrency, postgres_scep_challenge_is_consumed_once_under_concurrency;
+    check_issued_certificates => sqlite_issued_certificates, postgres_issued_certificates;
+    check_authenticate_twice_keeps_one_device => sqlite_authenticate_twice_keeps_one_device, postgres_authenticate_twice_keeps_one_device;
+    check_update_token => sqlite_update_token, postgres_update_token;
+    check_check_out => sqlite_check_out, postgres_check_out;
+    check_device_facts_touch_and_paging => sqlite_device_facts_touch_and_paging, postgres_device_facts_touch_and_paging;
+    check_inventory_sections_replace => sqlite_inventory_sections_replace, postgres_inventory_sections_replace;
+    check_fifo_order_per_channel => sqlite_fifo_order_per_channel, postgres_fifo_order_per_channel;
+    check_unreported_command_is_resent => sqlite_unreported_command_is_resent, postgres_unreported_command_is_resent;
+    check_channels_are_isolated => sqlite_channels_are_isolated, postgres_channels_are_isolated;
+    check_not_now_requeues => sqlite_not_now_requeues, postgres_not_now_requeues;
+    check_duplicate_and_unknown_results => sqlite_duplicate_and_unknown_results, postgres_duplicate_and_unknown_results;
+    check_expiry => sqlite_expiry, postgres_expiry;
+    check_enqueue_is_one_transaction => sqlite_enqueue_is_one_transaction, postgres_enqueue_is_one_transaction;
+    check_scoped_reads_hide_other_tenants => sqlite_scoped_reads_hide_other_tenants, postgres_scoped_reads_hide_other_tenants;
+    check_count_commands_by_status => sqlite_count_commands_by_status, postgres_count_commands_by_status;
+    check_concurrent_channels_never_share_commands => sqlite_concurrent_channels_never_share_commands, postgres_concurrent_channels_never_share_commands;
+    check_concurrent_next_command_on_one_channel => sqlite_concurrent_next_command_on_one_channel, postgres_concurrent_next_command_on_one_channel;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// fixtures
+
+fn unique_udid() -> Udid {
+    Udid::parse(&uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase()).unwrap()
+}
+
+async fn tenant(store: &Store, code: &str) -> Tenant {
+    let t = Tenant {
+        id: TenantId::new(),
+        name: format!("Department of {code}"),
+        code: code.to_owned(),
+        created_at: T0,
+    };
+    store.create_tenant(&t).await.unwrap();
+    t
+}
+
+fn authenticate(udid: &Udid, tenant: TenantId, now: UnixTime) -> AuthenticateDevice {
+    AuthenticateDevice {
+        udid: udid.clone(),
+        tenant_id: tenant,
+        cert_fingerprint: format!("fp-{}", now.0),
+        topic: "com.apple.mgmt.External.test".to_owned(),
+        facts: DeviceFacts {
+            serial_number: Some("F9FXK0ABCDEF".to_owned()),
+            device_name: Some("iPad".to_owned()),
+            model: Some("J181AP".to_owned()),
+            model_name: Some("iPad".to_owned()),
+            product_name: Some("iPad13,18".to_owned()),
+            os_version: Some("17.5".to_owned()),
+            build_version: Some("21F79".to_owned()),
+            is_supervised: Some(true),
+        },
+        now,
+    }
+}
+
+fn token_update(device: &Device, channel: &ChannelId, now: UnixTime) -> TokenUpdateRecord {
+    TokenUpdateRecord {
+        device_id: device.id,
+        channel: channel.clone(),
+        user_short_name: None,
+        user_id: None,
+        push_token: vec![0xAB; 32],
+        push_magic: "4D7D2A9C-0000-0000-0000-000000000001".to_owned(),
+        unlock_token: None,
+        awaiting_configuration: false,
+        now,
+    }
+}
+
+/// An enrolled device (Authenticate + TokenUpdate on the device channel).
+async fn enrolled_device(store: &Store, tenant: &Tenant) -> Device {
+    let udid = unique_udid();
+    let device = store
+        .authenticate_device(&authenticate(&udid, tenant.id, T0))
+        .await
+        .unwrap();
+    store
+        .update_token(&token_update(&device, &ChannelId::device(&udid), T0))
+        .await
+        .unwrap();
+    device
+}
+
+fn command(device: &Device, channel: &ChannelId, label: &str) -> NewCommand {
+    NewCommand {
+        uuid: CommandUuid::new_random(),
+        device_id: device.id,
+        tenant_id: device.tenant_id,
+        channel: channel.clone(),
+        request_type: label.to_owned(),
+        payload: format!("<plist>{label}</plist>").into_bytes(),
+        queued_by: Some("tester".to_owned()),
+        queued_at: T0,
+        expires_at: None,
+    }
+}
+
+fn report(
+    channel: &ChannelId,
+    uuid: &CommandUuid,
+    status: CommandStatus,
+    now: UnixTime,
+) -> CommandResultRecord {
+    CommandResultRecord {
+        channel: channel.clone(),
+        uuid: uuid.clone(),
+        status,
+        result: Some(b"<plist>result</plist>".to_vec()),
+        error_chain: None,
+        now,
+    }
+}
+
+async fn status_of(store: &Store, uuid: &CommandUuid) -> CommandStatus {
+    store
+        .get_command(Scope::All, uuid)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// checks
+
+async fn check_tenants(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let biology = tenant(&store, "biology").await;
+
+    let duplicate = Tenant {
+        id: TenantId::new(),
+        name: "Physics again".to_owned(),
+        code: "physics".to_owned(),
+        created_at: T0,
+    };
+    assert!(matches!(
+        store.create_tenant(&duplicate).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    assert_eq!(
+        store.get_tenant(Scope::All, physics.id).await.unwrap(),
+        Some(physics.clone())
+    );
+    assert_eq!(
+        store
+            .get_tenant(Scope::Tenant(physics.id), physics.id)
+            .await
+            .unwrap(),
+        Some(physics.clone())
+    );
+    assert_eq!(
+        store
+            .get_tenant(Scope::Tenant(biology.id), physics.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_tenant(Scope::All, TenantId::new()).await.unwrap(),
+        None
+    );
+
+    assert_eq!(
+        store.list_tenants(Scope::All).await.unwrap(),
+        vec![biology.clone(), physics.clone()]
+    );
+    assert_eq!(
+        store.list_tenants(Scope::Tenant(physics.id)).await.unwrap(),
+        vec![physics]
+    );
+}
+
+async fn check_api_tokens(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let admin = ApiToken {
+        id: TokenId::new(),
+        name: "physics automation".to_owned(),
+        role: Role::Admin,
+        tenant_id: Some(physics.id),
+        token_hash: "a".repeat(64),
+        created_at: T0,
+        expires_at: Some(T0.plus_seconds(3600)),
+        revoked_at: None,
+    };
+    store.create_api_token(&admin).await.unwrap();
+    let operator = ApiToken {
+        id: TokenId::new(),
+        name: "central".to_owned(),
+        role: Role::Operator,
+        tenant_id: None,
+        token_hash: "b".repeat(64),
+        created_at: T0,
+        expires_at: None,
+        revoked_at: Some(T0.plus_seconds(5)),
+    };
+    store.create_api_token(&operator).await.unwrap();
+
+    assert_eq!(
+        store.find_api_token_by_hash(&"a".repeat(64)).await.unwrap(),
+        Some(admin.clone())
+    );
+    assert_eq!(
+        store.find_api_token_by_hash(&"b".repeat(64)).await.unwrap(),
+        Some(operator)
+    );
+    assert_eq!(
+        store.find_api_token_by_hash(&"c".repeat(64)).await.unwrap(),
+        None
+    );
+
+    let same_hash = ApiToken {
+        id: TokenId::new(),
+        ..admin.clone()
+    };
+    assert!(matches!(
+        store.create_api_token(&same_hash).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let unknown_tenant = ApiToken {
+        id: TokenId::new(),
+        tenant_id: Some(TenantId::new()),
+        token_hash: "d".repeat(64),
+        ..admin
+    };
+    assert!(matches!(
+        store.create_api_token(&unknown_tenant).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+fn link(
+    tenant: &Tenant,
+    secret_hash: &str,
+    max_uses: Option<i64>,
+    expires_at: Option<UnixTime>,
+) -> EnrollmentLink {
+    EnrollmentLink {
+        id: EnrollmentLinkId::new(),
+        tenant_id: tenant.id,
+        name: format!("link {secret_hash}"),
+        secret_hash: secret_hash.to_owned(),
+        max_uses,
+        uses: 0,
+        expires_at,
+        created_at: T0,
+        created_by: Some("admin@example.edu".to_owned()),
+    }
+}
+
+async fn check_enrollment_links(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let limited = link(&physics, "limited", Some(2), Some(T0.plus_seconds(100)));
+    let unlimited = link(&physics, "unlimited", None, None);
+    let expired = link(&physics, "expired", None, Some(T0.plus_seconds(-1)));
+    for l in [&limited, &unlimited, &expired] {
+        store.create_enrollment_link(l).await.unwrap();
+    }
+
+    assert_eq!(
+        store.find_enrollment_link_by_hash("limited").await.unwrap(),
+        Some(limited.clone())
+    );
+    assert_eq!(
+        store.find_enrollment_link_by_hash("nope").await.unwrap(),
+        None
+    );
+
+    assert!(store.use_enrollment_link(limited.id, T0).await.unwrap());
+    assert!(store.use_enrollment_link(limited.id, T0).await.unwrap());
+    assert!(!store.use_enrollment_link(limited.id, T0).await.unwrap());
+    let counted = store
+        .find_enrollment_link_by_hash("limited")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counted.uses, 2);
+
+    // A link that is still below max_uses stops counting once it has expired.
+    let expiring = link(&physics, "expiring", Some(10), Some(T0.plus_seconds(100)));
+    store.create_enrollment_link(&expiring).await.unwrap();
+    assert!(store
+        .use_enrollment_link(expiring.id, T0.plus_seconds(100))
+        .await
+        .unwrap());
+    assert!(!store
+        .use_enrollment_link(expiring.id, T0.plus_seconds(101))
+        .await
+        .unwrap());
+
+    for _ in 0..5 {
+        assert!(store.use_enrollment_link(unlimited.id, T0).await.unwrap());
+    }
+    assert!(!store.use_enrollment_link(expired.id, T0).await.unwrap());
+    assert!(!store
+        .use_enrollment_link(EnrollmentLinkId::new(), T0)
+        .await
+        .unwrap());
+
+    let same_secret = EnrollmentLink {
+        id: EnrollmentLinkId::new(),
+        ..unlimited
+    };
+    assert!(matches!(
+        store.create_enrollment_link(&same_secret).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn check_enrollment_link_uses_are_atomic(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let limited = link(&physics, "limited", Some(3), None);
+    store.create_enrollment_link(&limited).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.use_enrollment_link(limited.id, T0).await.unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for task in tasks {
+        if task.await.unwrap() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 3);
+}
+
+fn challenge(
+    tenant: &Tenant,
+    link: &EnrollmentLink,
+    hash: &str,
+    expires_at: UnixTime,
+) -> ScepChallenge {
+    ScepChallenge {
+        challenge_hash: hash.to_owned(),
+        link_id: link.id,
+        tenant_id: tenant.id,
+        created_at: T0,
+        expires_at,
+        used_at: None,
+    }
+}
+
+async fn check_scep_challenges(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let l = link(&physics, "secret", None, None);
+    store.create_enrollment_link(&l).await.unwrap();
+    let fresh = challenge(&physics, &l, "fresh", T0.plus_seconds(600));
+    let stale = challenge(&physics, &l, "stale", T0.plus_seconds(600));
+    store.create_scep_challenge(&fresh).await.unwrap();
+    store.create_scep_challenge(&stale).await.unwrap();
+    assert!(matches!(
+        store.create_scep_challenge(&fresh).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let now = T0.plus_seconds(10);
+    let consumed = store.consume_scep_challenge("fresh", now).await.unwrap();
+    assert_eq!(
+        consumed,
+        Some(ScepChallenge {
+            used_at: Some(now),
+            ..fresh
+        })
+    );
+    assert_eq!(
+        store.consume_scep_challenge("fresh", now).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_scep_challenge("stale", T0.plus_seconds(601))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.consume_scep_challenge("unknown", now).await.unwrap(),
+        None
+    );
+
+    let orphan = challenge(
+        &physics,
+        &link(&physics, "never stored", None, None),
+        "orphan",
+        T0,
+    );
+    assert!(matches!(
+        store.create_scep_challenge(&orphan).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn check_scep_challenge_is_consumed_once_under_concurrency(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let l = link(&physics, "secret", None, None);
+    store.create_enrollment_link(&l).await.unwrap();
+    store
+        .create_scep_challenge(&challenge(&physics, &l, "contended", T0.plus_seconds(600)))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.consume_scep_challenge("contended", T0).await.unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.unwrap().is_some() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn check_issued_certificates(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let l = link(&physics, "secret", None, None);
+    store.create_enrollment_link(&l).await.unwrap();
+    let cert = IssuedCertificate {
+        fingerprint: "ab".repeat(32),
+        serial_hex: "0f1e2d".to_owned(),
+        subject: "CN=iPad".to_owned(),
+        tenant_id: physics.id,
+        link_id: Some(l.id),
+        issued_at: T0,
+        not_after: T0.plus_seconds(365 * 86_400),
+    };
+    store.record_issued_certificate(&cert).await.unwrap();
+    assert_eq!(
+        store
+            .find_issued_certificate(&"ab".repeat(32))
+            .await
+            .unwrap(),
+        Some(cert.clone())
+    );
+    assert_eq!(store.find_issued_certificate("cd").await.unwrap(), None);
+    assert!(matches!(
+        store.record_issued_certificate(&cert).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let without_link = IssuedCertificate {
+        fingerprint: "cd".repeat(32),
+        link_id: None,
+        ..cert
+    };
+    store
+        .record_issued_certificate(&without_link)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_issued_certificate(&"cd".repeat(32))
+            .await
+            .unwrap(),
+        Some(without_link)
+    );
+}
+
+async fn check_authenticate_twice_keeps_one_device(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let biology = tenant(&store, "biology").await;
+    let udid = unique_udid();
+    let channel = ChannelId::device(&udid);
+    let user_channel = ChannelId::user(&udid, "jane");
+
+    let first = store
+        .authenticate_device(&authenticate(&udid, physics.id, T0))
+        .await
+        .unwrap();
+    assert_eq!(first.state, EnrollmentState::Pending);
+    assert_eq!(first.udid, udid);
+    assert_eq!(first.tenant_id, physics.id);
+    assert_eq!(first.enrolled_at, Some(T0));
+    assert_eq!(first.last_seen_at, Some(T0));
+    assert_eq!(first.is_supervised, Some(true));
+    assert_eq!(first.serial_number.as_deref(), Some("F9FXK0ABCDEF"));
+    assert_eq!(
+        store.find_device_by_udid(&udid).await.unwrap(),
+        Some(first.clone())
+    );
+
+    store
+        .update_token(&token_update(&first, &channel, T0))
+        .await
+        .unwrap();
+    store
+        .update_token(&TokenUpdateRecord {
+            user_short_name: Some("jane".to_owned()),
+            user_id: Some("1234".to_owned()),
+            ..token_update(&first, &user_channel, T0)
+        })
+        .await
+        .unwrap();
+    let queued = command(&first, &channel, "Queued");
+    let sent = command(&first, &channel, "Sent");
+    let not_now = command(&first, &channel, "NotNow");
+    let acknowledged = command(&first, &channel, "Acknowledged");
+    let on_user_channel = command(&first, &user_channel, "UserQueued");
+    store
+        .enqueue_commands(&[
+            acknowledged.clone(),
+            not_now.clone(),
+            sent.clone(),
+            queued.clone(),
+            on_user_channel.clone(),
+        ])
+        .await
+        .unwrap();
+    let handed = store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, acknowledged.uuid);
+    store
+        .record_result(&report(
+            &channel,
+            &acknowledged.uuid,
+            CommandStatus::Acknowledged,
+            T0,
+        ))
+        .await
+        .unwrap();
+    let handed = store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, not_now.uuid);
+    store
+        .record_result(&report(&channel, &not_now.uuid, CommandStatus::NotNow, T0))
+        .await
+        .unwrap();
+    let handed = store
+        .next_command(&channel, true, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, sent.uuid);
+
+    // Re-enrollment: another tenant, another identity, fewer facts.
+    let later = T0.plus_seconds(60);
+    let mut again = authenticate(&udid, biology.id, later);
+    again.facts = DeviceFacts {
+        os_version: Some("18.1".to_owned()),
+        ..DeviceFacts::default()
+    };
+    let second = store.authenticate_device(&again).await.unwrap();
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.created_at, first.created_at);
+    assert_eq!(second.tenant_id, biology.id);
+    assert_eq!(second.cert_fingerprint.as_deref(), Some("fp-1800000060"));
+    assert_eq!(second.state, EnrollmentState::Pending);
+    assert_eq!(second.enrolled_at, Some(later));
+    assert_eq!(second.os_version.as_deref(), Some("18.1"));
+    // Facts the new Authenticate did not carry keep their stored value.
+    assert_eq!(second.serial_number.as_deref(), Some("F9FXK0ABCDEF"));
+    assert_eq!(second.is_supervised, Some(true));
+    assert_eq!(store.count_devices(Scope::All).await.unwrap(), 1);
+    assert_eq!(
+        store.get_device(Scope::All, first.id).await.unwrap(),
+        Some(second.clone())
+    );
+
+    assert!(store.list_channels(first.id).await.unwrap().is_empty());
+    assert_eq!(store.get_channel(&channel).await.unwrap(), None);
+    assert_eq!(store.get_channel(&user_channel).await.unwrap(), None);
+    for unfinished in [&queued, &sent, &not_now, &on_user_channel] {
+        let record = store
+            .get_command(Scope::All, &unfinished.uuid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            record.status,
+            CommandStatus::Expired,
+            "{}",
+            unfinished.request_type
+        );
+        assert_eq!(record.completed_at, Some(later));
+    }
+    assert_eq!(
+        status_of(&store, &acknowledged.uuid).await,
+        CommandStatus::Acknowledged
+    );
+    assert_eq!(
+        store.next_command(&channel, false, later).await.unwrap(),
+        None
+    );
+}
+
+async fn check_update_token(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let udid = unique_udid();
+    let device = store
+        .authenticate_device(&authenticate(&udid, physics.id, T0))
+        .await
+        .unwrap();
+    let channel = ChannelId::device(&udid);
+
+    let with_unlock = TokenUpdateRecord {
+        unlock_token: Some(vec![1, 2, 3]),
+        awaiting_configuration: true,
+        ..token_update(&device, &channel, T0.plus_seconds(1))
+    };
+    assert!(store.update_token(&with_unlock).await.unwrap().first);
+    let enrolled = store
+        .get_device(Scope::All, device.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(enrolled.state, EnrollmentState::Enrolled);
+    assert_eq!(enrolled.last_seen_at, Some(T0.plus_seconds(1)));
+
+    let refreshed = TokenUpdateRecord {
+        push_token: vec![0xCD; 32],
+        push_magic: "magic-2".to_owned(),
+        unlock_token: None,
+        awaiting_configuration: false,
+        ..token_update(&device, &channel, T0.plus_seconds(2))
+    };
+    assert!(!store.update_token(&refreshed).await.unwrap().first);
+    let stored = store.get_channel(&channel).await.unwrap().unwrap();
+    assert_eq!(stored.id, channel);
+    assert_eq!(stored.device_id, device.id);
+    assert_eq!(stored.push_token, Some(vec![0xCD; 32]));
+    assert_eq!(stored.push_magic.as_deref(), Some("magic-2"));
+    // A TokenUpdate without UnlockToken keeps the one we have.
+    assert_eq!(
+        stored.unlock_token.as_ref().map(|t| t.expose().clone()),
+        Some(vec![1, 2, 3])
+    );
+    assert!(!stored.awaiting_configuration);
+    assert_eq!(stored.token_updated_at, Some(T0.plus_seconds(2)));
+
+    let user_channel = ChannelId::user(&udid, "jane");
+    let user = TokenUpdateRecord {
+        user_short_name: Some("jane".to_owned()),
+        user_id: Some("8A3F".to_owned()),
+        ..token_update(&device, &user_channel, T0.plus_seconds(3))
+    };
+    assert!(store.update_token(&user).await.unwrap().first);
+    assert!(!store.update_token(&user).await.unwrap().first);
+    let channels = store.list_channels(device.id).await.unwrap();
+    assert_eq!(
+        channels.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        vec![channel.clone(), user_channel.clone()]
+    );
+    assert_eq!(channels[1].user_short_name.as_deref(), Some("jane"));
+    assert_eq!(channels[1].user_id.as_deref(), Some("8A3F"));
+    assert_eq!(channels[1].unlock_token, None);
+
+    // After a new Authenticate the channels are gone, so the next TokenUpdate is a first one again.
+    store
+        .authenticate_device(&authenticate(&udid, physics.id, T0.plus_seconds(4)))
+        .await
+        .unwrap();
+    assert!(store.update_token(&refreshed).await.unwrap().first);
+
+    let ghost = Device {
+        id: DeviceId::new(),
+        ..device
+    };
+    assert!(matches!(
+        store
+            .update_token(&token_update(
+                &ghost,
+                &ChannelId::device(&unique_udid()),
+                T0
+            ))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn check_check_out(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let pending = command(&device, &channel, "DeviceInformation");
+    store
+        .enqueue_commands(std::slice::from_ref(&pending))
+        .await
+        .unwrap();
+
+    let later = T0.plus_seconds(30);
+    store.check_out(&device.udid, later).await.unwrap();
+    let checked_out = store
+        .get_device(Scope::All, device.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(checked_out.state, EnrollmentState::Unenrolled);
+    assert!(store.list_channels(device.id).await.unwrap().is_empty());
+    assert_eq!(
+        status_of(&store, &pending.uuid).await,
+        CommandStatus::Expired
+    );
+    assert!(matches!(
+        store.check_out(&unique_udid(), later).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn check_device_facts_touch_and_paging(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+
+    let facts = DeviceFacts {
+        device_name: Some("Lab iPad 7".to_owned()),
+        is_supervised: Some(false),
+        ..DeviceFacts::default()
+    };
+    store
+        .update_device_facts(device.id, &facts, T0.plus_seconds(5))
+        .await
+        .unwrap();
+    store
+        .touch_device(device.id, T0.plus_seconds(9))
+        .await
+        .unwrap();
+    let updated = store
+        .get_device(Scope::All, device.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.device_name.as_deref(), Some("Lab iPad 7"));
+    assert_eq!(updated.is_supervised, Some(false));
+    assert_eq!(updated.os_version.as_deref(), Some("17.5"));
+    assert_eq!(updated.updated_at, T0.plus_seconds(5));
+    assert_eq!(updated.last_seen_at, Some(T0.plus_seconds(9)));
+    assert!(matches!(
+        store.update_device_facts(DeviceId::new(), &facts, T0).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.touch_device(DeviceId::new(), T0).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Paging follows enrolled_at, then id.
+    let mut expected = vec![device.id];
+    for i in 1..5 {
+        let d = store
+            .authenticate_device(&authenticate(
+                &unique_udid(),
+                physics.id,
+                T0.plus_seconds(i),
+            ))
+            .await
+            .unwrap();
+        expected.push(d.id);
+    }
+    let first_page = store
+        .list_devices(
+            Scope::All,
+            Page {
+                limit: 3,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let second_page = store
+        .list_devices(
+            Scope::All,
+            Page {
+                limit: 3,
+                offset: 3,
+            },
+        )
+        .await
+        .unwrap();
+    let listed: Vec<DeviceId> = first_page
+        .iter()
+        .chain(&second_page)
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(first_page.len(), 3);
+    assert_eq!(listed, expected);
+    assert_eq!(
+        store
+            .list_devices(Scope::All, Page::default())
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+async fn check_inventory_sections_replace(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    store
+        .put_inventory_section(device.id, "apps", r#"[{"id":"a"}]"#, T0)
+        .await
+        .unwrap();
+    store
+        .put_inventory_section(device.id, "security", r#"{"passcode":true}"#, T0)
+        .await
+        .unwrap();
+    store
+        .put_inventory_section(device.id, "apps", r#"[{"id":"b"}]"#, T0.plus_seconds(7))
+        .await
+        .unwrap();
+    let inventory = store.get_inventory(Scope::All, device.id).await.unwrap();
+    assert_eq!(inventory.len(), 2);
+    assert_eq!(inventory[0].section, "apps");
+    assert_eq!(inventory[0].json, r#"[{"id":"b"}]"#);
+    assert_eq!(inventory[0].updated_at, T0.plus_seconds(7));
+    assert_eq!(inventory[1].section, "security");
+    assert!(matches!(
+        store
+            .put_inventory_section(DeviceId::new(), "apps", "[]", T0)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn check_fifo_order_per_channel(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let mut queued: Vec<NewCommand> = (0..5)
+        .map(|i| command(&device, &channel, &format!("C{i}")))
+        .collect();
+    store.enqueue_commands(&queued).await.unwrap();
+    let later: Vec<NewCommand> = (5..7)
+        .map(|i| command(&device, &channel, &format!("C{i}")))
+        .collect();
+    store.enqueue_commands(&later[..1]).await.unwrap();
+    store.enqueue_commands(&later[1..]).await.unwrap();
+    queued.extend(later);
+
+    for expected in &queued {
+        let handed = store
+            .next_command(&channel, false, T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handed.uuid, expected.uuid);
+        assert_eq!(handed.request_type, expected.request_type);
+        assert_eq!(handed.payload, expected.payload);
+        assert_eq!(
+            store
+                .record_result(&report(
+                    &channel,
+                    &handed.uuid,
+                    CommandStatus::Acknowledged,
+                    T0
+                ))
+                .await
+                .unwrap(),
+            RecordOutcome::Recorded {
+                device_id: device.id,
+                request_type: expected.request_type.clone(),
+            }
+        );
+    }
+    assert_eq!(store.next_command(&channel, false, T0).await.unwrap(), None);
+
+    let record = store
+        .get_command(Scope::All, &queued[0].uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, CommandStatus::Acknowledged);
+    assert_eq!(record.sent_at, Some(T0));
+    assert_eq!(record.completed_at, Some(T0));
+    assert_eq!(record.attempts, 1);
+    assert_eq!(record.result, Some(b"<plist>result</plist>".to_vec()));
+    assert_eq!(record.queued_by.as_deref(), Some("tester"));
+}
+
+async fn check_unreported_command_is_resent(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let first = command(&device, &channel, "First");
+    let second = command(&device, &channel, "Second");
+    store
+        .enqueue_commands(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    let handed = store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, first.uuid);
+    // The device asked again without reporting (e.g. a dropped connection): the same command goes out again.
+    let again = store
+        .next_command(&channel, false, T0.plus_seconds(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.uuid, first.uuid);
+    let record = store
+        .get_command(Scope::All, &first.uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, CommandStatus::Sent);
+    assert_eq!(record.attempts, 2);
+    assert_eq!(record.sent_at, Some(T0.plus_seconds(5)));
+    assert_eq!(status_of(&store, &second.uuid).await, CommandStatus::Queued);
+}
+
+async fn check_channels_are_isolated(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let other = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let user_channel = ChannelId::user(&device.udid, "jane");
+    let other_channel = ChannelId::device(&other.udid);
+
+    let on_user = command(&device, &user_channel, "UserCommand");
+    let on_other = command(&other, &other_channel, "OtherDevice");
+    store
+        .enqueue_commands(&[on_user.clone(), on_other.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.next_command(&channel, false, T0).await.unwrap(), None);
+    let handed = store
+        .next_command(&user_channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, on_user.uuid);
+    assert_eq!(store.next_command(&channel, false, T0).await.unwrap(), None);
+
+    // A report that names another channel's command changes nothing.
+    assert_eq!(
+        store
+            .record_result(&report(
+                &channel,
+                &on_user.uuid,
+                CommandStatus::Acknowledged,
+                T0
+            ))
+            .await
+            .unwrap(),
+        RecordOutcome::Unknown
+    );
+    assert_eq!(
+        store
+            .record_result(&report(
+                &channel,
+                &on_other.uuid,
+                CommandStatus::Acknowledged,
+                T0
+            ))
+            .await
+            .unwrap(),
+        RecordOutcome::Unknown
+    );
+    assert_eq!(status_of(&store, &on_user.uuid).await, CommandStatus::Sent);
+    assert_eq!(
+        status_of(&store, &on_other.uuid).await,
+        CommandStatus::Queued
+    );
+    let handed = store
+        .next_command(&other_channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, on_other.uuid);
+}
+
+async fn check_not_now_requeues(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let busy = command(&device, &channel, "InstallApplication");
+    let easy = command(&device, &channel, "DeviceInformation");
+    store
+        .enqueue_commands(&[busy.clone(), easy.clone()])
+        .await
+        .unwrap();
+
+    let handed = store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, busy.uuid);
+    assert_eq!(
+        store
+            .record_result(&report(&channel, &busy.uuid, CommandStatus::NotNow, T0))
+            .await
+            .unwrap(),
+        RecordOutcome::Recorded {
+            device_id: device.id,
+            request_type: "InstallApplication".to_owned(),
+        }
+    );
+    let record = store
+        .get_command(Scope::All, &busy.uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, CommandStatus::NotNow);
+    assert_eq!(record.completed_at, None);
+
+    // In the same session the NotNow command is skipped ...
+    let handed = store
+        .next_command(&channel, true, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, easy.uuid);
+    store
+        .record_result(&report(
+            &channel,
+            &easy.uuid,
+            CommandStatus::Acknowledged,
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.next_command(&channel, true, T0).await.unwrap(), None);
+    // ... and in the next session it comes back, never lost.
+    let handed = store
+        .next_command(&channel, false, T0.plus_seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, busy.uuid);
+    assert!(matches!(
+        store
+            .record_result(&report(
+                &channel,
+                &busy.uuid,
+                CommandStatus::Acknowledged,
+                T0.plus_seconds(61)
+            ))
+            .await
+            .unwrap(),
+        RecordOutcome::Recorded { .. }
+    ));
+    let record = store
+        .get_command(Scope::All, &busy.uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, CommandStatus::Acknowledged);
+    assert_eq!(record.attempts, 2);
+}
+
+async fn check_duplicate_and_unknown_results(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let cmd = command(&device, &channel, "ProfileList");
+    store
+        .enqueue_commands(std::slice::from_ref(&cmd))
+        .await
+        .unwrap();
+    store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let failed = CommandResultRecord {
+        error_chain: Some(r#"[{"ErrorCode":12021,"ErrorDomain":"MCMDMErrorDomain"}]"#.to_owned()),
+        ..report(&channel, &cmd.uuid, CommandStatus::Error, T0)
+    };
+    assert!(matches!(
+        store.record_result(&failed).await.unwrap(),
+        RecordOutcome::Recorded { .. }
+    ));
+    for status in [
+        CommandStatus::Error,
+        CommandStatus::Acknowledged,
+        CommandStatus::NotNow,
+        CommandStatus::CommandFormatError,
+    ] {
+        assert_eq!(
+            store
+                .record_result(&report(&channel, &cmd.uuid, status, T0.plus_seconds(1)))
+                .await
+                .unwrap(),
+            RecordOutcome::Duplicate
+        );
+    }
+    let record = store
+        .get_command(Scope::All, &cmd.uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, CommandStatus::Error);
+    assert_eq!(record.completed_at, Some(T0));
+    assert_eq!(record.error_chain, failed.error_chain);
+
+    assert_eq!(
+        store
+            .record_result(&report(
+                &channel,
+                &CommandUuid::new_random(),
+                CommandStatus::Acknowledged,
+                T0
+            ))
+            .await
+            .unwrap(),
+        RecordOutcome::Unknown
+    );
+    assert!(matches!(
+        store
+            .record_result(&report(&channel, &cmd.uuid, CommandStatus::Sent, T0))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn check_expiry(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let other_channel = ChannelId::user(&device.udid, "jane");
+    let with_deadline = |label: &str, channel: &ChannelId, seconds: i64| NewCommand {
+        expires_at: Some(T0.plus_seconds(seconds)),
+        ..command(&device, channel, label)
+    };
+    let sent_then_late = with_deadline("SentThenLate", &channel, 10);
+    let late = with_deadline("Late", &channel, 10);
+    let not_now_late = with_deadline("NotNowLate", &channel, 30);
+    let on_time = with_deadline("OnTime", &channel, 1000);
+    let elsewhere = with_deadline("Elsewhere", &other_channel, 10);
+    let forever = command(&device, &channel, "Forever");
+    store
+        .enqueue_commands(&[
+            sent_then_late.clone(),
+            not_now_late.clone(),
+            late.clone(),
+            on_time.clone(),
+            forever.clone(),
+            elsewhere.clone(),
+        ])
+        .await
+        .unwrap();
+
+    let handed = store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, sent_then_late.uuid);
+    // The deadline is inclusive: at expires_at the command is still handed out.
+    let handed = store
+        .next_command(&channel, true, T0.plus_seconds(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, sent_then_late.uuid);
+    store
+        .record_result(&report(
+            &channel,
+            &sent_then_late.uuid,
+            CommandStatus::Acknowledged,
+            T0,
+        ))
+        .await
+        .unwrap();
+    let handed = store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, not_now_late.uuid);
+    store
+        .record_result(&report(
+            &channel,
+            &not_now_late.uuid,
+            CommandStatus::NotNow,
+            T0,
+        ))
+        .await
+        .unwrap();
+
+    let now = T0.plus_seconds(31);
+    let handed = store
+        .next_command(&channel, false, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, on_time.uuid);
+    for expired in [&late, &not_now_late] {
+        let record = store
+            .get_command(Scope::All, &expired.uuid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            record.status,
+            CommandStatus::Expired,
+            "{}",
+            expired.request_type
+        );
+        assert_eq!(record.completed_at, Some(now));
+    }
+    // The sweep is limited to the channel that asked.
+    assert_eq!(
+        status_of(&store, &elsewhere.uuid).await,
+        CommandStatus::Queued
+    );
+    assert_eq!(
+        store
+            .record_result(&report(
+                &channel,
+                &late.uuid,
+                CommandStatus::Acknowledged,
+                now
+            ))
+            .await
+            .unwrap(),
+        RecordOutcome::Duplicate
+    );
+    store
+        .record_result(&report(
+            &channel,
+            &on_time.uuid,
+            CommandStatus::Acknowledged,
+            now,
+        ))
+        .await
+        .unwrap();
+    let handed = store
+        .next_command(&channel, false, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, forever.uuid);
+    assert_eq!(
+        store
+            .next_command(&other_channel, false, now)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        status_of(&store, &elsewhere.uuid).await,
+        CommandStatus::Expired
+    );
+}
+
+async fn check_enqueue_is_one_transaction(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let existing = command(&device, &channel, "Existing");
+    store
+        .enqueue_commands(std::slice::from_ref(&existing))
+        .await
+        .unwrap();
+
+    // 1,200 rows span several INSERT statements; the duplicate at the end rolls all of them back.
+    let mut batch: Vec<NewCommand> = (0..1200)
+        .map(|i| command(&device, &channel, &format!("B{i}")))
+        .collect();
+    batch.push(existing.clone());
+    assert!(matches!(
+        store.enqueue_commands(&batch).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .list_commands(
+                Scope::All,
+                device.id,
+                Page {
+                    limit: 5000,
+                    offset: 0
+                }
+            )
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    batch.pop();
+    store.enqueue_commands(&batch).await.unwrap();
+    let listed = store
+        .list_commands(
+            Scope::All,
+            device.id,
+            Page {
+                limit: 5000,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1201);
+    // Newest first.
+    assert_eq!(listed[0].uuid, batch[1199].uuid);
+    assert_eq!(listed[1200].uuid, existing.uuid);
+    assert_eq!(listed[0].status, CommandStatus::Queued);
+    assert_eq!(listed[0].attempts, 0);
+    let page = store
+        .list_commands(
+            Scope::All,
+            device.id,
+            Page {
+                limit: 2,
+                offset: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|c| c.uuid.clone()).collect::<Vec<_>>(),
+        vec![batch[1198].uuid.clone(), batch[1197].uuid.clone()]
+    );
+
+    let ghost = Device {
+        id: DeviceId::new(),
+        ..device.clone()
+    };
+    assert!(matches!(
+        store
+            .enqueue_commands(&[command(&ghost, &channel, "Ghost")])
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    store.enqueue_commands(&[]).await.unwrap();
+}
+
+async fn check_scoped_reads_hide_other_tenants(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let biology = tenant(&store, "biology").await;
+    let mine = enrolled_device(&store, &physics).await;
+    let theirs = enrolled_device(&store, &biology).await;
+    let my_command = command(&mine, &ChannelId::device(&mine.udid), "Mine");
+    let their_command = command(&theirs, &ChannelId::device(&theirs.udid), "Theirs");
+    store
+        .enqueue_commands(&[my_command.clone(), their_command.clone()])
+        .await
+        .unwrap();
+    store
+        .put_inventory_section(theirs.id, "apps", "[]", T0)
+        .await
+        .unwrap();
+    let scope = Scope::Tenant(physics.id);
+
+    assert!(store.get_device(scope, mine.id).await.unwrap().is_some());
+    assert_eq!(store.get_device(scope, theirs.id).await.unwrap(), None);
+    assert!(store
+        .get_device(Scope::All, theirs.id)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store
+            .list_devices(scope, Page::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>(),
+        vec![mine.id]
+    );
+    assert_eq!(store.count_devices(scope).await.unwrap(), 1);
+    assert_eq!(store.count_devices(Scope::All).await.unwrap(), 2);
+
+    assert!(store
+        .get_command(scope, &my_command.uuid)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store.get_command(scope, &their_command.uuid).await.unwrap(),
+        None
+    );
+    assert!(store
+        .list_commands(scope, theirs.id, Page::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .list_commands(Scope::All, theirs.id, Page::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .get_inventory(scope, theirs.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .get_inventory(Scope::All, theirs.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.count_commands_by_status(scope).await.unwrap(),
+        vec![(CommandStatus::Queued, 1)]
+    );
+}
+
+async fn check_count_commands_by_status(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let cmds: Vec<NewCommand> = (0..4)
+        .map(|i| command(&device, &channel, &format!("C{i}")))
+        .collect();
+    store.enqueue_commands(&cmds).await.unwrap();
+    store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .record_result(&report(
+            &channel,
+            &cmds[0].uuid,
+            CommandStatus::Acknowledged,
+            T0,
+        ))
+        .await
+        .unwrap();
+    store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let counts: HashMap<CommandStatus, i64> = store
+        .count_commands_by_status(Scope::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        counts,
+        HashMap::from([
+            (CommandStatus::Acknowledged, 1),
+            (CommandStatus::Sent, 1),
+            (CommandStatus::Queued, 2),
+        ])
+    );
+    assert!(store
+        .count_commands_by_status(Scope::Tenant(TenantId::new()))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// 8 tasks, one channel each, all writing at once (TokenUpdate, enqueue, claim, report): every command is
+/// handed out exactly once, to its own channel's task, in FIFO order, and no writer fails with "database is
+/// locked".
+async fn check_concurrent_channels_never_share_commands(store: Store) {
+    const TASKS: usize = 8;
+    const PER_CHANNEL: usize = 25;
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        let device = device.clone();
+        tasks.push(tokio::spawn(async move {
+            let channel = ChannelId::user(&device.udid, &format!("user{t}"));
+            store
+                .update_token(&TokenUpdateRecord {
+                    user_short_name: Some(format!("user{t}")),
+                    ..token_update(&device, &channel, T0)
+                })
+                .await
+                .unwrap();
+            let mine: Vec<NewCommand> = (0..PER_CHANNEL)
+                .map(|i| command(&device, &channel, &format!("T{t}C{i}")))
+                .collect();
+            // Enqueue in a few transactions so they interleave with the other tasks' claims.
+            for chunk in mine.chunks(5) {
+                store.enqueue_commands(chunk).await.unwrap();
+            }
+            let mut received = Vec::new();
+            while let Some(handed) = store.next_command(&channel, false, T0).await.unwrap() {
+                let outcome = store
+                    .record_result(&report(
+                        &channel,
+                        &handed.uuid,
+                        CommandStatus::Acknowledged,
+                        T0,
+                    ))
+                    .await
+                    .unwrap();
+                assert!(matches!(outcome, RecordOutcome::Recorded { .. }));
+                received.push(handed.uuid);
+            }
+            let expected: Vec<CommandUuid> = mine.into_iter().map(|c| c.uuid).collect();
+            assert_eq!(received, expected, "channel {channel} out of order");
+            received
+        }));
+    }
+    let mut everything = HashSet::new();
+    for task in tasks {
+        for uuid in task.await.unwrap() {
+            assert!(everything.insert(uuid), "a command was handed out twice");
+        }
+    }
+    assert_eq!(everything.len(), TASKS * PER_CHANNEL);
+    assert_eq!(
+        store.count_commands_by_status(Scope::All).await.unwrap(),
+        vec![(CommandStatus::Acknowledged, (TASKS * PER_CHANNEL) as i64)]
+    );
+}
+
+/// 8 tasks race on ONE channel. A command that is sent but not reported is legitimately handed out again
+/// (resend), so the invariants are: a command already final when a call starts is never handed out, each
+/// command is recorded exactly once, and nothing is lost.
+async fn check_concurrent_next_command_on_one_channel(store: Store) {
+    const TASKS: usize = 8;
+    const COMMANDS: usize = 40;
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let cmds: Vec<NewCommand> = (0..COMMANDS)
+        .map(|i| command(&device, &channel, &format!("C{i}")))
+        .collect();
+    store.enqueue_commands(&cmds).await.unwrap();
+
+    let finished: Arc<Mutex<HashSet<CommandUuid>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let store = store.clone();
+        let channel = channel.clone();
+        let finished = finished.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut recorded = Vec::new();
+            loop {
+                let final_before: HashSet<CommandUuid> = finished.lock().unwrap().clone();
+                let Some(handed) = store.next_command(&channel, false, T0).await.unwrap() else {
+                    break;
+                };
+                assert!(
+                    !final_before.contains(&handed.uuid),
+                    "a command was handed out again after it was acknowledged"
+                );
+                match store
+                    .record_result(&report(
+                        &channel,
+                        &handed.uuid,
+                        CommandStatus::Acknowledged,
+                        T0,
+                    ))
+                    .await
+                    .unwrap()
+                {
+                    RecordOutcome::Recorded { .. } => recorded.push(handed.uuid.clone()),
+                    RecordOutcome::Duplicate => {}
+                    RecordOutcome::Unknown => panic!("own channel's command reported unknown"),
+                }
+                finished.lock().unwrap().insert(handed.uuid);
+            }
+            recorded
+        }));
+    }
+    let mut recorded = HashSet::new();
+    for task in tasks {
+        for uuid in task.await.unwrap() {
+            assert!(recorded.insert(uuid), "a command was recorded twice");
+        }
+    }
+    assert_eq!(recorded.len(), COMMANDS);
+    assert_eq!(
+        store.count_commands_by_status(Scope::All).await.unwrap(),
+        vec![(CommandStatus::Acknowledged, COMMANDS as i64)]
+    );
+}

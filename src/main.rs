@@ -1,0 +1,304 @@
+//! The `orchard` binary: command-line interface and wiring. The only place that reads configuration and the
+//! environment; everything else receives what it needs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use orchard_core::{CoreConfig, Orchard};
+use orchard_store::Store;
+use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TenantId};
+
+#[derive(Parser)]
+#[command(
+    name = "orchard",
+    version,
+    about = "Orchard: a self-hosted Apple MDM server for a university's iPads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the server (device surface and admin API) over TLS.
+    Serve(ServeArgs),
+    /// Manage API tokens directly in the database (the first operator token is made this way).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommands,
+    },
+}
+
+#[derive(Args, Clone)]
+struct StorageArgs {
+    /// Directory for the SQLite database, the CA and the TLS identity.
+    #[arg(long, env = "ORCHARD_DATA_DIR", default_value = "./orchard-data")]
+    data_dir: PathBuf,
+    /// `postgres://user:pass@host/db` to use PostgreSQL; default: SQLite in the data directory.
+    #[arg(long, env = "ORCHARD_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "ORCHARD_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// The https origin devices reach this server at; default: https://<listen address>.
+    #[arg(long, env = "ORCHARD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Organization name shown in enrollment profiles.
+    #[arg(
+        long,
+        env = "ORCHARD_ORGANIZATION",
+        default_value = "Orchard University"
+    )]
+    organization: String,
+    /// TLS certificate chain (PEM). Default: a certificate issued by Orchard's CA, in the data directory.
+    #[arg(long, env = "ORCHARD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "ORCHARD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "ORCHARD_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenCommands {
+    /// Create an API token and print its secret once (only a hash is stored).
+    Create {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// operator, helpdesk, admin or viewer.
+        #[arg(long)]
+        role: String,
+        /// Tenant id, for the admin and viewer roles.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A name saying who or what uses the token.
+        #[arg(long)]
+        name: String,
+        /// Days until the token expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Commands::Serve(args) => serve(args).await,
+            Commands::Token {
+                command:
+                    TokenCommands::Create {
+                        storage,
+                        role,
+                        tenant,
+                        name,
+                        expires_in_days,
+                    },
+            } => token_create(storage, &role, tenant, &name, expires_in_days).await,
+        }
+    })
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ORCHARD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn database_url(storage: &StorageArgs) -> Result<String> {
+    if let Some(url) = &storage.database_url {
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            bail!("--database-url must be postgres://… or sqlite:…");
+        }
+        return Ok(url.clone());
+    }
+    std::fs::create_dir_all(&storage.data_dir)
+        .with_context(|| format!("creating {}", storage.data_dir.display()))?;
+    let abs = std::fs::canonicalize(&storage.data_dir)?;
+    Ok(format!("sqlite://{}", abs.join("orchard.db").display()))
+}
+
+async fn open_store(storage: &StorageArgs) -> Result<Store> {
+    let url = database_url(storage)?;
+    Store::connect(&url)
+        .await
+        .with_context(|| "opening the database".to_string())
+}
+
+/// Until a push certificate is uploaded there is no real topic. Devices still enroll (and poll) under a
+/// development topic derived from the CA, so it is the same on every node sharing that CA.
+fn development_topic(ca_der: &[u8]) -> Result<ApnsTopic> {
+    let fp = orchard_pki::fingerprint_sha256_hex(ca_der);
+    let short = fp.get(..32).unwrap_or(&fp);
+    ApnsTopic::parse(&format!("com.apple.mgmt.External.orchard-dev-{short}"))
+        .map_err(|e| anyhow::anyhow!("development topic: {e}"))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    init_logging(args.log_json);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&args.storage).await?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{local}"))
+        .trim_end_matches('/')
+        .to_string();
+    if !public_url.starts_with("https://") {
+        bail!("--public-url must be an https:// URL (Apple devices only talk to MDM over TLS)");
+    }
+    let (dns, ips) = tls_names(&public_url, local.ip());
+    let pki =
+        orchard_core::pki_files::load_or_create(&args.storage.data_dir, &dns, &ips, clock.now())
+            .context("preparing the CA and TLS identity")?;
+    let topic = development_topic(&pki.material.ca.cert_der())?;
+    tracing::warn!(%topic, "no push certificate uploaded: devices enroll under a development topic and are not woken by push; they must poll");
+
+    let (tls_cert, tls_key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => (read(c)?, read(k)?),
+        _ => {
+            let mut chain = pki.tls.cert_pem();
+            chain.extend_from_slice(&pki.material.ca.cert_pem());
+            (chain, pki.tls.key_pem().expose().clone())
+        }
+    };
+    let tls = orchard_server::tls_server_config(&tls_cert, &tls_key).map_err(anyhow::Error::msg)?;
+
+    let config = CoreConfig {
+        public_url: public_url.clone(),
+        topic,
+        organization: args.organization.clone(),
+        challenge_ttl_seconds: 3600,
+        identity_validity_days: 365,
+    };
+    let orchard = Arc::new(Orchard::new(
+        store.clone(),
+        Arc::new(pki.material),
+        config,
+        clock,
+    ));
+    let app = orchard_server::build_app(orchard, orchard_server::Limits::default());
+
+    // The first line on stdout says where we listen, so scripts and tests can find an ephemeral port.
+    println!(
+        "listening on https://{local} (public url {public_url}, ca {})",
+        pki.ca_path.display()
+    );
+    tracing::info!(%local, %public_url, backend = ?store.backend(), "orchard serving");
+    orchard_server::serve_tls(listener, tls, app, shutdown_signal()).await;
+    store.close().await;
+    Ok(())
+}
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// The names the development TLS certificate must cover: the public URL's host, plus localhost.
+fn tls_names(public_url: &str, listen_ip: IpAddr) -> (Vec<String>, Vec<IpAddr>) {
+    let host = public_url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut dns = vec!["localhost".to_string()];
+    let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ips.push(ip),
+        Err(_) if !host.is_empty() => dns.push(host.to_string()),
+        Err(_) => {}
+    }
+    if !listen_ip.is_unspecified() {
+        ips.push(listen_ip);
+    }
+    dns.dedup();
+    ips.sort();
+    ips.dedup();
+    (dns, ips)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn token_create(
+    storage: StorageArgs,
+    role: &str,
+    tenant: Option<String>,
+    name: &str,
+    expires_in_days: Option<i64>,
+) -> Result<()> {
+    init_logging(false);
+    let role = Role::parse(role).context("--role must be operator, helpdesk, admin or viewer")?;
+    let tenant = tenant
+        .map(|t| TenantId::parse(&t).map_err(|e| anyhow::anyhow!("--tenant: {e}")))
+        .transpose()?;
+    let store = open_store(&storage).await?;
+    let clock = SystemClock;
+    let expires_at = expires_in_days.map(|d| clock.now().plus_seconds(d * 86_400));
+    let created =
+        orchard_core::auth::create_api_token(&store, &clock, name, role, tenant, expires_at)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.close().await;
+    println!("{}", created.secret);
+    eprintln!(
+        "token {} ({}) created; the secret above is shown only once",
+        created.token.id,
+        role.as_str()
+    );
+    Ok(())
+}

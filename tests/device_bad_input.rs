@@ -1,0 +1,259 @@
+//! Bad input on the device surface: every hostile or broken request gets the right status (never 401) and
+//! leaves the store exactly as it was — on SQLite and on PostgreSQL.
+
+mod common;
+
+use anyhow::{ensure, Context, Result};
+use common::{Backend, TestServer};
+use orchard_pki::{CertificateAuthority, Identity};
+use orchard_protocol::checkin::{CheckinMessage, TokenUpdate};
+use orchard_protocol::profile::EnrollmentProfile;
+use orchard_sim::{SimConfig, SimDevice};
+use orchard_types::{ApnsTopic, PushMagic, Udid, UnixTime};
+
+fn now() -> UnixTime {
+    UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
+fn identity_of(d: &SimDevice) -> Result<Identity> {
+    let cert = d
+        .state
+        .identity_cert_pem
+        .clone()
+        .context("device has no identity")?;
+    Ok(Identity::from_pem(
+        cert.as_bytes(),
+        d.state.key_pem.as_bytes(),
+    )?)
+}
+
+fn token_update_body(udid: &str, topic: &str) -> Result<Vec<u8>> {
+    Ok(CheckinMessage::TokenUpdate(TokenUpdate {
+        topic: ApnsTopic::parse(topic)?,
+        udid: Udid::parse(udid)?,
+        token: vec![7; 32],
+        push_magic: PushMagic::parse("11111111-2222-3333-4444-555555555555")?,
+        unlock_token: None,
+        awaiting_configuration: false,
+        user: None,
+    })
+    .encode())
+}
+
+async fn expect(
+    server: &TestServer,
+    what: &str,
+    send: impl std::future::Future<Output = Result<(u16, Vec<u8>), orchard_sim::SimError>>,
+    status: u16,
+) -> Result<Vec<u8>> {
+    let before = server.snapshot().await?;
+    let (got, body) = send.await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    ensure!(
+        got != 401,
+        "{what}: answered 401, which makes a real device unenroll"
+    );
+    ensure!(
+        got == status,
+        "{what}: expected {status}, got {got}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let after = server.snapshot().await?;
+    ensure!(before == after, "{what}: the store changed");
+    Ok(body)
+}
+
+async fn scenario(backend: Backend) -> Result<()> {
+    let Some(server) = TestServer::start(backend).await? else {
+        return Ok(());
+    };
+    let tenant = server.create_tenant("Chemistry", "chemistry").await?;
+    let link = server.enrollment_link(&tenant, None).await?;
+    let config = SimConfig {
+        ca_pem: Some(server.ca_pem.clone()),
+        ..SimConfig::default()
+    };
+    let mut a = SimDevice::new_random(&config);
+    let mut b = SimDevice::new_random(&config);
+    a.enroll(&link).await?;
+    b.enroll(&link).await?;
+    a.poll().await?;
+    b.poll().await?;
+    let topic = a.state.topic.clone();
+    let id_a = identity_of(&a)?;
+
+    // Malformed plist, correctly signed: 400.
+    let garbage =
+        b"<?xml version=\"1.0\"?><plist><dict><key>MessageType</key><string>TokenUp".to_vec();
+    let sig = orchard_pki::signature::sign_mdm_body(&garbage, &id_a)?;
+    expect(
+        &server,
+        "malformed check-in",
+        a.send_checkin_raw(garbage.clone(), Some(sig.clone())),
+        400,
+    )
+    .await?;
+    expect(
+        &server,
+        "malformed report",
+        a.send_command_raw(garbage, Some(sig)),
+        400,
+    )
+    .await?;
+
+    // Missing and broken Mdm-Signature: 400.
+    let body = token_update_body(&a.state.udid, &topic)?;
+    expect(
+        &server,
+        "missing signature",
+        a.send_checkin_raw(body.clone(), None),
+        400,
+    )
+    .await?;
+    expect(
+        &server,
+        "non-base64 signature",
+        a.send_checkin_raw(body.clone(), Some("%%%not base64".into())),
+        400,
+    )
+    .await?;
+    let other_body_sig = orchard_pki::signature::sign_mdm_body(b"another body", &id_a)?;
+    expect(
+        &server,
+        "signature over another body",
+        a.send_checkin_raw(body.clone(), Some(other_body_sig)),
+        400,
+    )
+    .await?;
+
+    // A signature by a certificate another CA issued: 403.
+    let rogue_ca = CertificateAuthority::generate("Rogue CA", now(), 30)?;
+    let rogue = rogue_ca.issue_signing_identity("rogue device", now(), 30)?;
+    let sig = orchard_pki::signature::sign_mdm_body(&body, &rogue)?;
+    expect(
+        &server,
+        "foreign CA",
+        a.send_checkin_raw(body.clone(), Some(sig)),
+        403,
+    )
+    .await?;
+
+    // Device A's certificate presented for device B's UDID: 403.
+    let body_b = token_update_body(&b.state.udid, &topic)?;
+    let sig = orchard_pki::signature::sign_mdm_body(&body_b, &id_a)?;
+    expect(
+        &server,
+        "certificate of another UDID",
+        a.send_checkin_raw(body_b, Some(sig)),
+        403,
+    )
+    .await?;
+
+    // An unknown device: 403 with the documented unrecognized-device body.
+    let body_x = token_update_body("00008103-000A1B2C3D4E5F60", &topic)?;
+    let sig = orchard_pki::signature::sign_mdm_body(&body_x, &id_a)?;
+    let answer = expect(
+        &server,
+        "unknown device",
+        a.send_checkin_raw(body_x, Some(sig)),
+        403,
+    )
+    .await?;
+    let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+    ensure!(
+        answer["code"] == "com.apple.unrecognized.device",
+        "{answer}"
+    );
+
+    // Wrong topic: 400.
+    let body_t = token_update_body(&a.state.udid, "com.apple.mgmt.External.someone-else")?;
+    let sig = orchard_pki::signature::sign_mdm_body(&body_t, &id_a)?;
+    expect(
+        &server,
+        "wrong topic",
+        a.send_checkin_raw(body_t, Some(sig)),
+        400,
+    )
+    .await?;
+
+    // Oversize body: 413, before anything is parsed.
+    let huge = vec![b'a'; 2 << 20];
+    expect(
+        &server,
+        "oversize body",
+        a.send_checkin_raw(huge, None),
+        413,
+    )
+    .await?;
+
+    // SCEP with a wrong challenge, and with a challenge already used: failure CertRep.
+    scep_refusals(&server, &link).await?;
+    Ok(())
+}
+
+/// Fetches one profile (one challenge), uses the challenge once successfully, then twice more: the reuse
+/// and a made-up challenge both get a failure CertRep.
+async fn scep_refusals(server: &TestServer, link: &str) -> Result<()> {
+    use orchard_pki::scep::{self, CertRepOutcome};
+    let signed = server.http.get(link).send().await?.bytes().await?;
+    let ca_der = pem_to_der(&server.ca_pem)?;
+    let content = orchard_pki::signature::verify_signed_profile(&signed, &ca_der)?;
+    let profile = EnrollmentProfile::parse(&content)?;
+    let key = openssl::rsa::Rsa::generate(2048).and_then(openssl::pkey::PKey::from_rsa)?;
+    let attempt = |challenge: String| {
+        let key = key.clone();
+        let ca_der = ca_der.clone();
+        async move {
+            let pending =
+                scep::build_pkcs_req(&ca_der, &key, "scep test", Some(&challenge), now())?;
+            let resp = server
+                .http
+                .post(server.url("/scep?operation=PKIOperation"))
+                .header("content-type", "application/x-pki-message")
+                .body(pending.message_der.clone())
+                .send()
+                .await?;
+            ensure!(
+                resp.status().as_u16() == 200,
+                "scep http status {}",
+                resp.status()
+            );
+            let der = resp.bytes().await?;
+            Ok::<_, anyhow::Error>(scep::decode_cert_rep(&pending, &key, &ca_der, &der)?)
+        }
+    };
+    let first = attempt(profile.scep.challenge.clone()).await?;
+    ensure!(
+        matches!(first, CertRepOutcome::Success(_)),
+        "first use of the challenge must succeed"
+    );
+    let reused = attempt(profile.scep.challenge.clone()).await?;
+    ensure!(
+        matches!(reused, CertRepOutcome::Failure(_)),
+        "a used challenge must fail"
+    );
+    let wrong = attempt("not-a-challenge-we-made".into()).await?;
+    ensure!(
+        matches!(wrong, CertRepOutcome::Failure(_)),
+        "a wrong challenge must fail"
+    );
+    Ok(())
+}
+
+fn pem_to_der(pem: &[u8]) -> Result<Vec<u8>> {
+    Ok(openssl::x509::X509::from_pem(pem)?.to_der()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_bad_device_input_is_rejected_and_changes_nothing() -> Result<()> {
+    scenario(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_bad_device_input_is_rejected_and_changes_nothing() -> Result<()> {
+    scenario(Backend::Postgres).await
+}
