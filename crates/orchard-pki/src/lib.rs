@@ -499,6 +499,22 @@ pub(crate) fn name_to_string(name: &X509NameRef) -> String {
     parts.join(", ")
 }
 
+/// The validity window (notBefore, notAfter) of a DER certificate.
+pub fn cert_validity(cert_der: &[u8]) -> Result<(UnixTime, UnixTime), PkiError> {
+    let cert = X509::from_der(cert_der)?;
+    Ok((
+        asn1_time_to_unix(cert.not_before())?,
+        asn1_time_to_unix(cert.not_after())?,
+    ))
+}
+
+/// The serial number of a DER certificate, lowercase hex.
+pub fn cert_serial_hex(cert_der: &[u8]) -> Result<String, PkiError> {
+    let cert = X509::from_der(cert_der)?;
+    let hex = cert.serial_number().to_bn()?.to_hex_str()?;
+    Ok(hex.to_lowercase())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -561,20 +577,4 @@ mod tests {
             id.x509().subject_name().to_der().unwrap()
         );
     }
-}
-
-/// The validity window (notBefore, notAfter) of a DER certificate.
-pub fn cert_validity(cert_der: &[u8]) -> Result<(UnixTime, UnixTime), PkiError> {
-    let cert = X509::from_der(cert_der)?;
-    Ok((
-        asn1_time_to_unix(cert.not_before())?,
-        asn1_time_to_unix(cert.not_after())?,
-    ))
-}
-
-/// The serial number of a DER certificate, lowercase hex.
-pub fn cert_serial_hex(cert_der: &[u8]) -> Result<String, PkiError> {
-    let cert = X509::from_der(cert_der)?;
-    let hex = cert.serial_number().to_bn()?.to_hex_str()?;
-    Ok(hex.to_lowercase())
 }

@@ -523,6 +523,7 @@ fn build_csr(
     Ok(csr.to_der()?)
 }
 
+#[derive(Clone, PartialEq, Eq)]
 pub enum CertRepOutcome {
     Success(Vec<u8>),
     Failure(FailInfo),

@@ -52,7 +52,24 @@ pub fn verify_mdm_signature(
     let der = BASE64
         .decode(header)
         .map_err(|e| PkiError::Malformed(format!("mdm-signature is not base64: {e}")))?;
-    let pkcs7 = parse_signed_data(&der, "mdm-signature")?;
+    // OpenSSL 3.0 spends ~140 µs decoding the public key of every certificate it parses (its provider decoder
+    // machinery), two thirds of a full PKCS7_verify. The fast path reads the usual message shape itself and
+    // uses OpenSSL only for hashing and RSA; anything unusual (BER, other key types…) goes to OpenSSL.
+    match fast::verify(&der, body, ca, now) {
+        fast::Outcome::Verified(signer) => Ok(signer),
+        fast::Outcome::Rejected(error) => Err(error),
+        fast::Outcome::NotHandled => verify_with_openssl(&der, body, ca, now),
+    }
+}
+
+/// The general path: OpenSSL parses the CMS message and checks the signature (no chain), then our checks.
+fn verify_with_openssl(
+    der: &[u8],
+    body: &[u8],
+    ca: &CertificateAuthority,
+    now: UnixTime,
+) -> Result<VerifiedSigner, PkiError> {
+    let pkcs7 = parse_signed_data(der, "mdm-signature")?;
     let signer = verify_detached(&pkcs7, body, ca)?;
     check_signer(&signer, ca, now)
 }
@@ -249,6 +266,485 @@ pub(crate) fn describe(errors: &ErrorStack) -> String {
     }
 }
 
+/// `Mdm-Signature` verification without OpenSSL's parsers, for the shape devices send: DER, one signer identified
+/// by issuer and serial, signed attributes with a messageDigest, RSA. Returns `NotHandled` for anything else, so
+/// that the OpenSSL path decides; it only ever rejects after a definite cryptographic or trust failure, which
+/// the OpenSSL path would reject too.
+mod fast {
+    use openssl::bn::BigNum;
+    use openssl::hash::{hash, MessageDigest};
+    use openssl::pkey::{PKey, PKeyRef, Public};
+    use openssl::rsa::Rsa;
+    use openssl::sign::Verifier;
+    use x509_parser::certificate::X509Certificate;
+    use x509_parser::prelude::FromDer;
+    use x509_parser::public_key::PublicKey;
+
+    use super::VerifiedSigner;
+    use crate::{fingerprint_sha256_hex, CertificateAuthority, PkiError};
+    use orchard_types::UnixTime;
+
+    pub(super) enum Outcome {
+        Verified(VerifiedSigner),
+        Rejected(PkiError),
+        NotHandled,
+    }
+
+    // DER contents of the object identifiers involved.
+    const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+    const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+    const OID_CONTENT_TYPE: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x03];
+    const OID_MESSAGE_DIGEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04];
+    const OID_SHA1: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
+    const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+    const OID_SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+    const OID_SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
+    const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    const OID_SHA1_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05];
+    const OID_SHA256_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+    const OID_SHA384_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
+    const OID_SHA512_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
+    const OID_ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+    const OID_ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+    const OID_ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
+
+    const TAG_INTEGER: u8 = 0x02;
+    const TAG_BIT_STRING: u8 = 0x03;
+    const TAG_OCTET_STRING: u8 = 0x04;
+    const TAG_NULL: u8 = 0x05;
+    const TAG_OID: u8 = 0x06;
+    const TAG_SEQUENCE: u8 = 0x30;
+    const TAG_SET: u8 = 0x31;
+    const TAG_CONTEXT_0: u8 = 0xa0;
+    const TAG_CONTEXT_1: u8 = 0xa1;
+
+    /// One DER element: its tag, its contents and its whole encoding.
+    #[derive(Clone, Copy)]
+    struct Tlv<'a> {
+        tag: u8,
+        contents: &'a [u8],
+        encoded: &'a [u8],
+    }
+
+    /// Reads consecutive DER elements; `None` for anything but single-byte tags and definite lengths.
+    struct Reader<'a> {
+        rest: &'a [u8],
+    }
+
+    impl<'a> Reader<'a> {
+        fn new(bytes: &'a [u8]) -> Self {
+            Self { rest: bytes }
+        }
+
+        fn is_empty(&self) -> bool {
+            self.rest.is_empty()
+        }
+
+        fn next(&mut self) -> Option<Tlv<'a>> {
+            let (&tag, after_tag) = self.rest.split_first()?;
+            if tag & 0x1f == 0x1f {
+                return None; // high tag numbers never occur here
+            }
+            let (&first, after_first) = after_tag.split_first()?;
+            let (length, after_length) = if first < 0x80 {
+                (usize::from(first), after_first)
+            } else {
+                let count = usize::from(first & 0x7f);
+                if count == 0 || count > 4 {
+                    return None; // indefinite length (BER) or absurd
+                }
+                let (length_bytes, after) = after_first.split_at_checked(count)?;
+                let length = length_bytes
+                    .iter()
+                    .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+                // DER: the shortest form only (no leading zero byte, no long form below 128).
+                if length_bytes.first() == Some(&0) || length < 0x80 {
+                    return None;
+                }
+                (length, after)
+            };
+            let header_len = self.rest.len() - after_length.len();
+            let (contents, rest) = after_length.split_at_checked(length)?;
+            let encoded = self.rest.get(..header_len + length)?;
+            self.rest = rest;
+            Some(Tlv {
+                tag,
+                contents,
+                encoded,
+            })
+        }
+
+        fn expect(&mut self, tag: u8) -> Option<Tlv<'a>> {
+            self.next().filter(|tlv| tlv.tag == tag)
+        }
+
+        /// Consumes the next element only if it has `tag`.
+        fn optional(&mut self, tag: u8) -> Option<Tlv<'a>> {
+            if self.rest.first() == Some(&tag) {
+                self.next()
+            } else {
+                None
+            }
+        }
+    }
+
+    /// The parts of a SignedData the verification needs.
+    struct Parsed<'a> {
+        certificates: Reader<'a>,
+        issuer: &'a [u8],
+        serial: &'a [u8],
+        digest: MessageDigest,
+        signed_attributes: &'a [u8],
+        message_digest: &'a [u8],
+        signature: &'a [u8],
+    }
+
+    /// The OID of an AlgorithmIdentifier whose parameters are absent or NULL (all the algorithms used here).
+    fn algorithm_oid(algorithm_identifier: Tlv<'_>) -> Option<&[u8]> {
+        let mut fields = Reader::new(algorithm_identifier.contents);
+        let oid = fields.expect(TAG_OID)?;
+        if !fields.is_empty() {
+            let parameters = fields.next()?;
+            if parameters.tag != TAG_NULL || !parameters.contents.is_empty() || !fields.is_empty() {
+                return None;
+            }
+        }
+        Some(oid.contents)
+    }
+
+    fn digest_of(algorithm_identifier: Tlv<'_>) -> Option<MessageDigest> {
+        match algorithm_oid(algorithm_identifier)? {
+            OID_SHA1 => Some(MessageDigest::sha1()),
+            OID_SHA256 => Some(MessageDigest::sha256()),
+            OID_SHA384 => Some(MessageDigest::sha384()),
+            OID_SHA512 => Some(MessageDigest::sha512()),
+            _ => None,
+        }
+    }
+
+    fn parse(der: &[u8]) -> Option<Parsed<'_>> {
+        let mut top = Reader::new(der);
+        let content_info = top.expect(TAG_SEQUENCE)?;
+        if !top.is_empty() {
+            return None;
+        }
+        let mut content_info = Reader::new(content_info.contents);
+        if content_info.expect(TAG_OID)?.contents != OID_SIGNED_DATA {
+            return None;
+        }
+        let explicit = content_info.expect(TAG_CONTEXT_0)?;
+        let mut explicit = Reader::new(explicit.contents);
+        let signed_data = explicit.expect(TAG_SEQUENCE)?;
+        if !explicit.is_empty() || !content_info.is_empty() {
+            return None;
+        }
+
+        let mut fields = Reader::new(signed_data.contents);
+        fields.expect(TAG_INTEGER)?; // version
+        let digest_algorithms = fields.expect(TAG_SET)?;
+        let encapsulated = fields.expect(TAG_SEQUENCE)?;
+        let mut encapsulated = Reader::new(encapsulated.contents);
+        if encapsulated.expect(TAG_OID)?.contents != OID_DATA || !encapsulated.is_empty() {
+            return None; // not detached data: the OpenSSL path reports it
+        }
+        let certificates = Reader::new(fields.expect(TAG_CONTEXT_0)?.contents);
+        fields.optional(TAG_CONTEXT_1); // CRLs are not used
+        let signer_infos = fields.expect(TAG_SET)?;
+        if !fields.is_empty() {
+            return None;
+        }
+        let mut signer_infos = Reader::new(signer_infos.contents);
+        let signer_info = signer_infos.expect(TAG_SEQUENCE)?;
+        if !signer_infos.is_empty() {
+            return None; // several signers
+        }
+
+        let mut info = Reader::new(signer_info.contents);
+        fields_version_one(&mut info)?;
+        let sid = info.expect(TAG_SEQUENCE)?; // issuerAndSerialNumber (a subjectKeyIdentifier is [0])
+        let mut sid = Reader::new(sid.contents);
+        let issuer = sid.expect(TAG_SEQUENCE)?.encoded;
+        let serial = sid.expect(TAG_INTEGER)?.contents;
+        if !sid.is_empty() {
+            return None;
+        }
+        let digest = digest_of(info.expect(TAG_SEQUENCE)?)?;
+        // RFC 5652: digestAlgorithms lists the signer's; OpenSSL digests with every one listed, so an unknown
+        // entry is left to it.
+        let mut listed = Reader::new(digest_algorithms.contents);
+        let mut signer_digest_listed = false;
+        while !listed.is_empty() {
+            let algorithm = digest_of(listed.expect(TAG_SEQUENCE)?)?;
+            signer_digest_listed |= algorithm.type_() == digest.type_();
+        }
+        if !signer_digest_listed {
+            return None;
+        }
+        let signed_attributes = info.expect(TAG_CONTEXT_0)?;
+        let signature_algorithm = info.expect(TAG_SEQUENCE)?;
+        let rsa_with_matching_hash = match algorithm_oid(signature_algorithm)? {
+            OID_RSA_ENCRYPTION => true,
+            OID_SHA1_WITH_RSA => digest.type_() == MessageDigest::sha1().type_(),
+            OID_SHA256_WITH_RSA => digest.type_() == MessageDigest::sha256().type_(),
+            OID_SHA384_WITH_RSA => digest.type_() == MessageDigest::sha384().type_(),
+            OID_SHA512_WITH_RSA => digest.type_() == MessageDigest::sha512().type_(),
+            _ => false,
+        };
+        if !rsa_with_matching_hash {
+            return None;
+        }
+        let signature = info.expect(TAG_OCTET_STRING)?.contents;
+        info.optional(TAG_CONTEXT_1); // unsigned attributes
+        if !info.is_empty() {
+            return None;
+        }
+
+        let message_digest = single_message_digest(signed_attributes.contents)?;
+        Some(Parsed {
+            certificates,
+            issuer,
+            serial,
+            digest,
+            signed_attributes: signed_attributes.encoded,
+            message_digest,
+            signature,
+        })
+    }
+
+    fn fields_version_one(info: &mut Reader<'_>) -> Option<()> {
+        (info.expect(TAG_INTEGER)?.contents == [1]).then_some(())
+    }
+
+    /// The value of the one messageDigest attribute; the contentType attribute, if any, must say data; every
+    /// attribute type may occur once.
+    fn single_message_digest(attributes: &[u8]) -> Option<&[u8]> {
+        let mut reader = Reader::new(attributes);
+        let mut message_digest = None;
+        let mut seen: Vec<&[u8]> = Vec::with_capacity(4);
+        while !reader.is_empty() {
+            let attribute = reader.expect(TAG_SEQUENCE)?;
+            let mut attribute = Reader::new(attribute.contents);
+            let kind = attribute.expect(TAG_OID)?.contents;
+            let values = attribute.expect(TAG_SET)?;
+            if !attribute.is_empty() || seen.contains(&kind) {
+                return None;
+            }
+            seen.push(kind);
+            let mut values = Reader::new(values.contents);
+            let value = values.next()?;
+            if !values.is_empty() {
+                return None;
+            }
+            match kind {
+                OID_MESSAGE_DIGEST if value.tag == TAG_OCTET_STRING => {
+                    message_digest = Some(value.contents)
+                }
+                OID_MESSAGE_DIGEST => return None,
+                OID_CONTENT_TYPE if value.tag != TAG_OID || value.contents != OID_DATA => {
+                    return None
+                }
+                _ => {}
+            }
+        }
+        message_digest
+    }
+
+    pub(super) fn verify(
+        der: &[u8],
+        body: &[u8],
+        ca: &CertificateAuthority,
+        now: UnixTime,
+    ) -> Outcome {
+        let Some(parsed) = parse(der) else {
+            return Outcome::NotHandled;
+        };
+        let Some(cert) = find_signer(parsed.certificates, parsed.issuer, parsed.serial) else {
+            return Outcome::NotHandled;
+        };
+        let Ok(PublicKey::RSA(rsa)) = cert.tbs_certificate.subject_pki.parsed() else {
+            return Outcome::NotHandled;
+        };
+        let Some(signer_key) = rsa_public_key(rsa.modulus, rsa.exponent) else {
+            return Outcome::NotHandled;
+        };
+
+        // The body must hash to the signed messageDigest, and the signature must cover the signed attributes
+        // (DER, re-tagged from [0] IMPLICIT to SET OF as CMS specifies).
+        match hash(parsed.digest, body) {
+            Ok(digest) if *digest == *parsed.message_digest => {}
+            Ok(_) => {
+                return Outcome::Rejected(PkiError::BadSignature(
+                    "message digest does not match the body".into(),
+                ))
+            }
+            Err(_) => return Outcome::NotHandled,
+        }
+        let Some((_, attributes_contents)) = parsed.signed_attributes.split_first() else {
+            return Outcome::NotHandled;
+        };
+        let verified = verify_bytes(
+            parsed.digest,
+            &signer_key,
+            &[&[0x31], attributes_contents],
+            parsed.signature,
+        );
+        match verified {
+            Some(true) => {}
+            Some(false) => {
+                return Outcome::Rejected(PkiError::BadSignature(
+                    "signature does not verify with the signer certificate".into(),
+                ))
+            }
+            None => return Outcome::NotHandled,
+        }
+
+        if let Err(error) = check_issued_by(&cert, ca) {
+            return Outcome::Rejected(error);
+        }
+        let validity = &cert.tbs_certificate.validity;
+        let not_before = UnixTime(validity.not_before.timestamp());
+        let not_after = UnixTime(validity.not_after.timestamp());
+        if now < not_before {
+            return Outcome::Rejected(PkiError::NotYetValid);
+        }
+        if now > not_after {
+            return Outcome::Rejected(PkiError::Expired);
+        }
+        let cert_der = cert.as_raw().to_vec();
+        let fingerprint = fingerprint_sha256_hex(&cert_der);
+        let subject_common_name = cert
+            .tbs_certificate
+            .subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
+        Outcome::Verified(VerifiedSigner {
+            cert_der,
+            fingerprint,
+            not_before,
+            not_after,
+            subject_common_name,
+        })
+    }
+
+    /// The embedded certificate whose issuer and serial match the signer identifier.
+    fn find_signer<'a>(
+        mut certificates: Reader<'a>,
+        issuer: &[u8],
+        serial: &[u8],
+    ) -> Option<X509Certificate<'a>> {
+        while !certificates.is_empty() {
+            let encoded = certificates.expect(TAG_SEQUENCE)?;
+            let cert = canonical_certificate(encoded)?;
+            if cert.tbs_certificate.raw_serial() == serial
+                && cert.tbs_certificate.issuer.as_raw() == issuer
+            {
+                return Some(cert);
+            }
+        }
+        None
+    }
+
+    /// Parses a certificate whose bytes outside the signed TBS are pinned too: strict DER headers (the reader),
+    /// the outer signatureAlgorithm identical to the signed copy inside the TBS, a BIT STRING signature without
+    /// unused bits. The CA signature check then covers everything, so one identity has one fingerprint.
+    fn canonical_certificate(encoded: Tlv<'_>) -> Option<X509Certificate<'_>> {
+        let mut parts = Reader::new(encoded.contents);
+        let tbs = parts.expect(TAG_SEQUENCE)?;
+        let outer_algorithm = parts.expect(TAG_SEQUENCE)?;
+        let signature = parts.expect(TAG_BIT_STRING)?;
+        if !parts.is_empty() || signature.contents.first() != Some(&0) {
+            return None;
+        }
+        let mut tbs_fields = Reader::new(tbs.contents);
+        tbs_fields.optional(TAG_CONTEXT_0); // version
+        tbs_fields.expect(TAG_INTEGER)?; // serial
+        if tbs_fields.expect(TAG_SEQUENCE)?.encoded != outer_algorithm.encoded {
+            return None;
+        }
+        let (rest, cert) = X509Certificate::from_der(encoded.encoded).ok()?;
+        if !rest.is_empty()
+            || cert.as_raw() != encoded.encoded
+            || cert.tbs_certificate.as_ref() != tbs.encoded
+        {
+            return None;
+        }
+        Some(cert)
+    }
+
+    /// Issued by our CA: same issuer name bytes, and the CA key verifies the signature over the TBS bytes.
+    fn check_issued_by(
+        cert: &X509Certificate<'_>,
+        ca: &CertificateAuthority,
+    ) -> Result<(), PkiError> {
+        if cert.tbs_certificate.issuer.as_raw() != ca.subject_der.as_slice() {
+            return Err(PkiError::UntrustedSigner(format!(
+                "certificate issued by {}, not by our ca",
+                cert.tbs_certificate.issuer
+            )));
+        }
+        let untrusted = || {
+            PkiError::UntrustedSigner(
+                "certificate signature does not verify with our ca key".into(),
+            )
+        };
+        let algorithm = cert.signature_algorithm.algorithm.as_bytes();
+        if cert.tbs_certificate.signature.algorithm.as_bytes() != algorithm {
+            return Err(untrusted());
+        }
+        let digest = match algorithm {
+            OID_SHA256_WITH_RSA | OID_ECDSA_SHA256 => MessageDigest::sha256(),
+            OID_SHA384_WITH_RSA | OID_ECDSA_SHA384 => MessageDigest::sha384(),
+            OID_SHA512_WITH_RSA | OID_ECDSA_SHA512 => MessageDigest::sha512(),
+            _ => return Err(untrusted()),
+        };
+        match verify_bytes(
+            digest,
+            ca.public_key(),
+            &[cert.tbs_certificate.as_ref()],
+            &cert.signature_value.data,
+        ) {
+            Some(true) => Ok(()),
+            _ => Err(untrusted()),
+        }
+    }
+
+    /// An RSA public key from its components, without OpenSSL's (slow in 3.0) key decoders.
+    fn rsa_public_key(modulus: &[u8], exponent: &[u8]) -> Option<PKey<Public>> {
+        let n = BigNum::from_slice(modulus).ok()?;
+        let e = BigNum::from_slice(exponent).ok()?;
+        let rsa = Rsa::from_public_components(n, e).ok()?;
+        PKey::from_rsa(rsa).ok()
+    }
+
+    /// `Some(valid)`, or `None` when OpenSSL could not even attempt the check. Failures leave the thread's
+    /// OpenSSL error queue empty.
+    fn verify_bytes(
+        digest: MessageDigest,
+        key: &PKeyRef<Public>,
+        parts: &[&[u8]],
+        signature: &[u8],
+    ) -> Option<bool> {
+        let result = (|| {
+            let mut verifier = Verifier::new(digest, key)?;
+            for part in parts {
+                verifier.update(part)?;
+            }
+            verifier.verify(signature)
+        })();
+        match result {
+            Ok(valid) => {
+                if !valid {
+                    drop(openssl::error::ErrorStack::get());
+                }
+                Some(valid)
+            }
+            Err(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -421,5 +917,102 @@ mod tests {
             verify_signed_profile(&tampered, &ca.cert_der()).unwrap_err(),
             PkiError::BadSignature(_)
         ));
+    }
+
+    /// Both paths on one message: the fast path must be at most as permissive as OpenSSL, and agree on the signer.
+    fn both_paths(
+        der: &[u8],
+        body: &[u8],
+        ca: &CertificateAuthority,
+        now: UnixTime,
+    ) -> (fast::Outcome, Result<VerifiedSigner, PkiError>) {
+        (
+            fast::verify(der, body, ca, now),
+            verify_with_openssl(der, body, ca, now),
+        )
+    }
+
+    #[test]
+    fn fast_path_handles_what_devices_send_and_agrees_with_openssl() {
+        let (ca, device) = setup();
+        let body =
+            b"<plist><dict><key>MessageType</key><string>TokenUpdate</string></dict></plist>";
+        let der = BASE64
+            .decode(sign_mdm_body(body, &device).unwrap())
+            .unwrap();
+        let (fast_outcome, openssl_result) = both_paths(&der, body, &ca, NOW);
+        match fast_outcome {
+            fast::Outcome::Verified(signer) => assert_eq!(Ok(signer), openssl_result),
+            _ => panic!("the fast path did not verify a standard message"),
+        }
+        // Definite rejections agree with OpenSSL.
+        for (case_body, case_ca, case_now) in [
+            (&b"other body"[..], &ca, NOW),
+            (
+                &body[..],
+                &CertificateAuthority::generate("Orchard Test CA", NOW, 10).unwrap(),
+                NOW,
+            ),
+            (&body[..], &ca, NOW.plus_seconds(400 * DAY)),
+        ] {
+            let (fast_outcome, openssl_result) = both_paths(&der, case_body, case_ca, case_now);
+            match fast_outcome {
+                fast::Outcome::Rejected(error) => assert_eq!(
+                    std::mem::discriminant(&error),
+                    std::mem::discriminant(&openssl_result.unwrap_err())
+                ),
+                _ => panic!("expected a definite rejection"),
+            }
+        }
+        // Every single-byte change: the fast path never accepts what OpenSSL rejects, never names another
+        // signer, and never rejects what OpenSSL accepts.
+        for position in 0..der.len() {
+            for mask in [0x01, 0x80, 0xff, 0x02, 0x40] {
+                let mut changed = der.clone();
+                changed[position] ^= mask;
+                let (fast_outcome, openssl_result) = both_paths(&changed, body, &ca, NOW);
+                match fast_outcome {
+                    fast::Outcome::Verified(signer) => {
+                        assert_eq!(
+                            openssl_result.as_ref().ok(),
+                            Some(&signer),
+                            "byte {position}"
+                        );
+                        assert_eq!(signer.cert_der, device.cert_der());
+                    }
+                    fast::Outcome::Rejected(_) => {
+                        assert!(
+                            openssl_result.is_err(),
+                            "byte {position}: openssl accepted what the fast path rejected"
+                        )
+                    }
+                    fast::Outcome::NotHandled => {}
+                }
+            }
+        }
+    }
+
+    /// BER with indefinite lengths (as some CMS encoders stream) is left to OpenSSL, which still verifies it.
+    #[test]
+    fn ber_messages_fall_back_to_openssl() {
+        let (ca, device) = setup();
+        let body = b"body";
+        let der = BASE64
+            .decode(sign_mdm_body(body, &device).unwrap())
+            .unwrap();
+        // Re-encode the outer ContentInfo SEQUENCE with an indefinite length.
+        assert_eq!(&der[..2], &[0x30, 0x82]);
+        let contents_len = usize::from(der[2]) << 8 | usize::from(der[3]);
+        let mut ber = vec![0x30, 0x80];
+        ber.extend_from_slice(&der[4..4 + contents_len]);
+        ber.extend_from_slice(&[0x00, 0x00]);
+        assert!(matches!(
+            fast::verify(&ber, body, &ca, NOW),
+            fast::Outcome::NotHandled
+        ));
+        let header = BASE64.encode(&ber);
+        let signer = verify_mdm_signature(&header, body, &ca, NOW).unwrap();
+        assert_eq!(signer.cert_der, device.cert_der());
+        assert!(verify_mdm_signature(&header, b"other", &ca, NOW).is_err());
     }
 }

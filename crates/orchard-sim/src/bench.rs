@@ -118,7 +118,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, SimError> {
         ..SimConfig::default()
     };
     let mut fleet = Fleet::new();
-    fleet.add_random(&config, options.devices);
+    fleet.add_random(&config, options.devices)?;
     let started = Instant::now();
     fleet
         .enroll_all(&options.enrollment_url, options.concurrency)
@@ -303,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn measuring_an_unenrolled_fleet_is_an_error() {
         let mut fleet = Fleet::new();
-        fleet.add_random(&SimConfig::default(), 2);
+        fleet.add_random(&SimConfig::default(), 2).unwrap();
         let result = measure(&mut fleet, Duration::from_millis(10), 4, false, false).await;
         assert!(matches!(result, Err(SimError::InvalidArgument(_))));
         assert_eq!(fleet.len(), 2, "devices are given back");

@@ -71,6 +71,22 @@ impl SimDevice {
         Self::from_state(DeviceState::new_random(config))
     }
 
+    /// A device restored from a saved state, using `client`, which must trust exactly `trust_pem` (see
+    /// [`SimDevice::trust_pem`]); a fleet passes one client to many devices.
+    pub fn from_state_with_client(
+        state: DeviceState,
+        client: reqwest::Client,
+        trust_pem: Option<String>,
+    ) -> Self {
+        SimDevice {
+            state,
+            client,
+            client_trust: trust_pem,
+            identity_cache: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
     /// A device restored from a saved state, with its own HTTP client.
     pub fn from_state(state: DeviceState) -> Self {
         let trust = state
@@ -109,10 +125,7 @@ impl SimDevice {
 
     /// The PEM this device trusts for TLS right now.
     pub fn trust_pem(&self) -> Option<String> {
-        self.state
-            .ca_pem
-            .clone()
-            .or_else(|| self.state.configured_ca_pem.clone())
+        trust_of(&self.state)
     }
 
     pub fn udid(&self) -> &str {
@@ -203,11 +216,11 @@ impl SimDevice {
         let (key, cert) = self.scep_enroll(&profile.scep).await?;
         let key_pem = key.private_key_to_pem_pkcs8()?;
         let cert_pem = cert.to_pem()?;
-        self.state.key_pem = Some(String::from_utf8_lossy(&key_pem).into_owned());
+        self.state.key_pem = String::from_utf8_lossy(&key_pem).into_owned();
         self.state.identity_cert_pem = Some(String::from_utf8_lossy(&cert_pem).into_owned());
-        self.state.server_url = Some(profile.mdm.server_url.clone());
-        self.state.check_in_url = Some(checkin_url_of(&profile));
-        self.state.topic = Some(profile.mdm.topic.as_str().to_owned());
+        self.state.server_url = profile.mdm.server_url.clone();
+        self.state.check_in_url = checkin_url_of(&profile);
+        self.state.topic = profile.mdm.topic.as_str().to_owned();
         self.state.check_out_when_removed = profile.mdm.check_out_when_removed;
         self.state.access_rights = profile.mdm.access_rights;
 
@@ -367,11 +380,7 @@ impl SimDevice {
 
     /// PUTs a signed check-in message and requires a 200.
     async fn checkin(&mut self, what: &'static str, body: Vec<u8>) -> Result<(), SimError> {
-        let url = self
-            .state
-            .check_in_url
-            .clone()
-            .ok_or(SimError::NotEnrolled)?;
+        let url = required(&self.state.check_in_url)?.to_owned();
         let signature = self.sign(&body)?;
         let (status, reply) = put(
             &self.client,
@@ -435,7 +444,7 @@ impl SimDevice {
         for _ in 0..MAX_COMMANDS_PER_SESSION {
             // Captured before the command runs: an erase or profile removal wipes them from the state, but
             // the acknowledgement still goes out signed with the old identity, to the old server.
-            let server_url = self.state.server_url.clone().ok_or(SimError::NotEnrolled)?;
+            let server_url = required(&self.state.server_url)?.to_owned();
             let check_in_url = self.state.check_in_url.clone();
             let topic = self.state.topic.clone();
             let identity = self.cached_identity()?;
@@ -469,8 +478,8 @@ impl SimDevice {
                 FollowUp::Unenrolled { check_out } => {
                     self.send_session_request(&server_url, &identity, outcome.report, None)
                         .await?;
-                    if let (true, Some(url), Some(topic)) = (check_out, check_in_url, topic) {
-                        self.send_check_out_after_removal(&url, &topic, &identity)
+                    if check_out && !check_in_url.is_empty() && !topic.is_empty() {
+                        self.send_check_out_after_removal(&check_in_url, &topic, &identity)
                             .await?;
                     }
                     return Ok(summary);
@@ -563,9 +572,11 @@ impl SimDevice {
 
     /// The device identity from the state's PEM.
     pub fn identity(&self) -> Result<Identity, SimError> {
-        let (Some(cert), Some(key)) = (&self.state.identity_cert_pem, &self.state.key_pem) else {
+        let (Some(cert), false) = (&self.state.identity_cert_pem, self.state.key_pem.is_empty())
+        else {
             return Err(SimError::NotEnrolled);
         };
+        let key = &self.state.key_pem;
         Ok(Identity::from_pem(cert.as_bytes(), key.as_bytes())?)
     }
 
@@ -600,11 +611,7 @@ impl SimDevice {
         body: Vec<u8>,
         signature: Option<String>,
     ) -> Result<(u16, Vec<u8>), SimError> {
-        let url = self
-            .state
-            .check_in_url
-            .as_deref()
-            .ok_or(SimError::NotEnrolled)?;
+        let url = required(&self.state.check_in_url)?;
         put(&self.client, url, CHECKIN_CONTENT_TYPE, body, signature).await
     }
 
@@ -614,16 +621,12 @@ impl SimDevice {
         body: Vec<u8>,
         signature: Option<String>,
     ) -> Result<(u16, Vec<u8>), SimError> {
-        let url = self
-            .state
-            .server_url
-            .as_deref()
-            .ok_or(SimError::NotEnrolled)?;
+        let url = required(&self.state.server_url)?;
         put(&self.client, url, COMMAND_CONTENT_TYPE, body, signature).await
     }
 
     fn topic(&self) -> Result<ApnsTopic, SimError> {
-        let topic = self.state.topic.as_deref().ok_or(SimError::NotEnrolled)?;
+        let topic = required(&self.state.topic)?;
         ApnsTopic::parse(topic).map_err(|e| SimError::InvalidArgument(e.to_string()))
     }
 
@@ -679,6 +682,23 @@ pub(crate) fn finish_scep_request(
         CertRepOutcome::Pending => Err(SimError::Scep(
             "ca left the request pending (manual approval is not simulated)".into(),
         )),
+    }
+}
+
+/// What a device trusts for TLS: the installed roots, else the configured anchor.
+pub(crate) fn trust_of(state: &DeviceState) -> Option<String> {
+    state
+        .ca_pem
+        .clone()
+        .or_else(|| state.configured_ca_pem.clone())
+}
+
+/// An enrollment field that is empty until the device enrolled.
+fn required(field: &str) -> Result<&str, SimError> {
+    if field.is_empty() {
+        Err(SimError::NotEnrolled)
+    } else {
+        Ok(field)
     }
 }
 

@@ -7,13 +7,41 @@ use std::path::Path;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::device::{SessionSummary, SimDevice};
+use crate::device::{trust_of, SessionSummary, SimDevice};
 use crate::net::{build_client, ClientOptions};
 use crate::state::DeviceState;
 use crate::{SimConfig, SimError};
 
 /// Version of the state file layout; bumped when a change is not backwards compatible.
 const STATE_FILE_FORMAT: u32 = 1;
+
+/// One HTTP client per distinct trust.
+struct ClientCache {
+    keep_alive: bool,
+    clients: HashMap<Option<String>, reqwest::Client>,
+}
+
+impl ClientCache {
+    fn new(keep_alive: bool) -> Self {
+        ClientCache {
+            keep_alive,
+            clients: HashMap::new(),
+        }
+    }
+
+    fn client_for(&mut self, trust: &Option<String>) -> Result<reqwest::Client, SimError> {
+        if let Some(client) = self.clients.get(trust) {
+            return Ok(client.clone());
+        }
+        let client = build_client(&ClientOptions {
+            ca_pem: trust.as_ref().map(|t| t.as_bytes().to_vec()),
+            keep_alive: self.keep_alive,
+            ..ClientOptions::default()
+        })?;
+        self.clients.insert(trust.clone(), client.clone());
+        Ok(client)
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct StateFile {
@@ -32,13 +60,17 @@ impl Fleet {
         Fleet::default()
     }
 
-    /// Adds `count` factory-fresh iPads.
-    pub fn add_random(&mut self, config: &SimConfig, count: usize) {
-        self.devices
-            .extend((0..count).map(|_| SimDevice::new_random(config)));
-        // New devices share the client of devices that trust the same roots; a failure here only means
-        // each keeps its own client.
-        let _ = self.share_clients(true);
+    /// Adds `count` factory-fresh iPads (sharing HTTP clients with the devices that trust the same roots).
+    pub fn add_random(&mut self, config: &SimConfig, count: usize) -> Result<(), SimError> {
+        let mut clients = ClientCache::new(true);
+        for _ in 0..count {
+            let state = DeviceState::new_random(config);
+            let trust = trust_of(&state);
+            let client = clients.client_for(&trust)?;
+            self.devices
+                .push(SimDevice::from_state_with_client(state, client, trust));
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -121,21 +153,10 @@ impl Fleet {
     /// Gives devices that trust the same roots one shared client (one connection pool). `keep_alive` false
     /// makes every request open a new connection (benchmarks of connection set-up).
     pub fn share_clients(&mut self, keep_alive: bool) -> Result<(), SimError> {
-        let mut clients: HashMap<Option<String>, reqwest::Client> = HashMap::new();
+        let mut clients = ClientCache::new(keep_alive);
         for device in &mut self.devices {
             let trust = device.trust_pem();
-            let client = match clients.get(&trust) {
-                Some(client) => client.clone(),
-                None => {
-                    let client = build_client(&ClientOptions {
-                        ca_pem: trust.as_ref().map(|t| t.as_bytes().to_vec()),
-                        keep_alive,
-                        ..ClientOptions::default()
-                    })?;
-                    clients.insert(trust.clone(), client.clone());
-                    client
-                }
-            };
+            let client = clients.client_for(&trust)?;
             device.set_client(client, trust);
         }
         Ok(())
@@ -216,7 +237,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.json");
         let mut fleet = Fleet::new();
-        fleet.add_random(&SimConfig::default(), 3);
+        fleet.add_random(&SimConfig::default(), 3).unwrap();
         fleet.devices[0].state.enrolled = true;
         fleet.devices[0].state.push_token = vec![7; 32];
         fleet.devices[0].answer_not_now(2);

@@ -7,7 +7,12 @@
 //! the same iPads can be reused across runs; [`bench`] measures check-in round trips against a server.
 //!
 //! Layout: `state` (what a device remembers, pure data), `handler` (sans-IO command handling: command
-//! plist in, report plist out), `device` (the network side), `fleet`, `bench`, `net` (HTTP clients).
+//! plist in, report plist out, state changed), `inventory` (result payloads built with
+//! `orchard_protocol::results`), `profile` (opening and verifying configuration profiles), `device` (the
+//! network side: enrollment, sessions, CheckOut), `fleet` (many devices and the JSON state file), `bench`,
+//! `net` (rustls HTTP/1.1 clients, one per distinct trust).
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod bench;
 mod device;
@@ -17,6 +22,8 @@ mod inventory;
 mod net;
 mod profile;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use device::{SessionSummary, SimDevice};
 pub use fleet::Fleet;

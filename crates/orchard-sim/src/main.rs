@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
                 build_version: device.build_version,
             };
             let mut fleet = Fleet::load_or_new(&state)?;
-            fleet.add_random(&config, count);
+            fleet.add_random(&config, count)?;
             let result = fleet.enroll_all(&url, concurrency).await;
             // Saved whatever happened: enrolled devices must not be lost because another one failed.
             fleet.save(&state)?;

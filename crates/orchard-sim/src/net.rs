@@ -58,7 +58,14 @@ pub fn build_client(options: &ClientOptions) -> Result<reqwest::Client, SimError
             .pool_max_idle_per_host(usize::MAX)
             .pool_idle_timeout(Duration::from_secs(90));
     } else {
-        builder = builder.pool_max_idle_per_host(0);
+        // An empty pool alone is not enough: hyper hands a finished connection straight to a request that
+        // is waiting for one. `Connection: close` makes both ends drop it after every response.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONNECTION,
+            reqwest::header::HeaderValue::from_static("close"),
+        );
+        builder = builder.pool_max_idle_per_host(0).default_headers(headers);
     }
     if let Some(pem) = &options.ca_pem {
         let roots = reqwest::Certificate::from_pem_bundle(pem)

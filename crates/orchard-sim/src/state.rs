@@ -47,17 +47,19 @@ pub struct DeviceState {
     pub device_name: String,
 
     // enrollment
-    /// PEM of the device identity's private key (generated at enrollment with the profile's key size).
-    pub key_pem: Option<String>,
+    /// PEM of the device identity's private key, generated at enrollment with the profile's key size
+    /// (empty before).
+    pub key_pem: String,
     pub identity_cert_pem: Option<String>,
     /// The trust anchors the simulator was configured with (`--ca`); kept across erases because it is the
     /// operator's setting, not device state.
     pub configured_ca_pem: Option<String>,
     /// Roots the device trusts for TLS: the configured anchor plus the profile's `com.apple.security.root`.
     pub ca_pem: Option<String>,
-    pub server_url: Option<String>,
-    pub check_in_url: Option<String>,
-    pub topic: Option<String>,
+    /// From the MDM payload; empty while not enrolled.
+    pub server_url: String,
+    pub check_in_url: String,
+    pub topic: String,
     pub check_out_when_removed: bool,
     pub access_rights: u32,
     pub enrollment_profile: Option<InstalledProfile>,
@@ -204,16 +206,16 @@ impl DeviceState {
             available_device_capacity: 41.27,
             battery_level: f64::from(rng.gen_range(35_u8..=100)) / 100.0,
             device_name: "iPad".to_owned(),
-            key_pem: None,
+            key_pem: String::new(),
             identity_cert_pem: None,
             configured_ca_pem: config
                 .ca_pem
                 .as_ref()
                 .map(|pem| String::from_utf8_lossy(pem).into_owned()),
             ca_pem: None,
-            server_url: None,
-            check_in_url: None,
-            topic: None,
+            server_url: String::new(),
+            check_in_url: String::new(),
+            topic: String::new(),
             check_out_when_removed: false,
             access_rights: 0,
             enrollment_profile: None,
@@ -253,12 +255,12 @@ impl DeviceState {
     pub fn wipe(&mut self) {
         let mut rng = rand::thread_rng();
         self.device_name = "iPad".to_owned();
-        self.key_pem = None;
+        self.key_pem.clear();
         self.identity_cert_pem = None;
         self.ca_pem = None;
-        self.server_url = None;
-        self.check_in_url = None;
-        self.topic = None;
+        self.server_url.clear();
+        self.check_in_url.clear();
+        self.topic.clear();
         self.check_out_when_removed = false;
         self.access_rights = 0;
         self.enrollment_profile = None;
@@ -292,11 +294,11 @@ impl DeviceState {
     pub fn unenroll(&mut self) {
         self.enrolled = false;
         self.enrollment_profile = None;
-        self.key_pem = None;
+        self.key_pem.clear();
         self.identity_cert_pem = None;
-        self.server_url = None;
-        self.check_in_url = None;
-        self.topic = None;
+        self.server_url.clear();
+        self.check_in_url.clear();
+        self.topic.clear();
         self.push_token.clear();
         self.push_magic.clear();
         self.unlock_token.clear();

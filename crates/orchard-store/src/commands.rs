@@ -17,7 +17,7 @@ const COMMAND_COLUMNS: &str = "command_uuid, device_id, tenant_id, channel_id, r
 /// Values bound per row by enqueue_commands.
 const ENQUEUE_BINDS_PER_ROW: usize = 9;
 /// Rows per INSERT: 500 × 9 = 4,500 parameters, far below SQLite's 32,766 and PostgreSQL's 65,535.
-const ENQUEUE_ROWS_PER_STATEMENT: usize = 500;
+const ENQUEUE_ROWS_PER_STATEMENT: usize = 50;
 
 /// SQLite serialises writers, so one UPDATE can both sweep the channel's expired commands and claim the head:
 /// the CASE tells the two kinds of matched rows apart. The scalar subquery is uncorrelated, hence evaluated
@@ -122,7 +122,8 @@ impl Store {
         for chunk in cmds.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
             let sql = enqueue_sql(chunk.len());
             // Chunk sizes vary, so these statements are not worth a slot in the prepared-statement cache.
-            let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+            let mut query = sqlx::query(&sql)
+                .persistent(chunk.len() == 1 || chunk.len() == ENQUEUE_ROWS_PER_STATEMENT);
             for c in chunk {
                 query = query
                     .bind(c.uuid.as_str())

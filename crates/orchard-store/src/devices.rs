@@ -140,7 +140,8 @@ impl Store {
     /// Authenticate = a new enrollment for the UDID, in ONE transaction: inserts the device or keeps its
     /// existing id; sets tenant, certificate fingerprint, topic and the facts given (None keeps the stored
     /// value), state pending, enrolled_at = last_seen_at = now; deletes its channels (push token, PushMagic,
-    /// UnlockToken gone); every unfinished command (queued/sent/not_now) of the device becomes expired.
+    /// UnlockToken gone); every unfinished command (queued/sent/not_now) of the device becomes expired; when
+    /// the tenant changes, the inventory sections of the previous enrollment are deleted.
     pub async fn authenticate_device(&self, a: &AuthenticateDevice) -> Result<Device, StoreError> {
         let sql = format!(
             "INSERT INTO devices (id, udid, tenant_id, serial_number, state, topic, cert_fingerprint, \
@@ -167,6 +168,12 @@ impl Store {
         );
         let f = &a.facts;
         let mut tx = self.begin_write().await?;
+        let previous_tenant = sqlx::query("SELECT tenant_id FROM devices WHERE udid = $1")
+            .bind(a.udid.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| rows::text(&row, "tenant_id"))
+            .transpose()?;
         let row = sqlx::query(&sql)
             .bind(DeviceId::new().to_string())
             .bind(a.udid.as_str())
@@ -191,6 +198,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         expire_unfinished_commands(&mut tx, &device_id, a.now).await?;
+        // The inventory describes what another tenant managed: it must not become visible to the new one.
+        if previous_tenant.is_some_and(|previous| previous != a.tenant_id.to_string()) {
+            sqlx::query("DELETE FROM inventory_sections WHERE device_id = $1")
+                .bind(&device_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(device)
     }

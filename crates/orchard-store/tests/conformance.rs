@@ -740,6 +740,34 @@ async fn check_authenticate_twice_keeps_one_device(store: Store) {
         store.next_command(&channel, false, later).await.unwrap(),
         None
     );
+
+    // Inventory survives a re-enrollment into the same tenant, but not into another one.
+    store
+        .put_inventory_section(first.id, "apps", "[]", later)
+        .await
+        .unwrap();
+    store
+        .authenticate_device(&authenticate(&udid, biology.id, later.plus_seconds(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_inventory(Scope::All, first.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let third = store
+        .authenticate_device(&authenticate(&udid, physics.id, later.plus_seconds(2)))
+        .await
+        .unwrap();
+    assert_eq!(third.id, first.id);
+    assert!(store
+        .get_inventory(Scope::All, first.id)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn check_update_token(store: Store) {
