@@ -110,10 +110,8 @@ pub async fn create_api_token(
                 role.as_str()
             )))
         }
-        (_, Some(t)) => {
-            if store.get_tenant(Scope::All, t).await?.is_none() {
-                return Err(CoreError::Invalid(format!("tenant {t} does not exist")));
-            }
+        (_, Some(t)) if store.get_tenant(Scope::All, t).await?.is_none() => {
+            return Err(CoreError::Invalid(format!("tenant {t} does not exist")));
         }
         _ => {}
     }

@@ -33,7 +33,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
     f.write_all(bytes).map_err(|e| io_err(path, e))
 }
 
-fn read_pair(dir: &Path, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, CoreError> {
+/// A certificate PEM and its key PEM, as read from the data directory.
+struct PemPair {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+fn read_pair(dir: &Path, name: &str) -> Result<Option<PemPair>, CoreError> {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     if !cert.exists() || !key.exists() {
@@ -41,7 +47,7 @@ fn read_pair(dir: &Path, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, CoreE
     }
     let c = std::fs::read(&cert).map_err(|e| io_err(&cert, e))?;
     let k = std::fs::read(&key).map_err(|e| io_err(&key, e))?;
-    Ok(Some((c, k)))
+    Ok(Some(PemPair { cert: c, key: k }))
 }
 
 fn write_pair(dir: &Path, name: &str, id: &Identity) -> Result<(), CoreError> {
@@ -80,7 +86,7 @@ pub fn load_or_create(
 ) -> Result<DataDirPki, CoreError> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let ca = match read_pair(dir, "ca")? {
-        Some((c, k)) => CertificateAuthority::from_pem(&c, &k)?,
+        Some(p) => CertificateAuthority::from_pem(&p.cert, &p.key)?,
         None => {
             let ca = CertificateAuthority::generate("Orchard Device CA", now, CA_VALIDITY_DAYS)?;
             write_pair(dir, "ca", ca.identity())?;
@@ -89,7 +95,7 @@ pub fn load_or_create(
         }
     };
     let signer = match read_pair(dir, "profile-signer")? {
-        Some((c, k)) => Some(Identity::from_pem(&c, &k)?),
+        Some(p) => Some(Identity::from_pem(&p.cert, &p.key)?),
         None => None,
     };
     let signer = match signer {
@@ -102,7 +108,7 @@ pub fn load_or_create(
         }
     };
     let tls = match read_pair(dir, "tls")? {
-        Some((c, k)) => Some(Identity::from_pem(&c, &k)?),
+        Some(p) => Some(Identity::from_pem(&p.cert, &p.key)?),
         None => None,
     };
     let tls = match tls {

@@ -16,8 +16,9 @@ const COMMAND_COLUMNS: &str = "command_uuid, device_id, tenant_id, channel_id, r
 
 /// Values bound per row by enqueue_commands.
 const ENQUEUE_BINDS_PER_ROW: usize = 9;
-/// Rows per INSERT: 500 × 9 = 4,500 parameters, far below SQLite's 32,766 and PostgreSQL's 65,535.
-const ENQUEUE_ROWS_PER_STATEMENT: usize = 50;
+/// Rows per INSERT. Measured: per-row cost grows with statement size in sqlx-sqlite (500-row statements were
+/// ~5x slower per row than 50-100), and one fixed size lets full chunks reuse one cached prepared statement.
+const ENQUEUE_ROWS_PER_STATEMENT: usize = 100;
 
 /// SQLite serialises writers, so one UPDATE can both sweep the channel's expired commands and claim the head:
 /// the CASE tells the two kinds of matched rows apart. The scalar subquery is uncorrelated, hence evaluated
@@ -121,7 +122,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         for chunk in cmds.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
             let sql = enqueue_sql(chunk.len());
-            // Chunk sizes vary, so these statements are not worth a slot in the prepared-statement cache.
+            // Only the full-size and single-row statements recur; a remainder size is not worth a cache slot.
             let mut query = sqlx::query(&sql)
                 .persistent(chunk.len() == 1 || chunk.len() == ENQUEUE_ROWS_PER_STATEMENT);
             for c in chunk {
