@@ -10,7 +10,11 @@ use anyhow::{bail, ensure, Context, Result};
 use common::{Backend, TestServer};
 use orchard_protocol::profile::EnrollmentProfile;
 
-fn scepclient(server: &TestServer, dir: &std::path::Path, challenge: &str) -> Result<std::process::Output> {
+fn scepclient(
+    server: &TestServer,
+    dir: &std::path::Path,
+    challenge: &str,
+) -> Result<std::process::Output> {
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, &server.ca_pem)?;
     Command::new("scepclient")
@@ -41,7 +45,9 @@ async fn scepclient_obtains_a_certificate_from_orchard() -> Result<()> {
     let link = server.enrollment_link(&tenant, None).await?;
     let signed = server.http.get(&link).send().await?.bytes().await?;
     let ca_der = openssl::x509::X509::from_pem(&server.ca_pem)?.to_der()?;
-    let profile = EnrollmentProfile::parse(&orchard_pki::signature::verify_signed_profile(&signed, &ca_der)?)?;
+    let profile = EnrollmentProfile::parse(&orchard_pki::signature::verify_signed_profile(
+        &signed, &ca_der,
+    )?)?;
 
     let tmp = tempfile::tempdir()?;
     let out = scepclient(&server, tmp.path(), &profile.scep.challenge)?;
@@ -51,10 +57,14 @@ async fn scepclient_obtains_a_certificate_from_orchard() -> Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let cert_pem = std::fs::read(tmp.path().join("cert.pem")).context("scepclient wrote no certificate")?;
+    let cert_pem =
+        std::fs::read(tmp.path().join("cert.pem")).context("scepclient wrote no certificate")?;
     let cert = openssl::x509::X509::from_pem(&cert_pem)?;
     let ca = openssl::x509::X509::from_pem(&server.ca_pem)?;
-    ensure!(cert.verify(ca.public_key()?.as_ref())?, "certificate not signed by Orchard's CA");
+    ensure!(
+        cert.verify(ca.public_key()?.as_ref())?,
+        "certificate not signed by Orchard's CA"
+    );
     let cn = cert
         .subject_name()
         .entries_by_nid(openssl::nid::Nid::COMMONNAME)
