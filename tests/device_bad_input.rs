@@ -6,7 +6,7 @@ mod common;
 use anyhow::{ensure, Context, Result};
 use common::{Backend, TestServer};
 use orchard_pki::{CertificateAuthority, Identity};
-use orchard_protocol::checkin::{CheckinMessage, TokenUpdate};
+use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
 use orchard_protocol::profile::EnrollmentProfile;
 use orchard_sim::{SimConfig, SimDevice};
 use orchard_types::{ApnsTopic, PushMagic, Udid, UnixTime};
@@ -149,6 +149,30 @@ async fn scenario(backend: Backend) -> Result<()> {
         &server,
         "certificate of another UDID",
         a.send_checkin_raw(body_b, Some(sig)),
+        403,
+    )
+    .await?;
+
+    // Device A's certificate in an Authenticate for device B (a take-over attempt): 403.
+    let auth_b = CheckinMessage::Authenticate(Authenticate {
+        topic: ApnsTopic::parse(&topic)?,
+        udid: Udid::parse(&b.state.udid)?,
+        serial_number: None,
+        os_version: None,
+        build_version: None,
+        product_name: None,
+        model: None,
+        model_name: None,
+        device_name: None,
+        imei: None,
+        meid: None,
+    })
+    .encode();
+    let sig = orchard_pki::signature::sign_mdm_body(&auth_b, &id_a)?;
+    expect(
+        &server,
+        "authenticate another UDID with a bound certificate",
+        a.send_checkin_raw(auth_b, Some(sig)),
         403,
     )
     .await?;

@@ -1,6 +1,4 @@
-//! Rebuilds the crate when a migration is added or changed: `sqlx::migrate!` embeds the SQL files.
-
+//! Rebuild when a migration changes: `sqlx::migrate!` embeds the SQL files at compile time.
 fn main() {
-    println!("cargo:rerun-if-changed=../../migrations/sqlite");
-    println!("cargo:rerun-if-changed=../../migrations/postgres");
+    println!("cargo:rerun-if-changed=../../migrations");
 }

@@ -82,6 +82,7 @@ CREATE UNIQUE INDEX devices_udid_key ON devices (udid);
 CREATE INDEX devices_tenant_enrolled_idx ON devices (tenant_id, enrolled_at, id);
 CREATE INDEX devices_enrolled_idx ON devices (enrolled_at, id);
 CREATE INDEX devices_serial_number_idx ON devices (serial_number);
+CREATE INDEX devices_cert_fingerprint_idx ON devices (cert_fingerprint);
 
 -- One row per command channel (device channel = UDID, Shared iPad user channel = UDID:UserShortName).
 -- A row exists only after a TokenUpdate on that channel; Authenticate and CheckOut delete them.

@@ -174,6 +174,16 @@ impl Orchard {
             .ok_or_else(|| {
                 DeviceRejection::UntrustedIdentity("certificate was not issued by our scep".into())
             })?;
+        // One identity, one device: a certificate already bound to another UDID cannot take over this one.
+        if let Some(other) = self
+            .store
+            .find_device_by_cert_fingerprint(&signer.fingerprint)
+            .await?
+        {
+            if other.udid != a.udid {
+                return Err(DeviceRejection::IdentityMismatch.into());
+            }
+        }
         let device = self
             .store
             .authenticate_device(&AuthenticateDevice {

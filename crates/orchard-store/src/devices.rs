@@ -82,6 +82,22 @@ impl Store {
             .transpose()
     }
 
+    /// The device whose current identity certificate has this fingerprint (a certificate is bound to one
+    /// device at Authenticate).
+    pub async fn find_device_by_cert_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<Device>, StoreError> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE cert_fingerprint = $1");
+        sqlx::query(&sql)
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(device_from_row)
+            .transpose()
+    }
+
     pub async fn get_device(
         &self,
         scope: Scope,
