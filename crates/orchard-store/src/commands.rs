@@ -139,6 +139,13 @@ impl Store {
             }
             query.execute(&mut *tx).await?;
         }
+        // Every channel that got work owes one push (coalesced), recorded in the same transaction so a
+        // crash cannot leave queued commands without their push.
+        let mut channels: Vec<&str> = cmds.iter().map(|c| c.channel.as_str()).collect();
+        channels.sort_unstable();
+        channels.dedup();
+        let now = cmds.iter().map(|c| c.queued_at.0).max().unwrap_or_default();
+        crate::push::mark_push_wanted(&mut tx, &channels, now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -258,6 +258,8 @@ impl Store {
                unlock_token = COALESCE(excluded.unlock_token, channels.unlock_token), \
                awaiting_configuration = excluded.awaiting_configuration, \
                token_updated_at = excluded.token_updated_at, \
+               push_token_dead_at = NULL, \
+               push_token_dead_reason = NULL, \
                token_update_count = CASE WHEN channels.push_token IS NULL THEN 1 \
                                          ELSE channels.token_update_count + 1 END \
              RETURNING token_update_count",

@@ -12,6 +12,7 @@ mod devices;
 mod enrollment;
 mod error;
 mod model;
+mod push;
 mod rows;
 
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use model::{
     EnrollmentLink, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
     RecordOutcome, ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
 };
+pub use push::{PushCertificateRecord, PushTarget};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");

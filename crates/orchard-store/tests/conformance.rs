@@ -161,6 +161,10 @@ conformance! {
     check_count_commands_by_status => sqlite_count_commands_by_status, postgres_count_commands_by_status;
     check_concurrent_channels_never_share_commands => sqlite_concurrent_channels_never_share_commands, postgres_concurrent_channels_never_share_commands;
     check_concurrent_next_command_on_one_channel => sqlite_concurrent_next_command_on_one_channel, postgres_concurrent_next_command_on_one_channel;
+    check_pushes_coalesce_and_claim_once => sqlite_pushes_coalesce_and_claim_once, postgres_pushes_coalesce_and_claim_once;
+    check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
+    check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
+    check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1755,4 +1759,186 @@ async fn check_concurrent_next_command_on_one_channel(store: Store) {
         store.count_commands_by_status(Scope::All).await.unwrap(),
         vec![(CommandStatus::Acknowledged, COMMANDS as i64)]
     );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// push bookkeeping
+
+async fn check_pushes_coalesce_and_claim_once(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let a = enrolled_device(&store, &physics).await;
+    let b = enrolled_device(&store, &physics).await;
+    let ca = ChannelId::device(&a.udid);
+    let cb = ChannelId::device(&b.udid);
+    assert!(store.claim_due_pushes(10, T0).await.unwrap().is_empty());
+
+    // Five commands for A in two bursts and one for B owe exactly one push each.
+    store
+        .enqueue_commands(&[command(&a, &ca, "One"), command(&a, &ca, "Two")])
+        .await
+        .unwrap();
+    store
+        .enqueue_commands(&[command(&a, &ca, "Three"), command(&b, &cb, "Four")])
+        .await
+        .unwrap();
+    assert_eq!(store.count_due_pushes().await.unwrap(), 2);
+    let first = store.claim_due_pushes(1, T0).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let rest = store.claim_due_pushes(10, T0).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    let mut claimed: Vec<_> = first
+        .iter()
+        .chain(rest.iter())
+        .map(|t| t.channel.clone())
+        .collect();
+    claimed.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    let mut expected = vec![ca.clone(), cb.clone()];
+    expected.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    assert_eq!(claimed, expected);
+    assert!(first
+        .iter()
+        .chain(rest.iter())
+        .all(|t| t.push_token == vec![0xAB; 32]));
+    assert!(store.claim_due_pushes(10, T0).await.unwrap().is_empty());
+
+    // A command queued in the same second as the push still owes its own push.
+    store
+        .enqueue_commands(&[command(&a, &ca, "Five")])
+        .await
+        .unwrap();
+    let again = store.claim_due_pushes(10, T0).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].channel, ca);
+
+    // A manual push and a requeue after a failed send.
+    assert_eq!(store.request_push_for_device(b.id, T0).await.unwrap(), 1);
+    assert_eq!(store.claim_due_pushes(10, T0).await.unwrap().len(), 1);
+    store.requeue_push(&cb, T0).await.unwrap();
+    assert_eq!(
+        store
+            .request_push(std::slice::from_ref(&ca), T0)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.claim_due_pushes(10, T0).await.unwrap().len(), 2);
+
+    // Concurrent dispatchers never claim the same request twice.
+    let mut devices = Vec::new();
+    for _ in 0..40 {
+        let d = enrolled_device(&store, &physics).await;
+        let c = ChannelId::device(&d.udid);
+        devices.push(command(&d, &c, "Burst"));
+    }
+    store.enqueue_commands(&devices).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = s.claim_due_pushes(3, T0).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                got.extend(batch.into_iter().map(|t| t.channel));
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let total = all.len();
+    all.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    all.dedup();
+    assert_eq!(total, 40, "every channel pushed");
+    assert_eq!(all.len(), 40, "no channel pushed twice");
+}
+
+async fn check_dead_push_tokens_revive_on_token_update(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let a = enrolled_device(&store, &physics).await;
+    let ca = ChannelId::device(&a.udid);
+    store
+        .mark_push_token_dead(&ca, "Unregistered", T0)
+        .await
+        .unwrap();
+    store
+        .enqueue_commands(&[command(&a, &ca, "Lock")])
+        .await
+        .unwrap();
+    assert!(
+        store.claim_due_pushes(10, T0).await.unwrap().is_empty(),
+        "dead token is not pushed"
+    );
+    assert_eq!(store.count_due_pushes().await.unwrap(), 0);
+    // A new TokenUpdate revives the channel, and the push still owed goes out.
+    store
+        .update_token(&TokenUpdateRecord {
+            push_token: vec![0x11; 32],
+            ..token_update(&a, &ca, T0.plus_seconds(5))
+        })
+        .await
+        .unwrap();
+    let due = store
+        .claim_due_pushes(10, T0.plus_seconds(6))
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].push_token, vec![0x11; 32]);
+}
+
+async fn check_wake_for_inactive_devices(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let quiet = enrolled_device(&store, &physics).await; // last seen T0
+    let busy = enrolled_device(&store, &physics).await;
+    store
+        .touch_device(busy.id, T0.plus_seconds(10_000))
+        .await
+        .unwrap();
+    let now = T0.plus_seconds(10_000);
+    let marked = store
+        .request_wake_for_inactive(T0.plus_seconds(5_000), T0.plus_seconds(5_000), 100, now)
+        .await
+        .unwrap();
+    assert_eq!(marked, 1);
+    let due = store.claim_due_pushes(10, now).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].device_id, quiet.id);
+    // Just pushed: not marked again until pushed_before passes.
+    let again = store
+        .request_wake_for_inactive(T0.plus_seconds(5_000), T0.plus_seconds(5_000), 100, now)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+}
+
+async fn check_push_certificates(store: Store) {
+    assert!(store.active_push_certificate().await.unwrap().is_none());
+    let first = orchard_store::PushCertificateRecord {
+        id: "one".into(),
+        topic: "com.apple.mgmt.External.1".into(),
+        cert_pem: "PEM1".into(),
+        key_encrypted: vec![1, 2, 3],
+        not_before: T0,
+        not_after: T0.plus_seconds(100),
+        uploaded_at: T0,
+        uploaded_by: Some("op".into()),
+        active: true,
+    };
+    store.save_push_certificate(&first).await.unwrap();
+    assert_eq!(
+        store.active_push_certificate().await.unwrap(),
+        Some(first.clone())
+    );
+    let second = orchard_store::PushCertificateRecord {
+        id: "two".into(),
+        cert_pem: "PEM2".into(),
+        uploaded_at: T0.plus_seconds(1),
+        ..first.clone()
+    };
+    store.save_push_certificate(&second).await.unwrap();
+    assert_eq!(store.active_push_certificate().await.unwrap(), Some(second));
 }
