@@ -8,4 +8,4 @@ if [ -z "${ORCHARD_TEST_POSTGRES_URL:-}" ]; then
   ORCHARD_TEST_POSTGRES_URL="$(bash .ci/postgres-setup.sh | tail -n 1)"
   export ORCHARD_TEST_POSTGRES_URL
 fi
-cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --all-targets --all-features --locked "$@"

@@ -31,6 +31,40 @@ enum Commands {
         #[command(subcommand)]
         command: TokenCommands,
     },
+    /// The MDM push certificate (from Apple's Push Certificates Portal), managed directly in the database.
+    PushCert {
+        #[command(subcommand)]
+        command: PushCertCommands,
+    },
+}
+
+#[derive(Subcommand)]
+enum PushCertCommands {
+    /// Upload the push certificate: PEM certificate and key, or a PKCS#12 file with its password.
+    Upload {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// The certificate from the portal (PEM).
+        #[arg(long, requires = "key", conflicts_with = "p12")]
+        cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// A PKCS#12 (.p12) file with certificate and key.
+        #[arg(long)]
+        p12: Option<PathBuf>,
+        /// The PKCS#12 password.
+        #[arg(long, env = "ORCHARD_P12_PASSWORD", default_value = "")]
+        password: String,
+        /// Replace the certificate even though its topic differs: every enrolled iPad is lost.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the push certificate's topic and expiry.
+    Status {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -69,6 +103,44 @@ struct ServeArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "ORCHARD_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    push: PushArgs,
+}
+
+#[derive(Args, Clone)]
+struct PushArgs {
+    /// APNs base URL: Apple's production service by default; the sandbox or a local APNs server otherwise.
+    #[arg(long, env = "ORCHARD_APNS_URL", default_value = orchard_apns::PRODUCTION_URL)]
+    apns_url: String,
+    /// PEM file with the roots that APNs' TLS certificate must chain to (default: the public web roots).
+    #[arg(long, env = "ORCHARD_APNS_CA")]
+    apns_ca: Option<PathBuf>,
+    /// Sustained pushes per second, so waking a whole university does not bring every iPad at once.
+    #[arg(long, env = "ORCHARD_PUSH_RATE", default_value_t = 2000)]
+    push_rate: u32,
+    /// Pushes that may go out at once after a quiet period.
+    #[arg(long, env = "ORCHARD_PUSH_BURST", default_value_t = 2000)]
+    push_burst: u32,
+    /// A device silent for this many hours gets a wake-up push (0 turns the sweep off).
+    #[arg(long, env = "ORCHARD_WAKE_INACTIVE_HOURS", default_value_t = 24)]
+    wake_inactive_hours: i64,
+}
+
+impl PushArgs {
+    fn settings(&self) -> Result<orchard_core::push::PushSettings> {
+        let roots = match &self.apns_ca {
+            Some(p) => orchard_apns::TrustRoots::from_pem(&read(p)?)
+                .map_err(|e| anyhow::anyhow!("--apns-ca: {e}"))?,
+            None => orchard_apns::TrustRoots::Public,
+        };
+        Ok(orchard_core::push::PushSettings {
+            apns: orchard_apns::ApnsConfig::with_base_url(&self.apns_url, roots),
+            rate_per_second: self.push_rate.max(1),
+            burst: self.push_burst.max(1),
+            wake_inactive_after_seconds: self.wake_inactive_hours.max(0) * 3600,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -111,6 +183,7 @@ fn main() -> Result<()> {
                         expires_in_days,
                     },
             } => token_create(storage, &role, tenant, &name, expires_in_days).await,
+            Commands::PushCert { command } => push_cert(command).await,
         }
     })
 }
@@ -185,7 +258,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         orchard_core::pki_files::load_or_create(&args.storage.data_dir, &dns, &ips, clock.now())
             .context("preparing the CA and TLS identity")?;
     let topic = development_topic(&pki.material.ca.cert_der())?;
-    tracing::warn!(%topic, "no push certificate uploaded: devices enroll under a development topic and are not woken by push; they must poll");
 
     let (tls_cert, tls_key) = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => (read(c)?, read(k)?),
@@ -209,8 +281,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::new(pki.material),
         config,
         clock,
+        args.push.settings()?,
     ));
-    let app = orchard_server::build_app(orchard, orchard_server::Limits::default());
+    if let Err(e) = orchard.load_push_certificate().await {
+        tracing::error!(error = %e, "the stored push certificate could not be loaded; pushes are off");
+    }
+    if orchard.push_certificate_status().is_none() {
+        tracing::warn!(topic = %orchard.current_topic(), "no push certificate uploaded: devices enroll under a development topic and are not woken by push; they must poll");
+    }
+    let (stop_dispatcher, dispatcher_stopped) = tokio::sync::watch::channel(());
+    let dispatcher = tokio::spawn(orchard.clone().run_push_dispatcher(dispatcher_stopped));
+    let app = orchard_server::build_app(orchard.clone(), orchard_server::Limits::default());
 
     // The first line on stdout says where we listen, so scripts and tests can find an ephemeral port.
     println!(
@@ -219,6 +300,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     );
     tracing::info!(%local, %public_url, backend = ?store.backend(), "orchard serving");
     orchard_server::serve_tls(listener, tls, app, shutdown_signal()).await;
+    drop(stop_dispatcher);
+    let _ = dispatcher.await;
     store.close().await;
     Ok(())
 }
@@ -300,5 +383,77 @@ async fn token_create(
         created.token.id,
         role.as_str()
     );
+    Ok(())
+}
+
+/// The push-certificate commands work on the database and data directory directly, as an operator would
+/// through the API; a running server picks the new certificate up within 30 seconds.
+async fn push_cert(command: PushCertCommands) -> Result<()> {
+    init_logging(false);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let storage = match &command {
+        PushCertCommands::Upload { storage, .. } | PushCertCommands::Status { storage } => {
+            storage.clone()
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&storage).await?;
+    let pki = orchard_core::pki_files::load_or_create(&storage.data_dir, &[], &[], clock.now())?;
+    let topic = development_topic(&pki.material.ca.cert_der())?;
+    let config = CoreConfig {
+        public_url: "https://localhost".into(),
+        topic,
+        organization: String::new(),
+        challenge_ttl_seconds: 3600,
+        identity_validity_days: 365,
+    };
+    let orchard = Orchard::new(
+        store.clone(),
+        Arc::new(pki.material),
+        config,
+        clock,
+        orchard_core::push::PushSettings::default(),
+    );
+    orchard
+        .load_push_certificate()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let status = match command {
+        PushCertCommands::Upload {
+            cert,
+            key,
+            p12,
+            password,
+            force,
+            ..
+        } => {
+            let upload = match (cert, key, p12) {
+                (Some(c), Some(k), None) => orchard_core::push::PushCertificateUpload::Pem {
+                    certificate: read(&c)?,
+                    private_key: read(&k)?,
+                },
+                (None, None, Some(p)) => orchard_core::push::PushCertificateUpload::Pkcs12 {
+                    der: read(&p)?,
+                    password,
+                },
+                _ => bail!("give --cert and --key, or --p12"),
+            };
+            Some(
+                orchard
+                    .replace_push_certificate(upload, force, "cli")
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )
+        }
+        PushCertCommands::Status { .. } => orchard.push_certificate_status(),
+    };
+    store.close().await;
+    match status {
+        Some(s) => println!("{}", serde_json::to_string_pretty(&s)?),
+        None => println!(
+            "no push certificate uploaded (development topic {})",
+            orchard.current_topic()
+        ),
+    }
     Ok(())
 }

@@ -106,6 +106,11 @@ pub fn create_token(
 impl TestServer {
     /// Starts `orchard serve` on 127.0.0.1:0. Returns None when PostgreSQL is explicitly skipped.
     pub async fn start(backend: Backend) -> Result<Option<TestServer>> {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra `orchard serve` arguments.
+    pub async fn start_with(backend: Backend, extra: &[String]) -> Result<Option<TestServer>> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let database_url = match backend {
             Backend::Sqlite => None,
@@ -122,7 +127,8 @@ impl TestServer {
             .arg("serve")
             .args(storage_args(&data_dir, &database_url))
             .args(["--listen", "127.0.0.1:0"])
-            .env("ORCHARD_LOG", "warn,orchard=info")
+            .args(extra)
+            .env("ORCHARD_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;

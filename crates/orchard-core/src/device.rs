@@ -121,7 +121,7 @@ impl Orchard {
         let message = checkin::decode_checkin(body)
             .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
         if let Some(topic) = message.topic() {
-            if topic != &self.config.topic {
+            if *topic != self.current_topic() {
                 return Err(DeviceRejection::WrongTopic.into());
             }
         }
@@ -252,6 +252,7 @@ impl Orchard {
                 })
                 .collect::<Vec<_>>();
             self.store.enqueue_commands(&cmds).await?;
+            self.wake_dispatcher();
             tracing::info!(udid = %t.udid, "first token update: inventory queued");
         }
         Ok(CheckinReply::Empty)

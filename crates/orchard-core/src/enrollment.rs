@@ -94,7 +94,7 @@ impl Orchard {
             mdm: MdmPayload {
                 server_url: c.server_url(),
                 check_in_url: c.checkin_url(),
-                topic: c.topic.clone(),
+                topic: self.current_topic(),
                 sign_message: true,
                 check_out_when_removed: true,
                 access_rights: ALL_ACCESS_RIGHTS,

@@ -8,9 +8,11 @@ pub mod enrollment;
 pub mod error;
 pub mod inventory;
 pub mod pki_files;
+pub mod push;
 
 use std::sync::Arc;
 
+use orchard_pki::seal::DataKey;
 use orchard_pki::{CertificateAuthority, Identity};
 use orchard_store::Store;
 use orchard_types::{ApnsTopic, Clock};
@@ -22,7 +24,7 @@ pub use error::{CoreError, DeviceRejection};
 pub struct CoreConfig {
     /// The https origin devices use, e.g. `https://mdm.example.edu:8443` (no trailing slash).
     pub public_url: String,
-    /// The MDM push topic every enrollment profile names and every check-in must carry.
+    /// The development topic used until a push certificate is uploaded (then the certificate's topic rules).
     pub topic: ApnsTopic,
     /// Shown in profiles and organization info.
     pub organization: String,
@@ -52,6 +54,8 @@ impl CoreConfig {
 pub struct PkiMaterial {
     pub ca: CertificateAuthority,
     pub profile_signer: Identity,
+    /// Seals secrets stored in the database.
+    pub data_key: DataKey,
 }
 
 /// The core service. Cheap to share behind an `Arc`; handlers call its methods.
@@ -60,6 +64,7 @@ pub struct Orchard {
     pub(crate) pki: Arc<PkiMaterial>,
     pub(crate) config: CoreConfig,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) push: push::PushState,
 }
 
 impl Orchard {
@@ -68,12 +73,14 @@ impl Orchard {
         pki: Arc<PkiMaterial>,
         config: CoreConfig,
         clock: Arc<dyn Clock>,
+        push_settings: push::PushSettings,
     ) -> Self {
         Self {
             store,
             pki,
             config,
             clock,
+            push: push::PushState::new(push_settings),
         }
     }
 

@@ -2,11 +2,12 @@
 //!
 //! Files: `ca.pem`/`ca.key` (the CA, also the SCEP RA), `profile-signer.pem/.key` (signs enrollment profiles),
 //! `tls.pem`/`tls.key` (the self-signed development TLS identity, issued by the CA so enrolled devices trust
-//! it). Keys are written with mode 0600. Leaf identities are re-issued when missing or within 30 days of expiry.
+//! it), `data.key` (seals secrets stored in the database). Keys are written with mode 0600. Leaf identities are re-issued when missing or within 30 days of expiry.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use orchard_pki::seal::DataKey;
 use orchard_pki::{CertificateAuthority, Identity};
 use orchard_types::UnixTime;
 
@@ -120,10 +121,21 @@ pub fn load_or_create(
             t
         }
     };
+    let data_key_path = dir.join("data.key");
+    let data_key = if data_key_path.exists() {
+        let bytes = std::fs::read(&data_key_path).map_err(|e| io_err(&data_key_path, e))?;
+        DataKey::from_bytes(&bytes)?
+    } else {
+        let k = DataKey::generate()?;
+        write_private(&data_key_path, k.to_bytes().expose())?;
+        tracing::info!(path = %data_key_path.display(), "created a new data key (seals secrets in the database)");
+        k
+    };
     Ok(DataDirPki {
         material: PkiMaterial {
             ca,
             profile_signer: signer,
+            data_key,
         },
         tls,
         ca_path: dir.join("ca.pem"),

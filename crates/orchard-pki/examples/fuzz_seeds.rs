@@ -8,7 +8,11 @@ use orchard_pki::{scep, signature, CertificateAuthority};
 use orchard_types::UnixTime;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
     let now = UnixTime(1_800_000_000);
     let ca = CertificateAuthority::generate("seed CA", now, 30)?;
     let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;

@@ -2,6 +2,7 @@
 //! (`UnixTime`) and never reads files or the clock.
 
 pub mod scep;
+pub mod seal;
 pub mod signature;
 
 use std::net::IpAddr;

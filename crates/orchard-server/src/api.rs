@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use orchard_core::admin::{CommandView, DeviceView};
 use orchard_core::auth::Principal;
+use orchard_core::push::PushCertificateUpload;
 use orchard_core::CoreError;
 use orchard_protocol::commands::Command;
 use orchard_store::Page;
@@ -28,6 +29,11 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/devices/{id}/commands",
             post(queue_command).get(command_history),
+        )
+        .route("/devices/{id}/push", post(push_device))
+        .route(
+            "/push-certificate",
+            get(push_certificate_status).put(upload_push_certificate),
         )
 }
 
@@ -330,4 +336,85 @@ mod tests {
         h.insert(http::header::AUTHORIZATION, "Basic xyz".parse().unwrap());
         assert_eq!(bearer(&h), None);
     }
+}
+
+async fn push_device(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&who, &id, DeviceId::parse)?;
+    let channels = state
+        .orchard
+        .push_device(&who.principal, id)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"channels": channels}))).into_response())
+}
+
+async fn push_certificate_status(
+    State(state): State<AppState>,
+    who: Authenticated,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !who.principal.is_operator() {
+        return Err(who.fail(CoreError::Forbidden(
+            "only operators see the push certificate".into(),
+        )));
+    }
+    match state.orchard.push_certificate_status() {
+        Some(s) => serde_json::to_value(s)
+            .map(Json)
+            .map_err(|e| who.fail(CoreError::Internal(e.to_string()))),
+        None => Ok(Json(json!({
+            "topic": state.orchard.current_topic().to_string(),
+            "development_topic": true,
+            "message": "no push certificate uploaded: devices cannot be woken by push"
+        }))),
+    }
+}
+
+/// A push certificate upload: PEM certificate and key, or a base64 PKCS#12 with its password.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushCertificateBody {
+    certificate_pem: Option<String>,
+    private_key_pem: Option<String>,
+    pkcs12_base64: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn upload_push_certificate(
+    State(state): State<AppState>,
+    who: Authenticated,
+    b: Result<Json<PushCertificateBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use base64::Engine;
+    let req = body(&who, b)?;
+    let upload = match (req.certificate_pem, req.private_key_pem, req.pkcs12_base64) {
+        (Some(c), Some(k), None) => PushCertificateUpload::Pem {
+            certificate: c.into_bytes(),
+            private_key: k.into_bytes(),
+        },
+        (None, None, Some(p)) => PushCertificateUpload::Pkcs12 {
+            der: base64::engine::general_purpose::STANDARD
+                .decode(p.trim())
+                .map_err(|_| who.fail(CoreError::Invalid("pkcs12_base64 is not base64".into())))?,
+            password: req.password.unwrap_or_default(),
+        },
+        _ => {
+            return Err(who.fail(CoreError::Invalid(
+                "give certificate_pem and private_key_pem, or pkcs12_base64 (and password)".into(),
+            )))
+        }
+    };
+    let status = state
+        .orchard
+        .upload_push_certificate(&who.principal, upload, req.force)
+        .await
+        .map_err(|e| who.fail(e))?;
+    serde_json::to_value(status)
+        .map(Json)
+        .map_err(|e| who.fail(CoreError::Internal(e.to_string())))
 }

@@ -53,6 +53,7 @@ pub fn build_app(orchard: Arc<Orchard>, limits: Limits) -> Router {
             api::routes().layer(DefaultBodyLimit::max(limits.api_body_bytes)),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -75,4 +76,51 @@ pub(crate) fn request_id(headers: &http::HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
+}
+
+/// Prometheus text metrics. Unauthenticated on purpose (scrapers), and carries no tenant data.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut out = String::new();
+    match state.orchard.push_certificate_status() {
+        Some(s) => {
+            out.push_str("# HELP orchard_push_certificate_days_left Days until the MDM push certificate expires.\n");
+            out.push_str("# TYPE orchard_push_certificate_days_left gauge\n");
+            out.push_str(&format!(
+                "orchard_push_certificate_days_left {}\n",
+                s.days_left
+            ));
+            out.push_str("# HELP orchard_push_certificate_expiry_warning 1 within 60 days of expiry or expired.\n");
+            out.push_str("# TYPE orchard_push_certificate_expiry_warning gauge\n");
+            out.push_str(&format!(
+                "orchard_push_certificate_expiry_warning {}\n",
+                u8::from(s.expiry_warning)
+            ));
+            out.push_str("# HELP orchard_push_stopped 1 when pushes are stopped (certificate expired or refused).\n");
+            out.push_str("# TYPE orchard_push_stopped gauge\n");
+            out.push_str(&format!(
+                "orchard_push_stopped {}\n",
+                u8::from(s.pushes_stopped.is_some())
+            ));
+        }
+        None => {
+            out.push_str(
+                "# HELP orchard_push_certificate_present 0 until a push certificate is uploaded.\n",
+            );
+            out.push_str("# TYPE orchard_push_certificate_present gauge\n");
+            out.push_str("orchard_push_certificate_present 0\n");
+        }
+    }
+    if let Ok(n) = state.orchard.store().count_due_pushes().await {
+        out.push_str("# HELP orchard_pushes_pending Channels that owe a push.\n");
+        out.push_str("# TYPE orchard_pushes_pending gauge\n");
+        out.push_str(&format!("orchard_pushes_pending {n}\n"));
+    }
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
 }

@@ -1,0 +1,478 @@
+//! Waking devices: the MDM push certificate's life cycle (upload, renewal guard, expiry warnings) and the
+//! push dispatcher, which turns "this channel owes a push" rows into APNs pushes, coalesced and paced.
+//!
+//! Pending pushes live in the database (see orchard-store's push bookkeeping), so a restart loses none and any
+//! node can dispatch them; this module only holds the APNs client and a wake-up signal.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use orchard_apns::{ApnsClient, ApnsConfig, DeviceToken, PushCertificate, PushOutcome};
+use orchard_store::{PushCertificateRecord, PushTarget};
+use orchard_types::{ApnsTopic, DeviceId, PushMagic, UnixTime};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::auth::Principal;
+use crate::{CoreError, Orchard};
+
+/// Days before expiry from which the push certificate is warned about (log and metrics).
+pub const EXPIRY_WARNING_DAYS: i64 = 60;
+
+/// How the dispatcher paces and where it sends.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    pub apns: ApnsConfig,
+    /// Sustained pushes per second (token bucket refill), so a push to 50,000 iPads does not bring 50,000
+    /// simultaneous check-ins.
+    pub rate_per_second: u32,
+    /// Bucket size: how many pushes may go out at once after a quiet period.
+    pub burst: u32,
+    /// Pushes in flight at once.
+    pub concurrency: usize,
+    /// A device not seen for this long gets a wake-up push (at most once per this period).
+    pub wake_inactive_after_seconds: i64,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            apns: ApnsConfig::production(),
+            rate_per_second: 2_000,
+            burst: 2_000,
+            concurrency: 256,
+            wake_inactive_after_seconds: 86_400,
+        }
+    }
+}
+
+/// The running push machinery of one node.
+pub struct PushState {
+    settings: PushSettings,
+    /// The APNs client for the active certificate; None before a certificate is uploaded or when it expired.
+    client: RwLock<Option<LoadedCertificate>>,
+    /// Set when APNs refuses our certificate: pushes stop until a new certificate is uploaded.
+    halted: RwLock<Option<String>>,
+    /// Rung when work was queued, so the dispatcher does not wait for its next tick.
+    wake: Notify,
+}
+
+#[derive(Clone)]
+struct LoadedCertificate {
+    id: String,
+    client: Option<ApnsClient>,
+    topic: ApnsTopic,
+    not_after: UnixTime,
+}
+
+impl PushState {
+    pub fn new(settings: PushSettings) -> Self {
+        Self {
+            settings,
+            client: RwLock::new(None),
+            halted: RwLock::new(None),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &PushSettings {
+        &self.settings
+    }
+
+    fn loaded(&self) -> Option<LoadedCertificate> {
+        self.client.read().ok().and_then(|g| g.clone())
+    }
+
+    fn halted_reason(&self) -> Option<String> {
+        self.halted.read().ok().and_then(|g| g.clone())
+    }
+
+    fn set_halted(&self, reason: Option<String>) {
+        if let Ok(mut g) = self.halted.write() {
+            *g = reason;
+        }
+    }
+}
+
+/// What an upload carries: the certificate from Apple's portal and its key, as PEM or as PKCS#12.
+#[derive(Debug)]
+pub enum PushCertificateUpload {
+    Pem {
+        certificate: Vec<u8>,
+        private_key: Vec<u8>,
+    },
+    Pkcs12 {
+        der: Vec<u8>,
+        password: String,
+    },
+}
+
+/// The push certificate as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PushCertificateStatus {
+    pub topic: String,
+    pub not_after: String,
+    pub days_left: i64,
+    pub expired: bool,
+    /// Within [`EXPIRY_WARNING_DAYS`] of expiry (or expired).
+    pub expiry_warning: bool,
+    /// Why pushes are stopped, if they are.
+    pub pushes_stopped: Option<String>,
+}
+
+/// One dispatcher pass.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct DispatchStats {
+    pub claimed: usize,
+    pub delivered: usize,
+    pub dead_tokens: usize,
+    pub requeued: usize,
+    pub rejected: usize,
+}
+
+fn days_left(not_after: UnixTime, now: UnixTime) -> i64 {
+    (not_after.0 - now.0).div_euclid(86_400)
+}
+
+fn seal_context(id: &str) -> Vec<u8> {
+    format!("push_certificates:{id}").into_bytes()
+}
+
+impl Orchard {
+    /// The topic devices must name: the push certificate's, or the development topic before one exists.
+    pub fn current_topic(&self) -> ApnsTopic {
+        self.push
+            .loaded()
+            .map(|l| l.topic)
+            .unwrap_or_else(|| self.config.topic.clone())
+    }
+
+    /// Loads the active push certificate from the store (at start, and when another node uploaded a new one).
+    /// An expired certificate is loaded without a client: pushes stop with a clear error, nothing panics.
+    pub async fn load_push_certificate(&self) -> Result<(), CoreError> {
+        let Some(record) = self.store.active_push_certificate().await? else {
+            return Ok(());
+        };
+        if self.push.loaded().is_some_and(|l| l.id == record.id) {
+            return Ok(());
+        }
+        let key = self
+            .pki
+            .data_key
+            .open(&record.key_encrypted, &seal_context(&record.id))?;
+        let cert = PushCertificate::from_pem(record.cert_pem.as_bytes(), key.expose())
+            .map_err(|e| CoreError::Internal(format!("stored push certificate: {e}")))?;
+        self.install_push_certificate(&record.id, cert);
+        Ok(())
+    }
+
+    fn install_push_certificate(&self, id: &str, cert: PushCertificate) {
+        let now = self.clock.now();
+        let topic = cert.topic().clone();
+        let not_after = cert.not_after();
+        let client = match ApnsClient::new(
+            cert,
+            self.push.settings.apns.clone(),
+            self.clock.clone(),
+        ) {
+            Ok(c) => {
+                self.push.set_halted(None);
+                Some(c)
+            }
+            Err(e) => {
+                tracing::error!(%topic, error = %e, "push certificate cannot be used: pushes are stopped");
+                self.push.set_halted(Some(e.to_string()));
+                None
+            }
+        };
+        let left = days_left(not_after, now);
+        if left <= EXPIRY_WARNING_DAYS {
+            tracing::warn!(%topic, days_left = left, "the mdm push certificate expires soon: renew it with the same apple account");
+        }
+        tracing::info!(%topic, days_left = left, "push certificate loaded");
+        if let Ok(mut g) = self.push.client.write() {
+            *g = Some(LoadedCertificate {
+                id: id.to_string(),
+                client,
+                topic,
+                not_after,
+            });
+        }
+        self.push.wake.notify_one();
+    }
+
+    /// Uploads a push certificate (operators only). A certificate for another topic than the current one is
+    /// refused unless `force`: every iPad enrolled under the old topic would be lost until it is re-enrolled.
+    pub async fn upload_push_certificate(
+        &self,
+        who: &Principal,
+        upload: PushCertificateUpload,
+        force: bool,
+    ) -> Result<PushCertificateStatus, CoreError> {
+        if !who.is_operator() {
+            return Err(CoreError::Forbidden(
+                "only operators manage the push certificate".into(),
+            ));
+        }
+        self.replace_push_certificate(upload, force, &who.actor())
+            .await
+    }
+
+    /// The upload itself, shared by the API and the CLI (which acts as an operator on the database directly).
+    pub async fn replace_push_certificate(
+        &self,
+        upload: PushCertificateUpload,
+        force: bool,
+        actor: &str,
+    ) -> Result<PushCertificateStatus, CoreError> {
+        let now = self.clock.now();
+        let cert = match &upload {
+            PushCertificateUpload::Pem {
+                certificate,
+                private_key,
+            } => PushCertificate::from_pem(certificate, private_key),
+            PushCertificateUpload::Pkcs12 { der, password } => {
+                PushCertificate::from_pkcs12(der, password)
+            }
+        }
+        .map_err(|e| CoreError::Invalid(e.to_string()))?;
+        cert.check_valid_at(now)
+            .map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let new_topic = cert.topic().clone();
+        let current = self.current_topic();
+        if new_topic != current && !force {
+            let has_cert = self.store.active_push_certificate().await?.is_some();
+            let enrolled = self.store.count_devices(orchard_store::Scope::All).await?;
+            if has_cert || enrolled > 0 {
+                return Err(CoreError::Conflict(format!(
+                    "this certificate is for topic {new_topic}, but the current topic is {current}: every \
+                     enrolled iPad ({enrolled}) would be lost to management until it is erased and re-enrolled. \
+                     Renew the certificate in the Apple Push Certificates Portal with the same Apple Account \
+                     (a renewal keeps the topic), or pass force to replace it anyway"
+                )));
+            }
+        }
+        let id = orchard_types::TokenId::new().to_string();
+        let record = PushCertificateRecord {
+            id: id.clone(),
+            topic: new_topic.to_string(),
+            cert_pem: String::from_utf8_lossy(&cert.cert_pem()).into_owned(),
+            key_encrypted: self
+                .pki
+                .data_key
+                .seal(cert.key_pem().expose(), &seal_context(&id))?,
+            not_before: cert.not_before(),
+            not_after: cert.not_after(),
+            uploaded_at: now,
+            uploaded_by: Some(actor.to_string()),
+            active: true,
+        };
+        self.store.save_push_certificate(&record).await?;
+        if new_topic != current {
+            tracing::warn!(old = %current, new = %new_topic, %actor, "push topic replaced (forced)");
+        }
+        self.install_push_certificate(&id, cert);
+        self.push_certificate_status()
+            .ok_or_else(|| CoreError::Internal("push certificate vanished".into()))
+    }
+
+    /// The loaded push certificate's state; None before one is uploaded.
+    pub fn push_certificate_status(&self) -> Option<PushCertificateStatus> {
+        let now = self.clock.now();
+        self.push.loaded().map(|l| {
+            let left = days_left(l.not_after, now);
+            let expired = l.not_after <= now;
+            PushCertificateStatus {
+                topic: l.topic.to_string(),
+                not_after: l.not_after.to_rfc3339(),
+                days_left: left,
+                expired,
+                expiry_warning: left <= EXPIRY_WARNING_DAYS,
+                pushes_stopped: if expired {
+                    Some("the push certificate has expired".into())
+                } else {
+                    self.push.halted_reason()
+                },
+            }
+        })
+    }
+
+    /// Tells the dispatcher there is work (after commands were queued).
+    pub fn wake_dispatcher(&self) {
+        self.push.wake.notify_one();
+    }
+
+    /// `POST /devices/{id}/push`: push every channel of the device now. Read-only roles may not.
+    pub async fn push_device(&self, who: &Principal, id: DeviceId) -> Result<u64, CoreError> {
+        let device = self
+            .store
+            .get_device(who.scope(), id)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        if who.role == orchard_types::Role::Viewer {
+            return Err(CoreError::Forbidden("viewers may not push".into()));
+        }
+        let n = self
+            .store
+            .request_push_for_device(device.id, self.clock.now())
+            .await?;
+        self.wake_dispatcher();
+        Ok(n)
+    }
+
+    /// One dispatcher pass: claims up to `limit` channels that owe a push and pushes them concurrently,
+    /// acting on each answer. Tests call this directly instead of sleeping.
+    pub async fn dispatch_pushes_once(&self, limit: usize) -> Result<DispatchStats, CoreError> {
+        let mut stats = DispatchStats::default();
+        let Some(loaded) = self.push.loaded() else {
+            return Ok(stats);
+        };
+        let Some(client) = loaded.client else {
+            return Ok(stats);
+        };
+        if self.push.halted_reason().is_some() || limit == 0 {
+            return Ok(stats);
+        }
+        let now = self.clock.now();
+        let targets = self
+            .store
+            .claim_due_pushes(i64::try_from(limit).unwrap_or(i64::MAX), now)
+            .await?;
+        stats.claimed = targets.len();
+        let concurrency = self.push.settings.concurrency.max(1);
+        let outcomes: Vec<(PushTarget, PushOutcome)> = futures::stream::iter(targets)
+            .map(|t| {
+                let client = client.clone();
+                async move {
+                    let outcome = match (
+                        DeviceToken::from_bytes(&t.push_token),
+                        PushMagic::parse(&t.push_magic),
+                    ) {
+                        (Ok(token), Ok(magic)) => client.push(&token, &magic).await,
+                        _ => PushOutcome::BadToken {
+                            status: 0,
+                            reason: "stored token or push magic is malformed".into(),
+                            unregistered_at: None,
+                        },
+                    };
+                    (t, outcome)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for (t, outcome) in outcomes {
+            match outcome {
+                PushOutcome::Delivered { .. } => stats.delivered += 1,
+                PushOutcome::BadToken { status, reason, .. } => {
+                    tracing::info!(channel = %t.channel, status, %reason, "push token dead until the next TokenUpdate");
+                    self.store
+                        .mark_push_token_dead(&t.channel, &reason, now)
+                        .await?;
+                    stats.dead_tokens += 1;
+                }
+                PushOutcome::CertificateProblem { status, reason } => {
+                    tracing::error!(?status, %reason, "apns refused the push certificate: pushes are stopped until a new certificate is uploaded");
+                    self.push.set_halted(Some(reason));
+                    self.store.requeue_push(&t.channel, now).await?;
+                    stats.requeued += 1;
+                }
+                PushOutcome::Retry { status, reason, .. } => {
+                    tracing::warn!(channel = %t.channel, status, %reason, "push deferred");
+                    self.store.requeue_push(&t.channel, now).await?;
+                    stats.requeued += 1;
+                }
+                PushOutcome::Failed(e) => {
+                    tracing::warn!(channel = %t.channel, error = %e, "push failed; it stays owed");
+                    self.store.requeue_push(&t.channel, now).await?;
+                    stats.requeued += 1;
+                }
+                PushOutcome::Rejected { status, reason } => {
+                    tracing::warn!(channel = %t.channel, status, %reason, "apns rejected the push request");
+                    stats.rejected += 1;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The dispatcher loop: wakes on queued work or every second, paces pushes with a token bucket, reloads
+    /// the certificate when another node replaced it, and asks inactive devices to check in.
+    pub async fn run_push_dispatcher(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<()>,
+    ) {
+        let settings = self.push.settings.clone();
+        let rate = f64::from(settings.rate_per_second.max(1));
+        let capacity = f64::from(settings.burst.max(1));
+        let mut tokens = capacity;
+        let mut last = tokio::time::Instant::now();
+        let mut last_housekeeping: Option<tokio::time::Instant> = None;
+        loop {
+            let now_instant = tokio::time::Instant::now();
+            tokens = (tokens + now_instant.duration_since(last).as_secs_f64() * rate).min(capacity);
+            last = now_instant;
+            if last_housekeeping
+                .is_none_or(|t| now_instant.duration_since(t) >= Duration::from_secs(30))
+            {
+                last_housekeeping = Some(now_instant);
+                self.push_housekeeping().await;
+            }
+            let budget = tokens.floor() as usize;
+            let mut sent = 0;
+            if budget > 0 {
+                match self.dispatch_pushes_once(budget).await {
+                    Ok(stats) => {
+                        sent = stats.claimed;
+                        tokens -= stats.claimed as f64;
+                    }
+                    Err(e) => tracing::error!(error = %e, "push dispatch failed"),
+                }
+            }
+            if sent > 0 && sent >= budget {
+                // More may be owed: come back as soon as the bucket has refilled a little.
+                let wait = Duration::from_secs_f64((budget.min(100) as f64 / rate).max(0.01));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = self.push.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn push_housekeeping(&self) {
+        if let Err(e) = self.load_push_certificate().await {
+            tracing::error!(error = %e, "loading the push certificate failed");
+        }
+        if let Some(status) = self.push_certificate_status() {
+            if status.expired {
+                tracing::error!(topic = %status.topic, "the mdm push certificate has expired: no device can be woken");
+            } else if status.expiry_warning {
+                tracing::warn!(topic = %status.topic, days_left = status.days_left, "the mdm push certificate expires soon");
+            }
+        }
+        let now = self.clock.now();
+        let after = self.push.settings.wake_inactive_after_seconds;
+        if after > 0 {
+            let cutoff = UnixTime(now.0 - after);
+            match self
+                .store
+                .request_wake_for_inactive(cutoff, cutoff, 10_000, now)
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    tracing::info!(devices = n, "wake-up pushes for inactive devices")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "wake-up sweep failed"),
+            }
+        }
+    }
+}

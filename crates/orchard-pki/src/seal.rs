@@ -1,0 +1,111 @@
+//! Secrets at rest: AES-256-GCM under Orchard's data key (a 32-byte key in the data directory). Used for the
+//! push certificate's private key and, later, UnlockTokens, bypass codes and Apple service tokens.
+//!
+//! Sealed format: `0x01 || nonce (12) || ciphertext || tag (16)`. The version byte lets the format change.
+
+use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
+use orchard_types::Secret;
+
+use crate::PkiError;
+
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+pub const DATA_KEY_LEN: usize = 32;
+
+/// The key that seals secrets stored in the database. Never printed.
+pub struct DataKey(Secret<[u8; DATA_KEY_LEN]>);
+
+impl DataKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<Self, PkiError> {
+        let mut k = [0u8; DATA_KEY_LEN];
+        openssl::rand::rand_bytes(&mut k)?;
+        Ok(Self(Secret::new(k)))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PkiError> {
+        let k: [u8; DATA_KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| PkiError::Malformed(format!("data key must be {DATA_KEY_LEN} bytes")))?;
+        Ok(Self(Secret::new(k)))
+    }
+
+    pub fn to_bytes(&self) -> Secret<[u8; DATA_KEY_LEN]> {
+        self.0.clone()
+    }
+
+    /// Encrypts and authenticates `plaintext`; `context` (e.g. a table and row id) is bound as associated
+    /// data, so a sealed value copied to another row does not open.
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, PkiError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        openssl::rand::rand_bytes(&mut nonce)?;
+        let mut tag = [0u8; TAG_LEN];
+        let ct = encrypt_aead(
+            Cipher::aes_256_gcm(),
+            self.0.expose(),
+            Some(&nonce),
+            context,
+            plaintext,
+            &mut tag,
+        )?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len() + TAG_LEN);
+        out.push(VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+
+    /// Opens what [`seal`](Self::seal) made with the same key and context.
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Secret<Vec<u8>>, PkiError> {
+        let bad = || PkiError::BadSignature("sealed value does not open with this data key".into());
+        let (&version, rest) = sealed.split_first().ok_or_else(bad)?;
+        if version != VERSION || rest.len() < NONCE_LEN + TAG_LEN {
+            return Err(bad());
+        }
+        let (nonce, rest) = rest.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        decrypt_aead(
+            Cipher::aes_256_gcm(),
+            self.0.expose(),
+            Some(nonce),
+            context,
+            ct,
+            tag,
+        )
+        .map(Secret::new)
+        .map_err(|_| bad())
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trips_and_binds_context() {
+        let k = DataKey::generate().unwrap();
+        let sealed = k.seal(b"private key", b"push_certificates:1").unwrap();
+        assert_eq!(
+            k.open(&sealed, b"push_certificates:1").unwrap().expose(),
+            b"private key"
+        );
+        assert!(k.open(&sealed, b"push_certificates:2").is_err());
+        let other = DataKey::generate().unwrap();
+        assert!(other.open(&sealed, b"push_certificates:1").is_err());
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(k.open(&tampered, b"push_certificates:1").is_err());
+        assert!(k.open(&[], b"").is_err());
+        assert!(k.open(&[1, 2, 3], b"").is_err());
+        assert_eq!(format!("{k:?}"), "DataKey(***)");
+    }
+}
