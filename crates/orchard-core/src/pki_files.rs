@@ -115,7 +115,14 @@ pub fn load_or_create(
     let tls = match tls {
         Some(t) if !needs_renewal(&t, now) && ca.is_issued_by_me(&t.cert_der()) => t,
         _ => {
-            let t = ca.issue_tls_server(tls_dns, tls_ips, now, LEAF_VALIDITY_DAYS)?;
+            // A caller that only needs the CA (a CLI command) names no host: cover localhost.
+            let localhost = ["localhost".to_string()];
+            let dns = if tls_dns.is_empty() && tls_ips.is_empty() {
+                &localhost[..]
+            } else {
+                tls_dns
+            };
+            let t = ca.issue_tls_server(dns, tls_ips, now, LEAF_VALIDITY_DAYS)?;
             write_pair(dir, "tls", &t)?;
             tracing::info!("issued a self-signed TLS certificate from the Orchard CA");
             t
