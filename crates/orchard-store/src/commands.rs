@@ -61,6 +61,10 @@ macro_rules! postgres_next_command {
     };
 }
 
+/// Whether the channel has anything next_command could claim or sweep (a superset of both variants).
+const HAS_UNFINISHED: &str = "SELECT 1 AS one FROM commands WHERE channel_id = $1 \
+     AND status IN ('queued', 'sent', 'not_now') LIMIT 1";
+
 const SQLITE_NEXT_COMMAND: &str = sqlite_next_command!("('queued', 'sent', 'not_now')");
 const SQLITE_NEXT_COMMAND_SKIP_NOT_NOW: &str = sqlite_next_command!("('queued', 'sent')");
 const POSTGRES_NEXT_COMMAND: &str = postgres_next_command!("('queued', 'sent', 'not_now')");
@@ -161,6 +165,15 @@ impl Store {
         skip_not_now: bool,
         now: orchard_types::UnixTime,
     ) -> Result<Option<QueuedCommand>, StoreError> {
+        // Fast path for the common idle poll: a plain indexed read, so a channel with nothing unfinished costs
+        // no write (on SQLite an UPDATE takes the database-wide write lock even when it matches nothing).
+        let unfinished = sqlx::query(HAS_UNFINISHED)
+            .bind(channel.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        if unfinished.is_none() {
+            return Ok(None);
+        }
         let sql = match (self.backend, skip_not_now) {
             (Backend::Sqlite, false) => SQLITE_NEXT_COMMAND,
             (Backend::Sqlite, true) => SQLITE_NEXT_COMMAND_SKIP_NOT_NOW,
