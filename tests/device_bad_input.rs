@@ -255,6 +255,7 @@ async fn scep_refusals(server: &TestServer, link: &str) -> Result<()> {
         matches!(first, CertRepOutcome::Success(_)),
         "first use of the challenge must succeed"
     );
+    let before = server.snapshot().await?;
     let reused = attempt(profile.scep.challenge.clone()).await?;
     ensure!(
         matches!(reused, CertRepOutcome::Failure(_)),
