@@ -40,15 +40,32 @@ enum Commands {
 
 #[derive(Subcommand)]
 enum PushCertCommands {
-    /// Upload the push certificate: PEM certificate and key, or a PKCS#12 file with its password.
+    /// Make a new push key and CSR for the Apple Push Certificates Portal. The key stays sealed in the
+    /// database (it is never written out); upload Apple's certificate alone with `upload --cert`.
+    Csr {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// The MDM vendor certificate chain (PEM bundle: vendor certificate, Apple WWDR intermediate, Apple Root
+        /// CA): also write the vendor-signed request the portal accepts (push-request.b64).
+        #[arg(long, requires = "vendor_key")]
+        vendor_cert: Option<PathBuf>,
+        /// The MDM vendor private key (unencrypted PEM).
+        #[arg(long, requires = "vendor_cert")]
+        vendor_key: Option<PathBuf>,
+        /// Directory to write push.csr (and push-request.b64) into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Upload the push certificate: the PEM certificate alone (when `orchard push-cert csr` made its CSR),
+    /// PEM certificate and key, or a PKCS#12 file with its password.
     Upload {
         #[command(flatten)]
         storage: StorageArgs,
-        /// The certificate from the portal (PEM).
-        #[arg(long, requires = "key", conflicts_with = "p12")]
+        /// The certificate from the portal (PEM or DER).
+        #[arg(long, conflicts_with = "p12")]
         cert: Option<PathBuf>,
-        /// Its private key (PEM).
-        #[arg(long)]
+        /// Its private key (PEM); not needed when `orchard push-cert csr` made the CSR.
+        #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
         /// A PKCS#12 (.p12) file with certificate and key.
         #[arg(long)]
@@ -386,15 +403,57 @@ async fn token_create(
     Ok(())
 }
 
+/// `orchard push-cert csr`: the key is made and sealed in the database; only the CSR (and the vendor-signed
+/// request) are written, never the key.
+async fn write_push_csr(
+    orchard: &Orchard,
+    vendor_cert: Option<PathBuf>,
+    vendor_key: Option<PathBuf>,
+    out: &Path,
+) -> Result<()> {
+    let vendor = match (vendor_cert, vendor_key) {
+        (Some(chain), Some(key)) => Some(orchard_core::push::VendorIdentity {
+            cert_chain_pem: read(&chain)?,
+            key_pem: orchard_types::Secret::new(read(&key)?),
+        }),
+        (None, None) => None,
+        _ => bail!("give --vendor-cert and --vendor-key together"),
+    };
+    let csr = orchard
+        .make_push_csr(vendor, "cli")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let csr_path = out.join("push.csr");
+    std::fs::write(&csr_path, &csr.csr_pem)
+        .with_context(|| format!("writing {}", csr_path.display()))?;
+    println!("{}", csr_path.display());
+    match csr.vendor_signed_request_b64 {
+        Some(request) => {
+            let request_path = out.join("push-request.b64");
+            std::fs::write(&request_path, request)
+                .with_context(|| format!("writing {}", request_path.display()))?;
+            println!("{}", request_path.display());
+            eprintln!(
+                "upload push-request.b64 to https://identity.apple.com, then `orchard push-cert upload --cert <the certificate>`"
+            );
+        }
+        None => eprintln!(
+            "have push.csr signed by an mdm vendor, upload the signed request to https://identity.apple.com, then `orchard push-cert upload --cert <the certificate>`"
+        ),
+    }
+    Ok(())
+}
+
 /// The push-certificate commands work on the database and data directory directly, as an operator would
 /// through the API; a running server picks the new certificate up within 30 seconds.
 async fn push_cert(command: PushCertCommands) -> Result<()> {
     init_logging(false);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let storage = match &command {
-        PushCertCommands::Upload { storage, .. } | PushCertCommands::Status { storage } => {
-            storage.clone()
-        }
+        PushCertCommands::Upload { storage, .. }
+        | PushCertCommands::Status { storage }
+        | PushCertCommands::Csr { storage, .. } => storage.clone(),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&storage).await?;
@@ -432,11 +491,16 @@ async fn push_cert(command: PushCertCommands) -> Result<()> {
                     certificate: read(&c)?,
                     private_key: read(&k)?,
                 },
+                (Some(c), None, None) => {
+                    orchard_core::push::PushCertificateUpload::CertificateOnly {
+                        certificate: read(&c)?,
+                    }
+                }
                 (None, None, Some(p)) => orchard_core::push::PushCertificateUpload::Pkcs12 {
                     der: read(&p)?,
                     password,
                 },
-                _ => bail!("give --cert and --key, or --p12"),
+                _ => bail!("give --cert (with --key unless orchard made the csr), or --p12"),
             };
             Some(
                 orchard
@@ -446,6 +510,16 @@ async fn push_cert(command: PushCertCommands) -> Result<()> {
             )
         }
         PushCertCommands::Status { .. } => orchard.push_certificate_status(),
+        PushCertCommands::Csr {
+            vendor_cert,
+            vendor_key,
+            out,
+            ..
+        } => {
+            let written = write_push_csr(&orchard, vendor_cert, vendor_key, &out).await;
+            store.close().await;
+            return written;
+        }
     };
     store.close().await;
     match status {

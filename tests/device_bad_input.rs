@@ -266,6 +266,10 @@ async fn scep_refusals(server: &TestServer, link: &str) -> Result<()> {
         matches!(wrong, CertRepOutcome::Failure(_)),
         "a wrong challenge must fail"
     );
+    ensure!(
+        before == server.snapshot().await?,
+        "a refused scep request changed the store"
+    );
     Ok(())
 }
 

@@ -343,6 +343,7 @@ impl Orchard {
         self.store
             .enqueue_commands(std::slice::from_ref(&new))
             .await?;
+        self.wake_dispatcher();
         tracing::info!(device = %device.id, command = %uuid, request_type = command.request_type(), actor = %who.actor(), "command queued");
         self.store
             .get_command(scope, &uuid)

@@ -95,7 +95,8 @@ impl PushState {
     }
 }
 
-/// What an upload carries: the certificate from Apple's portal and its key, as PEM or as PKCS#12.
+/// What an upload carries: the certificate from Apple's portal and its key, as PEM or as PKCS#12, or the
+/// certificate alone when Orchard made the CSR and keeps the key.
 #[derive(Debug)]
 pub enum PushCertificateUpload {
     Pem {
@@ -105,6 +106,11 @@ pub enum PushCertificateUpload {
     Pkcs12 {
         der: Vec<u8>,
         password: String,
+    },
+    /// The certificate alone (PEM or DER), issued for a CSR made by [`Orchard::create_push_csr`]: its key is
+    /// the one kept sealed in the store whose public key matches the certificate's.
+    CertificateOnly {
+        certificate: Vec<u8>,
     },
 }
 
@@ -234,6 +240,9 @@ impl Orchard {
             } => PushCertificate::from_pem(certificate, private_key),
             PushCertificateUpload::Pkcs12 { der, password } => {
                 PushCertificate::from_pkcs12(der, password)
+            }
+            PushCertificateUpload::CertificateOnly { certificate } => {
+                self.pair_with_push_csr_key(certificate).await?
             }
         }
         .map_err(|e| CoreError::Invalid(e.to_string()))?;
@@ -474,5 +483,142 @@ impl Orchard {
                 Err(e) => tracing::error!(error = %e, "wake-up sweep failed"),
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Push certificate requests: Orchard makes the key and CSR, keeps the key sealed, and pairs Apple's
+// certificate with it on upload, so the private key never leaves the server.
+
+/// Subject common name of the push CSRs Orchard makes (Apple replaces the subject in the certificate).
+pub const PUSH_CSR_COMMON_NAME: &str = "Orchard MDM Push Certificate";
+
+/// An MDM vendor signing identity (Apple Developer Enterprise Program "MDM CSR" certificate): the PEM chain
+/// (vendor certificate, Apple WWDR intermediate, Apple Root CA) and the vendor's unencrypted PEM key.
+#[derive(Debug, Clone)]
+pub struct VendorIdentity {
+    pub cert_chain_pem: Vec<u8>,
+    pub key_pem: orchard_types::Secret<Vec<u8>>,
+}
+
+/// A push certificate request for the Apple Push Certificates Portal. The private key is not here: it stays
+/// sealed in the database until the certificate is uploaded.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PushCsr {
+    /// The PKCS#10 CSR (PEM), to be signed by an MDM vendor.
+    pub csr_pem: String,
+    /// With a vendor identity: the signed request the portal accepts (base64 of the request plist).
+    pub vendor_signed_request_b64: Option<String>,
+}
+
+fn csr_seal_context(id: &str) -> Vec<u8> {
+    format!("push_csr_keys:{id}").into_bytes()
+}
+
+impl Orchard {
+    /// Makes a new push key and CSR (operators only); with a vendor identity, also the vendor-signed request.
+    /// The key is stored sealed with the data key; upload Apple's certificate alone afterwards
+    /// ([`PushCertificateUpload::CertificateOnly`]).
+    pub async fn create_push_csr(
+        &self,
+        who: &Principal,
+        vendor: Option<VendorIdentity>,
+    ) -> Result<PushCsr, CoreError> {
+        if !who.is_operator() {
+            return Err(CoreError::Forbidden(
+                "only operators manage the push certificate".into(),
+            ));
+        }
+        self.make_push_csr(vendor, &who.actor()).await
+    }
+
+    /// The CSR itself, shared by the API and the CLI (which acts as an operator on the database directly).
+    pub async fn make_push_csr(
+        &self,
+        vendor: Option<VendorIdentity>,
+        actor: &str,
+    ) -> Result<PushCsr, CoreError> {
+        let now = self.clock.now();
+        let subject = orchard_pki::push_csr::PushCsrSubject {
+            common_name: PUSH_CSR_COMMON_NAME.into(),
+            organization: Some(self.config.organization.clone()).filter(|o| !o.trim().is_empty()),
+            country: None,
+            email: None,
+        };
+        // RSA key generation takes tens of milliseconds of CPU: keep it off the async workers.
+        let (generated, signed) = tokio::task::spawn_blocking(move || {
+            let generated = orchard_pki::push_csr::generate_push_csr(&subject)
+                .map_err(|e| CoreError::Internal(format!("making the push csr: {e}")))?;
+            // Signed before anything is stored, so a bad vendor identity leaves no orphan key behind.
+            let signed = vendor
+                .map(|v| {
+                    orchard_pki::push_csr::vendor_sign_push_csr(
+                        &generated.csr_der,
+                        &v.cert_chain_pem,
+                        v.key_pem.expose(),
+                        now,
+                    )
+                    .map_err(|e| match e {
+                        orchard_pki::PkiError::Expired | orchard_pki::PkiError::NotYetValid => {
+                            CoreError::Invalid(format!("mdm vendor certificate: {e}"))
+                        }
+                        other => CoreError::Invalid(format!("mdm vendor signing: {other}")),
+                    })
+                })
+                .transpose()?;
+            Ok::<_, CoreError>((generated, signed))
+        })
+        .await
+        .map_err(|e| CoreError::Internal(format!("push csr task: {e}")))??;
+        let id = orchard_types::TokenId::new().to_string();
+        let record = orchard_store::PushCsrKeyRecord {
+            id: id.clone(),
+            public_key_sha256: generated.public_key_sha256.clone(),
+            key_encrypted: self
+                .pki
+                .data_key
+                .seal(generated.key_pem.expose(), &csr_seal_context(&id))?,
+            created_at: now,
+        };
+        self.store.save_push_csr_key(&record).await?;
+        tracing::info!(
+            %actor,
+            public_key_sha256 = %generated.public_key_sha256,
+            vendor_signed = signed.is_some(),
+            "push certificate request made; its key is kept sealed until the certificate is uploaded"
+        );
+        Ok(PushCsr {
+            csr_pem: String::from_utf8_lossy(&generated.csr_pem).into_owned(),
+            vendor_signed_request_b64: signed,
+        })
+    }
+
+    /// Pairs a certificate uploaded alone with the stored key of the CSR it was issued for.
+    async fn pair_with_push_csr_key(
+        &self,
+        certificate: &[u8],
+    ) -> Result<Result<PushCertificate, orchard_apns::ApnsError>, CoreError> {
+        let certificate_pem = orchard_pki::push_csr::certificate_to_pem(certificate)
+            .map_err(|e| CoreError::Invalid(format!("push certificate: {e}")))?;
+        let public_key_sha256 = orchard_pki::push_csr::cert_public_key_sha256_hex(&certificate_pem)
+            .map_err(|e| CoreError::Invalid(format!("push certificate: {e}")))?;
+        let Some(record) = self
+            .store
+            .push_csr_key_by_public_key(&public_key_sha256)
+            .await?
+        else {
+            return Err(CoreError::Invalid(
+                "no stored key matches this certificate: it was not issued for a push certificate request \
+                 made by this server. Upload it together with its private key (or as PKCS#12), or make a new \
+                 request (POST /api/v1/push-certificate/csr or `orchard push-cert csr`) and submit that to \
+                 the Apple Push Certificates Portal"
+                    .into(),
+            ));
+        };
+        let key = self
+            .pki
+            .data_key
+            .open(&record.key_encrypted, &csr_seal_context(&record.id))?;
+        Ok(PushCertificate::from_pem(&certificate_pem, key.expose()))
     }
 }

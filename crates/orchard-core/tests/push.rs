@@ -2,6 +2,8 @@
 //! injected clock: expiry warnings, dead tokens revived by TokenUpdate, retried server errors, and a refused
 //! certificate stopping pushes — all without sleeping.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer, Fault, FaultScope};

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use orchard_core::admin::{CommandView, DeviceView};
 use orchard_core::auth::Principal;
-use orchard_core::push::PushCertificateUpload;
+use orchard_core::push::{PushCertificateUpload, VendorIdentity};
 use orchard_core::CoreError;
 use orchard_protocol::commands::Command;
 use orchard_store::Page;
@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
             "/push-certificate",
             get(push_certificate_status).put(upload_push_certificate),
         )
+        .route("/push-certificate/csr", post(create_push_csr))
 }
 
 /// An API error: status, stable code, a message for the caller, and the request id.
@@ -373,7 +374,8 @@ async fn push_certificate_status(
     }
 }
 
-/// A push certificate upload: PEM certificate and key, or a base64 PKCS#12 with its password.
+/// A push certificate upload: PEM certificate and key, a base64 PKCS#12 with its password, or the PEM
+/// certificate alone when it was issued for a CSR from `POST /push-certificate/csr` (the key is stored).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PushCertificateBody {
@@ -397,17 +399,20 @@ async fn upload_push_certificate(
             certificate: c.into_bytes(),
             private_key: k.into_bytes(),
         },
+        (Some(c), None, None) => PushCertificateUpload::CertificateOnly {
+            certificate: c.into_bytes(),
+        },
         (None, None, Some(p)) => PushCertificateUpload::Pkcs12 {
             der: base64::engine::general_purpose::STANDARD
                 .decode(p.trim())
                 .map_err(|_| who.fail(CoreError::Invalid("pkcs12_base64 is not base64".into())))?,
             password: req.password.unwrap_or_default(),
         },
-        _ => {
-            return Err(who.fail(CoreError::Invalid(
-                "give certificate_pem and private_key_pem, or pkcs12_base64 (and password)".into(),
-            )))
-        }
+        _ => return Err(who.fail(CoreError::Invalid(
+            "give certificate_pem (with private_key_pem, or alone when orchard made the csr), or \
+                 pkcs12_base64 (and password)"
+                .into(),
+        ))),
     };
     let status = state
         .orchard
@@ -417,4 +422,44 @@ async fn upload_push_certificate(
     serde_json::to_value(status)
         .map(Json)
         .map_err(|e| who.fail(CoreError::Internal(e.to_string())))
+}
+
+/// `POST /push-certificate/csr`: optional MDM vendor identity (both fields or neither). No body at all means
+/// no vendor: the answer is the CSR alone.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushCsrBody {
+    vendor_cert_chain_pem: Option<String>,
+    vendor_key_pem: Option<String>,
+}
+
+async fn create_push_csr(
+    State(state): State<AppState>,
+    who: Authenticated,
+    b: Result<Option<Json<PushCsrBody>>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(
+        &who,
+        b.map(|o| Json(o.map(|Json(v)| v).unwrap_or_default())),
+    )?;
+    let vendor = match (req.vendor_cert_chain_pem, req.vendor_key_pem) {
+        (Some(chain), Some(key)) => Some(VendorIdentity {
+            cert_chain_pem: chain.into_bytes(),
+            key_pem: orchard_types::Secret::new(key.into_bytes()),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(who.fail(CoreError::Invalid(
+                "give vendor_cert_chain_pem and vendor_key_pem together, or neither".into(),
+            )))
+        }
+    };
+    let csr = state
+        .orchard
+        .create_push_csr(&who.principal, vendor)
+        .await
+        .map_err(|e| who.fail(e))?;
+    let value =
+        serde_json::to_value(csr).map_err(|e| who.fail(CoreError::Internal(e.to_string())))?;
+    Ok((StatusCode::CREATED, Json(value)).into_response())
 }

@@ -53,6 +53,9 @@ pub struct SimDevice {
     client_trust: Option<String>,
     /// The parsed identity and the certificate PEM it was parsed from (parsing a key per request is waste).
     identity_cache: Option<(String, Identity)>,
+    /// A key generated ahead of time (off the async runtime) for the next SCEP enrollment; see
+    /// [`SimDevice::set_scep_key`].
+    scep_key: Option<PKey<Private>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -83,6 +86,7 @@ impl SimDevice {
             client,
             client_trust: trust_pem,
             identity_cache: None,
+            scep_key: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -108,6 +112,7 @@ impl SimDevice {
             client,
             client_trust: trust,
             identity_cache: None,
+            scep_key: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -116,6 +121,13 @@ impl SimDevice {
     pub fn set_client(&mut self, client: reqwest::Client, trust_pem: Option<String>) {
         self.client = client;
         self.client_trust = trust_pem;
+    }
+
+    /// Supplies the RSA key the next SCEP enrollment uses, if its size is what the profile asks for. Fleets
+    /// enrolling thousands of devices generate keys on blocking threads in parallel, so key generation does
+    /// not stall the async runtime that carries every other device's requests.
+    pub fn set_scep_key(&mut self, key: PKey<Private>) {
+        self.scep_key = Some(key);
     }
 
     /// Replaces the clock (tests move time by hand).
@@ -213,7 +225,8 @@ impl SimDevice {
             self.client_trust = Some(trust);
         }
 
-        let (key, cert) = self.scep_enroll(&profile.scep).await?;
+        let pregenerated = self.scep_key.take();
+        let (key, cert) = self.scep_enroll(&profile.scep, pregenerated).await?;
         let key_pem = key.private_key_to_pem_pkcs8()?;
         let cert_pem = cert.to_pem()?;
         self.state.key_pem = String::from_utf8_lossy(&key_pem).into_owned();
@@ -236,6 +249,7 @@ impl SimDevice {
     async fn scep_enroll(
         &self,
         scep_payload: &ScepPayload,
+        pregenerated: Option<PKey<Private>>,
     ) -> Result<(PKey<Private>, X509), SimError> {
         let url = scep_payload.url.as_str();
         let caps_response = self
@@ -282,8 +296,13 @@ impl SimDevice {
             check_ca_fingerprint(&all_ca_certs, expected)?;
         }
 
-        let (key, pending) =
-            start_scep_request(&recipient_der, scep_payload, &self.state.udid, self.now())?;
+        let (key, pending) = start_scep_request_with_key(
+            &recipient_der,
+            scep_payload,
+            &self.state.udid,
+            self.now(),
+            pregenerated,
+        )?;
 
         let request = if can_post {
             self.client
@@ -637,17 +656,33 @@ impl SimDevice {
 
 /// The SCEP request iOS makes from the profile's SCEP payload: a fresh RSA key of `Keysize`, a CSR with the
 /// payload's subject CN (else `fallback_cn`) and challenge, enveloped to `recipient_der`.
+#[cfg(test)]
 pub(crate) fn start_scep_request(
     recipient_der: &[u8],
     scep_payload: &ScepPayload,
     fallback_cn: &str,
     now: UnixTime,
 ) -> Result<(PKey<Private>, scep::PendingRequest), SimError> {
+    start_scep_request_with_key(recipient_der, scep_payload, fallback_cn, now, None)
+}
+
+/// [`start_scep_request`] with a key made beforehand; it is used only if its size is the payload's `Keysize`
+/// (otherwise a fresh key of the right size is generated, as the device must honour the payload).
+pub(crate) fn start_scep_request_with_key(
+    recipient_der: &[u8],
+    scep_payload: &ScepPayload,
+    fallback_cn: &str,
+    now: UnixTime,
+    pregenerated: Option<PKey<Private>>,
+) -> Result<(PKey<Private>, scep::PendingRequest), SimError> {
     let key_size = scep_payload.key_size;
     if !SCEP_KEY_SIZES.contains(&key_size) {
         return Err(SimError::Scep(format!("unsupported key size {key_size}")));
     }
-    let key = PKey::from_rsa(Rsa::generate(key_size)?)?;
+    let key = match pregenerated.filter(|k| k.bits() == key_size) {
+        Some(key) => key,
+        None => PKey::from_rsa(Rsa::generate(key_size)?)?,
+    };
     let subject_cn = scep_payload
         .subject
         .iter()

@@ -120,34 +120,8 @@ impl Fleet {
     /// Writes the state file atomically (temporary file, then rename), readable by the owner only: it
     /// holds the devices' private keys.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SimError> {
-        let path = path.as_ref();
-        let state_error = |reason: String| SimError::StateFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let file = StateFile {
-            format: STATE_FILE_FORMAT,
-            devices: self.devices.iter().map(|d| d.state.clone()).collect(),
-        };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| state_error(e.to_string()))?;
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(".tmp");
-        let temporary = std::path::PathBuf::from(temporary);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut out = options
-            .open(&temporary)
-            .map_err(|e| state_error(e.to_string()))?;
-        out.write_all(&json)
-            .and_then(|()| out.sync_all())
-            .map_err(|e| state_error(e.to_string()))?;
-        std::fs::rename(&temporary, path).map_err(|e| state_error(e.to_string()))?;
-        Ok(())
+        let states: Vec<DeviceState> = self.devices.iter().map(|d| d.state.clone()).collect();
+        save_states(states, path)
     }
 
     /// Gives devices that trust the same roots one shared client (one connection pool). `keep_alive` false
@@ -226,6 +200,39 @@ impl Fleet {
         .await;
         results.iter().filter(|r| r.is_err()).count()
     }
+}
+
+/// Writes device states as a fleet state file, atomically (temporary file, then rename), readable by the
+/// owner only: it holds the devices' private keys. For callers that keep devices outside a [`Fleet`].
+pub fn save_states(devices: Vec<DeviceState>, path: impl AsRef<Path>) -> Result<(), SimError> {
+    let path = path.as_ref();
+    let state_error = |reason: String| SimError::StateFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = StateFile {
+        format: STATE_FILE_FORMAT,
+        devices,
+    };
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| state_error(e.to_string()))?;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut out = options
+        .open(&temporary)
+        .map_err(|e| state_error(e.to_string()))?;
+    out.write_all(&json)
+        .and_then(|()| out.sync_all())
+        .map_err(|e| state_error(e.to_string()))?;
+    std::fs::rename(&temporary, path).map_err(|e| state_error(e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]

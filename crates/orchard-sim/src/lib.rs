@@ -4,7 +4,8 @@
 //! checks in (Authenticate, TokenUpdate) and then answers commands in command sessions, changing its own
 //! state the way an iPad would (locks, lost mode, profiles, apps, erase and Return to Service …). Every
 //! request it sends carries an `Mdm-Signature`. A [`Fleet`] is many devices kept in a JSON state file, so
-//! the same iPads can be reused across runs; [`bench`] measures check-in round trips against a server.
+//! the same iPads can be reused across runs; [`bench`] measures check-in round trips against a server, and
+//! [`bench_push`] the push-all benchmark (S1) with a local APNs server.
 //!
 //! Layout: `state` (what a device remembers, pure data), `handler` (sans-IO command handling: command
 //! plist in, report plist out, state changed), `inventory` (result payloads built with
@@ -15,6 +16,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod bench;
+pub mod bench_push;
 mod device;
 mod fleet;
 pub mod handler;
@@ -106,4 +108,6 @@ pub enum SimError {
     },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("benchmark: {0}")]
+    Bench(String),
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orchard_sim::bench::{self, BenchOptions};
+use orchard_sim::bench_push::{self, BenchPushOptions, PushCommand};
 use orchard_sim::{Fleet, SimConfig};
 
 #[derive(Parser)]
@@ -92,6 +93,36 @@ enum Command {
         /// which keeps the simulator's CPU use off the server's share.
         #[arg(long)]
         sign_each_request: bool,
+    },
+    /// S1 push-all benchmark with a local APNs server: enroll (or reuse) DEVICES iPads that only wake on
+    /// push, queue one command for all of them through the API and time until every result is stored.
+    /// Run by scripts/bench-s1.sh, which starts `orchard serve` in between (see the handshake files below).
+    ///
+    /// Writes DIR/apns-root.pem and DIR/apns-url, waits for DIR/server.json
+    /// ({"url", "token", "ca", "pid", "db_name"?}) and keeps the fleet in DIR/fleet.json.
+    BenchPush {
+        /// Work directory shared with the driver script; reused between runs.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Enroll missing devices and wait for their inventory, then stop without measuring.
+        #[arg(long)]
+        setup_only: bool,
+        /// Enrollments in flight at once.
+        #[arg(long, default_value_t = 16)]
+        enroll_concurrency: usize,
+        /// API requests in flight while queuing the command and confirming results.
+        #[arg(long, default_value_t = 32)]
+        api_concurrency: usize,
+        /// The command queued for every device: device-information (a stored result) or device-lock.
+        #[arg(long, default_value = "device-information")]
+        command: String,
+        #[arg(long, default_value_t = 900)]
+        timeout_seconds: u64,
+        /// Kernel clock ticks per second (`getconf CLK_TCK`), for /proc CPU times.
+        #[arg(long, default_value_t = 100)]
+        clock_ticks: u64,
     },
 }
 
@@ -241,6 +272,34 @@ async fn main() -> anyhow::Result<()> {
                 ca_pem: read_ca(ca.as_ref())?,
                 new_connections,
                 sign_each_request,
+            })
+            .await?;
+            println!("{report}");
+        }
+        Command::BenchPush {
+            dir,
+            devices,
+            setup_only,
+            enroll_concurrency,
+            api_concurrency,
+            command,
+            timeout_seconds,
+            clock_ticks,
+        } => {
+            let command = match command.as_str() {
+                "device-information" => PushCommand::DeviceInformation,
+                "device-lock" => PushCommand::DeviceLock,
+                other => anyhow::bail!("unknown --command {other}"),
+            };
+            let report = bench_push::run(&BenchPushOptions {
+                dir,
+                devices,
+                enroll_concurrency,
+                api_concurrency,
+                setup_only,
+                command,
+                timeout: Duration::from_secs(timeout_seconds),
+                clock_ticks_per_second: clock_ticks,
             })
             .await?;
             println!("{report}");

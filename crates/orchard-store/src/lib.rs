@@ -13,6 +13,7 @@ mod enrollment;
 mod error;
 mod model;
 mod push;
+mod push_csr;
 mod rows;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub use model::{
     RecordOutcome, ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
 };
 pub use push::{PushCertificateRecord, PushTarget};
+pub use push_csr::PushCsrKeyRecord;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");

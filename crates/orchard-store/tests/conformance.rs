@@ -165,6 +165,7 @@ conformance! {
     check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
+    check_push_csr_keys => sqlite_push_csr_keys, postgres_push_csr_keys;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1941,4 +1942,68 @@ async fn check_push_certificates(store: Store) {
     };
     store.save_push_certificate(&second).await.unwrap();
     assert_eq!(store.active_push_certificate().await.unwrap(), Some(second));
+}
+
+async fn check_push_csr_keys(store: Store) {
+    use orchard_store::PushCsrKeyRecord;
+    assert!(store.list_push_csr_keys().await.unwrap().is_empty());
+    assert!(store
+        .push_csr_key_by_public_key("00ff")
+        .await
+        .unwrap()
+        .is_none());
+    let older = PushCsrKeyRecord {
+        id: "csr-1".into(),
+        public_key_sha256: "aa".repeat(32),
+        key_encrypted: vec![0, 1, 2, 255],
+        created_at: T0,
+    };
+    let newer = PushCsrKeyRecord {
+        id: "csr-2".into(),
+        public_key_sha256: "bb".repeat(32),
+        key_encrypted: vec![9; 300],
+        created_at: T0.plus_seconds(60),
+    };
+    store.save_push_csr_key(&older).await.unwrap();
+    store.save_push_csr_key(&newer).await.unwrap();
+    assert_eq!(
+        store
+            .push_csr_key_by_public_key(&older.public_key_sha256)
+            .await
+            .unwrap(),
+        Some(older.clone())
+    );
+    assert_eq!(
+        store
+            .push_csr_key_by_public_key(&newer.public_key_sha256)
+            .await
+            .unwrap(),
+        Some(newer.clone())
+    );
+    assert_eq!(
+        store.list_push_csr_keys().await.unwrap(),
+        vec![newer.clone(), older.clone()]
+    );
+    // One key per public key: the lookup by certificate is never ambiguous.
+    let duplicate = PushCsrKeyRecord {
+        id: "csr-3".into(),
+        ..older.clone()
+    };
+    assert!(matches!(
+        store.save_push_csr_key(&duplicate).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .delete_push_csr_keys_before(T0.plus_seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store
+        .push_csr_key_by_public_key(&older.public_key_sha256)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.list_push_csr_keys().await.unwrap(), vec![newer]);
 }

@@ -1,0 +1,306 @@
+//! End to end: Orchard makes the push key and CSR (the key never leaves the server), a stand-in "Apple" CA
+//! issues the push certificate for it the way the portal shapes them, and the certificate is uploaded ALONE
+//! (API and CLI); the status then shows the certificate's topic. A certificate whose key Orchard does not hold
+//! is refused with 400; non-operators may not make CSRs; with an MDM vendor identity the vendor-signed request
+//! comes back and verifies.
+
+mod common;
+
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+use common::{Backend, TestServer};
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
+use openssl::x509::{X509Builder, X509Name, X509Req};
+use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer};
+use orchard_pki::CertificateAuthority;
+use orchard_types::{ApnsTopic, UnixTime};
+use serde_json::json;
+
+const DAY: i64 = 86_400;
+
+fn now() -> UnixTime {
+    UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
+/// What the Apple Push Certificates Portal does with a CSR: a certificate for the CSR's public key with
+/// Apple's subject shape (`UID=<topic>, CN=APSP:<uuid>, C=US`), clientAuth, signed by `apple`.
+fn apple_issues(
+    apple: &CertificateAuthority,
+    csr_pem: &[u8],
+    topic: &ApnsTopic,
+) -> Result<Vec<u8>> {
+    let csr = X509Req::from_pem(csr_pem)?;
+    let public_key = csr.public_key()?;
+    ensure!(csr.verify(&public_key)?, "the csr is not signed by its key");
+    let mut name = X509Name::builder()?;
+    name.append_entry_by_nid(Nid::USERID, topic.as_str())?;
+    let uuid = topic.as_str().rsplit('.').next().context("topic")?;
+    name.append_entry_by_nid(Nid::COMMONNAME, &format!("APSP:{uuid}"))?;
+    name.append_entry_by_nid(Nid::COUNTRYNAME, "US")?;
+    let name = name.build();
+    let mut builder = X509Builder::new()?;
+    builder.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(128, MsbOption::ONE, false)?;
+    let serial = serial.to_asn1_integer()?;
+    builder.set_serial_number(&serial)?;
+    builder.set_subject_name(&name)?;
+    builder.set_issuer_name(apple.identity().x509().subject_name())?;
+    builder.set_pubkey(&public_key)?;
+    let not_before = Asn1Time::from_unix(now().0 - 60)?;
+    let not_after = Asn1Time::from_unix(now().0 + 365 * DAY)?;
+    builder.set_not_before(&not_before)?;
+    builder.set_not_after(&not_after)?;
+    builder.append_extension(BasicConstraints::new().critical().build()?)?;
+    builder.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_encipherment()
+            .build()?,
+    )?;
+    builder.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+    builder.sign(apple.identity().private_key(), MessageDigest::sha256())?;
+    Ok(builder.build().to_pem()?)
+}
+
+fn orchard_cli(server: &TestServer, args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchard"));
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .env("ORCHARD_LOG", "warn");
+    if let Some(url) = &server.database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let out = cmd.output()?;
+    ensure!(
+        out.status.success(),
+        "orchard {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+async fn scenario(backend: Backend) -> Result<()> {
+    let apple = CertificateAuthority::generate("Test Apple Push CA", UnixTime(now().0 - DAY), 400)?;
+    // A local APNs server, so the uploaded certificate's client never reaches for Apple's service.
+    let apns = FakeApnsServer::start(&apple.cert_pem()).await?;
+    let dir = tempfile::tempdir()?;
+    let root_file = dir.path().join("apns-root.pem");
+    std::fs::write(&root_file, apns.root_cert_pem())?;
+    let Some(server) = TestServer::start_with(
+        backend,
+        &[
+            "--apns-url".into(),
+            apns.url().to_string(),
+            "--apns-ca".into(),
+            root_file.display().to_string(),
+        ],
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+
+    // The API makes the CSR; the answer carries no key.
+    let csr = server
+        .post("/api/v1/push-certificate/csr", json!({}))
+        .await?;
+    let csr_pem = csr["csr_pem"].as_str().context("csr_pem")?;
+    ensure!(!csr_pem.contains("PRIVATE"), "{csr}");
+    ensure!(csr["vendor_signed_request_b64"].is_null(), "{csr}");
+
+    // "Apple" issues the certificate; it is uploaded alone.
+    let topic = random_topic()?;
+    let certificate = apple_issues(&apple, csr_pem.as_bytes(), &topic)?;
+    let (status, body) = server
+        .api(
+            &server.token,
+            reqwest::Method::PUT,
+            "/api/v1/push-certificate",
+            Some(json!({"certificate_pem": String::from_utf8(certificate)?})),
+        )
+        .await?;
+    ensure!(
+        status == 200,
+        "upload of the certificate alone: {status} {body}"
+    );
+    let shown = server.get("/api/v1/push-certificate").await?;
+    ensure!(shown["topic"] == topic.as_str(), "{shown}");
+    ensure!(
+        shown["expired"] == false && shown["days_left"].as_i64() >= Some(360),
+        "{shown}"
+    );
+
+    // A certificate whose key Orchard never made is refused with 400 and a reason.
+    let foreign = issue_push_certificate(
+        &apple,
+        &topic,
+        UnixTime(now().0 - 60),
+        now().plus_seconds(365 * DAY),
+    )?;
+    let (status, body) = server
+        .api(
+            &server.token,
+            reqwest::Method::PUT,
+            "/api/v1/push-certificate",
+            Some(json!({"certificate_pem": String::from_utf8(foreign.cert_pem())?})),
+        )
+        .await?;
+    ensure!(
+        status == 400,
+        "unknown key must be refused: {status} {body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    ensure!(message.contains("no stored key matches"), "{body}");
+    ensure!(
+        server.get("/api/v1/push-certificate").await?["topic"] == topic.as_str(),
+        "a refused upload changed nothing"
+    );
+
+    // No body at all means no vendor; half a vendor identity is a 400.
+    let (status, body) = server
+        .api(
+            &server.token,
+            reqwest::Method::POST,
+            "/api/v1/push-certificate/csr",
+            None,
+        )
+        .await?;
+    ensure!(
+        status == 201 && body["csr_pem"].is_string(),
+        "{status} {body}"
+    );
+    let (status, body) = server
+        .api(
+            &server.token,
+            reqwest::Method::POST,
+            "/api/v1/push-certificate/csr",
+            Some(json!({"vendor_key_pem": "x"})),
+        )
+        .await?;
+    ensure!(status == 400, "half a vendor identity: {status} {body}");
+
+    // Only operators make CSRs.
+    let helpdesk = common::create_token(
+        &server.data_dir,
+        &server.database_url,
+        "helpdesk",
+        None,
+        "e2e-helpdesk",
+    )?;
+    let (status, body) = server
+        .api(
+            &helpdesk,
+            reqwest::Method::POST,
+            "/api/v1/push-certificate/csr",
+            Some(json!({})),
+        )
+        .await?;
+    ensure!(
+        status == 403,
+        "helpdesk must not make a csr: {status} {body}"
+    );
+
+    // With an MDM vendor identity (a stand-in WWDR chain), the vendor-signed request comes back.
+    let wwdr = CertificateAuthority::generate("Test WWDR", UnixTime(now().0 - DAY), 3650)?;
+    let apple_root =
+        CertificateAuthority::generate("Test Apple Root CA", UnixTime(now().0 - DAY), 3650)?;
+    let vendor =
+        wwdr.issue_signing_identity("MDM Vendor: Orchard Test", UnixTime(now().0 - DAY), 365)?;
+    let mut chain = vendor.cert_pem();
+    chain.extend(wwdr.cert_pem());
+    chain.extend(apple_root.cert_pem());
+    let signed = server
+        .post(
+            "/api/v1/push-certificate/csr",
+            json!({
+                "vendor_cert_chain_pem": String::from_utf8(chain.clone())?,
+                "vendor_key_pem": String::from_utf8(vendor.key_pem().expose().clone())?,
+            }),
+        )
+        .await?;
+    let request = orchard_pki::push_csr::decode_push_certificate_request(
+        signed["vendor_signed_request_b64"]
+            .as_str()
+            .context("vendor_signed_request_b64")?,
+    )?;
+    let signed_csr = X509Req::from_pem(signed["csr_pem"].as_str().context("csr_pem")?.as_bytes())?;
+    ensure!(
+        request.csr_der == signed_csr.to_der()?,
+        "the request carries the csr"
+    );
+    let vendor_public = vendor.x509().public_key()?;
+    let mut verifier = openssl::sign::Verifier::new(MessageDigest::sha256(), &vendor_public)?;
+    verifier.update(&request.csr_der)?;
+    ensure!(verifier.verify(&request.signature)?, "vendor signature");
+
+    // The CLI: `push-cert csr` writes the CSR and the request (never a key); `upload --cert` without --key.
+    let out_dir = dir.path().join("csr-out");
+    let vendor_cert_file = dir.path().join("vendor-chain.pem");
+    let vendor_key_file = dir.path().join("vendor.key");
+    std::fs::write(&vendor_cert_file, &chain)?;
+    std::fs::write(&vendor_key_file, vendor.key_pem().expose())?;
+    orchard_cli(
+        &server,
+        &[
+            "push-cert",
+            "csr",
+            "--out",
+            &out_dir.display().to_string(),
+            "--vendor-cert",
+            &vendor_cert_file.display().to_string(),
+            "--vendor-key",
+            &vendor_key_file.display().to_string(),
+        ],
+    )?;
+    let mut written: Vec<String> = std::fs::read_dir(&out_dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    written.sort();
+    ensure!(written == ["push-request.b64", "push.csr"], "{written:?}");
+    for file in &written {
+        let text = std::fs::read_to_string(out_dir.join(file))?;
+        ensure!(!text.contains("PRIVATE KEY"), "{file} holds a key");
+    }
+    let cli_request = orchard_pki::push_csr::decode_push_certificate_request(
+        &std::fs::read_to_string(out_dir.join("push-request.b64"))?,
+    )?;
+    let cli_csr = std::fs::read(out_dir.join("push.csr"))?;
+    ensure!(cli_request.csr_der == X509Req::from_pem(&cli_csr)?.to_der()?);
+    let renewed = dir.path().join("renewed.pem");
+    std::fs::write(&renewed, apple_issues(&apple, &cli_csr, &topic)?)?;
+    let printed = orchard_cli(
+        &server,
+        &[
+            "push-cert",
+            "upload",
+            "--cert",
+            &renewed.display().to_string(),
+        ],
+    )?;
+    let status: serde_json::Value = serde_json::from_str(&printed)?;
+    ensure!(status["topic"] == topic.as_str(), "{printed}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_csr_and_certificate_only_upload_sqlite() -> Result<()> {
+    scenario(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_csr_and_certificate_only_upload_postgres() -> Result<()> {
+    scenario(Backend::Postgres).await
+}
