@@ -122,6 +122,23 @@ struct ServeArgs {
     log_json: bool,
     #[command(flatten)]
     push: PushArgs,
+    /// Device Assignment (DEP/ASM) service URL: Apple's by default; a local DEP server in tests.
+    #[arg(long, env = "ORCHARD_DEP_URL")]
+    dep_url: Option<String>,
+    /// PEM file with the roots the DEP service's TLS certificate must chain to (default: the public roots).
+    #[arg(long, env = "ORCHARD_DEP_CA", requires = "dep_url")]
+    dep_ca: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn dep_settings(&self) -> Result<orchard_core::dep::DepSettings> {
+        let Some(url) = &self.dep_url else {
+            return Ok(orchard_core::dep::DepSettings::default());
+        };
+        let roots = self.dep_ca.as_ref().map(|p| read(p)).transpose()?;
+        orchard_core::dep::DepSettings::with_base_url(url, roots.as_deref())
+            .map_err(|e| anyhow::anyhow!("--dep-ca: {e}"))
+    }
 }
 
 #[derive(Args, Clone)]
@@ -293,13 +310,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         challenge_ttl_seconds: 3600,
         identity_validity_days: 365,
     };
-    let orchard = Arc::new(Orchard::new(
-        store.clone(),
-        Arc::new(pki.material),
-        config,
-        clock,
-        args.push.settings()?,
-    ));
+    let orchard = Arc::new(
+        Orchard::new(
+            store.clone(),
+            Arc::new(pki.material),
+            config,
+            clock,
+            args.push.settings()?,
+        )
+        .with_dep_settings(args.dep_settings()?),
+    );
     if let Err(e) = orchard.load_push_certificate().await {
         tracing::error!(error = %e, "the stored push certificate could not be loaded; pushes are off");
     }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dep;
 pub mod device;
 pub mod enrollment;
 pub mod error;
@@ -65,6 +66,7 @@ pub struct Orchard {
     pub(crate) config: CoreConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) push: push::PushState,
+    pub(crate) dep: dep::DepState,
 }
 
 impl Orchard {
@@ -81,6 +83,7 @@ impl Orchard {
             config,
             clock,
             push: push::PushState::new(push_settings),
+            dep: dep::DepState::new(dep::DepSettings::default()),
         }
     }
 

@@ -36,6 +36,13 @@ pub fn routes() -> Router<AppState> {
             get(push_certificate_status).put(upload_push_certificate),
         )
         .route("/push-certificate/csr", post(create_push_csr))
+        .route("/dep-tokens", post(create_dep_token).get(list_dep_tokens))
+        .route(
+            "/dep-tokens/{id}/token",
+            axum::routing::put(upload_dep_token),
+        )
+        .route("/dep-tokens/{id}/sync", post(sync_dep_token))
+        .route("/dep-devices", get(list_dep_devices))
 }
 
 /// An API error: status, stable code, a message for the caller, and the request id.
@@ -462,4 +469,114 @@ async fn create_push_csr(
     let value =
         serde_json::to_value(csr).map_err(|e| who.fail(CoreError::Internal(e.to_string())))?;
     Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+fn json_value<T: serde::Serialize>(
+    who: &Authenticated,
+    v: T,
+) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| who.fail(CoreError::Internal(e.to_string())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateDepToken {
+    name: String,
+}
+
+/// `POST /dep-tokens` {name}: a key pair for a new ASM MDM server; answers {id, certificate_pem} (upload the
+/// certificate to ASM).
+async fn create_dep_token(
+    State(state): State<AppState>,
+    who: Authenticated,
+    b: Result<Json<CreateDepToken>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(&who, b)?;
+    let created = state
+        .orchard
+        .create_dep_token(&who.principal, &req.name)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok((StatusCode::CREATED, Json(json_value(&who, created)?)).into_response())
+}
+
+async fn list_dep_tokens(
+    State(state): State<AppState>,
+    who: Authenticated,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tokens = state
+        .orchard
+        .list_dep_tokens(&who.principal)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok(Json(json!({ "items": json_value(&who, tokens)? })))
+}
+
+/// The `.p7m` server token downloaded from ASM, base64 (the file as is).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepTokenBody {
+    p7m_base64: String,
+}
+
+async fn upload_dep_token(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+    b: Result<Json<DepTokenBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use base64::Engine;
+    let req = body(&who, b)?;
+    let p7m = base64::engine::general_purpose::STANDARD
+        .decode(req.p7m_base64.trim())
+        .map_err(|_| who.fail(CoreError::Invalid("p7m_base64 is not base64".into())))?;
+    let status = state
+        .orchard
+        .upload_dep_token(&who.principal, &id, &p7m)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok(Json(json_value(&who, status)?))
+}
+
+async fn sync_dep_token(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let summary = state
+        .orchard
+        .sync_dep_token(&who.principal, &id)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok(Json(json_value(&who, summary)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepDeviceQuery {
+    token: Option<String>,
+    #[serde(default)]
+    include_deleted: bool,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// `GET /dep-devices?token=&include_deleted=&limit=&offset=` (operators only for now).
+async fn list_dep_devices(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Query(q): Query<DepDeviceQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let devices = state
+        .orchard
+        .list_dep_devices(
+            &who.principal,
+            q.token.as_deref(),
+            !q.include_deleted,
+            q.limit.unwrap_or(100),
+            q.offset.unwrap_or(0),
+        )
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok(Json(json!({ "items": json_value(&who, devices)? })))
 }

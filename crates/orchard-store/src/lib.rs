@@ -8,6 +8,7 @@
 //! Tenant data is read through a [`Scope`], so a query that forgets the tenant does not compile.
 
 mod commands;
+mod dep;
 mod devices;
 mod enrollment;
 mod error;
@@ -24,6 +25,7 @@ use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 
 use orchard_types::TenantId;
 
+pub use dep::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
 pub use error::StoreError;
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,

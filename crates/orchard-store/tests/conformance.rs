@@ -166,6 +166,8 @@ conformance! {
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
     check_push_csr_keys => sqlite_push_csr_keys, postgres_push_csr_keys;
+    check_dep_tokens => sqlite_dep_tokens, postgres_dep_tokens;
+    check_dep_devices => sqlite_dep_devices, postgres_dep_devices;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -2006,4 +2008,303 @@ async fn check_push_csr_keys(store: Store) {
         .unwrap()
         .is_none());
     assert_eq!(store.list_push_csr_keys().await.unwrap(), vec![newer]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// DEP (automated device enrollment)
+
+fn dep_token_record(id: &str, created_at: UnixTime) -> orchard_store::DepTokenRecord {
+    orchard_store::DepTokenRecord {
+        id: id.into(),
+        name: format!("ASM {id}"),
+        certificate_pem: "-----BEGIN CERTIFICATE-----\n...".into(),
+        key_encrypted: vec![1, 2, 3, 0, 255],
+        token_encrypted: None,
+        consumer_key: None,
+        access_token_expiry: None,
+        server_name: None,
+        org_name: None,
+        cursor: None,
+        cursor_saved_at: None,
+        last_sync_at: None,
+        last_sync_error: None,
+        created_at,
+    }
+}
+
+fn dep_device(
+    token: &str,
+    serial: &str,
+    op: Option<(&str, i64)>,
+) -> orchard_store::DepDeviceRecord {
+    orchard_store::DepDeviceRecord {
+        token_id: token.into(),
+        serial_number: serial.into(),
+        model: Some("iPad (10th generation)".into()),
+        description: Some("IPAD 10.9".into()),
+        color: Some("BLUE".into()),
+        asset_tag: None,
+        os: Some("iPadOS".into()),
+        device_family: Some("iPad".into()),
+        profile_status: Some("empty".into()),
+        profile_uuid: None,
+        profile_assign_time: None,
+        device_assigned_date: Some(T0),
+        device_assigned_by: Some("it@example.edu".into()),
+        op_type: op.map(|(t, _)| t.to_owned()),
+        op_date: op.map(|(_, d)| UnixTime(d)),
+        deleted: op.map(|(t, _)| t == "deleted").unwrap_or(false),
+        updated_at: T0,
+    }
+}
+
+async fn check_dep_tokens(store: Store) {
+    use orchard_store::DepTokenUpload;
+    assert!(store.list_dep_tokens().await.unwrap().is_empty());
+    assert!(store.dep_token("nope").await.unwrap().is_none());
+    let first = dep_token_record("dep-1", T0);
+    let second = dep_token_record("dep-2", UnixTime(T0.0 + 10));
+    store.create_dep_token(&second).await.unwrap();
+    store.create_dep_token(&first).await.unwrap();
+    assert!(matches!(
+        store.create_dep_token(&first).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let listed = store.list_dep_tokens().await.unwrap();
+    assert_eq!(listed, vec![first.clone(), second.clone()]);
+
+    let upload = DepTokenUpload {
+        token_encrypted: vec![7; 500],
+        consumer_key: "CK_1".into(),
+        access_token_expiry: UnixTime(T0.0 + 365 * 86_400),
+        server_name: Some("Orchard MDM".into()),
+        org_name: Some("Orchard University".into()),
+    };
+    store
+        .set_dep_token_uploaded("dep-1", &upload)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.set_dep_token_uploaded("nope", &upload).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .save_dep_cursor("dep-1", Some("cursor-a"), UnixTime(T0.0 + 5))
+        .await
+        .unwrap();
+    store
+        .record_dep_sync("dep-1", UnixTime(T0.0 + 6), Some("terms not accepted"))
+        .await
+        .unwrap();
+    let got = store.dep_token("dep-1").await.unwrap().unwrap();
+    assert_eq!(got.token_encrypted, Some(vec![7; 500]));
+    assert_eq!(got.consumer_key.as_deref(), Some("CK_1"));
+    assert_eq!(got.access_token_expiry, Some(upload.access_token_expiry));
+    assert_eq!(got.server_name.as_deref(), Some("Orchard MDM"));
+    assert_eq!(got.org_name.as_deref(), Some("Orchard University"));
+    assert_eq!(got.cursor.as_deref(), Some("cursor-a"));
+    assert_eq!(got.cursor_saved_at, Some(UnixTime(T0.0 + 5)));
+    assert_eq!(got.last_sync_at, Some(UnixTime(T0.0 + 6)));
+    assert_eq!(got.last_sync_error.as_deref(), Some("terms not accepted"));
+
+    // A successful sync clears the error; clearing the cursor forces a full fetch.
+    store
+        .record_dep_sync("dep-1", UnixTime(T0.0 + 7), None)
+        .await
+        .unwrap();
+    store
+        .save_dep_cursor("dep-1", None, UnixTime(T0.0 + 8))
+        .await
+        .unwrap();
+    let got = store.dep_token("dep-1").await.unwrap().unwrap();
+    assert_eq!(got.last_sync_error, None);
+    assert_eq!(got.cursor, None);
+    assert!(matches!(
+        store.save_dep_cursor("nope", Some("c"), T0).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.record_dep_sync("nope", T0, None).await,
+        Err(StoreError::NotFound)
+    ));
+    // The other token is untouched.
+    assert_eq!(store.dep_token("dep-2").await.unwrap().unwrap(), second);
+}
+
+async fn check_dep_devices(store: Store) {
+    use orchard_store::DepDeviceFilter;
+    store
+        .create_dep_token(&dep_token_record("t1", T0))
+        .await
+        .unwrap();
+    store
+        .create_dep_token(&dep_token_record("t2", T0))
+        .await
+        .unwrap();
+    let all_t1 = DepDeviceFilter {
+        token_id: Some("t1"),
+        only_active: false,
+    };
+    let active_t1 = DepDeviceFilter {
+        token_id: Some("t1"),
+        only_active: true,
+    };
+
+    // A full fetch page of 250 devices (several statements), applied with its cursor.
+    let page: Vec<_> = (0..250)
+        .map(|i| dep_device("t1", &format!("SER{i:09}"), None))
+        .collect();
+    store
+        .apply_dep_page("t1", &page, "cursor-1", UnixTime(T0.0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(store.count_dep_devices(all_t1).await.unwrap(), 250);
+    let token = store.dep_token("t1").await.unwrap().unwrap();
+    assert_eq!(token.cursor.as_deref(), Some("cursor-1"));
+    // Applying the same page again neither duplicates nor loses anything.
+    store
+        .apply_dep_page("t1", &page, "cursor-1", UnixTime(T0.0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(store.count_dep_devices(all_t1).await.unwrap(), 250);
+    assert_eq!(
+        store
+            .dep_device("t1", "SER000000007")
+            .await
+            .unwrap()
+            .unwrap(),
+        page[7]
+    );
+
+    // Another token's devices are kept apart, even with the same serial.
+    store
+        .upsert_dep_devices(&[dep_device("t2", "SER000000007", None)])
+        .await
+        .unwrap();
+    assert_eq!(store.count_dep_devices(all_t1).await.unwrap(), 250);
+    assert_eq!(
+        store
+            .count_dep_devices(DepDeviceFilter::default())
+            .await
+            .unwrap(),
+        251
+    );
+
+    // Changes: the newest op_date wins, whatever the order of arrival, also inside one call.
+    let mut modified = dep_device("t1", "SER000000001", Some(("modified", T0.0 + 100)));
+    modified.asset_tag = Some("PHYS-1".into());
+    let mut older = dep_device("t1", "SER000000001", Some(("modified", T0.0 + 50)));
+    older.asset_tag = Some("STALE".into());
+    store
+        .upsert_dep_devices(&[modified.clone(), older.clone()])
+        .await
+        .unwrap();
+    store.upsert_dep_devices(&[older.clone()]).await.unwrap();
+    let got = store
+        .dep_device("t1", "SER000000001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.asset_tag.as_deref(), Some("PHYS-1"));
+    assert_eq!(got.op_date, Some(UnixTime(T0.0 + 100)));
+    // Equal dates: the later record applies.
+    let mut same = modified.clone();
+    same.asset_tag = Some("PHYS-1b".into());
+    store.upsert_dep_devices(&[same]).await.unwrap();
+    let got = store
+        .dep_device("t1", "SER000000001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.asset_tag.as_deref(), Some("PHYS-1b"));
+
+    // Deleted by a sync record; an older "added" does not bring it back, a newer one does.
+    store
+        .upsert_dep_devices(&[dep_device(
+            "t1",
+            "SER000000002",
+            Some(("deleted", T0.0 + 200)),
+        )])
+        .await
+        .unwrap();
+    store
+        .upsert_dep_devices(&[dep_device(
+            "t1",
+            "SER000000002",
+            Some(("added", T0.0 + 150)),
+        )])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .dep_device("t1", "SER000000002")
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted
+    );
+    assert_eq!(store.count_dep_devices(active_t1).await.unwrap(), 249);
+    store
+        .upsert_dep_devices(&[dep_device(
+            "t1",
+            "SER000000002",
+            Some(("added", T0.0 + 300)),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(store.count_dep_devices(active_t1).await.unwrap(), 250);
+
+    // Devices a full fetch no longer lists are marked deleted (only once; unknown serials are ignored).
+    let gone = vec![
+        "SER000000003".to_owned(),
+        "SER000000004".to_owned(),
+        "NOPE".to_owned(),
+    ];
+    assert_eq!(
+        store
+            .mark_dep_devices_deleted("t1", &gone, UnixTime(T0.0 + 400))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .mark_dep_devices_deleted("t1", &gone, UnixTime(T0.0 + 401))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.count_dep_devices(active_t1).await.unwrap(), 248);
+    assert_eq!(store.count_dep_devices(all_t1).await.unwrap(), 250);
+    let active = store.dep_serials(active_t1).await.unwrap();
+    assert_eq!(active.len(), 248);
+    assert!(!active.contains(&"SER000000003".to_owned()));
+    // A fetch record (current state) revives it.
+    store
+        .upsert_dep_devices(&[dep_device("t1", "SER000000003", None)])
+        .await
+        .unwrap();
+    assert_eq!(store.count_dep_devices(active_t1).await.unwrap(), 249);
+
+    // Paging is stable and complete.
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = store.list_dep_devices(all_t1, 64, offset).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        offset += page.len() as i64;
+        seen.extend(page.into_iter().map(|d| d.serial_number));
+    }
+    assert_eq!(seen.len(), 250);
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 250);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+
+    // Devices of an unknown token are refused.
+    assert!(store
+        .upsert_dep_devices(&[dep_device("nope", "X1", None)])
+        .await
+        .is_err());
 }

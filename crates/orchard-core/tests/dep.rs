@@ -1,0 +1,322 @@
+//! DEP server tokens and device sync against the local DEP server over TLS with real OAuth: the token key pair,
+//! the `.p7m` produced the way ASM produces it, a full fetch of 2,500 devices, incremental syncs with added,
+//! modified and deleted devices, out-of-order records, an expired cursor and 429s (no device lost or
+//! duplicated), and terms-not-accepted shown as the token's actionable error. On SQLite and PostgreSQL.
+
+// Tests may unwrap and panic: a failed expectation is exactly what should stop them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchard_core::auth::Principal;
+use orchard_core::dep::DepSettings;
+use orchard_core::push::PushSettings;
+use orchard_core::{CoreConfig, CoreError, Orchard};
+use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
+use orchard_dep::RetryPolicy;
+use orchard_store::{DepDeviceFilter, Store};
+use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TokenId, UnixTime};
+use sqlx::{AnyConnection, Connection, Executor};
+
+fn operator() -> Principal {
+    Principal {
+        token_id: TokenId::new(),
+        name: "central-it".into(),
+        role: Role::Operator,
+        tenant_id: None,
+    }
+}
+
+fn viewer() -> Principal {
+    Principal {
+        token_id: TokenId::new(),
+        name: "dept".into(),
+        role: Role::Viewer,
+        tenant_id: None,
+    }
+}
+
+fn orchard(store: Store, dir: &std::path::Path, fake: &FakeDepServer) -> Orchard {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let pki = orchard_core::pki_files::load_or_create(dir, &[], &[], clock.now()).unwrap();
+    let config = CoreConfig {
+        public_url: "https://mdm.example.edu".into(),
+        topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-dev-test").unwrap(),
+        organization: "Orchard University".into(),
+        challenge_ttl_seconds: 3600,
+        identity_validity_days: 365,
+    };
+    let mut dep = fake.client_config();
+    dep.retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        ..RetryPolicy::default()
+    };
+    Orchard::new(
+        store,
+        Arc::new(pki.material),
+        config,
+        clock,
+        PushSettings::default(),
+    )
+    .with_dep_settings(DepSettings { config: dep })
+}
+
+async fn active_serials(store: &Store, token: &str) -> Vec<String> {
+    store
+        .dep_serials(DepDeviceFilter {
+            token_id: Some(token),
+            only_active: true,
+        })
+        .await
+        .unwrap()
+}
+
+fn fake_serials(fake: &FakeDepServer) -> Vec<String> {
+    let mut serials: Vec<String> = fake.serials().iter().map(|s| s.to_string()).collect();
+    serials.sort();
+    serials
+}
+
+async fn sync_scenario(store: Store, dir: &std::path::Path) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeDepServer::start(FakeDepConfig::default())
+        .await
+        .unwrap();
+    fake.add_devices(&FakeDepServer::make_serials("DEPT", 0, 2_500));
+    let orchard = orchard(store.clone(), dir, &fake);
+    let op = operator();
+
+    // Operators only.
+    assert!(matches!(
+        orchard.create_dep_token(&viewer(), "ASM").await,
+        Err(CoreError::Forbidden(_))
+    ));
+    let created = orchard.create_dep_token(&op, "ASM Physics").await.unwrap();
+    assert!(created
+        .certificate_pem
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    let id = created.id.clone();
+
+    // Sync before upload is refused with what to do.
+    assert!(matches!(
+        orchard.sync_dep_token(&op, &id).await,
+        Err(CoreError::Conflict(_))
+    ));
+
+    // A token encrypted to another certificate is refused.
+    let other = orchard.create_dep_token(&op, "other").await.unwrap();
+    let foreign = encrypt_server_token(
+        &fake.server_token(),
+        other.certificate_pem.as_bytes(),
+        TokenCipher::TripleDes,
+    )
+    .unwrap();
+    assert!(matches!(
+        orchard.upload_dep_token(&op, &id, &foreign).await,
+        Err(CoreError::Invalid(_))
+    ));
+
+    // The .p7m as ASM makes it, for our certificate.
+    let p7m = encrypt_server_token(
+        &fake.server_token(),
+        created.certificate_pem.as_bytes(),
+        TokenCipher::Aes256Cbc,
+    )
+    .unwrap();
+    let uploaded = orchard.upload_dep_token(&op, &id, &p7m).await.unwrap();
+    assert!(uploaded.uploaded);
+    assert!(!uploaded.token_expired);
+    assert!(uploaded.server_name.is_some(), "{uploaded:?}");
+    assert!(uploaded.org_name.is_some(), "{uploaded:?}");
+    assert_eq!(uploaded.last_sync_error, None);
+    // Secrets are sealed, not stored in the clear.
+    let row = store.dep_token(&id).await.unwrap().unwrap();
+    let sealed = row.token_encrypted.unwrap();
+    let secret = fake.server_token().consumer_secret.expose().clone();
+    assert!(!String::from_utf8_lossy(&sealed).contains(&secret));
+    assert!(!String::from_utf8_lossy(&row.key_encrypted).contains("PRIVATE KEY"));
+
+    // First sync: a full fetch of every device.
+    let first = orchard.sync_dep_token(&op, &id).await.unwrap();
+    assert!(first.full_fetch);
+    assert_eq!(first.records, 2_500);
+    assert_eq!(first.pages, 3);
+    assert_eq!(first.active_devices, 2_500);
+    assert_eq!(active_serials(&store, &id).await, fake_serials(&fake));
+    let saved = store.dep_token(&id).await.unwrap().unwrap();
+    assert!(saved.cursor.is_some());
+    assert!(saved.last_sync_at.is_some());
+
+    // Changes: 10 added, 5 modified, 3 deleted; an incremental sync applies them.
+    fake.add_devices(&FakeDepServer::make_serials("DEPT", 2_500, 10));
+    let serials = FakeDepServer::make_serials("DEPT", 0, 20);
+    for (i, serial) in serials.iter().take(5).enumerate() {
+        assert!(fake.modify_device(serial, |r| r.asset_tag = Some(format!("PHYS-{i}"))));
+    }
+    for serial in serials.iter().skip(10).take(3) {
+        assert!(fake.delete_device(serial));
+    }
+    let second = orchard.sync_dep_token(&op, &id).await.unwrap();
+    assert!(!second.full_fetch);
+    assert_eq!(second.records, 18);
+    assert_eq!(second.active_devices, 2_507);
+    assert_eq!(active_serials(&store, &id).await, fake_serials(&fake));
+    let tagged = store
+        .dep_device(&id, serials[3].as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tagged.asset_tag.as_deref(), Some("PHYS-3"));
+    assert_eq!(tagged.op_type.as_deref(), Some("modified"));
+    let gone = store
+        .dep_device(&id, serials[11].as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(gone.deleted);
+    assert_eq!(gone.op_type.as_deref(), Some("deleted"));
+
+    // An older record arriving late never overwrites a newer one.
+    let mut stale = fake.device(&serials[3]).unwrap();
+    stale.asset_tag = Some("STALE".into());
+    stale.op_type = Some(orchard_dep::OpType::Modified);
+    stale.op_date = Some(UnixTime(tagged.op_date.unwrap().0 - 3_600));
+    fake.inject_sync_record(stale);
+    let third = orchard.sync_dep_token(&op, &id).await.unwrap();
+    assert_eq!(third.records, 1);
+    let still = store
+        .dep_device(&id, serials[3].as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still.asset_tag.as_deref(), Some("PHYS-3"));
+
+    // The cursor expires while devices change, and Apple rate-limits: a full fetch restarts, the devices it no
+    // longer lists are marked deleted, nothing is lost or duplicated.
+    fake.expire_cursors();
+    assert!(fake.delete_device(&serials[0]));
+    assert!(fake.delete_device(&serials[1]));
+    fake.add_devices(&FakeDepServer::make_serials("DEPT", 2_510, 1));
+    fake.inject_rate_limit(2, 1);
+    let fourth = orchard.sync_dep_token(&op, &id).await.unwrap();
+    assert!(fourth.restarted_after_expired_cursor);
+    assert!(fourth.full_fetch);
+    assert_eq!(fourth.removed, 2);
+    assert_eq!(fourth.active_devices, 2_506);
+    assert!(fake.stats().rate_limited >= 2);
+    assert_eq!(active_serials(&store, &id).await, fake_serials(&fake));
+    let all = store
+        .dep_serials(DepDeviceFilter {
+            token_id: Some(&id),
+            only_active: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2_511);
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 2_511);
+
+    // Terms not accepted: the sync fails and the token shows what the operator must do.
+    fake.set_terms_not_signed(true);
+    let err = orchard.sync_dep_token(&op, &id).await.unwrap_err();
+    assert!(matches!(err, CoreError::Conflict(_)), "{err}");
+    let tokens = orchard.list_dep_tokens(&op).await.unwrap();
+    let shown = tokens.iter().find(|t| t.id == id).unwrap();
+    let message = shown.last_sync_error.clone().unwrap();
+    assert!(message.contains("T_C_NOT_SIGNED"), "{message}");
+    assert!(message.contains("accept the new terms"), "{message}");
+    fake.set_terms_not_signed(false);
+    orchard.sync_dep_token(&op, &id).await.unwrap();
+    let tokens = orchard.list_dep_tokens(&op).await.unwrap();
+    assert_eq!(
+        tokens.iter().find(|t| t.id == id).unwrap().last_sync_error,
+        None
+    );
+
+    // Listing devices (operators only).
+    let listed = orchard
+        .list_dep_devices(&op, Some(&id), true, 1000, 0)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1000);
+    assert!(listed.iter().all(|d| !d.deleted && d.token_id == id));
+    assert!(matches!(
+        orchard
+            .list_dep_devices(&viewer(), Some(&id), true, 10, 0)
+            .await,
+        Err(CoreError::Forbidden(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dep_sync_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
+        .await
+        .unwrap();
+    sync_scenario(store, dir.path()).await;
+}
+
+/// The admin URL with its database name replaced.
+fn url_with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    let mut url = format!("{scheme}://{authority}/{database}");
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dep_sync_on_postgres() {
+    let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            if std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
+                eprintln!("ORCHARD_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL run");
+                return;
+            }
+            panic!(
+                "ORCHARD_TEST_POSTGRES_URL is not set (e.g. postgres://orchard:orchard@127.0.0.1:5432/postgres); \
+                 set ORCHARD_TEST_SKIP_POSTGRES=1 to skip it deliberately"
+            );
+        }
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let store = Store::connect(&url_with_database(&admin_url, &name))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = tokio::spawn({
+        let store = store.clone();
+        let path = dir.path().to_owned();
+        async move { sync_scenario(store, &path).await }
+    })
+    .await;
+    store.close().await;
+    // Best effort: a leftover database is harmless, it only has a unique name.
+    let _ = admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await;
+    let _ = admin.close().await;
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("scenario task failed: {error}"),
+        }
+    }
+}
