@@ -11,6 +11,8 @@ use orchard_core::{CoreConfig, Orchard};
 use orchard_store::Store;
 use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TenantId};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "orchard",
@@ -36,6 +38,9 @@ enum Commands {
         #[command(subcommand)]
         command: PushCertCommands,
     },
+    /// Client commands over the admin API of a running server (src/cli).
+    #[command(flatten)]
+    Api(cli::ApiCommand),
 }
 
 #[derive(Subcommand)]
@@ -128,16 +133,117 @@ struct ServeArgs {
     /// PEM file with the roots the DEP service's TLS certificate must chain to (default: the public roots).
     #[arg(long, env = "ORCHARD_DEP_CA", requires = "dep_url")]
     dep_ca: Option<PathBuf>,
+    /// PEM file with the roots that sign devices' MachineInfo in zero-touch enrollment (Apple's device CA
+    /// chain in production, from https://www.apple.com/certificateauthority/). Without it `/enroll/dep`
+    /// refuses every device.
+    #[arg(long, env = "ORCHARD_DEP_DEVICE_CA")]
+    dep_device_ca: Option<PathBuf>,
+    /// Minutes between background syncs of every DEP token (0: only when asked through the API).
+    #[arg(long, env = "ORCHARD_DEP_SYNC_MINUTES", default_value_t = 15)]
+    dep_sync_minutes: u64,
+    /// Endpoint of Apple's activation service, used to clear Activation Lock with an escrowed bypass code
+    /// (default: Apple's); a local service in tests.
+    #[arg(long, env = "ORCHARD_ACTIVATION_LOCK_URL")]
+    activation_lock_url: Option<String>,
+    /// PEM file with the roots the activation service's TLS certificate must chain to (default: the public
+    /// roots).
+    #[arg(
+        long,
+        env = "ORCHARD_ACTIVATION_LOCK_CA",
+        requires = "activation_lock_url"
+    )]
+    activation_lock_ca: Option<PathBuf>,
+    /// Price of one device for one year in the usage report (billing), e.g. 400 or 399.50.
+    #[arg(long, env = "ORCHARD_PRICE_PER_DEVICE_YEAR", default_value = "400")]
+    price_per_device_year: String,
+    /// Currency of that price (ISO 4217).
+    #[arg(long, env = "ORCHARD_CURRENCY", default_value = "SEK")]
+    currency: String,
+    // OIDC-BEGIN
+    /// University single sign-on (boxed so that `Commands::Serve` stays small).
+    #[command(flatten)]
+    oidc: Box<OidcArgs>,
+    // OIDC-END
 }
 
+// OIDC-BEGIN
+#[derive(Args)]
+struct OidcArgs {
+    /// Issuer URL of the university's OpenID Connect provider, exactly as it names itself; turns single
+    /// sign-on on (with --oidc-client-id).
+    #[arg(long, env = "ORCHARD_OIDC_ISSUER", requires = "oidc_client_id")]
+    oidc_issuer: Option<String>,
+    /// Client id registered for Orchard at the provider.
+    #[arg(long, env = "ORCHARD_OIDC_CLIENT_ID", requires = "oidc_issuer")]
+    oidc_client_id: Option<String>,
+    /// The client's secret (prefer the environment variable: command lines are visible on the machine).
+    #[arg(long, env = "ORCHARD_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    oidc_client_secret: Option<String>,
+    /// Where the provider sends the browser back; default: <public url>/auth/callback.
+    #[arg(long, env = "ORCHARD_OIDC_REDIRECT_URL")]
+    oidc_redirect_url: Option<String>,
+}
+// OIDC-END
+
 impl ServeArgs {
-    fn dep_settings(&self) -> Result<orchard_core::dep::DepSettings> {
-        let Some(url) = &self.dep_url else {
-            return Ok(orchard_core::dep::DepSettings::default());
+    // OIDC-BEGIN
+    fn oidc_settings(&self) -> Result<Option<orchard_core::oidc::OidcSettings>> {
+        let oidc = &self.oidc;
+        let (Some(issuer), Some(client_id)) = (&oidc.oidc_issuer, &oidc.oidc_client_id) else {
+            return Ok(None);
         };
-        let roots = self.dep_ca.as_ref().map(|p| read(p)).transpose()?;
-        orchard_core::dep::DepSettings::with_base_url(url, roots.as_deref())
-            .map_err(|e| anyhow::anyhow!("--dep-ca: {e}"))
+        orchard_core::oidc::OidcSettings::new(
+            issuer,
+            client_id,
+            oidc.oidc_client_secret.as_deref(),
+            oidc.oidc_redirect_url.as_deref(),
+        )
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--oidc-*: {e}"))
+    }
+    // OIDC-END
+
+    fn activation_lock_settings(
+        &self,
+    ) -> Result<orchard_core::activation_lock::ActivationLockSettings> {
+        match &self.activation_lock_url {
+            None => Ok(orchard_core::activation_lock::ActivationLockSettings::default()),
+            Some(url) => {
+                let roots = self
+                    .activation_lock_ca
+                    .as_ref()
+                    .map(|p| read(p))
+                    .transpose()?;
+                orchard_core::activation_lock::ActivationLockSettings::with_url(
+                    url,
+                    roots.as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!("--activation-lock-ca: {e}"))
+            }
+        }
+    }
+
+    /// `anchor_certs_der`: what ADE profiles pin for our enrollment URL (Orchard's CA when Orchard made the
+    /// TLS certificate).
+    fn dep_settings(
+        &self,
+        anchor_certs_der: Vec<Vec<u8>>,
+    ) -> Result<orchard_core::dep::DepSettings> {
+        let mut settings = match &self.dep_url {
+            None => orchard_core::dep::DepSettings::default(),
+            Some(url) => {
+                let roots = self.dep_ca.as_ref().map(|p| read(p)).transpose()?;
+                orchard_core::dep::DepSettings::with_base_url(url, roots.as_deref())
+                    .map_err(|e| anyhow::anyhow!("--dep-ca: {e}"))?
+            }
+        };
+        if let Some(path) = &self.dep_device_ca {
+            settings.device_roots_der = orchard_core::dep::pem_certificates(&read(path)?)
+                .map_err(|e| anyhow::anyhow!("--dep-device-ca: {e}"))?;
+        }
+        settings.anchor_certs_der = anchor_certs_der;
+        settings.sync_interval_seconds = self.dep_sync_minutes.saturating_mul(60);
+        Ok(settings)
     }
 }
 
@@ -218,6 +324,7 @@ fn main() -> Result<()> {
                     },
             } => token_create(storage, &role, tenant, &name, expires_in_days).await,
             Commands::PushCert { command } => push_cert(command).await,
+            Commands::Api(command) => cli::run(command).await,
         }
     })
 }
@@ -293,6 +400,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .context("preparing the CA and TLS identity")?;
     let topic = development_topic(&pki.material.ca.cert_der())?;
 
+    // Devices in Setup Assistant must trust our TLS certificate before any profile is installed: when Orchard
+    // made it, the ADE profile pins Orchard's CA; an operator's certificate chains to a public root.
+    let anchor_certs_der = match &args.tls_cert {
+        Some(_) => Vec::new(),
+        None => vec![pki.material.ca.cert_der()],
+    };
     let (tls_cert, tls_key) = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => (read(c)?, read(k)?),
         _ => {
@@ -318,7 +431,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
             clock,
             args.push.settings()?,
         )
-        .with_dep_settings(args.dep_settings()?),
+        .with_dep_settings(args.dep_settings(anchor_certs_der)?)
+        .with_activation_lock_settings(args.activation_lock_settings()?)
+        .with_usage_settings(
+            orchard_core::usage::UsageSettings::new(&args.price_per_device_year, &args.currency)
+                .map_err(|e| anyhow::anyhow!("--price-per-device-year/--currency: {e}"))?,
+        )
+        .with_oidc_settings(args.oidc_settings()?), // OIDC
     );
     if let Err(e) = orchard.load_push_certificate().await {
         tracing::error!(error = %e, "the stored push certificate could not be loaded; pushes are off");
@@ -327,6 +446,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!(topic = %orchard.current_topic(), "no push certificate uploaded: devices enroll under a development topic and are not woken by push; they must poll");
     }
     let (stop_dispatcher, dispatcher_stopped) = tokio::sync::watch::channel(());
+    let dep_scheduler = tokio::spawn(
+        orchard
+            .clone()
+            .run_dep_scheduler(dispatcher_stopped.clone()),
+    );
+    tokio::spawn(
+        orchard
+            .clone()
+            .run_usage_snapshots(dispatcher_stopped.clone()),
+    );
     let dispatcher = tokio::spawn(orchard.clone().run_push_dispatcher(dispatcher_stopped));
     let app = orchard_server::build_app(orchard.clone(), orchard_server::Limits::default());
 
@@ -339,6 +468,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     orchard_server::serve_tls(listener, tls, app, shutdown_signal()).await;
     drop(stop_dispatcher);
     let _ = dispatcher.await;
+    let _ = dep_scheduler.await;
     store.close().await;
     Ok(())
 }

@@ -133,7 +133,7 @@ impl From<&CommandRecord> for CommandView {
 }
 
 /// Commands a helpdesk principal may queue: they only read or wake, never change a device.
-fn helpdesk_may_queue(command: &Command) -> bool {
+pub(crate) fn helpdesk_may_queue(command: &Command) -> bool {
     matches!(
         command,
         Command::DeviceInformation { .. }
@@ -294,7 +294,19 @@ impl Orchard {
         &self,
         who: &Principal,
         device_id: DeviceId,
+        command: Command,
+    ) -> Result<CommandRecord, CoreError> {
+        self.queue_confirmed_command(who, device_id, command, None)
+            .await
+    }
+
+    /// [`Orchard::queue_command`] with the confirmation dangerous commands need (the device's serial number).
+    pub async fn queue_confirmed_command(
+        &self,
+        who: &Principal,
+        device_id: DeviceId,
         mut command: Command,
+        confirm_serial: Option<&str>,
     ) -> Result<CommandRecord, CoreError> {
         let scope = who.scope();
         let device = self
@@ -315,6 +327,7 @@ impl Orchard {
                 command.request_type()
             )));
         }
+        crate::actions::check_confirmation(who, &device, &command, confirm_serial)?;
         let channel = ChannelId::device(&device.udid);
         if let Command::ClearPasscode { unlock_token } = &mut command {
             let stored = self

@@ -73,6 +73,7 @@ impl Orchard {
         if token.revoked_at.is_some() || token.expires_at.is_some_and(|e| e <= now) {
             return Err(CoreError::Unauthenticated);
         }
+        self.note_token_use(token.id, now).await;
         Ok(Principal {
             token_id: token.id,
             name: token.name,

@@ -23,11 +23,22 @@ use crate::{CoreError, Orchard};
 
 /// Longest accepted token name.
 const MAX_NAME_CHARS: usize = 200;
+/// Server tokens are warned about from this many days before they expire (they last a year).
+pub const DEP_TOKEN_WARNING_DAYS: i64 = 30;
 
 /// Where the Device Assignment service is. Default: Apple's production URL and the public roots.
 #[derive(Debug, Clone, Default)]
 pub struct DepSettings {
     pub config: DepConfig,
+    /// Certificates (DER) the ADE profile tells devices to trust for our enrollment URL (`anchor_certs`):
+    /// Orchard's CA when Orchard made its own TLS certificate; empty when the TLS certificate chains to a
+    /// public root the device already trusts.
+    pub anchor_certs_der: Vec<Vec<u8>>,
+    /// Roots that sign devices' MachineInfo (Apple's device CA chain in production, a test CA in tests).
+    /// Empty: the zero-touch endpoint refuses every device, with a clear log line.
+    pub device_roots_der: Vec<Vec<u8>>,
+    /// Seconds between background syncs of every uploaded token (0: only on request).
+    pub sync_interval_seconds: u64,
 }
 
 impl DepSettings {
@@ -44,12 +55,13 @@ impl DepSettings {
                 root_certificates_der,
                 ..DepConfig::default()
             },
+            ..Self::default()
         })
     }
 }
 
 /// The DER of every `CERTIFICATE` block of a PEM file (the TLS client checks each one when it is built).
-fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, CoreError> {
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, CoreError> {
     use base64::Engine;
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
@@ -86,13 +98,27 @@ fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, CoreError> {
 #[derive(Debug, Default)]
 pub(crate) struct DepState {
     pub(crate) settings: DepSettings,
+    /// Built once from `settings.device_roots_der`; `None` when no roots are configured.
+    pub(crate) machine_info_verifier: Option<orchard_dep::MachineInfoVerifier>,
     sync_lock: tokio::sync::Mutex<()>,
 }
 
 impl DepState {
     pub(crate) fn new(settings: DepSettings) -> Self {
+        let machine_info_verifier = if settings.device_roots_der.is_empty() {
+            None
+        } else {
+            match orchard_dep::MachineInfoVerifier::new(&settings.device_roots_der) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::error!(error = %e, "dep device roots unusable; zero-touch enrollment is off");
+                    None
+                }
+            }
+        };
         Self {
             settings,
+            machine_info_verifier,
             sync_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -115,6 +141,8 @@ pub struct DepTokenStatus {
     pub uploaded: bool,
     pub access_token_expiry: Option<String>,
     pub token_expired: bool,
+    /// Whole days until the server token expires (negative once expired).
+    pub days_left: Option<i64>,
     pub server_name: Option<String>,
     pub org_name: Option<String>,
     pub last_sync_at: Option<String>,
@@ -137,6 +165,10 @@ pub struct DepSyncSummary {
     pub removed: u64,
     /// Devices of this token currently assigned (not deleted) after the run.
     pub active_devices: i64,
+    /// New serials given the token's auto-assign template.
+    pub auto_assigned: u64,
+    /// Assignments sent to Apple after the sync.
+    pub assignments: crate::dep_templates::AssignCounts,
 }
 
 /// One DEP device as the API shows it.
@@ -224,6 +256,9 @@ fn status(record: DepTokenRecord, now: UnixTime) -> DepTokenStatus {
         uploaded: record.token_encrypted.is_some(),
         access_token_expiry: record.access_token_expiry.map(UnixTime::to_rfc3339),
         token_expired: record.access_token_expiry.is_some_and(|t| now >= t),
+        days_left: record
+            .access_token_expiry
+            .map(|t| (t.0 - now.0).div_euclid(86_400)),
         id: record.id,
         name: record.name,
         certificate_pem: record.certificate_pem,
@@ -266,9 +301,42 @@ struct StoreSink {
     clock: Arc<dyn Clock>,
     fetched: Option<HashSet<String>>,
     removed: u64,
+    /// The previous page, being stored while the client fetches the next one. At most one page is in flight
+    /// and each page waits for the one before, so pages and their cursors are still stored in order; a page
+    /// that fails to store fails the sync at the next page (its cursor was not stored: the next run fetches it
+    /// again).
+    in_flight: Option<tokio::task::JoinHandle<Result<u64, orchard_store::StoreError>>>,
 }
 
 impl StoreSink {
+    /// Waits for the page in flight.
+    async fn settle(&mut self) -> Result<(), SinkError> {
+        if let Some(task) = self.in_flight.take() {
+            task.await
+                .map_err(|e| format!("dep page store task: {e}"))??;
+        }
+        Ok(())
+    }
+
+    /// Ends a `DepClient::sync` run: nothing may still be writing when it returns (the sync lock is released
+    /// after it, and a cursor reset must not be overtaken by an older page). A failure to store the last page
+    /// in flight fails an otherwise successful run; after a failed run the first error is kept.
+    async fn finish(
+        &mut self,
+        result: Result<orchard_dep::SyncOutcome, DepError>,
+    ) -> Result<orchard_dep::SyncOutcome, DepError> {
+        let settled = self.settle().await;
+        match (result, settled) {
+            (Ok(outcome), Ok(())) => Ok(outcome),
+            (Ok(_), Err(e)) => Err(DepError::Sink(e)),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(store_error)) => {
+                tracing::warn!(token = %self.token_id, error = %store_error, "dep page not stored");
+                Err(e)
+            }
+        }
+    }
+
     async fn apply(&mut self, page: &DevicePage) -> Result<(), SinkError> {
         let now = self.clock.now();
         let rows: Vec<DepDeviceRecord> = page
@@ -282,6 +350,7 @@ impl StoreSink {
                 seen.extend(rows.iter().map(|r| r.serial_number.clone()));
             }
         }
+        self.settle().await?;
         match (fetch_done, self.fetched.take()) {
             (true, Some(seen)) => {
                 // The last fetch page: the devices, then the devices no longer listed, then the cursor, so
@@ -315,12 +384,33 @@ impl StoreSink {
             }
             (_, fetched) => {
                 self.fetched = fetched;
-                self.store
-                    .apply_dep_page(&self.token_id, &rows, page.cursor.as_str(), now)
-                    .await?;
+                if page.more_to_follow {
+                    // Stored while the client fetches the next page (the network and the database overlap).
+                    let store = self.store.clone();
+                    let token_id = self.token_id.clone();
+                    let cursor = page.cursor.as_str().to_owned();
+                    self.in_flight = Some(tokio::spawn(async move {
+                        store.apply_dep_page(&token_id, &rows, &cursor, now).await
+                    }));
+                } else {
+                    self.store
+                        .apply_dep_page(&self.token_id, &rows, page.cursor.as_str(), now)
+                        .await?;
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// A sync dropped midway (its caller cancelled) must not leave a page being written after the sync lock is
+/// released: the page in flight is abandoned, its transaction rolls back with its cursor, and the next run
+/// fetches it again.
+impl Drop for StoreSink {
+    fn drop(&mut self) {
+        if let Some(task) = self.in_flight.take() {
+            task.abort();
+        }
     }
 }
 
@@ -501,8 +591,10 @@ impl Orchard {
             clock: self.clock.clone(),
             fetched: None,
             removed: 0,
+            in_flight: None,
         };
-        let mut result = client.sync(saved.clone(), &mut sink).await;
+        let first = client.sync(saved.clone(), &mut sink).await;
+        let mut result = sink.finish(first).await;
         if saved.is_some()
             && matches!(
                 result,
@@ -513,12 +605,20 @@ impl Orchard {
             self.store
                 .save_dep_cursor(id, None, self.clock.now())
                 .await?;
-            result = client.sync(None, &mut sink).await;
+            let refetch = client.sync(None, &mut sink).await;
+            result = sink.finish(refetch).await;
         }
         let now = self.clock.now();
         match result {
             Ok(outcome) => {
                 self.store.record_dep_sync(id, now, None).await?;
+                // New serials follow the token's assignment rule; due assignments (new, changed templates,
+                // throttled ones whose wait is over) go to Apple.
+                let auto_assigned = self.store.auto_assign_dep_devices(id).await?;
+                if auto_assigned > 0 {
+                    tracing::info!(token = %id, count = auto_assigned, "new dep serials assigned by rule");
+                }
+                let assignments = self.push_dep_assignments(id).await?;
                 let active_devices = self
                     .store
                     .count_dep_devices(DepDeviceFilter {
@@ -535,6 +635,8 @@ impl Orchard {
                     restarted_after_expired_cursor: outcome.restarted_after_expired_cursor,
                     removed: sink.removed,
                     active_devices,
+                    auto_assigned,
+                    assignments,
                 })
             }
             Err(e) => {
@@ -545,6 +647,21 @@ impl Orchard {
                 Err(dep_error(e))
             }
         }
+    }
+
+    /// Days left of every uploaded server token, for `/metrics` (no tenant data): (id, name, days left).
+    pub async fn dep_token_days_left(&self) -> Result<Vec<(String, String, i64)>, CoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .list_dep_tokens()
+            .await?
+            .into_iter()
+            .filter_map(|t| {
+                let expiry = t.access_token_expiry?;
+                Some((t.id, t.name, (expiry.0 - now.0).div_euclid(86_400)))
+            })
+            .collect())
     }
 
     /// Every DEP token (operators only).
@@ -581,6 +698,77 @@ impl Orchard {
             .into_iter()
             .map(DepDeviceView::from)
             .collect())
+    }
+
+    /// Background DEP work: every `sync_interval_seconds`, each uploaded token is synced (and its
+    /// assignments sent) by whichever node claims its lease, and expiring server tokens are warned about.
+    pub async fn run_dep_scheduler(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<()>,
+    ) {
+        let interval = self.dep.settings.sync_interval_seconds;
+        if interval == 0 {
+            return;
+        }
+        let owner = format!("node-{}", uuid::Uuid::new_v4());
+        loop {
+            self.dep_scheduler_tick(&owner, interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(interval)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One round of the scheduler (public so tests drive it with a manual clock).
+    pub async fn dep_scheduler_tick(&self, owner: &str, lease_seconds: u64) {
+        let tokens = match self.store.list_dep_tokens().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "dep scheduler: listing tokens failed");
+                return;
+            }
+        };
+        let now = self.clock.now();
+        for token in tokens {
+            if token.token_encrypted.is_none() {
+                continue;
+            }
+            if let Some(expiry) = token.access_token_expiry {
+                let days_left = (expiry.0 - now.0).div_euclid(86_400);
+                if days_left < 0 {
+                    tracing::error!(token = %token.id, name = %token.name, "dep server token expired: download a new one from apple school manager and upload it");
+                    continue;
+                } else if days_left <= DEP_TOKEN_WARNING_DAYS {
+                    tracing::warn!(token = %token.id, name = %token.name, days_left, "dep server token expires soon: renew it in apple school manager");
+                }
+            }
+            // A lease longer than the interval: a node that dies mid-sync is replaced after it expires.
+            let until = now.plus_seconds(lease_seconds.max(60) as i64 * 2);
+            match self
+                .store
+                .claim_dep_sync_lease(&token.id, owner, now, until)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(token = %token.id, error = %e, "dep scheduler: lease failed");
+                    continue;
+                }
+            }
+            match self.run_dep_sync(&token.id).await {
+                Ok(summary) => {
+                    tracing::info!(token = %token.id, records = summary.records, active = summary.active_devices, "scheduled dep sync done")
+                }
+                Err(e) => {
+                    tracing::warn!(token = %token.id, error = %e, "scheduled dep sync failed")
+                }
+            }
+            if let Err(e) = self.store.release_dep_sync_lease(&token.id, owner).await {
+                tracing::error!(token = %token.id, error = %e, "dep scheduler: releasing the lease failed");
+            }
+        }
     }
 
     fn dep_client(&self, token: ServerToken) -> Result<DepClient, DepError> {

@@ -254,6 +254,8 @@ impl Orchard {
             self.store.enqueue_commands(&cmds).await?;
             self.wake_dispatcher();
             tracing::info!(udid = %t.udid, "first token update: inventory queued");
+            self.start_setup(&device, &channel, t.awaiting_configuration, now)
+                .await?;
         }
         Ok(CheckinReply::Empty)
     }
@@ -314,16 +316,34 @@ impl Orchard {
                 uuid: uuid.clone(),
                 status,
                 result: (status != CommandStatus::NotNow).then(|| raw.to_vec()),
-                error_chain,
+                error_chain: error_chain.clone(),
                 now,
             })
             .await?;
         match outcome {
-            RecordOutcome::Recorded { request_type, .. } => {
+            RecordOutcome::Recorded {
+                request_type,
+                queued_by,
+                ..
+            } => {
                 tracing::debug!(udid = %device.udid, command = %uuid, %request_type, status = status.as_str(), "command report");
                 if status == CommandStatus::Acknowledged {
                     self.apply_result(device, &request_type, report, now)
                         .await?;
+                    if request_type == "ActivationLockBypassCode" {
+                        self.escrow_bypass_code(device, report, now).await?;
+                    }
+                }
+                if queued_by.as_deref() == Some(orchard_store::SETUP_QUEUED_BY) {
+                    self.setup_command_done(
+                        device,
+                        channel,
+                        &request_type,
+                        status,
+                        error_chain.as_deref(),
+                        now,
+                    )
+                    .await?;
                 }
             }
             RecordOutcome::Duplicate => {

@@ -66,7 +66,7 @@ impl Orchard {
         Ok(signed)
     }
 
-    fn build_enrollment_profile(&self, challenge: String) -> EnrollmentProfile {
+    pub(crate) fn build_enrollment_profile(&self, challenge: String) -> EnrollmentProfile {
         let c = &self.config;
         EnrollmentProfile {
             identifier: "edu.orchard.enrollment".into(),

@@ -50,6 +50,9 @@ pub enum CoreError {
     Invalid(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A dangerous action without (or with a wrong) confirmation; the message says what to confirm.
+    #[error("confirmation required: {0}")]
+    ConfirmationRequired(String),
     #[error("unauthenticated")]
     Unauthenticated,
     #[error("forbidden: {0}")]

@@ -1,15 +1,25 @@
 //! Orchard's domain services: enrollment, the device check-in and command protocol, the command queue,
 //! inventory, and the admin operations behind the API. No HTTP types here: the server crate adapts.
 
+pub mod actions;
+pub mod activation_lock;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod dep;
+pub mod dep_templates;
 pub mod device;
 pub mod enrollment;
 pub mod error;
 pub mod inventory;
+pub mod oidc;
 pub mod pki_files;
 pub mod push;
+pub mod tenants;
+pub mod tokens;
+pub mod usage;
+pub mod users;
+pub mod zero_touch;
 
 use std::sync::Arc;
 
@@ -48,6 +58,10 @@ impl CoreConfig {
     pub fn enrollment_url(&self, link_secret: &str) -> String {
         format!("{}/enroll/{}", self.public_url, link_secret)
     }
+    /// Where Automated Device Enrollment sends the device's signed MachineInfo (the ADE profile's `url`).
+    pub fn dep_enrollment_url(&self) -> String {
+        format!("{}/enroll/dep", self.public_url)
+    }
 }
 
 /// The PKI material a running server holds: the CA (which is also the SCEP RA) and the identity that signs
@@ -67,6 +81,12 @@ pub struct Orchard {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) push: push::PushState,
     pub(crate) dep: dep::DepState,
+    /// Where Activation Lock is cleared (Apple's activation service unless configured otherwise).
+    pub(crate) activation_lock: activation_lock::ActivationLockSettings,
+    /// Price and currency of the usage report.
+    pub(crate) usage: usage::UsageSettings,
+    /// University single sign-on (off until [`Orchard::with_oidc_settings`]).
+    pub(crate) oidc: oidc::OidcState,
 }
 
 impl Orchard {
@@ -84,7 +104,20 @@ impl Orchard {
             clock,
             push: push::PushState::new(push_settings),
             dep: dep::DepState::new(dep::DepSettings::default()),
+            activation_lock: activation_lock::ActivationLockSettings::default(),
+            usage: usage::UsageSettings::default(),
+            oidc: oidc::OidcState::default(),
         }
+    }
+
+    /// The usage report's price per device and year and its currency (default 400 SEK).
+    pub fn with_usage_settings(mut self, settings: usage::UsageSettings) -> Self {
+        self.usage = settings;
+        self
+    }
+
+    pub fn usage_settings(&self) -> &usage::UsageSettings {
+        &self.usage
     }
 
     pub fn store(&self) -> &Store {

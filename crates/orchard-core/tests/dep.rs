@@ -39,7 +39,15 @@ fn viewer() -> Principal {
 }
 
 fn orchard(store: Store, dir: &std::path::Path, fake: &FakeDepServer) -> Orchard {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    orchard_on(store, dir, fake, Arc::new(SystemClock))
+}
+
+fn orchard_on(
+    store: Store,
+    dir: &std::path::Path,
+    fake: &FakeDepServer,
+    clock: Arc<dyn Clock>,
+) -> Orchard {
     let pki = orchard_core::pki_files::load_or_create(dir, &[], &[], clock.now()).unwrap();
     let config = CoreConfig {
         public_url: "https://mdm.example.edu".into(),
@@ -61,7 +69,10 @@ fn orchard(store: Store, dir: &std::path::Path, fake: &FakeDepServer) -> Orchard
         clock,
         PushSettings::default(),
     )
-    .with_dep_settings(DepSettings { config: dep })
+    .with_dep_settings(DepSettings {
+        config: dep,
+        ..DepSettings::default()
+    })
 }
 
 async fn active_serials(store: &Store, token: &str) -> Vec<String> {
@@ -248,6 +259,74 @@ async fn sync_scenario(store: Store, dir: &std::path::Path) {
             .await,
         Err(CoreError::Forbidden(_))
     ));
+
+    // The scheduler: a token whose sync lease another node holds is left alone; a free one is synced once,
+    // and the lease is released afterwards. The second node shares the data directory (and so the data key),
+    // as several PostgreSQL nodes must.
+    let other_node = orchard_on(store.clone(), dir, &fake, Arc::new(SystemClock));
+    let now = SystemClock.now();
+    assert!(store
+        .claim_dep_sync_lease(&id, "node-elsewhere", now, now.plus_seconds(3600))
+        .await
+        .unwrap());
+    let before = fake.stats().sync_requests + fake.stats().fetch_requests;
+    other_node.dep_scheduler_tick("node-b", 60).await;
+    orchard.dep_scheduler_tick("node-a", 60).await;
+    let after = fake.stats().sync_requests + fake.stats().fetch_requests;
+    // Only the other token ("other", never uploaded) could have been synced, and it has no server token.
+    assert_eq!(before, after, "a held lease keeps both nodes from syncing");
+    store
+        .release_dep_sync_lease(&id, "node-elsewhere")
+        .await
+        .unwrap();
+    other_node.dep_scheduler_tick("node-b", 60).await;
+    assert!(
+        fake.stats().sync_requests + fake.stats().fetch_requests > after,
+        "the free token was synced"
+    );
+    assert!(
+        store
+            .claim_dep_sync_lease(
+                &id,
+                "node-c",
+                SystemClock.now(),
+                SystemClock.now().plus_seconds(10)
+            )
+            .await
+            .unwrap(),
+        "the scheduler released its lease"
+    );
+
+    // Expiry: days left per uploaded token, warned from 30 days before (as /metrics shows it).
+    let expiry = store
+        .dep_token(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .access_token_expiry
+        .unwrap();
+    let manual = Arc::new(orchard_types::ManualClock::new(
+        expiry.plus_seconds(-29 * 86_400 - 10),
+    ));
+    let later = orchard_on(store.clone(), dir, &fake, manual.clone());
+    let days = later.dep_token_days_left().await.unwrap();
+    let (_, _, left) = days.iter().find(|(t, _, _)| t == &id).unwrap();
+    assert_eq!(*left, 29);
+    assert!(*left <= orchard_core::dep::DEP_TOKEN_WARNING_DAYS);
+    manual.set(expiry.plus_seconds(86_400));
+    let days = later.dep_token_days_left().await.unwrap();
+    assert_eq!(days.iter().find(|(t, _, _)| t == &id).unwrap().2, -1);
+    let shown = later.list_dep_tokens(&op).await.unwrap();
+    let token = shown.iter().find(|t| t.id == id).unwrap();
+    assert!(token.token_expired);
+    assert_eq!(token.days_left, Some(-1));
+    // An expired token is not synced by the scheduler (it would only fail at Apple).
+    let before = fake.stats().sync_requests + fake.stats().fetch_requests;
+    later.dep_scheduler_tick("node-d", 60).await;
+    assert_eq!(
+        fake.stats().sync_requests + fake.stats().fetch_requests,
+        before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

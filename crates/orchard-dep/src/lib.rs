@@ -7,6 +7,7 @@
 //! No database code lives here: sync progress goes to a [`sync::DeviceSink`] the caller implements, so the
 //! caller stores the records and then the cursor after every page.
 
+pub mod activation_service;
 pub mod bypass;
 pub mod client;
 #[cfg(feature = "fake")]

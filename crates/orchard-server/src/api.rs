@@ -42,7 +42,11 @@ pub fn routes() -> Router<AppState> {
             axum::routing::put(upload_dep_token),
         )
         .route("/dep-tokens/{id}/sync", post(sync_dep_token))
-        .route("/dep-devices", get(list_dep_devices))
+        .merge(crate::api_dep::routes())
+        .merge(crate::api_tokens::routes())
+        .route("/commands/bulk", post(queue_bulk_command))
+        .merge(crate::api_audit::routes())
+        .merge(crate::auth_routes::api_routes())
 }
 
 /// An API error: status, stable code, a message for the caller, and the request id.
@@ -75,6 +79,9 @@ impl ApiError {
             CoreError::Gone(m) => ApiError::new(StatusCode::GONE, "gone", m),
             CoreError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m),
             CoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            CoreError::ConfirmationRequired(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "confirmation_required", m)
+            }
             CoreError::Unauthenticated => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
@@ -112,7 +119,7 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
-    fn fail(&self, e: CoreError) -> ApiError {
+    pub(crate) fn fail(&self, e: CoreError) -> ApiError {
         ApiError::from_core(e, self.request_id.clone())
     }
 }
@@ -129,6 +136,7 @@ impl FromRequestParts<AppState> for Authenticated {
             .authenticate_bearer(secret)
             .await
             .map_err(|e| ApiError::from_core(e, request_id.clone()))?;
+        crate::api_audit::remember_principal(&parts.extensions, &principal);
         Ok(Authenticated {
             principal,
             request_id,
@@ -145,14 +153,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// JSON bodies with our error shape on failure.
-fn body<T>(who: &Authenticated, b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn body<T>(
+    who: &Authenticated,
+    b: Result<Json<T>, JsonRejection>,
+) -> Result<T, ApiError> {
     b.map(|Json(v)| v).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.body_text())
             .with_request_id(who.request_id.clone())
     })
 }
 
-fn parse_id<T, F: FnOnce(&str) -> Result<T, orchard_types::ParseError>>(
+pub(crate) fn parse_id<T, F: FnOnce(&str) -> Result<T, orchard_types::ParseError>>(
     who: &Authenticated,
     s: &str,
     parse: F,
@@ -279,14 +290,27 @@ async fn device_detail(
         .map_err(|e| who.fail(CoreError::Internal(e.to_string())))
 }
 
+/// A command as the API takes it: the typed command (`type` and its fields) plus, for dangerous commands
+/// (EraseDevice, ClearPasscode, DeleteUser, removing management), `confirm_serial` = the device's serial.
+#[derive(Debug, Deserialize)]
+struct QueueCommandBody {
+    #[serde(flatten)]
+    command: Command,
+    #[serde(default)]
+    confirm_serial: Option<String>,
+}
+
 async fn queue_command(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
-    b: Result<Json<Command>, JsonRejection>,
+    b: Result<Json<QueueCommandBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&who, &id, DeviceId::parse)?;
-    let command = body(&who, b)?;
+    let QueueCommandBody {
+        command,
+        confirm_serial,
+    } = body(&who, b)?;
     if let Command::ClearPasscode { unlock_token } = &command {
         if unlock_token.is_some() {
             return Err(who.fail(CoreError::Invalid(
@@ -296,7 +320,7 @@ async fn queue_command(
     }
     let record = state
         .orchard
-        .queue_command(&who.principal, id, command)
+        .queue_confirmed_command(&who.principal, id, command, confirm_serial.as_deref())
         .await
         .map_err(|e| who.fail(e))?;
     Ok((StatusCode::CREATED, Json(CommandView::from(&record))).into_response())
@@ -471,7 +495,7 @@ async fn create_push_csr(
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 
-fn json_value<T: serde::Serialize>(
+pub(crate) fn json_value<T: serde::Serialize>(
     who: &Authenticated,
     v: T,
 ) -> Result<serde_json::Value, ApiError> {
@@ -527,6 +551,12 @@ async fn upload_dep_token(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use base64::Engine;
     let req = body(&who, b)?;
+    // Who may upload is decided before what was uploaded is looked at.
+    if !who.principal.is_operator() {
+        return Err(who.fail(CoreError::Forbidden(
+            "only operators manage dep server tokens".into(),
+        )));
+    }
     let p7m = base64::engine::general_purpose::STANDARD
         .decode(req.p7m_base64.trim())
         .map_err(|_| who.fail(CoreError::Invalid("p7m_base64 is not base64".into())))?;
@@ -551,32 +581,55 @@ async fn sync_dep_token(
     Ok(Json(json_value(&who, summary)?))
 }
 
+/// A command for many devices: `{"command": {...}, "device_ids": [...] | "tenant_id": ..., "dry_run": true,
+/// "confirm_count": N}`. A dry run answers how many devices it would reach; destructive commands need that
+/// number as `confirm_count`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DepDeviceQuery {
-    token: Option<String>,
+struct BulkCommandBody {
+    command: Command,
     #[serde(default)]
-    include_deleted: bool,
-    limit: Option<i64>,
-    offset: Option<i64>,
+    device_ids: Option<Vec<DeviceId>>,
+    #[serde(default)]
+    tenant_id: Option<TenantId>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    confirm_count: Option<usize>,
 }
 
-/// `GET /dep-devices?token=&include_deleted=&limit=&offset=` (operators only for now).
-async fn list_dep_devices(
+async fn queue_bulk_command(
     State(state): State<AppState>,
     who: Authenticated,
-    Query(q): Query<DepDeviceQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let devices = state
+    b: Result<Json<BulkCommandBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(&who, b)?;
+    if let Command::ClearPasscode {
+        unlock_token: Some(_),
+    } = &req.command
+    {
+        return Err(who.fail(CoreError::Invalid(
+            "unlock_token is filled in by Orchard from the device's escrow".into(),
+        )));
+    }
+    let outcome = state
         .orchard
-        .list_dep_devices(
+        .queue_bulk_command(
             &who.principal,
-            q.token.as_deref(),
-            !q.include_deleted,
-            q.limit.unwrap_or(100),
-            q.offset.unwrap_or(0),
+            orchard_core::actions::BulkTarget {
+                device_ids: req.device_ids,
+                tenant_id: req.tenant_id,
+            },
+            req.command,
+            req.dry_run,
+            req.confirm_count,
         )
         .await
         .map_err(|e| who.fail(e))?;
-    Ok(Json(json!({ "items": json_value(&who, devices)? })))
+    let status = if outcome.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(json_value(&who, outcome)?)).into_response())
 }

@@ -1,4 +1,4 @@
-//! The device surface: `/mdm/checkin`, `/mdm/command`, `/scep`, `/enroll/{secret}`.
+//! The device surface: `/mdm/checkin`, `/mdm/command`, `/scep`, `/enroll/{secret}`, `/enroll/dep`.
 //!
 //! Rule: never answer a device 401 by accident (an Apple device removes its MDM profile on 401). Unknown or
 //! unenrolled devices get the documented 403 with `com.apple.unrecognized.device`. 5xx bodies carry no
@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/mdm/checkin", put(checkin))
         .route("/mdm/command", put(command))
         .route("/scep", get(scep_get).post(scep_post))
+        .route("/enroll/dep", axum::routing::post(enroll_dep))
         .route("/enroll/{secret}", get(enrollment_profile))
 }
 
@@ -73,6 +74,7 @@ impl IntoResponse for DeviceError {
                 (StatusCode::FORBIDDEN, "forbidden".into())
             }
             CoreError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
+            CoreError::ConfirmationRequired(m) => (StatusCode::BAD_REQUEST, m.clone()),
             other => {
                 tracing::error!(error = %other, "device request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
@@ -182,6 +184,25 @@ async fn enrollment_profile(
         .into_response())
 }
 
+/// Automated Device Enrollment: the device POSTs its CMS-signed MachineInfo (the ADE profile's `url`) and gets
+/// the enrollment profile, or Apple's documented 403 telling it to update iOS first. Refusals are 403.
+async fn enroll_dep(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {
+    use orchard_core::zero_touch::ZeroTouchAnswer;
+    match state.orchard.enroll_dep(&body).await? {
+        ZeroTouchAnswer::Profile(profile) => Ok((
+            [(header::CONTENT_TYPE, "application/x-apple-aspen-config")],
+            profile,
+        )
+            .into_response()),
+        ZeroTouchAnswer::SoftwareUpdateRequired(json) => Ok((
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +225,7 @@ mod tests {
             CoreError::Gone("x".into()),
             CoreError::Invalid("x".into()),
             CoreError::Conflict("x".into()),
+            CoreError::ConfirmationRequired("x".into()),
             CoreError::Unauthenticated,
             CoreError::Forbidden("x".into()),
             CoreError::Internal("secret detail".into()),

@@ -2,6 +2,10 @@
 //! API, on one axum router served over TLS. Handlers only adapt HTTP to `orchard-core`.
 
 pub mod api;
+pub mod api_audit;
+mod api_dep;
+mod api_tokens;
+mod auth_routes;
 pub mod device;
 pub mod tls;
 
@@ -50,8 +54,10 @@ pub fn build_app(orchard: Arc<Orchard>, limits: Limits) -> Router {
         .merge(device::routes().layer(DefaultBodyLimit::max(limits.device_body_bytes)))
         .nest(
             "/api/v1",
-            api::routes().layer(DefaultBodyLimit::max(limits.api_body_bytes)),
+            api_audit::with_audit(api::routes(), state.clone())
+                .layer(DefaultBodyLimit::max(limits.api_body_bytes)),
         )
+        .merge(auth_routes::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -76,6 +82,14 @@ pub(crate) fn request_id(headers: &http::HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
+}
+
+/// A label value with Prometheus' escapes (backslash, double quote, newline).
+fn prometheus_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Prometheus text metrics. Unauthenticated on purpose (scrapers), and carries no tenant data.
@@ -111,6 +125,32 @@ async fn metrics(
             );
             out.push_str("# TYPE orchard_push_certificate_present gauge\n");
             out.push_str("orchard_push_certificate_present 0\n");
+        }
+    }
+    if let Ok(tokens) = state.orchard.dep_token_days_left().await {
+        if !tokens.is_empty() {
+            out.push_str(
+                "# HELP orchard_dep_token_days_left Days until a DEP (ASM) server token expires.\n",
+            );
+            out.push_str("# TYPE orchard_dep_token_days_left gauge\n");
+            for (id, name, days) in &tokens {
+                out.push_str(&format!(
+                    "orchard_dep_token_days_left{{token=\"{id}\",name=\"{}\"}} {days}\n",
+                    prometheus_label(name)
+                ));
+            }
+            out.push_str(&format!(
+                "# HELP orchard_dep_token_expiry_warning 1 within {} days of expiry or expired.\n",
+                orchard_core::dep::DEP_TOKEN_WARNING_DAYS
+            ));
+            out.push_str("# TYPE orchard_dep_token_expiry_warning gauge\n");
+            for (id, name, days) in &tokens {
+                out.push_str(&format!(
+                    "orchard_dep_token_expiry_warning{{token=\"{id}\",name=\"{}\"}} {}\n",
+                    prometheus_label(name),
+                    u8::from(*days <= orchard_core::dep::DEP_TOKEN_WARNING_DAYS)
+                ));
+            }
         }
     }
     if let Ok(n) = state.orchard.store().count_due_pushes().await {

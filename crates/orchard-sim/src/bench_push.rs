@@ -81,6 +81,8 @@ pub struct BenchPushOptions {
     pub timeout: Duration,
     /// Kernel clock ticks per second for /proc/<pid>/stat (`getconf CLK_TCK`).
     pub clock_ticks_per_second: u64,
+    /// Queue through one `POST /api/v1/commands/bulk` instead of one request per device.
+    pub bulk: bool,
 }
 
 /// What the driver script tells us once the server runs.
@@ -247,6 +249,8 @@ struct Sessions {
     acked: AtomicUsize,
     /// Command UUID → when the device had its report answered.
     acks: std::sync::Mutex<HashMap<String, Instant>>,
+    /// UDID → the command UUID it acknowledged in the window (bulk queuing answers no UUIDs).
+    acked_by_udid: std::sync::Mutex<HashMap<String, String>>,
     epoch: OnceLock<Instant>,
 }
 
@@ -488,32 +492,48 @@ async fn measure(
     let started = Instant::now();
 
     let body = options.command.api_json();
-    let queued: Vec<Result<String, SimError>> = stream::iter(chosen.iter().map(|(id, _)| {
-        let body = body.clone();
-        async move {
-            let view = api
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/devices/{id}/commands"),
-                    Some(body),
-                )
-                .await?;
-            view["command_uuid"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| SimError::Bench(format!("no command_uuid in {view}")))
+    let uuids: Vec<String> = if options.bulk {
+        let ids: Vec<&str> = chosen.iter().map(|(id, _)| id.as_str()).collect();
+        let outcome = api
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/commands/bulk",
+                Some(serde_json::json!({"command": body, "device_ids": ids})),
+            )
+            .await?;
+        if outcome["queued"].as_u64() != Some(chosen.len() as u64) {
+            return Err(SimError::Bench(format!("bulk queue answered {outcome}")));
         }
-    }))
-    .buffered(options.api_concurrency.max(1))
-    .collect()
-    .await;
-    report.enqueue_seconds = started.elapsed().as_secs_f64();
-    let uuids: Vec<String> = queued.into_iter().collect::<Result<_, _>>()?;
+        report.enqueue_seconds = started.elapsed().as_secs_f64();
+        // The UUIDs are learnt from the devices' acknowledgements below.
+        Vec::new()
+    } else {
+        queue_one_by_one(options, api, &chosen, &body).await?
+    };
+    if !options.bulk {
+        report.enqueue_seconds = started.elapsed().as_secs_f64();
+    }
+    let expected = chosen.len();
 
     let deadline = started + options.timeout;
-    while sessions.acked.load(Ordering::SeqCst) < uuids.len() && Instant::now() < deadline {
+    while sessions.acked.load(Ordering::SeqCst) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let uuids: Vec<String> = if options.bulk {
+        let by_udid = sessions
+            .acked_by_udid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut out = Vec::with_capacity(chosen.len());
+        for (_, d) in &chosen {
+            let udid = d.device.lock().await.state.udid.clone();
+            out.push(by_udid.get(&udid).cloned().unwrap_or_default());
+        }
+        out
+    } else {
+        uuids
+    };
     let finished = Instant::now();
     sessions.window_open.store(false, Ordering::SeqCst);
     let cpu_after = cpu_sample(server, ticks);
@@ -575,6 +595,35 @@ async fn measure(
     Ok(report)
 }
 
+/// Queues the command with one API request per device (as a script without bulk support would).
+async fn queue_one_by_one(
+    options: &BenchPushOptions,
+    api: &Api,
+    chosen: &[(String, &PushedDevice)],
+    body: &serde_json::Value,
+) -> Result<Vec<String>, SimError> {
+    let queued: Vec<Result<String, SimError>> = stream::iter(chosen.iter().map(|(id, _)| {
+        let body = body.clone();
+        async move {
+            let view = api
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/devices/{id}/commands"),
+                    Some(body),
+                )
+                .await?;
+            view["command_uuid"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| SimError::Bench(format!("no command_uuid in {view}")))
+        }
+    }))
+    .buffered(options.api_concurrency.max(1))
+    .collect()
+    .await;
+    queued.into_iter().collect()
+}
+
 /// Runs a command session each time APNs delivers a push to this device, and nothing else.
 async fn session_loop(
     mut pushes: tokio::sync::mpsc::UnboundedReceiver<orchard_apns::fake::FakePush>,
@@ -607,6 +656,11 @@ async fn session_loop(
                     }) {
                         if acks.insert(handled.uuid.clone(), answered_at).is_none() {
                             sessions.acked.fetch_add(1, Ordering::SeqCst);
+                            sessions
+                                .acked_by_udid
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(device.state.udid.clone(), handled.uuid.clone());
                         }
                     }
                 }

@@ -187,28 +187,50 @@ impl SimDevice {
     /// Installs a signed enrollment profile: verify, SCEP, Authenticate, TokenUpdate. On failure the device
     /// is left as it was, as iOS rolls back a profile that fails to install.
     pub async fn enroll_with_profile(&mut self, profile_bytes: &[u8]) -> Result<(), SimError> {
+        self.enroll_with_profile_anchored(profile_bytes, &[]).await
+    }
+
+    /// [`SimDevice::enroll_with_profile`] that also accepts a profile signature chaining to one of
+    /// `extra_anchors_der` (an ADE profile's `anchor_certs`).
+    pub(crate) async fn enroll_with_profile_anchored(
+        &mut self,
+        profile_bytes: &[u8],
+        extra_anchors_der: &[Vec<u8>],
+    ) -> Result<(), SimError> {
         let snapshot = self.state.clone();
-        let result = self.install_enrollment_profile(profile_bytes).await;
+        let result = self
+            .install_enrollment_profile(profile_bytes, extra_anchors_der)
+            .await;
         if result.is_err() {
             self.state = snapshot;
         }
         result
     }
 
-    async fn install_enrollment_profile(&mut self, profile_bytes: &[u8]) -> Result<(), SimError> {
-        let anchors = match &self.state.configured_ca_pem {
+    async fn install_enrollment_profile(
+        &mut self,
+        profile_bytes: &[u8],
+        extra_anchors_der: &[Vec<u8>],
+    ) -> Result<(), SimError> {
+        let configured = match &self.state.configured_ca_pem {
             Some(pem) => pem_bundle_to_der(pem.as_bytes())?,
             None => Vec::new(),
         };
+        let mut anchors = configured.clone();
+        for der in extra_anchors_der {
+            if !anchors.contains(der) {
+                anchors.push(der.clone());
+            }
+        }
         let opened = open_enrollment_profile(profile_bytes, &anchors)?;
         let profile = opened.profile;
 
-        // Trust what the profile installs (and keep the configured anchor).
+        // Trust what the profile installs and the ADE anchors (and keep the configured anchor).
         let mut trust = self.state.configured_ca_pem.clone().unwrap_or_default();
-        let mut trusted_ders = anchors.clone();
-        for root in profile
-            .root_ca_der
+        let mut trusted_ders = configured;
+        for root in extra_anchors_der
             .iter()
+            .chain(profile.root_ca_der.iter())
             .chain(std::iter::once(&opened.trusted_root_der))
         {
             if !trusted_ders.contains(root) {
@@ -379,6 +401,15 @@ impl SimDevice {
             user: None,
         });
         self.checkin("TokenUpdate", message.encode()).await
+    }
+
+    /// Sends a TokenUpdate again (an iPad does when its push token changes); `AwaitingConfiguration` says
+    /// whether the device is still held in Setup Assistant.
+    pub async fn send_token_update(&mut self) -> Result<(), SimError> {
+        if !self.state.enrolled {
+            return Err(SimError::NotEnrolled);
+        }
+        self.token_update().await
     }
 
     /// Tells the server the MDM profile is gone (CheckOut), then forgets the enrollment.
@@ -773,7 +804,10 @@ fn checkin_url_of(profile: &EnrollmentProfile) -> String {
     }
 }
 
-fn header_text(response: &reqwest::Response, name: reqwest::header::HeaderName) -> String {
+pub(crate) fn header_text(
+    response: &reqwest::Response,
+    name: reqwest::header::HeaderName,
+) -> String {
     response
         .headers()
         .get(name)
@@ -783,7 +817,7 @@ fn header_text(response: &reqwest::Response, name: reqwest::header::HeaderName) 
 }
 
 /// The start of a reply body, for error messages.
-fn body_excerpt(body: &[u8]) -> String {
+pub(crate) fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     text.chars().take(300).collect()
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
+use crate::ade::{Activation, DepActivation};
+use crate::apple_ca::AppleDeviceCa;
 use crate::device::{trust_of, SessionSummary, SimDevice};
 use crate::net::{build_client, ClientOptions};
 use crate::state::DeviceState;
@@ -43,6 +45,15 @@ impl ClientCache {
     }
 }
 
+/// What [`Fleet::activate_all`] did for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationSummary {
+    pub udid: String,
+    pub serial_number: String,
+    /// The activation, or why it failed.
+    pub outcome: Result<Activation, String>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct StateFile {
     format: u32,
@@ -71,6 +82,73 @@ impl Fleet {
                 .push(SimDevice::from_state_with_client(state, client, trust));
         }
         Ok(())
+    }
+
+    /// Adds factory-fresh iPads with these serial numbers (the ones registered in Apple School Manager, or
+    /// the local DEP server).
+    pub fn add_with_serials(
+        &mut self,
+        config: &SimConfig,
+        serials: &[String],
+    ) -> Result<(), SimError> {
+        let mut clients = ClientCache::new(true);
+        for serial in serials {
+            let serial = orchard_types::SerialNumber::parse(serial.trim())
+                .map_err(|e| SimError::InvalidArgument(format!("serial {serial:?}: {e}")))?;
+            let mut state = DeviceState::new_random(config);
+            state.serial_number = serial.as_str().to_owned();
+            let trust = trust_of(&state);
+            let client = clients.client_for(&trust)?;
+            self.devices
+                .push(SimDevice::from_state_with_client(state, client, trust));
+        }
+        Ok(())
+    }
+
+    /// Gives every device without one an Apple device identity from `ca`; returns how many got one.
+    pub fn provision_apple_identities(&mut self, ca: &AppleDeviceCa) -> Result<usize, SimError> {
+        let mut issued = 0;
+        for device in self
+            .devices
+            .iter_mut()
+            .filter(|d| d.state.apple_identity.is_none())
+        {
+            let identity = ca.issue(&device.state.serial_number, &device.state.udid)?;
+            device.set_apple_identity(&identity)?;
+            issued += 1;
+        }
+        Ok(issued)
+    }
+
+    /// Activates every device that is not enrolled (Automated Device Enrollment), `concurrency` at a time,
+    /// installing up to `max_os_updates` required OS updates per device. One summary per device, in fleet
+    /// order.
+    pub async fn activate_all(
+        &mut self,
+        dep: &DepActivation,
+        concurrency: usize,
+        max_os_updates: u32,
+    ) -> Vec<ActivationSummary> {
+        let summaries = stream::iter(self.devices.iter_mut().filter(|d| !d.state.enrolled).map(
+            |d| async move {
+                let outcome = d
+                    .activate_updating(dep, max_os_updates)
+                    .await
+                    .map_err(|e| e.to_string());
+                ActivationSummary {
+                    udid: d.state.udid.clone(),
+                    serial_number: d.state.serial_number.clone(),
+                    outcome,
+                }
+            },
+        ))
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+        // Enrolled devices trust new roots now: pool their clients again. A device whose trust cannot be
+        // built keeps the client it enrolled with.
+        let _ = self.share_clients(true);
+        summaries
     }
 
     pub fn len(&self) -> usize {

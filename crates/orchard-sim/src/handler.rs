@@ -19,7 +19,8 @@ use plist::{Dictionary, Value};
 use crate::inventory;
 use crate::profile::{cms_content_unverified, looks_like_plist, summarize_profile};
 use crate::state::{
-    DeviceState, HandledCommand, InstalledApp, InstalledProfile, LostMode, ScheduledOsUpdate,
+    DeviceState, HandledCommand, InstalledApp, InstalledProfile, LostMode, OrganizationInfoState,
+    ScheduledOsUpdate,
 };
 use crate::SimError;
 
@@ -116,6 +117,7 @@ const NEEDS_SHARED_IPAD: i64 = 12081;
 const USER_NOT_FOUND: i64 = 12082;
 const USER_LOGGED_IN: i64 = 12083;
 const BAD_UNLOCK_TOKEN: i64 = 6;
+const NOT_ON_SHARED_IPAD: i64 = 12080;
 
 /// The update every simulated iPad is offered (one version ahead of 18.1).
 pub const OFFERED_UPDATE_VERSION: &str = "18.2";
@@ -362,6 +364,19 @@ fn execute(state: &mut DeviceState, command: Command, now: UnixTime) -> (Answer,
             (Answer::ack(), FollowUp::EndSession)
         }
         Command::Settings { settings } => continue_with(apply_settings(state, &settings)),
+        // Apple's YAML forbids both on a Shared iPad.
+        Command::ActivationLockBypassCode | Command::ClearActivationLockBypassCode
+            if state.shared_ipad =>
+        {
+            continue_with(Answer::error(
+                MDM_DOMAIN,
+                NOT_ON_SHARED_IPAD,
+                format!(
+                    "{} is not available on a Shared iPad.",
+                    command.request_type()
+                ),
+            ))
+        }
         Command::ActivationLockBypassCode => {
             continue_with(match &state.activation_lock_bypass_code {
                 Some(code) => {
@@ -376,7 +391,10 @@ fn execute(state: &mut DeviceState, command: Command, now: UnixTime) -> (Answer,
             continue_with(Answer::ack())
         }
         Command::DeviceConfigured => {
+            // Setup Assistant goes on; later TokenUpdates and DeviceInformation no longer report
+            // AwaitingConfiguration. A device that was not waiting acknowledges too.
             state.awaiting_configuration = false;
+            state.device_configured_count = state.device_configured_count.saturating_add(1);
             continue_with(Answer::ack())
         }
         Command::UserList => continue_with(if state.shared_ipad {
@@ -633,9 +651,22 @@ fn apply_settings(state: &mut DeviceState, settings: &[SettingsItem]) -> Answer 
                 }
             }
             SettingsItem::OrganizationInfo {
-                organization_name, ..
+                organization_name,
+                organization_short_name,
+                address,
+                phone,
+                email,
+                magic,
             } => {
                 state.organization_name = Some(organization_name.clone());
+                state.organization_info = Some(OrganizationInfoState {
+                    name: organization_name.clone(),
+                    short_name: organization_short_name.clone(),
+                    address: address.clone(),
+                    phone: phone.clone(),
+                    email: email.clone(),
+                    magic: magic.clone(),
+                });
                 Ok(())
             }
             SettingsItem::TimeZone { time_zone } => {
@@ -673,8 +704,9 @@ fn apply_settings(state: &mut DeviceState, settings: &[SettingsItem]) -> Answer 
             // Accepted and remembered nowhere: nothing else the simulator answers depends on them.
             _ => Ok(()),
         };
+        // One answer per item, in the order of the request, with Apple's response keys only (Status,
+        // ErrorChain, Identifier): the item is known by its position.
         let mut entry = Dictionary::new();
-        entry.insert("Item".into(), Value::String(item.item_name().to_owned()));
         match outcome {
             Ok(()) => {
                 entry.insert("Status".into(), Value::String("Acknowledged".into()));

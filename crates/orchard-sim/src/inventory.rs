@@ -96,14 +96,21 @@ fn device_information(state: &DeviceState) -> DeviceInformation {
         push_token: (!state.push_token.is_empty()).then(|| state.push_token.clone().into()),
         diagnostic_submission_enabled: Some(false),
         app_analytics_enabled: Some(false),
-        software_update_device_id: Some("J271AP".to_owned()),
-        organization_info: state
-            .organization_name
-            .as_ref()
-            .map(|name| OrganizationInfo {
+        software_update_device_id: Some(crate::ade::SOFTWARE_UPDATE_DEVICE_ID.to_owned()),
+        organization_info: match (&state.organization_info, &state.organization_name) {
+            (Some(info), _) => Some(OrganizationInfo {
+                organization_name: Some(info.name.clone()),
+                organization_address: info.address.clone(),
+                organization_phone: info.phone.clone(),
+                organization_email: info.email.clone(),
+                organization_magic: info.magic.clone(),
+            }),
+            (None, Some(name)) => Some(OrganizationInfo {
                 organization_name: Some(name.clone()),
                 ..OrganizationInfo::default()
             }),
+            (None, None) => None,
+        },
         mdm_options: Some(MdmOptions {
             activation_lock_allowed_while_supervised: Some(false),
             ..MdmOptions::default()

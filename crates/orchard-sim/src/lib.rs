@@ -11,10 +11,14 @@
 //! plist in, report plist out, state changed), `inventory` (result payloads built with
 //! `orchard_protocol::results`), `profile` (opening and verifying configuration profiles), `device` (the
 //! network side: enrollment, sessions, CheckOut), `fleet` (many devices and the JSON state file), `bench`,
-//! `net` (rustls HTTP/1.1 clients, one per distinct trust).
+//! `net` (rustls HTTP/1.1 clients, one per distinct trust), `apple_ca` (a stand-in for Apple's device identity
+//! CA), `ade` (activation: cloud configuration, signed MachineInfo, enrollment by Automated Device
+//! Enrollment).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod ade;
+mod apple_ca;
 pub mod bench;
 pub mod bench_push;
 mod device;
@@ -27,13 +31,20 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
+pub use ade::{
+    Activation, DepActivation, DepEnrollment, MACHINE_INFO_CONTENT_TYPE,
+    MAX_OS_UPDATES_PER_ACTIVATION,
+};
+pub use apple_ca::{
+    AppleDeviceCa, AppleDeviceIdentity, TEST_APPLE_DEVICE_CA_CN, TEST_APPLE_ROOT_CN,
+};
 pub use device::{SessionSummary, SimDevice};
-pub use fleet::Fleet;
+pub use fleet::{ActivationSummary, Fleet};
 pub use handler::{CommandOutcome, FollowUp};
 pub use net::{build_client, install_crypto_provider, ClientOptions};
 pub use state::{
-    DeviceState, HandledCommand, InstalledApp, InstalledProfile, LostMode, PayloadSummary,
-    ScheduledOsUpdate, SharedUserState,
+    AppleIdentityPem, DepAssignment, DeviceState, HandledCommand, InstalledApp, InstalledProfile,
+    LostMode, OrganizationInfoState, PayloadSummary, ScheduledOsUpdate, SharedUserState,
 };
 
 /// How new simulated iPads are made.
@@ -110,4 +121,20 @@ pub enum SimError {
     InvalidArgument(String),
     #[error("benchmark: {0}")]
     Bench(String),
+    #[error("device assignment: {0}")]
+    Dep(#[from] orchard_dep::DepError),
+    #[error("the device has no apple device identity to sign its machineinfo with")]
+    NoAppleIdentity,
+    /// The enrollment server answered 403 `com.apple.softwareupdate.required`: the device must update to
+    /// `os_version` before it may enroll (see [`SimDevice::install_os_update`]).
+    #[error("the server requires a software update to {os_version} before enrollment")]
+    SoftwareUpdateRequired {
+        os_version: String,
+        build_version: Option<String>,
+    },
+    #[error("the ade profile {profile_uuid} has no enrollment url (web enrollment: {web_url:?})")]
+    NoEnrollmentUrl {
+        profile_uuid: String,
+        web_url: Option<String>,
+    },
 }

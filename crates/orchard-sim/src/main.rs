@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orchard_sim::bench::{self, BenchOptions};
 use orchard_sim::bench_push::{self, BenchPushOptions, PushCommand};
-use orchard_sim::{Fleet, SimConfig};
+use orchard_sim::{Activation, AppleDeviceCa, DepActivation, Fleet, SimConfig};
 
 #[derive(Parser)]
 #[command(
@@ -20,7 +20,9 @@ use orchard_sim::{Fleet, SimConfig};
         Devices are kept in a JSON state file (it holds private keys: it is written mode 0600), so a \
         fleet enrolled once can be polled again in later runs.\n\n\
         Example:\n  orchard-sim enroll --url https://mdm.example.edu/enroll/TOKEN --count 20 --state fleet.json --ca ca.pem\n  \
-        orchard-sim poll --state fleet.json\n  orchard-sim status --state fleet.json\n\n\
+        orchard-sim poll --state fleet.json\n  orchard-sim status --state fleet.json\n  \
+        orchard-sim activate --dep-url https://127.0.0.1:8443 --dep-ca dep-root.pem --device-ca-dir apple-ca \
+        --serial F9FXK01ABCDE --state fleet.json --ca ca.pem\n\n\
         Logs go to stderr; set RUST_LOG=debug for more."
 )]
 struct Cli {
@@ -46,6 +48,39 @@ enum Command {
         /// Enrollments in flight at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+    },
+    /// Automated Device Enrollment: add iPads (COUNT random ones and/or the given serial numbers), give
+    /// each an Apple device identity from the device CA in DEVICE_CA_DIR (created there if missing: configure
+    /// the server to trust DEVICE_CA_DIR/apple-root.pem), then activate every device of the state file that
+    /// is not enrolled: ask the DEP server for its cloud configuration, post the signed MachineInfo and
+    /// enroll with the profile the server answers (installing required OS updates on the way).
+    Activate {
+        /// Base URL of the local DEP server.
+        #[arg(long)]
+        dep_url: String,
+        /// PEM root of the DEP server's TLS certificate (omit for plain HTTP).
+        #[arg(long)]
+        dep_ca: Option<PathBuf>,
+        /// Directory of the test Apple device CA (apple-root.pem, apple-device-ca.pem, apple-device-ca.key.pem).
+        #[arg(long)]
+        device_ca_dir: PathBuf,
+        /// Fleet state file (created if missing; new devices are appended).
+        #[arg(long)]
+        state: PathBuf,
+        /// How many new devices with random serial numbers to add.
+        #[arg(long, default_value_t = 0)]
+        count: usize,
+        /// Serial numbers of new devices (repeatable, or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        serial: Vec<String>,
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Activations in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Required OS updates a device installs before it gives up.
+        #[arg(long, default_value_t = orchard_sim::MAX_OS_UPDATES_PER_ACTIVATION)]
+        max_os_updates: u32,
     },
     /// Run one command session (Idle, then every queued command) for each enrolled device.
     Poll {
@@ -123,6 +158,9 @@ enum Command {
         /// Kernel clock ticks per second (`getconf CLK_TCK`), for /proc CPU times.
         #[arg(long, default_value_t = 100)]
         clock_ticks: u64,
+        /// Queue one request per device instead of one bulk request (`POST /api/v1/commands/bulk`).
+        #[arg(long)]
+        one_by_one: bool,
     },
 }
 
@@ -183,6 +221,79 @@ async fn main() -> anyhow::Result<()> {
                 state.display()
             );
             result?;
+        }
+        Command::Activate {
+            dep_url,
+            dep_ca,
+            device_ca_dir,
+            state,
+            count,
+            serial,
+            device,
+            concurrency,
+            max_os_updates,
+        } => {
+            let config = SimConfig {
+                ca_pem: read_ca(device.ca.as_ref())?,
+                model: device.model,
+                os_version: device.os_version,
+                build_version: device.build_version,
+            };
+            let dep_root_der = match read_ca(dep_ca.as_ref())? {
+                Some(pem) => Some(
+                    openssl::x509::X509::from_pem(&pem)
+                        .and_then(|cert| cert.to_der())
+                        .context("reading --dep-ca")?,
+                ),
+                None => None,
+            };
+            let apple = AppleDeviceCa::load_or_generate(&device_ca_dir)?;
+            let mut fleet = Fleet::load_or_new(&state)?;
+            fleet.add_random(&config, count)?;
+            fleet.add_with_serials(&config, &serial)?;
+            fleet.provision_apple_identities(&apple)?;
+            let summaries = fleet
+                .activate_all(
+                    &DepActivation::new(dep_url, dep_root_der),
+                    concurrency,
+                    max_os_updates,
+                )
+                .await;
+            // Saved whatever happened, as after `enroll`.
+            fleet.save(&state)?;
+            let mut failed = 0;
+            for summary in &summaries {
+                let what = match &summary.outcome {
+                    Ok(Activation::NotAssigned) => "not assigned to an mdm server".to_owned(),
+                    Ok(Activation::Enrolled(e)) => format!(
+                        "enrolled via {}{}{}",
+                        e.enrollment_url,
+                        if e.awaiting_configuration {
+                            ", awaiting DeviceConfigured"
+                        } else {
+                            ""
+                        },
+                        if e.os_updates.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", updated to {}", e.os_updates.join(" then "))
+                        }
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        format!("failed: {e}")
+                    }
+                };
+                println!("{} {}: {what}", summary.serial_number, summary.udid);
+            }
+            println!(
+                "device ca root: {}; state in {}",
+                device_ca_dir.join("apple-root.pem").display(),
+                state.display()
+            );
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} activations failed", summaries.len());
+            }
         }
         Command::Poll { state, concurrency } => {
             let mut fleet = Fleet::load(&state)?;
@@ -285,6 +396,7 @@ async fn main() -> anyhow::Result<()> {
             command,
             timeout_seconds,
             clock_ticks,
+            one_by_one,
         } => {
             let command = match command.as_str() {
                 "device-information" => PushCommand::DeviceInformation,
@@ -300,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
                 command,
                 timeout: Duration::from_secs(timeout_seconds),
                 clock_ticks_per_second: clock_ticks,
+                bulk: !one_by_one,
             })
             .await?;
             println!("{report}");

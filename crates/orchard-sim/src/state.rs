@@ -22,6 +22,8 @@ const APPLE_OUIS: [[u8; 3]; 4] = [
 ];
 /// The bypass code alphabet: base-32 without the letters that read like digits (B, I, O, S).
 const BYPASS_CODE_ALPHABET: &[u8] = b"0123456789ACDEFGHJKLMNPQRTUVWXYZ";
+/// Group lengths of the dashed form.
+const BYPASS_CODE_GROUPS: [usize; 6] = [5, 5, 4, 4, 4, 4];
 
 /// One iPad as the simulator remembers it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +95,24 @@ pub struct DeviceState {
     pub boot_count: u32,
     pub erase_count: u32,
 
+    // Automated Device Enrollment (absent in state files written before it existed)
+    /// The device's language as MachineInfo reports it (`LANGUAGE`).
+    #[serde(default)]
+    pub language: Option<String>,
+    /// The Apple-issued identity the device signs its MachineInfo with (hardware: survives erases).
+    #[serde(default)]
+    pub apple_identity: Option<AppleIdentityPem>,
+    /// The cloud configuration the device enrolled with at activation; `None` when it was not enrolled by
+    /// ADE (or was erased since).
+    #[serde(default)]
+    pub dep: Option<DepAssignment>,
+    /// How many `DeviceConfigured` commands the device acknowledged (simulator bookkeeping).
+    #[serde(default)]
+    pub device_configured_count: u32,
+    /// The last `OrganizationInfo` setting.
+    #[serde(default)]
+    pub organization_info: Option<OrganizationInfoState>,
+
     /// Log of every command this device answered (simulator bookkeeping; survives erases).
     pub handled_commands: Vec<HandledCommand>,
 }
@@ -126,6 +146,40 @@ pub struct PayloadSummary {
     /// DER of a certificate payload (`com.apple.security.root` / `.pkcs1`), listed by CertificateList.
     #[serde(with = "base64_option", default)]
     pub certificate_der: Option<Vec<u8>>,
+}
+
+/// PEM of the Apple-issued device identity: certificate, PKCS#8 key and the intermediates it chains through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppleIdentityPem {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub chain_pem: Vec<String>,
+}
+
+/// What the device kept from its cloud configuration (the ADE profile assigned to its serial).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepAssignment {
+    pub profile_uuid: String,
+    pub profile_name: String,
+    /// Where the MachineInfo was posted.
+    pub enrollment_url: String,
+    /// Setup Assistant waits for `DeviceConfigured`.
+    pub await_device_configured: bool,
+    /// Shared iPad.
+    pub is_multi_user: bool,
+    pub is_mdm_removable: Option<bool>,
+    pub department: Option<String>,
+}
+
+/// The `OrganizationInfo` setting as the device keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrganizationInfoState {
+    pub name: String,
+    pub short_name: Option<String>,
+    pub address: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub magic: Option<String>,
 }
 
 /// An app on the device.
@@ -242,6 +296,11 @@ impl DeviceState {
             declarative_management_syncs: 0,
             boot_count: 1,
             erase_count: 0,
+            language: Some("en".to_owned()),
+            apple_identity: None,
+            dep: None,
+            device_configured_count: 0,
+            organization_info: None,
             handled_commands: Vec::new(),
         }
     }
@@ -281,6 +340,9 @@ impl DeviceState {
         // A wiped iPad comes back in Setup Assistant.
         self.awaiting_configuration = true;
         self.organization_name = None;
+        self.organization_info = None;
+        // The device activates again and learns its cloud configuration anew.
+        self.dep = None;
         self.time_zone = None;
         self.scheduled_os_update = None;
         self.declarative_management_syncs = 0;
@@ -370,38 +432,22 @@ fn random_mac(rng: &mut impl Rng) -> String {
         .join(":")
 }
 
-/// An Activation Lock bypass code in Apple's human-readable form: 128 random bits in 26 base-32 symbols
-/// (alphabet without B, I, O, S), hyphenated as `XXXXX-XXXXX-XXXXX-XXXXX-XXXXX-X`.
+/// A fresh Activation Lock bypass code in Apple's human form: 128 random bits as 26 characters over
+/// `0123456789ACDEFGHJKLMNPQRTUVWXYZ` (no B, I, O, S), dashed as `XXXXX-XXXXX-XXXX-XXXX-XXXX-XXXX`. The same
+/// encoding as the server-side codes of `orchard_dep::BypassCode`, so a server reads it with that type.
 pub fn random_bypass_code(rng: &mut impl Rng) -> String {
-    let raw: u128 = rng.gen();
-    let mut symbols = Vec::with_capacity(26);
-    let mut rest = raw;
-    for _ in 0..26 {
-        let index = usize::try_from(rest & 0x1f).unwrap_or(0);
-        symbols.push(BYPASS_CODE_ALPHABET.get(index).copied().unwrap_or(b'0'));
-        rest >>= 5;
-    }
-    let mut out = String::with_capacity(31);
-    for (i, s) in symbols.iter().enumerate() {
-        if i > 0 && i % 5 == 0 {
-            out.push('-');
-        }
-        out.push(char::from(*s));
-    }
-    out
+    let raw: [u8; 16] = rng.gen();
+    orchard_dep::BypassCode::from_bytes(raw).code().into_inner()
 }
 
-/// True when `code` has the shape `random_bypass_code` produces.
+/// True when `code` is a bypass code in Apple's dashed human form.
 pub fn is_bypass_code_format(code: &str) -> bool {
     let groups: Vec<&str> = code.split('-').collect();
-    groups.len() == 6
-        && groups
-            .iter()
-            .enumerate()
-            .all(|(i, g)| g.len() == if i == 5 { 1 } else { 5 })
+    groups.iter().map(|g| g.len()).eq(BYPASS_CODE_GROUPS)
         && groups
             .iter()
             .all(|g| g.bytes().all(|b| BYPASS_CODE_ALPHABET.contains(&b)))
+        && orchard_dep::BypassCode::parse(code).is_ok()
 }
 
 /// Serde helper: `Vec<u8>` as a base64 string.
@@ -488,6 +534,26 @@ mod tests {
         let code = random_bypass_code(&mut rng);
         assert!(is_bypass_code_format(&code), "{code}");
         assert!(!is_bypass_code_format("ABCDE-ABCDE"));
+    }
+
+    #[test]
+    fn state_files_from_before_ade_still_load() {
+        let state = DeviceState::new_random(&SimConfig::default());
+        let mut json = serde_json::to_value(&state).unwrap();
+        let object = json.as_object_mut().unwrap();
+        for key in [
+            "language",
+            "apple_identity",
+            "dep",
+            "device_configured_count",
+            "organization_info",
+        ] {
+            assert!(object.remove(key).is_some(), "{key}");
+        }
+        let old: DeviceState = serde_json::from_value(json).unwrap();
+        assert_eq!(old.udid, state.udid);
+        assert_eq!(old.device_configured_count, 0);
+        assert!(old.dep.is_none() && old.apple_identity.is_none());
     }
 
     #[test]

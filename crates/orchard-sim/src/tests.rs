@@ -459,25 +459,17 @@ fn settings_answer_per_item_and_rename_the_device() {
         .get("Settings")
         .and_then(|v| v.as_array())
         .unwrap();
-    let statuses: Vec<(&str, &str)> = items
+    // One answer per item, in request order (DeviceName, TimeZone, MaximumResidentUsers).
+    let statuses: Vec<&str> = items
         .iter()
         .map(|i| {
             let d = i.as_dictionary().unwrap();
-            (
-                d.get("Item").and_then(|v| v.as_string()).unwrap(),
-                d.get("Status").and_then(|v| v.as_string()).unwrap(),
-            )
+            assert!(!d.contains_key("Item"), "not one of Apple's response keys");
+            d.get("Status").and_then(|v| v.as_string()).unwrap()
         })
         .collect();
-    assert_eq!(
-        statuses,
-        vec![
-            ("DeviceName", "Acknowledged"),
-            ("TimeZone", "Acknowledged"),
-            // Not a Shared iPad.
-            ("MaximumResidentUsers", "Error"),
-        ]
-    );
+    // Not a Shared iPad: MaximumResidentUsers fails.
+    assert_eq!(statuses, vec!["Acknowledged", "Acknowledged", "Error"]);
     assert_eq!(device.state.device_name, "Library iPad 7");
     let CommandResult::DeviceInformation(info) = ack(
         &mut device,
@@ -512,7 +504,75 @@ fn device_configured_releases_setup_assistant() {
     let mut device = enrolled_device();
     device.state.awaiting_configuration = true;
     ack(&mut device, &Command::DeviceConfigured);
-    assert!(!device.state.awaiting_configuration);
+    assert!(!device.is_awaiting_configuration());
+    assert_eq!(device.device_configured_count(), 1);
+    // Again (the server resends after a lost answer): still acknowledged, nothing to release.
+    ack(&mut device, &Command::DeviceConfigured);
+    assert_eq!(device.device_configured_count(), 2);
+    let CommandResult::DeviceInformation(info) = ack(
+        &mut device,
+        &Command::DeviceInformation {
+            queries: vec!["AwaitingConfiguration".into()],
+        },
+    ) else {
+        panic!("wrong result")
+    };
+    assert_eq!(info.awaiting_configuration, Some(false));
+}
+
+#[test]
+fn bypass_code_is_apples_form_and_changes_with_an_erase() {
+    let mut device = enrolled_device();
+    let code = device.activation_lock_bypass_code().unwrap().to_owned();
+    let groups: Vec<usize> = code.split('-').map(str::len).collect();
+    assert_eq!(groups, vec![5, 5, 4, 4, 4, 4], "{code}");
+    assert!(orchard_dep::BypassCode::parse(&code).is_ok());
+    assert!(!is_bypass_code_format("ABCDE-ABCDE-ABCDE-ABCDE-ABCDE-A"));
+    assert!(!is_bypass_code_format(&code.replace('-', "")));
+    ack(
+        &mut device,
+        &Command::EraseDevice {
+            preserve_data_plan: None,
+            disallow_proximity_setup: None,
+            return_to_service: None,
+        },
+    );
+    let after = device.activation_lock_bypass_code().unwrap().to_owned();
+    assert_ne!(after, code);
+    assert!(is_bypass_code_format(&after), "{after}");
+}
+
+#[test]
+fn organization_info_is_kept_whole_and_reported() {
+    let mut device = enrolled_device();
+    ack(
+        &mut device,
+        &Command::Settings {
+            settings: vec![SettingsItem::OrganizationInfo {
+                organization_name: "Example University".into(),
+                organization_short_name: Some("EU".into()),
+                address: Some("1 Campus Road".into()),
+                phone: None,
+                email: Some("it@example.edu".into()),
+                magic: None,
+            }],
+        },
+    );
+    let kept = device.state.organization_info.clone().unwrap();
+    assert_eq!(kept.short_name.as_deref(), Some("EU"));
+    let CommandResult::DeviceInformation(info) = ack(
+        &mut device,
+        &Command::DeviceInformation {
+            queries: vec!["OrganizationInfo".into()],
+        },
+    ) else {
+        panic!("wrong result")
+    };
+    let org = info.organization_info.unwrap();
+    assert_eq!(org.organization_name.as_deref(), Some("Example University"));
+    assert_eq!(org.organization_address.as_deref(), Some("1 Campus Road"));
+    assert_eq!(org.organization_email.as_deref(), Some("it@example.edu"));
+    assert_eq!(org.organization_phone, None);
 }
 
 #[test]

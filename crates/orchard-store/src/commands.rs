@@ -222,7 +222,7 @@ impl Store {
         let row = sqlx::query(
             "UPDATE commands SET status = $3, result = $4, error_chain = $5, completed_at = $6 \
              WHERE command_uuid = $1 AND channel_id = $2 AND status IN ('queued', 'sent', 'not_now') \
-             RETURNING device_id, request_type",
+             RETURNING device_id, request_type, queued_by",
         )
         .bind(r.uuid.as_str())
         .bind(r.channel.as_str())
@@ -236,6 +236,7 @@ impl Store {
             return Ok(RecordOutcome::Recorded {
                 device_id: rows::device_id(&row, "device_id")?,
                 request_type: rows::text(&row, "request_type")?,
+                queued_by: rows::opt_text(&row, "queued_by")?,
             });
         }
         let existing =

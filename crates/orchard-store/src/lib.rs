@@ -7,8 +7,11 @@
 //!
 //! Tenant data is read through a [`Scope`], so a query that forgets the tenant does not compile.
 
+mod api_tokens;
+mod audit;
 mod commands;
 mod dep;
+mod dep_templates;
 mod devices;
 mod enrollment;
 mod error;
@@ -16,6 +19,9 @@ mod model;
 mod push;
 mod push_csr;
 mod rows;
+mod tenant_details;
+mod usage;
+mod users;
 
 use std::time::Duration;
 
@@ -25,7 +31,14 @@ use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 
 use orchard_types::TenantId;
 
+pub use api_tokens::ApiTokenListing;
+pub use audit::{AuditEventRecord, AuditFilter};
 pub use dep::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
+pub use dep_templates::{
+    AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
+    DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment, FailedSetupCommand,
+    SETUP_QUEUED_BY,
+};
 pub use error::StoreError;
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
@@ -34,6 +47,11 @@ pub use model::{
 };
 pub use push::{PushCertificateRecord, PushTarget};
 pub use push_csr::PushCsrKeyRecord;
+pub use tenant_details::TenantDetails;
+pub use usage::UsageSnapshotRecord;
+pub use users::{
+    Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, UserLogin, UserRecord,
+};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");

@@ -217,6 +217,8 @@ pub enum RecordOutcome {
     Recorded {
         device_id: DeviceId,
         request_type: String,
+        /// Who queued the command (e.g. `orchard:setup` for zero-touch setup commands).
+        queued_by: Option<String>,
     },
     /// The command already has a final status; nothing was changed.
     Duplicate,

@@ -168,6 +168,8 @@ conformance! {
     check_push_csr_keys => sqlite_push_csr_keys, postgres_push_csr_keys;
     check_dep_tokens => sqlite_dep_tokens, postgres_dep_tokens;
     check_dep_devices => sqlite_dep_devices, postgres_dep_devices;
+    check_dep_sync_batches => sqlite_dep_sync_batches, postgres_dep_sync_batches;
+    check_dep_templates_and_assignments => sqlite_dep_templates_and_assignments, postgres_dep_templates_and_assignments;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1042,6 +1044,7 @@ async fn check_fifo_order_per_channel(store: Store) {
             RecordOutcome::Recorded {
                 device_id: device.id,
                 request_type: expected.request_type.clone(),
+                queued_by: Some("tester".to_owned()),
             }
         );
     }
@@ -1180,6 +1183,7 @@ async fn check_not_now_requeues(store: Store) {
         RecordOutcome::Recorded {
             device_id: device.id,
             request_type: "InstallApplication".to_owned(),
+            queued_by: Some("tester".to_owned()),
         }
     );
     let record = store
@@ -2307,4 +2311,590 @@ async fn check_dep_devices(store: Store) {
         .upsert_dep_devices(&[dep_device("nope", "X1", None)])
         .await
         .is_err());
+}
+
+fn template_record(
+    id: &str,
+    token: &str,
+    tenant: TenantId,
+    auto: bool,
+) -> (orchard_store::DepTemplateRecord, EnrollmentLink) {
+    let link = EnrollmentLink {
+        id: EnrollmentLinkId::new(),
+        tenant_id: tenant,
+        name: format!("template:{id}"),
+        secret_hash: format!("hash-{id}"),
+        max_uses: None,
+        uses: 0,
+        expires_at: None,
+        created_at: T0,
+        created_by: None,
+    };
+    let t = orchard_store::DepTemplateRecord {
+        id: id.into(),
+        token_id: token.into(),
+        tenant_id: tenant,
+        link_id: link.id,
+        name: format!("Template {id}"),
+        profile_json: "{}".into(),
+        setup_json: "{}".into(),
+        minimum_os_version: None,
+        auto_assign: auto,
+        profile_uuid: None,
+        defined_at: None,
+        define_error: None,
+        created_at: T0,
+        updated_at: T0,
+    };
+    (t, link)
+}
+
+/// Pages larger than one upsert statement (1,000 rows), with duplicates and stale records inside the batch,
+/// unchanged records that write nothing, and releases of more serials than one `IN (…)` list holds.
+async fn check_dep_sync_batches(store: Store) {
+    use orchard_store::DepDeviceFilter;
+    store
+        .create_dep_token(&dep_token_record("t1", T0))
+        .await
+        .unwrap();
+    let all = DepDeviceFilter {
+        token_id: Some("t1"),
+        only_active: false,
+    };
+    let active = DepDeviceFilter {
+        token_id: Some("t1"),
+        only_active: true,
+    };
+    let serial = |i: usize| format!("BAT{i:09}");
+
+    // 2,500 distinct devices in one page (three statements: 1,000 + 1,000 + 500 rows), all new.
+    let page: Vec<_> = (0..2_500)
+        .map(|i| dep_device("t1", &serial(i), Some(("added", T0.0 + 10))))
+        .collect();
+    let changed = store
+        .apply_dep_page("t1", &page, "cursor-1", UnixTime(T0.0 + 10))
+        .await
+        .unwrap();
+    assert_eq!(changed, 2_500);
+    assert_eq!(store.count_dep_devices(all).await.unwrap(), 2_500);
+
+    // The same page again, seen later: nothing changed, so nothing is written (updated_at stays).
+    let mut seen_later = page.clone();
+    for d in &mut seen_later {
+        d.updated_at = UnixTime(T0.0 + 20);
+    }
+    let changed = store
+        .apply_dep_page("t1", &seen_later, "cursor-2", UnixTime(T0.0 + 20))
+        .await
+        .unwrap();
+    assert_eq!(changed, 0);
+    assert_eq!(
+        store
+            .dep_device("t1", &serial(1_234))
+            .await
+            .unwrap()
+            .unwrap(),
+        page[1_234]
+    );
+    assert_eq!(
+        store
+            .dep_token("t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .cursor
+            .as_deref(),
+        Some("cursor-2"),
+        "the cursor is saved even when no device changed"
+    );
+
+    // One batch mixing: a newer change (applies), a stale change (ignored) next to it, the same serial three
+    // times with the newest in the middle, and a serial only in the second statement's range.
+    let mut newer = dep_device("t1", &serial(5), Some(("modified", T0.0 + 30)));
+    newer.asset_tag = Some("NEW-5".into());
+    newer.updated_at = UnixTime(T0.0 + 30);
+    let mut stale = dep_device("t1", &serial(6), Some(("modified", T0.0 + 5)));
+    stale.asset_tag = Some("STALE-6".into());
+    let mut first = dep_device("t1", &serial(7), Some(("modified", T0.0 + 31)));
+    first.asset_tag = Some("FIRST-7".into());
+    let mut newest = dep_device("t1", &serial(7), Some(("modified", T0.0 + 33)));
+    newest.asset_tag = Some("NEWEST-7".into());
+    let mut older = dep_device("t1", &serial(7), Some(("modified", T0.0 + 32)));
+    older.asset_tag = Some("OLDER-7".into());
+    let mut far = dep_device("t1", &serial(2_400), Some(("modified", T0.0 + 30)));
+    far.color = Some("SILVER".into());
+    let mut batch: Vec<_> = (100..1_300)
+        .map(|i| dep_device("t1", &serial(i), Some(("added", T0.0 + 10))))
+        .collect();
+    batch.insert(0, newer);
+    batch.insert(1, stale);
+    batch.insert(500, first);
+    batch.insert(900, newest);
+    batch.insert(1_100, older);
+    batch.push(far);
+    let changed = store
+        .apply_dep_page("t1", &batch, "cursor-3", UnixTime(T0.0 + 40))
+        .await
+        .unwrap();
+    assert_eq!(
+        changed, 3,
+        "serials 5, 7 and 2,400 changed; the rest is unchanged or stale"
+    );
+    let got = |i: usize| {
+        let store = store.clone();
+        let serial = serial(i);
+        async move { store.dep_device("t1", &serial).await.unwrap().unwrap() }
+    };
+    let five = got(5).await;
+    assert_eq!(five.asset_tag.as_deref(), Some("NEW-5"));
+    assert_eq!(five.op_date, Some(UnixTime(T0.0 + 30)));
+    assert_eq!(five.updated_at, UnixTime(T0.0 + 30));
+    assert_eq!(
+        got(6).await,
+        page[6],
+        "an older record never overwrites a newer one"
+    );
+    let seven = got(7).await;
+    assert_eq!(seven.asset_tag.as_deref(), Some("NEWEST-7"));
+    assert_eq!(seven.op_date, Some(UnixTime(T0.0 + 33)));
+    assert_eq!(got(2_400).await.color.as_deref(), Some("SILVER"));
+
+    // A fetch record (no op_date) with the same data as stored changes nothing and keeps the op_date; one
+    // with different data applies and still keeps it.
+    let mut current = dep_device("t1", &serial(7), None);
+    current.asset_tag = Some("NEWEST-7".into());
+    current.op_type = Some("modified".into());
+    assert_eq!(
+        store.upsert_dep_devices(&[current.clone()]).await.unwrap(),
+        0
+    );
+    current.asset_tag = Some("FETCHED-7".into());
+    assert_eq!(store.upsert_dep_devices(&[current]).await.unwrap(), 1);
+    let seven = got(7).await;
+    assert_eq!(seven.asset_tag.as_deref(), Some("FETCHED-7"));
+    assert_eq!(seven.op_date, Some(UnixTime(T0.0 + 33)));
+
+    // Releasing 1,500 serials (two `IN` lists) plus unknown ones; only active devices count.
+    let mut gone: Vec<String> = (1_000..2_500).map(serial).collect();
+    gone.push("UNKNOWN00001".into());
+    let released = store
+        .mark_dep_devices_deleted("t1", &gone, UnixTime(T0.0 + 50))
+        .await
+        .unwrap();
+    assert_eq!(released, 1_500);
+    assert_eq!(store.count_dep_devices(active).await.unwrap(), 1_000);
+    assert_eq!(
+        store
+            .mark_dep_devices_deleted("t1", &gone, UnixTime(T0.0 + 51))
+            .await
+            .unwrap(),
+        0
+    );
+    // A fetch record listing a released device again brings it back.
+    assert_eq!(
+        store
+            .upsert_dep_devices(&[dep_device("t1", &serial(1_000), None)])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.count_dep_devices(active).await.unwrap(), 1_001);
+}
+
+async fn check_dep_templates_and_assignments(store: Store) {
+    use orchard_store::{AssignResult, AssignStatus, DepListingFilter};
+    let physics = tenant(&store, "PHYS").await;
+    let music = tenant(&store, "MUS").await;
+    store
+        .create_dep_token(&dep_token_record("t1", T0))
+        .await
+        .unwrap();
+    let page: Vec<_> = (0..20)
+        .map(|i| dep_device("t1", &format!("SER{i:09}"), None))
+        .collect();
+    store.apply_dep_page("t1", &page, "c1", T0).await.unwrap();
+
+    // Templates: unique name per token, at most one auto-assign template per token.
+    let (a, link_a) = template_record("tpl-a", "t1", physics.id, true);
+    store.create_dep_template(&a, &link_a).await.unwrap();
+    let (b, link_b) = template_record("tpl-b", "t1", music.id, false);
+    store.create_dep_template(&b, &link_b).await.unwrap();
+    let (mut dup, link_dup) = template_record("tpl-c", "t1", music.id, true);
+    dup.name = "Template tpl-x".into();
+    assert!(matches!(
+        store.create_dep_template(&dup, &link_dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (mut same_name, link_same) = template_record("tpl-d", "t1", music.id, false);
+    same_name.name = a.name.clone();
+    assert!(matches!(
+        store.create_dep_template(&same_name, &link_same).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // The failed creations left no link behind (one transaction each).
+    assert!(store
+        .find_enrollment_link_by_hash("hash-tpl-c")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .dep_template_by_link(link_a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "tpl-a"
+    );
+
+    // Scoped reads: music sees only its template; physics' id looks missing to music.
+    let music_scope = Scope::Tenant(music.id);
+    let listed = store.list_dep_templates(music_scope, None).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        vec!["tpl-b"]
+    );
+    assert!(store
+        .dep_template(music_scope, "tpl-a")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .dep_template(Scope::All, "tpl-a")
+        .await
+        .unwrap()
+        .is_some());
+
+    // Explicit assignment of 5 serials to B (one unknown serial reported, not fatal).
+    let to_b: Vec<String> = (0..5)
+        .map(|i| format!("SER{i:09}"))
+        .chain(["NOPE00000000".to_owned()])
+        .collect();
+    let outcome = store
+        .set_dep_assignment("t1", &to_b, Some(("tpl-b", music.id)))
+        .await
+        .unwrap();
+    assert_eq!(outcome.updated, 5);
+    assert_eq!(outcome.unknown, vec!["NOPE00000000".to_owned()]);
+    // Unassigning one keeps it out of the rule.
+    store
+        .set_dep_assignment("t1", &["SER000000019".to_owned()], None)
+        .await
+        .unwrap();
+    // The rule takes the 14 never-assigned serials.
+    assert_eq!(store.auto_assign_dep_devices("t1").await.unwrap(), 14);
+    assert_eq!(store.auto_assign_dep_devices("t1").await.unwrap(), 0);
+    let counts = store.dep_assignment_counts("t1").await.unwrap();
+    assert_eq!(
+        counts,
+        vec![("pending".to_owned(), 19), ("unassigned".to_owned(), 1)]
+    );
+
+    // Tenants see the serials assigned to their templates, enrolled or not.
+    let filter = DepListingFilter {
+        only_active: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .count_dep_device_listings(music_scope, filter)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        store
+            .count_dep_device_listings(Scope::Tenant(physics.id), filter)
+            .await
+            .unwrap(),
+        14
+    );
+    assert_eq!(
+        store
+            .count_dep_device_listings(Scope::All, filter)
+            .await
+            .unwrap(),
+        20
+    );
+    let listed = store
+        .list_dep_device_listings(music_scope, filter, 100, 0)
+        .await
+        .unwrap();
+    assert!(listed
+        .iter()
+        .all(|l| l.assignment.tenant_id == Some(music.id)
+            && l.assignment.template_id.as_deref() == Some("tpl-b")));
+
+    // Nothing is due for Apple while the template has no profile uuid… it is listed with profile_uuid None.
+    let due = store.due_dep_assignments("t1", T0, 100).await.unwrap();
+    assert_eq!(due.len(), 19);
+    assert!(due.iter().all(|d| d.profile_uuid.is_none()));
+    store
+        .set_dep_template_definition("tpl-b", Some("PROFILE-B"), None, T0)
+        .await
+        .unwrap();
+    store
+        .set_dep_template_definition("tpl-b", None, Some("apple said no"), UnixTime(T0.0 + 5))
+        .await
+        .unwrap();
+    let b_now = store
+        .dep_template(Scope::All, "tpl-b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b_now.profile_uuid.as_deref(),
+        Some("PROFILE-B"),
+        "a failed redefinition keeps the last good uuid"
+    );
+    assert_eq!(b_now.defined_at, Some(T0));
+    assert_eq!(b_now.define_error.as_deref(), Some("apple said no"));
+
+    // Apple's answers: assigned, throttled (due again later), a serial reassigned meanwhile left alone.
+    let results = vec![
+        AssignResult {
+            serial_number: "SER000000000".into(),
+            template_id: "tpl-b".into(),
+            status: AssignStatus::Assigned,
+            profile_uuid: Some("PROFILE-B".into()),
+            error: None,
+            retry_at: None,
+        },
+        AssignResult {
+            serial_number: "SER000000001".into(),
+            template_id: "tpl-b".into(),
+            status: AssignStatus::Throttled,
+            profile_uuid: Some("PROFILE-B".into()),
+            error: Some("THROTTLED".into()),
+            retry_at: Some(UnixTime(T0.0 + 300)),
+        },
+        AssignResult {
+            serial_number: "SER000000010".into(),
+            template_id: "tpl-b".into(),
+            status: AssignStatus::Assigned,
+            profile_uuid: Some("PROFILE-B".into()),
+            error: None,
+            retry_at: None,
+        },
+    ];
+    store
+        .record_dep_assignments("t1", &results, UnixTime(T0.0 + 10))
+        .await
+        .unwrap();
+    let listed = store
+        .list_dep_device_listings(
+            Scope::All,
+            DepListingFilter {
+                template_id: Some("tpl-b"),
+                ..Default::default()
+            },
+            100,
+            0,
+        )
+        .await
+        .unwrap();
+    let by_serial: HashMap<_, _> = listed
+        .iter()
+        .map(|l| (l.device.serial_number.as_str(), l))
+        .collect();
+    assert_eq!(
+        by_serial["SER000000000"].assignment.status.as_deref(),
+        Some("assigned")
+    );
+    assert_eq!(
+        by_serial["SER000000000"].device.profile_uuid.as_deref(),
+        Some("PROFILE-B")
+    );
+    assert_eq!(
+        by_serial["SER000000001"].assignment.status.as_deref(),
+        Some("throttled")
+    );
+    let physics_serial = store
+        .list_dep_device_listings(
+            Scope::All,
+            DepListingFilter {
+                token_id: Some("t1"),
+                ..Default::default()
+            },
+            100,
+            0,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.device.serial_number == "SER000000010")
+        .unwrap();
+    assert_eq!(
+        physics_serial.assignment.status.as_deref(),
+        Some("pending"),
+        "an answer for another template is ignored"
+    );
+    let due: Vec<String> = store
+        .due_dep_assignments("t1", UnixTime(T0.0 + 10), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.serial_number)
+        .collect();
+    assert!(!due.contains(&"SER000000001".to_owned()) && !due.contains(&"SER000000000".to_owned()));
+    let due_later: Vec<String> = store
+        .due_dep_assignments("t1", UnixTime(T0.0 + 300), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.serial_number)
+        .collect();
+    assert!(due_later.contains(&"SER000000001".to_owned()));
+
+    // A sync page never overwrites Orchard's assignment columns.
+    let again: Vec<_> = (0..5)
+        .map(|i| dep_device("t1", &format!("SER{i:09}"), Some(("modified", T0.0 + 50))))
+        .collect();
+    store
+        .apply_dep_page("t1", &again, "c2", UnixTime(T0.0 + 50))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .count_dep_device_listings(music_scope, filter)
+            .await
+            .unwrap(),
+        5
+    );
+
+    // The zero-touch lookup: an assigned active serial finds its template; a deleted or unknown one nothing.
+    let found = store
+        .dep_serial_template("SER000000003")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.template.id, "tpl-b");
+    assert_eq!(found.template.tenant_id, music.id);
+    assert!(
+        store
+            .dep_serial_template("SER000000019")
+            .await
+            .unwrap()
+            .is_none(),
+        "unassigned"
+    );
+    store
+        .mark_dep_devices_deleted("t1", &["SER000000003".to_owned()], UnixTime(T0.0 + 60))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .dep_serial_template("SER000000003")
+            .await
+            .unwrap()
+            .is_none(),
+        "released from the mdm server"
+    );
+
+    // Moving a template to another tenant moves its serials.
+    let mut a2 = store
+        .dep_template(Scope::All, "tpl-a")
+        .await
+        .unwrap()
+        .unwrap();
+    a2.tenant_id = music.id;
+    a2.updated_at = UnixTime(T0.0 + 70);
+    store.update_dep_template(&a2).await.unwrap();
+    assert_eq!(
+        store
+            .count_dep_device_listings(Scope::Tenant(physics.id), filter)
+            .await
+            .unwrap(),
+        0
+    );
+    // Reassignment after a redefinition makes the template's serials pending again.
+    assert_eq!(
+        store.reassign_dep_template_devices("tpl-b").await.unwrap(),
+        4
+    );
+
+    // Deleting a template unassigns its serials (they are not taken by the rule again).
+    store
+        .delete_dep_template("tpl-a", UnixTime(T0.0 + 80))
+        .await
+        .unwrap();
+    assert!(store
+        .dep_template(Scope::All, "tpl-a")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.auto_assign_dep_devices("t1").await.unwrap(), 0);
+
+    // Setup state and bypass code of a device.
+    let device = enrolled_device(&store, &music).await;
+    assert_eq!(
+        store.device_setup(device.id).await.unwrap().unwrap().state,
+        None
+    );
+    store
+        .set_device_setup(device.id, Some("tpl-b"), "configuring", None, T0)
+        .await
+        .unwrap();
+    assert!(store
+        .advance_device_setup(device.id, "configuring", "releasing", None, T0)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .advance_device_setup(device.id, "configuring", "releasing", None, T0)
+            .await
+            .unwrap(),
+        "moves once"
+    );
+    let setup = store.device_setup(device.id).await.unwrap().unwrap();
+    assert_eq!(
+        (setup.template_id.as_deref(), setup.state.as_deref()),
+        (Some("tpl-b"), Some("releasing"))
+    );
+    assert!(store.bypass_code(device.id).await.unwrap().is_none());
+    store
+        .store_bypass_code(device.id, &[9, 8, 7], UnixTime(T0.0 + 90))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bypass_code(device.id).await.unwrap(),
+        Some((vec![9, 8, 7], UnixTime(T0.0 + 90)))
+    );
+
+    // The sync lease: one holder at a time; free again after release or expiry.
+    assert!(store
+        .claim_dep_sync_lease("t1", "node-a", T0, UnixTime(T0.0 + 100))
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_dep_sync_lease("t1", "node-b", UnixTime(T0.0 + 50), UnixTime(T0.0 + 150))
+        .await
+        .unwrap());
+    assert!(
+        store
+            .claim_dep_sync_lease("t1", "node-a", UnixTime(T0.0 + 50), UnixTime(T0.0 + 150))
+            .await
+            .unwrap(),
+        "renewal"
+    );
+    assert!(
+        store
+            .claim_dep_sync_lease("t1", "node-b", UnixTime(T0.0 + 150), UnixTime(T0.0 + 250))
+            .await
+            .unwrap(),
+        "expired lease taken over"
+    );
+    store.release_dep_sync_lease("t1", "node-a").await.unwrap();
+    assert!(
+        !store
+            .claim_dep_sync_lease("t1", "node-a", UnixTime(T0.0 + 160), UnixTime(T0.0 + 260))
+            .await
+            .unwrap(),
+        "only the holder releases"
+    );
+    store.release_dep_sync_lease("t1", "node-b").await.unwrap();
+    assert!(store
+        .claim_dep_sync_lease("t1", "node-a", UnixTime(T0.0 + 160), UnixTime(T0.0 + 260))
+        .await
+        .unwrap());
 }

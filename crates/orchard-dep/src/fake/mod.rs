@@ -8,6 +8,7 @@
 //! device-side lookup at Apple): it answers the profile assigned to the serial, whose `url` the device then
 //! POSTs its signed MachineInfo to.
 
+pub mod activation;
 mod state;
 
 use std::collections::BTreeMap;

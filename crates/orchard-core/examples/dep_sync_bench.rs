@@ -1,0 +1,440 @@
+//! Benchmark (issue 4): a full DEP sync of N devices (default 50,000) from the local DEP server (TLS, real
+//! OAuth, pages of 1,000, no added latency) into a fresh database through `Orchard::run_dep_sync`, with every
+//! device checked in the database afterwards. Prints figures; asserts only that the data is right.
+//!
+//! `cargo run --release -p orchard-core --example dep_sync_bench -- sqlite|postgres [devices] [runs]`
+//! (PostgreSQL: a fresh database per run on the server of `ORCHARD_TEST_POSTGRES_URL`, dropped afterwards).
+//!
+//! Each run, on a fresh database:
+//! - fetch only: the same full fetch with a sink that does nothing (the network and JSON share of a sync);
+//! - first sync: `run_dep_sync` of a new token (every device inserted), then every serial checked;
+//! - store only: the fetched pages applied again with `apply_dep_page` into another token (the database share,
+//!   without the network);
+//! - full resync: the cursor cleared and 1 % of the devices released on the server, `run_dep_sync` again (every
+//!   device updated, the released ones marked deleted by the end-of-fetch check).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orchard_core::auth::Principal;
+use orchard_core::dep::DepSettings;
+use orchard_core::push::PushSettings;
+use orchard_core::{CoreConfig, Orchard};
+use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
+use orchard_dep::{DepClient, DevicePage, DeviceRecord, OpType};
+use orchard_store::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, Store};
+use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TokenId, UnixTime};
+use sqlx::{AnyConnection, Connection, Executor, Row};
+
+/// A database for one run, removed when the run ends.
+enum Database {
+    Sqlite { _dir: tempfile::TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl Database {
+    async fn create(backend: &str) -> (Database, String) {
+        match backend {
+            "sqlite" => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("orchard.db").display());
+                (Database::Sqlite { _dir: dir }, url)
+            }
+            "postgres" => {
+                let admin_url = std::env::var("ORCHARD_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+                    panic!("set ORCHARD_TEST_POSTGRES_URL (see .ci/postgres-setup.sh)")
+                });
+                sqlx::any::install_default_drivers();
+                let name = format!("orchard_dep_bench_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
+                admin
+                    .execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .unwrap();
+                admin.close().await.unwrap();
+                let url = url_with_database(&admin_url, &name);
+                (Database::Postgres { admin_url, name }, url)
+            }
+            other => panic!("backend must be sqlite or postgres, not {other:?}"),
+        }
+    }
+
+    async fn drop_now(self) {
+        if let Database::Postgres { admin_url, name } = self {
+            let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
+            admin
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await
+                .unwrap();
+            admin.close().await.unwrap();
+        }
+    }
+}
+
+fn url_with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    let mut url = format!("{scheme}://{authority}/{database}");
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+fn operator() -> Principal {
+    Principal {
+        token_id: TokenId::new(),
+        name: "bench".into(),
+        role: Role::Operator,
+        tenant_id: None,
+    }
+}
+
+/// The store row of a fetched record, as the sync stores it.
+fn store_row(token_id: &str, r: &DeviceRecord, now: UnixTime) -> DepDeviceRecord {
+    DepDeviceRecord {
+        token_id: token_id.to_owned(),
+        serial_number: r.serial_number.to_string(),
+        model: r.model.clone(),
+        description: r.description.clone(),
+        color: r.color.clone(),
+        asset_tag: r.asset_tag.clone(),
+        os: r.os.clone(),
+        device_family: r.device_family.clone(),
+        profile_status: r.profile_status.as_ref().map(|s| s.as_str().to_owned()),
+        profile_uuid: r.profile_uuid.as_ref().map(|p| p.as_str().to_owned()),
+        profile_assign_time: r.profile_assign_time,
+        device_assigned_date: r.device_assigned_date,
+        device_assigned_by: r.device_assigned_by.clone(),
+        op_type: r.op_type.as_ref().map(|o| o.as_str().to_owned()),
+        op_date: r.op_date,
+        deleted: r.op_type == Some(OpType::Deleted),
+        updated_at: now,
+    }
+}
+
+fn rate(devices: usize, elapsed: Duration) -> String {
+    format!(
+        "{:.3} s ({:.0} devices/s)",
+        elapsed.as_secs_f64(),
+        devices as f64 / elapsed.as_secs_f64()
+    )
+}
+
+/// User + system CPU time of a process, from `/proc` (clock ticks of 1/100 s, Linux's USER_HZ).
+fn process_cpu(pid: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may contain spaces) start at field 3; utime and stime are 14, 15.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// CPU used so far by this process (sync client, Orchard, store client and the local DEP server) and by the
+/// PostgreSQL backends serving the benchmark's database.
+struct CpuMark {
+    own: Duration,
+    backends: HashMap<String, Duration>,
+}
+
+async fn cpu_mark(monitor: Option<&mut AnyConnection>) -> CpuMark {
+    let mut backends = HashMap::new();
+    if let Some(conn) = monitor {
+        let rows = sqlx::query(
+            "SELECT CAST(pid AS TEXT) AS pid FROM pg_stat_activity WHERE datname = current_database()",
+        )
+        .fetch_all(conn)
+        .await
+        .unwrap();
+        for row in rows {
+            let pid: String = row.get("pid");
+            let cpu = process_cpu(&pid);
+            backends.insert(pid, cpu);
+        }
+    }
+    CpuMark {
+        own: process_cpu("self"),
+        backends,
+    }
+}
+
+/// CPU between two marks: (this process, database backends). Backends that appeared in between count fully.
+fn cpu_between(before: &CpuMark, after: &CpuMark) -> (Duration, Duration) {
+    let backends = after
+        .backends
+        .iter()
+        .map(|(pid, cpu)| cpu.saturating_sub(before.backends.get(pid).copied().unwrap_or_default()))
+        .sum();
+    (after.own.saturating_sub(before.own), backends)
+}
+
+fn cpu_text(backend: &str, (own, db): (Duration, Duration)) -> String {
+    if backend == "postgres" {
+        format!(
+            "cpu {:.2} s + postgres {:.2} s",
+            own.as_secs_f64(),
+            db.as_secs_f64()
+        )
+    } else {
+        format!("cpu {:.2} s", own.as_secs_f64())
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+struct RunFigures {
+    fetch: Duration,
+    sync: Duration,
+    store_only: Duration,
+    resync: Duration,
+}
+
+async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
+    let fake = FakeDepServer::start(FakeDepConfig::default())
+        .await
+        .unwrap();
+    fake.add_devices(&FakeDepServer::make_serials("BENCH", 0, devices));
+    let (database, url) = Database::create(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let mut monitor = match database {
+        Database::Postgres { .. } => Some(AnyConnection::connect(&url).await.unwrap()),
+        Database::Sqlite { .. } => None,
+    };
+    let pki_dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let pki =
+        orchard_core::pki_files::load_or_create(pki_dir.path(), &[], &[], clock.now()).unwrap();
+    let orchard = Orchard::new(
+        store.clone(),
+        Arc::new(pki.material),
+        CoreConfig {
+            public_url: "https://mdm.example.edu".into(),
+            topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-bench").unwrap(),
+            organization: "Orchard University".into(),
+            challenge_ttl_seconds: 3600,
+            identity_validity_days: 365,
+        },
+        clock.clone(),
+        PushSettings::default(),
+    )
+    .with_dep_settings(DepSettings {
+        config: fake.client_config(),
+        ..DepSettings::default()
+    });
+    let op = operator();
+    let created = orchard.create_dep_token(&op, "bench").await.unwrap();
+    let p7m = encrypt_server_token(
+        &fake.server_token(),
+        created.certificate_pem.as_bytes(),
+        TokenCipher::Aes256Cbc,
+    )
+    .unwrap();
+    orchard
+        .upload_dep_token(&op, &created.id, &p7m)
+        .await
+        .unwrap();
+
+    // Fetch only: the network and JSON share. The pages are kept for the store-only replay.
+    let client = DepClient::new(fake.client_config(), fake.server_token(), clock.clone()).unwrap();
+    let mut pages: Vec<DevicePage> = Vec::new();
+    let mut keep = orchard_dep::sync::FnSink(|page: &DevicePage| {
+        pages.push(page.clone());
+        Ok(())
+    });
+    let cpu_before = cpu_mark(monitor.as_mut()).await;
+    let started = Instant::now();
+    let outcome = client.sync(None, &mut keep).await.unwrap();
+    let fetch = started.elapsed();
+    let fetch_cpu = cpu_between(&cpu_before, &cpu_mark(monitor.as_mut()).await);
+    assert_eq!(outcome.records as usize, devices);
+
+    // First sync: every device inserted.
+    let load_before = loadavg();
+    let cpu_before = cpu_mark(monitor.as_mut()).await;
+    let started = Instant::now();
+    let summary = orchard.run_dep_sync(&created.id).await.unwrap();
+    let sync = started.elapsed();
+    let sync_cpu = cpu_between(&cpu_before, &cpu_mark(monitor.as_mut()).await);
+    assert!(summary.full_fetch);
+    assert_eq!(summary.records as usize, devices);
+    assert_eq!(summary.active_devices as usize, devices);
+    let stored = store
+        .dep_serials(DepDeviceFilter {
+            token_id: Some(&created.id),
+            only_active: true,
+        })
+        .await
+        .unwrap();
+    let mut expected: Vec<String> = fake.serials().iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(stored, expected, "every device is in the database");
+
+    // The steps a sync runs after storing the pages (assignment rule, due assignments), timed again alone: with
+    // no template they assign nothing, so this is their fixed cost over the token's devices.
+    let started = Instant::now();
+    let auto_assigned = store.auto_assign_dep_devices(&created.id).await.unwrap();
+    let assignments = orchard.push_dep_assignments(&created.id).await.unwrap();
+    let after_sync = started.elapsed();
+    assert_eq!(auto_assigned, 0);
+    assert_eq!(assignments.waiting_for_profile, 0);
+
+    // Store only: the same pages applied to another token, one transaction per page with its cursor.
+    let other = "bench-store-only";
+    store
+        .create_dep_token(&DepTokenRecord {
+            id: other.into(),
+            name: "store only".into(),
+            certificate_pem: created.certificate_pem.clone(),
+            key_encrypted: vec![0],
+            token_encrypted: None,
+            consumer_key: None,
+            access_token_expiry: None,
+            server_name: None,
+            org_name: None,
+            cursor: None,
+            cursor_saved_at: None,
+            last_sync_at: None,
+            last_sync_error: None,
+            created_at: clock.now(),
+        })
+        .await
+        .unwrap();
+    let now = clock.now();
+    let rows: Vec<(Vec<DepDeviceRecord>, String)> = pages
+        .iter()
+        .map(|p| {
+            (
+                p.devices.iter().map(|r| store_row(other, r, now)).collect(),
+                p.cursor.as_str().to_owned(),
+            )
+        })
+        .collect();
+    let cpu_before = cpu_mark(monitor.as_mut()).await;
+    let started = Instant::now();
+    for (page, cursor) in &rows {
+        store
+            .apply_dep_page(other, page, cursor, now)
+            .await
+            .unwrap();
+    }
+    let store_only = started.elapsed();
+    let store_cpu = cpu_between(&cpu_before, &cpu_mark(monitor.as_mut()).await);
+    let other_count = store
+        .count_dep_devices(DepDeviceFilter {
+            token_id: Some(other),
+            only_active: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(other_count as usize, devices);
+
+    // Full resync into the populated database: every device updated, 1 % released on the server.
+    let released: Vec<_> = FakeDepServer::make_serials("BENCH", 0, devices / 100);
+    for serial in &released {
+        assert!(fake.delete_device(serial));
+    }
+    store
+        .save_dep_cursor(&created.id, None, clock.now())
+        .await
+        .unwrap();
+    let cpu_before = cpu_mark(monitor.as_mut()).await;
+    let started = Instant::now();
+    let summary = orchard.run_dep_sync(&created.id).await.unwrap();
+    let resync = started.elapsed();
+    let resync_cpu = cpu_between(&cpu_before, &cpu_mark(monitor.as_mut()).await);
+    assert!(summary.full_fetch);
+    assert_eq!(summary.removed as usize, released.len());
+    assert_eq!(
+        summary.active_devices as usize,
+        devices - released.len(),
+        "released devices are marked deleted"
+    );
+
+    println!("run {run} [{backend}, load {load_before}]:");
+    println!(
+        "  fetch only:   {} [{}]",
+        rate(devices, fetch),
+        cpu_text(backend, fetch_cpu)
+    );
+    println!(
+        "  first sync:   {} [{}]",
+        rate(devices, sync),
+        cpu_text(backend, sync_cpu)
+    );
+    println!(
+        "  of which the post-sync assignment steps, timed alone: {:.3} s",
+        after_sync.as_secs_f64()
+    );
+    println!(
+        "  store only:   {} [{}]",
+        rate(devices, store_only),
+        cpu_text(backend, store_cpu)
+    );
+    println!(
+        "  full resync:  {} [{}] ({} released on the server, marked deleted)",
+        rate(devices, resync),
+        cpu_text(backend, resync_cpu),
+        released.len()
+    );
+    if let Some(conn) = monitor {
+        conn.close().await.unwrap();
+    }
+    store.close().await;
+    fake.shutdown().await;
+    database.drop_now().await;
+    RunFigures {
+        fetch,
+        sync,
+        store_only,
+        resync,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut args = std::env::args().skip(1);
+    let backend = args.next().unwrap_or_else(|| "sqlite".into());
+    let devices: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(50_000);
+    let runs: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(3);
+    println!(
+        "dep sync benchmark: {backend}, {devices} devices, pages of 1,000, {runs} runs, load {}",
+        loadavg()
+    );
+    let mut all = Vec::new();
+    for n in 1..=runs {
+        all.push(run(&backend, devices, n).await);
+    }
+    let best = |f: fn(&RunFigures) -> Duration| all.iter().map(f).min().unwrap_or_default();
+    println!(
+        "best of {runs}: fetch only {} | first sync {} | store only {} | full resync {} (goal: first sync <= 1.5 s); \
+         load at end {}",
+        rate(devices, best(|r| r.fetch)),
+        rate(devices, best(|r| r.sync)),
+        rate(devices, best(|r| r.store_only)),
+        rate(devices, best(|r| r.resync)),
+        loadavg()
+    );
+}

@@ -1,0 +1,267 @@
+//! Commands that are hard to do by accident, and commands to many devices at once.
+//!
+//! EraseDevice, ClearPasscode, DeleteUser and removing management (RemoveProfile of Orchard's enrollment
+//! profile) need the tenant admin role (or operator) and a confirmation equal to the device's serial number.
+//! Bulk commands resolve their devices through the caller's scope, answer a dry run with the count first, and
+//! a destructive bulk command needs that count as its confirmation. One bulk request is one transaction.
+
+use orchard_protocol::commands::Command;
+use orchard_store::{Device, NewCommand, Page, Scope};
+use orchard_types::{ChannelId, CommandUuid, DeviceId, EnrollmentState, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Principal;
+use crate::{CoreError, Orchard};
+
+/// The enrollment profile's identifier (removing it removes management).
+pub const ENROLLMENT_PROFILE_IDENTIFIER: &str = "edu.orchard.enrollment";
+/// Devices one bulk request may address.
+pub const MAX_BULK_DEVICES: usize = 50_000;
+
+/// Whether a command destroys data or control and so needs a confirmation.
+pub fn is_dangerous(command: &Command) -> bool {
+    match command {
+        Command::EraseDevice { .. }
+        | Command::ClearPasscode { .. }
+        | Command::DeleteUser { .. } => true,
+        Command::RemoveProfile { identifier } => identifier == ENROLLMENT_PROFILE_IDENTIFIER,
+        _ => false,
+    }
+}
+
+/// Operators, or the device tenant's admin, may run dangerous commands.
+fn may_run_dangerous(who: &Principal, device: &Device) -> bool {
+    match who.role {
+        Role::Operator => true,
+        Role::Admin => who.tenant_id == Some(device.tenant_id),
+        Role::Helpdesk | Role::Viewer => false,
+    }
+}
+
+/// Checks the confirmation of a dangerous command for one device.
+pub(crate) fn check_confirmation(
+    who: &Principal,
+    device: &Device,
+    command: &Command,
+    confirm_serial: Option<&str>,
+) -> Result<(), CoreError> {
+    if !is_dangerous(command) {
+        return Ok(());
+    }
+    if !may_run_dangerous(who, device) {
+        return Err(CoreError::Forbidden(format!(
+            "{} needs the tenant admin role",
+            command.request_type()
+        )));
+    }
+    let serial = device.serial_number.as_deref().unwrap_or_default();
+    match confirm_serial.map(str::trim) {
+        Some(given) if !serial.is_empty() && given.eq_ignore_ascii_case(serial) => Ok(()),
+        _ => Err(CoreError::ConfirmationRequired(format!(
+            "{} cannot be undone: set confirm_serial to the device's serial number",
+            command.request_type()
+        ))),
+    }
+}
+
+/// Which devices a bulk command addresses: listed ids, or every enrolled device of the caller's scope
+/// (optionally of one tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkTarget {
+    #[serde(default)]
+    pub device_ids: Option<Vec<DeviceId>>,
+    /// Operators: one tenant's devices (tenant roles are limited to their own anyway).
+    #[serde(default)]
+    pub tenant_id: Option<orchard_types::TenantId>,
+}
+
+/// The outcome of a bulk request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BulkOutcome {
+    pub dry_run: bool,
+    /// Devices the command applies to.
+    pub affected: usize,
+    /// Listed ids that are not (visible) enrolled devices: nothing is queued for them.
+    pub skipped: usize,
+    /// Commands queued (0 for a dry run).
+    pub queued: usize,
+}
+
+impl Orchard {
+    /// Resolves a bulk target through the caller's scope to enrolled devices; returns them and how many
+    /// listed ids were skipped.
+    async fn bulk_devices(
+        &self,
+        who: &Principal,
+        target: &BulkTarget,
+    ) -> Result<(Vec<Device>, usize), CoreError> {
+        let scope = match (who.scope(), target.tenant_id) {
+            (Scope::All, Some(t)) => Scope::Tenant(t),
+            (Scope::Tenant(own), Some(t)) if own != t => {
+                // Another tenant's devices look like none at all.
+                return Ok((Vec::new(), target.device_ids.as_ref().map_or(0, Vec::len)));
+            }
+            (scope, _) => scope,
+        };
+        match &target.device_ids {
+            Some(ids) => {
+                if ids.len() > MAX_BULK_DEVICES {
+                    return Err(CoreError::Invalid(format!(
+                        "at most {MAX_BULK_DEVICES} devices per request"
+                    )));
+                }
+                let mut unique = ids.clone();
+                unique.sort();
+                unique.dedup();
+                let mut devices = Vec::with_capacity(unique.len());
+                for id in &unique {
+                    if let Some(d) = self.store.get_device(scope, *id).await? {
+                        if d.state == EnrollmentState::Enrolled {
+                            devices.push(d);
+                        }
+                    }
+                }
+                let skipped = ids.len() - devices.len();
+                Ok((devices, skipped))
+            }
+            None => {
+                let mut devices = Vec::new();
+                let mut offset = 0;
+                loop {
+                    let page = Page {
+                        limit: 1000,
+                        offset,
+                    };
+                    let batch = self.store.list_devices(scope, page).await?;
+                    let done = batch.len() < 1000;
+                    offset += 1000;
+                    devices.extend(
+                        batch
+                            .into_iter()
+                            .filter(|d| d.state == EnrollmentState::Enrolled),
+                    );
+                    if done || devices.len() > MAX_BULK_DEVICES {
+                        break;
+                    }
+                }
+                if devices.len() > MAX_BULK_DEVICES {
+                    return Err(CoreError::Invalid(format!(
+                        "more than {MAX_BULK_DEVICES} devices: narrow the request"
+                    )));
+                }
+                Ok((devices, 0))
+            }
+        }
+    }
+
+    /// Queues one command for many devices in one transaction, or (dry run) only counts them. A destructive
+    /// command needs `confirm_count` equal to the number of devices it would reach.
+    pub async fn queue_bulk_command(
+        &self,
+        who: &Principal,
+        target: BulkTarget,
+        command: Command,
+        dry_run: bool,
+        confirm_count: Option<usize>,
+    ) -> Result<BulkOutcome, CoreError> {
+        if matches!(command, Command::ClearPasscode { .. }) {
+            return Err(CoreError::Invalid(
+                "ClearPasscode is sent to one device at a time".into(),
+            ));
+        }
+        let (devices, skipped) = self.bulk_devices(who, &target).await?;
+        for d in &devices {
+            let allowed = match who.role {
+                Role::Operator => true,
+                Role::Admin => who.tenant_id == Some(d.tenant_id),
+                Role::Helpdesk => crate::admin::helpdesk_may_queue(&command),
+                Role::Viewer => false,
+            };
+            if !allowed {
+                return Err(CoreError::Forbidden(format!(
+                    "the {} role may not queue {}",
+                    who.role.as_str(),
+                    command.request_type()
+                )));
+            }
+        }
+        if who.role == Role::Viewer {
+            return Err(CoreError::Forbidden("viewers do not queue commands".into()));
+        }
+        if dry_run {
+            return Ok(BulkOutcome {
+                dry_run: true,
+                affected: devices.len(),
+                skipped,
+                queued: 0,
+            });
+        }
+        if is_dangerous(&command) {
+            if devices.iter().any(|d| !may_run_dangerous(who, d)) {
+                return Err(CoreError::Forbidden(format!(
+                    "{} needs the tenant admin role",
+                    command.request_type()
+                )));
+            }
+            if confirm_count != Some(devices.len()) {
+                return Err(CoreError::ConfirmationRequired(format!(
+                    "{} cannot be undone: run a dry run and set confirm_count to the number of devices ({})",
+                    command.request_type(),
+                    devices.len()
+                )));
+            }
+        }
+        let now = self.clock.now();
+        let actor = who.actor();
+        let new: Vec<NewCommand> = devices
+            .iter()
+            .map(|d| {
+                let uuid = CommandUuid::new_random();
+                NewCommand {
+                    payload: command.encode(&uuid),
+                    request_type: command.request_type().to_string(),
+                    uuid,
+                    device_id: d.id,
+                    tenant_id: d.tenant_id,
+                    channel: ChannelId::device(&d.udid),
+                    queued_by: Some(actor.clone()),
+                    queued_at: now,
+                    expires_at: None,
+                }
+            })
+            .collect();
+        self.store.enqueue_commands(&new).await?;
+        self.wake_dispatcher();
+        tracing::info!(count = new.len(), request_type = command.request_type(), actor = %actor, "bulk command queued");
+        Ok(BulkOutcome {
+            dry_run: false,
+            affected: devices.len(),
+            skipped,
+            queued: new.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dangerous_commands_are_erase_clear_passcode_delete_user_and_removing_management() {
+        assert!(is_dangerous(&Command::ClearPasscode { unlock_token: None }));
+        assert!(is_dangerous(&Command::DeleteUser {
+            user_name: Some("s1".into()),
+            force_deletion: None,
+            delete_all_users: None
+        }));
+        assert!(is_dangerous(&Command::RemoveProfile {
+            identifier: ENROLLMENT_PROFILE_IDENTIFIER.into()
+        }));
+        assert!(!is_dangerous(&Command::RemoveProfile {
+            identifier: "edu.example.wifi".into()
+        }));
+        assert!(!is_dangerous(&Command::DeviceConfigured));
+    }
+}

@@ -1,0 +1,177 @@
+//! API tokens through the API: personal and service-account tokens with a role, a tenant scope and an expiry,
+//! shown once, stored hashed, revocable.
+//!
+//! Operators make any token; a tenant's admin makes admin and viewer tokens of its own tenant only (never a
+//! central role). Listing and revoking follow the same scope: another tenant's token answers like a missing one.
+
+use orchard_store::{ApiTokenListing, Scope};
+use orchard_types::{Role, TenantId, TokenId, UnixTime};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{create_api_token, Principal};
+use crate::{CoreError, Orchard};
+
+/// Tokens made through the API expire after this many days unless asked otherwise.
+pub const DEFAULT_TOKEN_DAYS: i64 = 365;
+/// Longest lifetime a token made through the API may have.
+pub const MAX_TOKEN_DAYS: i64 = 3 * 365;
+/// `last_used_at` is written at most this often per token.
+const TOKEN_USE_GRANULARITY_SECONDS: i64 = 60;
+
+/// What the caller asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTokenRequest {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub tenant_id: Option<TenantId>,
+    /// Days until the token expires (default 365, at most 1095).
+    #[serde(default)]
+    pub expires_in_days: Option<i64>,
+}
+
+/// A token as the API shows it (never the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub role: &'static str,
+    pub tenant_id: Option<String>,
+    pub created_at: String,
+    pub created_by: Option<String>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+    /// Usable now (not revoked, not expired).
+    pub active: bool,
+}
+
+/// A new token: its view and the secret, shown exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreatedTokenView {
+    #[serde(flatten)]
+    pub token: TokenView,
+    pub secret: String,
+}
+
+fn view(t: &ApiTokenListing, now: UnixTime) -> TokenView {
+    TokenView {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        role: t.role.as_str(),
+        tenant_id: t.tenant_id.map(|x| x.to_string()),
+        created_at: t.created_at.to_rfc3339(),
+        created_by: t.created_by.clone(),
+        expires_at: t.expires_at.map(UnixTime::to_rfc3339),
+        revoked_at: t.revoked_at.map(UnixTime::to_rfc3339),
+        last_used_at: t.last_used_at.map(UnixTime::to_rfc3339),
+        active: t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now),
+    }
+}
+
+/// The scope in which a principal manages tokens: operators all, tenant admins their tenant, others none.
+fn management_scope(who: &Principal) -> Result<Scope, CoreError> {
+    match who.role {
+        Role::Operator => Ok(Scope::All),
+        Role::Admin => Ok(who.scope()),
+        Role::Helpdesk | Role::Viewer => Err(CoreError::Forbidden(format!(
+            "the {} role does not manage api tokens",
+            who.role.as_str()
+        ))),
+    }
+}
+
+impl Orchard {
+    /// Makes a token (operators: any; tenant admins: admin or viewer of their own tenant).
+    pub async fn create_token(
+        &self,
+        who: &Principal,
+        req: NewTokenRequest,
+    ) -> Result<CreatedTokenView, CoreError> {
+        management_scope(who)?;
+        if who.role == Role::Admin {
+            let own = who.tenant_id;
+            let allowed = matches!(req.role, Role::Admin | Role::Viewer)
+                && req.tenant_id.is_some()
+                && req.tenant_id == own;
+            if !allowed {
+                return Err(CoreError::Forbidden(
+                    "a tenant admin makes admin and viewer tokens of its own tenant only".into(),
+                ));
+            }
+        }
+        let days = req.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
+        if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+            return Err(CoreError::Invalid(format!(
+                "expires_in_days must be 1..={MAX_TOKEN_DAYS}"
+            )));
+        }
+        let now = self.clock.now();
+        let created = create_api_token(
+            &self.store,
+            self.clock.as_ref(),
+            &req.name,
+            req.role,
+            req.tenant_id,
+            Some(now.plus_seconds(days * 86_400)),
+        )
+        .await?;
+        self.store
+            .set_api_token_creator(created.token.id, &who.actor())
+            .await?;
+        tracing::info!(token = %created.token.id, role = req.role.as_str(), actor = %who.actor(), "api token created through the api");
+        let listing = self
+            .store
+            .api_token(Scope::All, created.token.id)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        Ok(CreatedTokenView {
+            token: view(&listing, now),
+            secret: created.secret,
+        })
+    }
+
+    /// Tokens the caller manages.
+    pub async fn list_tokens(
+        &self,
+        who: &Principal,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<TokenView>, CoreError> {
+        let scope = management_scope(who)?;
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .list_api_tokens(scope, limit.clamp(1, 1000), offset.max(0))
+            .await?
+            .iter()
+            .map(|t| view(t, now))
+            .collect())
+    }
+
+    /// Revokes a token the caller manages (its next request is refused).
+    pub async fn revoke_token(&self, who: &Principal, id: TokenId) -> Result<TokenView, CoreError> {
+        let scope = management_scope(who)?;
+        let now = self.clock.now();
+        self.store.revoke_api_token(scope, id, now).await?;
+        tracing::info!(token = %id, actor = %who.actor(), "api token revoked");
+        let listing = self
+            .store
+            .api_token(scope, id)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        Ok(view(&listing, now))
+    }
+
+    /// Notes that a token was used (at most once a minute per token); a failure only logs.
+    pub(crate) async fn note_token_use(&self, id: TokenId, now: UnixTime) {
+        if let Err(e) = self
+            .store
+            .touch_api_token(id, now, TOKEN_USE_GRANULARITY_SECONDS)
+            .await
+        {
+            tracing::warn!(token = %id, error = %e, "recording token use failed");
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The audit log on SQLite and PostgreSQL: events are recorded with actor, tenant, action, target, request id
+//! and outcome; the database itself refuses to change or delete them (and usage snapshots); operators and
+//! helpdesk read everything, a tenant admin only its own tenant's events, viewers nothing; filters, paging,
+//! and the CSV export's quoting.
+
+// Tests may unwrap and panic: a failed expectation is exactly what should stop them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use orchard_core::audit::{
+    audit_csv, AuditActor, AuditEvent, AuditEventView, AuditOutcome, AuditQuery,
+};
+use orchard_core::auth::Principal;
+use orchard_core::push::PushSettings;
+use orchard_core::{CoreConfig, CoreError, Orchard};
+use orchard_store::{Page, Store, Tenant};
+use orchard_types::{ApnsTopic, Clock, ManualClock, Role, TenantId, TokenId, UnixTime};
+use serde_json::json;
+use sqlx::{AnyConnection, Connection, Executor};
+
+const START: UnixTime = UnixTime(1_772_323_200);
+
+fn orchard(store: Store, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
+    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let pki = orchard_core::pki_files::load_or_create(dir, &[], &[], clock.now()).unwrap();
+    let config = CoreConfig {
+        public_url: "https://mdm.example.edu".into(),
+        topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-dev-test").unwrap(),
+        organization: "Orchard University".into(),
+        challenge_ttl_seconds: 3600,
+        identity_validity_days: 365,
+    };
+    Arc::new(Orchard::new(
+        store,
+        Arc::new(pki.material),
+        config,
+        clock_dyn,
+        PushSettings::default(),
+    ))
+}
+
+fn principal(name: &str, role: Role, tenant_id: Option<TenantId>) -> Principal {
+    Principal {
+        token_id: TokenId::new(),
+        name: name.into(),
+        role,
+        tenant_id,
+    }
+}
+
+fn event(
+    who: &Principal,
+    tenant: Option<TenantId>,
+    action: &str,
+    target: &str,
+    request_id: &str,
+    status: u16,
+) -> AuditEvent {
+    AuditEvent {
+        actor: AuditActor::of(who),
+        tenant_id: tenant,
+        action: action.into(),
+        target: Some(target.into()),
+        request_id: Some(request_id.into()),
+        outcome: AuditOutcome::from_http_status(status),
+        http_status: Some(status),
+        details: json!({"method": "POST"}),
+    }
+}
+
+fn all() -> Page {
+    Page {
+        limit: 1000,
+        offset: 0,
+    }
+}
+
+async fn scenario(store: Store, dir: PathBuf, url: String) {
+    let clock = ManualClock::new(START);
+    let orchard = orchard(store.clone(), &dir, &clock);
+    let mut tenants = Vec::new();
+    for code in ["physics", "chemistry"] {
+        let t = Tenant {
+            id: TenantId::new(),
+            name: code.into(),
+            code: code.into(),
+            created_at: clock.now(),
+        };
+        store.create_tenant(&t).await.unwrap();
+        tenants.push(t.id);
+    }
+    let (physics, chemistry) = (tenants[0], tenants[1]);
+    let operator = principal("central-it", Role::Operator, None);
+    let helpdesk = principal("helpdesk", Role::Helpdesk, None);
+    let physics_admin = principal("physics-admin", Role::Admin, Some(physics));
+    let chemistry_admin = principal("chem, \"lab\"\nadmin", Role::Admin, Some(chemistry));
+    let physics_viewer = principal("physics-viewer", Role::Viewer, Some(physics));
+
+    // Five events a minute apart.
+    let recorded = [
+        event(&operator, None, "tenant.create", "t-1", "req-1", 201),
+        event(
+            &physics_admin,
+            Some(physics),
+            "device.command.queue",
+            "dev-p",
+            "req-2",
+            201,
+        ),
+        event(
+            &chemistry_admin,
+            Some(chemistry),
+            "device.command.queue",
+            "dev-c",
+            "req-3",
+            201,
+        ),
+        // A refused attempt of the physics admin on something it may not touch: filed under its own tenant.
+        event(
+            &physics_admin,
+            Some(physics),
+            "tenant.create",
+            "",
+            "req-4",
+            403,
+        ),
+        event(
+            &chemistry_admin,
+            Some(chemistry),
+            "device.push",
+            "=cmd|' /C calc'!A0",
+            "req-5",
+            500,
+        ),
+    ];
+    let mut stored = Vec::new();
+    for e in recorded {
+        stored.push(orchard.record_audit(e).await.unwrap());
+        clock.advance(60);
+    }
+    assert_eq!(stored[1].at, START.plus_seconds(60));
+    assert_eq!(stored[1].actor, format!("token:{}", physics_admin.token_id));
+    assert_eq!(stored[1].actor_role.as_deref(), Some("admin"));
+    assert_eq!(stored[1].request_id.as_deref(), Some("req-2"));
+    assert_eq!(stored[3].outcome, "denied");
+    assert_eq!(stored[3].status, Some(403));
+    assert_eq!(stored[4].outcome, "error");
+
+    // Operators and helpdesk see every event, newest first.
+    for who in [&operator, &helpdesk] {
+        let (events, total) = orchard
+            .list_audit(who, &AuditQuery::default(), all())
+            .await
+            .unwrap();
+        assert_eq!(total, 5);
+        let ids: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.request_id.as_deref())
+            .collect();
+        assert_eq!(ids, vec!["req-5", "req-4", "req-3", "req-2", "req-1"]);
+    }
+    // A tenant admin sees its tenant's events only, even when it asks for another tenant's.
+    let (events, total) = orchard
+        .list_audit(&physics_admin, &AuditQuery::default(), all())
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    assert!(events.iter().all(|e| e.tenant_id == Some(physics)));
+    let (events, total) = orchard
+        .list_audit(
+            &physics_admin,
+            &AuditQuery {
+                tenant_id: Some(chemistry),
+                ..AuditQuery::default()
+            },
+            all(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((events.len(), total), (0, 0));
+    // Viewers are refused.
+    assert!(matches!(
+        orchard
+            .list_audit(&physics_viewer, &AuditQuery::default(), all())
+            .await,
+        Err(CoreError::Forbidden(_))
+    ));
+
+    // Filters.
+    let count = |q: AuditQuery| {
+        let orchard = orchard.clone();
+        let operator = operator.clone();
+        async move { orchard.list_audit(&operator, &q, all()).await.unwrap().1 }
+    };
+    assert_eq!(
+        count(AuditQuery {
+            action: Some("device.command.queue".into()),
+            ..AuditQuery::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(AuditQuery {
+            action: Some("device.*".into()),
+            ..AuditQuery::default()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        count(AuditQuery {
+            actor: Some(format!("token:{}", physics_admin.token_id)),
+            ..AuditQuery::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(AuditQuery {
+            actor: Some("central-it".into()),
+            ..AuditQuery::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(AuditQuery {
+            tenant_id: Some(chemistry),
+            ..AuditQuery::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(AuditQuery {
+            from: Some(START.plus_seconds(60)),
+            to: Some(START.plus_seconds(180)),
+            ..AuditQuery::default()
+        })
+        .await,
+        3
+    );
+    assert!(matches!(
+        orchard
+            .list_audit(
+                &operator,
+                &AuditQuery {
+                    from: Some(START.plus_seconds(10)),
+                    to: Some(START),
+                    ..AuditQuery::default()
+                },
+                all()
+            )
+            .await,
+        Err(CoreError::Invalid(_))
+    ));
+
+    // Paging: the total stays, the pages do not overlap.
+    let page = |offset| Page { limit: 2, offset };
+    let (first, total) = orchard
+        .list_audit(&operator, &AuditQuery::default(), page(0))
+        .await
+        .unwrap();
+    let (second, _) = orchard
+        .list_audit(&operator, &AuditQuery::default(), page(2))
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(first.len(), 2);
+    assert_eq!(second.len(), 2);
+    assert!(first.iter().all(|a| second.iter().all(|b| a.id != b.id)));
+
+    // The JSON view keeps details as JSON.
+    let view = AuditEventView::from(&stored[0]);
+    assert_eq!(view.details, json!({"method": "POST"}));
+    assert_eq!(view.at, "2026-03-01T00:00:00Z");
+
+    // CSV: a name with a comma, quotes and a newline stays one field; a formula-looking target is defused.
+    let csv = audit_csv(&[stored[4].clone()]);
+    let expected = format!(
+        "id,at,actor,actor_name,actor_role,tenant_id,action,target,outcome,status,request_id,details\r\n\
+         {},2026-03-01T00:04:00Z,token:{},\"chem, \"\"lab\"\"\nadmin\",admin,{chemistry},device.push,\
+         '=cmd|' /C calc'!A0,error,500,req-5,\"{{\"\"method\"\":\"\"POST\"\"}}\"\r\n",
+        stored[4].id, chemistry_admin.token_id
+    );
+    assert_eq!(csv, expected);
+
+    // Append-only: the database refuses UPDATE and DELETE (and TRUNCATE on PostgreSQL), whoever asks.
+    sqlx::any::install_default_drivers();
+    let mut raw = AnyConnection::connect(&url).await.unwrap();
+    let refused = [
+        "UPDATE audit_events SET outcome = 'ok' WHERE outcome = 'denied'".to_string(),
+        format!(
+            "UPDATE audit_events SET actor = 'someone-else' WHERE id = '{}'",
+            stored[0].id
+        ),
+        "DELETE FROM audit_events".to_string(),
+        format!("DELETE FROM audit_events WHERE id = '{}'", stored[1].id),
+    ];
+    for sql in &refused {
+        let err = raw.execute(sql.as_str()).await;
+        assert!(err.is_err(), "{sql} was allowed");
+        let message = err.unwrap_err().to_string();
+        assert!(message.contains("append-only"), "{sql}: {message}");
+    }
+    if url.starts_with("postgres") {
+        assert!(raw.execute("TRUNCATE audit_events").await.is_err());
+    }
+    // Usage snapshots cannot be rewritten either. Taking one is itself audited (a sixth event, global).
+    orchard.take_usage_snapshot().await.unwrap();
+    assert!(raw
+        .execute("UPDATE usage_snapshots SET enrolled_devices = 0")
+        .await
+        .is_err());
+    raw.close().await.unwrap();
+    let (after, total) = orchard
+        .list_audit(&operator, &AuditQuery::default(), all())
+        .await
+        .unwrap();
+    assert_eq!(total, 6);
+    assert_eq!(after[0].action, "usage.snapshot");
+    assert_eq!(after[0].actor, "system:usage-snapshot");
+    assert_eq!(after[0].tenant_id, None);
+    let mut after_sorted = after[1..].to_vec();
+    after_sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut before_sorted = stored.clone();
+    before_sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(after_sorted, before_sorted, "nothing changed");
+}
+
+/// The admin URL with its database name replaced.
+fn url_with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    let mut url = format!("{scheme}://{authority}/{database}");
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+fn rethrow(outcome: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("scenario task failed: {error}"),
+        }
+    }
+}
+
+async fn on_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(Store, PathBuf, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("o.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let outcome = tokio::spawn(scenario(store.clone(), dir.path().to_owned(), url)).await;
+    store.close().await;
+    rethrow(outcome);
+}
+
+async fn on_postgres<F, Fut>(scenario: F)
+where
+    F: FnOnce(Store, PathBuf, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            if std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
+                eprintln!("ORCHARD_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL run");
+                return;
+            }
+            panic!(
+                "ORCHARD_TEST_POSTGRES_URL is not set (e.g. postgres://orchard:orchard@127.0.0.1:5432/postgres); \
+                 set ORCHARD_TEST_SKIP_POSTGRES=1 to skip it deliberately"
+            );
+        }
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let url = url_with_database(&admin_url, &name);
+    let store = Store::connect(&url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = tokio::spawn(scenario(store.clone(), dir.path().to_owned(), url)).await;
+    store.close().await;
+    // Best effort: a leftover database is harmless, it only has a unique name.
+    let _ = admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await;
+    let _ = admin.close().await;
+    rethrow(outcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_on_sqlite() {
+    on_sqlite(scenario).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_on_postgres() {
+    on_postgres(scenario).await;
+}

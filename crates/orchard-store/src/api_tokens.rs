@@ -1,0 +1,137 @@
+//! API tokens as the token API manages them: scoped listing, revocation, who made them and when they were last
+//! used. Creating and finding by hash live with the other enrollment-era token code (`enrollment.rs`).
+
+use orchard_types::{TokenId, UnixTime};
+
+use crate::{rows, Scope, Store, StoreError};
+
+/// A token as listed (never its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenListing {
+    pub id: TokenId,
+    pub name: String,
+    pub role: orchard_types::Role,
+    pub tenant_id: Option<orchard_types::TenantId>,
+    pub created_at: UnixTime,
+    pub created_by: Option<String>,
+    pub expires_at: Option<UnixTime>,
+    pub revoked_at: Option<UnixTime>,
+    pub last_used_at: Option<UnixTime>,
+}
+
+const LISTING_COLUMNS: &str =
+    "id, name, role, tenant_id, created_at, created_by, expires_at, revoked_at, last_used_at";
+
+fn listing_from_row(row: &sqlx::any::AnyRow) -> Result<ApiTokenListing, StoreError> {
+    Ok(ApiTokenListing {
+        id: rows::token_id(row, "id")?,
+        name: rows::text(row, "name")?,
+        role: rows::role(row, "role")?,
+        tenant_id: rows::opt_tenant_id(row, "tenant_id")?,
+        created_at: rows::time(row, "created_at")?,
+        created_by: rows::opt_text(row, "created_by")?,
+        expires_at: rows::opt_time(row, "expires_at")?,
+        revoked_at: rows::opt_time(row, "revoked_at")?,
+        last_used_at: rows::opt_time(row, "last_used_at")?,
+    })
+}
+
+impl Store {
+    /// Tokens in the scope (a tenant sees only its own tokens; central tokens have no tenant), oldest first.
+    pub async fn list_api_tokens(
+        &self,
+        scope: Scope,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<ApiTokenListing>, StoreError> {
+        let sql = format!(
+            "SELECT {LISTING_COLUMNS} FROM api_tokens WHERE 1 = 1{} ORDER BY created_at, id \
+             LIMIT {} OFFSET {}",
+            scope.filter("tenant_id", 1),
+            limit.max(0),
+            offset.max(0)
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(t) = scope.tenant() {
+            query = query.bind(t.to_string());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(listing_from_row)
+            .collect()
+    }
+
+    /// One token in the scope.
+    pub async fn api_token(
+        &self,
+        scope: Scope,
+        id: TokenId,
+    ) -> Result<Option<ApiTokenListing>, StoreError> {
+        let sql = format!(
+            "SELECT {LISTING_COLUMNS} FROM api_tokens WHERE id = $1{}",
+            scope.filter("tenant_id", 2)
+        );
+        let mut query = sqlx::query(&sql).bind(id.to_string());
+        if let Some(t) = scope.tenant() {
+            query = query.bind(t.to_string());
+        }
+        query
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(listing_from_row)
+            .transpose()
+    }
+
+    /// Revokes a token in the scope (idempotent: the first revocation time is kept). NotFound outside it.
+    pub async fn revoke_api_token(
+        &self,
+        scope: Scope,
+        id: TokenId,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1{}",
+            scope.filter("tenant_id", 3)
+        );
+        let mut query = sqlx::query(&sql).bind(id.to_string()).bind(now.0);
+        if let Some(t) = scope.tenant() {
+            query = query.bind(t.to_string());
+        }
+        if query.execute(&self.pool).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Records who made a token (set once, right after creation).
+    pub async fn set_api_token_creator(&self, id: TokenId, by: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_tokens SET created_by = $2 WHERE id = $1 AND created_by IS NULL")
+            .bind(id.to_string())
+            .bind(by)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a token used now, unless it was marked less than `granularity_seconds` ago.
+    pub async fn touch_api_token(
+        &self,
+        id: TokenId,
+        now: UnixTime,
+        granularity_seconds: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 \
+             AND (last_used_at IS NULL OR last_used_at <= $3)",
+        )
+        .bind(id.to_string())
+        .bind(now.0)
+        .bind(now.0 - granularity_seconds)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

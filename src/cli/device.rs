@@ -1,0 +1,352 @@
+//! `orchard device …`.
+
+use std::path::Path;
+
+use clap::{ArgGroup, Subcommand};
+use serde_json::{json, Value};
+
+use super::output::{cell, fields, list, pretty, table};
+use super::{read_file, CliError, Client, Out, PageArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum DeviceCommand {
+    /// List the devices the token can see.
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// A device's detail: identity, state, channels and inventory.
+    Show {
+        /// The device's id.
+        id: String,
+    },
+    /// A device's command history, newest first.
+    Commands {
+        id: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Queue a command for a device, e.g. `--type DeviceLock --json-body '{"message":"Call IT"}'`.
+    Command {
+        id: String,
+        /// The command's request type (DeviceInformation, DeviceLock, EraseDevice, InstallProfile, …).
+        #[arg(long = "type")]
+        request_type: String,
+        /// The command's fields as a JSON object (snake_case, binary fields base64), or @FILE to read it.
+        #[arg(long)]
+        json_body: Option<String>,
+    },
+    /// Queue one command for many devices (listed ids, or a whole tenant). Try --dry-run first: destructive
+    /// commands need the affected count as --confirm-count.
+    #[command(group(ArgGroup::new("targets").required(true).args(["devices", "tenant"])))]
+    BulkCommand {
+        /// The command's request type.
+        #[arg(long = "type")]
+        request_type: String,
+        /// The command's fields as a JSON object, or @FILE to read it.
+        #[arg(long)]
+        json_body: Option<String>,
+        /// A device id (repeat for several).
+        #[arg(long = "device", conflicts_with = "tenant")]
+        devices: Vec<String>,
+        /// Every enrolled device of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only count the devices it would reach; queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The count a dry run gave: required for destructive commands.
+        #[arg(long)]
+        confirm_count: Option<u64>,
+    },
+    /// Ask Apple to wake the device so it checks in now.
+    Push { id: String },
+    /// The device's zero-touch setup state.
+    Setup { id: String },
+    /// Send DeviceConfigured although setup failed or is still running, releasing the device.
+    ReleaseSetup { id: String },
+    /// Whether an Activation Lock bypass code is escrowed (and the code, for those allowed to see it).
+    ActivationLock { id: String },
+    /// Clear the device's Activation Lock at Apple with its escrowed bypass code.
+    ClearActivationLock { id: String },
+}
+
+const DEVICE_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("SERIAL", "serial_number"),
+    ("NAME", "device_name"),
+    ("MODEL", "model_name"),
+    ("OS", "os_version"),
+    ("STATE", "enrollment_state"),
+    ("TENANT", "tenant_id"),
+    ("LAST SEEN", "last_seen_at"),
+];
+
+const COMMAND_FIELDS: &[(&str, &str)] = &[
+    ("command uuid", "command_uuid"),
+    ("type", "request_type"),
+    ("status", "status"),
+    ("channel", "channel"),
+    ("queued by", "queued_by"),
+    ("queued", "queued_at"),
+    ("sent", "sent_at"),
+    ("completed", "completed_at"),
+];
+
+const SETUP_FIELDS: &[(&str, &str)] = &[
+    ("template", "template_id"),
+    ("state", "state"),
+    ("error", "error"),
+    ("updated", "updated_at"),
+];
+
+pub async fn run(client: &Client, out: Out, command: DeviceCommand) -> Result<(), CliError> {
+    match command {
+        DeviceCommand::List { page } => {
+            let mut query = Vec::new();
+            page.push_query(&mut query);
+            let v = client.get(&["devices"], &query).await?;
+            out.show(&v, |v| list(v, DEVICE_COLUMNS, "no devices"))
+        }
+        DeviceCommand::Show { id } => {
+            let v = client.get(&["devices", &id], &[]).await?;
+            out.show(&v, device_detail)
+        }
+        DeviceCommand::Commands { id, page } => {
+            let mut query = Vec::new();
+            page.push_query(&mut query);
+            let v = client.get(&["devices", &id, "commands"], &query).await?;
+            out.show(&v, |v| {
+                list(
+                    v,
+                    &[
+                        ("COMMAND UUID", "command_uuid"),
+                        ("TYPE", "request_type"),
+                        ("STATUS", "status"),
+                        ("QUEUED", "queued_at"),
+                        ("COMPLETED", "completed_at"),
+                        ("BY", "queued_by"),
+                    ],
+                    "no commands",
+                )
+            })
+        }
+        DeviceCommand::Command {
+            id,
+            request_type,
+            json_body,
+        } => {
+            let body = command_body(&request_type, json_body.as_deref())?;
+            let v = client.post(&["devices", &id, "commands"], &body).await?;
+            out.show(&v, |v| fields(v, COMMAND_FIELDS))
+        }
+        DeviceCommand::BulkCommand {
+            request_type,
+            json_body,
+            devices,
+            tenant,
+            dry_run,
+            confirm_count,
+        } => {
+            let command = command_body(&request_type, json_body.as_deref())?;
+            let mut body = json!({"command": command, "dry_run": dry_run});
+            if !devices.is_empty() {
+                body["device_ids"] = json!(devices);
+            }
+            if let Some(t) = tenant {
+                body["tenant_id"] = json!(t);
+            }
+            if let Some(n) = confirm_count {
+                body["confirm_count"] = json!(n);
+            }
+            let v = client.post(&["commands", "bulk"], &body).await?;
+            out.show(&v, |v| {
+                let (affected, skipped) = (cell(v.get("affected")), cell(v.get("skipped")));
+                if v.get("dry_run").and_then(Value::as_bool) == Some(true) {
+                    format!(
+                        "dry run: {request_type} would reach {affected} device(s); {skipped} skipped\n"
+                    )
+                } else {
+                    format!(
+                        "queued {request_type} for {} device(s); {skipped} skipped\n",
+                        cell(v.get("queued"))
+                    )
+                }
+            })
+        }
+        DeviceCommand::Push { id } => {
+            let v = client
+                .send(reqwest::Method::POST, &["devices", &id, "push"], &[], None)
+                .await?
+                .json()?;
+            out.show(&v, |v| {
+                format!(
+                    "push queued for {} channel(s) of device {id}\n",
+                    cell(v.get("channels"))
+                )
+            })
+        }
+        DeviceCommand::Setup { id } => {
+            let v = client.get(&["devices", &id, "setup"], &[]).await?;
+            out.show(&v, |v| fields(v, SETUP_FIELDS))
+        }
+        DeviceCommand::ReleaseSetup { id } => {
+            let v = client
+                .send(
+                    reqwest::Method::POST,
+                    &["devices", &id, "setup", "release"],
+                    &[],
+                    None,
+                )
+                .await?
+                .json()?;
+            out.show(&v, |v| fields(v, SETUP_FIELDS))
+        }
+        DeviceCommand::ClearActivationLock { id } => {
+            let v = client
+                .send(
+                    reqwest::Method::POST,
+                    &["devices", &id, "activation-lock", "clear"],
+                    &[],
+                    None,
+                )
+                .await?
+                .json()?;
+            out.show(&v, |v| {
+                fields(
+                    v,
+                    &[
+                        ("device", "device_id"),
+                        ("serial", "serial_number"),
+                        ("cleared", "cleared"),
+                        ("cleared with", "cleared_with"),
+                        ("attempted", "attempted_at"),
+                    ],
+                )
+            })
+        }
+        DeviceCommand::ActivationLock { id } => {
+            let v = client
+                .get(&["devices", &id, "activation-lock"], &[])
+                .await?;
+            out.show(&v, |v| {
+                fields(
+                    v,
+                    &[
+                        ("bypass code escrowed", "bypass_code_escrowed"),
+                        ("escrowed", "escrowed_at"),
+                        ("bypass code", "bypass_code"),
+                    ],
+                )
+            })
+        }
+    }
+}
+
+/// The typed command the API takes: `{"type": <request type>, …fields}`.
+fn command_body(request_type: &str, json_body: Option<&str>) -> Result<Value, CliError> {
+    let text = match json_body {
+        None => None,
+        Some(arg) => match arg.strip_prefix('@') {
+            Some(path) => Some(
+                String::from_utf8(read_file("--json-body", Path::new(path))?)
+                    .map_err(|_| CliError::Local(format!("--json-body {path}: not UTF-8")))?,
+            ),
+            None => Some(arg.to_string()),
+        },
+    };
+    let mut body = match text {
+        None => json!({}),
+        Some(t) => serde_json::from_str::<Value>(&t)
+            .map_err(|e| CliError::Usage(format!("--json-body is not JSON: {e}")))?,
+    };
+    let Some(object) = body.as_object_mut() else {
+        return Err(CliError::Usage(
+            "--json-body must be a JSON object of the command's fields".into(),
+        ));
+    };
+    match object.get("type").and_then(Value::as_str) {
+        Some(t) if t != request_type => {
+            return Err(CliError::Usage(format!(
+                "--json-body says type {t:?} but --type is {request_type:?}"
+            )))
+        }
+        _ => {}
+    }
+    object.insert("type".into(), Value::String(request_type.to_string()));
+    Ok(body)
+}
+
+fn device_detail(v: &Value) -> String {
+    let mut text = fields(
+        v,
+        &[
+            ("id", "id"),
+            ("udid", "udid"),
+            ("serial", "serial_number"),
+            ("tenant", "tenant_id"),
+            ("state", "enrollment_state"),
+            ("name", "device_name"),
+            ("model", "model_name"),
+            ("model id", "model"),
+            ("product", "product_name"),
+            ("os", "os_version"),
+            ("build", "build_version"),
+            ("supervised", "is_supervised"),
+            ("enrolled", "enrolled_at"),
+            ("last seen", "last_seen_at"),
+        ],
+    );
+    let channels = v.get("channels").and_then(Value::as_array);
+    if let Some(channels) = channels.filter(|c| !c.is_empty()) {
+        text.push_str("\nchannels:\n");
+        text.push_str(&table(
+            channels,
+            &[
+                ("ID", "id"),
+                ("USER", "user_short_name"),
+                ("PUSH TOKEN", "has_push_token"),
+                ("UNLOCK TOKEN", "has_unlock_token"),
+                ("AWAITING CONFIG", "awaiting_configuration"),
+            ],
+        ));
+    }
+    if let Some(inventory) = v.get("inventory").and_then(Value::as_object) {
+        if !inventory.is_empty() {
+            text.push_str("\ninventory:\n");
+            for (key, value) in inventory {
+                let shown = match value {
+                    Value::Array(_) | Value::Object(_) => pretty(value),
+                    other => cell(Some(other)),
+                };
+                text.push_str(&format!("  {key}: {shown}\n"));
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_bodies_are_typed() {
+        assert_eq!(
+            command_body("DeviceLock", Some(r#"{"message":"Call IT"}"#)).unwrap(),
+            json!({"type": "DeviceLock", "message": "Call IT"})
+        );
+        assert_eq!(
+            command_body("SecurityInfo", None).unwrap(),
+            json!({"type": "SecurityInfo"})
+        );
+        assert!(
+            command_body("DeviceLock", Some(r#"{"type":"EraseDevice"}"#))
+                .unwrap_err()
+                .to_string()
+                .contains("EraseDevice")
+        );
+        assert!(command_body("DeviceLock", Some("[1]")).is_err());
+        assert!(command_body("DeviceLock", Some("{nope")).is_err());
+    }
+}

@@ -1,0 +1,443 @@
+//! University single sign-on end to end: a real OpenID provider (npm `oidc-provider`, tests/oidc/provider.mjs)
+//! and the real `orchard serve`, on SQLite and PostgreSQL. A browser is played by reqwest with a cookie store:
+//! it follows the redirects and fills in the provider's login and consent forms.
+//!
+//! Alice is in the `physics-it-admins` group, which an operator maps to the Physics tenant's admin role: she
+//! signs in and `/auth/me` shows that membership. Bob is in no group: he is refused with a 403 page and gets
+//! no session.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use common::{Backend, TestServer};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{json, Value};
+
+const CLIENT_ID: &str = "orchard-e2e";
+const CLIENT_SECRET: &str = "e2e-client-secret-0123456789";
+
+/// The provider process; killed when dropped.
+struct OidcProvider {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    issuer: String,
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OidcProvider {
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+    }
+
+    /// Starts the provider on a port the OS picks.
+    fn start() -> Result<OidcProvider> {
+        let dir = Self::dir();
+        if !dir.join("node_modules/oidc-provider/package.json").exists() {
+            bail!(
+                "the test OpenID provider is not installed: run `npm ci --prefix tests/oidc` \
+                 (scripts/test.sh does it)"
+            );
+        }
+        let mut child = Command::new("node")
+            .arg("provider.mjs")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting node (is Node.js installed?)")?;
+        let stdin = child.stdin.take().context("provider stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("provider stdout")?);
+        let mut provider = OidcProvider {
+            child,
+            stdin: Some(stdin),
+            stdout,
+            issuer: String::new(),
+        };
+        let line = provider.line_starting("listening ")?;
+        provider.issuer = line.trim_start_matches("listening ").trim().to_string();
+        println!("OpenID provider at {}", provider.issuer);
+        Ok(provider)
+    }
+
+    fn line_starting(&mut self, prefix: &str) -> Result<String> {
+        loop {
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line)? == 0 {
+                bail!("the OpenID provider exited before printing {prefix:?}");
+            }
+            if line.starts_with(prefix) {
+                return Ok(line.trim().to_string());
+            }
+        }
+    }
+
+    /// Registers Orchard as the provider's client, now that its redirect URL is known.
+    fn configure(&mut self, redirect_uri: &str) -> Result<()> {
+        let config = json!({
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uri": redirect_uri,
+        });
+        let stdin = self.stdin.as_mut().context("provider stdin closed")?;
+        writeln!(stdin, "{config}")?;
+        stdin.flush()?;
+        self.line_starting("ready")?;
+        Ok(())
+    }
+}
+
+/// A browser: trusts Orchard's CA, keeps cookies, and does not follow redirects by itself (so the test sees
+/// each hop, and the callback's answer in particular).
+fn browser(server: &TestServer) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&server.ca_pem)?)
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// What Orchard's `/auth/callback` answered.
+struct CallbackAnswer {
+    url: Url,
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+/// The `name="…" value="…"` of the hidden `prompt` input and the `action` of the page's form.
+fn form_of(page: &str) -> Option<(String, String)> {
+    let form = &page[page.find("<form")?..];
+    let action = form
+        .split("action=\"")
+        .nth(1)?
+        .split('"')
+        .next()?
+        .to_string();
+    let prompt = form
+        .split("name=\"prompt\" value=\"")
+        .nth(1)?
+        .split('"')
+        .next()?
+        .to_string();
+    Some((action.replace("&amp;", "&"), prompt))
+}
+
+/// Signs in as `login` from `/auth/login`, through the provider's forms, up to Orchard's callback answer.
+async fn sign_in(
+    browser: &reqwest::Client,
+    server: &TestServer,
+    login: &str,
+) -> Result<CallbackAnswer> {
+    let callback = Url::parse(&server.url("/auth/callback"))?;
+    let mut url = Url::parse(&server.url("/auth/login"))?;
+    let mut form: Option<Vec<(&str, String)>> = None;
+    for _ in 0..20 {
+        let request = match form.take() {
+            Some(fields) => browser.request(Method::POST, url.clone()).form(&fields),
+            None => browser.get(url.clone()),
+        };
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await?;
+        if url.origin() == callback.origin() && url.path() == callback.path() {
+            return Ok(CallbackAnswer {
+                url,
+                status,
+                headers,
+                body,
+            });
+        }
+        if status.is_redirection() {
+            let location = headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .with_context(|| format!("{status} without Location from {url}"))?;
+            url = url.join(location)?;
+            continue;
+        }
+        let Some((action, prompt)) = form_of(&body).filter(|_| status == StatusCode::OK) else {
+            bail!("unexpected {status} from {url}: {body}");
+        };
+        let mut fields = vec![("prompt", prompt.clone())];
+        if prompt == "login" {
+            fields.push(("login", login.to_string()));
+            fields.push((
+                "password",
+                "any password: devInteractions accepts it".into(),
+            ));
+        }
+        form = Some(fields);
+        url = url.join(&action)?;
+    }
+    bail!("sign-in did not reach the callback in 20 steps")
+}
+
+fn set_cookies(headers: &reqwest::header::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect()
+}
+
+async fn get_json(browser: &reqwest::Client, url: &str) -> Result<(StatusCode, Value)> {
+    let r = browser.get(url).send().await?;
+    let status = r.status();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+async fn sso_end_to_end(backend: Backend) -> Result<()> {
+    let mut provider = OidcProvider::start()?;
+    let args: Vec<String> = [
+        "--oidc-issuer",
+        provider.issuer.as_str(),
+        "--oidc-client-id",
+        CLIENT_ID,
+        "--oidc-client-secret",
+        CLIENT_SECRET,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let Some(server) = TestServer::start_with(backend, &args).await? else {
+        return Ok(());
+    };
+    provider.configure(&server.url("/auth/callback"))?;
+
+    // An operator maps the physics IT admins' group to the Physics tenant's admin role.
+    let physics = server.create_tenant("Physics", "phys").await?;
+    let (status, body) = server
+        .api(
+            &server.token,
+            Method::POST,
+            "/api/v1/role-mappings",
+            Some(json!({"claim": "groups", "value": "physics-it-admins", "role": "admin"})),
+        )
+        .await?;
+    assert_eq!(status, 400, "an admin mapping needs a tenant: {body}");
+    let mapping = server
+        .post(
+            "/api/v1/role-mappings",
+            json!({"claim": "groups", "value": "physics-it-admins", "role": "admin", "tenant_id": physics}),
+        )
+        .await?;
+    let mapping_id = mapping["id"].as_str().context("mapping id")?.to_string();
+    let (status, _) = server
+        .api(
+            &server.token,
+            Method::POST,
+            "/api/v1/role-mappings",
+            Some(json!({"claim": "groups", "value": "physics-it-admins", "role": "admin", "tenant_id": physics})),
+        )
+        .await?;
+    assert_eq!(status, 409, "the same rule twice");
+    // Tenant people do not manage mappings.
+    let viewer = common::create_token(
+        &server.data_dir,
+        &server.database_url,
+        "admin",
+        Some(&physics),
+        "physics admin token",
+    )?;
+    let (status, _) = server
+        .api(&viewer, Method::GET, "/api/v1/role-mappings", None)
+        .await?;
+    assert_eq!(status, 403);
+    let (status, _) = server
+        .api(
+            &viewer,
+            Method::DELETE,
+            &format!("/api/v1/role-mappings/{mapping_id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 403);
+    let listed = server.get("/api/v1/role-mappings").await?;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["items"][0]["tenant_id"], physics.as_str());
+
+    // Bob's claims map to no role: a clear 403 page, and no session.
+    let bob = browser(&server)?;
+    let answer = sign_in(&bob, &server, "bob").await?;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert!(
+        answer.body.contains("has no role in Orchard"),
+        "{}",
+        answer.body
+    );
+    assert!(answer.body.contains("bob@example.edu"), "{}", answer.body);
+    assert!(
+        !set_cookies(&answer.headers)
+            .iter()
+            .any(|c| c.starts_with("orchard_session=")),
+        "a refused person gets no session cookie"
+    );
+    let (status, body) = get_json(&bob, &server.url("/auth/me")).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+
+    // Alice is a physics IT admin: she signs in and is the Physics tenant's admin.
+    let alice = browser(&server)?;
+    let answer = sign_in(&alice, &server, "alice").await?;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let session_cookie = set_cookies(&answer.headers)
+        .into_iter()
+        .find(|c| c.starts_with("orchard_session="))
+        .context("no session cookie")?;
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="] {
+        assert!(
+            session_cookie.contains(attribute),
+            "{attribute} missing in {session_cookie}"
+        );
+    }
+    let (status, me) = get_json(&alice, &server.url("/auth/me")).await?;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["user"]["email"], "alice@physics.example.edu");
+    assert_eq!(me["user"]["display_name"], "Alice Admin");
+    assert_eq!(me["user"]["subject"], "alice");
+    assert_eq!(me["user"]["issuer"], provider.issuer.as_str());
+    assert_eq!(
+        me["memberships"],
+        json!([{"role": "admin", "tenant_id": physics}])
+    );
+    let csrf = me["csrf_token"].as_str().context("csrf token")?.to_string();
+    assert!(csrf.len() >= 32);
+
+    // The provider's answer is good once, and only in the browser that started the sign-in.
+    let replay = alice.get(answer.url.clone()).send().await?;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+
+    // A second sign-in is the same user, with the memberships recomputed.
+    let alice_again = browser(&server)?;
+    let again = sign_in(&alice_again, &server, "alice").await?;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    let (_, me_again) = get_json(&alice_again, &server.url("/auth/me")).await?;
+    assert_eq!(me_again["user"]["id"], me["user"]["id"]);
+    assert_ne!(me_again["csrf_token"], me["csrf_token"]);
+
+    // Logging out is a state change: without the CSRF token it is refused.
+    let r = alice.post(server.url("/auth/logout")).send().await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = alice
+        .post(server.url("/auth/logout"))
+        .header("x-csrf-token", "not-the-token")
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (status, _) = get_json(&alice, &server.url("/auth/me")).await?;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a refused logout leaves the session"
+    );
+    let r = alice
+        .post(server.url("/auth/logout"))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, _) = get_json(&alice, &server.url("/auth/me")).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Once the mapping is gone, Alice is refused at her next sign-in.
+    let (status, _) = server
+        .api(
+            &server.token,
+            Method::DELETE,
+            &format!("/api/v1/role-mappings/{mapping_id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 204);
+    let (status, _) = server
+        .api(
+            &server.token,
+            Method::DELETE,
+            &format!("/api/v1/role-mappings/{mapping_id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 404);
+    let late = browser(&server)?;
+    let answer = sign_in(&late, &server, "alice").await?;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    // Her earlier session lost the membership with it.
+    let (_, me_after) = get_json(&alice_again, &server.url("/auth/me")).await?;
+    assert_eq!(me_after["memberships"], json!([]));
+
+    // Every sign-in is in the audit log.
+    let audit = server
+        .get("/api/v1/audit?action=auth.login&limit=100")
+        .await?;
+    let outcomes: Vec<&str> = audit["items"]
+        .as_array()
+        .context("audit items")?
+        .iter()
+        .filter_map(|e| e["outcome"].as_str())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "ok").count(),
+        2,
+        "{audit}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "denied").count(),
+        2,
+        "{audit}"
+    );
+    let logouts = server.get("/api/v1/audit?action=auth.logout").await?;
+    assert_eq!(
+        logouts["items"].as_array().map(Vec::len),
+        Some(1),
+        "{logouts}"
+    );
+    assert_eq!(
+        logouts["items"][0]["actor"],
+        format!("user:{}", me["user"]["id"].as_str().unwrap_or(""))
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_sign_in_sqlite() -> Result<()> {
+    sso_end_to_end(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_sign_in_postgres() -> Result<()> {
+    sso_end_to_end(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn sign_in_without_configuration_is_a_clear_404() -> Result<()> {
+    let Some(server) = TestServer::start(Backend::Sqlite).await? else {
+        return Ok(());
+    };
+    let r = browser(&server)?
+        .get(server.url("/auth/login"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await?.contains("Single sign-on is not configured"));
+    Ok(())
+}
