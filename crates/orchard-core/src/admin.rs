@@ -241,9 +241,25 @@ impl Orchard {
         who: &Principal,
         page: Page,
     ) -> Result<(Vec<Device>, i64), CoreError> {
+        self.search_devices(who, &orchard_store::DeviceQuery::default(), page)
+            .await
+    }
+
+    /// Devices of the caller's scope matching `query` (filters, text search, sort), and how many match.
+    pub async fn search_devices(
+        &self,
+        who: &Principal,
+        query: &orchard_store::DeviceQuery,
+        page: Page,
+    ) -> Result<(Vec<Device>, i64), CoreError> {
+        if query.text.as_ref().is_some_and(|t| t.chars().count() > 200) {
+            return Err(CoreError::Invalid(
+                "q must be at most 200 characters".into(),
+            ));
+        }
         let scope = who.scope();
-        let devices = self.store.list_devices(scope, page).await?;
-        let total = self.store.count_devices(scope).await?;
+        let devices = self.store.search_devices(scope, query, page).await?;
+        let total = self.store.count_search_devices(scope, query).await?;
         Ok((devices, total))
     }
 

@@ -257,15 +257,85 @@ impl PageQuery {
     }
 }
 
+/// `GET /devices` filters: `tenant`, `model`, `os_version` (exact, or a prefix ending in "."), `state`,
+/// `last_seen_before` / `last_seen_after` (unix seconds, RFC 3339 or a day), `q` (name, serial, UDID, model),
+/// `sort` (enrolled_at | last_seen | name | serial | os_version | model), `order` (asc | desc), `limit`, `offset`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceListQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+    tenant: Option<String>,
+    model: Option<String>,
+    os_version: Option<String>,
+    state: Option<String>,
+    last_seen_before: Option<String>,
+    last_seen_after: Option<String>,
+    q: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+}
+
+impl DeviceListQuery {
+    fn to_query(&self, who: &Authenticated) -> Result<orchard_store::DeviceQuery, ApiError> {
+        let invalid = |m: String| who.fail(CoreError::Invalid(m));
+        let time = |v: &Option<String>, end: bool| -> Result<_, ApiError> {
+            v.as_deref()
+                .map(|s| orchard_core::audit::parse_time_bound(s, end))
+                .transpose()
+                .map_err(|e| who.fail(e))
+        };
+        Ok(orchard_store::DeviceQuery {
+            // A malformed tenant id names no tenant: like any tenant the caller cannot see, it matches nothing.
+            tenant_id: self.tenant.as_deref().map(|t| {
+                TenantId::parse(t).unwrap_or_else(|_| TenantId::from_uuid(uuid::Uuid::nil()))
+            }),
+            model: self.model.clone(),
+            os_version: self.os_version.clone(),
+            state: self
+                .state
+                .as_deref()
+                .map(|s| {
+                    orchard_types::EnrollmentState::parse(s).ok_or_else(|| {
+                        invalid(format!("state {s:?}: pending, enrolled or unenrolled"))
+                    })
+                })
+                .transpose()?,
+            last_seen_before: time(&self.last_seen_before, false)?,
+            last_seen_after: time(&self.last_seen_after, false)?,
+            text: self.q.clone(),
+            sort: match self.sort.as_deref() {
+                None => orchard_store::DeviceSort::default(),
+                Some(s) => orchard_store::DeviceSort::parse(s).ok_or_else(|| {
+                    invalid(format!(
+                        "sort {s:?}: enrolled_at, last_seen, name, serial, os_version or model"
+                    ))
+                })?,
+            },
+            descending: match self.order.as_deref() {
+                None | Some("asc") => false,
+                Some("desc") => true,
+                Some(o) => return Err(invalid(format!("order {o:?}: asc or desc"))),
+            },
+        })
+    }
+}
+
 async fn list_devices(
     State(state): State<AppState>,
     who: Authenticated,
-    Query(q): Query<PageQuery>,
+    q: Result<Query<DeviceListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let page = q.page();
+    let Query(q) = q.map_err(|e| who.fail(CoreError::Invalid(e.body_text())))?;
+    let page = PageQuery {
+        limit: q.limit,
+        offset: q.offset,
+    }
+    .page();
+    let query = q.to_query(&who)?;
     let (devices, total) = state
         .orchard
-        .list_devices(&who.principal, page)
+        .search_devices(&who.principal, &query, page)
         .await
         .map_err(|e| who.fail(e))?;
     let items: Vec<DeviceView> = devices.iter().map(DeviceView::from).collect();

@@ -10,7 +10,8 @@ use crate::{
     StoreError, TokenUpdateOutcome, TokenUpdateRecord,
 };
 
-const DEVICE_COLUMNS: &str = "id, udid, tenant_id, serial_number, state, topic, cert_fingerprint, \
+pub(crate) const DEVICE_COLUMNS: &str =
+    "id, udid, tenant_id, serial_number, state, topic, cert_fingerprint, \
      device_name, model, model_name, product_name, os_version, build_version, is_supervised, \
      enrolled_at, last_seen_at, created_at, updated_at";
 const CHANNEL_COLUMNS: &str = "id, device_id, user_short_name, user_id, push_token, push_magic, \
@@ -19,7 +20,7 @@ const CHANNEL_COLUMNS: &str = "id, device_id, user_short_name, user_id, push_tok
 /// Every status a command can leave by itself; Authenticate and CheckOut expire them.
 pub(crate) const UNFINISHED_STATUSES: &str = "('queued', 'sent', 'not_now')";
 
-fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
+pub(crate) fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
     Ok(Device {
         id: rows::device_id(row, "id")?,
         udid: rows::udid(row, "udid")?,

@@ -12,6 +12,7 @@ mod audit;
 mod commands;
 mod dep;
 mod dep_templates;
+mod device_search;
 mod devices;
 mod enrollment;
 mod error;
@@ -39,6 +40,7 @@ pub use dep_templates::{
     DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment, FailedSetupCommand,
     SETUP_QUEUED_BY,
 };
+pub use device_search::{DeviceQuery, DeviceSort};
 pub use error::StoreError;
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
