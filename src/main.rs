@@ -38,9 +38,27 @@ enum Commands {
         #[command(subcommand)]
         command: PushCertCommands,
     },
+    /// Break-glass operator accounts (password sign-in at /auth/local when single sign-on is down), managed
+    /// directly in the database.
+    LocalAccount {
+        #[command(subcommand)]
+        command: LocalAccountCommands,
+    },
     /// Client commands over the admin API of a running server (src/cli).
     #[command(flatten)]
     Api(cli::ApiCommand),
+}
+
+#[derive(Subcommand)]
+enum LocalAccountCommands {
+    /// Create or reset a break-glass operator; reads the password (16 characters or more) from stdin and prints
+    /// the user id.
+    Set {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -324,6 +342,7 @@ fn main() -> Result<()> {
                     },
             } => token_create(storage, &role, tenant, &name, expires_in_days).await,
             Commands::PushCert { command } => push_cert(command).await,
+            Commands::LocalAccount { command } => local_account(command).await,
             Commands::Api(command) => cli::run(command).await,
         }
     })
@@ -597,16 +616,11 @@ async fn write_push_csr(
 
 /// The push-certificate commands work on the database and data directory directly, as an operator would
 /// through the API; a running server picks the new certificate up within 30 seconds.
-async fn push_cert(command: PushCertCommands) -> Result<()> {
-    init_logging(false);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let storage = match &command {
-        PushCertCommands::Upload { storage, .. }
-        | PushCertCommands::Status { storage }
-        | PushCertCommands::Csr { storage, .. } => storage.clone(),
-    };
+/// An `Orchard` over the data directory and database, without a server: for the commands that work on the
+/// database directly on the server host.
+async fn offline_orchard(storage: &StorageArgs) -> Result<(Orchard, Store)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(&storage).await?;
+    let store = open_store(storage).await?;
     let pki = orchard_core::pki_files::load_or_create(&storage.data_dir, &[], &[], clock.now())?;
     let topic = development_topic(&pki.material.ca.cert_der())?;
     let config = CoreConfig {
@@ -623,6 +637,37 @@ async fn push_cert(command: PushCertCommands) -> Result<()> {
         clock,
         orchard_core::push::PushSettings::default(),
     );
+    Ok((orchard, store))
+}
+
+/// `orchard local-account set`: the password is read from stdin (one line), never from the command line.
+async fn local_account(command: LocalAccountCommands) -> Result<()> {
+    init_logging(false);
+    let LocalAccountCommands::Set { storage, username } = command;
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from stdin")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    let (orchard, store) = offline_orchard(&storage).await?;
+    let id = orchard
+        .set_local_account(&username, password)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.close().await;
+    println!("{id}");
+    Ok(())
+}
+
+async fn push_cert(command: PushCertCommands) -> Result<()> {
+    init_logging(false);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let storage = match &command {
+        PushCertCommands::Upload { storage, .. }
+        | PushCertCommands::Status { storage }
+        | PushCertCommands::Csr { storage, .. } => storage.clone(),
+    };
+    let (orchard, store) = offline_orchard(&storage).await?;
     orchard
         .load_push_certificate()
         .await

@@ -129,6 +129,21 @@ async fn scenario(backend: Backend) -> Result<()> {
         status == 200 && names == ["physics admin", "physics kiosk"],
         "physics admin lists {names:?}"
     );
+    // Token use is in the audit log, once per token per hour (not once per request).
+    let uses = server
+        .get("/api/v1/audit?action=token.use&limit=100")
+        .await?;
+    let admin_id = admin["id"].as_str().context("admin id")?;
+    let admin_uses = uses["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter(|e| e["target"] == admin_id)
+        .count();
+    ensure!(
+        admin_uses == 1,
+        "one token.use event for the admin token despite several requests: {uses}"
+    );
     let used = mine["items"][0]["last_used_at"].clone();
     ensure!(used.is_string(), "token use recorded: {mine}");
 

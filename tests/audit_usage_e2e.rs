@@ -508,8 +508,17 @@ async fn scenario(backend: Backend) -> Result<()> {
         "{}",
         lines[0]
     );
-    // The physics admin made three mutating requests.
-    ensure!(lines.len() == 4, "{}", csv.text);
+    // The physics admin made three mutating requests, and its token's use is recorded once (per hour).
+    ensure!(lines.len() == 5, "{}", csv.text);
+    ensure!(
+        lines[1..]
+            .iter()
+            .filter(|l| l.contains(",token.use,"))
+            .count()
+            == 1,
+        "{}",
+        csv.text
+    );
     ensure!(
         lines[1..]
             .iter()

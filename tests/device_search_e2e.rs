@@ -88,6 +88,29 @@ async fn scenario(backend: Backend) -> Result<()> {
     let v = server.get("/api/v1/devices?q=%25").await?;
     ensure!(v["total"] == 0, "a literal % matches nothing: {v}");
 
+    // The CLI passes the same filters: `orchard device list --search … --json`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orchard"))
+        .args([
+            "device",
+            "list",
+            "--search",
+            &part,
+            "--os-version",
+            "18.",
+            "--json",
+        ])
+        .env("ORCHARD_SERVER", &server.base_url)
+        .env("ORCHARD_TOKEN", &server.token)
+        .env("ORCHARD_CA", server.data_dir.join("ca.pem"))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(serials(&v).contains(&serial), "cli search → {v}");
+
     // Sorting and paging: serials descending, two per page, stable across pages.
     let mut all: Vec<String> = physics_ipads
         .iter()

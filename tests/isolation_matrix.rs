@@ -150,6 +150,14 @@ async fn scenario(backend: Backend) -> Result<()> {
         .await?;
     ensure!(status == 201, "{victim}");
     let victim_id = victim["id"].as_str().context("victim id")?.to_owned();
+    let link = server
+        .post(
+            &format!("/api/v1/tenants/{physics}/enrollment-links"),
+            json!({"name": "to revoke"}),
+        )
+        .await?;
+    let link_id = link["id"].as_str().context("link id")?.to_owned();
+    let link_url = link["url"].as_str().context("link url")?.to_owned();
 
     let dev = |suffix: &str| format!("/api/v1/devices/{device_id}{suffix}");
     let today = "2026-11-30";
@@ -161,6 +169,8 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::GET, format!("/api/v1/tenants/{physics}"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         row(Method::PATCH, format!("/api/v1/tenants/{physics}"), Some(json!({"cost_centre": "CC-1"})), [U, U, U, 404, 404, 403, 403, 403, 200]),
         row(Method::POST, format!("/api/v1/tenants/{physics}/enrollment-links"), Some(json!({"name": "cart"})), [U, U, U, 404, 404, 403, 201, 403, 201]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/enrollment-links"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::DELETE, format!("/api/v1/tenants/{physics}/enrollment-links/{link_id}"), None, [U, U, U, 404, 404, 403, 204, 403, 204]),
         row(Method::GET, "/api/v1/devices", None, [U, U, U, 200, 200, 200, 200, 200, 200]),
         row(Method::GET, format!("/api/v1/devices?tenant={physics}"), None, [U, U, U, 200, 200, 200, 200, 200, 200]),
         row(Method::GET, dev(""), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
@@ -205,6 +215,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         physics_ipad.state.serial_number.clone(),
         template_id.clone(),
         victim_id.clone(),
+        link_id.clone(),
     ];
     let mut failures = Vec::new();
     for r in &rows {
@@ -250,6 +261,9 @@ async fn scenario(backend: Backend) -> Result<()> {
             }
         }
     }
+    // The revoked link hands out no profile any more.
+    let gone = server.http.get(&link_url).send().await?;
+    ensure!(gone.status() == 410, "revoked link → {}", gone.status());
     // A missing object and another tenant's object answer the same body (apart from the request id).
     let missing = format!("/api/v1/devices/{}", uuid::Uuid::now_v7());
     let (s1, b1) = server.api(&secrets[4], Method::GET, &missing, None).await?;

@@ -323,6 +323,64 @@ async fn sso_end_to_end(backend: Backend) -> Result<()> {
     let csrf = me["csrf_token"].as_str().context("csrf token")?.to_string();
     assert!(csrf.len() >= 32);
 
+    // The session works on the admin API as the physics admin: reads need only the cookie, a state change
+    // also the CSRF token; another tenant's objects stay invisible; the audit log names the person.
+    let (status, devices) = get_json(&alice, &server.url("/api/v1/devices")).await?;
+    assert_eq!(status, StatusCode::OK, "{devices}");
+    let (status, tenants) = get_json(&alice, &server.url("/api/v1/tenants")).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        tenants["items"].as_array().map(Vec::len),
+        Some(1),
+        "{tenants}"
+    );
+    let link_url = server.url(&format!("/api/v1/tenants/{physics}/enrollment-links"));
+    let r = alice
+        .post(&link_url)
+        .json(&json!({"name": "cart"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no csrf token");
+    let r = alice
+        .post(&link_url)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "cart"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let music = server.create_tenant("Music", "mus").await?;
+    let r = alice
+        .post(server.url(&format!("/api/v1/tenants/{music}/enrollment-links")))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "cart"}))
+        .send()
+        .await?;
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "another tenant looks missing"
+    );
+    let r = alice
+        .get(server.url("/api/v1/devices"))
+        .header("x-orchard-tenant", music.as_str())
+        .send()
+        .await?;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "acting on a tenant that is not hers"
+    );
+    let audit = server
+        .get("/api/v1/audit?action=enrollment_link.create")
+        .await?;
+    let user_id = me["user"]["id"].as_str().context("user id")?;
+    assert!(
+        audit["items"].as_array().is_some_and(|items| items
+            .iter()
+            .any(|e| e["actor"] == format!("user:{user_id}").as_str() && e["outcome"] == "ok")),
+        "{audit}"
+    );
+
     // The provider's answer is good once, and only in the browser that started the sign-in.
     let replay = alice.get(answer.url.clone()).send().await?;
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
@@ -358,6 +416,95 @@ async fn sso_end_to_end(backend: Backend) -> Result<()> {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let (status, _) = get_json(&alice, &server.url("/auth/me")).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Users: the operator sees Alice (physics admin); the physics admin sees Alice too;
+    // disabling Alice ends her other session at its next request.
+    let users = server.get("/api/v1/users").await?;
+    let emails: Vec<&str> = users["items"]
+        .as_array()
+        .context("users")?
+        .iter()
+        .filter_map(|u| u["email"].as_str())
+        .collect();
+    // Bob, refused at sign-in, was never provisioned.
+    assert_eq!(emails, ["alice@physics.example.edu"], "{users}");
+    let physics_admin = common::create_token(
+        &server.data_dir,
+        &server.database_url,
+        "admin",
+        Some(&physics),
+        "physics-admin",
+    )?;
+    let (_, seen) = server
+        .api(&physics_admin, Method::GET, "/api/v1/users", None)
+        .await?;
+    assert_eq!(seen["items"].as_array().map(Vec::len), Some(1), "{seen}");
+    assert_eq!(seen["items"][0]["email"], "alice@physics.example.edu");
+    let alice_id = me_again["user"]["id"]
+        .as_str()
+        .context("alice id")?
+        .to_owned();
+    let (status, _) = server
+        .api(
+            &physics_admin,
+            Method::PATCH,
+            &format!("/api/v1/users/{alice_id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await?;
+    assert_eq!(status, 403, "only operators disable");
+    let (status, disabled) = server
+        .api(
+            &server.token,
+            Method::PATCH,
+            &format!("/api/v1/users/{alice_id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{disabled}");
+    assert!(disabled["disabled_at"].is_string());
+    let (status, _) = get_json(&alice_again, &server.url("/api/v1/devices")).await?;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a disabled user's session stops working"
+    );
+    let (status, _) = server
+        .api(
+            &server.token,
+            Method::PATCH,
+            &format!("/api/v1/users/{alice_id}"),
+            Some(json!({"disabled": false})),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    // The same through the CLI: `orchard user list --json` and `orchard user disable/enable`.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_orchard"))
+            .args(args)
+            .env("ORCHARD_SERVER", &server.base_url)
+            .env("ORCHARD_TOKEN", &server.token)
+            .env("ORCHARD_CA", server.data_dir.join("ca.pem"))
+            .output()
+    };
+    let listed = cli(&["user", "list", "--json"])?;
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&listed.stdout)?;
+    assert_eq!(listed["items"][0]["id"], alice_id.as_str());
+    let disabled = cli(&["user", "disable", &alice_id])?;
+    assert!(
+        disabled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&disabled.stderr)
+    );
+    assert!(String::from_utf8_lossy(&disabled.stdout).contains("disabled"));
+    let enabled = cli(&["user", "enable", &alice_id, "--json"])?;
+    let enabled: Value = serde_json::from_slice(&enabled.stdout)?;
+    assert!(enabled["disabled_at"].is_null(), "{enabled}");
 
     // Once the mapping is gone, Alice is refused at her next sign-in.
     let (status, _) = server

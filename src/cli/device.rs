@@ -14,6 +14,8 @@ pub enum DeviceCommand {
     List {
         #[command(flatten)]
         page: PageArgs,
+        #[command(flatten)]
+        filter: DeviceFilter,
     },
     /// A device's detail: identity, state, channels and inventory.
     Show {
@@ -102,9 +104,10 @@ const SETUP_FIELDS: &[(&str, &str)] = &[
 
 pub async fn run(client: &Client, out: Out, command: DeviceCommand) -> Result<(), CliError> {
     match command {
-        DeviceCommand::List { page } => {
+        DeviceCommand::List { page, filter } => {
             let mut query = Vec::new();
             page.push_query(&mut query);
+            filter.push_query(&mut query);
             let v = client.get(&["devices"], &query).await?;
             out.show(&v, |v| list(v, DEVICE_COLUMNS, "no devices"))
         }
@@ -348,5 +351,59 @@ mod tests {
         );
         assert!(command_body("DeviceLock", Some("[1]")).is_err());
         assert!(command_body("DeviceLock", Some("{nope")).is_err());
+    }
+}
+
+/// `device list` filters (the API's `GET /devices` query).
+#[derive(clap::Args, Debug, Default)]
+pub struct DeviceFilter {
+    /// Only this tenant's devices (operators and helpdesk).
+    #[arg(long = "tenant")]
+    tenant: Option<String>,
+    /// Model identifier or name, e.g. iPad13,18.
+    #[arg(long)]
+    model: Option<String>,
+    /// OS version, exact (18.1) or a prefix ending in a dot (17.).
+    #[arg(long)]
+    os_version: Option<String>,
+    /// pending, enrolled or unenrolled.
+    #[arg(long)]
+    state: Option<String>,
+    /// Last seen before this time (unix seconds, RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    last_seen_before: Option<String>,
+    #[arg(long)]
+    last_seen_after: Option<String>,
+    /// Text search over name, serial number, UDID and model name.
+    #[arg(long = "search")]
+    search: Option<String>,
+    /// enrolled_at, last_seen, name, serial, os_version or model.
+    #[arg(long)]
+    sort: Option<String>,
+    /// Sort descending.
+    #[arg(long)]
+    desc: bool,
+}
+
+impl DeviceFilter {
+    fn push_query(&self, query: &mut Vec<(&'static str, String)>) {
+        let pairs: [(&'static str, &Option<String>); 8] = [
+            ("tenant", &self.tenant),
+            ("model", &self.model),
+            ("os_version", &self.os_version),
+            ("state", &self.state),
+            ("last_seen_before", &self.last_seen_before),
+            ("last_seen_after", &self.last_seen_after),
+            ("q", &self.search),
+            ("sort", &self.sort),
+        ];
+        for (key, value) in pairs {
+            if let Some(v) = value {
+                query.push((key, v.clone()));
+            }
+        }
+        if self.desc {
+            query.push(("order", "desc".to_owned()));
+        }
     }
 }

@@ -11,6 +11,7 @@ mod output;
 mod push_certificate;
 mod tenant;
 mod tokens;
+mod users;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,6 +54,13 @@ pub enum ApiCommand {
         api: ApiArgs,
         #[command(subcommand)]
         command: tokens::ApiTokenCommand,
+    },
+    /// People who signed in through the university's provider, through the admin API.
+    User {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: users::UserCommand,
     },
     /// Enrollment links of a tenant, through the admin API.
     Link {
@@ -201,6 +209,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         ApiCommand::Tenant { api, .. }
         | ApiCommand::ApiToken { api, .. }
         | ApiCommand::Link { api, .. }
+        | ApiCommand::User { api, .. }
         | ApiCommand::Device { api, .. }
         | ApiCommand::PushCertificate { api, .. }
         | ApiCommand::Dep { api, .. }
@@ -227,6 +236,7 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
         ApiCommand::Tenant { command, .. } => tenant::run_tenant(&client, out, command).await,
         ApiCommand::ApiToken { command, .. } => tokens::run(&client, out, command).await,
         ApiCommand::Link { command, .. } => tenant::run_link(&client, out, command).await,
+        ApiCommand::User { command, .. } => users::run(&client, out, command).await,
         ApiCommand::Device { command, .. } => device::run(&client, out, command).await,
         ApiCommand::PushCertificate { command, .. } => {
             push_certificate::run(&client, out, command).await

@@ -90,7 +90,7 @@ fn url_with_database(admin_url: &str, database: &str) -> String {
 
 fn operator() -> Principal {
     Principal {
-        token_id: TokenId::new(),
+        actor: orchard_core::auth::Actor::Token(TokenId::new()),
         name: "bench".into(),
         role: Role::Operator,
         tenant_id: None,

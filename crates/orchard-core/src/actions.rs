@@ -77,7 +77,7 @@ pub struct BulkTarget {
 }
 
 /// The outcome of a bulk request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BulkOutcome {
     pub dry_run: bool,
     /// Devices the command applies to.

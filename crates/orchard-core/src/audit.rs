@@ -47,7 +47,7 @@ impl AuditOutcome {
 /// Who acted, as the audit log names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditActor {
-    /// Stable identity: `token:<uuid>`, or `anonymous` when no credential was accepted.
+    /// Stable identity: `token:<uuid>` or `user:<id>`, or `anonymous` when no credential was accepted.
     pub id: String,
     pub name: Option<String>,
     pub role: Option<Role>,
@@ -58,7 +58,7 @@ pub struct AuditActor {
 impl AuditActor {
     pub fn of(principal: &Principal) -> Self {
         AuditActor {
-            id: format!("token:{}", principal.token_id),
+            id: principal.actor.id(),
             name: Some(principal.name.clone()),
             role: Some(principal.role),
             tenant_id: principal.tenant_id,
@@ -145,7 +145,7 @@ impl AuditQuery {
 }
 
 /// An event as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEventView {
     pub id: String,
     pub at: String,

@@ -10,10 +10,29 @@ use crate::{random_secret, secret_hash, CoreError, Orchard};
 /// Prefix of every API token, so leaked tokens are recognisable by secret scanners.
 pub const TOKEN_PREFIX: &str = "orc_";
 
-/// An authenticated caller of the admin API.
+/// Who a principal is: an API token, or a person signed in through the university's provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Token(TokenId),
+    /// A user's id (users table).
+    User(String),
+}
+
+impl Actor {
+    /// `token:<id>` or `user:<id>`: the stable identity the audit log records.
+    pub fn id(&self) -> String {
+        match self {
+            Actor::Token(t) => format!("token:{t}"),
+            Actor::User(u) => format!("user:{u}"),
+        }
+    }
+}
+
+/// An authenticated caller of the admin API: one role, and its tenant for the tenant roles. A person with
+/// several memberships acts through one of them per request (see [`Orchard::principal_for_session`]).
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub token_id: TokenId,
+    pub actor: Actor,
     pub name: String,
     pub role: Role,
     pub tenant_id: Option<TenantId>,
@@ -34,7 +53,7 @@ impl Principal {
 
     /// How this principal appears in `queued_by` and logs.
     pub fn actor(&self) -> String {
-        format!("token:{}:{}", self.token_id, self.name)
+        format!("{}:{}", self.actor.id(), self.name)
     }
 
     pub fn is_operator(&self) -> bool {
@@ -61,6 +80,15 @@ impl Orchard {
     /// Resolves `Authorization: Bearer <secret>` to a principal. Unknown, revoked and expired tokens all answer
     /// the same `Unauthenticated`, so a caller learns nothing about which it was.
     pub async fn authenticate_bearer(&self, secret: &str) -> Result<Principal, CoreError> {
+        self.authenticate_bearer_in(secret, None).await
+    }
+
+    /// [`Orchard::authenticate_bearer`] for a request with this id (named in the `token.use` audit event).
+    pub async fn authenticate_bearer_in(
+        &self,
+        secret: &str,
+        request_id: Option<&str>,
+    ) -> Result<Principal, CoreError> {
         if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 256 {
             return Err(CoreError::Unauthenticated);
         }
@@ -73,13 +101,14 @@ impl Orchard {
         if token.revoked_at.is_some() || token.expires_at.is_some_and(|e| e <= now) {
             return Err(CoreError::Unauthenticated);
         }
-        self.note_token_use(token.id, now).await;
-        Ok(Principal {
-            token_id: token.id,
+        let principal = Principal {
+            actor: Actor::Token(token.id),
             name: token.name,
             role: token.role,
             tenant_id: token.tenant_id,
-        })
+        };
+        self.note_token_use(&principal, now, request_id).await;
+        Ok(principal)
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod activation_lock;
 pub mod admin;
+pub mod api_schema;
 pub mod audit;
 pub mod auth;
 pub mod dep;
@@ -12,12 +13,16 @@ pub mod device;
 pub mod enrollment;
 pub mod error;
 pub mod inventory;
+pub mod links;
+pub mod local_accounts;
 pub mod oidc;
 pub mod pki_files;
 pub mod push;
+pub mod sessions;
 pub mod tenants;
 pub mod tokens;
 pub mod usage;
+pub mod user_admin;
 pub mod users;
 pub mod zero_touch;
 

@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::{CoreError, Orchard};
 
 /// A tenant with its details, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     pub id: String,
     pub name: String,
@@ -22,7 +22,7 @@ pub struct TenantView {
 }
 
 /// An edit of a tenant: every field optional; absent fields keep their value, `""` clears a detail.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantEdit {
     pub name: Option<String>,

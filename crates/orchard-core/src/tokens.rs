@@ -15,16 +15,19 @@ use crate::{CoreError, Orchard};
 pub const DEFAULT_TOKEN_DAYS: i64 = 365;
 /// Longest lifetime a token made through the API may have.
 pub const MAX_TOKEN_DAYS: i64 = 3 * 365;
-/// `last_used_at` is written at most this often per token.
-const TOKEN_USE_GRANULARITY_SECONDS: i64 = 60;
+/// `last_used_at` is written, and a `token.use` audit event recorded, at most this often per token: the
+/// audit log shows when a token was in use without one row per request.
+const TOKEN_USE_GRANULARITY_SECONDS: i64 = 3600;
 
 /// What the caller asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTokenRequest {
     pub name: String,
+    #[schema(value_type = crate::api_schema::RoleSchema)]
     pub role: Role,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub tenant_id: Option<TenantId>,
     /// Days until the token expires (default 365, at most 1095).
     #[serde(default)]
@@ -32,7 +35,7 @@ pub struct NewTokenRequest {
 }
 
 /// A token as the API shows it (never the hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -48,7 +51,7 @@ pub struct TokenView {
 }
 
 /// A new token: its view and the secret, shown exactly once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CreatedTokenView {
     #[serde(flatten)]
     pub token: TokenView,
@@ -164,14 +167,39 @@ impl Orchard {
         Ok(view(&listing, now))
     }
 
-    /// Notes that a token was used (at most once a minute per token); a failure only logs.
-    pub(crate) async fn note_token_use(&self, id: TokenId, now: UnixTime) {
-        if let Err(e) = self
+    /// Notes that a token was used: `last_used_at` and a `token.use` audit event, at most once an hour per
+    /// token. A failure only logs (the request itself is not refused for it).
+    pub(crate) async fn note_token_use(
+        &self,
+        principal: &Principal,
+        now: UnixTime,
+        request_id: Option<&str>,
+    ) {
+        let crate::auth::Actor::Token(id) = &principal.actor else {
+            return;
+        };
+        match self
             .store
-            .touch_api_token(id, now, TOKEN_USE_GRANULARITY_SECONDS)
+            .touch_api_token(*id, now, TOKEN_USE_GRANULARITY_SECONDS)
             .await
         {
-            tracing::warn!(token = %id, error = %e, "recording token use failed");
+            Ok(false) => {}
+            Ok(true) => {
+                let event = crate::audit::AuditEvent {
+                    actor: crate::audit::AuditActor::of(principal),
+                    tenant_id: principal.tenant_id,
+                    action: "token.use".into(),
+                    target: Some(id.to_string()),
+                    request_id: request_id.map(str::to_owned),
+                    outcome: crate::audit::AuditOutcome::Ok,
+                    http_status: None,
+                    details: serde_json::json!({"period_seconds": TOKEN_USE_GRANULARITY_SECONDS}),
+                };
+                if let Err(e) = self.record_audit(event).await {
+                    tracing::warn!(token = %id, error = %e, "recording token use in the audit log failed");
+                }
+            }
+            Err(e) => tracing::warn!(token = %id, error = %e, "recording token use failed"),
         }
     }
 }

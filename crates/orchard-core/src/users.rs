@@ -22,12 +22,14 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 const MAX_MAPPING_FIELD: usize = 256;
 
 /// A role mapping as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RoleMappingView {
     pub id: String,
     pub claim: String,
     pub value: String,
+    #[schema(value_type = crate::api_schema::RoleSchema)]
     pub role: Role,
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub tenant_id: Option<TenantId>,
     pub created_at: String,
     pub created_by: Option<String>,
@@ -48,20 +50,26 @@ impl From<RoleMappingRecord> for RoleMappingView {
 }
 
 /// `POST /api/v1/role-mappings`: users whose claim `claim` equals or contains `value` get `role`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRoleMapping {
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub claim: String,
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub value: String,
+    #[schema(value_type = crate::api_schema::RoleSchema)]
     pub role: Role,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub tenant_id: Option<TenantId>,
 }
 
 /// A membership as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MembershipView {
+    #[schema(value_type = crate::api_schema::RoleSchema)]
     pub role: Role,
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub tenant_id: Option<TenantId>,
 }
 

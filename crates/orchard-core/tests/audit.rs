@@ -44,7 +44,7 @@ fn orchard(store: Store, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
 
 fn principal(name: &str, role: Role, tenant_id: Option<TenantId>) -> Principal {
     Principal {
-        token_id: TokenId::new(),
+        actor: orchard_core::auth::Actor::Token(TokenId::new()),
         name: name.into(),
         role,
         tenant_id,
@@ -142,7 +142,7 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
         clock.advance(60);
     }
     assert_eq!(stored[1].at, START.plus_seconds(60));
-    assert_eq!(stored[1].actor, format!("token:{}", physics_admin.token_id));
+    assert_eq!(stored[1].actor, physics_admin.actor.id());
     assert_eq!(stored[1].actor_role.as_deref(), Some("admin"));
     assert_eq!(stored[1].request_id.as_deref(), Some("req-2"));
     assert_eq!(stored[3].outcome, "denied");
@@ -213,7 +213,7 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
     );
     assert_eq!(
         count(AuditQuery {
-            actor: Some(format!("token:{}", physics_admin.token_id)),
+            actor: Some(physics_admin.actor.id()),
             ..AuditQuery::default()
         })
         .await,
@@ -283,9 +283,9 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
     let csv = audit_csv(&[stored[4].clone()]);
     let expected = format!(
         "id,at,actor,actor_name,actor_role,tenant_id,action,target,outcome,status,request_id,details\r\n\
-         {},2026-03-01T00:04:00Z,token:{},\"chem, \"\"lab\"\"\nadmin\",admin,{chemistry},device.push,\
+         {},2026-03-01T00:04:00Z,{},\"chem, \"\"lab\"\"\nadmin\",admin,{chemistry},device.push,\
          '=cmd|' /C calc'!A0,error,500,req-5,\"{{\"\"method\"\":\"\"POST\"\"}}\"\r\n",
-        stored[4].id, chemistry_admin.token_id
+        stored[4].id, chemistry_admin.actor.id()
     );
     assert_eq!(csv, expected);
 

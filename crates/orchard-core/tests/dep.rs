@@ -22,7 +22,7 @@ use sqlx::{AnyConnection, Connection, Executor};
 
 fn operator() -> Principal {
     Principal {
-        token_id: TokenId::new(),
+        actor: orchard_core::auth::Actor::Token(TokenId::new()),
         name: "central-it".into(),
         role: Role::Operator,
         tenant_id: None,
@@ -31,7 +31,7 @@ fn operator() -> Principal {
 
 fn viewer() -> Principal {
     Principal {
-        token_id: TokenId::new(),
+        actor: orchard_core::auth::Actor::Token(TokenId::new()),
         name: "dept".into(),
         role: Role::Viewer,
         tenant_id: None,

@@ -85,7 +85,7 @@ async fn setup() -> Setup {
 
 fn principal(role: Role) -> Principal {
     Principal {
-        token_id: TokenId::new(),
+        actor: orchard_core::auth::Actor::Token(TokenId::new()),
         name: "test".into(),
         role,
         tenant_id: None,

@@ -45,7 +45,7 @@ fn orchard(store: Store, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
 
 fn principal(role: Role, tenant_id: Option<TenantId>) -> Principal {
     Principal {
-        token_id: TokenId::new(),
+        actor: orchard_core::auth::Actor::Token(TokenId::new()),
         name: format!("{}-token", role.as_str()),
         role,
         tenant_id,

@@ -6,8 +6,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use orchard_core::admin::{CommandView, DeviceView};
 use orchard_core::auth::Principal;
 use orchard_core::push::{PushCertificateUpload, VendorIdentity};
@@ -17,34 +16,32 @@ use orchard_store::Page;
 use orchard_types::{DeviceId, TenantId};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{request_id, AppState};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/tenants", post(create_tenant).get(list_tenants))
-        .route("/tenants/{id}/enrollment-links", post(create_link))
-        .route("/devices", get(list_devices))
-        .route("/devices/{id}", get(device_detail))
-        .route(
-            "/devices/{id}/commands",
-            post(queue_command).get(command_history),
-        )
-        .route("/devices/{id}/push", post(push_device))
-        .route(
-            "/push-certificate",
-            get(push_certificate_status).put(upload_push_certificate),
-        )
-        .route("/push-certificate/csr", post(create_push_csr))
-        .route("/dep-tokens", post(create_dep_token).get(list_dep_tokens))
-        .route(
-            "/dep-tokens/{id}/token",
-            axum::routing::put(upload_dep_token),
-        )
-        .route("/dep-tokens/{id}/sync", post(sync_dep_token))
+/// Every `/api/v1` route, each registered with its OpenAPI description (see [`crate::openapi`]): add routes
+/// only through `.routes(routes!(…))` (never a plain axum route), or the document misses them (a test checks).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(crate::openapi::serve_openapi))
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(create_link, list_links))
+        .routes(routes!(revoke_link))
+        .routes(routes!(list_devices))
+        .routes(routes!(device_detail))
+        .routes(routes!(queue_command, command_history))
+        .routes(routes!(push_device))
+        .routes(routes!(push_certificate_status, upload_push_certificate))
+        .routes(routes!(create_push_csr))
+        .routes(routes!(create_dep_token, list_dep_tokens))
+        .routes(routes!(upload_dep_token))
+        .routes(routes!(sync_dep_token))
         .merge(crate::api_dep::routes())
         .merge(crate::api_tokens::routes())
-        .route("/commands/bulk", post(queue_bulk_command))
+        .merge(crate::api_users::routes())
+        .routes(routes!(queue_bulk_command))
         .merge(crate::api_audit::routes())
         .merge(crate::auth_routes::api_routes())
 }
@@ -129,13 +126,43 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let request_id = request_id(&parts.headers);
-        let secret = bearer(&parts.headers)
-            .ok_or_else(|| ApiError::from_core(CoreError::Unauthenticated, request_id.clone()))?;
-        let principal = state
-            .orchard
-            .authenticate_bearer(secret)
-            .await
-            .map_err(|e| ApiError::from_core(e, request_id.clone()))?;
+        let fail = |e: CoreError| ApiError::from_core(e, request_id.clone());
+        // A bearer token (scripts, the CLI) wins; otherwise the web UI's session cookie.
+        let principal = if let Some(secret) = bearer(&parts.headers) {
+            state
+                .orchard
+                .authenticate_bearer_in(secret, Some(&request_id))
+                .await
+                .map_err(fail)?
+        } else if let Some(secret) =
+            crate::auth_routes::cookie(&parts.headers, orchard_core::users::SESSION_COOKIE)
+        {
+            let user = state
+                .orchard
+                .authenticate_session(secret)
+                .await
+                .map_err(fail)?;
+            // A cookie rides along with any request the browser makes: a state-changing one must also
+            // carry the CSRF token that only our own pages can read from /auth/me.
+            let safe = matches!(
+                parts.method,
+                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+            );
+            if !safe {
+                let presented = parts
+                    .headers
+                    .get(orchard_core::users::CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok());
+                user.check_csrf(presented).map_err(fail)?;
+            }
+            let tenant = parts
+                .headers
+                .get(orchard_core::sessions::TENANT_HEADER)
+                .and_then(|v| v.to_str().ok());
+            orchard_core::sessions::principal_for_session(&user, tenant).map_err(fail)?
+        } else {
+            return Err(fail(CoreError::Unauthenticated));
+        };
         crate::api_audit::remember_principal(&parts.extensions, &principal);
         Ok(Authenticated {
             principal,
@@ -163,6 +190,15 @@ pub(crate) fn body<T>(
     })
 }
 
+/// Query strings with our error shape on failure (axum's own rejection is plain text).
+pub(crate) fn query<T>(
+    who: &Authenticated,
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| who.fail(CoreError::Invalid(e.body_text())))
+}
+
 pub(crate) fn parse_id<T, F: FnOnce(&str) -> Result<T, orchard_types::ParseError>>(
     who: &Authenticated,
     s: &str,
@@ -172,13 +208,24 @@ pub(crate) fn parse_id<T, F: FnOnce(&str) -> Result<T, orchard_types::ParseError
     parse(s).map_err(|_| who.fail(CoreError::NotFound))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
+    /// The department's name (1 to 200 characters).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
+    /// Short code: lowercase letters, digits and dashes.
+    #[schema(pattern = r"^[a-z0-9-]{1,32}$")]
     code: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/tenants",
+    tag = "tenants",
+    request_body = CreateTenant,
+    responses((status = 201, description = "Created", body = crate::openapi::TenantSummary))
+)]
 async fn create_tenant(
     State(state): State<AppState>,
     who: Authenticated,
@@ -197,6 +244,12 @@ fn tenant_json(t: &orchard_store::Tenant) -> serde_json::Value {
     json!({"id": t.id, "name": t.name, "code": t.code, "created_at": t.created_at.to_rfc3339()})
 }
 
+#[utoipa::path(
+    get,
+    path = "/tenants",
+    tag = "tenants",
+    responses((status = 200, description = "Tenants in the caller's scope", body = crate::openapi::Items<crate::openapi::TenantSummary>))
+)]
 async fn list_tenants(
     State(state): State<AppState>,
     who: Authenticated,
@@ -211,7 +264,7 @@ async fn list_tenants(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateLink {
     #[serde(default)]
@@ -220,6 +273,63 @@ struct CreateLink {
     expires_in_seconds: Option<i64>,
 }
 
+/// `GET /tenants/{id}/enrollment-links`: the tenant's links (their secrets are never stored, only hashes).
+#[utoipa::path(
+    get,
+    path = "/tenants/{id}/enrollment-links",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses((status = 200, description = "The tenant's enrollment links (not those of enrollment templates)", body = crate::openapi::Items<orchard_core::links::LinkView>))
+)]
+async fn list_links(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = parse_id(&who, &id, TenantId::parse)?;
+    let items = state
+        .orchard
+        .list_enrollment_links(&who.principal, tenant)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok(Json(json!({ "items": json_value(&who, items)? })))
+}
+
+/// `DELETE /tenants/{id}/enrollment-links/{link}`: the link stops handing out profiles now; devices enrolled
+/// through it stay.
+#[utoipa::path(
+    delete,
+    path = "/tenants/{id}/enrollment-links/{link}",
+    tag = "tenants",
+    params(
+        ("id" = String, Path, description = "Tenant id"),
+        ("link" = String, Path, description = "Enrollment link id")
+    ),
+    responses((status = 204, description = "Revoked"))
+)]
+async fn revoke_link(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path((id, link)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = parse_id(&who, &id, TenantId::parse)?;
+    let link = parse_id(&who, &link, orchard_types::EnrollmentLinkId::parse)?;
+    state
+        .orchard
+        .revoke_enrollment_link(&who.principal, tenant, link)
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post,
+    path = "/tenants/{id}/enrollment-links",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = CreateLink,
+    responses((status = 201, description = "Created", body = orchard_core::admin::CreatedLink))
+)]
 async fn create_link(
     State(state): State<AppState>,
     who: Authenticated,
@@ -242,7 +352,8 @@ async fn create_link(
     Ok((StatusCode::CREATED, Json(link)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
     limit: Option<i64>,
     offset: Option<i64>,
@@ -260,7 +371,8 @@ impl PageQuery {
 /// `GET /devices` filters: `tenant`, `model`, `os_version` (exact, or a prefix ending in "."), `state`,
 /// `last_seen_before` / `last_seen_after` (unix seconds, RFC 3339 or a day), `q` (name, serial, UDID, model),
 /// `sort` (enrolled_at | last_seen | name | serial | os_version | model), `order` (asc | desc), `limit`, `offset`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeviceListQuery {
     limit: Option<i64>,
@@ -321,6 +433,13 @@ impl DeviceListQuery {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices",
+    tag = "devices",
+    params(DeviceListQuery),
+    responses((status = 200, description = "A page of devices", body = crate::openapi::Paged<orchard_core::admin::DeviceView>))
+)]
 async fn list_devices(
     State(state): State<AppState>,
     who: Authenticated,
@@ -344,6 +463,13 @@ async fn list_devices(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{id}",
+    tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "The device with channels and inventory", body = orchard_core::admin::DeviceDetail))
+)]
 async fn device_detail(
     State(state): State<AppState>,
     who: Authenticated,
@@ -362,14 +488,24 @@ async fn device_detail(
 
 /// A command as the API takes it: the typed command (`type` and its fields) plus, for dangerous commands
 /// (EraseDevice, ClearPasscode, DeleteUser, removing management), `confirm_serial` = the device's serial.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct QueueCommandBody {
     #[serde(flatten)]
+    #[schema(value_type = orchard_core::api_schema::CommandSchema)]
     command: Command,
+    /// The device's serial number: required for EraseDevice, ClearPasscode, DeleteUser and removing management.
     #[serde(default)]
     confirm_serial: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/devices/{id}/commands",
+    tag = "commands",
+    params(("id" = String, Path, description = "Device id")),
+    request_body = QueueCommandBody,
+    responses((status = 201, description = "Queued", body = orchard_core::admin::CommandView))
+)]
 async fn queue_command(
     State(state): State<AppState>,
     who: Authenticated,
@@ -396,12 +532,20 @@ async fn queue_command(
     Ok((StatusCode::CREATED, Json(CommandView::from(&record))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{id}/commands",
+    tag = "commands",
+    params(("id" = String, Path, description = "Device id"), PageQuery),
+    responses((status = 200, description = "Commands, newest first", body = crate::openapi::Items<orchard_core::admin::CommandView>))
+)]
 async fn command_history(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = crate::api::query(&who, q)?;
     let id = parse_id(&who, &id, DeviceId::parse)?;
     let cmds = state
         .orchard
@@ -440,6 +584,13 @@ mod tests {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/devices/{id}/push",
+    tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 202, description = "Pushes queued", body = crate::openapi::PushQueued))
+)]
 async fn push_device(
     State(state): State<AppState>,
     who: Authenticated,
@@ -454,6 +605,12 @@ async fn push_device(
     Ok((StatusCode::ACCEPTED, Json(json!({"channels": channels}))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/push-certificate",
+    tag = "push",
+    responses((status = 200, description = "The push certificate (operators)", body = crate::openapi::PushCertificateAnswer))
+)]
 async fn push_certificate_status(
     State(state): State<AppState>,
     who: Authenticated,
@@ -477,7 +634,7 @@ async fn push_certificate_status(
 
 /// A push certificate upload: PEM certificate and key, a base64 PKCS#12 with its password, or the PEM
 /// certificate alone when it was issued for a CSR from `POST /push-certificate/csr` (the key is stored).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PushCertificateBody {
     certificate_pem: Option<String>,
@@ -488,6 +645,13 @@ struct PushCertificateBody {
     force: bool,
 }
 
+#[utoipa::path(
+    put,
+    path = "/push-certificate",
+    tag = "push",
+    request_body = PushCertificateBody,
+    responses((status = 200, description = "Installed", body = orchard_core::push::PushCertificateStatus))
+)]
 async fn upload_push_certificate(
     State(state): State<AppState>,
     who: Authenticated,
@@ -527,13 +691,20 @@ async fn upload_push_certificate(
 
 /// `POST /push-certificate/csr`: optional MDM vendor identity (both fields or neither). No body at all means
 /// no vendor: the answer is the CSR alone.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PushCsrBody {
     vendor_cert_chain_pem: Option<String>,
     vendor_key_pem: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/push-certificate/csr",
+    tag = "push",
+    request_body(content = Option<PushCsrBody>, description = "Optional MDM vendor identity; no body means no vendor"),
+    responses((status = 201, description = "A new key and CSR", body = orchard_core::push::PushCsr))
+)]
 async fn create_push_csr(
     State(state): State<AppState>,
     who: Authenticated,
@@ -572,14 +743,22 @@ pub(crate) fn json_value<T: serde::Serialize>(
     serde_json::to_value(v).map_err(|e| who.fail(CoreError::Internal(e.to_string())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateDepToken {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
 }
 
 /// `POST /dep-tokens` {name}: a key pair for a new ASM MDM server; answers {id, certificate_pem} (upload the
 /// certificate to ASM).
+#[utoipa::path(
+    post,
+    path = "/dep-tokens",
+    tag = "dep",
+    request_body = CreateDepToken,
+    responses((status = 201, description = "Key pair made; upload the certificate to ASM", body = orchard_core::dep::CreatedDepToken))
+)]
 async fn create_dep_token(
     State(state): State<AppState>,
     who: Authenticated,
@@ -594,6 +773,12 @@ async fn create_dep_token(
     Ok((StatusCode::CREATED, Json(json_value(&who, created)?)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/dep-tokens",
+    tag = "dep",
+    responses((status = 200, description = "DEP server tokens", body = crate::openapi::Items<orchard_core::dep::DepTokenStatus>))
+)]
 async fn list_dep_tokens(
     State(state): State<AppState>,
     who: Authenticated,
@@ -607,12 +792,20 @@ async fn list_dep_tokens(
 }
 
 /// The `.p7m` server token downloaded from ASM, base64 (the file as is).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DepTokenBody {
     p7m_base64: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/dep-tokens/{id}/token",
+    tag = "dep",
+    params(("id" = String, Path, description = "DEP token id")),
+    request_body = DepTokenBody,
+    responses((status = 200, description = "Installed", body = orchard_core::dep::DepTokenStatus))
+)]
 async fn upload_dep_token(
     State(state): State<AppState>,
     who: Authenticated,
@@ -638,6 +831,13 @@ async fn upload_dep_token(
     Ok(Json(json_value(&who, status)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/dep-tokens/{id}/sync",
+    tag = "dep",
+    params(("id" = String, Path, description = "DEP token id")),
+    responses((status = 200, description = "What the sync did", body = orchard_core::dep::DepSyncSummary))
+)]
 async fn sync_dep_token(
     State(state): State<AppState>,
     who: Authenticated,
@@ -654,13 +854,16 @@ async fn sync_dep_token(
 /// A command for many devices: `{"command": {...}, "device_ids": [...] | "tenant_id": ..., "dry_run": true,
 /// "confirm_count": N}`. A dry run answers how many devices it would reach; destructive commands need that
 /// number as `confirm_count`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkCommandBody {
+    #[schema(value_type = orchard_core::api_schema::CommandSchema)]
     command: Command,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
     device_ids: Option<Vec<DeviceId>>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     tenant_id: Option<TenantId>,
     #[serde(default)]
     dry_run: bool,
@@ -668,6 +871,13 @@ struct BulkCommandBody {
     confirm_count: Option<usize>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/commands/bulk",
+    tag = "commands",
+    request_body = BulkCommandBody,
+    responses((status = 200, description = "Dry run: what would be queued", body = orchard_core::actions::BulkOutcome), (status = 201, description = "Queued", body = orchard_core::actions::BulkOutcome))
+)]
 async fn queue_bulk_command(
     State(state): State<AppState>,
     who: Authenticated,

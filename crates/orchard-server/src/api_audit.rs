@@ -23,7 +23,6 @@ use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use orchard_core::audit::{
     audit_csv, parse_time_bound, AuditActor, AuditEvent, AuditEventView, AuditOutcome, AuditQuery,
@@ -44,11 +43,11 @@ const API_PREFIX: &str = "/api/v1";
 /// Response bodies up to this size are read for the created object's id and the command's type.
 const MAX_INSPECTED_BODY: u64 = 64 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/audit", get(list_audit))
-        .route("/audit.csv", get(export_audit_csv))
-        .route("/usage", get(usage_report))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(list_audit))
+        .routes(utoipa_axum::routes!(export_audit_csv))
+        .routes(utoipa_axum::routes!(usage_report))
 }
 
 /// Wraps every route of `router` with [`record_mutations`]. Only matched routes are wrapped: a request to a
@@ -378,7 +377,8 @@ fn invalid(who: &Authenticated, message: impl Into<String>) -> ApiError {
     ApiError::from_core(CoreError::Invalid(message.into()), who.request_id.clone())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditParams {
     tenant: Option<String>,
@@ -428,6 +428,13 @@ fn csv_response(filename: &str, csv: String) -> Response {
 
 /// `GET /audit?tenant=&actor=&action=&from=&to=&limit=&offset=[&format=csv]`, newest first. `action` may end
 /// in `*` (`device.*`); `from`/`to` are unix seconds, RFC 3339 or `YYYY-MM-DD` (whole days), both inclusive.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "audit",
+    params(AuditParams),
+    responses((status = 200, description = "Audit events, newest first (CSV with format=csv)", content((crate::openapi::Paged<orchard_core::audit::AuditEventView> = "application/json"), (String = "text/csv"))))
+)]
 async fn list_audit(
     State(state): State<AppState>,
     who: Authenticated,
@@ -439,6 +446,13 @@ async fn list_audit(
 }
 
 /// `GET /audit.csv` with the filters of `GET /audit`: the same events as CSV.
+#[utoipa::path(
+    get,
+    path = "/audit.csv",
+    tag = "audit",
+    params(AuditParams),
+    responses((status = 200, description = "Audit events as CSV (JSON with format=json)", body = String, content_type = "text/csv"))
+)]
 async fn export_audit_csv(
     State(state): State<AppState>,
     who: Authenticated,
@@ -498,16 +512,30 @@ async fn audit_answer(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UsageParams {
+    /// First day of the period (YYYY-MM-DD), required.
+    #[param(required = true, value_type = String, format = Date)]
     from: Option<String>,
+    /// Last day of the period (YYYY-MM-DD, included), required.
+    #[param(required = true, value_type = String, format = Date)]
     to: Option<String>,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
 /// `GET /usage?from=YYYY-MM-DD&to=YYYY-MM-DD[&format=csv]`: device-days and amounts per tenant for the days
 /// `from..=to`, at the server's price (`--price-per-device-year`, `--currency`; default 400 SEK).
+#[utoipa::path(
+    get,
+    path = "/usage",
+    tag = "usage",
+    params(UsageParams),
+    responses((status = 200, description = "Usage per tenant (CSV with format=csv)", content((orchard_core::usage::UsageReport = "application/json"), (String = "text/csv"))))
+)]
 async fn usage_report(
     State(state): State<AppState>,
     who: Authenticated,

@@ -5,44 +5,42 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use orchard_core::dep_templates::{parse_serial_list, TemplateSpec};
 use orchard_core::CoreError;
 use orchard_store::DepListingFilter;
 use orchard_types::DeviceId;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{body, json_value, parse_id, ApiError, Authenticated};
 use crate::api_audit::AuditNote;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/dep-tokens/{id}/templates",
-            post(create_template).get(list_token_templates),
-        )
-        .route("/dep-tokens/{id}/assignments", post(assign))
-        .route("/dep-templates", get(list_templates))
-        .route(
-            "/dep-templates/{id}",
-            get(get_template)
-                .put(update_template)
-                .delete(delete_template),
-        )
-        .route("/dep-devices", get(list_dep_devices))
-        .route("/devices/{id}/setup", get(device_setup))
-        .route("/devices/{id}/setup/release", post(release_setup))
-        .route("/devices/{id}/activation-lock", get(activation_lock))
-        .route(
-            "/devices/{id}/activation-lock/clear",
-            post(clear_activation_lock),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_template, list_token_templates))
+        .routes(routes!(assign))
+        .routes(routes!(list_templates))
+        .routes(routes!(get_template, update_template, delete_template))
+        .routes(routes!(list_dep_devices))
+        .routes(routes!(device_setup))
+        .routes(routes!(release_setup))
+        .routes(routes!(activation_lock))
+        .routes(routes!(clear_activation_lock))
 }
 
 /// `POST /dep-tokens/{id}/templates`: a new enrollment template on that token (operators).
+#[utoipa::path(
+    post,
+    path = "/dep-tokens/{id}/templates",
+    tag = "dep",
+    params(("id" = String, Path, description = "DEP token id")),
+    request_body = orchard_core::dep_templates::TemplateSpec,
+    responses((status = 201, description = "Created", body = orchard_core::dep_templates::TemplateView))
+)]
 async fn create_template(
     State(state): State<AppState>,
     who: Authenticated,
@@ -58,6 +56,13 @@ async fn create_template(
     Ok((StatusCode::CREATED, Json(json_value(&who, view)?)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/dep-tokens/{id}/templates",
+    tag = "dep",
+    params(("id" = String, Path, description = "DEP token id")),
+    responses((status = 200, description = "The token's templates", body = crate::openapi::Items<orchard_core::dep_templates::TemplateView>))
+)]
 async fn list_token_templates(
     State(state): State<AppState>,
     who: Authenticated,
@@ -71,18 +76,27 @@ async fn list_token_templates(
     Ok(Json(json!({ "items": json_value(&who, items)? })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct TemplateQuery {
     token: Option<String>,
 }
 
 /// `GET /dep-templates?token=`: templates in the caller's scope (a tenant sees those offered to it).
+#[utoipa::path(
+    get,
+    path = "/dep-templates",
+    tag = "dep",
+    params(TemplateQuery),
+    responses((status = 200, description = "Templates in the caller's scope", body = crate::openapi::Items<orchard_core::dep_templates::TemplateView>))
+)]
 async fn list_templates(
     State(state): State<AppState>,
     who: Authenticated,
-    Query(q): Query<TemplateQuery>,
+    q: Result<Query<TemplateQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = crate::api::query(&who, q)?;
     let items = state
         .orchard
         .list_dep_templates(&who.principal, q.token.as_deref())
@@ -91,6 +105,13 @@ async fn list_templates(
     Ok(Json(json!({ "items": json_value(&who, items)? })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/dep-templates/{id}",
+    tag = "dep",
+    params(("id" = String, Path, description = "Template id")),
+    responses((status = 200, description = "The template", body = orchard_core::dep_templates::TemplateView))
+)]
 async fn get_template(
     State(state): State<AppState>,
     who: Authenticated,
@@ -105,6 +126,14 @@ async fn get_template(
 }
 
 /// `PUT /dep-templates/{id}`: replaces the template; its profile is defined again at Apple.
+#[utoipa::path(
+    put,
+    path = "/dep-templates/{id}",
+    tag = "dep",
+    params(("id" = String, Path, description = "Template id")),
+    request_body = orchard_core::dep_templates::TemplateSpec,
+    responses((status = 200, description = "Replaced", body = orchard_core::dep_templates::TemplateView))
+)]
 async fn update_template(
     State(state): State<AppState>,
     who: Authenticated,
@@ -120,6 +149,13 @@ async fn update_template(
     Ok(Json(json_value(&who, view)?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/dep-templates/{id}",
+    tag = "dep",
+    params(("id" = String, Path, description = "Template id")),
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_template(
     State(state): State<AppState>,
     who: Authenticated,
@@ -135,7 +171,7 @@ async fn delete_template(
 
 /// Serials as a list, or as text (one per line, or a CSV export with a serial column). `template_id` null
 /// removes the assignment.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignBody {
     #[serde(default)]
@@ -147,6 +183,14 @@ struct AssignBody {
 
 /// `POST /dep-tokens/{id}/assignments`: assigns serials to a template (the device's tenant follows) and tells
 /// Apple; answers what changed and Apple's answers.
+#[utoipa::path(
+    post,
+    path = "/dep-tokens/{id}/assignments",
+    tag = "dep",
+    params(("id" = String, Path, description = "DEP token id")),
+    request_body = AssignBody,
+    responses((status = 200, description = "What changed and Apple's answers", body = orchard_core::dep_templates::AssignmentSummary))
+)]
 async fn assign(
     State(state): State<AppState>,
     who: Authenticated,
@@ -171,7 +215,8 @@ async fn assign(
     Ok(Json(json_value(&who, summary)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DepDeviceQuery {
     token: Option<String>,
@@ -184,11 +229,19 @@ struct DepDeviceQuery {
 
 /// `GET /dep-devices?token=&template=&include_deleted=&limit=&offset=`: operators and helpdesk see every
 /// serial; a tenant the serials assigned to its templates, enrolled or not yet.
+#[utoipa::path(
+    get,
+    path = "/dep-devices",
+    tag = "dep",
+    params(DepDeviceQuery),
+    responses((status = 200, description = "DEP devices in the caller's scope", body = crate::openapi::Counted<orchard_core::dep_templates::DepDeviceListingView>))
+)]
 async fn list_dep_devices(
     State(state): State<AppState>,
     who: Authenticated,
-    Query(q): Query<DepDeviceQuery>,
+    q: Result<Query<DepDeviceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = crate::api::query(&who, q)?;
     let filter = DepListingFilter {
         token_id: q.token.as_deref(),
         template_id: q.template.as_deref(),
@@ -209,6 +262,13 @@ async fn list_dep_devices(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{id}/setup",
+    tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "Zero-touch setup state", body = orchard_core::zero_touch::SetupView))
+)]
 async fn device_setup(
     State(state): State<AppState>,
     who: Authenticated,
@@ -224,6 +284,13 @@ async fn device_setup(
 }
 
 /// `POST /devices/{id}/setup/release`: sends DeviceConfigured although setup failed or is still running.
+#[utoipa::path(
+    post,
+    path = "/devices/{id}/setup/release",
+    tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "Released", body = orchard_core::zero_touch::SetupView))
+)]
 async fn release_setup(
     State(state): State<AppState>,
     who: Authenticated,
@@ -238,6 +305,13 @@ async fn release_setup(
     Ok(Json(json_value(&who, view)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{id}/activation-lock",
+    tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "Activation Lock bypass escrow", body = orchard_core::zero_touch::ActivationLockView))
+)]
 async fn activation_lock(
     State(state): State<AppState>,
     who: Authenticated,
@@ -257,6 +331,13 @@ async fn activation_lock(
 /// `activation_lock_not_cleared` with Apple's status and reason (and the outcome) when Apple refused every code
 /// or could not be reached, because the failure is upstream and a retry may succeed; 409 when Orchard cannot
 /// ask at all (no escrowed code, no push certificate, serial or product type unknown).
+#[utoipa::path(
+    post,
+    path = "/devices/{id}/activation-lock/clear",
+    tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "Cleared", body = orchard_core::activation_lock::ClearOutcome), (status = 502, description = "Apple refused or could not be reached", body = crate::openapi::ActivationLockNotCleared))
+)]
 async fn clear_activation_lock(
     State(state): State<AppState>,
     who: Authenticated,

@@ -5,24 +5,32 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use orchard_core::tenants::TenantEdit;
 use orchard_core::tokens::NewTokenRequest;
 use orchard_types::{TenantId, TokenId};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{body, json_value, parse_id, ApiError, Authenticated};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/tokens", post(create_token).get(list_tokens))
-        .route("/tokens/{id}", delete(revoke_token))
-        .route("/tenants/{id}", get(tenant).patch(edit_tenant))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(tenant, edit_tenant))
 }
 
+#[utoipa::path(
+    get,
+    path = "/tenants/{id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses((status = 200, description = "The tenant", body = orchard_core::tenants::TenantView))
+)]
 async fn tenant(
     State(state): State<AppState>,
     who: Authenticated,
@@ -38,6 +46,14 @@ async fn tenant(
 }
 
 /// `PATCH /tenants/{id}` {name?, cost_centre?, contact_name?, contact_email?} (operators; "" clears).
+#[utoipa::path(
+    patch,
+    path = "/tenants/{id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = orchard_core::tenants::TenantEdit,
+    responses((status = 200, description = "Edited", body = orchard_core::tenants::TenantView))
+)]
 async fn edit_tenant(
     State(state): State<AppState>,
     who: Authenticated,
@@ -54,6 +70,13 @@ async fn edit_tenant(
     Ok(Json(json_value(&who, view)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    request_body = orchard_core::tokens::NewTokenRequest,
+    responses((status = 201, description = "Created; the secret is shown only now", body = orchard_core::tokens::CreatedTokenView))
+)]
 async fn create_token(
     State(state): State<AppState>,
     who: Authenticated,
@@ -68,18 +91,27 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(json_value(&who, created)?)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    params(PageQuery),
+    responses((status = 200, description = "Tokens in the caller's scope", body = crate::openapi::Items<orchard_core::tokens::TokenView>))
+)]
 async fn list_tokens(
     State(state): State<AppState>,
     who: Authenticated,
-    Query(q): Query<PageQuery>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = crate::api::query(&who, q)?;
     let items = state
         .orchard
         .list_tokens(
@@ -93,6 +125,13 @@ async fn list_tokens(
 }
 
 /// `DELETE /tokens/{id}`: revokes (the row stays for the audit trail).
+#[utoipa::path(
+    delete,
+    path = "/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = "Token id")),
+    responses((status = 200, description = "Revoked", body = orchard_core::tokens::TokenView))
+)]
 async fn revoke_token(
     State(state): State<AppState>,
     who: Authenticated,

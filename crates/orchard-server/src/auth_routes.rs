@@ -12,7 +12,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use orchard_core::oidc::OidcCallback;
 use orchard_core::users::{NewRoleMapping, SignedInUser, CSRF_HEADER, SESSION_COOKIE};
@@ -38,13 +38,13 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `/role-mappings`, merged into `/api/v1`.
-pub fn api_routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/role-mappings",
-            get(list_role_mappings).post(create_role_mapping),
-        )
-        .route("/role-mappings/{id}", delete(delete_role_mapping))
+pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(
+            list_role_mappings,
+            create_role_mapping
+        ))
+        .routes(utoipa_axum::routes!(delete_role_mapping))
 }
 
 /// The value of cookie `name` in the request, if any.
@@ -61,7 +61,12 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
 
 /// A `Set-Cookie` value: always Secure (Orchard only speaks https), HttpOnly and SameSite=Lax, so the cookie
 /// travels on the provider's top-level redirect back to us but not on another site's requests.
-fn set_cookie(name: &str, value: &str, path: &str, max_age_seconds: i64) -> Option<HeaderValue> {
+pub(crate) fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age_seconds: i64,
+) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "{name}={value}; Path={path}; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
         max_age_seconds.max(0)
@@ -136,7 +141,7 @@ fn core_page(e: CoreError, request_id: &str) -> Response {
     }
 }
 
-fn with_cookies(
+pub(crate) fn with_cookies(
     mut response: Response,
     cookies: impl IntoIterator<Item = Option<HeaderValue>>,
 ) -> Response {
@@ -282,6 +287,12 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/role-mappings",
+    tag = "role-mappings",
+    responses((status = 200, description = "Role mappings (operators)", body = crate::openapi::Items<orchard_core::users::RoleMappingView>))
+)]
 async fn list_role_mappings(
     State(state): State<AppState>,
     who: Authenticated,
@@ -295,6 +306,13 @@ async fn list_role_mappings(
 }
 
 /// `POST /role-mappings` {claim, value, role, tenant_id?} (operators).
+#[utoipa::path(
+    post,
+    path = "/role-mappings",
+    tag = "role-mappings",
+    request_body = orchard_core::users::NewRoleMapping,
+    responses((status = 201, description = "Created", body = orchard_core::users::RoleMappingView))
+)]
 async fn create_role_mapping(
     State(state): State<AppState>,
     who: Authenticated,
@@ -310,6 +328,13 @@ async fn create_role_mapping(
 }
 
 /// `DELETE /role-mappings/{id}` (operators).
+#[utoipa::path(
+    delete,
+    path = "/role-mappings/{id}",
+    tag = "role-mappings",
+    params(("id" = String, Path, description = "Role mapping id")),
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_role_mapping(
     State(state): State<AppState>,
     who: Authenticated,

@@ -5,14 +5,16 @@ pub mod api;
 pub mod api_audit;
 mod api_dep;
 mod api_tokens;
+mod api_users;
+mod auth_local;
 mod auth_routes;
 pub mod device;
+pub mod openapi;
 pub mod tls;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use axum::Router;
 use orchard_core::Orchard;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -54,12 +56,12 @@ pub fn build_app(orchard: Arc<Orchard>, limits: Limits) -> Router {
         .merge(device::routes().layer(DefaultBodyLimit::max(limits.device_body_bytes)))
         .nest(
             "/api/v1",
-            api_audit::with_audit(api::routes(), state.clone())
+            api_audit::with_audit(api::routes().split_for_parts().0, state.clone())
                 .layer(DefaultBodyLimit::max(limits.api_body_bytes)),
         )
         .merge(auth_routes::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
+        .merge(auth_local::routes())
+        .merge(operations_routes().split_for_parts().0)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -92,7 +94,33 @@ fn prometheus_label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// `/healthz` and `/metrics` for the operators' monitoring, outside the API; in the OpenAPI document too.
+pub(crate) fn operations_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(healthz))
+        .routes(utoipa_axum::routes!(metrics))
+}
+
+/// Liveness: answers while the server runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The server is up", body = String, content_type = "text/plain"))
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// Prometheus text metrics. Unauthenticated on purpose (scrapers), and carries no tenant data.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> axum::response::Response {

@@ -116,14 +116,15 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a token used now, unless it was marked less than `granularity_seconds` ago.
+    /// Marks a token used now, unless it was marked less than `granularity_seconds` ago. Returns whether it
+    /// marked it (so the caller records one use per period, not one per request).
     pub async fn touch_api_token(
         &self,
         id: TokenId,
         now: UnixTime,
         granularity_seconds: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
             "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 \
              AND (last_used_at IS NULL OR last_used_at <= $3)",
         )
@@ -131,7 +132,8 @@ impl Store {
         .bind(now.0)
         .bind(now.0 - granularity_seconds)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
     }
 }

@@ -90,7 +90,8 @@ fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
     })
 }
 
-fn enqueue_sql(rows: usize) -> String {
+/// The insert for `rows` commands (anonymous `?` placeholders on SQLite: see `dep::placeholders`).
+fn enqueue_sql(backend: crate::Backend, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO commands (command_uuid, device_id, tenant_id, channel_id, request_type, status, \
          payload, queued_by, queued_at, expires_at) VALUES ",
@@ -100,18 +101,11 @@ fn enqueue_sql(rows: usize) -> String {
         if row > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8,
-            p + 9
-        ));
+        sql.push('(');
+        sql.push_str(&crate::dep::placeholders(backend, p + 1, 5));
+        sql.push_str(", 'queued', ");
+        sql.push_str(&crate::dep::placeholders(backend, p + 6, 4));
+        sql.push(')');
     }
     sql
 }
@@ -125,7 +119,7 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         for chunk in cmds.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
-            let sql = enqueue_sql(chunk.len());
+            let sql = enqueue_sql(self.backend, chunk.len());
             // Only the full-size and single-row statements recur; a remainder size is not worth a cache slot.
             let mut query = sqlx::query(&sql)
                 .persistent(chunk.len() == 1 || chunk.len() == ENQUEUE_ROWS_PER_STATEMENT);

@@ -159,7 +159,7 @@ pub(crate) fn device_record(r: &sqlx::any::AnyRow) -> Result<DepDeviceRecord, St
 /// name, which scans the statement's list of named parameters, so a statement with n of them costs O(n²) to
 /// bind. With 1,700 values per statement that scan was 62 % of a 50,000-device sync. PostgreSQL has no such
 /// cost and only understands `$N`.
-fn placeholders(backend: Backend, first: usize, count: usize) -> String {
+pub(crate) fn placeholders(backend: Backend, first: usize, count: usize) -> String {
     let mut out = String::with_capacity(count * 7);
     for i in 0..count {
         if i > 0 {

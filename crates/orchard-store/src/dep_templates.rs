@@ -440,9 +440,10 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // A link is usable through its expiry second: end it at the second before now.
         sqlx::query("UPDATE enrollment_links SET expires_at = $2 WHERE id = $1")
             .bind(&link_id)
-            .bind(now.0)
+            .bind(now.0 - 1)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -16,6 +16,8 @@ mod device_search;
 mod devices;
 mod enrollment;
 mod error;
+mod links;
+mod local_accounts;
 mod model;
 mod push;
 mod push_csr;
@@ -42,6 +44,7 @@ pub use dep_templates::{
 };
 pub use device_search::{DeviceQuery, DeviceSort};
 pub use error::StoreError;
+pub use local_accounts::{LocalAccountRecord, LOCAL_ISSUER};
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
     EnrollmentLink, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,

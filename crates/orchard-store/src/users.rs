@@ -208,6 +208,34 @@ impl Store {
             .transpose()
     }
 
+    /// Users in the scope (a tenant sees the users holding a membership of it), by email then id.
+    pub async fn list_users(
+        &self,
+        scope: crate::Scope,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let filter = match scope.tenant() {
+            Some(_) => " WHERE id IN (SELECT user_id FROM memberships WHERE tenant_id = $1)",
+            None => "",
+        };
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users{filter} ORDER BY email, id LIMIT {} OFFSET {}",
+            limit.max(0),
+            offset.max(0)
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(t) = scope.tenant() {
+            query = query.bind(t.to_string());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
     pub async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         sqlx::query(&sql)

@@ -1,0 +1,88 @@
+//! The admin API for people signed in through the university's provider: a session (cookie) becomes a
+//! [`Principal`] for one request. A person may hold several memberships (admin of physics, viewer of music,
+//! helpdesk…); each request acts through one of them, so every scope check stays the single-role check tokens
+//! have.
+//!
+//! Which membership: operator if the person is one (it sees everything anyway). Otherwise the tenant named in
+//! the `x-orchard-tenant` header (admin wins over viewer there); without the header, helpdesk if held, else
+//! the one tenant the person belongs to — several tenants and no header is a clear 400.
+
+use orchard_types::{Role, TenantId};
+
+use crate::auth::{Actor, Principal};
+use crate::users::SignedInUser;
+use crate::CoreError;
+
+/// The request header that picks the tenant a person with several memberships acts on.
+pub const TENANT_HEADER: &str = "x-orchard-tenant";
+
+/// The principal a signed-in person acts as for this request.
+pub fn principal_for_session(
+    user: &SignedInUser,
+    tenant_header: Option<&str>,
+) -> Result<Principal, CoreError> {
+    let name = user
+        .user
+        .email
+        .clone()
+        .or_else(|| user.user.display_name.clone())
+        .unwrap_or_else(|| user.user.subject.clone());
+    let principal = |role: Role, tenant_id: Option<TenantId>| Principal {
+        actor: Actor::User(user.user.id.clone()),
+        name: name.clone(),
+        role,
+        tenant_id,
+    };
+    let has = |role: Role| user.memberships.iter().any(|m| m.role == role);
+    if has(Role::Operator) {
+        return Ok(principal(Role::Operator, None));
+    }
+    let tenant_roles = |t: TenantId| {
+        user.memberships
+            .iter()
+            .filter(move |m| m.tenant_id == Some(t))
+            .map(|m| m.role)
+    };
+    if let Some(header) = tenant_header.map(str::trim).filter(|h| !h.is_empty()) {
+        let tenant = TenantId::parse(header).map_err(|_| {
+            CoreError::Forbidden(format!("{TENANT_HEADER} names no tenant of yours"))
+        })?;
+        let roles: Vec<Role> = tenant_roles(tenant).collect();
+        let role = if roles.contains(&Role::Admin) {
+            Role::Admin
+        } else if roles.contains(&Role::Viewer) {
+            Role::Viewer
+        } else {
+            return Err(CoreError::Forbidden(format!(
+                "{TENANT_HEADER} names no tenant of yours"
+            )));
+        };
+        return Ok(principal(role, Some(tenant)));
+    }
+    if has(Role::Helpdesk) {
+        return Ok(principal(Role::Helpdesk, None));
+    }
+    let mut tenants: Vec<TenantId> = user
+        .memberships
+        .iter()
+        .filter_map(|m| m.tenant_id)
+        .collect();
+    tenants.sort();
+    tenants.dedup();
+    match tenants.as_slice() {
+        [] => Err(CoreError::Forbidden(
+            "you have no role in orchard: ask central IT to map your group".into(),
+        )),
+        [only] => {
+            let role = if tenant_roles(*only).any(|r| r == Role::Admin) {
+                Role::Admin
+            } else {
+                Role::Viewer
+            };
+            Ok(principal(role, Some(*only)))
+        }
+        _ => Err(CoreError::Invalid(format!(
+            "you belong to several tenants: name the one to act on in the {TENANT_HEADER} header"
+        ))),
+    }
+}

@@ -1,0 +1,155 @@
+//! Break-glass sign-in, on the real binary (SQLite and PostgreSQL): `orchard local-account set` makes a local
+//! operator (password from stdin, argon2id), `POST /auth/local` signs in with the same session cookie as single
+//! sign-on, the session works on the admin API (state changes with the CSRF token), five wrong passwords lock
+//! the account, a reset unlocks it, and every attempt is in the audit log.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use anyhow::{ensure, Context, Result};
+use common::{Backend, TestServer};
+use serde_json::{json, Value};
+
+fn set_account(
+    server: &TestServer,
+    username: &str,
+    password: &str,
+) -> Result<std::process::Output> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchard"));
+    cmd.args(["local-account", "set", "--username", username, "--data-dir"])
+        .arg(&server.data_dir);
+    if let Some(url) = &server.database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{password}\n").as_bytes())?;
+    Ok(child.wait_with_output()?)
+}
+
+async fn sign_in(
+    server: &TestServer,
+    username: &str,
+    password: &str,
+) -> Result<(u16, Option<String>)> {
+    let resp = server
+        .http
+        .post(server.url("/auth/local"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("orchard_session="))
+        .map(|c| c.split(';').next().unwrap_or_default().to_owned());
+    Ok((status, cookie))
+}
+
+async fn scenario(backend: Backend) -> Result<()> {
+    let Some(server) = TestServer::start(backend).await? else {
+        return Ok(());
+    };
+    let password = "correct horse battery staple 42";
+    let short = set_account(&server, "it-oncall", "too short")?;
+    ensure!(!short.status.success(), "a short password is refused");
+    let made = set_account(&server, "it-oncall", password)?;
+    ensure!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+
+    // Unknown user and wrong password look the same.
+    let (status, cookie) = sign_in(&server, "nobody", password).await?;
+    ensure!(status == 401 && cookie.is_none(), "unknown user → {status}");
+    for _ in 0..5 {
+        let (status, cookie) = sign_in(&server, "it-oncall", "wrong password, sorry").await?;
+        ensure!(
+            status == 401 && cookie.is_none(),
+            "wrong password → {status}"
+        );
+    }
+    let (status, _) = sign_in(&server, "it-oncall", password).await?;
+    ensure!(
+        status == 401,
+        "five failures lock the account, even for the right password → {status}"
+    );
+    let reset = set_account(&server, "it-oncall", password)?;
+    ensure!(reset.status.success(), "reset");
+
+    let (status, cookie) = sign_in(&server, "it-oncall", password).await?;
+    ensure!(status == 204, "right password → {status}");
+    let cookie = cookie.context("session cookie")?;
+    let me: Value = server
+        .http
+        .get(server.url("/auth/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        me["memberships"] == json!([{"role": "operator", "tenant_id": null}]),
+        "{me}"
+    );
+    let csrf = me["csrf_token"].as_str().context("csrf")?.to_owned();
+    let resp = server
+        .http
+        .post(server.url("/api/v1/tenants"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "Physics", "code": "physics"}))
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == 201,
+        "a break-glass operator acts as operator → {}",
+        resp.status()
+    );
+
+    let audit = server
+        .get("/api/v1/audit?action=auth.local_login&limit=100")
+        .await?;
+    let outcomes: Vec<&str> = audit["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter_map(|e| e["outcome"].as_str())
+        .collect();
+    ensure!(
+        outcomes.iter().filter(|o| **o == "ok").count() == 1,
+        "{audit}"
+    );
+    ensure!(
+        outcomes.iter().filter(|o| **o == "denied").count() == 7,
+        "{audit}"
+    );
+    ensure!(
+        audit.to_string().find(password).is_none(),
+        "no password in the audit log"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_sign_in_sqlite() -> Result<()> {
+    scenario(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_sign_in_postgres() -> Result<()> {
+    scenario(Backend::Postgres).await
+}
