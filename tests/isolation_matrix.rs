@@ -1,4 +1,5 @@
 //! The tenant isolation matrix (issue 5), on the real binary with SQLite and PostgreSQL: every admin API route
+//! of docs/openapi.json (a test below checks none is missing)
 //! × {no token, expired token, revoked token, other tenant's viewer, other tenant's admin, own viewer, own admin,
 //! helpdesk, operator} → the expected status. "Own" is the physics department, whose objects the routes name;
 //! "other" is music. Lists, counts and error bodies seen by music's people never contain physics' ids, and
@@ -68,6 +69,16 @@ async fn expire_token(server: &TestServer, name: &str) -> Result<()> {
         .await?;
     conn.close().await?;
     Ok(())
+}
+
+/// Whether a concrete path fits an OpenAPI path template (`{x}` = one segment).
+fn template_matches(template: &str, path: &str) -> bool {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(a, b)| (a.starts_with('{') && a.ends_with('}') && !b.is_empty()) || a == b)
 }
 
 async fn scenario(backend: Backend) -> Result<()> {
@@ -158,6 +169,41 @@ async fn scenario(backend: Backend) -> Result<()> {
         .await?;
     let link_id = link["id"].as_str().context("link id")?.to_owned();
     let link_url = link["url"].as_str().context("link url")?.to_owned();
+    let mapping = server
+        .post(
+            "/api/v1/role-mappings",
+            json!({"claim": "groups", "value": "to-delete", "role": "viewer", "tenant_id": physics}),
+        )
+        .await?;
+    let mapping_id = mapping["id"].as_str().context("mapping id")?.to_owned();
+    // A user to edit: a break-glass operator (users otherwise appear through single sign-on).
+    let user_id = {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orchard"));
+        cmd.args([
+            "local-account",
+            "set",
+            "--username",
+            "it-oncall",
+            "--data-dir",
+        ])
+        .arg(&server.data_dir);
+        if let Some(url) = &server.database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(b"a long break-glass password\n")?;
+        let out = child.wait_with_output()?;
+        ensure!(out.status.success(), "local-account set");
+        String::from_utf8(out.stdout)?.trim().to_owned()
+    };
 
     let dev = |suffix: &str| format!("/api/v1/devices/{device_id}{suffix}");
     let today = "2026-11-30";
@@ -200,12 +246,45 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::POST, "/api/v1/tokens", Some(json!({"name": "kiosk", "role": "viewer", "tenant_id": physics})), [U, U, U, 403, 403, 403, 201, 403, 201]),
         row(Method::DELETE, format!("/api/v1/tokens/{victim_id}"), None, [U, U, U, 403, 404, 403, 200, 403, 200]),
         row(Method::GET, "/api/v1/role-mappings", None, [U, U, U, 403, 403, 403, 403, 403, 200]),
+        row(Method::DELETE, format!("/api/v1/role-mappings/{mapping_id}"), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
+        row(Method::GET, "/api/v1/users", None, [U, U, U, 403, 200, 403, 200, 200, 200]),
+        row(Method::PATCH, format!("/api/v1/users/{user_id}"), Some(json!({"disabled": false})), [U, U, U, 403, 404, 403, 404, 403, 200]),
+        row(Method::POST, format!("/api/v1/dep-tokens/{dep_id}/templates"), Some(json!({"name": "Matrix", "tenant_id": physics})), [U, U, U, 403, 403, 403, 403, 403, 201]),
+        row(Method::POST, "/api/v1/push-certificate/csr", None, [U, U, U, 403, 403, 403, 403, 403, 201]),
+        row(Method::GET, "/api/v1/openapi.json", None, [200, 200, 200, 200, 200, 200, 200, 200, 200]),
+        row(Method::GET, "/healthz", None, [200, 200, 200, 200, 200, 200, 200, 200, 200]),
+        row(Method::GET, "/metrics", None, [200, 200, 200, 200, 200, 200, 200, 200, 200]),
         row(Method::POST, "/api/v1/role-mappings", Some(json!({"claim": "groups", "value": "physics-it", "role": "admin", "tenant_id": physics})), [U, U, U, 403, 403, 403, 403, 403, 201]),
         row(Method::GET, "/api/v1/audit", None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::GET, "/api/v1/audit.csv", None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::GET, format!("/api/v1/usage?from={today}&to={today}"), None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::DELETE, format!("/api/v1/dep-templates/{template_id}"), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
     ];
+
+    // Every documented operation has a row (so a new route cannot skip the matrix).
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"),
+    )?)?;
+    let mut uncovered = Vec::new();
+    for (path, item) in doc["paths"].as_object().context("paths")? {
+        for method in item.as_object().context("path item")?.keys() {
+            let Ok(m) = method.to_uppercase().parse::<Method>() else {
+                continue;
+            };
+            let full = path.clone();
+            let covered = rows.iter().any(|r| {
+                r.method == m
+                    && template_matches(&full, r.path.split('?').next().unwrap_or_default())
+            });
+            if !covered {
+                uncovered.push(format!("{method} {full}"));
+            }
+        }
+    }
+    ensure!(
+        uncovered.is_empty(),
+        "routes missing from the matrix: {uncovered:?}"
+    );
 
     // What must never appear in anything music's people are shown.
     let physics_secrets = [
