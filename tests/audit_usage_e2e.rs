@@ -485,6 +485,64 @@ async fn scenario(backend: Backend) -> Result<()> {
         }
     }
 
+    // And every mutating operation of the OpenAPI document (so a new route cannot escape the audit log), with
+    // made-up ids: refused for a viewer, and recorded with its request id, the viewer and a stable action.
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"),
+    )?)?;
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().context("paths")? {
+        for method in ["post", "put", "patch", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let concrete: Vec<&str> = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { nowhere } else { seg })
+                .collect();
+            let concrete = concrete.join("/");
+            let m: reqwest::Method = method.to_uppercase().parse()?;
+            let a = call(
+                &server,
+                Some(&physics_viewer),
+                m,
+                &concrete,
+                Some(json!({})),
+            )
+            .await?;
+            ensure!(
+                a.status >= 400,
+                "{method} {concrete} succeeded for a viewer: {}",
+                a.text
+            );
+            documented.push((format!("{method} {path}"), a));
+        }
+    }
+    ensure!(
+        documented.len() >= 20,
+        "only {} mutating operations documented",
+        documented.len()
+    );
+    let swept = call(
+        &server,
+        Some(&operator),
+        reqwest::Method::GET,
+        "/api/v1/audit?limit=1000",
+        None,
+    )
+    .await?;
+    let swept = swept.body["items"].as_array().context("items")?.clone();
+    for (what, a) in &documented {
+        let e = event_of(&swept, &a.request_id)?;
+        ensure!(
+            e["action"].as_str().is_some_and(|x| !x.is_empty())
+                && e["outcome"] != "ok"
+                && e["status"] == a.status
+                && e["actor_role"] == "viewer",
+            "{what}: {e}"
+        );
+    }
+
     // CSV export: the token name with a comma and quotes is one quoted field.
     let csv = call(
         &server,
