@@ -137,16 +137,6 @@ impl ClearOutcome {
     }
 }
 
-/// The seal context of the bypass code; must stay equal to the one `zero_touch` seals it with.
-fn bypass_seal_context(device: DeviceId) -> Vec<u8> {
-    format!("devices:{device}:bypass_code").into_bytes()
-}
-
-/// The seal context of a push certificate's key; must stay equal to the one `push` seals it with.
-fn push_key_seal_context(id: &str) -> Vec<u8> {
-    format!("push_certificates:{id}").into_bytes()
-}
-
 /// Identifiers Apple needs besides the serial: from the device record, else from the stored
 /// `DeviceInformation` inventory.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -343,7 +333,7 @@ impl Orchard {
             let opened = self
                 .pki
                 .data_key
-                .open(&sealed, &bypass_seal_context(device.id))?;
+                .open(&sealed, &crate::zero_touch::bypass_seal_context(device.id))?;
             let code = String::from_utf8(opened.expose().clone())
                 .map_err(|_| CoreError::Internal("bypass code is not text".into()))?;
             codes.push((BypassCodeSource::Device, Secret::new(code)));
@@ -377,10 +367,10 @@ impl Orchard {
         &self,
         record: &PushCertificateRecord,
     ) -> Result<ActivationServiceClient, CoreError> {
-        let key = self
-            .pki
-            .data_key
-            .open(&record.key_encrypted, &push_key_seal_context(&record.id))?;
+        let key = self.pki.data_key.open(
+            &record.key_encrypted,
+            &crate::push::seal_context(&record.id),
+        )?;
         let identity = ClientIdentity::from_pem(record.cert_pem.as_bytes(), key.expose())
             .map_err(|e| CoreError::Internal(format!("stored push certificate: {e}")))?;
         let config = ActivationServiceConfig {

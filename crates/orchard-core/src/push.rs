@@ -141,7 +141,8 @@ fn days_left(not_after: UnixTime, now: UnixTime) -> i64 {
     (not_after.0 - now.0).div_euclid(86_400)
 }
 
-fn seal_context(id: &str) -> Vec<u8> {
+/// What a push certificate's key is sealed to (its row).
+pub(crate) fn seal_context(id: &str) -> Vec<u8> {
     format!("push_certificates:{id}").into_bytes()
 }
 

@@ -43,7 +43,8 @@ fn refuse(reason: impl Into<String>) -> CoreError {
     CoreError::Device(DeviceRejection::UntrustedIdentity(reason.into()))
 }
 
-fn bypass_seal_context(device: DeviceId) -> Vec<u8> {
+/// What a device's bypass code is sealed to (its device).
+pub(crate) fn bypass_seal_context(device: DeviceId) -> Vec<u8> {
     format!("devices:{device}:bypass_code").into_bytes()
 }
 

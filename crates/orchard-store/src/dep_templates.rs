@@ -146,14 +146,6 @@ pub struct DeviceSetup {
     pub updated_at: Option<UnixTime>,
 }
 
-/// A command queued for setup that did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedSetupCommand {
-    pub request_type: String,
-    pub status: String,
-    pub error_chain: Option<String>,
-}
-
 fn template_from_row(r: &AnyRow) -> Result<DepTemplateRecord, StoreError> {
     Ok(DepTemplateRecord {
         id: rows::text(r, "id")?,
@@ -780,30 +772,6 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         rows::int(&row, "n")
-    }
-
-    /// Setup commands of a device that ended in error (or expired).
-    pub async fn failed_setup_commands(
-        &self,
-        device: DeviceId,
-    ) -> Result<Vec<FailedSetupCommand>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT request_type, status, error_chain FROM commands WHERE device_id = $1 \
-             AND queued_by = $2 AND status IN ('error', 'command_format_error', 'expired') ORDER BY seq",
-        )
-        .bind(device.to_string())
-        .bind(SETUP_QUEUED_BY)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FailedSetupCommand {
-                    request_type: rows::text(r, "request_type")?,
-                    status: rows::text(r, "status")?,
-                    error_chain: rows::opt_text(r, "error_chain")?,
-                })
-            })
-            .collect()
     }
 
     /// Keeps the device's Activation Lock bypass code (sealed by the caller).

@@ -39,8 +39,7 @@ pub use audit::{AuditEventRecord, AuditFilter};
 pub use dep::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
 pub use dep_templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
-    DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment, FailedSetupCommand,
-    SETUP_QUEUED_BY,
+    DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment, SETUP_QUEUED_BY,
 };
 pub use device_search::{DeviceQuery, DeviceSort};
 pub use error::StoreError;
