@@ -522,10 +522,14 @@ impl Shared {
         }
         let seen = TlsErrorSlot::default();
         let io = TokioIo::new(Box::new(TlsErrorProbe::new(tls, seen.clone())));
-        let (sender, connection) =
-            self.http2.handshake(io).await.map_err(|e| {
-                ApnsError::Connection(format!("http/2 handshake: {}", error_chain(&e)))
-            })?;
+        // With TLS 1.3 the server checks our certificate after our side of the handshake is done: a refusal
+        // arrives as an alert while HTTP/2 starts, so prefer the alert (when it was read) to "broken pipe".
+        let (sender, connection) = self.http2.handshake(io).await.map_err(|e| {
+            match seen.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(reason) => ApnsError::Tls(reason),
+                None => ApnsError::Connection(format!("http/2 handshake: {}", error_chain(&e))),
+            }
+        })?;
         Ok((sender, connection, seen))
     }
 }
