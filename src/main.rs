@@ -205,12 +205,12 @@ struct OidcArgs {
 
 impl ServeArgs {
     // OIDC-BEGIN
-    fn oidc_settings(&self) -> Result<Option<orchard_core::oidc::OidcSettings>> {
+    fn oidc_settings(&self) -> Result<Option<orchard_core::access::oidc::OidcSettings>> {
         let oidc = &self.oidc;
         let (Some(issuer), Some(client_id)) = (&oidc.oidc_issuer, &oidc.oidc_client_id) else {
             return Ok(None);
         };
-        orchard_core::oidc::OidcSettings::new(
+        orchard_core::access::oidc::OidcSettings::new(
             issuer,
             client_id,
             oidc.oidc_client_secret.as_deref(),
@@ -223,16 +223,16 @@ impl ServeArgs {
 
     fn activation_lock_settings(
         &self,
-    ) -> Result<orchard_core::activation_lock::ActivationLockSettings> {
+    ) -> Result<orchard_core::device::activation_lock::ActivationLockSettings> {
         match &self.activation_lock_url {
-            None => Ok(orchard_core::activation_lock::ActivationLockSettings::default()),
+            None => Ok(orchard_core::device::activation_lock::ActivationLockSettings::default()),
             Some(url) => {
                 let roots = self
                     .activation_lock_ca
                     .as_ref()
                     .map(|p| read(p))
                     .transpose()?;
-                orchard_core::activation_lock::ActivationLockSettings::with_url(
+                orchard_core::device::activation_lock::ActivationLockSettings::with_url(
                     url,
                     roots.as_deref(),
                 )
@@ -453,8 +453,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_dep_settings(args.dep_settings(anchor_certs_der)?)
         .with_activation_lock_settings(args.activation_lock_settings()?)
         .with_usage_settings(
-            orchard_core::usage::UsageSettings::new(&args.price_per_device_year, &args.currency)
-                .map_err(|e| anyhow::anyhow!("--price-per-device-year/--currency: {e}"))?,
+            orchard_core::reporting::usage::UsageSettings::new(
+                &args.price_per_device_year,
+                &args.currency,
+            )
+            .map_err(|e| anyhow::anyhow!("--price-per-device-year/--currency: {e}"))?,
         )
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );
@@ -558,10 +561,11 @@ async fn token_create(
     let store = open_store(&storage).await?;
     let clock = SystemClock;
     let expires_at = expires_in_days.map(|d| clock.now().plus_seconds(d * 86_400));
-    let created =
-        orchard_core::auth::create_api_token(&store, &clock, name, role, tenant, expires_at)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let created = orchard_core::access::principal::create_api_token(
+        &store, &clock, name, role, tenant, expires_at,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     store.close().await;
     println!("{}", created.secret);
     eprintln!(

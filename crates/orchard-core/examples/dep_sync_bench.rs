@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orchard_core::auth::Principal;
+use orchard_core::access::principal::Principal;
 use orchard_core::dep::DepSettings;
 use orchard_core::push::PushSettings;
 use orchard_core::{CoreConfig, Orchard};
@@ -90,7 +90,7 @@ fn url_with_database(admin_url: &str, database: &str) -> String {
 
 fn operator() -> Principal {
     Principal {
-        actor: orchard_core::auth::Actor::Token(TokenId::new()),
+        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
         name: "bench".into(),
         role: Role::Operator,
         tenant_id: None,

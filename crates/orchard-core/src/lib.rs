@@ -1,30 +1,17 @@
 //! Orchard's domain services: enrollment, the device check-in and command protocol, the command queue,
 //! inventory, and the admin operations behind the API. No HTTP types here: the server crate adapts.
 
-pub mod actions;
-pub mod activation_lock;
-pub mod admin;
+pub mod access;
 pub mod api_schema;
-pub mod audit;
-pub mod auth;
+pub mod commands;
 pub mod dep;
-pub mod dep_templates;
 pub mod device;
 pub mod enrollment;
 pub mod error;
-pub mod inventory;
-pub mod links;
-pub mod local_accounts;
-pub mod oidc;
 pub mod pki_files;
 pub mod push;
-pub mod sessions;
-pub mod tenants;
-pub mod tokens;
-pub mod usage;
-pub mod user_admin;
-pub mod users;
-pub mod zero_touch;
+pub mod reporting;
+pub mod tenancy;
 
 use std::sync::Arc;
 
@@ -87,11 +74,11 @@ pub struct Orchard {
     pub(crate) push: push::PushState,
     pub(crate) dep: dep::DepState,
     /// Where Activation Lock is cleared (Apple's activation service unless configured otherwise).
-    pub(crate) activation_lock: activation_lock::ActivationLockSettings,
+    pub(crate) activation_lock: device::activation_lock::ActivationLockSettings,
     /// Price and currency of the usage report.
-    pub(crate) usage: usage::UsageSettings,
+    pub(crate) usage: reporting::usage::UsageSettings,
     /// University single sign-on (off until [`Orchard::with_oidc_settings`]).
-    pub(crate) oidc: oidc::OidcState,
+    pub(crate) oidc: access::oidc::OidcState,
 }
 
 impl Orchard {
@@ -109,19 +96,19 @@ impl Orchard {
             clock,
             push: push::PushState::new(push_settings),
             dep: dep::DepState::new(dep::DepSettings::default()),
-            activation_lock: activation_lock::ActivationLockSettings::default(),
-            usage: usage::UsageSettings::default(),
-            oidc: oidc::OidcState::default(),
+            activation_lock: device::activation_lock::ActivationLockSettings::default(),
+            usage: reporting::usage::UsageSettings::default(),
+            oidc: access::oidc::OidcState::default(),
         }
     }
 
     /// The usage report's price per device and year and its currency (default 400 SEK).
-    pub fn with_usage_settings(mut self, settings: usage::UsageSettings) -> Self {
+    pub fn with_usage_settings(mut self, settings: reporting::usage::UsageSettings) -> Self {
         self.usage = settings;
         self
     }
 
-    pub fn usage_settings(&self) -> &usage::UsageSettings {
+    pub fn usage_settings(&self) -> &reporting::usage::UsageSettings {
         &self.usage
     }
 

@@ -10,11 +10,11 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use orchard_core::audit::{
+use orchard_core::access::principal::Principal;
+use orchard_core::push::PushSettings;
+use orchard_core::reporting::audit::{
     audit_csv, AuditActor, AuditEvent, AuditEventView, AuditOutcome, AuditQuery,
 };
-use orchard_core::auth::Principal;
-use orchard_core::push::PushSettings;
 use orchard_core::{CoreConfig, CoreError, Orchard};
 use orchard_store::{Page, Store, Tenant};
 use orchard_types::{ApnsTopic, Clock, ManualClock, Role, TenantId, TokenId, UnixTime};
@@ -44,7 +44,7 @@ fn orchard(store: Store, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
 
 fn principal(name: &str, role: Role, tenant_id: Option<TenantId>) -> Principal {
     Principal {
-        actor: orchard_core::auth::Actor::Token(TokenId::new()),
+        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
         name: name.into(),
         role,
         tenant_id,

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orchard_core::auth::Principal;
+use orchard_core::access::principal::Principal;
 use orchard_core::dep::DepSettings;
 use orchard_core::push::PushSettings;
 use orchard_core::{CoreConfig, CoreError, Orchard};
@@ -22,7 +22,7 @@ use sqlx::{AnyConnection, Connection, Executor};
 
 fn operator() -> Principal {
     Principal {
-        actor: orchard_core::auth::Actor::Token(TokenId::new()),
+        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
         name: "central-it".into(),
         role: Role::Operator,
         tenant_id: None,
@@ -31,7 +31,7 @@ fn operator() -> Principal {
 
 fn viewer() -> Principal {
     Principal {
-        actor: orchard_core::auth::Actor::Token(TokenId::new()),
+        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
         name: "dept".into(),
         role: Role::Viewer,
         tenant_id: None,

@@ -15,7 +15,7 @@ use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
 use openssl::x509::{X509Builder, X509Name, X509Req};
 use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer};
 use orchard_apns::{ApnsConfig, TrustRoots};
-use orchard_core::auth::Principal;
+use orchard_core::access::principal::Principal;
 use orchard_core::push::{PushCertificateUpload, PushSettings, VendorIdentity};
 use orchard_core::{CoreConfig, CoreError, Orchard};
 use orchard_pki::CertificateAuthority;
@@ -85,7 +85,7 @@ async fn setup() -> Setup {
 
 fn principal(role: Role) -> Principal {
     Principal {
-        actor: orchard_core::auth::Actor::Token(TokenId::new()),
+        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
         name: "test".into(),
         role,
         tenant_id: None,

@@ -10,9 +10,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use orchard_core::auth::Principal;
+use orchard_core::access::principal::Principal;
 use orchard_core::push::PushSettings;
-use orchard_core::usage::{parse_day, UsageSettings, UsageSnapshotter};
+use orchard_core::reporting::usage::{parse_day, UsageSettings, UsageSnapshotter};
 use orchard_core::{CoreConfig, CoreError, Orchard};
 use orchard_store::{AuthenticateDevice, DeviceFacts, Scope, Store, Tenant, TokenUpdateRecord};
 use orchard_types::{
@@ -45,7 +45,7 @@ fn orchard(store: Store, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
 
 fn principal(role: Role, tenant_id: Option<TenantId>) -> Principal {
     Principal {
-        actor: orchard_core::auth::Actor::Token(TokenId::new()),
+        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
         name: format!("{}-token", role.as_str()),
         role,
         tenant_id,

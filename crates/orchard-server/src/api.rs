@@ -7,8 +7,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use orchard_core::admin::{CommandView, DeviceView};
-use orchard_core::auth::Principal;
+use orchard_core::access::principal::Principal;
+use orchard_core::commands::admin::{CommandView, DeviceView};
 use orchard_core::push::{PushCertificateUpload, VendorIdentity};
 use orchard_core::CoreError;
 use orchard_protocol::commands::Command;
@@ -135,7 +135,7 @@ impl FromRequestParts<AppState> for Authenticated {
                 .await
                 .map_err(fail)?
         } else if let Some(secret) =
-            crate::auth_routes::cookie(&parts.headers, orchard_core::users::SESSION_COOKIE)
+            crate::auth_routes::cookie(&parts.headers, orchard_core::access::users::SESSION_COOKIE)
         {
             let user = state
                 .orchard
@@ -151,15 +151,15 @@ impl FromRequestParts<AppState> for Authenticated {
             if !safe {
                 let presented = parts
                     .headers
-                    .get(orchard_core::users::CSRF_HEADER)
+                    .get(orchard_core::access::users::CSRF_HEADER)
                     .and_then(|v| v.to_str().ok());
                 user.check_csrf(presented).map_err(fail)?;
             }
             let tenant = parts
                 .headers
-                .get(orchard_core::sessions::TENANT_HEADER)
+                .get(orchard_core::access::sessions::TENANT_HEADER)
                 .and_then(|v| v.to_str().ok());
-            orchard_core::sessions::principal_for_session(&user, tenant).map_err(fail)?
+            orchard_core::access::sessions::principal_for_session(&user, tenant).map_err(fail)?
         } else {
             return Err(fail(CoreError::Unauthenticated));
         };
@@ -279,7 +279,7 @@ struct CreateLink {
     path = "/tenants/{id}/enrollment-links",
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
-    responses((status = 200, description = "The tenant's enrollment links (not those of enrollment templates)", body = crate::openapi::Items<orchard_core::links::LinkView>))
+    responses((status = 200, description = "The tenant's enrollment links (not those of enrollment templates)", body = crate::openapi::Items<orchard_core::tenancy::links::LinkView>))
 )]
 async fn list_links(
     State(state): State<AppState>,
@@ -328,7 +328,7 @@ async fn revoke_link(
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
     request_body = CreateLink,
-    responses((status = 201, description = "Created", body = orchard_core::admin::CreatedLink))
+    responses((status = 201, description = "Created", body = orchard_core::commands::admin::CreatedLink))
 )]
 async fn create_link(
     State(state): State<AppState>,
@@ -393,7 +393,7 @@ impl DeviceListQuery {
         let invalid = |m: String| who.fail(CoreError::Invalid(m));
         let time = |v: &Option<String>, end: bool| -> Result<_, ApiError> {
             v.as_deref()
-                .map(|s| orchard_core::audit::parse_time_bound(s, end))
+                .map(|s| orchard_core::reporting::audit::parse_time_bound(s, end))
                 .transpose()
                 .map_err(|e| who.fail(e))
         };
@@ -438,7 +438,7 @@ impl DeviceListQuery {
     path = "/devices",
     tag = "devices",
     params(DeviceListQuery),
-    responses((status = 200, description = "A page of devices", body = crate::openapi::Paged<orchard_core::admin::DeviceView>))
+    responses((status = 200, description = "A page of devices", body = crate::openapi::Paged<orchard_core::commands::admin::DeviceView>))
 )]
 async fn list_devices(
     State(state): State<AppState>,
@@ -468,7 +468,7 @@ async fn list_devices(
     path = "/devices/{id}",
     tag = "devices",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "The device with channels and inventory", body = orchard_core::admin::DeviceDetail))
+    responses((status = 200, description = "The device with channels and inventory", body = orchard_core::commands::admin::DeviceDetail))
 )]
 async fn device_detail(
     State(state): State<AppState>,
@@ -504,7 +504,7 @@ struct QueueCommandBody {
     tag = "commands",
     params(("id" = String, Path, description = "Device id")),
     request_body = QueueCommandBody,
-    responses((status = 201, description = "Queued", body = orchard_core::admin::CommandView))
+    responses((status = 201, description = "Queued", body = orchard_core::commands::admin::CommandView))
 )]
 async fn queue_command(
     State(state): State<AppState>,
@@ -537,7 +537,7 @@ async fn queue_command(
     path = "/devices/{id}/commands",
     tag = "commands",
     params(("id" = String, Path, description = "Device id"), PageQuery),
-    responses((status = 200, description = "Commands, newest first", body = crate::openapi::Items<orchard_core::admin::CommandView>))
+    responses((status = 200, description = "Commands, newest first", body = crate::openapi::Items<orchard_core::commands::admin::CommandView>))
 )]
 async fn command_history(
     State(state): State<AppState>,
@@ -876,7 +876,7 @@ struct BulkCommandBody {
     path = "/commands/bulk",
     tag = "commands",
     request_body = BulkCommandBody,
-    responses((status = 200, description = "Dry run: what would be queued", body = orchard_core::actions::BulkOutcome), (status = 201, description = "Queued", body = orchard_core::actions::BulkOutcome))
+    responses((status = 200, description = "Dry run: what would be queued", body = orchard_core::commands::policy::BulkOutcome), (status = 201, description = "Queued", body = orchard_core::commands::policy::BulkOutcome))
 )]
 async fn queue_bulk_command(
     State(state): State<AppState>,
@@ -896,7 +896,7 @@ async fn queue_bulk_command(
         .orchard
         .queue_bulk_command(
             &who.principal,
-            orchard_core::actions::BulkTarget {
+            orchard_core::commands::policy::BulkTarget {
                 device_ids: req.device_ids,
                 tenant_id: req.tenant_id,
             },

@@ -24,11 +24,11 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use orchard_core::audit::{
+use orchard_core::access::principal::Principal;
+use orchard_core::reporting::audit::{
     audit_csv, parse_time_bound, AuditActor, AuditEvent, AuditEventView, AuditOutcome, AuditQuery,
 };
-use orchard_core::auth::Principal;
-use orchard_core::usage::parse_day;
+use orchard_core::reporting::usage::parse_day;
 use orchard_core::CoreError;
 use orchard_store::{Page, Scope};
 use orchard_types::{DeviceId, TenantId};
@@ -433,7 +433,7 @@ fn csv_response(filename: &str, csv: String) -> Response {
     path = "/audit",
     tag = "audit",
     params(AuditParams),
-    responses((status = 200, description = "Audit events, newest first (CSV with format=csv)", content((crate::openapi::Paged<orchard_core::audit::AuditEventView> = "application/json"), (String = "text/csv"))))
+    responses((status = 200, description = "Audit events, newest first (CSV with format=csv)", content((crate::openapi::Paged<orchard_core::reporting::audit::AuditEventView> = "application/json"), (String = "text/csv"))))
 )]
 async fn list_audit(
     State(state): State<AppState>,
@@ -534,7 +534,7 @@ struct UsageParams {
     path = "/usage",
     tag = "usage",
     params(UsageParams),
-    responses((status = 200, description = "Usage per tenant (CSV with format=csv)", content((orchard_core::usage::UsageReport = "application/json"), (String = "text/csv"))))
+    responses((status = 200, description = "Usage per tenant (CSV with format=csv)", content((orchard_core::reporting::usage::UsageReport = "application/json"), (String = "text/csv"))))
 )]
 async fn usage_report(
     State(state): State<AppState>,

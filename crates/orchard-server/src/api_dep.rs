@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use orchard_core::dep_templates::{parse_serial_list, TemplateSpec};
+use orchard_core::dep::templates::{parse_serial_list, TemplateSpec};
 use orchard_core::CoreError;
 use orchard_store::DepListingFilter;
 use orchard_types::DeviceId;
@@ -38,8 +38,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     path = "/dep-tokens/{id}/templates",
     tag = "dep",
     params(("id" = String, Path, description = "DEP token id")),
-    request_body = orchard_core::dep_templates::TemplateSpec,
-    responses((status = 201, description = "Created", body = orchard_core::dep_templates::TemplateView))
+    request_body = orchard_core::dep::templates::TemplateSpec,
+    responses((status = 201, description = "Created", body = orchard_core::dep::templates::TemplateView))
 )]
 async fn create_template(
     State(state): State<AppState>,
@@ -61,7 +61,7 @@ async fn create_template(
     path = "/dep-tokens/{id}/templates",
     tag = "dep",
     params(("id" = String, Path, description = "DEP token id")),
-    responses((status = 200, description = "The token's templates", body = crate::openapi::Items<orchard_core::dep_templates::TemplateView>))
+    responses((status = 200, description = "The token's templates", body = crate::openapi::Items<orchard_core::dep::templates::TemplateView>))
 )]
 async fn list_token_templates(
     State(state): State<AppState>,
@@ -89,7 +89,7 @@ struct TemplateQuery {
     path = "/dep-templates",
     tag = "dep",
     params(TemplateQuery),
-    responses((status = 200, description = "Templates in the caller's scope", body = crate::openapi::Items<orchard_core::dep_templates::TemplateView>))
+    responses((status = 200, description = "Templates in the caller's scope", body = crate::openapi::Items<orchard_core::dep::templates::TemplateView>))
 )]
 async fn list_templates(
     State(state): State<AppState>,
@@ -110,7 +110,7 @@ async fn list_templates(
     path = "/dep-templates/{id}",
     tag = "dep",
     params(("id" = String, Path, description = "Template id")),
-    responses((status = 200, description = "The template", body = orchard_core::dep_templates::TemplateView))
+    responses((status = 200, description = "The template", body = orchard_core::dep::templates::TemplateView))
 )]
 async fn get_template(
     State(state): State<AppState>,
@@ -131,8 +131,8 @@ async fn get_template(
     path = "/dep-templates/{id}",
     tag = "dep",
     params(("id" = String, Path, description = "Template id")),
-    request_body = orchard_core::dep_templates::TemplateSpec,
-    responses((status = 200, description = "Replaced", body = orchard_core::dep_templates::TemplateView))
+    request_body = orchard_core::dep::templates::TemplateSpec,
+    responses((status = 200, description = "Replaced", body = orchard_core::dep::templates::TemplateView))
 )]
 async fn update_template(
     State(state): State<AppState>,
@@ -189,7 +189,7 @@ struct AssignBody {
     tag = "dep",
     params(("id" = String, Path, description = "DEP token id")),
     request_body = AssignBody,
-    responses((status = 200, description = "What changed and Apple's answers", body = orchard_core::dep_templates::AssignmentSummary))
+    responses((status = 200, description = "What changed and Apple's answers", body = orchard_core::dep::templates::AssignmentSummary))
 )]
 async fn assign(
     State(state): State<AppState>,
@@ -234,7 +234,7 @@ struct DepDeviceQuery {
     path = "/dep-devices",
     tag = "dep",
     params(DepDeviceQuery),
-    responses((status = 200, description = "DEP devices in the caller's scope", body = crate::openapi::Counted<orchard_core::dep_templates::DepDeviceListingView>))
+    responses((status = 200, description = "DEP devices in the caller's scope", body = crate::openapi::Counted<orchard_core::dep::templates::DepDeviceListingView>))
 )]
 async fn list_dep_devices(
     State(state): State<AppState>,
@@ -267,7 +267,7 @@ async fn list_dep_devices(
     path = "/devices/{id}/setup",
     tag = "devices",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "Zero-touch setup state", body = orchard_core::zero_touch::SetupView))
+    responses((status = 200, description = "Zero-touch setup state", body = orchard_core::enrollment::ade::SetupView))
 )]
 async fn device_setup(
     State(state): State<AppState>,
@@ -289,7 +289,7 @@ async fn device_setup(
     path = "/devices/{id}/setup/release",
     tag = "devices",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "Released", body = orchard_core::zero_touch::SetupView))
+    responses((status = 200, description = "Released", body = orchard_core::enrollment::ade::SetupView))
 )]
 async fn release_setup(
     State(state): State<AppState>,
@@ -310,7 +310,7 @@ async fn release_setup(
     path = "/devices/{id}/activation-lock",
     tag = "devices",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "Activation Lock bypass escrow", body = orchard_core::zero_touch::ActivationLockView))
+    responses((status = 200, description = "Activation Lock bypass escrow", body = orchard_core::enrollment::ade::ActivationLockView))
 )]
 async fn activation_lock(
     State(state): State<AppState>,
@@ -336,7 +336,7 @@ async fn activation_lock(
     path = "/devices/{id}/activation-lock/clear",
     tag = "devices",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "Cleared", body = orchard_core::activation_lock::ClearOutcome), (status = 502, description = "Apple refused or could not be reached", body = crate::openapi::ActivationLockNotCleared))
+    responses((status = 200, description = "Cleared", body = orchard_core::device::activation_lock::ClearOutcome), (status = 502, description = "Apple refused or could not be reached", body = crate::openapi::ActivationLockNotCleared))
 )]
 async fn clear_activation_lock(
     State(state): State<AppState>,

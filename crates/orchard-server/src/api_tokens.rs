@@ -6,8 +6,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use orchard_core::tenants::TenantEdit;
-use orchard_core::tokens::NewTokenRequest;
+use orchard_core::access::tokens::NewTokenRequest;
+use orchard_core::tenancy::tenants::TenantEdit;
 use orchard_types::{TenantId, TokenId};
 use serde::Deserialize;
 use serde_json::json;
@@ -29,7 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     path = "/tenants/{id}",
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
-    responses((status = 200, description = "The tenant", body = orchard_core::tenants::TenantView))
+    responses((status = 200, description = "The tenant", body = orchard_core::tenancy::tenants::TenantView))
 )]
 async fn tenant(
     State(state): State<AppState>,
@@ -51,8 +51,8 @@ async fn tenant(
     path = "/tenants/{id}",
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
-    request_body = orchard_core::tenants::TenantEdit,
-    responses((status = 200, description = "Edited", body = orchard_core::tenants::TenantView))
+    request_body = orchard_core::tenancy::tenants::TenantEdit,
+    responses((status = 200, description = "Edited", body = orchard_core::tenancy::tenants::TenantView))
 )]
 async fn edit_tenant(
     State(state): State<AppState>,
@@ -74,8 +74,8 @@ async fn edit_tenant(
     post,
     path = "/tokens",
     tag = "tokens",
-    request_body = orchard_core::tokens::NewTokenRequest,
-    responses((status = 201, description = "Created; the secret is shown only now", body = orchard_core::tokens::CreatedTokenView))
+    request_body = orchard_core::access::tokens::NewTokenRequest,
+    responses((status = 201, description = "Created; the secret is shown only now", body = orchard_core::access::tokens::CreatedTokenView))
 )]
 async fn create_token(
     State(state): State<AppState>,
@@ -104,7 +104,7 @@ struct PageQuery {
     path = "/tokens",
     tag = "tokens",
     params(PageQuery),
-    responses((status = 200, description = "Tokens in the caller's scope", body = crate::openapi::Items<orchard_core::tokens::TokenView>))
+    responses((status = 200, description = "Tokens in the caller's scope", body = crate::openapi::Items<orchard_core::access::tokens::TokenView>))
 )]
 async fn list_tokens(
     State(state): State<AppState>,
@@ -130,7 +130,7 @@ async fn list_tokens(
     path = "/tokens/{id}",
     tag = "tokens",
     params(("id" = String, Path, description = "Token id")),
-    responses((status = 200, description = "Revoked", body = orchard_core::tokens::TokenView))
+    responses((status = 200, description = "Revoked", body = orchard_core::access::tokens::TokenView))
 )]
 async fn revoke_token(
     State(state): State<AppState>,

@@ -4,7 +4,7 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use orchard_core::user_admin::UserEdit;
+use orchard_core::access::user_admin::UserEdit;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -32,7 +32,7 @@ struct PageQuery {
     path = "/users",
     tag = "users",
     params(PageQuery),
-    responses((status = 200, description = "People in the caller's scope", body = crate::openapi::Items<orchard_core::user_admin::UserView>))
+    responses((status = 200, description = "People in the caller's scope", body = crate::openapi::Items<orchard_core::access::user_admin::UserView>))
 )]
 async fn list_users(
     State(state): State<AppState>,
@@ -59,7 +59,7 @@ async fn list_users(
     tag = "users",
     params(("id" = String, Path, description = "User id")),
     request_body = UserEdit,
-    responses((status = 200, description = "Edited", body = orchard_core::user_admin::UserView))
+    responses((status = 200, description = "Edited", body = orchard_core::access::user_admin::UserView))
 )]
 async fn edit_user(
     State(state): State<AppState>,

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use orchard_core::users::SESSION_COOKIE;
+use orchard_core::access::users::SESSION_COOKIE;
 use orchard_core::CoreError;
 use serde::Deserialize;
 

@@ -14,8 +14,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use orchard_core::oidc::OidcCallback;
-use orchard_core::users::{NewRoleMapping, SignedInUser, CSRF_HEADER, SESSION_COOKIE};
+use orchard_core::access::oidc::OidcCallback;
+use orchard_core::access::users::{NewRoleMapping, SignedInUser, CSRF_HEADER, SESSION_COOKIE};
 use orchard_core::CoreError;
 use serde::Deserialize;
 use serde_json::json;
@@ -291,7 +291,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     get,
     path = "/role-mappings",
     tag = "role-mappings",
-    responses((status = 200, description = "Role mappings (operators)", body = crate::openapi::Items<orchard_core::users::RoleMappingView>))
+    responses((status = 200, description = "Role mappings (operators)", body = crate::openapi::Items<orchard_core::access::users::RoleMappingView>))
 )]
 async fn list_role_mappings(
     State(state): State<AppState>,
@@ -310,8 +310,8 @@ async fn list_role_mappings(
     post,
     path = "/role-mappings",
     tag = "role-mappings",
-    request_body = orchard_core::users::NewRoleMapping,
-    responses((status = 201, description = "Created", body = orchard_core::users::RoleMappingView))
+    request_body = orchard_core::access::users::NewRoleMapping,
+    responses((status = 201, description = "Created", body = orchard_core::access::users::RoleMappingView))
 )]
 async fn create_role_mapping(
     State(state): State<AppState>,

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
-use orchard_core::device::CheckinReply;
+use orchard_core::device::checkin::CheckinReply;
 use orchard_core::{CoreError, DeviceRejection};
 use serde::Deserialize;
 
@@ -187,7 +187,7 @@ async fn enrollment_profile(
 /// Automated Device Enrollment: the device POSTs its CMS-signed MachineInfo (the ADE profile's `url`) and gets
 /// the enrollment profile, or Apple's documented 403 telling it to update iOS first. Refusals are 403.
 async fn enroll_dep(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {
-    use orchard_core::zero_touch::ZeroTouchAnswer;
+    use orchard_core::enrollment::ade::ZeroTouchAnswer;
     match state.orchard.enroll_dep(&body).await? {
         ZeroTouchAnswer::Profile(profile) => Ok((
             [(header::CONTENT_TYPE, "application/x-apple-aspen-config")],

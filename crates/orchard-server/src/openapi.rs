@@ -224,5 +224,5 @@ pub enum PushCertificateAnswer {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActivationLockNotCleared {
     pub error: ErrorDetail,
-    pub outcome: orchard_core::activation_lock::ClearOutcome,
+    pub outcome: orchard_core::device::activation_lock::ClearOutcome,
 }

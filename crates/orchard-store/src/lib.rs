@@ -7,24 +7,17 @@
 //!
 //! Tenant data is read through a [`Scope`], so a query that forgets the tenant does not compile.
 
-mod api_tokens;
-mod audit;
+mod access;
 mod commands;
 mod dep;
-mod dep_templates;
-mod device_search;
-mod devices;
+mod device;
 mod enrollment;
 mod error;
-mod links;
-mod local_accounts;
 mod model;
 mod push;
-mod push_csr;
+mod reporting;
 mod rows;
-mod tenant_details;
-mod usage;
-mod users;
+mod tenancy;
 
 use std::time::Duration;
 
@@ -34,28 +27,28 @@ use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 
 use orchard_types::TenantId;
 
-pub use api_tokens::ApiTokenListing;
-pub use audit::{AuditEventRecord, AuditFilter};
-pub use dep::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
-pub use dep_templates::{
+pub use access::api_tokens::ApiTokenListing;
+pub use access::local_accounts::{LocalAccountRecord, LOCAL_ISSUER};
+pub use access::users::{
+    Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, UserLogin, UserRecord,
+};
+pub use dep::sync::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
+pub use dep::templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
     DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment, SETUP_QUEUED_BY,
 };
-pub use device_search::{DeviceQuery, DeviceSort};
+pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use error::StoreError;
-pub use local_accounts::{LocalAccountRecord, LOCAL_ISSUER};
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
     EnrollmentLink, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
     RecordOutcome, ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
 };
-pub use push::{PushCertificateRecord, PushTarget};
-pub use push_csr::PushCsrKeyRecord;
-pub use tenant_details::TenantDetails;
-pub use usage::UsageSnapshotRecord;
-pub use users::{
-    Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, UserLogin, UserRecord,
-};
+pub use push::push_csr::PushCsrKeyRecord;
+pub use push::queue_state::{PushCertificateRecord, PushTarget};
+pub use reporting::audit::{AuditEventRecord, AuditFilter};
+pub use reporting::usage::UsageSnapshotRecord;
+pub use tenancy::tenant_details::TenantDetails;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");

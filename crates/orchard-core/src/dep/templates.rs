@@ -18,7 +18,7 @@ use orchard_store::{
 use orchard_types::{EnrollmentLinkId, Role, SerialNumber, TenantId, TokenId, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::dep::DepDeviceView;
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 

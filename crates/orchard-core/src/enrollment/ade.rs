@@ -19,8 +19,8 @@ use orchard_store::{Device, NewCommand, ScepChallenge, SETUP_QUEUED_BY};
 use orchard_types::{ChannelId, CommandStatus, CommandUuid, DeviceId, UnixTime};
 use serde::Serialize;
 
-use crate::auth::Principal;
-use crate::dep_templates::{device_name, template_parts};
+use crate::access::principal::Principal;
+use crate::dep::templates::{device_name, template_parts};
 use crate::{random_secret, secret_hash, CoreError, DeviceRejection, Orchard};
 
 /// Setup states (column `devices.setup_state`).

@@ -10,7 +10,7 @@ use orchard_store::{CommandRecord, Device, EnrollmentLink, NewCommand, Page, Ten
 use orchard_types::{ChannelId, CommandUuid, DeviceId, EnrollmentLinkId, Role, TenantId, UnixTime};
 use serde::Serialize;
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 
 /// A tenant's short code: lowercase letters, digits and dashes, so it is safe in URLs and file names.
@@ -348,7 +348,7 @@ impl Orchard {
                 command.request_type()
             )));
         }
-        crate::actions::check_confirmation(who, &device, &command, confirm_serial)?;
+        crate::commands::policy::check_confirmation(who, &device, &command, confirm_serial)?;
         let channel = ChannelId::device(&device.udid);
         if let Command::ClearPasscode { unlock_token } = &mut command {
             let stored = self

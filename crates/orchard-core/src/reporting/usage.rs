@@ -19,8 +19,8 @@ use orchard_types::{Role, TenantId, UnixTime};
 use serde::Serialize;
 use time::Date;
 
-use crate::audit::{AuditActor, AuditEvent, AuditOutcome};
-use crate::auth::Principal;
+use crate::access::principal::Principal;
+use crate::reporting::audit::{AuditActor, AuditEvent, AuditOutcome};
 use crate::{CoreError, Orchard};
 
 /// Days in the billing year of the Actual/365 (fixed) convention.
@@ -189,7 +189,7 @@ impl UsageReport {
     /// One line per tenant with a header; the period and price are repeated on each line so a line stands on
     /// its own in a spreadsheet or an invoicing import.
     pub fn to_csv(&self) -> String {
-        let mut out = crate::audit::csv_line([
+        let mut out = crate::reporting::audit::csv_line([
             "tenant_id",
             "tenant_code",
             "tenant_name",
@@ -201,7 +201,7 @@ impl UsageReport {
             "amount",
         ]);
         for t in &self.tenants {
-            out.push_str(&crate::audit::csv_line([
+            out.push_str(&crate::reporting::audit::csv_line([
                 t.tenant_id.clone(),
                 t.tenant_code.clone(),
                 t.tenant_name.clone(),

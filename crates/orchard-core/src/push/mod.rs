@@ -14,7 +14,7 @@ use orchard_types::{ApnsTopic, DeviceId, PushMagic, UnixTime};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
 /// Days before expiry from which the push certificate is warned about (log and metrics).

@@ -9,8 +9,8 @@
 
 use orchard_types::{Role, TenantId};
 
-use crate::auth::{Actor, Principal};
-use crate::users::SignedInUser;
+use crate::access::principal::{Actor, Principal};
+use crate::access::users::SignedInUser;
 use crate::CoreError;
 
 /// The request header that picks the tenant a person with several memberships acts on.

@@ -8,7 +8,7 @@ use orchard_store::{ApiTokenListing, Scope};
 use orchard_types::{Role, TenantId, TokenId, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{create_api_token, Principal};
+use crate::access::principal::{create_api_token, Principal};
 use crate::{CoreError, Orchard};
 
 /// Tokens made through the API expire after this many days unless asked otherwise.
@@ -175,7 +175,7 @@ impl Orchard {
         now: UnixTime,
         request_id: Option<&str>,
     ) {
-        let crate::auth::Actor::Token(id) = &principal.actor else {
+        let crate::access::principal::Actor::Token(id) = &principal.actor else {
             return;
         };
         match self
@@ -185,13 +185,13 @@ impl Orchard {
         {
             Ok(false) => {}
             Ok(true) => {
-                let event = crate::audit::AuditEvent {
-                    actor: crate::audit::AuditActor::of(principal),
+                let event = crate::reporting::audit::AuditEvent {
+                    actor: crate::reporting::audit::AuditActor::of(principal),
                     tenant_id: principal.tenant_id,
                     action: "token.use".into(),
                     target: Some(id.to_string()),
                     request_id: request_id.map(str::to_owned),
-                    outcome: crate::audit::AuditOutcome::Ok,
+                    outcome: crate::reporting::audit::AuditOutcome::Ok,
                     http_status: None,
                     details: serde_json::json!({"period_seconds": TOKEN_USE_GRANULARITY_SECONDS}),
                 };

@@ -9,8 +9,8 @@ use argon2::password_hash::{
 use argon2::Argon2;
 use orchard_types::UnixTime;
 
-use crate::audit::{AuditActor, AuditEvent, AuditOutcome};
-use crate::users::NewSession;
+use crate::access::users::NewSession;
+use crate::reporting::audit::{AuditActor, AuditEvent, AuditOutcome};
 use crate::{CoreError, Orchard};
 
 /// Wrong passwords in a row before the account is locked.

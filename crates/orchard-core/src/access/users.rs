@@ -10,7 +10,7 @@ use orchard_types::{Role, TenantId, UnixTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 
 /// Name of the session cookie.
@@ -244,8 +244,8 @@ impl Orchard {
         self.store
             .revoke_session(&who.session_id_hash, self.clock.now())
             .await?;
-        let event = crate::audit::AuditEvent {
-            actor: crate::audit::AuditActor {
+        let event = crate::reporting::audit::AuditEvent {
+            actor: crate::reporting::audit::AuditActor {
                 id: who.actor_id(),
                 name: who.user.email.clone(),
                 role: who.memberships.first().map(|m| m.role),
@@ -255,7 +255,7 @@ impl Orchard {
             action: "auth.logout".into(),
             target: Some(who.actor_id()),
             request_id: request_id.map(str::to_string),
-            outcome: crate::audit::AuditOutcome::Ok,
+            outcome: crate::reporting::audit::AuditOutcome::Ok,
             http_status: None,
             details: Value::Null,
         };

@@ -28,8 +28,8 @@ use orchard_store::{Membership, PendingLoginRecord, UserLogin, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::audit::{AuditActor, AuditEvent, AuditOutcome};
-use crate::users::{memberships_from_claims, NewSession};
+use crate::access::users::{memberships_from_claims, NewSession};
+use crate::reporting::audit::{AuditActor, AuditEvent, AuditOutcome};
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 
 /// How long a sign-in may take between the redirect to the provider and its answer.

@@ -3,7 +3,7 @@
 
 use orchard_types::{EnrollmentState, TenantId, UnixTime};
 
-use crate::devices::{device_from_row, DEVICE_COLUMNS};
+use crate::device::devices::{device_from_row, DEVICE_COLUMNS};
 use crate::{rows, Device, Page, Scope, Store, StoreError};
 
 /// How a device list is sorted (a closed set: sort keys never come from the caller as SQL).

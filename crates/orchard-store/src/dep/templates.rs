@@ -198,7 +198,7 @@ const LISTING_COLUMNS: &str = "token_id, serial_number, model, description, colo
 
 fn listing_from_row(r: &AnyRow) -> Result<DepDeviceListing, StoreError> {
     Ok(DepDeviceListing {
-        device: crate::dep::device_record(r)?,
+        device: crate::dep::sync::device_record(r)?,
         assignment: DepAssignment {
             template_id: rows::opt_text(r, "template_id")?,
             tenant_id: rows::opt_tenant_id(r, "tenant_id")?,

@@ -10,7 +10,7 @@ use orchard_store::{Device, NewCommand, Page, Scope};
 use orchard_types::{ChannelId, CommandUuid, DeviceId, EnrollmentState, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
 /// The enrollment profile's identifier (removing it removes management).
@@ -175,7 +175,7 @@ impl Orchard {
             let allowed = match who.role {
                 Role::Operator => true,
                 Role::Admin => who.tenant_id == Some(d.tenant_id),
-                Role::Helpdesk => crate::admin::helpdesk_may_queue(&command),
+                Role::Helpdesk => crate::commands::admin::helpdesk_may_queue(&command),
                 Role::Viewer => false,
             };
             if !allowed {

@@ -5,7 +5,7 @@ use orchard_store::{Tenant, TenantDetails};
 use orchard_types::{TenantId, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
 /// A tenant with its details, as the API shows it.

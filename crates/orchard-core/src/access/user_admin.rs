@@ -5,8 +5,8 @@ use orchard_store::{Membership, Scope, UserRecord};
 use orchard_types::{Role, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
-use crate::users::MembershipView;
+use crate::access::principal::Principal;
+use crate::access::users::MembershipView;
 use crate::{CoreError, Orchard};
 
 /// A user as the API shows it.

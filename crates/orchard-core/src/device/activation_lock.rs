@@ -19,7 +19,7 @@ use orchard_store::{Device, PushCertificateRecord};
 use orchard_types::{DeviceId, Secret, TenantId};
 use serde::Serialize;
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
 /// Where Apple's activation service is, and the roots its TLS certificate must chain to.
@@ -330,10 +330,10 @@ impl Orchard {
     ) -> Result<Vec<(BypassCodeSource, Secret<String>)>, CoreError> {
         let mut codes = Vec::new();
         if let Some((sealed, _at)) = self.store.bypass_code(device.id).await? {
-            let opened = self
-                .pki
-                .data_key
-                .open(&sealed, &crate::zero_touch::bypass_seal_context(device.id))?;
+            let opened = self.pki.data_key.open(
+                &sealed,
+                &crate::enrollment::ade::bypass_seal_context(device.id),
+            )?;
             let code = String::from_utf8(opened.expose().clone())
                 .map_err(|_| CoreError::Internal("bypass code is not text".into()))?;
             codes.push((BypassCodeSource::Device, Secret::new(code)));

@@ -5,6 +5,8 @@
 //! Each sync page is applied together with its cursor in one transaction, so a sync that stops resumes from the
 //! last page applied, with nothing lost or applied twice.
 
+pub mod templates;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use orchard_store::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUp
 use orchard_types::{Clock, TokenId, UnixTime};
 use serde::Serialize;
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
 /// Longest accepted token name.
@@ -168,7 +170,7 @@ pub struct DepSyncSummary {
     /// New serials given the token's auto-assign template.
     pub auto_assigned: u64,
     /// Assignments sent to Apple after the sync.
-    pub assignments: crate::dep_templates::AssignCounts,
+    pub assignments: crate::dep::templates::AssignCounts,
 }
 
 /// One DEP device as the API shows it.

@@ -4,7 +4,7 @@ use orchard_store::EnrollmentLink;
 use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
 use serde::Serialize;
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
 /// A link as the API lists it.

@@ -102,9 +102,9 @@ fn enqueue_sql(backend: crate::Backend, rows: usize) -> String {
             sql.push_str(", ");
         }
         sql.push('(');
-        sql.push_str(&crate::dep::placeholders(backend, p + 1, 5));
+        sql.push_str(&crate::dep::sync::placeholders(backend, p + 1, 5));
         sql.push_str(", 'queued', ");
-        sql.push_str(&crate::dep::placeholders(backend, p + 6, 4));
+        sql.push_str(&crate::dep::sync::placeholders(backend, p + 6, 4));
         sql.push(')');
     }
     sql
@@ -143,7 +143,7 @@ impl Store {
         channels.sort_unstable();
         channels.dedup();
         let now = cmds.iter().map(|c| c.queued_at.0).max().unwrap_or_default();
-        crate::push::mark_push_wanted(&mut tx, &channels, now).await?;
+        crate::push::queue_state::mark_push_wanted(&mut tx, &channels, now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use orchard_store::{AuditEventRecord, AuditFilter, Page, Scope};
 use orchard_types::{Role, TenantId, UnixTime};
 use serde::Serialize;
 
-use crate::auth::Principal;
+use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
 /// How a recorded action ended.
@@ -243,7 +243,7 @@ pub fn parse_time_bound(s: &str, end_of_day: bool) -> Result<UnixTime, CoreError
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok(UnixTime(t.unix_timestamp()));
     }
-    let day = crate::usage::parse_day(s).map_err(|_| {
+    let day = crate::reporting::usage::parse_day(s).map_err(|_| {
         CoreError::Invalid(format!(
             "{s:?} is not a time: use unix seconds, RFC 3339 or YYYY-MM-DD"
         ))

@@ -1,0 +1,4 @@
+//! Departments (tenants) and their enrollment links.
+
+pub mod links;
+pub mod tenants;

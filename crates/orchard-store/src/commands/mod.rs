@@ -1,0 +1,3 @@
+//! The per-channel command queue and results.
+
+pub(crate) mod queue;

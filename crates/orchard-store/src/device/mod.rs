@@ -1,0 +1,4 @@
+//! Devices, their facts and inventory, and the device search.
+
+pub(crate) mod device_search;
+pub(crate) mod devices;

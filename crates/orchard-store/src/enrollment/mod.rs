@@ -1,0 +1,3 @@
+//! SCEP challenges, issued certificates and the Authenticate/TokenUpdate records.
+
+pub(crate) mod identity;
