@@ -69,8 +69,8 @@ fn verify_with_openssl(
     ca: &CertificateAuthority,
     now: UnixTime,
 ) -> Result<VerifiedSigner, PkiError> {
-    let pkcs7 = parse_signed_data(der, "mdm-signature")?;
-    let signer = verify_detached(&pkcs7, body, ca)?;
+    let mut pkcs7 = parse_signed_data(der, "mdm-signature")?;
+    let signer = verify_detached(&mut pkcs7, body, ca)?;
     check_signer(&signer, ca, now)
 }
 
@@ -198,21 +198,60 @@ pub(crate) fn parse_signed_data(der: &[u8], what: &str) -> Result<Pkcs7, PkiErro
 /// Verifies a detached signature over `body` with the signer certificate embedded in the message (no chain, no
 /// purpose) and returns that certificate. Exactly one signer is accepted.
 fn verify_detached(
-    pkcs7: &Pkcs7,
+    pkcs7: &mut Pkcs7,
     body: &[u8],
     ca: &CertificateAuthority,
 ) -> Result<X509, PkiError> {
+    attach_content(pkcs7, body)?;
     let no_extra_certs = Stack::<X509>::new()?;
     pkcs7
         .verify(
             &no_extra_certs,
             ca.empty_store(),
-            Some(body),
+            None,
             None,
             Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
         )
         .map_err(|e| PkiError::BadSignature(describe(&e)))?;
     single_signer(pkcs7)
+}
+
+/// Makes `body` the encapsulated content of a parsed SignedData (replacing whatever content it carried, or its
+/// absence), so that a detached signature is verified with `PKCS7_verify(.., indata = NULL, ..)`.
+///
+/// Never hand OpenSSL 3.0's `PKCS7_verify` detached data as a BIO (issue 19): given a non-empty memory BIO it
+/// makes a private copy of it and leaks that copy (5 allocations, ~270 bytes) whenever `PKCS7_dataInit` fails,
+/// e.g. on an unknown digest algorithm; given an empty one it frees only the head of its digest BIO chain, so
+/// every digest algorithm after the first leaks. With the content inside the message OpenSSL creates every BIO
+/// itself and frees the whole chain on every path.
+pub(crate) fn attach_content(pkcs7: &mut Pkcs7, body: &[u8]) -> Result<(), PkiError> {
+    use foreign_types::ForeignTypeRef as _;
+
+    let len = std::ffi::c_int::try_from(body.len())
+        .map_err(|_| PkiError::Malformed("signed content is too large".into()))?;
+    let Some(signed) = pkcs7.signed() else {
+        return Err(PkiError::Malformed("not a signed-data message".into()));
+    };
+    let signed = signed.as_ptr();
+    // SAFETY: `pkcs7` is an owned, parsed SignedData (checked just above: its `d.sign` is non-null) borrowed
+    // mutably for the whole block. PKCS7_content_new frees the old inner ContentInfo and installs a new `data`
+    // one that owns a fresh, empty OCTET STRING; the pointers read afterwards point into that new, non-null
+    // (checked) structure, and ASN1_OCTET_STRING_set copies `body`, which outlives the call.
+    unsafe {
+        if openssl_sys::PKCS7_content_new(pkcs7.as_ptr(), openssl_sys::NID_pkcs7_data) != 1 {
+            return Err(PkiError::Crypto(describe(&ErrorStack::get())));
+        }
+        let inner = (*signed).contents;
+        if inner.is_null() || (*inner).d.data.is_null() {
+            return Err(PkiError::Crypto(
+                "signed content could not be attached".into(),
+            ));
+        }
+        if openssl_sys::ASN1_OCTET_STRING_set((*inner).d.data, body.as_ptr(), len) != 1 {
+            return Err(PkiError::Crypto(describe(&ErrorStack::get())));
+        }
+    }
+    Ok(())
 }
 
 /// The one signer certificate of a message (embedded certificates only).
