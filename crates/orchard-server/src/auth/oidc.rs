@@ -1,5 +1,4 @@
-//! University single sign-on for people (`/auth/...`, outside the API) and the operators' role mappings
-//! (`/api/v1/role-mappings`).
+//! University single sign-on for people (`/auth/login`, `/auth/callback`, `/auth/me`, `/auth/logout`).
 //!
 //! `/auth/login` redirects to the provider and binds the sign-in to the browser with a short-lived
 //! `orchard_login` cookie holding the state; `/auth/callback` finishes it and sets the `orchard_session`
@@ -8,71 +7,23 @@
 //! `x-csrf-token`. Errors a person sees in the browser are small HTML pages; the JSON endpoints answer the
 //! API's error shape.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use orchard_core::access::oidc::OidcCallback;
-use orchard_core::access::users::{NewRoleMapping, SignedInUser, CSRF_HEADER, SESSION_COOKIE};
+use orchard_core::access::users::{SignedInUser, CSRF_HEADER, SESSION_COOKIE};
 use orchard_core::CoreError;
 use serde::Deserialize;
-use serde_json::json;
 
-use crate::api::{body, json_value, ApiError, Authenticated};
-use crate::{request_id, AppState};
+use super::cookies::{cookie, set_cookie, with_cookies};
+use crate::api::error::ApiError;
+use crate::state::{request_id, AppState};
 
 /// The cookie that carries a sign-in's state from `/auth/login` to `/auth/callback`.
-const LOGIN_COOKIE: &str = "orchard_login";
+pub(super) const LOGIN_COOKIE: &str = "orchard_login";
 /// Where the browser goes after signing in, until the web UI exists.
 const AFTER_LOGIN: &str = "/auth/me";
-
-/// `/auth/*`, merged at the top level.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/auth/login", get(login))
-        .route("/auth/callback", get(callback))
-        .route("/auth/logout", post(logout))
-        .route("/auth/me", get(me))
-}
-
-/// `/role-mappings`, merged into `/api/v1`.
-pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
-    utoipa_axum::router::OpenApiRouter::new()
-        .routes(utoipa_axum::routes!(
-            list_role_mappings,
-            create_role_mapping
-        ))
-        .routes(utoipa_axum::routes!(delete_role_mapping))
-}
-
-/// The value of cookie `name` in the request, if any.
-pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-}
-
-/// A `Set-Cookie` value: always Secure (Orchard only speaks https), HttpOnly and SameSite=Lax, so the cookie
-/// travels on the provider's top-level redirect back to us but not on another site's requests.
-pub(crate) fn set_cookie(
-    name: &str,
-    value: &str,
-    path: &str,
-    max_age_seconds: i64,
-) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path={path}; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
-        max_age_seconds.max(0)
-    ))
-    .ok()
-}
 
 fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -141,18 +92,8 @@ fn core_page(e: CoreError, request_id: &str) -> Response {
     }
 }
 
-pub(crate) fn with_cookies(
-    mut response: Response,
-    cookies: impl IntoIterator<Item = Option<HeaderValue>>,
-) -> Response {
-    for c in cookies.into_iter().flatten() {
-        response.headers_mut().append(header::SET_COOKIE, c);
-    }
-    response
-}
-
 /// `GET /auth/login`: 302 to the provider.
-async fn login(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn login(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let rid = request_id(&headers);
     match state.orchard.begin_oidc_login().await {
         Ok(redirect) => {
@@ -182,7 +123,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-struct CallbackQuery {
+pub(super) struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
     iss: Option<String>,
@@ -191,7 +132,7 @@ struct CallbackQuery {
 }
 
 /// `GET /auth/callback`: the provider's answer.
-async fn callback(
+pub(super) async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
@@ -253,117 +194,38 @@ async fn callback(
 
 /// The signed-in user of a request with the session cookie.
 async fn session_user(state: &AppState, headers: &HeaderMap) -> Result<SignedInUser, ApiError> {
-    let rid = request_id(headers);
-    let secret = cookie(headers, SESSION_COOKIE)
-        .ok_or_else(|| ApiError::from_core(CoreError::Unauthenticated, rid.clone()))?;
-    state
-        .orchard
-        .authenticate_session(secret)
-        .await
-        .map_err(|e| ApiError::from_core(e, rid))
+    let secret = cookie(headers, SESSION_COOKIE).ok_or(CoreError::Unauthenticated)?;
+    Ok(state.orchard.authenticate_session(secret).await?)
 }
 
 /// `GET /auth/me`: the signed-in user, memberships and the CSRF token.
-async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(super) async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let who = session_user(&state, &headers).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(who.view())).into_response())
 }
 
 /// `POST /auth/logout`: ends the session (CSRF token required) and clears the cookie.
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let rid = request_id(&headers);
     let who = session_user(&state, &headers).await?;
     let csrf = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-    who.check_csrf(csrf)
-        .map_err(|e| ApiError::from_core(e, rid.clone()))?;
-    state
-        .orchard
-        .end_session(&who, Some(&rid))
-        .await
-        .map_err(|e| ApiError::from_core(e, rid))?;
+    who.check_csrf(csrf)?;
+    state.orchard.end_session(&who, Some(&rid)).await?;
     Ok(with_cookies(
         StatusCode::NO_CONTENT.into_response(),
         [set_cookie(SESSION_COOKIE, "", "/", 0)],
     ))
 }
 
-#[utoipa::path(
-    get,
-    path = "/role-mappings",
-    tag = "role-mappings",
-    responses((status = 200, description = "Role mappings (operators)", body = crate::openapi::Items<orchard_core::access::users::RoleMappingView>))
-)]
-async fn list_role_mappings(
-    State(state): State<AppState>,
-    who: Authenticated,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let items = state
-        .orchard
-        .list_role_mappings(&who.principal)
-        .await
-        .map_err(|e| who.fail(e))?;
-    Ok(Json(json!({ "items": json_value(&who, items)? })))
-}
-
-/// `POST /role-mappings` {claim, value, role, tenant_id?} (operators).
-#[utoipa::path(
-    post,
-    path = "/role-mappings",
-    tag = "role-mappings",
-    request_body = orchard_core::access::users::NewRoleMapping,
-    responses((status = 201, description = "Created", body = orchard_core::access::users::RoleMappingView))
-)]
-async fn create_role_mapping(
-    State(state): State<AppState>,
-    who: Authenticated,
-    b: Result<Json<NewRoleMapping>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let req = body(&who, b)?;
-    let created = state
-        .orchard
-        .create_role_mapping(&who.principal, req)
-        .await
-        .map_err(|e| who.fail(e))?;
-    Ok((StatusCode::CREATED, Json(json_value(&who, created)?)).into_response())
-}
-
-/// `DELETE /role-mappings/{id}` (operators).
-#[utoipa::path(
-    delete,
-    path = "/role-mappings/{id}",
-    tag = "role-mappings",
-    params(("id" = String, Path, description = "Role mapping id")),
-    responses((status = 204, description = "Deleted"))
-)]
-async fn delete_role_mapping(
-    State(state): State<AppState>,
-    who: Authenticated,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state
-        .orchard
-        .delete_role_mapping(&who.principal, &id)
-        .await
-        .map_err(|e| who.fail(e))?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cookies_are_found_by_exact_name() {
-        let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; orchard_session_x=2; orchard_session=abc"),
-        );
-        h.append(header::COOKIE, HeaderValue::from_static("orchard_login=s"));
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
-        assert_eq!(cookie(&h, LOGIN_COOKIE), Some("s"));
-        assert_eq!(cookie(&h, "missing"), None);
-    }
 
     #[test]
     fn pages_escape_what_the_provider_sent() {
@@ -372,16 +234,6 @@ mod tests {
         assert_eq!(
             html_escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
-    }
-
-    #[test]
-    fn session_cookies_are_secure_httponly_lax() {
-        let v = set_cookie(SESSION_COOKIE, "abc", "/", 3600)
-            .map(|v| v.to_str().unwrap_or("").to_string());
-        assert_eq!(
-            v.as_deref(),
-            Some("orchard_session=abc; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Lax")
         );
     }
 }

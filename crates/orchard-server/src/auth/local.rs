@@ -6,40 +6,32 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use orchard_core::access::users::SESSION_COOKIE;
-use orchard_core::CoreError;
 use serde::Deserialize;
 
-use crate::api::ApiError;
-use crate::auth_routes::{set_cookie, with_cookies};
-use crate::{request_id, AppState};
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/auth/local", post(local_sign_in))
-}
+use super::cookies::{set_cookie, with_cookies};
+use crate::api::error::ApiError;
+use crate::state::{request_id, AppState};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LocalSignIn {
+pub(super) struct LocalSignIn {
     username: String,
     password: String,
 }
 
-async fn local_sign_in(
+pub(super) async fn local_sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
     b: Result<Json<LocalSignIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let rid = request_id(&headers);
-    let Json(req) =
-        b.map_err(|e| ApiError::from_core(CoreError::Invalid(e.body_text()), rid.clone()))?;
+    let Json(req) = b.map_err(|e| ApiError::invalid(e.body_text()))?;
     let session = state
         .orchard
         .local_sign_in(&req.username, &req.password, Some(&rid))
-        .await
-        .map_err(|e| ApiError::from_core(e, rid.clone()))?;
+        .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()

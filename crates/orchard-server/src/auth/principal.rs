@@ -1,0 +1,124 @@
+//! Who is calling the admin API: `Authorization: Bearer …` (scripts, the CLI) or the web UI's session cookie
+//! (with the CSRF token on state-changing requests, and the tenant to act for). [`resolve_principal`] resolves
+//! the caller once per request, before the audit trail and the handler; [`Authenticated`] hands it to the
+//! handler.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use orchard_core::access::principal::Principal;
+use orchard_core::CoreError;
+
+use crate::api::error::ApiError;
+use crate::auth::cookies::cookie;
+use crate::state::{request_id, AppState};
+
+/// The authenticated caller.
+pub struct Authenticated {
+    pub principal: Principal,
+    pub request_id: String,
+}
+
+/// The caller as [`resolve_principal`] found it, in the request extensions.
+#[derive(Clone)]
+pub struct Resolution(pub Result<Principal, ApiError>);
+
+impl Resolution {
+    /// The principal, when the credential was accepted.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.0.as_ref().ok()
+    }
+}
+
+/// Resolves the caller of every wrapped route and leaves a [`Resolution`] in the request extensions.
+pub async fn resolve_principal(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let resolution = resolve(&state, request.method(), request.headers()).await;
+    request.extensions_mut().insert(Resolution(resolution));
+    next.run(request).await
+}
+
+async fn resolve(
+    state: &AppState,
+    method: &http::Method,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let request_id = request_id(headers);
+    // A bearer token (scripts, the CLI) wins; otherwise the web UI's session cookie.
+    if let Some(secret) = bearer(headers) {
+        return Ok(state
+            .orchard
+            .authenticate_bearer_in(secret, Some(&request_id))
+            .await?);
+    }
+    let Some(secret) = cookie(headers, orchard_core::access::users::SESSION_COOKIE) else {
+        return Err(CoreError::Unauthenticated.into());
+    };
+    let user = state.orchard.authenticate_session(secret).await?;
+    // A cookie rides along with any request the browser makes: a state-changing one must also carry the CSRF
+    // token that only our own pages can read from /auth/me.
+    let safe = matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !safe {
+        let presented = headers
+            .get(orchard_core::access::users::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok());
+        user.check_csrf(presented)?;
+    }
+    let tenant = headers
+        .get(orchard_core::access::sessions::TENANT_HEADER)
+        .and_then(|v| v.to_str().ok());
+    Ok(orchard_core::access::sessions::principal_for_session(
+        &user, tenant,
+    )?)
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Resolved once by the layer on the API routes; a route outside it resolves here.
+        let resolution = match parts.extensions.remove::<Resolution>() {
+            Some(Resolution(r)) => r,
+            None => resolve(state, &parts.method, &parts.headers).await,
+        };
+        Ok(Authenticated {
+            principal: resolution?,
+            request_id: request_id(&parts.headers),
+        })
+    }
+}
+
+/// The secret of `Authorization: Bearer <secret>`, if that is the header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            "Bearer orc_abc".parse().unwrap(),
+        );
+        assert_eq!(bearer(&h), Some("orc_abc"));
+        h.insert(http::header::AUTHORIZATION, "Basic xyz".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+    }
+}
