@@ -8,6 +8,7 @@ pub mod dep;
 pub mod device;
 pub mod enrollment;
 pub mod error;
+pub mod jobs;
 pub mod pki_files;
 pub mod push;
 pub mod reporting;

@@ -13,6 +13,7 @@ mod dep;
 mod device;
 mod enrollment;
 mod error;
+mod jobs;
 mod model;
 mod push;
 mod reporting;
@@ -39,6 +40,7 @@ pub use dep::templates::{
 };
 pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use error::StoreError;
+pub use jobs::runs::{JobClaim, JobRunRecord};
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
     EnrollmentLink, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,

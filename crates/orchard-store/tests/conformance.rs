@@ -11,8 +11,8 @@ use sqlx::{AnyConnection, Connection, Executor};
 
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts,
-    EnrollmentLink, IssuedCertificate, NewCommand, Page, RecordOutcome, ScepChallenge, Scope,
-    Store, StoreError, Tenant, TokenUpdateRecord,
+    EnrollmentLink, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome, ScepChallenge,
+    Scope, Store, StoreError, Tenant, TokenUpdateRecord,
 };
 use orchard_types::{
     ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, Role,
@@ -138,6 +138,7 @@ macro_rules! conformance {
 }
 
 conformance! {
+    check_job_runs => sqlite_job_runs, postgres_job_runs;
     check_tenants => sqlite_tenants, postgres_tenants;
     check_api_tokens => sqlite_api_tokens, postgres_api_tokens;
     check_enrollment_links => sqlite_enrollment_links, postgres_enrollment_links;
@@ -279,6 +280,92 @@ async fn status_of(store: &Store, uuid: &CommandUuid) -> CommandStatus {
 
 // ---------------------------------------------------------------------------------------------------------
 // checks
+
+/// A cluster-leased job runs on one node at a time and at most once per interval; a node that died mid-run is
+/// replaced once its lease ran out; the outcome of each run is kept.
+async fn check_job_runs(store: Store) {
+    let t0 = UnixTime(1_800_000_000);
+    let claim = |owner: &'static str, now: UnixTime| JobClaim {
+        name: "nightly",
+        owner,
+        now,
+        lease_until: now.plus_seconds(60),
+        due_if_started_before: now.plus_seconds(-3600),
+    };
+    assert!(store.claim_job_run(&claim("a", t0)).await.unwrap());
+    // Held: nobody else gets it, not even when it would be due.
+    assert!(!store
+        .claim_job_run(&claim("b", t0.plus_seconds(1)))
+        .await
+        .unwrap());
+    assert!(store
+        .finish_job_run("nightly", "a", t0.plus_seconds(5), None)
+        .await
+        .unwrap());
+    // Finished, but not due again before the interval has passed since it started.
+    assert!(!store
+        .claim_job_run(&claim("b", t0.plus_seconds(10)))
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_job_run(&claim("a", t0.plus_seconds(3599)))
+        .await
+        .unwrap());
+    // Due again: exactly one of two racing nodes wins.
+    let due = t0.plus_seconds(3600);
+    let (claim_a, claim_b) = (claim("a", due), claim("b", due));
+    let (x, y) = tokio::join!(store.claim_job_run(&claim_a), store.claim_job_run(&claim_b));
+    assert_eq!(
+        u8::from(x.unwrap()) + u8::from(y.unwrap()),
+        1,
+        "one node runs the job"
+    );
+    let winner = if store
+        .finish_job_run("nightly", "a", due, Some("apple said no"))
+        .await
+        .unwrap()
+    {
+        "a"
+    } else {
+        "b"
+    };
+    if winner == "b" {
+        assert!(store
+            .finish_job_run("nightly", "b", due, Some("apple said no"))
+            .await
+            .unwrap());
+    }
+    let runs = store.job_runs().await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].runs, 2);
+    assert_eq!(runs[0].last_error.as_deref(), Some("apple said no"));
+    assert_eq!(runs[0].lease_owner, None);
+
+    // A node dies mid-run: its lease blocks others until it runs out, then the unfinished run is due at once.
+    let later = due.plus_seconds(7200);
+    assert!(store.claim_job_run(&claim("c", later)).await.unwrap());
+    assert!(!store
+        .claim_job_run(&claim("a", later.plus_seconds(59)))
+        .await
+        .unwrap());
+    assert!(store
+        .claim_job_run(&claim("a", later.plus_seconds(60)))
+        .await
+        .unwrap());
+    // The dead node's late finish records nothing: the run is a's now.
+    assert!(!store
+        .finish_job_run("nightly", "c", later.plus_seconds(61), None)
+        .await
+        .unwrap());
+    assert!(store
+        .finish_job_run("nightly", "a", later.plus_seconds(62), None)
+        .await
+        .unwrap());
+    let runs = store.job_runs().await.unwrap();
+    assert_eq!(runs[0].runs, 3);
+    assert_eq!(runs[0].last_error, None);
+    assert_eq!(runs[0].last_finished_at, Some(later.plus_seconds(62)));
+}
 
 async fn check_tenants(store: Store) {
     let physics = tenant(&store, "physics").await;

@@ -702,24 +702,9 @@ impl Orchard {
             .collect())
     }
 
-    /// Background DEP work: every `sync_interval_seconds`, each uploaded token is synced (and its
-    /// assignments sent) by whichever node claims its lease, and expiring server tokens are warned about.
-    pub async fn run_dep_scheduler(
-        self: Arc<Self>,
-        mut shutdown: tokio::sync::watch::Receiver<()>,
-    ) {
-        let interval = self.dep.settings.sync_interval_seconds;
-        if interval == 0 {
-            return;
-        }
-        let owner = format!("node-{}", uuid::Uuid::new_v4());
-        loop {
-            self.dep_scheduler_tick(&owner, interval).await;
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(interval)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
+    /// Seconds between DEP sync rounds (`--dep-sync-minutes`); zero switches the scheduler off.
+    pub fn dep_sync_interval_seconds(&self) -> u64 {
+        self.dep.settings.sync_interval_seconds
     }
 
     /// One round of the scheduler (public so tests drive it with a manual clock).
