@@ -73,12 +73,17 @@ impl FaultInjector {
         // What a dropped connection looks like to the caller (a PostgreSQL restart, a killed backend).
         Err(StoreError::Database(sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,
-            format!("injected fault at statement {} of a unit of work", plan.seen),
+            format!(
+                "injected fault at statement {} of a unit of work",
+                plan.seen
+            ),
         ))))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Plan> {
         // A panic while holding the lock cannot leave the plan half-written: take it as it is.
-        self.plan.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.plan
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -154,6 +154,9 @@ pub(crate) fn opt_queued_by(row: &AnyRow, column: &str) -> Result<Option<QueuedB
     opt_parsed(row, column, QueuedBy::parse)
 }
 
-pub(crate) fn opt_setup_state(row: &AnyRow, column: &str) -> Result<Option<SetupState>, StoreError> {
+pub(crate) fn opt_setup_state(
+    row: &AnyRow,
+    column: &str,
+) -> Result<Option<SetupState>, StoreError> {
     opt_parsed(row, column, SetupState::parse)
 }

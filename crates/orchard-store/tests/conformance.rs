@@ -1500,7 +1500,11 @@ async fn check_unit_of_work_commits_once_or_not_at_all(store: Store) {
         .set_device_setup(device.id, None, SetupState::Configuring, None, T0)
         .await
         .unwrap();
-    store.next_command(&channel, false, T0).await.unwrap().unwrap();
+    store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
     let before = report_effects(&store, &device, &asked.uuid).await;
     assert_eq!(
         before,
@@ -3008,12 +3012,12 @@ async fn check_dep_templates_and_assignments(store: Store) {
     assert!(
         !store
             .advance_device_setup(
-            device.id,
-            SetupState::Configuring,
-            SetupState::Releasing,
-            None,
-            T0,
-        )
+                device.id,
+                SetupState::Configuring,
+                SetupState::Releasing,
+                None,
+                T0,
+            )
             .await
             .unwrap(),
         "moves once"

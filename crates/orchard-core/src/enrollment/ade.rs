@@ -278,14 +278,8 @@ impl Orchard {
             } else {
                 (SetupState::Configured, None)
             };
-            unit.advance_device_setup(
-                device.id,
-                SetupState::Releasing,
-                to,
-                error.as_deref(),
-                now,
-            )
-            .await?;
+            unit.advance_device_setup(device.id, SetupState::Releasing, to, error.as_deref(), now)
+                .await?;
             tracing::info!(udid = %device.udid, state = %to, "zero-touch release answered");
             return Ok(());
         }

@@ -688,7 +688,15 @@ impl Store {
         error: Option<&str>,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        set_device_setup(&mut self.pooled().await?, device, template_id, state, error, now).await
+        set_device_setup(
+            &mut self.pooled().await?,
+            device,
+            template_id,
+            state,
+            error,
+            now,
+        )
+        .await
     }
 
     /// Moves the setup state from `from` to `to` only if it is still `from` (two reports racing on two nodes
@@ -822,7 +830,10 @@ impl UnitOfWork {
     }
 
     /// [`Store::device_setup`] inside this unit.
-    pub async fn device_setup(&mut self, device: DeviceId) -> Result<Option<DeviceSetup>, StoreError> {
+    pub async fn device_setup(
+        &mut self,
+        device: DeviceId,
+    ) -> Result<Option<DeviceSetup>, StoreError> {
         device_setup(self, device).await
     }
 
@@ -908,7 +919,10 @@ async fn advance_device_setup(
     Ok(changed > 0)
 }
 
-async fn device_setup(db: &mut impl Db, device: DeviceId) -> Result<Option<DeviceSetup>, StoreError> {
+async fn device_setup(
+    db: &mut impl Db,
+    device: DeviceId,
+) -> Result<Option<DeviceSetup>, StoreError> {
     let row = sqlx::query(
         "SELECT dep_template_id, setup_state, setup_error, setup_updated_at FROM devices WHERE id = $1",
     )

@@ -368,7 +368,10 @@ impl UnitOfWork {
     }
 
     /// [`Store::get_channel`] inside this unit.
-    pub async fn get_channel(&mut self, channel: &ChannelId) -> Result<Option<Channel>, StoreError> {
+    pub async fn get_channel(
+        &mut self,
+        channel: &ChannelId,
+    ) -> Result<Option<Channel>, StoreError> {
         get_channel(self, channel).await
     }
 

@@ -299,7 +299,8 @@ async fn find_issued_certificate(
     db: &mut impl Db,
     fingerprint: &str,
 ) -> Result<Option<IssuedCertificate>, StoreError> {
-    let sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM issued_certificates WHERE fingerprint = $1");
+    let sql =
+        format!("SELECT {CERTIFICATE_COLUMNS} FROM issued_certificates WHERE fingerprint = $1");
     sqlx::query(&sql)
         .bind(fingerprint)
         .fetch_optional(db.conn()?)
