@@ -6,6 +6,9 @@
 //! needs row locks and SQLite serialises writers anyway.
 //!
 //! Tenant data is read through a [`Scope`], so a query that forgets the tenant does not compile.
+//!
+//! A use case that changes several rows runs them in one [`UnitOfWork`] (see `unit.rs`): it commits once or
+//! not at all.
 
 mod access;
 mod commands;
@@ -14,11 +17,14 @@ mod device;
 mod enrollment;
 mod error;
 mod jobs;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod model;
 mod push;
 mod reporting;
 mod rows;
 mod tenancy;
+mod unit;
 
 use std::time::Duration;
 
@@ -36,11 +42,13 @@ pub use access::users::{
 pub use dep::sync::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
 pub use dep::templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
-    DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment, SETUP_QUEUED_BY,
+    DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment,
 };
 pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use error::StoreError;
 pub use jobs::runs::{JobClaim, JobRunRecord};
+#[cfg(feature = "fault-injection")]
+pub use fault::FaultInjector;
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
     EnrollmentLink, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
@@ -51,6 +59,7 @@ pub use push::queue_state::{PushCertificateRecord, PushTarget};
 pub use reporting::audit::{AuditEventRecord, AuditFilter};
 pub use reporting::usage::UsageSnapshotRecord;
 pub use tenancy::tenant_details::TenantDetails;
+pub use unit::UnitOfWork;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -111,6 +120,8 @@ impl Scope {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    #[cfg(feature = "fault-injection")]
+    faults: std::sync::Arc<FaultInjector>,
 }
 
 impl Store {
@@ -143,11 +154,22 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATOR,
         };
         migrator.run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The fault injector every unit of work of this store (and its clones) consults.
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(&self) -> &FaultInjector {
+        &self.faults
     }
 
     /// Closes every pooled connection (waits for those in use to be returned).

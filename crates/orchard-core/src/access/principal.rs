@@ -3,7 +3,7 @@
 //! A `Principal` is the only way to obtain a store `Scope`, so every admin read is scoped by construction.
 
 use orchard_store::{ApiToken, Scope, Store};
-use orchard_types::{Clock, Role, TenantId, TokenId, UnixTime};
+use orchard_types::{Clock, QueuedBy, Role, TenantId, TokenId, UnixTime};
 
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 
@@ -51,9 +51,23 @@ impl Principal {
         }
     }
 
-    /// How this principal appears in `queued_by` and logs.
+    /// How this principal appears in logs (and, typed, in `queued_by`: see [`Principal::queued_by`]).
     pub fn actor(&self) -> String {
         format!("{}:{}", self.actor.id(), self.name)
+    }
+
+    /// The `queued_by` of commands this principal queues (stored as [`Principal::actor`] spells it).
+    pub fn queued_by(&self) -> QueuedBy {
+        match &self.actor {
+            Actor::Token(id) => QueuedBy::Token {
+                id: *id,
+                name: self.name.clone(),
+            },
+            Actor::User(id) => QueuedBy::User {
+                id: id.clone(),
+                name: self.name.clone(),
+            },
+        }
     }
 
     pub fn is_operator(&self) -> bool {

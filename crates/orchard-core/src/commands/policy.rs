@@ -214,18 +214,19 @@ impl Orchard {
         }
         let now = self.clock.now();
         let actor = who.actor();
+        let queued_by = who.queued_by();
         let new: Vec<NewCommand> = devices
             .iter()
             .map(|d| {
                 let uuid = CommandUuid::new_random();
                 NewCommand {
                     payload: command.encode(&uuid),
-                    request_type: command.request_type().to_string(),
+                    request_type: command.kind(),
                     uuid,
                     device_id: d.id,
                     tenant_id: d.tenant_id,
                     channel: ChannelId::device(&d.udid),
-                    queued_by: Some(actor.clone()),
+                    queued_by: Some(queued_by.clone()),
                     queued_at: now,
                     expires_at: None,
                 }
