@@ -2,6 +2,7 @@
 //! inventory, and the admin operations behind the API. No HTTP types here: the server crate adapts.
 
 pub mod access;
+#[cfg(feature = "openapi")]
 pub mod api_schema;
 pub mod commands;
 pub mod dep;

@@ -25,11 +25,12 @@ fn valid_code(code: &str) -> bool {
 }
 
 /// A newly created enrollment link; `url` is shown once (only the secret's hash is stored).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedLink {
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: EnrollmentLinkId,
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub tenant_id: TenantId,
     pub name: String,
     pub url: String,
@@ -38,7 +39,8 @@ pub struct CreatedLink {
 }
 
 /// A channel as the API shows it: never the push token, PushMagic or UnlockToken.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelView {
     pub id: String,
     pub user_short_name: Option<String>,
@@ -49,21 +51,23 @@ pub struct ChannelView {
 }
 
 /// One device with everything the detail page shows.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceDetail {
     #[serde(flatten)]
     pub device: DeviceView,
     pub channels: Vec<ChannelView>,
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub inventory: BTreeMap<String, serde_json::Value>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceView {
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: DeviceId,
     pub udid: String,
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub tenant_id: TenantId,
     pub serial_number: Option<String>,
     pub enrollment_state: &'static str,
@@ -100,7 +104,8 @@ impl From<&Device> for DeviceView {
 }
 
 /// A command in a device's history, with its parsed result when there is one.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandView {
     pub command_uuid: String,
     pub request_type: String,

@@ -77,7 +77,8 @@ pub struct BulkTarget {
 }
 
 /// The outcome of a bulk request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkOutcome {
     pub dry_run: bool,
     /// Devices the command applies to.

@@ -127,14 +127,16 @@ impl DepState {
 }
 
 /// A new token: the certificate to upload to the MDM server in ASM.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedDepToken {
     pub id: String,
     pub certificate_pem: String,
 }
 
 /// A token as the API shows it (no secrets).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepTokenStatus {
     pub id: String,
     pub name: String,
@@ -154,7 +156,8 @@ pub struct DepTokenStatus {
 }
 
 /// What one sync run did.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepSyncSummary {
     pub pages: u32,
     pub records: u64,
@@ -174,7 +177,8 @@ pub struct DepSyncSummary {
 }
 
 /// One DEP device as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepDeviceView {
     pub token_id: String,
     pub serial_number: String,

@@ -34,7 +34,8 @@ fn yes() -> bool {
 }
 
 /// The ADE profile part of a template (what Apple's Setup Assistant shows and skips).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateProfile {
     /// Shown on the device during setup; the template's name when absent.
@@ -83,7 +84,8 @@ impl Default for TemplateProfile {
 }
 
 /// Organization info set on the device during setup (Settings → OrganizationInfo).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateOrganization {
     pub name: String,
@@ -96,7 +98,8 @@ pub struct TemplateOrganization {
 }
 
 /// What Orchard does while the device waits in Setup Assistant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSetup {
     /// E.g. `PHYS-{serial}`; placeholders `{serial}`, `{model}`, `{udid}`.
@@ -106,7 +109,7 @@ pub struct TemplateSetup {
     pub organization: Option<TemplateOrganization>,
     /// Commands to run, in order, before the device is released (typed like the command API).
     #[serde(default)]
-    #[schema(value_type = Vec<crate::api_schema::CommandSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::api_schema::CommandSchema>))]
     pub commands: Vec<Command>,
     /// Fetch and keep the Activation Lock bypass code (so a locked iPad can be reused).
     #[serde(default = "yes")]
@@ -125,11 +128,12 @@ impl Default for TemplateSetup {
 }
 
 /// A template as operators write it (create and replace).
-#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
     pub name: String,
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub tenant_id: TenantId,
     #[serde(default)]
     pub profile: TemplateProfile,
@@ -144,7 +148,8 @@ pub struct TemplateSpec {
 }
 
 /// A template as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TemplateView {
     pub id: String,
     pub token_id: String,
@@ -329,7 +334,8 @@ fn require_operator(who: &Principal) -> Result<(), CoreError> {
 }
 
 /// What an assignment request did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssignmentSummary {
     /// Serials now wanting the template (or unassigned).
     pub updated: u64,
@@ -339,7 +345,8 @@ pub struct AssignmentSummary {
     pub sent: AssignCounts,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssignCounts {
     pub assigned: u64,
     pub not_accessible: u64,
@@ -892,7 +899,8 @@ impl Orchard {
 }
 
 /// A DEP device with Orchard's assignment, as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepDeviceListingView {
     #[serde(flatten)]
     pub device: DepDeviceView,

@@ -51,7 +51,8 @@ pub(crate) fn bypass_seal_context(device: DeviceId) -> Vec<u8> {
 }
 
 /// The Activation Lock state Orchard holds for a device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivationLockView {
     /// A bypass code is escrowed.
     pub bypass_code_escrowed: bool,
@@ -61,7 +62,8 @@ pub struct ActivationLockView {
 }
 
 /// A device's zero-touch setup as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetupView {
     pub template_id: Option<String>,
     /// configuring | releasing | configured | failed (absent: not enrolled through a template).

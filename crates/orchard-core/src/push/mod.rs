@@ -119,7 +119,8 @@ pub enum PushCertificateUpload {
 }
 
 /// The push certificate as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushCertificateStatus {
     pub topic: String,
     pub not_after: String,
@@ -460,7 +461,8 @@ pub struct VendorIdentity {
 
 /// A push certificate request for the Apple Push Certificates Portal. The private key is not here: it stays
 /// sealed in the database until the certificate is uploaded.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushCsr {
     /// The PKCS#10 CSR (PEM), to be signed by an MDM vendor.
     pub csr_pem: String,

@@ -151,7 +151,8 @@ pub fn utc_day(t: UnixTime) -> Date {
 }
 
 /// One tenant's line of the report.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantUsage {
     pub tenant_id: String,
     pub tenant_code: String,
@@ -166,7 +167,8 @@ pub struct TenantUsage {
 }
 
 /// The usage of a period, priced.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageReport {
     pub from: String,
     pub to: String,

@@ -8,7 +8,8 @@ use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
 /// A link as the API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkView {
     pub id: String,
     pub tenant_id: String,

@@ -3,6 +3,9 @@
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "orchard_session";
+
 /// The value of cookie `name` in the request, if any.
 pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -44,7 +47,6 @@ pub(crate) fn with_cookies(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use orchard_core::access::users::SESSION_COOKIE;
 
     #[test]
     fn cookies_are_found_by_exact_name() {

@@ -7,10 +7,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use orchard_core::access::users::SESSION_COOKIE;
 use serde::Deserialize;
 
-use super::cookies::{set_cookie, with_cookies};
+use super::cookies::{set_cookie, with_cookies, SESSION_COOKIE};
 use crate::api::error::ApiError;
 use crate::state::{request_id, AppState};
 

@@ -12,11 +12,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use orchard_core::access::oidc::OidcCallback;
-use orchard_core::access::users::{SignedInUser, CSRF_HEADER, SESSION_COOKIE};
+use orchard_core::access::users::SignedInUser;
 use orchard_core::CoreError;
 use serde::Deserialize;
 
-use super::cookies::{cookie, set_cookie, with_cookies};
+use super::cookies::{cookie, set_cookie, with_cookies, SESSION_COOKIE};
+use super::principal::check_csrf;
 use crate::api::error::ApiError;
 use crate::state::{request_id, AppState};
 
@@ -214,8 +215,7 @@ pub(super) async fn logout(
 ) -> Result<Response, ApiError> {
     let rid = request_id(&headers);
     let who = session_user(&state, &headers).await?;
-    let csrf = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-    who.check_csrf(csrf)?;
+    check_csrf(&who, &headers)?;
     state.orchard.end_session(&who, Some(&rid)).await?;
     Ok(with_cookies(
         StatusCode::NO_CONTENT.into_response(),

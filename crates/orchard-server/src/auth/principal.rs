@@ -9,11 +9,17 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use orchard_core::access::principal::Principal;
+use orchard_core::access::users::SignedInUser;
 use orchard_core::CoreError;
 
 use crate::api::error::ApiError;
-use crate::auth::cookies::cookie;
+use crate::auth::cookies::{cookie, SESSION_COOKIE};
 use crate::state::{request_id, AppState};
+
+/// Header that must carry the session's CSRF token on state-changing requests made with the cookie.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The request header that picks the tenant a person with several memberships acts on.
+pub const TENANT_HEADER: &str = "x-orchard-tenant";
 
 /// The authenticated caller.
 pub struct Authenticated {
@@ -56,7 +62,7 @@ async fn resolve(
             .authenticate_bearer_in(secret, Some(&request_id))
             .await?);
     }
-    let Some(secret) = cookie(headers, orchard_core::access::users::SESSION_COOKIE) else {
+    let Some(secret) = cookie(headers, SESSION_COOKIE) else {
         return Err(CoreError::Unauthenticated.into());
     };
     let user = state.orchard.authenticate_session(secret).await?;
@@ -67,17 +73,38 @@ async fn resolve(
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     );
     if !safe {
-        let presented = headers
-            .get(orchard_core::access::users::CSRF_HEADER)
-            .and_then(|v| v.to_str().ok());
-        user.check_csrf(presented)?;
+        check_csrf(&user, headers)?;
     }
     let tenant = headers
-        .get(orchard_core::access::sessions::TENANT_HEADER)
-        .and_then(|v| v.to_str().ok());
-    Ok(orchard_core::access::sessions::principal_for_session(
-        &user, tenant,
-    )?)
+        .get(TENANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.trim().is_empty());
+    orchard_core::access::sessions::principal_for_session(&user, tenant)
+        .map_err(|e| tenant_refusal(e, tenant.is_some()))
+}
+
+/// Core speaks of the requested tenant; the caller needs to know it is [`TENANT_HEADER`]. With the header, the
+/// only refusal is a tenant the person has no role in; without it, the only invalid request is a person of
+/// several tenants who did not pick one.
+fn tenant_refusal(e: CoreError, header_sent: bool) -> ApiError {
+    match e {
+        CoreError::Forbidden(_) if header_sent => {
+            CoreError::Forbidden(format!("{TENANT_HEADER} names no tenant of yours")).into()
+        }
+        CoreError::Invalid(m) => ApiError::invalid(format!("{m} in the {TENANT_HEADER} header")),
+        other => other.into(),
+    }
+}
+
+/// The CSRF check of a state-changing request made with the session cookie.
+pub fn check_csrf(user: &SignedInUser, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    user.check_csrf(presented).map_err(|_| {
+        CoreError::Forbidden(format!(
+            "a state-changing request with the session cookie needs the {CSRF_HEADER} header from /auth/me"
+        ))
+        .into()
+    })
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -120,5 +147,21 @@ mod tests {
         assert_eq!(bearer(&h), Some("orc_abc"));
         h.insert(http::header::AUTHORIZATION, "Basic xyz".parse().unwrap());
         assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn tenant_refusals_name_the_header() {
+        let refused = tenant_refusal(CoreError::Forbidden("x".into()), true);
+        assert_eq!(
+            refused.detail("").message,
+            "x-orchard-tenant names no tenant of yours"
+        );
+        let ambiguous = tenant_refusal(CoreError::Invalid("name the one".into()), false);
+        assert_eq!(
+            ambiguous.detail("").message,
+            "name the one in the x-orchard-tenant header"
+        );
+        let no_role = tenant_refusal(CoreError::Forbidden("no role".into()), false);
+        assert_eq!(no_role.detail("").message, "no role");
     }
 }
