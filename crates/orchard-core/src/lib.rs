@@ -8,7 +8,6 @@ pub mod dep;
 pub mod device;
 pub mod enrollment;
 pub mod error;
-pub mod pki_files;
 pub mod push;
 pub mod reporting;
 pub mod tenancy;
