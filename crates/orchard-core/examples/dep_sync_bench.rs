@@ -24,7 +24,7 @@ use orchard_core::push::PushSettings;
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
 use orchard_dep::{DepClient, DevicePage};
 use orchard_store::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord};
-use orchard_testkit::core::test_orchard;
+use orchard_testkit::service::test_orchard;
 use orchard_testkit::{Backend, TestDatabase};
 use orchard_types::{Clock, Role, SystemClock, TokenId};
 use sqlx::{AnyConnection, Connection, Row};

@@ -15,7 +15,7 @@ use orchard_core::reporting::audit::{
 };
 use orchard_core::{CoreError, Orchard};
 use orchard_store::{Page, Store, Tenant};
-use orchard_testkit::core::test_orchard;
+use orchard_testkit::service::test_orchard;
 use orchard_testkit::{with_database, Backend};
 use orchard_types::{Clock, ManualClock, Role, TenantId, TokenId, UnixTime};
 use serde_json::json;

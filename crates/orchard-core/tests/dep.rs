@@ -17,7 +17,7 @@ use orchard_core::{CoreError, Orchard, PkiMaterial};
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
 use orchard_dep::RetryPolicy;
 use orchard_store::{DepDeviceFilter, Store};
-use orchard_testkit::core::{test_node, test_pki};
+use orchard_testkit::service::{test_node, test_pki};
 use orchard_testkit::{with_store, Backend};
 use orchard_types::{Clock, Role, SystemClock, TokenId, UnixTime};
 

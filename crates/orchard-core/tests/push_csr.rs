@@ -17,7 +17,7 @@ use orchard_core::{CoreError, Orchard};
 use orchard_pki::CertificateAuthority;
 use orchard_store::{AuthenticateDevice, NewCommand, Tenant, TokenUpdateRecord};
 use orchard_testkit::apple::ApplePush;
-use orchard_testkit::core::test_orchard;
+use orchard_testkit::service::test_orchard;
 use orchard_testkit::{Backend, TestDatabase};
 use orchard_types::{
     ApnsTopic, ChannelId, Clock, CommandUuid, ManualClock, Role, Secret, SystemClock, TenantId,

@@ -13,7 +13,7 @@ use orchard_core::push::PushSettings;
 use orchard_core::reporting::usage::{parse_day, UsageSettings, UsageSnapshotter};
 use orchard_core::{CoreError, Orchard};
 use orchard_store::{AuthenticateDevice, DeviceFacts, Scope, Store, Tenant, TokenUpdateRecord};
-use orchard_testkit::core::test_orchard;
+use orchard_testkit::service::test_orchard;
 use orchard_testkit::{with_store, Backend};
 use orchard_types::{
     ChannelId, Clock, DeviceId, ManualClock, Role, TenantId, TokenId, Udid, UnixTime,

@@ -5,13 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
-use openssl::x509::{X509Builder, X509Name, X509Req};
-use orchard_apns::fake::{issue_push_certificate, FakeApnsServer};
+use openssl::x509::X509Req;
+use orchard_apns::fake::{issue_push_certificate, issue_push_certificate_for_key, FakeApnsServer};
 use orchard_apns::{ApnsConfig, PushCertificate, TrustRoots};
 use orchard_core::push::PushSettings;
 use orchard_dep::fake::activation::FakeActivationServer;
@@ -101,36 +96,14 @@ impl ApplePush {
         let csr = X509Req::from_pem(csr_pem)?;
         let public_key = csr.public_key()?;
         ensure!(csr.verify(&public_key)?, "the csr is not signed by its key");
-        let mut name = X509Name::builder()?;
-        name.append_entry_by_nid(Nid::USERID, topic.as_str())?;
-        let uuid = topic.as_str().rsplit('.').next().context("topic")?;
-        name.append_entry_by_nid(Nid::COMMONNAME, &format!("APSP:{uuid}"))?;
-        name.append_entry_by_nid(Nid::COUNTRYNAME, "US")?;
-        let name = name.build();
-        let mut builder = X509Builder::new()?;
-        builder.set_version(2)?;
-        let mut serial = BigNum::new()?;
-        serial.rand(128, MsbOption::ONE, false)?;
-        let serial = serial.to_asn1_integer()?;
-        builder.set_serial_number(&serial)?;
-        builder.set_subject_name(&name)?;
-        builder.set_issuer_name(self.ca.identity().x509().subject_name())?;
-        builder.set_pubkey(&public_key)?;
-        let not_before = Asn1Time::from_unix(now.0 - 60)?;
-        let not_after = Asn1Time::from_unix(now.0 + 365 * DAY)?;
-        builder.set_not_before(&not_before)?;
-        builder.set_not_after(&not_after)?;
-        builder.append_extension(BasicConstraints::new().critical().build()?)?;
-        builder.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()?,
+        let certificate = issue_push_certificate_for_key(
+            &self.ca,
+            topic,
+            &public_key,
+            UnixTime(now.0 - 60),
+            now.plus_seconds(365 * DAY),
         )?;
-        builder.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-        builder.sign(self.ca.identity().private_key(), MessageDigest::sha256())?;
-        Ok(builder.build().to_pem()?)
+        Ok(certificate.to_pem()?)
     }
 }
 

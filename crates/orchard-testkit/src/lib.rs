@@ -4,7 +4,7 @@
 //!
 //! - [`database`]: a fresh database per test (SQLite in a temp dir, or a PostgreSQL database made from
 //!   `ORCHARD_TEST_POSTGRES_URL` and dropped afterwards), and [`backend_tests!`], which runs one scenario on both.
-//! - [`core`] (feature `app`): an `Orchard` in-process on such a database, with PKI made in memory.
+//! - [`service`] (feature `app`): an `Orchard` in-process on such a database, with PKI made in memory.
 //! - [`server`] (feature `app`): the real `orchard` binary on 127.0.0.1:0, its API, its database-level commands
 //!   (tokens of each role) and simulated iPads enrolled through it.
 //! - [`apple`] (feature `app`): Apple's push CA with a local APNs server, the activation service and the DEP
@@ -18,9 +18,9 @@ pub mod database;
 #[cfg(feature = "app")]
 pub mod apple;
 #[cfg(feature = "app")]
-pub mod core;
-#[cfg(feature = "app")]
 pub mod server;
+#[cfg(feature = "app")]
+pub mod service;
 
 pub use database::{with_database, with_store, TestDatabase};
 pub use orchard_store::Backend;
