@@ -345,7 +345,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
 
     // Zero-touch activation: two iPads per department, one on the broken template.
-    let dep = DepActivation::for_server(&fake);
+    let dep = DepActivation::for_server(fake);
     let mut fleet: Vec<(SimDevice, &str, &str)> = Vec::new();
     for (i, tenant, prefix) in [
         (0, physics.as_str(), "PHYS-"),
