@@ -23,7 +23,7 @@ use orchard_core::dep::DepSettings;
 use orchard_core::push::PushSettings;
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
 use orchard_dep::{DepClient, DevicePage};
-use orchard_store::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord};
+use orchard_store::{DepDeviceFilter, DepDeviceRecord};
 use orchard_testkit::service::test_orchard;
 use orchard_testkit::{Backend, TestDatabase};
 use orchard_types::{Clock, Role, SystemClock, TokenId};
@@ -213,26 +213,8 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
     assert_eq!(assignments.waiting_for_profile, 0);
 
     // Store only: the same pages applied to another token, one transaction per page with its cursor.
-    let other = "bench-store-only";
-    store
-        .create_dep_token(&DepTokenRecord {
-            id: other.into(),
-            name: "store only".into(),
-            certificate_pem: created.certificate_pem.clone(),
-            key_encrypted: vec![0],
-            token_encrypted: None,
-            consumer_key: None,
-            access_token_expiry: None,
-            server_name: None,
-            org_name: None,
-            cursor: None,
-            cursor_saved_at: None,
-            last_sync_at: None,
-            last_sync_error: None,
-            created_at: clock.now(),
-        })
-        .await
-        .unwrap();
+    let other_token = orchard.create_dep_token(&op, "store only").await.unwrap();
+    let other = other_token.id.as_str();
     let now = clock.now();
     let rows: Vec<(Vec<DepDeviceRecord>, String)> = pages
         .iter()

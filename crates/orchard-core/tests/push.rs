@@ -4,55 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use orchard_apns::fake::{issue_push_certificate, random_topic, Fault, FaultScope};
 use orchard_apns::DeviceToken;
 use orchard_core::push::PushCertificateUpload;
-use orchard_core::Orchard;
-use orchard_pki::CertificateAuthority;
 use orchard_store::{AuthenticateDevice, NewCommand, Tenant, TokenUpdateRecord};
-use orchard_testkit::apple::ApplePush;
-use orchard_testkit::service::test_orchard;
-use orchard_testkit::{Backend, TestDatabase};
-use orchard_types::{
-    ApnsTopic, ChannelId, Clock, CommandUuid, ManualClock, SystemClock, TenantId, Udid, UnixTime,
-};
+use orchard_testkit::service::PushSetup as Setup;
+use orchard_testkit::Backend;
+use orchard_types::{ApnsTopic, ChannelId, Clock, CommandUuid, TenantId, Udid, UnixTime};
 
 const DAY: i64 = 86_400;
-
-struct Setup {
-    orchard: Arc<Orchard>,
-    clock: ManualClock,
-    /// Apple's push CA (a copy of `push.ca`, which issues the certificates).
-    apple: CertificateAuthority,
-    /// Apple's push CA and the local APNs server the dispatcher pushes to.
-    push: ApplePush,
-    _database: TestDatabase,
-}
-
-/// `None` when PostgreSQL is skipped on purpose.
-async fn setup(backend: Backend) -> Option<Setup> {
-    let database = TestDatabase::create(backend).await.unwrap()?;
-    let start = SystemClock.now();
-    let clock = ManualClock::new(start);
-    let store = database.store().await.unwrap();
-    let push = ApplePush::start(start).await.unwrap();
-    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let orchard = Arc::new(test_orchard(store, clock_dyn, push.settings().unwrap()));
-    Some(Setup {
-        orchard,
-        clock,
-        apple: push.ca.clone(),
-        push,
-        _database: database,
-    })
-}
 
 fn upload(s: &Setup, topic: &ApnsTopic, days: i64) -> PushCertificateUpload {
     let now = s.clock.now();
     let cert = issue_push_certificate(
-        &s.apple,
+        &s.push.ca,
         topic,
         UnixTime(now.0 - 60),
         now.plus_seconds(days * DAY),
@@ -140,7 +105,7 @@ async fn queue(s: &Setup, device: &orchard_store::Device, channel: &ChannelId) {
 async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly(
     backend: Backend,
 ) {
-    let Some(s) = setup(backend).await else {
+    let Some(s) = Setup::start(backend).await else {
         return;
     };
     let topic = random_topic().unwrap();
@@ -179,7 +144,7 @@ async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_c
 }
 
 async fn dead_tokens_retries_and_refused_certificates(backend: Backend) {
-    let Some(s) = setup(backend).await else {
+    let Some(s) = Setup::start(backend).await else {
         return;
     };
     let topic = random_topic().unwrap();
@@ -247,7 +212,7 @@ async fn dead_tokens_retries_and_refused_certificates(backend: Backend) {
 }
 
 async fn renewal_guard(backend: Backend) {
-    let Some(s) = setup(backend).await else {
+    let Some(s) = Setup::start(backend).await else {
         return;
     };
     let topic = random_topic().unwrap();

@@ -5,54 +5,23 @@
 // Tests may unwrap and panic: a failed expectation is exactly what should stop them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::x509::X509Req;
 use orchard_apns::fake::{issue_push_certificate, random_topic};
 use orchard_core::access::principal::Principal;
 use orchard_core::push::{PushCertificateUpload, VendorIdentity};
-use orchard_core::{CoreError, Orchard};
+use orchard_core::CoreError;
 use orchard_pki::CertificateAuthority;
 use orchard_store::{AuthenticateDevice, NewCommand, Tenant, TokenUpdateRecord};
 use orchard_testkit::apple::ApplePush;
-use orchard_testkit::service::test_orchard;
-use orchard_testkit::{Backend, TestDatabase};
+use orchard_testkit::service::PushSetup as Setup;
+use orchard_testkit::Backend;
 use orchard_types::{
-    ApnsTopic, ChannelId, Clock, CommandUuid, ManualClock, Role, Secret, SystemClock, TenantId,
-    TokenId, Udid, UnixTime,
+    ApnsTopic, ChannelId, Clock, CommandUuid, Role, Secret, TenantId, TokenId, Udid, UnixTime,
 };
 
 const DAY: i64 = 86_400;
-
-struct Setup {
-    orchard: Arc<Orchard>,
-    clock: ManualClock,
-    /// Apple's push CA (a copy of `push.ca`, which issues the certificates).
-    apple: CertificateAuthority,
-    /// Apple's push CA and the local APNs server the dispatcher pushes to.
-    push: ApplePush,
-    _database: TestDatabase,
-}
-
-/// `None` when PostgreSQL is skipped on purpose.
-async fn setup(backend: Backend) -> Option<Setup> {
-    let database = TestDatabase::create(backend).await.unwrap()?;
-    let start = SystemClock.now();
-    let clock = ManualClock::new(start);
-    let store = database.store().await.unwrap();
-    let push = ApplePush::start(start).await.unwrap();
-    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let orchard = Arc::new(test_orchard(store, clock_dyn, push.settings().unwrap()));
-    Some(Setup {
-        orchard,
-        clock,
-        apple: push.ca.clone(),
-        push,
-        _database: database,
-    })
-}
 
 fn principal(role: Role) -> Principal {
     Principal {
@@ -122,7 +91,7 @@ async fn enrolled_channel_with_command(s: &Setup) {
 }
 
 async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes(backend: Backend) {
-    let Some(s) = setup(backend).await else {
+    let Some(s) = Setup::start(backend).await else {
         return;
     };
     let csr = s
@@ -175,7 +144,7 @@ async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes(backend: Bac
 }
 
 async fn der_certificates_and_the_renewal_guard(backend: Backend) {
-    let Some(s) = setup(backend).await else {
+    let Some(s) = Setup::start(backend).await else {
         return;
     };
     let operator = principal(Role::Operator);
@@ -241,14 +210,14 @@ async fn der_certificates_and_the_renewal_guard(backend: Backend) {
 }
 
 async fn unknown_keys_garbage_and_non_operators_are_refused(backend: Backend) {
-    let Some(s) = setup(backend).await else {
+    let Some(s) = Setup::start(backend).await else {
         return;
     };
     let topic = random_topic().unwrap();
     let now = s.clock.now();
     // A push certificate whose key Orchard never made.
     let foreign = issue_push_certificate(
-        &s.apple,
+        &s.push.ca,
         &topic,
         UnixTime(now.0 - 60),
         now.plus_seconds(DAY),
@@ -297,7 +266,7 @@ async fn unknown_keys_garbage_and_non_operators_are_refused(backend: Backend) {
 }
 
 async fn vendor_signed_request_verifies_and_bad_vendor_input_stores_nothing(backend: Backend) {
-    let Some(s) = setup(backend).await else {
+    let Some(s) = Setup::start(backend).await else {
         return;
     };
     let now = s.clock.now();

@@ -8,7 +8,10 @@ use orchard_core::{CoreConfig, Orchard, PkiMaterial};
 use orchard_pki::seal::DataKey;
 use orchard_pki::CertificateAuthority;
 use orchard_store::Store;
-use orchard_types::{ApnsTopic, Clock, UnixTime};
+use orchard_types::{ApnsTopic, Clock, ManualClock, SystemClock, UnixTime};
+
+use crate::apple::ApplePush;
+use crate::{Backend, TestDatabase};
 
 /// The development topic of test servers (no push certificate uploaded).
 pub const TEST_TOPIC: &str = "com.apple.mgmt.External.orchard-dev-test";
@@ -56,4 +59,35 @@ pub fn test_node(
     push: PushSettings,
 ) -> Orchard {
     Orchard::new(store, pki, test_config(), clock, push)
+}
+
+/// The push tests' set-up: an `Orchard` in-process over a test database, on a hand-moved clock that starts now,
+/// pushing to a local APNs whose push CA issues the push certificates.
+pub struct PushSetup {
+    pub orchard: Arc<Orchard>,
+    pub clock: ManualClock,
+    /// Apple's push CA and the local APNs server.
+    pub push: ApplePush,
+    _database: TestDatabase,
+}
+
+impl PushSetup {
+    /// `None` when PostgreSQL is skipped on purpose.
+    pub async fn start(backend: Backend) -> Option<PushSetup> {
+        let database = TestDatabase::create(backend)
+            .await
+            .expect("test database")?;
+        let start = SystemClock.now();
+        let clock = ManualClock::new(start);
+        let store = database.store().await.expect("test store");
+        let push = ApplePush::start(start).await.expect("local apns");
+        let settings = push.settings().expect("push settings");
+        let orchard = Arc::new(test_orchard(store, Arc::new(clock.clone()), settings));
+        Some(PushSetup {
+            orchard,
+            clock,
+            push,
+            _database: database,
+        })
+    }
 }
