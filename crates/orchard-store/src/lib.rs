@@ -16,9 +16,9 @@ mod dep;
 mod device;
 mod enrollment;
 mod error;
-mod jobs;
 #[cfg(feature = "fault-injection")]
 mod fault;
+mod jobs;
 mod model;
 mod push;
 mod reporting;
@@ -46,9 +46,9 @@ pub use dep::templates::{
 };
 pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use error::StoreError;
-pub use jobs::runs::{JobClaim, JobRunRecord};
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultInjector;
+pub use jobs::runs::{JobClaim, JobRunRecord};
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
     EnrollmentLink, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
