@@ -18,14 +18,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orchard_core::access::principal::Principal;
+use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::dep::DepSettings;
 use orchard_core::push::PushSettings;
 use orchard_core::{CoreConfig, Orchard};
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
 use orchard_dep::{DepClient, DevicePage, DeviceRecord, OpType};
 use orchard_store::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, Store};
-use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TokenId, UnixTime};
+use orchard_types::{ApnsTopic, Clock, SystemClock, UnixTime};
 use sqlx::{AnyConnection, Connection, Executor, Row};
 
 /// A database for one run, removed when the run ends.
@@ -86,15 +86,6 @@ fn url_with_database(admin_url: &str, database: &str) -> String {
         url.push_str(query);
     }
     url
-}
-
-fn operator() -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: "bench".into(),
-        role: Role::Operator,
-        tenant_id: None,
-    }
 }
 
 /// The store row of a fetched record, as the sync stores it.
@@ -217,7 +208,7 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
         .unwrap();
     fake.add_devices(&FakeDepServer::make_serials("BENCH", 0, devices));
     let (database, url) = Database::create(backend).await;
-    let store = Store::connect(&url).await.unwrap();
+    let (store, scopes) = Store::connect(&url).await.unwrap();
     let mut monitor = match database {
         Database::Postgres { .. } => Some(AnyConnection::connect(&url).await.unwrap()),
         Database::Sqlite { .. } => None,
@@ -226,8 +217,13 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let pki =
         orchard_core::pki_files::load_or_create(pki_dir.path(), &[], &[], clock.now()).unwrap();
+    // The benchmark opened the database itself: it acts as the local operator.
+    let op = LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock.clone())
+        .operator()
+        .unwrap();
     let orchard = Orchard::new(
         store.clone(),
+        scopes,
         Arc::new(pki.material),
         CoreConfig {
             public_url: "https://mdm.example.edu".into(),
@@ -243,7 +239,6 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
         config: fake.client_config(),
         ..DepSettings::default()
     });
-    let op = operator();
     let created = orchard.create_dep_token(&op, "bench").await.unwrap();
     let p7m = encrypt_server_token(
         &fake.server_token(),

@@ -10,20 +10,21 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::principal::Principal;
 use orchard_core::push::PushSettings;
 use orchard_core::reporting::audit::{
     audit_csv, AuditActor, AuditEvent, AuditEventView, AuditOutcome, AuditQuery,
 };
 use orchard_core::{CoreConfig, CoreError, Orchard};
-use orchard_store::{Page, Store, Tenant};
+use orchard_store::{Page, ScopeAuthority, Store, Tenant};
 use orchard_types::{ApnsTopic, Clock, ManualClock, Role, TenantId, TokenId, UnixTime};
 use serde_json::json;
 use sqlx::{AnyConnection, Connection, Executor};
 
 const START: UnixTime = UnixTime(1_772_323_200);
 
-fn orchard(store: Store, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
+fn orchard(store: Store, scopes: ScopeAuthority, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
     let pki = orchard_core::pki_files::load_or_create(dir, &[], &[], clock.now()).unwrap();
     let config = CoreConfig {
@@ -35,6 +36,7 @@ fn orchard(store: Store, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
     };
     Arc::new(Orchard::new(
         store,
+        scopes,
         Arc::new(pki.material),
         config,
         clock_dyn,
@@ -42,13 +44,16 @@ fn orchard(store: Store, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
     ))
 }
 
-fn principal(name: &str, role: Role, tenant_id: Option<TenantId>) -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: name.into(),
-        role,
-        tenant_id,
-    }
+/// A principal with a fresh actor id, as a new token's would be.
+fn principal(
+    bootstrap: &LocalBootstrap,
+    name: &str,
+    role: Role,
+    tenant_id: Option<TenantId>,
+) -> Principal {
+    bootstrap
+        .act_as(&TokenId::new().to_string(), name, role, tenant_id)
+        .unwrap()
 }
 
 fn event(
@@ -78,9 +83,11 @@ fn all() -> Page {
     }
 }
 
-async fn scenario(store: Store, dir: PathBuf, url: String) {
+async fn scenario(store: Store, scopes: ScopeAuthority, dir: PathBuf, url: String) {
     let clock = ManualClock::new(START);
-    let orchard = orchard(store.clone(), &dir, &clock);
+    let bootstrap =
+        LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), Arc::new(clock.clone()));
+    let orchard = orchard(store.clone(), scopes, &dir, &clock);
     let mut tenants = Vec::new();
     for code in ["physics", "chemistry"] {
         let t = Tenant {
@@ -93,11 +100,16 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
         tenants.push(t.id);
     }
     let (physics, chemistry) = (tenants[0], tenants[1]);
-    let operator = principal("central-it", Role::Operator, None);
-    let helpdesk = principal("helpdesk", Role::Helpdesk, None);
-    let physics_admin = principal("physics-admin", Role::Admin, Some(physics));
-    let chemistry_admin = principal("chem, \"lab\"\nadmin", Role::Admin, Some(chemistry));
-    let physics_viewer = principal("physics-viewer", Role::Viewer, Some(physics));
+    let operator = principal(&bootstrap, "central-it", Role::Operator, None);
+    let helpdesk = principal(&bootstrap, "helpdesk", Role::Helpdesk, None);
+    let physics_admin = principal(&bootstrap, "physics-admin", Role::Admin, Some(physics));
+    let chemistry_admin = principal(
+        &bootstrap,
+        "chem, \"lab\"\nadmin",
+        Role::Admin,
+        Some(chemistry),
+    );
+    let physics_viewer = principal(&bootstrap, "physics-viewer", Role::Viewer, Some(physics));
 
     // Five events a minute apart.
     let recorded = [
@@ -142,7 +154,7 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
         clock.advance(60);
     }
     assert_eq!(stored[1].at, START.plus_seconds(60));
-    assert_eq!(stored[1].actor, physics_admin.actor.id());
+    assert_eq!(stored[1].actor, physics_admin.actor_id());
     assert_eq!(stored[1].actor_role.as_deref(), Some("admin"));
     assert_eq!(stored[1].request_id.as_deref(), Some("req-2"));
     assert_eq!(stored[3].outcome, "denied");
@@ -152,7 +164,7 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
     // Operators and helpdesk see every event, newest first.
     for who in [&operator, &helpdesk] {
         let (events, total) = orchard
-            .list_audit(who, &AuditQuery::default(), all())
+            .list_audit(&who.oversight().unwrap(), &AuditQuery::default(), all())
             .await
             .unwrap();
         assert_eq!(total, 5);
@@ -164,14 +176,18 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
     }
     // A tenant admin sees its tenant's events only, even when it asks for another tenant's.
     let (events, total) = orchard
-        .list_audit(&physics_admin, &AuditQuery::default(), all())
+        .list_audit(
+            &physics_admin.oversight().unwrap(),
+            &AuditQuery::default(),
+            all(),
+        )
         .await
         .unwrap();
     assert_eq!(total, 2);
     assert!(events.iter().all(|e| e.tenant_id == Some(physics)));
     let (events, total) = orchard
         .list_audit(
-            &physics_admin,
+            &physics_admin.oversight().unwrap(),
             &AuditQuery {
                 tenant_id: Some(chemistry),
                 ..AuditQuery::default()
@@ -183,9 +199,7 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
     assert_eq!((events.len(), total), (0, 0));
     // Viewers are refused.
     assert!(matches!(
-        orchard
-            .list_audit(&physics_viewer, &AuditQuery::default(), all())
-            .await,
+        physics_viewer.oversight(),
         Err(CoreError::Forbidden(_))
     ));
 
@@ -193,7 +207,13 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
     let count = |q: AuditQuery| {
         let orchard = orchard.clone();
         let operator = operator.clone();
-        async move { orchard.list_audit(&operator, &q, all()).await.unwrap().1 }
+        async move {
+            orchard
+                .list_audit(&operator.oversight().unwrap(), &q, all())
+                .await
+                .unwrap()
+                .1
+        }
     };
     assert_eq!(
         count(AuditQuery {
@@ -213,7 +233,7 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
     );
     assert_eq!(
         count(AuditQuery {
-            actor: Some(physics_admin.actor.id()),
+            actor: Some(physics_admin.actor_id()),
             ..AuditQuery::default()
         })
         .await,
@@ -247,7 +267,7 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
     assert!(matches!(
         orchard
             .list_audit(
-                &operator,
+                &operator.oversight().unwrap(),
                 &AuditQuery {
                     from: Some(START.plus_seconds(10)),
                     to: Some(START),
@@ -262,11 +282,19 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
     // Paging: the total stays, the pages do not overlap.
     let page = |offset| Page { limit: 2, offset };
     let (first, total) = orchard
-        .list_audit(&operator, &AuditQuery::default(), page(0))
+        .list_audit(
+            &operator.oversight().unwrap(),
+            &AuditQuery::default(),
+            page(0),
+        )
         .await
         .unwrap();
     let (second, _) = orchard
-        .list_audit(&operator, &AuditQuery::default(), page(2))
+        .list_audit(
+            &operator.oversight().unwrap(),
+            &AuditQuery::default(),
+            page(2),
+        )
         .await
         .unwrap();
     assert_eq!(total, 5);
@@ -285,7 +313,7 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
         "id,at,actor,actor_name,actor_role,tenant_id,action,target,outcome,status,request_id,details\r\n\
          {},2026-03-01T00:04:00Z,{},\"chem, \"\"lab\"\"\nadmin\",admin,{chemistry},device.push,\
          '=cmd|' /C calc'!A0,error,500,req-5,\"{{\"\"method\"\":\"\"POST\"\"}}\"\r\n",
-        stored[4].id, chemistry_admin.actor.id()
+        stored[4].id, chemistry_admin.actor_id()
     );
     assert_eq!(csv, expected);
 
@@ -318,7 +346,11 @@ async fn scenario(store: Store, dir: PathBuf, url: String) {
         .is_err());
     raw.close().await.unwrap();
     let (after, total) = orchard
-        .list_audit(&operator, &AuditQuery::default(), all())
+        .list_audit(
+            &operator.oversight().unwrap(),
+            &AuditQuery::default(),
+            all(),
+        )
         .await
         .unwrap();
     assert_eq!(total, 6);
@@ -359,20 +391,20 @@ fn rethrow(outcome: Result<(), tokio::task::JoinError>) {
 
 async fn on_sqlite<F, Fut>(scenario: F)
 where
-    F: FnOnce(Store, PathBuf, String) -> Fut,
+    F: FnOnce(Store, ScopeAuthority, PathBuf, String) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("o.db").display());
-    let store = Store::connect(&url).await.unwrap();
-    let outcome = tokio::spawn(scenario(store.clone(), dir.path().to_owned(), url)).await;
+    let (store, scopes) = Store::connect(&url).await.unwrap();
+    let outcome = tokio::spawn(scenario(store.clone(), scopes, dir.path().to_owned(), url)).await;
     store.close().await;
     rethrow(outcome);
 }
 
 async fn on_postgres<F, Fut>(scenario: F)
 where
-    F: FnOnce(Store, PathBuf, String) -> Fut,
+    F: FnOnce(Store, ScopeAuthority, PathBuf, String) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
@@ -396,9 +428,9 @@ where
         .await
         .unwrap();
     let url = url_with_database(&admin_url, &name);
-    let store = Store::connect(&url).await.unwrap();
+    let (store, scopes) = Store::connect(&url).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let outcome = tokio::spawn(scenario(store.clone(), dir.path().to_owned(), url)).await;
+    let outcome = tokio::spawn(scenario(store.clone(), scopes, dir.path().to_owned(), url)).await;
     store.close().await;
     // Best effort: a leftover database is harmless, it only has a unique name.
     let _ = admin

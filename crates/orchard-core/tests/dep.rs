@@ -10,40 +10,43 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::capability::OperatorCtx;
 use orchard_core::access::principal::Principal;
 use orchard_core::dep::DepSettings;
 use orchard_core::push::PushSettings;
 use orchard_core::{CoreConfig, CoreError, Orchard};
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
 use orchard_dep::RetryPolicy;
-use orchard_store::{DepDeviceFilter, Store};
-use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TokenId, UnixTime};
+use orchard_store::{DepDeviceFilter, ScopeAuthority, Store};
+use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TenantId, TokenId, UnixTime};
 use sqlx::{AnyConnection, Connection, Executor};
 
-fn operator() -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: "central-it".into(),
-        role: Role::Operator,
-        tenant_id: None,
-    }
+fn principal(scopes: &Scopes, name: &str, role: Role, tenant: Option<TenantId>) -> Principal {
+    LocalBootstrap::for_opened_database(scopes.0.clone(), scopes.1.clone(), Arc::new(SystemClock))
+        .act_as(&TokenId::new().to_string(), name, role, tenant)
+        .unwrap()
 }
 
-fn viewer() -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: "dept".into(),
-        role: Role::Viewer,
-        tenant_id: None,
-    }
+fn operator(scopes: &Scopes) -> OperatorCtx {
+    principal(scopes, "central-it", Role::Operator, None)
+        .operator()
+        .unwrap()
 }
 
-fn orchard(store: Store, dir: &std::path::Path, fake: &FakeDepServer) -> Orchard {
-    orchard_on(store, dir, fake, Arc::new(SystemClock))
+fn viewer(scopes: &Scopes) -> Principal {
+    principal(scopes, "dept", Role::Viewer, Some(TenantId::new()))
+}
+
+/// The database the test opened and its scope authority.
+type Scopes = (Store, ScopeAuthority);
+
+fn orchard(scopes: &Scopes, dir: &std::path::Path, fake: &FakeDepServer) -> Orchard {
+    orchard_on(scopes, dir, fake, Arc::new(SystemClock))
 }
 
 fn orchard_on(
-    store: Store,
+    scopes: &Scopes,
     dir: &std::path::Path,
     fake: &FakeDepServer,
     clock: Arc<dyn Clock>,
@@ -63,7 +66,8 @@ fn orchard_on(
         ..RetryPolicy::default()
     };
     Orchard::new(
-        store,
+        scopes.0.clone(),
+        scopes.1.clone(),
         Arc::new(pki.material),
         config,
         clock,
@@ -91,18 +95,19 @@ fn fake_serials(fake: &FakeDepServer) -> Vec<String> {
     serials
 }
 
-async fn sync_scenario(store: Store, dir: &std::path::Path) {
+async fn sync_scenario(opened: Scopes, dir: &std::path::Path) {
+    let store = opened.0.clone();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let fake = FakeDepServer::start(FakeDepConfig::default())
         .await
         .unwrap();
     fake.add_devices(&FakeDepServer::make_serials("DEPT", 0, 2_500));
-    let orchard = orchard(store.clone(), dir, &fake);
-    let op = operator();
+    let orchard = orchard(&opened, dir, &fake);
+    let op = operator(&opened);
 
     // Operators only.
     assert!(matches!(
-        orchard.create_dep_token(&viewer(), "ASM").await,
+        viewer(&opened).operator(),
         Err(CoreError::Forbidden(_))
     ));
     let created = orchard.create_dep_token(&op, "ASM Physics").await.unwrap();
@@ -254,16 +259,14 @@ async fn sync_scenario(store: Store, dir: &std::path::Path) {
     assert_eq!(listed.len(), 1000);
     assert!(listed.iter().all(|d| !d.deleted && d.token_id == id));
     assert!(matches!(
-        orchard
-            .list_dep_devices(&viewer(), Some(&id), true, 10, 0)
-            .await,
+        viewer(&opened).operator(),
         Err(CoreError::Forbidden(_))
     ));
 
     // The scheduler: a token whose sync lease another node holds is left alone; a free one is synced once,
     // and the lease is released afterwards. The second node shares the data directory (and so the data key),
     // as several PostgreSQL nodes must.
-    let other_node = orchard_on(store.clone(), dir, &fake, Arc::new(SystemClock));
+    let other_node = orchard_on(&opened, dir, &fake, Arc::new(SystemClock));
     let now = SystemClock.now();
     assert!(store
         .claim_dep_sync_lease(&id, "node-elsewhere", now, now.plus_seconds(3600))
@@ -308,7 +311,7 @@ async fn sync_scenario(store: Store, dir: &std::path::Path) {
     let manual = Arc::new(orchard_types::ManualClock::new(
         expiry.plus_seconds(-29 * 86_400 - 10),
     ));
-    let later = orchard_on(store.clone(), dir, &fake, manual.clone());
+    let later = orchard_on(&opened, dir, &fake, manual.clone());
     let days = later.dep_token_days_left().await.unwrap();
     let (_, _, left) = days.iter().find(|(t, _, _)| t == &id).unwrap();
     assert_eq!(*left, 29);
@@ -332,10 +335,10 @@ async fn sync_scenario(store: Store, dir: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dep_sync_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
+    let opened = Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
         .await
         .unwrap();
-    sync_scenario(store, dir.path()).await;
+    sync_scenario(opened, dir.path()).await;
 }
 
 /// The admin URL with its database name replaced.
@@ -376,14 +379,14 @@ async fn dep_sync_on_postgres() {
         .execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap();
-    let store = Store::connect(&url_with_database(&admin_url, &name))
+    let opened = Store::connect(&url_with_database(&admin_url, &name))
         .await
         .unwrap();
+    let store = opened.0.clone();
     let dir = tempfile::tempdir().unwrap();
     let outcome = tokio::spawn({
-        let store = store.clone();
         let path = dir.path().to_owned();
-        async move { sync_scenario(store, &path).await }
+        async move { sync_scenario(opened, &path).await }
     })
     .await;
     store.close().await;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer, Fault, FaultScope};
 use orchard_apns::{ApnsConfig, DeviceToken, TrustRoots};
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::capability::OperatorCtx;
 use orchard_core::push::{PushCertificateUpload, PushSettings};
 use orchard_core::{CoreConfig, Orchard};
 use orchard_pki::CertificateAuthority;
@@ -20,6 +22,9 @@ const DAY: i64 = 86_400;
 
 struct Setup {
     orchard: Arc<Orchard>,
+    /// The database the test opened, and the operator the test acts as on it.
+    store: Store,
+    operator: OperatorCtx,
     clock: ManualClock,
     apns: FakeApnsServer,
     apple: CertificateAuthority,
@@ -36,9 +41,10 @@ async fn setup() -> Setup {
     );
     let clock = ManualClock::new(start);
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
-        .await
-        .unwrap();
+    let (store, scopes) =
+        Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
+            .await
+            .unwrap();
     let pki = orchard_core::pki_files::load_or_create(dir.path(), &[], &[], start).unwrap();
     let apple =
         CertificateAuthority::generate("Test Apple Push CA", UnixTime(start.0 - DAY), 400).unwrap();
@@ -58,8 +64,13 @@ async fn setup() -> Setup {
         identity_validity_days: 365,
     };
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let operator =
+        LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock_dyn.clone())
+            .operator()
+            .unwrap();
     let orchard = Arc::new(Orchard::new(
-        store,
+        store.clone(),
+        scopes,
         Arc::new(pki.material),
         config,
         clock_dyn,
@@ -67,6 +78,8 @@ async fn setup() -> Setup {
     ));
     Setup {
         orchard,
+        store,
+        operator,
         clock,
         apns,
         apple,
@@ -91,7 +104,7 @@ fn upload(s: &Setup, topic: &ApnsTopic, days: i64) -> PushCertificateUpload {
 
 /// An enrolled device channel with a push token; returns the channel, token and a command factory's inputs.
 async fn enrolled(s: &Setup, token: &[u8]) -> (ChannelId, orchard_store::Device) {
-    let store = s.orchard.store();
+    let store = &s.store;
     let now = s.clock.now();
     let tenant = Tenant {
         id: TenantId::new(),
@@ -123,8 +136,7 @@ async fn token_update(
     channel: &ChannelId,
     token: &[u8],
 ) {
-    s.orchard
-        .store()
+    s.store
         .update_token(&TokenUpdateRecord {
             device_id: device.id,
             channel: channel.clone(),
@@ -145,8 +157,7 @@ fn hex_of(b: &[u8]) -> String {
 }
 
 async fn queue(s: &Setup, device: &orchard_store::Device, channel: &ChannelId) {
-    s.orchard
-        .store()
+    s.store
         .enqueue_commands(&[NewCommand {
             uuid: CommandUuid::new_random(),
             device_id: device.id,
@@ -168,7 +179,7 @@ async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_c
     let topic = random_topic().unwrap();
     let status = s
         .orchard
-        .replace_push_certificate(upload(&s, &topic, 100), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 100), false)
         .await
         .unwrap();
     assert_eq!(status.topic, topic.as_str());
@@ -191,11 +202,11 @@ async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_c
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!(stats.delivered, 0);
     assert_eq!(s.apns.delivered_count(), 0);
-    assert!(s.orchard.store().count_due_pushes().await.unwrap() >= 1);
+    assert!(s.store.count_due_pushes().await.unwrap() >= 1);
     // An expired certificate cannot be uploaded either.
     let late = s
         .orchard
-        .replace_push_certificate(upload(&s, &topic, -1), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, -1), false)
         .await;
     assert!(late.is_err());
 }
@@ -205,7 +216,7 @@ async fn dead_tokens_retries_and_refused_certificates() {
     let s = setup().await;
     let topic = random_topic().unwrap();
     s.orchard
-        .replace_push_certificate(upload(&s, &topic, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
         .await
         .unwrap();
     let token = [0x42u8; 32];
@@ -255,11 +266,11 @@ async fn dead_tokens_retries_and_refused_certificates() {
         s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
         0
     );
-    assert_eq!(s.orchard.store().count_due_pushes().await.unwrap(), 1);
+    assert_eq!(s.store.count_due_pushes().await.unwrap(), 1);
 
     // Uploading a (renewed, same-topic) certificate resumes pushing.
     s.orchard
-        .replace_push_certificate(upload(&s, &topic, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
         .await
         .unwrap();
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
@@ -271,25 +282,25 @@ async fn renewal_guard() {
     let s = setup().await;
     let topic = random_topic().unwrap();
     s.orchard
-        .replace_push_certificate(upload(&s, &topic, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
         .await
         .unwrap();
     // Same topic: a renewal.
     s.orchard
-        .replace_push_certificate(upload(&s, &topic, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
         .await
         .unwrap();
     // Another topic: refused with an explanation, accepted with force.
     let other = random_topic().unwrap();
     let refused = s
         .orchard
-        .replace_push_certificate(upload(&s, &other, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &other, 365), false)
         .await;
     let message = format!("{}", refused.err().unwrap());
     assert!(message.contains("would be lost"), "{message}");
     assert_eq!(s.orchard.current_topic(), topic);
     s.orchard
-        .replace_push_certificate(upload(&s, &other, 365), true, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &other, 365), true)
         .await
         .unwrap();
     assert_eq!(s.orchard.current_topic(), other);

@@ -15,20 +15,24 @@ use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
 use openssl::x509::{X509Builder, X509Name, X509Req};
 use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer};
 use orchard_apns::{ApnsConfig, TrustRoots};
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::capability::OperatorCtx;
 use orchard_core::access::principal::Principal;
 use orchard_core::push::{PushCertificateUpload, PushSettings, VendorIdentity};
 use orchard_core::{CoreConfig, CoreError, Orchard};
 use orchard_pki::CertificateAuthority;
 use orchard_store::{AuthenticateDevice, NewCommand, Store, Tenant, TokenUpdateRecord};
 use orchard_types::{
-    ApnsTopic, ChannelId, Clock, CommandUuid, ManualClock, Role, Secret, TenantId, TokenId, Udid,
-    UnixTime,
+    ApnsTopic, ChannelId, Clock, CommandUuid, ManualClock, Role, Secret, TenantId, Udid, UnixTime,
 };
 
 const DAY: i64 = 86_400;
 
 struct Setup {
     orchard: Arc<Orchard>,
+    /// The database the test opened, and its own access to it (the test acts as whoever it needs).
+    store: Store,
+    bootstrap: LocalBootstrap,
     clock: ManualClock,
     apple: CertificateAuthority,
     _apns: FakeApnsServer,
@@ -45,9 +49,10 @@ async fn setup() -> Setup {
     );
     let clock = ManualClock::new(start);
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
-        .await
-        .unwrap();
+    let (store, scopes) =
+        Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
+            .await
+            .unwrap();
     let pki = orchard_core::pki_files::load_or_create(dir.path(), &[], &[], start).unwrap();
     let apple =
         CertificateAuthority::generate("Test Apple Push CA", UnixTime(start.0 - DAY), 400).unwrap();
@@ -67,8 +72,11 @@ async fn setup() -> Setup {
         identity_validity_days: 365,
     };
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let bootstrap =
+        LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock_dyn.clone());
     let orchard = Arc::new(Orchard::new(
-        store,
+        store.clone(),
+        scopes,
         Arc::new(pki.material),
         config,
         clock_dyn,
@@ -76,6 +84,8 @@ async fn setup() -> Setup {
     ));
     Setup {
         orchard,
+        store,
+        bootstrap,
         clock,
         apple,
         _apns: apns,
@@ -83,12 +93,15 @@ async fn setup() -> Setup {
     }
 }
 
-fn principal(role: Role) -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: "test".into(),
-        role,
-        tenant_id: None,
+impl Setup {
+    /// A principal of `role` (a tenant role gets a tenant of its own).
+    fn principal(&self, role: Role) -> Principal {
+        let tenant = (!orchard_core::access::roles::spans_all_tenants(role)).then(TenantId::new);
+        self.bootstrap.act_as("test", "test", role, tenant).unwrap()
+    }
+
+    fn operator(&self) -> OperatorCtx {
+        self.principal(Role::Operator).operator().unwrap()
     }
 }
 
@@ -157,7 +170,7 @@ fn issue(apple: &CertificateAuthority, csr_pem: &str, topic: &ApnsTopic, now: Un
 }
 
 async fn enrolled_channel_with_command(s: &Setup) {
-    let store = s.orchard.store();
+    let store = &s.store;
     let now = s.clock.now();
     let tenant = Tenant {
         id: TenantId::new(),
@@ -214,7 +227,7 @@ async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes() {
     let s = setup().await;
     let csr = s
         .orchard
-        .create_push_csr(&principal(Role::Operator), None)
+        .create_push_csr(&s.operator(), None)
         .await
         .unwrap();
     assert!(csr
@@ -234,7 +247,7 @@ async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes() {
     assert_eq!(cn, orchard_core::push::PUSH_CSR_COMMON_NAME);
 
     // The key is in the store, sealed: the stored bytes are not a PEM key.
-    let keys = s.orchard.store().list_push_csr_keys().await.unwrap();
+    let keys = s.store.list_push_csr_keys().await.unwrap();
     assert_eq!(keys.len(), 1);
     assert!(!String::from_utf8_lossy(&keys[0].key_encrypted).contains("PRIVATE KEY"));
 
@@ -243,7 +256,7 @@ async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes() {
     let status = s
         .orchard
         .upload_push_certificate(
-            &principal(Role::Operator),
+            &s.operator(),
             PushCertificateUpload::CertificateOnly {
                 certificate: issue(&s.apple, &csr.csr_pem, &topic, now),
             },
@@ -264,7 +277,7 @@ async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn der_certificates_and_the_renewal_guard() {
     let s = setup().await;
-    let operator = principal(Role::Operator);
+    let operator = s.operator();
     let topic = random_topic().unwrap();
     let first = s.orchard.create_push_csr(&operator, None).await.unwrap();
     // Apple's portal also hands out DER (.cer).
@@ -274,10 +287,10 @@ async fn der_certificates_and_the_renewal_guard() {
         .to_der()
         .unwrap();
     s.orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            &operator,
             PushCertificateUpload::CertificateOnly { certificate: der },
             false,
-            "test",
         )
         .await
         .unwrap();
@@ -286,12 +299,12 @@ async fn der_certificates_and_the_renewal_guard() {
     let renewal = s.orchard.create_push_csr(&operator, None).await.unwrap();
     let renewed = issue(&s.apple, &renewal.csr_pem, &topic, s.clock.now());
     s.orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            &operator,
             PushCertificateUpload::CertificateOnly {
                 certificate: renewed,
             },
             false,
-            "test",
         )
         .await
         .unwrap();
@@ -300,12 +313,12 @@ async fn der_certificates_and_the_renewal_guard() {
     let other_cert = issue(&s.apple, &other.csr_pem, &other_topic, s.clock.now());
     let refused = s
         .orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            &operator,
             PushCertificateUpload::CertificateOnly {
                 certificate: other_cert.clone(),
             },
             false,
-            "test",
         )
         .await;
     match refused {
@@ -314,12 +327,12 @@ async fn der_certificates_and_the_renewal_guard() {
     }
     assert_eq!(s.orchard.current_topic(), topic);
     s.orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            &operator,
             PushCertificateUpload::CertificateOnly {
                 certificate: other_cert,
             },
             true,
-            "test",
         )
         .await
         .unwrap();
@@ -329,6 +342,7 @@ async fn der_certificates_and_the_renewal_guard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_keys_garbage_and_non_operators_are_refused() {
     let s = setup().await;
+    let operator = s.operator();
     let topic = random_topic().unwrap();
     let now = s.clock.now();
     // A push certificate whose key Orchard never made.
@@ -341,12 +355,12 @@ async fn unknown_keys_garbage_and_non_operators_are_refused() {
     .unwrap();
     let refused = s
         .orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            &operator,
             PushCertificateUpload::CertificateOnly {
                 certificate: foreign.cert_pem(),
             },
             false,
-            "test",
         )
         .await;
     match refused {
@@ -356,29 +370,23 @@ async fn unknown_keys_garbage_and_non_operators_are_refused() {
     assert!(s.orchard.push_certificate_status().is_none());
     assert!(matches!(
         s.orchard
-            .replace_push_certificate(
+            .upload_push_certificate(
+                &operator,
                 PushCertificateUpload::CertificateOnly {
                     certificate: b"not a certificate".to_vec(),
                 },
-                false,
-                "test",
+                false
             )
             .await,
         Err(CoreError::Invalid(_))
     ));
     for role in [Role::Admin, Role::Helpdesk, Role::Viewer] {
         assert!(matches!(
-            s.orchard.create_push_csr(&principal(role), None).await,
+            s.principal(role).operator(),
             Err(CoreError::Forbidden(_))
         ));
     }
-    assert!(s
-        .orchard
-        .store()
-        .list_push_csr_keys()
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(s.store.list_push_csr_keys().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +405,7 @@ async fn vendor_signed_request_verifies_and_bad_vendor_input_stores_nothing() {
     let csr = s
         .orchard
         .create_push_csr(
-            &principal(Role::Operator),
+            &s.operator(),
             Some(VendorIdentity {
                 cert_chain_pem: chain.clone(),
                 key_pem: vendor.key_pem(),
@@ -419,17 +427,14 @@ async fn vendor_signed_request_verifies_and_bad_vendor_input_stores_nothing() {
         openssl::sign::Verifier::new(MessageDigest::sha256(), &vendor_public).unwrap();
     verifier.update(&request.csr_der).unwrap();
     assert!(verifier.verify(&request.signature).unwrap());
-    assert_eq!(
-        s.orchard.store().list_push_csr_keys().await.unwrap().len(),
-        1
-    );
+    assert_eq!(s.store.list_push_csr_keys().await.unwrap().len(), 1);
 
     // A vendor key that does not belong to the chain: a clear 400-class error, and no key kept.
     let stranger = orchard_pki::Identity::generate_self_signed_rsa("stranger", now, 1).unwrap();
     let refused = s
         .orchard
         .create_push_csr(
-            &principal(Role::Operator),
+            &s.operator(),
             Some(VendorIdentity {
                 cert_chain_pem: chain,
                 key_pem: Secret::new(stranger.key_pem().expose().clone()),
@@ -440,8 +445,5 @@ async fn vendor_signed_request_verifies_and_bad_vendor_input_stores_nothing() {
         Err(CoreError::Invalid(m)) => assert!(m.contains("vendor"), "{m}"),
         other => panic!("expected invalid vendor input, got {other:?}"),
     }
-    assert_eq!(
-        s.orchard.store().list_push_csr_keys().await.unwrap().len(),
-        1
-    );
+    assert_eq!(s.store.list_push_csr_keys().await.unwrap().len(), 1);
 }

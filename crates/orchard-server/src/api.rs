@@ -7,8 +7,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use orchard_core::access::capability::{OperatorCtx, OversightCtx, TokenAdminCtx};
 use orchard_core::access::principal::Principal;
-use orchard_core::commands::admin::{CommandView, DeviceView};
+use orchard_core::commands::queue::CommandView;
+use orchard_core::device::views::DeviceView;
 use orchard_core::push::{PushCertificateUpload, VendorIdentity};
 use orchard_core::CoreError;
 use orchard_protocol::commands::Command;
@@ -119,6 +121,21 @@ impl Authenticated {
     pub(crate) fn fail(&self, e: CoreError) -> ApiError {
         ApiError::from_core(e, self.request_id.clone())
     }
+
+    /// The operator's handle, or 403.
+    pub(crate) fn operator(&self) -> Result<OperatorCtx, ApiError> {
+        self.principal.operator().map_err(|e| self.fail(e))
+    }
+
+    /// The handle to see people, the audit log and usage, or 403.
+    pub(crate) fn oversight(&self) -> Result<OversightCtx, ApiError> {
+        self.principal.oversight().map_err(|e| self.fail(e))
+    }
+
+    /// The handle to manage API tokens, or 403.
+    pub(crate) fn token_admin(&self) -> Result<TokenAdminCtx, ApiError> {
+        self.principal.token_admin().map_err(|e| self.fail(e))
+    }
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -159,7 +176,10 @@ impl FromRequestParts<AppState> for Authenticated {
                 .headers
                 .get(orchard_core::access::sessions::TENANT_HEADER)
                 .and_then(|v| v.to_str().ok());
-            orchard_core::access::sessions::principal_for_session(&user, tenant).map_err(fail)?
+            state
+                .orchard
+                .principal_for_session(&user, tenant)
+                .map_err(fail)?
         } else {
             return Err(fail(CoreError::Unauthenticated));
         };
@@ -234,7 +254,7 @@ async fn create_tenant(
     let req = body(&who, b)?;
     let t = state
         .orchard
-        .create_tenant(&who.principal, &req.name, &req.code)
+        .create_tenant(&who.operator()?, &req.name, &req.code)
         .await
         .map_err(|e| who.fail(e))?;
     Ok((StatusCode::CREATED, Json(tenant_json(&t))).into_response())
@@ -328,7 +348,7 @@ async fn revoke_link(
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
     request_body = CreateLink,
-    responses((status = 201, description = "Created", body = orchard_core::commands::admin::CreatedLink))
+    responses((status = 201, description = "Created", body = orchard_core::tenancy::links::CreatedLink))
 )]
 async fn create_link(
     State(state): State<AppState>,
@@ -438,7 +458,7 @@ impl DeviceListQuery {
     path = "/devices",
     tag = "devices",
     params(DeviceListQuery),
-    responses((status = 200, description = "A page of devices", body = crate::openapi::Paged<orchard_core::commands::admin::DeviceView>))
+    responses((status = 200, description = "A page of devices", body = crate::openapi::Paged<orchard_core::device::views::DeviceView>))
 )]
 async fn list_devices(
     State(state): State<AppState>,
@@ -468,7 +488,7 @@ async fn list_devices(
     path = "/devices/{id}",
     tag = "devices",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "The device with channels and inventory", body = orchard_core::commands::admin::DeviceDetail))
+    responses((status = 200, description = "The device with channels and inventory", body = orchard_core::device::views::DeviceDetail))
 )]
 async fn device_detail(
     State(state): State<AppState>,
@@ -504,7 +524,7 @@ struct QueueCommandBody {
     tag = "commands",
     params(("id" = String, Path, description = "Device id")),
     request_body = QueueCommandBody,
-    responses((status = 201, description = "Queued", body = orchard_core::commands::admin::CommandView))
+    responses((status = 201, description = "Queued", body = orchard_core::commands::queue::CommandView))
 )]
 async fn queue_command(
     State(state): State<AppState>,
@@ -537,7 +557,7 @@ async fn queue_command(
     path = "/devices/{id}/commands",
     tag = "commands",
     params(("id" = String, Path, description = "Device id"), PageQuery),
-    responses((status = 200, description = "Commands, newest first", body = crate::openapi::Items<orchard_core::commands::admin::CommandView>))
+    responses((status = 200, description = "Commands, newest first", body = crate::openapi::Items<orchard_core::commands::queue::CommandView>))
 )]
 async fn command_history(
     State(state): State<AppState>,
@@ -615,11 +635,7 @@ async fn push_certificate_status(
     State(state): State<AppState>,
     who: Authenticated,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if !who.principal.is_operator() {
-        return Err(who.fail(CoreError::Forbidden(
-            "only operators see the push certificate".into(),
-        )));
-    }
+    who.operator()?;
     match state.orchard.push_certificate_status() {
         Some(s) => serde_json::to_value(s)
             .map(Json)
@@ -681,7 +697,7 @@ async fn upload_push_certificate(
     };
     let status = state
         .orchard
-        .upload_push_certificate(&who.principal, upload, req.force)
+        .upload_push_certificate(&who.operator()?, upload, req.force)
         .await
         .map_err(|e| who.fail(e))?;
     serde_json::to_value(status)
@@ -728,7 +744,7 @@ async fn create_push_csr(
     };
     let csr = state
         .orchard
-        .create_push_csr(&who.principal, vendor)
+        .create_push_csr(&who.operator()?, vendor)
         .await
         .map_err(|e| who.fail(e))?;
     let value =
@@ -767,7 +783,7 @@ async fn create_dep_token(
     let req = body(&who, b)?;
     let created = state
         .orchard
-        .create_dep_token(&who.principal, &req.name)
+        .create_dep_token(&who.operator()?, &req.name)
         .await
         .map_err(|e| who.fail(e))?;
     Ok((StatusCode::CREATED, Json(json_value(&who, created)?)).into_response())
@@ -785,7 +801,7 @@ async fn list_dep_tokens(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tokens = state
         .orchard
-        .list_dep_tokens(&who.principal)
+        .list_dep_tokens(&who.operator()?)
         .await
         .map_err(|e| who.fail(e))?;
     Ok(Json(json!({ "items": json_value(&who, tokens)? })))
@@ -815,17 +831,13 @@ async fn upload_dep_token(
     use base64::Engine;
     let req = body(&who, b)?;
     // Who may upload is decided before what was uploaded is looked at.
-    if !who.principal.is_operator() {
-        return Err(who.fail(CoreError::Forbidden(
-            "only operators manage dep server tokens".into(),
-        )));
-    }
+    let operator = who.operator()?;
     let p7m = base64::engine::general_purpose::STANDARD
         .decode(req.p7m_base64.trim())
         .map_err(|_| who.fail(CoreError::Invalid("p7m_base64 is not base64".into())))?;
     let status = state
         .orchard
-        .upload_dep_token(&who.principal, &id, &p7m)
+        .upload_dep_token(&operator, &id, &p7m)
         .await
         .map_err(|e| who.fail(e))?;
     Ok(Json(json_value(&who, status)?))
@@ -845,7 +857,7 @@ async fn sync_dep_token(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let summary = state
         .orchard
-        .sync_dep_token(&who.principal, &id)
+        .sync_dep_token(&who.operator()?, &id)
         .await
         .map_err(|e| who.fail(e))?;
     Ok(Json(json_value(&who, summary)?))

@@ -30,7 +30,7 @@ use orchard_core::reporting::audit::{
 };
 use orchard_core::reporting::usage::parse_day;
 use orchard_core::CoreError;
-use orchard_store::{Page, Scope};
+use orchard_store::Page;
 use orchard_types::{DeviceId, TenantId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -231,7 +231,7 @@ pub async fn record_mutations(
             &params,
             &action,
             created_id.as_deref(),
-            &actor,
+            principal.as_ref(),
         )
         .await
         .or_else(|| answered_tenant(outcome, body.as_ref()))
@@ -301,7 +301,7 @@ async fn target_tenant(
     params: &[(String, String)],
     action: &str,
     created_id: Option<&str>,
-    actor: &AuditActor,
+    principal: Option<&Principal>,
 ) -> Option<TenantId> {
     if outcome != AuditOutcome::Ok {
         return None;
@@ -315,12 +315,13 @@ async fn target_tenant(
     }
     if route.starts_with("/devices/{") {
         // A tenant role only reaches its own devices.
-        if actor.tenant_id.is_some() {
-            return actor.tenant_id;
+        let principal = principal?;
+        if principal.tenant_id().is_some() {
+            return principal.tenant_id();
         }
         let id = first_param.and_then(|id| DeviceId::parse(id).ok())?;
-        return match state.orchard.store().get_device(Scope::All, id).await {
-            Ok(device) => device.map(|d| d.tenant_id),
+        return match state.orchard.device_tenant(principal, id).await {
+            Ok(tenant) => tenant,
             Err(e) => {
                 tracing::warn!(error = %e, "looking up the device's tenant for the audit log failed");
                 None
@@ -497,7 +498,7 @@ async fn audit_answer(
     };
     let (events, total) = state
         .orchard
-        .list_audit(&who.principal, &query, page)
+        .list_audit(&who.oversight()?, &query, page)
         .await
         .map_err(|e| ApiError::from_core(e, who.request_id.clone()))?;
     Ok(match format {
@@ -552,7 +553,7 @@ async fn usage_report(
     let settings = state.orchard.usage_settings().clone();
     let report = state
         .orchard
-        .usage_report(&who.principal, from, to, &settings)
+        .usage_report(&who.oversight()?, from, to, &settings)
         .await
         .map_err(|e| ApiError::from_core(e, who.request_id.clone()))?;
     Ok(match format {

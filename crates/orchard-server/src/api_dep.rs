@@ -50,7 +50,7 @@ async fn create_template(
     let spec = body(&who, b)?;
     let view = state
         .orchard
-        .create_dep_template(&who.principal, &token, spec)
+        .create_dep_template(&who.operator()?, &token, spec)
         .await
         .map_err(|e| who.fail(e))?;
     Ok((StatusCode::CREATED, Json(json_value(&who, view)?)).into_response())
@@ -143,7 +143,7 @@ async fn update_template(
     let spec = body(&who, b)?;
     let view = state
         .orchard
-        .update_dep_template(&who.principal, &id, spec)
+        .update_dep_template(&who.operator()?, &id, spec)
         .await
         .map_err(|e| who.fail(e))?;
     Ok(Json(json_value(&who, view)?))
@@ -163,7 +163,7 @@ async fn delete_template(
 ) -> Result<StatusCode, ApiError> {
     state
         .orchard
-        .delete_dep_template(&who.principal, &id)
+        .delete_dep_template(&who.operator()?, &id)
         .await
         .map_err(|e| who.fail(e))?;
     Ok(StatusCode::NO_CONTENT)
@@ -209,7 +209,12 @@ async fn assign(
     }
     let summary = state
         .orchard
-        .assign_dep_devices(&who.principal, &token, &serials, req.template_id.as_deref())
+        .assign_dep_devices(
+            &who.operator()?,
+            &token,
+            &serials,
+            req.template_id.as_deref(),
+        )
         .await
         .map_err(|e| who.fail(e))?;
     Ok(Json(json_value(&who, summary)?))

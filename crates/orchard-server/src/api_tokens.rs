@@ -85,7 +85,7 @@ async fn create_token(
     let req = body(&who, b)?;
     let created = state
         .orchard
-        .create_token(&who.principal, req)
+        .create_token(&who.token_admin()?, req)
         .await
         .map_err(|e| who.fail(e))?;
     Ok((StatusCode::CREATED, Json(json_value(&who, created)?)).into_response())
@@ -115,7 +115,7 @@ async fn list_tokens(
     let items = state
         .orchard
         .list_tokens(
-            &who.principal,
+            &who.token_admin()?,
             q.limit.unwrap_or(100),
             q.offset.unwrap_or(0),
         )
@@ -140,7 +140,7 @@ async fn revoke_token(
     let id = parse_id(&who, &id, TokenId::parse)?;
     let revoked = state
         .orchard
-        .revoke_token(&who.principal, id)
+        .revoke_token(&who.token_admin()?, id)
         .await
         .map_err(|e| who.fail(e))?;
     Ok(Json(json_value(&who, revoked)?))

@@ -43,7 +43,7 @@ async fn list_users(
     let items = state
         .orchard
         .list_users(
-            &who.principal,
+            &who.oversight()?,
             q.limit.unwrap_or(100),
             q.offset.unwrap_or(0),
         )

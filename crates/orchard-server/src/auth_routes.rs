@@ -299,7 +299,7 @@ async fn list_role_mappings(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let items = state
         .orchard
-        .list_role_mappings(&who.principal)
+        .list_role_mappings(&who.operator()?)
         .await
         .map_err(|e| who.fail(e))?;
     Ok(Json(json!({ "items": json_value(&who, items)? })))
@@ -321,7 +321,7 @@ async fn create_role_mapping(
     let req = body(&who, b)?;
     let created = state
         .orchard
-        .create_role_mapping(&who.principal, req)
+        .create_role_mapping(&who.operator()?, req)
         .await
         .map_err(|e| who.fail(e))?;
     Ok((StatusCode::CREATED, Json(json_value(&who, created)?)).into_response())
@@ -342,7 +342,7 @@ async fn delete_role_mapping(
 ) -> Result<StatusCode, ApiError> {
     state
         .orchard
-        .delete_role_mapping(&who.principal, &id)
+        .delete_role_mapping(&who.operator()?, &id)
         .await
         .map_err(|e| who.fail(e))?;
     Ok(StatusCode::NO_CONTENT)

@@ -12,7 +12,7 @@ use sqlx::{AnyConnection, Connection, Executor};
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts,
     EnrollmentLink, IssuedCertificate, NewCommand, Page, RecordOutcome, ScepChallenge, Scope,
-    Store, StoreError, Tenant, TokenUpdateRecord,
+    ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
 };
 use orchard_types::{
     ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, Role,
@@ -20,6 +20,25 @@ use orchard_types::{
 };
 
 const T0: UnixTime = UnixTime(1_800_000_000);
+
+/// The scope authority that came with the first opened database: the checks choose scopes themselves, as
+/// orchard-core's access module does for its principals.
+static SCOPES: std::sync::OnceLock<ScopeAuthority> = std::sync::OnceLock::new();
+
+fn all_tenants() -> Scope {
+    SCOPES.get().expect("a database was opened").all_tenants()
+}
+
+fn tenant_scope(tenant: TenantId) -> Scope {
+    SCOPES.get().expect("a database was opened").tenant(tenant)
+}
+
+/// Opens a database and keeps its scope authority for the checks.
+async fn open(url: &str) -> Result<Store, StoreError> {
+    let (store, scopes) = Store::connect(url).await?;
+    let _ = SCOPES.set(scopes);
+    Ok(store)
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // harness
@@ -52,7 +71,7 @@ where
 {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("orchard.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = open(&url).await.unwrap();
     assert_eq!(store.backend(), Backend::Sqlite);
     finish(run_check(store, check).await);
 }
@@ -101,7 +120,7 @@ where
         .execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap();
-    let store = match Store::connect(&url_with_database(&admin_url, &name)).await {
+    let store = match open(&url_with_database(&admin_url, &name)).await {
         Ok(store) => store,
         Err(error) => {
             let _ = admin
@@ -270,7 +289,7 @@ fn report(
 
 async fn status_of(store: &Store, uuid: &CommandUuid) -> CommandStatus {
     store
-        .get_command(Scope::All, uuid)
+        .get_command(all_tenants(), uuid)
         .await
         .unwrap()
         .unwrap()
@@ -296,34 +315,37 @@ async fn check_tenants(store: Store) {
     ));
 
     assert_eq!(
-        store.get_tenant(Scope::All, physics.id).await.unwrap(),
+        store.get_tenant(all_tenants(), physics.id).await.unwrap(),
         Some(physics.clone())
     );
     assert_eq!(
         store
-            .get_tenant(Scope::Tenant(physics.id), physics.id)
+            .get_tenant(tenant_scope(physics.id), physics.id)
             .await
             .unwrap(),
         Some(physics.clone())
     );
     assert_eq!(
         store
-            .get_tenant(Scope::Tenant(biology.id), physics.id)
+            .get_tenant(tenant_scope(biology.id), physics.id)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        store.get_tenant(Scope::All, TenantId::new()).await.unwrap(),
+        store
+            .get_tenant(all_tenants(), TenantId::new())
+            .await
+            .unwrap(),
         None
     );
 
     assert_eq!(
-        store.list_tenants(Scope::All).await.unwrap(),
+        store.list_tenants(all_tenants()).await.unwrap(),
         vec![biology.clone(), physics.clone()]
     );
     assert_eq!(
-        store.list_tenants(Scope::Tenant(physics.id)).await.unwrap(),
+        store.list_tenants(tenant_scope(physics.id)).await.unwrap(),
         vec![physics]
     );
 }
@@ -718,9 +740,9 @@ async fn check_authenticate_twice_keeps_one_device(store: Store) {
     // Facts the new Authenticate did not carry keep their stored value.
     assert_eq!(second.serial_number.as_deref(), Some("F9FXK0ABCDEF"));
     assert_eq!(second.is_supervised, Some(true));
-    assert_eq!(store.count_devices(Scope::All).await.unwrap(), 1);
+    assert_eq!(store.count_devices(all_tenants()).await.unwrap(), 1);
     assert_eq!(
-        store.get_device(Scope::All, first.id).await.unwrap(),
+        store.get_device(all_tenants(), first.id).await.unwrap(),
         Some(second.clone())
     );
 
@@ -729,7 +751,7 @@ async fn check_authenticate_twice_keeps_one_device(store: Store) {
     assert_eq!(store.get_channel(&user_channel).await.unwrap(), None);
     for unfinished in [&queued, &sent, &not_now, &on_user_channel] {
         let record = store
-            .get_command(Scope::All, &unfinished.uuid)
+            .get_command(all_tenants(), &unfinished.uuid)
             .await
             .unwrap()
             .unwrap();
@@ -761,7 +783,7 @@ async fn check_authenticate_twice_keeps_one_device(store: Store) {
         .unwrap();
     assert_eq!(
         store
-            .get_inventory(Scope::All, first.id)
+            .get_inventory(all_tenants(), first.id)
             .await
             .unwrap()
             .len(),
@@ -773,7 +795,7 @@ async fn check_authenticate_twice_keeps_one_device(store: Store) {
         .unwrap();
     assert_eq!(third.id, first.id);
     assert!(store
-        .get_inventory(Scope::All, first.id)
+        .get_inventory(all_tenants(), first.id)
         .await
         .unwrap()
         .is_empty());
@@ -795,7 +817,7 @@ async fn check_update_token(store: Store) {
     };
     assert!(store.update_token(&with_unlock).await.unwrap().first);
     let enrolled = store
-        .get_device(Scope::All, device.id)
+        .get_device(all_tenants(), device.id)
         .await
         .unwrap()
         .unwrap();
@@ -876,7 +898,7 @@ async fn check_check_out(store: Store) {
     let later = T0.plus_seconds(30);
     store.check_out(&device.udid, later).await.unwrap();
     let checked_out = store
-        .get_device(Scope::All, device.id)
+        .get_device(all_tenants(), device.id)
         .await
         .unwrap()
         .unwrap();
@@ -910,7 +932,7 @@ async fn check_device_facts_touch_and_paging(store: Store) {
         .await
         .unwrap();
     let updated = store
-        .get_device(Scope::All, device.id)
+        .get_device(all_tenants(), device.id)
         .await
         .unwrap()
         .unwrap();
@@ -943,7 +965,7 @@ async fn check_device_facts_touch_and_paging(store: Store) {
     }
     let first_page = store
         .list_devices(
-            Scope::All,
+            all_tenants(),
             Page {
                 limit: 3,
                 offset: 0,
@@ -953,7 +975,7 @@ async fn check_device_facts_touch_and_paging(store: Store) {
         .unwrap();
     let second_page = store
         .list_devices(
-            Scope::All,
+            all_tenants(),
             Page {
                 limit: 3,
                 offset: 3,
@@ -970,7 +992,7 @@ async fn check_device_facts_touch_and_paging(store: Store) {
     assert_eq!(listed, expected);
     assert_eq!(
         store
-            .list_devices(Scope::All, Page::default())
+            .list_devices(all_tenants(), Page::default())
             .await
             .unwrap()
             .len(),
@@ -993,7 +1015,7 @@ async fn check_inventory_sections_replace(store: Store) {
         .put_inventory_section(device.id, "apps", r#"[{"id":"b"}]"#, T0.plus_seconds(7))
         .await
         .unwrap();
-    let inventory = store.get_inventory(Scope::All, device.id).await.unwrap();
+    let inventory = store.get_inventory(all_tenants(), device.id).await.unwrap();
     assert_eq!(inventory.len(), 2);
     assert_eq!(inventory[0].section, "apps");
     assert_eq!(inventory[0].json, r#"[{"id":"b"}]"#);
@@ -1051,7 +1073,7 @@ async fn check_fifo_order_per_channel(store: Store) {
     assert_eq!(store.next_command(&channel, false, T0).await.unwrap(), None);
 
     let record = store
-        .get_command(Scope::All, &queued[0].uuid)
+        .get_command(all_tenants(), &queued[0].uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1087,7 +1109,7 @@ async fn check_unreported_command_is_resent(store: Store) {
         .unwrap();
     assert_eq!(again.uuid, first.uuid);
     let record = store
-        .get_command(Scope::All, &first.uuid)
+        .get_command(all_tenants(), &first.uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1187,7 +1209,7 @@ async fn check_not_now_requeues(store: Store) {
         }
     );
     let record = store
-        .get_command(Scope::All, &busy.uuid)
+        .get_command(all_tenants(), &busy.uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1231,7 +1253,7 @@ async fn check_not_now_requeues(store: Store) {
         RecordOutcome::Recorded { .. }
     ));
     let record = store
-        .get_command(Scope::All, &busy.uuid)
+        .get_command(all_tenants(), &busy.uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1277,7 +1299,7 @@ async fn check_duplicate_and_unknown_results(store: Store) {
         );
     }
     let record = store
-        .get_command(Scope::All, &cmd.uuid)
+        .get_command(all_tenants(), &cmd.uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1379,7 +1401,7 @@ async fn check_expiry(store: Store) {
     assert_eq!(handed.uuid, on_time.uuid);
     for expired in [&late, &not_now_late] {
         let record = store
-            .get_command(Scope::All, &expired.uuid)
+            .get_command(all_tenants(), &expired.uuid)
             .await
             .unwrap()
             .unwrap();
@@ -1458,7 +1480,7 @@ async fn check_enqueue_is_one_transaction(store: Store) {
     assert_eq!(
         store
             .list_commands(
-                Scope::All,
+                all_tenants(),
                 device.id,
                 Page {
                     limit: 5000,
@@ -1474,7 +1496,7 @@ async fn check_enqueue_is_one_transaction(store: Store) {
     store.enqueue_commands(&batch).await.unwrap();
     let listed = store
         .list_commands(
-            Scope::All,
+            all_tenants(),
             device.id,
             Page {
                 limit: 5000,
@@ -1491,7 +1513,7 @@ async fn check_enqueue_is_one_transaction(store: Store) {
     assert_eq!(listed[0].attempts, 0);
     let page = store
         .list_commands(
-            Scope::All,
+            all_tenants(),
             device.id,
             Page {
                 limit: 2,
@@ -1533,12 +1555,12 @@ async fn check_scoped_reads_hide_other_tenants(store: Store) {
         .put_inventory_section(theirs.id, "apps", "[]", T0)
         .await
         .unwrap();
-    let scope = Scope::Tenant(physics.id);
+    let scope = tenant_scope(physics.id);
 
     assert!(store.get_device(scope, mine.id).await.unwrap().is_some());
     assert_eq!(store.get_device(scope, theirs.id).await.unwrap(), None);
     assert!(store
-        .get_device(Scope::All, theirs.id)
+        .get_device(all_tenants(), theirs.id)
         .await
         .unwrap()
         .is_some());
@@ -1553,7 +1575,7 @@ async fn check_scoped_reads_hide_other_tenants(store: Store) {
         vec![mine.id]
     );
     assert_eq!(store.count_devices(scope).await.unwrap(), 1);
-    assert_eq!(store.count_devices(Scope::All).await.unwrap(), 2);
+    assert_eq!(store.count_devices(all_tenants()).await.unwrap(), 2);
 
     assert!(store
         .get_command(scope, &my_command.uuid)
@@ -1571,7 +1593,7 @@ async fn check_scoped_reads_hide_other_tenants(store: Store) {
         .is_empty());
     assert_eq!(
         store
-            .list_commands(Scope::All, theirs.id, Page::default())
+            .list_commands(all_tenants(), theirs.id, Page::default())
             .await
             .unwrap()
             .len(),
@@ -1584,7 +1606,7 @@ async fn check_scoped_reads_hide_other_tenants(store: Store) {
         .is_empty());
     assert_eq!(
         store
-            .get_inventory(Scope::All, theirs.id)
+            .get_inventory(all_tenants(), theirs.id)
             .await
             .unwrap()
             .len(),
@@ -1624,7 +1646,7 @@ async fn check_count_commands_by_status(store: Store) {
         .unwrap()
         .unwrap();
     let counts: HashMap<CommandStatus, i64> = store
-        .count_commands_by_status(Scope::All)
+        .count_commands_by_status(all_tenants())
         .await
         .unwrap()
         .into_iter()
@@ -1638,7 +1660,7 @@ async fn check_count_commands_by_status(store: Store) {
         ])
     );
     assert!(store
-        .count_commands_by_status(Scope::Tenant(TenantId::new()))
+        .count_commands_by_status(tenant_scope(TenantId::new()))
         .await
         .unwrap()
         .is_empty());
@@ -1700,7 +1722,7 @@ async fn check_concurrent_channels_never_share_commands(store: Store) {
     }
     assert_eq!(everything.len(), TASKS * PER_CHANNEL);
     assert_eq!(
-        store.count_commands_by_status(Scope::All).await.unwrap(),
+        store.count_commands_by_status(all_tenants()).await.unwrap(),
         vec![(CommandStatus::Acknowledged, (TASKS * PER_CHANNEL) as i64)]
     );
 }
@@ -1763,7 +1785,7 @@ async fn check_concurrent_next_command_on_one_channel(store: Store) {
     }
     assert_eq!(recorded.len(), COMMANDS);
     assert_eq!(
-        store.count_commands_by_status(Scope::All).await.unwrap(),
+        store.count_commands_by_status(all_tenants()).await.unwrap(),
         vec![(CommandStatus::Acknowledged, COMMANDS as i64)]
     );
 }
@@ -2548,7 +2570,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
     );
 
     // Scoped reads: music sees only its template; physics' id looks missing to music.
-    let music_scope = Scope::Tenant(music.id);
+    let music_scope = tenant_scope(music.id);
     let listed = store.list_dep_templates(music_scope, None).await.unwrap();
     assert_eq!(
         listed.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
@@ -2560,7 +2582,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .unwrap()
         .is_none());
     assert!(store
-        .dep_template(Scope::All, "tpl-a")
+        .dep_template(all_tenants(), "tpl-a")
         .await
         .unwrap()
         .is_some());
@@ -2604,14 +2626,14 @@ async fn check_dep_templates_and_assignments(store: Store) {
     );
     assert_eq!(
         store
-            .count_dep_device_listings(Scope::Tenant(physics.id), filter)
+            .count_dep_device_listings(tenant_scope(physics.id), filter)
             .await
             .unwrap(),
         14
     );
     assert_eq!(
         store
-            .count_dep_device_listings(Scope::All, filter)
+            .count_dep_device_listings(all_tenants(), filter)
             .await
             .unwrap(),
         20
@@ -2638,7 +2660,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .await
         .unwrap();
     let b_now = store
-        .dep_template(Scope::All, "tpl-b")
+        .dep_template(all_tenants(), "tpl-b")
         .await
         .unwrap()
         .unwrap();
@@ -2683,7 +2705,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .unwrap();
     let listed = store
         .list_dep_device_listings(
-            Scope::All,
+            all_tenants(),
             DepListingFilter {
                 template_id: Some("tpl-b"),
                 ..Default::default()
@@ -2711,7 +2733,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
     );
     let physics_serial = store
         .list_dep_device_listings(
-            Scope::All,
+            all_tenants(),
             DepListingFilter {
                 token_id: Some("t1"),
                 ..Default::default()
@@ -2793,7 +2815,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
 
     // Moving a template to another tenant moves its serials.
     let mut a2 = store
-        .dep_template(Scope::All, "tpl-a")
+        .dep_template(all_tenants(), "tpl-a")
         .await
         .unwrap()
         .unwrap();
@@ -2802,7 +2824,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
     store.update_dep_template(&a2).await.unwrap();
     assert_eq!(
         store
-            .count_dep_device_listings(Scope::Tenant(physics.id), filter)
+            .count_dep_device_listings(tenant_scope(physics.id), filter)
             .await
             .unwrap(),
         0
@@ -2819,7 +2841,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .await
         .unwrap();
     assert!(store
-        .dep_template(Scope::All, "tpl-a")
+        .dep_template(all_tenants(), "tpl-a")
         .await
         .unwrap()
         .is_none());

@@ -14,7 +14,7 @@ const T0: UnixTime = UnixTime(1_800_000_000);
 
 async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
     let url = format!("sqlite://{}", dir.path().join("orchard.db").display());
-    Store::connect(&url).await.unwrap()
+    Store::connect(&url).await.unwrap().0
 }
 
 /// A fresh PostgreSQL database, or None when PostgreSQL is deliberately skipped.
@@ -40,7 +40,8 @@ async fn postgres_store() -> Option<Store> {
     Some(
         Store::connect(&format!("{prefix}/{name}{query}"))
             .await
-            .unwrap(),
+            .unwrap()
+            .0,
     )
 }
 
