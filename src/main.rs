@@ -471,18 +471,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if orchard.push_certificate_status().is_none() {
         tracing::warn!(topic = %orchard.current_topic(), "no push certificate uploaded: devices enroll under a development topic and are not woken by push; they must poll");
     }
-    let (stop_dispatcher, dispatcher_stopped) = tokio::sync::watch::channel(());
-    let dep_scheduler = tokio::spawn(
-        orchard
-            .clone()
-            .run_dep_scheduler(dispatcher_stopped.clone()),
-    );
-    tokio::spawn(
-        orchard
-            .clone()
-            .run_usage_snapshots(dispatcher_stopped.clone()),
-    );
-    let dispatcher = tokio::spawn(orchard.clone().run_push_dispatcher(dispatcher_stopped));
+    // Push dispatch, DEP sync and the usage snapshot run as jobs until `stop_jobs` is dropped.
+    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(());
+    let jobs = orchard.start_jobs(jobs_stopped);
     let app = orchard_server::build_app(orchard.clone(), orchard_server::Limits::default());
 
     // The first line on stdout says where we listen, so scripts and tests can find an ephemeral port.
@@ -492,9 +483,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     );
     tracing::info!(%local, %public_url, backend = ?store.backend(), "orchard serving");
     orchard_server::serve_tls(listener, tls, app, shutdown_signal()).await;
-    drop(stop_dispatcher);
-    let _ = dispatcher.await;
-    let _ = dep_scheduler.await;
+    drop(stop_jobs);
+    jobs.join().await;
     store.close().await;
     Ok(())
 }

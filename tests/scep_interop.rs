@@ -1,4 +1,4 @@
-//! Interop: micromdm's `scepclient` (Debian package `scep`, installed by `.ci/run`) obtains a device
+//! Interop: micromdm's `scepclient` (Debian package `scep`, installed by `scripts/test.sh`) obtains a device
 //! certificate from the real Orchard `/scep` with a challenge from a downloaded enrollment profile, and is
 //! refused with a made-up challenge.
 
@@ -33,7 +33,7 @@ fn scepclient(
         // Go's TLS stack reads extra trust roots from SSL_CERT_FILE: trust Orchard's CA, nothing else.
         .env("SSL_CERT_FILE", &ca_file)
         .output()
-        .context("running scepclient: install the Debian package `scep` (.ci/run does)")
+        .context("running scepclient: install the Debian package `scep` (scripts/test.sh does)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,23 +1,25 @@
-//! Fuzzes Mdm-Signature verification: any header value (as base64 of the fuzz input) over a fixed body.
+//! Fuzzes Mdm-Signature verification as the server runs it (fast path, then OpenSSL): any header value, as the
+//! base64 of the input and as the input itself, over the body the seeds signed. The seeds are signatures by
+//! certificates the fixture CA issued, so mutations start inside the deepest checks. Whatever is accepted must
+//! come from a certificate that CA issued.
 #![no_main]
-use std::sync::OnceLock;
-
-use base64::Engine;
-use orchard_pki::CertificateAuthority;
-use orchard_types::UnixTime;
-
-fn ca() -> &'static CertificateAuthority {
-    static CA: OnceLock<CertificateAuthority> = OnceLock::new();
-    CA.get_or_init(|| {
-        CertificateAuthority::generate("fuzz CA", UnixTime(1_800_000_000), 30)
-            .unwrap_or_else(|e| panic!("fuzz setup: {e}"))
-    })
-}
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use orchard_fuzz::{ca, BODY, NOW};
+use orchard_pki::signature::verify_mdm_signature;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let header = base64::engine::general_purpose::STANDARD.encode(data);
-    let _ = orchard_pki::signature::verify_mdm_signature(&header, b"body", ca(), UnixTime(1_800_000_100));
-    if let Ok(s) = std::str::from_utf8(data) {
-        let _ = orchard_pki::signature::verify_mdm_signature(s, b"body", ca(), UnixTime(1_800_000_100));
+    let header = BASE64.encode(data);
+    let mut headers = vec![header.as_str()];
+    if let Ok(text) = std::str::from_utf8(data) {
+        headers.push(text);
+    }
+    for header in headers {
+        if let Ok(signer) = verify_mdm_signature(header, BODY, ca(), NOW) {
+            assert!(
+                ca().is_issued_by_me(&signer.cert_der),
+                "accepted a signer our CA did not issue"
+            );
+        }
     }
 });

@@ -2,12 +2,14 @@
 //! inventory, and the admin operations behind the API. No HTTP types here: the server crate adapts.
 
 pub mod access;
+#[cfg(feature = "openapi")]
 pub mod api_schema;
 pub mod commands;
 pub mod dep;
 pub mod device;
 pub mod enrollment;
 pub mod error;
+pub mod jobs;
 pub mod pki_files;
 pub mod push;
 pub mod reporting;

@@ -163,7 +163,7 @@ async fn queue(s: &Setup, device: &orchard_store::Device, channel: &ChannelId) {
             device_id: device.id,
             tenant_id: device.tenant_id,
             channel: channel.clone(),
-            request_type: "DeviceLock".into(),
+            request_type: orchard_types::RequestType::DeviceLock,
             payload: b"<plist/>".to_vec(),
             queued_by: None,
             queued_at: s.clock.now(),

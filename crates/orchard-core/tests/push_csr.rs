@@ -212,7 +212,7 @@ async fn enrolled_channel_with_command(s: &Setup) {
             device_id: device.id,
             tenant_id: device.tenant_id,
             channel,
-            request_type: "DeviceLock".into(),
+            request_type: orchard_types::RequestType::DeviceLock,
             payload: b"<plist/>".to_vec(),
             queued_by: None,
             queued_at: now,

@@ -17,7 +17,7 @@ use openssl::symm::Cipher;
 use openssl::x509::{X509Name, X509Ref, X509Req, X509ReqBuilder, X509};
 use orchard_types::{Secret, UnixTime};
 
-use crate::signature::{describe, parse_signed_data, single_signer};
+use crate::signature::{attach_content, describe, parse_signed_data, single_signer};
 use crate::{common_name, self_signed_cert, CertificateAuthority, Identity, PkiError};
 
 /// What `GetCACaps` answers.
@@ -554,21 +554,20 @@ pub fn decode_cert_rep(
     let nids = scep_nids()?;
     let ca = X509::from_der(ca_cert_der)
         .map_err(|e| PkiError::Malformed(format!("ca certificate: {}", describe(&e))))?;
-    let message = parse_signed_data(der, "certrep")?;
+    let mut message = parse_signed_data(der, "certrep")?;
     let no_extra_certs = Stack::<X509>::new()?;
     let mut content = Vec::new();
-    // Failure and pending replies carry no content: their signature covers the empty string.
-    let detached_input: Option<&[u8]> = if ffi::has_content(&message) {
-        None
-    } else {
-        Some(&[])
-    };
+    // Failure and pending replies carry no content: their signature covers the empty string (attached rather
+    // than passed as a BIO, see `attach_content`).
+    if !ffi::has_content(&message) {
+        attach_content(&mut message, &[])?;
+    }
     let store = openssl::x509::store::X509StoreBuilder::new()?.build();
     message
         .verify(
             &no_extra_certs,
             &store,
-            detached_input,
+            None,
             Some(&mut content),
             Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
         )

@@ -69,8 +69,8 @@ fn verify_with_openssl(
     ca: &CertificateAuthority,
     now: UnixTime,
 ) -> Result<VerifiedSigner, PkiError> {
-    let pkcs7 = parse_signed_data(der, "mdm-signature")?;
-    let signer = verify_detached(&pkcs7, body, ca)?;
+    let mut pkcs7 = parse_signed_data(der, "mdm-signature")?;
+    let signer = verify_detached(&mut pkcs7, body, ca)?;
     check_signer(&signer, ca, now)
 }
 
@@ -198,21 +198,60 @@ pub(crate) fn parse_signed_data(der: &[u8], what: &str) -> Result<Pkcs7, PkiErro
 /// Verifies a detached signature over `body` with the signer certificate embedded in the message (no chain, no
 /// purpose) and returns that certificate. Exactly one signer is accepted.
 fn verify_detached(
-    pkcs7: &Pkcs7,
+    pkcs7: &mut Pkcs7,
     body: &[u8],
     ca: &CertificateAuthority,
 ) -> Result<X509, PkiError> {
+    attach_content(pkcs7, body)?;
     let no_extra_certs = Stack::<X509>::new()?;
     pkcs7
         .verify(
             &no_extra_certs,
             ca.empty_store(),
-            Some(body),
+            None,
             None,
             Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
         )
         .map_err(|e| PkiError::BadSignature(describe(&e)))?;
     single_signer(pkcs7)
+}
+
+/// Makes `body` the encapsulated content of a parsed SignedData (replacing whatever content it carried, or its
+/// absence), so that a detached signature is verified with `PKCS7_verify(.., indata = NULL, ..)`.
+///
+/// Never hand OpenSSL 3.0's `PKCS7_verify` detached data as a BIO (issue 19): given a non-empty memory BIO it
+/// makes a private copy of it and leaks that copy (5 allocations, ~270 bytes) whenever `PKCS7_dataInit` fails,
+/// e.g. on an unknown digest algorithm; given an empty one it frees only the head of its digest BIO chain, so
+/// every digest algorithm after the first leaks. With the content inside the message OpenSSL creates every BIO
+/// itself and frees the whole chain on every path.
+pub(crate) fn attach_content(pkcs7: &mut Pkcs7, body: &[u8]) -> Result<(), PkiError> {
+    use foreign_types::ForeignTypeRef as _;
+
+    let len = std::ffi::c_int::try_from(body.len())
+        .map_err(|_| PkiError::Malformed("signed content is too large".into()))?;
+    let Some(signed) = pkcs7.signed() else {
+        return Err(PkiError::Malformed("not a signed-data message".into()));
+    };
+    let signed = signed.as_ptr();
+    // SAFETY: `pkcs7` is an owned, parsed SignedData (checked just above: its `d.sign` is non-null) borrowed
+    // mutably for the whole block. PKCS7_content_new frees the old inner ContentInfo and installs a new `data`
+    // one that owns a fresh, empty OCTET STRING; the pointers read afterwards point into that new, non-null
+    // (checked) structure, and ASN1_OCTET_STRING_set copies `body`, which outlives the call.
+    unsafe {
+        if openssl_sys::PKCS7_content_new(pkcs7.as_ptr(), openssl_sys::NID_pkcs7_data) != 1 {
+            return Err(PkiError::Crypto(describe(&ErrorStack::get())));
+        }
+        let inner = (*signed).contents;
+        if inner.is_null() || (*inner).d.data.is_null() {
+            return Err(PkiError::Crypto(
+                "signed content could not be attached".into(),
+            ));
+        }
+        if openssl_sys::ASN1_OCTET_STRING_set((*inner).d.data, body.as_ptr(), len) != 1 {
+            return Err(PkiError::Crypto(describe(&ErrorStack::get())));
+        }
+    }
+    Ok(())
 }
 
 /// The one signer certificate of a message (embedded certificates only).
@@ -266,6 +305,63 @@ pub(crate) fn describe(errors: &ErrorStack) -> String {
     }
 }
 
+/// The two verification paths behind [`verify_mdm_signature`], callable one by one for the differential fuzz
+/// targets (`fuzz/fuzz_targets/signature_differential.rs`, `certificate_differential.rs`): the fast path may
+/// decline (`None`), but whatever it decides must be what OpenSSL decides. Not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod paths {
+    use openssl::x509::X509;
+    use orchard_types::UnixTime;
+
+    use super::{fast, VerifiedSigner};
+    use crate::{CertificateAuthority, PkiError};
+
+    /// The fast path on a decoded header: `None` when it leaves the message to OpenSSL.
+    pub fn fast(
+        der: &[u8],
+        body: &[u8],
+        ca: &CertificateAuthority,
+        now: UnixTime,
+    ) -> Option<Result<VerifiedSigner, PkiError>> {
+        match fast::verify(der, body, ca, now) {
+            fast::Outcome::Verified(signer) => Some(Ok(signer)),
+            fast::Outcome::Rejected(error) => Some(Err(error)),
+            fast::Outcome::NotHandled => None,
+        }
+    }
+
+    /// The OpenSSL path on a decoded header.
+    pub fn openssl(
+        der: &[u8],
+        body: &[u8],
+        ca: &CertificateAuthority,
+        now: UnixTime,
+    ) -> Result<VerifiedSigner, PkiError> {
+        super::verify_with_openssl(der, body, ca, now)
+    }
+
+    /// The fast path's certificate checks (issuer, CA signature, validity, facts) on one DER certificate: `None`
+    /// when it would leave the certificate to OpenSSL.
+    pub fn fast_certificate(
+        der: &[u8],
+        ca: &CertificateAuthority,
+        now: UnixTime,
+    ) -> Option<Result<VerifiedSigner, PkiError>> {
+        fast::check_signer(&fast::certificate(der)?, ca, now)
+    }
+
+    /// The OpenSSL path's certificate checks on one DER certificate.
+    pub fn openssl_certificate(
+        der: &[u8],
+        ca: &CertificateAuthority,
+        now: UnixTime,
+    ) -> Result<VerifiedSigner, PkiError> {
+        let cert = X509::from_der(der).map_err(|e| PkiError::Malformed(super::describe(&e)))?;
+        super::check_signer(&cert, ca, now)
+    }
+}
+
 /// `Mdm-Signature` verification without OpenSSL's parsers, for the shape devices send: DER, one signer identified
 /// by issuer and serial, signed attributes with a messageDigest, RSA. Returns `NotHandled` for anything else, so
 /// that the OpenSSL path decides; it only ever rejects after a definite cryptographic or trust failure, which
@@ -277,8 +373,10 @@ mod fast {
     use openssl::rsa::Rsa;
     use openssl::sign::Verifier;
     use x509_parser::certificate::X509Certificate;
+    use x509_parser::der_parser::asn1_rs::Tag;
     use x509_parser::prelude::FromDer;
     use x509_parser::public_key::PublicKey;
+    use x509_parser::x509::AttributeTypeAndValue;
 
     use super::VerifiedSigner;
     use crate::{fingerprint_sha256_hex, CertificateAuthority, PkiError};
@@ -598,34 +696,72 @@ mod fast {
             None => return Outcome::NotHandled,
         }
 
-        if let Err(error) = check_issued_by(&cert, ca) {
-            return Outcome::Rejected(error);
+        match check_signer(&cert, ca, now) {
+            Some(Ok(signer)) => Outcome::Verified(signer),
+            Some(Err(error)) => Outcome::Rejected(error),
+            None => Outcome::NotHandled,
+        }
+    }
+
+    /// The fast counterpart of `super::check_signer`: issued by `ca`, valid at `now`, and the facts we return.
+    /// `None` when the certificate holds something read differently by x509-parser and OpenSSL.
+    pub(super) fn check_signer(
+        cert: &X509Certificate<'_>,
+        ca: &CertificateAuthority,
+        now: UnixTime,
+    ) -> Option<Result<VerifiedSigner, PkiError>> {
+        if let Err(error) = check_issued_by(cert, ca) {
+            return Some(Err(error));
         }
         let validity = &cert.tbs_certificate.validity;
         let not_before = UnixTime(validity.not_before.timestamp());
         let not_after = UnixTime(validity.not_after.timestamp());
         if now < not_before {
-            return Outcome::Rejected(PkiError::NotYetValid);
+            return Some(Err(PkiError::NotYetValid));
         }
         if now > not_after {
-            return Outcome::Rejected(PkiError::Expired);
+            return Some(Err(PkiError::Expired));
         }
+        let subject_common_name = match cert.tbs_certificate.subject.iter_common_name().next() {
+            None => None,
+            Some(cn) => Some(plain_ascii(cn)?.to_owned()),
+        };
         let cert_der = cert.as_raw().to_vec();
         let fingerprint = fingerprint_sha256_hex(&cert_der);
-        let subject_common_name = cert
-            .tbs_certificate
-            .subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned);
-        Outcome::Verified(VerifiedSigner {
+        Some(Ok(VerifiedSigner {
             cert_der,
             fingerprint,
             not_before,
             not_after,
             subject_common_name,
-        })
+        }))
+    }
+
+    /// A name attribute's value when x509-parser and OpenSSL read it alike: printable, numeric, IA5 or UTF-8
+    /// string of ASCII without NUL. OpenSSL converts the other string types (T61String, BMPString…) to UTF-8 and
+    /// reads non-ASCII bytes of the 8-bit types as Latin-1, and its C strings stop at a NUL, where x509-parser
+    /// gives none or other text (found by the certificate differential fuzz target): those go to OpenSSL.
+    fn plain_ascii<'a>(attribute: &AttributeTypeAndValue<'a>) -> Option<&'a str> {
+        let value = attribute.attr_value();
+        let string_type = matches!(
+            value.tag(),
+            Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString
+        );
+        if !string_type || !value.data.iter().all(|b| (1..0x80).contains(b)) {
+            return None;
+        }
+        attribute.as_str().ok()
+    }
+
+    /// A whole DER certificate read the fast way: `None` unless it is canonical (see `canonical_certificate`).
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn certificate(der: &[u8]) -> Option<X509Certificate<'_>> {
+        let mut reader = Reader::new(der);
+        let encoded = reader.expect(TAG_SEQUENCE)?;
+        if !reader.is_empty() {
+            return None;
+        }
+        canonical_certificate(encoded)
     }
 
     /// The embedded certificate whose issuer and serial match the signer identifier.
@@ -663,6 +799,7 @@ mod fast {
         if tbs_fields.expect(TAG_SEQUENCE)?.encoded != outer_algorithm.encoded {
             return None;
         }
+        strict_structure(Reader::new(tbs.contents), 0)?;
         let (rest, cert) = X509Certificate::from_der(encoded.encoded).ok()?;
         if !rest.is_empty()
             || cert.as_raw() != encoded.encoded
@@ -671,6 +808,30 @@ mod fast {
             return None;
         }
         Some(cert)
+    }
+
+    /// Every constructed element, all the way down, is a SEQUENCE, a SET or a context/application tag whose
+    /// contents are strict DER elements, end to end; no end-of-contents marker, no constructed string. x509-parser
+    /// skips over some of what OpenSSL's templates refuse (an end-of-contents inside a Name, found by the
+    /// certificate differential fuzz target): such certificates go to OpenSSL.
+    fn strict_structure(mut reader: Reader<'_>, depth: usize) -> Option<()> {
+        const MAX_DEPTH: usize = 16;
+        while !reader.is_empty() {
+            let element = reader.next()?;
+            if element.tag == 0 {
+                return None;
+            }
+            if element.tag & 0x20 != 0 {
+                let universal = element.tag & 0xc0 == 0;
+                if depth >= MAX_DEPTH
+                    || (universal && element.tag != TAG_SEQUENCE && element.tag != TAG_SET)
+                {
+                    return None;
+                }
+                strict_structure(Reader::new(element.contents), depth + 1)?;
+            }
+        }
+        Some(())
     }
 
     /// Issued by our CA: same issuer name bytes, and the CA key verifies the signature over the TBS bytes.
@@ -988,6 +1149,46 @@ mod tests {
                     }
                     fast::Outcome::NotHandled => {}
                 }
+            }
+        }
+    }
+
+    /// A common name OpenSSL and x509-parser read differently (another string type, non-ASCII, NUL) is left to
+    /// OpenSSL, so the signer's facts never depend on the path (found by the certificate differential target).
+    #[test]
+    fn unusual_common_names_are_left_to_openssl() {
+        use openssl::asn1::Asn1Type;
+
+        let ca = CertificateAuthority::generate("Orchard Test CA", NOW, 3650).unwrap();
+        let body = b"body";
+        for (value, kind, fast_decides) in [
+            ("device", Asn1Type::UTF8STRING, true),
+            ("device", Asn1Type::PRINTABLESTRING, true),
+            ("device", Asn1Type::T61STRING, false),
+            ("device", Asn1Type::BMPSTRING, false),
+            ("gerät", Asn1Type::UTF8STRING, false),
+            ("dev\0ice", Asn1Type::UTF8STRING, false),
+        ] {
+            let key = crate::generate_rsa_key().unwrap();
+            let mut name = openssl::x509::X509Name::builder().unwrap();
+            name.append_entry_by_nid_with_type(Nid::COMMONNAME, value, kind)
+                .unwrap();
+            let name = name.build();
+            let builder = ca.leaf_builder(&name, &key, NOW, 30).unwrap();
+            let device = Identity::from_parts(ca.sign_leaf(builder).unwrap(), key).unwrap();
+            let der = BASE64
+                .decode(sign_mdm_body(body, &device).unwrap())
+                .unwrap();
+            let (fast_outcome, openssl_result) = both_paths(&der, body, &ca, NOW);
+            let openssl_signer = openssl_result.unwrap();
+            match fast_outcome {
+                fast::Outcome::Verified(signer) => {
+                    assert!(fast_decides, "{value:?} as {kind:?}");
+                    assert_eq!(signer, openssl_signer);
+                    assert_eq!(signer.subject_common_name.as_deref(), Some(value));
+                }
+                fast::Outcome::NotHandled => assert!(!fast_decides, "{value:?} as {kind:?}"),
+                fast::Outcome::Rejected(error) => panic!("{value:?} as {kind:?}: {error}"),
             }
         }
     }

@@ -2,7 +2,7 @@
 //! plist the device receives (`{CommandUUID, Command: {RequestType, …}}` with Apple's key names from
 //! `mdm/commands/*.yaml`), and the exact inverse for the simulator. `None` fields are left out of the plist.
 
-use orchard_types::CommandUuid;
+use orchard_types::{CommandUuid, RequestType};
 use plist::{Dictionary, Value};
 use serde::{Deserialize, Serialize};
 
@@ -592,40 +592,45 @@ pub enum Command {
 }
 
 impl Command {
-    /// Apple's `RequestType`.
-    pub fn request_type(&self) -> &'static str {
+    /// Apple's `RequestType`, typed (what the queue stores).
+    pub fn kind(&self) -> RequestType {
         match self {
-            Command::DeviceInformation { .. } => "DeviceInformation",
-            Command::SecurityInfo => "SecurityInfo",
-            Command::InstalledApplicationList { .. } => "InstalledApplicationList",
-            Command::ProfileList { .. } => "ProfileList",
-            Command::CertificateList { .. } => "CertificateList",
-            Command::InstallProfile { .. } => "InstallProfile",
-            Command::RemoveProfile { .. } => "RemoveProfile",
-            Command::DeviceLock { .. } => "DeviceLock",
-            Command::EraseDevice { .. } => "EraseDevice",
-            Command::EnableLostMode { .. } => "EnableLostMode",
-            Command::DisableLostMode => "DisableLostMode",
-            Command::DeviceLocation => "DeviceLocation",
-            Command::PlayLostModeSound => "PlayLostModeSound",
-            Command::ClearPasscode { .. } => "ClearPasscode",
-            Command::RestartDevice { .. } => "RestartDevice",
-            Command::ShutDownDevice => "ShutDownDevice",
-            Command::Settings { .. } => "Settings",
-            Command::ActivationLockBypassCode => "ActivationLockBypassCode",
-            Command::ClearActivationLockBypassCode => "ClearActivationLockBypassCode",
-            Command::DeviceConfigured => "DeviceConfigured",
-            Command::UserList => "UserList",
-            Command::LogOutUser => "LogOutUser",
-            Command::DeleteUser { .. } => "DeleteUser",
-            Command::AvailableOSUpdates => "AvailableOSUpdates",
-            Command::ScheduleOSUpdate { .. } => "ScheduleOSUpdate",
-            Command::OSUpdateStatus => "OSUpdateStatus",
-            Command::InstallApplication { .. } => "InstallApplication",
-            Command::RemoveApplication { .. } => "RemoveApplication",
-            Command::ManagedApplicationList { .. } => "ManagedApplicationList",
-            Command::DeclarativeManagement { .. } => "DeclarativeManagement",
+            Command::DeviceInformation { .. } => RequestType::DeviceInformation,
+            Command::SecurityInfo => RequestType::SecurityInfo,
+            Command::InstalledApplicationList { .. } => RequestType::InstalledApplicationList,
+            Command::ProfileList { .. } => RequestType::ProfileList,
+            Command::CertificateList { .. } => RequestType::CertificateList,
+            Command::InstallProfile { .. } => RequestType::InstallProfile,
+            Command::RemoveProfile { .. } => RequestType::RemoveProfile,
+            Command::DeviceLock { .. } => RequestType::DeviceLock,
+            Command::EraseDevice { .. } => RequestType::EraseDevice,
+            Command::EnableLostMode { .. } => RequestType::EnableLostMode,
+            Command::DisableLostMode => RequestType::DisableLostMode,
+            Command::DeviceLocation => RequestType::DeviceLocation,
+            Command::PlayLostModeSound => RequestType::PlayLostModeSound,
+            Command::ClearPasscode { .. } => RequestType::ClearPasscode,
+            Command::RestartDevice { .. } => RequestType::RestartDevice,
+            Command::ShutDownDevice => RequestType::ShutDownDevice,
+            Command::Settings { .. } => RequestType::Settings,
+            Command::ActivationLockBypassCode => RequestType::ActivationLockBypassCode,
+            Command::ClearActivationLockBypassCode => RequestType::ClearActivationLockBypassCode,
+            Command::DeviceConfigured => RequestType::DeviceConfigured,
+            Command::UserList => RequestType::UserList,
+            Command::LogOutUser => RequestType::LogOutUser,
+            Command::DeleteUser { .. } => RequestType::DeleteUser,
+            Command::AvailableOSUpdates => RequestType::AvailableOSUpdates,
+            Command::ScheduleOSUpdate { .. } => RequestType::ScheduleOSUpdate,
+            Command::OSUpdateStatus => RequestType::OSUpdateStatus,
+            Command::InstallApplication { .. } => RequestType::InstallApplication,
+            Command::RemoveApplication { .. } => RequestType::RemoveApplication,
+            Command::ManagedApplicationList { .. } => RequestType::ManagedApplicationList,
+            Command::DeclarativeManagement { .. } => RequestType::DeclarativeManagement,
         }
+    }
+
+    /// Apple's `RequestType` as it is spelled in the command plist.
+    pub fn request_type(&self) -> &'static str {
+        self.kind().as_str()
     }
 
     /// The `Command` dictionary: `{RequestType, …parameters}` with Apple's key names.
@@ -1127,6 +1132,10 @@ mod tests {
             .map(|c| c.request_type())
             .collect();
         assert_eq!(names.len(), 30, "one sample per Command variant");
+        // The queue's typed request types are exactly the commands Orchard can build.
+        let kinds: BTreeSet<_> = all_command_samples().iter().map(|c| c.kind()).collect();
+        let all: BTreeSet<_> = RequestType::ALL.iter().copied().collect();
+        assert_eq!(kinds, all);
         let items: BTreeSet<_> = all_settings_samples()
             .iter()
             .map(|s| s.item_name())

@@ -8,6 +8,9 @@
 //! Tenant data is read through a [`Scope`], so a query that forgets the tenant does not compile; a scope is made
 //! only through the [`ScopeAuthority`] that comes with the opened database, and its filter becomes SQL in one
 //! place (`sql::Sql::in_scope`).
+//!
+//! A use case that changes several rows runs them in one [`UnitOfWork`] (see `unit.rs`): it commits once or
+//! not at all.
 
 mod access;
 mod commands;
@@ -15,6 +18,9 @@ mod dep;
 mod device;
 mod enrollment;
 mod error;
+#[cfg(feature = "fault-injection")]
+mod fault;
+mod jobs;
 mod model;
 mod push;
 mod reporting;
@@ -22,6 +28,7 @@ mod rows;
 mod scope;
 mod sql;
 mod tenancy;
+mod unit;
 
 use std::time::Duration;
 
@@ -37,10 +44,13 @@ pub use access::users::{
 pub use dep::sync::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
 pub use dep::templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
-    DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment, SETUP_QUEUED_BY,
+    DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment,
 };
 pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use error::StoreError;
+#[cfg(feature = "fault-injection")]
+pub use fault::FaultInjector;
+pub use jobs::runs::{JobClaim, JobRunRecord};
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
     EnrollmentLink, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
@@ -52,6 +62,7 @@ pub use reporting::audit::{AuditEventRecord, AuditFilter};
 pub use reporting::usage::UsageSnapshotRecord;
 pub use scope::{Scope, ScopeAuthority};
 pub use tenancy::tenant_details::TenantDetails;
+pub use unit::UnitOfWork;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -86,6 +97,8 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    #[cfg(feature = "fault-injection")]
+    faults: std::sync::Arc<FaultInjector>,
 }
 
 impl Store {
@@ -120,13 +133,24 @@ impl Store {
         };
         migrator.run(&pool).await?;
         Ok((
-            Store { pool, backend },
+            Store {
+                pool,
+                backend,
+                #[cfg(feature = "fault-injection")]
+                faults: Default::default(),
+            },
             ScopeAuthority::of_opened_database(),
         ))
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The fault injector every unit of work of this store (and its clones) consults.
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(&self) -> &FaultInjector {
+        &self.faults
     }
 
     /// Closes every pooled connection (waits for those in use to be returned).

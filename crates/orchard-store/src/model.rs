@@ -1,8 +1,8 @@
 //! The records the store reads and writes: plain data, no behaviour, decoupled from the SQL.
 
 use orchard_types::{
-    ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, Role,
-    Secret, TenantId, TokenId, Udid, UnixTime,
+    ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, QueuedBy,
+    RequestType, Role, Secret, TenantId, TokenId, Udid, UnixTime,
 };
 
 /// One page of a list; `limit` rows starting at `offset`.
@@ -181,10 +181,10 @@ pub struct NewCommand {
     pub device_id: DeviceId,
     pub tenant_id: TenantId,
     pub channel: ChannelId,
-    pub request_type: String,
+    pub request_type: RequestType,
     /// The encoded command plist, sent to the device as is.
     pub payload: Vec<u8>,
-    pub queued_by: Option<String>,
+    pub queued_by: Option<QueuedBy>,
     pub queued_at: UnixTime,
     pub expires_at: Option<UnixTime>,
 }
@@ -193,7 +193,7 @@ pub struct NewCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedCommand {
     pub uuid: CommandUuid,
-    pub request_type: String,
+    pub request_type: RequestType,
     pub payload: Vec<u8>,
 }
 
@@ -216,9 +216,9 @@ pub struct CommandResultRecord {
 pub enum RecordOutcome {
     Recorded {
         device_id: DeviceId,
-        request_type: String,
-        /// Who queued the command (e.g. `orchard:setup` for zero-touch setup commands).
-        queued_by: Option<String>,
+        request_type: RequestType,
+        /// Who queued the command ([`QueuedBy::Setup`] for zero-touch setup commands).
+        queued_by: Option<QueuedBy>,
     },
     /// The command already has a final status; nothing was changed.
     Duplicate,
@@ -233,12 +233,12 @@ pub struct CommandRecord {
     pub device_id: DeviceId,
     pub tenant_id: TenantId,
     pub channel: ChannelId,
-    pub request_type: String,
+    pub request_type: RequestType,
     pub status: CommandStatus,
     pub payload: Vec<u8>,
     pub result: Option<Vec<u8>>,
     pub error_chain: Option<String>,
-    pub queued_by: Option<String>,
+    pub queued_by: Option<QueuedBy>,
     pub queued_at: UnixTime,
     pub sent_at: Option<UnixTime>,
     pub completed_at: Option<UnixTime>,

@@ -5,7 +5,7 @@ use sqlx::{Any, Decode, Row, Type};
 
 use orchard_types::{
     ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, ParseError,
-    Role, TenantId, TokenId, Udid, UnixTime,
+    QueuedBy, RequestType, Role, SetupState, TenantId, TokenId, Udid, UnixTime,
 };
 
 use crate::StoreError;
@@ -144,4 +144,19 @@ pub(crate) fn enrollment_state(row: &AnyRow, column: &str) -> Result<EnrollmentS
     let value = text(row, column)?;
     EnrollmentState::parse(&value)
         .ok_or_else(|| corrupt(column, format!("unknown enrollment state {value:?}")))
+}
+
+pub(crate) fn request_type(row: &AnyRow, column: &str) -> Result<RequestType, StoreError> {
+    parsed(row, column, RequestType::parse)
+}
+
+pub(crate) fn opt_queued_by(row: &AnyRow, column: &str) -> Result<Option<QueuedBy>, StoreError> {
+    opt_parsed(row, column, QueuedBy::parse)
+}
+
+pub(crate) fn opt_setup_state(
+    row: &AnyRow,
+    column: &str,
+) -> Result<Option<SetupState>, StoreError> {
+    opt_parsed(row, column, SetupState::parse)
 }

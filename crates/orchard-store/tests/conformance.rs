@@ -11,12 +11,12 @@ use sqlx::{AnyConnection, Connection, Executor};
 
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts,
-    EnrollmentLink, IssuedCertificate, NewCommand, Page, RecordOutcome, ScepChallenge, Scope,
-    ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
+    EnrollmentLink, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome, ScepChallenge,
+    Scope, ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
 };
 use orchard_types::{
-    ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, Role,
-    TenantId, TokenId, Udid, UnixTime,
+    ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, QueuedBy,
+    RequestType, Role, SetupState, TenantId, TokenId, Udid, UnixTime,
 };
 
 const T0: UnixTime = UnixTime(1_800_000_000);
@@ -157,6 +157,7 @@ macro_rules! conformance {
 }
 
 conformance! {
+    check_job_runs => sqlite_job_runs, postgres_job_runs;
     check_tenants => sqlite_tenants, postgres_tenants;
     check_api_tokens => sqlite_api_tokens, postgres_api_tokens;
     check_enrollment_links => sqlite_enrollment_links, postgres_enrollment_links;
@@ -176,6 +177,7 @@ conformance! {
     check_duplicate_and_unknown_results => sqlite_duplicate_and_unknown_results, postgres_duplicate_and_unknown_results;
     check_expiry => sqlite_expiry, postgres_expiry;
     check_enqueue_is_one_transaction => sqlite_enqueue_is_one_transaction, postgres_enqueue_is_one_transaction;
+    check_unit_of_work_commits_once_or_not_at_all => sqlite_unit_of_work_commits_once_or_not_at_all, postgres_unit_of_work_commits_once_or_not_at_all;
     check_scoped_reads_hide_other_tenants => sqlite_scoped_reads_hide_other_tenants, postgres_scoped_reads_hide_other_tenants;
     check_count_commands_by_status => sqlite_count_commands_by_status, postgres_count_commands_by_status;
     check_concurrent_channels_never_share_commands => sqlite_concurrent_channels_never_share_commands, postgres_concurrent_channels_never_share_commands;
@@ -257,15 +259,32 @@ async fn enrolled_device(store: &Store, tenant: &Tenant) -> Device {
     device
 }
 
+/// Who queues the suite's commands.
+fn tester() -> QueuedBy {
+    QueuedBy::User {
+        id: "tester".to_owned(),
+        name: "Tester".to_owned(),
+    }
+}
+
+/// The request type of a labelled command: the label itself when it names one, else one picked from the
+/// label (neighbouring labels such as `C0`, `C1` … get different types).
+fn request_type_for(label: &str) -> RequestType {
+    RequestType::parse(label).unwrap_or_else(|_| {
+        let sum: usize = label.bytes().map(usize::from).sum();
+        RequestType::ALL[sum % RequestType::ALL.len()]
+    })
+}
+
 fn command(device: &Device, channel: &ChannelId, label: &str) -> NewCommand {
     NewCommand {
         uuid: CommandUuid::new_random(),
         device_id: device.id,
         tenant_id: device.tenant_id,
         channel: channel.clone(),
-        request_type: label.to_owned(),
+        request_type: request_type_for(label),
         payload: format!("<plist>{label}</plist>").into_bytes(),
-        queued_by: Some("tester".to_owned()),
+        queued_by: Some(tester()),
         queued_at: T0,
         expires_at: None,
     }
@@ -298,6 +317,92 @@ async fn status_of(store: &Store, uuid: &CommandUuid) -> CommandStatus {
 
 // ---------------------------------------------------------------------------------------------------------
 // checks
+
+/// A cluster-leased job runs on one node at a time and at most once per interval; a node that died mid-run is
+/// replaced once its lease ran out; the outcome of each run is kept.
+async fn check_job_runs(store: Store) {
+    let t0 = UnixTime(1_800_000_000);
+    let claim = |owner: &'static str, now: UnixTime| JobClaim {
+        name: "nightly",
+        owner,
+        now,
+        lease_until: now.plus_seconds(60),
+        due_if_started_before: now.plus_seconds(-3600),
+    };
+    assert!(store.claim_job_run(&claim("a", t0)).await.unwrap());
+    // Held: nobody else gets it, not even when it would be due.
+    assert!(!store
+        .claim_job_run(&claim("b", t0.plus_seconds(1)))
+        .await
+        .unwrap());
+    assert!(store
+        .finish_job_run("nightly", "a", t0.plus_seconds(5), None)
+        .await
+        .unwrap());
+    // Finished, but not due again before the interval has passed since it started.
+    assert!(!store
+        .claim_job_run(&claim("b", t0.plus_seconds(10)))
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_job_run(&claim("a", t0.plus_seconds(3599)))
+        .await
+        .unwrap());
+    // Due again: exactly one of two racing nodes wins.
+    let due = t0.plus_seconds(3600);
+    let (claim_a, claim_b) = (claim("a", due), claim("b", due));
+    let (x, y) = tokio::join!(store.claim_job_run(&claim_a), store.claim_job_run(&claim_b));
+    assert_eq!(
+        u8::from(x.unwrap()) + u8::from(y.unwrap()),
+        1,
+        "one node runs the job"
+    );
+    let winner = if store
+        .finish_job_run("nightly", "a", due, Some("apple said no"))
+        .await
+        .unwrap()
+    {
+        "a"
+    } else {
+        "b"
+    };
+    if winner == "b" {
+        assert!(store
+            .finish_job_run("nightly", "b", due, Some("apple said no"))
+            .await
+            .unwrap());
+    }
+    let runs = store.job_runs().await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].runs, 2);
+    assert_eq!(runs[0].last_error.as_deref(), Some("apple said no"));
+    assert_eq!(runs[0].lease_owner, None);
+
+    // A node dies mid-run: its lease blocks others until it runs out, then the unfinished run is due at once.
+    let later = due.plus_seconds(7200);
+    assert!(store.claim_job_run(&claim("c", later)).await.unwrap());
+    assert!(!store
+        .claim_job_run(&claim("a", later.plus_seconds(59)))
+        .await
+        .unwrap());
+    assert!(store
+        .claim_job_run(&claim("a", later.plus_seconds(60)))
+        .await
+        .unwrap());
+    // The dead node's late finish records nothing: the run is a's now.
+    assert!(!store
+        .finish_job_run("nightly", "c", later.plus_seconds(61), None)
+        .await
+        .unwrap());
+    assert!(store
+        .finish_job_run("nightly", "a", later.plus_seconds(62), None)
+        .await
+        .unwrap());
+    let runs = store.job_runs().await.unwrap();
+    assert_eq!(runs[0].runs, 3);
+    assert_eq!(runs[0].last_error, None);
+    assert_eq!(runs[0].last_finished_at, Some(later.plus_seconds(62)));
+}
 
 async fn check_tenants(store: Store) {
     let physics = tenant(&store, "physics").await;
@@ -1065,8 +1170,8 @@ async fn check_fifo_order_per_channel(store: Store) {
                 .unwrap(),
             RecordOutcome::Recorded {
                 device_id: device.id,
-                request_type: expected.request_type.clone(),
-                queued_by: Some("tester".to_owned()),
+                request_type: expected.request_type,
+                queued_by: Some(tester()),
             }
         );
     }
@@ -1082,7 +1187,7 @@ async fn check_fifo_order_per_channel(store: Store) {
     assert_eq!(record.completed_at, Some(T0));
     assert_eq!(record.attempts, 1);
     assert_eq!(record.result, Some(b"<plist>result</plist>".to_vec()));
-    assert_eq!(record.queued_by.as_deref(), Some("tester"));
+    assert_eq!(record.queued_by, Some(tester()));
 }
 
 async fn check_unreported_command_is_resent(store: Store) {
@@ -1204,8 +1309,8 @@ async fn check_not_now_requeues(store: Store) {
             .unwrap(),
         RecordOutcome::Recorded {
             device_id: device.id,
-            request_type: "InstallApplication".to_owned(),
-            queued_by: Some("tester".to_owned()),
+            request_type: RequestType::InstallApplication,
+            queued_by: Some(tester()),
         }
     );
     let record = store
@@ -1456,6 +1561,152 @@ async fn check_expiry(store: Store) {
         status_of(&store, &elsewhere.uuid).await,
         CommandStatus::Expired
     );
+}
+
+/// What a command report's unit of work touches, read from outside the unit.
+async fn report_effects(
+    store: &Store,
+    device: &Device,
+    reported: &CommandUuid,
+) -> (
+    CommandStatus,
+    usize,
+    Option<Vec<u8>>,
+    Option<SetupState>,
+    usize,
+) {
+    let commands = store
+        .list_commands(all_tenants(), device.id, Page::default())
+        .await
+        .unwrap();
+    (
+        status_of(store, reported).await,
+        store
+            .get_inventory(all_tenants(), device.id)
+            .await
+            .unwrap()
+            .len(),
+        store
+            .bypass_code(device.id)
+            .await
+            .unwrap()
+            .map(|(code, _)| code),
+        store.device_setup(device.id).await.unwrap().unwrap().state,
+        commands.len(),
+    )
+}
+
+async fn check_unit_of_work_commits_once_or_not_at_all(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let asked = command(&device, &channel, "ActivationLockBypassCode");
+    store
+        .enqueue_commands(std::slice::from_ref(&asked))
+        .await
+        .unwrap();
+    store
+        .set_device_setup(device.id, None, SetupState::Configuring, None, T0)
+        .await
+        .unwrap();
+    store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let before = report_effects(&store, &device, &asked.uuid).await;
+    assert_eq!(
+        before,
+        (
+            CommandStatus::Sent,
+            0,
+            None,
+            Some(SetupState::Configuring),
+            1
+        )
+    );
+
+    // Everything a report does, in one unit: the unit sees its own writes, nobody else does.
+    async fn report_in_unit(
+        store: &Store,
+        device: &Device,
+        channel: &ChannelId,
+        asked: &CommandUuid,
+    ) -> orchard_store::UnitOfWork {
+        let mut unit = store.begin_unit().await.unwrap();
+        assert!(matches!(
+            unit.record_result(&report(channel, asked, CommandStatus::Acknowledged, T0))
+                .await
+                .unwrap(),
+            RecordOutcome::Recorded { .. }
+        ));
+        unit.put_inventory_section(device.id, "security_info", "{}", T0)
+            .await
+            .unwrap();
+        unit.store_bypass_code(device.id, &[1, 2, 3], T0)
+            .await
+            .unwrap();
+        assert!(unit
+            .advance_device_setup(
+                device.id,
+                SetupState::Configuring,
+                SetupState::Releasing,
+                None,
+                T0
+            )
+            .await
+            .unwrap());
+        unit.enqueue_commands(&[NewCommand {
+            request_type: RequestType::DeviceConfigured,
+            ..command(device, channel, "DeviceConfigured")
+        }])
+        .await
+        .unwrap();
+        assert!(unit.queued_commands());
+        assert_eq!(
+            unit.device_setup(device.id).await.unwrap().unwrap().state,
+            Some(SetupState::Releasing)
+        );
+        unit
+    }
+
+    let unit = report_in_unit(&store, &device, &channel, &asked.uuid).await;
+    assert_eq!(report_effects(&store, &device, &asked.uuid).await, before);
+    unit.rollback().await.unwrap();
+    assert_eq!(report_effects(&store, &device, &asked.uuid).await, before);
+
+    // A unit dropped on an error path (`?`) rolls back too, and does not keep the write lock.
+    let unit = report_in_unit(&store, &device, &channel, &asked.uuid).await;
+    drop(unit);
+    assert_eq!(report_effects(&store, &device, &asked.uuid).await, before);
+
+    let unit = report_in_unit(&store, &device, &channel, &asked.uuid).await;
+    unit.commit().await.unwrap();
+    assert_eq!(
+        report_effects(&store, &device, &asked.uuid).await,
+        (
+            CommandStatus::Acknowledged,
+            1,
+            Some(vec![1, 2, 3]),
+            Some(SetupState::Releasing),
+            2
+        )
+    );
+    // The report is final now: the same report again is a duplicate.
+    let mut unit = store.begin_unit().await.unwrap();
+    assert_eq!(
+        unit.record_result(&report(
+            &channel,
+            &asked.uuid,
+            CommandStatus::Acknowledged,
+            T0
+        ))
+        .await
+        .unwrap(),
+        RecordOutcome::Duplicate
+    );
+    assert!(!unit.queued_commands());
+    unit.commit().await.unwrap();
 }
 
 async fn check_enqueue_is_one_transaction(store: Store) {
@@ -2854,24 +3105,36 @@ async fn check_dep_templates_and_assignments(store: Store) {
         None
     );
     store
-        .set_device_setup(device.id, Some("tpl-b"), "configuring", None, T0)
+        .set_device_setup(device.id, Some("tpl-b"), SetupState::Configuring, None, T0)
         .await
         .unwrap();
     assert!(store
-        .advance_device_setup(device.id, "configuring", "releasing", None, T0)
+        .advance_device_setup(
+            device.id,
+            SetupState::Configuring,
+            SetupState::Releasing,
+            None,
+            T0,
+        )
         .await
         .unwrap());
     assert!(
         !store
-            .advance_device_setup(device.id, "configuring", "releasing", None, T0)
+            .advance_device_setup(
+                device.id,
+                SetupState::Configuring,
+                SetupState::Releasing,
+                None,
+                T0,
+            )
             .await
             .unwrap(),
         "moves once"
     );
     let setup = store.device_setup(device.id).await.unwrap().unwrap();
     assert_eq!(
-        (setup.template_id.as_deref(), setup.state.as_deref()),
-        (Some("tpl-b"), Some("releasing"))
+        (setup.template_id.as_deref(), setup.state),
+        (Some("tpl-b"), Some(SetupState::Releasing))
     );
     assert!(store.bypass_code(device.id).await.unwrap().is_none());
     store

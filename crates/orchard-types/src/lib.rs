@@ -10,6 +10,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod vocabulary;
+
+pub use vocabulary::{QueuedBy, RequestType, SetupState};
+
 /// Why a value could not become one of our typed ids.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
@@ -25,6 +29,9 @@ pub enum ParseError {
     BadCharacters { kind: &'static str },
     #[error("{kind} is not a valid uuid")]
     NotUuid { kind: &'static str },
+    /// Not one of the values of a closed vocabulary (request types, setup states, `queued_by`).
+    #[error("unknown {kind} {value:?}")]
+    Unknown { kind: &'static str, value: String },
 }
 
 macro_rules! uuid_id {

@@ -6,7 +6,7 @@
 //! from it through the role table (see [`crate::access::capability`]).
 
 use orchard_store::{ApiToken, Scope, Store};
-use orchard_types::{Clock, Role, TenantId, TokenId, UnixTime};
+use orchard_types::{Clock, QueuedBy, Role, TenantId, TokenId, UnixTime};
 
 use crate::access::capability::ScopeMint;
 use crate::access::roles::{self, Ability};
@@ -92,9 +92,28 @@ impl Principal {
         self.tenant_id
     }
 
-    /// How this principal appears in `queued_by`, `created_by` and logs.
+    /// How this principal appears in `created_by` and logs (and, typed, in `queued_by`: see
+    /// [`Principal::queued_by`]).
     pub fn actor(&self) -> String {
         format!("{}:{}", self.actor.id(), self.name)
+    }
+
+    /// The `queued_by` of commands this principal queues (stored as [`Principal::actor`] spells it).
+    pub fn queued_by(&self) -> QueuedBy {
+        match &self.actor {
+            Actor::Token(id) => QueuedBy::Token {
+                id: *id,
+                name: self.name.clone(),
+            },
+            Actor::User(id) => QueuedBy::User {
+                id: id.clone(),
+                name: self.name.clone(),
+            },
+            Actor::Local(id) => QueuedBy::Local {
+                id: id.clone(),
+                name: self.name.clone(),
+            },
+        }
     }
 
     /// The data this principal may read.

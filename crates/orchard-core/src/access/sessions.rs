@@ -3,9 +3,9 @@
 //! helpdesk…); each request acts through one of them, so every scope check stays the single-role check tokens
 //! have.
 //!
-//! Which membership: operator if the person is one (it sees everything anyway). Otherwise the tenant named in
-//! the `x-orchard-tenant` header (admin wins over viewer there); without the header, helpdesk if held, else
-//! the one tenant the person belongs to — several tenants and no header is a clear 400.
+//! Which membership: operator if the person is one (it sees everything anyway). Otherwise the tenant the
+//! request asks for (the server reads it from a header; admin wins over viewer there); without one, helpdesk if
+//! held, else the one tenant the person belongs to — several tenants and none requested is a clear 400.
 
 use orchard_types::{Role, TenantId};
 
@@ -13,24 +13,22 @@ use crate::access::principal::{Actor, Principal};
 use crate::access::users::SignedInUser;
 use crate::{CoreError, Orchard};
 
-/// The request header that picks the tenant a person with several memberships acts on.
-pub const TENANT_HEADER: &str = "x-orchard-tenant";
-
 impl Orchard {
-    /// The principal a signed-in person acts as for this request.
+    /// The principal a signed-in person acts as for this request, acting on `requested_tenant` when the request
+    /// names one.
     pub fn principal_for_session(
         &self,
         user: &SignedInUser,
-        tenant_header: Option<&str>,
+        requested_tenant: Option<&str>,
     ) -> Result<Principal, CoreError> {
-        principal_for_session(self, user, tenant_header)
+        principal_for_session(self, user, requested_tenant)
     }
 }
 
 fn principal_for_session(
     orchard: &Orchard,
     user: &SignedInUser,
-    tenant_header: Option<&str>,
+    requested_tenant: Option<&str>,
 ) -> Result<Principal, CoreError> {
     let name = user
         .user
@@ -57,9 +55,9 @@ fn principal_for_session(
             .filter(move |m| m.tenant_id == Some(t))
             .map(|m| m.role)
     };
-    if let Some(header) = tenant_header.map(str::trim).filter(|h| !h.is_empty()) {
+    if let Some(header) = requested_tenant.map(str::trim).filter(|h| !h.is_empty()) {
         let tenant = TenantId::parse(header).map_err(|_| {
-            CoreError::Forbidden(format!("{TENANT_HEADER} names no tenant of yours"))
+            CoreError::Forbidden("the requested tenant is no tenant of yours".into())
         })?;
         let roles: Vec<Role> = tenant_roles(tenant).collect();
         let role = if roles.contains(&Role::Admin) {
@@ -67,9 +65,9 @@ fn principal_for_session(
         } else if roles.contains(&Role::Viewer) {
             Role::Viewer
         } else {
-            return Err(CoreError::Forbidden(format!(
-                "{TENANT_HEADER} names no tenant of yours"
-            )));
+            return Err(CoreError::Forbidden(
+                "the requested tenant is no tenant of yours".into(),
+            ));
         };
         return Ok(principal(role, Some(tenant)));
     }
@@ -95,8 +93,8 @@ fn principal_for_session(
             };
             Ok(principal(role, Some(*only)))
         }
-        _ => Err(CoreError::Invalid(format!(
-            "you belong to several tenants: name the one to act on in the {TENANT_HEADER} header"
-        ))),
+        _ => Err(CoreError::Invalid(
+            "you belong to several tenants: name the one to act on".into(),
+        )),
     }
 }

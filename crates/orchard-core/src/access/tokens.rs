@@ -21,14 +21,15 @@ pub const MAX_TOKEN_DAYS: i64 = 3 * 365;
 const TOKEN_USE_GRANULARITY_SECONDS: i64 = 3600;
 
 /// What the caller asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewTokenRequest {
     pub name: String,
-    #[schema(value_type = crate::api_schema::RoleSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::api_schema::RoleSchema))]
     pub role: Role,
     #[serde(default)]
-    #[schema(value_type = Option<String>, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub tenant_id: Option<TenantId>,
     /// Days until the token expires (default 365, at most 1095).
     #[serde(default)]
@@ -36,7 +37,8 @@ pub struct NewTokenRequest {
 }
 
 /// A token as the API shows it (never the hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -52,7 +54,8 @@ pub struct TokenView {
 }
 
 /// A new token: its view and the secret, shown exactly once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedTokenView {
     #[serde(flatten)]
     pub token: TokenView,

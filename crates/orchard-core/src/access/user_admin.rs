@@ -11,7 +11,8 @@ use crate::access::users::MembershipView;
 use crate::{CoreError, Orchard};
 
 /// A user as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserView {
     pub id: String,
     pub issuer: String,
@@ -25,7 +26,8 @@ pub struct UserView {
 }
 
 /// `PATCH /users/{id}`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UserEdit {
     pub disabled: bool,

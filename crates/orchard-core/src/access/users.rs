@@ -13,23 +13,19 @@ use serde_json::{Map, Value};
 use crate::access::capability::OperatorCtx;
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 
-/// Name of the session cookie.
-pub const SESSION_COOKIE: &str = "orchard_session";
-/// Header that must carry the session's CSRF token on state-changing requests made with the cookie.
-pub const CSRF_HEADER: &str = "x-csrf-token";
-
 /// The longest claim name or value a role mapping may hold.
 const MAX_MAPPING_FIELD: usize = 256;
 
 /// A role mapping as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoleMappingView {
     pub id: String,
     pub claim: String,
     pub value: String,
-    #[schema(value_type = crate::api_schema::RoleSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::api_schema::RoleSchema))]
     pub role: Role,
-    #[schema(value_type = Option<String>, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub tenant_id: Option<TenantId>,
     pub created_at: String,
     pub created_by: Option<String>,
@@ -50,26 +46,34 @@ impl From<RoleMappingRecord> for RoleMappingView {
 }
 
 /// `POST /api/v1/role-mappings`: users whose claim `claim` equals or contains `value` get `role`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewRoleMapping {
-    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 256, pattern = r"\S")
+    )]
     pub claim: String,
-    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 256, pattern = r"\S")
+    )]
     pub value: String,
-    #[schema(value_type = crate::api_schema::RoleSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::api_schema::RoleSchema))]
     pub role: Role,
     #[serde(default)]
-    #[schema(value_type = Option<String>, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub tenant_id: Option<TenantId>,
 }
 
 /// A membership as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MembershipView {
-    #[schema(value_type = crate::api_schema::RoleSchema)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::api_schema::RoleSchema))]
     pub role: Role,
-    #[schema(value_type = Option<String>, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub tenant_id: Option<TenantId>,
 }
 
@@ -88,7 +92,7 @@ pub struct SignedInUser {
     pub user: UserRecord,
     pub memberships: Vec<Membership>,
     pub session_expires_at: UnixTime,
-    /// To be sent back in [`CSRF_HEADER`] on state-changing requests.
+    /// To be sent back with state-changing requests made with the session (the server names the header).
     pub csrf_token: String,
     session_id_hash: String,
     csrf_hash: String,
@@ -100,9 +104,10 @@ impl SignedInUser {
         match presented {
             // Hashes are compared, so the comparison's timing says nothing about the token.
             Some(token) if secret_hash(token.trim()) == self.csrf_hash => Ok(()),
-            _ => Err(CoreError::Forbidden(format!(
-                "a state-changing request with the session cookie needs the {CSRF_HEADER} header from /auth/me"
-            ))),
+            _ => Err(CoreError::Forbidden(
+                "a state-changing request made with the session needs its CSRF token from /auth/me"
+                    .into(),
+            )),
         }
     }
 

@@ -75,7 +75,8 @@ pub struct BulkTarget {
 }
 
 /// The outcome of a bulk request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkOutcome {
     pub dry_run: bool,
     /// Devices the command applies to.
@@ -209,18 +210,19 @@ impl Orchard {
         }
         let now = self.clock.now();
         let actor = who.actor();
+        let queued_by = who.queued_by();
         let new: Vec<NewCommand> = devices
             .iter()
             .map(|d| {
                 let uuid = CommandUuid::new_random();
                 NewCommand {
                     payload: command.encode(&uuid),
-                    request_type: command.request_type().to_string(),
+                    request_type: command.kind(),
                     uuid,
                     device_id: d.id,
                     tenant_id: d.tenant_id,
                     channel: ChannelId::device(&d.udid),
-                    queued_by: Some(actor.clone()),
+                    queued_by: Some(queued_by.clone()),
                     queued_at: now,
                     expires_at: None,
                 }

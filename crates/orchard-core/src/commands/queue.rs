@@ -6,7 +6,7 @@ use orchard_protocol::commands::Command;
 use orchard_protocol::report::decode_report;
 use orchard_protocol::results::parse_result;
 use orchard_store::{CommandRecord, NewCommand, Page};
-use orchard_types::{ChannelId, CommandUuid, DeviceId, UnixTime};
+use orchard_types::{ChannelId, CommandUuid, DeviceId, QueuedBy, UnixTime};
 use serde::Serialize;
 
 use crate::access::principal::Principal;
@@ -14,7 +14,8 @@ use crate::access::roles::Ability;
 use crate::{CoreError, Orchard};
 
 /// A command in a device's history, with its parsed result when there is one.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandView {
     pub command_uuid: String,
     pub request_type: String,
@@ -32,15 +33,15 @@ impl From<&CommandRecord> for CommandView {
     fn from(c: &CommandRecord) -> Self {
         let result = c.result.as_deref().and_then(|raw| {
             let report = decode_report(raw).ok()?;
-            let parsed = parse_result(&c.request_type, &report).ok()?;
+            let parsed = parse_result(c.request_type.as_str(), &report).ok()?;
             serde_json::to_value(parsed).ok()
         });
         CommandView {
             command_uuid: c.uuid.to_string(),
-            request_type: c.request_type.clone(),
+            request_type: c.request_type.as_str().to_owned(),
             status: c.status.as_str(),
             channel: c.channel.to_string(),
-            queued_by: c.queued_by.clone(),
+            queued_by: c.queued_by.as_ref().map(QueuedBy::to_stored),
             queued_at: c.queued_at.to_rfc3339(),
             sent_at: c.sent_at.map(UnixTime::to_rfc3339),
             completed_at: c.completed_at.map(UnixTime::to_rfc3339),
@@ -130,12 +131,12 @@ impl Orchard {
         let uuid = CommandUuid::new_random();
         let new = NewCommand {
             payload: command.encode(&uuid),
-            request_type: command.request_type().to_string(),
+            request_type: command.kind(),
             uuid: uuid.clone(),
             device_id: device.id,
             tenant_id: device.tenant_id,
             channel,
-            queued_by: Some(who.actor()),
+            queued_by: Some(who.queued_by()),
             queued_at: now,
             expires_at: None,
         };

@@ -127,14 +127,16 @@ impl DepState {
 }
 
 /// A new token: the certificate to upload to the MDM server in ASM.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedDepToken {
     pub id: String,
     pub certificate_pem: String,
 }
 
 /// A token as the API shows it (no secrets).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepTokenStatus {
     pub id: String,
     pub name: String,
@@ -154,7 +156,8 @@ pub struct DepTokenStatus {
 }
 
 /// What one sync run did.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepSyncSummary {
     pub pages: u32,
     pub records: u64,
@@ -174,7 +177,8 @@ pub struct DepSyncSummary {
 }
 
 /// One DEP device as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepDeviceView {
     pub token_id: String,
     pub serial_number: String,
@@ -690,24 +694,9 @@ impl Orchard {
             .collect())
     }
 
-    /// Background DEP work: every `sync_interval_seconds`, each uploaded token is synced (and its
-    /// assignments sent) by whichever node claims its lease, and expiring server tokens are warned about.
-    pub async fn run_dep_scheduler(
-        self: Arc<Self>,
-        mut shutdown: tokio::sync::watch::Receiver<()>,
-    ) {
-        let interval = self.dep.settings.sync_interval_seconds;
-        if interval == 0 {
-            return;
-        }
-        let owner = format!("node-{}", uuid::Uuid::new_v4());
-        loop {
-            self.dep_scheduler_tick(&owner, interval).await;
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(interval)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
+    /// Seconds between DEP sync rounds (`--dep-sync-minutes`); zero switches the scheduler off.
+    pub fn dep_sync_interval_seconds(&self) -> u64 {
+        self.dep.settings.sync_interval_seconds
     }
 
     /// One round of the scheduler (public so tests drive it with a manual clock).

@@ -35,7 +35,8 @@ fn yes() -> bool {
 }
 
 /// The ADE profile part of a template (what Apple's Setup Assistant shows and skips).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateProfile {
     /// Shown on the device during setup; the template's name when absent.
@@ -84,7 +85,8 @@ impl Default for TemplateProfile {
 }
 
 /// Organization info set on the device during setup (Settings → OrganizationInfo).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateOrganization {
     pub name: String,
@@ -97,7 +99,8 @@ pub struct TemplateOrganization {
 }
 
 /// What Orchard does while the device waits in Setup Assistant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSetup {
     /// E.g. `PHYS-{serial}`; placeholders `{serial}`, `{model}`, `{udid}`.
@@ -107,7 +110,7 @@ pub struct TemplateSetup {
     pub organization: Option<TemplateOrganization>,
     /// Commands to run, in order, before the device is released (typed like the command API).
     #[serde(default)]
-    #[schema(value_type = Vec<crate::api_schema::CommandSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::api_schema::CommandSchema>))]
     pub commands: Vec<Command>,
     /// Fetch and keep the Activation Lock bypass code (so a locked iPad can be reused).
     #[serde(default = "yes")]
@@ -126,11 +129,12 @@ impl Default for TemplateSetup {
 }
 
 /// A template as operators write it (create and replace).
-#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
     pub name: String,
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub tenant_id: TenantId,
     #[serde(default)]
     pub profile: TemplateProfile,
@@ -145,7 +149,8 @@ pub struct TemplateSpec {
 }
 
 /// A template as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TemplateView {
     pub id: String,
     pub token_id: String,
@@ -319,7 +324,8 @@ pub(crate) fn device_name(pattern: &str, serial: &str, model: &str, udid: &str) 
 }
 
 /// What an assignment request did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssignmentSummary {
     /// Serials now wanting the template (or unassigned).
     pub updated: u64,
@@ -329,7 +335,8 @@ pub struct AssignmentSummary {
     pub sent: AssignCounts,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssignCounts {
     pub assigned: u64,
     pub not_accessible: u64,
@@ -882,7 +889,8 @@ impl Orchard {
 }
 
 /// A DEP device with Orchard's assignment, as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepDeviceListingView {
     #[serde(flatten)]
     pub device: DepDeviceView,

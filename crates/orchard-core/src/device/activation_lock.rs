@@ -61,7 +61,8 @@ impl ActivationLockSettings {
 }
 
 /// Which escrowed code an attempt used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BypassCodeSource {
     /// The code the device generated and reported to `ActivationLockBypassCode`.
@@ -71,7 +72,8 @@ pub enum BypassCodeSource {
 }
 
 /// How one attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptResult {
     /// Apple answered 200: the lock is cleared.
@@ -85,7 +87,8 @@ pub enum AttemptResult {
 }
 
 /// One request to Apple.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClearAttempt {
     pub code: BypassCodeSource,
     /// The request's `guid`, also in Orchard's log.
@@ -98,11 +101,12 @@ pub struct ClearAttempt {
 }
 
 /// What a clear request achieved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClearOutcome {
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub device_id: DeviceId,
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub tenant_id: TenantId,
     pub serial_number: String,
     pub cleared: bool,

@@ -9,7 +9,7 @@ use orchard_store::{
     AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, NewCommand, RecordOutcome,
     TokenUpdateRecord,
 };
-use orchard_types::{ChannelId, CommandStatus, CommandUuid, UnixTime};
+use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
 
 use crate::{CoreError, DeviceRejection, Orchard};
 
@@ -208,6 +208,9 @@ impl Orchard {
         Ok(CheckinReply::Empty)
     }
 
+    /// TokenUpdate. The first one of a device channel is one unit of work: the token, the inventory queries,
+    /// the setup state and the setup commands commit together or not at all, so a device whose first
+    /// TokenUpdate failed half-way is still "first" when it retries and gets its setup.
     async fn token_update(
         &self,
         t: checkin::TokenUpdate,
@@ -219,8 +222,8 @@ impl Orchard {
             Some(u) => ChannelId::user(&t.udid, &u.user_short_name),
             None => ChannelId::device(&t.udid),
         };
-        let outcome = self
-            .store
+        let mut unit = self.store.begin_unit().await?;
+        let outcome = unit
             .update_token(&TokenUpdateRecord {
                 device_id: device.id,
                 channel: channel.clone(),
@@ -233,29 +236,32 @@ impl Orchard {
                 now,
             })
             .await?;
-        if outcome.first && t.user.is_none() {
+        let first_of_device = outcome.first && t.user.is_none();
+        if first_of_device {
             let cmds = initial_inventory_commands()
                 .into_iter()
                 .map(|c| {
                     let uuid = CommandUuid::new_random();
                     NewCommand {
                         payload: c.encode(&uuid),
-                        request_type: c.request_type().to_string(),
+                        request_type: c.kind(),
                         uuid,
                         device_id: device.id,
                         tenant_id: device.tenant_id,
                         channel: channel.clone(),
-                        queued_by: Some("orchard:enrollment".into()),
+                        queued_by: Some(QueuedBy::Enrollment),
                         queued_at: now,
                         expires_at: None,
                     }
                 })
                 .collect::<Vec<_>>();
-            self.store.enqueue_commands(&cmds).await?;
-            self.wake_dispatcher();
-            tracing::info!(udid = %t.udid, "first token update: inventory queued");
-            self.start_setup(&device, &channel, t.awaiting_configuration, now)
+            unit.enqueue_commands(&cmds).await?;
+            self.start_setup(&mut unit, &device, &channel, t.awaiting_configuration, now)
                 .await?;
+        }
+        self.commit_unit(unit).await?;
+        if first_of_device {
+            tracing::info!(udid = %t.udid, "first token update: inventory queued");
         }
         Ok(CheckinReply::Empty)
     }
@@ -286,6 +292,9 @@ impl Orchard {
         Ok(next.map(|c| c.payload))
     }
 
+    /// One report is one unit of work: the result, its inventory effects, the bypass-code escrow and the
+    /// setup progress (up to queueing DeviceConfigured) commit together. A report whose unit failed left no
+    /// trace, so the device's retry is recorded and applied, not ignored as a duplicate.
     async fn store_report(
         &self,
         device: &Device,
@@ -309,8 +318,8 @@ impl Orchard {
         } else {
             serde_json::to_string(&report.error_chain).ok()
         };
-        let outcome = self
-            .store
+        let mut unit = self.store.begin_unit().await?;
+        let outcome = unit
             .record_result(&CommandResultRecord {
                 channel: channel.clone(),
                 uuid: uuid.clone(),
@@ -328,17 +337,19 @@ impl Orchard {
             } => {
                 tracing::debug!(udid = %device.udid, command = %uuid, %request_type, status = status.as_str(), "command report");
                 if status == CommandStatus::Acknowledged {
-                    self.apply_result(device, &request_type, report, now)
+                    self.apply_result(&mut unit, device, request_type, report, now)
                         .await?;
-                    if request_type == "ActivationLockBypassCode" {
-                        self.escrow_bypass_code(device, report, now).await?;
+                    if request_type == RequestType::ActivationLockBypassCode {
+                        self.escrow_bypass_code(&mut unit, device, report, now)
+                            .await?;
                     }
                 }
-                if queued_by.as_deref() == Some(orchard_store::SETUP_QUEUED_BY) {
+                if queued_by == Some(QueuedBy::Setup) {
                     self.setup_command_done(
+                        &mut unit,
                         device,
                         channel,
-                        &request_type,
+                        request_type,
                         status,
                         error_chain.as_deref(),
                         now,
@@ -353,7 +364,7 @@ impl Orchard {
                 tracing::warn!(udid = %device.udid, command = %uuid, "report for a command this channel does not have");
             }
         }
-        Ok(())
+        self.commit_unit(unit).await
     }
 }
 

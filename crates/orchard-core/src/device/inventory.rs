@@ -2,8 +2,8 @@
 
 use orchard_protocol::report::CommandReport;
 use orchard_protocol::results::{parse_result, CommandResult};
-use orchard_store::{Device, DeviceFacts};
-use orchard_types::UnixTime;
+use orchard_store::{Device, DeviceFacts, UnitOfWork};
+use orchard_types::{RequestType, UnixTime};
 
 use crate::{CoreError, Orchard};
 
@@ -25,16 +25,18 @@ fn section_for(result: &CommandResult) -> Option<&'static str> {
 }
 
 impl Orchard {
-    /// Applies an acknowledged result: promotes device facts and stores the inventory section. A result we
-    /// cannot parse is kept only as the raw report on the command (logged, never fatal).
+    /// Applies an acknowledged result inside the report's unit of work: promotes device facts and stores the
+    /// inventory section. A result we cannot parse is kept only as the raw report on the command (logged,
+    /// never fatal).
     pub(crate) async fn apply_result(
         &self,
+        unit: &mut UnitOfWork,
         device: &Device,
-        request_type: &str,
+        request_type: RequestType,
         report: &CommandReport,
         now: UnixTime,
     ) -> Result<(), CoreError> {
-        let result = match parse_result(request_type, report) {
+        let result = match parse_result(request_type.as_str(), report) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(udid = %device.udid, %request_type, error = %e, "result could not be parsed; raw report kept");
@@ -52,15 +54,12 @@ impl Orchard {
                 build_version: info.build_version.clone(),
                 is_supervised: info.is_supervised,
             };
-            self.store
-                .update_device_facts(device.id, &facts, now)
-                .await?;
+            unit.update_device_facts(device.id, &facts, now).await?;
         }
         if let Some(section) = section_for(&result) {
             let json = serde_json::to_string(&result)
                 .map_err(|e| CoreError::Internal(format!("inventory json: {e}")))?;
-            self.store
-                .put_inventory_section(device.id, section, &json, now)
+            unit.put_inventory_section(device.id, section, &json, now)
                 .await?;
         }
         Ok(())

@@ -5,3 +5,21 @@ pub mod activation_lock;
 pub mod checkin;
 pub mod inventory;
 pub mod views;
+
+use orchard_store::UnitOfWork;
+
+use crate::{CoreError, Orchard};
+
+impl Orchard {
+    /// Commits a use case's unit of work, then wakes the push dispatcher if the unit queued commands. The
+    /// push itself needs no outbox: it is owed durably by the `push_wanted` counter bumped in the same
+    /// transaction, and the dispatcher polls that every second anyway; the wake only saves the wait.
+    pub(crate) async fn commit_unit(&self, unit: UnitOfWork) -> Result<(), CoreError> {
+        let queued = unit.queued_commands();
+        unit.commit().await?;
+        if queued {
+            self.wake_dispatcher();
+        }
+        Ok(())
+    }
+}

@@ -11,7 +11,8 @@ use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
 /// A channel as the API shows it: never the push token, PushMagic or UnlockToken.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelView {
     pub id: String,
     pub user_short_name: Option<String>,
@@ -22,21 +23,23 @@ pub struct ChannelView {
 }
 
 /// One device with everything the detail page shows.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceDetail {
     #[serde(flatten)]
     pub device: DeviceView,
     pub channels: Vec<ChannelView>,
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub inventory: BTreeMap<String, serde_json::Value>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceView {
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: DeviceId,
     pub udid: String,
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub tenant_id: TenantId,
     pub serial_number: Option<String>,
     pub enrollment_state: &'static str,

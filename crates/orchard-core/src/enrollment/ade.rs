@@ -11,24 +11,26 @@
 //!    failure on its page (`setup_state = failed`), until an operator or the tenant's admin releases it.
 //!
 //! The bypass code is kept sealed with the data key, so an Activation-Locked iPad can be released for reuse.
+//!
+//! Setup moves only inside a use case's unit of work (first TokenUpdate, a setup command's report, a release
+//! by hand): the state change and the commands it queues commit together, so a failure half-way leaves the
+//! state before and the device's retry (or the person's) does the whole step. The moves follow
+//! [`SetupState`]'s diagram; each is a conditional update from the expected state, so two nodes racing
+//! move a device (and queue DeviceConfigured) once.
 
 use orchard_dep::{MachineInfoVerifier, SoftwareUpdateRequired};
 use orchard_protocol::commands::{Command, SettingsItem};
 use orchard_protocol::report::CommandReport;
-use orchard_store::{Device, NewCommand, ScepChallenge, SETUP_QUEUED_BY};
-use orchard_types::{ChannelId, CommandStatus, CommandUuid, DeviceId, UnixTime};
+use orchard_store::{Device, NewCommand, ScepChallenge, UnitOfWork};
+use orchard_types::{
+    ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy, RequestType, SetupState, UnixTime,
+};
 use serde::Serialize;
 
 use crate::access::principal::Principal;
 use crate::access::roles::Ability;
 use crate::dep::templates::{device_name, template_parts};
 use crate::{random_secret, secret_hash, CoreError, DeviceRejection, Orchard};
-
-/// Setup states (column `devices.setup_state`).
-pub const SETUP_CONFIGURING: &str = "configuring";
-pub const SETUP_RELEASING: &str = "releasing";
-pub const SETUP_CONFIGURED: &str = "configured";
-pub const SETUP_FAILED: &str = "failed";
 
 /// What the zero-touch endpoint answers a device.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,7 +52,8 @@ pub(crate) fn bypass_seal_context(device: DeviceId) -> Vec<u8> {
 }
 
 /// The Activation Lock state Orchard holds for a device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivationLockView {
     /// A bypass code is escrowed.
     pub bypass_code_escrowed: bool,
@@ -60,7 +63,8 @@ pub struct ActivationLockView {
 }
 
 /// A device's zero-touch setup as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetupView {
     pub template_id: Option<String>,
     /// configuring | releasing | configured | failed (absent: not enrolled through a template).
@@ -135,10 +139,11 @@ impl Orchard {
         Ok(ZeroTouchAnswer::Profile(signed_profile))
     }
 
-    /// After a device's first TokenUpdate: if it enrolled through a template, queue the template's setup
-    /// commands (or release it at once when there are none).
+    /// After a device's first TokenUpdate, inside its unit of work: if it enrolled through a template, queue
+    /// the template's setup commands (or release it at once when there are none).
     pub(crate) async fn start_setup(
         &self,
+        unit: &mut UnitOfWork,
         device: &Device,
         channel: &ChannelId,
         awaiting_configuration: bool,
@@ -147,15 +152,14 @@ impl Orchard {
         let Some(fingerprint) = device.cert_fingerprint.as_deref() else {
             return Ok(());
         };
-        let Some(link) = self
-            .store
+        let Some(link) = unit
             .find_issued_certificate(fingerprint)
             .await?
             .and_then(|c| c.link_id)
         else {
             return Ok(());
         };
-        let Some(template) = self.store.dep_template_by_link(link).await? else {
+        let Some(template) = unit.dep_template_by_link(link).await? else {
             return Ok(());
         };
         let parts = template_parts(&template)?;
@@ -190,12 +194,17 @@ impl Orchard {
         if setup.escrow_bypass_code && !parts.profile.is_multi_user {
             commands.push(Command::ActivationLockBypassCode);
         }
-        self.store
-            .set_device_setup(device.id, Some(&template.id), SETUP_CONFIGURING, None, now)
-            .await?;
+        unit.set_device_setup(
+            device.id,
+            Some(&template.id),
+            SetupState::Configuring,
+            None,
+            now,
+        )
+        .await?;
         if commands.is_empty() {
             return self
-                .finish_setup(device, channel, awaiting_configuration, now)
+                .finish_setup(unit, device, channel, awaiting_configuration, now)
                 .await;
         }
         let count = commands.len();
@@ -203,47 +212,58 @@ impl Orchard {
             .into_iter()
             .map(|c| setup_command(device, channel, c, now))
             .collect();
-        self.store.enqueue_commands(&new).await?;
-        self.wake_dispatcher();
-        tracing::info!(udid = %device.udid, template = %template.id, commands = count, awaiting_configuration, "zero-touch setup started");
+        unit.enqueue_commands(&new).await?;
+        tracing::info!(udid = %device.udid, template = %template.id, commands = count, awaiting_configuration, "zero-touch setup starting");
         Ok(())
     }
 
     /// Every setup command succeeded: send DeviceConfigured if the device waits for it, else it is done.
     async fn finish_setup(
         &self,
+        unit: &mut UnitOfWork,
         device: &Device,
         channel: &ChannelId,
         awaiting_configuration: bool,
         now: UnixTime,
     ) -> Result<(), CoreError> {
         if !awaiting_configuration {
-            self.store
-                .advance_device_setup(device.id, SETUP_CONFIGURING, SETUP_CONFIGURED, None, now)
-                .await?;
+            unit.advance_device_setup(
+                device.id,
+                SetupState::Configuring,
+                SetupState::Configured,
+                None,
+                now,
+            )
+            .await?;
             tracing::info!(udid = %device.udid, "zero-touch setup done (device did not wait)");
             return Ok(());
         }
-        // Only the node that moves the state queues DeviceConfigured: two reports racing release once.
-        if self
-            .store
-            .advance_device_setup(device.id, SETUP_CONFIGURING, SETUP_RELEASING, None, now)
+        // Only the unit that moves the state queues DeviceConfigured: two reports racing release once.
+        if unit
+            .advance_device_setup(
+                device.id,
+                SetupState::Configuring,
+                SetupState::Releasing,
+                None,
+                now,
+            )
             .await?
         {
             let cmd = setup_command(device, channel, Command::DeviceConfigured, now);
-            self.store.enqueue_commands(&[cmd]).await?;
-            self.wake_dispatcher();
-            tracing::info!(udid = %device.udid, "zero-touch setup done: DeviceConfigured queued");
+            unit.enqueue_commands(&[cmd]).await?;
+            tracing::info!(udid = %device.udid, "zero-touch setup done: DeviceConfigured queueing");
         }
         Ok(())
     }
 
-    /// A setup command got its final answer: advance the device's setup.
+    /// A setup command got its final answer (inside its report's unit of work): advance the device's setup.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn setup_command_done(
         &self,
+        unit: &mut UnitOfWork,
         device: &Device,
         channel: &ChannelId,
-        request_type: &str,
+        request_type: RequestType,
         status: CommandStatus,
         error_chain: Option<&str>,
         now: UnixTime,
@@ -252,53 +272,48 @@ impl Orchard {
             return Ok(());
         }
         let failed = status != CommandStatus::Acknowledged;
-        if request_type == "DeviceConfigured" {
+        if request_type == RequestType::DeviceConfigured {
             let (to, error) = if failed {
                 (
-                    SETUP_FAILED,
+                    SetupState::Failed,
                     Some(failure_text(request_type, status, error_chain)),
                 )
             } else {
-                (SETUP_CONFIGURED, None)
+                (SetupState::Configured, None)
             };
-            self.store
-                .advance_device_setup(device.id, SETUP_RELEASING, to, error.as_deref(), now)
+            unit.advance_device_setup(device.id, SetupState::Releasing, to, error.as_deref(), now)
                 .await?;
-            tracing::info!(udid = %device.udid, state = to, "zero-touch release answered");
+            tracing::info!(udid = %device.udid, state = %to, "zero-touch release answered");
             return Ok(());
         }
         if failed {
             let error = failure_text(request_type, status, error_chain);
             tracing::warn!(udid = %device.udid, %request_type, error = %error, "zero-touch setup command failed; device stays in setup");
-            self.store
-                .advance_device_setup(
-                    device.id,
-                    SETUP_CONFIGURING,
-                    SETUP_FAILED,
-                    Some(&error),
-                    now,
-                )
-                .await?;
+            unit.advance_device_setup(
+                device.id,
+                SetupState::Configuring,
+                SetupState::Failed,
+                Some(&error),
+                now,
+            )
+            .await?;
             return Ok(());
         }
-        if self
-            .store
-            .count_unfinished_setup_commands(device.id)
-            .await?
-            > 0
-        {
+        // Counted inside the unit, so this report's own command already counts as finished.
+        if unit.count_unfinished_setup_commands(device.id).await? > 0 {
             return Ok(());
         }
-        let awaiting = self
-            .store
+        let awaiting = unit
             .get_channel(channel)
             .await?
             .is_some_and(|c| c.awaiting_configuration);
-        self.finish_setup(device, channel, awaiting, now).await
+        self.finish_setup(unit, device, channel, awaiting, now)
+            .await
     }
 
     /// Releases a device from Setup Assistant although its setup failed or is still running (operators and
-    /// the device tenant's admins): DeviceConfigured is queued now.
+    /// the device tenant's admins): DeviceConfigured is queued now, in the same unit of work that moves the
+    /// state to `releasing`.
     pub async fn release_device_setup(
         &self,
         who: &Principal,
@@ -314,32 +329,29 @@ impl Orchard {
                 "only operators and the tenant's admins release devices from setup".into(),
             ));
         }
-        let setup = self
-            .store
+        let now = self.clock.now();
+        let mut unit = self.store.begin_unit().await?;
+        let setup = unit
             .device_setup(device.id)
             .await?
             .ok_or(CoreError::NotFound)?;
-        let now = self.clock.now();
-        match setup.state.as_deref() {
-            Some(SETUP_CONFIGURING) | Some(SETUP_FAILED) => {
-                let from = setup.state.as_deref().unwrap_or(SETUP_FAILED);
-                if self
-                    .store
+        let released = match setup.state {
+            Some(from) if from.may_be_released() => {
+                let moved = unit
                     .advance_device_setup(
                         device.id,
                         from,
-                        SETUP_RELEASING,
+                        SetupState::Releasing,
                         setup.error.as_deref(),
                         now,
                     )
-                    .await?
-                {
+                    .await?;
+                if moved {
                     let channel = ChannelId::device(&device.udid);
                     let cmd = setup_command(&device, &channel, Command::DeviceConfigured, now);
-                    self.store.enqueue_commands(&[cmd]).await?;
-                    self.wake_dispatcher();
-                    tracing::info!(udid = %device.udid, actor = %who.actor(), "device released from setup by hand");
+                    unit.enqueue_commands(&[cmd]).await?;
                 }
+                moved
             }
             Some(other) => {
                 return Err(CoreError::Conflict(format!(
@@ -351,6 +363,10 @@ impl Orchard {
                     "the device did not enroll through an enrollment template".into(),
                 ))
             }
+        };
+        self.commit_unit(unit).await?;
+        if released {
+            tracing::info!(udid = %device.udid, actor = %who.actor(), "device released from setup by hand");
         }
         self.device_setup_view(who, device_id).await
     }
@@ -372,16 +388,17 @@ impl Orchard {
             .ok_or(CoreError::NotFound)?;
         Ok(SetupView {
             template_id: setup.template_id,
-            state: setup.state,
+            state: setup.state.map(|s| s.as_str().to_owned()),
             error: setup.error,
             updated_at: setup.updated_at.map(UnixTime::to_rfc3339),
         })
     }
 
-    /// Keeps the code an `ActivationLockBypassCode` answer carries (sealed). An empty answer (no code on the
-    /// device) keeps nothing.
+    /// Keeps the code an `ActivationLockBypassCode` answer carries (sealed), inside the report's unit of work.
+    /// An empty answer (no code on the device) keeps nothing.
     pub(crate) async fn escrow_bypass_code(
         &self,
+        unit: &mut UnitOfWork,
         device: &Device,
         report: &CommandReport,
         now: UnixTime,
@@ -404,9 +421,7 @@ impl Orchard {
             .pki
             .data_key
             .seal(code.as_bytes(), &bypass_seal_context(device.id))?;
-        self.store
-            .store_bypass_code(device.id, &sealed, now)
-            .await?;
+        unit.store_bypass_code(device.id, &sealed, now).await?;
         tracing::info!(udid = %device.udid, "activation lock bypass code escrowed");
         Ok(())
     }
@@ -450,7 +465,11 @@ impl Orchard {
     }
 }
 
-fn failure_text(request_type: &str, status: CommandStatus, error_chain: Option<&str>) -> String {
+fn failure_text(
+    request_type: RequestType,
+    status: CommandStatus,
+    error_chain: Option<&str>,
+) -> String {
     match error_chain {
         Some(chain) => format!("{request_type}: {} ({chain})", status.as_str()),
         None => format!("{request_type}: {}", status.as_str()),
@@ -461,12 +480,12 @@ fn setup_command(device: &Device, channel: &ChannelId, c: Command, now: UnixTime
     let uuid = CommandUuid::new_random();
     NewCommand {
         payload: c.encode(&uuid),
-        request_type: c.request_type().to_string(),
+        request_type: c.kind(),
         uuid,
         device_id: device.id,
         tenant_id: device.tenant_id,
         channel: channel.clone(),
-        queued_by: Some(SETUP_QUEUED_BY.to_owned()),
+        queued_by: Some(QueuedBy::Setup),
         queued_at: now,
         expires_at: None,
     }

@@ -5,7 +5,6 @@
 //! node can dispatch them; this module only holds the APNs client and a wake-up signal.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use futures::StreamExt;
 use orchard_apns::{ApnsClient, ApnsConfig, DeviceToken, PushCertificate, PushOutcome};
@@ -57,7 +56,7 @@ pub struct PushState {
     /// Set when APNs refuses our certificate: pushes stop until a new certificate is uploaded.
     halted: RwLock<Option<String>>,
     /// Rung when work was queued, so the dispatcher does not wait for its next tick.
-    wake: Notify,
+    wake: Arc<Notify>,
 }
 
 #[derive(Clone)]
@@ -74,12 +73,17 @@ impl PushState {
             settings,
             client: RwLock::new(None),
             halted: RwLock::new(None),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         }
     }
 
     pub fn settings(&self) -> &PushSettings {
         &self.settings
+    }
+
+    /// What the dispatcher job waits on besides its interval.
+    pub(crate) fn wake_signal(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     fn loaded(&self) -> Option<LoadedCertificate> {
@@ -117,7 +121,8 @@ pub enum PushCertificateUpload {
 }
 
 /// The push certificate as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushCertificateStatus {
     pub topic: String,
     pub not_after: String,
@@ -399,57 +404,9 @@ impl Orchard {
         Ok(stats)
     }
 
-    /// The dispatcher loop: wakes on queued work or every second, paces pushes with a token bucket, reloads
-    /// the certificate when another node replaced it, and asks inactive devices to check in.
-    pub async fn run_push_dispatcher(
-        self: Arc<Self>,
-        mut shutdown: tokio::sync::watch::Receiver<()>,
-    ) {
-        let settings = self.push.settings.clone();
-        let rate = f64::from(settings.rate_per_second.max(1));
-        let capacity = f64::from(settings.burst.max(1));
-        let mut tokens = capacity;
-        let mut last = tokio::time::Instant::now();
-        let mut last_housekeeping: Option<tokio::time::Instant> = None;
-        loop {
-            let now_instant = tokio::time::Instant::now();
-            tokens = (tokens + now_instant.duration_since(last).as_secs_f64() * rate).min(capacity);
-            last = now_instant;
-            if last_housekeeping
-                .is_none_or(|t| now_instant.duration_since(t) >= Duration::from_secs(30))
-            {
-                last_housekeeping = Some(now_instant);
-                self.push_housekeeping().await;
-            }
-            let budget = tokens.floor() as usize;
-            let mut sent = 0;
-            if budget > 0 {
-                match self.dispatch_pushes_once(budget).await {
-                    Ok(stats) => {
-                        sent = stats.claimed;
-                        tokens -= stats.claimed as f64;
-                    }
-                    Err(e) => tracing::error!(error = %e, "push dispatch failed"),
-                }
-            }
-            if sent > 0 && sent >= budget {
-                // More may be owed: come back as soon as the bucket has refilled a little.
-                let wait = Duration::from_secs_f64((budget.min(100) as f64 / rate).max(0.01));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return,
-                }
-                continue;
-            }
-            tokio::select! {
-                _ = self.push.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-
-    async fn push_housekeeping(&self) {
+    /// The dispatcher's housekeeping (every 30 s, from [`crate::jobs::PushDispatchJob`]): reloads the
+    /// certificate when another node replaced it, warns about its expiry, and asks inactive devices to check in.
+    pub(crate) async fn push_housekeeping(&self) {
         if let Err(e) = self.load_push_certificate().await {
             tracing::error!(error = %e, "loading the push certificate failed");
         }
@@ -496,7 +453,8 @@ pub struct VendorIdentity {
 
 /// A push certificate request for the Apple Push Certificates Portal. The private key is not here: it stays
 /// sealed in the database until the certificate is uploaded.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushCsr {
     /// The PKCS#10 CSR (PEM), to be signed by an MDM vendor.
     pub csr_pem: String,

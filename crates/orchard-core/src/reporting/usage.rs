@@ -11,7 +11,6 @@
 //! report's total is the sum of the rounded tenant amounts, so it equals the sum of the invoices.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use orchard_store::UsageSnapshotRecord;
@@ -152,7 +151,8 @@ pub fn utc_day(t: UnixTime) -> Date {
 }
 
 /// One tenant's line of the report.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantUsage {
     pub tenant_id: String,
     pub tenant_code: String,
@@ -167,7 +167,8 @@ pub struct TenantUsage {
 }
 
 /// The usage of a period, priced.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageReport {
     pub from: String,
     pub to: String,
@@ -272,24 +273,6 @@ impl Orchard {
             tracing::error!(error = %e, %day, tenants_added = added, "the usage snapshot could not be audited");
         }
         Ok(added)
-    }
-
-    /// The snapshot loop: one tick at start, then every [`SNAPSHOT_TICK`], until `shutdown` fires or its
-    /// sender is dropped.
-    pub async fn run_usage_snapshots(
-        self: Arc<Self>,
-        mut shutdown: tokio::sync::watch::Receiver<()>,
-    ) {
-        let mut snapshotter = UsageSnapshotter::new();
-        loop {
-            if let Err(e) = snapshotter.tick(&self).await {
-                tracing::error!(error = %e, "taking the usage snapshot failed; retrying at the next tick");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(SNAPSHOT_TICK) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
     }
 
     /// The usage of `from..=to` (UTC days) for the tenants the principal may see, priced by `settings`.

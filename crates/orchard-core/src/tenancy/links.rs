@@ -9,11 +9,12 @@ use crate::access::principal::Principal;
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 
 /// A newly created enrollment link; `url` is shown once (only the secret's hash is stored).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedLink {
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: EnrollmentLinkId,
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub tenant_id: TenantId,
     pub name: String,
     pub url: String,
@@ -22,7 +23,8 @@ pub struct CreatedLink {
 }
 
 /// A link as the API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkView {
     pub id: String,
     pub tenant_id: String,

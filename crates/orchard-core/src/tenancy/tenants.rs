@@ -19,7 +19,8 @@ fn valid_code(code: &str) -> bool {
 }
 
 /// A tenant with its details, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantView {
     pub id: String,
     pub name: String,
@@ -32,7 +33,8 @@ pub struct TenantView {
 }
 
 /// An edit of a tenant: every field optional; absent fields keep their value, `""` clears a detail.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TenantEdit {
     pub name: Option<String>,

@@ -3,13 +3,14 @@
 
 use sqlx::any::AnyRow;
 
-use orchard_types::{ChannelId, CommandStatus, CommandUuid, DeviceId};
+use orchard_types::{ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy};
 
 use crate::rows;
 use crate::sql::Sql;
+use crate::unit::Db;
 use crate::{
     Backend, CommandRecord, CommandResultRecord, NewCommand, Page, QueuedCommand, RecordOutcome,
-    Scope, Store, StoreError,
+    Scope, Store, StoreError, UnitOfWork,
 };
 
 const COMMAND_COLUMNS: &str = "command_uuid, device_id, tenant_id, channel_id, request_type, status, \
@@ -77,12 +78,12 @@ fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
         device_id: rows::device_id(row, "device_id")?,
         tenant_id: rows::tenant_id(row, "tenant_id")?,
         channel: rows::channel_id(row, "channel_id")?,
-        request_type: rows::text(row, "request_type")?,
+        request_type: rows::request_type(row, "request_type")?,
         status: rows::command_status(row, "status")?,
         payload: rows::bytes(row, "payload")?,
         result: rows::opt_bytes(row, "result")?,
         error_chain: rows::opt_text(row, "error_chain")?,
-        queued_by: rows::opt_text(row, "queued_by")?,
+        queued_by: rows::opt_queued_by(row, "queued_by")?,
         queued_at: rows::time(row, "queued_at")?,
         sent_at: rows::opt_time(row, "sent_at")?,
         completed_at: rows::opt_time(row, "completed_at")?,
@@ -111,6 +112,107 @@ fn enqueue_sql(backend: crate::Backend, rows: usize) -> String {
     sql
 }
 
+/// Queues the commands in slice order, and owes each channel that got work one push, on `db`.
+async fn enqueue_commands(db: &mut impl Db, cmds: &[NewCommand]) -> Result<(), StoreError> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let backend = db.backend();
+    for chunk in cmds.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
+        let sql = enqueue_sql(backend, chunk.len());
+        // Only the full-size and single-row statements recur; a remainder size is not worth a cache slot.
+        let mut query = sqlx::query(&sql)
+            .persistent(chunk.len() == 1 || chunk.len() == ENQUEUE_ROWS_PER_STATEMENT);
+        for c in chunk {
+            query = query
+                .bind(c.uuid.as_str())
+                .bind(c.device_id.to_string())
+                .bind(c.tenant_id.to_string())
+                .bind(c.channel.as_str())
+                .bind(c.request_type.as_str())
+                .bind(c.payload.as_slice())
+                .bind(c.queued_by.as_ref().map(QueuedBy::to_stored))
+                .bind(c.queued_at.0)
+                .bind(c.expires_at.map(|v| v.0));
+        }
+        query.execute(db.conn()?).await?;
+    }
+    // Every channel that got work owes one push (coalesced), recorded in the same transaction so a
+    // crash cannot leave queued commands without their push.
+    let mut channels: Vec<&str> = cmds.iter().map(|c| c.channel.as_str()).collect();
+    channels.sort_unstable();
+    channels.dedup();
+    let now = cmds.iter().map(|c| c.queued_at.0).max().unwrap_or_default();
+    crate::push::queue_state::mark_push_wanted(db, &channels, now).await?;
+    db.note_queued_commands();
+    Ok(())
+}
+
+/// See [`Store::record_result`].
+async fn record_result(
+    db: &mut impl Db,
+    r: &CommandResultRecord,
+) -> Result<RecordOutcome, StoreError> {
+    let completed_at = match r.status {
+        CommandStatus::Acknowledged | CommandStatus::Error | CommandStatus::CommandFormatError => {
+            Some(r.now.0)
+        }
+        CommandStatus::NotNow => None,
+        CommandStatus::Queued | CommandStatus::Sent | CommandStatus::Expired => {
+            return Err(StoreError::Conflict(format!(
+                "a device cannot report status {}",
+                r.status.as_str()
+            )))
+        }
+    };
+    let row = sqlx::query(
+        "UPDATE commands SET status = $3, result = $4, error_chain = $5, completed_at = $6 \
+         WHERE command_uuid = $1 AND channel_id = $2 AND status IN ('queued', 'sent', 'not_now') \
+         RETURNING device_id, request_type, queued_by",
+    )
+    .bind(r.uuid.as_str())
+    .bind(r.channel.as_str())
+    .bind(r.status.as_str())
+    .bind(r.result.as_deref())
+    .bind(r.error_chain.as_deref())
+    .bind(completed_at)
+    .fetch_optional(db.conn()?)
+    .await?;
+    if let Some(row) = row {
+        return Ok(RecordOutcome::Recorded {
+            device_id: rows::device_id(&row, "device_id")?,
+            request_type: rows::request_type(&row, "request_type")?,
+            queued_by: rows::opt_queued_by(&row, "queued_by")?,
+        });
+    }
+    let existing =
+        sqlx::query("SELECT status FROM commands WHERE command_uuid = $1 AND channel_id = $2")
+            .bind(r.uuid.as_str())
+            .bind(r.channel.as_str())
+            .fetch_optional(db.conn()?)
+            .await?;
+    Ok(match existing {
+        None => RecordOutcome::Unknown,
+        // Not updated although it exists on this channel: it is final (or became final concurrently).
+        Some(_) => RecordOutcome::Duplicate,
+    })
+}
+
+impl UnitOfWork {
+    /// [`Store::enqueue_commands`] inside this unit.
+    pub async fn enqueue_commands(&mut self, cmds: &[NewCommand]) -> Result<(), StoreError> {
+        enqueue_commands(self, cmds).await
+    }
+
+    /// [`Store::record_result`] inside this unit: the report and everything it causes commit together.
+    pub async fn record_result(
+        &mut self,
+        r: &CommandResultRecord,
+    ) -> Result<RecordOutcome, StoreError> {
+        record_result(self, r).await
+    }
+}
+
 impl Store {
     /// Queues the commands in one transaction, in slice order. Conflict on a duplicate uuid (nothing is
     /// queued then); NotFound when a device or tenant does not exist.
@@ -118,35 +220,9 @@ impl Store {
         if cmds.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        for chunk in cmds.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
-            let sql = enqueue_sql(self.backend, chunk.len());
-            // Only the full-size and single-row statements recur; a remainder size is not worth a cache slot.
-            let mut query = sqlx::query(&sql)
-                .persistent(chunk.len() == 1 || chunk.len() == ENQUEUE_ROWS_PER_STATEMENT);
-            for c in chunk {
-                query = query
-                    .bind(c.uuid.as_str())
-                    .bind(c.device_id.to_string())
-                    .bind(c.tenant_id.to_string())
-                    .bind(c.channel.as_str())
-                    .bind(c.request_type.as_str())
-                    .bind(c.payload.as_slice())
-                    .bind(c.queued_by.as_deref())
-                    .bind(c.queued_at.0)
-                    .bind(c.expires_at.map(|v| v.0));
-            }
-            query.execute(&mut *tx).await?;
-        }
-        // Every channel that got work owes one push (coalesced), recorded in the same transaction so a
-        // crash cannot leave queued commands without their push.
-        let mut channels: Vec<&str> = cmds.iter().map(|c| c.channel.as_str()).collect();
-        channels.sort_unstable();
-        channels.dedup();
-        let now = cmds.iter().map(|c| c.queued_at.0).max().unwrap_or_default();
-        crate::push::queue_state::mark_push_wanted(&mut tx, &channels, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut unit = self.begin_unit().await?;
+        unit.enqueue_commands(cmds).await?;
+        unit.commit().await
     }
 
     /// The oldest command of the channel whose status is queued or sent (or not_now unless skip_not_now),
@@ -184,7 +260,7 @@ impl Store {
             if rows::text(row, "status")? == CommandStatus::Sent.as_str() {
                 return Ok(Some(QueuedCommand {
                     uuid: rows::command_uuid(row, "command_uuid")?,
-                    request_type: rows::text(row, "request_type")?,
+                    request_type: rows::request_type(row, "request_type")?,
                     payload: rows::bytes(row, "payload")?,
                 }));
             }
@@ -202,49 +278,7 @@ impl Store {
         &self,
         r: &CommandResultRecord,
     ) -> Result<RecordOutcome, StoreError> {
-        let completed_at = match r.status {
-            CommandStatus::Acknowledged
-            | CommandStatus::Error
-            | CommandStatus::CommandFormatError => Some(r.now.0),
-            CommandStatus::NotNow => None,
-            CommandStatus::Queued | CommandStatus::Sent | CommandStatus::Expired => {
-                return Err(StoreError::Conflict(format!(
-                    "a device cannot report status {}",
-                    r.status.as_str()
-                )))
-            }
-        };
-        let row = sqlx::query(
-            "UPDATE commands SET status = $3, result = $4, error_chain = $5, completed_at = $6 \
-             WHERE command_uuid = $1 AND channel_id = $2 AND status IN ('queued', 'sent', 'not_now') \
-             RETURNING device_id, request_type, queued_by",
-        )
-        .bind(r.uuid.as_str())
-        .bind(r.channel.as_str())
-        .bind(r.status.as_str())
-        .bind(r.result.as_deref())
-        .bind(r.error_chain.as_deref())
-        .bind(completed_at)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            return Ok(RecordOutcome::Recorded {
-                device_id: rows::device_id(&row, "device_id")?,
-                request_type: rows::text(&row, "request_type")?,
-                queued_by: rows::opt_text(&row, "queued_by")?,
-            });
-        }
-        let existing =
-            sqlx::query("SELECT status FROM commands WHERE command_uuid = $1 AND channel_id = $2")
-                .bind(r.uuid.as_str())
-                .bind(r.channel.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(match existing {
-            None => RecordOutcome::Unknown,
-            // Not updated although it exists on this channel: it is final (or became final concurrently).
-            Some(_) => RecordOutcome::Duplicate,
-        })
+        record_result(&mut self.pooled().await?, r).await
     }
 
     /// The device's commands, newest first.

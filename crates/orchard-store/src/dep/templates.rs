@@ -4,20 +4,18 @@
 //! A template's tenant is the tenant of every serial assigned to it: assigning copies it onto the DEP device
 //! row, and the template's hidden enrollment link carries it into SCEP challenges and issued certificates.
 
-use orchard_types::{DeviceId, EnrollmentLinkId, TenantId, UnixTime};
+use orchard_types::{DeviceId, EnrollmentLinkId, QueuedBy, SetupState, TenantId, UnixTime};
 use sqlx::any::AnyRow;
 
 use crate::sql::Sql;
-use crate::{rows, DepDeviceRecord, EnrollmentLink, Scope, Store, StoreError};
+use crate::unit::Db;
+use crate::{rows, DepDeviceRecord, EnrollmentLink, Scope, Store, StoreError, UnitOfWork};
 
 const TEMPLATE_COLUMNS: &str = "id, token_id, tenant_id, link_id, name, profile_json, setup_json, \
      minimum_os_version, auto_assign, profile_uuid, defined_at, define_error, created_at, updated_at";
 
 /// Serials per statement when assigning (well under SQLite's and PostgreSQL's bind limits).
 const ASSIGN_CHUNK: usize = 500;
-
-/// Who may have queued a command as part of zero-touch setup (`queued_by`).
-pub const SETUP_QUEUED_BY: &str = "orchard:setup";
 
 /// An enrollment template as stored. The JSON columns are owned by the core, which gives them their shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,8 +139,8 @@ pub struct DepSerialTemplate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSetup {
     pub template_id: Option<String>,
-    /// configuring | releasing | configured | failed
-    pub state: Option<String>,
+    /// Absent for a device that did not enroll through a template.
+    pub state: Option<SetupState>,
     pub error: Option<String>,
     pub updated_at: Option<UnixTime>,
 }
@@ -364,14 +362,7 @@ impl Store {
         &self,
         link: EnrollmentLinkId,
     ) -> Result<Option<DepTemplateRecord>, StoreError> {
-        let sql = format!("SELECT {TEMPLATE_COLUMNS} FROM dep_templates WHERE link_id = $1");
-        sqlx::query(&sql)
-            .bind(link.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(template_from_row)
-            .transpose()
+        dep_template_by_link(&mut self.pooled().await?, link).await
     }
 
     /// Templates in the caller's scope, optionally of one token, by name.
@@ -676,26 +667,19 @@ impl Store {
         &self,
         device: DeviceId,
         template_id: Option<&str>,
-        state: &str,
+        state: SetupState,
         error: Option<&str>,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let changed = sqlx::query(
-            "UPDATE devices SET dep_template_id = COALESCE($2, dep_template_id), setup_state = $3, \
-             setup_error = $4, setup_updated_at = $5 WHERE id = $1",
+        set_device_setup(
+            &mut self.pooled().await?,
+            device,
+            template_id,
+            state,
+            error,
+            now,
         )
-        .bind(device.to_string())
-        .bind(template_id)
-        .bind(state)
-        .bind(error)
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        .await
     }
 
     /// Moves the setup state from `from` to `to` only if it is still `from` (two reports racing on two nodes
@@ -703,42 +687,16 @@ impl Store {
     pub async fn advance_device_setup(
         &self,
         device: DeviceId,
-        from: &str,
-        to: &str,
+        from: SetupState,
+        to: SetupState,
         error: Option<&str>,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE devices SET setup_state = $3, setup_error = $4, setup_updated_at = $5 \
-             WHERE id = $1 AND setup_state = $2",
-        )
-        .bind(device.to_string())
-        .bind(from)
-        .bind(to)
-        .bind(error)
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(changed > 0)
+        advance_device_setup(&mut self.pooled().await?, device, from, to, error, now).await
     }
 
     pub async fn device_setup(&self, device: DeviceId) -> Result<Option<DeviceSetup>, StoreError> {
-        let row = sqlx::query(
-            "SELECT dep_template_id, setup_state, setup_error, setup_updated_at FROM devices WHERE id = $1",
-        )
-        .bind(device.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(DeviceSetup {
-                template_id: rows::opt_text(&r, "dep_template_id")?,
-                state: rows::opt_text(&r, "setup_state")?,
-                error: rows::opt_text(&r, "setup_error")?,
-                updated_at: rows::opt_time(&r, "setup_updated_at")?,
-            })
-        })
-        .transpose()
+        device_setup(&mut self.pooled().await?, device).await
     }
 
     /// Setup commands of a device not finished yet (queued, sent or answered NotNow).
@@ -746,15 +704,7 @@ impl Store {
         &self,
         device: DeviceId,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM commands WHERE device_id = $1 AND queued_by = $2 \
-             AND status IN ('queued', 'sent', 'not_now')",
-        )
-        .bind(device.to_string())
-        .bind(SETUP_QUEUED_BY)
-        .fetch_one(&self.pool)
-        .await?;
-        rows::int(&row, "n")
+        count_unfinished_setup_commands(&mut self.pooled().await?, device).await
     }
 
     /// Keeps the device's Activation Lock bypass code (sealed by the caller).
@@ -764,19 +714,7 @@ impl Store {
         sealed: &[u8],
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let changed = sqlx::query(
-            "UPDATE devices SET bypass_code_encrypted = $2, bypass_code_at = $3 WHERE id = $1",
-        )
-        .bind(device.to_string())
-        .bind(sealed)
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        store_bypass_code(&mut self.pooled().await?, device, sealed, now).await
     }
 
     /// The sealed bypass code and when it was stored.
@@ -839,6 +777,186 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+impl UnitOfWork {
+    /// [`Store::dep_template_by_link`] inside this unit.
+    pub async fn dep_template_by_link(
+        &mut self,
+        link: EnrollmentLinkId,
+    ) -> Result<Option<DepTemplateRecord>, StoreError> {
+        dep_template_by_link(self, link).await
+    }
+
+    /// [`Store::set_device_setup`] inside this unit.
+    pub async fn set_device_setup(
+        &mut self,
+        device: DeviceId,
+        template_id: Option<&str>,
+        state: SetupState,
+        error: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        set_device_setup(self, device, template_id, state, error, now).await
+    }
+
+    /// [`Store::advance_device_setup`] inside this unit.
+    pub async fn advance_device_setup(
+        &mut self,
+        device: DeviceId,
+        from: SetupState,
+        to: SetupState,
+        error: Option<&str>,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        advance_device_setup(self, device, from, to, error, now).await
+    }
+
+    /// [`Store::device_setup`] inside this unit.
+    pub async fn device_setup(
+        &mut self,
+        device: DeviceId,
+    ) -> Result<Option<DeviceSetup>, StoreError> {
+        device_setup(self, device).await
+    }
+
+    /// [`Store::count_unfinished_setup_commands`] inside this unit (sees the unit's own report).
+    pub async fn count_unfinished_setup_commands(
+        &mut self,
+        device: DeviceId,
+    ) -> Result<i64, StoreError> {
+        count_unfinished_setup_commands(self, device).await
+    }
+
+    /// [`Store::store_bypass_code`] inside this unit.
+    pub async fn store_bypass_code(
+        &mut self,
+        device: DeviceId,
+        sealed: &[u8],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        store_bypass_code(self, device, sealed, now).await
+    }
+}
+
+async fn dep_template_by_link(
+    db: &mut impl Db,
+    link: EnrollmentLinkId,
+) -> Result<Option<DepTemplateRecord>, StoreError> {
+    let sql = format!("SELECT {TEMPLATE_COLUMNS} FROM dep_templates WHERE link_id = $1");
+    sqlx::query(&sql)
+        .bind(link.to_string())
+        .fetch_optional(db.conn()?)
+        .await?
+        .as_ref()
+        .map(template_from_row)
+        .transpose()
+}
+
+async fn set_device_setup(
+    db: &mut impl Db,
+    device: DeviceId,
+    template_id: Option<&str>,
+    state: SetupState,
+    error: Option<&str>,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    let changed = sqlx::query(
+        "UPDATE devices SET dep_template_id = COALESCE($2, dep_template_id), setup_state = $3, \
+         setup_error = $4, setup_updated_at = $5 WHERE id = $1",
+    )
+    .bind(device.to_string())
+    .bind(template_id)
+    .bind(state.as_str())
+    .bind(error)
+    .bind(now.0)
+    .execute(db.conn()?)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+async fn advance_device_setup(
+    db: &mut impl Db,
+    device: DeviceId,
+    from: SetupState,
+    to: SetupState,
+    error: Option<&str>,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE devices SET setup_state = $3, setup_error = $4, setup_updated_at = $5 \
+         WHERE id = $1 AND setup_state = $2",
+    )
+    .bind(device.to_string())
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(error)
+    .bind(now.0)
+    .execute(db.conn()?)
+    .await?
+    .rows_affected();
+    Ok(changed > 0)
+}
+
+async fn device_setup(
+    db: &mut impl Db,
+    device: DeviceId,
+) -> Result<Option<DeviceSetup>, StoreError> {
+    let row = sqlx::query(
+        "SELECT dep_template_id, setup_state, setup_error, setup_updated_at FROM devices WHERE id = $1",
+    )
+    .bind(device.to_string())
+    .fetch_optional(db.conn()?)
+    .await?;
+    row.map(|r| {
+        Ok(DeviceSetup {
+            template_id: rows::opt_text(&r, "dep_template_id")?,
+            state: rows::opt_setup_state(&r, "setup_state")?,
+            error: rows::opt_text(&r, "setup_error")?,
+            updated_at: rows::opt_time(&r, "setup_updated_at")?,
+        })
+    })
+    .transpose()
+}
+
+async fn count_unfinished_setup_commands(
+    db: &mut impl Db,
+    device: DeviceId,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM commands WHERE device_id = $1 AND queued_by = $2 \
+         AND status IN ('queued', 'sent', 'not_now')",
+    )
+    .bind(device.to_string())
+    .bind(QueuedBy::Setup.to_stored())
+    .fetch_one(db.conn()?)
+    .await?;
+    rows::int(&row, "n")
+}
+
+async fn store_bypass_code(
+    db: &mut impl Db,
+    device: DeviceId,
+    sealed: &[u8],
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    let changed = sqlx::query(
+        "UPDATE devices SET bypass_code_encrypted = $2, bypass_code_at = $3 WHERE id = $1",
+    )
+    .bind(device.to_string())
+    .bind(sealed)
+    .bind(now.0)
+    .execute(db.conn()?)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 /// The ` AND …` conditions of a DEP device listing, inside the scope.

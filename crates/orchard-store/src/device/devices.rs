@@ -6,9 +6,10 @@ use orchard_types::{ChannelId, DeviceId, Secret, Udid, UnixTime};
 
 use crate::rows;
 use crate::sql::Sql;
+use crate::unit::Db;
 use crate::{
     AuthenticateDevice, Channel, Device, DeviceFacts, InventorySection, Page, Scope, Store,
-    StoreError, TokenUpdateOutcome, TokenUpdateRecord,
+    StoreError, TokenUpdateOutcome, TokenUpdateRecord, UnitOfWork,
 };
 
 pub(crate) const DEVICE_COLUMNS: &str =
@@ -212,57 +213,15 @@ impl Store {
 
     /// Upserts the channel's push token/PushMagic (and UnlockToken if Some, AwaitingConfiguration); sets the
     /// device state enrolled and last_seen. `first` is true when the channel had no push token before.
-    /// NotFound when the device does not exist.
+    /// NotFound when the device does not exist. One transaction.
     pub async fn update_token(
         &self,
         t: &TokenUpdateRecord,
     ) -> Result<TokenUpdateOutcome, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE devices SET state = 'enrolled', last_seen_at = $2, updated_at = $2 WHERE id = $1",
-        )
-        .bind(t.device_id.to_string())
-        .bind(t.now.0)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        // The counter is bumped in the same statement that writes the token, so two concurrent TokenUpdates
-        // cannot both believe they were the first.
-        let row = sqlx::query(
-            "INSERT INTO channels (id, device_id, user_short_name, user_id, push_token, push_magic, \
-               unlock_token, awaiting_configuration, token_updated_at, token_update_count, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $9) \
-             ON CONFLICT (id) DO UPDATE SET \
-               device_id = excluded.device_id, \
-               user_short_name = excluded.user_short_name, \
-               user_id = excluded.user_id, \
-               push_token = excluded.push_token, \
-               push_magic = excluded.push_magic, \
-               unlock_token = COALESCE(excluded.unlock_token, channels.unlock_token), \
-               awaiting_configuration = excluded.awaiting_configuration, \
-               token_updated_at = excluded.token_updated_at, \
-               push_token_dead_at = NULL, \
-               push_token_dead_reason = NULL, \
-               token_update_count = CASE WHEN channels.push_token IS NULL THEN 1 \
-                                         ELSE channels.token_update_count + 1 END \
-             RETURNING token_update_count",
-        )
-        .bind(t.channel.as_str())
-        .bind(t.device_id.to_string())
-        .bind(t.user_short_name.as_deref())
-        .bind(t.user_id.as_deref())
-        .bind(t.push_token.as_slice())
-        .bind(&t.push_magic)
-        .bind(t.unlock_token.as_deref())
-        .bind(bool_to_int(t.awaiting_configuration))
-        .bind(t.now.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        let count = rows::int(&row, "token_update_count")?;
-        tx.commit().await?;
-        Ok(TokenUpdateOutcome { first: count == 1 })
+        let mut unit = self.begin_unit().await?;
+        let outcome = unit.update_token(t).await?;
+        unit.commit().await?;
+        Ok(outcome)
     }
 
     /// CheckOut: state unenrolled, channels removed, unfinished commands expired. NotFound for an unknown UDID.
@@ -303,14 +262,7 @@ impl Store {
     }
 
     pub async fn get_channel(&self, channel: &ChannelId) -> Result<Option<Channel>, StoreError> {
-        let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = $1");
-        sqlx::query(&sql)
-            .bind(channel.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(channel_from_row)
-            .transpose()
+        get_channel(&mut self.pooled().await?, channel).await
     }
 
     /// The device channel first (its id is the bare UDID, which sorts before `UDID:user`), then user channels.
@@ -333,35 +285,7 @@ impl Store {
         f: &DeviceFacts,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE devices SET \
-               serial_number = COALESCE($2, serial_number), \
-               device_name = COALESCE($3, device_name), \
-               model = COALESCE($4, model), \
-               model_name = COALESCE($5, model_name), \
-               product_name = COALESCE($6, product_name), \
-               os_version = COALESCE($7, os_version), \
-               build_version = COALESCE($8, build_version), \
-               is_supervised = COALESCE($9, is_supervised), \
-               updated_at = $10 \
-             WHERE id = $1",
-        )
-        .bind(id.to_string())
-        .bind(f.serial_number.as_deref())
-        .bind(f.device_name.as_deref())
-        .bind(f.model.as_deref())
-        .bind(f.model_name.as_deref())
-        .bind(f.product_name.as_deref())
-        .bind(f.os_version.as_deref())
-        .bind(f.build_version.as_deref())
-        .bind(f.is_supervised.map(bool_to_int))
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        update_device_facts(&mut self.pooled().await?, id, f, now).await
     }
 
     /// Replaces one inventory section (a JSON document) of the device. NotFound when the device does not exist.
@@ -372,17 +296,7 @@ impl Store {
         json: &str,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO inventory_sections (device_id, section, json, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (device_id, section) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
-        )
-        .bind(id.to_string())
-        .bind(section)
-        .bind(json)
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        put_inventory_section(&mut self.pooled().await?, id, section, json, now).await
     }
 
     /// All inventory sections of the device, ordered by section name; empty for a device outside the scope.
@@ -422,5 +336,162 @@ async fn expire_unfinished_commands(
         .bind(now.0)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+impl UnitOfWork {
+    /// [`Store::update_token`] inside this unit: a first TokenUpdate stays "first" until the unit commits.
+    pub async fn update_token(
+        &mut self,
+        t: &TokenUpdateRecord,
+    ) -> Result<TokenUpdateOutcome, StoreError> {
+        update_token(self, t).await
+    }
+
+    /// [`Store::get_channel`] inside this unit.
+    pub async fn get_channel(
+        &mut self,
+        channel: &ChannelId,
+    ) -> Result<Option<Channel>, StoreError> {
+        get_channel(self, channel).await
+    }
+
+    /// [`Store::update_device_facts`] inside this unit.
+    pub async fn update_device_facts(
+        &mut self,
+        id: DeviceId,
+        f: &DeviceFacts,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        update_device_facts(self, id, f, now).await
+    }
+
+    /// [`Store::put_inventory_section`] inside this unit.
+    pub async fn put_inventory_section(
+        &mut self,
+        id: DeviceId,
+        section: &str,
+        json: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        put_inventory_section(self, id, section, json, now).await
+    }
+}
+
+async fn update_token(
+    db: &mut impl Db,
+    t: &TokenUpdateRecord,
+) -> Result<TokenUpdateOutcome, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE devices SET state = 'enrolled', last_seen_at = $2, updated_at = $2 WHERE id = $1",
+    )
+    .bind(t.device_id.to_string())
+    .bind(t.now.0)
+    .execute(db.conn()?)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    // The counter is bumped in the same statement that writes the token, so two concurrent TokenUpdates
+    // cannot both believe they were the first.
+    let row = sqlx::query(
+        "INSERT INTO channels (id, device_id, user_short_name, user_id, push_token, push_magic, \
+           unlock_token, awaiting_configuration, token_updated_at, token_update_count, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $9) \
+         ON CONFLICT (id) DO UPDATE SET \
+           device_id = excluded.device_id, \
+           user_short_name = excluded.user_short_name, \
+           user_id = excluded.user_id, \
+           push_token = excluded.push_token, \
+           push_magic = excluded.push_magic, \
+           unlock_token = COALESCE(excluded.unlock_token, channels.unlock_token), \
+           awaiting_configuration = excluded.awaiting_configuration, \
+           token_updated_at = excluded.token_updated_at, \
+           push_token_dead_at = NULL, \
+           push_token_dead_reason = NULL, \
+           token_update_count = CASE WHEN channels.push_token IS NULL THEN 1 \
+                                     ELSE channels.token_update_count + 1 END \
+         RETURNING token_update_count",
+    )
+    .bind(t.channel.as_str())
+    .bind(t.device_id.to_string())
+    .bind(t.user_short_name.as_deref())
+    .bind(t.user_id.as_deref())
+    .bind(t.push_token.as_slice())
+    .bind(&t.push_magic)
+    .bind(t.unlock_token.as_deref())
+    .bind(bool_to_int(t.awaiting_configuration))
+    .bind(t.now.0)
+    .fetch_one(db.conn()?)
+    .await?;
+    let count = rows::int(&row, "token_update_count")?;
+    Ok(TokenUpdateOutcome { first: count == 1 })
+}
+
+async fn get_channel(db: &mut impl Db, channel: &ChannelId) -> Result<Option<Channel>, StoreError> {
+    let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = $1");
+    sqlx::query(&sql)
+        .bind(channel.as_str())
+        .fetch_optional(db.conn()?)
+        .await?
+        .as_ref()
+        .map(channel_from_row)
+        .transpose()
+}
+
+async fn update_device_facts(
+    db: &mut impl Db,
+    id: DeviceId,
+    f: &DeviceFacts,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE devices SET \
+           serial_number = COALESCE($2, serial_number), \
+           device_name = COALESCE($3, device_name), \
+           model = COALESCE($4, model), \
+           model_name = COALESCE($5, model_name), \
+           product_name = COALESCE($6, product_name), \
+           os_version = COALESCE($7, os_version), \
+           build_version = COALESCE($8, build_version), \
+           is_supervised = COALESCE($9, is_supervised), \
+           updated_at = $10 \
+         WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .bind(f.serial_number.as_deref())
+    .bind(f.device_name.as_deref())
+    .bind(f.model.as_deref())
+    .bind(f.model_name.as_deref())
+    .bind(f.product_name.as_deref())
+    .bind(f.os_version.as_deref())
+    .bind(f.build_version.as_deref())
+    .bind(f.is_supervised.map(bool_to_int))
+    .bind(now.0)
+    .execute(db.conn()?)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+async fn put_inventory_section(
+    db: &mut impl Db,
+    id: DeviceId,
+    section: &str,
+    json: &str,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO inventory_sections (device_id, section, json, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (device_id, section) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
+    )
+    .bind(id.to_string())
+    .bind(section)
+    .bind(json)
+    .bind(now.0)
+    .execute(db.conn()?)
+    .await?;
     Ok(())
 }

@@ -6,8 +6,10 @@ use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
 
 use crate::rows;
 use crate::sql::Sql;
+use crate::unit::Db;
 use crate::{
     ApiToken, EnrollmentLink, IssuedCertificate, ScepChallenge, Scope, Store, StoreError, Tenant,
+    UnitOfWork,
 };
 
 const TENANT_COLUMNS: &str = "id, name, code, created_at";
@@ -268,14 +270,31 @@ impl Store {
         &self,
         fingerprint: &str,
     ) -> Result<Option<IssuedCertificate>, StoreError> {
-        let sql =
-            format!("SELECT {CERTIFICATE_COLUMNS} FROM issued_certificates WHERE fingerprint = $1");
-        sqlx::query(&sql)
-            .bind(fingerprint)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(certificate_from_row)
-            .transpose()
+        find_issued_certificate(&mut self.pooled().await?, fingerprint).await
     }
+}
+
+impl UnitOfWork {
+    /// [`Store::find_issued_certificate`] inside this unit.
+    pub async fn find_issued_certificate(
+        &mut self,
+        fingerprint: &str,
+    ) -> Result<Option<IssuedCertificate>, StoreError> {
+        find_issued_certificate(self, fingerprint).await
+    }
+}
+
+async fn find_issued_certificate(
+    db: &mut impl Db,
+    fingerprint: &str,
+) -> Result<Option<IssuedCertificate>, StoreError> {
+    let sql =
+        format!("SELECT {CERTIFICATE_COLUMNS} FROM issued_certificates WHERE fingerprint = $1");
+    sqlx::query(&sql)
+        .bind(fingerprint)
+        .fetch_optional(db.conn()?)
+        .await?
+        .as_ref()
+        .map(certificate_from_row)
+        .transpose()
 }

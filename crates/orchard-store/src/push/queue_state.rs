@@ -3,6 +3,7 @@
 
 use orchard_types::{ChannelId, DeviceId, UnixTime};
 
+use crate::unit::Db;
 use crate::{rows, Backend, Store, StoreError};
 
 /// Channel ids per `UPDATE … WHERE id IN (…)` statement when requesting pushes in bulk.
@@ -31,9 +32,9 @@ pub struct PushCertificateRecord {
     pub active: bool,
 }
 
-/// Bumps `push_wanted` for the channels (in chunks), on whatever connection or transaction the caller holds.
+/// Bumps `push_wanted` for the channels (in chunks), in the caller's unit of work or on a pooled connection.
 pub(crate) async fn mark_push_wanted(
-    conn: &mut sqlx::AnyConnection,
+    db: &mut impl Db,
     channels: &[&str],
     now: i64,
 ) -> Result<u64, StoreError> {
@@ -51,7 +52,7 @@ pub(crate) async fn mark_push_wanted(
         for c in chunk {
             q = q.bind(*c);
         }
-        changed += q.execute(&mut *conn).await?.rows_affected();
+        changed += q.execute(db.conn()?).await?.rows_affected();
     }
     Ok(changed)
 }
@@ -80,8 +81,7 @@ impl Store {
         now: UnixTime,
     ) -> Result<u64, StoreError> {
         let ids: Vec<&str> = channels.iter().map(ChannelId::as_str).collect();
-        let mut conn = self.pool.acquire().await?;
-        mark_push_wanted(&mut conn, &ids, now.0).await
+        mark_push_wanted(&mut self.pooled().await?, &ids, now.0).await
     }
 
     /// Every channel of a device owes a push (a manual push from the API).

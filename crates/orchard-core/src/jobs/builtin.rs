@@ -1,0 +1,176 @@
+//! The jobs every node runs: push dispatch, DEP sync and the usage snapshot, each a thin [`Job`] over the
+//! domain's own step function (which tests also call directly).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Job, Lease, Step};
+use crate::reporting::usage::{UsageSnapshotter, SNAPSHOT_TICK};
+use crate::{CoreError, Orchard};
+
+/// How often the dispatcher reloads the push certificate, warns about its expiry and wakes inactive devices.
+const PUSH_HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
+
+/// Turns owed pushes into APNs pushes, paced by a token bucket (`--push-rate`, `--push-burst`).
+pub struct PushDispatchJob {
+    orchard: Arc<Orchard>,
+    pacing: Mutex<Pacing>,
+}
+
+struct Pacing {
+    tokens: f64,
+    last_refill: Instant,
+    last_housekeeping: Option<Instant>,
+}
+
+impl PushDispatchJob {
+    pub fn new(orchard: Arc<Orchard>) -> Self {
+        let burst = f64::from(orchard.push.settings().burst.max(1));
+        Self {
+            orchard,
+            pacing: Mutex::new(Pacing {
+                tokens: burst,
+                last_refill: Instant::now(),
+                last_housekeeping: None,
+            }),
+        }
+    }
+
+    /// Refills the bucket and says how many pushes may go now, and whether housekeeping is due.
+    fn budget(&self) -> (usize, bool) {
+        let settings = self.orchard.push.settings();
+        let rate = f64::from(settings.rate_per_second.max(1));
+        let capacity = f64::from(settings.burst.max(1));
+        let now = Instant::now();
+        // A poisoned lock only means another step panicked; the pacing numbers are still usable.
+        let mut pacing = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
+        pacing.tokens = (pacing.tokens
+            + now.duration_since(pacing.last_refill).as_secs_f64() * rate)
+            .min(capacity);
+        pacing.last_refill = now;
+        let housekeeping = pacing
+            .last_housekeeping
+            .is_none_or(|t| now.duration_since(t) >= PUSH_HOUSEKEEPING_EVERY);
+        if housekeeping {
+            pacing.last_housekeeping = Some(now);
+        }
+        (pacing.tokens.floor() as usize, housekeeping)
+    }
+
+    fn spend(&self, pushes: usize) {
+        let mut pacing = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
+        pacing.tokens -= pushes as f64;
+    }
+}
+
+impl Job for PushDispatchJob {
+    fn name(&self) -> &str {
+        "push-dispatch"
+    }
+
+    /// Without a wake-up (queued commands wake it), the dispatcher looks once a second.
+    fn interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn wake_signal(&self) -> Option<Arc<Notify>> {
+        Some(self.orchard.push.wake_signal())
+    }
+
+    async fn run_once(&self) -> Result<Step, CoreError> {
+        let (budget, housekeeping) = self.budget();
+        if housekeeping {
+            self.orchard.push_housekeeping().await;
+        }
+        if budget == 0 {
+            return Ok(Step::More(Duration::from_millis(10)));
+        }
+        let stats = self.orchard.dispatch_pushes_once(budget).await?;
+        self.spend(stats.claimed);
+        if stats.claimed > 0 && stats.claimed >= budget {
+            // More may be owed: come back as soon as the bucket has refilled a little.
+            let rate = f64::from(self.orchard.push.settings().rate_per_second.max(1));
+            let pause = Duration::from_secs_f64((budget.min(100) as f64 / rate).max(0.01));
+            return Ok(Step::More(pause));
+        }
+        Ok(Step::Idle)
+    }
+}
+
+/// Syncs every uploaded DEP server token and sends its due assignments. One node per interval does the round
+/// (cluster lease); within it each token is leased too, so a round that overruns cannot sync a token twice.
+pub struct DepSyncJob {
+    orchard: Arc<Orchard>,
+    owner: String,
+    interval: Duration,
+}
+
+impl DepSyncJob {
+    /// None when DEP sync is switched off (`--dep-sync-minutes 0`).
+    pub fn new(orchard: Arc<Orchard>, owner: &str) -> Option<Self> {
+        let seconds = orchard.dep_sync_interval_seconds();
+        (seconds > 0).then(|| Self {
+            orchard,
+            owner: owner.to_owned(),
+            interval: Duration::from_secs(seconds),
+        })
+    }
+}
+
+impl Job for DepSyncJob {
+    fn name(&self) -> &str {
+        "dep-sync"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn lease(&self) -> Lease {
+        // A sync of a large token against a slow Apple can take minutes; twice the interval (at least two
+        // minutes) before another node may assume this one died.
+        Lease::Cluster {
+            lease: (self.interval * 2).max(Duration::from_secs(120)),
+        }
+    }
+
+    async fn run_once(&self) -> Result<Step, CoreError> {
+        self.orchard
+            .dep_scheduler_tick(&self.owner, self.interval.as_secs())
+            .await;
+        Ok(Step::Idle)
+    }
+}
+
+/// Takes each UTC day's usage snapshot at this node's first step of the day (idempotent across nodes).
+pub struct UsageSnapshotJob {
+    orchard: Arc<Orchard>,
+    snapshotter: tokio::sync::Mutex<UsageSnapshotter>,
+}
+
+impl UsageSnapshotJob {
+    pub fn new(orchard: Arc<Orchard>) -> Self {
+        Self {
+            orchard,
+            snapshotter: tokio::sync::Mutex::new(UsageSnapshotter::new()),
+        }
+    }
+}
+
+impl Job for UsageSnapshotJob {
+    fn name(&self) -> &str {
+        "usage-snapshot"
+    }
+
+    fn interval(&self) -> Duration {
+        SNAPSHOT_TICK
+    }
+
+    async fn run_once(&self) -> Result<Step, CoreError> {
+        self.snapshotter.lock().await.tick(&self.orchard).await?;
+        Ok(Step::Idle)
+    }
+}

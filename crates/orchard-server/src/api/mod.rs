@@ -1,0 +1,100 @@
+//! The admin API `/api/v1` (JSON). This module owns the one route list: every route is registered with its
+//! OpenAPI description through `routes!`, so the router and the document (`crate::openapi`) come from the
+//! same list. Feature modules hold the handlers and use only the shared [`error`], [`extract`] and [`reply`]
+//! modules and core, never each other (a test checks).
+//!
+//! Every request passes [`crate::auth::resolve_principal`] (the caller, once) and the audit trail (every
+//! mutation recorded); handlers take the caller as [`extract::Authenticated`].
+
+pub mod error;
+pub mod extract;
+pub mod reply;
+
+mod activation_lock;
+mod audit;
+mod audit_trail;
+mod commands;
+mod dep;
+mod devices;
+mod links;
+mod meta;
+mod push;
+mod role_mappings;
+mod setup;
+mod tenants;
+mod tokens;
+mod usage;
+mod users;
+
+use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+/// Where the API is mounted.
+pub const API_ROOT: &str = "/api/v1";
+
+/// Every `/api/v1` route, each registered with its OpenAPI description: add routes only through
+/// `.routes(routes!(…))` (never a plain axum route), or the document misses them (a test checks).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(meta::serve_openapi))
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::tenant, tenants::edit_tenant))
+        .routes(routes!(links::create_link, links::list_links))
+        .routes(routes!(links::revoke_link))
+        .routes(routes!(devices::list_devices))
+        .routes(routes!(devices::device_detail))
+        .routes(routes!(devices::push_device))
+        .routes(routes!(commands::queue_command, commands::command_history))
+        .routes(routes!(commands::queue_bulk_command))
+        .routes(routes!(setup::device_setup))
+        .routes(routes!(setup::release_setup))
+        .routes(routes!(activation_lock::activation_lock))
+        .routes(routes!(activation_lock::clear_activation_lock))
+        .routes(routes!(
+            push::push_certificate_status,
+            push::upload_push_certificate
+        ))
+        .routes(routes!(push::create_push_csr))
+        .routes(routes!(dep::create_dep_token, dep::list_dep_tokens))
+        .routes(routes!(dep::upload_dep_token))
+        .routes(routes!(dep::sync_dep_token))
+        .routes(routes!(dep::create_template, dep::list_token_templates))
+        .routes(routes!(dep::assign))
+        .routes(routes!(dep::list_templates))
+        .routes(routes!(
+            dep::get_template,
+            dep::update_template,
+            dep::delete_template
+        ))
+        .routes(routes!(dep::list_dep_devices))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(users::list_users))
+        .routes(routes!(users::edit_user))
+        .routes(routes!(
+            role_mappings::list_role_mappings,
+            role_mappings::create_role_mapping
+        ))
+        .routes(routes!(role_mappings::delete_role_mapping))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::export_audit_csv))
+        .routes(routes!(usage::usage_report))
+}
+
+/// The API router: the routes behind caller resolution (outermost) and the audit trail. Only matched routes
+/// are wrapped: a request to a path that is no route changes nothing and is not an action.
+pub fn router(state: AppState) -> Router<AppState> {
+    let (router, _) = routes().split_for_parts();
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_trail::record_mutations,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::auth::resolve_principal,
+        ))
+}

@@ -1,0 +1,151 @@
+//! The device surface: `/mdm/checkin`, `/mdm/command`, `/scep`, `/enroll/{secret}`, `/enroll/dep`.
+//!
+//! Rule: never answer a device 401 by accident (an Apple device removes its MDM profile on 401). Unknown or
+//! unenrolled devices get the documented 403 with `com.apple.unrecognized.device`. 5xx bodies carry no
+//! internals.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use orchard_core::device::checkin::CheckinReply;
+use orchard_core::CoreError;
+use serde::Deserialize;
+
+use crate::state::AppState;
+
+mod error;
+
+pub use error::DeviceError;
+
+pub const MDM_SIGNATURE_HEADER: &str = "mdm-signature";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/mdm/checkin", put(checkin))
+        .route("/mdm/command", put(command))
+        .route("/scep", get(scep_get).post(scep_post))
+        .route("/enroll/dep", axum::routing::post(enroll_dep))
+        .route("/enroll/{secret}", get(enrollment_profile))
+}
+
+fn signature(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(MDM_SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn checkin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, DeviceError> {
+    let reply = state.orchard.checkin(signature(&headers), &body).await?;
+    Ok(match reply {
+        CheckinReply::Empty => StatusCode::OK.into_response(),
+        CheckinReply::Plist(b) => ([(header::CONTENT_TYPE, "application/xml")], b).into_response(),
+        CheckinReply::Json(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
+    })
+}
+
+async fn command(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, DeviceError> {
+    match state
+        .orchard
+        .command_report(signature(&headers), &body)
+        .await?
+    {
+        Some(next) => Ok(([(header::CONTENT_TYPE, "application/xml")], next).into_response()),
+        None => Ok(StatusCode::OK.into_response()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ScepQuery {
+    operation: Option<String>,
+    message: Option<String>,
+}
+
+async fn scep_get(
+    State(state): State<AppState>,
+    Query(q): Query<ScepQuery>,
+) -> Result<Response, DeviceError> {
+    let o = &state.orchard;
+    let reply = match q.operation.as_deref() {
+        Some("GetCACaps") => o.scep_ca_caps(),
+        Some("GetCACert") => o.scep_ca_cert(),
+        Some("PKIOperation") => {
+            // RFC 8894 §4.1: GET carries the message base64-encoded in `message`.
+            use base64::Engine;
+            let msg = q
+                .message
+                .ok_or_else(|| CoreError::Invalid("message parameter missing".into()))?;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(msg.trim())
+                .map_err(|_| CoreError::Invalid("message is not base64".into()))?;
+            o.scep_pki_operation(&der).await?
+        }
+        other => {
+            return Err(CoreError::Invalid(format!(
+                "unknown scep operation {}",
+                other.unwrap_or("(none)")
+            ))
+            .into())
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, reply.content_type)], reply.body).into_response())
+}
+
+async fn scep_post(
+    State(state): State<AppState>,
+    Query(q): Query<ScepQuery>,
+    body: Bytes,
+) -> Result<Response, DeviceError> {
+    if q.operation.as_deref() != Some("PKIOperation") {
+        return Err(CoreError::Invalid("POST supports only PKIOperation".into()).into());
+    }
+    let reply = state.orchard.scep_pki_operation(&body).await?;
+    Ok(([(header::CONTENT_TYPE, reply.content_type)], reply.body).into_response())
+}
+
+async fn enrollment_profile(
+    State(state): State<AppState>,
+    Path(secret): Path<String>,
+) -> Result<Response, DeviceError> {
+    let profile = state.orchard.enrollment_profile_for_link(&secret).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-apple-aspen-config"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"orchard-enrollment.mobileconfig\"",
+            ),
+        ],
+        profile,
+    )
+        .into_response())
+}
+
+/// Automated Device Enrollment: the device POSTs its CMS-signed MachineInfo (the ADE profile's `url`) and gets
+/// the enrollment profile, or Apple's documented 403 telling it to update iOS first. Refusals are 403.
+async fn enroll_dep(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {
+    use orchard_core::enrollment::ade::ZeroTouchAnswer;
+    match state.orchard.enroll_dep(&body).await? {
+        ZeroTouchAnswer::Profile(profile) => Ok((
+            [(header::CONTENT_TYPE, "application/x-apple-aspen-config")],
+            profile,
+        )
+            .into_response()),
+        ZeroTouchAnswer::SoftwareUpdateRequired(json) => Ok((
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response()),
+    }
+}

@@ -1,0 +1,132 @@
+//! Units of work: one write transaction that a core use case carries through every store call it makes, so
+//! the use case commits once or not at all.
+//!
+//! The store methods a use case needs exist twice in name only: as `Store::x` (on a pooled connection, or in
+//! a unit of its own when it writes several rows) and as `UnitOfWork::x` (inside the caller's unit). Both call
+//! one private function written against [`Db`], so every SQL text exists once.
+//!
+//! Dropping a unit without [`UnitOfWork::commit`] rolls it back (sqlx rolls back a dropped transaction when
+//! the connection returns to the pool).
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Transaction};
+
+use crate::{Backend, Store, StoreError};
+
+/// One use case's transaction. Made by [`Store::begin_unit`]; on SQLite it holds the write lock from the
+/// start (`BEGIN IMMEDIATE`), on PostgreSQL it is a READ COMMITTED transaction whose conditional updates
+/// (`… WHERE setup_state = $from`, `… AND status IN (unfinished)`) decide races.
+pub struct UnitOfWork {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+    queued_commands: bool,
+    #[cfg(feature = "fault-injection")]
+    faults: std::sync::Arc<crate::fault::FaultInjector>,
+}
+
+impl std::fmt::Debug for UnitOfWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnitOfWork")
+            .field("backend", &self.backend)
+            .field("queued_commands", &self.queued_commands)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Starts a unit of work (a write transaction).
+    pub async fn begin_unit(&self) -> Result<UnitOfWork, StoreError> {
+        #[cfg(feature = "fault-injection")]
+        self.faults.before_statement()?;
+        let tx = self.begin_write().await?;
+        Ok(UnitOfWork {
+            tx,
+            backend: self.backend,
+            queued_commands: false,
+            #[cfg(feature = "fault-injection")]
+            faults: self.faults.clone(),
+        })
+    }
+
+    /// A pooled connection for a store call that runs on its own (one statement, or reads).
+    pub(crate) async fn pooled(&self) -> Result<Pooled, StoreError> {
+        Ok(Pooled {
+            conn: self.pool.acquire().await?,
+            backend: self.backend,
+        })
+    }
+}
+
+impl UnitOfWork {
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether this unit queued commands: their push is already owed durably (`push_wanted`, bumped in this
+    /// transaction), so after the commit the caller only needs to wake the dispatcher.
+    pub fn queued_commands(&self) -> bool {
+        self.queued_commands
+    }
+
+    /// Makes every change of the unit durable at once.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.before_statement()?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops every change of the unit (dropping it does the same, later).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
+    fn before_statement(&mut self) -> Result<(), StoreError> {
+        #[cfg(feature = "fault-injection")]
+        self.faults.before_statement()?;
+        Ok(())
+    }
+}
+
+/// Where a store statement runs: a unit of work, or a pooled connection of its own.
+pub(crate) trait Db: Send {
+    fn backend(&self) -> Backend;
+
+    /// The connection for the next statement. Every statement asks anew, so the fault injector can count
+    /// (and fail) statements one by one.
+    fn conn(&mut self) -> Result<&mut AnyConnection, StoreError>;
+
+    /// A statement queued commands (see [`UnitOfWork::queued_commands`]).
+    fn note_queued_commands(&mut self) {}
+}
+
+impl Db for UnitOfWork {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        self.before_statement()?;
+        Ok(&mut self.tx)
+    }
+
+    fn note_queued_commands(&mut self) {
+        self.queued_commands = true;
+    }
+}
+
+/// A pooled connection used outside any unit of work.
+pub(crate) struct Pooled {
+    conn: PoolConnection<Any>,
+    backend: Backend,
+}
+
+impl Db for Pooled {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        Ok(&mut self.conn)
+    }
+}
