@@ -75,6 +75,26 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The binary that opens the database itself holds its scope authority, and acts through a
+//! [`crate::access::bootstrap::LocalBootstrap`]:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use orchard_core::access::bootstrap::LocalBootstrap;
+//! let (store, scopes): (orchard_store::Store, orchard_store::ScopeAuthority) =
+//!     orchard_store::Store::connect("sqlite://orchard.db").await?;
+//! let everything: orchard_store::Scope = scopes.all_tenants();
+//! let clock = std::sync::Arc::new(orchard_types::SystemClock);
+//! let bootstrap = LocalBootstrap::for_opened_database(store, scopes, clock);
+//! let first = bootstrap
+//!     .create_api_token("central-it", orchard_types::Role::Operator, None, None)
+//!     .await?;
+//! let _operator = bootstrap.operator()?;
+//! # let _ = (everything, first.secret);
+//! # Ok(())
+//! # }
+//! ```
 
 use orchard_store::{Scope, ScopeAuthority};
 use orchard_types::{Role, TenantId};
