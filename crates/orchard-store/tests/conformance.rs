@@ -3136,6 +3136,19 @@ async fn check_dep_templates_and_assignments(store: Store) {
         (setup.template_id.as_deref(), setup.state),
         (Some("tpl-b"), Some(SetupState::Releasing))
     );
+    // A move the state machine does not have is refused, whatever the row says.
+    assert!(matches!(
+        store
+            .advance_device_setup(
+                device.id,
+                SetupState::Configured,
+                SetupState::Failed,
+                None,
+                T0
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
     assert!(store.bypass_code(device.id).await.unwrap().is_none());
     store
         .store_bypass_code(device.id, &[9, 8, 7], UnixTime(T0.0 + 90))

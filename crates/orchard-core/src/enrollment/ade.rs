@@ -251,7 +251,7 @@ impl Orchard {
         {
             let cmd = setup_command(device, channel, Command::DeviceConfigured, now);
             unit.enqueue_commands(&[cmd]).await?;
-            tracing::info!(udid = %device.udid, "zero-touch setup done: DeviceConfigured queueing");
+            tracing::info!(udid = %device.udid, "zero-touch setup done: queueing DeviceConfigured");
         }
         Ok(())
     }

@@ -683,7 +683,8 @@ impl Store {
     }
 
     /// Moves the setup state from `from` to `to` only if it is still `from` (two reports racing on two nodes
-    /// release a device once). Returns whether this call moved it.
+    /// release a device once). Returns whether this call moved it. Conflict for a move that
+    /// [`SetupState::may_move_to`] does not allow.
     pub async fn advance_device_setup(
         &self,
         device: DeviceId,
@@ -887,6 +888,12 @@ async fn advance_device_setup(
     error: Option<&str>,
     now: UnixTime,
 ) -> Result<bool, StoreError> {
+    // A move the state machine does not have is a bug in the caller: refuse it before touching the row.
+    if !from.may_move_to(to) {
+        return Err(StoreError::Conflict(format!(
+            "setup cannot move from {from} to {to}"
+        )));
+    }
     let changed = sqlx::query(
         "UPDATE devices SET setup_state = $3, setup_error = $4, setup_updated_at = $5 \
          WHERE id = $1 AND setup_state = $2",
