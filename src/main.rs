@@ -14,6 +14,7 @@ use orchard_store::{ScopeAuthority, Store};
 use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TenantId};
 
 mod cli;
+mod pki_files;
 
 #[derive(Parser)]
 #[command(
@@ -417,9 +418,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         bail!("--public-url must be an https:// URL (Apple devices only talk to MDM over TLS)");
     }
     let (dns, ips) = tls_names(&public_url, local.ip());
-    let pki =
-        orchard_core::pki_files::load_or_create(&args.storage.data_dir, &dns, &ips, clock.now())
-            .context("preparing the CA and TLS identity")?;
+    let pki = pki_files::load_or_create(&args.storage.data_dir, &dns, &ips, clock.now())
+        .context("preparing the CA and TLS identity")?;
     let topic = development_topic(&pki.material.ca.cert_der())?;
 
     // Devices in Setup Assistant must trust our TLS certificate before any profile is installed: when Orchard
@@ -625,7 +625,7 @@ async fn offline_orchard(storage: &StorageArgs) -> Result<(Orchard, OperatorCtx,
         LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock.clone())
             .operator()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pki = orchard_core::pki_files::load_or_create(&storage.data_dir, &[], &[], clock.now())?;
+    let pki = pki_files::load_or_create(&storage.data_dir, &[], &[], clock.now())?;
     let topic = development_topic(&pki.material.ca.cert_der())?;
     let config = CoreConfig {
         public_url: "https://localhost".into(),

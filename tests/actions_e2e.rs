@@ -3,26 +3,18 @@
 //! caller's enrolled devices, a dry run counts them first, a destructive bulk command needs that count, and the
 //! simulated iPads receive what was queued.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
-use common::{create_token, Backend, TestServer};
-use orchard_sim::{SimConfig, SimDevice};
+use orchard_sim::SimDevice;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::Role;
 use reqwest::Method;
 use serde_json::json;
 
 async fn enroll(server: &TestServer, tenant: &str, count: usize) -> Result<Vec<SimDevice>> {
-    let link = server.enrollment_link(tenant, None).await?;
-    let config = SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
-        ..SimConfig::default()
-    };
-    let mut fleet: Vec<SimDevice> = (0..count).map(|_| SimDevice::new_random(&config)).collect();
-    for d in fleet.iter_mut() {
-        d.enroll(&link).await.context("enrollment")?;
-        d.poll().await?;
-    }
-    Ok(fleet)
+    server
+        .enroll_devices(&server.sim_config(), tenant, count)
+        .await
 }
 
 async fn scenario(backend: Backend) -> Result<()> {
@@ -33,13 +25,10 @@ async fn scenario(backend: Backend) -> Result<()> {
     let music = server.create_tenant("Music", "music").await?;
     let mut physics_ipads = enroll(&server, &physics, 4).await?;
     let music_ipads = enroll(&server, &music, 2).await?;
-    let token = |role: &str, tenant: Option<&str>, name: &str| {
-        create_token(&server.data_dir, &server.database_url, role, tenant, name)
-    };
-    let admin = token("admin", Some(&physics), "physics-admin")?;
-    let viewer = token("viewer", Some(&physics), "physics-viewer")?;
-    let helpdesk = token("helpdesk", None, "helpdesk")?;
-    let music_admin = token("admin", Some(&music), "music-admin")?;
+    let admin = server.create_token(Role::Admin, Some(&physics), "physics-admin")?;
+    let viewer = server.create_token(Role::Viewer, Some(&physics), "physics-viewer")?;
+    let helpdesk = server.create_token(Role::Helpdesk, None, "helpdesk")?;
+    let music_admin = server.create_token(Role::Admin, Some(&music), "music-admin")?;
 
     // Erase one iPad: confirmation rule.
     let target = server.device_by_udid(&physics_ipads[0].state.udid).await?;
@@ -220,12 +209,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dangerous_and_bulk_actions_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dangerous_and_bulk_actions_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    dangerous_and_bulk_actions => scenario;
 }

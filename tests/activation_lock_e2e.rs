@@ -6,54 +6,26 @@
 //! viewer, 404 for another tenant's admin), 409 without an escrowed code or a push certificate, and 502 with
 //! Apple's reason when Apple refuses — on SQLite and on PostgreSQL.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
-use common::{create_token, Backend, TestServer};
-use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer};
-use orchard_dep::fake::activation::FakeActivationServer;
-use orchard_pki::CertificateAuthority;
-use orchard_sim::{SimConfig, SimDevice};
-use orchard_types::UnixTime;
+use orchard_apns::fake::random_topic;
+use orchard_sim::SimDevice;
+use orchard_testkit::apple::{AppleActivation, ApplePush};
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::{Clock, Role, SystemClock};
 use serde_json::{json, Value};
-
-fn now() -> UnixTime {
-    UnixTime(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
-}
 
 /// Apple's side: the push CA, APNs (so pushes after the certificate upload go somewhere local) and the
 /// activation service, both trusting client certificates of that CA.
 struct Apple {
-    push_ca: CertificateAuthority,
-    activation: FakeActivationServer,
-    apns: FakeApnsServer,
-    _dir: tempfile::TempDir,
-    activation_root_file: std::path::PathBuf,
-    apns_root_file: std::path::PathBuf,
+    push: ApplePush,
+    activation: AppleActivation,
 }
 
 async fn apple() -> Result<Apple> {
-    let push_ca = CertificateAuthority::generate("Test Apple Push CA", now(), 30)?;
-    let activation = FakeActivationServer::start(&push_ca.cert_pem()).await?;
-    let apns = FakeApnsServer::start(&push_ca.cert_pem()).await?;
-    let dir = tempfile::tempdir()?;
-    let activation_root_file = dir.path().join("activation-root.pem");
-    std::fs::write(&activation_root_file, activation.root_certificate_pem())?;
-    let apns_root_file = dir.path().join("apns-root.pem");
-    std::fs::write(&apns_root_file, apns.root_cert_pem())?;
-    Ok(Apple {
-        push_ca,
-        activation,
-        apns,
-        _dir: dir,
-        activation_root_file,
-        apns_root_file,
-    })
+    let push = ApplePush::start(SystemClock.now()).await?;
+    let activation = AppleActivation::start(&push).await?;
+    Ok(Apple { push, activation })
 }
 
 async fn clear(server: &TestServer, token: &str, device_id: &str) -> Result<(u16, Value)> {
@@ -78,16 +50,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     let apple = apple().await?;
     let Some(server) = TestServer::start_with(
         backend,
-        &[
-            "--activation-lock-url".into(),
-            apple.activation.url().to_string(),
-            "--activation-lock-ca".into(),
-            apple.activation_root_file.display().to_string(),
-            "--apns-url".into(),
-            apple.apns.url().to_string(),
-            "--apns-ca".into(),
-            apple.apns_root_file.display().to_string(),
-        ],
+        &[apple.activation.serve_args(), apple.push.serve_args()].concat(),
     )
     .await?
     else {
@@ -98,11 +61,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     let link = server.enrollment_link(&physics, None).await?;
 
     // A supervised iPad enrolls and answers the inventory Orchard queued.
-    let config = SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
-        ..SimConfig::default()
-    };
-    let mut ipad = SimDevice::new_random(&config);
+    let mut ipad = SimDevice::new_random(&server.sim_config());
     ipad.enroll(&link).await.context("enrollment")?;
     ipad.poll().await?;
     let detail = server.device_by_udid(&ipad.state.udid).await?;
@@ -143,16 +102,11 @@ async fn scenario(backend: Backend) -> Result<()> {
         "clear without a push certificate: {status} {body}"
     );
     ensure!(error_message(&body).contains("push certificate"), "{body}");
-    ensure!(apple.activation.requests().is_empty());
+    ensure!(apple.activation.server.requests().is_empty());
 
     // Upload a push certificate issued by the test Apple CA (force: it replaces the development topic).
     let topic = random_topic()?;
-    let push_cert = issue_push_certificate(
-        &apple.push_ca,
-        &topic,
-        UnixTime(now().0 - 60),
-        now().plus_seconds(365 * 86_400),
-    )?;
+    let push_cert = apple.push.certificate(&topic, SystemClock.now(), 365)?;
     let (status, body) = server
         .api(
             &server.token,
@@ -168,24 +122,15 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(status == 200, "push certificate upload: {status} {body}");
 
     // Who may ask: a physics viewer may not; chemistry's admin does not even see the device.
-    let token = |role: &str, tenant: &str, name: &str| {
-        create_token(
-            &server.data_dir,
-            &server.database_url,
-            role,
-            Some(tenant),
-            name,
-        )
-    };
-    let physics_viewer = token("viewer", &physics, "physics-viewer")?;
-    let physics_admin = token("admin", &physics, "physics-admin")?;
-    let chemistry_admin = token("admin", &chemistry, "chemistry-admin")?;
+    let physics_viewer = server.create_token(Role::Viewer, Some(&physics), "physics-viewer")?;
+    let physics_admin = server.create_token(Role::Admin, Some(&physics), "physics-admin")?;
+    let chemistry_admin = server.create_token(Role::Admin, Some(&chemistry), "chemistry-admin")?;
     let (status, body) = clear(&server, &physics_viewer, &id).await?;
     ensure!(status == 403, "viewer: {status} {body}");
     let (status, body) = clear(&server, &chemistry_admin, &id).await?;
     ensure!(status == 404, "another tenant's admin: {status} {body}");
     ensure!(
-        apple.activation.requests().is_empty(),
+        apple.activation.server.requests().is_empty(),
         "a refused caller reached Apple"
     );
 
@@ -207,7 +152,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         "the code leaked into the answer"
     );
 
-    let requests = apple.activation.requests();
+    let requests = apple.activation.server.requests();
     ensure!(requests.len() == 1, "{requests:?}");
     let request = &requests[0];
     let field = |name: &str| request.fields.get(name).map(String::as_str);
@@ -236,6 +181,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     // Apple refuses: the caller gets 502 with Apple's status and reason, and the outcome.
     apple
         .activation
+        .server
         .inject_failure(400, "Invalid escrow key", 1);
     let (status, body) = clear(&server, &server.token, &id).await?;
     ensure!(status == 502, "refused by apple: {status} {body}");
@@ -254,7 +200,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         "{body}"
     );
     ensure!(body["outcome"]["attempts"][0]["status"] == 400, "{body}");
-    ensure!(apple.activation.requests().len() == 2);
+    ensure!(apple.activation.server.requests().len() == 2);
 
     // Every request is in the audit log under one action: the refused callers (403, 404) as denied, the
     // cleared lock as ok, and Apple's refusal and the 409s as errors.
@@ -280,12 +226,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn activation_lock_is_cleared_with_the_escrowed_code_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn activation_lock_is_cleared_with_the_escrowed_code_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    activation_lock_is_cleared_with_the_escrowed_code => scenario;
 }

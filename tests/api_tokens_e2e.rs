@@ -2,10 +2,9 @@
 //! token (secret shown once, works at once), the admin makes a viewer token of its own tenant but no central or
 //! foreign one, each sees only the tokens it manages, use is recorded, and a revoked token is refused at once.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
-use common::{Backend, TestServer};
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
 use reqwest::Method;
 use serde_json::json;
 
@@ -190,12 +189,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_tokens_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_tokens_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    api_tokens => scenario;
 }

@@ -6,16 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use anyhow::{ensure, Context, Result};
-use common::{create_token, Backend, TestServer};
-use orchard_sim::{SimConfig, SimDevice};
+use orchard_sim::SimDevice;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::Role;
 use serde_json::{json, Value};
-use sqlx::{AnyConnection, Connection, Executor};
+use sqlx::{Connection, Executor};
 
 struct Answer {
     status: u16,
@@ -69,19 +66,6 @@ fn event_of<'a>(events: &'a [Value], request_id: &str) -> Result<&'a Value> {
         .with_context(|| format!("no audit event for request {request_id}"))
 }
 
-fn sqlite_url(server: &TestServer) -> String {
-    format!("sqlite://{}", server.data_dir.join("orchard.db").display())
-}
-
-async fn database(server: &TestServer) -> Result<AnyConnection> {
-    sqlx::any::install_default_drivers();
-    let url = server
-        .database_url
-        .clone()
-        .unwrap_or_else(|| sqlite_url(server));
-    Ok(AnyConnection::connect(&url).await?)
-}
-
 async fn scenario(backend: Backend) -> Result<()> {
     let Some(server) = TestServer::start(backend).await? else {
         return Ok(());
@@ -106,17 +90,13 @@ async fn scenario(backend: Backend) -> Result<()> {
     let physics = created.body["id"].as_str().context("id")?.to_string();
     let chemistry = server.create_tenant("Chemistry", "chemistry").await?;
 
-    let dd = &server.data_dir;
-    let db = &server.database_url;
-    let physics_admin = create_token(dd, db, "admin", Some(&physics), "Physics, \"lead\" admin")?;
-    let physics_viewer = create_token(dd, db, "viewer", Some(&physics), "physics-viewer")?;
-    let chemistry_admin = create_token(dd, db, "admin", Some(&chemistry), "chemistry-admin")?;
+    let physics_admin =
+        server.create_token(Role::Admin, Some(&physics), "Physics, \"lead\" admin")?;
+    let physics_viewer = server.create_token(Role::Viewer, Some(&physics), "physics-viewer")?;
+    let chemistry_admin = server.create_token(Role::Admin, Some(&chemistry), "chemistry-admin")?;
 
     // Two iPads in physics, one in chemistry.
-    let config = SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
-        ..SimConfig::default()
-    };
+    let config = server.sim_config();
     let physics_link = server.enrollment_link(&physics, None).await?;
     let chemistry_link = server.enrollment_link(&chemistry, None).await?;
     let mut fleet = Vec::new();
@@ -598,7 +578,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(same.text == csv.text, "?format=csv differs from audit.csv");
 
     // The database refuses to rewrite the log.
-    let mut conn = database(&server).await?;
+    let mut conn = server.connect_database().await?;
     ensure!(
         conn.execute("DELETE FROM audit_events").await.is_err(),
         "DELETE allowed"
@@ -818,27 +798,9 @@ async fn second_node_snapshot(
     physics: &str,
     chemistry: &str,
 ) -> Result<()> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchard"));
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(&server.data_dir)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("ORCHARD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(url) = &server.database_url {
-        cmd.args(["--database-url", url]);
-    }
-    let mut child = cmd.spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        line
-    })
-    .await?;
-    let outcome = async {
-        ensure!(line.starts_with("listening on"), "second node: {line:?}");
+    // Killed when dropped, at the end of this function.
+    let _second = server.start_node(&[]).await.context("second node")?;
+    async {
         // The loop's first tick runs as the node starts and is audited: wait for the second such event.
         wait_for_snapshots(server, operator, 2).await?;
         let today = time_today();
@@ -873,10 +835,7 @@ async fn second_node_snapshot(
         );
         Ok(())
     }
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    outcome
+    .await
 }
 
 /// Today's UTC date as YYYY-MM-DD.
@@ -888,12 +847,6 @@ fn time_today() -> String {
     orchard_types::UnixTime(secs).to_rfc3339()[..10].to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn audit_and_usage_on_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn audit_and_usage_on_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    audit_and_usage => scenario [workers = 4];
 }

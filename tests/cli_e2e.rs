@@ -5,15 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use std::path::PathBuf;
-use std::process::Command;
-
 use anyhow::{ensure, Context, Result};
-use common::{Backend, TestServer};
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
-use orchard_sim::{SimConfig, SimDevice};
+use orchard_sim::SimDevice;
+use orchard_testkit::apple::AppleDep;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
 use serde_json::{json, Value};
 
 /// One run of the binary.
@@ -62,16 +59,11 @@ impl Run {
 
 struct Cli<'a> {
     server: &'a TestServer,
-    ca: PathBuf,
 }
 
 impl Cli<'_> {
     fn run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Result<Run> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchard"));
-        cmd.args(args)
-            .env("ORCHARD_SERVER", &self.server.base_url)
-            .env("ORCHARD_TOKEN", &self.server.token)
-            .env("ORCHARD_CA", &self.ca);
+        let mut cmd = self.server.client_command(args)?;
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -92,10 +84,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     let Some(server) = TestServer::start(backend).await? else {
         return Ok(());
     };
-    let cli = Cli {
-        server: &server,
-        ca: server.data_dir.join("ca.pem"),
-    };
+    let cli = Cli { server: &server };
 
     // Tenants: created in both output styles, listed as a table and as the API's own JSON.
     let created = cli
@@ -259,11 +248,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
 
     // One iPad enrolls with the link the CLI made; the CLI sees it, queues a lock, and lists the command.
-    let config = SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
-        ..SimConfig::default()
-    };
-    let mut ipad = SimDevice::new_random(&config);
+    let mut ipad = SimDevice::new_random(&server.sim_config());
     ipad.enroll(&url)
         .await
         .context("enrolling with the CLI's link")?;
@@ -606,12 +591,8 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
 
     // Without the server's CA the public roots refuse its certificate: nothing is sent, exit 1.
-    let mut untrusting = Command::new(env!("CARGO_BIN_EXE_orchard"));
-    untrusting
-        .args(["tenant", "list"])
-        .env("ORCHARD_SERVER", &server.base_url)
-        .env("ORCHARD_TOKEN", &server.token)
-        .env_remove("ORCHARD_CA");
+    let mut untrusting = server.client_command(&["tenant", "list"])?;
+    untrusting.env_remove("ORCHARD_CA");
     let out = untrusting.output()?;
     let stderr = String::from_utf8(out.stderr)?;
     ensure!(out.status.code() == Some(1), "{stderr}");
@@ -643,36 +624,24 @@ async fn scenario(backend: Backend) -> Result<()> {
 /// and `.p7m` round trip through files, a sync, a template from a JSON file, assignments by argument and by
 /// CSV file, the DEP device list, and a template's update and deletion.
 async fn dep_scenario(backend: Backend) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let fake = FakeDepServer::start(FakeDepConfig::default()).await?;
+    let dep = AppleDep::start(FakeDepConfig::default()).await?;
+    let fake = &dep.server;
     let serials = FakeDepServer::make_serials("CLI", 0, 30);
     fake.add_devices(&serials);
     let dir = tempfile::tempdir()?;
-    let root_file = dir.path().join("dep-root.pem");
-    let root_der = fake.root_certificate_der().context("tls root")?;
-    std::fs::write(
-        &root_file,
-        openssl::x509::X509::from_der(&root_der)?.to_pem()?,
-    )?;
     let Some(server) = TestServer::start_with(
         backend,
         &[
-            "--dep-url".into(),
-            fake.base_url().to_string(),
-            "--dep-ca".into(),
-            root_file.display().to_string(),
-            "--dep-sync-minutes".into(),
-            "0".into(),
-        ],
+            dep.serve_args(),
+            vec!["--dep-sync-minutes".into(), "0".into()],
+        ]
+        .concat(),
     )
     .await?
     else {
         return Ok(());
     };
-    let cli = Cli {
-        server: &server,
-        ca: server.data_dir.join("ca.pem"),
-    };
+    let cli = Cli { server: &server };
     let path = |name: &str| dir.path().join(name).display().to_string();
     let tenant = cli
         .run(&[
@@ -942,22 +911,10 @@ async fn dep_scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dep_commands_sqlite() -> Result<()> {
-    dep_scenario(Backend::Sqlite).await
+orchard_testkit::backend_tests! {
+    dep_commands => dep_scenario;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dep_commands_postgres() -> Result<()> {
-    dep_scenario(Backend::Postgres).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_against_a_running_server_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_against_a_running_server_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    cli_against_a_running_server => scenario;
 }

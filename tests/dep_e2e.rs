@@ -3,36 +3,19 @@
 //! devices over TLS with real OAuth, and the tokens and devices are listed. `--dep-url` / `--dep-ca` point the
 //! server at the local DEP service.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
 use base64::Engine;
-use common::{Backend, TestServer};
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
+use orchard_testkit::apple::AppleDep;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
 use serde_json::json;
 
 async fn scenario(backend: Backend) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let fake = FakeDepServer::start(FakeDepConfig::default()).await?;
+    let dep = AppleDep::start(FakeDepConfig::default()).await?;
+    let fake = &dep.server;
     fake.add_devices(&FakeDepServer::make_serials("E2E", 0, 1_200));
-    let dir = tempfile::tempdir()?;
-    let root_file = dir.path().join("dep-root.pem");
-    let root_der = fake.root_certificate_der().context("tls root")?;
-    std::fs::write(
-        &root_file,
-        openssl::x509::X509::from_der(&root_der)?.to_pem()?,
-    )?;
-    let Some(server) = TestServer::start_with(
-        backend,
-        &[
-            "--dep-url".into(),
-            fake.base_url().to_string(),
-            "--dep-ca".into(),
-            root_file.display().to_string(),
-        ],
-    )
-    .await?
-    else {
+    let Some(server) = TestServer::start_with(backend, &dep.serve_args()).await? else {
         return Ok(());
     };
 
@@ -96,12 +79,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dep_token_upload_and_sync_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dep_token_upload_and_sync_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    dep_token_upload_and_sync => scenario;
 }

@@ -11,36 +11,24 @@
 //! foreign and unknown-serial MachineInfo is refused. Later syncs with added, modified and deleted devices
 //! and an expired cursor lose nothing and duplicate nothing.
 
-mod common;
-
 use std::collections::HashMap;
 
 use anyhow::{ensure, Context, Result};
 use base64::Engine;
-use common::{create_token, Backend, TestServer};
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
 use orchard_dep::ProfileUuid;
-use orchard_sim::{
-    Activation, AppleDeviceCa, DepActivation, DeviceState, SimConfig, SimDevice, SimError,
-};
-use orchard_types::SerialNumber;
+use orchard_sim::{Activation, AppleDeviceCa, DepActivation, DeviceState, SimDevice, SimError};
+use orchard_testkit::apple::AppleDep;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::{Role, SerialNumber};
 use serde_json::{json, Value};
 
 const SERIALS: usize = 2_000;
 
-fn pem_file(dir: &std::path::Path, name: &str, pem: &[u8]) -> Result<String> {
-    let path = dir.join(name);
-    std::fs::write(&path, pem)?;
-    Ok(path.display().to_string())
-}
-
 /// A factory-fresh iPad with a given serial and its Apple identity.
 fn ipad(server: &TestServer, ca: &AppleDeviceCa, serial: &str) -> Result<SimDevice> {
-    let config = SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
-        ..SimConfig::default()
-    };
-    let mut state = DeviceState::new_random(&config);
+    let mut state = DeviceState::new_random(&server.sim_config());
     state.serial_number = serial.to_owned();
     let mut device = SimDevice::from_state(state);
     let identity = ca.issue(serial, &device.state.udid)?;
@@ -93,8 +81,8 @@ fn serial(i: usize) -> String {
 }
 
 async fn scenario(backend: Backend) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let fake = FakeDepServer::start(FakeDepConfig::default()).await?;
+    let dep = AppleDep::start(FakeDepConfig::default()).await?;
+    let fake = &dep.server;
     let serials = FakeDepServer::make_serials("ZT", 0, SERIALS);
     ensure!(
         serials[5].as_str() == serial(5),
@@ -104,21 +92,20 @@ async fn scenario(backend: Backend) -> Result<()> {
     fake.add_devices(&serials);
     let apple = AppleDeviceCa::generate()?;
     let dir = tempfile::tempdir()?;
-    let dep_root =
-        openssl::x509::X509::from_der(&fake.root_certificate_der().context("tls root")?)?
-            .to_pem()?;
+    let apple_root = dir.path().join("apple-root.pem");
+    std::fs::write(&apple_root, apple.root_pem())?;
     let Some(server) = TestServer::start_with(
         backend,
         &[
-            "--dep-url".into(),
-            fake.base_url().to_string(),
-            "--dep-ca".into(),
-            pem_file(dir.path(), "dep-root.pem", &dep_root)?,
-            "--dep-device-ca".into(),
-            pem_file(dir.path(), "apple-root.pem", &apple.root_pem())?,
-            "--dep-sync-minutes".into(),
-            "0".into(),
-        ],
+            dep.serve_args(),
+            vec![
+                "--dep-device-ca".into(),
+                apple_root.display().to_string(),
+                "--dep-sync-minutes".into(),
+                "0".into(),
+            ],
+        ]
+        .concat(),
     )
     .await?
     else {
@@ -222,27 +209,9 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
     ensure!(defined.skip_setup_items.len() == 3, "{defined:?}");
     // Another tenant's template answers like a missing one; bad specs are 400s.
-    let physics_admin = create_token(
-        &server.data_dir,
-        &server.database_url,
-        "admin",
-        Some(&physics),
-        "physics-admin",
-    )?;
-    let chemistry_viewer = create_token(
-        &server.data_dir,
-        &server.database_url,
-        "viewer",
-        Some(&chemistry),
-        "chem-viewer",
-    )?;
-    let music_admin = create_token(
-        &server.data_dir,
-        &server.database_url,
-        "admin",
-        Some(&music),
-        "music-admin",
-    )?;
+    let physics_admin = server.create_token(Role::Admin, Some(&physics), "physics-admin")?;
+    let chemistry_viewer = server.create_token(Role::Viewer, Some(&chemistry), "chem-viewer")?;
+    let music_admin = server.create_token(Role::Admin, Some(&music), "music-admin")?;
     let (status, _) = api(
         &server,
         &physics_admin,
@@ -376,7 +345,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
 
     // Zero-touch activation: two iPads per department, one on the broken template.
-    let dep = DepActivation::for_server(&fake);
+    let dep = DepActivation::for_server(fake);
     let mut fleet: Vec<(SimDevice, &str, &str)> = Vec::new();
     for (i, tenant, prefix) in [
         (0, physics.as_str(), "PHYS-"),
@@ -470,13 +439,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         items.len() == 2 && items.iter().all(|d| d["tenant_id"] == physics.as_str()),
         "{listed}"
     );
-    let music_viewer = create_token(
-        &server.data_dir,
-        &server.database_url,
-        "viewer",
-        Some(&music),
-        "music-viewer",
-    )?;
+    let music_viewer = server.create_token(Role::Viewer, Some(&music), "music-viewer")?;
     let music_device = server.device_by_udid(&fleet[4].0.state.udid).await?;
     let (status, lock) = api(
         &server,
@@ -653,12 +616,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zero_touch_enrollment_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zero_touch_enrollment_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    zero_touch_enrollment => scenario;
 }

@@ -1,23 +1,17 @@
 //! Bad input on the device surface: every hostile or broken request gets the right status (never 401) and
 //! leaves the store exactly as it was — on SQLite and on PostgreSQL.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
-use common::{Backend, TestServer};
 use orchard_pki::{CertificateAuthority, Identity};
 use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
 use orchard_protocol::profile::EnrollmentProfile;
-use orchard_sim::{SimConfig, SimDevice};
-use orchard_types::{ApnsTopic, PushMagic, Udid, UnixTime};
+use orchard_sim::SimDevice;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::{ApnsTopic, Clock, PushMagic, SystemClock, Udid, UnixTime};
 
 fn now() -> UnixTime {
-    UnixTime(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
+    SystemClock.now()
 }
 
 fn identity_of(d: &SimDevice) -> Result<Identity> {
@@ -73,10 +67,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     };
     let tenant = server.create_tenant("Chemistry", "chemistry").await?;
     let link = server.enrollment_link(&tenant, None).await?;
-    let config = SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
-        ..SimConfig::default()
-    };
+    let config = server.sim_config();
     let mut a = SimDevice::new_random(&config);
     let mut b = SimDevice::new_random(&config);
     a.enroll(&link).await?;
@@ -291,12 +282,6 @@ fn pem_to_der(pem: &[u8]) -> Result<Vec<u8>> {
     Ok(openssl::x509::X509::from_pem(pem)?.to_der()?)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_bad_device_input_is_rejected_and_changes_nothing() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_bad_device_input_is_rejected_and_changes_nothing() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    bad_device_input_is_rejected_and_changes_nothing => scenario;
 }

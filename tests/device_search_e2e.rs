@@ -2,11 +2,11 @@
 //! tenant, model, OS version, state and last seen, a text search over name, serial and UDID, sorting and
 //! paging — and a tenant's people never reach another tenant's devices through any of them.
 
-mod common;
-
-use anyhow::{ensure, Context, Result};
-use common::{create_token, Backend, TestServer};
+use anyhow::{ensure, Result};
 use orchard_sim::{SimConfig, SimDevice};
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::Role;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -16,18 +16,11 @@ async fn enroll(
     os: &str,
     count: usize,
 ) -> Result<Vec<SimDevice>> {
-    let link = server.enrollment_link(tenant, None).await?;
     let config = SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
         os_version: os.to_owned(),
-        ..SimConfig::default()
+        ..server.sim_config()
     };
-    let mut fleet: Vec<SimDevice> = (0..count).map(|_| SimDevice::new_random(&config)).collect();
-    for d in fleet.iter_mut() {
-        d.enroll(&link).await.context("enrollment")?;
-        d.poll().await?;
-    }
-    Ok(fleet)
+    server.enroll_devices(&config, tenant, count).await
 }
 
 fn serials(v: &Value) -> Vec<String> {
@@ -50,13 +43,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     let music = server.create_tenant("Music", "music").await?;
     let physics_ipads = enroll(&server, &physics, "18.1", 3).await?;
     let music_ipads = enroll(&server, &music, "17.5", 2).await?;
-    let music_admin = create_token(
-        &server.data_dir,
-        &server.database_url,
-        "admin",
-        Some(&music),
-        "music-admin",
-    )?;
+    let music_admin = server.create_token(Role::Admin, Some(&music), "music-admin")?;
 
     // The operator narrows to one tenant; the OS version filter takes a prefix.
     let v = server
@@ -89,8 +76,8 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(v["total"] == 0, "a literal % matches nothing: {v}");
 
     // The CLI passes the same filters: `orchard device list --search … --json`.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orchard"))
-        .args([
+    let out = server
+        .client_command(&[
             "device",
             "list",
             "--search",
@@ -98,10 +85,7 @@ async fn scenario(backend: Backend) -> Result<()> {
             "--os-version",
             "18.",
             "--json",
-        ])
-        .env("ORCHARD_SERVER", &server.base_url)
-        .env("ORCHARD_TOKEN", &server.token)
-        .env("ORCHARD_CA", server.data_dir.join("ca.pem"))
+        ])?
         .output()?;
     ensure!(
         out.status.success(),
@@ -204,12 +188,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn device_search_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn device_search_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    device_search => scenario;
 }

@@ -2,21 +2,13 @@
 //! inventory arriving by itself, a DeviceLock through the API, NotNow handling, and re-enrollment — on SQLite
 //! and on PostgreSQL.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
-use common::{Backend, TestServer};
-use orchard_sim::{SimConfig, SimDevice};
+use orchard_sim::SimDevice;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
 use serde_json::json;
 
 const FLEET: usize = 20;
-
-fn sim_config(server: &TestServer) -> SimConfig {
-    SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
-        ..SimConfig::default()
-    }
-}
 
 async fn scenario(backend: Backend) -> Result<()> {
     let Some(server) = TestServer::start(backend).await? else {
@@ -26,7 +18,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     let link = server.enrollment_link(&physics, None).await?;
 
     // 20 iPads enroll through the physics link.
-    let config = sim_config(&server);
+    let config = server.sim_config();
     let mut fleet: Vec<SimDevice> = (0..FLEET).map(|_| SimDevice::new_random(&config)).collect();
     let enrollments = fleet.iter_mut().map(|d| d.enroll(&link));
     for r in futures::future::join_all(enrollments).await {
@@ -167,12 +159,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_enrollment_inventory_lock_notnow_reenroll() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_enrollment_inventory_lock_notnow_reenroll() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    enrollment_inventory_lock_notnow_reenroll => scenario;
 }

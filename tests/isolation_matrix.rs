@@ -5,14 +5,14 @@
 //! "other" is music. Lists, counts and error bodies seen by music's people never contain physics' ids, and
 //! physics' objects answer music's people exactly like objects that do not exist.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
-use common::{create_token, Backend, TestServer};
-use orchard_sim::{SimConfig, SimDevice};
+use orchard_sim::SimDevice;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::Role;
 use reqwest::Method;
 use serde_json::{json, Value};
-use sqlx::{AnyConnection, Connection, Executor};
+use sqlx::{Connection, Executor};
 
 /// The principals, in the order of every row's expectations.
 const PRINCIPALS: [&str; 9] = [
@@ -48,23 +48,14 @@ fn row(method: Method, path: impl Into<String>, body: Option<Value>, expected: [
 const U: u16 = 401;
 
 async fn enroll_one(server: &TestServer, tenant: &str) -> Result<SimDevice> {
-    let link = server.enrollment_link(tenant, None).await?;
-    let mut device = SimDevice::new_random(&SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
-        ..SimConfig::default()
-    });
-    device.enroll(&link).await.context("enroll")?;
-    device.poll().await?;
-    Ok(device)
+    let mut devices = server
+        .enroll_devices(&server.sim_config(), tenant, 1)
+        .await?;
+    devices.pop().context("enroll")
 }
 
 async fn expire_token(server: &TestServer, name: &str) -> Result<()> {
-    sqlx::any::install_default_drivers();
-    let url = match &server.database_url {
-        Some(u) => u.clone(),
-        None => format!("sqlite://{}", server.data_dir.join("orchard.db").display()),
-    };
-    let mut conn = AnyConnection::connect(&url).await?;
+    let mut conn = server.connect_database().await?;
     conn.execute(format!("UPDATE api_tokens SET expires_at = 1000 WHERE name = '{name}'").as_str())
         .await?;
     conn.close().await?;
@@ -93,10 +84,9 @@ async fn scenario(backend: Backend) -> Result<()> {
     let device_id = device["id"].as_str().context("id")?.to_owned();
     let music_device = server.device_by_udid(&music_ipad.state.udid).await?;
 
-    let token = |role: &str, tenant: Option<&str>, name: &str| {
-        create_token(&server.data_dir, &server.database_url, role, tenant, name)
-    };
-    let expired = token("admin", Some(&physics), "expired-admin")?;
+    let token =
+        |role: Role, tenant: Option<&str>, name: &str| server.create_token(role, tenant, name);
+    let expired = token(Role::Admin, Some(&physics), "expired-admin")?;
     expire_token(&server, "expired-admin").await?;
     let (status, revoked_token) = server
         .api(
@@ -127,11 +117,11 @@ async fn scenario(backend: Backend) -> Result<()> {
         String::new(),
         expired,
         revoked,
-        token("viewer", Some(&music), "music-viewer")?,
-        token("admin", Some(&music), "music-admin")?,
-        token("viewer", Some(&physics), "physics-viewer")?,
-        token("admin", Some(&physics), "physics-admin")?,
-        token("helpdesk", None, "helpdesk")?,
+        token(Role::Viewer, Some(&music), "music-viewer")?,
+        token(Role::Admin, Some(&music), "music-admin")?,
+        token(Role::Viewer, Some(&physics), "physics-viewer")?,
+        token(Role::Admin, Some(&physics), "physics-admin")?,
+        token(Role::Helpdesk, None, "helpdesk")?,
         server.token.clone(),
     ];
 
@@ -179,18 +169,8 @@ async fn scenario(backend: Backend) -> Result<()> {
     // A user to edit: a break-glass operator (users otherwise appear through single sign-on).
     let user_id = {
         use std::io::Write;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orchard"));
-        cmd.args([
-            "local-account",
-            "set",
-            "--username",
-            "it-oncall",
-            "--data-dir",
-        ])
-        .arg(&server.data_dir);
-        if let Some(url) = &server.database_url {
-            cmd.args(["--database-url", url]);
-        }
+        let mut cmd =
+            server.database_command(&["local-account", "set", "--username", "it-oncall"])?;
         let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -388,12 +368,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isolation_matrix_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isolation_matrix_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    isolation_matrix => scenario;
 }

@@ -3,13 +3,12 @@
 //! sign-on, the session works on the admin API (state changes with the CSRF token), five wrong passwords lock
 //! the account, a reset unlocks it, and every attempt is in the audit log.
 
-mod common;
-
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{ensure, Context, Result};
-use common::{Backend, TestServer};
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
 use serde_json::{json, Value};
 
 fn set_account(
@@ -17,13 +16,8 @@ fn set_account(
     username: &str,
     password: &str,
 ) -> Result<std::process::Output> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchard"));
-    cmd.args(["local-account", "set", "--username", username, "--data-dir"])
-        .arg(&server.data_dir);
-    if let Some(url) = &server.database_url {
-        cmd.args(["--database-url", url]);
-    }
-    let mut child = cmd
+    let mut child = server
+        .database_command(&["local-account", "set", "--username", username])?
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -144,12 +138,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn break_glass_sign_in_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn break_glass_sign_in_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    break_glass_sign_in => scenario;
 }

@@ -8,15 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use common::{Backend, TestServer};
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::Role;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 
@@ -252,13 +252,7 @@ async fn sso_end_to_end(backend: Backend) -> Result<()> {
         .await?;
     assert_eq!(status, 409, "the same rule twice");
     // Tenant people do not manage mappings.
-    let viewer = common::create_token(
-        &server.data_dir,
-        &server.database_url,
-        "admin",
-        Some(&physics),
-        "physics admin token",
-    )?;
+    let viewer = server.create_token(Role::Admin, Some(&physics), "physics admin token")?;
     let (status, _) = server
         .api(&viewer, Method::GET, "/api/v1/role-mappings", None)
         .await?;
@@ -428,13 +422,7 @@ async fn sso_end_to_end(backend: Backend) -> Result<()> {
         .collect();
     // Bob, refused at sign-in, was never provisioned.
     assert_eq!(emails, ["alice@physics.example.edu"], "{users}");
-    let physics_admin = common::create_token(
-        &server.data_dir,
-        &server.database_url,
-        "admin",
-        Some(&physics),
-        "physics-admin",
-    )?;
+    let physics_admin = server.create_token(Role::Admin, Some(&physics), "physics-admin")?;
     let (_, seen) = server
         .api(&physics_admin, Method::GET, "/api/v1/users", None)
         .await?;
@@ -479,13 +467,8 @@ async fn sso_end_to_end(backend: Backend) -> Result<()> {
         .await?;
     assert_eq!(status, 200);
     // The same through the CLI: `orchard user list --json` and `orchard user disable/enable`.
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_orchard"))
-            .args(args)
-            .env("ORCHARD_SERVER", &server.base_url)
-            .env("ORCHARD_TOKEN", &server.token)
-            .env("ORCHARD_CA", server.data_dir.join("ca.pem"))
-            .output()
+    let cli = |args: &[&str]| -> Result<std::process::Output> {
+        Ok(server.client_command(args)?.output()?)
     };
     let listed = cli(&["user", "list", "--json"])?;
     assert!(
@@ -565,19 +548,12 @@ async fn sso_end_to_end(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oidc_sign_in_sqlite() -> Result<()> {
-    sso_end_to_end(Backend::Sqlite).await
+orchard_testkit::backend_tests! {
+    oidc_sign_in => sso_end_to_end;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oidc_sign_in_postgres() -> Result<()> {
-    sso_end_to_end(Backend::Postgres).await
-}
-
-#[tokio::test]
-async fn sign_in_without_configuration_is_a_clear_404() -> Result<()> {
-    let Some(server) = TestServer::start(Backend::Sqlite).await? else {
+async fn sign_in_without_configuration(backend: Backend) -> Result<()> {
+    let Some(server) = TestServer::start(backend).await? else {
         return Ok(());
     };
     let r = browser(&server)?
@@ -587,4 +563,8 @@ async fn sign_in_without_configuration_is_a_clear_404() -> Result<()> {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(r.text().await?.contains("Single sign-on is not configured"));
     Ok(())
+}
+
+orchard_testkit::backend_tests! {
+    sign_in_without_configuration_is_a_clear_404 => sign_in_without_configuration;
 }

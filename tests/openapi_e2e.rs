@@ -2,18 +2,16 @@
 //! `docs/openapi.json`; every documented operation is routed (no router 404/405); query-string errors answer
 //! the documented error body.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
-use common::{Backend, TestServer};
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-#[tokio::test]
-async fn openapi_document_is_served_and_every_operation_is_routed() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite)
-        .await?
-        .context("sqlite server")?;
+async fn scenario(backend: Backend) -> Result<()> {
+    let Some(server) = TestServer::start(backend).await? else {
+        return Ok(());
+    };
 
     let resp = server
         .http
@@ -77,4 +75,8 @@ async fn openapi_document_is_served_and_every_operation_is_routed() -> Result<()
         "{answer}"
     );
     Ok(())
+}
+
+orchard_testkit::backend_tests! {
+    openapi_document_is_served_and_every_operation_is_routed => scenario;
 }

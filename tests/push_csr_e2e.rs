@@ -4,86 +4,28 @@
 //! is refused with 400; non-operators may not make CSRs; with an MDM vendor identity the vendor-signed request
 //! comes back and verifies.
 
-mod common;
-
-use std::process::Command;
-
 use anyhow::{ensure, Context, Result};
-use common::{Backend, TestServer};
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
-use openssl::x509::{X509Builder, X509Name, X509Req};
-use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer};
+use openssl::x509::X509Req;
+use orchard_apns::fake::random_topic;
 use orchard_pki::CertificateAuthority;
-use orchard_types::{ApnsTopic, UnixTime};
+use orchard_testkit::apple::ApplePush;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::{Clock, Role, SystemClock, UnixTime};
 use serde_json::json;
 
 const DAY: i64 = 86_400;
 
 fn now() -> UnixTime {
-    UnixTime(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
-}
-
-/// What the Apple Push Certificates Portal does with a CSR: a certificate for the CSR's public key with
-/// Apple's subject shape (`UID=<topic>, CN=APSP:<uuid>, C=US`), clientAuth, signed by `apple`.
-fn apple_issues(
-    apple: &CertificateAuthority,
-    csr_pem: &[u8],
-    topic: &ApnsTopic,
-) -> Result<Vec<u8>> {
-    let csr = X509Req::from_pem(csr_pem)?;
-    let public_key = csr.public_key()?;
-    ensure!(csr.verify(&public_key)?, "the csr is not signed by its key");
-    let mut name = X509Name::builder()?;
-    name.append_entry_by_nid(Nid::USERID, topic.as_str())?;
-    let uuid = topic.as_str().rsplit('.').next().context("topic")?;
-    name.append_entry_by_nid(Nid::COMMONNAME, &format!("APSP:{uuid}"))?;
-    name.append_entry_by_nid(Nid::COUNTRYNAME, "US")?;
-    let name = name.build();
-    let mut builder = X509Builder::new()?;
-    builder.set_version(2)?;
-    let mut serial = BigNum::new()?;
-    serial.rand(128, MsbOption::ONE, false)?;
-    let serial = serial.to_asn1_integer()?;
-    builder.set_serial_number(&serial)?;
-    builder.set_subject_name(&name)?;
-    builder.set_issuer_name(apple.identity().x509().subject_name())?;
-    builder.set_pubkey(&public_key)?;
-    let not_before = Asn1Time::from_unix(now().0 - 60)?;
-    let not_after = Asn1Time::from_unix(now().0 + 365 * DAY)?;
-    builder.set_not_before(&not_before)?;
-    builder.set_not_after(&not_after)?;
-    builder.append_extension(BasicConstraints::new().critical().build()?)?;
-    builder.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .key_encipherment()
-            .build()?,
-    )?;
-    builder.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-    builder.sign(apple.identity().private_key(), MessageDigest::sha256())?;
-    Ok(builder.build().to_pem()?)
+    SystemClock.now()
 }
 
 fn orchard_cli(server: &TestServer, args: &[&str]) -> Result<String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchard"));
-    cmd.args(args)
-        .arg("--data-dir")
-        .arg(&server.data_dir)
-        .env("ORCHARD_LOG", "warn");
-    if let Some(url) = &server.database_url {
-        cmd.args(["--database-url", url]);
-    }
-    let out = cmd.output()?;
+    let out = server
+        .database_command(args)?
+        .env("ORCHARD_LOG", "warn")
+        .output()?;
     ensure!(
         out.status.success(),
         "orchard {args:?} failed: {}",
@@ -93,23 +35,10 @@ fn orchard_cli(server: &TestServer, args: &[&str]) -> Result<String> {
 }
 
 async fn scenario(backend: Backend) -> Result<()> {
-    let apple = CertificateAuthority::generate("Test Apple Push CA", UnixTime(now().0 - DAY), 400)?;
     // A local APNs server, so the uploaded certificate's client never reaches for Apple's service.
-    let apns = FakeApnsServer::start(&apple.cert_pem()).await?;
+    let apple = ApplePush::start(now()).await?;
     let dir = tempfile::tempdir()?;
-    let root_file = dir.path().join("apns-root.pem");
-    std::fs::write(&root_file, apns.root_cert_pem())?;
-    let Some(server) = TestServer::start_with(
-        backend,
-        &[
-            "--apns-url".into(),
-            apns.url().to_string(),
-            "--apns-ca".into(),
-            root_file.display().to_string(),
-        ],
-    )
-    .await?
-    else {
+    let Some(server) = TestServer::start_with(backend, &apple.serve_args()).await? else {
         return Ok(());
     };
 
@@ -123,7 +52,7 @@ async fn scenario(backend: Backend) -> Result<()> {
 
     // "Apple" issues the certificate; it is uploaded alone.
     let topic = random_topic()?;
-    let certificate = apple_issues(&apple, csr_pem.as_bytes(), &topic)?;
+    let certificate = apple.issue_for_csr(csr_pem.as_bytes(), &topic, now())?;
     let (status, body) = server
         .api(
             &server.token,
@@ -144,12 +73,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
 
     // A certificate whose key Orchard never made is refused with 400 and a reason.
-    let foreign = issue_push_certificate(
-        &apple,
-        &topic,
-        UnixTime(now().0 - 60),
-        now().plus_seconds(365 * DAY),
-    )?;
+    let foreign = apple.certificate(&topic, now(), 365)?;
     let (status, body) = server
         .api(
             &server.token,
@@ -193,13 +117,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(status == 400, "half a vendor identity: {status} {body}");
 
     // Only operators make CSRs.
-    let helpdesk = common::create_token(
-        &server.data_dir,
-        &server.database_url,
-        "helpdesk",
-        None,
-        "e2e-helpdesk",
-    )?;
+    let helpdesk = server.create_token(Role::Helpdesk, None, "e2e-helpdesk")?;
     let (status, body) = server
         .api(
             &helpdesk,
@@ -280,7 +198,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     let cli_csr = std::fs::read(out_dir.join("push.csr"))?;
     ensure!(cli_request.csr_der == X509Req::from_pem(&cli_csr)?.to_der()?);
     let renewed = dir.path().join("renewed.pem");
-    std::fs::write(&renewed, apple_issues(&apple, &cli_csr, &topic)?)?;
+    std::fs::write(&renewed, apple.issue_for_csr(&cli_csr, &topic, now())?)?;
     let printed = orchard_cli(
         &server,
         &[
@@ -295,12 +213,6 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_csr_and_certificate_only_upload_sqlite() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_csr_and_certificate_only_upload_postgres() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    push_csr_and_certificate_only_upload => scenario;
 }

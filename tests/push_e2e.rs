@@ -3,65 +3,29 @@
 //! for all of them through the API is pushed, and every device wakes, fetches and acknowledges it. No device
 //! polls on its own: each session is started by a push. Also: the push-certificate renewal guard over the API.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::{Backend, TestServer};
-use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer};
+use orchard_apns::fake::random_topic;
 use orchard_apns::DeviceToken;
-use orchard_pki::CertificateAuthority;
-use orchard_sim::{SimConfig, SimDevice};
-use orchard_types::UnixTime;
+use orchard_sim::SimDevice;
+use orchard_testkit::apple::ApplePush;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
+use orchard_types::{Clock, SystemClock};
 use serde_json::json;
 use tokio::sync::Mutex;
 
 const FLEET: usize = 200;
 
-fn now() -> UnixTime {
-    UnixTime(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
-}
-
-/// Apple's side: a push CA, a push certificate for a topic, and a local APNs server trusting that CA.
-struct Apple {
-    apns: FakeApnsServer,
-    ca: CertificateAuthority,
-    _dir: tempfile::TempDir,
-    root_file: std::path::PathBuf,
-}
-
-async fn apple() -> Result<Apple> {
-    let ca = CertificateAuthority::generate("Test Apple Push CA", now(), 30)?;
-    let apns = FakeApnsServer::start(&ca.cert_pem()).await?;
-    let dir = tempfile::tempdir()?;
-    let root_file = dir.path().join("apns-root.pem");
-    std::fs::write(&root_file, apns.root_cert_pem())?;
-    Ok(Apple {
-        apns,
-        ca,
-        _dir: dir,
-        root_file,
-    })
-}
-
+/// The API's upload body for a new push certificate of `topic` from Apple's push CA.
 fn push_cert_json(
-    apple: &Apple,
+    apple: &ApplePush,
     topic: &orchard_types::ApnsTopic,
     force: bool,
 ) -> Result<serde_json::Value> {
-    let cert = issue_push_certificate(
-        &apple.ca,
-        topic,
-        UnixTime(now().0 - 60),
-        now().plus_seconds(365 * 86_400),
-    )?;
+    let cert = apple.certificate(topic, SystemClock.now(), 365)?;
     Ok(json!({
         "certificate_pem": String::from_utf8(cert.cert_pem())?,
         "private_key_pem": String::from_utf8(cert.key_pem().expose().clone())?,
@@ -69,21 +33,12 @@ fn push_cert_json(
     }))
 }
 
-async fn start(backend: Backend, apple: &Apple) -> Result<Option<TestServer>> {
-    TestServer::start_with(
-        backend,
-        &[
-            "--apns-url".into(),
-            apple.apns.url().to_string(),
-            "--apns-ca".into(),
-            apple.root_file.display().to_string(),
-        ],
-    )
-    .await
+async fn start(backend: Backend, apple: &ApplePush) -> Result<Option<TestServer>> {
+    TestServer::start_with(backend, &apple.serve_args()).await
 }
 
 async fn scenario(backend: Backend) -> Result<()> {
-    let apple = apple().await?;
+    let apple = ApplePush::start(SystemClock.now()).await?;
     let Some(server) = start(backend, &apple).await? else {
         return Ok(());
     };
@@ -101,10 +56,7 @@ async fn scenario(backend: Backend) -> Result<()> {
 
     let tenant = server.create_tenant("Physics", "physics").await?;
     let link = server.enrollment_link(&tenant, None).await?;
-    let config = SimConfig {
-        ca_pem: Some(server.ca_pem.clone()),
-        ..SimConfig::default()
-    };
+    let config = server.sim_config();
     // Each simulated iPad runs a session only when APNs delivers a push for its token. The APNs token is the
     // device's own (as on a real iPad, it exists before enrollment), so the subscription is in place before the
     // first push can arrive.
@@ -265,12 +217,6 @@ async fn wait_for(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_push_wakes_200_ipads() -> Result<()> {
-    scenario(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_push_wakes_200_ipads() -> Result<()> {
-    scenario(Backend::Postgres).await
+orchard_testkit::backend_tests! {
+    push_wakes_200_ipads => scenario;
 }

@@ -2,13 +2,12 @@
 //! certificate from the real Orchard `/scep` with a challenge from a downloaded enrollment profile, and is
 //! refused with a made-up challenge.
 
-mod common;
-
 use std::process::Command;
 
-use anyhow::{bail, ensure, Context, Result};
-use common::{Backend, TestServer};
+use anyhow::{ensure, Context, Result};
 use orchard_protocol::profile::EnrollmentProfile;
+use orchard_testkit::server::TestServer;
+use orchard_testkit::Backend;
 
 fn scepclient(
     server: &TestServer,
@@ -36,10 +35,9 @@ fn scepclient(
         .context("running scepclient: install the Debian package `scep` (scripts/test.sh does)")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scepclient_obtains_a_certificate_from_orchard() -> Result<()> {
-    let Some(server) = TestServer::start(Backend::Sqlite).await? else {
-        bail!("sqlite server did not start");
+async fn scenario(backend: Backend) -> Result<()> {
+    let Some(server) = TestServer::start(backend).await? else {
+        return Ok(());
     };
     let tenant = server.create_tenant("Interop", "interop").await?;
     let link = server.enrollment_link(&tenant, None).await?;
@@ -78,4 +76,8 @@ async fn scepclient_obtains_a_certificate_from_orchard() -> Result<()> {
     ensure!(!out.status.success(), "a made-up challenge was accepted");
     ensure!(!tmp2.path().join("cert.pem").exists());
     Ok(())
+}
+
+orchard_testkit::backend_tests! {
+    scepclient_obtains_a_certificate_from_orchard => scenario;
 }

@@ -876,6 +876,22 @@ pub fn issue_push_certificate(
 ) -> Result<PushCertificate, ApnsError> {
     let crypto = |e: openssl::error::ErrorStack| ApnsError::InvalidCertificate(e.to_string());
     let key = PKey::from_rsa(Rsa::generate(2048).map_err(crypto)?).map_err(crypto)?;
+    let certificate = issue_push_certificate_for_key(issuer, topic, &key, not_before, not_after)?;
+    let identity = Identity::from_parts(certificate, key)
+        .map_err(|e| ApnsError::InvalidCertificate(e.to_string()))?;
+    PushCertificate::from_identity(identity, Vec::new())
+}
+
+/// What Apple's portal does with a CSR: the push certificate of [`issue_push_certificate`] for a key someone
+/// else holds (the CSR's public key), without a private key.
+pub fn issue_push_certificate_for_key<T: openssl::pkey::HasPublic>(
+    issuer: &CertificateAuthority,
+    topic: &ApnsTopic,
+    key: &openssl::pkey::PKeyRef<T>,
+    not_before: UnixTime,
+    not_after: UnixTime,
+) -> Result<openssl::x509::X509, ApnsError> {
+    let crypto = |e: openssl::error::ErrorStack| ApnsError::InvalidCertificate(e.to_string());
     let mut name = X509Name::builder().map_err(crypto)?;
     name.append_entry_by_nid(Nid::USERID, topic.as_str())
         .map_err(crypto)?;
@@ -900,7 +916,7 @@ pub fn issue_push_certificate(
     builder
         .set_issuer_name(issuer_cert.subject_name())
         .map_err(crypto)?;
-    builder.set_pubkey(&key).map_err(crypto)?;
+    builder.set_pubkey(key).map_err(crypto)?;
     let not_before = Asn1Time::from_unix(not_before.0).map_err(crypto)?;
     let not_after = Asn1Time::from_unix(not_after.0).map_err(crypto)?;
     builder.set_not_before(&not_before).map_err(crypto)?;
@@ -938,7 +954,5 @@ pub fn issue_push_certificate(
     builder
         .sign(issuer.identity().private_key(), MessageDigest::sha256())
         .map_err(crypto)?;
-    let identity = Identity::from_parts(builder.build(), key)
-        .map_err(|e| ApnsError::InvalidCertificate(e.to_string()))?;
-    PushCertificate::from_identity(identity, Vec::new())
+    Ok(builder.build())
 }

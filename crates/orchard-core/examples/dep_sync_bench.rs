@@ -21,95 +21,13 @@ use std::time::{Duration, Instant};
 use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::dep::DepSettings;
 use orchard_core::push::PushSettings;
-use orchard_core::{CoreConfig, Orchard};
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
-use orchard_dep::{DepClient, DevicePage, DeviceRecord, OpType};
-use orchard_store::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, Store};
-use orchard_types::{ApnsTopic, Clock, SystemClock, UnixTime};
-use sqlx::{AnyConnection, Connection, Executor, Row};
-
-/// A database for one run, removed when the run ends.
-enum Database {
-    Sqlite { _dir: tempfile::TempDir },
-    Postgres { admin_url: String, name: String },
-}
-
-impl Database {
-    async fn create(backend: &str) -> (Database, String) {
-        match backend {
-            "sqlite" => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("orchard.db").display());
-                (Database::Sqlite { _dir: dir }, url)
-            }
-            "postgres" => {
-                let admin_url = std::env::var("ORCHARD_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-                    panic!("set ORCHARD_TEST_POSTGRES_URL (see .ci/postgres-setup.sh)")
-                });
-                sqlx::any::install_default_drivers();
-                let name = format!("orchard_dep_bench_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
-                admin
-                    .execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .unwrap();
-                admin.close().await.unwrap();
-                let url = url_with_database(&admin_url, &name);
-                (Database::Postgres { admin_url, name }, url)
-            }
-            other => panic!("backend must be sqlite or postgres, not {other:?}"),
-        }
-    }
-
-    async fn drop_now(self) {
-        if let Database::Postgres { admin_url, name } = self {
-            let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await
-                .unwrap();
-            admin.close().await.unwrap();
-        }
-    }
-}
-
-fn url_with_database(admin_url: &str, database: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let (scheme, rest) = base.split_once("://").unwrap();
-    let authority = rest.split('/').next().unwrap();
-    let mut url = format!("{scheme}://{authority}/{database}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
-/// The store row of a fetched record, as the sync stores it.
-fn store_row(token_id: &str, r: &DeviceRecord, now: UnixTime) -> DepDeviceRecord {
-    DepDeviceRecord {
-        token_id: token_id.to_owned(),
-        serial_number: r.serial_number.to_string(),
-        model: r.model.clone(),
-        description: r.description.clone(),
-        color: r.color.clone(),
-        asset_tag: r.asset_tag.clone(),
-        os: r.os.clone(),
-        device_family: r.device_family.clone(),
-        profile_status: r.profile_status.as_ref().map(|s| s.as_str().to_owned()),
-        profile_uuid: r.profile_uuid.as_ref().map(|p| p.as_str().to_owned()),
-        profile_assign_time: r.profile_assign_time,
-        device_assigned_date: r.device_assigned_date,
-        device_assigned_by: r.device_assigned_by.clone(),
-        op_type: r.op_type.as_ref().map(|o| o.as_str().to_owned()),
-        op_date: r.op_date,
-        deleted: r.op_type == Some(OpType::Deleted),
-        updated_at: now,
-    }
-}
+use orchard_dep::{DepClient, DevicePage};
+use orchard_store::{DepDeviceFilter, DepDeviceRecord};
+use orchard_testkit::service::test_orchard;
+use orchard_testkit::{Backend, TestDatabase};
+use orchard_types::{Clock, SystemClock};
+use sqlx::{AnyConnection, Connection, Row};
 
 fn rate(devices: usize, elapsed: Duration) -> String {
     format!(
@@ -207,31 +125,29 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
         .await
         .unwrap();
     fake.add_devices(&FakeDepServer::make_serials("BENCH", 0, devices));
-    let (database, url) = Database::create(backend).await;
-    let (store, scopes) = Store::connect(&url).await.unwrap();
-    let mut monitor = match database {
-        Database::Postgres { .. } => Some(AnyConnection::connect(&url).await.unwrap()),
-        Database::Sqlite { .. } => None,
+    // A fresh database for the run (a PostgreSQL one is dropped when `database` is).
+    let kind = match backend {
+        "sqlite" => Backend::Sqlite,
+        "postgres" => Backend::Postgres,
+        other => panic!("backend must be sqlite or postgres, not {other:?}"),
     };
-    let pki_dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(kind)
+        .await
+        .unwrap()
+        .expect("ORCHARD_TEST_SKIP_POSTGRES is set: no PostgreSQL to measure");
+    let (store, scopes) = database.store().await.unwrap();
+    let mut monitor = match kind {
+        Backend::Postgres => Some(database.connect().await.unwrap()),
+        Backend::Sqlite => None,
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let pki =
-        orchard_core::pki_files::load_or_create(pki_dir.path(), &[], &[], clock.now()).unwrap();
     // The benchmark opened the database itself: it acts as the local operator.
     let op = LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock.clone())
         .operator()
         .unwrap();
-    let orchard = Orchard::new(
+    let orchard = test_orchard(
         store.clone(),
         scopes,
-        Arc::new(pki.material),
-        CoreConfig {
-            public_url: "https://mdm.example.edu".into(),
-            topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-bench").unwrap(),
-            organization: "Orchard University".into(),
-            challenge_ttl_seconds: 3600,
-            identity_validity_days: 365,
-        },
         clock.clone(),
         PushSettings::default(),
     )
@@ -296,32 +212,17 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
     assert_eq!(assignments.waiting_for_profile, 0);
 
     // Store only: the same pages applied to another token, one transaction per page with its cursor.
-    let other = "bench-store-only";
-    store
-        .create_dep_token(&DepTokenRecord {
-            id: other.into(),
-            name: "store only".into(),
-            certificate_pem: created.certificate_pem.clone(),
-            key_encrypted: vec![0],
-            token_encrypted: None,
-            consumer_key: None,
-            access_token_expiry: None,
-            server_name: None,
-            org_name: None,
-            cursor: None,
-            cursor_saved_at: None,
-            last_sync_at: None,
-            last_sync_error: None,
-            created_at: clock.now(),
-        })
-        .await
-        .unwrap();
+    let other_token = orchard.create_dep_token(&op, "store only").await.unwrap();
+    let other = other_token.id.as_str();
     let now = clock.now();
     let rows: Vec<(Vec<DepDeviceRecord>, String)> = pages
         .iter()
         .map(|p| {
             (
-                p.devices.iter().map(|r| store_row(other, r, now)).collect(),
+                p.devices
+                    .iter()
+                    .map(|r| DepDeviceRecord::new(other, r.clone(), now))
+                    .collect(),
                 p.cursor.as_str().to_owned(),
             )
         })
@@ -398,7 +299,7 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
     }
     store.close().await;
     fake.shutdown().await;
-    database.drop_now().await;
+    drop(database);
     RunFigures {
         fetch,
         sync,
@@ -409,7 +310,7 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
 
 #[tokio::main]
 async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    orchard_testkit::install_crypto_provider();
     let mut args = std::env::args().skip(1);
     let backend = args.next().unwrap_or_else(|| "sqlite".into());
     let devices: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(50_000);

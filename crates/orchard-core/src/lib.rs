@@ -10,7 +10,6 @@ pub mod device;
 pub mod enrollment;
 pub mod error;
 pub mod jobs;
-pub mod pki_files;
 pub mod push;
 pub mod reporting;
 pub mod tenancy;

@@ -6,8 +6,6 @@
 // Tests may unwrap and panic: a failed expectation is exactly what should stop them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use orchard_core::access::bootstrap::LocalBootstrap;
@@ -16,32 +14,19 @@ use orchard_core::push::PushSettings;
 use orchard_core::reporting::audit::{
     audit_csv, AuditActor, AuditEvent, AuditEventView, AuditOutcome, AuditQuery,
 };
-use orchard_core::{CoreConfig, CoreError, Orchard};
+use orchard_core::{CoreError, Orchard};
 use orchard_store::{Page, ScopeAuthority, Store, Tenant};
-use orchard_types::{ApnsTopic, Clock, ManualClock, Role, TenantId, TokenId, UnixTime};
+use orchard_testkit::service::test_orchard;
+use orchard_testkit::{with_database, Backend};
+use orchard_types::{Clock, ManualClock, Role, TenantId, TokenId, UnixTime};
 use serde_json::json;
 use sqlx::{AnyConnection, Connection, Executor};
 
 const START: UnixTime = UnixTime(1_772_323_200);
 
-fn orchard(store: Store, scopes: ScopeAuthority, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
-    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let pki = orchard_core::pki_files::load_or_create(dir, &[], &[], clock.now()).unwrap();
-    let config = CoreConfig {
-        public_url: "https://mdm.example.edu".into(),
-        topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-dev-test").unwrap(),
-        organization: "Orchard University".into(),
-        challenge_ttl_seconds: 3600,
-        identity_validity_days: 365,
-    };
-    Arc::new(Orchard::new(
-        store,
-        scopes,
-        Arc::new(pki.material),
-        config,
-        clock_dyn,
-        PushSettings::default(),
-    ))
+fn orchard(store: Store, scopes: ScopeAuthority, clock: &ManualClock) -> Arc<Orchard> {
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    Arc::new(test_orchard(store, scopes, clock, PushSettings::default()))
 }
 
 /// A principal with a fresh actor id, as a new token's would be.
@@ -83,11 +68,11 @@ fn all() -> Page {
     }
 }
 
-async fn scenario(store: Store, scopes: ScopeAuthority, dir: PathBuf, url: String) {
+async fn scenario(store: Store, scopes: ScopeAuthority, url: String) {
     let clock = ManualClock::new(START);
     let bootstrap =
         LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), Arc::new(clock.clone()));
-    let orchard = orchard(store.clone(), scopes, &dir, &clock);
+    let orchard = orchard(store.clone(), scopes, &clock);
     let mut tenants = Vec::new();
     for code in ["physics", "chemistry"] {
         let t = Tenant {
@@ -364,88 +349,15 @@ async fn scenario(store: Store, scopes: ScopeAuthority, dir: PathBuf, url: Strin
     assert_eq!(after_sorted, before_sorted, "nothing changed");
 }
 
-/// The admin URL with its database name replaced.
-fn url_with_database(admin_url: &str, database: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let (scheme, rest) = base.split_once("://").unwrap();
-    let authority = rest.split('/').next().unwrap();
-    let mut url = format!("{scheme}://{authority}/{database}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
+async fn run_scenario(backend: Backend) {
+    with_database(backend, |database| async move {
+        let (store, scopes) = database.store().await.unwrap();
+        scenario(store.clone(), scopes, database.url().to_owned()).await;
+        store.close().await;
+    })
+    .await;
 }
 
-fn rethrow(outcome: Result<(), tokio::task::JoinError>) {
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("scenario task failed: {error}"),
-        }
-    }
-}
-
-async fn on_sqlite<F, Fut>(scenario: F)
-where
-    F: FnOnce(Store, ScopeAuthority, PathBuf, String) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("o.db").display());
-    let (store, scopes) = Store::connect(&url).await.unwrap();
-    let outcome = tokio::spawn(scenario(store.clone(), scopes, dir.path().to_owned(), url)).await;
-    store.close().await;
-    rethrow(outcome);
-}
-
-async fn on_postgres<F, Fut>(scenario: F)
-where
-    F: FnOnce(Store, ScopeAuthority, PathBuf, String) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            if std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
-                eprintln!("ORCHARD_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL run");
-                return;
-            }
-            panic!(
-                "ORCHARD_TEST_POSTGRES_URL is not set (e.g. postgres://orchard:orchard@127.0.0.1:5432/postgres); \
-                 set ORCHARD_TEST_SKIP_POSTGRES=1 to skip it deliberately"
-            );
-        }
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let url = url_with_database(&admin_url, &name);
-    let (store, scopes) = Store::connect(&url).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let outcome = tokio::spawn(scenario(store.clone(), scopes, dir.path().to_owned(), url)).await;
-    store.close().await;
-    // Best effort: a leftover database is harmless, it only has a unique name.
-    let _ = admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
-    let _ = admin.close().await;
-    rethrow(outcome);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_log_on_sqlite() {
-    on_sqlite(scenario).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_log_on_postgres() {
-    on_postgres(scenario).await;
+orchard_testkit::backend_tests! {
+    audit_log => run_scenario;
 }

@@ -15,12 +15,13 @@ use orchard_core::access::capability::OperatorCtx;
 use orchard_core::access::principal::Principal;
 use orchard_core::dep::DepSettings;
 use orchard_core::push::PushSettings;
-use orchard_core::{CoreConfig, CoreError, Orchard};
+use orchard_core::{CoreError, Orchard, PkiMaterial};
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
 use orchard_dep::RetryPolicy;
 use orchard_store::{DepDeviceFilter, ScopeAuthority, Store};
-use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TenantId, TokenId, UnixTime};
-use sqlx::{AnyConnection, Connection, Executor};
+use orchard_testkit::service::{test_node, test_pki};
+use orchard_testkit::{with_store, Backend};
+use orchard_types::{Clock, Role, SystemClock, TenantId, TokenId, UnixTime};
 
 fn principal(scopes: &Scopes, name: &str, role: Role, tenant: Option<TenantId>) -> Principal {
     LocalBootstrap::for_opened_database(scopes.0.clone(), scopes.1.clone(), Arc::new(SystemClock))
@@ -41,35 +42,27 @@ fn viewer(scopes: &Scopes) -> Principal {
 /// The database the test opened and its scope authority.
 type Scopes = (Store, ScopeAuthority);
 
-fn orchard(scopes: &Scopes, dir: &std::path::Path, fake: &FakeDepServer) -> Orchard {
-    orchard_on(scopes, dir, fake, Arc::new(SystemClock))
+fn orchard(scopes: &Scopes, pki: &Arc<PkiMaterial>, fake: &FakeDepServer) -> Orchard {
+    orchard_on(scopes, pki, fake, Arc::new(SystemClock))
 }
 
+/// A node of the installation: all share `pki`, so each opens the tokens the others sealed.
 fn orchard_on(
     scopes: &Scopes,
-    dir: &std::path::Path,
+    pki: &Arc<PkiMaterial>,
     fake: &FakeDepServer,
     clock: Arc<dyn Clock>,
 ) -> Orchard {
-    let pki = orchard_core::pki_files::load_or_create(dir, &[], &[], clock.now()).unwrap();
-    let config = CoreConfig {
-        public_url: "https://mdm.example.edu".into(),
-        topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-dev-test").unwrap(),
-        organization: "Orchard University".into(),
-        challenge_ttl_seconds: 3600,
-        identity_validity_days: 365,
-    };
     let mut dep = fake.client_config();
     dep.retry = RetryPolicy {
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
         ..RetryPolicy::default()
     };
-    Orchard::new(
+    test_node(
         scopes.0.clone(),
         scopes.1.clone(),
-        Arc::new(pki.material),
-        config,
+        pki.clone(),
         clock,
         PushSettings::default(),
     )
@@ -95,14 +88,15 @@ fn fake_serials(fake: &FakeDepServer) -> Vec<String> {
     serials
 }
 
-async fn sync_scenario(opened: Scopes, dir: &std::path::Path) {
-    let store = opened.0.clone();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+async fn sync_scenario(store: Store, scopes: ScopeAuthority) {
+    let opened: Scopes = (store.clone(), scopes);
+    orchard_testkit::install_crypto_provider();
     let fake = FakeDepServer::start(FakeDepConfig::default())
         .await
         .unwrap();
     fake.add_devices(&FakeDepServer::make_serials("DEPT", 0, 2_500));
-    let orchard = orchard(&opened, dir, &fake);
+    let pki = Arc::new(test_pki(SystemClock.now()));
+    let orchard = orchard(&opened, &pki, &fake);
     let op = operator(&opened);
 
     // Operators only.
@@ -185,21 +179,21 @@ async fn sync_scenario(opened: Scopes, dir: &std::path::Path) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(tagged.asset_tag.as_deref(), Some("PHYS-3"));
-    assert_eq!(tagged.op_type.as_deref(), Some("modified"));
+    assert_eq!(tagged.device.asset_tag.as_deref(), Some("PHYS-3"));
+    assert_eq!(tagged.device.op_type, Some(orchard_dep::OpType::Modified));
     let gone = store
         .dep_device(&id, serials[11].as_str())
         .await
         .unwrap()
         .unwrap();
     assert!(gone.deleted);
-    assert_eq!(gone.op_type.as_deref(), Some("deleted"));
+    assert_eq!(gone.device.op_type, Some(orchard_dep::OpType::Deleted));
 
     // An older record arriving late never overwrites a newer one.
     let mut stale = fake.device(&serials[3]).unwrap();
     stale.asset_tag = Some("STALE".into());
     stale.op_type = Some(orchard_dep::OpType::Modified);
-    stale.op_date = Some(UnixTime(tagged.op_date.unwrap().0 - 3_600));
+    stale.op_date = Some(UnixTime(tagged.device.op_date.unwrap().0 - 3_600));
     fake.inject_sync_record(stale);
     let third = orchard.sync_dep_token(&op, &id).await.unwrap();
     assert_eq!(third.records, 1);
@@ -208,7 +202,7 @@ async fn sync_scenario(opened: Scopes, dir: &std::path::Path) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(still.asset_tag.as_deref(), Some("PHYS-3"));
+    assert_eq!(still.device.asset_tag.as_deref(), Some("PHYS-3"));
 
     // The cursor expires while devices change, and Apple rate-limits: a full fetch restarts, the devices it no
     // longer lists are marked deleted, nothing is lost or duplicated.
@@ -266,7 +260,7 @@ async fn sync_scenario(opened: Scopes, dir: &std::path::Path) {
     // The scheduler: a token whose sync lease another node holds is left alone; a free one is synced once,
     // and the lease is released afterwards. The second node shares the data directory (and so the data key),
     // as several PostgreSQL nodes must.
-    let other_node = orchard_on(&opened, dir, &fake, Arc::new(SystemClock));
+    let other_node = orchard_on(&opened, &pki, &fake, Arc::new(SystemClock));
     let now = SystemClock.now();
     assert!(store
         .claim_dep_sync_lease(&id, "node-elsewhere", now, now.plus_seconds(3600))
@@ -311,7 +305,7 @@ async fn sync_scenario(opened: Scopes, dir: &std::path::Path) {
     let manual = Arc::new(orchard_types::ManualClock::new(
         expiry.plus_seconds(-29 * 86_400 - 10),
     ));
-    let later = orchard_on(&opened, dir, &fake, manual.clone());
+    let later = orchard_on(&opened, &pki, &fake, manual.clone());
     let days = later.dep_token_days_left().await.unwrap();
     let (_, _, left) = days.iter().find(|(t, _, _)| t == &id).unwrap();
     assert_eq!(*left, 29);
@@ -332,73 +326,10 @@ async fn sync_scenario(opened: Scopes, dir: &std::path::Path) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dep_sync_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let opened = Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
-        .await
-        .unwrap();
-    sync_scenario(opened, dir.path()).await;
+async fn dep_sync(backend: Backend) {
+    with_store(backend, sync_scenario).await;
 }
 
-/// The admin URL with its database name replaced.
-fn url_with_database(admin_url: &str, database: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let (scheme, rest) = base.split_once("://").unwrap();
-    let authority = rest.split('/').next().unwrap();
-    let mut url = format!("{scheme}://{authority}/{database}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dep_sync_on_postgres() {
-    let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            if std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
-                eprintln!("ORCHARD_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL run");
-                return;
-            }
-            panic!(
-                "ORCHARD_TEST_POSTGRES_URL is not set (e.g. postgres://orchard:orchard@127.0.0.1:5432/postgres); \
-                 set ORCHARD_TEST_SKIP_POSTGRES=1 to skip it deliberately"
-            );
-        }
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let opened = Store::connect(&url_with_database(&admin_url, &name))
-        .await
-        .unwrap();
-    let store = opened.0.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let outcome = tokio::spawn({
-        let path = dir.path().to_owned();
-        async move { sync_scenario(opened, &path).await }
-    })
-    .await;
-    store.close().await;
-    // Best effort: a leftover database is harmless, it only has a unique name.
-    let _ = admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
-    let _ = admin.close().await;
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("scenario task failed: {error}"),
-        }
-    }
+orchard_testkit::backend_tests! {
+    dep_sync => dep_sync [workers = 4];
 }

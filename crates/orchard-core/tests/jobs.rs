@@ -5,17 +5,16 @@
 // Tests may unwrap and panic: a failed expectation is exactly what should stop them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use orchard_core::jobs::{Job, Lease, Step, StepOutcome, Worker};
 use orchard_core::push::PushSettings;
-use orchard_core::{CoreConfig, CoreError, Orchard};
+use orchard_core::CoreError;
 use orchard_store::{ScopeAuthority, Store};
-use orchard_types::{ApnsTopic, Clock, ManualClock, UnixTime};
-use sqlx::{AnyConnection, Connection, Executor};
+use orchard_testkit::{with_store, Backend};
+use orchard_types::{Clock, ManualClock, UnixTime};
 
 const START: UnixTime = UnixTime(1_800_000_000);
 
@@ -45,29 +44,15 @@ impl Job for CountingJob {
     }
 }
 
-fn orchard(store: Store, scopes: ScopeAuthority, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
+async fn scenario(store: Store, scopes: ScopeAuthority) {
+    let clock = ManualClock::new(START);
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let pki = orchard_core::pki_files::load_or_create(dir, &[], &[], clock.now()).unwrap();
-    let config = CoreConfig {
-        public_url: "https://mdm.example.edu".into(),
-        topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-dev-test").unwrap(),
-        organization: "Orchard University".into(),
-        challenge_ttl_seconds: 3600,
-        identity_validity_days: 365,
-    };
-    Arc::new(Orchard::new(
+    let orchard = Arc::new(orchard_testkit::service::test_orchard(
         store,
         scopes,
-        Arc::new(pki.material),
-        config,
         clock_dyn,
         PushSettings::default(),
-    ))
-}
-
-async fn scenario(store: Store, scopes: ScopeAuthority, dir: &Path) {
-    let clock = ManualClock::new(START);
-    let orchard = orchard(store, scopes, dir, &clock);
+    ));
     let (_stop, stopped) = tokio::sync::watch::channel(());
     let node_a = Worker::with_owner(orchard.clone(), "node-a", stopped.clone());
     let node_b = Worker::with_owner(orchard.clone(), "node-b", stopped.clone());
@@ -147,40 +132,10 @@ async fn scenario(store: Store, scopes: ScopeAuthority, dir: &Path) {
     handle.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, scopes) =
-        Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
-            .await
-            .unwrap();
-    scenario(store.clone(), scopes, dir.path()).await;
-    store.close().await;
+async fn jobs(backend: Backend) {
+    with_store(backend, scenario).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_on_postgres() {
-    let Ok(admin_url) = std::env::var("ORCHARD_TEST_POSTGRES_URL") else {
-        assert_eq!(
-            std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref(),
-            Ok("1"),
-            "ORCHARD_TEST_POSTGRES_URL is not set; set ORCHARD_TEST_SKIP_POSTGRES=1 to skip deliberately"
-        );
-        return;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let (store, scopes) = Store::connect(&format!("{base}/{name}")).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    scenario(store.clone(), scopes, dir.path()).await;
-    store.close().await;
-    let _ = admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
+orchard_testkit::backend_tests! {
+    worker_steps_and_leases => jobs;
 }

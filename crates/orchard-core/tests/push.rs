@@ -4,93 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
-use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer, Fault, FaultScope};
-use orchard_apns::{ApnsConfig, DeviceToken, TrustRoots};
-use orchard_core::access::bootstrap::LocalBootstrap;
-use orchard_core::access::capability::OperatorCtx;
-use orchard_core::push::{PushCertificateUpload, PushSettings};
-use orchard_core::{CoreConfig, Orchard};
-use orchard_pki::CertificateAuthority;
-use orchard_store::{AuthenticateDevice, NewCommand, Store, Tenant, TokenUpdateRecord};
-use orchard_types::{
-    ApnsTopic, ChannelId, Clock, CommandUuid, ManualClock, TenantId, Udid, UnixTime,
-};
+use orchard_apns::fake::{issue_push_certificate, random_topic, Fault, FaultScope};
+use orchard_apns::DeviceToken;
+use orchard_core::push::PushCertificateUpload;
+use orchard_store::{AuthenticateDevice, NewCommand, Tenant, TokenUpdateRecord};
+use orchard_testkit::service::PushSetup as Setup;
+use orchard_testkit::Backend;
+use orchard_types::{ApnsTopic, ChannelId, Clock, CommandUuid, TenantId, Udid, UnixTime};
 
 const DAY: i64 = 86_400;
-
-struct Setup {
-    orchard: Arc<Orchard>,
-    /// The database the test opened, and the operator the test acts as on it.
-    store: Store,
-    operator: OperatorCtx,
-    clock: ManualClock,
-    apns: FakeApnsServer,
-    apple: CertificateAuthority,
-    _dir: tempfile::TempDir,
-}
-
-async fn setup() -> Setup {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let start = UnixTime(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
-    );
-    let clock = ManualClock::new(start);
-    let dir = tempfile::tempdir().unwrap();
-    let (store, scopes) =
-        Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
-            .await
-            .unwrap();
-    let pki = orchard_core::pki_files::load_or_create(dir.path(), &[], &[], start).unwrap();
-    let apple =
-        CertificateAuthority::generate("Test Apple Push CA", UnixTime(start.0 - DAY), 400).unwrap();
-    let apns = FakeApnsServer::start(&apple.cert_pem()).await.unwrap();
-    let settings = PushSettings {
-        apns: ApnsConfig::with_base_url(
-            apns.url(),
-            TrustRoots::from_pem(apns.root_cert_pem()).unwrap(),
-        ),
-        ..PushSettings::default()
-    };
-    let config = CoreConfig {
-        public_url: "https://mdm.example.edu".into(),
-        topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-dev-test").unwrap(),
-        organization: "Test".into(),
-        challenge_ttl_seconds: 3600,
-        identity_validity_days: 365,
-    };
-    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let operator =
-        LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock_dyn.clone())
-            .operator()
-            .unwrap();
-    let orchard = Arc::new(Orchard::new(
-        store.clone(),
-        scopes,
-        Arc::new(pki.material),
-        config,
-        clock_dyn,
-        settings,
-    ));
-    Setup {
-        orchard,
-        store,
-        operator,
-        clock,
-        apns,
-        apple,
-        _dir: dir,
-    }
-}
 
 fn upload(s: &Setup, topic: &ApnsTopic, days: i64) -> PushCertificateUpload {
     let now = s.clock.now();
     let cert = issue_push_certificate(
-        &s.apple,
+        &s.push.ca,
         topic,
         UnixTime(now.0 - 60),
         now.plus_seconds(days * DAY),
@@ -173,9 +100,12 @@ async fn queue(s: &Setup, device: &orchard_store::Device, channel: &ChannelId) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly() {
-    let s = setup().await;
+async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly(
+    backend: Backend,
+) {
+    let Some(s) = Setup::start(backend).await else {
+        return;
+    };
     let topic = random_topic().unwrap();
     let status = s
         .orchard
@@ -201,7 +131,7 @@ async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_c
     queue(&s, &device, &channel).await;
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!(stats.delivered, 0);
-    assert_eq!(s.apns.delivered_count(), 0);
+    assert_eq!(s.push.apns.delivered_count(), 0);
     assert!(s.store.count_due_pushes().await.unwrap() >= 1);
     // An expired certificate cannot be uploaded either.
     let late = s
@@ -211,9 +141,10 @@ async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_c
     assert!(late.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_tokens_retries_and_refused_certificates() {
-    let s = setup().await;
+async fn dead_tokens_retries_and_refused_certificates(backend: Backend) {
+    let Some(s) = Setup::start(backend).await else {
+        return;
+    };
     let topic = random_topic().unwrap();
     s.orchard
         .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
@@ -224,7 +155,7 @@ async fn dead_tokens_retries_and_refused_certificates() {
     let (channel, device) = enrolled(&s, &token).await;
 
     // 410 Unregistered: the token is dead; later work is not pushed.
-    s.apns.mark_unregistered(&device_token);
+    s.push.apns.mark_unregistered(&device_token);
     queue(&s, &device, &channel).await;
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!(stats.dead_tokens, 1, "{stats:?}");
@@ -235,21 +166,22 @@ async fn dead_tokens_retries_and_refused_certificates() {
     );
 
     // A new TokenUpdate revives it, and the owed push is delivered.
-    s.apns.mark_registered(&device_token);
+    s.push.apns.mark_registered(&device_token);
     token_update(&s, &device, &channel, &token).await;
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!(stats.delivered, 1, "{stats:?}");
 
     // Two 500s are retried inside the client and the push arrives.
-    s.apns
+    s.push
+        .apns
         .inject(FaultScope::AllTokens, Fault::InternalServerError, 2);
     queue(&s, &device, &channel).await;
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!(stats.delivered, 1, "{stats:?}");
-    assert_eq!(s.apns.pushes_for(&device_token).len(), 2);
+    assert_eq!(s.push.apns.pushes_for(&device_token).len(), 2);
 
     // 403: the certificate is refused; pushes stop with a reason and the push stays owed.
-    s.apns.inject(
+    s.push.apns.inject(
         FaultScope::AllTokens,
         Fault::Status {
             status: 403,
@@ -277,9 +209,10 @@ async fn dead_tokens_retries_and_refused_certificates() {
     assert_eq!(stats.delivered, 1, "{stats:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renewal_guard() {
-    let s = setup().await;
+async fn renewal_guard(backend: Backend) {
+    let Some(s) = Setup::start(backend).await else {
+        return;
+    };
     let topic = random_topic().unwrap();
     s.orchard
         .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
@@ -304,4 +237,10 @@ async fn renewal_guard() {
         .await
         .unwrap();
     assert_eq!(s.orchard.current_topic(), other);
+}
+
+orchard_testkit::backend_tests! {
+    expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly => expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly;
+    dead_tokens_retries_and_refused_certificates => dead_tokens_retries_and_refused_certificates;
+    renewal_guard => renewal_guard;
 }

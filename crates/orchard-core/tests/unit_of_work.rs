@@ -20,7 +20,7 @@ use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::principal::Principal;
 use orchard_core::dep::templates::{TemplateOrganization, TemplateProfile, TemplateSetup};
 use orchard_core::push::PushSettings;
-use orchard_core::{secret_hash, CoreConfig, CoreError, Orchard};
+use orchard_core::{secret_hash, CoreError, Orchard};
 use orchard_pki::scep::{self, CertRepOutcome};
 use orchard_pki::signature::sign_mdm_body;
 use orchard_pki::Identity;
@@ -31,12 +31,11 @@ use orchard_store::{
     Channel, CommandRecord, DepTemplateRecord, DepTokenRecord, Device, DeviceSetup, EnrollmentLink,
     InventorySection, Page, ScepChallenge, ScopeAuthority, Store, Tenant,
 };
+use orchard_testkit::{with_store, Backend};
 use orchard_types::{
-    ApnsTopic, Clock, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState,
-    ManualClock, PushMagic, QueuedBy, RequestType, Role, SerialNumber, SetupState, TenantId, Udid,
-    UnixTime,
+    Clock, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, ManualClock,
+    PushMagic, QueuedBy, RequestType, Role, SerialNumber, SetupState, TenantId, Udid, UnixTime,
 };
-use sqlx::{AnyConnection, Connection, Executor};
 
 const BYPASS_CODE: &str = "ABCDE-FGHIJ-KLMNO-PQRST-UVWXY";
 
@@ -58,7 +57,6 @@ struct Harness {
     /// One RSA key for every device identity (each device still gets its own certificate): saves key
     /// generation, changes nothing the server sees.
     key: PKey<Private>,
-    _dir: tempfile::TempDir,
 }
 
 /// A simulated iPad enrolled through the template's hidden link (Authenticate done).
@@ -85,21 +83,10 @@ struct Rows {
 async fn harness((store, scopes): (Store, ScopeAuthority)) -> Harness {
     let start = UnixTime(1_900_000_000);
     let clock = ManualClock::new(start);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = orchard_core::pki_files::load_or_create(dir.path(), &[], &[], start).unwrap();
-    let config = CoreConfig {
-        public_url: "https://mdm.example.edu".into(),
-        topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-dev-test").unwrap(),
-        organization: "Orchard University".into(),
-        challenge_ttl_seconds: 3600,
-        identity_validity_days: 365,
-    };
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let orchard = Orchard::new(
+    let orchard = orchard_testkit::service::test_orchard(
         store.clone(),
         scopes.clone(),
-        Arc::new(pki.material),
-        config,
         clock_dyn,
         PushSettings::default(),
     );
@@ -193,7 +180,6 @@ async fn harness((store, scopes): (Store, ScopeAuthority)) -> Harness {
         link_id: link.id,
         tenant_id: tenant.id,
         key: PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap(),
-        _dir: dir,
     }
 }
 
@@ -736,86 +722,21 @@ async fn walk_release(h: Harness) -> Walk {
 // ---------------------------------------------------------------------------------------------------------
 // backends
 
-/// Runs the walk on a fresh SQLite file and checks it failed at least `min_statements` statements.
-async fn on_sqlite<Fut>(walk: fn(Harness) -> Fut, min_statements: u64)
+/// Runs the walk on a fresh database of `backend` (the kit drops it afterwards) and checks it failed at least
+/// `min_statements` statements.
+async fn walk_on<Fut>(backend: Backend, walk: fn(Harness) -> Fut, min_statements: u64)
 where
     Fut: Future<Output = Walk> + Send + 'static,
 {
-    let dir = tempfile::tempdir().unwrap();
-    let opened = Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
-        .await
-        .unwrap();
-    let walked = walk(harness(opened).await).await;
-    assert!(
-        walked.failed >= min_statements,
-        "only {} statements were failed",
-        walked.failed
-    );
-}
-
-/// The admin URL with its database name replaced.
-fn url_with_database(admin_url: &str, database: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let (scheme, rest) = base.split_once("://").unwrap();
-    let authority = rest.split('/').next().unwrap();
-    let mut url = format!("{scheme}://{authority}/{database}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
-/// Runs the walk on a fresh PostgreSQL database (dropped afterwards).
-async fn on_postgres<Fut>(walk: fn(Harness) -> Fut, min_statements: u64)
-where
-    Fut: Future<Output = Walk> + Send + 'static,
-{
-    let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            if std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
-                eprintln!("ORCHARD_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL run");
-                return;
-            }
-            panic!(
-                "ORCHARD_TEST_POSTGRES_URL is not set (e.g. postgres://orchard:orchard@127.0.0.1:5432/postgres); \
-                 set ORCHARD_TEST_SKIP_POSTGRES=1 to skip it deliberately"
-            );
-        }
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let opened = Store::connect(&url_with_database(&admin_url, &name))
-        .await
-        .unwrap();
-    let store = opened.0.clone();
-    let outcome = tokio::spawn(async move { walk(harness(opened).await).await }).await;
-    store.close().await;
-    // Best effort: a leftover database is harmless, it only has a unique name.
-    let _ = admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
-    let _ = admin.close().await;
-    match outcome {
-        Ok(walked) => assert!(
+    with_store(backend, |store, scopes| async move {
+        let walked = walk(harness((store, scopes)).await).await;
+        assert!(
             walked.failed >= min_statements,
             "only {} statements were failed",
             walked.failed
-        ),
-        Err(error) => match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("walk task failed: {error}"),
-        },
-    }
+        );
+    })
+    .await;
 }
 
 // BEGIN, the token (device, channel), inventory INSERT and its push, certificate and template reads, the
@@ -830,40 +751,65 @@ const RELEASE_STATEMENTS: u64 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_token_update_commits_once_on_sqlite() {
-    on_sqlite(walk_first_token_update, FIRST_TOKEN_UPDATE_STATEMENTS).await;
+    walk_on(
+        Backend::Sqlite,
+        walk_first_token_update,
+        FIRST_TOKEN_UPDATE_STATEMENTS,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_token_update_commits_once_on_postgres() {
-    on_postgres(walk_first_token_update, FIRST_TOKEN_UPDATE_STATEMENTS).await;
+    walk_on(
+        Backend::Postgres,
+        walk_first_token_update,
+        FIRST_TOKEN_UPDATE_STATEMENTS,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_report_commits_once_on_sqlite() {
-    on_sqlite(walk_inventory_report, INVENTORY_REPORT_STATEMENTS).await;
+    walk_on(
+        Backend::Sqlite,
+        walk_inventory_report,
+        INVENTORY_REPORT_STATEMENTS,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_report_commits_once_on_postgres() {
-    on_postgres(walk_inventory_report, INVENTORY_REPORT_STATEMENTS).await;
+    walk_on(
+        Backend::Postgres,
+        walk_inventory_report,
+        INVENTORY_REPORT_STATEMENTS,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_report_escrows_and_releases_once_on_sqlite() {
-    on_sqlite(walk_setup_report, SETUP_REPORT_STATEMENTS).await;
+    walk_on(Backend::Sqlite, walk_setup_report, SETUP_REPORT_STATEMENTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_report_escrows_and_releases_once_on_postgres() {
-    on_postgres(walk_setup_report, SETUP_REPORT_STATEMENTS).await;
+    walk_on(
+        Backend::Postgres,
+        walk_setup_report,
+        SETUP_REPORT_STATEMENTS,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_commits_once_on_sqlite() {
-    on_sqlite(walk_release, RELEASE_STATEMENTS).await;
+    walk_on(Backend::Sqlite, walk_release, RELEASE_STATEMENTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_commits_once_on_postgres() {
-    on_postgres(walk_release, RELEASE_STATEMENTS).await;
+    walk_on(Backend::Postgres, walk_release, RELEASE_STATEMENTS).await;
 }

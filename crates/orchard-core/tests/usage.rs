@@ -6,45 +6,29 @@
 // Tests may unwrap and panic: a failed expectation is exactly what should stop them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::capability::OversightCtx;
 use orchard_core::push::PushSettings;
 use orchard_core::reporting::usage::{parse_day, UsageSettings, UsageSnapshotter};
-use orchard_core::{CoreConfig, CoreError, Orchard};
+use orchard_core::{CoreError, Orchard};
 use orchard_store::{
     AuthenticateDevice, DeviceFacts, ScopeAuthority, Store, Tenant, TokenUpdateRecord,
 };
+use orchard_testkit::service::test_orchard;
+use orchard_testkit::{with_store, Backend};
 use orchard_types::{
-    ApnsTopic, ChannelId, Clock, DeviceId, ManualClock, Role, TenantId, TokenId, Udid, UnixTime,
+    ChannelId, Clock, DeviceId, ManualClock, Role, TenantId, TokenId, Udid, UnixTime,
 };
-use sqlx::{AnyConnection, Connection, Executor};
 
 const DAY: i64 = 86_400;
 /// 2026-03-01T00:00:30Z: thirty seconds into the first day of the scenario.
 const START: UnixTime = UnixTime(1_772_323_200 + 30);
 
-fn orchard(store: Store, scopes: ScopeAuthority, dir: &Path, clock: &ManualClock) -> Arc<Orchard> {
-    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let pki = orchard_core::pki_files::load_or_create(dir, &[], &[], clock.now()).unwrap();
-    let config = CoreConfig {
-        public_url: "https://mdm.example.edu".into(),
-        topic: ApnsTopic::parse("com.apple.mgmt.External.orchard-dev-test").unwrap(),
-        organization: "Orchard University".into(),
-        challenge_ttl_seconds: 3600,
-        identity_validity_days: 365,
-    };
-    Arc::new(Orchard::new(
-        store,
-        scopes,
-        Arc::new(pki.material),
-        config,
-        clock_dyn,
-        PushSettings::default(),
-    ))
+fn orchard(store: Store, scopes: ScopeAuthority, clock: &ManualClock) -> Arc<Orchard> {
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    Arc::new(test_orchard(store, scopes, clock, PushSettings::default()))
 }
 
 /// Who may see usage: the handle a principal of `role` gets, or its refusal.
@@ -136,11 +120,11 @@ async fn count_on(
         .map(|s| s.enrolled_devices)
 }
 
-async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority, dir: PathBuf) {
+async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority) {
     let clock = ManualClock::new(START);
     let bootstrap =
         LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), Arc::new(clock.clone()));
-    let orchard = orchard(store.clone(), scopes.clone(), &dir, &clock);
+    let orchard = orchard(store.clone(), scopes.clone(), &clock);
     let mut snapshotter = UsageSnapshotter::new();
     let hour = 3_600;
 
@@ -380,12 +364,11 @@ async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority, dir: PathBuf)
 }
 
 /// Two nodes take the same day's snapshot at the same moment: one row per tenant, no error.
-async fn two_nodes_scenario(store: Store, scopes: ScopeAuthority, dir: PathBuf) {
+async fn two_nodes_scenario(store: Store, scopes: ScopeAuthority) {
     let clock = ManualClock::new(START);
-    let first = orchard(store.clone(), scopes.clone(), &dir, &clock);
-    let second_dir = dir.join("second");
-    std::fs::create_dir_all(&second_dir).unwrap();
-    let second = orchard(store.clone(), scopes.clone(), &second_dir, &clock);
+    // Two nodes: each has PKI of its own, as with two data directories.
+    let first = orchard(store.clone(), scopes.clone(), &clock);
+    let second = orchard(store.clone(), scopes.clone(), &clock);
     let mut tenants = Vec::new();
     for i in 0..5 {
         let t = tenant(
@@ -415,101 +398,15 @@ async fn two_nodes_scenario(store: Store, scopes: ScopeAuthority, dir: PathBuf) 
     }
 }
 
-/// The admin URL with its database name replaced.
-fn url_with_database(admin_url: &str, database: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let (scheme, rest) = base.split_once("://").unwrap();
-    let authority = rest.split('/').next().unwrap();
-    let mut url = format!("{scheme}://{authority}/{database}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
+async fn usage_arithmetic(backend: Backend) {
+    with_store(backend, arithmetic_scenario).await;
 }
 
-fn rethrow(outcome: Result<(), tokio::task::JoinError>) {
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("scenario task failed: {error}"),
-        }
-    }
+async fn concurrent_snapshots(backend: Backend) {
+    with_store(backend, two_nodes_scenario).await;
 }
 
-async fn on_sqlite<F, Fut>(scenario: F)
-where
-    F: FnOnce(Store, ScopeAuthority, PathBuf) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let (store, scopes) =
-        Store::connect(&format!("sqlite://{}", dir.path().join("o.db").display()))
-            .await
-            .unwrap();
-    let outcome = tokio::spawn(scenario(store.clone(), scopes, dir.path().to_owned())).await;
-    store.close().await;
-    rethrow(outcome);
-}
-
-async fn on_postgres<F, Fut>(scenario: F)
-where
-    F: FnOnce(Store, ScopeAuthority, PathBuf) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            if std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
-                eprintln!("ORCHARD_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL run");
-                return;
-            }
-            panic!(
-                "ORCHARD_TEST_POSTGRES_URL is not set (e.g. postgres://orchard:orchard@127.0.0.1:5432/postgres); \
-                 set ORCHARD_TEST_SKIP_POSTGRES=1 to skip it deliberately"
-            );
-        }
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let (store, scopes) = Store::connect(&url_with_database(&admin_url, &name))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let outcome = tokio::spawn(scenario(store.clone(), scopes, dir.path().to_owned())).await;
-    store.close().await;
-    // Best effort: a leftover database is harmless, it only has a unique name.
-    let _ = admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
-    let _ = admin.close().await;
-    rethrow(outcome);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn usage_arithmetic_on_sqlite() {
-    on_sqlite(arithmetic_scenario).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn usage_arithmetic_on_postgres() {
-    on_postgres(arithmetic_scenario).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_snapshots_on_sqlite() {
-    on_sqlite(two_nodes_scenario).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_snapshots_on_postgres() {
-    on_postgres(two_nodes_scenario).await;
+orchard_testkit::backend_tests! {
+    usage_arithmetic => usage_arithmetic;
+    concurrent_snapshots => concurrent_snapshots;
 }

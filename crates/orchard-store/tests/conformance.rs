@@ -4,19 +4,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use sqlx::{AnyConnection, Connection, Executor};
-
+use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts,
     EnrollmentLink, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome, ScepChallenge,
     Scope, ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
 };
+use orchard_testkit::with_store;
 use orchard_types::{
     ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, QueuedBy,
-    RequestType, Role, SetupState, TenantId, TokenId, Udid, UnixTime,
+    RequestType, Role, SerialNumber, SetupState, TenantId, TokenId, Udid, UnixTime,
 };
 
 const T0: UnixTime = UnixTime(1_800_000_000);
@@ -33,111 +32,13 @@ fn tenant_scope(tenant: TenantId) -> Scope {
     SCOPES.get().expect("a database was opened").tenant(tenant)
 }
 
-/// Opens a database and keeps its scope authority for the checks.
-async fn open(url: &str) -> Result<Store, StoreError> {
-    let (store, scopes) = Store::connect(url).await?;
+/// Keeps the scope authority of the check's database for the checks (every database hands out the same right).
+fn keep_scopes(scopes: ScopeAuthority) {
     let _ = SCOPES.set(scopes);
-    Ok(store)
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // harness
-
-/// Runs the check in its own task, so a failed assertion comes back as a value and the caller can clean up
-/// before re-raising it with [`finish`].
-async fn run_check<F, Fut>(store: Store, check: F) -> Result<(), tokio::task::JoinError>
-where
-    F: FnOnce(Store) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let outcome = tokio::spawn(check(store.clone())).await;
-    store.close().await;
-    outcome
-}
-
-fn finish(outcome: Result<(), tokio::task::JoinError>) {
-    if let Err(error) = outcome {
-        match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(error) => panic!("check task failed: {error}"),
-        }
-    }
-}
-
-async fn with_sqlite<F, Fut>(check: F)
-where
-    F: FnOnce(Store) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("orchard.db").display());
-    let store = open(&url).await.unwrap();
-    assert_eq!(store.backend(), Backend::Sqlite);
-    finish(run_check(store, check).await);
-}
-
-/// The admin URL with its database name replaced.
-fn url_with_database(admin_url: &str, database: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let (scheme, rest) = base.split_once("://").unwrap();
-    let authority = rest.split('/').next().unwrap();
-    let mut url = format!("{scheme}://{authority}/{database}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
-async fn with_postgres<F, Fut>(check: F)
-where
-    F: FnOnce(Store) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            if std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
-                eprintln!("ORCHARD_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL half");
-                return;
-            }
-            panic!(
-                "ORCHARD_TEST_POSTGRES_URL is not set: the PostgreSQL half of the conformance suite needs a \
-                 server (e.g. postgres://orchard:orchard@127.0.0.1:5432/postgres, see .ci/postgres-setup.sh); \
-                 set ORCHARD_TEST_SKIP_POSTGRES=1 to skip it deliberately"
-            );
-        }
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = AnyConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to ORCHARD_TEST_POSTGRES_URL: {e}"));
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let store = match open(&url_with_database(&admin_url, &name)).await {
-        Ok(store) => store,
-        Err(error) => {
-            let _ = admin
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await;
-            panic!("cannot open the test database {name}: {error}");
-        }
-    };
-    assert_eq!(store.backend(), Backend::Postgres);
-    let outcome = run_check(store, check).await;
-    // Best effort: a leftover database is harmless, it only has a unique name.
-    let _ = admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
-    let _ = admin.close().await;
-    finish(outcome);
-}
 
 /// Generates `#[tokio::test] sqlite_x` and `postgres_x` for each `check_x`.
 macro_rules! conformance {
@@ -145,12 +46,20 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $sqlite() {
-                with_sqlite($check).await;
+                with_store(Backend::Sqlite, |store, scopes| {
+                    keep_scopes(scopes);
+                    $check(store)
+                })
+                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $postgres() {
-                with_postgres($check).await;
+                with_store(Backend::Postgres, |store, scopes| {
+                    keep_scopes(scopes);
+                    $check(store)
+                })
+                .await;
             }
         )*
     };
@@ -2316,20 +2225,23 @@ fn dep_device(
 ) -> orchard_store::DepDeviceRecord {
     orchard_store::DepDeviceRecord {
         token_id: token.into(),
-        serial_number: serial.into(),
-        model: Some("iPad (10th generation)".into()),
-        description: Some("IPAD 10.9".into()),
-        color: Some("BLUE".into()),
-        asset_tag: None,
-        os: Some("iPadOS".into()),
-        device_family: Some("iPad".into()),
-        profile_status: Some("empty".into()),
-        profile_uuid: None,
-        profile_assign_time: None,
-        device_assigned_date: Some(T0),
-        device_assigned_by: Some("it@example.edu".into()),
-        op_type: op.map(|(t, _)| t.to_owned()),
-        op_date: op.map(|(_, d)| UnixTime(d)),
+        device: DeviceRecord {
+            serial_number: SerialNumber::parse(serial).unwrap(),
+            model: Some("iPad (10th generation)".into()),
+            description: Some("IPAD 10.9".into()),
+            color: Some("BLUE".into()),
+            asset_tag: None,
+            profile_status: Some(ProfileStatus::Empty),
+            profile_uuid: None,
+            profile_assign_time: None,
+            profile_push_time: None,
+            device_assigned_date: Some(T0),
+            device_assigned_by: Some("it@example.edu".into()),
+            os: Some("iPadOS".into()),
+            device_family: Some("iPad".into()),
+            op_type: op.map(|(t, _)| OpType::from(t)),
+            op_date: op.map(|(_, d)| UnixTime(d)),
+        },
         deleted: op.map(|(t, _)| t == "deleted").unwrap_or(false),
         updated_at: T0,
     }
@@ -2469,9 +2381,9 @@ async fn check_dep_devices(store: Store) {
 
     // Changes: the newest op_date wins, whatever the order of arrival, also inside one call.
     let mut modified = dep_device("t1", "SER000000001", Some(("modified", T0.0 + 100)));
-    modified.asset_tag = Some("PHYS-1".into());
+    modified.device.asset_tag = Some("PHYS-1".into());
     let mut older = dep_device("t1", "SER000000001", Some(("modified", T0.0 + 50)));
-    older.asset_tag = Some("STALE".into());
+    older.device.asset_tag = Some("STALE".into());
     store
         .upsert_dep_devices(&[modified.clone(), older.clone()])
         .await
@@ -2482,18 +2394,18 @@ async fn check_dep_devices(store: Store) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got.asset_tag.as_deref(), Some("PHYS-1"));
-    assert_eq!(got.op_date, Some(UnixTime(T0.0 + 100)));
+    assert_eq!(got.device.asset_tag.as_deref(), Some("PHYS-1"));
+    assert_eq!(got.device.op_date, Some(UnixTime(T0.0 + 100)));
     // Equal dates: the later record applies.
     let mut same = modified.clone();
-    same.asset_tag = Some("PHYS-1b".into());
+    same.device.asset_tag = Some("PHYS-1b".into());
     store.upsert_dep_devices(&[same]).await.unwrap();
     let got = store
         .dep_device("t1", "SER000000001")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got.asset_tag.as_deref(), Some("PHYS-1b"));
+    assert_eq!(got.device.asset_tag.as_deref(), Some("PHYS-1b"));
 
     // Deleted by a sync record; an older "added" does not bring it back, a newer one does.
     store
@@ -2572,7 +2484,7 @@ async fn check_dep_devices(store: Store) {
             break;
         }
         offset += page.len() as i64;
-        seen.extend(page.into_iter().map(|d| d.serial_number));
+        seen.extend(page.into_iter().map(|d| d.device.serial_number.to_string()));
     }
     assert_eq!(seen.len(), 250);
     let unique: HashSet<_> = seen.iter().collect();
@@ -2684,18 +2596,18 @@ async fn check_dep_sync_batches(store: Store) {
     // One batch mixing: a newer change (applies), a stale change (ignored) next to it, the same serial three
     // times with the newest in the middle, and a serial only in the second statement's range.
     let mut newer = dep_device("t1", &serial(5), Some(("modified", T0.0 + 30)));
-    newer.asset_tag = Some("NEW-5".into());
+    newer.device.asset_tag = Some("NEW-5".into());
     newer.updated_at = UnixTime(T0.0 + 30);
     let mut stale = dep_device("t1", &serial(6), Some(("modified", T0.0 + 5)));
-    stale.asset_tag = Some("STALE-6".into());
+    stale.device.asset_tag = Some("STALE-6".into());
     let mut first = dep_device("t1", &serial(7), Some(("modified", T0.0 + 31)));
-    first.asset_tag = Some("FIRST-7".into());
+    first.device.asset_tag = Some("FIRST-7".into());
     let mut newest = dep_device("t1", &serial(7), Some(("modified", T0.0 + 33)));
-    newest.asset_tag = Some("NEWEST-7".into());
+    newest.device.asset_tag = Some("NEWEST-7".into());
     let mut older = dep_device("t1", &serial(7), Some(("modified", T0.0 + 32)));
-    older.asset_tag = Some("OLDER-7".into());
+    older.device.asset_tag = Some("OLDER-7".into());
     let mut far = dep_device("t1", &serial(2_400), Some(("modified", T0.0 + 30)));
-    far.color = Some("SILVER".into());
+    far.device.color = Some("SILVER".into());
     let mut batch: Vec<_> = (100..1_300)
         .map(|i| dep_device("t1", &serial(i), Some(("added", T0.0 + 10))))
         .collect();
@@ -2719,8 +2631,8 @@ async fn check_dep_sync_batches(store: Store) {
         async move { store.dep_device("t1", &serial).await.unwrap().unwrap() }
     };
     let five = got(5).await;
-    assert_eq!(five.asset_tag.as_deref(), Some("NEW-5"));
-    assert_eq!(five.op_date, Some(UnixTime(T0.0 + 30)));
+    assert_eq!(five.device.asset_tag.as_deref(), Some("NEW-5"));
+    assert_eq!(five.device.op_date, Some(UnixTime(T0.0 + 30)));
     assert_eq!(five.updated_at, UnixTime(T0.0 + 30));
     assert_eq!(
         got(6).await,
@@ -2728,24 +2640,24 @@ async fn check_dep_sync_batches(store: Store) {
         "an older record never overwrites a newer one"
     );
     let seven = got(7).await;
-    assert_eq!(seven.asset_tag.as_deref(), Some("NEWEST-7"));
-    assert_eq!(seven.op_date, Some(UnixTime(T0.0 + 33)));
-    assert_eq!(got(2_400).await.color.as_deref(), Some("SILVER"));
+    assert_eq!(seven.device.asset_tag.as_deref(), Some("NEWEST-7"));
+    assert_eq!(seven.device.op_date, Some(UnixTime(T0.0 + 33)));
+    assert_eq!(got(2_400).await.device.color.as_deref(), Some("SILVER"));
 
     // A fetch record (no op_date) with the same data as stored changes nothing and keeps the op_date; one
     // with different data applies and still keeps it.
     let mut current = dep_device("t1", &serial(7), None);
-    current.asset_tag = Some("NEWEST-7".into());
-    current.op_type = Some("modified".into());
+    current.device.asset_tag = Some("NEWEST-7".into());
+    current.device.op_type = Some(OpType::Modified);
     assert_eq!(
         store.upsert_dep_devices(&[current.clone()]).await.unwrap(),
         0
     );
-    current.asset_tag = Some("FETCHED-7".into());
+    current.device.asset_tag = Some("FETCHED-7".into());
     assert_eq!(store.upsert_dep_devices(&[current]).await.unwrap(), 1);
     let seven = got(7).await;
-    assert_eq!(seven.asset_tag.as_deref(), Some("FETCHED-7"));
-    assert_eq!(seven.op_date, Some(UnixTime(T0.0 + 33)));
+    assert_eq!(seven.device.asset_tag.as_deref(), Some("FETCHED-7"));
+    assert_eq!(seven.device.op_date, Some(UnixTime(T0.0 + 33)));
 
     // Releasing 1,500 serials (two `IN` lists) plus unknown ones; only active devices count.
     let mut gone: Vec<String> = (1_000..2_500).map(serial).collect();
@@ -2968,14 +2880,19 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .unwrap();
     let by_serial: HashMap<_, _> = listed
         .iter()
-        .map(|l| (l.device.serial_number.as_str(), l))
+        .map(|l| (l.device.device.serial_number.as_str(), l))
         .collect();
     assert_eq!(
         by_serial["SER000000000"].assignment.status.as_deref(),
         Some("assigned")
     );
     assert_eq!(
-        by_serial["SER000000000"].device.profile_uuid.as_deref(),
+        by_serial["SER000000000"]
+            .device
+            .device
+            .profile_uuid
+            .as_ref()
+            .map(|p| p.as_str()),
         Some("PROFILE-B")
     );
     assert_eq!(
@@ -2995,7 +2912,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .await
         .unwrap()
         .into_iter()
-        .find(|l| l.device.serial_number == "SER000000010")
+        .find(|l| l.device.device.serial_number.as_str() == "SER000000010")
         .unwrap();
     assert_eq!(
         physics_serial.assignment.status.as_deref(),

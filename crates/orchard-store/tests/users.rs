@@ -2,48 +2,14 @@
 //! fresh database from ORCHARD_TEST_POSTGRES_URL).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sqlx::{AnyConnection, Connection, Executor};
-
 use orchard_store::{
     Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, Store, StoreError, Tenant,
     UserLogin,
 };
+use orchard_testkit::{with_store, Backend};
 use orchard_types::{Role, TenantId, UnixTime};
 
 const T0: UnixTime = UnixTime(1_800_000_000);
-
-async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
-    let url = format!("sqlite://{}", dir.path().join("orchard.db").display());
-    Store::connect(&url).await.unwrap().0
-}
-
-/// A fresh PostgreSQL database, or None when PostgreSQL is deliberately skipped.
-async fn postgres_store() -> Option<Store> {
-    let admin_url = match std::env::var("ORCHARD_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ if std::env::var("ORCHARD_TEST_SKIP_POSTGRES").as_deref() == Ok("1") => return None,
-        _ => panic!("ORCHARD_TEST_POSTGRES_URL is not set (or set ORCHARD_TEST_SKIP_POSTGRES=1)"),
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("orchard_u_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (admin_url.as_str(), String::new()),
-    };
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(
-        Store::connect(&format!("{prefix}/{name}{query}"))
-            .await
-            .unwrap()
-            .0,
-    )
-}
 
 async fn tenant(store: &Store, code: &str) -> TenantId {
     let t = Tenant {
@@ -302,15 +268,10 @@ async fn check_all(store: Store) {
     store.close().await;
 }
 
-#[tokio::test]
-async fn users_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    check_all(sqlite_store(&dir).await).await;
+async fn users(backend: Backend) {
+    with_store(backend, |store, _scopes| check_all(store)).await;
 }
 
-#[tokio::test]
-async fn users_on_postgres() {
-    if let Some(store) = postgres_store().await {
-        check_all(store).await;
-    }
+orchard_testkit::backend_tests! {
+    users => users;
 }

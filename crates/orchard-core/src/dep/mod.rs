@@ -12,8 +12,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use orchard_dep::{
-    DepClient, DepConfig, DepCursor, DepError, DevicePage, DeviceRecord, DeviceSink, OpType,
-    ServerToken, SinkError, SyncPhase,
+    DepClient, DepConfig, DepCursor, DepError, DevicePage, DeviceSink, ServerToken, SinkError,
+    SyncPhase,
 };
 use orchard_pki::Identity;
 use orchard_store::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload, Store};
@@ -200,25 +200,26 @@ pub struct DepDeviceView {
 }
 
 impl From<DepDeviceRecord> for DepDeviceView {
-    fn from(d: DepDeviceRecord) -> Self {
+    fn from(record: DepDeviceRecord) -> Self {
+        let d = record.device;
         Self {
-            token_id: d.token_id,
-            serial_number: d.serial_number,
+            token_id: record.token_id,
+            serial_number: d.serial_number.to_string(),
             model: d.model,
             description: d.description,
             color: d.color,
             asset_tag: d.asset_tag,
             os: d.os,
             device_family: d.device_family,
-            profile_status: d.profile_status,
-            profile_uuid: d.profile_uuid,
+            profile_status: d.profile_status.map(|s| s.as_str().to_owned()),
+            profile_uuid: d.profile_uuid.map(String::from),
             profile_assign_time: d.profile_assign_time.map(UnixTime::to_rfc3339),
             device_assigned_date: d.device_assigned_date.map(UnixTime::to_rfc3339),
             device_assigned_by: d.device_assigned_by,
-            op_type: d.op_type,
+            op_type: d.op_type.map(|o| o.as_str().to_owned()),
             op_date: d.op_date.map(UnixTime::to_rfc3339),
-            deleted: d.deleted,
-            updated_at: d.updated_at.to_rfc3339(),
+            deleted: record.deleted,
+            updated_at: record.updated_at.to_rfc3339(),
         }
     }
 }
@@ -263,28 +264,6 @@ fn status(record: DepTokenRecord, now: UnixTime) -> DepTokenStatus {
         last_sync_at: record.last_sync_at.map(UnixTime::to_rfc3339),
         last_sync_error: record.last_sync_error,
         created_at: record.created_at.to_rfc3339(),
-    }
-}
-
-fn device_row(token_id: &str, r: &DeviceRecord, now: UnixTime) -> DepDeviceRecord {
-    DepDeviceRecord {
-        token_id: token_id.to_owned(),
-        serial_number: r.serial_number.to_string(),
-        model: r.model.clone(),
-        description: r.description.clone(),
-        color: r.color.clone(),
-        asset_tag: r.asset_tag.clone(),
-        os: r.os.clone(),
-        device_family: r.device_family.clone(),
-        profile_status: r.profile_status.as_ref().map(|s| s.as_str().to_owned()),
-        profile_uuid: r.profile_uuid.as_ref().map(|p| p.as_str().to_owned()),
-        profile_assign_time: r.profile_assign_time,
-        device_assigned_date: r.device_assigned_date,
-        device_assigned_by: r.device_assigned_by.clone(),
-        op_type: r.op_type.as_ref().map(|o| o.as_str().to_owned()),
-        op_date: r.op_date,
-        deleted: r.op_type == Some(OpType::Deleted),
-        updated_at: now,
     }
 }
 
@@ -338,12 +317,12 @@ impl StoreSink {
         let rows: Vec<DepDeviceRecord> = page
             .devices
             .iter()
-            .map(|r| device_row(&self.token_id, r, now))
+            .map(|r| DepDeviceRecord::new(&self.token_id, r.clone(), now))
             .collect();
         let fetch_done = page.phase == SyncPhase::Fetch && !page.more_to_follow;
         if page.phase == SyncPhase::Fetch {
             if let Some(seen) = self.fetched.as_mut() {
-                seen.extend(rows.iter().map(|r| r.serial_number.clone()));
+                seen.extend(rows.iter().map(|r| r.device.serial_number.to_string()));
             }
         }
         self.settle().await?;

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use orchard_types::UnixTime;
+use orchard_dep::{DeviceRecord, OpType, ProfileStatus, ProfileUuid};
+use orchard_types::{SerialNumber, UnixTime};
 
 use crate::{rows, Backend, Store, StoreError};
 
@@ -59,28 +60,32 @@ pub struct DepTokenUpload {
     pub org_name: Option<String>,
 }
 
-/// One device as a DEP token's MDM server lists it.
+/// One device as a DEP token's MDM server lists it: the record Apple sent, in the DEP client's own type (the one
+/// definition of a DEP device), with the token it came through and Orchard's bookkeeping. `profile_push_time`
+/// is not stored and reads back as `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepDeviceRecord {
     pub token_id: String,
-    pub serial_number: String,
-    pub model: Option<String>,
-    pub description: Option<String>,
-    pub color: Option<String>,
-    pub asset_tag: Option<String>,
-    pub os: Option<String>,
-    pub device_family: Option<String>,
-    pub profile_status: Option<String>,
-    pub profile_uuid: Option<String>,
-    pub profile_assign_time: Option<UnixTime>,
-    pub device_assigned_date: Option<UnixTime>,
-    pub device_assigned_by: Option<String>,
-    pub op_type: Option<String>,
-    /// `None` for fetch records (the current state at fetch time).
-    pub op_date: Option<UnixTime>,
+    /// As the last record applied described it. `op_date` is `None` for fetch records (the current state at
+    /// fetch time); the stored `op_date` is the newest seen.
+    pub device: DeviceRecord,
     /// Released from this MDM server (kept for history).
     pub deleted: bool,
     pub updated_at: UnixTime,
+}
+
+impl DepDeviceRecord {
+    /// The row a fetched or synced record of `token_id` becomes at `now`: a `deleted` sync record releases the
+    /// device.
+    pub fn new(token_id: &str, device: DeviceRecord, now: UnixTime) -> Self {
+        let deleted = device.op_type == Some(OpType::Deleted);
+        Self {
+            token_id: token_id.to_owned(),
+            device,
+            deleted,
+            updated_at: now,
+        }
+    }
 }
 
 /// Which DEP devices a list or count covers.
@@ -132,22 +137,34 @@ fn token_record(r: &sqlx::any::AnyRow) -> Result<DepTokenRecord, StoreError> {
 }
 
 pub(crate) fn device_record(r: &sqlx::any::AnyRow) -> Result<DepDeviceRecord, StoreError> {
+    let corrupt =
+        |column: &str, reason: String| StoreError::Corrupt(format!("column {column}: {reason}"));
+    let serial_number = SerialNumber::parse(&rows::text(r, "serial_number")?)
+        .map_err(|e| corrupt("serial_number", e.to_string()))?;
+    let profile_uuid = rows::opt_text(r, "profile_uuid")?
+        .map(ProfileUuid::try_from)
+        .transpose()
+        .map_err(|e| corrupt("profile_uuid", e.to_string()))?;
     Ok(DepDeviceRecord {
         token_id: rows::text(r, "token_id")?,
-        serial_number: rows::text(r, "serial_number")?,
-        model: rows::opt_text(r, "model")?,
-        description: rows::opt_text(r, "description")?,
-        color: rows::opt_text(r, "color")?,
-        asset_tag: rows::opt_text(r, "asset_tag")?,
-        os: rows::opt_text(r, "os")?,
-        device_family: rows::opt_text(r, "device_family")?,
-        profile_status: rows::opt_text(r, "profile_status")?,
-        profile_uuid: rows::opt_text(r, "profile_uuid")?,
-        profile_assign_time: rows::opt_time(r, "profile_assign_time")?,
-        device_assigned_date: rows::opt_time(r, "device_assigned_date")?,
-        device_assigned_by: rows::opt_text(r, "device_assigned_by")?,
-        op_type: rows::opt_text(r, "op_type")?,
-        op_date: rows::opt_time(r, "op_date")?,
+        device: DeviceRecord {
+            serial_number,
+            model: rows::opt_text(r, "model")?,
+            description: rows::opt_text(r, "description")?,
+            color: rows::opt_text(r, "color")?,
+            asset_tag: rows::opt_text(r, "asset_tag")?,
+            profile_status: rows::opt_text(r, "profile_status")?
+                .map(|s| ProfileStatus::from(s.as_str())),
+            profile_uuid,
+            profile_assign_time: rows::opt_time(r, "profile_assign_time")?,
+            profile_push_time: None,
+            device_assigned_date: rows::opt_time(r, "device_assigned_date")?,
+            device_assigned_by: rows::opt_text(r, "device_assigned_by")?,
+            os: rows::opt_text(r, "os")?,
+            device_family: rows::opt_text(r, "device_family")?,
+            op_type: rows::opt_text(r, "op_type")?.map(|s| OpType::from(s.as_str())),
+            op_date: rows::opt_time(r, "op_date")?,
+        },
         deleted: rows::boolean(r, "deleted")?,
         updated_at: rows::time(r, "updated_at")?,
     })
@@ -248,10 +265,13 @@ async fn begin_sync_write(
 /// because one statement may not touch a row twice.
 fn latest_per_serial(devices: &[DepDeviceRecord]) -> Vec<&DepDeviceRecord> {
     let mut best: HashMap<(&str, &str), usize> = HashMap::with_capacity(devices.len());
-    for (index, device) in devices.iter().enumerate() {
-        let key = (device.token_id.as_str(), device.serial_number.as_str());
+    for (index, record) in devices.iter().enumerate() {
+        let key = (
+            record.token_id.as_str(),
+            record.device.serial_number.as_str(),
+        );
         match best.get(&key).and_then(|i| devices.get(*i)) {
-            Some(current) if current.op_date > device.op_date => {}
+            Some(current) if current.device.op_date > record.device.op_date => {}
             _ => {
                 best.insert(key, index);
             }
@@ -281,9 +301,10 @@ async fn upsert_devices(
         };
         // Only the full-size statement is worth keeping prepared: other sizes come once per page at most.
         let mut query = sqlx::query(sql).persistent(full || chunk.len() == 1);
-        for d in chunk {
+        for record in chunk {
+            let d = &record.device;
             query = query
-                .bind(d.token_id.as_str())
+                .bind(record.token_id.as_str())
                 .bind(d.serial_number.as_str())
                 .bind(d.model.as_deref())
                 .bind(d.description.as_deref())
@@ -291,15 +312,15 @@ async fn upsert_devices(
                 .bind(d.asset_tag.as_deref())
                 .bind(d.os.as_deref())
                 .bind(d.device_family.as_deref())
-                .bind(d.profile_status.as_deref())
-                .bind(d.profile_uuid.as_deref())
+                .bind(d.profile_status.as_ref().map(ProfileStatus::as_str))
+                .bind(d.profile_uuid.as_ref().map(ProfileUuid::as_str))
                 .bind(d.profile_assign_time.map(|t| t.0))
                 .bind(d.device_assigned_date.map(|t| t.0))
                 .bind(d.device_assigned_by.as_deref())
-                .bind(d.op_type.as_deref())
+                .bind(d.op_type.as_ref().map(OpType::as_str))
                 .bind(d.op_date.map(|t| t.0))
-                .bind(i32::from(d.deleted))
-                .bind(d.updated_at.0);
+                .bind(i32::from(record.deleted))
+                .bind(record.updated_at.0);
         }
         changed += query.execute(&mut *conn).await?.rows_affected();
     }

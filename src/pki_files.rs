@@ -1,4 +1,6 @@
-//! Orchard's PKI material in the data directory: created on first start, loaded afterwards.
+//! Start-up wiring: Orchard's PKI material in the data directory, created on first start and loaded afterwards.
+//! It lives in the binary because only `orchard serve` and the database-level commands read the data directory;
+//! core receives the loaded [`PkiMaterial`]. (The next step moves these keys into the database.)
 //!
 //! Files: `ca.pem`/`ca.key` (the CA, also the SCEP RA), `profile-signer.pem/.key` (signs enrollment profiles),
 //! `tls.pem`/`tls.key` (the self-signed development TLS identity, issued by the CA so enrolled devices trust
@@ -11,17 +13,14 @@ use orchard_pki::seal::DataKey;
 use orchard_pki::{CertificateAuthority, Identity};
 use orchard_types::UnixTime;
 
-use crate::{CoreError, PkiMaterial};
+use anyhow::{Context, Result};
+use orchard_core::PkiMaterial;
 
 const CA_VALIDITY_DAYS: u32 = 3650;
 const LEAF_VALIDITY_DAYS: u32 = 397;
 const RENEW_BEFORE_SECONDS: i64 = 30 * 86_400;
 
-fn io_err(path: &Path, e: std::io::Error) -> CoreError {
-    CoreError::Internal(format!("{}: {e}", path.display()))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -30,8 +29,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).map_err(|e| io_err(path, e))?;
-    f.write_all(bytes).map_err(|e| io_err(path, e))
+    let mut f = opts
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    f.write_all(bytes)
+        .with_context(|| path.display().to_string())
 }
 
 /// A certificate PEM and its key PEM, as read from the data directory.
@@ -40,20 +42,20 @@ struct PemPair {
     key: Vec<u8>,
 }
 
-fn read_pair(dir: &Path, name: &str) -> Result<Option<PemPair>, CoreError> {
+fn read_pair(dir: &Path, name: &str) -> Result<Option<PemPair>> {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     if !cert.exists() || !key.exists() {
         return Ok(None);
     }
-    let c = std::fs::read(&cert).map_err(|e| io_err(&cert, e))?;
-    let k = std::fs::read(&key).map_err(|e| io_err(&key, e))?;
+    let c = std::fs::read(&cert).with_context(|| cert.display().to_string())?;
+    let k = std::fs::read(&key).with_context(|| key.display().to_string())?;
     Ok(Some(PemPair { cert: c, key: k }))
 }
 
-fn write_pair(dir: &Path, name: &str, id: &Identity) -> Result<(), CoreError> {
+fn write_pair(dir: &Path, name: &str, id: &Identity) -> Result<()> {
     let cert = dir.join(format!("{name}.pem"));
-    std::fs::write(&cert, id.cert_pem()).map_err(|e| io_err(&cert, e))?;
+    std::fs::write(&cert, id.cert_pem()).with_context(|| cert.display().to_string())?;
     write_private(&dir.join(format!("{name}.key")), id.key_pem().expose())
 }
 
@@ -84,8 +86,8 @@ pub fn load_or_create(
     tls_dns: &[String],
     tls_ips: &[IpAddr],
     now: UnixTime,
-) -> Result<DataDirPki, CoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+) -> Result<DataDirPki> {
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     let ca = match read_pair(dir, "ca")? {
         Some(p) => CertificateAuthority::from_pem(&p.cert, &p.key)?,
         None => {
@@ -130,7 +132,8 @@ pub fn load_or_create(
     };
     let data_key_path = dir.join("data.key");
     let data_key = if data_key_path.exists() {
-        let bytes = std::fs::read(&data_key_path).map_err(|e| io_err(&data_key_path, e))?;
+        let bytes =
+            std::fs::read(&data_key_path).with_context(|| data_key_path.display().to_string())?;
         DataKey::from_bytes(&bytes)?
     } else {
         let k = DataKey::generate()?;

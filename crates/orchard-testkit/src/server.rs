@@ -1,0 +1,369 @@
+//! The real `orchard` binary for end-to-end tests: `orchard serve` on 127.0.0.1:0 over a fresh database, an
+//! operator token made the way the first one is made (`orchard token create`), tokens of every role, an HTTPS
+//! client that trusts only the server's CA, the binary's other commands on the same storage, and simulated iPads
+//! enrolled through the server.
+//!
+//! The binary is the one cargo built for the calling test (`CARGO_BIN_EXE_orchard`, set when cargo runs the
+//! root package's tests), so only those tests can start it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use orchard_sim::{SimConfig, SimDevice};
+use orchard_types::Role;
+use serde_json::{json, Value};
+
+use crate::{install_crypto_provider, Backend, TestDatabase};
+
+/// The `orchard` binary cargo built for this test.
+pub fn orchard_binary() -> Result<PathBuf> {
+    let path = std::env::var_os("CARGO_BIN_EXE_orchard").context(
+        "CARGO_BIN_EXE_orchard is not set: only the root package's tests (tests/*.rs) can start the binary",
+    )?;
+    Ok(PathBuf::from(path))
+}
+
+/// A running `orchard serve` (killed when dropped, then its database removed).
+pub struct TestServer {
+    pub base_url: String,
+    /// `--data-dir`: the CA, TLS and data-key files, and on SQLite the database.
+    pub data_dir: PathBuf,
+    pub ca_pem: Vec<u8>,
+    /// An operator token, made with `orchard token create` before the server started (as the first one is).
+    pub token: String,
+    /// `--database-url`: `None` on SQLite (the binary's default database in the data directory).
+    pub database_url: Option<String>,
+    /// HTTPS client trusting only the server's CA.
+    pub http: reqwest::Client,
+    child: Child,
+    // Declared after `child`, so the database outlives the process that uses it.
+    database: TestDatabase,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestServer {
+    /// Starts `orchard serve` on 127.0.0.1:0 over a fresh database. `None` when PostgreSQL is skipped on purpose.
+    pub async fn start(backend: Backend) -> Result<Option<TestServer>> {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra `orchard serve` arguments.
+    pub async fn start_with(backend: Backend, extra: &[String]) -> Result<Option<TestServer>> {
+        install_crypto_provider();
+        let Some(database) = TestDatabase::create(backend).await? else {
+            return Ok(None);
+        };
+        let data_dir = database.dir().to_owned();
+        let database_url = database.binary_database_url();
+        let token = database_command(
+            &data_dir,
+            &database_url,
+            &token_args(Role::Operator, None, "e2e-operator"),
+        )
+        .and_then(|mut command| run_for_secret(&mut command))?;
+        let (child, base_url) = spawn_serve(&data_dir, &database_url, extra)
+            .await
+            .context("starting orchard serve")?;
+        let ca_pem = std::fs::read(data_dir.join("ca.pem"))?;
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem)?)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Some(TestServer {
+            base_url,
+            data_dir,
+            ca_pem,
+            token,
+            database_url,
+            http,
+            child,
+            database,
+        }))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.database.backend()
+    }
+
+    /// The server's CA certificate file (what `--ca`/`ORCHARD_CA` of the client commands take).
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir.join("ca.pem")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// A connection to the server's database, for checks that must go around the API.
+    pub async fn connect_database(&self) -> Result<sqlx::AnyConnection> {
+        self.database.connect().await
+    }
+
+    /// The binary with `args`, then this server's storage (`--data-dir`, `--database-url`): the commands that
+    /// work on the database directly (`token create`, `local-account`, `push-cert`).
+    pub fn database_command(&self, args: &[&str]) -> Result<Command> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        database_command(&self.data_dir, &self.database_url, &args)
+    }
+
+    /// The binary as an API client of this server (`ORCHARD_SERVER`, `ORCHARD_TOKEN` = the operator token,
+    /// `ORCHARD_CA`), with `args`.
+    pub fn client_command(&self, args: &[&str]) -> Result<Command> {
+        let mut command = Command::new(orchard_binary()?);
+        command
+            .args(args)
+            .env("ORCHARD_SERVER", &self.base_url)
+            .env("ORCHARD_TOKEN", &self.token)
+            .env("ORCHARD_CA", self.ca_path());
+        Ok(command)
+    }
+
+    /// A token of `role` (of `tenant` for admins and viewers) made with `orchard token create`; its secret.
+    pub fn create_token(&self, role: Role, tenant: Option<&str>, name: &str) -> Result<String> {
+        let mut command = database_command(
+            &self.data_dir,
+            &self.database_url,
+            &token_args(role, tenant, name),
+        )?;
+        run_for_secret(&mut command)
+    }
+
+    /// Another `orchard serve` node on this server's storage (same data directory and database).
+    pub async fn start_node(&self, extra: &[String]) -> Result<Node> {
+        let (child, base_url) = spawn_serve(&self.data_dir, &self.database_url, extra).await?;
+        Ok(Node { child, base_url })
+    }
+
+    /// An API call with a bearer token; returns status and JSON body (Null when empty, a string when not JSON).
+    pub async fn api(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Ok((status, v))
+    }
+
+    /// GET with the operator token; an error unless 200.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let (s, v) = self
+            .api(&self.token, reqwest::Method::GET, path, None)
+            .await?;
+        if s != 200 {
+            bail!("GET {path} → {s}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// POST with the operator token; an error unless 2xx.
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let (s, v) = self
+            .api(&self.token, reqwest::Method::POST, path, Some(body))
+            .await?;
+        if !(200..300).contains(&s) {
+            bail!("POST {path} → {s}: {v}");
+        }
+        Ok(v)
+    }
+
+    pub async fn create_tenant(&self, name: &str, code: &str) -> Result<String> {
+        let t = self
+            .post("/api/v1/tenants", json!({"name": name, "code": code}))
+            .await?;
+        Ok(t["id"].as_str().context("tenant id")?.to_string())
+    }
+
+    /// A new enrollment link of `tenant`; its URL.
+    pub async fn enrollment_link(&self, tenant: &str, max_uses: Option<i64>) -> Result<String> {
+        let l = self
+            .post(
+                &format!("/api/v1/tenants/{tenant}/enrollment-links"),
+                json!({"name": "test link", "max_uses": max_uses}),
+            )
+            .await?;
+        Ok(l["url"].as_str().context("link url")?.to_string())
+    }
+
+    pub async fn devices(&self) -> Result<Vec<Value>> {
+        let v = self.get("/api/v1/devices?limit=1000").await?;
+        Ok(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn device_by_udid(&self, udid: &str) -> Result<Value> {
+        let all = self.devices().await?;
+        let d = all
+            .into_iter()
+            .find(|d| d["udid"] == udid)
+            .with_context(|| format!("device {udid} not listed"))?;
+        self.get(&format!(
+            "/api/v1/devices/{}",
+            d["id"].as_str().unwrap_or("")
+        ))
+        .await
+    }
+
+    pub async fn commands_of(&self, device_id: &str) -> Result<Vec<Value>> {
+        let v = self
+            .get(&format!("/api/v1/devices/{device_id}/commands"))
+            .await?;
+        Ok(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Everything the API shows about every device and its commands: compared before and after a rejected
+    /// request to prove nothing changed.
+    pub async fn snapshot(&self) -> Result<Value> {
+        let mut out = Vec::new();
+        for d in self.devices().await? {
+            let id = d["id"].as_str().unwrap_or("").to_string();
+            let mut detail = self.get(&format!("/api/v1/devices/{id}")).await?;
+            detail["commands"] = Value::Array(self.commands_of(&id).await?);
+            out.push(detail);
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// A simulated iPad's configuration that trusts this server's CA.
+    pub fn sim_config(&self) -> SimConfig {
+        SimConfig {
+            ca_pem: Some(self.ca_pem.clone()),
+            ..SimConfig::default()
+        }
+    }
+
+    /// `count` new simulated iPads of `config`, each enrolled through a new link of `tenant` and through its
+    /// first command session (the inventory Orchard queues), one after the other.
+    pub async fn enroll_devices(
+        &self,
+        config: &SimConfig,
+        tenant: &str,
+        count: usize,
+    ) -> Result<Vec<SimDevice>> {
+        let link = self.enrollment_link(tenant, None).await?;
+        let mut fleet: Vec<SimDevice> = (0..count).map(|_| SimDevice::new_random(config)).collect();
+        for device in fleet.iter_mut() {
+            device.enroll(&link).await.context("enrollment")?;
+            device.poll().await?;
+        }
+        Ok(fleet)
+    }
+}
+
+/// Another `orchard serve` process on a server's storage; killed when dropped.
+pub struct Node {
+    pub base_url: String,
+    child: Child,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn storage_args(data_dir: &Path, database_url: &Option<String>) -> Vec<String> {
+    let mut args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
+    if let Some(url) = database_url {
+        args.push("--database-url".into());
+        args.push(url.clone());
+    }
+    args
+}
+
+fn database_command(
+    data_dir: &Path,
+    database_url: &Option<String>,
+    args: &[String],
+) -> Result<Command> {
+    let mut command = Command::new(orchard_binary()?);
+    command
+        .args(args)
+        .args(storage_args(data_dir, database_url));
+    Ok(command)
+}
+
+fn token_args(role: Role, tenant: Option<&str>, name: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["token", "create", "--role", role.as_str(), "--name", name]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    if let Some(tenant) = tenant {
+        args.push("--tenant".into());
+        args.push(tenant.to_owned());
+    }
+    args
+}
+
+/// Runs a command that prints a secret (and nothing else) on success.
+fn run_for_secret(command: &mut Command) -> Result<String> {
+    let out = command.output()?;
+    if !out.status.success() {
+        bail!(
+            "token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// Spawns `orchard serve` on 127.0.0.1:0 and reads where it listens from its first line.
+async fn spawn_serve(
+    data_dir: &Path,
+    database_url: &Option<String>,
+    extra: &[String],
+) -> Result<(Child, String)> {
+    let mut child = Command::new(orchard_binary()?)
+        .arg("serve")
+        .args(storage_args(data_dir, database_url))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("ORCHARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        line
+    })
+    .await?;
+    let base_url = line
+        .split_whitespace()
+        .nth(2)
+        .filter(|u| u.starts_with("https://"))
+        .map(str::to_owned);
+    match base_url {
+        Some(base_url) => Ok((child, base_url)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("unexpected first line from orchard serve: {line:?}")
+        }
+    }
+}

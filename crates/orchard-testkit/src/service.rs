@@ -1,0 +1,115 @@
+//! Orchard in-process for core's tests: the service over a test database, with PKI made in memory (no data
+//! directory) and the configuration every core test uses.
+
+use std::sync::Arc;
+
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::capability::OperatorCtx;
+use orchard_core::push::PushSettings;
+use orchard_core::{CoreConfig, Orchard, PkiMaterial};
+use orchard_pki::seal::DataKey;
+use orchard_pki::CertificateAuthority;
+use orchard_store::{ScopeAuthority, Store};
+use orchard_types::{ApnsTopic, Clock, ManualClock, SystemClock, UnixTime};
+
+use crate::apple::ApplePush;
+use crate::{Backend, TestDatabase};
+
+/// The development topic of test servers (no push certificate uploaded).
+pub const TEST_TOPIC: &str = "com.apple.mgmt.External.orchard-dev-test";
+
+/// Long enough for every clock a test moves forward (usage runs over days, push certificates over a year).
+const TEST_CA_DAYS: u32 = 3650;
+
+/// A CA, a profile signer issued by it and a data key, valid from `now`: what the binary loads from its data
+/// directory, made in memory.
+pub fn test_pki(now: UnixTime) -> PkiMaterial {
+    let ca = CertificateAuthority::generate("Orchard Test CA", now, TEST_CA_DAYS).expect("test ca");
+    let profile_signer = ca
+        .issue_signing_identity("Orchard Test Profile Signing", now, TEST_CA_DAYS)
+        .expect("test profile signer");
+    PkiMaterial {
+        ca,
+        profile_signer,
+        data_key: DataKey::generate().expect("test data key"),
+    }
+}
+
+/// The configuration of an in-process test Orchard: `https://mdm.example.edu`, the test topic.
+pub fn test_config() -> CoreConfig {
+    CoreConfig {
+        public_url: "https://mdm.example.edu".into(),
+        topic: ApnsTopic::parse(TEST_TOPIC).expect("test topic"),
+        organization: "Orchard University".into(),
+        challenge_ttl_seconds: 3600,
+        identity_validity_days: 365,
+    }
+}
+
+/// An `Orchard` over `store` (with the `scopes` that came with it) with fresh test PKI and [`test_config`];
+/// `with_*` settings can follow.
+pub fn test_orchard(
+    store: Store,
+    scopes: ScopeAuthority,
+    clock: Arc<dyn Clock>,
+    push: PushSettings,
+) -> Orchard {
+    let pki = Arc::new(test_pki(clock.now()));
+    test_node(store, scopes, pki, clock, push)
+}
+
+/// An `Orchard` over `store` with the given PKI: several of these with one PKI are the nodes of one
+/// installation (they open each other's sealed secrets, as nodes with a copied data directory do).
+pub fn test_node(
+    store: Store,
+    scopes: ScopeAuthority,
+    pki: Arc<PkiMaterial>,
+    clock: Arc<dyn Clock>,
+    push: PushSettings,
+) -> Orchard {
+    Orchard::new(store, scopes, pki, test_config(), clock, push)
+}
+
+/// The push tests' set-up: an `Orchard` in-process over a test database, on a hand-moved clock that starts now,
+/// pushing to a local APNs whose push CA issues the push certificates.
+pub struct PushSetup {
+    pub orchard: Arc<Orchard>,
+    /// The database the test opened, for checks that look past the service.
+    pub store: Store,
+    /// The test's own access to the database it opened: it acts as whoever it needs.
+    pub bootstrap: LocalBootstrap,
+    /// The local operator the test acts as (from [`bootstrap`](Self::bootstrap)).
+    pub operator: OperatorCtx,
+    pub clock: ManualClock,
+    /// Apple's push CA and the local APNs server.
+    pub push: ApplePush,
+    _database: TestDatabase,
+}
+
+impl PushSetup {
+    /// `None` when PostgreSQL is skipped on purpose.
+    pub async fn start(backend: Backend) -> Option<PushSetup> {
+        let database = TestDatabase::create(backend)
+            .await
+            .expect("test database")?;
+        let start = SystemClock.now();
+        let clock = ManualClock::new(start);
+        let (store, scopes) = database.store().await.expect("test store");
+        let push = ApplePush::start(start).await.expect("local apns");
+        let settings = push.settings().expect("push settings");
+        let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+        let bootstrap =
+            LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock_dyn.clone());
+        let operator = bootstrap.operator().expect("local operator");
+        let orchard = Arc::new(test_orchard(store.clone(), scopes, clock_dyn, settings));
+        Some(PushSetup {
+            orchard,
+            store,
+            bootstrap,
+            operator,
+            clock,
+            push,
+            _database: database,
+        })
+    }
+}
