@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::capability::OperatorCtx;
 use orchard_core::{CoreConfig, Orchard};
-use orchard_store::Store;
+use orchard_store::{ScopeAuthority, Store};
 use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TenantId};
 
 mod cli;
@@ -379,7 +381,8 @@ fn database_url(storage: &StorageArgs) -> Result<String> {
     Ok(format!("sqlite://{}", abs.join("orchard.db").display()))
 }
 
-async fn open_store(storage: &StorageArgs) -> Result<Store> {
+/// Opens the database: the store, and the scope authority over its tenants that core's access module keeps.
+async fn open_store(storage: &StorageArgs) -> Result<(Store, ScopeAuthority)> {
     let url = database_url(storage)?;
     Store::connect(&url)
         .await
@@ -399,7 +402,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     init_logging(args.log_json);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(&args.storage).await?;
+    let (store, scopes) = open_store(&args.storage).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -445,6 +448,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let orchard = Arc::new(
         Orchard::new(
             store.clone(),
+            scopes,
             Arc::new(pki.material),
             config,
             clock,
@@ -548,14 +552,14 @@ async fn token_create(
     let tenant = tenant
         .map(|t| TenantId::parse(&t).map_err(|e| anyhow::anyhow!("--tenant: {e}")))
         .transpose()?;
-    let store = open_store(&storage).await?;
-    let clock = SystemClock;
+    let (store, scopes) = open_store(&storage).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let expires_at = expires_in_days.map(|d| clock.now().plus_seconds(d * 86_400));
-    let created = orchard_core::access::principal::create_api_token(
-        &store, &clock, name, role, tenant, expires_at,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bootstrap = LocalBootstrap::for_opened_database(store.clone(), scopes, clock);
+    let created = bootstrap
+        .create_api_token(name, role, tenant, expires_at)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     store.close().await;
     println!("{}", created.secret);
     eprintln!(
@@ -570,6 +574,7 @@ async fn token_create(
 /// request) are written, never the key.
 async fn write_push_csr(
     orchard: &Orchard,
+    operator: &OperatorCtx,
     vendor_cert: Option<PathBuf>,
     vendor_key: Option<PathBuf>,
     out: &Path,
@@ -583,7 +588,7 @@ async fn write_push_csr(
         _ => bail!("give --vendor-cert and --vendor-key together"),
     };
     let csr = orchard
-        .make_push_csr(vendor, "cli")
+        .create_push_csr(operator, vendor)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -610,11 +615,16 @@ async fn write_push_csr(
 
 /// The push-certificate commands work on the database and data directory directly, as an operator would
 /// through the API; a running server picks the new certificate up within 30 seconds.
-/// An `Orchard` over the data directory and database, without a server: for the commands that work on the
-/// database directly on the server host.
-async fn offline_orchard(storage: &StorageArgs) -> Result<(Orchard, Store)> {
+/// An `Orchard` over the data directory and database, without a server, and the local operator the binary acts
+/// as there (through its [`LocalBootstrap`]): for the commands that work on the database directly on the server
+/// host.
+async fn offline_orchard(storage: &StorageArgs) -> Result<(Orchard, OperatorCtx, Store)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(storage).await?;
+    let (store, scopes) = open_store(storage).await?;
+    let operator =
+        LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock.clone())
+            .operator()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let pki = pki_files::load_or_create(&storage.data_dir, &[], &[], clock.now())?;
     let topic = development_topic(&pki.material.ca.cert_der())?;
     let config = CoreConfig {
@@ -626,12 +636,13 @@ async fn offline_orchard(storage: &StorageArgs) -> Result<(Orchard, Store)> {
     };
     let orchard = Orchard::new(
         store.clone(),
+        scopes,
         Arc::new(pki.material),
         config,
         clock,
         orchard_core::push::PushSettings::default(),
     );
-    Ok((orchard, store))
+    Ok((orchard, operator, store))
 }
 
 /// `orchard local-account set`: the password is read from stdin (one line), never from the command line.
@@ -643,8 +654,10 @@ async fn local_account(command: LocalAccountCommands) -> Result<()> {
         .read_line(&mut password)
         .context("reading the password from stdin")?;
     let password = password.trim_end_matches(['\n', '\r']);
-    let (orchard, store) = offline_orchard(&storage).await?;
-    let id = orchard
+    let (store, scopes) = open_store(&storage).await?;
+    let bootstrap =
+        LocalBootstrap::for_opened_database(store.clone(), scopes, Arc::new(SystemClock));
+    let id = bootstrap
         .set_local_account(&username, password)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -661,7 +674,7 @@ async fn push_cert(command: PushCertCommands) -> Result<()> {
         | PushCertCommands::Status { storage }
         | PushCertCommands::Csr { storage, .. } => storage.clone(),
     };
-    let (orchard, store) = offline_orchard(&storage).await?;
+    let (orchard, operator, store) = offline_orchard(&storage).await?;
     orchard
         .load_push_certificate()
         .await
@@ -693,7 +706,7 @@ async fn push_cert(command: PushCertCommands) -> Result<()> {
             };
             Some(
                 orchard
-                    .replace_push_certificate(upload, force, "cli")
+                    .upload_push_certificate(&operator, upload, force)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
             )
@@ -705,7 +718,7 @@ async fn push_cert(command: PushCertCommands) -> Result<()> {
             out,
             ..
         } => {
-            let written = write_push_csr(&orchard, vendor_cert, vendor_key, &out).await;
+            let written = write_push_csr(&orchard, &operator, vendor_cert, vendor_key, &out).await;
             store.close().await;
             return written;
         }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orchard_core::access::principal::Principal;
+use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::dep::DepSettings;
 use orchard_core::push::PushSettings;
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
@@ -26,17 +26,8 @@ use orchard_dep::{DepClient, DevicePage};
 use orchard_store::{DepDeviceFilter, DepDeviceRecord};
 use orchard_testkit::service::test_orchard;
 use orchard_testkit::{Backend, TestDatabase};
-use orchard_types::{Clock, Role, SystemClock, TokenId};
+use orchard_types::{Clock, SystemClock};
 use sqlx::{AnyConnection, Connection, Row};
-
-fn operator() -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: "bench".into(),
-        role: Role::Operator,
-        tenant_id: None,
-    }
-}
 
 fn rate(devices: usize, elapsed: Duration) -> String {
     format!(
@@ -144,18 +135,26 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
         .await
         .unwrap()
         .expect("ORCHARD_TEST_SKIP_POSTGRES is set: no PostgreSQL to measure");
-    let store = database.store().await.unwrap();
+    let (store, scopes) = database.store().await.unwrap();
     let mut monitor = match kind {
         Backend::Postgres => Some(database.connect().await.unwrap()),
         Backend::Sqlite => None,
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let orchard = test_orchard(store.clone(), clock.clone(), PushSettings::default())
-        .with_dep_settings(DepSettings {
-            config: fake.client_config(),
-            ..DepSettings::default()
-        });
-    let op = operator();
+    // The benchmark opened the database itself: it acts as the local operator.
+    let op = LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock.clone())
+        .operator()
+        .unwrap();
+    let orchard = test_orchard(
+        store.clone(),
+        scopes,
+        clock.clone(),
+        PushSettings::default(),
+    )
+    .with_dep_settings(DepSettings {
+        config: fake.client_config(),
+        ..DepSettings::default()
+    });
     let created = orchard.create_dep_token(&op, "bench").await.unwrap();
     let p7m = encrypt_server_token(
         &fake.server_token(),

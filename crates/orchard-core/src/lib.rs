@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use orchard_pki::seal::DataKey;
 use orchard_pki::{CertificateAuthority, Identity};
-use orchard_store::Store;
+use orchard_store::{ScopeAuthority, Store};
 use orchard_types::{ApnsTopic, Clock};
 
 pub use error::{CoreError, DeviceRejection};
@@ -69,6 +69,8 @@ pub struct PkiMaterial {
 /// The core service. Cheap to share behind an `Arc`; handlers call its methods.
 pub struct Orchard {
     pub(crate) store: Store,
+    /// Turns authenticated principals into scopes; only the access module can use it.
+    pub(crate) scopes: access::capability::ScopeMint,
     pub(crate) pki: Arc<PkiMaterial>,
     pub(crate) config: CoreConfig,
     pub(crate) clock: Arc<dyn Clock>,
@@ -83,8 +85,11 @@ pub struct Orchard {
 }
 
 impl Orchard {
+    /// `store` and `scopes` are what [`Store::connect`] returned: the binary opens the database and hands both
+    /// over, so scopes are made only inside core's access module.
     pub fn new(
         store: Store,
+        scopes: ScopeAuthority,
         pki: Arc<PkiMaterial>,
         config: CoreConfig,
         clock: Arc<dyn Clock>,
@@ -92,6 +97,7 @@ impl Orchard {
     ) -> Self {
         Self {
             store,
+            scopes: access::capability::ScopeMint::new(scopes),
             pki,
             config,
             clock,
@@ -111,10 +117,6 @@ impl Orchard {
 
     pub fn usage_settings(&self) -> &reporting::usage::UsageSettings {
         &self.usage
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     pub fn config(&self) -> &CoreConfig {

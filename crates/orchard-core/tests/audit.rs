@@ -8,13 +8,14 @@
 
 use std::sync::Arc;
 
+use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::principal::Principal;
 use orchard_core::push::PushSettings;
 use orchard_core::reporting::audit::{
     audit_csv, AuditActor, AuditEvent, AuditEventView, AuditOutcome, AuditQuery,
 };
 use orchard_core::{CoreError, Orchard};
-use orchard_store::{Page, Store, Tenant};
+use orchard_store::{Page, ScopeAuthority, Store, Tenant};
 use orchard_testkit::service::test_orchard;
 use orchard_testkit::{with_database, Backend};
 use orchard_types::{Clock, ManualClock, Role, TenantId, TokenId, UnixTime};
@@ -23,18 +24,21 @@ use sqlx::{AnyConnection, Connection, Executor};
 
 const START: UnixTime = UnixTime(1_772_323_200);
 
-fn orchard(store: Store, clock: &ManualClock) -> Arc<Orchard> {
+fn orchard(store: Store, scopes: ScopeAuthority, clock: &ManualClock) -> Arc<Orchard> {
     let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    Arc::new(test_orchard(store, clock, PushSettings::default()))
+    Arc::new(test_orchard(store, scopes, clock, PushSettings::default()))
 }
 
-fn principal(name: &str, role: Role, tenant_id: Option<TenantId>) -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: name.into(),
-        role,
-        tenant_id,
-    }
+/// A principal with a fresh actor id, as a new token's would be.
+fn principal(
+    bootstrap: &LocalBootstrap,
+    name: &str,
+    role: Role,
+    tenant_id: Option<TenantId>,
+) -> Principal {
+    bootstrap
+        .act_as(&TokenId::new().to_string(), name, role, tenant_id)
+        .unwrap()
 }
 
 fn event(
@@ -64,9 +68,11 @@ fn all() -> Page {
     }
 }
 
-async fn scenario(store: Store, url: String) {
+async fn scenario(store: Store, scopes: ScopeAuthority, url: String) {
     let clock = ManualClock::new(START);
-    let orchard = orchard(store.clone(), &clock);
+    let bootstrap =
+        LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), Arc::new(clock.clone()));
+    let orchard = orchard(store.clone(), scopes, &clock);
     let mut tenants = Vec::new();
     for code in ["physics", "chemistry"] {
         let t = Tenant {
@@ -79,11 +85,16 @@ async fn scenario(store: Store, url: String) {
         tenants.push(t.id);
     }
     let (physics, chemistry) = (tenants[0], tenants[1]);
-    let operator = principal("central-it", Role::Operator, None);
-    let helpdesk = principal("helpdesk", Role::Helpdesk, None);
-    let physics_admin = principal("physics-admin", Role::Admin, Some(physics));
-    let chemistry_admin = principal("chem, \"lab\"\nadmin", Role::Admin, Some(chemistry));
-    let physics_viewer = principal("physics-viewer", Role::Viewer, Some(physics));
+    let operator = principal(&bootstrap, "central-it", Role::Operator, None);
+    let helpdesk = principal(&bootstrap, "helpdesk", Role::Helpdesk, None);
+    let physics_admin = principal(&bootstrap, "physics-admin", Role::Admin, Some(physics));
+    let chemistry_admin = principal(
+        &bootstrap,
+        "chem, \"lab\"\nadmin",
+        Role::Admin,
+        Some(chemistry),
+    );
+    let physics_viewer = principal(&bootstrap, "physics-viewer", Role::Viewer, Some(physics));
 
     // Five events a minute apart.
     let recorded = [
@@ -128,7 +139,7 @@ async fn scenario(store: Store, url: String) {
         clock.advance(60);
     }
     assert_eq!(stored[1].at, START.plus_seconds(60));
-    assert_eq!(stored[1].actor, physics_admin.actor.id());
+    assert_eq!(stored[1].actor, physics_admin.actor_id());
     assert_eq!(stored[1].actor_role.as_deref(), Some("admin"));
     assert_eq!(stored[1].request_id.as_deref(), Some("req-2"));
     assert_eq!(stored[3].outcome, "denied");
@@ -138,7 +149,7 @@ async fn scenario(store: Store, url: String) {
     // Operators and helpdesk see every event, newest first.
     for who in [&operator, &helpdesk] {
         let (events, total) = orchard
-            .list_audit(who, &AuditQuery::default(), all())
+            .list_audit(&who.oversight().unwrap(), &AuditQuery::default(), all())
             .await
             .unwrap();
         assert_eq!(total, 5);
@@ -150,14 +161,18 @@ async fn scenario(store: Store, url: String) {
     }
     // A tenant admin sees its tenant's events only, even when it asks for another tenant's.
     let (events, total) = orchard
-        .list_audit(&physics_admin, &AuditQuery::default(), all())
+        .list_audit(
+            &physics_admin.oversight().unwrap(),
+            &AuditQuery::default(),
+            all(),
+        )
         .await
         .unwrap();
     assert_eq!(total, 2);
     assert!(events.iter().all(|e| e.tenant_id == Some(physics)));
     let (events, total) = orchard
         .list_audit(
-            &physics_admin,
+            &physics_admin.oversight().unwrap(),
             &AuditQuery {
                 tenant_id: Some(chemistry),
                 ..AuditQuery::default()
@@ -169,9 +184,7 @@ async fn scenario(store: Store, url: String) {
     assert_eq!((events.len(), total), (0, 0));
     // Viewers are refused.
     assert!(matches!(
-        orchard
-            .list_audit(&physics_viewer, &AuditQuery::default(), all())
-            .await,
+        physics_viewer.oversight(),
         Err(CoreError::Forbidden(_))
     ));
 
@@ -179,7 +192,13 @@ async fn scenario(store: Store, url: String) {
     let count = |q: AuditQuery| {
         let orchard = orchard.clone();
         let operator = operator.clone();
-        async move { orchard.list_audit(&operator, &q, all()).await.unwrap().1 }
+        async move {
+            orchard
+                .list_audit(&operator.oversight().unwrap(), &q, all())
+                .await
+                .unwrap()
+                .1
+        }
     };
     assert_eq!(
         count(AuditQuery {
@@ -199,7 +218,7 @@ async fn scenario(store: Store, url: String) {
     );
     assert_eq!(
         count(AuditQuery {
-            actor: Some(physics_admin.actor.id()),
+            actor: Some(physics_admin.actor_id()),
             ..AuditQuery::default()
         })
         .await,
@@ -233,7 +252,7 @@ async fn scenario(store: Store, url: String) {
     assert!(matches!(
         orchard
             .list_audit(
-                &operator,
+                &operator.oversight().unwrap(),
                 &AuditQuery {
                     from: Some(START.plus_seconds(10)),
                     to: Some(START),
@@ -248,11 +267,19 @@ async fn scenario(store: Store, url: String) {
     // Paging: the total stays, the pages do not overlap.
     let page = |offset| Page { limit: 2, offset };
     let (first, total) = orchard
-        .list_audit(&operator, &AuditQuery::default(), page(0))
+        .list_audit(
+            &operator.oversight().unwrap(),
+            &AuditQuery::default(),
+            page(0),
+        )
         .await
         .unwrap();
     let (second, _) = orchard
-        .list_audit(&operator, &AuditQuery::default(), page(2))
+        .list_audit(
+            &operator.oversight().unwrap(),
+            &AuditQuery::default(),
+            page(2),
+        )
         .await
         .unwrap();
     assert_eq!(total, 5);
@@ -271,7 +298,7 @@ async fn scenario(store: Store, url: String) {
         "id,at,actor,actor_name,actor_role,tenant_id,action,target,outcome,status,request_id,details\r\n\
          {},2026-03-01T00:04:00Z,{},\"chem, \"\"lab\"\"\nadmin\",admin,{chemistry},device.push,\
          '=cmd|' /C calc'!A0,error,500,req-5,\"{{\"\"method\"\":\"\"POST\"\"}}\"\r\n",
-        stored[4].id, chemistry_admin.actor.id()
+        stored[4].id, chemistry_admin.actor_id()
     );
     assert_eq!(csv, expected);
 
@@ -304,7 +331,11 @@ async fn scenario(store: Store, url: String) {
         .is_err());
     raw.close().await.unwrap();
     let (after, total) = orchard
-        .list_audit(&operator, &AuditQuery::default(), all())
+        .list_audit(
+            &operator.oversight().unwrap(),
+            &AuditQuery::default(),
+            all(),
+        )
         .await
         .unwrap();
     assert_eq!(total, 6);
@@ -320,8 +351,8 @@ async fn scenario(store: Store, url: String) {
 
 async fn run_scenario(backend: Backend) {
     with_database(backend, |database| async move {
-        let store = database.store().await.unwrap();
-        scenario(store.clone(), database.url().to_owned()).await;
+        let (store, scopes) = database.store().await.unwrap();
+        scenario(store.clone(), scopes, database.url().to_owned()).await;
         store.close().await;
     })
     .await;

@@ -10,42 +10,45 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::capability::OperatorCtx;
 use orchard_core::access::principal::Principal;
 use orchard_core::dep::DepSettings;
 use orchard_core::push::PushSettings;
 use orchard_core::{CoreError, Orchard, PkiMaterial};
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
 use orchard_dep::RetryPolicy;
-use orchard_store::{DepDeviceFilter, Store};
+use orchard_store::{DepDeviceFilter, ScopeAuthority, Store};
 use orchard_testkit::service::{test_node, test_pki};
 use orchard_testkit::{with_store, Backend};
-use orchard_types::{Clock, Role, SystemClock, TokenId, UnixTime};
+use orchard_types::{Clock, Role, SystemClock, TenantId, TokenId, UnixTime};
 
-fn operator() -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: "central-it".into(),
-        role: Role::Operator,
-        tenant_id: None,
-    }
+fn principal(scopes: &Scopes, name: &str, role: Role, tenant: Option<TenantId>) -> Principal {
+    LocalBootstrap::for_opened_database(scopes.0.clone(), scopes.1.clone(), Arc::new(SystemClock))
+        .act_as(&TokenId::new().to_string(), name, role, tenant)
+        .unwrap()
 }
 
-fn viewer() -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: "dept".into(),
-        role: Role::Viewer,
-        tenant_id: None,
-    }
+fn operator(scopes: &Scopes) -> OperatorCtx {
+    principal(scopes, "central-it", Role::Operator, None)
+        .operator()
+        .unwrap()
 }
 
-fn orchard(store: Store, pki: &Arc<PkiMaterial>, fake: &FakeDepServer) -> Orchard {
-    orchard_on(store, pki, fake, Arc::new(SystemClock))
+fn viewer(scopes: &Scopes) -> Principal {
+    principal(scopes, "dept", Role::Viewer, Some(TenantId::new()))
+}
+
+/// The database the test opened and its scope authority.
+type Scopes = (Store, ScopeAuthority);
+
+fn orchard(scopes: &Scopes, pki: &Arc<PkiMaterial>, fake: &FakeDepServer) -> Orchard {
+    orchard_on(scopes, pki, fake, Arc::new(SystemClock))
 }
 
 /// A node of the installation: all share `pki`, so each opens the tokens the others sealed.
 fn orchard_on(
-    store: Store,
+    scopes: &Scopes,
     pki: &Arc<PkiMaterial>,
     fake: &FakeDepServer,
     clock: Arc<dyn Clock>,
@@ -56,7 +59,14 @@ fn orchard_on(
         max_backoff: Duration::from_millis(200),
         ..RetryPolicy::default()
     };
-    test_node(store, pki.clone(), clock, PushSettings::default()).with_dep_settings(DepSettings {
+    test_node(
+        scopes.0.clone(),
+        scopes.1.clone(),
+        pki.clone(),
+        clock,
+        PushSettings::default(),
+    )
+    .with_dep_settings(DepSettings {
         config: dep,
         ..DepSettings::default()
     })
@@ -78,19 +88,20 @@ fn fake_serials(fake: &FakeDepServer) -> Vec<String> {
     serials
 }
 
-async fn sync_scenario(store: Store) {
+async fn sync_scenario(store: Store, scopes: ScopeAuthority) {
+    let opened: Scopes = (store.clone(), scopes);
     orchard_testkit::install_crypto_provider();
     let fake = FakeDepServer::start(FakeDepConfig::default())
         .await
         .unwrap();
     fake.add_devices(&FakeDepServer::make_serials("DEPT", 0, 2_500));
     let pki = Arc::new(test_pki(SystemClock.now()));
-    let orchard = orchard(store.clone(), &pki, &fake);
-    let op = operator();
+    let orchard = orchard(&opened, &pki, &fake);
+    let op = operator(&opened);
 
     // Operators only.
     assert!(matches!(
-        orchard.create_dep_token(&viewer(), "ASM").await,
+        viewer(&opened).operator(),
         Err(CoreError::Forbidden(_))
     ));
     let created = orchard.create_dep_token(&op, "ASM Physics").await.unwrap();
@@ -242,16 +253,14 @@ async fn sync_scenario(store: Store) {
     assert_eq!(listed.len(), 1000);
     assert!(listed.iter().all(|d| !d.deleted && d.token_id == id));
     assert!(matches!(
-        orchard
-            .list_dep_devices(&viewer(), Some(&id), true, 10, 0)
-            .await,
+        viewer(&opened).operator(),
         Err(CoreError::Forbidden(_))
     ));
 
     // The scheduler: a token whose sync lease another node holds is left alone; a free one is synced once,
     // and the lease is released afterwards. The second node shares the data directory (and so the data key),
     // as several PostgreSQL nodes must.
-    let other_node = orchard_on(store.clone(), &pki, &fake, Arc::new(SystemClock));
+    let other_node = orchard_on(&opened, &pki, &fake, Arc::new(SystemClock));
     let now = SystemClock.now();
     assert!(store
         .claim_dep_sync_lease(&id, "node-elsewhere", now, now.plus_seconds(3600))
@@ -296,7 +305,7 @@ async fn sync_scenario(store: Store) {
     let manual = Arc::new(orchard_types::ManualClock::new(
         expiry.plus_seconds(-29 * 86_400 - 10),
     ));
-    let later = orchard_on(store.clone(), &pki, &fake, manual.clone());
+    let later = orchard_on(&opened, &pki, &fake, manual.clone());
     let days = later.dep_token_days_left().await.unwrap();
     let (_, _, left) = days.iter().find(|(t, _, _)| t == &id).unwrap();
     assert_eq!(*left, 29);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use orchard_core::jobs::{Job, Lease, Step, StepOutcome, Worker};
 use orchard_core::push::PushSettings;
 use orchard_core::CoreError;
-use orchard_store::Store;
+use orchard_store::{ScopeAuthority, Store};
 use orchard_testkit::{with_store, Backend};
 use orchard_types::{Clock, ManualClock, UnixTime};
 
@@ -44,11 +44,12 @@ impl Job for CountingJob {
     }
 }
 
-async fn scenario(store: Store) {
+async fn scenario(store: Store, scopes: ScopeAuthority) {
     let clock = ManualClock::new(START);
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
     let orchard = Arc::new(orchard_testkit::service::test_orchard(
         store,
+        scopes,
         clock_dyn,
         PushSettings::default(),
     ));

@@ -31,7 +31,7 @@ fn upload(s: &Setup, topic: &ApnsTopic, days: i64) -> PushCertificateUpload {
 
 /// An enrolled device channel with a push token; returns the channel, token and a command factory's inputs.
 async fn enrolled(s: &Setup, token: &[u8]) -> (ChannelId, orchard_store::Device) {
-    let store = s.orchard.store();
+    let store = &s.store;
     let now = s.clock.now();
     let tenant = Tenant {
         id: TenantId::new(),
@@ -63,8 +63,7 @@ async fn token_update(
     channel: &ChannelId,
     token: &[u8],
 ) {
-    s.orchard
-        .store()
+    s.store
         .update_token(&TokenUpdateRecord {
             device_id: device.id,
             channel: channel.clone(),
@@ -85,8 +84,7 @@ fn hex_of(b: &[u8]) -> String {
 }
 
 async fn queue(s: &Setup, device: &orchard_store::Device, channel: &ChannelId) {
-    s.orchard
-        .store()
+    s.store
         .enqueue_commands(&[NewCommand {
             uuid: CommandUuid::new_random(),
             device_id: device.id,
@@ -111,7 +109,7 @@ async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_c
     let topic = random_topic().unwrap();
     let status = s
         .orchard
-        .replace_push_certificate(upload(&s, &topic, 100), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 100), false)
         .await
         .unwrap();
     assert_eq!(status.topic, topic.as_str());
@@ -134,11 +132,11 @@ async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_c
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!(stats.delivered, 0);
     assert_eq!(s.push.apns.delivered_count(), 0);
-    assert!(s.orchard.store().count_due_pushes().await.unwrap() >= 1);
+    assert!(s.store.count_due_pushes().await.unwrap() >= 1);
     // An expired certificate cannot be uploaded either.
     let late = s
         .orchard
-        .replace_push_certificate(upload(&s, &topic, -1), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, -1), false)
         .await;
     assert!(late.is_err());
 }
@@ -149,7 +147,7 @@ async fn dead_tokens_retries_and_refused_certificates(backend: Backend) {
     };
     let topic = random_topic().unwrap();
     s.orchard
-        .replace_push_certificate(upload(&s, &topic, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
         .await
         .unwrap();
     let token = [0x42u8; 32];
@@ -200,11 +198,11 @@ async fn dead_tokens_retries_and_refused_certificates(backend: Backend) {
         s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
         0
     );
-    assert_eq!(s.orchard.store().count_due_pushes().await.unwrap(), 1);
+    assert_eq!(s.store.count_due_pushes().await.unwrap(), 1);
 
     // Uploading a (renewed, same-topic) certificate resumes pushing.
     s.orchard
-        .replace_push_certificate(upload(&s, &topic, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
         .await
         .unwrap();
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
@@ -217,25 +215,25 @@ async fn renewal_guard(backend: Backend) {
     };
     let topic = random_topic().unwrap();
     s.orchard
-        .replace_push_certificate(upload(&s, &topic, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
         .await
         .unwrap();
     // Same topic: a renewal.
     s.orchard
-        .replace_push_certificate(upload(&s, &topic, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
         .await
         .unwrap();
     // Another topic: refused with an explanation, accepted with force.
     let other = random_topic().unwrap();
     let refused = s
         .orchard
-        .replace_push_certificate(upload(&s, &other, 365), false, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &other, 365), false)
         .await;
     let message = format!("{}", refused.err().unwrap());
     assert!(message.contains("would be lost"), "{message}");
     assert_eq!(s.orchard.current_topic(), topic);
     s.orchard
-        .replace_push_certificate(upload(&s, &other, 365), true, "test")
+        .upload_push_certificate(&s.operator, upload(&s, &other, 365), true)
         .await
         .unwrap();
     assert_eq!(s.orchard.current_topic(), other);

@@ -18,18 +18,15 @@ use orchard_testkit::apple::ApplePush;
 use orchard_testkit::service::PushSetup as Setup;
 use orchard_testkit::Backend;
 use orchard_types::{
-    ApnsTopic, ChannelId, Clock, CommandUuid, Role, Secret, TenantId, TokenId, Udid, UnixTime,
+    ApnsTopic, ChannelId, Clock, CommandUuid, Role, Secret, TenantId, Udid, UnixTime,
 };
 
 const DAY: i64 = 86_400;
 
-fn principal(role: Role) -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: "test".into(),
-        role,
-        tenant_id: None,
-    }
+/// A principal of `role` on the test's database (a tenant role gets a tenant of its own).
+fn principal(s: &Setup, role: Role) -> Principal {
+    let tenant = (!orchard_core::access::roles::spans_all_tenants(role)).then(TenantId::new);
+    s.bootstrap.act_as("test", "test", role, tenant).unwrap()
 }
 
 /// What Apple's portal does with a CSR (the stand-in Apple CA signs a certificate for the CSR's key).
@@ -38,7 +35,7 @@ fn issue(push: &ApplePush, csr_pem: &str, topic: &ApnsTopic, now: UnixTime) -> V
 }
 
 async fn enrolled_channel_with_command(s: &Setup) {
-    let store = s.orchard.store();
+    let store = &s.store;
     let now = s.clock.now();
     let tenant = Tenant {
         id: TenantId::new(),
@@ -94,11 +91,7 @@ async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes(backend: Bac
     let Some(s) = Setup::start(backend).await else {
         return;
     };
-    let csr = s
-        .orchard
-        .create_push_csr(&principal(Role::Operator), None)
-        .await
-        .unwrap();
+    let csr = s.orchard.create_push_csr(&s.operator, None).await.unwrap();
     assert!(csr
         .csr_pem
         .starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
@@ -116,7 +109,7 @@ async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes(backend: Bac
     assert_eq!(cn, orchard_core::push::PUSH_CSR_COMMON_NAME);
 
     // The key is in the store, sealed: the stored bytes are not a PEM key.
-    let keys = s.orchard.store().list_push_csr_keys().await.unwrap();
+    let keys = s.store.list_push_csr_keys().await.unwrap();
     assert_eq!(keys.len(), 1);
     assert!(!String::from_utf8_lossy(&keys[0].key_encrypted).contains("PRIVATE KEY"));
 
@@ -125,7 +118,7 @@ async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes(backend: Bac
     let status = s
         .orchard
         .upload_push_certificate(
-            &principal(Role::Operator),
+            &s.operator,
             PushCertificateUpload::CertificateOnly {
                 certificate: issue(&s.push, &csr.csr_pem, &topic, now),
             },
@@ -147,9 +140,9 @@ async fn der_certificates_and_the_renewal_guard(backend: Backend) {
     let Some(s) = Setup::start(backend).await else {
         return;
     };
-    let operator = principal(Role::Operator);
+    let operator = &s.operator;
     let topic = random_topic().unwrap();
-    let first = s.orchard.create_push_csr(&operator, None).await.unwrap();
+    let first = s.orchard.create_push_csr(operator, None).await.unwrap();
     // Apple's portal also hands out DER (.cer).
     let pem = issue(&s.push, &first.csr_pem, &topic, s.clock.now());
     let der = openssl::x509::X509::from_pem(&pem)
@@ -157,38 +150,38 @@ async fn der_certificates_and_the_renewal_guard(backend: Backend) {
         .to_der()
         .unwrap();
     s.orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            operator,
             PushCertificateUpload::CertificateOnly { certificate: der },
             false,
-            "test",
         )
         .await
         .unwrap();
 
     // A renewal (new CSR, same topic) is accepted; another topic is refused unless forced.
-    let renewal = s.orchard.create_push_csr(&operator, None).await.unwrap();
+    let renewal = s.orchard.create_push_csr(operator, None).await.unwrap();
     let renewed = issue(&s.push, &renewal.csr_pem, &topic, s.clock.now());
     s.orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            operator,
             PushCertificateUpload::CertificateOnly {
                 certificate: renewed,
             },
             false,
-            "test",
         )
         .await
         .unwrap();
     let other_topic = random_topic().unwrap();
-    let other = s.orchard.create_push_csr(&operator, None).await.unwrap();
+    let other = s.orchard.create_push_csr(operator, None).await.unwrap();
     let other_cert = issue(&s.push, &other.csr_pem, &other_topic, s.clock.now());
     let refused = s
         .orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            operator,
             PushCertificateUpload::CertificateOnly {
                 certificate: other_cert.clone(),
             },
             false,
-            "test",
         )
         .await;
     match refused {
@@ -197,12 +190,12 @@ async fn der_certificates_and_the_renewal_guard(backend: Backend) {
     }
     assert_eq!(s.orchard.current_topic(), topic);
     s.orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            operator,
             PushCertificateUpload::CertificateOnly {
                 certificate: other_cert,
             },
             true,
-            "test",
         )
         .await
         .unwrap();
@@ -213,6 +206,7 @@ async fn unknown_keys_garbage_and_non_operators_are_refused(backend: Backend) {
     let Some(s) = Setup::start(backend).await else {
         return;
     };
+    let operator = &s.operator;
     let topic = random_topic().unwrap();
     let now = s.clock.now();
     // A push certificate whose key Orchard never made.
@@ -225,12 +219,12 @@ async fn unknown_keys_garbage_and_non_operators_are_refused(backend: Backend) {
     .unwrap();
     let refused = s
         .orchard
-        .replace_push_certificate(
+        .upload_push_certificate(
+            operator,
             PushCertificateUpload::CertificateOnly {
                 certificate: foreign.cert_pem(),
             },
             false,
-            "test",
         )
         .await;
     match refused {
@@ -240,29 +234,23 @@ async fn unknown_keys_garbage_and_non_operators_are_refused(backend: Backend) {
     assert!(s.orchard.push_certificate_status().is_none());
     assert!(matches!(
         s.orchard
-            .replace_push_certificate(
+            .upload_push_certificate(
+                operator,
                 PushCertificateUpload::CertificateOnly {
                     certificate: b"not a certificate".to_vec(),
                 },
-                false,
-                "test",
+                false
             )
             .await,
         Err(CoreError::Invalid(_))
     ));
     for role in [Role::Admin, Role::Helpdesk, Role::Viewer] {
         assert!(matches!(
-            s.orchard.create_push_csr(&principal(role), None).await,
+            principal(&s, role).operator(),
             Err(CoreError::Forbidden(_))
         ));
     }
-    assert!(s
-        .orchard
-        .store()
-        .list_push_csr_keys()
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(s.store.list_push_csr_keys().await.unwrap().is_empty());
 }
 
 async fn vendor_signed_request_verifies_and_bad_vendor_input_stores_nothing(backend: Backend) {
@@ -282,7 +270,7 @@ async fn vendor_signed_request_verifies_and_bad_vendor_input_stores_nothing(back
     let csr = s
         .orchard
         .create_push_csr(
-            &principal(Role::Operator),
+            &s.operator,
             Some(VendorIdentity {
                 cert_chain_pem: chain.clone(),
                 key_pem: vendor.key_pem(),
@@ -304,17 +292,14 @@ async fn vendor_signed_request_verifies_and_bad_vendor_input_stores_nothing(back
         openssl::sign::Verifier::new(MessageDigest::sha256(), &vendor_public).unwrap();
     verifier.update(&request.csr_der).unwrap();
     assert!(verifier.verify(&request.signature).unwrap());
-    assert_eq!(
-        s.orchard.store().list_push_csr_keys().await.unwrap().len(),
-        1
-    );
+    assert_eq!(s.store.list_push_csr_keys().await.unwrap().len(), 1);
 
     // A vendor key that does not belong to the chain: a clear 400-class error, and no key kept.
     let stranger = orchard_pki::Identity::generate_self_signed_rsa("stranger", now, 1).unwrap();
     let refused = s
         .orchard
         .create_push_csr(
-            &principal(Role::Operator),
+            &s.operator,
             Some(VendorIdentity {
                 cert_chain_pem: chain,
                 key_pem: Secret::new(stranger.key_pem().expose().clone()),
@@ -325,10 +310,7 @@ async fn vendor_signed_request_verifies_and_bad_vendor_input_stores_nothing(back
         Err(CoreError::Invalid(m)) => assert!(m.contains("vendor"), "{m}"),
         other => panic!("expected invalid vendor input, got {other:?}"),
     }
-    assert_eq!(
-        s.orchard.store().list_push_csr_keys().await.unwrap().len(),
-        1
-    );
+    assert_eq!(s.store.list_push_csr_keys().await.unwrap().len(), 1);
 }
 
 orchard_testkit::backend_tests! {

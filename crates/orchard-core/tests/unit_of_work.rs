@@ -16,7 +16,8 @@ use std::sync::Arc;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::X509;
-use orchard_core::access::principal::{create_api_token, Principal};
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::principal::Principal;
 use orchard_core::dep::templates::{TemplateOrganization, TemplateProfile, TemplateSetup};
 use orchard_core::push::PushSettings;
 use orchard_core::{secret_hash, CoreError, Orchard};
@@ -28,7 +29,7 @@ use orchard_protocol::commands::decode_command;
 use orchard_protocol::report::{CommandReport, ErrorChainItem, ReportStatus};
 use orchard_store::{
     Channel, CommandRecord, DepTemplateRecord, DepTokenRecord, Device, DeviceSetup, EnrollmentLink,
-    InventorySection, Page, ScepChallenge, Scope, Store, Tenant,
+    InventorySection, Page, ScepChallenge, ScopeAuthority, Store, Tenant,
 };
 use orchard_testkit::{with_store, Backend};
 use orchard_types::{
@@ -47,6 +48,8 @@ const MAX_STATEMENTS: u64 = 64;
 struct Harness {
     orchard: Orchard,
     store: Store,
+    /// The scope authority that came with the test's database: it reads rows of every tenant.
+    scopes: ScopeAuthority,
     clock: ManualClock,
     operator: Principal,
     link_id: EnrollmentLinkId,
@@ -77,12 +80,16 @@ struct Rows {
     due_pushes: i64,
 }
 
-async fn harness(store: Store) -> Harness {
+async fn harness((store, scopes): (Store, ScopeAuthority)) -> Harness {
     let start = UnixTime(1_900_000_000);
     let clock = ManualClock::new(start);
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let orchard =
-        orchard_testkit::service::test_orchard(store.clone(), clock_dyn, PushSettings::default());
+    let orchard = orchard_testkit::service::test_orchard(
+        store.clone(),
+        scopes.clone(),
+        clock_dyn,
+        PushSettings::default(),
+    );
 
     let tenant = Tenant {
         id: TenantId::new(),
@@ -91,9 +98,11 @@ async fn harness(store: Store) -> Harness {
         created_at: start,
     };
     store.create_tenant(&tenant).await.unwrap();
-    let created = create_api_token(&store, &clock, "central-it", Role::Operator, None, None)
-        .await
-        .unwrap();
+    let created =
+        LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), Arc::new(clock.clone()))
+            .create_api_token("central-it", Role::Operator, None, None)
+            .await
+            .unwrap();
     let operator = orchard.authenticate_bearer(&created.secret).await.unwrap();
 
     // A DEP token and a template whose setup names the device, sets organization info and escrows the
@@ -165,6 +174,7 @@ async fn harness(store: Store) -> Harness {
     Harness {
         orchard,
         store,
+        scopes,
         clock,
         operator,
         link_id: link.id,
@@ -331,7 +341,7 @@ impl Harness {
         Rows {
             device: self
                 .store
-                .get_device(Scope::All, ipad.device_id)
+                .get_device(self.scopes.all_tenants(), ipad.device_id)
                 .await
                 .unwrap()
                 .unwrap(),
@@ -339,7 +349,7 @@ impl Harness {
             commands: self
                 .store
                 .list_commands(
-                    Scope::All,
+                    self.scopes.all_tenants(),
                     ipad.device_id,
                     Page {
                         limit: 1000,
@@ -350,7 +360,7 @@ impl Harness {
                 .unwrap(),
             inventory: self
                 .store
-                .get_inventory(Scope::All, ipad.device_id)
+                .get_inventory(self.scopes.all_tenants(), ipad.device_id)
                 .await
                 .unwrap(),
             setup: self.store.device_setup(ipad.device_id).await.unwrap(),
@@ -718,8 +728,8 @@ async fn walk_on<Fut>(backend: Backend, walk: fn(Harness) -> Fut, min_statements
 where
     Fut: Future<Output = Walk> + Send + 'static,
 {
-    with_store(backend, |store| async move {
-        let walked = walk(harness(store).await).await;
+    with_store(backend, |store, scopes| async move {
+        let walked = walk(harness((store, scopes)).await).await;
         assert!(
             walked.failed >= min_statements,
             "only {} statements were failed",

@@ -8,11 +8,14 @@
 
 use std::sync::Arc;
 
-use orchard_core::access::principal::Principal;
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::capability::OversightCtx;
 use orchard_core::push::PushSettings;
 use orchard_core::reporting::usage::{parse_day, UsageSettings, UsageSnapshotter};
 use orchard_core::{CoreError, Orchard};
-use orchard_store::{AuthenticateDevice, DeviceFacts, Scope, Store, Tenant, TokenUpdateRecord};
+use orchard_store::{
+    AuthenticateDevice, DeviceFacts, ScopeAuthority, Store, Tenant, TokenUpdateRecord,
+};
 use orchard_testkit::service::test_orchard;
 use orchard_testkit::{with_store, Backend};
 use orchard_types::{
@@ -23,18 +26,26 @@ const DAY: i64 = 86_400;
 /// 2026-03-01T00:00:30Z: thirty seconds into the first day of the scenario.
 const START: UnixTime = UnixTime(1_772_323_200 + 30);
 
-fn orchard(store: Store, clock: &ManualClock) -> Arc<Orchard> {
+fn orchard(store: Store, scopes: ScopeAuthority, clock: &ManualClock) -> Arc<Orchard> {
     let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    Arc::new(test_orchard(store, clock, PushSettings::default()))
+    Arc::new(test_orchard(store, scopes, clock, PushSettings::default()))
 }
 
-fn principal(role: Role, tenant_id: Option<TenantId>) -> Principal {
-    Principal {
-        actor: orchard_core::access::principal::Actor::Token(TokenId::new()),
-        name: format!("{}-token", role.as_str()),
-        role,
-        tenant_id,
-    }
+/// Who may see usage: the handle a principal of `role` gets, or its refusal.
+fn overseer(
+    bootstrap: &LocalBootstrap,
+    role: Role,
+    tenant_id: Option<TenantId>,
+) -> Result<OversightCtx, CoreError> {
+    bootstrap
+        .act_as(
+            &TokenId::new().to_string(),
+            &format!("{}-token", role.as_str()),
+            role,
+            tenant_id,
+        )
+        .unwrap()
+        .oversight()
 }
 
 async fn tenant(store: &Store, code: &str, name: &str, now: UnixTime) -> TenantId {
@@ -95,18 +106,25 @@ async fn leave(store: &Store, udid: &str, now: UnixTime) {
         .unwrap();
 }
 
-async fn count_on(store: &Store, day: &str, tenant: TenantId) -> Option<i64> {
+async fn count_on(
+    store: &Store,
+    scopes: &ScopeAuthority,
+    day: &str,
+    tenant: TenantId,
+) -> Option<i64> {
     store
-        .usage_snapshots(Scope::Tenant(tenant), day, day)
+        .usage_snapshots(scopes.tenant(tenant), day, day)
         .await
         .unwrap()
         .first()
         .map(|s| s.enrolled_devices)
 }
 
-async fn arithmetic_scenario(store: Store) {
+async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority) {
     let clock = ManualClock::new(START);
-    let orchard = orchard(store.clone(), &clock);
+    let bootstrap =
+        LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), Arc::new(clock.clone()));
+    let orchard = orchard(store.clone(), scopes.clone(), &clock);
     let mut snapshotter = UsageSnapshotter::new();
     let hour = 3_600;
 
@@ -119,9 +137,15 @@ async fn arithmetic_scenario(store: Store) {
     let a3 = authenticate(&store, alpha, "UDID-A3", clock.now()).await;
     enroll(&store, beta, "UDID-B1", clock.now()).await;
     assert!(snapshotter.tick(&orchard).await.unwrap());
-    assert_eq!(count_on(&store, "2026-03-01", alpha).await, Some(2));
-    assert_eq!(count_on(&store, "2026-03-01", beta).await, Some(1));
-    assert_eq!(count_on(&store, "2026-03-01", gamma).await, Some(0));
+    assert_eq!(
+        count_on(&store, &scopes, "2026-03-01", alpha).await,
+        Some(2)
+    );
+    assert_eq!(count_on(&store, &scopes, "2026-03-01", beta).await, Some(1));
+    assert_eq!(
+        count_on(&store, &scopes, "2026-03-01", gamma).await,
+        Some(0)
+    );
     // Later ticks of the same day take nothing.
     clock.advance(hour);
     assert!(!snapshotter.tick(&orchard).await.unwrap());
@@ -135,14 +159,20 @@ async fn arithmetic_scenario(store: Store) {
     assert_eq!(orchard.take_usage_snapshot().await.unwrap(), 0);
     let mut restarted = UsageSnapshotter::new();
     assert!(restarted.tick(&orchard).await.unwrap());
-    assert_eq!(count_on(&store, "2026-03-02", alpha).await, Some(2));
+    assert_eq!(
+        count_on(&store, &scopes, "2026-03-02", alpha).await,
+        Some(2)
+    );
 
     // Days 3 and 4: Alpha 3, Beta 1.
     for day in 2..=3 {
         clock.set(START.plus_seconds(day * DAY));
         assert!(snapshotter.tick(&orchard).await.unwrap());
     }
-    assert_eq!(count_on(&store, "2026-03-03", alpha).await, Some(3));
+    assert_eq!(
+        count_on(&store, &scopes, "2026-03-03", alpha).await,
+        Some(3)
+    );
 
     // Day 5: a1 checks out, b2 enrolls, before the snapshot: Alpha 2, Beta 2. Day 6 the same.
     clock.set(START.plus_seconds(4 * DAY));
@@ -151,8 +181,11 @@ async fn arithmetic_scenario(store: Store) {
     assert!(snapshotter.tick(&orchard).await.unwrap());
     clock.set(START.plus_seconds(5 * DAY));
     assert!(snapshotter.tick(&orchard).await.unwrap());
-    assert_eq!(count_on(&store, "2026-03-05", alpha).await, Some(2));
-    assert_eq!(count_on(&store, "2026-03-05", beta).await, Some(2));
+    assert_eq!(
+        count_on(&store, &scopes, "2026-03-05", alpha).await,
+        Some(2)
+    );
+    assert_eq!(count_on(&store, &scopes, "2026-03-05", beta).await, Some(2));
 
     // Day 7: b1 is re-enrolled into Alpha: Alpha 3, Beta 1. Day 8 the same.
     clock.set(START.plus_seconds(6 * DAY));
@@ -160,8 +193,11 @@ async fn arithmetic_scenario(store: Store) {
     assert!(snapshotter.tick(&orchard).await.unwrap());
     clock.set(START.plus_seconds(7 * DAY));
     assert!(snapshotter.tick(&orchard).await.unwrap());
-    assert_eq!(count_on(&store, "2026-03-07", alpha).await, Some(3));
-    assert_eq!(count_on(&store, "2026-03-07", beta).await, Some(1));
+    assert_eq!(
+        count_on(&store, &scopes, "2026-03-07", alpha).await,
+        Some(3)
+    );
+    assert_eq!(count_on(&store, &scopes, "2026-03-07", beta).await, Some(1));
 
     // Day 9: the server is down all day, no snapshot. Day 10: Alpha 3, Beta 1.
     clock.set(START.plus_seconds(9 * DAY));
@@ -173,7 +209,7 @@ async fn arithmetic_scenario(store: Store) {
     //   Gamma             0  0  0  0  0  0  0  0  -  0   =  0
     // At 400.00 SEK a year, Actual/365: Alpha 23 × 40000 öre / 365 = 2520.55 öre → 25.21 SEK;
     // Beta 11 × 40000 / 365 = 1205.48 → 12.05 SEK; total 37.26 SEK.
-    let operator = principal(Role::Operator, None);
+    let operator = overseer(&bootstrap, Role::Operator, None).unwrap();
     let settings = UsageSettings::default();
     let from = parse_day("2026-03-01").unwrap();
     let to = parse_day("2026-03-10").unwrap();
@@ -283,12 +319,22 @@ async fn arithmetic_scenario(store: Store) {
 
     // Who sees what: helpdesk every tenant, a tenant admin its own only, viewers nothing.
     let helpdesk = orchard
-        .usage_report(&principal(Role::Helpdesk, None), from, to, &settings)
+        .usage_report(
+            &overseer(&bootstrap, Role::Helpdesk, None).unwrap(),
+            from,
+            to,
+            &settings,
+        )
         .await
         .unwrap();
     assert_eq!(helpdesk.tenants.len(), 3);
     let own = orchard
-        .usage_report(&principal(Role::Admin, Some(beta)), from, to, &settings)
+        .usage_report(
+            &overseer(&bootstrap, Role::Admin, Some(beta)).unwrap(),
+            from,
+            to,
+            &settings,
+        )
         .await
         .unwrap();
     assert_eq!(own.tenants.len(), 1);
@@ -296,9 +342,7 @@ async fn arithmetic_scenario(store: Store) {
     assert_eq!(own.tenants[0].device_days, 11);
     assert_eq!(own.total_amount, "12.05");
     assert!(matches!(
-        orchard
-            .usage_report(&principal(Role::Viewer, Some(beta)), from, to, &settings)
-            .await,
+        overseer(&bootstrap, Role::Viewer, Some(beta)),
         Err(CoreError::Forbidden(_))
     ));
     // Bad periods are refused with a reason.
@@ -320,11 +364,11 @@ async fn arithmetic_scenario(store: Store) {
 }
 
 /// Two nodes take the same day's snapshot at the same moment: one row per tenant, no error.
-async fn two_nodes_scenario(store: Store) {
+async fn two_nodes_scenario(store: Store, scopes: ScopeAuthority) {
     let clock = ManualClock::new(START);
     // Two nodes: each has PKI of its own, as with two data directories.
-    let first = orchard(store.clone(), &clock);
-    let second = orchard(store.clone(), &clock);
+    let first = orchard(store.clone(), scopes.clone(), &clock);
+    let second = orchard(store.clone(), scopes.clone(), &clock);
     let mut tenants = Vec::new();
     for i in 0..5 {
         let t = tenant(
@@ -342,12 +386,15 @@ async fn two_nodes_scenario(store: Store) {
     let (a, b) = tokio::join!(first.take_usage_snapshot(), second.take_usage_snapshot());
     assert_eq!(a.unwrap() + b.unwrap(), 5);
     let rows = store
-        .usage_snapshots(Scope::All, "2026-03-01", "2026-03-01")
+        .usage_snapshots(scopes.all_tenants(), "2026-03-01", "2026-03-01")
         .await
         .unwrap();
     assert_eq!(rows.len(), 5);
     for (i, t) in tenants.iter().enumerate() {
-        assert_eq!(count_on(&store, "2026-03-01", *t).await, Some(i as i64));
+        assert_eq!(
+            count_on(&store, &scopes, "2026-03-01", *t).await,
+            Some(i as i64)
+        );
     }
 }
 

@@ -100,7 +100,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
         }
     }
-    if let Ok(n) = state.orchard.store().count_due_pushes().await {
+    if let Ok(n) = state.orchard.pending_push_count().await {
         out.push_str("# HELP orchard_pushes_pending Channels that owe a push.\n");
         out.push_str("# TYPE orchard_pushes_pending gauge\n");
         out.push_str(&format!("orchard_pushes_pending {n}\n"));

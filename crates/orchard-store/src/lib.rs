@@ -5,7 +5,9 @@
 //! migration folders. The only SQL that differs at run time is claiming the next command, where PostgreSQL
 //! needs row locks and SQLite serialises writers anyway.
 //!
-//! Tenant data is read through a [`Scope`], so a query that forgets the tenant does not compile.
+//! Tenant data is read through a [`Scope`], so a query that forgets the tenant does not compile; a scope is made
+//! only through the [`ScopeAuthority`] that comes with the opened database, and its filter becomes SQL in one
+//! place (`sql::Sql::in_scope`).
 //!
 //! A use case that changes several rows runs them in one [`UnitOfWork`] (see `unit.rs`): it commits once or
 //! not at all.
@@ -23,6 +25,8 @@ mod model;
 mod push;
 mod reporting;
 mod rows;
+mod scope;
+mod sql;
 mod tenancy;
 mod unit;
 
@@ -31,8 +35,6 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
-
-use orchard_types::TenantId;
 
 pub use access::api_tokens::ApiTokenListing;
 pub use access::local_accounts::{LocalAccountRecord, LOCAL_ISSUER};
@@ -58,6 +60,7 @@ pub use push::push_csr::PushCsrKeyRecord;
 pub use push::queue_state::{PushCertificateRecord, PushTarget};
 pub use reporting::audit::{AuditEventRecord, AuditFilter};
 pub use reporting::usage::UsageSnapshotRecord;
+pub use scope::{Scope, ScopeAuthority};
 pub use tenancy::tenant_details::TenantDetails;
 pub use unit::UnitOfWork;
 
@@ -89,32 +92,6 @@ impl Backend {
     }
 }
 
-/// Read access to tenant data always names a scope: a query that forgets the tenant does not compile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// Central IT: every tenant.
-    All,
-    /// One department: rows of other tenants look exactly like missing rows.
-    Tenant(TenantId),
-}
-
-impl Scope {
-    pub(crate) fn tenant(&self) -> Option<TenantId> {
-        match self {
-            Scope::All => None,
-            Scope::Tenant(t) => Some(*t),
-        }
-    }
-
-    /// ` AND {column} = ${placeholder}` when scoped to a tenant, else nothing; bind the tenant id last.
-    pub(crate) fn filter(&self, column: &str, placeholder: usize) -> String {
-        match self {
-            Scope::All => String::new(),
-            Scope::Tenant(_) => format!(" AND {column} = ${placeholder}"),
-        }
-    }
-}
-
 /// The database behind Orchard. Cheap to clone: the connection pool is shared.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -125,11 +102,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the database and brings its schema up to date.
+    /// Opens the database and brings its schema up to date; with it comes the [`ScopeAuthority`] over its
+    /// tenants (whoever opens the database holds all of them), which the caller hands to orchard-core.
     ///
     /// `sqlite:///abs/path/orchard.db` or `sqlite://relative.db` (created if missing; WAL, synchronous NORMAL,
     /// busy_timeout 5 s, foreign keys on) or `postgres://...`; runs the embedded migrations of that backend.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+    pub async fn connect(url: &str) -> Result<(Store, ScopeAuthority), StoreError> {
         Self::connect_with_pool_size(url, 10).await
     }
 
@@ -137,7 +115,7 @@ impl Store {
     pub async fn connect_with_pool_size(
         url: &str,
         max_connections: u32,
-    ) -> Result<Store, StoreError> {
+    ) -> Result<(Store, ScopeAuthority), StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let pool = match backend {
@@ -154,12 +132,15 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATOR,
         };
         migrator.run(&pool).await?;
-        Ok(Store {
-            pool,
-            backend,
-            #[cfg(feature = "fault-injection")]
-            faults: Default::default(),
-        })
+        Ok((
+            Store {
+                pool,
+                backend,
+                #[cfg(feature = "fault-injection")]
+                faults: Default::default(),
+            },
+            ScopeAuthority::of_opened_database(),
+        ))
     }
 
     pub fn backend(&self) -> Backend {

@@ -10,7 +10,7 @@ use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts,
     EnrollmentLink, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome, ScepChallenge,
-    Scope, Store, StoreError, Tenant, TokenUpdateRecord,
+    Scope, ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
 };
 use orchard_testkit::with_store;
 use orchard_types::{
@@ -19,6 +19,23 @@ use orchard_types::{
 };
 
 const T0: UnixTime = UnixTime(1_800_000_000);
+
+/// The scope authority that came with the first opened database: the checks choose scopes themselves, as
+/// orchard-core's access module does for its principals.
+static SCOPES: std::sync::OnceLock<ScopeAuthority> = std::sync::OnceLock::new();
+
+fn all_tenants() -> Scope {
+    SCOPES.get().expect("a database was opened").all_tenants()
+}
+
+fn tenant_scope(tenant: TenantId) -> Scope {
+    SCOPES.get().expect("a database was opened").tenant(tenant)
+}
+
+/// Keeps the scope authority of the check's database for the checks (every database hands out the same right).
+fn keep_scopes(scopes: ScopeAuthority) {
+    let _ = SCOPES.set(scopes);
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // harness
@@ -29,12 +46,20 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $sqlite() {
-                with_store(Backend::Sqlite, $check).await;
+                with_store(Backend::Sqlite, |store, scopes| {
+                    keep_scopes(scopes);
+                    $check(store)
+                })
+                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $postgres() {
-                with_store(Backend::Postgres, $check).await;
+                with_store(Backend::Postgres, |store, scopes| {
+                    keep_scopes(scopes);
+                    $check(store)
+                })
+                .await;
             }
         )*
     };
@@ -192,7 +217,7 @@ fn report(
 
 async fn status_of(store: &Store, uuid: &CommandUuid) -> CommandStatus {
     store
-        .get_command(Scope::All, uuid)
+        .get_command(all_tenants(), uuid)
         .await
         .unwrap()
         .unwrap()
@@ -304,34 +329,37 @@ async fn check_tenants(store: Store) {
     ));
 
     assert_eq!(
-        store.get_tenant(Scope::All, physics.id).await.unwrap(),
+        store.get_tenant(all_tenants(), physics.id).await.unwrap(),
         Some(physics.clone())
     );
     assert_eq!(
         store
-            .get_tenant(Scope::Tenant(physics.id), physics.id)
+            .get_tenant(tenant_scope(physics.id), physics.id)
             .await
             .unwrap(),
         Some(physics.clone())
     );
     assert_eq!(
         store
-            .get_tenant(Scope::Tenant(biology.id), physics.id)
+            .get_tenant(tenant_scope(biology.id), physics.id)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        store.get_tenant(Scope::All, TenantId::new()).await.unwrap(),
+        store
+            .get_tenant(all_tenants(), TenantId::new())
+            .await
+            .unwrap(),
         None
     );
 
     assert_eq!(
-        store.list_tenants(Scope::All).await.unwrap(),
+        store.list_tenants(all_tenants()).await.unwrap(),
         vec![biology.clone(), physics.clone()]
     );
     assert_eq!(
-        store.list_tenants(Scope::Tenant(physics.id)).await.unwrap(),
+        store.list_tenants(tenant_scope(physics.id)).await.unwrap(),
         vec![physics]
     );
 }
@@ -726,9 +754,9 @@ async fn check_authenticate_twice_keeps_one_device(store: Store) {
     // Facts the new Authenticate did not carry keep their stored value.
     assert_eq!(second.serial_number.as_deref(), Some("F9FXK0ABCDEF"));
     assert_eq!(second.is_supervised, Some(true));
-    assert_eq!(store.count_devices(Scope::All).await.unwrap(), 1);
+    assert_eq!(store.count_devices(all_tenants()).await.unwrap(), 1);
     assert_eq!(
-        store.get_device(Scope::All, first.id).await.unwrap(),
+        store.get_device(all_tenants(), first.id).await.unwrap(),
         Some(second.clone())
     );
 
@@ -737,7 +765,7 @@ async fn check_authenticate_twice_keeps_one_device(store: Store) {
     assert_eq!(store.get_channel(&user_channel).await.unwrap(), None);
     for unfinished in [&queued, &sent, &not_now, &on_user_channel] {
         let record = store
-            .get_command(Scope::All, &unfinished.uuid)
+            .get_command(all_tenants(), &unfinished.uuid)
             .await
             .unwrap()
             .unwrap();
@@ -769,7 +797,7 @@ async fn check_authenticate_twice_keeps_one_device(store: Store) {
         .unwrap();
     assert_eq!(
         store
-            .get_inventory(Scope::All, first.id)
+            .get_inventory(all_tenants(), first.id)
             .await
             .unwrap()
             .len(),
@@ -781,7 +809,7 @@ async fn check_authenticate_twice_keeps_one_device(store: Store) {
         .unwrap();
     assert_eq!(third.id, first.id);
     assert!(store
-        .get_inventory(Scope::All, first.id)
+        .get_inventory(all_tenants(), first.id)
         .await
         .unwrap()
         .is_empty());
@@ -803,7 +831,7 @@ async fn check_update_token(store: Store) {
     };
     assert!(store.update_token(&with_unlock).await.unwrap().first);
     let enrolled = store
-        .get_device(Scope::All, device.id)
+        .get_device(all_tenants(), device.id)
         .await
         .unwrap()
         .unwrap();
@@ -884,7 +912,7 @@ async fn check_check_out(store: Store) {
     let later = T0.plus_seconds(30);
     store.check_out(&device.udid, later).await.unwrap();
     let checked_out = store
-        .get_device(Scope::All, device.id)
+        .get_device(all_tenants(), device.id)
         .await
         .unwrap()
         .unwrap();
@@ -918,7 +946,7 @@ async fn check_device_facts_touch_and_paging(store: Store) {
         .await
         .unwrap();
     let updated = store
-        .get_device(Scope::All, device.id)
+        .get_device(all_tenants(), device.id)
         .await
         .unwrap()
         .unwrap();
@@ -951,7 +979,7 @@ async fn check_device_facts_touch_and_paging(store: Store) {
     }
     let first_page = store
         .list_devices(
-            Scope::All,
+            all_tenants(),
             Page {
                 limit: 3,
                 offset: 0,
@@ -961,7 +989,7 @@ async fn check_device_facts_touch_and_paging(store: Store) {
         .unwrap();
     let second_page = store
         .list_devices(
-            Scope::All,
+            all_tenants(),
             Page {
                 limit: 3,
                 offset: 3,
@@ -978,7 +1006,7 @@ async fn check_device_facts_touch_and_paging(store: Store) {
     assert_eq!(listed, expected);
     assert_eq!(
         store
-            .list_devices(Scope::All, Page::default())
+            .list_devices(all_tenants(), Page::default())
             .await
             .unwrap()
             .len(),
@@ -1001,7 +1029,7 @@ async fn check_inventory_sections_replace(store: Store) {
         .put_inventory_section(device.id, "apps", r#"[{"id":"b"}]"#, T0.plus_seconds(7))
         .await
         .unwrap();
-    let inventory = store.get_inventory(Scope::All, device.id).await.unwrap();
+    let inventory = store.get_inventory(all_tenants(), device.id).await.unwrap();
     assert_eq!(inventory.len(), 2);
     assert_eq!(inventory[0].section, "apps");
     assert_eq!(inventory[0].json, r#"[{"id":"b"}]"#);
@@ -1059,7 +1087,7 @@ async fn check_fifo_order_per_channel(store: Store) {
     assert_eq!(store.next_command(&channel, false, T0).await.unwrap(), None);
 
     let record = store
-        .get_command(Scope::All, &queued[0].uuid)
+        .get_command(all_tenants(), &queued[0].uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1095,7 +1123,7 @@ async fn check_unreported_command_is_resent(store: Store) {
         .unwrap();
     assert_eq!(again.uuid, first.uuid);
     let record = store
-        .get_command(Scope::All, &first.uuid)
+        .get_command(all_tenants(), &first.uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1195,7 +1223,7 @@ async fn check_not_now_requeues(store: Store) {
         }
     );
     let record = store
-        .get_command(Scope::All, &busy.uuid)
+        .get_command(all_tenants(), &busy.uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1239,7 +1267,7 @@ async fn check_not_now_requeues(store: Store) {
         RecordOutcome::Recorded { .. }
     ));
     let record = store
-        .get_command(Scope::All, &busy.uuid)
+        .get_command(all_tenants(), &busy.uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1285,7 +1313,7 @@ async fn check_duplicate_and_unknown_results(store: Store) {
         );
     }
     let record = store
-        .get_command(Scope::All, &cmd.uuid)
+        .get_command(all_tenants(), &cmd.uuid)
         .await
         .unwrap()
         .unwrap();
@@ -1387,7 +1415,7 @@ async fn check_expiry(store: Store) {
     assert_eq!(handed.uuid, on_time.uuid);
     for expired in [&late, &not_now_late] {
         let record = store
-            .get_command(Scope::All, &expired.uuid)
+            .get_command(all_tenants(), &expired.uuid)
             .await
             .unwrap()
             .unwrap();
@@ -1457,13 +1485,13 @@ async fn report_effects(
     usize,
 ) {
     let commands = store
-        .list_commands(Scope::All, device.id, Page::default())
+        .list_commands(all_tenants(), device.id, Page::default())
         .await
         .unwrap();
     (
         status_of(store, reported).await,
         store
-            .get_inventory(Scope::All, device.id)
+            .get_inventory(all_tenants(), device.id)
             .await
             .unwrap()
             .len(),
@@ -1612,7 +1640,7 @@ async fn check_enqueue_is_one_transaction(store: Store) {
     assert_eq!(
         store
             .list_commands(
-                Scope::All,
+                all_tenants(),
                 device.id,
                 Page {
                     limit: 5000,
@@ -1628,7 +1656,7 @@ async fn check_enqueue_is_one_transaction(store: Store) {
     store.enqueue_commands(&batch).await.unwrap();
     let listed = store
         .list_commands(
-            Scope::All,
+            all_tenants(),
             device.id,
             Page {
                 limit: 5000,
@@ -1645,7 +1673,7 @@ async fn check_enqueue_is_one_transaction(store: Store) {
     assert_eq!(listed[0].attempts, 0);
     let page = store
         .list_commands(
-            Scope::All,
+            all_tenants(),
             device.id,
             Page {
                 limit: 2,
@@ -1687,12 +1715,12 @@ async fn check_scoped_reads_hide_other_tenants(store: Store) {
         .put_inventory_section(theirs.id, "apps", "[]", T0)
         .await
         .unwrap();
-    let scope = Scope::Tenant(physics.id);
+    let scope = tenant_scope(physics.id);
 
     assert!(store.get_device(scope, mine.id).await.unwrap().is_some());
     assert_eq!(store.get_device(scope, theirs.id).await.unwrap(), None);
     assert!(store
-        .get_device(Scope::All, theirs.id)
+        .get_device(all_tenants(), theirs.id)
         .await
         .unwrap()
         .is_some());
@@ -1707,7 +1735,7 @@ async fn check_scoped_reads_hide_other_tenants(store: Store) {
         vec![mine.id]
     );
     assert_eq!(store.count_devices(scope).await.unwrap(), 1);
-    assert_eq!(store.count_devices(Scope::All).await.unwrap(), 2);
+    assert_eq!(store.count_devices(all_tenants()).await.unwrap(), 2);
 
     assert!(store
         .get_command(scope, &my_command.uuid)
@@ -1725,7 +1753,7 @@ async fn check_scoped_reads_hide_other_tenants(store: Store) {
         .is_empty());
     assert_eq!(
         store
-            .list_commands(Scope::All, theirs.id, Page::default())
+            .list_commands(all_tenants(), theirs.id, Page::default())
             .await
             .unwrap()
             .len(),
@@ -1738,7 +1766,7 @@ async fn check_scoped_reads_hide_other_tenants(store: Store) {
         .is_empty());
     assert_eq!(
         store
-            .get_inventory(Scope::All, theirs.id)
+            .get_inventory(all_tenants(), theirs.id)
             .await
             .unwrap()
             .len(),
@@ -1778,7 +1806,7 @@ async fn check_count_commands_by_status(store: Store) {
         .unwrap()
         .unwrap();
     let counts: HashMap<CommandStatus, i64> = store
-        .count_commands_by_status(Scope::All)
+        .count_commands_by_status(all_tenants())
         .await
         .unwrap()
         .into_iter()
@@ -1792,7 +1820,7 @@ async fn check_count_commands_by_status(store: Store) {
         ])
     );
     assert!(store
-        .count_commands_by_status(Scope::Tenant(TenantId::new()))
+        .count_commands_by_status(tenant_scope(TenantId::new()))
         .await
         .unwrap()
         .is_empty());
@@ -1854,7 +1882,7 @@ async fn check_concurrent_channels_never_share_commands(store: Store) {
     }
     assert_eq!(everything.len(), TASKS * PER_CHANNEL);
     assert_eq!(
-        store.count_commands_by_status(Scope::All).await.unwrap(),
+        store.count_commands_by_status(all_tenants()).await.unwrap(),
         vec![(CommandStatus::Acknowledged, (TASKS * PER_CHANNEL) as i64)]
     );
 }
@@ -1917,7 +1945,7 @@ async fn check_concurrent_next_command_on_one_channel(store: Store) {
     }
     assert_eq!(recorded.len(), COMMANDS);
     assert_eq!(
-        store.count_commands_by_status(Scope::All).await.unwrap(),
+        store.count_commands_by_status(all_tenants()).await.unwrap(),
         vec![(CommandStatus::Acknowledged, COMMANDS as i64)]
     );
 }
@@ -2705,7 +2733,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
     );
 
     // Scoped reads: music sees only its template; physics' id looks missing to music.
-    let music_scope = Scope::Tenant(music.id);
+    let music_scope = tenant_scope(music.id);
     let listed = store.list_dep_templates(music_scope, None).await.unwrap();
     assert_eq!(
         listed.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
@@ -2717,7 +2745,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .unwrap()
         .is_none());
     assert!(store
-        .dep_template(Scope::All, "tpl-a")
+        .dep_template(all_tenants(), "tpl-a")
         .await
         .unwrap()
         .is_some());
@@ -2761,14 +2789,14 @@ async fn check_dep_templates_and_assignments(store: Store) {
     );
     assert_eq!(
         store
-            .count_dep_device_listings(Scope::Tenant(physics.id), filter)
+            .count_dep_device_listings(tenant_scope(physics.id), filter)
             .await
             .unwrap(),
         14
     );
     assert_eq!(
         store
-            .count_dep_device_listings(Scope::All, filter)
+            .count_dep_device_listings(all_tenants(), filter)
             .await
             .unwrap(),
         20
@@ -2795,7 +2823,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .await
         .unwrap();
     let b_now = store
-        .dep_template(Scope::All, "tpl-b")
+        .dep_template(all_tenants(), "tpl-b")
         .await
         .unwrap()
         .unwrap();
@@ -2840,7 +2868,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .unwrap();
     let listed = store
         .list_dep_device_listings(
-            Scope::All,
+            all_tenants(),
             DepListingFilter {
                 template_id: Some("tpl-b"),
                 ..Default::default()
@@ -2873,7 +2901,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
     );
     let physics_serial = store
         .list_dep_device_listings(
-            Scope::All,
+            all_tenants(),
             DepListingFilter {
                 token_id: Some("t1"),
                 ..Default::default()
@@ -2955,7 +2983,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
 
     // Moving a template to another tenant moves its serials.
     let mut a2 = store
-        .dep_template(Scope::All, "tpl-a")
+        .dep_template(all_tenants(), "tpl-a")
         .await
         .unwrap()
         .unwrap();
@@ -2964,7 +2992,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
     store.update_dep_template(&a2).await.unwrap();
     assert_eq!(
         store
-            .count_dep_device_listings(Scope::Tenant(physics.id), filter)
+            .count_dep_device_listings(tenant_scope(physics.id), filter)
             .await
             .unwrap(),
         0
@@ -2981,7 +3009,7 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .await
         .unwrap();
     assert!(store
-        .dep_template(Scope::All, "tpl-a")
+        .dep_template(all_tenants(), "tpl-a")
         .await
         .unwrap()
         .is_none());

@@ -269,7 +269,7 @@ async fn check_all(store: Store) {
 }
 
 async fn users(backend: Backend) {
-    with_store(backend, check_all).await;
+    with_store(backend, |store, _scopes| check_all(store)).await;
 }
 
 orchard_testkit::backend_tests! {

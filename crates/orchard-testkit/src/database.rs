@@ -8,7 +8,7 @@ use std::future::Future;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use orchard_store::{Backend, Store};
+use orchard_store::{Backend, ScopeAuthority, Store};
 use sqlx::{AnyConnection, Connection, Executor};
 
 /// The PostgreSQL server tests make their databases on (any database of it, e.g. `…/postgres`).
@@ -97,9 +97,10 @@ impl TestDatabase {
         self.postgres.as_ref().map(|_| self.url.clone())
     }
 
-    /// The store on this database (migrations run on first connect).
-    pub async fn store(&self) -> Result<Store> {
-        let store = Store::connect(&self.url)
+    /// The store on this database (migrations run on first connect), with the [`ScopeAuthority`] that comes
+    /// with every opened database: tests hand it to `Orchard::new` or `LocalBootstrap`, or choose scopes with it.
+    pub async fn store(&self) -> Result<(Store, ScopeAuthority)> {
+        let (store, scopes) = Store::connect(&self.url)
             .await
             .with_context(|| format!("opening the test database {}", self.url))?;
         if store.backend() != self.backend {
@@ -109,7 +110,7 @@ impl TestDatabase {
                 self.backend
             );
         }
-        Ok(store)
+        Ok((store, scopes))
     }
 
     /// A plain connection, for the checks that must go around the store (append-only tables, expired tokens).
@@ -198,16 +199,16 @@ where
     }
 }
 
-/// Runs `check` with the store on a fresh database of `backend`; closes the store and removes the database
-/// afterwards, also when the check fails. Skipped like [`with_database`].
+/// Runs `check` with the store on a fresh database of `backend` and its [`ScopeAuthority`]; closes the store and
+/// removes the database afterwards, also when the check fails. Skipped like [`with_database`].
 pub async fn with_store<F, Fut>(backend: Backend, check: F)
 where
-    F: FnOnce(Store) -> Fut,
+    F: FnOnce(Store, ScopeAuthority) -> Fut,
     Fut: Future<Output = ()>,
 {
     with_database(backend, |database| async move {
-        let store = database.store().await.unwrap_or_else(|e| panic!("{e:#}"));
-        check(store.clone()).await;
+        let (store, scopes) = database.store().await.unwrap_or_else(|e| panic!("{e:#}"));
+        check(store.clone(), scopes).await;
         store.close().await;
         drop(database);
     })

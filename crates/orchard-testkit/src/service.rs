@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::capability::OperatorCtx;
 use orchard_core::push::PushSettings;
 use orchard_core::{CoreConfig, Orchard, PkiMaterial};
 use orchard_pki::seal::DataKey;
 use orchard_pki::CertificateAuthority;
-use orchard_store::Store;
+use orchard_store::{ScopeAuthority, Store};
 use orchard_types::{ApnsTopic, Clock, ManualClock, SystemClock, UnixTime};
 
 use crate::apple::ApplePush;
@@ -44,27 +46,40 @@ pub fn test_config() -> CoreConfig {
     }
 }
 
-/// An `Orchard` over `store` with fresh test PKI and [`test_config`]; `with_*` settings can follow.
-pub fn test_orchard(store: Store, clock: Arc<dyn Clock>, push: PushSettings) -> Orchard {
+/// An `Orchard` over `store` (with the `scopes` that came with it) with fresh test PKI and [`test_config`];
+/// `with_*` settings can follow.
+pub fn test_orchard(
+    store: Store,
+    scopes: ScopeAuthority,
+    clock: Arc<dyn Clock>,
+    push: PushSettings,
+) -> Orchard {
     let pki = Arc::new(test_pki(clock.now()));
-    test_node(store, pki, clock, push)
+    test_node(store, scopes, pki, clock, push)
 }
 
 /// An `Orchard` over `store` with the given PKI: several of these with one PKI are the nodes of one
 /// installation (they open each other's sealed secrets, as nodes with a copied data directory do).
 pub fn test_node(
     store: Store,
+    scopes: ScopeAuthority,
     pki: Arc<PkiMaterial>,
     clock: Arc<dyn Clock>,
     push: PushSettings,
 ) -> Orchard {
-    Orchard::new(store, pki, test_config(), clock, push)
+    Orchard::new(store, scopes, pki, test_config(), clock, push)
 }
 
 /// The push tests' set-up: an `Orchard` in-process over a test database, on a hand-moved clock that starts now,
 /// pushing to a local APNs whose push CA issues the push certificates.
 pub struct PushSetup {
     pub orchard: Arc<Orchard>,
+    /// The database the test opened, for checks that look past the service.
+    pub store: Store,
+    /// The test's own access to the database it opened: it acts as whoever it needs.
+    pub bootstrap: LocalBootstrap,
+    /// The local operator the test acts as (from [`bootstrap`](Self::bootstrap)).
+    pub operator: OperatorCtx,
     pub clock: ManualClock,
     /// Apple's push CA and the local APNs server.
     pub push: ApplePush,
@@ -79,12 +94,19 @@ impl PushSetup {
             .expect("test database")?;
         let start = SystemClock.now();
         let clock = ManualClock::new(start);
-        let store = database.store().await.expect("test store");
+        let (store, scopes) = database.store().await.expect("test store");
         let push = ApplePush::start(start).await.expect("local apns");
         let settings = push.settings().expect("push settings");
-        let orchard = Arc::new(test_orchard(store, Arc::new(clock.clone()), settings));
+        let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+        let bootstrap =
+            LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock_dyn.clone());
+        let operator = bootstrap.operator().expect("local operator");
+        let orchard = Arc::new(test_orchard(store.clone(), scopes, clock_dyn, settings));
         Some(PushSetup {
             orchard,
+            store,
+            bootstrap,
+            operator,
             clock,
             push,
             _database: database,

@@ -104,6 +104,8 @@ pub enum QueuedBy {
     Token { id: TokenId, name: String },
     /// A person signed in (single sign-on or a local break-glass account); `id` is the users row.
     User { id: String, name: String },
+    /// Someone at the server's console running the `orchard` binary on the database directly.
+    Local { id: String, name: String },
 }
 
 impl QueuedBy {
@@ -137,13 +139,20 @@ impl QueuedBy {
                 id: id.to_owned(),
                 name: name.to_owned(),
             }),
+            "local" if !id.is_empty() => Ok(QueuedBy::Local {
+                id: id.to_owned(),
+                name: name.to_owned(),
+            }),
             _ => Err(unknown("queued_by", s)),
         }
     }
 
     /// Queued by a person (token or signed-in user), not by Orchard itself.
     pub fn is_person(&self) -> bool {
-        matches!(self, QueuedBy::Token { .. } | QueuedBy::User { .. })
+        matches!(
+            self,
+            QueuedBy::Token { .. } | QueuedBy::User { .. } | QueuedBy::Local { .. }
+        )
     }
 }
 
@@ -154,6 +163,7 @@ impl fmt::Display for QueuedBy {
             QueuedBy::Setup => f.write_str(Self::SETUP),
             QueuedBy::Token { id, name } => write!(f, "token:{id}:{name}"),
             QueuedBy::User { id, name } => write!(f, "user:{id}:{name}"),
+            QueuedBy::Local { id, name } => write!(f, "local:{id}:{name}"),
         }
     }
 }
@@ -266,6 +276,13 @@ mod tests {
                 },
                 "user:0190f1c2-0000-7000-8000-000000000001:Jane: Physics".to_owned(),
             ),
+            (
+                QueuedBy::Local {
+                    id: "cli".into(),
+                    name: "cli".into(),
+                },
+                "local:cli:cli".to_owned(),
+            ),
         ];
         for (value, stored) in cases {
             assert_eq!(value.to_stored(), stored);
@@ -278,6 +295,7 @@ mod tests {
             "token:not-a-uuid:x",
             "token:only-two",
             "user::name",
+            "local::name",
             "robot:1:x",
         ] {
             assert!(QueuedBy::parse(refused).is_err(), "{refused}");

@@ -52,36 +52,37 @@ fn valid_username(username: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
-impl Orchard {
-    /// Creates or resets the break-glass operator `username` (server host only: the binary calls this).
-    pub async fn set_local_account(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<String, CoreError> {
-        if !valid_username(username) {
-            return Err(CoreError::Invalid(
-                "username: 1 to 64 letters, digits, '-', '_', '.', '@'".into(),
-            ));
-        }
-        let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| CoreError::Internal(format!("argon2 task: {e}")))??;
-        let now = self.clock.now();
-        let id = self
-            .store
-            .set_local_account(
-                &uuid::Uuid::now_v7().hyphenated().to_string(),
-                username,
-                &hash,
-                now,
-            )
-            .await?;
-        tracing::warn!(user = %id, %username, "break-glass local operator account set");
-        Ok(id)
+/// Creates or resets the break-glass operator `username` (server host only: through the binary's
+/// [`crate::access::bootstrap::LocalBootstrap`]).
+pub(crate) async fn set_local_account(
+    store: &orchard_store::Store,
+    clock: &dyn orchard_types::Clock,
+    username: &str,
+    password: &str,
+) -> Result<String, CoreError> {
+    if !valid_username(username) {
+        return Err(CoreError::Invalid(
+            "username: 1 to 64 letters, digits, '-', '_', '.', '@'".into(),
+        ));
     }
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| CoreError::Internal(format!("argon2 task: {e}")))??;
+    let now = clock.now();
+    let id = store
+        .set_local_account(
+            &uuid::Uuid::now_v7().hyphenated().to_string(),
+            username,
+            &hash,
+            now,
+        )
+        .await?;
+    tracing::warn!(user = %id, %username, "break-glass local operator account set");
+    Ok(id)
+}
 
+impl Orchard {
     /// Signs a break-glass operator in. Unknown user, wrong password, locked or disabled account all answer
     /// the same `Unauthenticated` to the caller; the audit log and the server log say which.
     pub async fn local_sign_in(

@@ -1,57 +1,99 @@
-//! API principals: who is calling, with which role and tenant, derived from a bearer token.
+//! Principals: who is calling, with which role and tenant, as authentication established it (a bearer token, a
+//! session, the break-glass login, or the binary's own [`crate::access::bootstrap::LocalBootstrap`]).
 //!
-//! A `Principal` is the only way to obtain a store `Scope`, so every admin read is scoped by construction.
+//! A `Principal` is made only inside the access module, with the read scope its role gives it; its fields are
+//! private. It is the capability to read within that scope; every other right is a capability handle derived
+//! from it through the role table (see [`crate::access::capability`]).
 
 use orchard_store::{ApiToken, Scope, Store};
 use orchard_types::{Clock, QueuedBy, Role, TenantId, TokenId, UnixTime};
 
+use crate::access::capability::ScopeMint;
+use crate::access::roles::{self, Ability};
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 
 /// Prefix of every API token, so leaked tokens are recognisable by secret scanners.
 pub const TOKEN_PREFIX: &str = "orc_";
 
-/// Who a principal is: an API token, or a person signed in through the university's provider.
+/// Who a principal is: an API token, a person signed in through the university's provider, or someone at the
+/// server's console running the `orchard` binary on the database directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     Token(TokenId),
     /// A user's id (users table).
     User(String),
+    /// The `orchard` binary's bootstrap commands (`orchard token create`, `push-cert`, `local-account`).
+    Local(String),
 }
 
 impl Actor {
-    /// `token:<id>` or `user:<id>`: the stable identity the audit log records.
+    /// `token:<id>`, `user:<id>` or `local:<name>`: the stable identity the audit log records.
     pub fn id(&self) -> String {
         match self {
             Actor::Token(t) => format!("token:{t}"),
             Actor::User(u) => format!("user:{u}"),
+            Actor::Local(l) => format!("local:{l}"),
         }
     }
 }
 
-/// An authenticated caller of the admin API: one role, and its tenant for the tenant roles. A person with
-/// several memberships acts through one of them per request (see [`Orchard::principal_for_session`]).
+/// An authenticated caller: one role, and its tenant for the tenant roles. A person with several memberships
+/// acts through one of them per request (see [`Orchard::principal_for_session`]).
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub actor: Actor,
-    pub name: String,
-    pub role: Role,
-    pub tenant_id: Option<TenantId>,
+    actor: Actor,
+    name: String,
+    role: Role,
+    tenant_id: Option<TenantId>,
+    /// What this principal may read: every tenant for the central roles, its own for the tenant roles.
+    scope: Scope,
 }
 
 impl Principal {
-    /// The data this principal may read.
-    pub fn scope(&self) -> Scope {
-        match (self.role, self.tenant_id) {
-            (Role::Operator | Role::Helpdesk, _) => Scope::All,
-            (Role::Admin | Role::Viewer, Some(t)) => Scope::Tenant(t),
-            // A tenant role without a tenant can see nothing: scope it to a tenant that cannot exist.
-            (Role::Admin | Role::Viewer, None) => {
-                Scope::Tenant(TenantId::from_uuid(uuid::Uuid::nil()))
-            }
+    /// Only the access module makes principals, right after it authenticated one.
+    pub(in crate::access) fn new(
+        mint: &ScopeMint,
+        actor: Actor,
+        name: String,
+        role: Role,
+        tenant_id: Option<TenantId>,
+    ) -> Principal {
+        let scope = mint.read_scope(role, tenant_id);
+        Principal {
+            actor,
+            name,
+            role,
+            tenant_id,
+            scope,
         }
     }
 
-    /// How this principal appears in logs (and, typed, in `queued_by`: see [`Principal::queued_by`]).
+    /// Who this is.
+    pub fn actor_kind(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// `token:<id>`, `user:<id>` or `local:<name>` (the audit log's actor).
+    pub fn actor_id(&self) -> String {
+        self.actor.id()
+    }
+
+    /// The token's or person's display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The tenant of a tenant role; `None` for the central roles.
+    pub fn tenant_id(&self) -> Option<TenantId> {
+        self.tenant_id
+    }
+
+    /// How this principal appears in `created_by` and logs (and, typed, in `queued_by`: see
+    /// [`Principal::queued_by`]).
     pub fn actor(&self) -> String {
         format!("{}:{}", self.actor.id(), self.name)
     }
@@ -67,27 +109,41 @@ impl Principal {
                 id: id.clone(),
                 name: self.name.clone(),
             },
+            Actor::Local(id) => QueuedBy::Local {
+                id: id.clone(),
+                name: self.name.clone(),
+            },
         }
     }
 
-    pub fn is_operator(&self) -> bool {
-        self.role == Role::Operator
+    /// The data this principal may read.
+    pub(crate) fn scope(&self) -> Scope {
+        self.scope
     }
 
-    /// Tenant admins act on their own tenant; operators on every tenant.
-    pub fn may_administer(&self, tenant: TenantId) -> bool {
-        match self.role {
-            Role::Operator => true,
-            Role::Admin => self.tenant_id == Some(tenant),
-            Role::Helpdesk | Role::Viewer => false,
+    /// Whether the role table gives this principal `ability` over `tenant`.
+    pub(crate) fn may(&self, ability: Ability, tenant: TenantId) -> bool {
+        roles::grants(self.role, ability) && self.scope.covers(tenant)
+    }
+
+    /// [`Principal::may`], or Forbidden naming what was refused.
+    pub(crate) fn require(
+        &self,
+        ability: Ability,
+        tenant: TenantId,
+        refused: &str,
+    ) -> Result<(), CoreError> {
+        if self.may(ability, tenant) {
+            Ok(())
+        } else {
+            Err(CoreError::Forbidden(refused.to_owned()))
         }
     }
-}
 
-/// A token as created: the record, and the secret shown exactly once.
-pub struct CreatedToken {
-    pub token: ApiToken,
-    pub secret: String,
+    /// Whether the role table gives this principal `ability` at all (over the tenants its scope covers).
+    pub(crate) fn has(&self, ability: Ability) -> bool {
+        roles::grants(self.role, ability)
+    }
 }
 
 impl Orchard {
@@ -115,20 +171,30 @@ impl Orchard {
         if token.revoked_at.is_some() || token.expires_at.is_some_and(|e| e <= now) {
             return Err(CoreError::Unauthenticated);
         }
-        let principal = Principal {
-            actor: Actor::Token(token.id),
-            name: token.name,
-            role: token.role,
-            tenant_id: token.tenant_id,
-        };
+        let principal = Principal::new(
+            &self.scopes,
+            Actor::Token(token.id),
+            token.name,
+            token.role,
+            token.tenant_id,
+        );
         self.note_token_use(&principal, now, request_id).await;
         Ok(principal)
     }
 }
 
-/// Creates an API token. Tenant roles need a tenant that exists; operator and helpdesk must not have one.
-pub async fn create_api_token(
+/// A token as created: the record, and the secret shown exactly once.
+pub struct CreatedToken {
+    pub token: ApiToken,
+    pub secret: String,
+}
+
+/// Creates an API token. Tenant roles need a tenant that exists in `scope`; operator and helpdesk must not have
+/// one. Reached through the token API ([`Orchard::create_token`]) or the binary's
+/// [`crate::access::bootstrap::LocalBootstrap`].
+pub(crate) async fn create_api_token(
     store: &Store,
+    scope: Scope,
     clock: &dyn Clock,
     name: &str,
     role: Role,
@@ -141,23 +207,11 @@ pub async fn create_api_token(
             "token name must be 1 to 200 characters".into(),
         ));
     }
-    match (role, tenant_id) {
-        (Role::Admin | Role::Viewer, None) => {
-            return Err(CoreError::Invalid(format!(
-                "a {} token needs a tenant",
-                role.as_str()
-            )))
-        }
-        (Role::Operator | Role::Helpdesk, Some(_)) => {
-            return Err(CoreError::Invalid(format!(
-                "a {} token spans all tenants and takes no tenant",
-                role.as_str()
-            )))
-        }
-        (_, Some(t)) if store.get_tenant(Scope::All, t).await?.is_none() => {
+    roles::check_tenant_for_role(role, tenant_id, "token", "tenant")?;
+    if let Some(t) = tenant_id {
+        if store.get_tenant(scope, t).await?.is_none() {
             return Err(CoreError::Invalid(format!("tenant {t} does not exist")));
         }
-        _ => {}
     }
     let secret = format!("{TOKEN_PREFIX}{}", random_secret(32));
     let token = ApiToken {

@@ -11,10 +11,22 @@ use orchard_types::{Role, TenantId};
 
 use crate::access::principal::{Actor, Principal};
 use crate::access::users::SignedInUser;
-use crate::CoreError;
+use crate::{CoreError, Orchard};
 
-/// The principal a signed-in person acts as for this request.
-pub fn principal_for_session(
+impl Orchard {
+    /// The principal a signed-in person acts as for this request, acting on `requested_tenant` when the request
+    /// names one.
+    pub fn principal_for_session(
+        &self,
+        user: &SignedInUser,
+        requested_tenant: Option<&str>,
+    ) -> Result<Principal, CoreError> {
+        principal_for_session(self, user, requested_tenant)
+    }
+}
+
+fn principal_for_session(
+    orchard: &Orchard,
     user: &SignedInUser,
     requested_tenant: Option<&str>,
 ) -> Result<Principal, CoreError> {
@@ -24,11 +36,14 @@ pub fn principal_for_session(
         .clone()
         .or_else(|| user.user.display_name.clone())
         .unwrap_or_else(|| user.user.subject.clone());
-    let principal = |role: Role, tenant_id: Option<TenantId>| Principal {
-        actor: Actor::User(user.user.id.clone()),
-        name: name.clone(),
-        role,
-        tenant_id,
+    let principal = |role: Role, tenant_id: Option<TenantId>| {
+        Principal::new(
+            &orchard.scopes,
+            Actor::User(user.user.id.clone()),
+            name.clone(),
+            role,
+            tenant_id,
+        )
     };
     let has = |role: Role| user.memberships.iter().any(|m| m.role == role);
     if has(Role::Operator) {

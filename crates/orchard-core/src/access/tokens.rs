@@ -4,11 +4,12 @@
 //! Operators make any token; a tenant's admin makes admin and viewer tokens of its own tenant only (never a
 //! central role). Listing and revoking follow the same scope: another tenant's token answers like a missing one.
 
-use orchard_store::{ApiTokenListing, Scope};
+use orchard_store::ApiTokenListing;
 use orchard_types::{Role, TenantId, TokenId, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::access::principal::{create_api_token, Principal};
+use crate::access::capability::TokenAdminCtx;
+use crate::access::principal::{create_api_token, Actor, Principal};
 use crate::{CoreError, Orchard};
 
 /// Tokens made through the API expire after this many days unless asked otherwise.
@@ -76,31 +77,19 @@ fn view(t: &ApiTokenListing, now: UnixTime) -> TokenView {
     }
 }
 
-/// The scope in which a principal manages tokens: operators all, tenant admins their tenant, others none.
-fn management_scope(who: &Principal) -> Result<Scope, CoreError> {
-    match who.role {
-        Role::Operator => Ok(Scope::All),
-        Role::Admin => Ok(who.scope()),
-        Role::Helpdesk | Role::Viewer => Err(CoreError::Forbidden(format!(
-            "the {} role does not manage api tokens",
-            who.role.as_str()
-        ))),
-    }
-}
-
 impl Orchard {
     /// Makes a token (operators: any; tenant admins: admin or viewer of their own tenant).
     pub async fn create_token(
         &self,
-        who: &Principal,
+        manager: &TokenAdminCtx,
         req: NewTokenRequest,
     ) -> Result<CreatedTokenView, CoreError> {
-        management_scope(who)?;
-        if who.role == Role::Admin {
-            let own = who.tenant_id;
-            let allowed = matches!(req.role, Role::Admin | Role::Viewer)
-                && req.tenant_id.is_some()
-                && req.tenant_id == own;
+        let who = manager.principal();
+        let scope = manager.scope();
+        if let Some(own) = scope.tenant_id() {
+            // A tenant's admin: never a central role, never another tenant.
+            let allowed =
+                !crate::access::roles::spans_all_tenants(req.role) && req.tenant_id == Some(own);
             if !allowed {
                 return Err(CoreError::Forbidden(
                     "a tenant admin makes admin and viewer tokens of its own tenant only".into(),
@@ -116,6 +105,7 @@ impl Orchard {
         let now = self.clock.now();
         let created = create_api_token(
             &self.store,
+            scope,
             self.clock.as_ref(),
             &req.name,
             req.role,
@@ -129,7 +119,7 @@ impl Orchard {
         tracing::info!(token = %created.token.id, role = req.role.as_str(), actor = %who.actor(), "api token created through the api");
         let listing = self
             .store
-            .api_token(Scope::All, created.token.id)
+            .api_token(scope, created.token.id)
             .await?
             .ok_or(CoreError::NotFound)?;
         Ok(CreatedTokenView {
@@ -141,11 +131,11 @@ impl Orchard {
     /// Tokens the caller manages.
     pub async fn list_tokens(
         &self,
-        who: &Principal,
+        manager: &TokenAdminCtx,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<TokenView>, CoreError> {
-        let scope = management_scope(who)?;
+        let scope = manager.scope();
         let now = self.clock.now();
         Ok(self
             .store
@@ -157,8 +147,12 @@ impl Orchard {
     }
 
     /// Revokes a token the caller manages (its next request is refused).
-    pub async fn revoke_token(&self, who: &Principal, id: TokenId) -> Result<TokenView, CoreError> {
-        let scope = management_scope(who)?;
+    pub async fn revoke_token(
+        &self,
+        manager: &TokenAdminCtx,
+        id: TokenId,
+    ) -> Result<TokenView, CoreError> {
+        let (who, scope) = (manager.principal(), manager.scope());
         let now = self.clock.now();
         self.store.revoke_api_token(scope, id, now).await?;
         tracing::info!(token = %id, actor = %who.actor(), "api token revoked");
@@ -178,7 +172,7 @@ impl Orchard {
         now: UnixTime,
         request_id: Option<&str>,
     ) {
-        let crate::access::principal::Actor::Token(id) = &principal.actor else {
+        let Actor::Token(id) = principal.actor_kind() else {
             return;
         };
         match self
@@ -190,7 +184,7 @@ impl Orchard {
             Ok(true) => {
                 let event = crate::reporting::audit::AuditEvent {
                     actor: crate::reporting::audit::AuditActor::of(principal),
-                    tenant_id: principal.tenant_id,
+                    tenant_id: principal.tenant_id(),
                     action: "token.use".into(),
                     target: Some(id.to_string()),
                     request_id: request_id.map(str::to_owned),

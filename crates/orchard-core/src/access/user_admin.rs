@@ -1,10 +1,11 @@
 //! People who sign in, as central IT and departments see them: who they are, which roles their claims gave
 //! them at their last sign-in, and (operators) disabling someone at once, whatever the provider says.
 
-use orchard_store::{Membership, Scope, UserRecord};
-use orchard_types::{Role, UnixTime};
+use orchard_store::{Membership, UserRecord};
+use orchard_types::UnixTime;
 use serde::{Deserialize, Serialize};
 
+use crate::access::capability::OversightCtx;
 use crate::access::principal::Principal;
 use crate::access::users::MembershipView;
 use crate::{CoreError, Orchard};
@@ -46,24 +47,16 @@ fn view(u: &UserRecord, memberships: &[Membership]) -> UserView {
     }
 }
 
-/// Who may look at users: operators and helpdesk all, tenant admins their tenant's; viewers nobody.
-fn user_scope(who: &Principal) -> Result<Scope, CoreError> {
-    match who.role {
-        Role::Operator | Role::Helpdesk | Role::Admin => Ok(who.scope()),
-        Role::Viewer => Err(CoreError::Forbidden("viewers do not see users".into())),
-    }
-}
-
 impl Orchard {
     /// Users in the caller's scope, with their memberships (a tenant admin sees only memberships of its own
     /// tenant: other departments a person works for are not its business).
     pub async fn list_users(
         &self,
-        who: &Principal,
+        overseer: &OversightCtx,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<UserView>, CoreError> {
-        let scope = user_scope(who)?;
+        let scope = overseer.scope();
         let users = self
             .store
             .list_users(scope, limit.clamp(1, 1000), offset.max(0))
@@ -75,10 +68,7 @@ impl Orchard {
                 .user_memberships(&u.id)
                 .await?
                 .into_iter()
-                .filter(|m| match scope {
-                    Scope::All => true,
-                    Scope::Tenant(t) => m.tenant_id == Some(t),
-                })
+                .filter(|m| scope.tenant_id().is_none() || m.tenant_id == scope.tenant_id())
                 .collect();
             out.push(view(u, &memberships));
         }
@@ -93,26 +83,28 @@ impl Orchard {
         id: &str,
         edit: UserEdit,
     ) -> Result<UserView, CoreError> {
-        if who.role != Role::Operator {
-            // Another tenant's user and a missing one must look alike to tenant people.
-            if who.role == Role::Admin {
-                let visible = self
-                    .store
-                    .list_users(who.scope(), 1000, 0)
-                    .await?
-                    .iter()
-                    .any(|u| u.id == id);
-                if !visible {
-                    return Err(CoreError::NotFound);
+        let Ok(operator) = who.operator() else {
+            // Another tenant's user and a missing one must look alike to those who may see people.
+            if let Ok(overseer) = who.oversight() {
+                if overseer.scope().tenant_id().is_some() {
+                    let visible = self
+                        .store
+                        .list_users(overseer.scope(), 1000, 0)
+                        .await?
+                        .iter()
+                        .any(|u| u.id == id);
+                    if !visible {
+                        return Err(CoreError::NotFound);
+                    }
                 }
             }
             return Err(CoreError::Forbidden("only operators disable users".into()));
-        }
+        };
         let now = self.clock.now();
         self.store
             .set_user_disabled(id, edit.disabled.then_some(now))
             .await?;
-        tracing::info!(user = %id, disabled = edit.disabled, actor = %who.actor(), "user edited");
+        tracing::info!(user = %id, disabled = edit.disabled, actor = %operator.principal().actor(), "user edited");
         let user = self.store.user(id).await?.ok_or(CoreError::NotFound)?;
         let memberships = self.store.user_memberships(id).await?;
         Ok(view(&user, &memberships))

@@ -10,7 +10,7 @@ use orchard_types::{Role, TenantId, UnixTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::access::principal::Principal;
+use crate::access::capability::OperatorCtx;
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 
 /// The longest claim name or value a role mapping may hold.
@@ -273,9 +273,8 @@ impl Orchard {
     /// The role mappings (operators only).
     pub async fn list_role_mappings(
         &self,
-        principal: &Principal,
+        _operator: &OperatorCtx,
     ) -> Result<Vec<RoleMappingView>, CoreError> {
-        require_operator(principal)?;
         Ok(self
             .store
             .list_role_mappings()
@@ -288,10 +287,9 @@ impl Orchard {
     /// Adds a role mapping (operators only). Tenant roles need an existing tenant; operator and helpdesk none.
     pub async fn create_role_mapping(
         &self,
-        principal: &Principal,
+        operator: &OperatorCtx,
         req: NewRoleMapping,
     ) -> Result<RoleMappingView, CoreError> {
-        require_operator(principal)?;
         let claim = req.claim.trim();
         let value = req.value.trim();
         if claim.is_empty() || claim.len() > MAX_MAPPING_FIELD {
@@ -304,29 +302,16 @@ impl Orchard {
                 "value must be 1 to {MAX_MAPPING_FIELD} characters"
             )));
         }
-        match (req.role, req.tenant_id) {
-            (Role::Admin | Role::Viewer, None) => {
-                return Err(CoreError::Invalid(format!(
-                    "a {} mapping needs a tenant_id",
-                    req.role.as_str()
-                )))
-            }
-            (Role::Operator | Role::Helpdesk, Some(_)) => {
-                return Err(CoreError::Invalid(format!(
-                    "a {} mapping spans all tenants and takes no tenant_id",
-                    req.role.as_str()
-                )))
-            }
-            (_, Some(t))
-                if self
-                    .store
-                    .get_tenant(orchard_store::Scope::All, t)
-                    .await?
-                    .is_none() =>
-            {
+        crate::access::roles::check_tenant_for_role(
+            req.role,
+            req.tenant_id,
+            "mapping",
+            "tenant_id",
+        )?;
+        if let Some(t) = req.tenant_id {
+            if self.store.get_tenant(operator.scope(), t).await?.is_none() {
                 return Err(CoreError::Invalid(format!("tenant {t} does not exist")));
             }
-            _ => {}
         }
         let record = RoleMappingRecord {
             id: uuid::Uuid::now_v7().hyphenated().to_string(),
@@ -335,7 +320,7 @@ impl Orchard {
             role: req.role,
             tenant_id: req.tenant_id,
             created_at: self.clock.now(),
-            created_by: Some(principal.actor()),
+            created_by: Some(operator.principal().actor()),
         };
         self.store
             .create_role_mapping(&record)
@@ -353,26 +338,15 @@ impl Orchard {
     /// Deletes a role mapping (operators only). Memberships it granted end at each user's next sign-in.
     pub async fn delete_role_mapping(
         &self,
-        principal: &Principal,
+        _operator: &OperatorCtx,
         id: &str,
     ) -> Result<(), CoreError> {
-        require_operator(principal)?;
         // Ids are uuids: anything else names nothing.
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(CoreError::NotFound);
         }
         self.store.delete_role_mapping(id).await?;
         Ok(())
-    }
-}
-
-fn require_operator(principal: &Principal) -> Result<(), CoreError> {
-    if principal.is_operator() {
-        Ok(())
-    } else {
-        Err(CoreError::Forbidden(
-            "only operators manage role mappings".into(),
-        ))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Queuing commands from the admin side: single and bulk commands, the dangerous-command policy, and the device views the API shows.
+//! Queuing commands from the admin side: one device at a time with its history, the dangerous-command policy,
+//! and bulk commands.
 
-pub mod admin;
 pub mod policy;
+pub mod queue;

@@ -6,11 +6,13 @@
 //! a destructive bulk command needs that count as its confirmation. One bulk request is one transaction.
 
 use orchard_protocol::commands::Command;
-use orchard_store::{Device, NewCommand, Page, Scope};
-use orchard_types::{ChannelId, CommandUuid, DeviceId, EnrollmentState, Role};
+use orchard_store::{Device, NewCommand, Page};
+use orchard_types::{ChannelId, CommandUuid, DeviceId, EnrollmentState};
 use serde::{Deserialize, Serialize};
 
 use crate::access::principal::Principal;
+use crate::access::roles::Ability;
+use crate::commands::queue::ability_to_queue;
 use crate::{CoreError, Orchard};
 
 /// The enrollment profile's identifier (removing it removes management).
@@ -29,13 +31,9 @@ pub fn is_dangerous(command: &Command) -> bool {
     }
 }
 
-/// Operators, or the device tenant's admin, may run dangerous commands.
+/// Those who administer the device's tenant may run dangerous commands.
 fn may_run_dangerous(who: &Principal, device: &Device) -> bool {
-    match who.role {
-        Role::Operator => true,
-        Role::Admin => who.tenant_id == Some(device.tenant_id),
-        Role::Helpdesk | Role::Viewer => false,
-    }
+    who.may(Ability::Administer, device.tenant_id)
 }
 
 /// Checks the confirmation of a dangerous command for one device.
@@ -97,13 +95,13 @@ impl Orchard {
         who: &Principal,
         target: &BulkTarget,
     ) -> Result<(Vec<Device>, usize), CoreError> {
-        let scope = match (who.scope(), target.tenant_id) {
-            (Scope::All, Some(t)) => Scope::Tenant(t),
-            (Scope::Tenant(own), Some(t)) if own != t => {
+        let scope = match target.tenant_id {
+            None => who.scope(),
+            Some(t) => match who.scope().narrowed_to(t) {
+                Some(narrowed) => narrowed,
                 // Another tenant's devices look like none at all.
-                return Ok((Vec::new(), target.device_ids.as_ref().map_or(0, Vec::len)));
-            }
-            (scope, _) => scope,
+                None => return Ok((Vec::new(), target.device_ids.as_ref().map_or(0, Vec::len))),
+            },
         };
         match &target.device_ids {
             Some(ids) => {
@@ -172,22 +170,19 @@ impl Orchard {
             ));
         }
         let (devices, skipped) = self.bulk_devices(who, &target).await?;
+        let needed = ability_to_queue(&command);
         for d in &devices {
-            let allowed = match who.role {
-                Role::Operator => true,
-                Role::Admin => who.tenant_id == Some(d.tenant_id),
-                Role::Helpdesk => crate::commands::admin::helpdesk_may_queue(&command),
-                Role::Viewer => false,
-            };
-            if !allowed {
-                return Err(CoreError::Forbidden(format!(
+            who.require(
+                needed,
+                d.tenant_id,
+                &format!(
                     "the {} role may not queue {}",
-                    who.role.as_str(),
+                    who.role().as_str(),
                     command.request_type()
-                )));
-            }
+                ),
+            )?;
         }
-        if who.role == Role::Viewer {
+        if !who.has(Ability::Query) {
             return Err(CoreError::Forbidden("viewers do not queue commands".into()));
         }
         if dry_run {

@@ -20,7 +20,7 @@ use orchard_store::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUp
 use orchard_types::{Clock, TokenId, UnixTime};
 use serde::Serialize;
 
-use crate::access::principal::Principal;
+use crate::access::capability::OperatorCtx;
 use crate::{CoreError, Orchard};
 
 /// Longest accepted token name.
@@ -232,16 +232,6 @@ fn token_seal_context(id: &str) -> Vec<u8> {
     format!("dep_tokens:{id}:token").into_bytes()
 }
 
-fn require_operator(who: &Principal) -> Result<(), CoreError> {
-    if who.is_operator() {
-        Ok(())
-    } else {
-        Err(CoreError::Forbidden(
-            "only operators manage dep server tokens".into(),
-        ))
-    }
-}
-
 /// Errors from Apple that the operator must act on are conflicts (the message says what to do); faults of
 /// the service or the network are internal.
 fn dep_error(e: DepError) -> CoreError {
@@ -425,10 +415,9 @@ impl Orchard {
     /// sealed in the store.
     pub async fn create_dep_token(
         &self,
-        who: &Principal,
+        operator: &OperatorCtx,
         name: &str,
     ) -> Result<CreatedDepToken, CoreError> {
-        require_operator(who)?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
             return Err(CoreError::Invalid(format!(
@@ -469,7 +458,7 @@ impl Orchard {
                 created_at: now,
             })
             .await?;
-        tracing::info!(token = %id, actor = %who.actor(), "dep token key pair created");
+        tracing::info!(token = %id, actor = %operator.principal().actor(), "dep token key pair created");
         Ok(CreatedDepToken {
             id,
             certificate_pem,
@@ -481,11 +470,10 @@ impl Orchard {
     /// account check does not refuse the upload; its reason shows as the token's last error.
     pub async fn upload_dep_token(
         &self,
-        who: &Principal,
+        operator: &OperatorCtx,
         id: &str,
         p7m: &[u8],
     ) -> Result<DepTokenStatus, CoreError> {
-        require_operator(who)?;
         let record = self.store.dep_token(id).await?.ok_or(CoreError::NotFound)?;
         let key_pem = self
             .pki
@@ -534,7 +522,7 @@ impl Orchard {
         self.store
             .record_dep_sync(id, now, account_error.as_deref())
             .await?;
-        tracing::info!(token = %id, actor = %who.actor(), "dep server token uploaded");
+        tracing::info!(token = %id, actor = %operator.principal().actor(), "dep server token uploaded");
         let record = self.store.dep_token(id).await?.ok_or(CoreError::NotFound)?;
         Ok(status(record, now))
     }
@@ -543,10 +531,9 @@ impl Orchard {
     /// only). Failures are kept as the token's last error (with what to do, e.g. accept Apple's new terms).
     pub async fn sync_dep_token(
         &self,
-        who: &Principal,
+        _operator: &OperatorCtx,
         id: &str,
     ) -> Result<DepSyncSummary, CoreError> {
-        require_operator(who)?;
         self.run_dep_sync(id).await
     }
 
@@ -650,8 +637,10 @@ impl Orchard {
     }
 
     /// Every DEP token (operators only).
-    pub async fn list_dep_tokens(&self, who: &Principal) -> Result<Vec<DepTokenStatus>, CoreError> {
-        require_operator(who)?;
+    pub async fn list_dep_tokens(
+        &self,
+        _operator: &OperatorCtx,
+    ) -> Result<Vec<DepTokenStatus>, CoreError> {
         let now = self.clock.now();
         Ok(self
             .store
@@ -665,13 +654,12 @@ impl Orchard {
     /// DEP devices, of one token or all, optionally only those still assigned (operators only for now).
     pub async fn list_dep_devices(
         &self,
-        who: &Principal,
+        _operator: &OperatorCtx,
         token_id: Option<&str>,
         only_active: bool,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<DepDeviceView>, CoreError> {
-        require_operator(who)?;
         let filter = DepDeviceFilter {
             token_id,
             only_active,

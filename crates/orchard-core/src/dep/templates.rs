@@ -15,9 +15,10 @@ use orchard_store::{
     AssignResult, AssignStatus, DepDeviceListing, DepListingFilter, DepTemplateRecord,
     EnrollmentLink, Scope,
 };
-use orchard_types::{EnrollmentLinkId, Role, SerialNumber, TenantId, TokenId, UnixTime};
+use orchard_types::{EnrollmentLinkId, SerialNumber, TenantId, TokenId, UnixTime};
 use serde::{Deserialize, Serialize};
 
+use crate::access::capability::OperatorCtx;
 use crate::access::principal::Principal;
 use crate::dep::DepDeviceView;
 use crate::{random_secret, secret_hash, CoreError, Orchard};
@@ -322,17 +323,6 @@ pub(crate) fn device_name(pattern: &str, serial: &str, model: &str, udid: &str) 
         .replace("{udid}", udid)
 }
 
-/// Operators manage templates and assignments.
-fn require_operator(who: &Principal) -> Result<(), CoreError> {
-    if who.role == Role::Operator {
-        Ok(())
-    } else {
-        Err(CoreError::Forbidden(
-            "only operators manage enrollment templates and assignments".into(),
-        ))
-    }
-}
-
 /// What an assignment request did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -510,18 +500,17 @@ impl Orchard {
     /// Creates a template (operators only) and defines its profile at Apple.
     pub async fn create_dep_template(
         &self,
-        who: &Principal,
+        operator: &OperatorCtx,
         token_id: &str,
         spec: TemplateSpec,
     ) -> Result<TemplateView, CoreError> {
-        require_operator(who)?;
         let name = validate(&spec)?;
         self.store
             .dep_token(token_id)
             .await?
             .ok_or(CoreError::NotFound)?;
         self.store
-            .get_tenant(Scope::All, spec.tenant_id)
+            .get_tenant(operator.scope(), spec.tenant_id)
             .await?
             .ok_or_else(|| CoreError::Invalid("tenant_id: no such tenant".into()))?;
         let now = self.clock.now();
@@ -536,7 +525,7 @@ impl Orchard {
             uses: 0,
             expires_at: None,
             created_at: now,
-            created_by: Some(who.actor()),
+            created_by: Some(operator.principal().actor()),
         };
         let record = DepTemplateRecord {
             id: id.clone(),
@@ -566,32 +555,31 @@ impl Orchard {
                 ),
                 other => other.into(),
             })?;
-        tracing::info!(template = %id, token = %token_id, tenant = %record.tenant_id, actor = %who.actor(), "enrollment template created");
+        tracing::info!(template = %id, token = %token_id, tenant = %record.tenant_id, actor = %operator.principal().actor(), "enrollment template created");
         self.define_template(&record).await?;
         if record.auto_assign {
             self.store.auto_assign_dep_devices(token_id).await?;
             self.push_dep_assignments(token_id).await?;
         }
-        self.dep_template_view(Scope::All, &id).await
+        self.dep_template_view(operator.scope(), &id).await
     }
 
     /// Replaces a template's settings (operators only); the profile is defined again at Apple and the
     /// template's serials are assigned to the new profile.
     pub async fn update_dep_template(
         &self,
-        who: &Principal,
+        operator: &OperatorCtx,
         id: &str,
         spec: TemplateSpec,
     ) -> Result<TemplateView, CoreError> {
-        require_operator(who)?;
         let name = validate(&spec)?;
         let mut record = self
             .store
-            .dep_template(Scope::All, id)
+            .dep_template(operator.scope(), id)
             .await?
             .ok_or(CoreError::NotFound)?;
         self.store
-            .get_tenant(Scope::All, spec.tenant_id)
+            .get_tenant(operator.scope(), spec.tenant_id)
             .await?
             .ok_or_else(|| CoreError::Invalid("tenant_id: no such tenant".into()))?;
         record.name = name;
@@ -613,7 +601,7 @@ impl Orchard {
                 ),
                 other => other.into(),
             })?;
-        tracing::info!(template = %id, actor = %who.actor(), "enrollment template changed");
+        tracing::info!(template = %id, actor = %operator.principal().actor(), "enrollment template changed");
         if self.define_template(&record).await? {
             self.store.reassign_dep_template_devices(id).await?;
         }
@@ -621,15 +609,18 @@ impl Orchard {
             self.store.auto_assign_dep_devices(&record.token_id).await?;
         }
         self.push_dep_assignments(&record.token_id).await?;
-        self.dep_template_view(Scope::All, id).await
+        self.dep_template_view(operator.scope(), id).await
     }
 
     /// Deletes a template (operators only). Its serials lose their assignment in Orchard; Apple keeps the
     /// old profile until they are assigned elsewhere.
-    pub async fn delete_dep_template(&self, who: &Principal, id: &str) -> Result<(), CoreError> {
-        require_operator(who)?;
+    pub async fn delete_dep_template(
+        &self,
+        operator: &OperatorCtx,
+        id: &str,
+    ) -> Result<(), CoreError> {
         self.store.delete_dep_template(id, self.clock.now()).await?;
-        tracing::info!(template = %id, actor = %who.actor(), "enrollment template deleted");
+        tracing::info!(template = %id, actor = %operator.principal().actor(), "enrollment template deleted");
         Ok(())
     }
 
@@ -669,12 +660,11 @@ impl Orchard {
     /// tells Apple (operators only). Unknown serials are reported, not fatal.
     pub async fn assign_dep_devices(
         &self,
-        who: &Principal,
+        operator: &OperatorCtx,
         token_id: &str,
         serials: &[String],
         template_id: Option<&str>,
     ) -> Result<AssignmentSummary, CoreError> {
-        require_operator(who)?;
         if serials.is_empty() {
             return Err(CoreError::Invalid("no serial numbers given".into()));
         }
@@ -690,7 +680,7 @@ impl Orchard {
             Some(id) => {
                 let t = self
                     .store
-                    .dep_template(Scope::All, id)
+                    .dep_template(operator.scope(), id)
                     .await?
                     .ok_or_else(|| CoreError::Invalid("template_id: no such template".into()))?;
                 if t.token_id != token_id {
@@ -710,7 +700,7 @@ impl Orchard {
                 template.as_ref().map(|t| (t.id.as_str(), t.tenant_id)),
             )
             .await?;
-        tracing::info!(token = %token_id, template = ?template_id, updated = outcome.updated, unknown = outcome.unknown.len(), actor = %who.actor(), "dep serials assigned");
+        tracing::info!(token = %token_id, template = ?template_id, updated = outcome.updated, unknown = outcome.unknown.len(), actor = %operator.principal().actor(), "dep serials assigned");
         let mut summary = AssignmentSummary {
             updated: outcome.updated,
             unknown: outcome.unknown,

@@ -20,6 +20,7 @@ use orchard_types::{DeviceId, Secret, TenantId};
 use serde::Serialize;
 
 use crate::access::principal::Principal;
+use crate::access::roles::Ability;
 use crate::{CoreError, Orchard};
 
 /// Where Apple's activation service is, and the roots its TLS certificate must chain to.
@@ -202,7 +203,7 @@ impl Orchard {
             .get_device(who.scope(), device)
             .await?
             .ok_or(CoreError::NotFound)?;
-        if !who.may_administer(device.tenant_id) {
+        if !who.may(Ability::Administer, device.tenant_id) {
             return Err(CoreError::Forbidden(
                 "only operators and the device tenant's admins may clear activation lock".into(),
             ));

@@ -1,8 +1,10 @@
-//! The device surface after enrollment: check-in and command sessions, inventory, and Activation Lock.
+//! Devices: the device surface after enrollment (check-in and command sessions, inventory, Activation Lock)
+//! and the admin views of devices.
 
 pub mod activation_lock;
 pub mod checkin;
 pub mod inventory;
+pub mod views;
 
 use orchard_store::UnitOfWork;
 

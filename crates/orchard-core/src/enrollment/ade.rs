@@ -28,6 +28,7 @@ use orchard_types::{
 use serde::Serialize;
 
 use crate::access::principal::Principal;
+use crate::access::roles::Ability;
 use crate::dep::templates::{device_name, template_parts};
 use crate::{random_secret, secret_hash, CoreError, DeviceRejection, Orchard};
 
@@ -323,7 +324,7 @@ impl Orchard {
             .get_device(who.scope(), device_id)
             .await?
             .ok_or(CoreError::NotFound)?;
-        if !who.may_administer(device.tenant_id) {
+        if !who.may(Ability::Administer, device.tenant_id) {
             return Err(CoreError::Forbidden(
                 "only operators and the tenant's admins release devices from setup".into(),
             ));
@@ -444,7 +445,7 @@ impl Orchard {
                 bypass_code: None,
             });
         };
-        let code = if who.may_administer(device.tenant_id) {
+        let code = if who.may(Ability::Administer, device.tenant_id) {
             let opened = self
                 .pki
                 .data_key

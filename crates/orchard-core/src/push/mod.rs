@@ -13,7 +13,9 @@ use orchard_types::{ApnsTopic, DeviceId, PushMagic, UnixTime};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::access::capability::OperatorCtx;
 use crate::access::principal::Principal;
+use crate::access::roles::Ability;
 use crate::{CoreError, Orchard};
 
 /// Days before expiry from which the push certificate is warned about (log and metrics).
@@ -216,28 +218,15 @@ impl Orchard {
 
     /// Uploads a push certificate (operators only). A certificate for another topic than the current one is
     /// refused unless `force`: every iPad enrolled under the old topic would be lost until it is re-enrolled.
+    /// The API and `orchard push-cert upload` (through its [`crate::access::bootstrap::LocalBootstrap`]) both
+    /// come here with an operator's handle.
     pub async fn upload_push_certificate(
         &self,
-        who: &Principal,
+        operator: &OperatorCtx,
         upload: PushCertificateUpload,
         force: bool,
     ) -> Result<PushCertificateStatus, CoreError> {
-        if !who.is_operator() {
-            return Err(CoreError::Forbidden(
-                "only operators manage the push certificate".into(),
-            ));
-        }
-        self.replace_push_certificate(upload, force, &who.actor())
-            .await
-    }
-
-    /// The upload itself, shared by the API and the CLI (which acts as an operator on the database directly).
-    pub async fn replace_push_certificate(
-        &self,
-        upload: PushCertificateUpload,
-        force: bool,
-        actor: &str,
-    ) -> Result<PushCertificateStatus, CoreError> {
+        let actor = operator.principal().actor();
         let now = self.clock.now();
         let cert = match &upload {
             PushCertificateUpload::Pem {
@@ -258,7 +247,7 @@ impl Orchard {
         let current = self.current_topic();
         if new_topic != current && !force {
             let has_cert = self.store.active_push_certificate().await?.is_some();
-            let enrolled = self.store.count_devices(orchard_store::Scope::All).await?;
+            let enrolled = self.store.count_devices(operator.scope()).await?;
             if has_cert || enrolled > 0 {
                 return Err(CoreError::Conflict(format!(
                     "this certificate is for topic {new_topic}, but the current topic is {current}: every \
@@ -318,6 +307,11 @@ impl Orchard {
         self.push.wake.notify_one();
     }
 
+    /// Channels that owe a push, on every tenant (a gauge for `/metrics`; no tenant's data).
+    pub async fn pending_push_count(&self) -> Result<i64, CoreError> {
+        Ok(self.store.count_due_pushes().await?)
+    }
+
     /// `POST /devices/{id}/push`: push every channel of the device now. Read-only roles may not.
     pub async fn push_device(&self, who: &Principal, id: DeviceId) -> Result<u64, CoreError> {
         let device = self
@@ -325,9 +319,7 @@ impl Orchard {
             .get_device(who.scope(), id)
             .await?
             .ok_or(CoreError::NotFound)?;
-        if who.role == orchard_types::Role::Viewer {
-            return Err(CoreError::Forbidden("viewers may not push".into()));
-        }
+        who.require(Ability::Query, device.tenant_id, "viewers may not push")?;
         let n = self
             .store
             .request_push_for_device(device.id, self.clock.now())
@@ -478,25 +470,14 @@ impl Orchard {
     /// Makes a new push key and CSR (operators only); with a vendor identity, also the vendor-signed request.
     /// The key is stored sealed with the data key; upload Apple's certificate alone afterwards
     /// ([`PushCertificateUpload::CertificateOnly`]).
+    /// The API and `orchard push-cert csr` (through its [`crate::access::bootstrap::LocalBootstrap`]) both come
+    /// here with an operator's handle.
     pub async fn create_push_csr(
         &self,
-        who: &Principal,
+        operator: &OperatorCtx,
         vendor: Option<VendorIdentity>,
     ) -> Result<PushCsr, CoreError> {
-        if !who.is_operator() {
-            return Err(CoreError::Forbidden(
-                "only operators manage the push certificate".into(),
-            ));
-        }
-        self.make_push_csr(vendor, &who.actor()).await
-    }
-
-    /// The CSR itself, shared by the API and the CLI (which acts as an operator on the database directly).
-    pub async fn make_push_csr(
-        &self,
-        vendor: Option<VendorIdentity>,
-        actor: &str,
-    ) -> Result<PushCsr, CoreError> {
+        let actor = operator.principal().actor();
         let now = self.clock.now();
         let subject = orchard_pki::push_csr::PushCsrSubject {
             common_name: PUSH_CSR_COMMON_NAME.into(),

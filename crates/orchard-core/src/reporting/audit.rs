@@ -5,10 +5,11 @@
 //! jobs) call it the same way. Reading is scoped like every other tenant read: operators and helpdesk see all
 //! events, a tenant admin only the events of its own tenant, viewers none.
 
-use orchard_store::{AuditEventRecord, AuditFilter, Page, Scope};
+use orchard_store::{AuditEventRecord, AuditFilter, Page};
 use orchard_types::{Role, TenantId, UnixTime};
 use serde::Serialize;
 
+use crate::access::capability::OversightCtx;
 use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
@@ -58,10 +59,10 @@ pub struct AuditActor {
 impl AuditActor {
     pub fn of(principal: &Principal) -> Self {
         AuditActor {
-            id: principal.actor.id(),
-            name: Some(principal.name.clone()),
-            role: Some(principal.role),
-            tenant_id: principal.tenant_id,
+            id: principal.actor_id(),
+            name: Some(principal.name().to_owned()),
+            role: Some(principal.role()),
+            tenant_id: principal.tenant_id(),
         }
     }
 
@@ -182,17 +183,6 @@ impl From<&AuditEventRecord> for AuditEventView {
     }
 }
 
-/// Who may read the audit log, and what of it.
-fn audit_scope(principal: &Principal) -> Result<Scope, CoreError> {
-    match principal.role {
-        Role::Operator | Role::Helpdesk => Ok(Scope::All),
-        Role::Admin => Ok(principal.scope()),
-        Role::Viewer => Err(CoreError::Forbidden(
-            "the audit log is for tenant admins, helpdesk and operators".into(),
-        )),
-    }
-}
-
 impl Orchard {
     /// Appends one event to the audit log and returns it as stored.
     pub async fn record_audit(&self, event: AuditEvent) -> Result<AuditEventRecord, CoreError> {
@@ -222,11 +212,11 @@ impl Orchard {
     /// Events the principal may see that match the query, newest first, and how many match in all.
     pub async fn list_audit(
         &self,
-        principal: &Principal,
+        overseer: &OversightCtx,
         query: &AuditQuery,
         page: Page,
     ) -> Result<(Vec<AuditEventRecord>, i64), CoreError> {
-        let scope = audit_scope(principal)?;
+        let scope = overseer.scope();
         let filter = query.to_filter()?;
         let events = self.store.list_audit_events(scope, &filter, page).await?;
         let total = self.store.count_audit_events(scope, &filter).await?;

@@ -11,7 +11,6 @@
 //! device's tenant), else from the actor. A handler that knows better (a created object's id, the tenant of
 //! what it changed, details) says so with an [`AuditNote`].
 
-use orchard_store::Scope;
 use orchard_types::{DeviceId, TenantId};
 use serde_json::{json, Map, Value};
 
@@ -185,7 +184,7 @@ impl Orchard {
         let tenant_id = match note.tenant_id {
             Some(t) => Some(t),
             None => self
-                .target_tenant(outcome, &route, &params, &actor)
+                .target_tenant(outcome, &route, &params, principal.as_ref())
                 .await
                 .or(actor.tenant_id),
         };
@@ -213,7 +212,7 @@ impl Orchard {
         outcome: AuditOutcome,
         route: &str,
         params: &[(String, String)],
-        actor: &AuditActor,
+        principal: Option<&Principal>,
     ) -> Option<TenantId> {
         if outcome != AuditOutcome::Ok {
             return None;
@@ -223,13 +222,14 @@ impl Orchard {
             return first_param.and_then(|id| TenantId::parse(id).ok());
         }
         if route.starts_with("/devices/{") {
-            // A tenant role only reaches its own devices.
-            if actor.tenant_id.is_some() {
-                return actor.tenant_id;
+            // A tenant role only reaches its own devices; a central one looks the device up in its scope.
+            let principal = principal?;
+            if principal.tenant_id().is_some() {
+                return principal.tenant_id();
             }
             let id = first_param.and_then(|id| DeviceId::parse(id).ok())?;
-            return match self.store.get_device(Scope::All, id).await {
-                Ok(device) => device.map(|d| d.tenant_id),
+            return match self.device_tenant(principal, id).await {
+                Ok(tenant) => tenant,
                 Err(e) => {
                     tracing::warn!(error = %e, "looking up the device's tenant for the audit log failed");
                     None

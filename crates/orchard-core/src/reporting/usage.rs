@@ -13,12 +13,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orchard_store::{Scope, UsageSnapshotRecord};
-use orchard_types::{Role, TenantId, UnixTime};
+use orchard_store::UsageSnapshotRecord;
+use orchard_types::{TenantId, UnixTime};
 use serde::Serialize;
 use time::Date;
 
-use crate::access::principal::Principal;
+use crate::access::capability::OversightCtx;
 use crate::reporting::audit::{AuditActor, AuditEvent, AuditOutcome};
 use crate::{CoreError, Orchard};
 
@@ -218,17 +218,6 @@ impl UsageReport {
     }
 }
 
-/// Who may see usage: operators and helpdesk every tenant, a tenant admin its own; viewers none.
-fn usage_scope(principal: &Principal) -> Result<Scope, CoreError> {
-    match principal.role {
-        Role::Operator | Role::Helpdesk => Ok(Scope::All),
-        Role::Admin => Ok(principal.scope()),
-        Role::Viewer => Err(CoreError::Forbidden(
-            "the usage report is for tenant admins, helpdesk and operators".into(),
-        )),
-    }
-}
-
 /// Remembers the last UTC day whose snapshot this node took, so the loop takes each day's once, at its first
 /// tick in that day.
 #[derive(Debug, Default)]
@@ -289,12 +278,12 @@ impl Orchard {
     /// The usage of `from..=to` (UTC days) for the tenants the principal may see, priced by `settings`.
     pub async fn usage_report(
         &self,
-        principal: &Principal,
+        overseer: &OversightCtx,
         from: Date,
         to: Date,
         settings: &UsageSettings,
     ) -> Result<UsageReport, CoreError> {
-        let scope = usage_scope(principal)?;
+        let scope = overseer.scope();
         if from > to {
             return Err(CoreError::Invalid("from is after to".into()));
         }

@@ -1,12 +1,22 @@
 //! Tenants (departments) as central IT edits them: name, cost centre for billing, and the contact who is warned
-//! about expiring certificates and tokens. Everyone reads the tenants of their scope; operators edit.
+//! about expiring certificates and tokens. Everyone reads the tenants of their scope; operators create and edit.
 
 use orchard_store::{Tenant, TenantDetails};
 use orchard_types::{TenantId, UnixTime};
 use serde::{Deserialize, Serialize};
 
+use crate::access::capability::OperatorCtx;
 use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
+
+/// A tenant's short code: lowercase letters, digits and dashes, so it is safe in URLs and file names.
+fn valid_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 32
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
 
 /// A tenant with its details, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,6 +74,40 @@ fn merged(
 }
 
 impl Orchard {
+    /// Creates a department (operators).
+    pub async fn create_tenant(
+        &self,
+        operator: &OperatorCtx,
+        name: &str,
+        code: &str,
+    ) -> Result<Tenant, CoreError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(CoreError::Invalid(
+                "name must be 1 to 200 characters".into(),
+            ));
+        }
+        if !valid_code(code) {
+            return Err(CoreError::Invalid(
+                "code must be 1 to 32 lowercase letters, digits or dashes".into(),
+            ));
+        }
+        let tenant = Tenant {
+            id: TenantId::new(),
+            name: name.to_string(),
+            code: code.to_string(),
+            created_at: self.clock.now(),
+        };
+        self.store.create_tenant(&tenant).await?;
+        tracing::info!(tenant = %tenant.id, code, actor = %operator.principal().actor(), "tenant created");
+        Ok(tenant)
+    }
+
+    /// The tenants the caller may read.
+    pub async fn list_tenants(&self, who: &Principal) -> Result<Vec<Tenant>, CoreError> {
+        Ok(self.store.list_tenants(who.scope()).await?)
+    }
+
     /// One tenant of the caller's scope with its details.
     pub async fn tenant_view(
         &self,
@@ -97,9 +141,7 @@ impl Orchard {
             .get_tenant(scope, id)
             .await?
             .ok_or(CoreError::NotFound)?;
-        if !who.is_operator() {
-            return Err(CoreError::Forbidden("only operators edit tenants".into()));
-        }
+        let operator = who.operator()?;
         let current = self
             .store
             .tenant_details(scope, id)
@@ -146,7 +188,9 @@ impl Orchard {
             }
         }
         let now = self.clock.now();
-        self.store.update_tenant(id, &name, &details, now).await?;
+        self.store
+            .update_tenant(operator.scope(), id, &name, &details, now)
+            .await?;
         tracing::info!(tenant = %id, actor = %who.actor(), "tenant edited");
         self.tenant_view(who, id).await
     }

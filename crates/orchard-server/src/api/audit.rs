@@ -9,7 +9,9 @@ use orchard_types::TenantId;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::{AppState, Authenticated, QueryString, State};
+use orchard_core::access::capability::OversightCtx;
+
+use super::extract::{AppState, Overseer, QueryString, State};
 use super::reply::{csv_response, Paged, Reply, ReportFormat};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -37,11 +39,11 @@ pub(super) struct AuditParams {
 )]
 pub(super) async fn list_audit(
     State(state): State<AppState>,
-    who: Authenticated,
+    Overseer(overseer): Overseer,
     QueryString(params): QueryString<AuditParams>,
 ) -> Reply {
     let format = ReportFormat::parse(params.format.as_deref(), ReportFormat::Json)?;
-    audit_answer(&state, &who, params, format).await
+    audit_answer(&state, &overseer, params, format).await
 }
 
 /// `GET /audit.csv` with the filters of `GET /audit`: the same events as CSV.
@@ -54,16 +56,16 @@ pub(super) async fn list_audit(
 )]
 pub(super) async fn export_audit_csv(
     State(state): State<AppState>,
-    who: Authenticated,
+    Overseer(overseer): Overseer,
     QueryString(params): QueryString<AuditParams>,
 ) -> Reply {
     let format = ReportFormat::parse(params.format.as_deref(), ReportFormat::Csv)?;
-    audit_answer(&state, &who, params, format).await
+    audit_answer(&state, &overseer, params, format).await
 }
 
 async fn audit_answer(
     state: &AppState,
-    who: &Authenticated,
+    overseer: &OversightCtx,
     params: AuditParams,
     format: ReportFormat,
 ) -> Result<Response, ApiError> {
@@ -94,10 +96,7 @@ async fn audit_answer(
         limit: params.limit.unwrap_or(default_limit).clamp(1, max_limit),
         offset: params.offset.unwrap_or(0).max(0),
     };
-    let (events, total) = state
-        .orchard
-        .list_audit(&who.principal, &query, page)
-        .await?;
+    let (events, total) = state.orchard.list_audit(overseer, &query, page).await?;
     Ok(match format {
         ReportFormat::Json => Json(Paged {
             items: events.iter().map(AuditEventView::from).collect(),

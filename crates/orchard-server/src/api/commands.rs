@@ -3,8 +3,8 @@
 
 use axum::response::IntoResponse;
 use axum::Json;
-use orchard_core::commands::admin::CommandView;
 use orchard_core::commands::policy::{BulkOutcome, BulkTarget};
+use orchard_core::commands::queue::CommandView;
 use orchard_core::reporting::audit_actions::AuditNote;
 use orchard_protocol::commands::Command;
 use orchard_types::{DeviceId, TenantId};
@@ -45,7 +45,7 @@ fn refuse_caller_unlock_token(command: &Command) -> Result<(), ApiError> {
     tag = "commands",
     params(("id" = String, Path, description = "Device id")),
     request_body = QueueCommandBody,
-    responses((status = 201, description = "Queued", body = orchard_core::commands::admin::CommandView))
+    responses((status = 201, description = "Queued", body = orchard_core::commands::queue::CommandView))
 )]
 pub(super) async fn queue_command(
     State(state): State<AppState>,
@@ -74,7 +74,7 @@ pub(super) async fn queue_command(
     path = "/devices/{id}/commands",
     tag = "commands",
     params(("id" = String, Path, description = "Device id"), PageQuery),
-    responses((status = 200, description = "Commands, newest first", body = Items<orchard_core::commands::admin::CommandView>))
+    responses((status = 200, description = "Commands, newest first", body = Items<orchard_core::commands::queue::CommandView>))
 )]
 pub(super) async fn command_history(
     State(state): State<AppState>,

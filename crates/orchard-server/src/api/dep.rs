@@ -9,13 +9,14 @@ use orchard_core::dep::templates::{
 };
 use orchard_core::dep::{DepSyncSummary, DepTokenStatus};
 use orchard_core::reporting::audit_actions::AuditNote;
-use orchard_core::CoreError;
 use orchard_store::DepListingFilter;
 use orchard_types::TenantId;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::{AppState, Authenticated, Id, JsonBody, PageQuery, QueryString, State};
+use super::extract::{
+    AppState, Authenticated, Id, JsonBody, Operator, PageQuery, QueryString, State,
+};
 use super::reply::{noted, Counted, Created, Items, Reply};
 
 /// The tenant a template serves, for the audit trail.
@@ -41,13 +42,10 @@ pub(super) struct CreateDepToken {
 )]
 pub(super) async fn create_dep_token(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     JsonBody(req): JsonBody<CreateDepToken>,
 ) -> Reply {
-    let created = state
-        .orchard
-        .create_dep_token(&who.principal, &req.name)
-        .await?;
+    let created = state.orchard.create_dep_token(&operator, &req.name).await?;
     let note = AuditNote::default().target(&created.id);
     Ok(noted(note, Created(created)))
 }
@@ -60,11 +58,9 @@ pub(super) async fn create_dep_token(
 )]
 pub(super) async fn list_dep_tokens(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
 ) -> Reply<Json<Items<DepTokenStatus>>> {
-    Ok(Items::of(
-        state.orchard.list_dep_tokens(&who.principal).await?,
-    ))
+    Ok(Items::of(state.orchard.list_dep_tokens(&operator).await?))
 }
 
 /// The `.p7m` server token downloaded from ASM, base64 (the file as is).
@@ -84,23 +80,17 @@ pub(super) struct DepTokenBody {
 )]
 pub(super) async fn upload_dep_token(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     Id(id): Id<String>,
     JsonBody(req): JsonBody<DepTokenBody>,
 ) -> Reply<Json<DepTokenStatus>> {
     use base64::Engine;
-    // Who may upload is decided before what was uploaded is looked at.
-    if !who.principal.is_operator() {
-        return Err(CoreError::Forbidden("only operators manage dep server tokens".into()).into());
-    }
+    // Who may upload is decided (by the extractor) before what was uploaded is looked at.
     let p7m = base64::engine::general_purpose::STANDARD
         .decode(req.p7m_base64.trim())
         .map_err(|_| ApiError::invalid("p7m_base64 is not base64"))?;
     Ok(Json(
-        state
-            .orchard
-            .upload_dep_token(&who.principal, &id, &p7m)
-            .await?,
+        state.orchard.upload_dep_token(&operator, &id, &p7m).await?,
     ))
 }
 
@@ -113,12 +103,10 @@ pub(super) async fn upload_dep_token(
 )]
 pub(super) async fn sync_dep_token(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     Id(id): Id<String>,
 ) -> Reply<Json<DepSyncSummary>> {
-    Ok(Json(
-        state.orchard.sync_dep_token(&who.principal, &id).await?,
-    ))
+    Ok(Json(state.orchard.sync_dep_token(&operator, &id).await?))
 }
 
 /// `POST /dep-tokens/{id}/templates`: a new enrollment template on that token (operators).
@@ -132,13 +120,13 @@ pub(super) async fn sync_dep_token(
 )]
 pub(super) async fn create_template(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     Id(token): Id<String>,
     JsonBody(spec): JsonBody<TemplateSpec>,
 ) -> Reply {
     let view = state
         .orchard
-        .create_dep_template(&who.principal, &token, spec)
+        .create_dep_template(&operator, &token, spec)
         .await?;
     Ok(noted(template_note(&view), Created(view)))
 }
@@ -217,13 +205,13 @@ pub(super) async fn get_template(
 )]
 pub(super) async fn update_template(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     Id(id): Id<String>,
     JsonBody(spec): JsonBody<TemplateSpec>,
 ) -> Reply {
     let view = state
         .orchard
-        .update_dep_template(&who.principal, &id, spec)
+        .update_dep_template(&operator, &id, spec)
         .await?;
     Ok(noted(template_note(&view), Json(view)))
 }
@@ -237,13 +225,10 @@ pub(super) async fn update_template(
 )]
 pub(super) async fn delete_template(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     Id(id): Id<String>,
 ) -> Reply<StatusCode> {
-    state
-        .orchard
-        .delete_dep_template(&who.principal, &id)
-        .await?;
+    state.orchard.delete_dep_template(&operator, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -271,7 +256,7 @@ pub(super) struct AssignBody {
 )]
 pub(super) async fn assign(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     Id(token): Id<String>,
     JsonBody(req): JsonBody<AssignBody>,
 ) -> Reply<Json<AssignmentSummary>> {
@@ -285,7 +270,7 @@ pub(super) async fn assign(
     Ok(Json(
         state
             .orchard
-            .assign_dep_devices(&who.principal, &token, &serials, req.template_id.as_deref())
+            .assign_dep_devices(&operator, &token, &serials, req.template_id.as_deref())
             .await?,
     ))
 }

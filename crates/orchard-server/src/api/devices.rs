@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::Json;
-use orchard_core::commands::admin::{DeviceDetail, DeviceView};
+use orchard_core::device::views::{DeviceDetail, DeviceView};
 use orchard_types::{DeviceId, TenantId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -86,7 +86,7 @@ impl DeviceListQuery {
     path = "/devices",
     tag = "devices",
     params(DeviceListQuery),
-    responses((status = 200, description = "A page of devices", body = Paged<orchard_core::commands::admin::DeviceView>))
+    responses((status = 200, description = "A page of devices", body = Paged<orchard_core::device::views::DeviceView>))
 )]
 pub(super) async fn list_devices(
     State(state): State<AppState>,
@@ -116,7 +116,7 @@ pub(super) async fn list_devices(
     path = "/devices/{id}",
     tag = "devices",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "The device with channels and inventory", body = orchard_core::commands::admin::DeviceDetail))
+    responses((status = 200, description = "The device with channels and inventory", body = orchard_core::device::views::DeviceDetail))
 )]
 pub(super) async fn device_detail(
     State(state): State<AppState>,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 
-pub use crate::auth::Authenticated;
+pub use crate::auth::{Authenticated, Operator, Overseer, TokenAdmin};
 pub use crate::state::AppState;
 pub use axum::extract::State;
 

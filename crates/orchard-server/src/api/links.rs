@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::Json;
-use orchard_core::commands::admin::CreatedLink;
+use orchard_core::tenancy::links::CreatedLink;
 use orchard_core::tenancy::links::LinkView;
 use orchard_types::{EnrollmentLinkId, TenantId};
 use serde::Deserialize;
@@ -69,7 +69,7 @@ pub(super) async fn revoke_link(
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
     request_body = CreateLink,
-    responses((status = 201, description = "Created", body = orchard_core::commands::admin::CreatedLink))
+    responses((status = 201, description = "Created", body = orchard_core::tenancy::links::CreatedLink))
 )]
 pub(super) async fn create_link(
     State(state): State<AppState>,

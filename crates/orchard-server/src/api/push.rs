@@ -3,12 +3,11 @@
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use orchard_core::push::{PushCertificateUpload, VendorIdentity};
-use orchard_core::CoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::extract::{AppState, Authenticated, JsonBody, State};
+use super::extract::{AppState, JsonBody, Operator, State};
 use super::reply::{Created, Reply};
 
 /// No push certificate uploaded yet.
@@ -35,11 +34,9 @@ pub enum PushCertificateAnswer {
 )]
 pub(super) async fn push_certificate_status(
     State(state): State<AppState>,
-    who: Authenticated,
+    // Only operators see the push certificate.
+    _: Operator,
 ) -> Reply<Json<PushCertificateAnswer>> {
-    if !who.principal.is_operator() {
-        return Err(CoreError::Forbidden("only operators see the push certificate".into()).into());
-    }
     Ok(Json(match state.orchard.push_certificate_status() {
         Some(s) => PushCertificateAnswer::Uploaded(s),
         None => PushCertificateAnswer::Missing(NoPushCertificate {
@@ -72,7 +69,7 @@ pub(super) struct PushCertificateBody {
 )]
 pub(super) async fn upload_push_certificate(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     JsonBody(req): JsonBody<PushCertificateBody>,
 ) -> Reply {
     use base64::Engine;
@@ -97,7 +94,7 @@ pub(super) async fn upload_push_certificate(
     };
     let status = state
         .orchard
-        .upload_push_certificate(&who.principal, upload, req.force)
+        .upload_push_certificate(&operator, upload, req.force)
         .await?;
     Ok(Json(status).into_response())
 }
@@ -120,7 +117,7 @@ pub(super) struct PushCsrBody {
 )]
 pub(super) async fn create_push_csr(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     body: Option<JsonBody<PushCsrBody>>,
 ) -> Reply<Response> {
     let req = body.map(|JsonBody(b)| b).unwrap_or_default();
@@ -136,9 +133,6 @@ pub(super) async fn create_push_csr(
             ))
         }
     };
-    let csr = state
-        .orchard
-        .create_push_csr(&who.principal, vendor)
-        .await?;
+    let csr = state.orchard.create_push_csr(&operator, vendor).await?;
     Ok(Created(csr).into_response())
 }

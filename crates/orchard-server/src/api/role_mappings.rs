@@ -5,7 +5,7 @@ use axum::Json;
 use orchard_core::access::users::{NewRoleMapping, RoleMappingView};
 use orchard_core::reporting::audit_actions::AuditNote;
 
-use super::extract::{AppState, Authenticated, Id, JsonBody, State};
+use super::extract::{AppState, Id, JsonBody, Operator, State};
 use super::reply::{noted, Created, Items, Reply};
 
 #[utoipa::path(
@@ -16,10 +16,10 @@ use super::reply::{noted, Created, Items, Reply};
 )]
 pub(super) async fn list_role_mappings(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
 ) -> Reply<Json<Items<RoleMappingView>>> {
     Ok(Items::of(
-        state.orchard.list_role_mappings(&who.principal).await?,
+        state.orchard.list_role_mappings(&operator).await?,
     ))
 }
 
@@ -33,13 +33,10 @@ pub(super) async fn list_role_mappings(
 )]
 pub(super) async fn create_role_mapping(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     JsonBody(req): JsonBody<NewRoleMapping>,
 ) -> Reply {
-    let created = state
-        .orchard
-        .create_role_mapping(&who.principal, req)
-        .await?;
+    let created = state.orchard.create_role_mapping(&operator, req).await?;
     let note = AuditNote::default()
         .target(&created.id)
         .tenant(created.tenant_id);
@@ -56,12 +53,9 @@ pub(super) async fn create_role_mapping(
 )]
 pub(super) async fn delete_role_mapping(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     Id(id): Id<String>,
 ) -> Reply<StatusCode> {
-    state
-        .orchard
-        .delete_role_mapping(&who.principal, &id)
-        .await?;
+    state.orchard.delete_role_mapping(&operator, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

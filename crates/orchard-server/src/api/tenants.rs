@@ -8,7 +8,7 @@ use orchard_types::TenantId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{AppState, Authenticated, Id, JsonBody, State};
+use super::extract::{AppState, Authenticated, Id, JsonBody, Operator, State};
 use super::reply::{noted, Created, Items, Reply};
 
 /// A tenant as created and listed.
@@ -51,12 +51,12 @@ pub(super) struct CreateTenant {
 )]
 pub(super) async fn create_tenant(
     State(state): State<AppState>,
-    who: Authenticated,
+    Operator(operator): Operator,
     JsonBody(req): JsonBody<CreateTenant>,
 ) -> Reply {
     let t = state
         .orchard
-        .create_tenant(&who.principal, &req.name, &req.code)
+        .create_tenant(&operator, &req.name, &req.code)
         .await?;
     let note = AuditNote::default().target(t.id).tenant(Some(t.id));
     Ok(noted(note, Created(TenantSummary::from(&t))))

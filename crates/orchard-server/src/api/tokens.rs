@@ -5,7 +5,7 @@ use orchard_core::access::tokens::{NewTokenRequest, TokenView};
 use orchard_core::reporting::audit_actions::AuditNote;
 use orchard_types::{TenantId, TokenId};
 
-use super::extract::{AppState, Authenticated, Id, JsonBody, PageQuery, QueryString, State};
+use super::extract::{AppState, Id, JsonBody, PageQuery, QueryString, State, TokenAdmin};
 use super::reply::{noted, Created, Items, Reply};
 
 /// The tenant a token acts in, for the audit trail.
@@ -25,10 +25,10 @@ fn token_tenant(token: &TokenView) -> Option<TenantId> {
 )]
 pub(super) async fn create_token(
     State(state): State<AppState>,
-    who: Authenticated,
+    TokenAdmin(manager): TokenAdmin,
     JsonBody(req): JsonBody<NewTokenRequest>,
 ) -> Reply {
-    let created = state.orchard.create_token(&who.principal, req).await?;
+    let created = state.orchard.create_token(&manager, req).await?;
     let note = AuditNote::default()
         .target(&created.token.id)
         .tenant(token_tenant(&created.token));
@@ -44,13 +44,13 @@ pub(super) async fn create_token(
 )]
 pub(super) async fn list_tokens(
     State(state): State<AppState>,
-    who: Authenticated,
+    TokenAdmin(manager): TokenAdmin,
     QueryString(q): QueryString<PageQuery>,
 ) -> Reply<Json<Items<TokenView>>> {
     let page = q.page();
     let items = state
         .orchard
-        .list_tokens(&who.principal, page.limit, page.offset)
+        .list_tokens(&manager, page.limit, page.offset)
         .await?;
     Ok(Items::of(items))
 }
@@ -65,10 +65,10 @@ pub(super) async fn list_tokens(
 )]
 pub(super) async fn revoke_token(
     State(state): State<AppState>,
-    who: Authenticated,
+    TokenAdmin(manager): TokenAdmin,
     Id(id): Id<TokenId>,
 ) -> Reply {
-    let revoked = state.orchard.revoke_token(&who.principal, id).await?;
+    let revoked = state.orchard.revoke_token(&manager, id).await?;
     let note = AuditNote::default().tenant(token_tenant(&revoked));
     Ok(noted(note, Json(revoked)))
 }

@@ -6,7 +6,7 @@ use orchard_core::reporting::usage::parse_day;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::{AppState, Authenticated, QueryString, State};
+use super::extract::{AppState, Overseer, QueryString, State};
 use super::reply::{csv_response, Reply, ReportFormat};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -35,7 +35,7 @@ pub(super) struct UsageParams {
 )]
 pub(super) async fn usage_report(
     State(state): State<AppState>,
-    who: Authenticated,
+    Overseer(overseer): Overseer,
     QueryString(params): QueryString<UsageParams>,
 ) -> Reply {
     let format = ReportFormat::parse(params.format.as_deref(), ReportFormat::Json)?;
@@ -48,7 +48,7 @@ pub(super) async fn usage_report(
     let settings = state.orchard.usage_settings().clone();
     let report = state
         .orchard
-        .usage_report(&who.principal, from, to, &settings)
+        .usage_report(&overseer, from, to, &settings)
         .await?;
     Ok(match format {
         ReportFormat::Json => Json(report).into_response(),

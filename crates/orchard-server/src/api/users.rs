@@ -4,7 +4,9 @@
 use axum::Json;
 use orchard_core::access::user_admin::{UserEdit, UserView};
 
-use super::extract::{AppState, Authenticated, Id, JsonBody, PageQuery, QueryString, State};
+use super::extract::{
+    AppState, Authenticated, Id, JsonBody, Overseer, PageQuery, QueryString, State,
+};
 use super::reply::{Items, Reply};
 
 #[utoipa::path(
@@ -16,13 +18,13 @@ use super::reply::{Items, Reply};
 )]
 pub(super) async fn list_users(
     State(state): State<AppState>,
-    who: Authenticated,
+    Overseer(overseer): Overseer,
     QueryString(q): QueryString<PageQuery>,
 ) -> Reply<Json<Items<UserView>>> {
     let page = q.page();
     let items = state
         .orchard
-        .list_users(&who.principal, page.limit, page.offset)
+        .list_users(&overseer, page.limit, page.offset)
         .await?;
     Ok(Items::of(items))
 }

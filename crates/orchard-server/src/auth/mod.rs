@@ -9,7 +9,7 @@ mod principal;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use principal::{resolve_principal, Authenticated, Resolution};
+pub use principal::{resolve_principal, Authenticated, Operator, Overseer, Resolution, TokenAdmin};
 
 use crate::state::AppState;
 

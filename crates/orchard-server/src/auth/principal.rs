@@ -1,13 +1,16 @@
 //! Who is calling the admin API: `Authorization: Bearer …` (scripts, the CLI) or the web UI's session cookie
 //! (with the CSRF token on state-changing requests, and the tenant to act for). [`resolve_principal`] resolves
 //! the caller once per request, before the audit trail and the handler; [`Authenticated`] hands it to the
-//! handler.
+//! handler, and the capability extractors ([`Operator`], [`Overseer`], [`TokenAdmin`]) hand it over only
+//! when the role table grants what the handler needs: a handler that calls an operator method takes an
+//! [`Operator`], and cannot be written for anyone else (403 before it runs).
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
+use orchard_core::access::capability::{OperatorCtx, OversightCtx, TokenAdminCtx};
 use orchard_core::access::principal::Principal;
 use orchard_core::access::users::SignedInUser;
 use orchard_core::CoreError;
@@ -79,7 +82,9 @@ async fn resolve(
         .get(TENANT_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|t| !t.trim().is_empty());
-    orchard_core::access::sessions::principal_for_session(&user, tenant)
+    state
+        .orchard
+        .principal_for_session(&user, tenant)
         .map_err(|e| tenant_refusal(e, tenant.is_some()))
 }
 
@@ -120,6 +125,43 @@ impl FromRequestParts<AppState> for Authenticated {
             principal: resolution?,
             request_id: request_id(&parts.headers),
         })
+    }
+}
+
+/// An operator (central IT): everything on every tenant.
+pub struct Operator(pub OperatorCtx);
+
+/// Someone who may see the people, the audit log and usage: operators and helpdesk on every tenant, a tenant's
+/// admins on theirs.
+pub struct Overseer(pub OversightCtx);
+
+/// Someone who manages API tokens: operators on every tenant, a tenant's admins on theirs.
+pub struct TokenAdmin(pub TokenAdminCtx);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let who = Authenticated::from_request_parts(parts, state).await?;
+        Ok(Operator(who.principal.operator()?))
+    }
+}
+
+impl FromRequestParts<AppState> for Overseer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let who = Authenticated::from_request_parts(parts, state).await?;
+        Ok(Overseer(who.principal.oversight()?))
+    }
+}
+
+impl FromRequestParts<AppState> for TokenAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let who = Authenticated::from_request_parts(parts, state).await?;
+        Ok(TokenAdmin(who.principal.token_admin()?))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use orchard_types::{TokenId, UnixTime};
 
+use crate::sql::Sql;
 use crate::{rows, Scope, Store, StoreError};
 
 /// A token as listed (never its hash).
@@ -44,18 +45,15 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<ApiTokenListing>, StoreError> {
-        let sql = format!(
-            "SELECT {LISTING_COLUMNS} FROM api_tokens WHERE 1 = 1{} ORDER BY created_at, id \
-             LIMIT {} OFFSET {}",
-            scope.filter("tenant_id", 1),
+        let mut sql = Sql::new(&format!(
+            "SELECT {LISTING_COLUMNS} FROM api_tokens WHERE 1 = 1"
+        ));
+        sql.in_scope("tenant_id", scope).push(&format!(
+            " ORDER BY created_at, id LIMIT {} OFFSET {}",
             limit.max(0),
             offset.max(0)
-        );
-        let mut query = sqlx::query(&sql);
-        if let Some(t) = scope.tenant() {
-            query = query.bind(t.to_string());
-        }
-        query
+        ));
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -69,15 +67,11 @@ impl Store {
         scope: Scope,
         id: TokenId,
     ) -> Result<Option<ApiTokenListing>, StoreError> {
-        let sql = format!(
-            "SELECT {LISTING_COLUMNS} FROM api_tokens WHERE id = $1{}",
-            scope.filter("tenant_id", 2)
-        );
-        let mut query = sqlx::query(&sql).bind(id.to_string());
-        if let Some(t) = scope.tenant() {
-            query = query.bind(t.to_string());
-        }
-        query
+        let mut sql = Sql::new(&format!(
+            "SELECT {LISTING_COLUMNS} FROM api_tokens WHERE id = "
+        ));
+        sql.bind(id.to_string()).in_scope("tenant_id", scope);
+        sql.query()
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -92,15 +86,12 @@ impl Store {
         id: TokenId,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let sql = format!(
-            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1{}",
-            scope.filter("tenant_id", 3)
-        );
-        let mut query = sqlx::query(&sql).bind(id.to_string()).bind(now.0);
-        if let Some(t) = scope.tenant() {
-            query = query.bind(t.to_string());
-        }
-        if query.execute(&self.pool).await?.rows_affected() == 0 {
+        let mut sql = Sql::new("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ");
+        sql.bind(now.0)
+            .push(") WHERE id = ")
+            .bind(id.to_string())
+            .in_scope("tenant_id", scope);
+        if sql.query().execute(&self.pool).await?.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
         Ok(())

@@ -6,6 +6,7 @@
 
 use orchard_types::{Role, TenantId, UnixTime};
 
+use crate::sql::Sql;
 use crate::{rows, Store, StoreError};
 
 /// A person known from the identity provider.
@@ -215,20 +216,19 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<UserRecord>, StoreError> {
-        let filter = match scope.tenant() {
-            Some(_) => " WHERE id IN (SELECT user_id FROM memberships WHERE tenant_id = $1)",
-            None => "",
-        };
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users{filter} ORDER BY email, id LIMIT {} OFFSET {}",
+        let mut sql = Sql::new(&format!("SELECT {USER_COLUMNS} FROM users WHERE 1 = 1"));
+        if scope.tenant_id().is_some() {
+            // A tenant sees the people holding one of its memberships.
+            sql.push(" AND id IN (SELECT user_id FROM memberships WHERE 1 = 1")
+                .in_scope("tenant_id", scope)
+                .push(")");
+        }
+        sql.push(&format!(
+            " ORDER BY email, id LIMIT {} OFFSET {}",
             limit.max(0),
             offset.max(0)
-        );
-        let mut query = sqlx::query(&sql);
-        if let Some(t) = scope.tenant() {
-            query = query.bind(t.to_string());
-        }
-        query
+        ));
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use orchard_types::{ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy};
 
 use crate::rows;
+use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
     Backend, CommandRecord, CommandResultRecord, NewCommand, Page, QueuedCommand, RecordOutcome,
@@ -287,19 +288,16 @@ impl Store {
         device: DeviceId,
         page: Page,
     ) -> Result<Vec<CommandRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE device_id = $1{} \
-             ORDER BY seq DESC LIMIT $2 OFFSET $3",
-            scope.filter("tenant_id", 4)
-        );
-        let mut query = sqlx::query(&sql)
-            .bind(device.to_string())
+        let mut sql = Sql::new(&format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE device_id = "
+        ));
+        sql.bind(device.to_string())
+            .in_scope("tenant_id", scope)
+            .push(" ORDER BY seq DESC LIMIT ")
             .bind(page.limit.max(0))
+            .push(" OFFSET ")
             .bind(page.offset.max(0));
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        query
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -312,15 +310,11 @@ impl Store {
         scope: Scope,
         uuid: &CommandUuid,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE command_uuid = $1{}",
-            scope.filter("tenant_id", 2)
-        );
-        let mut query = sqlx::query(&sql).bind(uuid.as_str());
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        query
+        let mut sql = Sql::new(&format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE command_uuid = "
+        ));
+        sql.bind(uuid.as_str()).in_scope("tenant_id", scope);
+        sql.query()
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -333,15 +327,10 @@ impl Store {
         &self,
         scope: Scope,
     ) -> Result<Vec<(CommandStatus, i64)>, StoreError> {
-        let sql = format!(
-            "SELECT status, COUNT(*) AS n FROM commands WHERE 1 = 1{} GROUP BY status ORDER BY status",
-            scope.filter("tenant_id", 1)
-        );
-        let mut query = sqlx::query(&sql);
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        query
+        let mut sql = Sql::new("SELECT status, COUNT(*) AS n FROM commands WHERE 1 = 1");
+        sql.in_scope("tenant_id", scope)
+            .push(" GROUP BY status ORDER BY status");
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -7,6 +7,7 @@
 use orchard_types::{DeviceId, EnrollmentLinkId, QueuedBy, SetupState, TenantId, UnixTime};
 use sqlx::any::AnyRow;
 
+use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{rows, DepDeviceRecord, EnrollmentLink, Scope, Store, StoreError, UnitOfWork};
 
@@ -344,15 +345,11 @@ impl Store {
         scope: Scope,
         id: &str,
     ) -> Result<Option<DepTemplateRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM dep_templates WHERE id = $1{}",
-            scope.filter("tenant_id", 2)
-        );
-        let mut query = sqlx::query(&sql).bind(id);
-        if let Some(t) = scope.tenant() {
-            query = query.bind(t.to_string());
-        }
-        query
+        let mut sql = Sql::new(&format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM dep_templates WHERE id = "
+        ));
+        sql.bind(id).in_scope("tenant_id", scope);
+        sql.query()
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -374,21 +371,14 @@ impl Store {
         scope: Scope,
         token_id: Option<&str>,
     ) -> Result<Vec<DepTemplateRecord>, StoreError> {
-        let mut sql = format!("SELECT {TEMPLATE_COLUMNS} FROM dep_templates WHERE 1 = 1");
-        let mut binds: Vec<String> = Vec::new();
+        let mut sql = Sql::new(&format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM dep_templates WHERE 1 = 1"
+        ));
         if let Some(token) = token_id {
-            binds.push(token.to_owned());
-            sql.push_str(&format!(" AND token_id = ${}", binds.len()));
+            sql.push(" AND token_id = ").bind(token);
         }
-        if let Some(t) = scope.tenant() {
-            binds.push(t.to_string());
-            sql.push_str(&format!(" AND tenant_id = ${}", binds.len()));
-        }
-        sql.push_str(" ORDER BY name, id");
-        let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = query.bind(b.as_str());
-        }
+        sql.in_scope("tenant_id", scope).push(" ORDER BY name, id");
+        let query = sql.query();
         query
             .fetch_all(&self.pool)
             .await?
@@ -620,18 +610,15 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<DepDeviceListing>, StoreError> {
-        let (clause, binds) = listing_clause(scope, filter);
-        let sql = format!(
-            "SELECT {LISTING_COLUMNS} FROM dep_devices WHERE 1 = 1{clause} \
-             ORDER BY serial_number, token_id LIMIT {} OFFSET {}",
+        let mut sql = Sql::new(&format!(
+            "SELECT {LISTING_COLUMNS} FROM dep_devices WHERE 1 = 1"
+        ));
+        listing_conditions(&mut sql, scope, filter).push(&format!(
+            " ORDER BY serial_number, token_id LIMIT {} OFFSET {}",
             limit.max(0),
             offset.max(0)
-        );
-        let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = query.bind(b.as_str());
-        }
-        query
+        ));
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -644,13 +631,9 @@ impl Store {
         scope: Scope,
         filter: DepListingFilter<'_>,
     ) -> Result<i64, StoreError> {
-        let (clause, binds) = listing_clause(scope, filter);
-        let sql = format!("SELECT COUNT(*) AS n FROM dep_devices WHERE 1 = 1{clause}");
-        let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = query.bind(b.as_str());
-        }
-        let row = query.fetch_one(&self.pool).await?;
+        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM dep_devices WHERE 1 = 1");
+        listing_conditions(&mut sql, scope, filter);
+        let row = sql.query().fetch_one(&self.pool).await?;
         rows::int(&row, "n")
     }
 
@@ -983,23 +966,20 @@ async fn store_bypass_code(
     Ok(())
 }
 
-fn listing_clause(scope: Scope, filter: DepListingFilter<'_>) -> (String, Vec<String>) {
-    let mut clause = String::new();
-    let mut binds = Vec::new();
+/// The ` AND …` conditions of a DEP device listing, inside the scope.
+fn listing_conditions<'s>(
+    sql: &'s mut Sql,
+    scope: Scope,
+    filter: DepListingFilter<'_>,
+) -> &'s mut Sql {
     if let Some(token) = filter.token_id {
-        binds.push(token.to_owned());
-        clause.push_str(&format!(" AND token_id = ${}", binds.len()));
+        sql.push(" AND token_id = ").bind(token);
     }
     if let Some(template) = filter.template_id {
-        binds.push(template.to_owned());
-        clause.push_str(&format!(" AND template_id = ${}", binds.len()));
+        sql.push(" AND template_id = ").bind(template);
     }
     if filter.only_active {
-        clause.push_str(" AND deleted = 0");
+        sql.push(" AND deleted = 0");
     }
-    if let Some(t) = scope.tenant() {
-        binds.push(t.to_string());
-        clause.push_str(&format!(" AND tenant_id = ${}", binds.len()));
-    }
-    (clause, binds)
+    sql.in_scope("tenant_id", scope)
 }

@@ -4,6 +4,7 @@
 use orchard_types::{EnrollmentState, TenantId, UnixTime};
 
 use crate::device::devices::{device_from_row, DEVICE_COLUMNS};
+use crate::sql::Sql;
 use crate::{rows, Device, Page, Scope, Store, StoreError};
 
 /// How a device list is sorted (a closed set: sort keys never come from the caller as SQL).
@@ -75,44 +76,20 @@ fn like_pattern(text: &str) -> String {
     out
 }
 
-/// ` AND …` conditions with `$n` placeholders from `first`, and their values (all bound as text or integers).
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-/// Appends `cond` with its `{}` replaced by the next placeholder, and the value to bind there.
-fn push(sql: &mut String, binds: &mut Vec<Bind>, cond: &str, bind: Bind) {
-    binds.push(bind);
-    sql.push_str(&cond.replace("{}", &format!("${}", binds.len())));
-}
-
-fn conditions(scope: Scope, q: &DeviceQuery) -> (String, Vec<Bind>) {
-    let mut sql = String::new();
-    let mut binds = Vec::new();
-    if let Some(t) = scope.tenant() {
-        push(
-            &mut sql,
-            &mut binds,
-            " AND tenant_id = {}",
-            Bind::Text(t.to_string()),
-        );
-    }
+/// The ` AND …` conditions of a search, inside the scope.
+fn conditions<'s>(sql: &'s mut Sql, scope: Scope, q: &DeviceQuery) -> &'s mut Sql {
+    sql.in_scope("tenant_id", scope);
     if let Some(t) = q.tenant_id {
-        push(
-            &mut sql,
-            &mut binds,
-            " AND tenant_id = {}",
-            Bind::Text(t.to_string()),
-        );
+        sql.push(" AND tenant_id = ").bind(t);
     }
     if let Some(m) = &q.model {
-        let lower = m.to_lowercase();
-        binds.push(Bind::Text(lower));
-        let n = binds.len();
-        sql.push_str(&format!(
-            " AND (LOWER(model) = ${n} OR LOWER(model_name) = ${n} OR LOWER(product_name) = ${n})"
-        ));
+        sql.push(" AND (LOWER(model) = ")
+            .bind(m.to_lowercase())
+            .push(" OR LOWER(model_name) = ")
+            .bind_same_again()
+            .push(" OR LOWER(product_name) = ")
+            .bind_same_again()
+            .push(")");
     }
     if let Some(v) = &q.os_version {
         if v.ends_with('.') {
@@ -121,69 +98,34 @@ fn conditions(scope: Scope, q: &DeviceQuery) -> (String, Vec<Bind>) {
                 .replace('%', "\\%")
                 .replace('_', "\\_");
             pattern.push('%');
-            push(
-                &mut sql,
-                &mut binds,
-                " AND os_version LIKE {} ESCAPE '\\'",
-                Bind::Text(pattern),
-            );
+            sql.push(" AND os_version LIKE ")
+                .bind(pattern)
+                .push(" ESCAPE '\\'");
         } else {
-            push(
-                &mut sql,
-                &mut binds,
-                " AND os_version = {}",
-                Bind::Text(v.clone()),
-            );
+            sql.push(" AND os_version = ").bind(v.as_str());
         }
     }
     if let Some(s) = q.state {
-        push(
-            &mut sql,
-            &mut binds,
-            " AND state = {}",
-            Bind::Text(s.as_str().to_owned()),
-        );
+        sql.push(" AND state = ").bind(s.as_str());
     }
     if let Some(t) = q.last_seen_before {
-        push(
-            &mut sql,
-            &mut binds,
-            " AND last_seen_at < {}",
-            Bind::Int(t.0),
-        );
+        sql.push(" AND last_seen_at < ").bind(t.0);
     }
     if let Some(t) = q.last_seen_after {
-        push(
-            &mut sql,
-            &mut binds,
-            " AND last_seen_at >= {}",
-            Bind::Int(t.0),
-        );
+        sql.push(" AND last_seen_at >= ").bind(t.0);
     }
     if let Some(text) = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        binds.push(Bind::Text(like_pattern(text)));
-        let n = binds.len();
-        sql.push_str(&format!(
-            " AND (LOWER(COALESCE(device_name, '')) LIKE ${n} ESCAPE '\\' \
-               OR LOWER(COALESCE(serial_number, '')) LIKE ${n} ESCAPE '\\' \
-               OR LOWER(udid) LIKE ${n} ESCAPE '\\' \
-               OR LOWER(COALESCE(model_name, '')) LIKE ${n} ESCAPE '\\')"
-        ));
+        sql.push(" AND (LOWER(COALESCE(device_name, '')) LIKE ")
+            .bind(like_pattern(text))
+            .push(" ESCAPE '\\' OR LOWER(COALESCE(serial_number, '')) LIKE ")
+            .bind_same_again()
+            .push(" ESCAPE '\\' OR LOWER(udid) LIKE ")
+            .bind_same_again()
+            .push(" ESCAPE '\\' OR LOWER(COALESCE(model_name, '')) LIKE ")
+            .bind_same_again()
+            .push(" ESCAPE '\\')");
     }
-    (sql, binds)
-}
-
-fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    binds: &'q [Bind],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for b in binds {
-        query = match b {
-            Bind::Text(s) => query.bind(s.as_str()),
-            Bind::Int(i) => query.bind(*i),
-        };
-    }
-    query
+    sql
 }
 
 impl Store {
@@ -194,18 +136,17 @@ impl Store {
         q: &DeviceQuery,
         page: Page,
     ) -> Result<Vec<Device>, StoreError> {
-        let (cond, binds) = conditions(scope, q);
         let direction = if q.descending { "DESC" } else { "ASC" };
         // NULLs (never seen, no name) sort last either way.
         let column = q.sort.column();
-        let sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE 1 = 1{cond} \
-             ORDER BY CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, id {direction} \
+        let mut sql = Sql::new(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE 1 = 1"));
+        conditions(&mut sql, scope, q).push(&format!(
+            " ORDER BY CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, id {direction} \
              LIMIT {} OFFSET {}",
             page.limit.max(0),
             page.offset.max(0)
-        );
-        bind_all(sqlx::query(&sql), &binds)
+        ));
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -219,11 +160,9 @@ impl Store {
         scope: Scope,
         q: &DeviceQuery,
     ) -> Result<i64, StoreError> {
-        let (cond, binds) = conditions(scope, q);
-        let sql = format!("SELECT COUNT(*) AS n FROM devices WHERE 1 = 1{cond}");
-        let row = bind_all(sqlx::query(&sql), &binds)
-            .fetch_one(&self.pool)
-            .await?;
+        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM devices WHERE 1 = 1");
+        conditions(&mut sql, scope, q);
+        let row = sql.query().fetch_one(&self.pool).await?;
         rows::int(&row, "n")
     }
 }

@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use orchard_types::{ChannelId, DeviceId, Secret, Udid, UnixTime};
 
 use crate::rows;
+use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
     AuthenticateDevice, Channel, Device, DeviceFacts, InventorySection, Page, Scope, Store,
@@ -105,15 +106,9 @@ impl Store {
         scope: Scope,
         id: DeviceId,
     ) -> Result<Option<Device>, StoreError> {
-        let sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1{}",
-            scope.filter("tenant_id", 2)
-        );
-        let mut query = sqlx::query(&sql).bind(id.to_string());
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        query
+        let mut sql = Sql::new(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = "));
+        sql.bind(id.to_string()).in_scope("tenant_id", scope);
+        sql.query()
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -123,18 +118,13 @@ impl Store {
 
     /// Ordered by enrolled_at, then id.
     pub async fn list_devices(&self, scope: Scope, page: Page) -> Result<Vec<Device>, StoreError> {
-        let sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE 1 = 1{} \
-             ORDER BY enrolled_at, id LIMIT $1 OFFSET $2",
-            scope.filter("tenant_id", 3)
-        );
-        let mut query = sqlx::query(&sql)
+        let mut sql = Sql::new(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE 1 = 1"));
+        sql.in_scope("tenant_id", scope)
+            .push(" ORDER BY enrolled_at, id LIMIT ")
             .bind(page.limit.max(0))
+            .push(" OFFSET ")
             .bind(page.offset.max(0));
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        query
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -143,15 +133,9 @@ impl Store {
     }
 
     pub async fn count_devices(&self, scope: Scope) -> Result<i64, StoreError> {
-        let sql = format!(
-            "SELECT COUNT(*) AS n FROM devices WHERE 1 = 1{}",
-            scope.filter("tenant_id", 1)
-        );
-        let mut query = sqlx::query(&sql);
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        let row = query.fetch_one(&self.pool).await?;
+        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM devices WHERE 1 = 1");
+        sql.in_scope("tenant_id", scope);
+        let row = sql.query().fetch_one(&self.pool).await?;
         rows::int(&row, "n")
     }
 
@@ -321,17 +305,14 @@ impl Store {
         scope: Scope,
         id: DeviceId,
     ) -> Result<Vec<InventorySection>, StoreError> {
-        let sql = format!(
+        let mut sql = Sql::new(
             "SELECT s.section, s.json, s.updated_at FROM inventory_sections s \
-             JOIN devices d ON d.id = s.device_id \
-             WHERE s.device_id = $1{} ORDER BY s.section",
-            scope.filter("d.tenant_id", 2)
+             JOIN devices d ON d.id = s.device_id WHERE s.device_id = ",
         );
-        let mut query = sqlx::query(&sql).bind(id.to_string());
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        query
+        sql.bind(id.to_string())
+            .in_scope("d.tenant_id", scope)
+            .push(" ORDER BY s.section");
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
 
 use crate::rows;
+use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
     ApiToken, EnrollmentLink, IssuedCertificate, ScepChallenge, Scope, Store, StoreError, Tenant,
@@ -98,15 +99,9 @@ impl Store {
         scope: Scope,
         id: TenantId,
     ) -> Result<Option<Tenant>, StoreError> {
-        let sql = format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1{}",
-            scope.filter("id", 2)
-        );
-        let mut query = sqlx::query(&sql).bind(id.to_string());
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        query
+        let mut sql = Sql::new(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = "));
+        sql.bind(id).in_scope("id", scope);
+        sql.query()
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -116,15 +111,9 @@ impl Store {
 
     /// Ordered by code. A tenant scope sees only its own tenant.
     pub async fn list_tenants(&self, scope: Scope) -> Result<Vec<Tenant>, StoreError> {
-        let sql = format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE 1 = 1{} ORDER BY code",
-            scope.filter("id", 1)
-        );
-        let mut query = sqlx::query(&sql);
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        query
+        let mut sql = Sql::new(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE 1 = 1"));
+        sql.in_scope("id", scope).push(" ORDER BY code");
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use orchard_types::{TenantId, UnixTime};
 
 use crate::rows;
+use crate::sql::Sql;
 use crate::{Page, Scope, Store, StoreError};
 
 const AUDIT_COLUMNS: &str = "id, at, actor, actor_name, actor_role, tenant_id, action, target, \
@@ -51,71 +52,38 @@ pub struct AuditFilter {
     pub to: Option<UnixTime>,
 }
 
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
-/// The WHERE clause (starting with `WHERE 1 = 1`) and its arguments, numbered from `$1`.
-fn where_clause(scope: Scope, filter: &AuditFilter) -> (String, Vec<Arg>) {
-    let mut sql = String::from(" WHERE 1 = 1");
-    let mut args: Vec<Arg> = Vec::new();
-    let mut push = |sql: &mut String, template: &str, arg: Arg| {
-        args.push(arg);
-        sql.push_str(&template.replace('?', &format!("${}", args.len())));
-    };
-    if let Some(tenant) = scope.tenant() {
-        push(
-            &mut sql,
-            " AND tenant_id = ?",
-            Arg::Text(tenant.to_string()),
-        );
-    }
+/// The ` WHERE …` of a listing: inside the scope, then the filter.
+fn where_clause<'s>(sql: &'s mut Sql, scope: Scope, filter: &AuditFilter) -> &'s mut Sql {
+    sql.push(" WHERE 1 = 1").in_scope("tenant_id", scope);
     if let Some(tenant) = filter.tenant_id {
-        push(
-            &mut sql,
-            " AND tenant_id = ?",
-            Arg::Text(tenant.to_string()),
-        );
+        sql.push(" AND tenant_id = ").bind(tenant);
     }
     if let Some(actor) = &filter.actor {
-        push(&mut sql, " AND (actor = ?", Arg::Text(actor.clone()));
-        push(&mut sql, " OR actor_name = ?)", Arg::Text(actor.clone()));
+        sql.push(" AND (actor = ")
+            .bind(actor.as_str())
+            .push(" OR actor_name = ")
+            .bind(actor.as_str())
+            .push(")");
     }
     if let Some(action) = &filter.action {
-        push(&mut sql, " AND action = ?", Arg::Text(action.clone()));
+        sql.push(" AND action = ").bind(action.as_str());
     }
     if let Some(prefix) = &filter.action_prefix {
         // substr instead of LIKE: no wildcard escaping, and the same case rules on both databases.
         let len = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
         // The length is cast because PostgreSQL's substr takes an integer, not the bigint sqlx binds.
-        push(
-            &mut sql,
-            " AND substr(action, 1, CAST(? AS INTEGER",
-            Arg::Int(len),
-        );
-        push(&mut sql, ")) = ?", Arg::Text(prefix.clone()));
+        sql.push(" AND substr(action, 1, CAST(")
+            .bind(len)
+            .push(" AS INTEGER)) = ")
+            .bind(prefix.as_str());
     }
     if let Some(from) = filter.from {
-        push(&mut sql, " AND at >= ?", Arg::Int(from.0));
+        sql.push(" AND at >= ").bind(from.0);
     }
     if let Some(to) = filter.to {
-        push(&mut sql, " AND at <= ?", Arg::Int(to.0));
+        sql.push(" AND at <= ").bind(to.0);
     }
-    (sql, args)
-}
-
-fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    args: Vec<Arg>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for arg in args {
-        query = match arg {
-            Arg::Text(s) => query.bind(s),
-            Arg::Int(i) => query.bind(i),
-        };
-    }
-    query
+    sql
 }
 
 fn audit_from_row(row: &AnyRow) -> Result<AuditEventRecord, StoreError> {
@@ -168,16 +136,13 @@ impl Store {
         filter: &AuditFilter,
         page: Page,
     ) -> Result<Vec<AuditEventRecord>, StoreError> {
-        let (clause, mut args) = where_clause(scope, filter);
-        let n = args.len();
-        let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events{clause} ORDER BY at DESC, id DESC LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
-        args.push(Arg::Int(page.limit.max(0)));
-        args.push(Arg::Int(page.offset.max(0)));
-        bind_all(sqlx::query(&sql), args)
+        let mut sql = Sql::new(&format!("SELECT {AUDIT_COLUMNS} FROM audit_events"));
+        where_clause(&mut sql, scope, filter)
+            .push(" ORDER BY at DESC, id DESC LIMIT ")
+            .bind(page.limit.max(0))
+            .push(" OFFSET ")
+            .bind(page.offset.max(0));
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -191,11 +156,9 @@ impl Store {
         scope: Scope,
         filter: &AuditFilter,
     ) -> Result<i64, StoreError> {
-        let (clause, args) = where_clause(scope, filter);
-        let sql = format!("SELECT COUNT(*) AS n FROM audit_events{clause}");
-        let row = bind_all(sqlx::query(&sql), args)
-            .fetch_one(&self.pool)
-            .await?;
+        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM audit_events");
+        where_clause(&mut sql, scope, filter);
+        let row = sql.query().fetch_one(&self.pool).await?;
         rows::int(&row, "n")
     }
 }
@@ -215,13 +178,16 @@ mod tests {
             from: Some(UnixTime(10)),
             to: None,
         };
-        let (sql, args) = where_clause(Scope::Tenant(tenant), &filter);
+        let scope = crate::ScopeAuthority::of_opened_database().tenant(tenant);
+        let mut sql = Sql::new("");
+        where_clause(&mut sql, scope, &filter);
+        let (text, args) = sql.parts();
         assert_eq!(
-            sql,
+            text,
             " WHERE 1 = 1 AND tenant_id = $1 AND (actor = $2 OR actor_name = $3) \
              AND substr(action, 1, CAST($4 AS INTEGER)) = $5 AND at >= $6"
         );
         assert_eq!(args.len(), 6);
-        assert!(matches!(&args[3], Arg::Int(7)));
+        assert_eq!(args[3], crate::sql::Arg::Int(7));
     }
 }

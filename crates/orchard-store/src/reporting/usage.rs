@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use orchard_types::{TenantId, UnixTime};
 
 use crate::rows;
+use crate::sql::Sql;
 use crate::{Scope, Store, StoreError};
 
 /// One tenant's count on one day.
@@ -54,16 +55,15 @@ impl Store {
         from_day: &str,
         to_day: &str,
     ) -> Result<Vec<UsageSnapshotRecord>, StoreError> {
-        let sql = format!(
-            "SELECT day, tenant_id, enrolled_devices, taken_at FROM usage_snapshots \
-             WHERE day >= $1 AND day <= $2{} ORDER BY tenant_id, day",
-            scope.filter("tenant_id", 3)
+        let mut sql = Sql::new(
+            "SELECT day, tenant_id, enrolled_devices, taken_at FROM usage_snapshots WHERE day >= ",
         );
-        let mut query = sqlx::query(&sql).bind(from_day).bind(to_day);
-        if let Some(tenant) = scope.tenant() {
-            query = query.bind(tenant.to_string());
-        }
-        query
+        sql.bind(from_day)
+            .push(" AND day <= ")
+            .bind(to_day)
+            .in_scope("tenant_id", scope)
+            .push(" ORDER BY tenant_id, day");
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -3,6 +3,7 @@
 
 use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
 
+use crate::sql::Sql;
 use crate::{rows, EnrollmentLink, Scope, Store, StoreError};
 
 const TEMPLATE_LINKS: &str = "id NOT IN (SELECT link_id FROM dep_templates)";
@@ -28,16 +29,16 @@ impl Store {
         scope: Scope,
         tenant: TenantId,
     ) -> Result<Vec<EnrollmentLink>, StoreError> {
-        let sql = format!(
+        let mut sql = Sql::new(
             "SELECT id, tenant_id, name, secret_hash, max_uses, uses, expires_at, created_at, created_by \
-             FROM enrollment_links WHERE tenant_id = $1 AND {TEMPLATE_LINKS}{} ORDER BY created_at DESC, id",
-            scope.filter("tenant_id", 2)
+             FROM enrollment_links WHERE tenant_id = ",
         );
-        let mut query = sqlx::query(&sql).bind(tenant.to_string());
-        if let Some(t) = scope.tenant() {
-            query = query.bind(t.to_string());
-        }
-        query
+        sql.bind(tenant)
+            .push(" AND ")
+            .push(TEMPLATE_LINKS)
+            .in_scope("tenant_id", scope)
+            .push(" ORDER BY created_at DESC, id");
+        sql.query()
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -54,20 +55,21 @@ impl Store {
         id: EnrollmentLinkId,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let sql = format!(
-            "UPDATE enrollment_links SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > $3 \
-             THEN $3 ELSE expires_at END WHERE id = $1 AND tenant_id = $2 AND {TEMPLATE_LINKS}{}",
-            scope.filter("tenant_id", 4)
-        );
         // A link is usable through its expiry second: end it at the second before now.
-        let mut query = sqlx::query(&sql)
+        let end = now.0 - 1;
+        let mut sql =
+            Sql::new("UPDATE enrollment_links SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > ");
+        sql.bind(end)
+            .push(" THEN ")
+            .bind(end)
+            .push(" ELSE expires_at END WHERE id = ")
             .bind(id.to_string())
-            .bind(tenant.to_string())
-            .bind(now.0 - 1);
-        if let Some(t) = scope.tenant() {
-            query = query.bind(t.to_string());
-        }
-        if query.execute(&self.pool).await?.rows_affected() == 0 {
+            .push(" AND tenant_id = ")
+            .bind(tenant)
+            .push(" AND ")
+            .push(TEMPLATE_LINKS)
+            .in_scope("tenant_id", scope);
+        if sql.query().execute(&self.pool).await?.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
         Ok(())

@@ -2,6 +2,7 @@
 
 use orchard_types::{TenantId, UnixTime};
 
+use crate::sql::Sql;
 use crate::{rows, Scope, Store, StoreError};
 
 /// A tenant's billing and contact details (all optional).
@@ -20,15 +21,11 @@ impl Store {
         scope: Scope,
         id: TenantId,
     ) -> Result<Option<TenantDetails>, StoreError> {
-        let sql = format!(
-            "SELECT cost_centre, contact_name, contact_email, updated_at FROM tenants WHERE id = $1{}",
-            scope.filter("id", 2)
+        let mut sql = Sql::new(
+            "SELECT cost_centre, contact_name, contact_email, updated_at FROM tenants WHERE id = ",
         );
-        let mut query = sqlx::query(&sql).bind(id.to_string());
-        if let Some(t) = scope.tenant() {
-            query = query.bind(t.to_string());
-        }
-        let row = query.fetch_optional(&self.pool).await?;
+        sql.bind(id).in_scope("id", scope);
+        let row = sql.query().fetch_optional(&self.pool).await?;
         row.map(|r| {
             Ok(TenantDetails {
                 cost_centre: rows::opt_text(&r, "cost_centre")?,
@@ -40,27 +37,29 @@ impl Store {
         .transpose()
     }
 
-    /// Replaces a tenant's name and details (operators' edit).
+    /// Replaces a tenant's name and details (operators' edit). NotFound outside the scope.
     pub async fn update_tenant(
         &self,
+        scope: Scope,
         id: TenantId,
         name: &str,
         details: &TenantDetails,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let changed = sqlx::query(
-            "UPDATE tenants SET name = $2, cost_centre = $3, contact_name = $4, contact_email = $5, \
-             updated_at = $6 WHERE id = $1",
-        )
-        .bind(id.to_string())
-        .bind(name)
-        .bind(details.cost_centre.as_deref())
-        .bind(details.contact_name.as_deref())
-        .bind(details.contact_email.as_deref())
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let mut sql = Sql::new("UPDATE tenants SET name = ");
+        sql.bind(name)
+            .push(", cost_centre = ")
+            .bind_optional(details.cost_centre.as_deref())
+            .push(", contact_name = ")
+            .bind_optional(details.contact_name.as_deref())
+            .push(", contact_email = ")
+            .bind_optional(details.contact_email.as_deref())
+            .push(", updated_at = ")
+            .bind(now.0)
+            .push(" WHERE id = ")
+            .bind(id)
+            .in_scope("id", scope);
+        let changed = sql.query().execute(&self.pool).await?.rows_affected();
         if changed == 0 {
             return Err(StoreError::NotFound);
         }

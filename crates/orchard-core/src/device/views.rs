@@ -1,0 +1,160 @@
+//! Devices as the admin API shows them: lists, search and the detail page (channels without their secrets,
+//! and the latest inventory), always through the caller's scope.
+
+use std::collections::BTreeMap;
+
+use orchard_store::{Device, Page};
+use orchard_types::{DeviceId, TenantId, UnixTime};
+use serde::Serialize;
+
+use crate::access::principal::Principal;
+use crate::{CoreError, Orchard};
+
+/// A channel as the API shows it: never the push token, PushMagic or UnlockToken.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelView {
+    pub id: String,
+    pub user_short_name: Option<String>,
+    pub has_push_token: bool,
+    pub has_unlock_token: bool,
+    pub awaiting_configuration: bool,
+    pub token_updated_at: Option<String>,
+}
+
+/// One device with everything the detail page shows.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub device: DeviceView,
+    pub channels: Vec<ChannelView>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub inventory: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceView {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub id: DeviceId,
+    pub udid: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub tenant_id: TenantId,
+    pub serial_number: Option<String>,
+    pub enrollment_state: &'static str,
+    pub device_name: Option<String>,
+    pub model: Option<String>,
+    pub model_name: Option<String>,
+    pub product_name: Option<String>,
+    pub os_version: Option<String>,
+    pub build_version: Option<String>,
+    pub is_supervised: Option<bool>,
+    pub enrolled_at: Option<String>,
+    pub last_seen_at: Option<String>,
+}
+
+impl From<&Device> for DeviceView {
+    fn from(d: &Device) -> Self {
+        DeviceView {
+            id: d.id,
+            udid: d.udid.to_string(),
+            tenant_id: d.tenant_id,
+            serial_number: d.serial_number.clone(),
+            enrollment_state: d.state.as_str(),
+            device_name: d.device_name.clone(),
+            model: d.model.clone(),
+            model_name: d.model_name.clone(),
+            product_name: d.product_name.clone(),
+            os_version: d.os_version.clone(),
+            build_version: d.build_version.clone(),
+            is_supervised: d.is_supervised,
+            enrolled_at: d.enrolled_at.map(UnixTime::to_rfc3339),
+            last_seen_at: d.last_seen_at.map(UnixTime::to_rfc3339),
+        }
+    }
+}
+
+impl Orchard {
+    pub async fn list_devices(
+        &self,
+        who: &Principal,
+        page: Page,
+    ) -> Result<(Vec<Device>, i64), CoreError> {
+        self.search_devices(who, &orchard_store::DeviceQuery::default(), page)
+            .await
+    }
+
+    /// Devices of the caller's scope matching `query` (filters, text search, sort), and how many match.
+    pub async fn search_devices(
+        &self,
+        who: &Principal,
+        query: &orchard_store::DeviceQuery,
+        page: Page,
+    ) -> Result<(Vec<Device>, i64), CoreError> {
+        if query.text.as_ref().is_some_and(|t| t.chars().count() > 200) {
+            return Err(CoreError::Invalid(
+                "q must be at most 200 characters".into(),
+            ));
+        }
+        let scope = who.scope();
+        let devices = self.store.search_devices(scope, query, page).await?;
+        let total = self.store.count_search_devices(scope, query).await?;
+        Ok((devices, total))
+    }
+
+    pub async fn device_detail(
+        &self,
+        who: &Principal,
+        id: DeviceId,
+    ) -> Result<DeviceDetail, CoreError> {
+        let scope = who.scope();
+        let device = self
+            .store
+            .get_device(scope, id)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        let channels = self
+            .store
+            .list_channels(device.id)
+            .await?
+            .into_iter()
+            .map(|c| ChannelView {
+                id: c.id.to_string(),
+                user_short_name: c.user_short_name,
+                has_push_token: c.push_token.is_some(),
+                has_unlock_token: c.unlock_token.is_some(),
+                awaiting_configuration: c.awaiting_configuration,
+                token_updated_at: c.token_updated_at.map(UnixTime::to_rfc3339),
+            })
+            .collect();
+        let inventory = self
+            .store
+            .get_inventory(scope, device.id)
+            .await?
+            .into_iter()
+            .filter_map(|s| {
+                let v = serde_json::from_str(&s.json).ok()?;
+                Some((s.section, v))
+            })
+            .collect();
+        Ok(DeviceDetail {
+            device: DeviceView::from(&device),
+            channels,
+            inventory,
+        })
+    }
+
+    /// The tenant of a device the caller can see (the audit log files a device action under it).
+    pub async fn device_tenant(
+        &self,
+        who: &Principal,
+        id: DeviceId,
+    ) -> Result<Option<TenantId>, CoreError> {
+        Ok(self
+            .store
+            .get_device(who.scope(), id)
+            .await?
+            .map(|d| d.tenant_id))
+    }
+}
