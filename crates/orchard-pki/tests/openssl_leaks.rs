@@ -27,6 +27,8 @@ const WARM_UP_CALLS: usize = 20;
 const MEASURED_CALLS: usize = 500;
 /// For the many single-byte variants: a leak of even one allocation per call shows as 10.
 const MEASURED_CALLS_PER_VARIANT: usize = 10;
+/// Inputs that differ in what OpenSSL might cache by name (algorithm identifiers).
+const DISTINCT_INPUTS: usize = 2000;
 /// Live bytes move a little without any new allocation: the thread's error queue is a ring of 16 slots whose
 /// message buffers are reallocated in place, so which message sits where differs between two snapshots.
 const BYTE_DRIFT_ALLOWED: i64 = 4096;
@@ -263,6 +265,35 @@ fn main() {
         ));
     }
 
+    // Distinct inputs must not grow OpenSSL's global state either (a per-name cache would leak as surely as a
+    // lost object): every message below names another unknown digest algorithm.
+    let sha256_oid = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+    let at = valid
+        .windows(sha256_oid.len())
+        .position(|w| w == sha256_oid)
+        .unwrap();
+    let unknown_digest = |n: usize| {
+        let mut message = valid.clone();
+        // The last arc becomes a two-byte arc (0x80 | high, low): 16,256 distinct unknown OIDs of the same length.
+        message[at + 7] = 0x81 + (n / 128 % 127) as u8;
+        message[at + 8] = (n % 128) as u8;
+        BASE64.encode(message)
+    };
+    for n in 0..WARM_UP_CALLS {
+        let _ = verify_mdm_signature(&unknown_digest(n), body, &ca, NOW);
+    }
+    let (allocations, bytes) = live();
+    for n in WARM_UP_CALLS..WARM_UP_CALLS + DISTINCT_INPUTS {
+        assert!(verify_mdm_signature(&unknown_digest(n), body, &ca, NOW).is_err());
+    }
+    let (allocations, bytes) = (live().0 - allocations, live().1 - bytes);
+    if allocations != 0 || bytes.abs() > BYTE_DRIFT_ALLOWED {
+        failures.push(format!(
+            "mdm-signature, {DISTINCT_INPUTS} distinct unknown digest algorithms: {allocations} allocations / \
+             {bytes} bytes still live"
+        ));
+    }
+
     // The client half of SCEP: a PENDING CertRep carries no content, its signature covers the empty string.
     let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
     let pending = scep::build_pkcs_req(&ca.cert_der(), &key, "device", Some("pw"), NOW).unwrap();
@@ -293,7 +324,7 @@ fn main() {
     }
     println!(
         "openssl_leaks: {} inputs, no OpenSSL allocation left behind",
-        cases.len() + 3
+        cases.len() + 3 + DISTINCT_INPUTS
     );
     println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
 }
