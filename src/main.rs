@@ -180,6 +180,13 @@ struct ServeArgs {
     /// Currency of that price (ISO 4217).
     #[arg(long, env = "ORCHARD_CURRENCY", default_value = "SEK")]
     currency: String,
+    /// Longest lifetime of API tokens made through the API, per role, as ROLE=DAYS (repeat or separate with
+    /// commas). Defaults: operator=365, helpdesk=365, admin=90, viewer=180.
+    #[arg(long, env = "ORCHARD_TOKEN_MAX_DAYS", value_delimiter = ',')]
+    token_max_days: Vec<String>,
+    /// Lifetime of API tokens whose request names none, in days (capped by the role's maximum).
+    #[arg(long, env = "ORCHARD_TOKEN_DEFAULT_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..))]
+    token_default_days: i64,
     // OIDC-BEGIN
     /// University single sign-on (boxed so that `Commands::Serve` stays small).
     #[command(flatten)]
@@ -207,6 +214,19 @@ struct OidcArgs {
 // OIDC-END
 
 impl ServeArgs {
+    fn token_policy(&self) -> Result<orchard_core::access::tokens::TokenPolicy> {
+        let mut policy = orchard_core::access::tokens::TokenPolicy {
+            default_days: self.token_default_days,
+            ..Default::default()
+        };
+        for spec in &self.token_max_days {
+            policy
+                .set_from_spec(spec)
+                .map_err(|e| anyhow::anyhow!("--token-max-days: {e}"))?;
+        }
+        Ok(policy)
+    }
+
     // OIDC-BEGIN
     fn oidc_settings(&self) -> Result<Option<orchard_core::access::oidc::OidcSettings>> {
         let oidc = &self.oidc;
@@ -319,9 +339,12 @@ enum TokenCommands {
         /// A name saying who or what uses the token.
         #[arg(long)]
         name: String,
-        /// Days until the token expires (default: never).
-        #[arg(long)]
-        expires_in_days: Option<i64>,
+        /// Days until the token expires (default 30).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..))]
+        expires_in_days: i64,
+        /// A token that never expires (a deliberate choice: prefer renewing a 30-day token).
+        #[arg(long, conflicts_with = "expires_in_days")]
+        no_expiry: bool,
     },
 }
 
@@ -342,8 +365,12 @@ fn main() -> Result<()> {
                         tenant,
                         name,
                         expires_in_days,
+                        no_expiry,
                     },
-            } => token_create(storage, &role, tenant, &name, expires_in_days).await,
+            } => {
+                let lifetime_days = (!no_expiry).then_some(expires_in_days);
+                token_create(storage, &role, tenant, &name, lifetime_days).await
+            }
             Commands::PushCert { command } => push_cert(command).await,
             Commands::LocalAccount { command } => local_account(command).await,
             Commands::Api(command) => cli::run(command).await,
@@ -463,6 +490,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             )
             .map_err(|e| anyhow::anyhow!("--price-per-device-year/--currency: {e}"))?,
         )
+        .with_token_policy(args.token_policy()?)
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );
     if let Err(e) = orchard.load_push_certificate().await {
@@ -545,7 +573,7 @@ async fn token_create(
     role: &str,
     tenant: Option<String>,
     name: &str,
-    expires_in_days: Option<i64>,
+    lifetime_days: Option<i64>,
 ) -> Result<()> {
     init_logging(false);
     let role = Role::parse(role).context("--role must be operator, helpdesk, admin or viewer")?;
@@ -554,7 +582,7 @@ async fn token_create(
         .transpose()?;
     let (store, scopes) = open_store(&storage).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let expires_at = expires_in_days.map(|d| clock.now().plus_seconds(d * 86_400));
+    let expires_at = lifetime_days.map(|d| clock.now().plus_seconds(d * 86_400));
     let bootstrap = LocalBootstrap::for_opened_database(store.clone(), scopes, clock);
     let created = bootstrap
         .create_api_token(name, role, tenant, expires_at)
@@ -562,8 +590,12 @@ async fn token_create(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     store.close().await;
     println!("{}", created.secret);
+    let expiry = match expires_at {
+        Some(t) => format!("expires {}", t.to_rfc3339()),
+        None => "never expires".to_string(),
+    };
     eprintln!(
-        "token {} ({}) created; the secret above is shown only once",
+        "token {} ({}) created, {expiry}; the secret above is shown only once",
         created.token.id,
         role.as_str()
     );

@@ -82,6 +82,8 @@ pub struct Orchard {
     pub(crate) usage: reporting::usage::UsageSettings,
     /// University single sign-on (off until [`Orchard::with_oidc_settings`]).
     pub(crate) oidc: access::oidc::OidcState,
+    /// How long API tokens made through the API may live, per role.
+    pub(crate) token_policy: access::tokens::TokenPolicy,
 }
 
 impl Orchard {
@@ -106,7 +108,14 @@ impl Orchard {
             activation_lock: device::activation_lock::ActivationLockSettings::default(),
             usage: reporting::usage::UsageSettings::default(),
             oidc: access::oidc::OidcState::default(),
+            token_policy: access::tokens::TokenPolicy::default(),
         }
+    }
+
+    /// Lifetimes of API tokens made through the API (default: [`access::tokens::TokenPolicy::default`]).
+    pub fn with_token_policy(mut self, policy: access::tokens::TokenPolicy) -> Self {
+        self.token_policy = policy;
+        self
     }
 
     /// The usage report's price per device and year and its currency (default 400 SEK).

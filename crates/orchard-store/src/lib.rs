@@ -36,7 +36,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 
-pub use access::api_tokens::ApiTokenListing;
+pub use access::api_tokens::{ApiTokenListing, PresentedToken};
 pub use access::local_accounts::{LocalAccountRecord, LOCAL_ISSUER};
 pub use access::users::{
     Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, UserLogin, UserRecord,

@@ -43,6 +43,10 @@ pub struct ApiToken {
     pub created_at: UnixTime,
     pub expires_at: Option<UnixTime>,
     pub revoked_at: Option<UnixTime>,
+    /// The person (users.id) the token acts for when a person minted it, directly or through another of
+    /// their tokens: the token stops working when that person is disabled. None for service and bootstrap
+    /// tokens.
+    pub owner_user_id: Option<String>,
 }
 
 /// A link that hands out enrollment profiles for one tenant.

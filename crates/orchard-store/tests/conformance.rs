@@ -375,6 +375,7 @@ async fn check_api_tokens(store: Store) {
         created_at: T0,
         expires_at: Some(T0.plus_seconds(3600)),
         revoked_at: None,
+        owner_user_id: None,
     };
     store.create_api_token(&admin).await.unwrap();
     let operator = ApiToken {
@@ -386,16 +387,59 @@ async fn check_api_tokens(store: Store) {
         created_at: T0,
         expires_at: None,
         revoked_at: Some(T0.plus_seconds(5)),
+        owner_user_id: None,
     };
     store.create_api_token(&operator).await.unwrap();
 
+    let presented = |token: &ApiToken, owner_active: bool| {
+        Some(orchard_store::PresentedToken {
+            token: token.clone(),
+            owner_active,
+        })
+    };
     assert_eq!(
         store.find_api_token_by_hash(&"a".repeat(64)).await.unwrap(),
-        Some(admin.clone())
+        presented(&admin, true)
     );
     assert_eq!(
         store.find_api_token_by_hash(&"b".repeat(64)).await.unwrap(),
-        Some(operator)
+        presented(&operator, true)
+    );
+
+    // A token a person minted lives while that person may act: disabled or gone, it is reported inactive.
+    let person = store
+        .set_local_account("0190c0de-0000-7000-8000-000000000001", "alice", "phc", T0)
+        .await
+        .unwrap();
+    let owned = ApiToken {
+        id: TokenId::new(),
+        token_hash: "e".repeat(64),
+        owner_user_id: Some(person.clone()),
+        ..admin.clone()
+    };
+    store.create_api_token(&owned).await.unwrap();
+    let orphan = ApiToken {
+        id: TokenId::new(),
+        token_hash: "f".repeat(64),
+        owner_user_id: Some("no-such-user".to_owned()),
+        ..admin.clone()
+    };
+    store.create_api_token(&orphan).await.unwrap();
+    assert_eq!(
+        store.find_api_token_by_hash(&"e".repeat(64)).await.unwrap(),
+        presented(&owned, true)
+    );
+    assert_eq!(
+        store.find_api_token_by_hash(&"f".repeat(64)).await.unwrap(),
+        presented(&orphan, false)
+    );
+    store
+        .set_user_disabled(&person, Some(T0.plus_seconds(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_api_token_by_hash(&"e".repeat(64)).await.unwrap(),
+        presented(&owned, false)
     );
     assert_eq!(
         store.find_api_token_by_hash(&"c".repeat(64)).await.unwrap(),

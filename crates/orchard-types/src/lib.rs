@@ -277,6 +277,12 @@ impl UnixTime {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default()
     }
+    /// Reads what [`UnixTime::to_rfc3339`] writes (any RFC 3339 offset); `None` for anything else.
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| Self(t.unix_timestamp()))
+    }
 }
 
 /// Where "now" comes from. Injected everywhere so that expiry, backoff and lifetimes are testable.

@@ -10,7 +10,7 @@ use orchard_store::{ScopeAuthority, Store};
 use orchard_types::{Clock, Role, TenantId, UnixTime};
 
 use crate::access::capability::{OperatorCtx, ScopeMint};
-use crate::access::principal::{create_api_token, Actor, CreatedToken, Principal};
+use crate::access::principal::{create_api_token, Actor, CreatedToken, Principal, TokenSpec};
 use crate::access::roles;
 use crate::CoreError;
 
@@ -61,7 +61,9 @@ impl LocalBootstrap {
         self.act_as("cli", "cli", Role::Operator, None)?.operator()
     }
 
-    /// `orchard token create`: an API token of any role (the first operator token is made this way).
+    /// `orchard token create`: an API token of any role (the first operator token is made this way). It acts
+    /// for no person: whoever holds the server's console is responsible for it, and `expires_at` is theirs to
+    /// choose (the binary defaults to 30 days and asks for `--no-expiry` explicitly).
     pub async fn create_api_token(
         &self,
         name: &str,
@@ -74,10 +76,13 @@ impl LocalBootstrap {
             &self.store,
             scope,
             self.clock.as_ref(),
-            name,
-            role,
-            tenant_id,
-            expires_at,
+            TokenSpec {
+                name,
+                role,
+                tenant_id,
+                expires_at,
+                owner_user_id: None,
+            },
         )
         .await
     }

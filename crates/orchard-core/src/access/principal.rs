@@ -47,6 +47,8 @@ pub struct Principal {
     tenant_id: Option<TenantId>,
     /// What this principal may read: every tenant for the central roles, its own for the tenant roles.
     scope: Scope,
+    /// The person (users.id) a token acts for, when a person minted it; a session's person is its actor.
+    token_owner: Option<String>,
 }
 
 impl Principal {
@@ -65,6 +67,17 @@ impl Principal {
             role,
             tenant_id,
             scope,
+            token_owner: None,
+        }
+    }
+
+    /// The person (users.id) this principal acts for: the signed-in user, or the owner of a token a person
+    /// minted. Tokens minted by this principal act for the same person and die with them.
+    pub fn person(&self) -> Option<&str> {
+        match &self.actor {
+            Actor::User(id) => Some(id),
+            Actor::Token(_) => self.token_owner.as_deref(),
+            Actor::Local(_) => None,
         }
     }
 
@@ -163,21 +176,27 @@ impl Orchard {
             return Err(CoreError::Unauthenticated);
         }
         let now = self.clock.now();
-        let token = self
+        let presented = self
             .store
             .find_api_token_by_hash(&secret_hash(secret))
             .await?
             .ok_or(CoreError::Unauthenticated)?;
+        let token = presented.token;
         if token.revoked_at.is_some() || token.expires_at.is_some_and(|e| e <= now) {
             return Err(CoreError::Unauthenticated);
         }
-        let principal = Principal::new(
+        if !presented.owner_active {
+            tracing::info!(token = %token.id, owner = token.owner_user_id.as_deref().unwrap_or(""), "token refused: the person it acts for is disabled");
+            return Err(CoreError::Unauthenticated);
+        }
+        let mut principal = Principal::new(
             &self.scopes,
             Actor::Token(token.id),
             token.name,
             token.role,
             token.tenant_id,
         );
+        principal.token_owner = token.owner_user_id;
         self.note_token_use(&principal, now, request_id).await;
         Ok(principal)
     }
@@ -189,6 +208,15 @@ pub struct CreatedToken {
     pub secret: String,
 }
 
+/// What a new token is: its name, role, tenant (for the tenant roles), expiry and the person it acts for.
+pub(crate) struct TokenSpec<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    pub tenant_id: Option<TenantId>,
+    pub expires_at: Option<UnixTime>,
+    pub owner_user_id: Option<String>,
+}
+
 /// Creates an API token. Tenant roles need a tenant that exists in `scope`; operator and helpdesk must not have
 /// one. Reached through the token API ([`Orchard::create_token`]) or the binary's
 /// [`crate::access::bootstrap::LocalBootstrap`].
@@ -196,11 +224,15 @@ pub(crate) async fn create_api_token(
     store: &Store,
     scope: Scope,
     clock: &dyn Clock,
-    name: &str,
-    role: Role,
-    tenant_id: Option<TenantId>,
-    expires_at: Option<UnixTime>,
+    spec: TokenSpec<'_>,
 ) -> Result<CreatedToken, CoreError> {
+    let TokenSpec {
+        name,
+        role,
+        tenant_id,
+        expires_at,
+        owner_user_id,
+    } = spec;
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(CoreError::Invalid(
@@ -223,6 +255,7 @@ pub(crate) async fn create_api_token(
         created_at: clock.now(),
         expires_at,
         revoked_at: None,
+        owner_user_id,
     };
     store.create_api_token(&token).await?;
     tracing::info!(token = %token.id, role = role.as_str(), "api token created");

@@ -9,13 +9,68 @@ use orchard_types::{Role, TenantId, TokenId, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::access::capability::TokenAdminCtx;
-use crate::access::principal::{create_api_token, Actor, Principal};
+use crate::access::principal::{create_api_token, Actor, Principal, TokenSpec};
 use crate::{CoreError, Orchard};
 
-/// Tokens made through the API expire after this many days unless asked otherwise.
-pub const DEFAULT_TOKEN_DAYS: i64 = 365;
-/// Longest lifetime a token made through the API may have.
-pub const MAX_TOKEN_DAYS: i64 = 3 * 365;
+/// How long tokens made through the API may live, per role. A token is a password that never asks for a
+/// second factor: the roles that can change devices get the shortest, and nobody gets years.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// Days a token lives when the request does not say (capped by the role's maximum).
+    pub default_days: i64,
+    pub max_days_operator: i64,
+    pub max_days_helpdesk: i64,
+    pub max_days_admin: i64,
+    pub max_days_viewer: i64,
+}
+
+impl Default for TokenPolicy {
+    /// Operators and helpdesk automate central IT's work (a year at most); a department's admin token can
+    /// erase that department's iPads (90 days); a viewer's only reads (180 days).
+    fn default() -> Self {
+        TokenPolicy {
+            default_days: 30,
+            max_days_operator: 365,
+            max_days_helpdesk: 365,
+            max_days_admin: 90,
+            max_days_viewer: 180,
+        }
+    }
+}
+
+impl TokenPolicy {
+    /// The longest lifetime a token of `role` may have, in days.
+    pub fn max_days(&self, role: Role) -> i64 {
+        match role {
+            Role::Operator => self.max_days_operator,
+            Role::Helpdesk => self.max_days_helpdesk,
+            Role::Admin => self.max_days_admin,
+            Role::Viewer => self.max_days_viewer,
+        }
+    }
+
+    /// Sets the maximum of one role from `role=days` (the binary's `--token-max-days`).
+    pub fn set_from_spec(&mut self, spec: &str) -> Result<(), String> {
+        let (role, days) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("{spec:?}: expected ROLE=DAYS"))?;
+        let role = Role::parse(role.trim()).ok_or_else(|| format!("{role:?}: unknown role"))?;
+        let days: i64 = days
+            .trim()
+            .parse()
+            .map_err(|_| format!("{days:?}: not a number of days"))?;
+        if days < 1 {
+            return Err(format!("{spec:?}: at least one day"));
+        }
+        match role {
+            Role::Operator => self.max_days_operator = days,
+            Role::Helpdesk => self.max_days_helpdesk = days,
+            Role::Admin => self.max_days_admin = days,
+            Role::Viewer => self.max_days_viewer = days,
+        }
+        Ok(())
+    }
+}
 /// `last_used_at` is written, and a `token.use` audit event recorded, at most this often per token: the
 /// audit log shows when a token was in use without one row per request.
 const TOKEN_USE_GRANULARITY_SECONDS: i64 = 3600;
@@ -31,7 +86,8 @@ pub struct NewTokenRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub tenant_id: Option<TenantId>,
-    /// Days until the token expires (default 365, at most 1095).
+    /// Days until the token expires (default 30; at most the role's maximum: 365 for operator and helpdesk,
+    /// 90 for admin, 180 for viewer unless the server is configured otherwise).
     #[serde(default)]
     pub expires_in_days: Option<i64>,
 }
@@ -96,10 +152,14 @@ impl Orchard {
                 ));
             }
         }
-        let days = req.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
-        if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+        let max_days = self.token_policy.max_days(req.role);
+        let days = req
+            .expires_in_days
+            .unwrap_or(self.token_policy.default_days.min(max_days));
+        if !(1..=max_days).contains(&days) {
             return Err(CoreError::Invalid(format!(
-                "expires_in_days must be 1..={MAX_TOKEN_DAYS}"
+                "expires_in_days must be 1..={max_days} for a {} token",
+                req.role.as_str()
             )));
         }
         let now = self.clock.now();
@@ -107,10 +167,14 @@ impl Orchard {
             &self.store,
             scope,
             self.clock.as_ref(),
-            &req.name,
-            req.role,
-            req.tenant_id,
-            Some(now.plus_seconds(days * 86_400)),
+            TokenSpec {
+                name: &req.name,
+                role: req.role,
+                tenant_id: req.tenant_id,
+                expires_at: Some(now.plus_seconds(days * 86_400)),
+                // A token minted by a person (or by one of their tokens) acts for that person.
+                owner_user_id: who.person().map(str::to_owned),
+            },
         )
         .await?;
         self.store

@@ -20,7 +20,8 @@ pub struct LocalAccountRecord {
 
 impl Store {
     /// Creates or replaces the local operator `username` with `password_hash`: the user row (issuer `local`),
-    /// its single operator membership and the account, in one transaction. Clears failures and the lock.
+    /// its single operator membership and the account, in one transaction. Clears failures and the lock, and
+    /// ends the account's sessions: a password is reset because the old one may be known to someone else.
     pub async fn set_local_account(
         &self,
         new_user_id: &str,
@@ -62,6 +63,13 @@ impl Store {
         )
         .bind(&user_id)
         .bind(password_hash)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&user_id)
         .bind(now.0)
         .execute(&mut *tx)
         .await?;

@@ -1,4 +1,4 @@
-//! Tenants, API tokens, enrollment links, SCEP challenges and the certificates SCEP issued.
+//! Tenants, enrollment links, SCEP challenges and the certificates SCEP issued.
 
 use sqlx::any::AnyRow;
 
@@ -8,13 +8,10 @@ use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
-    ApiToken, EnrollmentLink, IssuedCertificate, ScepChallenge, Scope, Store, StoreError, Tenant,
-    UnitOfWork,
+    EnrollmentLink, IssuedCertificate, ScepChallenge, Scope, Store, StoreError, Tenant, UnitOfWork,
 };
 
 const TENANT_COLUMNS: &str = "id, name, code, created_at";
-const API_TOKEN_COLUMNS: &str =
-    "id, name, role, tenant_id, token_hash, created_at, expires_at, revoked_at";
 const LINK_COLUMNS: &str =
     "id, tenant_id, name, secret_hash, max_uses, uses, expires_at, created_at, created_by";
 const CHALLENGE_COLUMNS: &str =
@@ -28,19 +25,6 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
         name: rows::text(row, "name")?,
         code: rows::text(row, "code")?,
         created_at: rows::time(row, "created_at")?,
-    })
-}
-
-fn api_token_from_row(row: &AnyRow) -> Result<ApiToken, StoreError> {
-    Ok(ApiToken {
-        id: rows::token_id(row, "id")?,
-        name: rows::text(row, "name")?,
-        role: rows::role(row, "role")?,
-        tenant_id: rows::opt_tenant_id(row, "tenant_id")?,
-        token_hash: rows::text(row, "token_hash")?,
-        created_at: rows::time(row, "created_at")?,
-        expires_at: rows::opt_time(row, "expires_at")?,
-        revoked_at: rows::opt_time(row, "revoked_at")?,
     })
 }
 
@@ -119,40 +103,6 @@ impl Store {
             .iter()
             .map(tenant_from_row)
             .collect()
-    }
-
-    /// Conflict when the hash (or id) exists; NotFound when the tenant does not.
-    pub async fn create_api_token(&self, t: &ApiToken) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_tokens (id, name, role, tenant_id, token_hash, created_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(t.id.to_string())
-        .bind(&t.name)
-        .bind(t.role.as_str())
-        .bind(t.tenant_id.map(|id| id.to_string()))
-        .bind(&t.token_hash)
-        .bind(t.created_at.0)
-        .bind(t.expires_at.map(|v| v.0))
-        .bind(t.revoked_at.map(|v| v.0))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The token whose secret hashes to `token_hash`, revoked or expired ones included (the caller decides).
-    pub async fn find_api_token_by_hash(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<ApiToken>, StoreError> {
-        let sql = format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1");
-        sqlx::query(&sql)
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(api_token_from_row)
-            .transpose()
     }
 
     /// Conflict when the secret hash (or id) exists; NotFound when the tenant does not.
