@@ -20,7 +20,7 @@ ORCHARD_LOG=warn $bin/orchard serve --data-dir "$work/data" --listen 127.0.0.1:0
 server_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/out" ] && break; sleep 0.1; done
 url=$(head -1 "$work/out" | awk '{print $3}')
-ca="$work/data/ca.pem"
+ca="$work/data/server-ca.pem"
 api() { curl -sf --cacert "$ca" -H "Authorization: Bearer $token" -H 'content-type: application/json' "$@"; }
 tenant=$(api -d '{"name":"Bench","code":"bench"}' "$url/api/v1/tenants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 link=$(api -d '{"name":"bench"}' "$url/api/v1/tenants/$tenant/enrollment-links" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')

@@ -56,7 +56,7 @@ phase() {
   for _ in $(seq 1 300); do [ -s "$dir/server.out" ] && break; sleep 0.1; done
   [ -s "$dir/server.out" ] || { echo "orchard serve did not start; see $dir/server.log" >&2; return 1; }
   printf '{"url":"https://127.0.0.1:%s","token":"%s","ca":"%s","pid":%s,"db_name":%s}\n' \
-    "$port" "$token" "$dir/data/ca.pem" "$server_pid" "$( [ -n "$db_name" ] && echo "\"$db_name\"" || echo null)" \
+    "$port" "$token" "$dir/data/server-ca.pem" "$server_pid" "$( [ -n "$db_name" ] && echo "\"$db_name\"" || echo null)" \
     > "$dir/server.json.tmp"
   mv "$dir/server.json.tmp" "$dir/server.json"
   local rc=0

@@ -37,13 +37,13 @@ trap 'kill "$server_pid" 2>/dev/null || true' EXIT
 
 base="https://127.0.0.1:$port"
 for _ in $(seq 1 300); do
-  curl -fsS --cacert "$dir/data/ca.pem" "$base/healthz" > /dev/null 2>&1 && break
+  curl -fsS --cacert "$dir/data/server-ca.pem" "$base/healthz" > /dev/null 2>&1 && break
   kill -0 "$server_pid" 2>/dev/null || { echo "orchard serve exited; see $dir/server.log" >&2; exit 1; }
   sleep 0.2
 done
 
 # The served document is the committed one.
-curl -fsS --cacert "$dir/data/ca.pem" "$base/api/v1/openapi.json" > "$dir/openapi.json"
+curl -fsS --cacert "$dir/data/server-ca.pem" "$base/api/v1/openapi.json" > "$dir/openapi.json"
 cmp -s "$dir/openapi.json" docs/openapi.json || {
   echo "the served /api/v1/openapi.json differs from docs/openapi.json" >&2; exit 1; }
 
@@ -51,7 +51,7 @@ cmp -s "$dir/openapi.json" docs/openapi.json || {
 # simulated iPad enrolled over the real protocol (orchard-sim), a DEP token (its key pair; no server token
 # uploaded), an enrollment template on it, a spare API token and a role mapping.
 api() { # METHOD PATH JSON FIELD → the answer's FIELD (default "id")
-  curl -fsS --cacert "$dir/data/ca.pem" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+  curl -fsS --cacert "$dir/data/server-ca.pem" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
     -X "$1" -d "$3" "$base/api/v1$2" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "${4:-id}"
 }
@@ -60,9 +60,9 @@ export FUZZ_TENANT FUZZ_DEVICE FUZZ_DEP_TOKEN FUZZ_TEMPLATE FUZZ_API_TOKEN FUZZ_
 FUZZ_TENANT=$(api POST /tenants '{"name": "Fuzz", "code": "fuzz"}')
 link=$(api POST "/tenants/$FUZZ_TENANT/enrollment-links" '{"name": "fuzz"}' url)
 rm -f "$dir/fleet.json"
-target/debug/orchard-sim enroll --url "$link" --count 1 --state "$dir/fleet.json" --ca "$dir/data/ca.pem" \
+target/debug/orchard-sim enroll --url "$link" --count 1 --state "$dir/fleet.json" --ca "$dir/data/server-ca.pem" \
   2> "$dir/sim.log"
-FUZZ_DEVICE=$(curl -fsS --cacert "$dir/data/ca.pem" -H "Authorization: Bearer $token" "$base/api/v1/devices" |
+FUZZ_DEVICE=$(curl -fsS --cacert "$dir/data/server-ca.pem" -H "Authorization: Bearer $token" "$base/api/v1/devices" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["items"][0]["id"])')
 FUZZ_DEP_TOKEN=$(api POST /dep-tokens '{"name": "fuzz"}')
 FUZZ_TEMPLATE=$(api POST "/dep-tokens/$FUZZ_DEP_TOKEN/templates" "{\"name\": \"fuzz\", \"tenant_id\": \"$FUZZ_TENANT\"}")
@@ -102,7 +102,7 @@ TOML
 # The stateful phase is left out: it needs OpenAPI links, which the document does not define.
 "$dir/venv/bin/schemathesis" --config-file "$dir/schemathesis.toml" run "$base/api/v1/openapi.json" \
   --url "$base" \
-  --tls-verify "$dir/data/ca.pem" \
+  --tls-verify "$dir/data/server-ca.pem" \
   --header "Authorization: Bearer $token" \
   --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
   --phases examples,coverage,fuzzing \

@@ -264,8 +264,8 @@ impl ServeArgs {
         }
     }
 
-    /// `anchor_certs_der`: what ADE profiles pin for our enrollment URL (Orchard's CA when Orchard made the
-    /// TLS certificate).
+    /// `anchor_certs_der`: what ADE profiles pin for our enrollment URL (Orchard's server CA when Orchard made
+    /// the TLS certificate).
     fn dep_settings(
         &self,
         anchor_certs_der: Vec<Vec<u8>>,
@@ -450,16 +450,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let topic = development_topic(&pki.material.ca.cert_der())?;
 
     // Devices in Setup Assistant must trust our TLS certificate before any profile is installed: when Orchard
-    // made it, the ADE profile pins Orchard's CA; an operator's certificate chains to a public root.
+    // made it, the ADE profile pins Orchard's server CA (name-constrained to our names, never the device CA);
+    // an operator's certificate chains to a public root.
     let anchor_certs_der = match &args.tls_cert {
         Some(_) => Vec::new(),
-        None => vec![pki.material.ca.cert_der()],
+        None => vec![pki.material.server_ca.cert_der()],
     };
     let (tls_cert, tls_key) = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => (read(c)?, read(k)?),
         _ => {
             let mut chain = pki.tls.cert_pem();
-            chain.extend_from_slice(&pki.material.ca.cert_pem());
+            chain.extend_from_slice(&pki.material.server_ca.cert_pem());
             (chain, pki.tls.key_pem().expose().clone())
         }
     };
@@ -507,7 +508,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // The first line on stdout says where we listen, so scripts and tests can find an ephemeral port.
     println!(
         "listening on https://{local} (public url {public_url}, ca {})",
-        pki.ca_path.display()
+        pki.server_ca_path.display()
     );
     tracing::info!(%local, %public_url, backend = ?store.backend(), "orchard serving");
     orchard_server::serve_tls(listener, tls, app, shutdown_signal()).await;

@@ -2,9 +2,13 @@
 //! It lives in the binary because only `orchard serve` and the database-level commands read the data directory;
 //! core receives the loaded [`PkiMaterial`]. (The next step moves these keys into the database.)
 //!
-//! Files: `ca.pem`/`ca.key` (the CA, also the SCEP RA), `profile-signer.pem/.key` (signs enrollment profiles),
-//! `tls.pem`/`tls.key` (the self-signed development TLS identity, issued by the CA so enrolled devices trust
-//! it), `data.key` (seals secrets stored in the database). Keys are written with mode 0600. Leaf identities are re-issued when missing or within 30 days of expiry.
+//! Files: `ca.pem`/`ca.key` (the device CA: issues device identities through SCEP and is the SCEP RA; devices
+//! never trust it for anything), `server-ca.pem`/`.key` (the server CA: installed on every enrolled iPad, so
+//! name-constrained to the server's own names; it issues `profile-signer.pem/.key`, which signs enrollment
+//! profiles, and `tls.pem`/`tls.key`, the development TLS identity), `data.key` (seals secrets stored in the
+//! database). Keys are written with mode 0600. Leaf identities are re-issued when missing, within 30 days of
+//! expiry or not issued by the current server CA; the server CA is replaced when its constraints do not cover
+//! the server's names (a new public URL), which enrolled devices will not trust until they get the new one.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -76,7 +80,8 @@ fn needs_renewal(id: &Identity, now: UnixTime) -> bool {
 pub struct DataDirPki {
     pub material: PkiMaterial,
     pub tls: Identity,
-    pub ca_path: PathBuf,
+    /// `server-ca.pem`: what API clients (`ORCHARD_CA`) trust for Orchard's own TLS certificate.
+    pub server_ca_path: PathBuf,
 }
 
 /// Loads the CA and identities from `dir`, creating whatever is missing. `tls_names` are the DNS names and
@@ -93,7 +98,39 @@ pub fn load_or_create(
         None => {
             let ca = CertificateAuthority::generate("Orchard Device CA", now, CA_VALIDITY_DAYS)?;
             write_pair(dir, "ca", ca.identity())?;
-            tracing::info!(path = %dir.join("ca.pem").display(), "created a new Orchard CA");
+            tracing::info!(path = %dir.join("ca.pem").display(), "created a new Orchard device CA");
+            ca
+        }
+    };
+    // A caller that only needs the CAs (a CLI command) names no host: cover localhost.
+    let localhost = ["localhost".to_string()];
+    let dns = if tls_dns.is_empty() && tls_ips.is_empty() {
+        &localhost[..]
+    } else {
+        tls_dns
+    };
+    let server_ca = match read_pair(dir, "server-ca")? {
+        Some(p) => Some(CertificateAuthority::from_pem(&p.cert, &p.key)?),
+        None => None,
+    };
+    let server_ca = match server_ca {
+        Some(ca) if !needs_renewal(ca.identity(), now) && ca.permits_server_names(dns, tls_ips) => {
+            ca
+        }
+        previous => {
+            let ca = CertificateAuthority::generate_server_ca(
+                "Orchard Server CA",
+                dns,
+                tls_ips,
+                now,
+                CA_VALIDITY_DAYS,
+            )?;
+            write_pair(dir, "server-ca", ca.identity())?;
+            if previous.is_some() {
+                tracing::warn!(?dns, ips = ?tls_ips, "made a new server CA for the server's names: devices enrolled under the previous one do not trust it until they are given it");
+            } else {
+                tracing::info!(path = %dir.join("server-ca.pem").display(), "created a new Orchard server CA (constrained to the server's names)");
+            }
             ca
         }
     };
@@ -102,10 +139,13 @@ pub fn load_or_create(
         None => None,
     };
     let signer = match signer {
-        Some(s) if !needs_renewal(&s, now) && ca.is_issued_by_me(&s.cert_der()) => s,
+        Some(s) if !needs_renewal(&s, now) && server_ca.is_issued_by_me(&s.cert_der()) => s,
         _ => {
-            let s =
-                ca.issue_signing_identity("Orchard Profile Signing", now, LEAF_VALIDITY_DAYS)?;
+            let s = server_ca.issue_signing_identity(
+                "Orchard Profile Signing",
+                now,
+                LEAF_VALIDITY_DAYS,
+            )?;
             write_pair(dir, "profile-signer", &s)?;
             s
         }
@@ -115,18 +155,11 @@ pub fn load_or_create(
         None => None,
     };
     let tls = match tls {
-        Some(t) if !needs_renewal(&t, now) && ca.is_issued_by_me(&t.cert_der()) => t,
+        Some(t) if !needs_renewal(&t, now) && server_ca.is_issued_by_me(&t.cert_der()) => t,
         _ => {
-            // A caller that only needs the CA (a CLI command) names no host: cover localhost.
-            let localhost = ["localhost".to_string()];
-            let dns = if tls_dns.is_empty() && tls_ips.is_empty() {
-                &localhost[..]
-            } else {
-                tls_dns
-            };
-            let t = ca.issue_tls_server(dns, tls_ips, now, LEAF_VALIDITY_DAYS)?;
+            let t = server_ca.issue_tls_server(dns, tls_ips, now, LEAF_VALIDITY_DAYS)?;
             write_pair(dir, "tls", &t)?;
-            tracing::info!("issued a self-signed TLS certificate from the Orchard CA");
+            tracing::info!("issued a self-signed TLS certificate from the Orchard server CA");
             t
         }
     };
@@ -144,10 +177,11 @@ pub fn load_or_create(
     Ok(DataDirPki {
         material: PkiMaterial {
             ca,
+            server_ca,
             profile_signer: signer,
             data_key,
         },
         tls,
-        ca_path: dir.join("ca.pem"),
+        server_ca_path: dir.join("server-ca.pem"),
     })
 }

@@ -229,8 +229,10 @@ async fn scenario(backend: Backend) -> Result<()> {
 async fn scep_refusals(server: &TestServer, link: &str) -> Result<()> {
     use orchard_pki::scep::{self, CertRepOutcome};
     let signed = server.http.get(link).send().await?.bytes().await?;
-    let ca_der = pem_to_der(&server.ca_pem)?;
-    let content = orchard_pki::signature::verify_signed_profile(&signed, &ca_der)?;
+    let content =
+        orchard_pki::signature::verify_signed_profile(&signed, &pem_to_der(&server.ca_pem)?)?;
+    // SCEP goes to the device CA (the RA), not the server CA the profile chains to.
+    let ca_der = pem_to_der(&server.device_ca_pem)?;
     let profile = EnrollmentProfile::parse(&content)?;
     let key = openssl::rsa::Rsa::generate(2048).and_then(openssl::pkey::PKey::from_rsa)?;
     let attempt = |challenge: String| {

@@ -29,7 +29,7 @@ fn scepclient(
             "-certificate",
             &dir.join("cert.pem").display().to_string(),
         ])
-        // Go's TLS stack reads extra trust roots from SSL_CERT_FILE: trust Orchard's CA, nothing else.
+        // Go's TLS stack reads extra trust roots from SSL_CERT_FILE: trust Orchard's server CA, nothing else.
         .env("SSL_CERT_FILE", &ca_file)
         .output()
         .context("running scepclient: install the Debian package `scep` (scripts/test.sh does)")
@@ -58,10 +58,10 @@ async fn scenario(backend: Backend) -> Result<()> {
     let cert_pem =
         std::fs::read(tmp.path().join("cert.pem")).context("scepclient wrote no certificate")?;
     let cert = openssl::x509::X509::from_pem(&cert_pem)?;
-    let ca = openssl::x509::X509::from_pem(&server.ca_pem)?;
+    let ca = openssl::x509::X509::from_pem(&server.device_ca_pem)?;
     ensure!(
         cert.verify(ca.public_key()?.as_ref())?,
-        "certificate not signed by Orchard's CA"
+        "certificate not signed by Orchard's device CA"
     );
     let cn = cert
         .subject_name()

@@ -57,10 +57,16 @@ impl CoreConfig {
     }
 }
 
-/// The PKI material a running server holds: the CA (which is also the SCEP RA) and the identity that signs
-/// enrollment profiles.
+/// The PKI material a running server holds: the device CA (which is also the SCEP RA), the server CA and the
+/// identity that signs enrollment profiles.
 pub struct PkiMaterial {
+    /// Issues device identities; never installed on devices as a trusted root.
     pub ca: CertificateAuthority,
+    /// Installed on devices by the enrollment profile and pinned by ADE profiles: it issued the profile
+    /// signer (and Orchard's own TLS certificate), and its name constraints keep it from vouching for any
+    /// other site.
+    pub server_ca: CertificateAuthority,
+    /// Issued by the server CA.
     pub profile_signer: Identity,
     /// Seals secrets stored in the database.
     pub data_key: DataKey,

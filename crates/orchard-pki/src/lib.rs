@@ -4,6 +4,7 @@
 pub mod push_csr;
 pub mod scep;
 pub mod seal;
+pub mod server_ca;
 pub mod signature;
 
 use std::net::IpAddr;
@@ -225,7 +226,9 @@ impl CertificateAuthority {
     ) -> Result<Identity, PkiError> {
         let common_name = match (dns_names.first(), ip_addresses.first()) {
             (Some(dns), _) => dns.clone(),
-            (None, Some(ip)) => ip.to_string(),
+            // Not the bare address: OpenSSL checks a host-like subject CN against DNS name constraints, and
+            // an IP-only server CA permits no DNS name. Clients match the address in the SAN.
+            (None, Some(ip)) => format!("Orchard server ({ip})"),
             (None, None) => {
                 return Err(PkiError::Malformed(
                     "a tls server certificate needs a dns name or an ip address".into(),

@@ -31,7 +31,11 @@ pub struct TestServer {
     pub base_url: String,
     /// `--data-dir`: the CA, TLS and data-key files, and on SQLite the database.
     pub data_dir: PathBuf,
+    /// The server CA (`server-ca.pem`): what the server's TLS certificate and enrollment profiles chain to,
+    /// and what enrolled iPads trust.
     pub ca_pem: Vec<u8>,
+    /// The device CA (`ca.pem`): issues device identities through SCEP (the RA a PKCSReq is encrypted to).
+    pub device_ca_pem: Vec<u8>,
     /// An operator token, made with `orchard token create` before the server started (as the first one is).
     pub token: String,
     /// `--database-url`: `None` on SQLite (the binary's default database in the data directory).
@@ -73,7 +77,8 @@ impl TestServer {
         let (child, base_url) = spawn_serve(&data_dir, &database_url, extra)
             .await
             .context("starting orchard serve")?;
-        let ca_pem = std::fs::read(data_dir.join("ca.pem"))?;
+        let ca_pem = std::fs::read(data_dir.join("server-ca.pem"))?;
+        let device_ca_pem = std::fs::read(data_dir.join("ca.pem"))?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -84,6 +89,7 @@ impl TestServer {
             base_url,
             data_dir,
             ca_pem,
+            device_ca_pem,
             token,
             database_url,
             http,
@@ -96,9 +102,9 @@ impl TestServer {
         self.database.backend()
     }
 
-    /// The server's CA certificate file (what `--ca`/`ORCHARD_CA` of the client commands take).
+    /// The server CA's certificate file (what `--ca`/`ORCHARD_CA` of the client commands take).
     pub fn ca_path(&self) -> PathBuf {
-        self.data_dir.join("ca.pem")
+        self.data_dir.join("server-ca.pem")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -21,15 +21,24 @@ pub const TEST_TOPIC: &str = "com.apple.mgmt.External.orchard-dev-test";
 /// Long enough for every clock a test moves forward (usage runs over days, push certificates over a year).
 const TEST_CA_DAYS: u32 = 3650;
 
-/// A CA, a profile signer issued by it and a data key, valid from `now`: what the binary loads from its data
-/// directory, made in memory.
+/// A device CA, a server CA for `mdm.example.edu`, a profile signer issued by the server CA and a data key,
+/// valid from `now`: what the binary loads from its data directory, made in memory.
 pub fn test_pki(now: UnixTime) -> PkiMaterial {
     let ca = CertificateAuthority::generate("Orchard Test CA", now, TEST_CA_DAYS).expect("test ca");
-    let profile_signer = ca
+    let server_ca = CertificateAuthority::generate_server_ca(
+        "Orchard Test Server CA",
+        &["mdm.example.edu".to_owned()],
+        &[],
+        now,
+        TEST_CA_DAYS,
+    )
+    .expect("test server ca");
+    let profile_signer = server_ca
         .issue_signing_identity("Orchard Test Profile Signing", now, TEST_CA_DAYS)
         .expect("test profile signer");
     PkiMaterial {
         ca,
+        server_ca,
         profile_signer,
         data_key: DataKey::generate().expect("test data key"),
     }

@@ -133,7 +133,7 @@ impl Orchard {
         let signed_profile = orchard_pki::signature::sign_profile(
             &profile.to_plist(),
             &self.pki.profile_signer,
-            &[self.pki.ca.identity()],
+            &[self.pki.server_ca.identity()],
         )?;
         tracing::info!(serial = %serial, udid = %info.udid, template = %template.id, tenant = %template.tenant_id, "zero-touch enrollment profile handed out");
         Ok(ZeroTouchAnswer::Profile(signed_profile))

@@ -60,7 +60,7 @@ impl Orchard {
         let signed = orchard_pki::signature::sign_profile(
             &profile.to_plist(),
             &self.pki.profile_signer,
-            &[self.pki.ca.identity()],
+            &[self.pki.server_ca.identity()],
         )?;
         tracing::info!(link = %link.id, tenant = %link.tenant_id, "enrollment profile handed out");
         Ok(signed)
@@ -76,7 +76,9 @@ impl Orchard {
             description: Some(
                 "Enrolls this iPad in the university's device management (Orchard).".into(),
             ),
-            root_ca_der: Some(self.pki.ca.cert_der()),
+            // The server CA, not the device CA: every iPad trusts this root for TLS, and its name constraints
+            // keep that trust to Orchard's own names.
+            root_ca_der: Some(self.pki.server_ca.cert_der()),
             root_payload_uuid: Uuid::new_v4(),
             scep: ScepPayload {
                 url: c.scep_url(),
