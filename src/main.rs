@@ -149,7 +149,11 @@ struct ServeArgs {
     /// Replay window: Authenticate, TokenUpdate and CheckOut whose Mdm-Signature carries a signing time more
     /// than this many seconds from the server's clock are refused (0 turns the check off; a signature without
     /// a signing time is always accepted, as the protocol allows).
-    #[arg(long, env = "ORCHARD_DEVICE_MESSAGE_MAX_AGE_SECONDS", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "ORCHARD_DEVICE_MESSAGE_MAX_AGE_SECONDS",
+        default_value_t = 600
+    )]
     device_message_max_age_seconds: u32,
     #[command(flatten)]
     push: PushArgs,

@@ -655,7 +655,10 @@ mod fast {
             (TAG_UTC_TIME, 12) => {
                 let yy: i32 = digits.get(..2)?.parse().ok()?;
                 // RFC 5280: 50..99 are 19xx, 00..49 are 20xx.
-                (if yy >= 50 { 1900 + yy } else { 2000 + yy }, digits.get(2..)?)
+                (
+                    if yy >= 50 { 1900 + yy } else { 2000 + yy },
+                    digits.get(2..)?,
+                )
             }
             (TAG_GENERALIZED_TIME, 14) => (digits.get(..4)?.parse().ok()?, digits.get(4..)?),
             _ => return None,
@@ -1039,7 +1042,13 @@ mod tests {
             fast::der_time(0x17, b"500101000000Z"),
             Some(UnixTime(-631_152_000))
         );
-        for bad in [&b"251130000000"[..], b"25113000000Z", b"251330000000Z", b"2511300000+0Z", b""] {
+        for bad in [
+            &b"251130000000"[..],
+            b"25113000000Z",
+            b"251330000000Z",
+            b"2511300000+0Z",
+            b"",
+        ] {
             assert_eq!(fast::der_time(0x17, bad), None, "{bad:?}");
         }
         assert_eq!(fast::der_time(0x04, b"251130000000Z"), None);

@@ -53,9 +53,10 @@ pub use error::StoreError;
 pub use fault::FaultInjector;
 pub use jobs::runs::{JobClaim, JobRunRecord};
 pub use model::{
-    ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device, DeviceFacts,
-    EnrollmentLink, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
-    RecordOutcome, ScepChallenge, Tenant, IdentityGrant, DeviceRelease, DeviceBinding, TokenUpdateOutcome, TokenUpdateRecord,
+    ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device,
+    DeviceBinding, DeviceFacts, DeviceRelease, EnrollmentLink, IdentityGrant, InventorySection,
+    IssuedCertificate, NewCommand, Page, QueuedCommand, RecordOutcome, ScepChallenge, Tenant,
+    TokenUpdateOutcome, TokenUpdateRecord,
 };
 pub use push::push_csr::PushCsrKeyRecord;
 pub use push::queue_state::{PushCertificateRecord, PushTarget};

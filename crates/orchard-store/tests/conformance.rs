@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts,
-    EnrollmentLink, IdentityGrant, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome, ScepChallenge,
-    Scope, ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
+    EnrollmentLink, IdentityGrant, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome,
+    ScepChallenge, Scope, ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
 };
 use orchard_testkit::with_store;
 use orchard_types::{

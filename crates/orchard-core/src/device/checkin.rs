@@ -110,16 +110,26 @@ impl Orchard {
     /// signed recently when the signature says when: Apple's protocol has no nonce, so a captured message could
     /// otherwise be replayed at any later time. A signature without signingTime is accepted (the protocol does
     /// not require one).
-    fn check_freshness(&self, signature: Option<&str>, now: UnixTime) -> Result<(), DeviceRejection> {
+    fn check_freshness(
+        &self,
+        signature: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), DeviceRejection> {
         let Some(max_age) = self.config.device_message_max_age_seconds else {
             return Ok(());
         };
-        let Some(signed_at) = signature.and_then(orchard_pki::signature::mdm_signature_signing_time)
+        let Some(signed_at) =
+            signature.and_then(orchard_pki::signature::mdm_signature_signing_time)
         else {
             return Ok(());
         };
         if (now.0 - signed_at.0).abs() > max_age {
-            tracing::warn!(signed_at = signed_at.0, now = now.0, max_age, "check-in refused: signing time outside the freshness window");
+            tracing::warn!(
+                signed_at = signed_at.0,
+                now = now.0,
+                max_age,
+                "check-in refused: signing time outside the freshness window"
+            );
             return Err(DeviceRejection::UntrustedIdentity(
                 "message signed outside the freshness window".into(),
             ));
@@ -265,7 +275,12 @@ impl Orchard {
         let Some(device) = bound else {
             unit.rollback().await?;
             return Err(self
-                .refuse_binding(&issued, &a.udid, current.as_ref(), "device changed meanwhile")
+                .refuse_binding(
+                    &issued,
+                    &a.udid,
+                    current.as_ref(),
+                    "device changed meanwhile",
+                )
                 .await);
         };
         self.commit_unit(unit).await?;

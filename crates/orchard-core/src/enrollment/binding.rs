@@ -63,7 +63,11 @@ impl Claim {
 
     /// The tenant the device belongs to after the bind: a renewal keeps the device where it is (an operator may
     /// have moved it since the old identity was issued); every other claim takes the identity's tenant.
-    pub(crate) fn tenant(self, issued: &IssuedCertificate, current: Option<&DeviceBinding>) -> TenantId {
+    pub(crate) fn tenant(
+        self,
+        issued: &IssuedCertificate,
+        current: Option<&DeviceBinding>,
+    ) -> TenantId {
         match (self, current) {
             (Claim::IssuedForDevice, Some(b)) => b.device.tenant_id,
             _ => issued.tenant_id,
@@ -107,7 +111,10 @@ impl Orchard {
         }
         if let Some(bound_to) = issued.bound_device_id {
             return Ok(match device {
-                Some(d) if d.id == bound_to && d.cert_fingerprint.as_deref() == Some(&issued.fingerprint) => {
+                Some(d)
+                    if d.id == bound_to
+                        && d.cert_fingerprint.as_deref() == Some(&issued.fingerprint) =>
+                {
                     if d.state == EnrollmentState::Unenrolled {
                         Refuse("identity ended by checkout")
                     } else {
@@ -191,7 +198,8 @@ impl Orchard {
         if let Err(e) = self.record_audit(event.clone()).await {
             tracing::error!(error = %e, action = %event.action, details = %event.details, "security event could not be recorded");
         }
-        DeviceRejection::UntrustedIdentity(format!("identity may not claim this device: {reason}")).into()
+        DeviceRejection::UntrustedIdentity(format!("identity may not claim this device: {reason}"))
+            .into()
     }
 
     /// Audits an Authenticate that moved a device into another tenant by a legitimate claim.
@@ -228,7 +236,10 @@ impl Orchard {
 /// The device identity as an audit actor: `identity:<fingerprint prefix>`, in the tenant that issued it.
 fn identity_actor(issued: &IssuedCertificate) -> AuditActor {
     AuditActor {
-        id: format!("identity:{}", issued.fingerprint.get(..16).unwrap_or(&issued.fingerprint)),
+        id: format!(
+            "identity:{}",
+            issued.fingerprint.get(..16).unwrap_or(&issued.fingerprint)
+        ),
         name: Some(issued.subject.chars().take(64).collect()),
         role: None,
         tenant_id: Some(issued.tenant_id),

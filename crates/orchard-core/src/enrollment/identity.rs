@@ -95,9 +95,7 @@ impl Orchard {
                 .map(UnixTime::to_rfc3339),
             revoked_reason: issued.and_then(|c| c.revoked_reason),
             released_until: release.as_ref().map(|r| r.until.to_rfc3339()),
-            released_to_tenant_id: release
-                .and_then(|r| r.tenant_id)
-                .map(|t| t.to_string()),
+            released_to_tenant_id: release.and_then(|r| r.tenant_id).map(|t| t.to_string()),
         })
     }
 

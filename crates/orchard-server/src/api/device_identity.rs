@@ -53,7 +53,10 @@ pub(super) async fn device_identity(
     Id(id): Id<DeviceId>,
 ) -> Reply<Json<DeviceIdentityView>> {
     Ok(Json(
-        state.orchard.device_identity_view(&who.principal, id).await?,
+        state
+            .orchard
+            .device_identity_view(&who.principal, id)
+            .await?,
     ))
 }
 
@@ -106,7 +109,10 @@ pub(super) async fn release_device(
             "to_tenant_id",
             req.tenant_id.map(|t| t.to_string()).unwrap_or_default(),
         )
-        .detail("released_until", view.released_until.clone().unwrap_or_default());
+        .detail(
+            "released_until",
+            view.released_until.clone().unwrap_or_default(),
+        );
     Ok(noted(note, Json(view)))
 }
 

@@ -362,7 +362,10 @@ fn release_from_row(row: &AnyRow) -> Result<Option<DeviceRelease>, StoreError> {
 impl UnitOfWork {
     /// The device of this UDID as Authenticate must see it before deciding: locked for the rest of the unit
     /// (`FOR UPDATE` on PostgreSQL; SQLite's unit holds the write lock from its start).
-    pub async fn device_binding(&mut self, udid: &Udid) -> Result<Option<DeviceBinding>, StoreError> {
+    pub async fn device_binding(
+        &mut self,
+        udid: &Udid,
+    ) -> Result<Option<DeviceBinding>, StoreError> {
         let lock = match self.backend() {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",

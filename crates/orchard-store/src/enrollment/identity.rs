@@ -17,19 +17,25 @@ const API_TOKEN_COLUMNS: &str =
     "id, name, role, tenant_id, token_hash, created_at, expires_at, revoked_at";
 const LINK_COLUMNS: &str =
     "id, tenant_id, name, secret_hash, max_uses, uses, expires_at, created_at, created_by";
-const CHALLENGE_COLUMNS: &str = "challenge_hash, link_id, tenant_id, created_at, expires_at, used_at, \
+const CHALLENGE_COLUMNS: &str =
+    "challenge_hash, link_id, tenant_id, created_at, expires_at, used_at, \
      grant_kind, grant_serial, grant_udid, grant_device_id";
 const CERTIFICATE_COLUMNS: &str = "fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, \
      not_after, grant_kind, grant_serial, grant_udid, grant_device_id, bound_device_id, bound_at, revoked_at, \
      revoked_reason";
 
 /// The grant columns (`grant_kind, grant_serial, grant_udid, grant_device_id`) as stored.
-fn grant_columns(grant: &IdentityGrant) -> (&'static str, Option<String>, Option<String>, Option<String>) {
+fn grant_columns(
+    grant: &IdentityGrant,
+) -> (&'static str, Option<String>, Option<String>, Option<String>) {
     match grant {
         IdentityGrant::Link => ("link", None, None, None),
-        IdentityGrant::Ade { serial, udid } => {
-            ("ade", Some(serial.clone()), Some(udid.as_str().to_owned()), None)
-        }
+        IdentityGrant::Ade { serial, udid } => (
+            "ade",
+            Some(serial.clone()),
+            Some(udid.as_str().to_owned()),
+            None,
+        ),
         IdentityGrant::Device { device_id } => ("device", None, None, Some(device_id.to_string())),
     }
 }
