@@ -464,6 +464,12 @@ async fn link_enrollment(backend: Backend) -> Result<()> {
         )
         .await?;
     ensure!(status == 204, "revoke link → {status}");
+    let revocations =
+        audit_events(&server, &server.token, "tenants.enrollment_links.delete").await?;
+    ensure!(
+        revocations.len() == 1 && revocations[0]["details"]["revoked_identities"] == 1,
+        "{revocations:?}"
+    );
     let devices_before = server.devices().await?.len();
     let new_udid = DeviceState::new_random(&config).udid;
     ensure!(
