@@ -180,17 +180,20 @@ impl Store {
         &self,
         udid: &Udid,
     ) -> Result<Option<(Device, IdentityStatus)>, StoreError> {
-        let columns = DEVICE_COLUMNS
-            .split(", ")
-            .map(|c| format!("d.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT {columns}, c.revoked_at AS identity_revoked_at, c.fingerprint AS identity_fingerprint \
-             FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint \
-             WHERE d.udid = $1"
-        );
-        let Some(row) = sqlx::query(&sql)
+        // Every signed device request runs this: the statement text is built once.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let columns = DEVICE_COLUMNS
+                .split(',')
+                .map(|c| format!("d.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT {columns}, c.revoked_at AS identity_revoked_at, c.fingerprint AS identity_fingerprint \
+                 FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint \
+                 WHERE d.udid = $1"
+            )
+        });
+        let Some(row) = sqlx::query(SQL.as_str())
             .bind(udid.as_str())
             .fetch_optional(&self.pool)
             .await?
