@@ -440,6 +440,19 @@ async fn link_enrollment(backend: Backend) -> Result<()> {
         device_rows(&server, &third).await? == checked_out,
         "replays after checkout changed the device"
     );
+    // A device that checked out itself has no enrollment left to protect: another tenant may enroll it.
+    let mut handed_over = erased_twin(&server, &fleet[2]);
+    handed_over.enroll(&physics_link).await?;
+    let reenrolled = device_rows(&server, &third).await?;
+    ensure!(
+        reenrolled["id"] == checked_out["id"] && reenrolled["tenant_id"] == physics.as_str(),
+        "{reenrolled}"
+    );
+    let moved_events = audit_events(&server, &server.token, MOVED_BY_ENROLLMENT).await?;
+    ensure!(
+        moved_events.len() == 2 && moved_events[0]["details"]["claim"] == "after_checkout",
+        "{moved_events:?}"
+    );
 
     // 7. Revoking a link revokes the identities it issued that never bound, and its unused challenges.
     let revoked_link = server

@@ -11,7 +11,7 @@ use orchard_store::{
 };
 use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
 
-use crate::enrollment::binding::BindingDecision;
+use crate::enrollment::binding::{BindingDecision, CHECKED_OUT_REASON};
 use crate::{CoreError, DeviceRejection, Orchard};
 
 /// Seconds between `last_seen_at` writes for a device that keeps talking: saves a write per round trip.
@@ -180,7 +180,7 @@ impl Orchard {
                     // the enrollment, so a replay of its Authenticate can never enroll the UDID again.
                     let mut unit = self.store.begin_unit().await?;
                     unit.check_out(&c.udid, now).await?;
-                    unit.revoke_identity(&signer.fingerprint, "checked_out", now)
+                    unit.revoke_identity(&signer.fingerprint, CHECKED_OUT_REASON, now)
                         .await?;
                     self.commit_unit(unit).await?;
                     tracing::info!(udid = %c.udid, "device checked out");

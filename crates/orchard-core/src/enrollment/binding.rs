@@ -15,8 +15,8 @@
 //! - an operator released the device for re-enrollment (into any tenant, or into one named tenant) and the
 //!   release has not run out.
 //!
-//! A device that checked out (its profile, and so its identity, removed) has no enrollment left to protect and
-//! may be enrolled by anyone holding a valid grant. Everything else is refused with 403, nothing changes, and a
+//! A device that checked out itself (the CheckOut it signed revoked its identity: its profile, and so its
+//! identity, is gone) has no enrollment left to protect and may be enrolled by anyone holding a valid grant. Everything else is refused with 403, nothing changes, and a
 //! security event is audited (under no tenant: central IT's log; the victim's device id would otherwise show
 //! in the attacker's tenant log).
 
@@ -27,6 +27,8 @@ use serde_json::json;
 use crate::reporting::audit::{AuditActor, AuditEvent, AuditOutcome};
 use crate::{CoreError, DeviceRejection, Orchard};
 
+/// The revocation reason CheckOut records on the identity that signed it.
+pub const CHECKED_OUT_REASON: &str = "checked_out";
 /// The audit action of a refused Authenticate (a security event).
 pub const AUTHENTICATE_REFUSED_ACTION: &str = "security.device.authenticate_refused";
 /// The audit action of an Authenticate that moved a device into another tenant (ADE, a release, after CheckOut).
@@ -129,7 +131,7 @@ impl Orchard {
             return Ok(Bind(Claim::NewDevice));
         };
         let device = &binding.device;
-        if device.state == EnrollmentState::Unenrolled {
+        if device.state == EnrollmentState::Unenrolled && self.checked_out_itself(device).await? {
             return Ok(Bind(Claim::AfterCheckOut));
         }
         if matches!(issued.grant, IdentityGrant::Device { .. }) {
@@ -152,6 +154,19 @@ impl Orchard {
             }
         }
         Ok(Refuse("device enrolled in another tenant"))
+    }
+
+    /// Whether the device ended its own enrollment: its identity was revoked by the CheckOut it signed. Only then
+    /// is the UDID free for anyone's enrollment (a device Orchard merely marked unenrolled stays protected).
+    async fn checked_out_itself(&self, device: &orchard_store::Device) -> Result<bool, CoreError> {
+        let Some(fingerprint) = &device.cert_fingerprint else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .find_issued_certificate(fingerprint)
+            .await?
+            .is_some_and(|c| c.revoked_reason.as_deref() == Some(CHECKED_OUT_REASON)))
     }
 
     /// Audits a refused Authenticate as a security event and returns the device-surface refusal (403). An audit
