@@ -1,6 +1,6 @@
 //! Identity grants at Authenticate, in-process on SQLite and PostgreSQL (issue 10): an ADE identity binds only
 //! the UDID its MachineInfo named; a renewed identity (SCEP RenewalReq) may bind only the device its predecessor
-//! was bound to, and keeps the device in the tenant it is in now; a revoked identity cannot renew.
+//! was bound to, and keeps the device in the tenant it is in now; a revoked or replaced identity cannot renew.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -231,6 +231,12 @@ async fn renewal_rebinds_only_its_device(backend: Backend) {
         assert_eq!(rebound.id, device.id);
         assert_eq!(rebound.tenant_id, elsewhere);
         assert_ne!(rebound.cert_fingerprint, device.cert_fingerprint);
+
+        // The replaced identity renews nothing any more.
+        assert!(
+            node.renew(&first).await.is_none(),
+            "a replaced identity was renewed"
+        );
 
         // Another renewal of the same device cannot claim another UDID.
         let stranger = udid();

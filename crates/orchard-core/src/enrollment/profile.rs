@@ -188,9 +188,9 @@ impl Orchard {
         }
     }
 
-    /// A RenewalReq is signed by an identity we issued that is still valid and not revoked; the new one keeps its
-    /// tenant, and may bind only the device the old one was bound to (a renewal is that device's rebind), or
-    /// what the old one could bind if it never was.
+    /// A RenewalReq is signed by an identity we issued that is still valid, not revoked and, if it was bound, still
+    /// its device's current identity; the new one keeps its tenant, and may bind only the device the old one was
+    /// bound to (a renewal is that device's rebind), or what the old one could bind if it never was.
     async fn check_renewal(
         &self,
         req: &scep::PkiRequest,
@@ -203,7 +203,18 @@ impl Orchard {
         match self.store.find_issued_certificate(&fingerprint).await? {
             Some(c) if c.not_after > now && c.revoked_at.is_none() => {
                 let grant = match c.bound_device_id {
-                    Some(device_id) => IdentityGrant::Device { device_id },
+                    Some(device_id) => {
+                        // An identity the device has since replaced renews nothing: only the current one may.
+                        let current = self
+                            .store
+                            .find_device_by_cert_fingerprint(&fingerprint)
+                            .await?
+                            .is_some_and(|d| d.id == device_id);
+                        if !current {
+                            return Ok(Err(FailInfo::BadCertId));
+                        }
+                        IdentityGrant::Device { device_id }
+                    }
                     None => c.grant,
                 };
                 Ok(Ok((c.tenant_id, c.link_id, grant)))
