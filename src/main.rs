@@ -146,6 +146,15 @@ struct ServeArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "ORCHARD_LOG_JSON")]
     log_json: bool,
+    /// Replay window: Authenticate, TokenUpdate and CheckOut whose Mdm-Signature carries a signing time more
+    /// than this many seconds from the server's clock are refused (0 turns the check off; a signature without
+    /// a signing time is always accepted, as the protocol allows).
+    #[arg(
+        long,
+        env = "ORCHARD_DEVICE_MESSAGE_MAX_AGE_SECONDS",
+        default_value_t = 600
+    )]
+    device_message_max_age_seconds: u32,
     #[command(flatten)]
     push: PushArgs,
     /// Device Assignment (DEP/ASM) service URL: Apple's by default; a local DEP server in tests.
@@ -472,6 +481,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         organization: args.organization.clone(),
         challenge_ttl_seconds: 3600,
         identity_validity_days: 365,
+        device_message_max_age_seconds: (args.device_message_max_age_seconds > 0)
+            .then_some(i64::from(args.device_message_max_age_seconds)),
     };
     let orchard = Arc::new(
         Orchard::new(
@@ -666,6 +677,7 @@ async fn offline_orchard(storage: &StorageArgs) -> Result<(Orchard, OperatorCtx,
         organization: String::new(),
         challenge_ttl_seconds: 3600,
         identity_validity_days: 365,
+        device_message_max_age_seconds: None,
     };
     let orchard = Orchard::new(
         store.clone(),

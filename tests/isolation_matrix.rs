@@ -209,6 +209,12 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::POST, dev("/setup/release"), None, [U, U, U, 404, 404, 403, 409, 403, 409]),
         row(Method::GET, dev("/activation-lock"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         row(Method::POST, dev("/activation-lock/clear"), None, [U, U, U, 404, 404, 403, 409, 403, 409]),
+        row(Method::GET, dev("/identity"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        // Operator-only actions: every other role is refused before the device is looked up; the operator's
+        // request is refused on its content (so the device keeps its identity and tenant for the other rows).
+        row(Method::POST, dev("/identity/revoke"), Some(json!({"reason": "bored"})), [U, U, U, 403, 403, 403, 403, 403, 400]),
+        row(Method::POST, dev("/release"), Some(json!({"expires_in_seconds": 0})), [U, U, U, 403, 403, 403, 403, 403, 400]),
+        row(Method::POST, dev("/move"), Some(json!({"tenant_id": physics, "keep_inventory": true})), [U, U, U, 403, 403, 403, 403, 403, 409]),
         row(Method::POST, "/api/v1/commands/bulk", Some(json!({"command": {"type": "DeviceInformation", "queries": ["UDID"]}, "dry_run": true})), [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::GET, "/api/v1/push-certificate", None, [U, U, U, 403, 403, 403, 403, 403, 200]),
         row(Method::PUT, "/api/v1/push-certificate", Some(json!({"certificate_pem": "not a certificate"})), [U, U, U, 403, 403, 403, 403, 403, 400]),

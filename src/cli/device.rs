@@ -71,7 +71,54 @@ pub enum DeviceCommand {
     ActivationLock { id: String },
     /// Clear the device's Activation Lock at Apple with its escrowed bypass code.
     ClearActivationLock { id: String },
+    /// The device's identity certificate (grant, validity, revocation) and any open release.
+    Identity { id: String },
+    /// Revoke the device's identity: every request it signs is refused from now on (operators).
+    RevokeIdentity {
+        id: String,
+        /// Why: retired, moved or suspected_theft.
+        #[arg(long, value_parser = ["retired", "moved", "suspected_theft"])]
+        reason: String,
+    },
+    /// Let another tenant's enrollment claim the device for a while (operators): the first Authenticate of
+    /// such an identity moves it there.
+    ReleaseForReenrollment {
+        id: String,
+        /// Only this tenant's enrollment may claim it (default: any tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How long the release stays open (default 7 days, at most 30).
+        #[arg(long)]
+        expires_in_seconds: Option<i64>,
+    },
+    /// Move the device to another tenant now (operators); say what happens to its inventory.
+    #[command(group(ArgGroup::new("inventory").required(true).args(["keep_inventory", "clear_inventory"])))]
+    Move {
+        id: String,
+        /// The tenant it moves to.
+        #[arg(long)]
+        tenant: String,
+        /// Keep the inventory the previous tenant collected.
+        #[arg(long)]
+        keep_inventory: bool,
+        /// Delete the inventory the previous tenant collected.
+        #[arg(long)]
+        clear_inventory: bool,
+    },
 }
+
+const IDENTITY_FIELDS: &[(&str, &str)] = &[
+    ("device", "device_id"),
+    ("tenant", "tenant_id"),
+    ("fingerprint", "fingerprint"),
+    ("grant", "grant"),
+    ("issued", "issued_at"),
+    ("expires", "not_after"),
+    ("revoked", "revoked_at"),
+    ("revoked because", "revoked_reason"),
+    ("released until", "released_until"),
+    ("released to", "released_to_tenant_id"),
+];
 
 const DEVICE_COLUMNS: &[(&str, &str)] = &[
     ("ID", "id"),
@@ -188,6 +235,46 @@ pub async fn run(client: &Client, out: Out, command: DeviceCommand) -> Result<()
                     cell(v.get("channels"))
                 )
             })
+        }
+        DeviceCommand::Identity { id } => {
+            let v = client.get(&["devices", &id, "identity"], &[]).await?;
+            out.show(&v, |v| fields(v, IDENTITY_FIELDS))
+        }
+        DeviceCommand::RevokeIdentity { id, reason } => {
+            let v = client
+                .post(
+                    &["devices", &id, "identity", "revoke"],
+                    &json!({ "reason": reason }),
+                )
+                .await?;
+            out.show(&v, |v| fields(v, IDENTITY_FIELDS))
+        }
+        DeviceCommand::ReleaseForReenrollment {
+            id,
+            tenant,
+            expires_in_seconds,
+        } => {
+            let v = client
+                .post(
+                    &["devices", &id, "release"],
+                    &json!({ "tenant_id": tenant, "expires_in_seconds": expires_in_seconds }),
+                )
+                .await?;
+            out.show(&v, |v| fields(v, IDENTITY_FIELDS))
+        }
+        DeviceCommand::Move {
+            id,
+            tenant,
+            keep_inventory,
+            clear_inventory: _,
+        } => {
+            let v = client
+                .post(
+                    &["devices", &id, "move"],
+                    &json!({ "tenant_id": tenant, "keep_inventory": keep_inventory }),
+                )
+                .await?;
+            out.show(&v, |v| fields(v, IDENTITY_FIELDS))
         }
         DeviceCommand::Setup { id } => {
             let v = client.get(&["devices", &id, "setup"], &[]).await?;

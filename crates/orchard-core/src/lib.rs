@@ -36,6 +36,9 @@ pub struct CoreConfig {
     pub challenge_ttl_seconds: i64,
     /// Lifetime of device identity certificates issued by SCEP.
     pub identity_validity_days: u32,
+    /// Authenticate, TokenUpdate and CheckOut whose Mdm-Signature carries a signingTime further than this from
+    /// the server's clock are refused (replay window); None turns the check off.
+    pub device_message_max_age_seconds: Option<i64>,
 }
 
 impl CoreConfig {

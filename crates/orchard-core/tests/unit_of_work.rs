@@ -203,6 +203,7 @@ impl Harness {
                 challenge_hash: secret_hash(&challenge),
                 link_id: self.link_id,
                 tenant_id: self.tenant_id,
+                grant: orchard_store::IdentityGrant::Link,
                 created_at: now,
                 expires_at: now.plus_seconds(600),
                 used_at: None,

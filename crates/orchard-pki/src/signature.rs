@@ -62,6 +62,20 @@ pub fn verify_mdm_signature(
     }
 }
 
+/// The signingTime attribute of an `Mdm-Signature` (base64 detached CMS), if it carries one: devices may add it,
+/// and the protocol has no nonce, so it is the only freshness a message can prove. Read only for the usual
+/// message shape (DER, one signer, RSA: what iPads send); None otherwise, and None for a missing or malformed
+/// attribute. Call it after [`verify_mdm_signature`] accepted the header: the attribute is signed, so only then
+/// is it the signer's word.
+pub fn mdm_signature_signing_time(header_b64: &str) -> Option<UnixTime> {
+    let header = header_b64.trim();
+    if header.is_empty() || header.len() > MAX_MDM_SIGNATURE_HEADER_BYTES {
+        return None;
+    }
+    let der = BASE64.decode(header).ok()?;
+    fast::signing_time(&der)
+}
+
 /// The general path: OpenSSL parses the CMS message and checks the signature (no chain), then our checks.
 fn verify_with_openssl(
     der: &[u8],
@@ -393,6 +407,9 @@ mod fast {
     const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
     const OID_CONTENT_TYPE: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x03];
     const OID_MESSAGE_DIGEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04];
+    const OID_SIGNING_TIME: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x05];
+    const TAG_UTC_TIME: u8 = 0x17;
+    const TAG_GENERALIZED_TIME: u8 = 0x18;
     const OID_SHA1: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
     const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
     const OID_SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
@@ -607,6 +624,54 @@ mod fast {
             message_digest,
             signature,
         })
+    }
+
+    /// The signingTime signed attribute of a message of the usual shape (see [`parse`]).
+    pub(super) fn signing_time(der: &[u8]) -> Option<UnixTime> {
+        let parsed = parse(der)?;
+        let attributes = Reader::new(parsed.signed_attributes).expect(TAG_CONTEXT_0)?;
+        let mut reader = Reader::new(attributes.contents);
+        while !reader.is_empty() {
+            let attribute = reader.expect(TAG_SEQUENCE)?;
+            let mut attribute = Reader::new(attribute.contents);
+            if attribute.expect(TAG_OID)?.contents != OID_SIGNING_TIME {
+                continue;
+            }
+            let mut values = Reader::new(attribute.expect(TAG_SET)?.contents);
+            let value = values.next()?;
+            return der_time(value.tag, value.contents);
+        }
+        None
+    }
+
+    /// A DER UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as unix seconds.
+    pub(super) fn der_time(tag: u8, contents: &[u8]) -> Option<UnixTime> {
+        let text = std::str::from_utf8(contents).ok()?;
+        let digits = text.strip_suffix('Z')?;
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (year, rest) = match (tag, digits.len()) {
+            (TAG_UTC_TIME, 12) => {
+                let yy: i32 = digits.get(..2)?.parse().ok()?;
+                // RFC 5280: 50..99 are 19xx, 00..49 are 20xx.
+                (
+                    if yy >= 50 { 1900 + yy } else { 2000 + yy },
+                    digits.get(2..)?,
+                )
+            }
+            (TAG_GENERALIZED_TIME, 14) => (digits.get(..4)?.parse().ok()?, digits.get(4..)?),
+            _ => return None,
+        };
+        let two = |i: usize| -> Option<u8> { rest.get(i..i + 2)?.parse().ok() };
+        let month = time::Month::try_from(two(0)?).ok()?;
+        let date = time::Date::from_calendar_date(year, month, two(2)?).ok()?;
+        let clock = time::Time::from_hms(two(4)?, two(6)?, two(8)?).ok()?;
+        Some(UnixTime(
+            time::PrimitiveDateTime::new(date, clock)
+                .assume_utc()
+                .unix_timestamp(),
+        ))
     }
 
     fn fields_version_one(info: &mut Reader<'_>) -> Option<()> {
@@ -945,6 +1010,48 @@ mod tests {
         assert_eq!(signer.subject_common_name.as_deref(), Some("device-udid"));
         assert_eq!(signer.not_before, NOW.plus_seconds(-3600));
         assert_eq!(signer.not_after, NOW.plus_seconds(365 * DAY));
+    }
+
+    #[test]
+    fn signing_time_is_read_from_the_signed_attributes() {
+        let (_, device) = setup();
+        let header = sign_mdm_body(b"body", &device).unwrap();
+        // OpenSSL stamps its wall clock into signingTime.
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let at = mdm_signature_signing_time(&header).expect("signing time");
+        assert!((at.0 - wall).abs() < DAY, "{at:?} vs {wall}");
+        assert_eq!(mdm_signature_signing_time("not base64!"), None);
+        assert_eq!(mdm_signature_signing_time(""), None);
+    }
+
+    #[test]
+    fn der_times_parse_strictly() {
+        assert_eq!(
+            fast::der_time(0x17, b"251130000000Z"),
+            Some(UnixTime(1_764_460_800))
+        );
+        assert_eq!(
+            fast::der_time(0x18, b"20251130000000Z"),
+            Some(UnixTime(1_764_460_800))
+        );
+        // Two-digit years 50..99 are the 1900s (RFC 5280).
+        assert_eq!(
+            fast::der_time(0x17, b"500101000000Z"),
+            Some(UnixTime(-631_152_000))
+        );
+        for bad in [
+            &b"251130000000"[..],
+            b"25113000000Z",
+            b"251330000000Z",
+            b"2511300000+0Z",
+            b"",
+        ] {
+            assert_eq!(fast::der_time(0x17, bad), None, "{bad:?}");
+        }
+        assert_eq!(fast::der_time(0x04, b"251130000000Z"), None);
     }
 
     #[test]

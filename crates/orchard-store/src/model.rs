@@ -69,9 +69,34 @@ pub struct ScepChallenge {
     pub challenge_hash: String,
     pub link_id: EnrollmentLinkId,
     pub tenant_id: TenantId,
+    /// Which devices the identity it buys may claim (copied onto the issued certificate).
+    pub grant: IdentityGrant,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
     pub used_at: Option<UnixTime>,
+}
+
+/// What an identity was issued for, recorded with its challenge and certificate, so that Authenticate decides
+/// by data which device the identity may claim (issue 10).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IdentityGrant {
+    /// A profile downloaded through an enrollment link: a device new to Orchard, or one of the link's tenant.
+    #[default]
+    Link,
+    /// Automated Device Enrollment: the MachineInfo that Apple's device CA signed named this serial and UDID.
+    Ade { serial: String, udid: Udid },
+    /// Issued for one known device (identity renewal, Return to Service): only that device may bind it.
+    Device { device_id: DeviceId },
+}
+
+impl IdentityGrant {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IdentityGrant::Link => "link",
+            IdentityGrant::Ade { .. } => "ade",
+            IdentityGrant::Device { .. } => "device",
+        }
+    }
 }
 
 /// A device identity certificate we issued by SCEP.
@@ -83,8 +108,16 @@ pub struct IssuedCertificate {
     pub subject: String,
     pub tenant_id: TenantId,
     pub link_id: Option<EnrollmentLinkId>,
+    /// The grant the issuing challenge (or renewed identity) carried.
+    pub grant: IdentityGrant,
     pub issued_at: UnixTime,
     pub not_after: UnixTime,
+    /// The device it was bound to at its first Authenticate (an identity binds once, to one device).
+    pub bound_device_id: Option<DeviceId>,
+    pub bound_at: Option<UnixTime>,
+    /// Revoked identities are refused on every device request.
+    pub revoked_at: Option<UnixTime>,
+    pub revoked_reason: Option<String>,
 }
 
 /// A device record; its id is stable across re-enrollments of the same UDID.
@@ -108,6 +141,22 @@ pub struct Device {
     pub last_seen_at: Option<UnixTime>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+}
+
+/// An operator's release of a device for re-enrollment: until `until`, a new identity of `tenant_id` (any
+/// tenant when None) may claim it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRelease {
+    pub until: UnixTime,
+    pub tenant_id: Option<TenantId>,
+    pub released_by: Option<String>,
+}
+
+/// A device's record as Authenticate finds it (inside the unit that may rebind it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceBinding {
+    pub device: Device,
+    pub release: Option<DeviceRelease>,
 }
 
 /// What an Authenticate check-in tells us, bound to the tenant its enrollment allowed.

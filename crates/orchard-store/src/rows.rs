@@ -102,6 +102,10 @@ pub(crate) fn device_id(row: &AnyRow, column: &str) -> Result<DeviceId, StoreErr
     parsed(row, column, DeviceId::parse)
 }
 
+pub(crate) fn opt_device_id(row: &AnyRow, column: &str) -> Result<Option<DeviceId>, StoreError> {
+    opt_parsed(row, column, DeviceId::parse)
+}
+
 pub(crate) fn link_id(row: &AnyRow, column: &str) -> Result<EnrollmentLinkId, StoreError> {
     parsed(row, column, EnrollmentLinkId::parse)
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts,
-    EnrollmentLink, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome, ScepChallenge,
-    Scope, ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
+    EnrollmentLink, IdentityGrant, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome,
+    ScepChallenge, Scope, ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
 };
 use orchard_testkit::with_store;
 use orchard_types::{
@@ -574,6 +574,10 @@ fn challenge(
         challenge_hash: hash.to_owned(),
         link_id: link.id,
         tenant_id: tenant.id,
+        grant: IdentityGrant::Ade {
+            serial: "F9FXK0000001".into(),
+            udid: unique_udid(),
+        },
         created_at: T0,
         expires_at,
         used_at: None,
@@ -664,8 +668,13 @@ async fn check_issued_certificates(store: Store) {
         subject: "CN=iPad".to_owned(),
         tenant_id: physics.id,
         link_id: Some(l.id),
+        grant: IdentityGrant::Link,
         issued_at: T0,
         not_after: T0.plus_seconds(365 * 86_400),
+        bound_device_id: None,
+        bound_at: None,
+        revoked_at: None,
+        revoked_reason: None,
     };
     store.record_issued_certificate(&cert).await.unwrap();
     assert_eq!(
@@ -683,7 +692,10 @@ async fn check_issued_certificates(store: Store) {
     let without_link = IssuedCertificate {
         fingerprint: "cd".repeat(32),
         link_id: None,
-        ..cert
+        grant: IdentityGrant::Device {
+            device_id: orchard_types::DeviceId::new(),
+        },
+        ..cert.clone()
     };
     store
         .record_issued_certificate(&without_link)
@@ -696,6 +708,23 @@ async fn check_issued_certificates(store: Store) {
             .unwrap(),
         Some(without_link)
     );
+    // Revoked once: the reason and time stay as first recorded.
+    assert!(store
+        .revoke_identity(&cert.fingerprint, "suspected_theft", T0.plus_seconds(5))
+        .await
+        .unwrap());
+    assert!(!store
+        .revoke_identity(&cert.fingerprint, "retired", T0.plus_seconds(9))
+        .await
+        .unwrap());
+    assert!(!store.revoke_identity("ef", "retired", T0).await.unwrap());
+    let revoked = store
+        .find_issued_certificate(&cert.fingerprint)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(T0.plus_seconds(5)));
+    assert_eq!(revoked.revoked_reason.as_deref(), Some("suspected_theft"));
 }
 
 async fn check_authenticate_twice_keeps_one_device(store: Store) {

@@ -52,6 +52,8 @@ pub fn test_config() -> CoreConfig {
         organization: "Orchard University".into(),
         challenge_ttl_seconds: 3600,
         identity_validity_days: 365,
+        // Simulated iPads sign with OpenSSL's wall clock while these tests inject theirs.
+        device_message_max_age_seconds: None,
     }
 }
 

@@ -6,11 +6,12 @@ use orchard_protocol::checkin::{self, CheckinMessage};
 use orchard_protocol::commands::Command;
 use orchard_protocol::report::{self, CommandReport, ReportStatus};
 use orchard_store::{
-    AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, NewCommand, RecordOutcome,
-    TokenUpdateRecord,
+    AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, IdentityStatus, NewCommand,
+    RecordOutcome, TokenUpdateRecord,
 };
 use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
 
+use crate::enrollment::binding::{BindingDecision, CHECKED_OUT_REASON};
 use crate::{CoreError, DeviceRejection, Orchard};
 
 /// Seconds between `last_seen_at` writes for a device that keeps talking: saves a write per round trip.
@@ -82,22 +83,58 @@ impl Orchard {
         })
     }
 
-    /// Finds the enrolled device a request speaks for and checks the signer is the identity bound to it.
+    /// Finds the enrolled device a request speaks for and checks the signer is the identity bound to it and
+    /// that this identity is not revoked.
     async fn bound_device(
         &self,
         udid: &orchard_types::Udid,
         signer: &VerifiedSigner,
     ) -> Result<Device, CoreError> {
-        let device = self
+        let (device, identity) = self
             .store
-            .find_device_by_udid(udid)
+            .find_device_with_identity(udid)
             .await?
-            .filter(|d| d.state != orchard_types::EnrollmentState::Unenrolled)
+            .filter(|(d, _)| d.state != orchard_types::EnrollmentState::Unenrolled)
             .ok_or(DeviceRejection::UnrecognizedDevice)?;
         if device.cert_fingerprint.as_deref() != Some(signer.fingerprint.as_str()) {
             return Err(DeviceRejection::IdentityMismatch.into());
         }
+        if let IdentityStatus::Revoked(at) = identity {
+            tracing::warn!(udid = %udid, device = %device.id, revoked_at = at.0, "request signed by a revoked identity refused");
+            return Err(DeviceRejection::UntrustedIdentity("identity revoked".into()).into());
+        }
         Ok(device)
+    }
+
+    /// Check-in messages that replace or destroy state (Authenticate, TokenUpdate, CheckOut) must have been
+    /// signed recently when the signature says when: Apple's protocol has no nonce, so a captured message could
+    /// otherwise be replayed at any later time. A signature without signingTime is accepted (the protocol does
+    /// not require one).
+    fn check_freshness(
+        &self,
+        signature: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), DeviceRejection> {
+        let Some(max_age) = self.config.device_message_max_age_seconds else {
+            return Ok(());
+        };
+        let Some(signed_at) =
+            signature.and_then(orchard_pki::signature::mdm_signature_signing_time)
+        else {
+            return Ok(());
+        };
+        if (now.0 - signed_at.0).abs() > max_age {
+            tracing::warn!(
+                signed_at = signed_at.0,
+                now = now.0,
+                max_age,
+                "check-in refused: signing time outside the freshness window"
+            );
+            return Err(DeviceRejection::UntrustedIdentity(
+                "message signed outside the freshness window".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn touch(&self, device: &Device, now: UnixTime) -> Result<(), CoreError> {
@@ -125,13 +162,27 @@ impl Orchard {
                 return Err(DeviceRejection::WrongTopic.into());
             }
         }
+        if matches!(
+            message,
+            CheckinMessage::Authenticate(_)
+                | CheckinMessage::TokenUpdate(_)
+                | CheckinMessage::CheckOut(_)
+        ) {
+            self.check_freshness(signature, now)?;
+        }
         match message {
             CheckinMessage::Authenticate(a) => self.authenticate(a, &signer, now).await,
             CheckinMessage::TokenUpdate(t) => self.token_update(t, &signer, now).await,
             CheckinMessage::CheckOut(c) => {
                 self.bound_device(&c.udid, &signer).await?;
                 if c.user.is_none() {
-                    self.store.check_out(&c.udid, now).await?;
+                    // The profile (and with it this identity) is gone from the device: the identity ends with
+                    // the enrollment, so a replay of its Authenticate can never enroll the UDID again.
+                    let mut unit = self.store.begin_unit().await?;
+                    unit.check_out(&c.udid, now).await?;
+                    unit.revoke_identity(&signer.fingerprint, CHECKED_OUT_REASON, now)
+                        .await?;
+                    self.commit_unit(unit).await?;
                     tracing::info!(udid = %c.udid, "device checked out");
                 }
                 Ok(CheckinReply::Empty)
@@ -160,13 +211,18 @@ impl Orchard {
         }
     }
 
+    /// Authenticate: binds the signing identity to the UDID when its grant may claim that device (see
+    /// [`crate::enrollment::binding`]), in one unit of work that also resets the enrollment (channels and
+    /// unfinished commands). An Authenticate of the identity the device is already bound to changes nothing
+    /// (a replay, or a device repeating itself). Refusals change nothing, are answered 403 and are audited as
+    /// security events.
     async fn authenticate(
         &self,
         a: checkin::Authenticate,
         signer: &VerifiedSigner,
         now: UnixTime,
     ) -> Result<CheckinReply, CoreError> {
-        // Only identities we issued through SCEP may enroll; the issuing challenge decided the tenant.
+        // Only identities we issued through SCEP may enroll; the issuing challenge decided tenant and grant.
         let issued = self
             .store
             .find_issued_certificate(&signer.fingerprint)
@@ -174,37 +230,66 @@ impl Orchard {
             .ok_or_else(|| {
                 DeviceRejection::UntrustedIdentity("certificate was not issued by our scep".into())
             })?;
-        // One identity, one device: a certificate already bound to another UDID cannot take over this one.
-        if let Some(other) = self
-            .store
-            .find_device_by_cert_fingerprint(&signer.fingerprint)
-            .await?
-        {
-            if other.udid != a.udid {
-                return Err(DeviceRejection::IdentityMismatch.into());
-            }
-        }
-        let device = self
-            .store
-            .authenticate_device(&AuthenticateDevice {
-                udid: a.udid.clone(),
-                tenant_id: issued.tenant_id,
-                cert_fingerprint: signer.fingerprint.clone(),
-                topic: a.topic.to_string(),
-                facts: DeviceFacts {
-                    serial_number: a.serial_number.map(|s| s.to_string()),
-                    device_name: a.device_name,
-                    model: a.model,
-                    model_name: a.model_name,
-                    product_name: a.product_name,
-                    os_version: a.os_version,
-                    build_version: a.build_version,
-                    is_supervised: None,
-                },
-                now,
-            })
+        let mut unit = self.store.begin_unit().await?;
+        let current = unit.device_binding(&a.udid).await?;
+        let decision = self
+            .binding_decision(&issued, &a.udid, current.as_ref(), now)
             .await?;
-        tracing::info!(udid = %a.udid, device = %device.id, tenant = %device.tenant_id, "authenticate: new enrollment");
+        let claim = match decision {
+            BindingDecision::AlreadyBound => {
+                unit.rollback().await?;
+                tracing::info!(udid = %a.udid, "authenticate of the identity already bound: nothing changed");
+                return Ok(CheckinReply::Empty);
+            }
+            BindingDecision::Refuse(reason) => {
+                unit.rollback().await?;
+                return Err(self
+                    .refuse_binding(&issued, &a.udid, current.as_ref(), reason)
+                    .await);
+            }
+            BindingDecision::Bind(claim) => claim,
+        };
+        let tenant_id = claim.tenant(&issued, current.as_ref());
+        let bound = unit
+            .bind_identity(
+                &AuthenticateDevice {
+                    udid: a.udid.clone(),
+                    tenant_id,
+                    cert_fingerprint: signer.fingerprint.clone(),
+                    topic: a.topic.to_string(),
+                    facts: DeviceFacts {
+                        serial_number: a.serial_number.map(|s| s.to_string()),
+                        device_name: a.device_name,
+                        model: a.model,
+                        model_name: a.model_name,
+                        product_name: a.product_name,
+                        os_version: a.os_version,
+                        build_version: a.build_version,
+                        is_supervised: None,
+                    },
+                    now,
+                },
+                current.as_ref().map(|b| &b.device),
+            )
+            .await?;
+        let Some(device) = bound else {
+            unit.rollback().await?;
+            return Err(self
+                .refuse_binding(
+                    &issued,
+                    &a.udid,
+                    current.as_ref(),
+                    "device changed meanwhile",
+                )
+                .await);
+        };
+        self.commit_unit(unit).await?;
+        let previous_tenant = current.as_ref().map(|b| b.device.tenant_id);
+        if previous_tenant.is_some_and(|t| t != device.tenant_id) {
+            self.audit_cross_tenant_bind(&issued, &device, previous_tenant, claim)
+                .await;
+        }
+        tracing::info!(udid = %a.udid, device = %device.id, tenant = %device.tenant_id, claim = claim.as_str(), "authenticate: new enrollment");
         Ok(CheckinReply::Empty)
     }
 

@@ -21,7 +21,7 @@
 use orchard_dep::{MachineInfoVerifier, SoftwareUpdateRequired};
 use orchard_protocol::commands::{Command, SettingsItem};
 use orchard_protocol::report::CommandReport;
-use orchard_store::{Device, NewCommand, ScepChallenge, UnitOfWork};
+use orchard_store::{Device, IdentityGrant, NewCommand, ScepChallenge, UnitOfWork};
 use orchard_types::{
     ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy, RequestType, SetupState, UnixTime,
 };
@@ -124,6 +124,12 @@ impl Orchard {
                 challenge_hash: secret_hash(&challenge),
                 link_id: template.link_id,
                 tenant_id: template.tenant_id,
+                // Apple's device CA vouched for this serial and UDID: the identity may claim exactly that
+                // device, into the template's tenant, wherever it was enrolled before.
+                grant: IdentityGrant::Ade {
+                    serial: serial.clone(),
+                    udid: info.udid.clone(),
+                },
                 created_at: now,
                 expires_at: now.plus_seconds(self.config.challenge_ttl_seconds),
                 used_at: None,

@@ -5,7 +5,7 @@
 use orchard_pki::scep::{self, FailInfo, MessageType};
 use orchard_protocol::profile::{EnrollmentProfile, MdmPayload, ScepPayload};
 use orchard_protocol::PER_USER_CONNECTIONS;
-use orchard_store::{IssuedCertificate, ScepChallenge};
+use orchard_store::{IdentityGrant, IssuedCertificate, ScepChallenge};
 use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
 use uuid::Uuid;
 
@@ -18,8 +18,9 @@ const SERVER_CAPABILITIES: &[&str] = &[PER_USER_CONNECTIONS, "com.apple.mdm.boot
 /// Access rights: all of them (8191), as a university's supervised iPads need.
 const ALL_ACCESS_RIGHTS: u32 = 8191;
 
-/// Whether a SCEP request may have a certificate: the tenant (and link) it is for, or why not.
-type Grant = Result<(TenantId, Option<EnrollmentLinkId>), FailInfo>;
+/// Whether a SCEP request may have a certificate: the tenant (and link) it is for and which devices the identity
+/// may claim at Authenticate, or why not.
+type Grant = Result<(TenantId, Option<EnrollmentLinkId>, IdentityGrant), FailInfo>;
 
 /// The SCEP answer: an HTTP content type and body.
 pub struct ScepReply {
@@ -51,6 +52,7 @@ impl Orchard {
                 challenge_hash: secret_hash(&challenge),
                 link_id: link.id,
                 tenant_id: link.tenant_id,
+                grant: IdentityGrant::Link,
                 created_at: now,
                 expires_at: now.plus_seconds(self.config.challenge_ttl_seconds),
                 used_at: None,
@@ -140,7 +142,7 @@ impl Orchard {
             MessageType::RenewalReq => self.check_renewal(&req, now).await?,
             _ => Err(FailInfo::BadRequest),
         };
-        let (tenant_id, link_id) = match grant {
+        let (tenant_id, link_id, grant) = match grant {
             Ok(g) => g,
             Err(fail) => {
                 tracing::warn!(transaction = %req.transaction_id, ?fail, "scep request refused");
@@ -156,11 +158,16 @@ impl Orchard {
                 subject: req.subject_common_name.clone().unwrap_or_default(),
                 tenant_id,
                 link_id,
+                grant: grant.clone(),
                 issued_at: now,
                 not_after,
+                bound_device_id: None,
+                bound_at: None,
+                revoked_at: None,
+                revoked_reason: None,
             })
             .await?;
-        tracing::info!(transaction = %req.transaction_id, tenant = %tenant_id, "device identity issued");
+        tracing::info!(transaction = %req.transaction_id, tenant = %tenant_id, grant = grant.kind(), "device identity issued");
         Ok(reply(scep::cert_rep_success(ca, &req, &issued)?))
     }
 
@@ -178,12 +185,14 @@ impl Orchard {
             .consume_scep_challenge(&secret_hash(challenge.expose()), now)
             .await?
         {
-            Some(c) => Ok(Ok((c.tenant_id, Some(c.link_id)))),
+            Some(c) => Ok(Ok((c.tenant_id, Some(c.link_id), c.grant))),
             None => Ok(Err(FailInfo::BadRequest)),
         }
     }
 
-    /// A RenewalReq is signed by an identity we issued that is still valid; the new one keeps its tenant.
+    /// A RenewalReq is signed by an identity we issued that is still valid, not revoked and, if it was bound, still
+    /// its device's current identity; the new one keeps its tenant, and may bind only the device the old one was
+    /// bound to (a renewal is that device's rebind), or what the old one could bind if it never was.
     async fn check_renewal(
         &self,
         req: &scep::PkiRequest,
@@ -194,7 +203,24 @@ impl Orchard {
         }
         let fingerprint = orchard_pki::fingerprint_sha256_hex(&req.signer_cert_der);
         match self.store.find_issued_certificate(&fingerprint).await? {
-            Some(c) if c.not_after > now => Ok(Ok((c.tenant_id, c.link_id))),
+            Some(c) if c.not_after > now && c.revoked_at.is_none() => {
+                let grant = match c.bound_device_id {
+                    Some(device_id) => {
+                        // An identity the device has since replaced renews nothing: only the current one may.
+                        let current = self
+                            .store
+                            .find_device_by_cert_fingerprint(&fingerprint)
+                            .await?
+                            .is_some_and(|d| d.id == device_id);
+                        if !current {
+                            return Ok(Err(FailInfo::BadCertId));
+                        }
+                        IdentityGrant::Device { device_id }
+                    }
+                    None => c.grant,
+                };
+                Ok(Ok((c.tenant_id, c.link_id, grant)))
+            }
             _ => Ok(Err(FailInfo::BadCertId)),
         }
     }

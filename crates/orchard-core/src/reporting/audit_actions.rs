@@ -93,6 +93,9 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/commands/bulk") => "device.command.bulk_queue",
         ("POST", "/devices/{id}/setup/release") => "device.setup.release",
         ("POST", "/devices/{id}/activation-lock/clear") => "device.activation_lock.clear",
+        ("POST", "/devices/{id}/identity/revoke") => "device.identity.revoke",
+        ("POST", "/devices/{id}/release") => "device.release_for_reenrollment",
+        ("POST", "/devices/{id}/move") => "device.move",
         _ => return None,
     })
 }

@@ -122,22 +122,24 @@ impl Orchard {
             .collect())
     }
 
-    /// Revokes a link at once (operators and the tenant's admins).
+    /// Revokes a link at once (operators and the tenant's admins): no more profiles, its unused challenges end,
+    /// and the identities issued through it that never bound a device are revoked. Returns how many were.
     pub async fn revoke_enrollment_link(
         &self,
         who: &Principal,
         tenant: TenantId,
         id: EnrollmentLinkId,
-    ) -> Result<(), CoreError> {
+    ) -> Result<u64, CoreError> {
         self.store
             .get_tenant(who.scope(), tenant)
             .await?
             .ok_or(CoreError::NotFound)?;
         let admin = who.tenant_admin(tenant)?;
-        self.store
+        let revoked_identities = self
+            .store
             .revoke_enrollment_link(admin.scope(), tenant, id, self.clock.now())
             .await?;
-        tracing::info!(link = %id, tenant = %tenant, actor = %who.actor(), "enrollment link revoked");
-        Ok(())
+        tracing::info!(link = %id, tenant = %tenant, actor = %who.actor(), revoked_identities, "enrollment link revoked");
+        Ok(revoked_identities)
     }
 }

@@ -2,13 +2,14 @@
 
 use axum::http::StatusCode;
 use axum::Json;
+use orchard_core::reporting::audit_actions::AuditNote;
 use orchard_core::tenancy::links::CreatedLink;
 use orchard_core::tenancy::links::LinkView;
 use orchard_types::{EnrollmentLinkId, TenantId};
 use serde::Deserialize;
 
 use super::extract::{AppState, Authenticated, Id, JsonBody, State};
-use super::reply::{Created, Items, Reply};
+use super::reply::{noted, Created, Items, Reply};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,8 +40,9 @@ pub(super) async fn list_links(
     Ok(Items::of(items))
 }
 
-/// `DELETE /tenants/{id}/enrollment-links/{link}`: the link stops handing out profiles now; devices enrolled
-/// through it stay.
+/// `DELETE /tenants/{id}/enrollment-links/{link}`: the link stops handing out profiles now, its unused SCEP
+/// challenges end and the identities it issued that never enrolled a device are revoked (their count goes to
+/// the audit event); devices enrolled through it stay.
 #[utoipa::path(
     delete,
     path = "/tenants/{id}/enrollment-links/{link}",
@@ -55,12 +57,13 @@ pub(super) async fn revoke_link(
     State(state): State<AppState>,
     who: Authenticated,
     Id((tenant, link)): Id<(TenantId, EnrollmentLinkId)>,
-) -> Reply<StatusCode> {
-    state
+) -> Reply {
+    let revoked_identities = state
         .orchard
         .revoke_enrollment_link(&who.principal, tenant, link)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let note = AuditNote::default().detail("revoked_identities", revoked_identities);
+    Ok(noted(note, StatusCode::NO_CONTENT))
 }
 
 #[utoipa::path(

@@ -15,6 +15,7 @@ mod audit;
 mod audit_trail;
 mod commands;
 mod dep;
+mod device_identity;
 mod devices;
 mod links;
 mod meta;
@@ -53,6 +54,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(setup::release_setup))
         .routes(routes!(activation_lock::activation_lock))
         .routes(routes!(activation_lock::clear_activation_lock))
+        .routes(routes!(device_identity::device_identity))
+        .routes(routes!(device_identity::revoke_identity))
+        .routes(routes!(device_identity::release_device))
+        .routes(routes!(device_identity::move_device))
         .routes(routes!(
             push::push_certificate_status,
             push::upload_push_certificate

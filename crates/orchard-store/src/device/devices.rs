@@ -2,14 +2,15 @@
 
 use sqlx::any::AnyRow;
 
-use orchard_types::{ChannelId, DeviceId, Secret, Udid, UnixTime};
+use orchard_types::{ChannelId, DeviceId, Secret, TenantId, Udid, UnixTime};
 
 use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
-    AuthenticateDevice, Channel, Device, DeviceFacts, InventorySection, Page, Scope, Store,
-    StoreError, TokenUpdateOutcome, TokenUpdateRecord, UnitOfWork,
+    AuthenticateDevice, Backend, Channel, Device, DeviceBinding, DeviceFacts, DeviceRelease,
+    InventorySection, Page, Scope, Store, StoreError, TokenUpdateOutcome, TokenUpdateRecord,
+    UnitOfWork,
 };
 
 pub(crate) const DEVICE_COLUMNS: &str =
@@ -139,75 +140,17 @@ impl Store {
         rows::int(&row, "n")
     }
 
-    /// Authenticate = a new enrollment for the UDID, in ONE transaction: inserts the device or keeps its
-    /// existing id; sets tenant, certificate fingerprint, topic and the facts given (None keeps the stored
-    /// value), state pending, enrolled_at = last_seen_at = now; deletes its channels (push token, PushMagic,
-    /// UnlockToken gone); every unfinished command (queued/sent/not_now) of the device becomes expired; when
-    /// the tenant changes, the inventory sections of the previous enrollment are deleted.
+    /// Authenticate = a new enrollment for the UDID, in ONE transaction, without any check: the store
+    /// primitive behind [`UnitOfWork::bind_identity`] for callers that already decided (tests, seeding). The
+    /// device surface decides in core (`Orchard::authenticate`) whether the identity may claim the UDID.
     pub async fn authenticate_device(&self, a: &AuthenticateDevice) -> Result<Device, StoreError> {
-        let sql = format!(
-            "INSERT INTO devices (id, udid, tenant_id, serial_number, state, topic, cert_fingerprint, \
-               device_name, model, model_name, product_name, os_version, build_version, is_supervised, \
-               enrolled_at, last_seen_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14, $14) \
-             ON CONFLICT (udid) DO UPDATE SET \
-               tenant_id = excluded.tenant_id, \
-               serial_number = COALESCE(excluded.serial_number, devices.serial_number), \
-               state = 'pending', \
-               topic = excluded.topic, \
-               cert_fingerprint = excluded.cert_fingerprint, \
-               device_name = COALESCE(excluded.device_name, devices.device_name), \
-               model = COALESCE(excluded.model, devices.model), \
-               model_name = COALESCE(excluded.model_name, devices.model_name), \
-               product_name = COALESCE(excluded.product_name, devices.product_name), \
-               os_version = COALESCE(excluded.os_version, devices.os_version), \
-               build_version = COALESCE(excluded.build_version, devices.build_version), \
-               is_supervised = COALESCE(excluded.is_supervised, devices.is_supervised), \
-               enrolled_at = excluded.enrolled_at, \
-               last_seen_at = excluded.last_seen_at, \
-               updated_at = excluded.updated_at \
-             RETURNING {DEVICE_COLUMNS}"
-        );
-        let f = &a.facts;
-        let mut tx = self.begin_write().await?;
-        let previous_tenant = sqlx::query("SELECT tenant_id FROM devices WHERE udid = $1")
-            .bind(a.udid.as_str())
-            .fetch_optional(&mut *tx)
+        let mut unit = self.begin_unit().await?;
+        let current = unit.device_binding(&a.udid).await?.map(|b| b.device);
+        let device = unit
+            .bind_identity(a, current.as_ref())
             .await?
-            .map(|row| rows::text(&row, "tenant_id"))
-            .transpose()?;
-        let row = sqlx::query(&sql)
-            .bind(DeviceId::new().to_string())
-            .bind(a.udid.as_str())
-            .bind(a.tenant_id.to_string())
-            .bind(f.serial_number.as_deref())
-            .bind(&a.topic)
-            .bind(&a.cert_fingerprint)
-            .bind(f.device_name.as_deref())
-            .bind(f.model.as_deref())
-            .bind(f.model_name.as_deref())
-            .bind(f.product_name.as_deref())
-            .bind(f.os_version.as_deref())
-            .bind(f.build_version.as_deref())
-            .bind(f.is_supervised.map(bool_to_int))
-            .bind(a.now.0)
-            .fetch_one(&mut *tx)
-            .await?;
-        let device = device_from_row(&row)?;
-        let device_id = device.id.to_string();
-        sqlx::query("DELETE FROM channels WHERE device_id = $1")
-            .bind(&device_id)
-            .execute(&mut *tx)
-            .await?;
-        expire_unfinished_commands(&mut tx, &device_id, a.now).await?;
-        // The inventory describes what another tenant managed: it must not become visible to the new one.
-        if previous_tenant.is_some_and(|previous| previous != a.tenant_id.to_string()) {
-            sqlx::query("DELETE FROM inventory_sections WHERE device_id = $1")
-                .bind(&device_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+            .ok_or_else(|| StoreError::Conflict("the device changed meanwhile".into()))?;
+        unit.commit().await?;
         Ok(device)
     }
 
@@ -226,25 +169,85 @@ impl Store {
 
     /// CheckOut: state unenrolled, channels removed, unfinished commands expired. NotFound for an unknown UDID.
     pub async fn check_out(&self, udid: &Udid, now: UnixTime) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE devices SET state = 'unenrolled', last_seen_at = $2, updated_at = $2 \
-             WHERE udid = $1 RETURNING id",
-        )
-        .bind(udid.as_str())
-        .bind(now.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound);
+        let mut unit = self.begin_unit().await?;
+        unit.check_out(udid, now).await?;
+        unit.commit().await
+    }
+
+    /// The enrolled-or-not device of this UDID with whether the identity it is bound to is revoked: what
+    /// every signed device request checks (one statement).
+    pub async fn find_device_with_identity(
+        &self,
+        udid: &Udid,
+    ) -> Result<Option<(Device, IdentityStatus)>, StoreError> {
+        // Every signed device request runs this: the statement text is built once.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let columns = DEVICE_COLUMNS
+                .split(',')
+                .map(|c| format!("d.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT {columns}, c.revoked_at AS identity_revoked_at, c.fingerprint AS identity_fingerprint \
+                 FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint \
+                 WHERE d.udid = $1"
+            )
+        });
+        let Some(row) = sqlx::query(SQL.as_str())
+            .bind(udid.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
         };
-        let device_id = rows::text(&row, "id")?;
-        sqlx::query("DELETE FROM channels WHERE device_id = $1")
-            .bind(&device_id)
-            .execute(&mut *tx)
-            .await?;
-        expire_unfinished_commands(&mut tx, &device_id, now).await?;
-        tx.commit().await?;
+        let device = device_from_row(&row)?;
+        let status = match (
+            rows::opt_text(&row, "identity_fingerprint")?,
+            rows::opt_time(&row, "identity_revoked_at")?,
+        ) {
+            (None, _) => IdentityStatus::Unknown,
+            (Some(_), Some(at)) => IdentityStatus::Revoked(at),
+            (Some(_), None) => IdentityStatus::Valid,
+        };
+        Ok(Some((device, status)))
+    }
+
+    /// The device's open release for re-enrollment, if any (expired ones included: the caller compares).
+    pub async fn device_release(&self, id: DeviceId) -> Result<Option<DeviceRelease>, StoreError> {
+        let row = sqlx::query(
+            "SELECT released_until, released_to_tenant_id, released_by FROM devices WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => release_from_row(&row)?,
+            None => None,
+        })
+    }
+
+    /// Releases a device for re-enrollment (see [`DeviceRelease`]). NotFound outside the scope.
+    pub async fn release_device(
+        &self,
+        scope: Scope,
+        id: DeviceId,
+        release: &DeviceRelease,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut sql = Sql::new("UPDATE devices SET released_until = ");
+        sql.bind(release.until.0)
+            .push(", released_to_tenant_id = ")
+            .bind_optional(release.tenant_id.map(|t| t.to_string()).as_deref())
+            .push(", released_by = ")
+            .bind_optional(release.released_by.as_deref())
+            .push(", updated_at = ")
+            .bind(now.0)
+            .push(" WHERE id = ")
+            .bind(id.to_string())
+            .in_scope("tenant_id", scope);
+        if sql.query().execute(&self.pool).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         Ok(())
     }
 
@@ -321,9 +324,9 @@ impl Store {
     }
 }
 
-/// Expires every unfinished command of the device (a new enrollment or CheckOut makes them moot).
+/// Expires every unfinished command of the device (a new enrollment, CheckOut or a move makes them moot).
 async fn expire_unfinished_commands(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    db: &mut impl Db,
     device_id: &str,
     now: UnixTime,
 ) -> Result<(), StoreError> {
@@ -334,12 +337,211 @@ async fn expire_unfinished_commands(
     sqlx::query(&sql)
         .bind(device_id)
         .bind(now.0)
-        .execute(&mut **tx)
+        .execute(db.conn()?)
         .await?;
     Ok(())
 }
 
+/// Whether the identity a device is bound to may still speak for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityStatus {
+    Valid,
+    Revoked(UnixTime),
+    /// The bound certificate is not in `issued_certificates` (or the device has none).
+    Unknown,
+}
+
+fn release_from_row(row: &AnyRow) -> Result<Option<DeviceRelease>, StoreError> {
+    Ok(match rows::opt_time(row, "released_until")? {
+        Some(until) => Some(DeviceRelease {
+            until,
+            tenant_id: rows::opt_tenant_id(row, "released_to_tenant_id")?,
+            released_by: rows::opt_text(row, "released_by")?,
+        }),
+        None => None,
+    })
+}
+
 impl UnitOfWork {
+    /// The device of this UDID as Authenticate must see it before deciding: locked for the rest of the unit
+    /// (`FOR UPDATE` on PostgreSQL; SQLite's unit holds the write lock from its start).
+    pub async fn device_binding(
+        &mut self,
+        udid: &Udid,
+    ) -> Result<Option<DeviceBinding>, StoreError> {
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS}, released_until, released_to_tenant_id, released_by \
+             FROM devices WHERE udid = $1{lock}"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(udid.as_str())
+            .fetch_optional(self.conn()?)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(DeviceBinding {
+            device: device_from_row(&row)?,
+            release: release_from_row(&row)?,
+        }))
+    }
+
+    /// Authenticate's write, decided by the caller against `expected` (the device as
+    /// [`UnitOfWork::device_binding`] returned it, or None for a UDID new to Orchard): inserts the device or
+    /// keeps its id; sets tenant, certificate fingerprint, topic and the facts given (None keeps the stored
+    /// value), state pending, enrolled_at = last_seen_at = now; deletes its channels (push token, PushMagic,
+    /// UnlockToken gone); expires every unfinished command; when the tenant changes, deletes the inventory of
+    /// the previous enrollment; records the binding on the issued certificate and ends any release.
+    ///
+    /// Ok(None), changing nothing, when the device is no longer what `expected` says (another node bound it
+    /// meanwhile): the caller refuses rather than acting on a decision made for other data.
+    pub async fn bind_identity(
+        &mut self,
+        a: &AuthenticateDevice,
+        expected: Option<&Device>,
+    ) -> Result<Option<Device>, StoreError> {
+        // The update applies only to the row the caller decided on: tenant and certificate unchanged. For a
+        // new UDID the guard matches nothing (tenant ids are never empty), so a concurrent insert wins alone.
+        let (expected_tenant, expected_cert) = match expected {
+            Some(d) => (
+                d.tenant_id.to_string(),
+                d.cert_fingerprint.clone().unwrap_or_default(),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let sql = format!(
+            "INSERT INTO devices (id, udid, tenant_id, serial_number, state, topic, cert_fingerprint, \
+               device_name, model, model_name, product_name, os_version, build_version, is_supervised, \
+               enrolled_at, last_seen_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14, $14) \
+             ON CONFLICT (udid) DO UPDATE SET \
+               tenant_id = excluded.tenant_id, \
+               serial_number = COALESCE(excluded.serial_number, devices.serial_number), \
+               state = 'pending', \
+               topic = excluded.topic, \
+               cert_fingerprint = excluded.cert_fingerprint, \
+               device_name = COALESCE(excluded.device_name, devices.device_name), \
+               model = COALESCE(excluded.model, devices.model), \
+               model_name = COALESCE(excluded.model_name, devices.model_name), \
+               product_name = COALESCE(excluded.product_name, devices.product_name), \
+               os_version = COALESCE(excluded.os_version, devices.os_version), \
+               build_version = COALESCE(excluded.build_version, devices.build_version), \
+               is_supervised = COALESCE(excluded.is_supervised, devices.is_supervised), \
+               enrolled_at = excluded.enrolled_at, \
+               last_seen_at = excluded.last_seen_at, \
+               updated_at = excluded.updated_at, \
+               released_until = NULL, \
+               released_to_tenant_id = NULL, \
+               released_by = NULL \
+             WHERE devices.tenant_id = $15 AND COALESCE(devices.cert_fingerprint, '') = $16 \
+             RETURNING {DEVICE_COLUMNS}"
+        );
+        let f = &a.facts;
+        let row = sqlx::query(&sql)
+            .bind(DeviceId::new().to_string())
+            .bind(a.udid.as_str())
+            .bind(a.tenant_id.to_string())
+            .bind(f.serial_number.as_deref())
+            .bind(&a.topic)
+            .bind(&a.cert_fingerprint)
+            .bind(f.device_name.as_deref())
+            .bind(f.model.as_deref())
+            .bind(f.model_name.as_deref())
+            .bind(f.product_name.as_deref())
+            .bind(f.os_version.as_deref())
+            .bind(f.build_version.as_deref())
+            .bind(f.is_supervised.map(bool_to_int))
+            .bind(a.now.0)
+            .bind(expected_tenant)
+            .bind(expected_cert)
+            .fetch_optional(self.conn()?)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let device = device_from_row(&row)?;
+        let device_id = device.id.to_string();
+        sqlx::query("DELETE FROM channels WHERE device_id = $1")
+            .bind(&device_id)
+            .execute(self.conn()?)
+            .await?;
+        expire_unfinished_commands(self, &device_id, a.now).await?;
+        // The inventory describes what another tenant managed: it must not become visible to the new one.
+        if expected.is_some_and(|previous| previous.tenant_id != a.tenant_id) {
+            sqlx::query("DELETE FROM inventory_sections WHERE device_id = $1")
+                .bind(&device_id)
+                .execute(self.conn()?)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE issued_certificates SET bound_device_id = $1, bound_at = $2 \
+             WHERE fingerprint = $3 AND bound_device_id IS NULL",
+        )
+        .bind(&device_id)
+        .bind(a.now.0)
+        .bind(&a.cert_fingerprint)
+        .execute(self.conn()?)
+        .await?;
+        Ok(Some(device))
+    }
+
+    /// [`Store::check_out`] inside this unit.
+    pub async fn check_out(&mut self, udid: &Udid, now: UnixTime) -> Result<(), StoreError> {
+        let row = sqlx::query(
+            "UPDATE devices SET state = 'unenrolled', last_seen_at = $2, updated_at = $2 \
+             WHERE udid = $1 RETURNING id",
+        )
+        .bind(udid.as_str())
+        .bind(now.0)
+        .fetch_optional(self.conn()?)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let device_id = rows::text(&row, "id")?;
+        sqlx::query("DELETE FROM channels WHERE device_id = $1")
+            .bind(&device_id)
+            .execute(self.conn()?)
+            .await?;
+        expire_unfinished_commands(self, &device_id, now).await
+    }
+
+    /// An operator's move of a device to another tenant (its record, identity and history stay): the tenant
+    /// changes, unfinished commands (queued by the previous tenant) expire, any release ends, and the inventory
+    /// sections are deleted unless `keep_inventory`. NotFound when the device does not exist.
+    pub async fn move_device(
+        &mut self,
+        id: DeviceId,
+        to: TenantId,
+        keep_inventory: bool,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE devices SET tenant_id = $2, released_until = NULL, released_to_tenant_id = NULL, \
+               released_by = NULL, updated_at = $3 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(to.to_string())
+        .bind(now.0)
+        .execute(self.conn()?)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        expire_unfinished_commands(self, &id.to_string(), now).await?;
+        if !keep_inventory {
+            sqlx::query("DELETE FROM inventory_sections WHERE device_id = $1")
+                .bind(id.to_string())
+                .execute(self.conn()?)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// [`Store::update_token`] inside this unit: a first TokenUpdate stays "first" until the unit commits.
     pub async fn update_token(
         &mut self,

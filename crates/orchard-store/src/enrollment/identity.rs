@@ -8,16 +8,51 @@ use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
-    EnrollmentLink, IssuedCertificate, ScepChallenge, Scope, Store, StoreError, Tenant, UnitOfWork,
+    EnrollmentLink, IdentityGrant, IssuedCertificate, ScepChallenge, Scope, Store, StoreError,
+    Tenant, UnitOfWork,
 };
 
 const TENANT_COLUMNS: &str = "id, name, code, created_at";
 const LINK_COLUMNS: &str =
     "id, tenant_id, name, secret_hash, max_uses, uses, expires_at, created_at, created_by";
 const CHALLENGE_COLUMNS: &str =
-    "challenge_hash, link_id, tenant_id, created_at, expires_at, used_at";
-const CERTIFICATE_COLUMNS: &str =
-    "fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, not_after";
+    "challenge_hash, link_id, tenant_id, created_at, expires_at, used_at, \
+     grant_kind, grant_serial, grant_udid, grant_device_id";
+const CERTIFICATE_COLUMNS: &str = "fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, \
+     not_after, grant_kind, grant_serial, grant_udid, grant_device_id, bound_device_id, bound_at, revoked_at, \
+     revoked_reason";
+
+/// The grant columns (`grant_kind, grant_serial, grant_udid, grant_device_id`) as stored.
+fn grant_columns(
+    grant: &IdentityGrant,
+) -> (&'static str, Option<String>, Option<String>, Option<String>) {
+    match grant {
+        IdentityGrant::Link => ("link", None, None, None),
+        IdentityGrant::Ade { serial, udid } => (
+            "ade",
+            Some(serial.clone()),
+            Some(udid.as_str().to_owned()),
+            None,
+        ),
+        IdentityGrant::Device { device_id } => ("device", None, None, Some(device_id.to_string())),
+    }
+}
+
+fn grant_from_row(row: &AnyRow) -> Result<IdentityGrant, StoreError> {
+    let kind = rows::text(row, "grant_kind")?;
+    match kind.as_str() {
+        "link" => Ok(IdentityGrant::Link),
+        "ade" => Ok(IdentityGrant::Ade {
+            serial: rows::opt_text(row, "grant_serial")?
+                .ok_or_else(|| StoreError::Corrupt("ade grant without serial".into()))?,
+            udid: rows::udid(row, "grant_udid")?,
+        }),
+        "device" => Ok(IdentityGrant::Device {
+            device_id: rows::device_id(row, "grant_device_id")?,
+        }),
+        other => Err(StoreError::Corrupt(format!("unknown grant kind {other:?}"))),
+    }
+}
 
 fn tenant_from_row(row: &AnyRow) -> Result<Tenant, StoreError> {
     Ok(Tenant {
@@ -47,6 +82,7 @@ fn challenge_from_row(row: &AnyRow) -> Result<ScepChallenge, StoreError> {
         challenge_hash: rows::text(row, "challenge_hash")?,
         link_id: rows::link_id(row, "link_id")?,
         tenant_id: rows::tenant_id(row, "tenant_id")?,
+        grant: grant_from_row(row)?,
         created_at: rows::time(row, "created_at")?,
         expires_at: rows::time(row, "expires_at")?,
         used_at: rows::opt_time(row, "used_at")?,
@@ -60,8 +96,13 @@ fn certificate_from_row(row: &AnyRow) -> Result<IssuedCertificate, StoreError> {
         subject: rows::text(row, "subject")?,
         tenant_id: rows::tenant_id(row, "tenant_id")?,
         link_id: rows::opt_link_id(row, "link_id")?,
+        grant: grant_from_row(row)?,
         issued_at: rows::time(row, "issued_at")?,
         not_after: rows::time(row, "not_after")?,
+        bound_device_id: rows::opt_device_id(row, "bound_device_id")?,
+        bound_at: rows::opt_time(row, "bound_at")?,
+        revoked_at: rows::opt_time(row, "revoked_at")?,
+        revoked_reason: rows::opt_text(row, "revoked_reason")?,
     })
 }
 
@@ -161,9 +202,11 @@ impl Store {
 
     /// Conflict when the hash exists; NotFound when the link or tenant does not.
     pub async fn create_scep_challenge(&self, c: &ScepChallenge) -> Result<(), StoreError> {
+        let (kind, serial, udid, device) = grant_columns(&c.grant);
         sqlx::query(
-            "INSERT INTO scep_challenges (challenge_hash, link_id, tenant_id, created_at, expires_at, used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO scep_challenges (challenge_hash, link_id, tenant_id, created_at, expires_at, used_at, \
+               grant_kind, grant_serial, grant_udid, grant_device_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&c.challenge_hash)
         .bind(c.link_id.to_string())
@@ -171,6 +214,10 @@ impl Store {
         .bind(c.created_at.0)
         .bind(c.expires_at.0)
         .bind(c.used_at.map(|v| v.0))
+        .bind(kind)
+        .bind(serial)
+        .bind(udid)
+        .bind(device)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -200,9 +247,12 @@ impl Store {
 
     /// Conflict when the fingerprint exists.
     pub async fn record_issued_certificate(&self, c: &IssuedCertificate) -> Result<(), StoreError> {
+        let (kind, serial, udid, device) = grant_columns(&c.grant);
         sqlx::query(
-            "INSERT INTO issued_certificates (fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, not_after) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO issued_certificates (fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, not_after, \
+               grant_kind, grant_serial, grant_udid, grant_device_id, bound_device_id, bound_at, revoked_at, \
+               revoked_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&c.fingerprint)
         .bind(&c.serial_hex)
@@ -211,6 +261,14 @@ impl Store {
         .bind(c.link_id.map(|id| id.to_string()))
         .bind(c.issued_at.0)
         .bind(c.not_after.0)
+        .bind(kind)
+        .bind(serial)
+        .bind(udid)
+        .bind(device)
+        .bind(c.bound_device_id.map(|id| id.to_string()))
+        .bind(c.bound_at.map(|v| v.0))
+        .bind(c.revoked_at.map(|v| v.0))
+        .bind(c.revoked_reason.as_deref())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -224,7 +282,30 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Revokes the identity with this fingerprint (if not revoked yet): refused on every device request from
+    /// now on. Ok(false) when there is no such identity or it was already revoked.
+    pub async fn revoke_identity(
+        &self,
+        fingerprint: &str,
+        reason: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        revoke_identity(&mut self.pooled().await?, fingerprint, reason, now).await
+    }
+}
+
 impl UnitOfWork {
+    /// [`Store::revoke_identity`] inside this unit.
+    pub async fn revoke_identity(
+        &mut self,
+        fingerprint: &str,
+        reason: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        revoke_identity(self, fingerprint, reason, now).await
+    }
+
     /// [`Store::find_issued_certificate`] inside this unit.
     pub async fn find_issued_certificate(
         &mut self,
@@ -247,4 +328,22 @@ async fn find_issued_certificate(
         .as_ref()
         .map(certificate_from_row)
         .transpose()
+}
+
+async fn revoke_identity(
+    db: &mut impl Db,
+    fingerprint: &str,
+    reason: &str,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE issued_certificates SET revoked_at = $2, revoked_reason = $3 \
+         WHERE fingerprint = $1 AND revoked_at IS NULL",
+    )
+    .bind(fingerprint)
+    .bind(now.0)
+    .bind(reason)
+    .execute(db.conn()?)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -4,6 +4,7 @@
 use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
 
 use crate::sql::Sql;
+use crate::unit::Db;
 use crate::{rows, EnrollmentLink, Scope, Store, StoreError};
 
 const TEMPLATE_LINKS: &str = "id NOT IN (SELECT link_id FROM dep_templates)";
@@ -46,15 +47,17 @@ impl Store {
             .collect()
     }
 
-    /// Ends a link now (its profile downloads stop; devices enrolled through it stay). NotFound outside the
-    /// scope, for template links, and for links of another tenant than `tenant`.
+    /// Ends a link now, in one transaction: its profile downloads stop, the challenges it handed out and that
+    /// were not used yet stop working, and the identities issued through it that never bound a device are
+    /// revoked (reason `link_revoked`); devices enrolled through it stay. Returns how many identities were
+    /// revoked. NotFound outside the scope, for template links, and for links of another tenant than `tenant`.
     pub async fn revoke_enrollment_link(
         &self,
         scope: Scope,
         tenant: TenantId,
         id: EnrollmentLinkId,
         now: UnixTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         // A link is usable through its expiry second: end it at the second before now.
         let end = now.0 - 1;
         let mut sql =
@@ -69,9 +72,28 @@ impl Store {
             .push(" AND ")
             .push(TEMPLATE_LINKS)
             .in_scope("tenant_id", scope);
-        if sql.query().execute(&self.pool).await?.rows_affected() == 0 {
+        let mut unit = self.begin_unit().await?;
+        if sql.query().execute(unit.conn()?).await?.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        sqlx::query(
+            "UPDATE scep_challenges SET expires_at = $2 \
+             WHERE link_id = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(id.to_string())
+        .bind(end)
+        .execute(unit.conn()?)
+        .await?;
+        let revoked = sqlx::query(
+            "UPDATE issued_certificates SET revoked_at = $2, revoked_reason = 'link_revoked' \
+             WHERE link_id = $1 AND bound_device_id IS NULL AND revoked_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(now.0)
+        .execute(unit.conn()?)
+        .await?
+        .rows_affected();
+        unit.commit().await?;
+        Ok(revoked)
     }
 }
