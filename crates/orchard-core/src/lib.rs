@@ -82,6 +82,8 @@ pub struct Orchard {
     pub(crate) usage: reporting::usage::UsageSettings,
     /// University single sign-on (off until [`Orchard::with_oidc_settings`]).
     pub(crate) oidc: access::oidc::OidcState,
+    /// How commands carrying a device credential are delivered (short deadline).
+    pub(crate) secret_commands: commands::secrets::SecretCommandSettings,
 }
 
 impl Orchard {
@@ -106,6 +108,7 @@ impl Orchard {
             activation_lock: device::activation_lock::ActivationLockSettings::default(),
             usage: reporting::usage::UsageSettings::default(),
             oidc: access::oidc::OidcState::default(),
+            secret_commands: commands::secrets::SecretCommandSettings::default(),
         }
     }
 
