@@ -14,7 +14,7 @@ pub enum Ability {
     /// Queue commands that only read or wake a device (inventory queries, pushes).
     Query,
     /// Change a tenant's devices and settings: any command (dangerous ones with confirmation), enrollment
-    /// links, setup release, Activation Lock, and seeing escrowed bypass codes.
+    /// links, setup release, clearing Activation Lock.
     Administer,
     /// Make, list and revoke API tokens.
     ManageTokens,

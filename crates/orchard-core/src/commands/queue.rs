@@ -14,7 +14,7 @@ use crate::{CoreError, Orchard};
 
 /// A command in a device's history, with its parsed result when there is one. A result holding a secret (an
 /// Activation Lock bypass code) is shown only to callers the role table lets see device secrets; for everyone
-/// else `result` is absent and `result_redacted` true. Payloads are never shown.
+/// else `result` is null and `result_redacted` true. Payloads are never shown.
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandView {
