@@ -13,7 +13,7 @@ use base64::Engine;
 use orchard_sim::SimDevice;
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
-use orchard_types::Role;
+use orchard_types::{Clock, Role};
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -413,6 +413,159 @@ fn file_modes(_server: &TestServer) -> Result<()> {
     Ok(())
 }
 
+/// A database an earlier Orchard wrote: the UnlockToken, a queued ClearPasscode carrying it and a bypass-code
+/// result in plaintext, listed by migration 0013. The next node to start seals them before it serves; the
+/// device then still clears its passcode (the resealed token is injected) and the admin still reads the code.
+async fn legacy_scenario(backend: Backend) -> Result<()> {
+    let Some(server) = TestServer::start(backend).await? else {
+        return Ok(());
+    };
+    let physics = server.create_tenant("Physics", "physics").await?;
+    let link = server.enrollment_link(&physics, None).await?;
+    let mut ipad = SimDevice::new_random(&server.sim_config());
+    ipad.enroll(&link).await.context("enrollment")?;
+    ipad.poll().await?;
+    let detail = server.device_by_udid(&ipad.state.udid).await?;
+    let id = detail["id"].as_str().context("device id")?.to_string();
+    server
+        .post(
+            &format!("/api/v1/devices/{id}/commands"),
+            json!({"type": "ActivationLockBypassCode"}),
+        )
+        .await?;
+    ipad.poll().await?;
+    let code = ipad
+        .state
+        .activation_lock_bypass_code
+        .clone()
+        .context("bypass code")?;
+    let unlock_token = ipad.state.unlock_token.clone();
+    let escrow = command_of(
+        &history(&server, &server.token, &id).await?,
+        "ActivationLockBypassCode",
+    )?
+    .clone();
+    let escrow_uuid = escrow["command_uuid"].as_str().context("uuid")?.to_string();
+
+    // Write the rows as the earlier version had them.
+    let mut db = server.connect_database().await?;
+    let udid = ipad.state.udid.clone();
+    sqlx::query("UPDATE channels SET unlock_token = NULL WHERE id = $1")
+        .bind(&udid)
+        .execute(&mut db)
+        .await?;
+    sqlx::query("INSERT INTO legacy_unlock_tokens (channel_id, unlock_token) VALUES ($1, $2)")
+        .bind(&udid)
+        .bind(unlock_token.clone())
+        .execute(&mut db)
+        .await?;
+    let mut report = plist::Dictionary::new();
+    report.insert("UDID".into(), udid.clone().into());
+    report.insert("Status".into(), "Acknowledged".into());
+    report.insert("CommandUUID".into(), escrow_uuid.clone().into());
+    report.insert("ActivationLockBypassCode".into(), code.clone().into());
+    let mut plaintext_report = Vec::new();
+    plist::to_writer_xml(&mut plaintext_report, &plist::Value::Dictionary(report))?;
+    sqlx::query("UPDATE commands SET result = $2, result_sealed = 0 WHERE command_uuid = $1")
+        .bind(&escrow_uuid)
+        .bind(plaintext_report)
+        .execute(&mut db)
+        .await?;
+    let clear_uuid = orchard_types::CommandUuid::new_random();
+    let plaintext_clear = orchard_protocol::commands::Command::ClearPasscode {
+        unlock_token: Some(unlock_token.clone()),
+    }
+    .encode(&clear_uuid);
+    sqlx::query(
+        "INSERT INTO commands (command_uuid, device_id, tenant_id, channel_id, request_type, status, payload, \
+         queued_at) VALUES ($1, $2, $3, $4, 'ClearPasscode', 'queued', $5, $6)",
+    )
+    .bind(clear_uuid.as_str())
+    .bind(&id)
+    .bind(&physics)
+    .bind(&udid)
+    .bind(plaintext_clear)
+    .bind(orchard_types::SystemClock.now().0)
+    .execute(&mut db)
+    .await?;
+    for uuid in [escrow_uuid.as_str(), clear_uuid.as_str()] {
+        sqlx::query("INSERT INTO legacy_plaintext_commands (command_uuid) VALUES ($1)")
+            .bind(uuid)
+            .execute(&mut db)
+            .await?;
+    }
+    // Even before resealing, a viewer gets the plaintext result redacted (judged by its content).
+    let viewer = server.create_token(Role::Viewer, Some(&physics), "physics-viewer")?;
+    let before = history(&server, &viewer, &id).await?;
+    ensure!(
+        !before.to_string().contains(&code),
+        "a plaintext legacy result reaches a viewer: {before}"
+    );
+
+    // A node starts: it seals everything before it listens.
+    let _node = server.start_node(&[]).await?;
+    for table in ["legacy_unlock_tokens", "legacy_plaintext_commands"] {
+        let left: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+            .fetch_one(&mut db)
+            .await?
+            .try_get("n")?;
+        ensure!(left == 0, "{table} still lists {left} rows");
+    }
+    let secrets = Secrets {
+        bypass_code: code.clone(),
+        unlock_token: unlock_token.clone(),
+        wifi_password: String::new(),
+    };
+    let channel: Option<Vec<u8>> = sqlx::query("SELECT unlock_token FROM channels WHERE id = $1")
+        .bind(&udid)
+        .fetch_one(&mut db)
+        .await?
+        .try_get("unlock_token")?;
+    let channel = channel.context("the UnlockToken is kept")?;
+    ensure!(
+        secrets.found_in(&channel).is_none(),
+        "UnlockToken still plaintext"
+    );
+    for row in sqlx::query("SELECT payload, result FROM commands")
+        .fetch_all(&mut db)
+        .await?
+    {
+        let payload: Vec<u8> = row.try_get("payload")?;
+        let result: Option<Vec<u8>> = row.try_get("result")?;
+        ensure!(
+            secrets.found_in(&payload).is_none(),
+            "a payload is still plaintext"
+        );
+        ensure!(
+            secrets.found_in(&result.unwrap_or_default()).is_none(),
+            "a result is still plaintext"
+        );
+    }
+
+    // Everything still works: the device clears its passcode with the resealed token, once.
+    let session = ipad.poll().await?;
+    ensure!(
+        session
+            .handled
+            .iter()
+            .any(|h| h.request_type == "ClearPasscode" && h.uuid == clear_uuid.as_str()),
+        "{session:?}"
+    );
+    ensure!(
+        statuses(&server, &id, "ClearPasscode").await? == ["acknowledged"],
+        "{:?}",
+        statuses(&server, &id, "ClearPasscode").await?
+    );
+    let escrow = command_of(
+        &history(&server, &server.token, &id).await?,
+        "ActivationLockBypassCode",
+    )?
+    .clone();
+    ensure!(escrow["result"]["data"] == code.as_str(), "{escrow}");
+    Ok(())
+}
+
 orchard_testkit::backend_tests! {
     secrets_are_sealed_redacted_and_delivered_once => scenario;
+    plaintext_from_an_earlier_version_is_sealed_at_start => legacy_scenario;
 }
