@@ -43,6 +43,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| path.display().to_string())
 }
 
+/// A key file an older version may have left readable by others becomes the owner's alone (0600).
+fn restrict_to_owner(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| path.display().to_string())?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| path.display().to_string())?;
+            tracing::warn!(path = %path.display(), "a key file was readable by others; it is 0600 now");
+        }
+    }
+    Ok(())
+}
+
 /// Creates the data directory (and missing parents) for the owner alone (0700): it holds the CA key, the data
 /// key and, on SQLite, the database. An existing directory is left as it is, with a warning when others may
 /// enter it.
@@ -84,6 +102,7 @@ fn read_pair(dir: &Path, name: &str) -> Result<Option<PemPair>> {
         return Ok(None);
     }
     let c = std::fs::read(&cert).with_context(|| cert.display().to_string())?;
+    restrict_to_owner(&key)?;
     let k = std::fs::read(&key).with_context(|| key.display().to_string())?;
     Ok(Some(PemPair { cert: c, key: k }))
 }
@@ -167,6 +186,7 @@ pub fn load_or_create(
     };
     let data_key_path = dir.join("data.key");
     let data_key = if data_key_path.exists() {
+        restrict_to_owner(&data_key_path)?;
         let bytes =
             std::fs::read(&data_key_path).with_context(|| data_key_path.display().to_string())?;
         DataKey::from_bytes(&bytes)?
