@@ -235,17 +235,24 @@ impl Orchard {
         ))
     }
 
-    /// A device report as the queue keeps it: sealed to its command when it holds a secret.
+    /// A device report as the queue keeps it, and whether it is sealed: none for NotNow (the command stays
+    /// queued), sealed to its command when it holds a secret, else as received.
     pub(crate) fn result_to_store(
         &self,
         uuid: &CommandUuid,
+        status: CommandStatus,
         report: &CommandReport,
         raw: &[u8],
-    ) -> Result<(Vec<u8>, bool), CoreError> {
-        if report_carries_secrets(report) {
-            Ok((self.pki.data_key.seal(raw, &result_context(uuid))?, true))
+    ) -> Result<(Option<Vec<u8>>, bool), CoreError> {
+        if status == CommandStatus::NotNow {
+            Ok((None, false))
+        } else if report_carries_secrets(report) {
+            Ok((
+                Some(self.pki.data_key.seal(raw, &result_context(uuid))?),
+                true,
+            ))
         } else {
-            Ok((raw.to_vec(), false))
+            Ok((Some(raw.to_vec()), false))
         }
     }
 
@@ -411,6 +418,30 @@ mod tests {
         }));
         assert!(carries_device_credential(RequestType::ClearPasscode));
         assert!(!carries_device_credential(RequestType::EraseDevice));
+    }
+
+    fn report_with(extra: &str) -> CommandReport {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><plist version=\"1.0\"><dict>\
+             <key>UDID</key><string>00008030-001A2B3C4D5E6F70</string>\
+             <key>Status</key><string>Acknowledged</string>\
+             <key>CommandUUID</key><string>6F2D1C2A-7E1B-4C8B-9B0E-3C1E2D4F5A6B</string>{extra}\
+             </dict></plist>"
+        );
+        decode_report(xml.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn reports_holding_a_bypass_code_or_unlock_token_carry_secrets() {
+        assert!(report_carries_secrets(&report_with(
+            "<key>ActivationLockBypassCode</key><string>AAAA-BBBB</string>"
+        )));
+        assert!(report_carries_secrets(&report_with(
+            "<key>UnlockToken</key><data>AQID</data>"
+        )));
+        assert!(!report_carries_secrets(&report_with(
+            "<key>SecurityInfo</key><dict><key>PasscodePresent</key><true/></dict>"
+        )));
     }
 
     #[test]

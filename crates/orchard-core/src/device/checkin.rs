@@ -312,13 +312,7 @@ impl Orchard {
         } else {
             serde_json::to_string(&report.error_chain).ok()
         };
-        let (result, result_sealed) = match status {
-            CommandStatus::NotNow => (None, false),
-            _ => {
-                let (stored, sealed) = self.result_to_store(uuid, report, raw)?;
-                (Some(stored), sealed)
-            }
-        };
+        let (result, result_sealed) = self.result_to_store(uuid, status, report, raw)?;
         let mut unit = self.store.begin_unit().await?;
         let outcome = unit
             .record_result(&CommandResultRecord {
