@@ -138,8 +138,15 @@ async fn replay(ipad: &SimDevice, captured: &(Vec<u8>, String), secrets: &Secret
     Ok(())
 }
 
+/// The deadline of commands carrying a credential, as configured (the default is 15 minutes).
+const SECRET_COMMAND_TTL_SECONDS: i64 = 600;
+
 async fn scenario(backend: Backend) -> Result<()> {
-    let Some(server) = TestServer::start(backend).await? else {
+    let ttl = [
+        "--secret-command-ttl-seconds".to_string(),
+        SECRET_COMMAND_TTL_SECONDS.to_string(),
+    ];
+    let Some(server) = TestServer::start_with(backend, &ttl).await? else {
         return Ok(());
     };
     let physics = server.create_tenant("Physics", "physics").await?;
@@ -313,6 +320,16 @@ async fn scenario(backend: Backend) -> Result<()> {
 
     // At rest: the rows hold none of them in plaintext.
     let mut db = server.connect_database().await?;
+    let deadlines = sqlx::query(
+        "SELECT expires_at - queued_at AS ttl, deliver_once FROM commands WHERE request_type = 'ClearPasscode'",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    ensure!(deadlines.len() == 3);
+    for row in deadlines {
+        ensure!(row.try_get::<i64, _>("ttl")? == SECRET_COMMAND_TTL_SECONDS);
+        ensure!(row.try_get::<i64, _>("deliver_once")? == 1);
+    }
     let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
     for row in sqlx::query("SELECT request_type, payload, result, payload_sealed FROM commands")
         .fetch_all(&mut db)
