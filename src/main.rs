@@ -183,6 +183,10 @@ struct ServeArgs {
         requires = "activation_lock_url"
     )]
     activation_lock_ca: Option<PathBuf>,
+    /// Seconds a command that carries a device credential (ClearPasscode with the UnlockToken) may wait in the
+    /// queue; it is delivered at most once and expires after this, answered or not.
+    #[arg(long, env = "ORCHARD_SECRET_COMMAND_TTL_SECONDS", default_value_t = orchard_core::commands::secrets::DEFAULT_SECRET_COMMAND_TTL_SECONDS)]
+    secret_command_ttl_seconds: i64,
     /// Price of one device for one year in the usage report (billing), e.g. 400 or 399.50.
     #[arg(long, env = "ORCHARD_PRICE_PER_DEVICE_YEAR", default_value = "400")]
     price_per_device_year: String,
@@ -411,8 +415,7 @@ fn database_url(storage: &StorageArgs) -> Result<String> {
         }
         return Ok(url.clone());
     }
-    std::fs::create_dir_all(&storage.data_dir)
-        .with_context(|| format!("creating {}", storage.data_dir.display()))?;
+    pki_files::create_private_dir(&storage.data_dir)?;
     let abs = std::fs::canonicalize(&storage.data_dir)?;
     Ok(format!("sqlite://{}", abs.join("orchard.db").display()))
 }
@@ -495,6 +498,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         )
         .with_dep_settings(args.dep_settings(anchor_certs_der)?)
         .with_activation_lock_settings(args.activation_lock_settings()?)
+        .with_secret_command_settings(
+            orchard_core::commands::secrets::SecretCommandSettings::new(
+                args.secret_command_ttl_seconds,
+            )
+            .map_err(|e| anyhow::anyhow!("--secret-command-ttl-seconds: {e}"))?,
+        )
         .with_usage_settings(
             orchard_core::reporting::usage::UsageSettings::new(
                 &args.price_per_device_year,
@@ -505,6 +514,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_token_policy(args.token_policy()?)
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );
+    orchard
+        .reseal_legacy_secrets()
+        .await
+        .context("sealing secrets an earlier version stored in plaintext")?;
     if let Err(e) = orchard.load_push_certificate().await {
         tracing::error!(error = %e, "the stored push certificate could not be loaded; pushes are off");
     }

@@ -36,8 +36,61 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = opts
         .open(path)
         .with_context(|| path.display().to_string())?;
+    // The mode above applies only to a new file: an existing one (an older version's) is tightened first.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| path.display().to_string())?;
+    }
     f.write_all(bytes)
         .with_context(|| path.display().to_string())
+}
+
+/// A key file an older version may have left readable by others becomes the owner's alone (0600).
+fn restrict_to_owner(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| path.display().to_string())?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| path.display().to_string())?;
+            tracing::warn!(path = %path.display(), "a key file was readable by others; it is 0600 now");
+        }
+    }
+    Ok(())
+}
+
+/// Creates the data directory (and missing parents) for the owner alone (0700): it holds the CA key, the data
+/// key and, on SQLite, the database. An existing directory is left as it is, with a warning when others may
+/// enter it.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| dir.display().to_string())?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %dir.display(), mode = format!("{:o}", mode & 0o777), "the data directory is open to other users; 0700 is recommended");
+        }
+    }
+    Ok(())
 }
 
 /// A certificate PEM and its key PEM, as read from the data directory.
@@ -53,6 +106,7 @@ fn read_pair(dir: &Path, name: &str) -> Result<Option<PemPair>> {
         return Ok(None);
     }
     let c = std::fs::read(&cert).with_context(|| cert.display().to_string())?;
+    restrict_to_owner(&key)?;
     let k = std::fs::read(&key).with_context(|| key.display().to_string())?;
     Ok(Some(PemPair { cert: c, key: k }))
 }
@@ -92,7 +146,7 @@ pub fn load_or_create(
     tls_ips: &[IpAddr],
     now: UnixTime,
 ) -> Result<DataDirPki> {
-    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    create_private_dir(dir)?;
     let ca = match read_pair(dir, "ca")? {
         Some(p) => CertificateAuthority::from_pem(&p.cert, &p.key)?,
         None => {
@@ -165,6 +219,7 @@ pub fn load_or_create(
     };
     let data_key_path = dir.join("data.key");
     let data_key = if data_key_path.exists() {
+        restrict_to_owner(&data_key_path)?;
         let bytes =
             std::fs::read(&data_key_path).with_context(|| data_key_path.display().to_string())?;
         DataKey::from_bytes(&bytes)?

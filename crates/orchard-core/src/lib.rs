@@ -93,6 +93,8 @@ pub struct Orchard {
     pub(crate) oidc: access::oidc::OidcState,
     /// How long API tokens made through the API may live, per role.
     pub(crate) token_policy: access::tokens::TokenPolicy,
+    /// How commands carrying a device credential are delivered (short deadline).
+    pub(crate) secret_commands: commands::secrets::SecretCommandSettings,
 }
 
 impl Orchard {
@@ -118,6 +120,7 @@ impl Orchard {
             usage: reporting::usage::UsageSettings::default(),
             oidc: access::oidc::OidcState::default(),
             token_policy: access::tokens::TokenPolicy::default(),
+            secret_commands: commands::secrets::SecretCommandSettings::default(),
         }
     }
 

@@ -92,6 +92,8 @@ async fn queue(s: &Setup, device: &orchard_store::Device, channel: &ChannelId) {
             channel: channel.clone(),
             request_type: orchard_types::RequestType::DeviceLock,
             payload: b"<plist/>".to_vec(),
+            payload_sealed: false,
+            deliver_once: false,
             queued_by: None,
             queued_at: s.clock.now(),
             expires_at: None,

@@ -79,6 +79,8 @@ async fn enrolled_channel_with_command(s: &Setup) {
             channel,
             request_type: orchard_types::RequestType::DeviceLock,
             payload: b"<plist/>".to_vec(),
+            payload_sealed: false,
+            deliver_once: false,
             queued_by: None,
             queued_at: now,
             expires_at: None,

@@ -41,6 +41,7 @@ pub use access::local_accounts::{LocalAccountRecord, LOCAL_ISSUER};
 pub use access::users::{
     Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, UserLogin, UserRecord,
 };
+pub use commands::legacy::{LegacyCommand, LegacyCommandRow, LegacyUnlockToken, ResealedCommand};
 pub use dep::sync::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
 pub use dep::templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
@@ -186,7 +187,70 @@ fn sqlite_url_with_create(url: &str) -> String {
     }
 }
 
+/// The database file a SQLite URL names, unless it is an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let (rest, query) = match url.split_once('?') {
+        Some((rest, query)) => (rest, query),
+        None => (url, ""),
+    };
+    let path = rest
+        .strip_prefix("sqlite://")
+        .or_else(|| rest.strip_prefix("sqlite:"))?;
+    let in_memory =
+        path.is_empty() || path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory");
+    (!in_memory).then(|| std::path::PathBuf::from(path))
+}
+
+/// The database holds sealed secrets, password hashes and the audit log: its files are the owner's alone.
+/// SQLite creates `-wal` and `-shm` with the main file's mode, so creating that one 0600 (and tightening it and
+/// any existing companions, left by an older version) covers all three.
+fn restrict_sqlite_files(url: &str) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    if let Some(path) = sqlite_file(url) {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| {
+            StoreError::Database(sqlx::Error::Configuration(
+                format!("preparing {}: {e}", path.display()).into(),
+            ))
+        };
+        if !path.exists()
+            && path
+                .parent()
+                .is_some_and(|dir| dir.as_os_str().is_empty() || dir.is_dir())
+        {
+            // An empty file is an empty SQLite database.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io)?;
+        }
+        let mut companions = path.clone().into_os_string();
+        for file in [
+            path.clone(),
+            {
+                let mut wal = companions.clone();
+                wal.push("-wal");
+                wal.into()
+            },
+            {
+                companions.push("-shm");
+                companions.into()
+            },
+        ] {
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, StoreError> {
+    restrict_sqlite_files(url)?;
     let url = sqlite_url_with_create(url);
     let options: AnyConnectOptions = url.parse()?;
     // Switching to WAL needs an exclusive lock that busy_timeout does not wait for, so it is done once on a
@@ -216,6 +280,44 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_files_are_found_in_urls_and_memory_databases_have_none() {
+        use std::path::PathBuf;
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/orchard/orchard.db"),
+            Some(PathBuf::from("/var/lib/orchard/orchard.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite://a.db?mode=rwc"),
+            Some(PathBuf::from("a.db"))
+        );
+        assert_eq!(sqlite_file("sqlite:a.db"), Some(PathBuf::from("a.db")));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://x?mode=memory&cache=shared"), None);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_sqlite_database_and_its_wal_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("orchard.db");
+        let (store, _) = Store::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        // A write makes sure the WAL and shared-memory files exist while the pool is open.
+        sqlx::query("CREATE TABLE mode_probe (x INTEGER)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("orchard.db{suffix}"));
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
+        store.close().await;
+    }
 
     #[test]
     fn sqlite_urls_get_create_mode_once() {

@@ -235,8 +235,11 @@ pub struct NewCommand {
     pub tenant_id: TenantId,
     pub channel: ChannelId,
     pub request_type: RequestType,
-    /// The encoded command plist, sent to the device as is.
+    /// The encoded command plist, or (`payload_sealed`) that plist sealed under the data key.
     pub payload: Vec<u8>,
+    pub payload_sealed: bool,
+    /// Sent at most once: a command that carries a device credential when it goes out.
+    pub deliver_once: bool,
     pub queued_by: Option<QueuedBy>,
     pub queued_at: UnixTime,
     pub expires_at: Option<UnixTime>,
@@ -248,6 +251,7 @@ pub struct QueuedCommand {
     pub uuid: CommandUuid,
     pub request_type: RequestType,
     pub payload: Vec<u8>,
+    pub payload_sealed: bool,
 }
 
 /// A device's report about one command.
@@ -257,8 +261,9 @@ pub struct CommandResultRecord {
     pub uuid: CommandUuid,
     /// acknowledged | error | command_format_error | not_now.
     pub status: CommandStatus,
-    /// The raw report plist.
+    /// The raw report plist, or (`result_sealed`) that plist sealed under the data key.
     pub result: Option<Vec<u8>>,
+    pub result_sealed: bool,
     /// ErrorChain as JSON.
     pub error_chain: Option<String>,
     pub now: UnixTime,
@@ -289,7 +294,10 @@ pub struct CommandRecord {
     pub request_type: RequestType,
     pub status: CommandStatus,
     pub payload: Vec<u8>,
+    pub payload_sealed: bool,
     pub result: Option<Vec<u8>>,
+    pub result_sealed: bool,
+    pub deliver_once: bool,
     pub error_chain: Option<String>,
     pub queued_by: Option<QueuedBy>,
     pub queued_at: UnixTime,

@@ -85,6 +85,7 @@ conformance! {
     check_not_now_requeues => sqlite_not_now_requeues, postgres_not_now_requeues;
     check_duplicate_and_unknown_results => sqlite_duplicate_and_unknown_results, postgres_duplicate_and_unknown_results;
     check_expiry => sqlite_expiry, postgres_expiry;
+    check_deliver_once_commands_go_out_once => sqlite_deliver_once_commands_go_out_once, postgres_deliver_once_commands_go_out_once;
     check_enqueue_is_one_transaction => sqlite_enqueue_is_one_transaction, postgres_enqueue_is_one_transaction;
     check_unit_of_work_commits_once_or_not_at_all => sqlite_unit_of_work_commits_once_or_not_at_all, postgres_unit_of_work_commits_once_or_not_at_all;
     check_scoped_reads_hide_other_tenants => sqlite_scoped_reads_hide_other_tenants, postgres_scoped_reads_hide_other_tenants;
@@ -193,6 +194,8 @@ fn command(device: &Device, channel: &ChannelId, label: &str) -> NewCommand {
         channel: channel.clone(),
         request_type: request_type_for(label),
         payload: format!("<plist>{label}</plist>").into_bytes(),
+        payload_sealed: false,
+        deliver_once: false,
         queued_by: Some(tester()),
         queued_at: T0,
         expires_at: None,
@@ -210,6 +213,7 @@ fn report(
         uuid: uuid.clone(),
         status,
         result: Some(b"<plist>result</plist>".to_vec()),
+        result_sealed: false,
         error_chain: None,
         now,
     }
@@ -3185,4 +3189,122 @@ async fn check_dep_templates_and_assignments(store: Store) {
         .claim_dep_sync_lease("t1", "node-a", UnixTime(T0.0 + 160), UnixTime(T0.0 + 260))
         .await
         .unwrap());
+}
+
+/// A deliver-once command is handed out the first time only (a replayed poll gets the next command), even
+/// after NotNow, and the sweep expires it at its deadline although it is `sent`; the sealed flags round-trip.
+async fn check_deliver_once_commands_go_out_once(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let once = NewCommand {
+        deliver_once: true,
+        payload_sealed: true,
+        expires_at: Some(T0.plus_seconds(60)),
+        ..command(&device, &channel, "ClearPasscode")
+    };
+    let once_not_now = NewCommand {
+        deliver_once: true,
+        expires_at: Some(T0.plus_seconds(60)),
+        ..command(&device, &channel, "ClearPasscodeNotNow")
+    };
+    let after = command(&device, &channel, "After");
+    store
+        .enqueue_commands(&[once.clone(), once_not_now.clone(), after.clone()])
+        .await
+        .unwrap();
+
+    let handed = store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, once.uuid);
+    assert!(handed.payload_sealed);
+    // The same poll again (a replay, or a device that lost the answer): the next command, never `once` again.
+    let handed = store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, once_not_now.uuid);
+    assert!(!handed.payload_sealed);
+    store
+        .record_result(&report(
+            &channel,
+            &once_not_now.uuid,
+            CommandStatus::NotNow,
+            T0,
+        ))
+        .await
+        .unwrap();
+    for skip_not_now in [false, true] {
+        let handed = store
+            .next_command(&channel, skip_not_now, T0.plus_seconds(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handed.uuid, after.uuid, "skip_not_now = {skip_not_now}");
+    }
+    store
+        .record_result(&report(
+            &channel,
+            &after.uuid,
+            CommandStatus::Acknowledged,
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert!(store
+        .next_command(&channel, false, T0.plus_seconds(60))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(status_of(&store, &once.uuid).await, CommandStatus::Sent);
+
+    // Past the deadline both are swept: the unanswered one and the one the device put off.
+    assert!(store
+        .next_command(&channel, false, T0.plus_seconds(61))
+        .await
+        .unwrap()
+        .is_none());
+    for uuid in [&once.uuid, &once_not_now.uuid] {
+        assert_eq!(status_of(&store, uuid).await, CommandStatus::Expired);
+    }
+    let record = store
+        .get_command(all_tenants(), &once.uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.deliver_once && record.payload_sealed && !record.result_sealed);
+
+    // A sealed result is recorded as sealed.
+    let sealed_result = command(&device, &channel, "ActivationLockBypassCode");
+    store
+        .enqueue_commands(std::slice::from_ref(&sealed_result))
+        .await
+        .unwrap();
+    store
+        .next_command(&channel, false, T0.plus_seconds(62))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .record_result(&CommandResultRecord {
+            result_sealed: true,
+            ..report(
+                &channel,
+                &sealed_result.uuid,
+                CommandStatus::Acknowledged,
+                T0,
+            )
+        })
+        .await
+        .unwrap();
+    let record = store
+        .get_command(all_tenants(), &sealed_result.uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.result_sealed && !record.payload_sealed && !record.deliver_once);
 }

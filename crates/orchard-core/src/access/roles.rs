@@ -14,7 +14,7 @@ pub enum Ability {
     /// Queue commands that only read or wake a device (inventory queries, pushes).
     Query,
     /// Change a tenant's devices and settings: any command (dangerous ones with confirmation), enrollment
-    /// links, setup release, Activation Lock, and seeing escrowed bypass codes.
+    /// links, setup release, clearing Activation Lock.
     Administer,
     /// Make, list and revoke API tokens.
     ManageTokens,
@@ -23,6 +23,9 @@ pub enum Ability {
     /// Run the service itself: tenants, push certificate, DEP tokens and templates, role mappings, disabling
     /// people.
     Operate,
+    /// See device secrets where a feature shows them: escrowed Activation Lock bypass codes and secret command
+    /// results in a device's command history. Everyone else gets them redacted.
+    SeeDeviceSecrets,
 }
 
 /// The role table.
@@ -35,12 +38,16 @@ pub enum Ability {
 /// | ManageTokens  | all      | —        | own   | —      |
 /// | Oversee       | all      | all      | own   | —      |
 /// | Operate       | all      | —        | —     | —      |
+/// | SeeDeviceSecrets | all   | —        | own   | —      |
 pub const fn grants(role: Role, ability: Ability) -> bool {
     use Ability::*;
     match role {
         Role::Operator => true,
         Role::Helpdesk => matches!(ability, Read | Query | Oversee),
-        Role::Admin => matches!(ability, Read | Query | Administer | ManageTokens | Oversee),
+        Role::Admin => matches!(
+            ability,
+            Read | Query | Administer | ManageTokens | Oversee | SeeDeviceSecrets
+        ),
         Role::Viewer => matches!(ability, Read),
     }
 }
@@ -78,20 +85,28 @@ mod tests {
     #[test]
     fn the_table_reads_as_documented() {
         use Ability::*;
-        let table: Vec<String> = [Read, Query, Administer, ManageTokens, Oversee, Operate]
-            .iter()
-            .map(|&a| {
-                let cells: Vec<&str> = [Role::Operator, Role::Helpdesk, Role::Admin, Role::Viewer]
-                    .iter()
-                    .map(|&r| match (grants(r, a), spans_all_tenants(r)) {
-                        (false, _) => "-",
-                        (true, true) => "all",
-                        (true, false) => "own",
-                    })
-                    .collect();
-                format!("{a:?}: {}", cells.join(" "))
-            })
-            .collect();
+        let table: Vec<String> = [
+            Read,
+            Query,
+            Administer,
+            ManageTokens,
+            Oversee,
+            Operate,
+            SeeDeviceSecrets,
+        ]
+        .iter()
+        .map(|&a| {
+            let cells: Vec<&str> = [Role::Operator, Role::Helpdesk, Role::Admin, Role::Viewer]
+                .iter()
+                .map(|&r| match (grants(r, a), spans_all_tenants(r)) {
+                    (false, _) => "-",
+                    (true, true) => "all",
+                    (true, false) => "own",
+                })
+                .collect();
+            format!("{a:?}: {}", cells.join(" "))
+        })
+        .collect();
         assert_eq!(
             table,
             [
@@ -101,6 +116,7 @@ mod tests {
                 "ManageTokens: all - own -",
                 "Oversee: all all own -",
                 "Operate: all - - -",
+                "SeeDeviceSecrets: all - own -",
             ]
         );
     }

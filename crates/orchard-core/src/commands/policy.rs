@@ -7,12 +7,13 @@
 
 use orchard_protocol::commands::Command;
 use orchard_store::{Device, NewCommand, Page};
-use orchard_types::{ChannelId, CommandUuid, DeviceId, EnrollmentState};
+use orchard_types::{ChannelId, DeviceId, EnrollmentState};
 use serde::{Deserialize, Serialize};
 
 use crate::access::principal::Principal;
 use crate::access::roles::Ability;
 use crate::commands::queue::ability_to_queue;
+use crate::commands::secrets::CommandTarget;
 use crate::{CoreError, Orchard};
 
 /// The enrollment profile's identifier (removing it removes management).
@@ -211,23 +212,21 @@ impl Orchard {
         let now = self.clock.now();
         let actor = who.actor();
         let queued_by = who.queued_by();
-        let new: Vec<NewCommand> = devices
+        let new = devices
             .iter()
             .map(|d| {
-                let uuid = CommandUuid::new_random();
-                NewCommand {
-                    payload: command.encode(&uuid),
-                    request_type: command.kind(),
-                    uuid,
-                    device_id: d.id,
-                    tenant_id: d.tenant_id,
-                    channel: ChannelId::device(&d.udid),
-                    queued_by: Some(queued_by.clone()),
-                    queued_at: now,
-                    expires_at: None,
-                }
+                self.new_command(
+                    &command,
+                    CommandTarget {
+                        device_id: d.id,
+                        tenant_id: d.tenant_id,
+                        channel: &ChannelId::device(&d.udid),
+                    },
+                    queued_by.clone(),
+                    now,
+                )
             })
-            .collect();
+            .collect::<Result<Vec<NewCommand>, CoreError>>()?;
         self.store.enqueue_commands(&new).await?;
         self.wake_dispatcher();
         tracing::info!(count = new.len(), request_type = command.request_type(), actor = %actor, "bulk command queued");

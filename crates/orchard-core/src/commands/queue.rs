@@ -3,17 +3,18 @@
 //! other command [`Ability::Administer`]), and the device's command history.
 
 use orchard_protocol::commands::Command;
-use orchard_protocol::report::decode_report;
-use orchard_protocol::results::parse_result;
-use orchard_store::{CommandRecord, NewCommand, Page};
-use orchard_types::{ChannelId, CommandUuid, DeviceId, QueuedBy, UnixTime};
+use orchard_store::{CommandRecord, Page};
+use orchard_types::{ChannelId, DeviceId, QueuedBy, UnixTime};
 use serde::Serialize;
 
 use crate::access::principal::Principal;
 use crate::access::roles::Ability;
+use crate::commands::secrets::CommandTarget;
 use crate::{CoreError, Orchard};
 
-/// A command in a device's history, with its parsed result when there is one.
+/// A command in a device's history, with its parsed result when there is one. A result holding a secret (an
+/// Activation Lock bypass code) is shown only to callers the role table lets see device secrets; for everyone
+/// else `result` is null and `result_redacted` true. Payloads are never shown.
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandView {
@@ -25,17 +26,20 @@ pub struct CommandView {
     pub queued_at: String,
     pub sent_at: Option<String>,
     pub completed_at: Option<String>,
+    pub expires_at: Option<String>,
     pub error_chain: Option<serde_json::Value>,
     pub result: Option<serde_json::Value>,
+    /// The result holds a secret this caller may not see, so it is left out.
+    pub result_redacted: bool,
 }
 
-impl From<&CommandRecord> for CommandView {
-    fn from(c: &CommandRecord) -> Self {
-        let result = c.result.as_deref().and_then(|raw| {
-            let report = decode_report(raw).ok()?;
-            let parsed = parse_result(c.request_type.as_str(), &report).ok()?;
-            serde_json::to_value(parsed).ok()
-        });
+impl CommandView {
+    /// `result` is what the caller may see of the parsed result (see [`Orchard::command_view`]).
+    pub(crate) fn new(
+        c: &CommandRecord,
+        result: Option<serde_json::Value>,
+        result_redacted: bool,
+    ) -> Self {
         CommandView {
             command_uuid: c.uuid.to_string(),
             request_type: c.request_type.as_str().to_owned(),
@@ -45,11 +49,13 @@ impl From<&CommandRecord> for CommandView {
             queued_at: c.queued_at.to_rfc3339(),
             sent_at: c.sent_at.map(UnixTime::to_rfc3339),
             completed_at: c.completed_at.map(UnixTime::to_rfc3339),
+            expires_at: c.expires_at.map(UnixTime::to_rfc3339),
             error_chain: c
                 .error_chain
                 .as_deref()
                 .and_then(|e| serde_json::from_str(e).ok()),
             result,
+            result_redacted,
         }
     }
 }
@@ -96,7 +102,7 @@ impl Orchard {
         &self,
         who: &Principal,
         device_id: DeviceId,
-        mut command: Command,
+        command: Command,
         confirm_serial: Option<&str>,
     ) -> Result<CommandRecord, CoreError> {
         let scope = who.scope();
@@ -116,30 +122,32 @@ impl Orchard {
         )?;
         crate::commands::policy::check_confirmation(who, &device, &command, confirm_serial)?;
         let channel = ChannelId::device(&device.udid);
-        if let Command::ClearPasscode { unlock_token } = &mut command {
-            let stored = self
+        // The UnlockToken itself goes in only when the command is sent (commands::secrets); here only its
+        // presence is checked, so a ClearPasscode that could not work is refused now.
+        if matches!(command, Command::ClearPasscode { .. })
+            && self
                 .store
                 .get_channel(&channel)
                 .await?
                 .and_then(|c| c.unlock_token)
-                .ok_or_else(|| {
-                    CoreError::Invalid("the device has not escrowed an UnlockToken".into())
-                })?;
-            *unlock_token = Some(stored.expose().clone());
+                .is_none()
+        {
+            return Err(CoreError::Invalid(
+                "the device has not escrowed an UnlockToken".into(),
+            ));
         }
         let now = self.clock.now();
-        let uuid = CommandUuid::new_random();
-        let new = NewCommand {
-            payload: command.encode(&uuid),
-            request_type: command.kind(),
-            uuid: uuid.clone(),
-            device_id: device.id,
-            tenant_id: device.tenant_id,
-            channel,
-            queued_by: Some(who.queued_by()),
-            queued_at: now,
-            expires_at: None,
-        };
+        let new = self.new_command(
+            &command,
+            CommandTarget {
+                device_id: device.id,
+                tenant_id: device.tenant_id,
+                channel: &channel,
+            },
+            who.queued_by(),
+            now,
+        )?;
+        let uuid = new.uuid.clone();
         self.store
             .enqueue_commands(std::slice::from_ref(&new))
             .await?;
@@ -151,18 +159,25 @@ impl Orchard {
             .ok_or_else(|| CoreError::Internal("queued command vanished".into()))
     }
 
+    /// The device's commands, newest first, as `who` may see them (secret results redacted by role).
     pub async fn command_history(
         &self,
         who: &Principal,
         device_id: DeviceId,
         page: Page,
-    ) -> Result<Vec<CommandRecord>, CoreError> {
+    ) -> Result<Vec<CommandView>, CoreError> {
         let scope = who.scope();
         // Resolve the device through the scope first, so another tenant's device is simply "not found".
         self.store
             .get_device(scope, device_id)
             .await?
             .ok_or(CoreError::NotFound)?;
-        Ok(self.store.list_commands(scope, device_id, page).await?)
+        Ok(self
+            .store
+            .list_commands(scope, device_id, page)
+            .await?
+            .iter()
+            .map(|record| self.command_view(who, record))
+            .collect())
     }
 }

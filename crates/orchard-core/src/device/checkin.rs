@@ -6,11 +6,12 @@ use orchard_protocol::checkin::{self, CheckinMessage};
 use orchard_protocol::commands::Command;
 use orchard_protocol::report::{self, CommandReport, ReportStatus};
 use orchard_store::{
-    AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, IdentityStatus, NewCommand,
-    RecordOutcome, TokenUpdateRecord,
+    AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, IdentityStatus, RecordOutcome,
+    TokenUpdateRecord,
 };
-use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
+use orchard_types::{ChannelId, CommandStatus, QueuedBy, RequestType, UnixTime};
 
+use crate::commands::secrets::CommandTarget;
 use crate::enrollment::binding::{BindingDecision, CHECKED_OUT_REASON};
 use crate::{CoreError, DeviceRejection, Orchard};
 
@@ -316,7 +317,7 @@ impl Orchard {
                 user_id: t.user.as_ref().map(|u| u.user_id.clone()),
                 push_token: t.token,
                 push_magic: t.push_magic.to_string(),
-                unlock_token: t.unlock_token,
+                unlock_token: self.seal_unlock_token(&channel, t.unlock_token)?,
                 awaiting_configuration: t.awaiting_configuration,
                 now,
             })
@@ -324,22 +325,16 @@ impl Orchard {
         let first_of_device = outcome.first && t.user.is_none();
         if first_of_device {
             let cmds = initial_inventory_commands()
-                .into_iter()
+                .iter()
                 .map(|c| {
-                    let uuid = CommandUuid::new_random();
-                    NewCommand {
-                        payload: c.encode(&uuid),
-                        request_type: c.kind(),
-                        uuid,
+                    let target = CommandTarget {
                         device_id: device.id,
                         tenant_id: device.tenant_id,
-                        channel: channel.clone(),
-                        queued_by: Some(QueuedBy::Enrollment),
-                        queued_at: now,
-                        expires_at: None,
-                    }
+                        channel: &channel,
+                    };
+                    self.new_command(c, target, QueuedBy::Enrollment, now)
                 })
-                .collect::<Vec<_>>();
+                .collect::<Result<Vec<_>, CoreError>>()?;
             unit.enqueue_commands(&cmds).await?;
             self.start_setup(&mut unit, &device, &channel, t.awaiting_configuration, now)
                 .await?;
@@ -374,7 +369,7 @@ impl Orchard {
         // cannot run one now is not asked again in a loop; an Idle (a new session) gets them again.
         let skip_not_now = report.status != ReportStatus::Idle;
         let next = self.store.next_command(&channel, skip_not_now, now).await?;
-        Ok(next.map(|c| c.payload))
+        self.command_for_delivery(&channel, next).await
     }
 
     /// One report is one unit of work: the result, its inventory effects, the bypass-code escrow and the
@@ -403,13 +398,15 @@ impl Orchard {
         } else {
             serde_json::to_string(&report.error_chain).ok()
         };
+        let (result, result_sealed) = self.result_to_store(uuid, status, report, raw)?;
         let mut unit = self.store.begin_unit().await?;
         let outcome = unit
             .record_result(&CommandResultRecord {
                 channel: channel.clone(),
                 uuid: uuid.clone(),
                 status,
-                result: (status != CommandStatus::NotNow).then(|| raw.to_vec()),
+                result,
+                result_sealed,
                 error_chain: error_chain.clone(),
                 now,
             })

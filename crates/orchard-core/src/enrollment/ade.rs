@@ -23,7 +23,7 @@ use orchard_protocol::commands::{Command, SettingsItem};
 use orchard_protocol::report::CommandReport;
 use orchard_store::{Device, IdentityGrant, NewCommand, ScepChallenge, UnitOfWork};
 use orchard_types::{
-    ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy, RequestType, SetupState, UnixTime,
+    ChannelId, CommandStatus, DeviceId, QueuedBy, RequestType, SetupState, UnixTime,
 };
 use serde::Serialize;
 
@@ -216,8 +216,8 @@ impl Orchard {
         let count = commands.len();
         let new: Vec<NewCommand> = commands
             .into_iter()
-            .map(|c| setup_command(device, channel, c, now))
-            .collect();
+            .map(|c| self.setup_command(device, channel, c, now))
+            .collect::<Result<_, CoreError>>()?;
         unit.enqueue_commands(&new).await?;
         tracing::info!(udid = %device.udid, template = %template.id, commands = count, awaiting_configuration, "zero-touch setup starting");
         Ok(())
@@ -255,7 +255,7 @@ impl Orchard {
             )
             .await?
         {
-            let cmd = setup_command(device, channel, Command::DeviceConfigured, now);
+            let cmd = self.setup_command(device, channel, Command::DeviceConfigured, now)?;
             unit.enqueue_commands(&[cmd]).await?;
             tracing::info!(udid = %device.udid, "zero-touch setup done: queueing DeviceConfigured");
         }
@@ -354,7 +354,8 @@ impl Orchard {
                     .await?;
                 if moved {
                     let channel = ChannelId::device(&device.udid);
-                    let cmd = setup_command(&device, &channel, Command::DeviceConfigured, now);
+                    let cmd =
+                        self.setup_command(&device, &channel, Command::DeviceConfigured, now)?;
                     unit.enqueue_commands(&[cmd]).await?;
                 }
                 moved
@@ -451,7 +452,7 @@ impl Orchard {
                 bypass_code: None,
             });
         };
-        let code = if who.may(Ability::Administer, device.tenant_id) {
+        let code = if who.may(Ability::SeeDeviceSecrets, device.tenant_id) {
             let opened = self
                 .pki
                 .data_key
@@ -482,17 +483,24 @@ fn failure_text(
     }
 }
 
-fn setup_command(device: &Device, channel: &ChannelId, c: Command, now: UnixTime) -> NewCommand {
-    let uuid = CommandUuid::new_random();
-    NewCommand {
-        payload: c.encode(&uuid),
-        request_type: c.kind(),
-        uuid,
-        device_id: device.id,
-        tenant_id: device.tenant_id,
-        channel: channel.clone(),
-        queued_by: Some(QueuedBy::Setup),
-        queued_at: now,
-        expires_at: None,
+impl Orchard {
+    /// A zero-touch setup command for `device` (secrets handled like any command: `commands::secrets`).
+    fn setup_command(
+        &self,
+        device: &Device,
+        channel: &ChannelId,
+        c: Command,
+        now: UnixTime,
+    ) -> Result<NewCommand, CoreError> {
+        self.new_command(
+            &c,
+            crate::commands::secrets::CommandTarget {
+                device_id: device.id,
+                tenant_id: device.tenant_id,
+                channel,
+            },
+            QueuedBy::Setup,
+            now,
+        )
     }
 }

@@ -62,7 +62,7 @@ pub(super) async fn queue_command(
         .orchard
         .queue_confirmed_command(&who.principal, id, command, confirm_serial.as_deref())
         .await?;
-    let view = CommandView::from(&record);
+    let view = state.orchard.command_view(&who.principal, &record);
     let note = AuditNote::default()
         .detail("request_type", view.request_type.clone())
         .detail("command_uuid", view.command_uuid.clone());
@@ -74,7 +74,7 @@ pub(super) async fn queue_command(
     path = "/devices/{id}/commands",
     tag = "commands",
     params(("id" = String, Path, description = "Device id"), PageQuery),
-    responses((status = 200, description = "Commands, newest first", body = Items<orchard_core::commands::queue::CommandView>))
+    responses((status = 200, description = "Commands, newest first; a result holding a secret (an Activation Lock bypass code) only for operators and the tenant's admins, otherwise `result_redacted`", body = Items<orchard_core::commands::queue::CommandView>))
 )]
 pub(super) async fn command_history(
     State(state): State<AppState>,
@@ -86,7 +86,7 @@ pub(super) async fn command_history(
         .orchard
         .command_history(&who.principal, id, q.page())
         .await?;
-    Ok(Items::of(cmds.iter().map(CommandView::from)))
+    Ok(Items::of(cmds))
 }
 
 /// A command for many devices: `{"command": {...}, "device_ids": [...] | "tenant_id": ..., "dry_run": true,

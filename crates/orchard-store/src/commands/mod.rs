@@ -1,3 +1,4 @@
 //! The per-channel command queue and results.
 
+pub(crate) mod legacy;
 pub(crate) mod queue;

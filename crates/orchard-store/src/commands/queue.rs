@@ -14,13 +14,33 @@ use crate::{
 };
 
 const COMMAND_COLUMNS: &str = "command_uuid, device_id, tenant_id, channel_id, request_type, status, \
-     payload, result, error_chain, queued_by, queued_at, sent_at, completed_at, expires_at, attempts";
+     payload, payload_sealed, result, result_sealed, deliver_once, error_chain, queued_by, queued_at, sent_at, \
+     completed_at, expires_at, attempts";
 
 /// Values bound per row by enqueue_commands.
-const ENQUEUE_BINDS_PER_ROW: usize = 9;
+const ENQUEUE_BINDS_PER_ROW: usize = 11;
 /// Rows per INSERT. Measured: per-row cost grows with statement size in sqlx-sqlite (500-row statements were
 /// ~5x slower per row than 50-100), and one fixed size lets full chunks reuse one cached prepared statement.
 const ENQUEUE_ROWS_PER_STATEMENT: usize = 100;
+
+/// Which unfinished rows of the channel the sweep expires: queued or not_now ones past their deadline, and a
+/// deliver-once command that went out and was never answered (it is never sent again, so it only waits for
+/// its deadline).
+macro_rules! expired_row {
+    () => {
+        "(status IN ('queued', 'not_now') OR (status = 'sent' AND deliver_once = 1)) AND expires_at < $2"
+    };
+}
+
+/// Which rows may be claimed besides their status: a sent command is resent until answered, anything else
+/// only before its deadline; a deliver-once command only if it never went out (a replayed request must not
+/// get its credential again).
+macro_rules! claimable_row {
+    () => {
+        " AND (status = 'sent' OR expires_at IS NULL OR expires_at >= $2) \
+         AND (deliver_once = 0 OR sent_at IS NULL)"
+    };
+}
 
 /// SQLite serialises writers, so one UPDATE can both sweep the channel's expired commands and claim the head:
 /// the CASE tells the two kinds of matched rows apart. The scalar subquery is uncorrelated, hence evaluated
@@ -29,15 +49,26 @@ macro_rules! sqlite_next_command {
     ($claimable:literal) => {
         concat!(
             "UPDATE commands SET ",
-            "status = CASE WHEN status IN ('queued', 'not_now') AND expires_at < $2 THEN 'expired' ELSE 'sent' END, ",
-            "sent_at = CASE WHEN status IN ('queued', 'not_now') AND expires_at < $2 THEN sent_at ELSE $2 END, ",
-            "completed_at = CASE WHEN status IN ('queued', 'not_now') AND expires_at < $2 THEN $2 ELSE completed_at END, ",
-            "attempts = CASE WHEN status IN ('queued', 'not_now') AND expires_at < $2 THEN attempts ELSE attempts + 1 END ",
-            "WHERE (channel_id = $1 AND status IN ('queued', 'not_now') AND expires_at < $2) ",
+            "status = CASE WHEN ",
+            expired_row!(),
+            " THEN 'expired' ELSE 'sent' END, ",
+            "sent_at = CASE WHEN ",
+            expired_row!(),
+            " THEN sent_at ELSE $2 END, ",
+            "completed_at = CASE WHEN ",
+            expired_row!(),
+            " THEN $2 ELSE completed_at END, ",
+            "attempts = CASE WHEN ",
+            expired_row!(),
+            " THEN attempts ELSE attempts + 1 END ",
+            "WHERE (channel_id = $1 AND ",
+            expired_row!(),
+            ") ",
             "OR seq = (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ",
             $claimable,
-            " AND (status = 'sent' OR expires_at IS NULL OR expires_at >= $2) ORDER BY seq LIMIT 1) ",
-            "RETURNING status, command_uuid, request_type, payload"
+            claimable_row!(),
+            " ORDER BY seq LIMIT 1) ",
+            "RETURNING status, command_uuid, request_type, payload, payload_sealed"
         )
     };
 }
@@ -50,15 +81,16 @@ macro_rules! postgres_next_command {
         concat!(
             "WITH swept AS (",
             "UPDATE commands SET status = 'expired', completed_at = $2 ",
-            "WHERE seq IN (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ('queued', 'not_now') ",
-            "AND expires_at < $2 FOR UPDATE SKIP LOCKED) RETURNING seq), ",
+            "WHERE seq IN (SELECT seq FROM commands WHERE channel_id = $1 AND ", expired_row!(), " ",
+            "FOR UPDATE SKIP LOCKED) RETURNING seq), ",
             "claimed AS (",
             "UPDATE commands SET status = 'sent', sent_at = $2, attempts = attempts + 1 ",
             "WHERE seq = (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ",
             $claimable,
-            " AND (status = 'sent' OR expires_at IS NULL OR expires_at >= $2) ORDER BY seq LIMIT 1 FOR UPDATE) ",
-            "RETURNING command_uuid, request_type, payload) ",
-            "SELECT 'sent' AS status, command_uuid, request_type, payload FROM claimed"
+            claimable_row!(),
+            " ORDER BY seq LIMIT 1 FOR UPDATE) ",
+            "RETURNING command_uuid, request_type, payload, payload_sealed) ",
+            "SELECT 'sent' AS status, command_uuid, request_type, payload, payload_sealed FROM claimed"
         )
     };
 }
@@ -81,7 +113,10 @@ fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
         request_type: rows::request_type(row, "request_type")?,
         status: rows::command_status(row, "status")?,
         payload: rows::bytes(row, "payload")?,
+        payload_sealed: rows::boolean(row, "payload_sealed")?,
         result: rows::opt_bytes(row, "result")?,
+        result_sealed: rows::boolean(row, "result_sealed")?,
+        deliver_once: rows::boolean(row, "deliver_once")?,
         error_chain: rows::opt_text(row, "error_chain")?,
         queued_by: rows::opt_queued_by(row, "queued_by")?,
         queued_at: rows::time(row, "queued_at")?,
@@ -96,7 +131,7 @@ fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
 fn enqueue_sql(backend: crate::Backend, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO commands (command_uuid, device_id, tenant_id, channel_id, request_type, status, \
-         payload, queued_by, queued_at, expires_at) VALUES ",
+         payload, payload_sealed, deliver_once, queued_by, queued_at, expires_at) VALUES ",
     );
     for row in 0..rows {
         let p = row * ENQUEUE_BINDS_PER_ROW;
@@ -106,7 +141,7 @@ fn enqueue_sql(backend: crate::Backend, rows: usize) -> String {
         sql.push('(');
         sql.push_str(&crate::dep::sync::placeholders(backend, p + 1, 5));
         sql.push_str(", 'queued', ");
-        sql.push_str(&crate::dep::sync::placeholders(backend, p + 6, 4));
+        sql.push_str(&crate::dep::sync::placeholders(backend, p + 6, 6));
         sql.push(')');
     }
     sql
@@ -131,6 +166,8 @@ async fn enqueue_commands(db: &mut impl Db, cmds: &[NewCommand]) -> Result<(), S
                 .bind(c.channel.as_str())
                 .bind(c.request_type.as_str())
                 .bind(c.payload.as_slice())
+                .bind(i64::from(c.payload_sealed))
+                .bind(i64::from(c.deliver_once))
                 .bind(c.queued_by.as_ref().map(QueuedBy::to_stored))
                 .bind(c.queued_at.0)
                 .bind(c.expires_at.map(|v| v.0));
@@ -166,7 +203,7 @@ async fn record_result(
         }
     };
     let row = sqlx::query(
-        "UPDATE commands SET status = $3, result = $4, error_chain = $5, completed_at = $6 \
+        "UPDATE commands SET status = $3, result = $4, result_sealed = $7, error_chain = $5, completed_at = $6 \
          WHERE command_uuid = $1 AND channel_id = $2 AND status IN ('queued', 'sent', 'not_now') \
          RETURNING device_id, request_type, queued_by",
     )
@@ -176,6 +213,7 @@ async fn record_result(
     .bind(r.result.as_deref())
     .bind(r.error_chain.as_deref())
     .bind(completed_at)
+    .bind(i64::from(r.result_sealed))
     .fetch_optional(db.conn()?)
     .await?;
     if let Some(row) = row {
@@ -226,8 +264,9 @@ impl Store {
     }
 
     /// The oldest command of the channel whose status is queued or sent (or not_now unless skip_not_now),
-    /// after marking the channel's queued/not_now commands whose expires_at < now as expired. Marks it sent
-    /// (sent_at = now, attempts + 1) and returns it. Never returns a command of another channel.
+    /// after marking the channel's queued/not_now commands whose expires_at < now as expired (and its
+    /// deliver-once commands that went out unanswered). Marks it sent (sent_at = now, attempts + 1) and returns
+    /// it. A deliver-once command is returned only the first time. Never returns a command of another channel.
     ///
     /// One statement, one round trip; the sweep only touches the channel's unfinished rows by index.
     pub async fn next_command(
@@ -262,6 +301,7 @@ impl Store {
                     uuid: rows::command_uuid(row, "command_uuid")?,
                     request_type: rows::request_type(row, "request_type")?,
                     payload: rows::bytes(row, "payload")?,
+                    payload_sealed: rows::boolean(row, "payload_sealed")?,
                 }));
             }
         }
