@@ -148,6 +148,8 @@ struct ServeArgs {
     log_json: bool,
     #[command(flatten)]
     push: PushArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Device Assignment (DEP/ASM) service URL: Apple's by default; a local DEP server in tests.
     #[arg(long, env = "ORCHARD_DEP_URL")]
     dep_url: Option<String>,
@@ -265,6 +267,46 @@ impl ServeArgs {
         settings.anchor_certs_der = anchor_certs_der;
         settings.sync_interval_seconds = self.dep_sync_minutes.saturating_mul(60);
         Ok(settings)
+    }
+}
+
+/// Abuse limits of the listener, and who may read `/metrics`.
+#[derive(Args, Clone)]
+struct LimitArgs {
+    /// Seconds a client has to send a request's headers (HTTP/1.1) once it starts.
+    #[arg(long, env = "ORCHARD_HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_seconds: u64,
+    /// Seconds a client has to send a request's whole body after its headers.
+    #[arg(long, env = "ORCHARD_BODY_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_seconds: u64,
+    /// Seconds a connection may sit idle (no byte either way, no request being answered) before it is closed.
+    #[arg(long, env = "ORCHARD_IDLE_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_seconds: u64,
+    /// Connections one client address may hold at once (0: no limit). Keep it high when many iPads share
+    /// one address (campus NAT) or when Orchard sits behind a proxy.
+    #[arg(long, env = "ORCHARD_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    max_connections_per_ip: usize,
+    /// Bearer token `/metrics` requires (prefer the environment variable); without it `/metrics` is open.
+    #[arg(long, env = "ORCHARD_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+}
+
+impl LimitArgs {
+    fn connection_limits(&self) -> orchard_server::ConnectionLimits {
+        orchard_server::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_timeout_seconds),
+            body_read_timeout: std::time::Duration::from_secs(self.body_timeout_seconds),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_seconds),
+            max_connections_per_ip: self.max_connections_per_ip,
+            ..orchard_server::ConnectionLimits::default()
+        }
+    }
+
+    fn metrics_access(&self) -> orchard_server::ops::MetricsAccess {
+        match &self.metrics_token {
+            Some(token) => orchard_server::ops::MetricsAccess::bearer(token),
+            None => orchard_server::ops::MetricsAccess::default(),
+        }
     }
 }
 
@@ -474,7 +516,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Push dispatch, DEP sync and the usage snapshot run as jobs until `stop_jobs` is dropped.
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(());
     let jobs = orchard.start_jobs(jobs_stopped);
-    let app = orchard_server::build_app(orchard.clone(), orchard_server::Limits::default());
+    let app = orchard_server::build_app_with(
+        orchard.clone(),
+        orchard_server::Limits::default(),
+        args.limits.metrics_access(),
+    );
 
     // The first line on stdout says where we listen, so scripts and tests can find an ephemeral port.
     println!(
@@ -482,7 +528,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         pki.ca_path.display()
     );
     tracing::info!(%local, %public_url, backend = ?store.backend(), "orchard serving");
-    orchard_server::serve_tls(listener, tls, app, shutdown_signal()).await;
+    orchard_server::serve_tls(
+        listener,
+        tls,
+        app,
+        args.limits.connection_limits(),
+        shutdown_signal(),
+    )
+    .await;
     drop(stop_jobs);
     jobs.join().await;
     store.close().await;

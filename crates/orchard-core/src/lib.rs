@@ -10,6 +10,7 @@ pub mod device;
 pub mod enrollment;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 pub mod push;
 pub mod reporting;
 pub mod tenancy;
@@ -82,6 +83,8 @@ pub struct Orchard {
     pub(crate) usage: reporting::usage::UsageSettings,
     /// University single sign-on (off until [`Orchard::with_oidc_settings`]).
     pub(crate) oidc: access::oidc::OidcState,
+    /// Sign-in throttling, concurrent password checks and per-link download rates (this node's memory).
+    pub(crate) abuse: limits::AbuseLimits,
 }
 
 impl Orchard {
@@ -106,6 +109,7 @@ impl Orchard {
             activation_lock: device::activation_lock::ActivationLockSettings::default(),
             usage: reporting::usage::UsageSettings::default(),
             oidc: access::oidc::OidcState::default(),
+            abuse: limits::AbuseLimits::default(),
         }
     }
 
