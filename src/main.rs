@@ -286,6 +286,10 @@ struct LimitArgs {
     /// one address (campus NAT) or when Orchard sits behind a proxy.
     #[arg(long, env = "ORCHARD_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     max_connections_per_ip: usize,
+    /// Enrollment profiles one enrollment link hands out per minute (each mints a SCEP challenge); 0: no
+    /// limit (benchmarks enrolling thousands of simulated iPads through one link).
+    #[arg(long, env = "ORCHARD_LINK_DOWNLOADS_PER_MINUTE", default_value_t = orchard_core::limits::LINK_DOWNLOADS_PER_MINUTE)]
+    link_downloads_per_minute: u32,
     /// Bearer token `/metrics` requires (prefer the environment variable); without it `/metrics` is open.
     #[arg(long, env = "ORCHARD_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
@@ -397,8 +401,10 @@ fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ORCHARD_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
+    // Colours only for a terminal: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -505,6 +511,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             )
             .map_err(|e| anyhow::anyhow!("--price-per-device-year/--currency: {e}"))?,
         )
+        .with_link_download_limit(args.limits.link_downloads_per_minute)
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );
     if let Err(e) = orchard.load_push_certificate().await {

@@ -24,9 +24,9 @@ pub const FAILURE_WINDOW_SECONDS: i64 = 60 * 60;
 /// While an account is in backoff, only sources with fewer recent failures than this are still heard: the
 /// operator at a clean machine gets in with the right password while the guessing sources are turned away.
 pub const ACCOUNT_BACKOFF_SOURCE_ALLOWANCE: i64 = 2;
-/// Profile downloads one enrollment link hands out per minute (a class enrolling at once fits; a script
-/// minting challenges does not).
-pub const LINK_DOWNLOADS_PER_MINUTE: u32 = 60;
+/// Profile downloads one enrollment link hands out per minute by default (a department's cart rollout fits; a
+/// script minting challenges is slowed to a few a second). Configurable: [`Orchard::with_link_download_limit`].
+pub const LINK_DOWNLOADS_PER_MINUTE: u32 = 300;
 /// Sources (or links) remembered at most; beyond this the stalest are forgotten first.
 const MAX_TRACKED: usize = 50_000;
 
@@ -100,6 +100,8 @@ fn make_room<K: Clone + Eq + std::hash::Hash, V>(
 pub(crate) struct AbuseLimits {
     sign_in_failures: Mutex<HashMap<IpAddr, Failures>>,
     link_downloads: Mutex<HashMap<EnrollmentLinkId, Window>>,
+    /// Profile downloads per link and minute (0: no limit).
+    link_downloads_per_minute: u32,
     /// Password verifications running at once; more wait their turn instead of exhausting memory and the
     /// blocking thread pool.
     pub(crate) password_checks: Semaphore,
@@ -111,6 +113,7 @@ impl Default for AbuseLimits {
         Self {
             sign_in_failures: Mutex::default(),
             link_downloads: Mutex::default(),
+            link_downloads_per_minute: LINK_DOWNLOADS_PER_MINUTE,
             password_checks: Semaphore::new(cores.clamp(1, 16)),
         }
     }
@@ -179,6 +182,9 @@ impl AbuseLimits {
         link: EnrollmentLinkId,
         now: UnixTime,
     ) -> Result<(), i64> {
+        if self.link_downloads_per_minute == 0 {
+            return Ok(());
+        }
         let mut map = self
             .link_downloads
             .lock()
@@ -196,11 +202,20 @@ impl AbuseLimits {
                 count: 0,
             };
         }
-        if window.count >= LINK_DOWNLOADS_PER_MINUTE {
+        if window.count >= self.link_downloads_per_minute {
             return Err((window.started.0 + 60 - now.0).max(1));
         }
         window.count += 1;
         Ok(())
+    }
+}
+
+impl crate::Orchard {
+    /// Profile downloads one enrollment link hands out per minute (0: no limit, e.g. for benchmarks that
+    /// enroll thousands of simulated iPads through one link).
+    pub fn with_link_download_limit(mut self, per_minute: u32) -> Self {
+        self.abuse.link_downloads_per_minute = per_minute;
+        self
     }
 }
 
@@ -257,5 +272,12 @@ mod tests {
         }
         assert_eq!(limits.take_link_download(link, UnixTime(110)), Err(50));
         assert!(limits.take_link_download(link, UnixTime(160)).is_ok());
+        let unlimited = AbuseLimits {
+            link_downloads_per_minute: 0,
+            ..AbuseLimits::default()
+        };
+        for _ in 0..=LINK_DOWNLOADS_PER_MINUTE {
+            assert!(unlimited.take_link_download(link, t0).is_ok());
+        }
     }
 }

@@ -32,7 +32,7 @@ pub struct ScepReply {
 pub enum LinkDownload {
     /// The signed enrollment profile (one use of the link spent, one SCEP challenge minted).
     Profile(Vec<u8>),
-    /// The link handed out its share of profiles for now ([`crate::limits::LINK_DOWNLOADS_PER_MINUTE`]);
+    /// The link handed out its share of profiles for this minute ([`Orchard::with_link_download_limit`]);
     /// nothing was spent or minted.
     RateLimited { retry_after_seconds: i64 },
 }
@@ -61,8 +61,8 @@ impl Orchard {
 
     /// Builds and signs an enrollment profile for the link whose secret is `link_secret`, creating the one-time
     /// SCEP challenge it carries. Counts one use of the link. Only the profile download itself comes here
-    /// (never a landing page, a HEAD or a preview), and each link hands out at most
-    /// [`crate::limits::LINK_DOWNLOADS_PER_MINUTE`] profiles a minute, so challenges are not minted in bulk.
+    /// (never a landing page, a HEAD or a preview), and each link hands out a limited number of profiles a
+    /// minute ([`Orchard::with_link_download_limit`]), so challenges are not minted in bulk.
     pub async fn enrollment_profile_for_link(
         &self,
         link_secret: &str,
