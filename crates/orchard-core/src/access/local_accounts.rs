@@ -181,7 +181,8 @@ impl Orchard {
             }
             self.record_audit(audit(AuditOutcome::Denied, reason, user_id))
                 .await?;
-            tracing::warn!(%username, %source, reason, "break-glass sign-in refused");
+            // The name only when it is an account's: a refused "name" is often a password typed one field early.
+            tracing::warn!(user = ?user_id, %source, reason, "break-glass sign-in refused");
             return Err(CoreError::Unauthenticated);
         }
         let Some(account) = account else {
