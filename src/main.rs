@@ -282,9 +282,10 @@ struct LimitArgs {
     /// Seconds a connection may sit idle (no byte either way, no request being answered) before it is closed.
     #[arg(long, env = "ORCHARD_IDLE_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_seconds: u64,
-    /// Connections one client address may hold at once (0: no limit). Keep it high when many iPads share
-    /// one address (campus NAT) or when Orchard sits behind a proxy.
-    #[arg(long, env = "ORCHARD_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    /// Connections one client address may hold at once (0: no limit). Every iPad keeps its own connection
+    /// alive for a while, so many iPads behind one address (campus NAT) or a proxy in front of Orchard need
+    /// this raised (or 0).
+    #[arg(long, env = "ORCHARD_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
     max_connections_per_ip: usize,
     /// Enrollment profiles one enrollment link hands out per minute (each mints a SCEP challenge); 0: no
     /// limit (benchmarks enrolling thousands of simulated iPads through one link).

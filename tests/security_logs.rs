@@ -65,11 +65,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     // An enrollment link, and an iPad enrolling through it (landing page, then the download).
     let physics = server.create_tenant("Physics", "physics").await?;
     let link = server.enrollment_link(&physics, None).await?;
-    let link_secret = link
-        .rsplit('/')
-        .next()
-        .context("link secret")?
-        .to_owned();
+    let link_secret = link.rsplit('/').next().context("link secret")?.to_owned();
     secrets.push(("enrollment link secret", link_secret));
     let mut ipad = SimDevice::new_random(&server.sim_config());
     ipad.enroll(&link).await.context("enrollment")?;
@@ -99,7 +95,11 @@ async fn scenario(backend: Backend) -> Result<()> {
         .json(&json!({"username": "it-oncall", "password": password}))
         .send()
         .await?;
-    ensure!(signed_in.status() == 204, "sign-in → {}", signed_in.status());
+    ensure!(
+        signed_in.status() == 204,
+        "sign-in → {}",
+        signed_in.status()
+    );
     let cookie = signed_in
         .headers()
         .get_all("set-cookie")
@@ -126,7 +126,11 @@ async fn scenario(backend: Backend) -> Result<()> {
         .json(&json!({"name": "Chemistry", "code": "chemistry"}))
         .send()
         .await?;
-    ensure!(created.status() == 201, "session use → {}", created.status());
+    ensure!(
+        created.status() == 201,
+        "session use → {}",
+        created.status()
+    );
     let session = cookie
         .strip_prefix("orchard_session=")
         .context("cookie value")?
@@ -135,7 +139,10 @@ async fn scenario(backend: Backend) -> Result<()> {
     secrets.push(("csrf token", csrf));
 
     // ClearPasscode carries the UnlockToken the iPad escrowed at TokenUpdate.
-    ensure!(!ipad.state.unlock_token.is_empty(), "the iPad escrowed no UnlockToken");
+    ensure!(
+        !ipad.state.unlock_token.is_empty(),
+        "the iPad escrowed no UnlockToken"
+    );
     let unlock_token = ipad.state.unlock_token.clone();
     let queued = server
         .post(

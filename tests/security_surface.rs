@@ -67,7 +67,11 @@ async fn connect_from(server: &TestServer, source: &str) -> Result<TlsStream<Tcp
 
 /// Sends `head`, then `trickle` one byte every 100 ms, until the server ends the connection. True when it did
 /// (before the trickle ran out, or soon after); the time it took is not asserted.
-async fn server_hangs_up(stream: TlsStream<TcpStream>, head: &[u8], trickle: &[u8]) -> Result<bool> {
+async fn server_hangs_up(
+    stream: TlsStream<TcpStream>,
+    head: &[u8],
+    trickle: &[u8],
+) -> Result<bool> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let ended = tokio::spawn(async move {
         let mut answer = Vec::new();
@@ -320,7 +324,8 @@ async fn break_glass_under_attack(backend: Backend) -> Result<()> {
     let attacker = client_from(&server, "127.0.0.5")?;
     let mut statuses = Vec::new();
     for i in 0..20 {
-        let (status, _, _) = sign_in(&server, &attacker, "it-oncall", &format!("guess {i}")).await?;
+        let (status, _, _) =
+            sign_in(&server, &attacker, "it-oncall", &format!("guess {i}")).await?;
         statuses.push(status);
     }
     ensure!(
@@ -332,7 +337,10 @@ async fn break_glass_under_attack(backend: Backend) -> Result<()> {
         "the guessing address is not slowed down: {statuses:?}"
     );
     let (status, _, _) = sign_in(&server, &attacker, "it-oncall", password).await?;
-    ensure!(status == 429, "throttled address with the right password → {status}");
+    ensure!(
+        status == 429,
+        "throttled address with the right password → {status}"
+    );
 
     // Guesses from other addresses while the account is in backoff: each such address is heard a couple of
     // times, then even the right password from it is refused like a wrong one.
@@ -404,7 +412,10 @@ async fn bulk_refused_before_work(backend: Backend) -> Result<()> {
             Some(json!({"command": {"type": "DeviceLock"}})),
         )
         .await?;
-    ensure!(status == 403, "helpdesk's bulk DeviceLock → {status} {body}");
+    ensure!(
+        status == 403,
+        "helpdesk's bulk DeviceLock → {status} {body}"
+    );
     // The operator's request goes through (nothing enrolled: a dry run of none).
     let (status, body) = server
         .api(
@@ -476,11 +487,17 @@ async fn links_spend_only_on_download(backend: Backend) -> Result<()> {
 
     // The iPad downloads through the page's button: one use, and it enrolls.
     let mut ipad = SimDevice::new_random(&server.sim_config());
-    ipad.enroll(&link).await.context("enrollment through the landing page")?;
+    ipad.enroll(&link)
+        .await
+        .context("enrollment through the landing page")?;
     ensure!(link_uses(&server, &physics).await? == vec![1], "uses");
     for url in [link.clone(), format!("{link}/profile")] {
         let head = server.http.head(&url).send().await?;
-        ensure!(head.status() == 410, "HEAD of a used-up link {url} → {}", head.status());
+        ensure!(
+            head.status() == 410,
+            "HEAD of a used-up link {url} → {}",
+            head.status()
+        );
     }
 
     // Per-link rate: an unlimited link hands out 3 profiles this minute, then asks to wait (nothing minted).
@@ -543,7 +560,10 @@ async fn request_ids_are_ours(backend: Backend) -> Result<()> {
     // Someone else's id (the one Orchard gave the request above): the new request gets its own.
     let (status, second) = post_tenant("Chemistry", "chemistry", first.clone()).await?;
     ensure!(status == 201, "create → {status}");
-    ensure!(second != first && uuid::Uuid::parse_str(&second).is_ok(), "{second}");
+    ensure!(
+        second != first && uuid::Uuid::parse_str(&second).is_ok(),
+        "{second}"
+    );
 
     let audit = server
         .get("/api/v1/audit?action=tenant.create&limit=100")
@@ -566,16 +586,29 @@ async fn request_ids_are_ours(backend: Backend) -> Result<()> {
 // ---------------------------------------------------------------------------------------------------------
 // Device-surface errors and metrics.
 
-const UNIFORM_BODIES: [&str; 5] = ["bad request", "forbidden", "not found", "gone", "internal error"];
+const UNIFORM_BODIES: [&str; 5] = [
+    "bad request",
+    "forbidden",
+    "not found",
+    "gone",
+    "internal error",
+];
 
 fn uniform(what: &str, status: u16, body: &[u8]) -> Result<()> {
     let text = String::from_utf8_lossy(body);
     ensure!(
-        UNIFORM_BODIES.contains(&text.as_ref())
-            || text.contains("com.apple.unrecognized.device"),
+        UNIFORM_BODIES.contains(&text.as_ref()) || text.contains("com.apple.unrecognized.device"),
         "{what} → {status}: body carries details: {text}"
     );
-    for leak in ["CN=", "error:", "openssl", "OpenSSL", "routines", "certificate", "udid"] {
+    for leak in [
+        "CN=",
+        "error:",
+        "openssl",
+        "OpenSSL",
+        "routines",
+        "certificate",
+        "udid",
+    ] {
         ensure!(!text.contains(leak), "{what} → {status}: {text}");
     }
     Ok(())
@@ -584,7 +617,10 @@ fn uniform(what: &str, status: u16, body: &[u8]) -> Result<()> {
 async fn device_errors_and_metrics(backend: Backend) -> Result<()> {
     let Some(server) = TestServer::start_with(
         backend,
-        &["--metrics-token".to_string(), "metrics-secret-1".to_string()],
+        &[
+            "--metrics-token".to_string(),
+            "metrics-secret-1".to_string(),
+        ],
     )
     .await?
     else {
@@ -611,7 +647,10 @@ async fn device_errors_and_metrics(backend: Backend) -> Result<()> {
     let (status, body) = a.send_checkin_raw(b"<plist/>".to_vec(), None).await?;
     uniform("unsigned check-in", status, &body)?;
     let (status, body) = a
-        .send_checkin_raw(b"<plist/>".to_vec(), Some("MIIBkQYJKoZIhvcNAQcCoIIBgjCCAX4CAQExDzANBglg".into()))
+        .send_checkin_raw(
+            b"<plist/>".to_vec(),
+            Some("MIIBkQYJKoZIhvcNAQcCoIIBgjCCAX4CAQExDzANBglg".into()),
+        )
         .await?;
     uniform("truncated CMS", status, &body)?;
 
@@ -657,24 +696,39 @@ async fn device_errors_and_metrics(backend: Backend) -> Result<()> {
 
     // /metrics needs the configured token; and names nothing.
     let anonymous = server.http.get(server.url("/metrics")).send().await?;
-    ensure!(anonymous.status() == 403, "metrics without token → {}", anonymous.status());
+    ensure!(
+        anonymous.status() == 403,
+        "metrics without token → {}",
+        anonymous.status()
+    );
     let wrong = server
         .http
         .get(server.url("/metrics"))
         .bearer_auth("metrics-secret-2")
         .send()
         .await?;
-    ensure!(wrong.status() == 403, "metrics with a wrong token → {}", wrong.status());
+    ensure!(
+        wrong.status() == 403,
+        "metrics with a wrong token → {}",
+        wrong.status()
+    );
     let scraped = server
         .http
         .get(server.url("/metrics"))
         .bearer_auth("metrics-secret-1")
         .send()
         .await?;
-    ensure!(scraped.status() == 200, "metrics with the token → {}", scraped.status());
+    ensure!(
+        scraped.status() == 200,
+        "metrics with the token → {}",
+        scraped.status()
+    );
     let text = scraped.text().await?;
     ensure!(text.contains("orchard_"), "{text}");
-    ensure!(!text.contains("Physics") && !text.contains("physics"), "{text}");
+    ensure!(
+        !text.contains("Physics") && !text.contains("physics"),
+        "{text}"
+    );
     let health = server.http.get(server.url("/healthz")).send().await?;
     ensure!(health.status() == 200, "healthz needs no token");
     Ok(())

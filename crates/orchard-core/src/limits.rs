@@ -255,8 +255,12 @@ mod tests {
     #[test]
     fn ipv6_sources_count_by_their_64_prefix() {
         let limits = AbuseLimits::default();
-        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let a: IpAddr = "2001:db8:1:2::1"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let b: IpAddr = "2001:db8:1:2:ffff::9"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let t0 = UnixTime(5);
         limits.record_source_failure(a, t0);
         assert_eq!(limits.source_failures(b, t0), 1);

@@ -184,8 +184,6 @@ mod tests {
         assert!(!acceptable_client_request_id(&HeaderValue::from_static(
             "a b"
         )));
-        assert!(!acceptable_client_request_id(&HeaderValue::from_static(
-            ""
-        )));
+        assert!(!acceptable_client_request_id(&HeaderValue::from_static("")));
     }
 }

@@ -173,8 +173,7 @@ impl Orchard {
                         now,
                         UnixTime(now.0 - crate::limits::FAILURE_WINDOW_SECONDS),
                         |failures| {
-                            crate::limits::backoff_seconds(failures)
-                                .map(|s| UnixTime(now.0 + s))
+                            crate::limits::backoff_seconds(failures).map(|s| UnixTime(now.0 + s))
                         },
                     )
                     .await?;

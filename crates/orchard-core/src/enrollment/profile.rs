@@ -48,8 +48,8 @@ impl Orchard {
             .find_enrollment_link_by_hash(&secret_hash(link_secret))
             .await?
             .ok_or(CoreError::NotFound)?;
-        let active = link.expires_at.is_none_or(|e| e >= now)
-            && link.max_uses.is_none_or(|m| link.uses < m);
+        let active =
+            link.expires_at.is_none_or(|e| e >= now) && link.max_uses.is_none_or(|m| link.uses < m);
         if active {
             Ok(())
         } else {

@@ -134,9 +134,10 @@ mod tests {
         ] {
             let response = DeviceError(e).into_response();
             let status = response.status();
-            let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1024))
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
+            let body =
+                futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1024))
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
             assert_eq!(body, uniform_body(status));
         }
     }

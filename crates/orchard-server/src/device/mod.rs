@@ -130,7 +130,10 @@ async fn scep_post(
 const LINK_PAGE_HEADERS: [(header::HeaderName, &str); 3] = [
     (header::CACHE_CONTROL, "no-store"),
     (header::REFERRER_POLICY, "no-referrer"),
-    (header::HeaderName::from_static("x-robots-tag"), "noindex, nofollow"),
+    (
+        header::HeaderName::from_static("x-robots-tag"),
+        "noindex, nofollow",
+    ),
 ];
 
 fn html_escape(s: &str) -> String {
