@@ -17,7 +17,6 @@ use axum::Router;
 use hyper::body::Body as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -124,10 +123,6 @@ pub async fn serve_tls(
                     }
                 };
             let activity = Arc::new(Activity::new());
-            let io = ActivityIo {
-                inner: tls,
-                activity: activity.clone(),
-            };
             let service_activity = activity.clone();
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -143,8 +138,15 @@ pub async fn serve_tls(
                     req.extensions_mut().insert(ConnectInfo(peer));
                     async move {
                         let answer = app.oneshot(req).await;
-                        drop(in_flight);
-                        answer
+                        // The request is answered when its response body has been written (or dropped).
+                        answer.map(|response| {
+                            response.map(|body| {
+                                axum::body::Body::new(AnsweringBody {
+                                    inner: body,
+                                    _in_flight: in_flight,
+                                })
+                            })
+                        })
                     }
                 });
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -152,7 +154,7 @@ pub async fn serve_tls(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
-            let connection = builder.serve_connection(TokioIo::new(io), service);
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
             tokio::select! {
                 r = connection => {
                     if let Err(e) = r {
@@ -208,20 +210,22 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// When a connection last moved a byte, and how many of its requests are being answered.
+/// When a connection last began or finished answering a request, and how many it is answering now. Idleness is
+/// measured in requests, not bytes: an HTTP/2 client sending PINGs or window updates, or an HTTP/1.1 client
+/// trickling header bytes, is still idle.
 struct Activity {
     started: tokio::time::Instant,
-    last_io_millis: AtomicU64,
+    last_boundary_millis: AtomicU64,
     in_flight: AtomicUsize,
 }
 
-/// A request being answered; the connection is not idle while one exists.
+/// A request being answered (until its response body is written); the connection is not idle meanwhile.
 struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.touch();
+        self.0.mark_boundary();
     }
 }
 
@@ -229,32 +233,34 @@ impl Activity {
     fn new() -> Self {
         Self {
             started: tokio::time::Instant::now(),
-            last_io_millis: AtomicU64::new(0),
+            last_boundary_millis: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         }
     }
 
-    fn touch(&self) {
+    fn mark_boundary(&self) {
         let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_io_millis.store(elapsed, Ordering::Release);
+        self.last_boundary_millis.store(elapsed, Ordering::Release);
     }
 
     fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.mark_boundary();
         InFlight(self.clone())
     }
 
-    /// Resolves once the connection has been idle (no IO, no request being answered) for `limit`.
+    /// Resolves once the connection has answered no request for `limit`. A request being answered (a slow
+    /// handler, a long download) is never cut off here; its body has its own deadline.
     async fn idle_for(&self, limit: Duration) {
         loop {
-            let last = Duration::from_millis(self.last_io_millis.load(Ordering::Acquire));
+            let last = Duration::from_millis(self.last_boundary_millis.load(Ordering::Acquire));
             let deadline = self.started + last + limit;
             if tokio::time::Instant::now() >= deadline {
                 if self.in_flight.load(Ordering::Acquire) == 0 {
                     return;
                 }
-                // A handler is still working: look again a full period later.
-                self.touch();
+                // Still answering: look again a full period later.
+                self.mark_boundary();
                 continue;
             }
             tokio::time::sleep_until(deadline).await;
@@ -262,62 +268,29 @@ impl Activity {
     }
 }
 
-/// The connection's stream, noting every byte read or written in its [`Activity`].
-struct ActivityIo<T> {
-    inner: T,
-    activity: Arc<Activity>,
+/// A response body that keeps its request counted as being answered until it is written or dropped.
+struct AnsweringBody {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(
+impl hyper::body::Body for AnsweringBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

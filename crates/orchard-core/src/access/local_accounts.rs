@@ -166,18 +166,18 @@ impl Orchard {
         let user_id = account.as_ref().map(|a| a.user_id.as_str());
         if let Some(reason) = refusal {
             self.abuse.record_source_failure(source, now);
-            if let (Some(id), false) = (user_id, password_ok) {
-                self.store
-                    .record_local_failure(
-                        id,
-                        now,
-                        UnixTime(now.0 - crate::limits::FAILURE_WINDOW_SECONDS),
-                        |failures| {
-                            crate::limits::backoff_seconds(failures).map(|s| UnixTime(now.0 + s))
-                        },
-                    )
-                    .await?;
-            }
+            // Every refusal runs the same statements (an unknown name's update changes no row), so the time
+            // the answer takes tells neither whether the name exists nor whether the password was right.
+            self.store
+                .record_local_failure(
+                    user_id.unwrap_or(""),
+                    now,
+                    UnixTime(now.0 - crate::limits::FAILURE_WINDOW_SECONDS),
+                    |failures| {
+                        crate::limits::backoff_seconds(failures).map(|s| UnixTime(now.0 + s))
+                    },
+                )
+                .await?;
             self.record_audit(audit(AuditOutcome::Denied, reason, user_id))
                 .await?;
             // The name only when it is an account's: a refused "name" is often a password typed one field early.

@@ -97,9 +97,9 @@ impl Store {
         .transpose()
     }
 
-    /// Counts a failed password and sets the account's backoff (`locked_until`) from the new count, in one
-    /// transaction; returns the count. The count starts again at 1 when the previous failure is older than
-    /// `forget_before`, so old failures do not add up for ever.
+    /// Counts a failed sign-in and sets the account's backoff (`locked_until`) from the new count, in one
+    /// transaction; returns the count (0 when `user_id` is no account). The count starts again at 1 when the
+    /// previous failure is older than `forget_before`, so old failures do not add up for ever.
     pub async fn record_local_failure(
         &self,
         user_id: &str,
@@ -119,10 +119,12 @@ impl Store {
         .bind(forget_before.0)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Ok(0);
+        // No account (an unknown name): the same statements and commit anyway, so the caller's timing is the
+        // same for names that exist and names that do not.
+        let failures = match row {
+            Some(row) => rows::int(&row, "failed_attempts")?,
+            None => 0,
         };
-        let failures = rows::int(&row, "failed_attempts")?;
         sqlx::query("UPDATE local_accounts SET locked_until = $2 WHERE user_id = $1")
             .bind(user_id)
             .bind(backoff_until(failures).map(|t| t.0))
