@@ -99,7 +99,7 @@ impl Store {
 
     /// Counts a failed sign-in and sets the account's backoff (`locked_until`) from the new count, in one
     /// transaction; returns the count (0 when `user_id` is no account). The count starts again at 1 when the
-    /// previous failure is older than `forget_before`, so old failures do not add up for ever.
+    /// previous failure was at `forget_before` or earlier, so old failures do not add up for ever.
     pub async fn record_local_failure(
         &self,
         user_id: &str,
@@ -111,7 +111,7 @@ impl Store {
         // `updated_at` moves only with a failure, a success or a reset (both of which clear the count), so it
         // is the time of the last failure whenever the count is above zero.
         let row = sqlx::query(
-            "UPDATE local_accounts SET failed_attempts = CASE WHEN updated_at < $3 THEN 1 \
+            "UPDATE local_accounts SET failed_attempts = CASE WHEN updated_at <= $3 THEN 1 \
              ELSE failed_attempts + 1 END, updated_at = $2 WHERE user_id = $1 RETURNING failed_attempts",
         )
         .bind(user_id)
