@@ -90,6 +90,8 @@ pub fn build_app_with(
                         .unwrap_or("")
                         .to_owned()
                 };
+                // The path only, with link secrets redacted; never the query string (OIDC code and state,
+                // SCEP messages) and never a header value other than the ids.
                 tracing::info_span!(
                     "request",
                     method = %req.method(),
