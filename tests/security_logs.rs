@@ -176,6 +176,18 @@ async fn scenario(backend: Backend) -> Result<()> {
         .context("a supervised simulated iPad has a bypass code")?;
     secrets.push(("bypass code", code));
 
+    // A caller's request ids: a plain one is logged beside ours, a 5,000-character one not at all.
+    let long_id = "y".repeat(5000);
+    for client_id in ["client-trace-42", long_id.as_str()] {
+        let resp = server
+            .http
+            .get(server.url("/healthz"))
+            .header("x-request-id", client_id)
+            .send()
+            .await?;
+        ensure!(resp.status() == 200, "healthz → {}", resp.status());
+    }
+
     // Stop the server so that everything it logged is in the file.
     drop(server);
     let log = without_terminal_colours(&std::fs::read_to_string(&log_path)?);
@@ -186,6 +198,14 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(
         log.contains("/enroll/[redacted]"),
         "the enrollment requests are not in the log (redacted)"
+    );
+    ensure!(
+        log.contains("client_request_id=client-trace-42"),
+        "a plain client request id is not logged beside ours"
+    );
+    ensure!(
+        !log.contains(&long_id[..200]),
+        "a 5,000-character client request id reached the log"
     );
     for (what, secret) in &secrets {
         ensure!(secret.len() >= 8, "{what} is too short to search for");

@@ -500,6 +500,17 @@ async fn links_spend_only_on_download(backend: Backend) -> Result<()> {
         );
     }
 
+    let used_up = server.http.get(&link).send().await?;
+    ensure!(
+        used_up.status() == 410,
+        "used-up link's page → {}",
+        used_up.status()
+    );
+    ensure!(
+        used_up.text().await?.contains("cannot be used"),
+        "the used-up link's page does not say so"
+    );
+
     // Per-link rate: an unlimited link hands out 3 profiles this minute, then asks to wait (nothing minted).
     let chemistry = server.create_tenant("Chemistry", "chemistry").await?;
     let open = server.enrollment_link(&chemistry, None).await?;

@@ -144,14 +144,38 @@ fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// `GET /enroll/{secret}`: a short page whose button downloads the profile. Checks the link (404 unknown,
-/// 410 expired or used up) but spends nothing and mints nothing.
+/// `GET /enroll/{secret}` (and HEAD): a short page whose button downloads the profile. Checks the link (404
+/// unknown, 410 expired, used up or revoked, with a page saying to ask for a new link) but spends nothing and
+/// mints nothing.
 async fn enrollment_landing_page(
     State(state): State<AppState>,
     Path(secret): Path<String>,
 ) -> Result<Response, DeviceError> {
-    state.orchard.check_enrollment_link(&secret).await?;
     let organization = html_escape(&state.orchard.config().organization);
+    let status = match state.orchard.check_enrollment_link(&secret).await {
+        Ok(()) => StatusCode::OK,
+        Err(CoreError::NotFound) => StatusCode::NOT_FOUND,
+        Err(CoreError::Gone(_)) => StatusCode::GONE,
+        Err(other) => return Err(other.into()),
+    };
+    if status != StatusCode::OK {
+        // A person reads this page: say what to do, and nothing about why (unknown, expired, used up or
+        // revoked all read the same).
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{organization} device management</title></head><body>\
+             <h1>This enrollment link cannot be used</h1>\
+             <p>Ask your department's IT contact for a new enrollment link.</p></body></html>"
+        );
+        return Ok((
+            status,
+            LINK_PAGE_HEADERS,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page,
+        )
+            .into_response());
+    }
     // Relative to `/enroll/{secret}`: the download sits beside it.
     let download = format!("{}/profile", html_escape(&secret));
     let page = format!(
