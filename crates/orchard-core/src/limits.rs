@@ -46,8 +46,8 @@ pub fn backoff_seconds(failures: i64) -> Option<i64> {
 }
 
 /// The key a source address is counted under: IPv6 by its /64 (one host usually holds a whole /64, so
-/// counting single addresses would give it 2^64 fresh starts).
-fn source_key(ip: IpAddr) -> IpAddr {
+/// counting single addresses would give it 2^64 fresh starts); IPv4-mapped IPv6 as the IPv4 address.
+pub fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

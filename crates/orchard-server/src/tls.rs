@@ -100,7 +100,9 @@ pub async fn serve_tls(
             },
         };
         // Refused before the handshake, so an address over its share costs us no crypto.
-        let Some(slot) = per_ip.try_acquire(peer.ip(), limits.max_connections_per_ip) else {
+        // Counted like sign-in failures: IPv6 by its /64, which one host usually holds whole.
+        let source = orchard_core::limits::source_key(peer.ip());
+        let Some(slot) = per_ip.try_acquire(source, limits.max_connections_per_ip) else {
             tracing::debug!(%peer, "connection refused: too many connections from this address");
             drop(tcp);
             continue;
