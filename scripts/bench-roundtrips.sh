@@ -16,7 +16,7 @@ if [ "$backend" = postgres ]; then
   db_args=(--database-url "${base%/*}/$name")
 fi
 token=$($bin/orchard token create --role operator --name bench --data-dir "$work/data" "${db_args[@]}" 2>/dev/null)
-ORCHARD_LOG=warn $bin/orchard serve --data-dir "$work/data" --listen 127.0.0.1:0 "${db_args[@]}" > "$work/out" &
+ORCHARD_LINK_DOWNLOADS_PER_MINUTE=0 ORCHARD_MAX_CONNECTIONS_PER_IP=0 ORCHARD_LOG=warn $bin/orchard serve --data-dir "$work/data" --listen 127.0.0.1:0 "${db_args[@]}" > "$work/out" &
 server_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/out" ] && break; sleep 0.1; done
 url=$(head -1 "$work/out" | awk '{print $3}')

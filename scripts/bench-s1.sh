@@ -49,7 +49,7 @@ phase() {
   local token
   token=$("$bin/orchard" token create --role operator --name bench-s1 --data-dir "$dir/data" "${db_args[@]}" 2>/dev/null)
   : > "$dir/server.out"
-  ORCHARD_LOG=${ORCHARD_LOG:-warn} "$bin/orchard" serve --data-dir "$dir/data" --listen "127.0.0.1:$port" "${db_args[@]}" \
+  ORCHARD_LINK_DOWNLOADS_PER_MINUTE=0 ORCHARD_MAX_CONNECTIONS_PER_IP=0 ORCHARD_LOG=${ORCHARD_LOG:-warn} "$bin/orchard" serve --data-dir "$dir/data" --listen "127.0.0.1:$port" "${db_args[@]}" \
     --apns-url "$(cat "$dir/apns-url")" --apns-ca "$dir/apns-root.pem" --wake-inactive-hours 0 \
     > "$dir/server.out" 2> "$dir/server.log" &
   server_pid=$!

@@ -157,6 +157,8 @@ struct ServeArgs {
     device_message_max_age_seconds: u32,
     #[command(flatten)]
     push: PushArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Device Assignment (DEP/ASM) service URL: Apple's by default; a local DEP server in tests.
     #[arg(long, env = "ORCHARD_DEP_URL")]
     dep_url: Option<String>,
@@ -301,6 +303,51 @@ impl ServeArgs {
     }
 }
 
+/// Abuse limits of the listener, and who may read `/metrics`.
+#[derive(Args, Clone)]
+struct LimitArgs {
+    /// Seconds a client has to send a request's headers (HTTP/1.1) once it starts.
+    #[arg(long, env = "ORCHARD_HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_seconds: u64,
+    /// Seconds a client has to send a request's whole body after its headers.
+    #[arg(long, env = "ORCHARD_BODY_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_seconds: u64,
+    /// Seconds a connection may sit idle (no byte either way, no request being answered) before it is closed.
+    #[arg(long, env = "ORCHARD_IDLE_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_seconds: u64,
+    /// Connections one client address may hold at once (0: no limit). Every iPad keeps its own connection
+    /// alive for a while, so many iPads behind one address (campus NAT) or a proxy in front of Orchard need
+    /// this raised (or 0).
+    #[arg(long, env = "ORCHARD_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    max_connections_per_ip: usize,
+    /// Enrollment profiles one enrollment link hands out per minute (each mints a SCEP challenge); 0: no
+    /// limit (benchmarks enrolling thousands of simulated iPads through one link).
+    #[arg(long, env = "ORCHARD_LINK_DOWNLOADS_PER_MINUTE", default_value_t = orchard_core::limits::LINK_DOWNLOADS_PER_MINUTE)]
+    link_downloads_per_minute: u32,
+    /// Bearer token `/metrics` requires (prefer the environment variable); without it `/metrics` is open.
+    #[arg(long, env = "ORCHARD_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+}
+
+impl LimitArgs {
+    fn connection_limits(&self) -> orchard_server::ConnectionLimits {
+        orchard_server::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_timeout_seconds),
+            body_read_timeout: std::time::Duration::from_secs(self.body_timeout_seconds),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_seconds),
+            max_connections_per_ip: self.max_connections_per_ip,
+            ..orchard_server::ConnectionLimits::default()
+        }
+    }
+
+    fn metrics_access(&self) -> orchard_server::ops::MetricsAccess {
+        match &self.metrics_token {
+            Some(token) => orchard_server::ops::MetricsAccess::bearer(token),
+            None => orchard_server::ops::MetricsAccess::default(),
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 struct PushArgs {
     /// APNs base URL: Apple's production service by default; the sandbox or a local APNs server otherwise.
@@ -395,8 +442,10 @@ fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ORCHARD_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
+    // Colours only for a terminal: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -512,6 +561,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("--price-per-device-year/--currency: {e}"))?,
         )
         .with_token_policy(args.token_policy()?)
+        .with_link_download_limit(args.limits.link_downloads_per_minute)
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );
     orchard
@@ -527,7 +577,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Push dispatch, DEP sync and the usage snapshot run as jobs until `stop_jobs` is dropped.
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(());
     let jobs = orchard.start_jobs(jobs_stopped);
-    let app = orchard_server::build_app(orchard.clone(), orchard_server::Limits::default());
+    let app = orchard_server::build_app_with(
+        orchard.clone(),
+        orchard_server::Limits::default(),
+        args.limits.metrics_access(),
+    );
 
     // The first line on stdout says where we listen, so scripts and tests can find an ephemeral port.
     println!(
@@ -535,7 +589,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         pki.server_ca_path.display()
     );
     tracing::info!(%local, %public_url, backend = ?store.backend(), "orchard serving");
-    orchard_server::serve_tls(listener, tls, app, shutdown_signal()).await;
+    orchard_server::serve_tls(
+        listener,
+        tls,
+        app,
+        args.limits.connection_limits(),
+        shutdown_signal(),
+    )
+    .await;
     drop(stop_jobs);
     jobs.join().await;
     store.close().await;

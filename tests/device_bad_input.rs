@@ -228,7 +228,14 @@ async fn scenario(backend: Backend) -> Result<()> {
 /// and a made-up challenge both get a failure CertRep.
 async fn scep_refusals(server: &TestServer, link: &str) -> Result<()> {
     use orchard_pki::scep::{self, CertRepOutcome};
-    let signed = server.http.get(link).send().await?.bytes().await?;
+    // The link's own URL is a landing page; its button downloads the profile from `<link>/profile`.
+    let signed = server
+        .http
+        .get(format!("{link}/profile"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
     let content =
         orchard_pki::signature::verify_signed_profile(&signed, &pem_to_der(&server.ca_pem)?)?;
     // SCEP goes to the device CA (the RA), not the server CA the profile chains to.

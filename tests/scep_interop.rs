@@ -41,7 +41,14 @@ async fn scenario(backend: Backend) -> Result<()> {
     };
     let tenant = server.create_tenant("Interop", "interop").await?;
     let link = server.enrollment_link(&tenant, None).await?;
-    let signed = server.http.get(&link).send().await?.bytes().await?;
+    // The link's own URL is a landing page; its button downloads the profile from `<link>/profile`.
+    let signed = server
+        .http
+        .get(format!("{link}/profile"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
     let ca_der = openssl::x509::X509::from_pem(&server.ca_pem)?.to_der()?;
     let profile = EnrollmentProfile::parse(&orchard_pki::signature::verify_signed_profile(
         &signed, &ca_der,

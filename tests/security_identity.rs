@@ -139,7 +139,14 @@ async fn identity_from_link(server: &TestServer, link: &str) -> Result<Identity>
 }
 
 async fn download_challenge(server: &TestServer, link: &str) -> Result<String> {
-    let signed = server.http.get(link).send().await?.bytes().await?;
+    // The link answers a landing page; its download button fetches `<link>/profile`.
+    let signed = server
+        .http
+        .get(format!("{link}/profile"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
     let ca_der = openssl::x509::X509::from_pem(&server.ca_pem)?.to_der()?;
     let content = orchard_pki::signature::verify_signed_profile(&signed, &ca_der)?;
     Ok(EnrollmentProfile::parse(&content)?.scep.challenge.clone())

@@ -44,7 +44,14 @@ async fn scenario(backend: Backend) -> Result<()> {
     // The profile a department's link hands out: signed under the server CA, installing the server CA only.
     let tenant = server.create_tenant("Physics", "physics").await?;
     let link = server.enrollment_link(&tenant, None).await?;
-    let signed = server.http.get(&link).send().await?.bytes().await?;
+    // The link answers a landing page; its download button fetches `<link>/profile`.
+    let signed = server
+        .http
+        .get(format!("{link}/profile"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
     let content = orchard_pki::signature::verify_signed_profile(&signed, &server_ca.to_der()?)
         .context("the profile signature chains to the server CA")?;
     let profile = EnrollmentProfile::parse(&content)?;

@@ -10,6 +10,7 @@ pub mod device;
 pub mod enrollment;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 pub mod push;
 pub mod reporting;
 pub mod tenancy;
@@ -95,6 +96,8 @@ pub struct Orchard {
     pub(crate) token_policy: access::tokens::TokenPolicy,
     /// How commands carrying a device credential are delivered (short deadline).
     pub(crate) secret_commands: commands::secrets::SecretCommandSettings,
+    /// Sign-in throttling, concurrent password checks and per-link download rates (this node's memory).
+    pub(crate) abuse: limits::AbuseLimits,
 }
 
 impl Orchard {
@@ -121,6 +124,7 @@ impl Orchard {
             oidc: access::oidc::OidcState::default(),
             token_policy: access::tokens::TokenPolicy::default(),
             secret_commands: commands::secrets::SecretCommandSettings::default(),
+            abuse: limits::AbuseLimits::default(),
         }
     }
 

@@ -19,14 +19,16 @@ mod layout_tests;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Router;
+use http::HeaderValue;
 use orchard_core::Orchard;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use state::{AppState, REQUEST_ID_HEADER};
-pub use tls::{serve_tls, tls_server_config};
+pub use state::{AppState, CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER};
+pub use tls::{serve_tls, tls_server_config, ConnectionLimits};
 
 /// Request size limits per surface.
 #[derive(Debug, Clone, Copy)]
@@ -48,11 +50,19 @@ impl Default for Limits {
 
 /// Builds the whole application; `main` and the tests use this same function.
 pub fn build_app(orchard: Arc<Orchard>, limits: Limits) -> Router {
+    build_app_with(orchard, limits, ops::MetricsAccess::default())
+}
+
+/// [`build_app`] with who may read `/metrics`.
+pub fn build_app_with(
+    orchard: Arc<Orchard>,
+    limits: Limits,
+    metrics: ops::MetricsAccess,
+) -> Router {
     let state = AppState {
         orchard,
         openapi_json: Arc::from(openapi::document_json()),
     };
-    let request_id = http::HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .merge(device::routes().layer(DefaultBodyLimit::max(limits.device_body_bytes)))
         .nest(
@@ -60,19 +70,122 @@ pub fn build_app(orchard: Arc<Orchard>, limits: Limits) -> Router {
             api::router(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_bytes)),
         )
         .merge(auth::routes())
-        .merge(ops::routes().split_for_parts().0)
+        .merge(
+            ops::routes()
+                .split_for_parts()
+                .0
+                .layer(axum::middleware::from_fn_with_state(
+                    metrics,
+                    ops::require_metrics_token,
+                )),
+        )
         .with_state(state)
         .layer(axum::middleware::from_fn(api::error::stamp_request_id))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
-                let id = req
-                    .headers()
-                    .get(REQUEST_ID_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                let header = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                // The path only, with link secrets redacted; never the query string (OIDC code and state,
+                // SCEP messages) and never a header value other than the ids.
+                tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %loggable_path(req.uri().path()),
+                    request_id = %header(REQUEST_ID_HEADER),
+                    client_request_id = %header(CLIENT_REQUEST_ID_HEADER),
+                )
             }),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(assign_request_id))
+}
+
+/// The longest client request id kept (as `x-client-request-id`); longer ones are dropped.
+const MAX_CLIENT_REQUEST_ID_CHARS: usize = 128;
+
+/// A client's request id worth keeping: short, and only characters that cannot forge a log line or a header.
+fn acceptable_client_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_CLIENT_REQUEST_ID_CHARS
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Every request gets Orchard's own id (UUID v7) in `x-request-id`, which handlers, the audit log, error
+/// bodies and the answer use. A client's `x-request-id` never becomes ours (a caller could otherwise make its
+/// events share someone else's id); a well-formed one is kept beside it as `x-client-request-id`, for the
+/// logs only. A client-sent `x-client-request-id` is dropped.
+async fn assign_request_id(mut request: Request, next: Next) -> Response {
+    let headers = request.headers_mut();
+    let client_id = headers
+        .remove(REQUEST_ID_HEADER)
+        .filter(acceptable_client_request_id);
+    headers.remove(CLIENT_REQUEST_ID_HEADER);
+    let ours = HeaderValue::from_str(&uuid::Uuid::now_v7().hyphenated().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    headers.insert(REQUEST_ID_HEADER, ours.clone());
+    if let Some(client_id) = client_id {
+        headers.insert(CLIENT_REQUEST_ID_HEADER, client_id);
+    }
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID_HEADER, ours);
+    response
+}
+
+/// Path segments that are secrets: the one after `enroll` (an enrollment link's secret; `dep` is the public
+/// zero-touch endpoint). Logs get the path with these replaced, so a link never appears in a log line.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let mut segments = path.split('/');
+    if !segments.any(|s| s == "enroll") {
+        return path.into();
+    }
+    let mut out = Vec::new();
+    let mut after_enroll = false;
+    for segment in path.split('/') {
+        if after_enroll && segment != "dep" && !segment.is_empty() {
+            out.push("[redacted]");
+        } else {
+            out.push(segment);
+        }
+        after_enroll = segment == "enroll";
+    }
+    out.join("/").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_secrets_never_reach_a_log_line() {
+        assert_eq!(loggable_path("/enroll/s3cr3t"), "/enroll/[redacted]");
+        assert_eq!(
+            loggable_path("/enroll/s3cr3t/profile"),
+            "/enroll/[redacted]/profile"
+        );
+        assert_eq!(loggable_path("/enroll/dep"), "/enroll/dep");
+        assert_eq!(loggable_path("/mdm/checkin"), "/mdm/checkin");
+        assert_eq!(loggable_path("//enroll/x"), "//enroll/[redacted]");
+    }
+
+    #[test]
+    fn client_request_ids_are_short_and_plain() {
+        assert!(acceptable_client_request_id(&HeaderValue::from_static(
+            "trace-01.ab:c_d"
+        )));
+        let long = "a".repeat(MAX_CLIENT_REQUEST_ID_CHARS + 1);
+        assert!(!acceptable_client_request_id(
+            &HeaderValue::from_str(&long).unwrap_or(HeaderValue::from_static(""))
+        ));
+        assert!(!acceptable_client_request_id(&HeaderValue::from_static(
+            "a b"
+        )));
+        assert!(!acceptable_client_request_id(&HeaderValue::from_static("")));
+    }
 }

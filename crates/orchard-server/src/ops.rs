@@ -1,19 +1,69 @@
 //! Operations outside the API: `/healthz` and `/metrics` for the operators' monitoring (in the OpenAPI
-//! document too).
+//! document too). Metrics carry counts and days, never names (DEP tokens are labelled by id); when a metrics
+//! token is configured, `/metrics` answers only `Authorization: Bearer <that token>`.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::state::AppState;
 
-/// A label value with Prometheus' escapes (backslash, double quote, newline).
-fn prometheus_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Who may read `/metrics`: anyone (scrapers on a trusted network), or only holders of a bearer token.
+#[derive(Clone, Default)]
+pub struct MetricsAccess {
+    token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for MetricsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsAccess")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl MetricsAccess {
+    /// `/metrics` only with `Authorization: Bearer <token>` (an empty token means open).
+    pub fn bearer(token: &str) -> Self {
+        Self {
+            token: (!token.is_empty()).then(|| Arc::from(token)),
+        }
+    }
+}
+
+/// Equal without an early exit, so the time taken does not tell how much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses `/metrics` without the configured bearer token (403: a scraper is not a person to challenge).
+pub(crate) async fn require_metrics_token(
+    State(access): State<MetricsAccess>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &access.token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() != "/metrics" {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same_secret(presented.as_bytes(), token.as_bytes()) {
+        next.run(request).await
+    } else {
+        (StatusCode::FORBIDDEN, "metrics need the metrics token").into_response()
+    }
 }
 
 /// `/healthz` and `/metrics` for the operators' monitoring, outside the API; in the OpenAPI document too.
@@ -35,7 +85,8 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Prometheus text metrics. Unauthenticated on purpose (scrapers), and carries no tenant data.
+/// Prometheus text metrics: counts and days only, no names (not of tenants, not of DEP tokens, which are
+/// labelled by id). Open to scrapers unless a metrics token is configured.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -80,10 +131,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 "# HELP orchard_dep_token_days_left Days until a DEP (ASM) server token expires.\n",
             );
             out.push_str("# TYPE orchard_dep_token_days_left gauge\n");
-            for (id, name, days) in &tokens {
+            for (id, _name, days) in &tokens {
                 out.push_str(&format!(
-                    "orchard_dep_token_days_left{{token=\"{id}\",name=\"{}\"}} {days}\n",
-                    prometheus_label(name)
+                    "orchard_dep_token_days_left{{token=\"{id}\"}} {days}\n"
                 ));
             }
             out.push_str(&format!(
@@ -91,10 +141,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 orchard_core::dep::DEP_TOKEN_WARNING_DAYS
             ));
             out.push_str("# TYPE orchard_dep_token_expiry_warning gauge\n");
-            for (id, name, days) in &tokens {
+            for (id, _name, days) in &tokens {
                 out.push_str(&format!(
-                    "orchard_dep_token_expiry_warning{{token=\"{id}\",name=\"{}\"}} {}\n",
-                    prometheus_label(name),
+                    "orchard_dep_token_expiry_warning{{token=\"{id}\"}} {}\n",
                     u8::from(*days <= orchard_core::dep::DEP_TOKEN_WARNING_DAYS)
                 ));
             }

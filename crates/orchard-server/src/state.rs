@@ -23,3 +23,7 @@ pub(crate) fn request_id(headers: &http::HeaderMap) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// The header a client's own request id is kept in (checked and bounded), beside ours; see
+/// `assign_request_id` in the crate root.
+pub const CLIENT_REQUEST_ID_HEADER: &str = "x-client-request-id";

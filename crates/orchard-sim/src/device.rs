@@ -152,7 +152,8 @@ impl SimDevice {
         self.clock.now()
     }
 
-    /// Downloads the enrollment profile from `enrollment_url` and enrolls with it.
+    /// Downloads the enrollment profile from `enrollment_url` (through the link's landing page when it answers
+    /// one, as a person taps its button) and enrolls with it.
     pub async fn enroll(&mut self, enrollment_url: &str) -> Result<(), SimError> {
         let download_client = if self.trust_pem().is_some() {
             self.client.clone()
@@ -164,7 +165,27 @@ impl SimDevice {
                 ..ClientOptions::default()
             })?
         };
-        let response = download_client.get(enrollment_url).send().await?;
+        let mut response = download_client.get(enrollment_url).send().await?;
+        // Orchard's link answers a landing page; like a person, tap its download button.
+        if response.status().is_success()
+            && header_text(&response, reqwest::header::CONTENT_TYPE).starts_with("text/html")
+        {
+            let page_url = response.url().clone();
+            let page = response.text().await?;
+            let href = page
+                .split("id=\"download\" href=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .ok_or(SimError::ContentType {
+                    what: "enrollment landing page without a download button",
+                    content_type: "text/html".into(),
+                })?;
+            let download = page_url.join(href).map_err(|_| SimError::ContentType {
+                what: "enrollment landing page with a bad download link",
+                content_type: "text/html".into(),
+            })?;
+            response = download_client.get(download).send().await?;
+        }
         let status = response.status().as_u16();
         let content_type = header_text(&response, reqwest::header::CONTENT_TYPE);
         let body = response.bytes().await?;

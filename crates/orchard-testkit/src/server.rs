@@ -62,6 +62,25 @@ impl TestServer {
 
     /// Like [`start`](Self::start), with extra `orchard serve` arguments.
     pub async fn start_with(backend: Backend, extra: &[String]) -> Result<Option<TestServer>> {
+        Self::start_logging(backend, extra, None).await
+    }
+
+    /// Like [`start_with`](Self::start_with), logging with `ORCHARD_LOG=filter` into `file` (the server's whole
+    /// stderr), for tests that read the logs.
+    pub async fn start_logged(
+        backend: Backend,
+        extra: &[String],
+        filter: &str,
+        file: &Path,
+    ) -> Result<Option<TestServer>> {
+        Self::start_logging(backend, extra, Some((filter, file))).await
+    }
+
+    async fn start_logging(
+        backend: Backend,
+        extra: &[String],
+        log: Option<(&str, &Path)>,
+    ) -> Result<Option<TestServer>> {
         install_crypto_provider();
         let Some(database) = TestDatabase::create(backend).await? else {
             return Ok(None);
@@ -74,7 +93,7 @@ impl TestServer {
             &token_args(Role::Operator, None, "e2e-operator"),
         )
         .and_then(|mut command| run_for_secret(&mut command))?;
-        let (child, base_url) = spawn_serve(&data_dir, &database_url, extra)
+        let (child, base_url) = spawn_serve(&data_dir, &database_url, extra, log)
             .await
             .context("starting orchard serve")?;
         let ca_pem = std::fs::read(data_dir.join("server-ca.pem"))?;
@@ -147,7 +166,8 @@ impl TestServer {
 
     /// Another `orchard serve` node on this server's storage (same data directory and database).
     pub async fn start_node(&self, extra: &[String]) -> Result<Node> {
-        let (child, base_url) = spawn_serve(&self.data_dir, &self.database_url, extra).await?;
+        let (child, base_url) =
+            spawn_serve(&self.data_dir, &self.database_url, extra, None).await?;
         Ok(Node { child, base_url })
     }
 
@@ -342,15 +362,20 @@ async fn spawn_serve(
     data_dir: &Path,
     database_url: &Option<String>,
     extra: &[String],
+    log: Option<(&str, &Path)>,
 ) -> Result<(Child, String)> {
+    let (filter, stderr) = match log {
+        Some((filter, file)) => (filter, Stdio::from(std::fs::File::create(file)?)),
+        None => ("warn", Stdio::inherit()),
+    };
     let mut child = Command::new(orchard_binary()?)
         .arg("serve")
         .args(storage_args(data_dir, database_url))
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
-        .env("ORCHARD_LOG", "warn")
+        .env("ORCHARD_LOG", filter)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()?;
     let stdout = child.stdout.take().context("no stdout")?;
     let line = tokio::task::spawn_blocking(move || {

@@ -21,6 +21,16 @@ pub const ENROLLMENT_PROFILE_IDENTIFIER: &str = "edu.orchard.enrollment";
 /// Devices one bulk request may address.
 pub const MAX_BULK_DEVICES: usize = 50_000;
 
+/// Whether `who`'s role may queue commands in bulk at all; the server asks before it even reads the body, so a
+/// viewer's request is refused before its size or content costs anything.
+pub fn may_queue_bulk(who: &Principal) -> Result<(), CoreError> {
+    if who.has(Ability::Query) {
+        Ok(())
+    } else {
+        Err(CoreError::Forbidden("viewers do not queue commands".into()))
+    }
+}
+
 /// Whether a command destroys data or control and so needs a confirmation.
 pub fn is_dangerous(command: &Command) -> bool {
     match command {
@@ -165,13 +175,23 @@ impl Orchard {
         dry_run: bool,
         confirm_count: Option<usize>,
     ) -> Result<BulkOutcome, CoreError> {
+        // Authorization before any database work: the role must allow queuing this command at all (a
+        // viewer's request is refused here, not after resolving thousands of devices).
+        may_queue_bulk(who)?;
+        let needed = ability_to_queue(&command);
+        if !who.has(needed) {
+            return Err(CoreError::Forbidden(format!(
+                "the {} role may not queue {}",
+                who.role().as_str(),
+                command.request_type()
+            )));
+        }
         if matches!(command, Command::ClearPasscode { .. }) {
             return Err(CoreError::Invalid(
                 "ClearPasscode is sent to one device at a time".into(),
             ));
         }
         let (devices, skipped) = self.bulk_devices(who, &target).await?;
-        let needed = ability_to_queue(&command);
         for d in &devices {
             who.require(
                 needed,

@@ -28,19 +28,58 @@ pub struct ScepReply {
     pub body: Vec<u8>,
 }
 
+/// What a profile download through an enrollment link gets.
+#[derive(Debug)]
+pub enum LinkDownload {
+    /// The signed enrollment profile (one use of the link spent, one SCEP challenge minted).
+    Profile(Vec<u8>),
+    /// The link handed out its share of profiles for this minute ([`Orchard::with_link_download_limit`]);
+    /// nothing was spent or minted.
+    RateLimited { retry_after_seconds: i64 },
+}
+
 impl Orchard {
-    /// Builds and signs an enrollment profile for the link whose secret is `link_secret`, creating the one-time
-    /// SCEP challenge it carries. Counts one use of the link.
-    pub async fn enrollment_profile_for_link(
-        &self,
-        link_secret: &str,
-    ) -> Result<Vec<u8>, CoreError> {
+    /// Whether the link whose secret is `link_secret` still hands out profiles (NotFound, or Gone when it has
+    /// expired or is used up), without spending a use or minting a challenge: what the link's landing page,
+    /// HEAD requests and link-preview bots get.
+    pub async fn check_enrollment_link(&self, link_secret: &str) -> Result<(), CoreError> {
         let now = self.clock.now();
         let link = self
             .store
             .find_enrollment_link_by_hash(&secret_hash(link_secret))
             .await?
             .ok_or(CoreError::NotFound)?;
+        let active =
+            link.expires_at.is_none_or(|e| e >= now) && link.max_uses.is_none_or(|m| link.uses < m);
+        if active {
+            Ok(())
+        } else {
+            Err(CoreError::Gone(
+                "this enrollment link has expired or reached its maximum number of uses".into(),
+            ))
+        }
+    }
+
+    /// Builds and signs an enrollment profile for the link whose secret is `link_secret`, creating the one-time
+    /// SCEP challenge it carries. Counts one use of the link. Only the profile download itself comes here
+    /// (never a landing page, a HEAD or a preview), and each link hands out a limited number of profiles a
+    /// minute ([`Orchard::with_link_download_limit`]), so challenges are not minted in bulk.
+    pub async fn enrollment_profile_for_link(
+        &self,
+        link_secret: &str,
+    ) -> Result<LinkDownload, CoreError> {
+        let now = self.clock.now();
+        let link = self
+            .store
+            .find_enrollment_link_by_hash(&secret_hash(link_secret))
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        if let Err(wait) = self.abuse.take_link_download(link.id, now) {
+            tracing::warn!(link = %link.id, tenant = %link.tenant_id, "enrollment link rate limited");
+            return Ok(LinkDownload::RateLimited {
+                retry_after_seconds: wait,
+            });
+        }
         if !self.store.use_enrollment_link(link.id, now).await? {
             return Err(CoreError::Gone(
                 "this enrollment link has expired or reached its maximum number of uses".into(),
@@ -65,7 +104,7 @@ impl Orchard {
             &[self.pki.server_ca.identity()],
         )?;
         tracing::info!(link = %link.id, tenant = %link.tenant_id, "enrollment profile handed out");
-        Ok(signed)
+        Ok(LinkDownload::Profile(signed))
     }
 
     pub(crate) fn build_enrollment_profile(&self, challenge: String) -> EnrollmentProfile {

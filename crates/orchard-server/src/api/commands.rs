@@ -119,8 +119,15 @@ pub(super) struct BulkCommandBody {
 pub(super) async fn queue_bulk_command(
     State(state): State<AppState>,
     who: Authenticated,
-    JsonBody(req): JsonBody<BulkCommandBody>,
+    request: axum::extract::Request,
 ) -> Reply {
+    // Role first, then the body (its size capped while it is read), then the database.
+    orchard_core::commands::policy::may_queue_bulk(&who.principal)?;
+    let JsonBody(req) =
+        <JsonBody<BulkCommandBody> as axum::extract::FromRequest<AppState>>::from_request(
+            request, &state,
+        )
+        .await?;
     refuse_caller_unlock_token(&req.command)?;
     let outcome: BulkOutcome = state
         .orchard

@@ -1,4 +1,4 @@
-//! Break-glass local accounts: an operator's password hash, failure counter and lock.
+//! Break-glass local accounts: an operator's password hash, its recent failures and its backoff.
 
 use orchard_types::{Role, UnixTime};
 
@@ -14,6 +14,7 @@ pub struct LocalAccountRecord {
     pub username: String,
     pub password_hash: String,
     pub failed_attempts: i64,
+    /// Until when the account is in backoff (only sources without recent failures are heard meanwhile).
     pub locked_until: Option<UnixTime>,
     pub disabled_at: Option<UnixTime>,
 }
@@ -104,26 +105,41 @@ impl Store {
         .transpose()
     }
 
-    /// Counts a failed password; from `lock_after` failures on, locks the account until `lock_until`.
+    /// Counts a failed sign-in and sets the account's backoff (`locked_until`) from the new count, in one
+    /// transaction; returns the count (0 when `user_id` is no account). The count starts again at 1 when the
+    /// previous failure was at `forget_before` or earlier, so old failures do not add up for ever.
     pub async fn record_local_failure(
         &self,
         user_id: &str,
-        lock_after: i64,
-        lock_until: UnixTime,
         now: UnixTime,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE local_accounts SET failed_attempts = failed_attempts + 1, \
-             locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE locked_until END, \
-             updated_at = $4 WHERE user_id = $1",
+        forget_before: UnixTime,
+        backoff_until: impl Fn(i64) -> Option<UnixTime>,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // `updated_at` moves only with a failure, a success or a reset (both of which clear the count), so it
+        // is the time of the last failure whenever the count is above zero.
+        let row = sqlx::query(
+            "UPDATE local_accounts SET failed_attempts = CASE WHEN updated_at <= $3 THEN 1 \
+             ELSE failed_attempts + 1 END, updated_at = $2 WHERE user_id = $1 RETURNING failed_attempts",
         )
         .bind(user_id)
-        .bind(lock_after)
-        .bind(lock_until.0)
         .bind(now.0)
-        .execute(&self.pool)
+        .bind(forget_before.0)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(())
+        // No account (an unknown name): the same statements and commit anyway, so the caller's timing is the
+        // same for names that exist and names that do not.
+        let failures = match row {
+            Some(row) => rows::int(&row, "failed_attempts")?,
+            None => 0,
+        };
+        sqlx::query("UPDATE local_accounts SET locked_until = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(backoff_until(failures).map(|t| t.0))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(failures)
     }
 
     /// A successful sign-in: failures cleared, last login noted.
