@@ -157,15 +157,20 @@ pub async fn serve_tls(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
             let connection = builder.serve_connection(TokioIo::new(tls), service);
+            tokio::pin!(connection);
             tokio::select! {
-                r = connection => {
+                r = connection.as_mut() => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 }
                 _ = activity.idle_for(limits.idle_timeout) => {
-                    // Dropping the connection closes the socket.
-                    tracing::debug!(%peer, "idle connection closed");
+                    // Say goodbye the protocol's way (HTTP/2 GOAWAY, TLS close_notify), so a client's pool
+                    // learns the connection is gone instead of sending its next request into a dead socket;
+                    // a client that does not take the hint is dropped after a short grace.
+                    tracing::debug!(%peer, "closing idle connection");
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(limits.handshake_timeout, connection.as_mut()).await;
                 }
             }
         });
