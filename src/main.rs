@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Run the server (device surface and admin API) over TLS.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API tokens directly in the database (the first operator token is made this way).
     Token {
         #[command(subcommand)]
@@ -416,7 +416,7 @@ fn main() -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Commands::Serve(args) => serve(args).await,
+            Commands::Serve(args) => serve(*args).await,
             Commands::Token {
                 command:
                     TokenCommands::Create {
