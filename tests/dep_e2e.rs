@@ -76,7 +76,10 @@ async fn scenario(backend: Backend) -> Result<()> {
     let items = devices["items"].as_array().context("items")?;
     ensure!(items.len() == 50, "{devices}");
     ensure!(items[0]["serial_number"] == "E2E000000010", "{devices}");
-    ensure!(items[0]["os"] == "iPadOS", "protocol version 7+ names iPadOS: {devices}");
+    ensure!(
+        items[0]["os"] == "iPadOS",
+        "protocol version 7+ names iPadOS: {devices}"
+    );
 
     // ASM schedules a migration of one iPad to another MDM server: the next sync (protocol version 8) brings
     // the deadline, and the API shows it so central IT sees the device is about to leave.

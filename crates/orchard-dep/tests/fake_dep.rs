@@ -782,7 +782,13 @@ async fn cursors_are_tied_to_their_server() {
     b.server
         .add_devices(&FakeDepServer::make_serials("CB", 1, 3));
     let mut recorder = Recorder::default();
-    let from_a = a.client.sync(None, &mut recorder).await.unwrap().cursor.unwrap();
+    let from_a = a
+        .client
+        .sync(None, &mut recorder)
+        .await
+        .unwrap()
+        .cursor
+        .unwrap();
     let err = b.client.sync_devices(&from_a, None).await.unwrap_err();
     assert!(matches!(err, DepError::InvalidCursor), "{err}");
     let mut recorder = Recorder::default();
@@ -805,7 +811,13 @@ async fn disown_releases_devices() {
     let serials = FakeDepServer::make_serials("DO", 1, 3);
     h.server.add_devices(&serials);
     let mut recorder = Recorder::default();
-    let cursor = h.client.sync(None, &mut recorder).await.unwrap().cursor.unwrap();
+    let cursor = h
+        .client
+        .sync(None, &mut recorder)
+        .await
+        .unwrap()
+        .cursor
+        .unwrap();
     let answer = h
         .client
         .disown_devices(&[serials[0].clone(), serial("NOTOURS00002")])

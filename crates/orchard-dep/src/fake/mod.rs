@@ -877,9 +877,7 @@ async fn device_details(
         .iter()
         .map(|serial| {
             let details = match state.devices.get(serial) {
-                Some(record) => {
-                    DeviceDetails::from(&record_for_version(record.clone(), version))
-                }
+                Some(record) => DeviceDetails::from(&record_for_version(record.clone(), version)),
                 None => DeviceDetails {
                     serial_number: Some(serial.clone()),
                     model: None,
