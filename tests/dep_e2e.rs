@@ -76,6 +76,35 @@ async fn scenario(backend: Backend) -> Result<()> {
     let items = devices["items"].as_array().context("items")?;
     ensure!(items.len() == 50, "{devices}");
     ensure!(items[0]["serial_number"] == "E2E000000010", "{devices}");
+    ensure!(
+        items[0]["os"] == "iPadOS",
+        "protocol version 7+ names iPadOS: {devices}"
+    );
+
+    // ASM schedules a migration of one iPad to another MDM server: the next sync (protocol version 8) brings
+    // the deadline, and the API shows it so central IT sees the device is about to leave.
+    ensure!(
+        fake.stats().last_protocol_version == Some(8),
+        "{:?}",
+        fake.stats()
+    );
+    let leaving = orchard_types::SerialNumber::parse("E2E000000011")?;
+    let deadline = orchard_types::UnixTime(1_900_000_000);
+    ensure!(fake.modify_device(&leaving, |r| r.mdm_migration_deadline = Some(deadline)));
+    let summary = server
+        .post(&format!("/api/v1/dep-tokens/{id}/sync"), json!({}))
+        .await?;
+    ensure!(summary["full_fetch"] == false, "{summary}");
+    let devices = server
+        .get(&format!("/api/v1/dep-devices?token={id}&limit=2&offset=10"))
+        .await?;
+    let items = devices["items"].as_array().context("items")?;
+    ensure!(items[1]["serial_number"] == "E2E000000011", "{devices}");
+    ensure!(
+        items[1]["mdm_migration_deadline"] == deadline.to_rfc3339().as_str(),
+        "{devices}"
+    );
+    ensure!(items[0]["mdm_migration_deadline"].is_null(), "{devices}");
     Ok(())
 }
 

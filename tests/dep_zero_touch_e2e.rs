@@ -177,7 +177,8 @@ async fn scenario(backend: Backend) -> Result<()> {
         &token_id,
         json!({
             "name": "Chemistry carts", "tenant_id": chemistry,
-            "profile": {"is_multi_user": true, "skip_setup_items": ["Siri"]},
+            "profile": {"is_multi_user": true, "skip_setup_items": ["Siri"], "auto_advance_setup": true,
+                        "is_return_to_service": true, "do_not_use_profile_from_backup": true},
             "setup": {"device_name_pattern": "CHEM-{serial}"}
         }),
     )
@@ -210,6 +211,21 @@ async fn scenario(backend: Backend) -> Result<()> {
         "{defined:?}"
     );
     ensure!(defined.skip_setup_items.len() == 3, "{defined:?}");
+    // Current profile keys go to Apple only when a template sets them (Apple's default is false).
+    ensure!(
+        defined.auto_advance_setup.is_none() && defined.is_return_to_service.is_none(),
+        "{defined:?}"
+    );
+    let cart = fake
+        .profile(&ProfileUuid::parse(&uuid_of(&b))?)
+        .context("profile b at apple")?;
+    ensure!(
+        cart.auto_advance_setup == Some(true)
+            && cart.is_return_to_service == Some(true)
+            && cart.do_not_use_profile_from_backup == Some(true)
+            && cart.is_multi_user == Some(true),
+        "{cart:?}"
+    );
     // Another tenant's template answers like a missing one; bad specs are 400s.
     let physics_admin = server.create_token(Role::Admin, Some(&physics), "physics-admin")?;
     let chemistry_viewer = server.create_token(Role::Viewer, Some(&chemistry), "chem-viewer")?;

@@ -22,15 +22,16 @@ use crate::token::ServerToken;
 use crate::types::{
     format_time, Account, ActivationLockRequest, ActivationLockResponse, AssignStatus,
     AssignmentReport, CursorRequest, DefinedProfile, DepCursor, DeviceDetails,
-    DeviceDetailsResponse, DeviceRecord, DevicesResponse, ProfileDevicesRequest,
+    DeviceDetailsResponse, DeviceRecord, DevicesResponse, DisownResponse, ProfileDevicesRequest,
     ProfileDevicesResponse, ProfileUuid, SerialsRequest, SessionResponse,
 };
 use crate::{oauth, DepError};
 
 /// Apple's production endpoint.
 pub const APPLE_DEP_BASE_URL: &str = "https://mdmenrollment.apple.com";
-/// The protocol version we speak (the device record fields of version 3).
-pub const SERVER_PROTOCOL_VERSION: u32 = 3;
+/// The protocol version we speak: Apple's current one (8: `mdm_migration_deadline` on device records; 7: iPads
+/// report `iPadOS`; 3: account and profile fields). Newer versions only add fields, which we keep or ignore.
+pub const SERVER_PROTOCOL_VERSION: u32 = 8;
 /// Apple's maximum `limit` for fetch and sync.
 pub const MAX_PAGE_LIMIT: u32 = 1000;
 /// Header carrying the session token, both ways.
@@ -339,6 +340,30 @@ impl DepClient {
     ) -> Result<AssignmentReport, DepError> {
         self.per_serial_in_chunks(Method::DELETE, None, serials)
             .await
+    }
+
+    /// `POST /devices/disown`: releases serials from the organization for good (Apple deprecated it in
+    /// favour of ASM's own release; kept for organizations that still use it). Per serial SUCCESS,
+    /// NOT_ACCESSIBLE or FAILED; at most 1,000 per request.
+    pub async fn disown_devices(
+        &self,
+        serials: &[SerialNumber],
+    ) -> Result<BTreeMap<String, AssignStatus>, DepError> {
+        let mut out = BTreeMap::new();
+        for chunk in serials.chunks(MAX_SERIALS_PER_REQUEST) {
+            let request = SerialsRequest {
+                devices: chunk.iter().map(|s| s.to_string()).collect(),
+            };
+            let answer: DisownResponse = self
+                .call_json(
+                    Method::POST,
+                    self.endpoint("/devices/disown")?,
+                    Some(&request),
+                )
+                .await?;
+            out.extend(answer.devices);
+        }
+        Ok(out)
     }
 
     /// `POST /device/activationlock`.

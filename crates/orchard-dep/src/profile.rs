@@ -141,6 +141,16 @@ pub struct AdeProfile {
     /// Setup Assistant waits for our `DeviceConfigured` command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub await_device_configured: Option<bool>,
+    /// Setup Assistant advances through its panes by itself (carts and labs; protocol version 2+; Apple
+    /// documents it for tvOS and macOS, iPads ignore what they do not support).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_advance_setup: Option<bool>,
+    /// The device is set up for (rapid) Return to Service (iOS 26+; ignored by older devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_return_to_service: Option<bool>,
+    /// A restored backup does not bring its old enrollment profile back (iOS 26+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub do_not_use_profile_from_backup: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip_setup_items: Vec<SkipSetupItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +189,9 @@ impl AdeProfile {
             is_mdm_removable: None,
             is_multi_user: None,
             await_device_configured: None,
+            auto_advance_setup: None,
+            is_return_to_service: None,
+            do_not_use_profile_from_backup: None,
             skip_setup_items: Vec::new(),
             department: None,
             support_phone_number: None,

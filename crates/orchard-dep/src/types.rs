@@ -247,6 +247,13 @@ pub struct DeviceRecord {
     pub op_type: Option<OpType>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
     pub op_date: Option<UnixTime>,
+    /// When Apple will move the device to another MDM server without an erase (ASM's "MDM migration";
+    /// protocol version 8 and later): the device is about to leave us.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub mdm_migration_deadline: Option<UnixTime>,
+    /// Apple's status for this record, when it sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<AssignStatus>,
 }
 
 impl DeviceRecord {
@@ -268,6 +275,8 @@ impl DeviceRecord {
             device_family: None,
             op_type: None,
             op_date: None,
+            mdm_migration_deadline: None,
+            response_status: None,
         }
     }
 }
@@ -305,6 +314,8 @@ pub struct DeviceDetails {
     pub os: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub mdm_migration_deadline: Option<UnixTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_status: Option<AssignStatus>,
 }
@@ -325,6 +336,7 @@ impl From<&DeviceRecord> for DeviceDetails {
             device_assigned_by: r.device_assigned_by.clone(),
             os: r.os.clone(),
             device_family: r.device_family.clone(),
+            mdm_migration_deadline: r.mdm_migration_deadline,
             response_status: Some(AssignStatus::Success),
         }
     }
@@ -484,6 +496,13 @@ pub(crate) struct ProfileDevicesResponse {
     pub devices: BTreeMap<String, AssignStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u64>,
+}
+
+/// `POST /devices/disown` answer: per serial SUCCESS, NOT_ACCESSIBLE or FAILED.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct DisownResponse {
+    #[serde(default)]
+    pub devices: BTreeMap<String, AssignStatus>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

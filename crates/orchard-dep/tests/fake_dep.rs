@@ -688,3 +688,146 @@ async fn plain_http_mode_serves_the_same_api() {
     let outcome = h.client.sync(None, &mut recorder).await.unwrap();
     assert_eq!(outcome.records, 10);
 }
+
+/// The client speaks Apple's current protocol version, and the server shapes records by the version a client
+/// names, as Apple does: `iPadOS` from 7, `mdm_migration_deadline` from 8.
+#[tokio::test]
+async fn current_protocol_version_brings_migration_deadline_and_ipados() {
+    let h = harness().await;
+    let s = serial("MIGR00000001");
+    h.server.add_devices(std::slice::from_ref(&s));
+    let deadline = UnixTime(h.clock.now().0 + 30 * 86_400);
+    assert!(h
+        .server
+        .modify_device(&s, |r| r.mdm_migration_deadline = Some(deadline)));
+
+    let mut recorder = Recorder::default();
+    h.client.sync(None, &mut recorder).await.unwrap();
+    assert_eq!(h.server.stats().last_protocol_version, Some(8));
+    let record = &recorder.model[s.as_str()];
+    assert_eq!(record.mdm_migration_deadline, Some(deadline));
+    assert_eq!(record.os.as_deref(), Some("iPadOS"));
+    let details = h.client.device_details(&[s.clone()]).await.unwrap();
+    assert_eq!(details[&s].mdm_migration_deadline, Some(deadline));
+
+    // An older client (version 3) sees neither.
+    let old = harness_with(|_| {}, |c| c.server_protocol_version = 3).await;
+    old.server.add_devices(std::slice::from_ref(&s));
+    old.server
+        .modify_device(&s, |r| r.mdm_migration_deadline = Some(deadline));
+    let mut recorder = Recorder::default();
+    old.client.sync(None, &mut recorder).await.unwrap();
+    let record = &recorder.model[s.as_str()];
+    assert_eq!(record.mdm_migration_deadline, None);
+    assert_eq!(record.os.as_deref(), Some("iOS"));
+}
+
+/// Assigning, removing and a device fetching its profile show up in the sync feed as `modified` records, as
+/// Apple reports them (assignments made in ASM or by another server reach us this way).
+#[tokio::test]
+async fn assignment_changes_are_sync_events() {
+    let h = harness().await;
+    let serials = FakeDepServer::make_serials("EV", 1, 2);
+    h.server.add_devices(&serials);
+    let root = h.server.root_certificate_der().unwrap();
+    let mut recorder = Recorder::default();
+    let first = h.client.sync(None, &mut recorder).await.unwrap();
+    let cursor = first.cursor.clone().unwrap();
+
+    let mut profile = AdeProfile::new("Events");
+    profile.url = Some("https://mdm.example.edu/dep/enroll".into());
+    let defined = h.client.define_profile(&profile).await.unwrap();
+    h.clock.advance(10);
+    h.client
+        .assign_profile(&defined.profile_uuid, &serials)
+        .await
+        .unwrap();
+    let changes = h.client.sync_devices(&cursor, None).await.unwrap();
+    assert_eq!(changes.devices.len(), 2);
+    for record in &changes.devices {
+        assert_eq!(record.op_type, Some(OpType::Modified));
+        assert_eq!(record.profile_status, Some(ProfileStatus::Assigned));
+        assert_eq!(record.profile_uuid, Some(defined.profile_uuid.clone()));
+        assert!(record.op_date.is_some());
+    }
+
+    h.clock.advance(10);
+    fetch_cloud_configuration(h.server.base_url(), Some(&root), &serials[0])
+        .await
+        .unwrap()
+        .unwrap();
+    h.client.remove_profile(&serials[1..]).await.unwrap();
+    let more = h.client.sync_devices(&changes.cursor, None).await.unwrap();
+    let by_serial: BTreeMap<&str, &DeviceRecord> = more
+        .devices
+        .iter()
+        .map(|r| (r.serial_number.as_str(), r))
+        .collect();
+    let pushed = by_serial[serials[0].as_str()];
+    assert_eq!(pushed.profile_status, Some(ProfileStatus::Pushed));
+    assert_eq!(pushed.profile_push_time, Some(h.clock.now()));
+    let removed = by_serial[serials[1].as_str()];
+    assert_eq!(removed.profile_status, Some(ProfileStatus::Removed));
+    assert_eq!(removed.op_type, Some(OpType::Modified));
+}
+
+/// A cursor belongs to the MDM server that issued it: another server answers INVALID_CURSOR (and the sync loop
+/// surfaces it so the caller refetches), never a page of the wrong organization's feed.
+#[tokio::test]
+async fn cursors_are_tied_to_their_server() {
+    let a = harness().await;
+    let b = harness().await;
+    a.server
+        .add_devices(&FakeDepServer::make_serials("CA", 1, 3));
+    b.server
+        .add_devices(&FakeDepServer::make_serials("CB", 1, 3));
+    let mut recorder = Recorder::default();
+    let from_a = a
+        .client
+        .sync(None, &mut recorder)
+        .await
+        .unwrap()
+        .cursor
+        .unwrap();
+    let err = b.client.sync_devices(&from_a, None).await.unwrap_err();
+    assert!(matches!(err, DepError::InvalidCursor), "{err}");
+    let mut recorder = Recorder::default();
+    let err = b
+        .client
+        .sync(Some(from_a.clone()), &mut recorder)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DepError::InvalidCursor), "{err}");
+    assert!(recorder.model.is_empty());
+    // The issuing server still takes it.
+    a.client.sync_devices(&from_a, None).await.unwrap();
+}
+
+/// Disowning releases serials for good: SUCCESS for ours, NOT_ACCESSIBLE for others, and a `deleted` record in
+/// the sync feed.
+#[tokio::test]
+async fn disown_releases_devices() {
+    let h = harness().await;
+    let serials = FakeDepServer::make_serials("DO", 1, 3);
+    h.server.add_devices(&serials);
+    let mut recorder = Recorder::default();
+    let cursor = h
+        .client
+        .sync(None, &mut recorder)
+        .await
+        .unwrap()
+        .cursor
+        .unwrap();
+    let answer = h
+        .client
+        .disown_devices(&[serials[0].clone(), serial("NOTOURS00002")])
+        .await
+        .unwrap();
+    assert_eq!(answer[serials[0].as_str()], AssignStatus::Success);
+    assert_eq!(answer["NOTOURS00002"], AssignStatus::NotAccessible);
+    assert!(h.server.device(&serials[0]).is_none());
+    assert_eq!(h.server.device_count(), 2);
+    let mut recorder = Recorder::default();
+    h.client.sync(Some(cursor), &mut recorder).await.unwrap();
+    assert_eq!(recorder.delivered, 1);
+}

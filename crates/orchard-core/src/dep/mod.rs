@@ -195,6 +195,12 @@ pub struct DepDeviceView {
     pub device_assigned_by: Option<String>,
     pub op_type: Option<String>,
     pub op_date: Option<String>,
+    /// When the device last fetched its ADE profile from Apple.
+    pub profile_push_time: Option<String>,
+    /// Set when ASM will migrate the device to another MDM server (without an erase) by this time.
+    pub mdm_migration_deadline: Option<String>,
+    /// Apple's status for the record, when it gave one.
+    pub response_status: Option<String>,
     pub deleted: bool,
     pub updated_at: String,
 }
@@ -218,6 +224,9 @@ impl From<DepDeviceRecord> for DepDeviceView {
             device_assigned_by: d.device_assigned_by,
             op_type: d.op_type.map(|o| o.as_str().to_owned()),
             op_date: d.op_date.map(UnixTime::to_rfc3339),
+            profile_push_time: d.profile_push_time.map(UnixTime::to_rfc3339),
+            mdm_migration_deadline: d.mdm_migration_deadline.map(UnixTime::to_rfc3339),
+            response_status: d.response_status.map(|s| s.as_str().to_owned()),
             deleted: record.deleted,
             updated_at: record.updated_at.to_rfc3339(),
         }

@@ -54,6 +54,15 @@ pub struct TemplateProfile {
     /// Shared iPad (several users on one device).
     #[serde(default)]
     pub is_multi_user: bool,
+    /// Setup Assistant advances through its panes by itself (carts and labs where nobody taps through).
+    #[serde(default)]
+    pub auto_advance_setup: bool,
+    /// Rapid Return to Service: the device comes back enrolled after an erase (iOS 26+).
+    #[serde(default)]
+    pub is_return_to_service: bool,
+    /// A restored backup does not bring its old enrollment back (iOS 26+).
+    #[serde(default)]
+    pub do_not_use_profile_from_backup: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub department: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +84,9 @@ impl Default for TemplateProfile {
             await_device_configured: true,
             is_mdm_removable: false,
             is_multi_user: false,
+            auto_advance_setup: false,
+            is_return_to_service: false,
+            do_not_use_profile_from_backup: false,
             department: None,
             support_phone_number: None,
             support_email_address: None,
@@ -420,6 +432,10 @@ impl Orchard {
         ade.is_mdm_removable = Some(profile.is_mdm_removable);
         ade.is_multi_user = Some(profile.is_multi_user);
         ade.await_device_configured = Some(profile.await_device_configured);
+        // Sent only when set: Apple's default is false, and older servers' definitions stay byte-identical.
+        ade.auto_advance_setup = profile.auto_advance_setup.then_some(true);
+        ade.is_return_to_service = profile.is_return_to_service.then_some(true);
+        ade.do_not_use_profile_from_backup = profile.do_not_use_profile_from_backup.then_some(true);
         ade.skip_setup_items = profile
             .skip_setup_items
             .iter()

@@ -47,7 +47,7 @@ use crate::token::{mime_wrap_token_json, ServerToken};
 use crate::types::{
     format_time, Account, AccountUrl, ActivationLockRequest, ActivationLockResponse,
     ActivationLockStatus, AssignStatus, CursorRequest, DefinedProfile, DeviceDetails,
-    DeviceDetailsResponse, DeviceRecord, DevicesResponse, ProfileDevicesRequest,
+    DeviceDetailsResponse, DeviceRecord, DevicesResponse, DisownResponse, ProfileDevicesRequest,
     ProfileDevicesResponse, ProfileStatus, ProfileUuid, SerialsRequest, SessionResponse, UrlLimit,
 };
 use crate::{oauth, DepError};
@@ -183,7 +183,10 @@ impl FakeDepServer {
             .collect(),
         };
         let shared = Arc::new(Shared {
-            state: Mutex::new(FakeState::default()),
+            state: Mutex::new(FakeState {
+                instance: random_hex(8),
+                ..FakeState::default()
+            }),
             config: config.clone(),
             token,
             scheme,
@@ -523,6 +526,7 @@ fn router(shared: Arc<Shared>) -> Router {
                 .delete(remove_profile),
         )
         .route("/device/activationlock", post(activation_lock))
+        .route("/devices/disown", post(disown_devices))
         .route("/fake/cloud-configuration", get(cloud_configuration))
         .with_state(shared)
 }
@@ -619,12 +623,13 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal>
 fn gate(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     let now = shared.now();
     let mut state = shared.lock();
-    if headers.get(PROTOCOL_VERSION_HEADER).is_none() {
+    let Some(version) = protocol_version(headers) else {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "SERVER_PROTOCOL_VERSION_REQUIRED",
         ));
-    }
+    };
+    state.stats.last_protocol_version = Some(version);
     if state.terms_not_signed {
         return Err(refuse(StatusCode::FORBIDDEN, "T_C_NOT_SIGNED"));
     }
@@ -668,6 +673,32 @@ fn gate(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, Refusal>
         return Ok(Some(fresh));
     }
     Ok(None)
+}
+
+/// The `X-Server-Protocol-Version` a request names (`gate` refuses requests without a valid one).
+fn protocol_version(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get(PROTOCOL_VERSION_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A device record as Apple shapes it for the protocol version the client speaks: `os` and `device_family`
+/// from version 2, iPads as `iPadOS` (not `iOS`) from 7, `mdm_migration_deadline` from 8.
+fn record_for_version(mut record: DeviceRecord, version: u32) -> DeviceRecord {
+    if version < 2 {
+        record.os = None;
+        record.device_family = None;
+    } else if version < 7 && record.os.as_deref() == Some("iPadOS") {
+        record.os = Some("iOS".into());
+    }
+    if version < 8 {
+        record.mdm_migration_deadline = None;
+    }
+    record
 }
 
 fn oauth_refusal(shared: &Shared, why: &str) -> Refusal {
@@ -746,6 +777,7 @@ async fn account(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Answe
 fn read_cursor(shared: &Shared, state: &FakeState, raw: &str) -> Result<Cursor, Refusal> {
     Cursor::decode(
         raw,
+        &state.instance,
         state.cursor_epoch,
         shared.now(),
         shared.config.cursor_lifetime_seconds,
@@ -780,9 +812,14 @@ async fn fetch_devices(
     let page = state
         .fetch(cursor.as_ref(), page_limit(request.limit), now)
         .map_err(|error_code| refuse(StatusCode::BAD_REQUEST, error_code))?;
+    let version = protocol_version(&headers).unwrap_or_default();
     json(
         &DevicesResponse {
-            devices: page.devices,
+            devices: page
+                .devices
+                .into_iter()
+                .map(|r| record_for_version(r, version))
+                .collect(),
             cursor: Some(page.cursor),
             more_to_follow: page.more_to_follow,
             fetched_until: Some(now),
@@ -807,9 +844,14 @@ async fn sync_devices(
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "CURSOR_REQUIRED"))?;
     let cursor = read_cursor(&shared, &state, raw)?;
     let page = state.sync(&cursor, page_limit(request.limit), now);
+    let version = protocol_version(&headers).unwrap_or_default();
     json(
         &DevicesResponse {
-            devices: page.devices,
+            devices: page
+                .devices
+                .into_iter()
+                .map(|r| record_for_version(r, version))
+                .collect(),
             cursor: Some(page.cursor),
             more_to_follow: page.more_to_follow,
             fetched_until: Some(now),
@@ -828,13 +870,14 @@ async fn device_details(
     if request.devices.is_empty() {
         return Err(refuse(StatusCode::BAD_REQUEST, "DEVICE_ID_REQUIRED"));
     }
+    let version = protocol_version(&headers).unwrap_or_default();
     let state = shared.lock();
     let devices: BTreeMap<String, DeviceDetails> = request
         .devices
         .iter()
         .map(|serial| {
             let details = match state.devices.get(serial) {
-                Some(record) => DeviceDetails::from(record),
+                Some(record) => DeviceDetails::from(&record_for_version(record.clone(), version)),
                 None => DeviceDetails {
                     serial_number: Some(serial.clone()),
                     model: None,
@@ -849,6 +892,7 @@ async fn device_details(
                     device_assigned_by: None,
                     os: None,
                     device_family: None,
+                    mdm_migration_deadline: None,
                     response_status: Some(AssignStatus::NotAccessible),
                 },
             };
@@ -967,12 +1011,13 @@ async fn remove_profile(
 ) -> Answer {
     let rotated = gate(&shared, &headers)?;
     let request = profile_devices_request(&body)?;
+    let now = shared.now();
     let mut state = shared.lock();
     state.stats.profile_requests += 1;
     let devices: BTreeMap<String, AssignStatus> = request
         .devices
         .iter()
-        .map(|serial| (serial.clone(), state.unassign(serial)))
+        .map(|serial| (serial.clone(), state.unassign(serial, now)))
         .collect();
     let throttled = devices.values().any(|s| *s == AssignStatus::Throttled);
     json(
@@ -983,6 +1028,24 @@ async fn remove_profile(
         },
         rotated,
     )
+}
+
+/// `POST /devices/disown`: Apple releases the serials from the organization's MDM server for good.
+async fn disown_devices(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let rotated = gate(&shared, &headers)?;
+    let request = profile_devices_request(&body)?;
+    let now = shared.now();
+    let mut state = shared.lock();
+    let devices: BTreeMap<String, AssignStatus> = request
+        .devices
+        .iter()
+        .map(|serial| (serial.clone(), state.disown(serial, now)))
+        .collect();
+    json(&DisownResponse { devices }, rotated)
 }
 
 async fn activation_lock(
@@ -1037,9 +1100,16 @@ async fn cloud_configuration(
         .get(profile_uuid.as_str())
         .cloned()
         .ok_or_else(not_assigned)?;
-    if let Some(record) = state.devices.get_mut(&query.serial) {
-        record.profile_status = Some(ProfileStatus::Pushed);
-        record.profile_push_time = Some(now);
+    // Apple reports the fetch in the sync feed (status `pushed`, with its time).
+    if let Ok(serial) = SerialNumber::parse(&query.serial) {
+        state.modify(
+            &serial,
+            |record| {
+                record.profile_status = Some(ProfileStatus::Pushed);
+                record.profile_push_time = Some(now);
+            },
+            now,
+        );
     }
     tracing::debug!(serial = %query.serial, at = %format_time(now), "device fetched its cloud configuration");
     json(

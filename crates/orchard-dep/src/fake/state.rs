@@ -23,6 +23,8 @@ pub struct FakeStats {
     pub server_errors: u64,
     pub throttled_answers: u64,
     pub profile_requests: u64,
+    /// The `X-Server-Protocol-Version` of the last API request.
+    pub last_protocol_version: Option<u32>,
 }
 
 /// How an expired session is answered (Apple: 401; some answers seen in the field: 403 FORBIDDEN).
@@ -42,9 +44,12 @@ pub(crate) enum CursorKind {
     Sync,
 }
 
-/// What a cursor encodes: the change-log position it covers, where a fetch stands, and when it was issued.
+/// What a cursor encodes: the server instance that issued it, the change-log position it covers, where a fetch
+/// stands, and when it was issued. Apple's cursors belong to one MDM server: one shown to another is
+/// INVALID_CURSOR (a token re-pointed to another ASM "MDM server" must fetch everything again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cursor {
+    pub instance: String,
     pub epoch: u64,
     pub kind: CursorKind,
     /// Change-log entries before this index are covered.
@@ -67,21 +72,28 @@ impl Cursor {
         };
         let after = self.after.as_deref().map(hex::encode).unwrap_or_default();
         URL_SAFE_NO_PAD.encode(format!(
-            "v1:{}:{kind}:{}:{}:{after}",
-            self.epoch, self.seq, self.issued
+            "v2:{}:{}:{kind}:{}:{}:{after}",
+            self.instance, self.epoch, self.seq, self.issued
         ))
     }
 
-    pub fn decode(s: &str, epoch: u64, now: UnixTime, lifetime: i64) -> Result<Self, CursorError> {
+    pub fn decode(
+        s: &str,
+        instance: &str,
+        epoch: u64,
+        now: UnixTime,
+        lifetime: i64,
+    ) -> Result<Self, CursorError> {
         let raw = URL_SAFE_NO_PAD
             .decode(s.trim())
             .map_err(|_| CursorError::Invalid)?;
         let text = String::from_utf8(raw).map_err(|_| CursorError::Invalid)?;
         let parts: Vec<&str> = text.split(':').collect();
-        let [version, cursor_epoch, kind, seq, issued, after] = parts.as_slice() else {
+        let [version, cursor_instance, cursor_epoch, kind, seq, issued, after] = parts.as_slice()
+        else {
             return Err(CursorError::Invalid);
         };
-        if *version != "v1" {
+        if *version != "v2" || *cursor_instance != instance {
             return Err(CursorError::Invalid);
         }
         let kind = match *kind {
@@ -91,6 +103,7 @@ impl Cursor {
             _ => return Err(CursorError::Invalid),
         };
         let cursor = Cursor {
+            instance: instance.to_owned(),
             epoch: cursor_epoch.parse().map_err(|_| CursorError::Invalid)?,
             kind,
             seq: seq.parse().map_err(|_| CursorError::Invalid)?,
@@ -121,6 +134,8 @@ pub(crate) struct Page {
 
 #[derive(Default)]
 pub(crate) struct FakeState {
+    /// This server's identity in its cursors.
+    pub instance: String,
     /// Current device set, ordered by serial (fetch pages walk it).
     pub devices: BTreeMap<String, DeviceRecord>,
     /// Change log (sync pages walk it).
@@ -211,6 +226,7 @@ impl FakeState {
         let more_to_follow = range.next().is_some();
         let last = devices.last().map(|r| r.serial_number.to_string());
         let cursor = Cursor {
+            instance: self.instance.clone(),
             epoch: self.cursor_epoch,
             kind: if more_to_follow {
                 CursorKind::Fetching
@@ -233,6 +249,7 @@ impl FakeState {
         let end = start.saturating_add(limit).min(self.events.len());
         let devices = self.events.get(start..end).unwrap_or_default().to_vec();
         let next = Cursor {
+            instance: self.instance.clone(),
             epoch: self.cursor_epoch,
             kind: CursorKind::Sync,
             seq: end,
@@ -246,7 +263,8 @@ impl FakeState {
         }
     }
 
-    /// Per-serial assignment; THROTTLED injections are consumed here.
+    /// Per-serial assignment; THROTTLED injections are consumed here. Like Apple, a change of assignment is a
+    /// `modified` record in the sync feed (the MDM server learns of assignments made elsewhere, e.g. in ASM).
     pub fn assign(
         &mut self,
         profile_uuid: &ProfileUuid,
@@ -262,12 +280,15 @@ impl FakeState {
         record.profile_uuid = Some(profile_uuid.clone());
         record.profile_status = Some(ProfileStatus::Assigned);
         record.profile_assign_time = Some(now);
+        let snapshot = record.clone();
+        self.log(&snapshot, OpType::Modified, now);
         self.assignments
             .insert(serial.to_owned(), profile_uuid.clone());
         AssignStatus::Success
     }
 
-    pub fn unassign(&mut self, serial: &str) -> AssignStatus {
+    /// Removes a serial's assignment (a `modified` record with status `removed` in the sync feed).
+    pub fn unassign(&mut self, serial: &str, now: UnixTime) -> AssignStatus {
         if let Some(status) = self.take_throttle(serial) {
             return status;
         }
@@ -276,8 +297,18 @@ impl FakeState {
         };
         record.profile_uuid = None;
         record.profile_status = Some(ProfileStatus::Removed);
+        let snapshot = record.clone();
+        self.log(&snapshot, OpType::Modified, now);
         self.assignments.remove(serial);
         AssignStatus::Success
+    }
+
+    /// `POST /devices/disown`: the device leaves this MDM server for good (a `deleted` record).
+    pub fn disown(&mut self, serial: &str, now: UnixTime) -> AssignStatus {
+        match SerialNumber::parse(serial) {
+            Ok(serial) if self.delete(&serial, now) => AssignStatus::Success,
+            _ => AssignStatus::NotAccessible,
+        }
     }
 
     fn take_throttle(&mut self, serial: &str) -> Option<AssignStatus> {

@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 
-use orchard_dep::{DeviceRecord, OpType, ProfileStatus, ProfileUuid};
+use orchard_dep::{AssignStatus, DeviceRecord, OpType, ProfileStatus, ProfileUuid};
 use orchard_types::{SerialNumber, UnixTime};
 
 use crate::{rows, Backend, Store, StoreError};
 
 /// Values bound per row by the device upsert.
-const DEVICE_BINDS_PER_ROW: usize = 17;
-/// Rows per upsert statement: a whole page of Apple's (at most 1,000 devices) in one statement, 17,000 values,
+const DEVICE_BINDS_PER_ROW: usize = 20;
+/// Rows per upsert statement: a whole page of Apple's (at most 1,000 devices) in one statement, 20,000 values,
 /// under SQLite's 32,766 and PostgreSQL's 65,535 bound values. Fixed, so full chunks reuse one cached prepared
 /// statement (same reasoning as `enqueue_commands`).
 const DEVICE_ROWS_PER_STATEMENT: usize = 1_000;
@@ -24,7 +24,8 @@ const TOKEN_COLUMNS: &str = "id, name, certificate_pem, key_encrypted, token_enc
 
 const DEVICE_COLUMNS: &str = "token_id, serial_number, model, description, color, asset_tag, os, \
      device_family, profile_status, profile_uuid, profile_assign_time, device_assigned_date, \
-     device_assigned_by, op_type, op_date, deleted, updated_at";
+     device_assigned_by, op_type, op_date, deleted, updated_at, profile_push_time, mdm_migration_deadline, \
+     response_status";
 
 /// A DEP server token. The key and the token are sealed by the caller before they get here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +62,7 @@ pub struct DepTokenUpload {
 }
 
 /// One device as a DEP token's MDM server lists it: the record Apple sent, in the DEP client's own type (the one
-/// definition of a DEP device), with the token it came through and Orchard's bookkeeping. `profile_push_time`
-/// is not stored and reads back as `None`.
+/// definition of a DEP device), with the token it came through and Orchard's bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepDeviceRecord {
     pub token_id: String,
@@ -157,13 +157,16 @@ pub(crate) fn device_record(r: &sqlx::any::AnyRow) -> Result<DepDeviceRecord, St
                 .map(|s| ProfileStatus::from(s.as_str())),
             profile_uuid,
             profile_assign_time: rows::opt_time(r, "profile_assign_time")?,
-            profile_push_time: None,
+            profile_push_time: rows::opt_time(r, "profile_push_time")?,
             device_assigned_date: rows::opt_time(r, "device_assigned_date")?,
             device_assigned_by: rows::opt_text(r, "device_assigned_by")?,
             os: rows::opt_text(r, "os")?,
             device_family: rows::opt_text(r, "device_family")?,
             op_type: rows::opt_text(r, "op_type")?.map(|s| OpType::from(s.as_str())),
             op_date: rows::opt_time(r, "op_date")?,
+            mdm_migration_deadline: rows::opt_time(r, "mdm_migration_deadline")?,
+            response_status: rows::opt_text(r, "response_status")?
+                .map(|s| AssignStatus::from(s.as_str())),
         },
         deleted: rows::boolean(r, "deleted")?,
         updated_at: rows::time(r, "updated_at")?,
@@ -222,7 +225,9 @@ fn upsert_sql(backend: Backend, rows: usize) -> String {
          device_assigned_date = excluded.device_assigned_date, \
          device_assigned_by = excluded.device_assigned_by, op_type = excluded.op_type, \
          op_date = COALESCE(excluded.op_date, dep_devices.op_date), deleted = excluded.deleted, \
-         updated_at = excluded.updated_at \
+         updated_at = excluded.updated_at, profile_push_time = excluded.profile_push_time, \
+         mdm_migration_deadline = excluded.mdm_migration_deadline, \
+         response_status = excluded.response_status \
          WHERE (excluded.op_date IS NULL OR dep_devices.op_date IS NULL \
             OR excluded.op_date >= dep_devices.op_date) \
            AND (dep_devices.model IS DISTINCT FROM excluded.model \
@@ -238,7 +243,10 @@ fn upsert_sql(backend: Backend, rows: usize) -> String {
             OR dep_devices.device_assigned_by IS DISTINCT FROM excluded.device_assigned_by \
             OR dep_devices.op_type IS DISTINCT FROM excluded.op_type \
             OR dep_devices.op_date IS DISTINCT FROM COALESCE(excluded.op_date, dep_devices.op_date) \
-            OR dep_devices.deleted <> excluded.deleted)",
+            OR dep_devices.deleted <> excluded.deleted \
+            OR dep_devices.profile_push_time IS DISTINCT FROM excluded.profile_push_time \
+            OR dep_devices.mdm_migration_deadline IS DISTINCT FROM excluded.mdm_migration_deadline \
+            OR dep_devices.response_status IS DISTINCT FROM excluded.response_status)",
     );
     sql
 }
@@ -320,7 +328,10 @@ async fn upsert_devices(
                 .bind(d.op_type.as_ref().map(OpType::as_str))
                 .bind(d.op_date.map(|t| t.0))
                 .bind(i32::from(record.deleted))
-                .bind(record.updated_at.0);
+                .bind(record.updated_at.0)
+                .bind(d.profile_push_time.map(|t| t.0))
+                .bind(d.mdm_migration_deadline.map(|t| t.0))
+                .bind(d.response_status.as_ref().map(AssignStatus::as_str));
         }
         changed += query.execute(&mut *conn).await?.rows_affected();
     }

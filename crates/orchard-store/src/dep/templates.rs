@@ -192,8 +192,8 @@ const PREFIXED_TEMPLATE_COLUMNS: &str = "t.id AS t_id, t.token_id AS t_token_id,
 
 const LISTING_COLUMNS: &str = "token_id, serial_number, model, description, color, asset_tag, os, \
      device_family, profile_status, profile_uuid, profile_assign_time, device_assigned_date, \
-     device_assigned_by, op_type, op_date, deleted, updated_at, template_id, tenant_id, assign_status, \
-     assign_error, assign_retry_at, assigned_at";
+     device_assigned_by, op_type, op_date, deleted, updated_at, profile_push_time, mdm_migration_deadline, \
+     response_status, template_id, tenant_id, assign_status, assign_error, assign_retry_at, assigned_at";
 
 fn listing_from_row(r: &AnyRow) -> Result<DepDeviceListing, StoreError> {
     Ok(DepDeviceListing {
