@@ -140,7 +140,7 @@ const POSTGRES_NEXT_COMMAND_SKIP_NOT_NOW: &str = postgres_next_command!("('queue
 
 /// How the queue treats commands that do not finish. The default (no limit, resend at once) is what the store
 /// did before policies existed; the server configures its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueuePolicy {
     /// A command handed out this many times (NotNows included) whose last hand-out went unanswered is
     /// `failed` the next time it would be handed out; 0 = no limit.
@@ -148,15 +148,6 @@ pub struct QueuePolicy {
     /// A command sent but not answered is handed out again only this long after it was last sent (another
     /// command of the channel may go first meanwhile).
     pub resend_after_seconds: i64,
-}
-
-impl Default for QueuePolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 0,
-            resend_after_seconds: 0,
-        }
-    }
 }
 
 /// The statuses that move to `command_history`: nothing changes them any more.
