@@ -243,7 +243,6 @@ async fn renewal_guard(backend: Backend) {
     assert_eq!(s.orchard.current_topic(), other);
 }
 
-
 /// A node claims a push and dies before sending it (its lease is in the database, nothing went to APNs): no
 /// node pushes it while the lease holds, and the first pass after the lease ran out sends it, once.
 async fn a_push_claimed_by_a_node_that_died_is_sent_after_its_lease(backend: Backend) {
@@ -273,9 +272,15 @@ async fn a_push_claimed_by_a_node_that_died_is_sent_after_its_lease(backend: Bac
 
     // The push is still owed, but leased: this node leaves it alone until the lease runs out.
     assert_eq!(s.store.count_due_pushes().await.unwrap(), 1);
-    assert_eq!(s.orchard.dispatch_pushes_once(100).await.unwrap().claimed, 0);
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
     s.clock.advance(lease - 1);
-    assert_eq!(s.orchard.dispatch_pushes_once(100).await.unwrap().claimed, 0);
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
     assert!(s.push.apns.pushes_for(&device_token).is_empty());
 
     s.clock.advance(1);
@@ -288,7 +293,10 @@ async fn a_push_claimed_by_a_node_that_died_is_sent_after_its_lease(backend: Bac
         .release_push(&channel, "node-that-died", None)
         .await
         .unwrap();
-    assert_eq!(s.orchard.dispatch_pushes_once(100).await.unwrap().claimed, 0);
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
     assert_eq!(s.push.apns.pushes_for(&device_token).len(), 1);
 }
 
@@ -381,7 +389,10 @@ async fn retry_after_is_honoured(backend: Backend) {
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!((stats.claimed, stats.delivered), (1, 1), "{stats:?}");
     s.clock.advance(119);
-    assert_eq!(s.orchard.dispatch_pushes_once(100).await.unwrap().claimed, 0);
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
     s.clock.advance(1);
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!(stats.delivered, 1, "{stats:?}");
@@ -395,7 +406,10 @@ async fn retry_after_is_honoured(backend: Backend) {
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!(stats.requeued, 1, "{stats:?}");
     queue(&s, &d2, &c2).await;
-    assert_eq!(s.orchard.dispatch_pushes_once(100).await.unwrap().claimed, 0);
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
     s.clock.advance(1);
     let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
     assert_eq!(stats.delivered, 2, "{stats:?}");

@@ -132,30 +132,61 @@ async fn an_unanswered_command_is_pushed_and_resent_after_the_resend_time(backen
         return;
     };
     with_push_certificate(&s).await;
-    let resend_after = s.orchard.command_queue_settings().policy.resend_after_seconds;
+    let resend_after = s
+        .orchard
+        .command_queue_settings()
+        .policy
+        .resend_after_seconds;
     assert!(resend_after > 0);
     let token = [0x71u8; 32];
     let device_token = DeviceToken::from_bytes(&token).unwrap();
     let (channel, device) = enrolled(&s, &token).await;
     let uuid = queue(&s, &device, &channel).await;
-    assert_eq!(s.orchard.dispatch_pushes_once(100).await.unwrap().delivered, 1);
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().delivered,
+        1
+    );
 
     // The session the push started gets the command; the device never answers it.
     assert_eq!(hand_out(&s, &channel).await, Some(uuid.clone()));
     // Not again right away (another session now gets nothing), and nobody pushes for it yet.
     assert_eq!(hand_out(&s, &channel).await, None);
     s.clock.advance(resend_after - 1);
-    assert_eq!(s.orchard.command_queue_hygiene().await.unwrap().resend_pushes, 0);
+    assert_eq!(
+        s.orchard
+            .command_queue_hygiene()
+            .await
+            .unwrap()
+            .resend_pushes,
+        0
+    );
     assert_eq!(hand_out(&s, &channel).await, None);
 
     // Due: the device is pushed (it would not come back by itself) and the session gets the command again.
     s.clock.advance(1);
-    assert_eq!(s.orchard.command_queue_hygiene().await.unwrap().resend_pushes, 1);
-    assert_eq!(s.orchard.dispatch_pushes_once(100).await.unwrap().delivered, 1);
+    assert_eq!(
+        s.orchard
+            .command_queue_hygiene()
+            .await
+            .unwrap()
+            .resend_pushes,
+        1
+    );
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().delivered,
+        1
+    );
     assert_eq!(s.push.apns.pushes_for(&device_token).len(), 2);
     assert_eq!(hand_out(&s, &channel).await, Some(uuid.clone()));
     // Pushed once per resend period, not on every hygiene step.
-    assert_eq!(s.orchard.command_queue_hygiene().await.unwrap().resend_pushes, 0);
+    assert_eq!(
+        s.orchard
+            .command_queue_hygiene()
+            .await
+            .unwrap()
+            .resend_pushes,
+        0
+    );
 
     let history = s
         .orchard

@@ -2119,15 +2119,14 @@ async fn claim_and_send(
     store: &Store,
     limit: i64,
     now: orchard_types::UnixTime,
-) -> Vec<orchard_store::PushTarget> {
+) -> Result<Vec<orchard_store::PushTarget>, orchard_store::StoreError> {
     let claimed = store
         .claim_push_leases(limit, "dispatcher", now, now.plus_seconds(300))
-        .await
-        .unwrap();
+        .await?;
     for t in &claimed {
-        store.complete_push(t, "dispatcher", now).await.unwrap();
+        store.complete_push(t, "dispatcher", now).await?;
     }
-    claimed
+    Ok(claimed)
 }
 
 async fn check_pushes_coalesce_and_claim_once(store: Store) {
@@ -2259,8 +2258,7 @@ async fn check_dead_push_tokens_revive_on_token_update(store: Store) {
         })
         .await
         .unwrap();
-    let due = store
-        .claim_due_pushes(10, T0.plus_seconds(6))
+    let due = claim_and_send(&store, 10, T0.plus_seconds(6))
         .await
         .unwrap();
     assert_eq!(due.len(), 1);

@@ -518,7 +518,9 @@ impl Orchard {
             match self.store.push_certificate_refusal(&loaded.id).await {
                 Ok(Some(reason)) => self.push.set_halted(Some(reason)),
                 Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "reading the push certificate's state failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the push certificate's state failed")
+                }
             }
         }
         if let Some(status) = self.push_certificate_status() {

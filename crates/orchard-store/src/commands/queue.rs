@@ -289,10 +289,10 @@ async fn record_result(
         "SELECT status FROM commands WHERE command_uuid = $1 AND channel_id = $2 \
          UNION ALL SELECT status FROM command_history WHERE command_uuid = $1 AND channel_id = $2",
     )
-            .bind(r.uuid.as_str())
-            .bind(r.channel.as_str())
-            .fetch_optional(db.conn()?)
-            .await?;
+    .bind(r.uuid.as_str())
+    .bind(r.channel.as_str())
+    .fetch_optional(db.conn()?)
+    .await?;
     Ok(match existing {
         None => RecordOutcome::Unknown,
         // Not updated although it exists on this channel: it is final (or became final concurrently).
