@@ -158,6 +158,8 @@ struct ServeArgs {
     #[command(flatten)]
     push: PushArgs,
     #[command(flatten)]
+    command_queue: CommandQueueArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     /// Device Assignment (DEP/ASM) service URL: Apple's by default; a local DEP server in tests.
     #[arg(long, env = "ORCHARD_DEP_URL")]
@@ -384,6 +386,32 @@ impl PushArgs {
     }
 }
 
+#[derive(Args)]
+struct CommandQueueArgs {
+    /// A command handed to a device this many times without a final answer is marked failed, so the device's
+    /// later commands are not held up (0: no limit).
+    #[arg(long, env = "ORCHARD_COMMAND_MAX_ATTEMPTS", default_value_t = orchard_core::commands::hygiene::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(i64).range(0..))]
+    command_max_attempts: i64,
+    /// A command sent but not answered is pushed for and handed out again this many minutes later.
+    #[arg(long, env = "ORCHARD_COMMAND_RESEND_AFTER_MINUTES", default_value_t = orchard_core::commands::hygiene::DEFAULT_RESEND_AFTER_MINUTES, value_parser = clap::value_parser!(i64).range(0..))]
+    command_resend_after_minutes: i64,
+    /// Finished commands are kept in the history this many days (0: for ever).
+    #[arg(long, env = "ORCHARD_COMMAND_HISTORY_DAYS", default_value_t = orchard_core::commands::hygiene::DEFAULT_HISTORY_DAYS, value_parser = clap::value_parser!(i64).range(0..))]
+    command_history_days: i64,
+}
+
+impl CommandQueueArgs {
+    fn settings(&self) -> orchard_core::commands::hygiene::CommandQueueSettings {
+        orchard_core::commands::hygiene::CommandQueueSettings {
+            policy: orchard_store::QueuePolicy {
+                max_attempts: self.command_max_attempts,
+                resend_after_seconds: self.command_resend_after_minutes * 60,
+            },
+            history_days: self.command_history_days,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum TokenCommands {
     /// Create an API token and print its secret once (only a hash is stored).
@@ -561,6 +589,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("--price-per-device-year/--currency: {e}"))?,
         )
         .with_token_policy(args.token_policy()?)
+        .with_command_queue_settings(args.command_queue.settings())
         .with_link_download_limit(args.limits.link_downloads_per_minute)
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );

@@ -98,6 +98,8 @@ pub struct Orchard {
     pub(crate) secret_commands: commands::secrets::SecretCommandSettings,
     /// Sign-in throttling, concurrent password checks and per-link download rates (this node's memory).
     pub(crate) abuse: limits::AbuseLimits,
+    /// Resends, attempts and history retention of the command queue.
+    pub(crate) command_queue: commands::hygiene::CommandQueueSettings,
 }
 
 impl Orchard {
@@ -125,6 +127,7 @@ impl Orchard {
             token_policy: access::tokens::TokenPolicy::default(),
             secret_commands: commands::secrets::SecretCommandSettings::default(),
             abuse: limits::AbuseLimits::default(),
+            command_queue: commands::hygiene::CommandQueueSettings::default(),
         }
     }
 

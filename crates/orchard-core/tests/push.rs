@@ -1,6 +1,8 @@
 //! The push dispatcher and the push certificate against a local APNs server over real TLS + HTTP/2, with an
 //! injected clock: expiry warnings, dead tokens revived by TokenUpdate, retried server errors, and a refused
-//! certificate stopping pushes — all without sleeping.
+//! certificate stopping pushes — all without sleeping. Pushes survive: a push claimed by a node that died is sent
+//! after its lease, a TokenUpdate during a push keeps its new token, Retry-After holds a push (and a 503 the
+//! whole node) until then, and a refused certificate stops every node on the database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -241,8 +243,242 @@ async fn renewal_guard(backend: Backend) {
     assert_eq!(s.orchard.current_topic(), other);
 }
 
+/// A node claims a push and dies before sending it (its lease is in the database, nothing went to APNs): no
+/// node pushes it while the lease holds, and the first pass after the lease ran out sends it, once.
+async fn a_push_claimed_by_a_node_that_died_is_sent_after_its_lease(backend: Backend) {
+    let Some(s) = Setup::start(backend).await else {
+        return;
+    };
+    let topic = random_topic().unwrap();
+    s.orchard
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
+        .await
+        .unwrap();
+    let token = [0x31u8; 32];
+    let device_token = DeviceToken::from_bytes(&token).unwrap();
+    let (channel, device) = enrolled(&s, &token).await;
+    queue(&s, &device, &channel).await;
+
+    // What the dying node did: its claim, and nothing after it.
+    let now = s.clock.now();
+    let lease = s.settings.claim_lease_seconds;
+    let claimed = s
+        .store
+        .claim_push_leases(10, "node-that-died", now, now.plus_seconds(lease))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].channel, channel);
+
+    // The push is still owed, but leased: this node leaves it alone until the lease runs out.
+    assert_eq!(s.store.count_due_pushes().await.unwrap(), 1);
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
+    s.clock.advance(lease - 1);
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
+    assert!(s.push.apns.pushes_for(&device_token).is_empty());
+
+    s.clock.advance(1);
+    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!(stats.delivered, 1, "{stats:?}");
+    assert_eq!(s.push.apns.pushes_for(&device_token).len(), 1);
+    // Settled only now that APNs answered: nothing is owed any more, and the late node cannot undo it.
+    assert_eq!(s.store.count_due_pushes().await.unwrap(), 0);
+    s.store
+        .release_push(&channel, "node-that-died", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
+    assert_eq!(s.push.apns.pushes_for(&device_token).len(), 1);
+}
+
+/// APNs answers "Unregistered" for the token a push went to, but the device sent a new TokenUpdate between the
+/// claim and that answer: the new token stays alive and gets the push.
+async fn a_token_update_during_a_push_keeps_the_new_token(backend: Backend) {
+    let Some(s) = Setup::start(backend).await else {
+        return;
+    };
+    let topic = random_topic().unwrap();
+    s.orchard
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
+        .await
+        .unwrap();
+    let old = [0x41u8; 32];
+    let new = [0x42u8; 32];
+    let (channel, device) = enrolled(&s, &old).await;
+    queue(&s, &device, &channel).await;
+
+    // The dispatcher's claim carries the old token …
+    let now = s.clock.now();
+    let claimed = s
+        .store
+        .claim_push_leases(10, "dispatcher", now, now.plus_seconds(300))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].push_token, old.to_vec());
+    // … the device rotates its token while the push is in flight …
+    token_update(&s, &device, &channel, &new).await;
+    // … and APNs's answer for the old token arrives.
+    let marked = s
+        .store
+        .mark_push_token_dead(&claimed[0], "dispatcher", "Unregistered", now)
+        .await
+        .unwrap();
+    assert!(!marked, "the new token was marked dead");
+    let stored = s.store.get_channel(&channel).await.unwrap().unwrap();
+    assert_eq!(stored.push_token, Some(new.to_vec()));
+
+    // The push is still owed and goes to the new token over real APNs.
+    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!(stats.delivered, 1, "{stats:?}");
+    let new_token = DeviceToken::from_bytes(&new).unwrap();
+    assert_eq!(s.push.apns.pushes_for(&new_token).len(), 1);
+
+    // The same answer for the token the channel still has does mark it dead.
+    let dead = DeviceToken::from_bytes(&new).unwrap();
+    s.push.apns.mark_unregistered(&dead);
+    queue(&s, &device, &channel).await;
+    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!(stats.dead_tokens, 1, "{stats:?}");
+    assert_eq!(s.store.count_due_pushes().await.unwrap(), 0);
+}
+
+/// 429 with Retry-After holds that device's push until then (the other devices go on); a 503 pauses the whole
+/// node until its retry time. The injected clock moves; nothing sleeps (the client does not retry by itself).
+async fn retry_after_is_honoured(backend: Backend) {
+    let Some(s) = Setup::start_with(backend, |settings| {
+        settings.apns.retry.max_attempts = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let topic = random_topic().unwrap();
+    s.orchard
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
+        .await
+        .unwrap();
+    let throttled = [0x51u8; 32];
+    let other = [0x52u8; 32];
+    let throttled_token = DeviceToken::from_bytes(&throttled).unwrap();
+    let other_token = DeviceToken::from_bytes(&other).unwrap();
+    let (c1, d1) = enrolled(&s, &throttled).await;
+    let (c2, d2) = enrolled(&s, &other).await;
+
+    s.push.apns.inject(
+        FaultScope::Token(throttled_token.clone()),
+        Fault::TooManyRequests {
+            retry_after_seconds: Some(120),
+        },
+        1,
+    );
+    queue(&s, &d1, &c1).await;
+    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!((stats.delivered, stats.requeued), (0, 1), "{stats:?}");
+    // Still owed, but not before Retry-After; another device's push is not held up.
+    queue(&s, &d2, &c2).await;
+    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!((stats.claimed, stats.delivered), (1, 1), "{stats:?}");
+    s.clock.advance(119);
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
+    s.clock.advance(1);
+    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!(stats.delivered, 1, "{stats:?}");
+    assert_eq!(s.push.apns.pushes_for(&throttled_token).len(), 1);
+
+    // 503: the whole node waits (the client's backoff is the retry time without a Retry-After header).
+    s.push
+        .apns
+        .inject(FaultScope::AllTokens, Fault::ServiceUnavailable, 1);
+    queue(&s, &d1, &c1).await;
+    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!(stats.requeued, 1, "{stats:?}");
+    queue(&s, &d2, &c2).await;
+    assert_eq!(
+        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
+        0
+    );
+    s.clock.advance(1);
+    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!(stats.delivered, 2, "{stats:?}");
+    assert_eq!(s.push.apns.pushes_for(&other_token).len(), 2);
+}
+
+/// APNs refuses the certificate while node 1 pushes: node 2 on the same database stops too (and says why),
+/// and a newly uploaded certificate lets both push again.
+async fn a_refused_certificate_stops_every_node(backend: Backend) {
+    let Some(s) = Setup::start(backend).await else {
+        return;
+    };
+    let topic = random_topic().unwrap();
+    s.orchard
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
+        .await
+        .unwrap();
+    let second = s.another_node().await;
+    second.load_push_certificate().await.unwrap();
+    assert!(second
+        .push_certificate_status()
+        .unwrap()
+        .pushes_stopped
+        .is_none());
+    let token = [0x61u8; 32];
+    let device_token = DeviceToken::from_bytes(&token).unwrap();
+    let (channel, device) = enrolled(&s, &token).await;
+
+    s.push.apns.inject(
+        FaultScope::AllTokens,
+        Fault::Status {
+            status: 403,
+            reason: "BadCertificate".into(),
+        },
+        1,
+    );
+    queue(&s, &device, &channel).await;
+    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!(stats.requeued, 1, "{stats:?}");
+    // Node 2 never talked to APNs, yet it stops: the refusal is in the database.
+    assert_eq!(second.dispatch_pushes_once(100).await.unwrap().claimed, 0);
+    let status = second.push_certificate_status().unwrap();
+    assert!(
+        status
+            .pushes_stopped
+            .as_deref()
+            .is_some_and(|r| r.contains("BadCertificate")),
+        "{status:?}"
+    );
+    assert_eq!(s.store.count_due_pushes().await.unwrap(), 1);
+    assert_eq!(s.push.apns.delivered_count(), 0);
+
+    // A new certificate uploaded on node 1 clears it for everyone.
+    s.orchard
+        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
+        .await
+        .unwrap();
+    second.load_push_certificate().await.unwrap();
+    let stats = second.dispatch_pushes_once(100).await.unwrap();
+    assert_eq!(stats.delivered, 1, "{stats:?}");
+    assert_eq!(s.push.apns.pushes_for(&device_token).len(), 1);
+}
+
 orchard_testkit::backend_tests! {
     expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly => expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly;
     dead_tokens_retries_and_refused_certificates => dead_tokens_retries_and_refused_certificates;
     renewal_guard => renewal_guard;
+    a_push_claimed_by_a_node_that_died_is_sent_after_its_lease => a_push_claimed_by_a_node_that_died_is_sent_after_its_lease;
+    a_token_update_during_a_push_keeps_the_new_token => a_token_update_during_a_push_keeps_the_new_token;
+    retry_after_is_honoured => retry_after_is_honoured;
+    a_refused_certificate_stops_every_node => a_refused_certificate_stops_every_node;
 }

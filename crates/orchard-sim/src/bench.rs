@@ -136,6 +136,73 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, SimError> {
     Ok(report)
 }
 
+/// Enrolls like [`run`], measures, then hands over to a script and measures the same devices again (S5: the
+/// same check-ins with 30 simulated days of finished commands in the database): after the first round it
+/// creates `<handshake>.ready` and waits until `<handshake>` exists (the script filled the database meanwhile).
+/// Before the first round it creates `<handshake>.enrolled` and waits for `<handshake>.go`, so the script can
+/// read the server's CPU time exactly around each round.
+pub async fn run_two_rounds(
+    options: &BenchOptions,
+    handshake: &std::path::Path,
+) -> Result<(BenchReport, BenchReport), SimError> {
+    let config = SimConfig {
+        ca_pem: options.ca_pem.clone(),
+        ..SimConfig::default()
+    };
+    let mut fleet = Fleet::new();
+    fleet.add_random(&config, options.devices)?;
+    let started = Instant::now();
+    fleet
+        .enroll_all(&options.enrollment_url, options.concurrency)
+        .await?;
+    let enroll_seconds = started.elapsed().as_secs_f64();
+    handshake_step(
+        &handshake.with_extension("enrolled"),
+        &handshake.with_extension("go"),
+        "",
+    )
+    .await?;
+    let mut first = measure(
+        &mut fleet,
+        options.duration,
+        options.concurrency,
+        options.new_connections,
+        options.sign_each_request,
+    )
+    .await?;
+    first.enroll_seconds = enroll_seconds;
+    let udids: Vec<String> = fleet.devices.iter().map(|d| d.state.udid.clone()).collect();
+    handshake_step(
+        &handshake.with_extension("ready"),
+        handshake,
+        &udids.join("\n"),
+    )
+    .await?;
+    let second = measure(
+        &mut fleet,
+        options.duration,
+        options.concurrency,
+        options.new_connections,
+        options.sign_each_request,
+    )
+    .await?;
+    Ok((first, second))
+}
+
+/// Writes `signal` (with `content`), then waits until `wait_for` exists.
+async fn handshake_step(
+    signal: &std::path::Path,
+    wait_for: &std::path::Path,
+    content: &str,
+) -> Result<(), SimError> {
+    std::fs::write(signal, content)
+        .map_err(|e| SimError::InvalidArgument(format!("{}: {e}", signal.display())))?;
+    while !wait_for.exists() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// Measures Idle round trips of the enrolled devices of an existing fleet for `duration`.
 pub async fn measure(
     fleet: &mut Fleet,

@@ -525,6 +525,10 @@ impl SimDevice {
             if reply.iter().all(u8::is_ascii_whitespace) {
                 return Ok(summary);
             }
+            if self.crashes_on_command(&reply) {
+                // The MDM client died running it: no report, the session is over.
+                return Ok(summary);
+            }
             let outcome = self.handle_command(&reply)?;
             summary.handled.extend(outcome.handled.iter().cloned());
             match outcome.follow_up {
@@ -574,6 +578,29 @@ impl SimDevice {
     /// The next `n` commands get NotNow (a real iPad does this while locked after boot).
     pub fn answer_not_now(&mut self, n: u32) {
         self.state.not_now_remaining = n;
+    }
+
+    /// From now on every command of `request_type` kills this device's MDM client: it is never answered and
+    /// the session ends (a fault for tests of the server's resend and attempt limits).
+    pub fn crash_on(&mut self, request_type: &str) {
+        self.state.crashes_on.push(request_type.to_owned());
+    }
+
+    fn crashes_on_command(&self, command_plist: &[u8]) -> bool {
+        if self.state.crashes_on.is_empty() {
+            return false;
+        }
+        let request_type = orchard_protocol::parse_dictionary(command_plist)
+            .ok()
+            .and_then(|envelope| {
+                envelope
+                    .get("Command")
+                    .and_then(plist::Value::as_dictionary)
+                    .and_then(|c| c.get("RequestType"))
+                    .and_then(plist::Value::as_string)
+                    .map(str::to_owned)
+            });
+        request_type.is_some_and(|t| self.state.crashes_on.contains(&t))
     }
 
     async fn send_session_request(

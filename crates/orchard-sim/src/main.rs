@@ -128,6 +128,10 @@ enum Command {
         /// which keeps the simulator's CPU use off the server's share.
         #[arg(long)]
         sign_each_request: bool,
+        /// Measure twice with the same devices: after the first round create FILE.ready (the enrolled
+        /// UDIDs, one a line) and wait until FILE exists (S5: scripts/bench-s5.sh fills the database between).
+        #[arg(long)]
+        pause_between: Option<PathBuf>,
     },
     /// S1 push-all benchmark with a local APNs server: enroll (or reuse) DEVICES iPads that only wake on
     /// push, queue one command for all of them through the API and time until every result is stored.
@@ -374,8 +378,9 @@ async fn main() -> anyhow::Result<()> {
             ca,
             new_connections,
             sign_each_request,
+            pause_between,
         } => {
-            let report = bench::run(&BenchOptions {
+            let options = BenchOptions {
                 enrollment_url: url,
                 devices,
                 duration: Duration::from_secs(seconds),
@@ -383,9 +388,14 @@ async fn main() -> anyhow::Result<()> {
                 ca_pem: read_ca(ca.as_ref())?,
                 new_connections,
                 sign_each_request,
-            })
-            .await?;
-            println!("{report}");
+            };
+            match pause_between {
+                None => println!("{}", bench::run(&options).await?),
+                Some(handshake) => {
+                    let (first, second) = bench::run_two_rounds(&options, &handshake).await?;
+                    println!("round 1:\n{first}\nround 2:\n{second}");
+                }
+            }
         }
         Command::BenchPush {
             dir,

@@ -81,6 +81,10 @@ pub struct DeviceState {
     pub lost_mode: Option<LostMode>,
     /// The next this-many commands are answered NotNow (as a locked-after-boot iPad does).
     pub not_now_remaining: u32,
+    /// Request types this device's MDM client dies on (a fault for tests): such a command is never answered,
+    /// the session just ends, as when mdmd crashes running it.
+    #[serde(default)]
+    pub crashes_on: Vec<String>,
     pub passcode_present: bool,
     pub supervised: bool,
     pub activation_lock_bypass_code: Option<String>,
@@ -284,6 +288,7 @@ impl DeviceState {
             lock_phone_number: None,
             lost_mode: None,
             not_now_remaining: 0,
+            crashes_on: Vec::new(),
             passcode_present: true,
             supervised,
             activation_lock_bypass_code: supervised.then(|| random_bypass_code(&mut rng)),

@@ -42,6 +42,7 @@ pub use access::users::{
     Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, UserLogin, UserRecord,
 };
 pub use commands::legacy::{LegacyCommand, LegacyCommandRow, LegacyUnlockToken, ResealedCommand};
+pub use commands::queue::QueuePolicy;
 pub use dep::sync::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
 pub use dep::templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,

@@ -81,6 +81,7 @@ conformance! {
     check_inventory_sections_replace => sqlite_inventory_sections_replace, postgres_inventory_sections_replace;
     check_fifo_order_per_channel => sqlite_fifo_order_per_channel, postgres_fifo_order_per_channel;
     check_unreported_command_is_resent => sqlite_unreported_command_is_resent, postgres_unreported_command_is_resent;
+    check_resend_delay_and_attempt_limit => sqlite_resend_delay_and_attempt_limit, postgres_resend_delay_and_attempt_limit;
     check_channels_are_isolated => sqlite_channels_are_isolated, postgres_channels_are_isolated;
     check_not_now_requeues => sqlite_not_now_requeues, postgres_not_now_requeues;
     check_duplicate_and_unknown_results => sqlite_duplicate_and_unknown_results, postgres_duplicate_and_unknown_results;
@@ -1210,6 +1211,89 @@ async fn check_unreported_command_is_resent(store: Store) {
     assert_eq!(status_of(&store, &second.uuid).await, CommandStatus::Queued);
 }
 
+/// Under a policy: an unanswered command goes out again only once due (the next command goes first meanwhile),
+/// and one handed out max_attempts times unanswered is failed with an ErrorChain the next time it is due, so
+/// the channel moves on; a NotNow is an answer and never fails a command. Failed commands move to the history.
+async fn check_resend_delay_and_attempt_limit(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let policy = orchard_store::QueuePolicy {
+        max_attempts: 2,
+        resend_after_seconds: 60,
+    };
+    let poison = command(&device, &channel, "First");
+    let next = command(&device, &channel, "Second");
+    store
+        .enqueue_commands(&[poison.clone(), next.clone()])
+        .await
+        .unwrap();
+    let hand_out = |at: i64| {
+        let store = store.clone();
+        let channel = channel.clone();
+        let policy = policy.clone();
+        async move {
+            store
+                .next_command_with(&channel, false, T0.plus_seconds(at), &policy)
+                .await
+                .unwrap()
+                .map(|c| c.uuid)
+        }
+    };
+    assert_eq!(hand_out(0).await, Some(poison.uuid.clone()));
+    // Not due yet: the next command goes out instead (and is put off by the device).
+    assert_eq!(hand_out(10).await, Some(next.uuid.clone()));
+    store
+        .record_result(&report(
+            &channel,
+            &next.uuid,
+            CommandStatus::NotNow,
+            T0.plus_seconds(11),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(hand_out(59).await, Some(next.uuid.clone()));
+    store
+        .record_result(&report(
+            &channel,
+            &next.uuid,
+            CommandStatus::NotNow,
+            T0.plus_seconds(59),
+        ))
+        .await
+        .unwrap();
+    // Due: resent (attempt 2).
+    assert_eq!(hand_out(60).await, Some(poison.uuid.clone()));
+    // Due again with its attempts used up: failed, and the channel moves on (NotNow twice did not fail it).
+    assert_eq!(hand_out(120).await, Some(next.uuid.clone()));
+    let failed = store
+        .get_command(all_tenants(), &poison.uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, CommandStatus::Failed);
+    assert_eq!(failed.attempts, 2);
+    assert_eq!(failed.completed_at, Some(T0.plus_seconds(120)));
+    assert!(failed
+        .error_chain
+        .as_deref()
+        .is_some_and(|e| e.contains("sent 2 times without a final answer")));
+    assert_eq!(store.archive_finished_commands(100).await.unwrap(), 1);
+    assert_eq!(status_of(&store, &poison.uuid).await, CommandStatus::Failed);
+    assert_eq!(
+        store
+            .record_result(&report(
+                &channel,
+                &poison.uuid,
+                CommandStatus::Acknowledged,
+                T0.plus_seconds(121),
+            ))
+            .await
+            .unwrap(),
+        RecordOutcome::Duplicate
+    );
+}
+
 async fn check_channels_are_isolated(store: Store) {
     let physics = tenant(&store, "physics").await;
     let device = enrolled_device(&store, &physics).await;
@@ -2030,13 +2114,28 @@ async fn check_concurrent_next_command_on_one_channel(store: Store) {
 // ---------------------------------------------------------------------------------------------------------
 // push bookkeeping
 
+/// What a dispatcher does when APNs takes every push: lease the due channels, then settle each.
+async fn claim_and_send(
+    store: &Store,
+    limit: i64,
+    now: orchard_types::UnixTime,
+) -> Result<Vec<orchard_store::PushTarget>, orchard_store::StoreError> {
+    let claimed = store
+        .claim_push_leases(limit, "dispatcher", now, now.plus_seconds(300))
+        .await?;
+    for t in &claimed {
+        store.complete_push(t, "dispatcher", now).await?;
+    }
+    Ok(claimed)
+}
+
 async fn check_pushes_coalesce_and_claim_once(store: Store) {
     let physics = tenant(&store, "physics").await;
     let a = enrolled_device(&store, &physics).await;
     let b = enrolled_device(&store, &physics).await;
     let ca = ChannelId::device(&a.udid);
     let cb = ChannelId::device(&b.udid);
-    assert!(store.claim_due_pushes(10, T0).await.unwrap().is_empty());
+    assert!(claim_and_send(&store, 10, T0).await.unwrap().is_empty());
 
     // Five commands for A in two bursts and one for B owe exactly one push each.
     store
@@ -2048,9 +2147,9 @@ async fn check_pushes_coalesce_and_claim_once(store: Store) {
         .await
         .unwrap();
     assert_eq!(store.count_due_pushes().await.unwrap(), 2);
-    let first = store.claim_due_pushes(1, T0).await.unwrap();
+    let first = claim_and_send(&store, 1, T0).await.unwrap();
     assert_eq!(first.len(), 1);
-    let rest = store.claim_due_pushes(10, T0).await.unwrap();
+    let rest = claim_and_send(&store, 10, T0).await.unwrap();
     assert_eq!(rest.len(), 1);
     let mut claimed: Vec<_> = first
         .iter()
@@ -2065,20 +2164,20 @@ async fn check_pushes_coalesce_and_claim_once(store: Store) {
         .iter()
         .chain(rest.iter())
         .all(|t| t.push_token == vec![0xAB; 32]));
-    assert!(store.claim_due_pushes(10, T0).await.unwrap().is_empty());
+    assert!(claim_and_send(&store, 10, T0).await.unwrap().is_empty());
 
     // A command queued in the same second as the push still owes its own push.
     store
         .enqueue_commands(&[command(&a, &ca, "Five")])
         .await
         .unwrap();
-    let again = store.claim_due_pushes(10, T0).await.unwrap();
+    let again = claim_and_send(&store, 10, T0).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].channel, ca);
 
     // A manual push and a requeue after a failed send.
     assert_eq!(store.request_push_for_device(b.id, T0).await.unwrap(), 1);
-    assert_eq!(store.claim_due_pushes(10, T0).await.unwrap().len(), 1);
+    assert_eq!(claim_and_send(&store, 10, T0).await.unwrap().len(), 1);
     store.requeue_push(&cb, T0).await.unwrap();
     assert_eq!(
         store
@@ -2087,7 +2186,7 @@ async fn check_pushes_coalesce_and_claim_once(store: Store) {
             .unwrap(),
         1
     );
-    assert_eq!(store.claim_due_pushes(10, T0).await.unwrap().len(), 2);
+    assert_eq!(claim_and_send(&store, 10, T0).await.unwrap().len(), 2);
 
     // Concurrent dispatchers never claim the same request twice.
     let mut devices = Vec::new();
@@ -2103,7 +2202,7 @@ async fn check_pushes_coalesce_and_claim_once(store: Store) {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             loop {
-                let batch = s.claim_due_pushes(3, T0).await.unwrap();
+                let batch = claim_and_send(&s, 3, T0).await.unwrap();
                 if batch.is_empty() {
                     break;
                 }
@@ -2128,7 +2227,18 @@ async fn check_dead_push_tokens_revive_on_token_update(store: Store) {
     let a = enrolled_device(&store, &physics).await;
     let ca = ChannelId::device(&a.udid);
     store
-        .mark_push_token_dead(&ca, "Unregistered", T0)
+        .mark_push_token_dead(
+            &orchard_store::PushTarget {
+                channel: ca.clone(),
+                device_id: a.id,
+                push_token: vec![0xAB; 32],
+                push_magic: "4D7D2A9C-0000-0000-0000-000000000001".to_owned(),
+                claimed_wanted: 0,
+            },
+            "dispatcher",
+            "Unregistered",
+            T0,
+        )
         .await
         .unwrap();
     store
@@ -2136,7 +2246,7 @@ async fn check_dead_push_tokens_revive_on_token_update(store: Store) {
         .await
         .unwrap();
     assert!(
-        store.claim_due_pushes(10, T0).await.unwrap().is_empty(),
+        claim_and_send(&store, 10, T0).await.unwrap().is_empty(),
         "dead token is not pushed"
     );
     assert_eq!(store.count_due_pushes().await.unwrap(), 0);
@@ -2148,8 +2258,7 @@ async fn check_dead_push_tokens_revive_on_token_update(store: Store) {
         })
         .await
         .unwrap();
-    let due = store
-        .claim_due_pushes(10, T0.plus_seconds(6))
+    let due = claim_and_send(&store, 10, T0.plus_seconds(6))
         .await
         .unwrap();
     assert_eq!(due.len(), 1);
@@ -2170,7 +2279,7 @@ async fn check_wake_for_inactive_devices(store: Store) {
         .await
         .unwrap();
     assert_eq!(marked, 1);
-    let due = store.claim_due_pushes(10, now).await.unwrap();
+    let due = claim_and_send(&store, 10, now).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].device_id, quiet.id);
     // Just pushed: not marked again until pushed_before passes.

@@ -94,12 +94,25 @@ pub struct PushSetup {
     pub clock: ManualClock,
     /// Apple's push CA and the local APNs server.
     pub push: ApplePush,
-    _database: TestDatabase,
+    /// The PKI the node was made with, so [`PushSetup::another_node`] can make a second node of the same
+    /// installation.
+    pub pki: Arc<PkiMaterial>,
+    /// The settings the node pushes with.
+    pub settings: PushSettings,
+    database: TestDatabase,
 }
 
 impl PushSetup {
     /// `None` when PostgreSQL is skipped on purpose.
     pub async fn start(backend: Backend) -> Option<PushSetup> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// [`PushSetup::start`] with the push settings changed by `adjust` (e.g. the APNs client's retries).
+    pub async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut PushSettings),
+    ) -> Option<PushSetup> {
         let database = TestDatabase::create(backend)
             .await
             .expect("test database")?;
@@ -107,12 +120,20 @@ impl PushSetup {
         let clock = ManualClock::new(start);
         let (store, scopes) = database.store().await.expect("test store");
         let push = ApplePush::start(start).await.expect("local apns");
-        let settings = push.settings().expect("push settings");
+        let mut settings = push.settings().expect("push settings");
+        adjust(&mut settings);
         let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
         let bootstrap =
             LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock_dyn.clone());
         let operator = bootstrap.operator().expect("local operator");
-        let orchard = Arc::new(test_orchard(store.clone(), scopes, clock_dyn, settings));
+        let pki = Arc::new(test_pki(clock.now()));
+        let orchard = Arc::new(test_node(
+            store.clone(),
+            scopes,
+            pki.clone(),
+            clock_dyn,
+            settings.clone(),
+        ));
         Some(PushSetup {
             orchard,
             store,
@@ -120,7 +141,22 @@ impl PushSetup {
             operator,
             clock,
             push,
-            _database: database,
+            pki,
+            settings,
+            database,
         })
+    }
+
+    /// A second node of the same installation: its own connection pool on the same database, the same PKI and
+    /// push settings, the same clock, its own memory (push leases, pauses, the loaded certificate).
+    pub async fn another_node(&self) -> Arc<Orchard> {
+        let (store, scopes) = self.database.store().await.expect("second store");
+        Arc::new(test_node(
+            store,
+            scopes,
+            self.pki.clone(),
+            Arc::new(self.clock.clone()),
+            self.settings.clone(),
+        ))
     }
 }

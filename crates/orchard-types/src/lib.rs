@@ -367,6 +367,9 @@ pub enum CommandStatus {
     NotNow,
     /// Its deadline passed before the device took it.
     Expired,
+    /// Sent (or put off with NotNow) the configured number of times without a final answer: given up, so the
+    /// channel's later commands are not held up.
+    Failed,
 }
 
 impl CommandStatus {
@@ -379,6 +382,7 @@ impl CommandStatus {
             CommandStatus::CommandFormatError => "command_format_error",
             CommandStatus::NotNow => "not_now",
             CommandStatus::Expired => "expired",
+            CommandStatus::Failed => "failed",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -390,6 +394,7 @@ impl CommandStatus {
             "command_format_error" => CommandStatus::CommandFormatError,
             "not_now" => CommandStatus::NotNow,
             "expired" => CommandStatus::Expired,
+            "failed" => CommandStatus::Failed,
             _ => return None,
         })
     }
@@ -401,6 +406,7 @@ impl CommandStatus {
                 | CommandStatus::Error
                 | CommandStatus::CommandFormatError
                 | CommandStatus::Expired
+                | CommandStatus::Failed
         )
     }
 }

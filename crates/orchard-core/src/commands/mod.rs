@@ -1,6 +1,7 @@
 //! Queuing commands from the admin side: one device at a time with its history, the dangerous-command policy,
-//! bulk commands, and the secrets commands carry.
+//! bulk commands, the secrets commands carry, and the queue's hygiene (resends, attempts, history).
 
+pub mod hygiene;
 pub mod policy;
 pub mod queue;
 pub mod secrets;

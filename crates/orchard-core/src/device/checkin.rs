@@ -368,7 +368,10 @@ impl Orchard {
         // After NotNow (or any report) the rest of this session skips NotNow commands, so a device that
         // cannot run one now is not asked again in a loop; an Idle (a new session) gets them again.
         let skip_not_now = report.status != ReportStatus::Idle;
-        let next = self.store.next_command(&channel, skip_not_now, now).await?;
+        let next = self
+            .store
+            .next_command_with(&channel, skip_not_now, now, &self.command_queue.policy)
+            .await?;
         self.command_for_delivery(&channel, next).await
     }
 

@@ -1,4 +1,4 @@
-//! The jobs every node runs: push dispatch, DEP sync and the usage snapshot, each a thin [`Job`] over the
+//! The jobs every node runs: push dispatch, DEP sync, the usage snapshot and the command queue's hygiene, each a thin [`Job`] over the
 //! domain's own step function (which tests also call directly).
 
 use std::sync::{Arc, Mutex};
@@ -171,6 +171,33 @@ impl Job for UsageSnapshotJob {
 
     async fn run_once(&self) -> Result<Step, CoreError> {
         self.snapshotter.lock().await.tick(&self.orchard).await?;
+        Ok(Step::Idle)
+    }
+}
+
+/// Pushes devices for commands they never answered, moves finished commands to the history and prunes it
+/// (`--command-*` flags). Every node may run it: each step is safe concurrently.
+pub struct CommandHygieneJob {
+    orchard: Arc<Orchard>,
+}
+
+impl CommandHygieneJob {
+    pub fn new(orchard: Arc<Orchard>) -> Self {
+        Self { orchard }
+    }
+}
+
+impl Job for CommandHygieneJob {
+    fn name(&self) -> &str {
+        "command-hygiene"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    async fn run_once(&self) -> Result<Step, CoreError> {
+        self.orchard.command_queue_hygiene().await?;
         Ok(Step::Idle)
     }
 }

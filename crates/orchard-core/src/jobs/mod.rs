@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::{CoreError, Orchard};
 
-pub use builtin::{DepSyncJob, PushDispatchJob, UsageSnapshotJob};
+pub use builtin::{CommandHygieneJob, DepSyncJob, PushDispatchJob, UsageSnapshotJob};
 
 /// What a step found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +218,7 @@ impl Orchard {
         let mut handles = vec![
             worker.spawn(PushDispatchJob::new(self.clone())),
             worker.spawn(UsageSnapshotJob::new(self.clone())),
+            worker.spawn(CommandHygieneJob::new(self.clone())),
         ];
         if let Some(job) = DepSyncJob::new(self.clone(), worker.owner()) {
             handles.push(worker.spawn(job));

@@ -2,7 +2,10 @@
 //! push dispatcher, which turns "this channel owes a push" rows into APNs pushes, coalesced and paced.
 //!
 //! Pending pushes live in the database (see orchard-store's push bookkeeping), so a restart loses none and any
-//! node can dispatch them; this module only holds the APNs client and a wake-up signal.
+//! node can dispatch them; this module only holds the APNs client and a wake-up signal. A dispatcher leases the
+//! channels it pushes and settles each only once APNs answered: a node that dies in between loses nothing, the
+//! lease runs out and any node pushes again. APNs' Retry-After and its refusal of the certificate are honoured
+//! by every node (the refusal is stored with the certificate).
 
 use std::sync::{Arc, RwLock};
 
@@ -34,6 +37,9 @@ pub struct PushSettings {
     pub concurrency: usize,
     /// A device not seen for this long gets a wake-up push (at most once per this period).
     pub wake_inactive_after_seconds: i64,
+    /// How long a claimed push belongs to the node that claimed it. Longer than one push can take with the
+    /// client's own retries; after it another node may push again (at worst a duplicate push, never a lost one).
+    pub claim_lease_seconds: i64,
 }
 
 impl Default for PushSettings {
@@ -44,6 +50,7 @@ impl Default for PushSettings {
             burst: 2_000,
             concurrency: 256,
             wake_inactive_after_seconds: 86_400,
+            claim_lease_seconds: 300,
         }
     }
 }
@@ -57,6 +64,10 @@ pub struct PushState {
     halted: RwLock<Option<String>>,
     /// Rung when work was queued, so the dispatcher does not wait for its next tick.
     wake: Arc<Notify>,
+    /// Who holds this node's push leases (random per process: a restarted node does not own its old leases).
+    node_id: String,
+    /// APNs answered 503 with Retry-After: this node sends nothing before then.
+    paused_until: RwLock<Option<UnixTime>>,
 }
 
 #[derive(Clone)]
@@ -74,6 +85,25 @@ impl PushState {
             client: RwLock::new(None),
             halted: RwLock::new(None),
             wake: Arc::new(Notify::new()),
+            node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            paused_until: RwLock::new(None),
+        }
+    }
+
+    /// The name this node's push leases are held under.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn paused_until(&self) -> Option<UnixTime> {
+        self.paused_until.read().ok().and_then(|g| *g)
+    }
+
+    fn pause_until(&self, until: UnixTime) {
+        if let Ok(mut g) = self.paused_until.write() {
+            if g.is_none_or(|current| current < until) {
+                *g = Some(until);
+            }
         }
     }
 
@@ -142,6 +172,9 @@ pub struct DispatchStats {
     pub dead_tokens: usize,
     pub requeued: usize,
     pub rejected: usize,
+    /// Outcomes that could not be recorded (the store failed): those pushes stay leased until the lease runs
+    /// out and are then pushed again; the rest of the batch is still settled.
+    pub store_errors: usize,
 }
 
 fn days_left(not_after: UnixTime, now: UnixTime) -> i64 {
@@ -328,8 +361,8 @@ impl Orchard {
         Ok(n)
     }
 
-    /// One dispatcher pass: claims up to `limit` channels that owe a push and pushes them concurrently,
-    /// acting on each answer. Tests call this directly instead of sleeping.
+    /// One dispatcher pass: leases up to `limit` channels that owe a push and pushes them concurrently, acting
+    /// on each answer. Tests call this directly instead of sleeping.
     pub async fn dispatch_pushes_once(&self, limit: usize) -> Result<DispatchStats, CoreError> {
         let mut stats = DispatchStats::default();
         let Some(loaded) = self.push.loaded() else {
@@ -341,10 +374,25 @@ impl Orchard {
         if self.push.halted_reason().is_some() || limit == 0 {
             return Ok(stats);
         }
+        // Another node may have been told by APNs that this certificate is refused.
+        if let Some(reason) = self.store.push_certificate_refusal(&loaded.id).await? {
+            self.push.set_halted(Some(reason));
+            return Ok(stats);
+        }
         let now = self.clock.now();
+        if self.push.paused_until().is_some_and(|until| until > now) {
+            return Ok(stats);
+        }
+        let node = self.push.node_id.as_str();
+        let lease_until = now.plus_seconds(self.push.settings.claim_lease_seconds.max(1));
         let targets = self
             .store
-            .claim_due_pushes(i64::try_from(limit).unwrap_or(i64::MAX), now)
+            .claim_push_leases(
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                node,
+                now,
+                lease_until,
+            )
             .await?;
         stats.claimed = targets.len();
         let concurrency = self.push.settings.concurrency.max(1);
@@ -369,39 +417,95 @@ impl Orchard {
             .buffer_unordered(concurrency)
             .collect()
             .await;
+        // Answers arrive over time: settle them at the time they are recorded.
+        let now = self.clock.now();
         for (t, outcome) in outcomes {
-            match outcome {
-                PushOutcome::Delivered { .. } => stats.delivered += 1,
-                PushOutcome::BadToken { status, reason, .. } => {
-                    tracing::info!(channel = %t.channel, status, %reason, "push token dead until the next TokenUpdate");
-                    self.store
-                        .mark_push_token_dead(&t.channel, &reason, now)
-                        .await?;
-                    stats.dead_tokens += 1;
-                }
-                PushOutcome::CertificateProblem { status, reason } => {
-                    tracing::error!(?status, %reason, "apns refused the push certificate: pushes are stopped until a new certificate is uploaded");
-                    self.push.set_halted(Some(reason));
-                    self.store.requeue_push(&t.channel, now).await?;
-                    stats.requeued += 1;
-                }
-                PushOutcome::Retry { status, reason, .. } => {
-                    tracing::warn!(channel = %t.channel, status, %reason, "push deferred");
-                    self.store.requeue_push(&t.channel, now).await?;
-                    stats.requeued += 1;
-                }
-                PushOutcome::Failed(e) => {
-                    tracing::warn!(channel = %t.channel, error = %e, "push failed; it stays owed");
-                    self.store.requeue_push(&t.channel, now).await?;
-                    stats.requeued += 1;
-                }
-                PushOutcome::Rejected { status, reason } => {
-                    tracing::warn!(channel = %t.channel, status, %reason, "apns rejected the push request");
-                    stats.rejected += 1;
-                }
+            // One failed write must not leave the rest of the batch unsettled; the failed one keeps its lease
+            // and is pushed again when the lease runs out.
+            if let Err(e) = self
+                .settle_push(&loaded.id, &t, outcome, now, &mut stats)
+                .await
+            {
+                tracing::error!(channel = %t.channel, error = %e, "recording a push outcome failed; it is pushed again after its lease");
+                stats.store_errors += 1;
             }
         }
         Ok(stats)
+    }
+
+    /// Records what APNs answered for one leased push.
+    async fn settle_push(
+        &self,
+        certificate_id: &str,
+        t: &PushTarget,
+        outcome: PushOutcome,
+        now: UnixTime,
+        stats: &mut DispatchStats,
+    ) -> Result<(), CoreError> {
+        let node = self.push.node_id.as_str();
+        match outcome {
+            PushOutcome::Delivered { .. } => {
+                self.store.complete_push(t, node, now).await?;
+                stats.delivered += 1;
+            }
+            PushOutcome::BadToken { status, reason, .. } => {
+                if self
+                    .store
+                    .mark_push_token_dead(t, node, &reason, now)
+                    .await?
+                {
+                    tracing::info!(channel = %t.channel, status, %reason, "push token dead until the next TokenUpdate");
+                    stats.dead_tokens += 1;
+                } else {
+                    tracing::info!(channel = %t.channel, status, %reason, "pushed token is dead but the device sent a new one meanwhile: pushing that");
+                    stats.requeued += 1;
+                }
+            }
+            PushOutcome::CertificateProblem { status, reason } => {
+                tracing::error!(?status, %reason, "apns refused the push certificate: pushes are stopped until a new certificate is uploaded");
+                self.push.set_halted(Some(reason.clone()));
+                if status.is_some() {
+                    // APNs said so: every node stops, not just this one.
+                    self.store
+                        .refuse_push_certificate(certificate_id, &reason, now)
+                        .await?;
+                }
+                self.store.release_push(&t.channel, node, None).await?;
+                stats.requeued += 1;
+            }
+            PushOutcome::Retry {
+                after,
+                status,
+                reason,
+            } => {
+                let seconds = i64::try_from(after.as_secs()).unwrap_or(i64::MAX / 2)
+                    + i64::from(after.subsec_nanos() > 0);
+                let not_before = now.plus_seconds(seconds.max(1));
+                if status == 429 {
+                    tracing::warn!(channel = %t.channel, status, %reason, retry_at = %not_before.to_rfc3339(), "apns throttles this device: its push waits");
+                } else {
+                    // The service itself is unavailable: this node sends nothing before then.
+                    tracing::warn!(status, %reason, retry_at = %not_before.to_rfc3339(), "apns asked us to wait: pushes paused");
+                    self.push.pause_until(not_before);
+                }
+                self.store
+                    .release_push(&t.channel, node, Some(not_before))
+                    .await?;
+                stats.requeued += 1;
+            }
+            PushOutcome::Failed(e) => {
+                tracing::warn!(channel = %t.channel, error = %e, "push failed; it stays owed");
+                self.store.release_push(&t.channel, node, None).await?;
+                stats.requeued += 1;
+            }
+            PushOutcome::Rejected { status, reason } => {
+                // APNs refused the request itself; sending it again would not help.
+                tracing::warn!(channel = %t.channel, status, %reason, "apns rejected the push request");
+                self.store.complete_push(t, node, now).await?;
+                stats.rejected += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The dispatcher's housekeeping (every 30 s, from [`crate::jobs::PushDispatchJob`]): reloads the
@@ -409,6 +513,15 @@ impl Orchard {
     pub(crate) async fn push_housekeeping(&self) {
         if let Err(e) = self.load_push_certificate().await {
             tracing::error!(error = %e, "loading the push certificate failed");
+        }
+        if let Some(loaded) = self.push.loaded() {
+            match self.store.push_certificate_refusal(&loaded.id).await {
+                Ok(Some(reason)) => self.push.set_halted(Some(reason)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the push certificate's state failed")
+                }
+            }
         }
         if let Some(status) = self.push_certificate_status() {
             if status.expired {

@@ -1,5 +1,8 @@
 //! The per-channel command queue: FIFO by an ever-growing `seq`, claimed and settled in one statement each,
-//! because next_command and record_result run on every device round trip.
+//! because next_command and record_result run on every device round trip. A command sent but never answered is
+//! sent again once it is due ([`QueuePolicy::resend_after_seconds`]); one handed out
+//! [`QueuePolicy::max_attempts`] times without a final answer is `failed` and no longer holds the channel up.
+//! Finished commands move to `command_history` (kept for a configured time), so the hot table holds live work.
 
 use sqlx::any::AnyRow;
 
@@ -17,6 +20,9 @@ const COMMAND_COLUMNS: &str = "command_uuid, device_id, tenant_id, channel_id, r
      payload, payload_sealed, result, result_sealed, deliver_once, error_chain, queued_by, queued_at, sent_at, \
      completed_at, expires_at, attempts";
 
+/// Commands moved to the history per statement.
+const ARCHIVE_CHUNK: usize = 200;
+
 /// Values bound per row by enqueue_commands.
 const ENQUEUE_BINDS_PER_ROW: usize = 11;
 /// Rows per INSERT. Measured: per-row cost grows with statement size in sqlx-sqlite (500-row statements were
@@ -32,13 +38,32 @@ macro_rules! expired_row {
     };
 }
 
-/// Which rows may be claimed besides their status: a sent command is resent until answered, anything else
-/// only before its deadline; a deliver-once command only if it never went out (a replayed request must not
-/// get its credential again).
+/// Which unfinished rows of the channel fail for good: handed out `$3` times, last time without any answer,
+/// and due again (`$4` is the resend cutoff), when attempts are limited (`$3 > 0`). A NotNow is an answer (the
+/// device will take the command later; it waits for its deadline and does not hold up the session), and
+/// deliver-once commands only wait for their deadline.
+macro_rules! failed_row {
+    () => {
+        "($3 > 0 AND deliver_once = 0 AND attempts >= $3 AND status = 'sent' AND sent_at <= $4)"
+    };
+}
+
+/// Rows the claim statement finishes instead of handing out.
+macro_rules! finished_row {
+    () => {
+        concat!("(", expired_row!(), " OR ", failed_row!(), ")")
+    };
+}
+
+/// Which rows may be claimed besides their status: a sent command is resent until answered once it is due
+/// (sent at or before the resend cutoff `$4`), anything else only before its deadline; a deliver-once command
+/// only if it never went out (a replayed request must not get its credential again); no unanswered command
+/// that has used up its attempts (the sweep fails it instead).
 macro_rules! claimable_row {
     () => {
         " AND (status = 'sent' OR expires_at IS NULL OR expires_at >= $2) \
-         AND (deliver_once = 0 OR sent_at IS NULL)"
+         AND (deliver_once = 0 OR sent_at IS NULL) \
+         AND (status <> 'sent' OR (sent_at <= $4 AND ($3 <= 0 OR attempts < $3)))"
     };
 }
 
@@ -51,18 +76,25 @@ macro_rules! sqlite_next_command {
             "UPDATE commands SET ",
             "status = CASE WHEN ",
             expired_row!(),
-            " THEN 'expired' ELSE 'sent' END, ",
-            "sent_at = CASE WHEN ",
+            " THEN 'expired' WHEN ",
+            failed_row!(),
+            " THEN 'failed' ELSE 'sent' END, ",
+            "error_chain = CASE WHEN ",
             expired_row!(),
+            " THEN error_chain WHEN ",
+            failed_row!(),
+            " THEN COALESCE(error_chain, $5) ELSE error_chain END, ",
+            "sent_at = CASE WHEN ",
+            finished_row!(),
             " THEN sent_at ELSE $2 END, ",
             "completed_at = CASE WHEN ",
-            expired_row!(),
+            finished_row!(),
             " THEN $2 ELSE completed_at END, ",
             "attempts = CASE WHEN ",
-            expired_row!(),
+            finished_row!(),
             " THEN attempts ELSE attempts + 1 END ",
             "WHERE (channel_id = $1 AND ",
-            expired_row!(),
+            finished_row!(),
             ") ",
             "OR seq = (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ",
             $claimable,
@@ -80,8 +112,10 @@ macro_rules! postgres_next_command {
     ($claimable:literal) => {
         concat!(
             "WITH swept AS (",
-            "UPDATE commands SET status = 'expired', completed_at = $2 ",
-            "WHERE seq IN (SELECT seq FROM commands WHERE channel_id = $1 AND ", expired_row!(), " ",
+            "UPDATE commands SET status = CASE WHEN ", expired_row!(), " THEN 'expired' ELSE 'failed' END, ",
+            "error_chain = CASE WHEN ", expired_row!(), " THEN error_chain ELSE COALESCE(error_chain, $5) END, ",
+            "completed_at = $2 ",
+            "WHERE seq IN (SELECT seq FROM commands WHERE channel_id = $1 AND ", finished_row!(), " ",
             "FOR UPDATE SKIP LOCKED) RETURNING seq), ",
             "claimed AS (",
             "UPDATE commands SET status = 'sent', sent_at = $2, attempts = attempts + 1 ",
@@ -103,6 +137,31 @@ const SQLITE_NEXT_COMMAND: &str = sqlite_next_command!("('queued', 'sent', 'not_
 const SQLITE_NEXT_COMMAND_SKIP_NOT_NOW: &str = sqlite_next_command!("('queued', 'sent')");
 const POSTGRES_NEXT_COMMAND: &str = postgres_next_command!("('queued', 'sent', 'not_now')");
 const POSTGRES_NEXT_COMMAND_SKIP_NOT_NOW: &str = postgres_next_command!("('queued', 'sent')");
+
+/// How the queue treats commands that do not finish. The default (no limit, resend at once) is what the store
+/// did before policies existed; the server configures its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// A command handed out this many times (NotNows included) whose last hand-out went unanswered is
+    /// `failed` the next time it would be handed out; 0 = no limit.
+    pub max_attempts: i64,
+    /// A command sent but not answered is handed out again only this long after it was last sent (another
+    /// command of the channel may go first meanwhile).
+    pub resend_after_seconds: i64,
+}
+
+/// The statuses that move to `command_history`: nothing changes them any more.
+const FINISHED_STATUSES: &str =
+    "('acknowledged', 'error', 'command_format_error', 'expired', 'failed')";
+
+/// The ErrorChain stored with a command that failed without the device ever giving an error.
+fn failure_chain(max_attempts: i64) -> String {
+    // The same JSON the device's own ErrorChain is stored as (orchard-protocol's ErrorChainItem).
+    format!(
+        "[{{\"ErrorCode\":0,\"ErrorDomain\":\"Orchard\",\"LocalizedDescription\":\"sent {max_attempts} \
+         times without a final answer\"}}]"
+    )
+}
 
 fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
     Ok(CommandRecord {
@@ -195,7 +254,10 @@ async fn record_result(
             Some(r.now.0)
         }
         CommandStatus::NotNow => None,
-        CommandStatus::Queued | CommandStatus::Sent | CommandStatus::Expired => {
+        CommandStatus::Queued
+        | CommandStatus::Sent
+        | CommandStatus::Expired
+        | CommandStatus::Failed => {
             return Err(StoreError::Conflict(format!(
                 "a device cannot report status {}",
                 r.status.as_str()
@@ -223,12 +285,14 @@ async fn record_result(
             queued_by: rows::opt_queued_by(&row, "queued_by")?,
         });
     }
-    let existing =
-        sqlx::query("SELECT status FROM commands WHERE command_uuid = $1 AND channel_id = $2")
-            .bind(r.uuid.as_str())
-            .bind(r.channel.as_str())
-            .fetch_optional(db.conn()?)
-            .await?;
+    let existing = sqlx::query(
+        "SELECT status FROM commands WHERE command_uuid = $1 AND channel_id = $2 \
+         UNION ALL SELECT status FROM command_history WHERE command_uuid = $1 AND channel_id = $2",
+    )
+    .bind(r.uuid.as_str())
+    .bind(r.channel.as_str())
+    .fetch_optional(db.conn()?)
+    .await?;
     Ok(match existing {
         None => RecordOutcome::Unknown,
         // Not updated although it exists on this channel: it is final (or became final concurrently).
@@ -275,6 +339,20 @@ impl Store {
         skip_not_now: bool,
         now: orchard_types::UnixTime,
     ) -> Result<Option<QueuedCommand>, StoreError> {
+        self.next_command_with(channel, skip_not_now, now, &QueuePolicy::default())
+            .await
+    }
+
+    /// [`Store::next_command`] under `policy`: a sent command is handed out again only once it is due, and an
+    /// unfinished command that used up its attempts is marked `failed` (with its last ErrorChain, or one saying
+    /// it was never answered) in the same statement, so the channel moves on to the next command.
+    pub async fn next_command_with(
+        &self,
+        channel: &ChannelId,
+        skip_not_now: bool,
+        now: orchard_types::UnixTime,
+        policy: &QueuePolicy,
+    ) -> Result<Option<QueuedCommand>, StoreError> {
         // Fast path for the common idle poll: a plain indexed read, so a channel with nothing unfinished costs
         // no write (on SQLite an UPDATE takes the database-wide write lock even when it matches nothing).
         let unfinished = sqlx::query(HAS_UNFINISHED)
@@ -290,9 +368,13 @@ impl Store {
             (Backend::Postgres, false) => POSTGRES_NEXT_COMMAND,
             (Backend::Postgres, true) => POSTGRES_NEXT_COMMAND_SKIP_NOT_NOW,
         };
+        let max_attempts = policy.max_attempts.max(0);
         let changed = sqlx::query(sql)
             .bind(channel.as_str())
             .bind(now.0)
+            .bind(max_attempts)
+            .bind(now.0.saturating_sub(policy.resend_after_seconds.max(0)))
+            .bind(failure_chain(max_attempts))
             .fetch_all(&self.pool)
             .await?;
         for row in &changed {
@@ -328,10 +410,16 @@ impl Store {
         device: DeviceId,
         page: Page,
     ) -> Result<Vec<CommandRecord>, StoreError> {
+        // Live work and history together, as one list in queue order.
         let mut sql = Sql::new(&format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE device_id = "
+            "SELECT {COMMAND_COLUMNS}, seq FROM commands WHERE device_id = "
         ));
         sql.bind(device.to_string())
+            .in_scope("tenant_id", scope)
+            .push(&format!(
+                " UNION ALL SELECT {COMMAND_COLUMNS}, seq FROM command_history WHERE device_id = "
+            ))
+            .bind(device.to_string())
             .in_scope("tenant_id", scope)
             .push(" ORDER BY seq DESC LIMIT ")
             .bind(page.limit.max(0))
@@ -353,7 +441,13 @@ impl Store {
         let mut sql = Sql::new(&format!(
             "SELECT {COMMAND_COLUMNS} FROM commands WHERE command_uuid = "
         ));
-        sql.bind(uuid.as_str()).in_scope("tenant_id", scope);
+        sql.bind(uuid.as_str())
+            .in_scope("tenant_id", scope)
+            .push(&format!(
+                " UNION ALL SELECT {COMMAND_COLUMNS} FROM command_history WHERE command_uuid = "
+            ))
+            .bind(uuid.as_str())
+            .in_scope("tenant_id", scope);
         sql.query()
             .fetch_optional(&self.pool)
             .await?
@@ -367,7 +461,10 @@ impl Store {
         &self,
         scope: Scope,
     ) -> Result<Vec<(CommandStatus, i64)>, StoreError> {
-        let mut sql = Sql::new("SELECT status, COUNT(*) AS n FROM commands WHERE 1 = 1");
+        let mut sql = Sql::new(
+            "SELECT status, COUNT(*) AS n FROM (SELECT status, tenant_id FROM commands \
+             UNION ALL SELECT status, tenant_id FROM command_history) AS c WHERE 1 = 1",
+        );
         sql.in_scope("tenant_id", scope)
             .push(" GROUP BY status ORDER BY status");
         sql.query()
@@ -376,5 +473,92 @@ impl Store {
             .iter()
             .map(|row| Ok((rows::command_status(row, "status")?, rows::int(row, "n")?)))
             .collect()
+    }
+
+    /// Moves up to `limit` finished commands (oldest first) from the hot queue to `command_history`, in one unit
+    /// of work: each command is in exactly one of the two tables at any time. Rows still waiting to be resealed
+    /// (`legacy_plaintext_commands`) stay until they are. Returns how many moved.
+    pub async fn archive_finished_commands(&self, limit: i64) -> Result<u64, StoreError> {
+        let mut unit = self.begin_unit().await?;
+        let seqs: Vec<i64> = sqlx::query(&format!(
+            "SELECT seq FROM commands WHERE status IN {FINISHED_STATUSES} \
+             AND NOT EXISTS (SELECT 1 FROM legacy_plaintext_commands l \
+                             WHERE l.command_uuid = commands.command_uuid) \
+             ORDER BY seq LIMIT $1"
+        ))
+        .bind(limit.max(0))
+        .fetch_all(unit.conn()?)
+        .await?
+        .iter()
+        .map(|r| rows::int(r, "seq"))
+        .collect::<Result<_, _>>()?;
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        for chunk in seqs.chunks(ARCHIVE_CHUNK) {
+            let placeholders = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let insert = format!(
+                "INSERT INTO command_history ({COMMAND_COLUMNS}, seq) \
+                 SELECT {COMMAND_COLUMNS}, seq FROM commands WHERE seq IN ({placeholders}) \
+                 ON CONFLICT (seq) DO NOTHING"
+            );
+            let mut q = sqlx::query(&insert);
+            for seq in chunk {
+                q = q.bind(*seq);
+            }
+            q.execute(unit.conn()?).await?;
+            let delete = format!("DELETE FROM commands WHERE seq IN ({placeholders})");
+            let mut q = sqlx::query(&delete);
+            for seq in chunk {
+                q = q.bind(*seq);
+            }
+            moved += q.execute(unit.conn()?).await?.rows_affected();
+        }
+        unit.commit().await?;
+        Ok(moved)
+    }
+
+    /// Deletes history of commands finished before `finished_before`. Returns how many went.
+    pub async fn prune_command_history(
+        &self,
+        finished_before: orchard_types::UnixTime,
+    ) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM command_history WHERE completed_at < $1")
+                .bind(finished_before.0)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Channels with a command sent but unanswered since before `sent_before` owe a push, once per hand-out
+    /// (only if the channel was not pushed since the command was last sent, and owes none already): the device
+    /// may never come back by itself (Apple resends nothing), and the session the push starts hands the command
+    /// out again. A device that never answers gets no more than one push per attempt. Returns how many channels
+    /// were marked.
+    pub async fn request_push_for_unanswered(
+        &self,
+        sent_before: orchard_types::UnixTime,
+        now: orchard_types::UnixTime,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE channels SET push_wanted = push_wanted + 1, push_requested_at = $1 \
+             WHERE id IN (SELECT c.channel_id FROM commands c JOIN channels ch ON ch.id = c.channel_id \
+                          WHERE c.status = 'sent' AND c.sent_at <= $2 AND c.deliver_once = 0 \
+                            AND COALESCE(ch.pushed_at, 0) <= c.sent_at LIMIT $3) \
+               AND push_wanted <= push_done AND push_token_dead_at IS NULL",
+        )
+        .bind(now.0)
+        .bind(sent_before.0)
+        .bind(limit.max(0))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 }

@@ -1,5 +1,6 @@
 //! Push bookkeeping: which channels owe a push (derived from the command queue, so pending pushes survive a
-//! restart), claiming them for the dispatcher (once, across nodes), dead tokens, and the push certificate.
+//! restart), leasing them to a dispatcher (one node at a time; done only once APNs answered, claimable again by
+//! any node when the lease runs out), dead tokens, and the push certificate with its refusal state.
 
 use orchard_types::{ChannelId, DeviceId, UnixTime};
 
@@ -16,6 +17,9 @@ pub struct PushTarget {
     pub device_id: DeviceId,
     pub push_token: Vec<u8>,
     pub push_magic: String,
+    /// The channel's `push_wanted` when it was claimed: what a delivery settles (requests made after the claim
+    /// stay owed).
+    pub claimed_wanted: i64,
 }
 
 /// An uploaded MDM push certificate (the key is encrypted by the caller before it gets here).
@@ -57,20 +61,39 @@ pub(crate) async fn mark_push_wanted(
     Ok(changed)
 }
 
-/// Claims due channels and marks them pushed, in one statement. PostgreSQL skips rows another node is claiming.
-const SQLITE_CLAIM: &str = "UPDATE channels SET push_done = push_wanted, pushed_at = $2 \
-     WHERE id IN (SELECT id FROM channels \
-                  WHERE push_wanted > push_done AND push_token IS NOT NULL AND push_magic IS NOT NULL \
-                    AND push_token_dead_at IS NULL \
-                  ORDER BY push_requested_at LIMIT $1) \
-     RETURNING id, device_id, push_token, push_magic";
+/// Which channels may be claimed: they owe a push, have a live token, and are neither leased by a node that may
+/// still be sending nor waiting out an APNs Retry-After.
+macro_rules! claimable_channel {
+    () => {
+        "push_wanted > push_done AND push_token IS NOT NULL AND push_magic IS NOT NULL \
+         AND push_token_dead_at IS NULL AND (push_lease_until IS NULL OR push_lease_until <= $2)"
+    };
+}
 
-const POSTGRES_CLAIM: &str = "UPDATE channels SET push_done = push_wanted, pushed_at = $2 \
-     WHERE id IN (SELECT id FROM channels \
-                  WHERE push_wanted > push_done AND push_token IS NOT NULL AND push_magic IS NOT NULL \
-                    AND push_token_dead_at IS NULL \
-                  ORDER BY push_requested_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-     RETURNING id, device_id, push_token, push_magic";
+/// Leases due channels to one node, in one statement. PostgreSQL skips rows another node is claiming.
+const SQLITE_CLAIM: &str = concat!(
+    "UPDATE channels SET push_claimed_by = $3, push_lease_until = $4 \
+     WHERE id IN (SELECT id FROM channels WHERE ",
+    claimable_channel!(),
+    " ORDER BY push_requested_at LIMIT $1) \
+     RETURNING id, device_id, push_token, push_magic, push_wanted"
+);
+
+const POSTGRES_CLAIM: &str = concat!(
+    "UPDATE channels SET push_claimed_by = $3, push_lease_until = $4 \
+     WHERE id IN (SELECT id FROM channels WHERE ",
+    claimable_channel!(),
+    " ORDER BY push_requested_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, device_id, push_token, push_magic, push_wanted"
+);
+
+/// Settles a push APNs answered: the requests it covered are done. The lease is dropped only if it is still
+/// this node's (another node may have re-claimed it after our lease ran out; its claim stays).
+const COMPLETE_PUSH: &str = "UPDATE channels SET \
+       push_done = CASE WHEN push_done < $3 THEN $3 ELSE push_done END, pushed_at = $4, \
+       push_claimed_by = CASE WHEN push_claimed_by = $2 THEN NULL ELSE push_claimed_by END, \
+       push_lease_until = CASE WHEN push_claimed_by = $2 THEN NULL ELSE push_lease_until END \
+     WHERE id = $1";
 
 impl Store {
     /// Marks the channels as owing a push (coalesced: however often this is called before the dispatcher runs,
@@ -100,12 +123,15 @@ impl Store {
         .rows_affected())
     }
 
-    /// Up to `limit` channels that owe a push and have a live token, oldest request first; they are marked
-    /// pushed in the same statement, so two dispatchers (or nodes) never push the same request twice.
-    pub async fn claim_due_pushes(
+    /// Leases up to `limit` channels that owe a push and have a live token to `node` until `lease_until`,
+    /// oldest request first. Nothing is marked done here: [`Store::complete_push`] does that once APNs answered,
+    /// so a node that dies between claim and send loses nothing (its lease runs out and any node claims again).
+    pub async fn claim_push_leases(
         &self,
         limit: i64,
+        node: &str,
         now: UnixTime,
+        lease_until: UnixTime,
     ) -> Result<Vec<PushTarget>, StoreError> {
         let sql = match self.backend {
             Backend::Sqlite => SQLITE_CLAIM,
@@ -114,6 +140,8 @@ impl Store {
         let rows = sqlx::query(sql)
             .bind(limit.max(0))
             .bind(now.0)
+            .bind(node)
+            .bind(lease_until.0)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -123,9 +151,47 @@ impl Store {
                     device_id: rows::device_id(r, "device_id")?,
                     push_token: rows::bytes(r, "push_token")?,
                     push_magic: rows::text(r, "push_magic")?,
+                    claimed_wanted: rows::int(r, "push_wanted")?,
                 })
             })
             .collect()
+    }
+
+    /// APNs took (or finally refused) the push of `target`, claimed by `node`: the requests it covered are done.
+    pub async fn complete_push(
+        &self,
+        target: &PushTarget,
+        node: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(COMPLETE_PUSH)
+            .bind(target.channel.as_str())
+            .bind(node)
+            .bind(target.claimed_wanted)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The push of `channel` was not sent (APNs unreachable, the certificate refused, or APNs asked us to wait):
+    /// `node` gives its lease back and the push stays owed; no node claims it before `not_before`.
+    pub async fn release_push(
+        &self,
+        channel: &ChannelId,
+        node: &str,
+        not_before: Option<UnixTime>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE channels SET push_claimed_by = NULL, push_lease_until = $3 \
+             WHERE id = $1 AND push_claimed_by = $2",
+        )
+        .bind(channel.as_str())
+        .bind(node)
+        .bind(not_before.map(|t| t.0))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// How many channels owe a push and could get one.
@@ -139,22 +205,36 @@ impl Store {
         rows::int(&row, "n")
     }
 
-    /// APNs said the token is dead: no more pushes to this channel until a new TokenUpdate.
+    /// APNs said the token `target` was pushed to is dead: no more pushes to this channel until a new
+    /// TokenUpdate, and the push is settled. Only if the channel still has that token: a TokenUpdate that
+    /// landed since the claim brought a live token, which stays alive, and the push stays owed for it (this
+    /// node's lease is dropped so the next pass pushes the new token). Returns whether the token was marked.
     pub async fn mark_push_token_dead(
         &self,
-        channel: &ChannelId,
+        target: &PushTarget,
+        node: &str,
         reason: &str,
         now: UnixTime,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE channels SET push_token_dead_at = $2, push_token_dead_reason = $3 WHERE id = $1",
+    ) -> Result<bool, StoreError> {
+        let marked = sqlx::query(
+            "UPDATE channels SET push_token_dead_at = $3, push_token_dead_reason = $4, \
+               push_done = CASE WHEN push_done < $5 THEN $5 ELSE push_done END, \
+               push_claimed_by = NULL, push_lease_until = NULL \
+             WHERE id = $1 AND push_token = $2",
         )
-        .bind(channel.as_str())
+        .bind(target.channel.as_str())
+        .bind(target.push_token.as_slice())
         .bind(now.0)
         .bind(reason)
+        .bind(target.claimed_wanted)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected()
+            > 0;
+        if !marked {
+            self.release_push(&target.channel, node, None).await?;
+        }
+        Ok(marked)
     }
 
     /// A push could not be sent (e.g. APNs kept failing): it is owed again, for the next dispatcher pass.
@@ -246,6 +326,39 @@ impl Store {
                     active: rows::boolean(r, "active")?,
                 })
             })
+            .transpose()
+    }
+
+    /// APNs refused push certificate `id`: every node stops pushing with it (until a new one is uploaded,
+    /// which is a new row). The first reason is kept.
+    pub async fn refuse_push_certificate(
+        &self,
+        id: &str,
+        reason: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE push_certificates SET refused_at = $2, refused_reason = $3 \
+             WHERE id = $1 AND refused_at IS NULL",
+        )
+        .bind(id)
+        .bind(now.0)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Why APNs refused push certificate `id`, if it did (as recorded by any node).
+    pub async fn push_certificate_refusal(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT refused_reason FROM push_certificates WHERE id = $1 AND refused_at IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(|r| Ok(rows::opt_text(r, "refused_reason")?.unwrap_or_default()))
             .transpose()
     }
 }
