@@ -98,6 +98,7 @@ pub struct Orchard {
     pub(crate) secret_commands: commands::secrets::SecretCommandSettings,
     /// Sign-in throttling, concurrent password checks and per-link download rates (this node's memory).
     pub(crate) abuse: limits::AbuseLimits,
+    pub(crate) renewal: enrollment::renewal::IdentityRenewalSettings,
 }
 
 impl Orchard {
@@ -125,6 +126,7 @@ impl Orchard {
             token_policy: access::tokens::TokenPolicy::default(),
             secret_commands: commands::secrets::SecretCommandSettings::default(),
             abuse: limits::AbuseLimits::default(),
+            renewal: enrollment::renewal::IdentityRenewalSettings::default(),
         }
     }
 
