@@ -69,8 +69,13 @@ impl Rig {
         // Long enough for the simulated years (the device identities are what must renew).
         let days = 3650;
         let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
-        let server_ca =
-            CertificateAuthority::generate_server_ca("Renewal Test Server CA", &[], &ips, now, days)?;
+        let server_ca = CertificateAuthority::generate_server_ca(
+            "Renewal Test Server CA",
+            &[],
+            &ips,
+            now,
+            days,
+        )?;
         let tls = server_ca.issue_tls_server(&[], &ips, now, days)?;
         let pki = PkiMaterial {
             ca: CertificateAuthority::generate("Renewal Test Device CA", now, days)?,
@@ -97,7 +102,9 @@ impl Rig {
                 clock_dyn,
                 PushSettings::default(),
             )
-            .with_identity_renewal(IdentityRenewalSettings::new(365, 60, 7).map_err(anyhow::Error::msg)?),
+            .with_identity_renewal(
+                IdentityRenewalSettings::new(365, 60, 7).map_err(anyhow::Error::msg)?,
+            ),
         );
         let mut chain = tls.cert_pem();
         chain.extend_from_slice(&server_ca.cert_pem());
@@ -265,15 +272,55 @@ async fn three_years_of_renewals(backend: Backend) -> Result<()> {
     while rig.clock.now().0 < start.0 + 3 * 365 * DAY {
         rig.clock.advance(5 * DAY);
         rig.run_renewal_job().await?;
+        // Expiry is visible while renewals are due (before the iPads fetch them): the filter and the metric
+        // see the same devices.
+        let soon = rig.clock.now().plus_seconds(60 * DAY);
+        let (expiring, total) = rig
+            .orchard
+            .search_devices(
+                &rig.operator,
+                &DeviceQuery {
+                    identity_expires_before: Some(soon),
+                    ..DeviceQuery::default()
+                },
+                Page {
+                    limit: 10,
+                    offset: 0,
+                },
+            )
+            .await?;
+        ensure!(expiring.len() as i64 == total);
+        if total > 0 && !renewals_seen_in_window {
+            let metrics = rig.metrics().await?;
+            ensure!(
+                metric(&metrics, "orchard_device_identities") == Some(3),
+                "{metrics}"
+            );
+            ensure!(
+                metric(&metrics, "orchard_device_identities_expired") == Some(0),
+                "{metrics}"
+            );
+            ensure!(
+                metric(&metrics, "orchard_device_identities_expiring") == Some(total),
+                "{metrics}"
+            );
+            renewals_seen_in_window = true;
+        }
         for (n, ipad) in ipads.iter_mut().enumerate() {
             let previous = ipad.identity()?;
-            ipad.poll()
-                .await
-                .with_context(|| format!("ipad {n} lost its channel at day {}", (rig.clock.now().0 - start.0) / DAY))?;
+            ipad.poll().await.with_context(|| {
+                format!(
+                    "ipad {n} lost its channel at day {}",
+                    (rig.clock.now().0 - start.0) / DAY
+                )
+            })?;
             let fp = rig.fingerprint(ipad).await?;
             if fingerprints[n].last() != Some(&fp) {
                 fingerprints[n].push(fp);
-                ensure!(rig.device_id(ipad).await? == ids[n], "the device id changed");
+                ensure!(
+                    rig.device_id(ipad).await? == ids[n],
+                    "the device id changed"
+                );
                 if !grace_checked {
                     // The previous identity still works during the grace period, and not after it.
                     ensure!(poll_status_signed_by(ipad, &previous).await? == 200);
@@ -284,42 +331,38 @@ async fn three_years_of_renewals(backend: Backend) -> Result<()> {
                 }
             }
         }
-        // Expiry is visible while renewals are due: the filter and the metric see the same devices.
-        let soon = rig.clock.now().plus_seconds(60 * DAY);
-        let (expiring, total) = rig
-            .orchard
-            .search_devices(
-                &rig.operator,
-                &DeviceQuery {
-                    identity_expires_before: Some(soon),
-                    ..DeviceQuery::default()
-                },
-                Page { limit: 10, offset: 0 },
-            )
-            .await?;
-        ensure!(expiring.len() as i64 == total);
-        if total > 0 && !renewals_seen_in_window {
-            let metrics = rig.metrics().await?;
-            ensure!(metric(&metrics, "orchard_device_identities") == Some(3), "{metrics}");
-            ensure!(metric(&metrics, "orchard_device_identities_expired") == Some(0), "{metrics}");
-            renewals_seen_in_window = true;
-        }
     }
     ensure!(grace_checked && renewals_seen_in_window);
     for (n, ipad) in ipads.iter().enumerate() {
         // 3 years of 365-day identities renewed 60 days ahead: at least three renewals each.
-        ensure!(fingerprints[n].len() >= 4, "ipad {n}: {:?}", fingerprints[n]);
+        ensure!(
+            fingerprints[n].len() >= 4,
+            "ipad {n}: {:?}",
+            fingerprints[n]
+        );
         let detail = rig.detail(ids[n]).await?;
         ensure!(detail["identity"]["renewal_state"] == "renewed", "{detail}");
         ensure!(detail["identity"]["renewal_failures"] == 0, "{detail}");
-        let not_after = detail["identity"]["not_after"].as_str().context("not_after")?;
+        let not_after = detail["identity"]["not_after"]
+            .as_str()
+            .context("not_after")?;
         ensure!(!not_after.is_empty());
         ensure!(detail["enrollment_state"] == "enrolled");
-        ensure!(!detail["channels"].as_array().context("channels")?.is_empty());
+        ensure!(!detail["channels"]
+            .as_array()
+            .context("channels")?
+            .is_empty());
         // The renewal commands are in the device's history, acknowledged, queued by the renewal.
         let history = rig
             .orchard
-            .command_history(&rig.operator, ids[n], Page { limit: 500, offset: 0 })
+            .command_history(
+                &rig.operator,
+                ids[n],
+                Page {
+                    limit: 500,
+                    offset: 0,
+                },
+            )
             .await?;
         let installs = history
             .iter()
@@ -330,7 +373,10 @@ async fn three_years_of_renewals(backend: Backend) -> Result<()> {
         ensure!(ipad.state.enrolled);
     }
     let metrics = rig.metrics().await?;
-    ensure!(metric(&metrics, "orchard_device_identities_expired") == Some(0), "{metrics}");
+    ensure!(
+        metric(&metrics, "orchard_device_identities_expired") == Some(0),
+        "{metrics}"
+    );
     Ok(())
 }
 
@@ -348,10 +394,12 @@ async fn scep_renewal(rig: &Rig, ipad: &SimDevice, current: &Identity) -> Result
         .await?
         .bytes()
         .await?;
-    Ok(match scep::decode_cert_rep(&pending, &key, &ca_der, &reply)? {
-        CertRepOutcome::Success(der) => Some(Identity::from_parts(X509::from_der(&der)?, key)?),
-        _ => None,
-    })
+    Ok(
+        match scep::decode_cert_rep(&pending, &key, &ca_der, &reply)? {
+            CertRepOutcome::Success(der) => Some(Identity::from_parts(X509::from_der(&der)?, key)?),
+            _ => None,
+        },
+    )
 }
 
 async fn renewal_attacks(backend: Backend) -> Result<()> {
@@ -361,7 +409,7 @@ async fn renewal_attacks(backend: Backend) -> Result<()> {
     let (_, physics_link) = rig.tenant_with_link("physics").await?;
     let (_, chemistry_link) = rig.tenant_with_link("chemistry").await?;
     let mut victim = rig.ipad(&physics_link).await?;
-    let mut chemistry = rig.ipad(&chemistry_link).await?;
+    let chemistry = rig.ipad(&chemistry_link).await?;
     let victim_id = rig.device_id(&victim).await?;
 
     // Inside the window the job queues the victim's renewal profile once, however often it runs.
@@ -371,7 +419,14 @@ async fn renewal_attacks(backend: Backend) -> Result<()> {
     rig.run_renewal_job().await?;
     let history = rig
         .orchard
-        .command_history(&rig.operator, victim_id, Page { limit: 100, offset: 0 })
+        .command_history(
+            &rig.operator,
+            victim_id,
+            Page {
+                limit: 100,
+                offset: 0,
+            },
+        )
         .await?;
     ensure!(
         history
@@ -414,12 +469,23 @@ async fn renewal_attacks(backend: Backend) -> Result<()> {
     let detail = rig.detail(victim_id).await?;
     ensure!(detail["identity"]["renewal_state"] == "failed", "{detail}");
     ensure!(detail["identity"]["renewal_failures"] == 1, "{detail}");
-    ensure!(detail["identity"]["last_renewal_error"].is_string(), "{detail}");
-    ensure!(metric(&rig.metrics().await?, "orchard_device_identity_renewals_failed") == Some(1));
+    ensure!(
+        detail["identity"]["last_renewal_error"].is_string(),
+        "{detail}"
+    );
+    ensure!(
+        metric(
+            &rig.metrics().await?,
+            "orchard_device_identity_renewals_failed"
+        ) == Some(1)
+    );
     rig.clock.advance(DAY + 60);
     rig.run_renewal_job().await?;
     victim.poll().await?;
-    ensure!(rig.fingerprint(&victim).await? != before, "the retry did not renew");
+    ensure!(
+        rig.fingerprint(&victim).await? != before,
+        "the retry did not renew"
+    );
     ensure!(rig.detail(victim_id).await?["identity"]["renewal_state"] == "renewed");
 
     // A RenewalReq identity of the chemistry iPad (tenant B) cannot claim the physics iPad (tenant A), not by
@@ -446,14 +512,22 @@ async fn renewal_attacks(backend: Backend) -> Result<()> {
     )
     .encode();
     let signature = orchard_pki::signature::sign_mdm_body(&authenticate, &renewed)?;
-    ensure!(victim.send_checkin_raw(authenticate, Some(signature)).await?.0 == 403);
+    ensure!(
+        victim
+            .send_checkin_raw(authenticate, Some(signature))
+            .await?
+            .0
+            == 403
+    );
     ensure!(rig.detail(victim_id).await?["identity"]["renewal_state"] == "renewed");
     victim.poll().await?;
     ensure!(poll_status_signed_by(&chemistry, &renewed).await? == 200);
     let chemistry_fp = rig.fingerprint(&chemistry).await?;
     ensure!(chemistry_fp == orchard_pki::fingerprint_sha256_hex(&renewed.cert_der()));
     // The replaced identity renews nothing, and after the grace period it is refused.
-    ensure!(scep_renewal(&rig, &chemistry, &chemistry_old).await?.is_none());
+    ensure!(scep_renewal(&rig, &chemistry, &chemistry_old)
+        .await?
+        .is_none());
     rig.clock.advance(8 * DAY);
     ensure!(poll_status_signed_by(&chemistry, &chemistry_old).await? == 403);
     Ok(())
@@ -480,7 +554,12 @@ async fn return_to_service(backend: Backend) -> Result<()> {
     // Orchard makes the enrollment profile; one brought by the caller is refused.
     let refused = rig
         .orchard
-        .queue_confirmed_command(&rig.operator, id, erase(Some(b"<plist/>".to_vec())), Some(&serial))
+        .queue_confirmed_command(
+            &rig.operator,
+            id,
+            erase(Some(b"<plist/>".to_vec())),
+            Some(&serial),
+        )
         .await;
     ensure!(matches!(refused, Err(CoreError::Invalid(_))), "{refused:?}");
 
@@ -526,7 +605,14 @@ async fn return_to_service(backend: Backend) -> Result<()> {
     ipad.poll().await?;
     let history = rig
         .orchard
-        .command_history(&rig.operator, id, Page { limit: 100, offset: 0 })
+        .command_history(
+            &rig.operator,
+            id,
+            Page {
+                limit: 100,
+                offset: 0,
+            },
+        )
         .await?;
     ensure!(history
         .iter()

@@ -58,9 +58,9 @@ pub use fault::FaultInjector;
 pub use jobs::runs::{JobClaim, JobRunRecord};
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device,
-    DeviceBinding, DeviceFacts, DeviceGrantPurpose, DeviceRelease, EnrollmentLink, IdentityGrant, InventorySection,
-    IssuedCertificate, NewCommand, Page, QueuedCommand, RecordOutcome, ScepChallenge, Tenant,
-    TokenUpdateOutcome, TokenUpdateRecord,
+    DeviceBinding, DeviceFacts, DeviceGrantPurpose, DeviceRelease, EnrollmentLink, IdentityGrant,
+    InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand, RecordOutcome,
+    ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
 };
 pub use push::push_csr::PushCsrKeyRecord;
 pub use push::queue_state::{PushCertificateRecord, PushTarget};

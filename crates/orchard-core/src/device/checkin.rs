@@ -265,7 +265,12 @@ impl Orchard {
             return match self.move_to_renewed_identity(device, &issued, now).await? {
                 Some(_) => Ok(CheckinReply::Empty),
                 None => Err(self
-                    .refuse_binding(&issued, &a.udid, current.as_ref(), "device changed meanwhile")
+                    .refuse_binding(
+                        &issued,
+                        &a.udid,
+                        current.as_ref(),
+                        "device changed meanwhile",
+                    )
                     .await),
             };
         }

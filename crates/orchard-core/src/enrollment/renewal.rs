@@ -324,10 +324,7 @@ impl Orchard {
     ) -> Result<orchard_store::IdentityExpiryFigures, CoreError> {
         let now = self.clock.now();
         let window_end = now.plus_seconds(i64::from(self.renewal.renewal_window_days) * DAY);
-        Ok(self
-            .store
-            .identity_expiry_figures(now, window_end)
-            .await?)
+        Ok(self.store.identity_expiry_figures(now, window_end).await?)
     }
 
     /// Records a failed renewal profile (the device's error report) on the device, inside the report's unit.

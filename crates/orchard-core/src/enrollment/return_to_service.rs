@@ -85,7 +85,11 @@ impl Orchard {
     }
 
     /// Refuses (409) unless the device's last DeviceInformation says Activation Lock and Find My are off.
-    async fn check_activation_lock_off(&self, scope: Scope, device: &Device) -> Result<(), CoreError> {
+    async fn check_activation_lock_off(
+        &self,
+        scope: Scope,
+        device: &Device,
+    ) -> Result<(), CoreError> {
         let info = self
             .store
             .get_inventory(scope, device.id)

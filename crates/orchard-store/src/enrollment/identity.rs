@@ -8,8 +8,8 @@ use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
-    DeviceGrantPurpose, EnrollmentLink, IdentityGrant, IssuedCertificate, ScepChallenge, Scope, Store, StoreError,
-    Tenant, UnitOfWork,
+    DeviceGrantPurpose, EnrollmentLink, IdentityGrant, IssuedCertificate, ScepChallenge, Scope,
+    Store, StoreError, Tenant, UnitOfWork,
 };
 
 const TENANT_COLUMNS: &str = "id, name, code, created_at";
