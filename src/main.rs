@@ -191,6 +191,16 @@ struct ServeArgs {
     /// queue; it is delivered at most once and expires after this, answered or not.
     #[arg(long, env = "ORCHARD_SECRET_COMMAND_TTL_SECONDS", default_value_t = orchard_core::commands::secrets::DEFAULT_SECRET_COMMAND_TTL_SECONDS)]
     secret_command_ttl_seconds: i64,
+    /// Days a device identity certificate (issued by SCEP) is valid.
+    #[arg(long, env = "ORCHARD_DEVICE_IDENTITY_DAYS", default_value_t = 365)]
+    device_identity_days: u32,
+    /// Orchard renews a device's identity (a fresh enrollment profile over the existing channel) when fewer
+    /// than this many days of it remain.
+    #[arg(long, env = "ORCHARD_IDENTITY_RENEWAL_DAYS", default_value_t = 60)]
+    identity_renewal_days: u32,
+    /// Days the previous identity is still accepted after a device switched to its renewed one.
+    #[arg(long, env = "ORCHARD_IDENTITY_GRACE_DAYS", default_value_t = 7)]
+    identity_grace_days: u32,
     /// Price of one device for one year in the usage report (billing), e.g. 400 or 399.50.
     #[arg(long, env = "ORCHARD_PRICE_PER_DEVICE_YEAR", default_value = "400")]
     price_per_device_year: String,
@@ -560,7 +570,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         topic,
         organization: args.organization.clone(),
         challenge_ttl_seconds: 3600,
-        identity_validity_days: 365,
+        identity_validity_days: args.device_identity_days,
         device_message_max_age_seconds: (args.device_message_max_age_seconds > 0)
             .then_some(i64::from(args.device_message_max_age_seconds)),
     };
@@ -574,6 +584,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
             args.push.settings()?,
         )
         .with_dep_settings(args.dep_settings(anchor_certs_der)?)
+        .with_identity_renewal(
+            orchard_core::enrollment::renewal::IdentityRenewalSettings::new(
+                args.device_identity_days,
+                args.identity_renewal_days,
+                args.identity_grace_days,
+            )
+            .map_err(|e| anyhow::anyhow!("--device-identity-days/--identity-renewal-days: {e}"))?,
+        )
         .with_activation_lock_settings(args.activation_lock_settings()?)
         .with_secret_command_settings(
             orchard_core::commands::secrets::SecretCommandSettings::new(

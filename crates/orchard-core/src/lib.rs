@@ -100,6 +100,7 @@ pub struct Orchard {
     pub(crate) abuse: limits::AbuseLimits,
     /// Resends, attempts and history retention of the command queue.
     pub(crate) command_queue: commands::hygiene::CommandQueueSettings,
+    pub(crate) renewal: enrollment::renewal::IdentityRenewalSettings,
 }
 
 impl Orchard {
@@ -128,6 +129,7 @@ impl Orchard {
             secret_commands: commands::secrets::SecretCommandSettings::default(),
             abuse: limits::AbuseLimits::default(),
             command_queue: commands::hygiene::CommandQueueSettings::default(),
+            renewal: enrollment::renewal::IdentityRenewalSettings::default(),
         }
     }
 

@@ -707,7 +707,11 @@ async fn current_protocol_version_brings_migration_deadline_and_ipados() {
     let record = &recorder.model[s.as_str()];
     assert_eq!(record.mdm_migration_deadline, Some(deadline));
     assert_eq!(record.os.as_deref(), Some("iPadOS"));
-    let details = h.client.device_details(&[s.clone()]).await.unwrap();
+    let details = h
+        .client
+        .device_details(std::slice::from_ref(&s))
+        .await
+        .unwrap();
     assert_eq!(details[&s].mdm_migration_deadline, Some(deadline));
 
     // An older client (version 3) sees neither.

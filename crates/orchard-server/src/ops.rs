@@ -149,6 +149,45 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
         }
     }
+    if let Ok(f) = state.orchard.identity_expiry_figures().await {
+        let days = state
+            .orchard
+            .identity_renewal_settings()
+            .renewal_window_days;
+        out.push_str(
+            "# HELP orchard_device_identities Enrolled devices with an identity certificate.\n",
+        );
+        out.push_str("# TYPE orchard_device_identities gauge\n");
+        out.push_str(&format!("orchard_device_identities {}\n", f.devices));
+        out.push_str(&format!("# HELP orchard_device_identities_expiring Enrolled devices whose identity runs out within the renewal window ({days} days).\n"));
+        out.push_str("# TYPE orchard_device_identities_expiring gauge\n");
+        out.push_str(&format!(
+            "orchard_device_identities_expiring {}\n",
+            f.expiring
+        ));
+        out.push_str("# HELP orchard_device_identities_expired Enrolled devices whose identity has run out (lost to management).\n");
+        out.push_str("# TYPE orchard_device_identities_expired gauge\n");
+        out.push_str(&format!(
+            "orchard_device_identities_expired {}\n",
+            f.expired
+        ));
+        out.push_str("# HELP orchard_device_identity_renewals_failed Devices whose last identity renewal failed.\n");
+        out.push_str("# TYPE orchard_device_identity_renewals_failed gauge\n");
+        out.push_str(&format!(
+            "orchard_device_identity_renewals_failed {}\n",
+            f.renewal_failed
+        ));
+        if let Some(earliest) = f.earliest_not_after {
+            out.push_str("# HELP orchard_device_identity_earliest_expiry_timestamp_seconds When the first enrolled device's identity runs out (unix seconds).\n");
+            out.push_str(
+                "# TYPE orchard_device_identity_earliest_expiry_timestamp_seconds gauge\n",
+            );
+            out.push_str(&format!(
+                "orchard_device_identity_earliest_expiry_timestamp_seconds {}\n",
+                earliest.0
+            ));
+        }
+    }
     if let Ok(n) = state.orchard.pending_push_count().await {
         out.push_str("# HELP orchard_pushes_pending Channels that owe a push.\n");
         out.push_str("# TYPE orchard_pushes_pending gauge\n");

@@ -533,6 +533,21 @@ impl SimDevice {
             summary.handled.extend(outcome.handled.iter().cloned());
             match outcome.follow_up {
                 FollowUp::Continue => body = outcome.report,
+                FollowUp::ReplaceEnrollment { profile } => {
+                    // The device installs the new enrollment profile before it answers the command: the
+                    // answer goes out signed by the identity the device then holds.
+                    body = match self.enroll_with_profile(&profile).await {
+                        Ok(()) => outcome.report,
+                        Err(e) => {
+                            let uuid = outcome
+                                .handled
+                                .as_ref()
+                                .map(|h| h.uuid.clone())
+                                .unwrap_or_default();
+                            handler::install_failed_report(&self.state, &uuid, &e.to_string())?
+                        }
+                    };
+                }
                 FollowUp::EndSession => {
                     // The device reports, then restarts or shuts down: whatever the server answers is lost
                     // and will be sent again at the next session.

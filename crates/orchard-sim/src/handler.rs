@@ -53,6 +53,10 @@ pub enum FollowUp {
     },
     /// The MDM profile was removed by command; the device sends CheckOut if the profile asked for it.
     Unenrolled { check_out: bool },
+    /// InstallProfile of a new version of the enrollment profile (same identifier): as iOS does, the device
+    /// installs it now — SCEP with its challenge, then Authenticate and TokenUpdate with the new identity —
+    /// and reports the command with the identity it then holds (an error report if the install failed).
+    ReplaceEnrollment { profile: Vec<u8> },
 }
 
 /// The result of handling one command.
@@ -311,7 +315,16 @@ fn execute(state: &mut DeviceState, command: Command, now: UnixTime) -> (Answer,
             "CertificateList",
             inventory::certificate_list(state, managed_only.unwrap_or(false)),
         )),
-        Command::InstallProfile { payload } => continue_with(install_profile(state, &payload)),
+        Command::InstallProfile { payload } => {
+            let replaces_enrollment = is_enrollment_replacement(state, &payload);
+            let answer = install_profile(state, &payload);
+            match (&answer, replaces_enrollment) {
+                (Answer::Acknowledged(_), true) => {
+                    (answer, FollowUp::ReplaceEnrollment { profile: payload })
+                }
+                _ => continue_with(answer),
+            }
+        }
         Command::RemoveProfile { identifier } => remove_profile(state, &identifier),
         Command::DeviceLock {
             message,
@@ -477,6 +490,48 @@ fn needs_shared_ipad(request_type: &str) -> Answer {
         NEEDS_SHARED_IPAD,
         format!("{request_type} is only available on a Shared iPad."),
     )
+}
+
+/// Whether `payload` is a new version of the installed enrollment profile that brings its own SCEP payload
+/// (an identity renewal), which the device must install over the network.
+fn is_enrollment_replacement(state: &DeviceState, payload: &[u8]) -> bool {
+    let Some(installed) = &state.enrollment_profile else {
+        return false;
+    };
+    let content = if looks_like_plist(payload) {
+        payload.to_vec()
+    } else {
+        match cms_content_unverified(payload) {
+            Ok((content, _)) => content,
+            Err(_) => return false,
+        }
+    };
+    orchard_protocol::profile::EnrollmentProfile::parse(&content)
+        .is_ok_and(|p| p.identifier == installed.identifier)
+}
+
+/// The Error report of a command whose profile could not be installed (after the fact: the enrollment
+/// profile's network install failed).
+pub fn install_failed_report(
+    state: &DeviceState,
+    uuid: &str,
+    description: &str,
+) -> Result<Vec<u8>, SimError> {
+    let uuid =
+        CommandUuid::parse(uuid).map_err(|e| SimError::BadCommand(format!("CommandUUID: {e}")))?;
+    Ok(CommandReport {
+        udid: udid_of(state)?,
+        user: None,
+        status: ReportStatus::Error,
+        command_uuid: Some(uuid),
+        error_chain: vec![error_item(
+            INSTALLATION_DOMAIN,
+            4001,
+            format!("The profile could not be installed: {description}"),
+        )],
+        body: Dictionary::new(),
+    }
+    .encode())
 }
 
 fn install_profile(state: &mut DeviceState, payload: &[u8]) -> Answer {

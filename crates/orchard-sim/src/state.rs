@@ -88,6 +88,9 @@ pub struct DeviceState {
     pub passcode_present: bool,
     pub supervised: bool,
     pub activation_lock_bypass_code: Option<String>,
+    /// Find My (and with it Activation Lock) turned on by the user; reported in DeviceInformation.
+    #[serde(default)]
+    pub activation_lock_enabled: bool,
     /// Shared iPad (multi-user) mode.
     pub shared_ipad: bool,
     pub shared_users: Vec<SharedUserState>,
@@ -292,6 +295,7 @@ impl DeviceState {
             passcode_present: true,
             supervised,
             activation_lock_bypass_code: supervised.then(|| random_bypass_code(&mut rng)),
+            activation_lock_enabled: false,
             shared_ipad: false,
             shared_users: Vec::new(),
             awaiting_configuration: false,

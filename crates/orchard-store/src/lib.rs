@@ -50,15 +50,18 @@ pub use dep::templates::{
 };
 pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use device::devices::IdentityStatus;
+pub use enrollment::renewal::{
+    IdentityExpiryFigures, IdentityRenewal, RenewalCandidate, RenewalState,
+};
 pub use error::StoreError;
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultInjector;
 pub use jobs::runs::{JobClaim, JobRunRecord};
 pub use model::{
     ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device,
-    DeviceBinding, DeviceFacts, DeviceRelease, EnrollmentLink, IdentityGrant, InventorySection,
-    IssuedCertificate, NewCommand, Page, QueuedCommand, RecordOutcome, ScepChallenge, Tenant,
-    TokenUpdateOutcome, TokenUpdateRecord,
+    DeviceBinding, DeviceFacts, DeviceGrantPurpose, DeviceRelease, EnrollmentLink, IdentityGrant,
+    InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand, RecordOutcome,
+    ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
 };
 pub use push::push_csr::PushCsrKeyRecord;
 pub use push::queue_state::{PushCertificateRecord, PushTarget};

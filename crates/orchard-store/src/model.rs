@@ -86,7 +86,31 @@ pub enum IdentityGrant {
     /// Automated Device Enrollment: the MachineInfo that Apple's device CA signed named this serial and UDID.
     Ade { serial: String, udid: Udid },
     /// Issued for one known device (identity renewal, Return to Service): only that device may bind it.
-    Device { device_id: DeviceId },
+    Device {
+        device_id: DeviceId,
+        purpose: DeviceGrantPurpose,
+    },
+}
+
+/// What an identity issued for one known device is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceGrantPurpose {
+    /// A fresh identity for the same enrollment (renewal profile or SCEP RenewalReq): the binding moves to it,
+    /// channels and queue stay.
+    #[default]
+    Renewal,
+    /// The erased device enrolls anew by itself (EraseDevice with Return to Service): a new enrollment of the
+    /// same device record.
+    ReturnToService,
+}
+
+impl DeviceGrantPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceGrantPurpose::Renewal => "renewal",
+            DeviceGrantPurpose::ReturnToService => "return_to_service",
+        }
+    }
 }
 
 impl IdentityGrant {
@@ -118,6 +142,9 @@ pub struct IssuedCertificate {
     /// Revoked identities are refused on every device request.
     pub revoked_at: Option<UnixTime>,
     pub revoked_reason: Option<String>,
+    /// When the device's binding moved from this identity to its renewed successor (the grace period runs
+    /// from here).
+    pub renewed_at: Option<UnixTime>,
 }
 
 /// A device record; its id is stable across re-enrollments of the same UDID.

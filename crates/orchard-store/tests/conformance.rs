@@ -680,6 +680,7 @@ async fn check_issued_certificates(store: Store) {
         bound_at: None,
         revoked_at: None,
         revoked_reason: None,
+        renewed_at: None,
     };
     store.record_issued_certificate(&cert).await.unwrap();
     assert_eq!(
@@ -699,6 +700,7 @@ async fn check_issued_certificates(store: Store) {
         link_id: None,
         grant: IdentityGrant::Device {
             device_id: orchard_types::DeviceId::new(),
+            purpose: orchard_store::DeviceGrantPurpose::ReturnToService,
         },
         ..cert.clone()
     };

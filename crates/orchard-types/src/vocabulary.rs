@@ -92,7 +92,7 @@ impl fmt::Display for RequestType {
 
 /// Who put a command in a queue (the `commands.queued_by` column).
 ///
-/// Stored spellings: `orchard:enrollment`, `orchard:setup`, `token:<token id>:<name>` and
+/// Stored spellings: `orchard:enrollment`, `orchard:setup`, `orchard:renewal`, `token:<token id>:<name>` and
 /// `user:<user id>:<name>` (the name may itself contain `:`; the ids never do).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum QueuedBy {
@@ -100,6 +100,8 @@ pub enum QueuedBy {
     Enrollment,
     /// Zero-touch setup: a template's setup commands and the DeviceConfigured that ends Setup Assistant.
     Setup,
+    /// Identity renewal: the enrollment profile that gives the device a fresh identity before its own runs out.
+    Renewal,
     /// Someone acting through an API token.
     Token { id: TokenId, name: String },
     /// A person signed in (single sign-on or a local break-glass account); `id` is the users row.
@@ -111,6 +113,7 @@ pub enum QueuedBy {
 impl QueuedBy {
     const ENROLLMENT: &'static str = "orchard:enrollment";
     const SETUP: &'static str = "orchard:setup";
+    const RENEWAL: &'static str = "orchard:renewal";
 
     /// The stored spelling.
     pub fn to_stored(&self) -> String {
@@ -121,6 +124,7 @@ impl QueuedBy {
         match s {
             Self::ENROLLMENT => return Ok(QueuedBy::Enrollment),
             Self::SETUP => return Ok(QueuedBy::Setup),
+            Self::RENEWAL => return Ok(QueuedBy::Renewal),
             _ => {}
         }
         let mut parts = s.splitn(3, ':');
@@ -161,6 +165,7 @@ impl fmt::Display for QueuedBy {
         match self {
             QueuedBy::Enrollment => f.write_str(Self::ENROLLMENT),
             QueuedBy::Setup => f.write_str(Self::SETUP),
+            QueuedBy::Renewal => f.write_str(Self::RENEWAL),
             QueuedBy::Token { id, name } => write!(f, "token:{id}:{name}"),
             QueuedBy::User { id, name } => write!(f, "user:{id}:{name}"),
             QueuedBy::Local { id, name } => write!(f, "local:{id}:{name}"),

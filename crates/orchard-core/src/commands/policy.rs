@@ -191,6 +191,13 @@ impl Orchard {
                 "ClearPasscode is sent to one device at a time".into(),
             ));
         }
+        if matches!(&command, Command::EraseDevice { return_to_service: Some(r), .. } if r.enabled)
+        {
+            // Each device needs its own enrollment profile and its own Activation Lock check.
+            return Err(CoreError::Invalid(
+                "EraseDevice with Return to Service is sent to one device at a time".into(),
+            ));
+        }
         let (devices, skipped) = self.bulk_devices(who, &target).await?;
         for d in &devices {
             who.require(

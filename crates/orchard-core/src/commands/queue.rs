@@ -121,6 +121,9 @@ impl Orchard {
             ),
         )?;
         crate::commands::policy::check_confirmation(who, &device, &command, confirm_serial)?;
+        let command = self
+            .prepare_return_to_service(scope, &device, command)
+            .await?;
         let channel = ChannelId::device(&device.udid);
         // The UnlockToken itself goes in only when the command is sent (commands::secrets); here only its
         // presence is checked, so a ClearPasscode that could not work is refused now.

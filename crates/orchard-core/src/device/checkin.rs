@@ -98,7 +98,11 @@ impl Orchard {
             .filter(|(d, _)| d.state != orchard_types::EnrollmentState::Unenrolled)
             .ok_or(DeviceRejection::UnrecognizedDevice)?;
         if device.cert_fingerprint.as_deref() != Some(signer.fingerprint.as_str()) {
-            return Err(DeviceRejection::IdentityMismatch.into());
+            // Its renewed identity's first request moves the binding; its previous one is accepted during the
+            // grace period after a renewal; anything else is a mismatch.
+            return self
+                .other_identity_of(device, signer, self.clock.now())
+                .await;
         }
         if let IdentityStatus::Revoked(at) = identity {
             tracing::warn!(udid = %udid, device = %device.id, revoked_at = at.0, "request signed by a revoked identity refused");
@@ -250,6 +254,26 @@ impl Orchard {
             }
             BindingDecision::Bind(claim) => claim,
         };
+        if let Some(device) = current
+            .as_ref()
+            .map(|b| &b.device)
+            .filter(|d| crate::enrollment::renewal::is_renewal_of(&issued, d))
+        {
+            // The device reinstalled its enrollment profile with a renewed identity: the same enrollment goes
+            // on (channels, queue and setup stay), only the binding moves.
+            unit.rollback().await?;
+            return match self.move_to_renewed_identity(device, &issued, now).await? {
+                Some(_) => Ok(CheckinReply::Empty),
+                None => Err(self
+                    .refuse_binding(
+                        &issued,
+                        &a.udid,
+                        current.as_ref(),
+                        "device changed meanwhile",
+                    )
+                    .await),
+            };
+        }
         let tenant_id = claim.tenant(&issued, current.as_ref());
         let bound = unit
             .bind_identity(
@@ -428,6 +452,18 @@ impl Orchard {
                         self.escrow_bypass_code(&mut unit, device, report, now)
                             .await?;
                     }
+                }
+                if queued_by == Some(QueuedBy::Renewal)
+                    && matches!(
+                        status,
+                        CommandStatus::Error | CommandStatus::CommandFormatError
+                    )
+                {
+                    let why = error_chain
+                        .clone()
+                        .unwrap_or_else(|| status.as_str().to_owned());
+                    self.record_renewal_failure(&mut unit, uuid, &why, now)
+                        .await?;
                 }
                 if queued_by == Some(QueuedBy::Setup) {
                     self.setup_command_done(

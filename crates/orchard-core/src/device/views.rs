@@ -29,6 +29,8 @@ pub struct DeviceDetail {
     #[serde(flatten)]
     pub device: DeviceView,
     pub channels: Vec<ChannelView>,
+    /// The device identity's expiry and renewal.
+    pub identity: crate::enrollment::renewal::IdentityStatusView,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub inventory: BTreeMap<String, serde_json::Value>,
 }
@@ -138,9 +140,11 @@ impl Orchard {
                 Some((s.section, v))
             })
             .collect();
+        let identity = self.identity_status_view(&device).await?;
         Ok(DeviceDetail {
             device: DeviceView::from(&device),
             channels,
+            identity,
             inventory,
         })
     }

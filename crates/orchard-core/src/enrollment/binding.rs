@@ -106,7 +106,7 @@ impl Orchard {
             IdentityGrant::Ade { udid: granted, .. } if granted != udid => {
                 return Ok(Refuse("ade identity issued for another udid"));
             }
-            IdentityGrant::Device { device_id } if device.map(|d| d.id) != Some(*device_id) => {
+            IdentityGrant::Device { device_id, .. } if device.map(|d| d.id) != Some(*device_id) => {
                 return Ok(Refuse("identity issued for another device"));
             }
             _ => {}

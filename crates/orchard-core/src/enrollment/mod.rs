@@ -4,3 +4,5 @@ pub mod ade;
 pub mod binding;
 pub mod identity;
 pub mod profile;
+pub mod renewal;
+pub mod return_to_service;

@@ -5,7 +5,7 @@
 use orchard_pki::scep::{self, FailInfo, MessageType};
 use orchard_protocol::profile::{EnrollmentProfile, MdmPayload, ScepPayload};
 use orchard_protocol::PER_USER_CONNECTIONS;
-use orchard_store::{IdentityGrant, IssuedCertificate, ScepChallenge};
+use orchard_store::{DeviceGrantPurpose, IdentityGrant, IssuedCertificate, ScepChallenge};
 use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
 use uuid::Uuid;
 
@@ -204,6 +204,7 @@ impl Orchard {
                 bound_at: None,
                 revoked_at: None,
                 revoked_reason: None,
+                renewed_at: None,
             })
             .await?;
         tracing::info!(transaction = %req.transaction_id, tenant = %tenant_id, grant = grant.kind(), "device identity issued");
@@ -243,22 +244,30 @@ impl Orchard {
         let fingerprint = orchard_pki::fingerprint_sha256_hex(&req.signer_cert_der);
         match self.store.find_issued_certificate(&fingerprint).await? {
             Some(c) if c.not_after > now && c.revoked_at.is_none() => {
-                let grant = match c.bound_device_id {
+                let (tenant_id, grant) = match c.bound_device_id {
                     Some(device_id) => {
                         // An identity the device has since replaced renews nothing: only the current one may.
-                        let current = self
+                        let Some(device) = self
                             .store
                             .find_device_by_cert_fingerprint(&fingerprint)
                             .await?
-                            .is_some_and(|d| d.id == device_id);
-                        if !current {
+                            .filter(|d| d.id == device_id)
+                        else {
                             return Ok(Err(FailInfo::BadCertId));
-                        }
-                        IdentityGrant::Device { device_id }
+                        };
+                        // The renewal belongs to the device where it is now (an operator may have moved it
+                        // since the old identity was issued): its first request then moves the binding.
+                        (
+                            device.tenant_id,
+                            IdentityGrant::Device {
+                                device_id,
+                                purpose: DeviceGrantPurpose::Renewal,
+                            },
+                        )
                     }
-                    None => c.grant,
+                    None => (c.tenant_id, c.grant),
                 };
-                Ok(Ok((c.tenant_id, c.link_id, grant)))
+                Ok(Ok((tenant_id, c.link_id, grant)))
             }
             _ => Ok(Err(FailInfo::BadCertId)),
         }

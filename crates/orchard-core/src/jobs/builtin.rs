@@ -1,5 +1,5 @@
-//! The jobs every node runs: push dispatch, DEP sync, the usage snapshot and the command queue's hygiene, each a thin [`Job`] over the
-//! domain's own step function (which tests also call directly).
+//! The jobs every node runs: push dispatch, DEP sync, the usage snapshot, the command queue's hygiene and identity
+//! renewal, each a thin [`Job`] over the domain's own step function (which tests also call directly).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -141,6 +141,43 @@ impl Job for DepSyncJob {
         self.orchard
             .dep_scheduler_tick(&self.owner, self.interval.as_secs())
             .await;
+        Ok(Step::Idle)
+    }
+}
+
+/// Renews device identities before they run out (see [`crate::enrollment::renewal`]): one node per interval
+/// queues the renewal profiles of the devices whose identity is inside the renewal window.
+pub struct IdentityRenewalJob {
+    orchard: Arc<Orchard>,
+}
+
+impl IdentityRenewalJob {
+    /// How often the job looks: identities are valid for months, an hour is plenty.
+    pub const INTERVAL: Duration = Duration::from_secs(3600);
+
+    pub fn new(orchard: Arc<Orchard>) -> Self {
+        Self { orchard }
+    }
+}
+
+impl Job for IdentityRenewalJob {
+    fn name(&self) -> &str {
+        "identity-renewal"
+    }
+
+    fn interval(&self) -> Duration {
+        Self::INTERVAL
+    }
+
+    fn lease(&self) -> Lease {
+        // Two nodes queueing for the same device at once would each mint a challenge: one node at a time.
+        Lease::Cluster {
+            lease: Duration::from_secs(600),
+        }
+    }
+
+    async fn run_once(&self) -> Result<Step, CoreError> {
+        self.orchard.renew_expiring_identities_once().await?;
         Ok(Step::Idle)
     }
 }

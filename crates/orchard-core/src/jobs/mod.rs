@@ -22,7 +22,9 @@ use tokio::sync::{watch, Notify};
 
 use crate::{CoreError, Orchard};
 
-pub use builtin::{CommandHygieneJob, DepSyncJob, PushDispatchJob, UsageSnapshotJob};
+pub use builtin::{
+    CommandHygieneJob, DepSyncJob, IdentityRenewalJob, PushDispatchJob, UsageSnapshotJob,
+};
 
 /// What a step found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,13 +214,14 @@ impl RunningJobs {
 }
 
 impl Orchard {
-    /// Starts this node's background jobs: push dispatch, DEP sync and the usage snapshot.
+    /// Starts this node's background jobs: push dispatch, DEP sync, the usage snapshot and identity renewal.
     pub fn start_jobs(self: &Arc<Self>, shutdown: watch::Receiver<()>) -> RunningJobs {
         let worker = Worker::new(self.clone(), shutdown);
         let mut handles = vec![
             worker.spawn(PushDispatchJob::new(self.clone())),
             worker.spawn(UsageSnapshotJob::new(self.clone())),
             worker.spawn(CommandHygieneJob::new(self.clone())),
+            worker.spawn(IdentityRenewalJob::new(self.clone())),
         ];
         if let Some(job) = DepSyncJob::new(self.clone(), worker.owner()) {
             handles.push(worker.spawn(job));

@@ -1,4 +1,5 @@
-//! The device list as people search it: filters (tenant, model, OS version, enrollment state, last seen),
+//! The device list as people search it: filters (tenant, model, OS version, enrollment state, last seen,
+//! identity expiry),
 //! a text search, a whitelisted sort, and paging — always inside the caller's scope.
 
 use orchard_types::{EnrollmentState, TenantId, UnixTime};
@@ -56,6 +57,8 @@ pub struct DeviceQuery {
     pub state: Option<EnrollmentState>,
     pub last_seen_before: Option<UnixTime>,
     pub last_seen_after: Option<UnixTime>,
+    /// Devices whose bound identity certificate expires (not_after) before this time: who needs renewal.
+    pub identity_expires_before: Option<UnixTime>,
     /// Case-insensitive substring of name, serial number, UDID or model name.
     pub text: Option<String>,
     pub sort: DeviceSort,
@@ -113,6 +116,14 @@ fn conditions<'s>(sql: &'s mut Sql, scope: Scope, q: &DeviceQuery) -> &'s mut Sq
     }
     if let Some(t) = q.last_seen_after {
         sql.push(" AND last_seen_at >= ").bind(t.0);
+    }
+    if let Some(t) = q.identity_expires_before {
+        sql.push(
+            " AND EXISTS (SELECT 1 FROM issued_certificates ic \
+             WHERE ic.fingerprint = devices.cert_fingerprint AND ic.not_after < ",
+        )
+        .bind(t.0)
+        .push(")");
     }
     if let Some(text) = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         sql.push(" AND (LOWER(COALESCE(device_name, '')) LIKE ")

@@ -8,8 +8,8 @@ use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
-    EnrollmentLink, IdentityGrant, IssuedCertificate, ScepChallenge, Scope, Store, StoreError,
-    Tenant, UnitOfWork,
+    DeviceGrantPurpose, EnrollmentLink, IdentityGrant, IssuedCertificate, ScepChallenge, Scope,
+    Store, StoreError, Tenant, UnitOfWork,
 };
 
 const TENANT_COLUMNS: &str = "id, name, code, created_at";
@@ -17,24 +17,37 @@ const LINK_COLUMNS: &str =
     "id, tenant_id, name, secret_hash, max_uses, uses, expires_at, created_at, created_by";
 const CHALLENGE_COLUMNS: &str =
     "challenge_hash, link_id, tenant_id, created_at, expires_at, used_at, \
-     grant_kind, grant_serial, grant_udid, grant_device_id";
+     grant_kind, grant_serial, grant_udid, grant_device_id, grant_purpose";
 const CERTIFICATE_COLUMNS: &str = "fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, \
      not_after, grant_kind, grant_serial, grant_udid, grant_device_id, bound_device_id, bound_at, revoked_at, \
-     revoked_reason";
+     revoked_reason, grant_purpose, renewed_at";
 
-/// The grant columns (`grant_kind, grant_serial, grant_udid, grant_device_id`) as stored.
-fn grant_columns(
-    grant: &IdentityGrant,
-) -> (&'static str, Option<String>, Option<String>, Option<String>) {
+/// The grant columns (`grant_kind, grant_serial, grant_udid, grant_device_id, grant_purpose`) as stored.
+type GrantColumns = (
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<&'static str>,
+);
+
+fn grant_columns(grant: &IdentityGrant) -> GrantColumns {
     match grant {
-        IdentityGrant::Link => ("link", None, None, None),
+        IdentityGrant::Link => ("link", None, None, None, None),
         IdentityGrant::Ade { serial, udid } => (
             "ade",
             Some(serial.clone()),
             Some(udid.as_str().to_owned()),
             None,
+            None,
         ),
-        IdentityGrant::Device { device_id } => ("device", None, None, Some(device_id.to_string())),
+        IdentityGrant::Device { device_id, purpose } => (
+            "device",
+            None,
+            None,
+            Some(device_id.to_string()),
+            Some(purpose.as_str()),
+        ),
     }
 }
 
@@ -49,6 +62,16 @@ fn grant_from_row(row: &AnyRow) -> Result<IdentityGrant, StoreError> {
         }),
         "device" => Ok(IdentityGrant::Device {
             device_id: rows::device_id(row, "grant_device_id")?,
+            // Device grants older than the purpose column came from SCEP RenewalReq: renewals.
+            purpose: match rows::opt_text(row, "grant_purpose")?.as_deref() {
+                None | Some("renewal") => DeviceGrantPurpose::Renewal,
+                Some("return_to_service") => DeviceGrantPurpose::ReturnToService,
+                Some(other) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unknown grant purpose {other:?}"
+                    )))
+                }
+            },
         }),
         other => Err(StoreError::Corrupt(format!("unknown grant kind {other:?}"))),
     }
@@ -103,6 +126,7 @@ fn certificate_from_row(row: &AnyRow) -> Result<IssuedCertificate, StoreError> {
         bound_at: rows::opt_time(row, "bound_at")?,
         revoked_at: rows::opt_time(row, "revoked_at")?,
         revoked_reason: rows::opt_text(row, "revoked_reason")?,
+        renewed_at: rows::opt_time(row, "renewed_at")?,
     })
 }
 
@@ -202,11 +226,11 @@ impl Store {
 
     /// Conflict when the hash exists; NotFound when the link or tenant does not.
     pub async fn create_scep_challenge(&self, c: &ScepChallenge) -> Result<(), StoreError> {
-        let (kind, serial, udid, device) = grant_columns(&c.grant);
+        let (kind, serial, udid, device, purpose) = grant_columns(&c.grant);
         sqlx::query(
             "INSERT INTO scep_challenges (challenge_hash, link_id, tenant_id, created_at, expires_at, used_at, \
-               grant_kind, grant_serial, grant_udid, grant_device_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+               grant_kind, grant_serial, grant_udid, grant_device_id, grant_purpose) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&c.challenge_hash)
         .bind(c.link_id.to_string())
@@ -218,6 +242,7 @@ impl Store {
         .bind(serial)
         .bind(udid)
         .bind(device)
+        .bind(purpose)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -247,12 +272,12 @@ impl Store {
 
     /// Conflict when the fingerprint exists.
     pub async fn record_issued_certificate(&self, c: &IssuedCertificate) -> Result<(), StoreError> {
-        let (kind, serial, udid, device) = grant_columns(&c.grant);
+        let (kind, serial, udid, device, purpose) = grant_columns(&c.grant);
         sqlx::query(
             "INSERT INTO issued_certificates (fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, not_after, \
                grant_kind, grant_serial, grant_udid, grant_device_id, bound_device_id, bound_at, revoked_at, \
-               revoked_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+               revoked_reason, grant_purpose) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&c.fingerprint)
         .bind(&c.serial_hex)
@@ -269,6 +294,7 @@ impl Store {
         .bind(c.bound_at.map(|v| v.0))
         .bind(c.revoked_at.map(|v| v.0))
         .bind(c.revoked_reason.as_deref())
+        .bind(purpose)
         .execute(&self.pool)
         .await?;
         Ok(())
