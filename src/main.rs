@@ -533,9 +533,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         clock.now(),
     )
     .await?;
-    let tls_identity =
-        pki_files::tls_identity(&args.storage.data_dir, &material.server_ca, &dns, &ips, clock.now())
-            .context("preparing the TLS identity")?;
+    let tls_identity = pki_files::tls_identity(
+        &args.storage.data_dir,
+        &material.server_ca,
+        &dns,
+        &ips,
+        clock.now(),
+    )
+    .context("preparing the TLS identity")?;
     let server_ca_path = args.storage.data_dir.join("server-ca.pem");
     let topic = development_topic(&material.ca.cert_der())?;
 

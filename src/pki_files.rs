@@ -200,7 +200,9 @@ impl Kek {
 /// The KEK the configuration names, or the data directory's `kek` file; `None` when there is neither.
 fn configured_kek(config: &KekConfig, dir: &Path) -> Result<Option<Kek>> {
     match (&config.file, &config.env) {
-        (Some(_), Some(_)) => bail!("give the key-encryption key once: --kek-file or ORCHARD_KEK, not both"),
+        (Some(_), Some(_)) => {
+            bail!("give the key-encryption key once: --kek-file or ORCHARD_KEK, not both")
+        }
         (Some(path), None) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the key-encryption key {}", path.display()))?;
@@ -264,7 +266,9 @@ fn import_or_generate(
             imported.push("profile-signer.key");
             Identity::from_pem(&p.cert, &p.key)?
         }
-        None => server_ca.issue_signing_identity("Orchard Profile Signing", now, LEAF_VALIDITY_DAYS)?,
+        None => {
+            server_ca.issue_signing_identity("Orchard Profile Signing", now, LEAF_VALIDITY_DAYS)?
+        }
     };
     let data_key_path = dir.join("data.key");
     let data_key = if data_key_path.exists() {
@@ -277,7 +281,9 @@ fn import_or_generate(
         DataKey::generate()?
     };
     if imported.is_empty() {
-        tracing::info!("creating Orchard's device CA, server CA, profile signer and data key in the database");
+        tracing::info!(
+            "creating Orchard's device CA, server CA, profile signer and data key in the database"
+        );
     } else {
         tracing::info!(files = ?imported, dir = %dir.display(), "moving the key files of the data directory into the database (sealed under the key-encryption key)");
     }
@@ -437,6 +443,9 @@ pub async fn load_shared_keys(
     })
 }
 
+/// A renewed key and the certificate it replaces (what the compare-and-swap expects to find).
+type Replacement = (ServerKeyRecord, Vec<u8>);
+
 /// The replacements `orchard serve` makes, if any: a new server CA (and a signer from it) when the stored one
 /// is near expiry or does not cover the server's names, else a new signer when the stored one is near expiry
 /// or not issued by the server CA.
@@ -446,9 +455,9 @@ fn renewals(
     dns: &[String],
     ips: &[IpAddr],
     now: UnixTime,
-) -> Result<Option<Vec<(ServerKeyRecord, Vec<u8>)>>> {
-    let server_ca_fits =
-        !needs_renewal(keys.server_ca.identity(), now) && keys.server_ca.permits_server_names(dns, ips);
+) -> Result<Option<Vec<Replacement>>> {
+    let server_ca_fits = !needs_renewal(keys.server_ca.identity(), now)
+        && keys.server_ca.permits_server_names(dns, ips);
     let mut replacements = Vec::new();
     let server_ca = if server_ca_fits {
         None

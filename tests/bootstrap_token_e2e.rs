@@ -18,10 +18,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// A check-in message about `udid`, signed by `signer`'s identity: status and body.
-async fn signed_checkin(
-    signer: &SimDevice,
-    message: CheckinMessage,
-) -> Result<(u16, Vec<u8>)> {
+async fn signed_checkin(signer: &SimDevice, message: CheckinMessage) -> Result<(u16, Vec<u8>)> {
     let body = message.encode();
     let signature = signer.sign(&body)?;
     Ok(signer.send_checkin_raw(body, Some(signature)).await?)
@@ -65,11 +62,17 @@ async fn scenario(backend: Backend) -> Result<()> {
     };
     ensure!(a.state.supervised, "the simulated iPads are supervised");
     let token = a.state.bootstrap_token.clone();
-    ensure!(!token.is_empty(), "the iPad escrowed a token while enrolling");
+    ensure!(
+        !token.is_empty(),
+        "the iPad escrowed a token while enrolling"
+    );
     ensure!(token != b.state.bootstrap_token, "each iPad has its own");
 
     // Round trip: the device gets its own token back, also while held in Setup Assistant.
-    ensure!(a.get_bootstrap_token().await? == token, "GetBootstrapToken answers the escrowed token");
+    ensure!(
+        a.get_bootstrap_token().await? == token,
+        "GetBootstrapToken answers the escrowed token"
+    );
     let udid_a = Udid::parse(&a.state.udid)?;
     let (status, body) = signed_checkin(
         a,
@@ -95,7 +98,10 @@ async fn scenario(backend: Backend) -> Result<()> {
         }),
     )
     .await?;
-    ensure!(status == 403, "another identity asking for a's token: {status}");
+    ensure!(
+        status == 403,
+        "another identity asking for a's token: {status}"
+    );
     ensure!(
         !contains(&body, &token)
             && !contains(&body, openssl::base64::encode_block(&token).as_bytes()),
@@ -111,8 +117,14 @@ async fn scenario(backend: Backend) -> Result<()> {
         }),
     )
     .await?;
-    ensure!(status == 403, "another identity setting a's token: {status}");
-    ensure!(a.get_bootstrap_token().await? == token, "a's token is unchanged");
+    ensure!(
+        status == 403,
+        "another identity setting a's token: {status}"
+    );
+    ensure!(
+        a.get_bootstrap_token().await? == token,
+        "a's token is unchanged"
+    );
 
     // Stored sealed: no row of the table holds a token in the clear.
     let mut db = server.connect_database().await?;
@@ -130,7 +142,10 @@ async fn scenario(backend: Backend) -> Result<()> {
     if backend == Backend::Sqlite {
         for file in ["orchard.db", "orchard.db-wal"] {
             if let Ok(bytes) = std::fs::read(server.data_dir.join(file)) {
-                ensure!(!contains(&bytes, &token), "{file} holds the token in the clear");
+                ensure!(
+                    !contains(&bytes, &token),
+                    "{file} holds the token in the clear"
+                );
             }
         }
     }

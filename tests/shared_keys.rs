@@ -15,8 +15,8 @@ use orchard_pki::seal::DataKey;
 use orchard_pki::{CertificateAuthority, Identity};
 use orchard_sim::SimDevice;
 use orchard_testkit::apple::ApplePush;
-use orchard_testkit::server::{orchard_binary, TestServer};
-use orchard_testkit::Backend;
+use orchard_testkit::server::{orchard_binary, spawn_node, TestServer};
+use orchard_testkit::{Backend, TestDatabase};
 use orchard_types::{Clock, SystemClock};
 use serde_json::{json, Value};
 
@@ -38,7 +38,10 @@ async fn call(
     let resp = req.send().await?;
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await?;
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
 }
 
 async fn ca_cert(server: &TestServer, base: &str) -> Result<Vec<u8>> {
@@ -88,12 +91,21 @@ async fn two_nodes(backend: Backend) -> Result<()> {
         first == second && !first.is_empty(),
         "both nodes serve the same CA"
     );
-    ensure!(first == pem_der(&server.device_ca_pem)?, "and it is the device CA");
+    ensure!(
+        first == pem_der(&server.device_ca_pem)?,
+        "and it is the device CA"
+    );
     ensure!(
         std::fs::read(other_dir.path().join("server-ca.pem"))? == server.ca_pem,
         "the second node's server CA is the first's"
     );
-    for file in ["kek", "ca.key", "server-ca.key", "profile-signer.key", "data.key"] {
+    for file in [
+        "kek",
+        "ca.key",
+        "server-ca.key",
+        "profile-signer.key",
+        "data.key",
+    ] {
         ensure!(
             !other_dir.path().join(file).exists(),
             "{file} was written on the second node"
@@ -142,7 +154,10 @@ async fn two_nodes(backend: Backend) -> Result<()> {
         .apns
         .subscribe_token(&DeviceToken::from_bytes(&device.state.push_token)?);
     device.enroll(link).await.context("enrollment")?;
-    ensure!(device.state.topic == topic.as_str(), "enrolled under the push topic");
+    ensure!(
+        device.state.topic == topic.as_str(),
+        "enrolled under the push topic"
+    );
     // The inventory queued at enrollment is pushed (a generous bound: the assertion is that it arrives).
     tokio::time::timeout(Duration::from_secs(120), pushes.recv())
         .await
@@ -219,7 +234,10 @@ async fn refusals(backend: Backend) -> Result<()> {
         code != 0 && stderr.contains("wrong key-encryption key"),
         "wrong KEK file: exit {code}, {stderr}"
     );
-    let (code, stderr) = run_refused(&serve_args(&node_dir, &shared), &[("ORCHARD_KEK", &wrong_text)])?;
+    let (code, stderr) = run_refused(
+        &serve_args(&node_dir, &shared),
+        &[("ORCHARD_KEK", &wrong_text)],
+    )?;
     ensure!(
         code != 0 && stderr.contains("wrong key-encryption key"),
         "wrong ORCHARD_KEK: exit {code}, {stderr}"
@@ -386,8 +404,71 @@ async fn upgrade_from_files(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// Two nodes starting at once on an empty database, with the KEK from configuration: one set of keys is stored
+/// and both serve it (creation is insert-if-absent in one transaction, then both read back what is stored).
+async fn racing_first_starts(backend: Backend) -> Result<()> {
+    orchard_testkit::install_crypto_provider();
+    let Some(database) = TestDatabase::create(backend).await? else {
+        return Ok(());
+    };
+    // Migrated beforehand: the race under test is the keys', not the schema's.
+    let (store, _) = database.store().await?;
+    store.close().await;
+    let url = database
+        .binary_database_url()
+        .unwrap_or_else(|| format!("sqlite://{}", database.dir().join("orchard.db").display()));
+    let kek = database.dir().join("shared.kek");
+    std::fs::write(
+        &kek,
+        openssl::base64::encode_block(DataKey::generate()?.to_bytes().expose()),
+    )?;
+    let (first_dir, second_dir) = (database.dir().join("first"), database.dir().join("second"));
+    let extra = vec!["--kek-file".to_owned(), kek.display().to_string()];
+    let (first, second) = tokio::join!(
+        spawn_node(&first_dir, &url, &extra),
+        spawn_node(&second_dir, &url, &extra)
+    );
+    let (first, second) = (first?, second?);
+    let ca = std::fs::read(first_dir.join("ca.pem"))?;
+    ensure!(
+        ca == std::fs::read(second_dir.join("ca.pem"))?,
+        "one device CA"
+    );
+    let server_ca = std::fs::read(first_dir.join("server-ca.pem"))?;
+    ensure!(
+        server_ca == std::fs::read(second_dir.join("server-ca.pem"))?,
+        "one server CA"
+    );
+    let mut db = database.connect().await?;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM server_keys")
+        .fetch_one(&mut db)
+        .await?;
+    ensure!(count == 5, "one key set: {count} rows");
+    // Both answer over TLS chaining to that server CA, with that device CA.
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&server_ca)?)
+        .build()?;
+    for node in [&first, &second] {
+        let got = http
+            .get(format!("{}/scep?operation=GetCACert", node.base_url))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        ensure!(
+            got.to_vec() == pem_der(&ca)?,
+            "{} serves the one CA",
+            node.base_url
+        );
+    }
+    Ok(())
+}
+
 orchard_testkit::backend_tests! {
     two_nodes_share_ca_and_push_certificate => two_nodes;
     wrong_or_missing_kek_refuses => refusals;
     file_keys_are_imported_and_kept => upgrade_from_files;
+    racing_first_starts_end_with_one_ca => racing_first_starts;
 }

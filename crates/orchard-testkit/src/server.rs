@@ -203,7 +203,8 @@ impl TestServer {
             .to_owned();
         let mut args = vec!["--listen".to_owned(), address];
         args.extend_from_slice(extra);
-        let (child, base_url) = spawn_serve(&self.data_dir, &self.database_url, &args, None).await?;
+        let (child, base_url) =
+            spawn_serve(&self.data_dir, &self.database_url, &args, None).await?;
         self.child = child;
         self.base_url = base_url;
         Ok(())
@@ -395,6 +396,14 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An `orchard serve` process on `database_url` with its own `data_dir` (no token, no [`TestServer`]): for tests
+/// of what several nodes do when they start together.
+pub async fn spawn_node(data_dir: &Path, database_url: &str, extra: &[String]) -> Result<Node> {
+    let (child, base_url) =
+        spawn_serve(data_dir, &Some(database_url.to_owned()), extra, None).await?;
+    Ok(Node { child, base_url })
 }
 
 fn storage_args(data_dir: &Path, database_url: &Option<String>) -> Vec<String> {

@@ -27,10 +27,10 @@ impl Orchard {
             self.store.set_bootstrap_token(device.id, None, now).await?;
             tracing::info!(device = %device.id, "bootstrap token removed at the device's request");
         } else {
-            let sealed = self
-                .pki
-                .data_key
-                .seal(&message.bootstrap_token, &bootstrap_token_context(device.id))?;
+            let sealed = self.pki.data_key.seal(
+                &message.bootstrap_token,
+                &bootstrap_token_context(device.id),
+            )?;
             self.store
                 .set_bootstrap_token(device.id, Some(&sealed), now)
                 .await?;
