@@ -112,12 +112,28 @@ enum PushCertCommands {
 
 #[derive(Args, Clone)]
 struct StorageArgs {
-    /// Directory for the SQLite database, the CA and the TLS identity.
+    /// Directory for the SQLite database, the TLS identity and (unless given otherwise) the key-encryption key.
     #[arg(long, env = "ORCHARD_DATA_DIR", default_value = "./orchard-data")]
     data_dir: PathBuf,
     /// `postgres://user:pass@host/db` to use PostgreSQL; default: SQLite in the data directory.
     #[arg(long, env = "ORCHARD_DATABASE_URL")]
     database_url: Option<String>,
+    /// File holding the key-encryption key (32 bytes, base64) that seals the CA keys, the profile signer and the
+    /// data key in the database; every node of a database needs the same one. Or the KEK itself in ORCHARD_KEK.
+    /// Default: `kek` in the data directory, made by the first start.
+    #[arg(long, env = "ORCHARD_KEK_FILE")]
+    kek_file: Option<PathBuf>,
+}
+
+impl StorageArgs {
+    fn kek_config(&self) -> pki_files::KekConfig {
+        pki_files::KekConfig {
+            file: self.kek_file.clone(),
+            env: std::env::var("ORCHARD_KEK")
+                .ok()
+                .map(orchard_types::Secret::new),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -544,23 +560,41 @@ async fn serve(args: ServeArgs) -> Result<()> {
         bail!("--public-url must be an https:// URL (Apple devices only talk to MDM over TLS)");
     }
     let (dns, ips) = tls_names(&public_url, local.ip());
-    let pki = pki_files::load_or_create(&args.storage.data_dir, &dns, &ips, clock.now())
-        .context("preparing the CA and TLS identity")?;
-    let topic = development_topic(&pki.material.ca.cert_der())?;
+    let material = pki_files::load_shared_keys(
+        &store,
+        &args.storage.data_dir,
+        &args.storage.kek_config(),
+        Some(pki_files::ServerNames {
+            dns: &dns,
+            ips: &ips,
+        }),
+        clock.now(),
+    )
+    .await?;
+    let tls_identity = pki_files::tls_identity(
+        &args.storage.data_dir,
+        &material.server_ca,
+        &dns,
+        &ips,
+        clock.now(),
+    )
+    .context("preparing the TLS identity")?;
+    let server_ca_path = args.storage.data_dir.join("server-ca.pem");
+    let topic = development_topic(&material.ca.cert_der())?;
 
     // Devices in Setup Assistant must trust our TLS certificate before any profile is installed: when Orchard
     // made it, the ADE profile pins Orchard's server CA (name-constrained to our names, never the device CA);
     // an operator's certificate chains to a public root.
     let anchor_certs_der = match &args.tls_cert {
         Some(_) => Vec::new(),
-        None => vec![pki.material.server_ca.cert_der()],
+        None => vec![material.server_ca.cert_der()],
     };
     let (tls_cert, tls_key) = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => (read(c)?, read(k)?),
         _ => {
-            let mut chain = pki.tls.cert_pem();
-            chain.extend_from_slice(&pki.material.server_ca.cert_pem());
-            (chain, pki.tls.key_pem().expose().clone())
+            let mut chain = tls_identity.cert_pem();
+            chain.extend_from_slice(&material.server_ca.cert_pem());
+            (chain, tls_identity.key_pem().expose().clone())
         }
     };
     let tls = orchard_server::tls_server_config(&tls_cert, &tls_key).map_err(anyhow::Error::msg)?;
@@ -578,7 +612,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Orchard::new(
             store.clone(),
             scopes,
-            Arc::new(pki.material),
+            Arc::new(material),
             config,
             clock,
             args.push.settings()?,
@@ -633,7 +667,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // The first line on stdout says where we listen, so scripts and tests can find an ephemeral port.
     println!(
         "listening on https://{local} (public url {public_url}, ca {})",
-        pki.server_ca_path.display()
+        server_ca_path.display()
     );
     tracing::info!(%local, %public_url, backend = ?store.backend(), "orchard serving");
     orchard_server::serve_tls(
@@ -790,8 +824,15 @@ async fn offline_orchard(storage: &StorageArgs) -> Result<(Orchard, OperatorCtx,
         LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock.clone())
             .operator()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pki = pki_files::load_or_create(&storage.data_dir, &[], &[], clock.now())?;
-    let topic = development_topic(&pki.material.ca.cert_der())?;
+    let material = pki_files::load_shared_keys(
+        &store,
+        &storage.data_dir,
+        &storage.kek_config(),
+        None,
+        clock.now(),
+    )
+    .await?;
+    let topic = development_topic(&material.ca.cert_der())?;
     let config = CoreConfig {
         public_url: "https://localhost".into(),
         topic,
@@ -803,7 +844,7 @@ async fn offline_orchard(storage: &StorageArgs) -> Result<(Orchard, OperatorCtx,
     let orchard = Orchard::new(
         store.clone(),
         scopes,
-        Arc::new(pki.material),
+        Arc::new(material),
         config,
         clock,
         orchard_core::push::PushSettings::default(),

@@ -398,23 +398,21 @@ async fn file_modes(server: &TestServer) -> Result<()> {
         "orchard.db",
         "orchard.db-wal",
         "orchard.db-shm",
-        "ca.key",
-        "data.key",
+        "kek",
         "tls.key",
-        "profile-signer.key",
     ] {
         let path = server.data_dir.join(file);
         ensure!(mode(&path)? == 0o600, "{file}: {:o}", mode(&path)?);
     }
     // Key files an older version left readable are the owner's alone once a node has started.
-    for file in ["ca.key", "data.key"] {
+    for file in ["kek", "tls.key"] {
         std::fs::set_permissions(
             server.data_dir.join(file),
             std::fs::Permissions::from_mode(0o644),
         )?;
     }
     drop(server.start_node(&[]).await?);
-    for file in ["ca.key", "data.key"] {
+    for file in ["kek", "tls.key"] {
         let path = server.data_dir.join(file);
         ensure!(
             mode(&path)? == 0o600,

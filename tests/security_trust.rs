@@ -76,9 +76,10 @@ async fn scenario(backend: Backend) -> Result<()> {
         "the device CA is never installed on devices, so it needs none"
     );
 
-    // Whoever steals the server CA's key (it is in the data directory) still cannot impersonate another site
-    // to the iPads: a certificate it makes for any other name fails the iPad's chain check.
-    let key = std::fs::read(server.data_dir.join("server-ca.key"))?;
+    // Whoever steals the server CA's key (sealed in the database: whoever holds the database and the KEK) still
+    // cannot impersonate another site to the iPads: a certificate it makes for any other name fails the iPad's
+    // chain check.
+    let key = server.stored_key("server_ca").await?;
     let stolen = CertificateAuthority::from_identity(Identity::from_pem(&server.ca_pem, &key)?)?;
     let now = SystemClock.now();
     for (dns, ips) in [

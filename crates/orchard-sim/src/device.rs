@@ -8,7 +8,9 @@ use openssl::rsa::Rsa;
 use openssl::x509::X509;
 use orchard_pki::scep::{self, CertRepOutcome};
 use orchard_pki::Identity;
-use orchard_protocol::checkin::{Authenticate, CheckOut, CheckinMessage, TokenUpdate};
+use orchard_protocol::checkin::{
+    Authenticate, CheckOut, CheckinMessage, GetBootstrapToken, SetBootstrapToken, TokenUpdate,
+};
 use orchard_protocol::profile::{EnrollmentProfile, ScepPayload};
 use orchard_types::{ApnsTopic, Clock, PushMagic, SerialNumber, SystemClock, Udid, UnixTime};
 use rand::RngCore;
@@ -34,6 +36,8 @@ pub const MDM_SIGNATURE_HEADER: &str = "Mdm-Signature";
 pub const MAX_COMMANDS_PER_SESSION: usize = 500;
 /// SCEP key sizes iOS accepts.
 const SCEP_KEY_SIZES: [u32; 3] = [1024, 2048, 4096];
+/// The server capability under which a supervised iPad escrows its bootstrap token.
+const BOOTSTRAP_TOKEN_CAPABILITY: &str = "com.apple.mdm.bootstraptoken";
 
 /// What one command session did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -282,6 +286,16 @@ impl SimDevice {
 
         self.authenticate().await?;
         self.token_update().await?;
+        // A supervised iPad escrows its bootstrap token with a server that says it takes one.
+        if self.state.supervised
+            && profile
+                .mdm
+                .server_capabilities
+                .iter()
+                .any(|c| c == BOOTSTRAP_TOKEN_CAPABILITY)
+        {
+            self.set_bootstrap_token().await?;
+        }
         self.state.enrollment_profile = Some(opened.summary);
         self.state.enrolled = true;
         Ok(())
@@ -433,6 +447,37 @@ impl SimDevice {
         self.token_update().await
     }
 
+    /// SetBootstrapToken: escrows the device's bootstrap token (made on first use, as the device makes it once).
+    async fn set_bootstrap_token(&mut self) -> Result<(), SimError> {
+        if self.state.bootstrap_token.is_empty() {
+            self.state.bootstrap_token = random_bytes(48);
+        }
+        let message = CheckinMessage::SetBootstrapToken(SetBootstrapToken {
+            udid: self.udid_typed()?,
+            bootstrap_token: self.state.bootstrap_token.clone(),
+            awaiting_configuration: self.state.awaiting_configuration,
+        });
+        self.checkin("SetBootstrapToken", message.encode()).await
+    }
+
+    /// GetBootstrapToken: what the server has escrowed for this device (empty when nothing).
+    pub async fn get_bootstrap_token(&mut self) -> Result<Vec<u8>, SimError> {
+        let message = CheckinMessage::GetBootstrapToken(GetBootstrapToken {
+            udid: self.udid_typed()?,
+            awaiting_configuration: self.state.awaiting_configuration,
+        });
+        let reply = self
+            .checkin_with_reply("GetBootstrapToken", message.encode())
+            .await?;
+        let dict: plist::Dictionary = plist::from_bytes(&reply)
+            .map_err(|e| SimError::InvalidArgument(format!("GetBootstrapToken reply: {e}")))?;
+        Ok(dict
+            .get("BootstrapToken")
+            .and_then(|v| v.as_data())
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default())
+    }
+
     /// Tells the server the MDM profile is gone (CheckOut), then forgets the enrollment.
     pub async fn check_out(&mut self) -> Result<(), SimError> {
         if !self.state.enrolled {
@@ -451,6 +496,15 @@ impl SimDevice {
 
     /// PUTs a signed check-in message and requires a 200.
     async fn checkin(&mut self, what: &'static str, body: Vec<u8>) -> Result<(), SimError> {
+        self.checkin_with_reply(what, body).await.map(|_| ())
+    }
+
+    /// [`checkin`](Self::checkin), returning the reply body.
+    async fn checkin_with_reply(
+        &mut self,
+        what: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, SimError> {
         let url = required(&self.state.check_in_url)?.to_owned();
         let signature = self.sign(&body)?;
         let (status, reply) = put(
@@ -468,7 +522,7 @@ impl SimDevice {
                 body: body_excerpt(&reply),
             });
         }
-        Ok(())
+        Ok(reply)
     }
 
     /// One command session: PUT Idle, then answer each command until the server replies with an empty

@@ -119,6 +119,10 @@ pub struct DeviceState {
     /// The last `OrganizationInfo` setting.
     #[serde(default)]
     pub organization_info: Option<OrganizationInfoState>,
+    /// The bootstrap token a supervised iPad escrows with SetBootstrapToken after enrolling (empty before, and
+    /// after an erase).
+    #[serde(default)]
+    pub bootstrap_token: Vec<u8>,
 
     /// Log of every command this device answered (simulator bookkeeping; survives erases).
     pub handled_commands: Vec<HandledCommand>,
@@ -310,6 +314,7 @@ impl DeviceState {
             dep: None,
             device_configured_count: 0,
             organization_info: None,
+            bootstrap_token: Vec::new(),
             handled_commands: Vec::new(),
         }
     }
@@ -336,6 +341,7 @@ impl DeviceState {
         self.push_token.clear();
         self.push_magic.clear();
         self.unlock_token.clear();
+        self.bootstrap_token.clear();
         self.installed_profiles.clear();
         self.installed_apps = builtin_apps();
         self.locked = false;

@@ -26,6 +26,7 @@ mod push;
 mod reporting;
 mod rows;
 mod scope;
+mod server_keys;
 mod sql;
 mod tenancy;
 mod unit;
@@ -68,6 +69,7 @@ pub use push::queue_state::{PushCertificateRecord, PushTarget};
 pub use reporting::audit::{AuditEventRecord, AuditFilter};
 pub use reporting::usage::UsageSnapshotRecord;
 pub use scope::{Scope, ScopeAuthority};
+pub use server_keys::ServerKeyRecord;
 pub use tenancy::tenant_details::TenantDetails;
 pub use unit::UnitOfWork;
 

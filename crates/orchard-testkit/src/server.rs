@@ -76,16 +76,36 @@ impl TestServer {
         Self::start_logging(backend, extra, Some((filter, file))).await
     }
 
+    /// Like [`start_with`](Self::start_with), after `prepare` filled the fresh data directory (an older
+    /// version's layout, say).
+    pub async fn start_prepared(
+        backend: Backend,
+        extra: &[String],
+        prepare: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Option<TestServer>> {
+        Self::start_inner(backend, extra, None, prepare).await
+    }
+
     async fn start_logging(
         backend: Backend,
         extra: &[String],
         log: Option<(&str, &Path)>,
+    ) -> Result<Option<TestServer>> {
+        Self::start_inner(backend, extra, log, |_| Ok(())).await
+    }
+
+    async fn start_inner(
+        backend: Backend,
+        extra: &[String],
+        log: Option<(&str, &Path)>,
+        prepare: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<Option<TestServer>> {
         install_crypto_provider();
         let Some(database) = TestDatabase::create(backend).await? else {
             return Ok(None);
         };
         let data_dir = database.dir().to_owned();
+        prepare(&data_dir)?;
         let database_url = database.binary_database_url();
         let token = database_command(
             &data_dir,
@@ -169,6 +189,72 @@ impl TestServer {
         let (child, base_url) =
             spawn_serve(&self.data_dir, &self.database_url, extra, None).await?;
         Ok(Node { child, base_url })
+    }
+
+    /// Stops this server's process and starts `orchard serve` again on the same address, data directory and
+    /// database, with `extra` arguments (enrolled devices keep their server URL).
+    pub async fn restart(&mut self, extra: &[String]) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let address = self
+            .base_url
+            .strip_prefix("https://")
+            .context("base url")?
+            .to_owned();
+        let mut args = vec!["--listen".to_owned(), address];
+        args.extend_from_slice(extra);
+        let (child, base_url) =
+            spawn_serve(&self.data_dir, &self.database_url, &args, None).await?;
+        self.child = child;
+        self.base_url = base_url;
+        Ok(())
+    }
+
+    /// Stops this server's process; the database stays (for other nodes on it) until the server is dropped.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The `--database-url` a node with another data directory uses to share this server's database (on SQLite
+    /// the database file in this server's data directory).
+    pub fn shared_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("orchard.db").display()),
+        }
+    }
+
+    /// The key-encryption key the first start made in the data directory.
+    pub fn kek_path(&self) -> PathBuf {
+        self.data_dir.join("kek")
+    }
+
+    /// Another `orchard serve` node on this server's database with its own data directory `data_dir` (give it
+    /// the KEK in `extra`).
+    pub async fn start_node_in(&self, data_dir: &Path, extra: &[String]) -> Result<Node> {
+        let (child, base_url) =
+            spawn_serve(data_dir, &Some(self.shared_database_url()), extra, None).await?;
+        Ok(Node { child, base_url })
+    }
+
+    /// The private part of the shared key `name` (`device_ca`, `server_ca`, `profile_signer`, `data_key`) as
+    /// stored in the database, opened with the KEK of the data directory: what someone holding both has.
+    pub async fn stored_key(&self, name: &str) -> Result<Vec<u8>> {
+        use sqlx::Row;
+        let kek_text = std::fs::read_to_string(self.kek_path())?;
+        let kek = orchard_pki::seal::DataKey::from_bytes(&openssl::base64::decode_block(
+            kek_text.trim(),
+        )?)?;
+        let mut db = self.connect_database().await?;
+        let row = sqlx::query("SELECT key_sealed FROM server_keys WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut db)
+            .await?;
+        let sealed: Vec<u8> = row.try_get("key_sealed")?;
+        Ok(kek
+            .open(&sealed, format!("orchard server_keys:{name}").as_bytes())?
+            .into_inner())
     }
 
     /// An API call with a bearer token; returns status and JSON body (Null when empty, a string when not JSON).
@@ -312,6 +398,14 @@ impl Drop for Node {
     }
 }
 
+/// An `orchard serve` process on `database_url` with its own `data_dir` (no token, no [`TestServer`]): for tests
+/// of what several nodes do when they start together.
+pub async fn spawn_node(data_dir: &Path, database_url: &str, extra: &[String]) -> Result<Node> {
+    let (child, base_url) =
+        spawn_serve(data_dir, &Some(database_url.to_owned()), extra, None).await?;
+    Ok(Node { child, base_url })
+}
+
 fn storage_args(data_dir: &Path, database_url: &Option<String>) -> Vec<String> {
     let mut args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
     if let Some(url) = database_url {
@@ -368,10 +462,16 @@ async fn spawn_serve(
         Some((filter, file)) => (filter, Stdio::from(std::fs::File::create(file)?)),
         None => ("warn", Stdio::inherit()),
     };
+    // An ephemeral port unless the caller chose the address (a restart on the same port).
+    let listen: &[&str] = if extra.iter().any(|a| a == "--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(orchard_binary()?)
         .arg("serve")
         .args(storage_args(data_dir, database_url))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(listen)
         .args(extra)
         .env("ORCHARD_LOG", filter)
         .stdout(Stdio::piped())

@@ -198,13 +198,12 @@ impl Orchard {
                 declarative_management_reply(&d.endpoint)
             }
             CheckinMessage::GetBootstrapToken(g) => {
-                self.bound_device(&g.udid, &signer).await?;
-                // No bootstrap token escrowed yet: an empty dictionary means "none".
-                Ok(CheckinReply::Plist(empty_plist_dict()))
+                let device = self.bound_device(&g.udid, &signer).await?;
+                self.get_bootstrap_token(&device, &g).await
             }
             CheckinMessage::SetBootstrapToken(s) => {
-                self.bound_device(&s.udid, &signer).await?;
-                Ok(CheckinReply::Empty)
+                let device = self.bound_device(&s.udid, &signer).await?;
+                self.set_bootstrap_token(&device, &s, now).await
             }
             CheckinMessage::GetToken(g) => {
                 self.bound_device(&g.udid, &signer).await?;
@@ -487,13 +486,6 @@ impl Orchard {
         }
         self.commit_unit(unit).await
     }
-}
-
-fn empty_plist_dict() -> Vec<u8> {
-    let mut out = Vec::new();
-    // Writing an empty dictionary to memory cannot fail.
-    let _ = plist::to_writer_xml(&mut out, &plist::Dictionary::new());
-    out
 }
 
 /// Declarative management before any declaration exists: a stable token and empty declaration lists, so a

@@ -2,6 +2,7 @@
 //! and the admin views of devices.
 
 pub mod activation_lock;
+mod bootstrap_token;
 pub mod checkin;
 pub mod inventory;
 pub mod views;

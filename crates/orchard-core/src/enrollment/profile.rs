@@ -12,7 +12,8 @@ use uuid::Uuid;
 use crate::{random_secret, secret_hash, CoreError, Orchard};
 
 /// Capabilities every Orchard enrollment asks for. Per-user connections cannot be added later, so every
-/// profile carries it (Shared iPad needs it).
+/// profile carries it (Shared iPad needs it); bootstrap tokens are escrowed sealed and answered
+/// (`device/bootstrap_token.rs`).
 const SERVER_CAPABILITIES: &[&str] = &[PER_USER_CONNECTIONS, "com.apple.mdm.bootstraptoken"];
 
 /// Access rights: all of them (8191), as a university's supervised iPads need.
