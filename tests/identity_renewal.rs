@@ -185,13 +185,12 @@ impl Rig {
     }
 
     async fn fingerprint(&self, ipad: &SimDevice) -> Result<String> {
-        Ok(self
-            .store
+        self.store
             .find_device_by_udid(&Udid::parse(ipad.udid())?)
             .await?
             .context("device")?
             .cert_fingerprint
-            .context("fingerprint")?)
+            .context("fingerprint")
     }
 
     /// One step of the renewal job as the worker runs it (cluster lease in `job_runs`).
