@@ -20,7 +20,7 @@ use orchard_types::{Secret, UnixTime};
 use crate::signature::{attach_content, describe, parse_signed_data, single_signer};
 use crate::{common_name, self_signed_cert, CertificateAuthority, Identity, PkiError};
 
-/// What `GetCACaps` answers. Requests signed with another digest (MD5, SHA-1) are refused with badAlg.
+/// What `GetCACaps` answers. Requests signed with MD5 or any digest but SHA-1/SHA-2 are refused with badAlg.
 pub const CA_CAPS: &str =
     "POSTPKIOperation\nSHA-256\nSHA-512\nAES\nDES3\nSCEPStandard\nRenewal\n";
 /// Content type of a `GetCACert` answer holding exactly one DER certificate (our CA is also the RA).
@@ -215,9 +215,12 @@ pub enum PkiOperation {
     },
 }
 
-/// Digests a request may be signed with: what GetCACaps advertises (SHA-256, SHA-512) and SHA-384 between them.
-/// MD5 and SHA-1 are refused with badAlg (RFC 8894 §3.5.2: a client uses what the caps list).
-const ACCEPTED_DIGESTS: [Nid; 3] = [Nid::SHA256, Nid::SHA384, Nid::SHA512];
+/// Digests a request may be signed with: what GetCACaps advertises (SHA-256, SHA-512), SHA-384 between them, and
+/// SHA-1, which is not advertised but which clients that ignore the caps use: micromdm's `scepclient` 2.1
+/// (Debian's `scep`) signs with SHA-1 and encrypts with single DES whatever the caps say (the same exception as
+/// [`ContentCipher::DesCbc`]; the envelope only hides a CSR and a one-time challenge that also travel inside TLS).
+/// MD5 and anything else are refused with badAlg.
+const ACCEPTED_DIGESTS: [Nid; 4] = [Nid::SHA1, Nid::SHA256, Nid::SHA384, Nid::SHA512];
 /// RSA keys above this size are refused too: nothing needs them, and they only make every check slower.
 const MAX_RSA_BITS: u32 = 8192;
 
@@ -408,7 +411,8 @@ pub fn decode_pki_operation(
 }
 
 /// CSR signature algorithms accepted: RSA with the digests of [`ACCEPTED_DIGESTS`] (RSA-PSS too).
-const ACCEPTED_CSR_SIGNATURES: [Nid; 4] = [
+const ACCEPTED_CSR_SIGNATURES: [Nid; 5] = [
+    Nid::SHA1WITHRSAENCRYPTION,
     Nid::SHA256WITHRSAENCRYPTION,
     Nid::SHA384WITHRSAENCRYPTION,
     Nid::SHA512WITHRSAENCRYPTION,
@@ -1843,11 +1847,8 @@ mod tests {
             refusal_of(&ca, &key, &with(MessageDigest::md5(), aes)),
             Some(FailInfo::BadAlg)
         );
-        assert_eq!(
-            refusal_of(&ca, &key, &with(MessageDigest::sha1(), aes)),
-            Some(FailInfo::BadAlg)
-        );
         for digest in [
+            MessageDigest::sha1(),
             MessageDigest::sha256(),
             MessageDigest::sha384(),
             MessageDigest::sha512(),
