@@ -434,6 +434,24 @@ fn check_rsa_key(key: &PKeyRef<Public>, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// SHA-256 (hex) of a certificate's public key (its SubjectPublicKeyInfo DER): which key a certificate is for.
+pub fn certificate_key_sha256(cert_der: &[u8]) -> Result<String, PkiError> {
+    let cert = X509::from_der(cert_der)
+        .map_err(|e| PkiError::Malformed(format!("certificate: {}", describe(&e))))?;
+    Ok(hex::encode(openssl::sha::sha256(
+        &cert.public_key()?.public_key_to_der()?,
+    )))
+}
+
+/// [`certificate_key_sha256`] of the key a PKCS#10 request asks to certify.
+pub fn request_key_sha256(csr_der: &[u8]) -> Result<String, PkiError> {
+    let csr = X509Req::from_der(csr_der)
+        .map_err(|e| PkiError::Malformed(format!("certificate request: {}", describe(&e))))?;
+    Ok(hex::encode(openssl::sha::sha256(
+        &csr.public_key()?.public_key_to_der()?,
+    )))
+}
+
 /// Issues a device identity from the CSR: clientAuth EKU, digitalSignature+keyEncipherment, serial = random 128-bit.
 pub fn issue_certificate(
     ca: &CertificateAuthority,
@@ -582,6 +600,8 @@ pub struct ClientChoices<'a> {
     /// Sign the message with a throwaway self-signed certificate over this key instead of the requested key
     /// (RFC 8894 §2.3 allows it; several client libraries do it).
     pub signer_key: Option<&'a PKeyRef<Private>>,
+    /// The transactionID; None: SHA-256 of the requested public key (hex), as RFC 8894 suggests.
+    pub transaction_id: Option<&'a str>,
 }
 
 impl Default for ClientChoices<'_> {
@@ -590,6 +610,7 @@ impl Default for ClientChoices<'_> {
             cipher: Cipher::aes_256_cbc(),
             digest: MessageDigest::sha256(),
             signer_key: None,
+            transaction_id: None,
         }
     }
 }
@@ -736,10 +757,13 @@ fn build_request(
         .map_err(|e| PkiError::Malformed(format!("ca certificate: {}", describe(&e))))?;
     let csr_der = build_csr(key, subject_cn, challenge, choices.digest)?;
     // RFC 8894 suggests a hash of the public key: stable across retries of the same key.
-    let transaction_id = hex::encode(openssl::hash::hash(
-        MessageDigest::sha256(),
-        &key.public_key_to_der()?,
-    )?);
+    let transaction_id = match choices.transaction_id {
+        Some(chosen) => chosen.to_owned(),
+        None => hex::encode(openssl::hash::hash(
+            MessageDigest::sha256(),
+            &key.public_key_to_der()?,
+        )?),
+    };
     sign_request(
         &ca_cert,
         signer,
@@ -1840,7 +1864,7 @@ mod tests {
         let with = |digest: MessageDigest, cipher: Cipher| ClientChoices {
             cipher,
             digest,
-            signer_key: None,
+            ..ClientChoices::default()
         };
         let aes = Cipher::aes_256_cbc();
         assert_eq!(

@@ -49,6 +49,7 @@ pub use dep::templates::{
 };
 pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use device::devices::IdentityStatus;
+pub use enrollment::identity::ScepTransaction;
 pub use error::StoreError;
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultInjector;
