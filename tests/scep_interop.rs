@@ -179,15 +179,14 @@ impl<'a> Client<'a> {
         Ok(scep::decode_cert_rep(pending, key, &self.ca_der, &body)?)
     }
 
-    async fn certificate(
-        &self,
-        pending: &PendingRequest,
-        key: &PKey<Private>,
-    ) -> Result<Vec<u8>> {
+    async fn certificate(&self, pending: &PendingRequest, key: &PKey<Private>) -> Result<Vec<u8>> {
         match self.outcome(pending, key).await? {
             CertRepOutcome::Success(der) => {
                 let cert = X509::from_der(&der)?;
-                ensure!(cert.public_key()?.public_eq(key), "certificate for another key");
+                ensure!(
+                    cert.public_key()?.public_eq(key),
+                    "certificate for another key"
+                );
                 ensure!(cert.verify(X509::from_der(&self.ca_der)?.public_key()?.as_ref())?);
                 Ok(der)
             }
@@ -227,6 +226,19 @@ async fn enrollment_choices(backend: Backend) -> Result<()> {
     let rebuilt = client.pkcs_req(&key, &challenge, &ClientChoices::default())?;
     ensure!(rebuilt.transaction_id == pending.transaction_id);
     ensure!(client.certificate(&rebuilt, &key).await? == issued);
+
+    // The same key again with a new challenge (enrolling anew; the transactionID, a hash of the key, is the
+    // same): a new certificate, not the old one.
+    let new_challenge = fresh_challenge(&server, "signer-same-again").await?;
+    let anew = client.pkcs_req(&key, &new_challenge, &ClientChoices::default())?;
+    ensure!(anew.transaction_id == pending.transaction_id);
+    let second = client.certificate(&anew, &key).await?;
+    ensure!(
+        second != issued,
+        "enrolling anew answered the old certificate"
+    );
+    // And the first request retried still gets the first certificate.
+    ensure!(client.certificate(&pending, &key).await? == issued);
 
     // CertPoll (GetCertInitial) for that transaction: the certificate; for an unknown one: badCertId.
     let poll = scep::build_cert_poll(&client.ca_der, &pending, "scep-interop-device")?;
@@ -276,8 +288,16 @@ async fn enrollment_choices(backend: Backend) -> Result<()> {
 
     // Other advertised choices: AES-128 + SHA-512, 3DES + SHA-256.
     for (cipher, digest, code) in [
-        (Cipher::aes_128_cbc(), MessageDigest::sha512(), "aes128-sha512"),
-        (Cipher::des_ede3_cbc(), MessageDigest::sha256(), "des3-sha256"),
+        (
+            Cipher::aes_128_cbc(),
+            MessageDigest::sha512(),
+            "aes128-sha512",
+        ),
+        (
+            Cipher::des_ede3_cbc(),
+            MessageDigest::sha256(),
+            "des3-sha256",
+        ),
     ] {
         let key = rsa(2048)?;
         let challenge = fresh_challenge(&server, code).await?;
@@ -371,7 +391,11 @@ async fn refusals(backend: Backend) -> Result<()> {
     );
 
     // Undecodable bytes are the only HTTP 400.
-    for garbage in [&b"not cms"[..], &[][..], &[0x30, 0x03, 0x02, 0x01, 0x01][..]] {
+    for garbage in [
+        &b"not cms"[..],
+        &[][..],
+        &[0x30, 0x03, 0x02, 0x01, 0x01][..],
+    ] {
         let (status, _) = client.post(garbage).await?;
         ensure!(status == 400, "garbage answered HTTP {status}");
     }

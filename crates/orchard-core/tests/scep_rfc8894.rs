@@ -72,39 +72,57 @@ async fn stale_requests_are_refused_with_bad_time(backend: Backend) {
         let ca_der = orchard.ca().cert_der();
         let signed_at = SystemClock.now();
         let pending = scep::build_pkcs_req(&ca_der, &key, "ipad", Some(challenge), now).unwrap();
-        let outcome = |body: Vec<u8>| scep::decode_cert_rep(&pending, &key, &ca_der, &body).unwrap();
+        let outcome =
+            |body: Vec<u8>| scep::decode_cert_rep(&pending, &key, &ca_der, &body).unwrap();
 
         // The server's clock an hour after the signature (a replay) and twenty minutes before it: badTime.
         for server_time in [signed_at.0 + 3600, signed_at.0 - 1200] {
             clock.set(UnixTime(server_time));
-            let reply = orchard.scep_pki_operation(&pending.message_der).await.unwrap();
-            assert_eq!(outcome(reply.body), CertRepOutcome::Failure(FailInfo::BadTime));
+            let reply = orchard
+                .scep_pki_operation(&pending.message_der)
+                .await
+                .unwrap();
+            assert_eq!(
+                outcome(reply.body),
+                CertRepOutcome::Failure(FailInfo::BadTime)
+            );
             assert!(store
-                .find_scep_transaction(&pending.transaction_id, clock.now())
+                .find_scep_transactions(&pending.transaction_id, clock.now())
                 .await
                 .unwrap()
-                .is_none());
+                .is_empty());
         }
 
         // Inside the window the same request (and so the same challenge) is issued and recorded.
         clock.set(UnixTime(signed_at.0 + WINDOW / 2));
-        let reply = orchard.scep_pki_operation(&pending.message_der).await.unwrap();
+        let reply = orchard
+            .scep_pki_operation(&pending.message_der)
+            .await
+            .unwrap();
         let CertRepOutcome::Success(issued) = outcome(reply.body) else {
             panic!("refused inside the window");
         };
         let (fingerprint, recorded) = store
-            .find_scep_transaction(&pending.transaction_id, clock.now())
+            .find_scep_transactions(&pending.transaction_id, clock.now())
             .await
             .unwrap()
+            .pop()
             .expect("transaction recorded");
         assert_eq!(recorded.certificate_der, issued);
         assert_eq!(fingerprint, orchard_pki::fingerprint_sha256_hex(&issued));
-        let record = store.find_issued_certificate(&fingerprint).await.unwrap().unwrap();
+        let record = store
+            .find_issued_certificate(&fingerprint)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(record.tenant_id, tenant.id);
         assert_eq!(record.link_id, Some(link.id));
 
         // Repeated (the answer was lost): the same certificate, nothing new.
-        let reply = orchard.scep_pki_operation(&pending.message_der).await.unwrap();
+        let reply = orchard
+            .scep_pki_operation(&pending.message_der)
+            .await
+            .unwrap();
         assert_eq!(outcome(reply.body), CertRepOutcome::Success(issued));
         // The challenge is spent: another key with it is refused.
         let other = Rsa::generate(2048)

@@ -21,8 +21,7 @@ use crate::signature::{attach_content, describe, parse_signed_data, single_signe
 use crate::{common_name, self_signed_cert, CertificateAuthority, Identity, PkiError};
 
 /// What `GetCACaps` answers. Requests signed with MD5 or any digest but SHA-1/SHA-2 are refused with badAlg.
-pub const CA_CAPS: &str =
-    "POSTPKIOperation\nSHA-256\nSHA-512\nAES\nDES3\nSCEPStandard\nRenewal\n";
+pub const CA_CAPS: &str = "POSTPKIOperation\nSHA-256\nSHA-512\nAES\nDES3\nSCEPStandard\nRenewal\n";
 /// Content type of a `GetCACert` answer holding exactly one DER certificate (our CA is also the RA).
 pub const CA_CERT_CONTENT_TYPE: &str = "application/x-x509-ca-cert";
 /// Content type of a `PKIOperation` answer (a CertRep).
@@ -785,8 +784,13 @@ fn sign_request(
 ) -> Result<PendingRequest, PkiError> {
     let mut recipients = Stack::<X509>::new()?;
     recipients.push(ca_cert.to_owned())?;
-    let envelope =
-        Pkcs7::encrypt(&recipients, message_data, choices.cipher, Pkcs7Flags::BINARY)?.to_der()?;
+    let envelope = Pkcs7::encrypt(
+        &recipients,
+        message_data,
+        choices.cipher,
+        Pkcs7Flags::BINARY,
+    )?
+    .to_der()?;
     let sender_nonce = fresh_nonce()?;
     let nids = scep_nids()?;
     let attributes = [
@@ -1382,7 +1386,10 @@ mod ffi {
                     sys::NID_pkcs9_signingTime,
                 );
                 if value.is_null()
-                    || !matches!((*value).type_, sys::V_ASN1_UTCTIME | sys::V_ASN1_GENERALIZEDTIME)
+                    || !matches!(
+                        (*value).type_,
+                        sys::V_ASN1_UTCTIME | sys::V_ASN1_GENERALIZEDTIME
+                    )
                 {
                     return None;
                 }
@@ -1840,7 +1847,10 @@ mod tests {
             signer_key: Some(&ec),
             ..defaults
         };
-        assert_eq!(refusal_of(&ca, &good, &signed_by_ec), Some(FailInfo::BadAlg));
+        assert_eq!(
+            refusal_of(&ca, &good, &signed_by_ec),
+            Some(FailInfo::BadAlg)
+        );
         assert_eq!(refusal_of(&ca, &good, &defaults), None);
 
         // issue_certificate never issues for another key, nor for a non-request.

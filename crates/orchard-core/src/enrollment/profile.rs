@@ -214,22 +214,20 @@ impl Orchard {
                 // the certificate's key.
                 let earlier = self
                     .store
-                    .find_scep_transaction(&req.transaction_id, now)
+                    .find_scep_transactions(&req.transaction_id, now)
                     .await?;
-                return match earlier {
-                    Some((_, t))
-                        if t.signer_key_sha256 == signer_key_sha256
-                            || scep::certificate_key_sha256(&t.certificate_der)?
-                                == signer_key_sha256 =>
+                for (_, t) in &earlier {
+                    if t.signer_key_sha256 == signer_key_sha256
+                        || scep::certificate_key_sha256(&t.certificate_der)? == signer_key_sha256
                     {
-                        Ok(reply(scep::cert_rep_success(ca, &req, &t.certificate_der)?))
+                        return Ok(reply(scep::cert_rep_success(ca, &req, &t.certificate_der)?));
                     }
-                    _ => refuse(
-                        &req.reply_to(),
-                        FailInfo::BadCertId,
-                        "no certificate for this transaction",
-                    ),
-                };
+                }
+                return refuse(
+                    &req.reply_to(),
+                    FailInfo::BadCertId,
+                    "no certificate for this transaction",
+                );
             }
             MessageType::GetCert | MessageType::GetCrl => {
                 return refuse(&req.reply_to(), FailInfo::BadRequest, "not offered")
@@ -237,21 +235,27 @@ impl Orchard {
         }
 
         let requested_key_sha256 = scep::request_key_sha256(&req.csr_der)?;
-        if let Some((_, earlier)) = self
+        let challenge_hash = req
+            .challenge_password
+            .as_ref()
+            .map(|c| secret_hash(c.expose()));
+        // The same transactionID for the same key and the same challenge (or none, a renewal) is a retry after a
+        // lost answer: the same certificate again. The same key with another challenge enrolls again (the
+        // transactionID is a hash of the key); the same transactionID for another key is refused.
+        let earlier = self
             .store
-            .find_scep_transaction(&req.transaction_id, now)
-            .await?
-        {
-            // A retry after a lost answer: the same certificate again. The same transactionID for another key
-            // is another request reusing it.
-            if scep::certificate_key_sha256(&earlier.certificate_der)? == requested_key_sha256 {
+            .find_scep_transactions(&req.transaction_id, now)
+            .await?;
+        let mut another_key = false;
+        for (_, t) in &earlier {
+            if scep::certificate_key_sha256(&t.certificate_der)? != requested_key_sha256 {
+                another_key = true;
+            } else if t.challenge_hash == challenge_hash {
                 tracing::info!(transaction = %req.transaction_id, "scep request answered again");
-                return Ok(reply(scep::cert_rep_success(
-                    ca,
-                    &req,
-                    &earlier.certificate_der,
-                )?));
+                return Ok(reply(scep::cert_rep_success(ca, &req, &t.certificate_der)?));
             }
+        }
+        if another_key {
             return refuse(
                 &req.reply_to(),
                 FailInfo::BadRequest,
@@ -273,17 +277,17 @@ impl Orchard {
             Ok(g) => g,
             Err(fail) => return refuse(&req.reply_to(), fail, "not granted"),
         };
-        let issued = match scep::issue_certificate(ca, &req, now, self.config.identity_validity_days)
-        {
-            Ok(issued) => issued,
-            Err(PkiError::Unsupported(reason)) => {
-                return refuse(&req.reply_to(), FailInfo::BadAlg, &reason)
-            }
-            Err(PkiError::Malformed(reason)) => {
-                return refuse(&req.reply_to(), FailInfo::BadRequest, &reason)
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let issued =
+            match scep::issue_certificate(ca, &req, now, self.config.identity_validity_days) {
+                Ok(issued) => issued,
+                Err(PkiError::Unsupported(reason)) => {
+                    return refuse(&req.reply_to(), FailInfo::BadAlg, &reason)
+                }
+                Err(PkiError::Malformed(reason)) => {
+                    return refuse(&req.reply_to(), FailInfo::BadRequest, &reason)
+                }
+                Err(e) => return Err(e.into()),
+            };
         // Built before anything is recorded: a reply that cannot be made leaves no certificate behind.
         let answer = scep::cert_rep_success(ca, &req, &issued)?;
         let (_, not_after) = orchard_pki::cert_validity(&issued)?;
@@ -309,6 +313,7 @@ impl Orchard {
                 transaction_id: req.transaction_id.clone(),
                 signer_key_sha256,
                 certificate_der: issued,
+                challenge_hash,
             },
         )
         .await?;
@@ -371,4 +376,3 @@ impl Orchard {
         }
     }
 }
-

@@ -304,6 +304,8 @@ pub struct ScepTransaction {
     pub transaction_id: String,
     /// SHA-256 (hex) of the public key that signed the request.
     pub signer_key_sha256: String,
+    /// The hash of the one-time challenge the request spent (None for a RenewalReq).
+    pub challenge_hash: Option<String>,
     pub certificate_der: Vec<u8>,
 }
 
@@ -323,14 +325,15 @@ impl Store {
         record_issued_certificate(&mut self.pooled().await?, c).await
     }
 
-    /// The newest certificate issued for SCEP transaction `transaction_id` that is neither revoked nor expired
-    /// at `now`, with its fingerprint.
-    pub async fn find_scep_transaction(
+    /// The certificates issued for SCEP transaction `transaction_id` that are neither revoked nor expired at
+    /// `now`, with their fingerprints, newest first (a client that enrolls again with the same key reuses its
+    /// transactionID; at most a few).
+    pub async fn find_scep_transactions(
         &self,
         transaction_id: &str,
         now: UnixTime,
-    ) -> Result<Option<(String, ScepTransaction)>, StoreError> {
-        find_scep_transaction(&mut self.pooled().await?, transaction_id, now).await
+    ) -> Result<Vec<(String, ScepTransaction)>, StoreError> {
+        find_scep_transactions(&mut self.pooled().await?, transaction_id, now).await
     }
 }
 
@@ -361,28 +364,21 @@ impl UnitOfWork {
     ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE issued_certificates \
-             SET scep_transaction_id = $2, scep_signer_key_sha256 = $3, certificate_der = $4 \
+             SET scep_transaction_id = $2, scep_signer_key_sha256 = $3, certificate_der = $4, \
+                 scep_challenge_hash = $5 \
              WHERE fingerprint = $1",
         )
         .bind(fingerprint)
         .bind(&t.transaction_id)
         .bind(&t.signer_key_sha256)
         .bind(&t.certificate_der)
+        .bind(t.challenge_hash.as_deref())
         .execute(self.conn()?)
         .await?;
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound);
         }
         Ok(())
-    }
-
-    /// [`Store::find_scep_transaction`] inside this unit.
-    pub async fn find_scep_transaction(
-        &mut self,
-        transaction_id: &str,
-        now: UnixTime,
-    ) -> Result<Option<(String, ScepTransaction)>, StoreError> {
-        find_scep_transaction(self, transaction_id, now).await
     }
 }
 
@@ -437,31 +433,33 @@ async fn record_issued_certificate(
     Ok(())
 }
 
-async fn find_scep_transaction(
+async fn find_scep_transactions(
     db: &mut impl Db,
     transaction_id: &str,
     now: UnixTime,
-) -> Result<Option<(String, ScepTransaction)>, StoreError> {
-    let row = sqlx::query(
-        "SELECT fingerprint, scep_transaction_id, scep_signer_key_sha256, certificate_der \
+) -> Result<Vec<(String, ScepTransaction)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT fingerprint, scep_transaction_id, scep_signer_key_sha256, certificate_der, scep_challenge_hash \
          FROM issued_certificates \
          WHERE scep_transaction_id = $1 AND revoked_at IS NULL AND not_after > $2 \
            AND certificate_der IS NOT NULL AND scep_signer_key_sha256 IS NOT NULL \
-         ORDER BY issued_at DESC, fingerprint LIMIT 1",
+         ORDER BY issued_at DESC, fingerprint LIMIT 32",
     )
     .bind(transaction_id)
     .bind(now.0)
-    .fetch_optional(db.conn()?)
+    .fetch_all(db.conn()?)
     .await?;
-    row.map(|row| {
-        Ok((
-            rows::text(&row, "fingerprint")?,
-            ScepTransaction {
-                transaction_id: rows::text(&row, "scep_transaction_id")?,
-                signer_key_sha256: rows::text(&row, "scep_signer_key_sha256")?,
-                certificate_der: rows::bytes(&row, "certificate_der")?,
-            },
-        ))
-    })
-    .transpose()
+    rows.iter()
+        .map(|row| {
+            Ok((
+                rows::text(row, "fingerprint")?,
+                ScepTransaction {
+                    transaction_id: rows::text(row, "scep_transaction_id")?,
+                    signer_key_sha256: rows::text(row, "scep_signer_key_sha256")?,
+                    certificate_der: rows::bytes(row, "certificate_der")?,
+                    challenge_hash: rows::opt_text(row, "scep_challenge_hash")?,
+                },
+            ))
+        })
+        .collect()
 }
