@@ -240,9 +240,9 @@ async fn enrollment_choices(backend: Backend) -> Result<()> {
     // And the first request retried still gets the first certificate.
     ensure!(client.certificate(&pending, &key).await? == issued);
 
-    // CertPoll (GetCertInitial) for that transaction: the certificate; for an unknown one: badCertId.
+    // CertPoll (GetCertInitial) for that transaction: its newest certificate; for an unknown one: badCertId.
     let poll = scep::build_cert_poll(&client.ca_der, &pending, "scep-interop-device")?;
-    ensure!(client.outcome(&poll, &key).await? == CertRepOutcome::Success(issued.clone()));
+    ensure!(client.outcome(&poll, &key).await? == CertRepOutcome::Success(second.clone()));
     let stranger_key = rsa(2048)?;
     let stranger = client.pkcs_req(&stranger_key, "never-sent", &ClientChoices::default())?;
     let stranger_poll = scep::build_cert_poll(&client.ca_der, &stranger, "x")?;
