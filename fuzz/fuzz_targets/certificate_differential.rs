@@ -2,8 +2,9 @@
 //! CA signature, validity, subject CN) against OpenSSL's, on certificates our CA really issued. The input is a
 //! certificate request; the target issues it through the real SCEP issuing code (with the fixture ECDSA CA, for
 //! speed), exactly as the server would for a device, so every subject a device can ask for (string types,
-//! bytes, several CNs) and every key reaches the comparison with a valid CA signature. The fast path may decline
-//! a certificate (OpenSSL then decides); when it decides, it must decide what OpenSSL decides, with the same facts.
+//! bytes, several CNs) and every key the server issues for (RSA of 2048 to 8192 bits) reaches the comparison
+//! with a valid CA signature. The fast path may decline a certificate (OpenSSL then decides); when it decides,
+//! it must decide what OpenSSL decides, with the same facts.
 #![no_main]
 use openssl::x509::X509Req;
 use orchard_fuzz::{ec_ca, ISSUED_AT, NOW};
@@ -23,6 +24,7 @@ libfuzzer_sys::fuzz_target!(|csr: &[u8]| {
         challenge_password: None,
         subject_common_name: None,
         content_cipher: ContentCipher::Aes256Cbc,
+        signing_time: None,
     };
     let Ok(cert) = scep::issue_certificate(ec_ca(), &request, ISSUED_AT, 30) else {
         return;

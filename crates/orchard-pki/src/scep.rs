@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
-use openssl::pkey::{PKeyRef, Private};
+use openssl::pkey::{Id, PKeyRef, Private, Public};
 use openssl::stack::Stack;
 use openssl::symm::Cipher;
 use openssl::x509::{X509Name, X509Ref, X509Req, X509ReqBuilder, X509};
@@ -20,8 +20,8 @@ use orchard_types::{Secret, UnixTime};
 use crate::signature::{attach_content, describe, parse_signed_data, single_signer};
 use crate::{common_name, self_signed_cert, CertificateAuthority, Identity, PkiError};
 
-/// What `GetCACaps` answers.
-pub const CA_CAPS: &str = "POSTPKIOperation\nSHA-256\nAES\nDES3\nSCEPStandard\nRenewal\n";
+/// What `GetCACaps` answers. Requests signed with MD5 or any digest but SHA-1/SHA-2 are refused with badAlg.
+pub const CA_CAPS: &str = "POSTPKIOperation\nSHA-256\nSHA-512\nAES\nDES3\nSCEPStandard\nRenewal\n";
 /// Content type of a `GetCACert` answer holding exactly one DER certificate (our CA is also the RA).
 pub const CA_CERT_CONTENT_TYPE: &str = "application/x-x509-ca-cert";
 /// Content type of a `PKIOperation` answer (a CertRep).
@@ -178,33 +178,83 @@ pub struct PkiRequest {
     pub subject_common_name: Option<String>,
     /// The cipher the request's envelope used (the CertRep answers with the same family).
     pub content_cipher: ContentCipher,
+    /// The signingTime signed attribute, when the client set one (the caller may refuse a stale one: badTime).
+    pub signing_time: Option<UnixTime>,
 }
 
-/// Verifies the outer SignedData signature (by signer_cert), decrypts the EnvelopedData (AES-CBC or 3DES) with the CA key.
+impl PkiRequest {
+    /// Whom the CertRep answers.
+    pub fn reply_to(&self) -> ReplyTo {
+        ReplyTo {
+            transaction_id: self.transaction_id.clone(),
+            sender_nonce: self.sender_nonce.clone(),
+        }
+    }
+}
+
+/// Who a CertRep answers: the request's transactionID and senderNonce (echoed as recipientNonce). Readable from
+/// the outer signed attributes before anything is verified or decrypted, so even a refused request gets its
+/// CertRep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub transaction_id: String,
+    pub sender_nonce: Vec<u8>,
+}
+
+/// A PKIOperation as the server reads it: a request to act on, or one to refuse with a CertRep FAILURE.
+#[derive(Debug, Clone)]
+pub enum PkiOperation {
+    Request(PkiRequest),
+    /// Readable enough to answer (transactionID and senderNonce) but refused: the answer is
+    /// [`cert_rep_refusal`] with `fail`; `reason` is for the log only.
+    Refused {
+        reply_to: ReplyTo,
+        fail: FailInfo,
+        reason: String,
+    },
+}
+
+/// Digests a request may be signed with: what GetCACaps advertises (SHA-256, SHA-512), SHA-384 between them, and
+/// SHA-1, which is not advertised but which clients that ignore the caps use: micromdm's `scepclient` 2.1
+/// (Debian's `scep`) signs with SHA-1 and encrypts with single DES whatever the caps say (the same exception as
+/// [`ContentCipher::DesCbc`]; the envelope only hides a CSR and a one-time challenge that also travel inside TLS).
+/// MD5 and anything else are refused with badAlg.
+const ACCEPTED_DIGESTS: [Nid; 4] = [Nid::SHA1, Nid::SHA256, Nid::SHA384, Nid::SHA512];
+/// RSA keys above this size are refused too: nothing needs them, and they only make every check slower.
+const MAX_RSA_BITS: u32 = 8192;
+
+/// [`decode_pki_operation`] for callers that treat every refusal as an error (tests, fuzzing, tools).
 pub fn decode_pki_message(ca: &CertificateAuthority, der: &[u8]) -> Result<PkiRequest, PkiError> {
+    match decode_pki_operation(ca, der)? {
+        PkiOperation::Request(request) => Ok(request),
+        PkiOperation::Refused { fail, reason, .. } => Err(match fail {
+            FailInfo::BadAlg => PkiError::Unsupported(reason),
+            FailInfo::BadMessageCheck => PkiError::BadSignature(reason),
+            _ => PkiError::Malformed(reason),
+        }),
+    }
+}
+
+/// Reads a PKIOperation. `Err` only when it cannot be answered at all (not a SignedData with one signer, or no
+/// usable transactionID/senderNonce): HTTP 400. Everything after that is a [`PkiOperation::Refused`] with the
+/// failInfo RFC 8894 §3.2.1.4 names: a digest or cipher or key we do not accept (badAlg), a signature that does
+/// not verify with the signer certificate the message carries, or a CSR whose self-signature does not verify
+/// (badMessageCheck), anything else unreadable (badRequest).
+///
+/// The signer certificate of a PKCSReq may hold any key (RFC 8894 §2.3 only SHOULDs the request's key; several
+/// client libraries sign with a throwaway key): the CMS signature must verify with it and the CSR's own
+/// signature with the CSR's key. The CertRep is encrypted to the signer certificate, which the client can
+/// decrypt, so that key must be RSA too.
+pub fn decode_pki_operation(
+    ca: &CertificateAuthority,
+    der: &[u8],
+) -> Result<PkiOperation, PkiError> {
     if der.len() > MAX_PKI_MESSAGE_BYTES {
         return Err(PkiError::Malformed("pki message is too large".into()));
     }
     let nids = scep_nids()?;
     let outer = parse_signed_data(der, "pki message")?;
-    let mut envelope_der = Vec::new();
-    let no_extra_certs = Stack::<X509>::new()?;
-    // Signature only: the signer of a PKCSReq is a throwaway self-signed certificate, so there is no chain.
-    outer
-        .verify(
-            &no_extra_certs,
-            ca.empty_store(),
-            None,
-            Some(&mut envelope_der),
-            Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
-        )
-        .map_err(|e| PkiError::BadSignature(format!("pki message: {}", describe(&e))))?;
-    let signer = single_signer(&outer)?;
     let attributes = ffi::SignerAttributes::of_single_signer(&outer)?;
-
-    let message_type_code = attributes.required_string(nids.message_type, "messageType")?;
-    let message_type = MessageType::from_code(&message_type_code)
-        .ok_or_else(|| PkiError::Unsupported(format!("scep message type {message_type_code:?}")))?;
     let transaction_id = attributes.required_string(nids.transaction_id, "transactionID")?;
     if transaction_id.is_empty() || transaction_id.chars().count() > MAX_TRANSACTION_ID_CHARS {
         return Err(PkiError::Malformed("transactionID length".into()));
@@ -213,53 +263,192 @@ pub fn decode_pki_message(ca: &CertificateAuthority, der: &[u8]) -> Result<PkiRe
     if sender_nonce.is_empty() || sender_nonce.len() > MAX_NONCE_BYTES {
         return Err(PkiError::Malformed("senderNonce length".into()));
     }
+    let reply_to = ReplyTo {
+        transaction_id,
+        sender_nonce,
+    };
+    let refuse = |fail: FailInfo, reason: String| {
+        Ok(PkiOperation::Refused {
+            reply_to: reply_to.clone(),
+            fail,
+            reason,
+        })
+    };
 
-    let envelope = Pkcs7::from_der(&envelope_der)
-        .map_err(|e| PkiError::Malformed(format!("pki envelope: {}", describe(&e))))?;
-    let content_cipher = ffi::envelope_cipher(&envelope)?;
-    let message_data = envelope
-        .decrypt(
-            ca.identity().private_key(),
-            ca.identity().x509(),
-            Pkcs7Flags::BINARY,
-        )
-        .map_err(|e| {
-            PkiError::Malformed(format!(
-                "pki envelope cannot be decrypted with our ca key: {}",
-                describe(&e)
-            ))
-        })?;
+    // The digest first: an MD5 signature is refused whether or not it verifies.
+    let digest = attributes.digest_nid();
+    if !ACCEPTED_DIGESTS.contains(&digest) {
+        return refuse(
+            FailInfo::BadAlg,
+            format!(
+                "message digest {} is not offered in GetCACaps",
+                digest.long_name().unwrap_or("unknown")
+            ),
+        );
+    }
+    let mut envelope_der = Vec::new();
+    let no_extra_certs = Stack::<X509>::new()?;
+    // Signature only: the signer of a PKCSReq is a throwaway self-signed certificate, so there is no chain.
+    if let Err(e) = outer.verify(
+        &no_extra_certs,
+        ca.empty_store(),
+        None,
+        Some(&mut envelope_der),
+        Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
+    ) {
+        return refuse(
+            FailInfo::BadMessageCheck,
+            format!("pki message signature: {}", describe(&e)),
+        );
+    }
+    let signer = match single_signer(&outer) {
+        Ok(signer) => signer,
+        Err(e) => return refuse(FailInfo::BadMessageCheck, e.to_string()),
+    };
+    let signing_time = attributes.signing_time();
+    let message_type_code = match attributes.required_string(nids.message_type, "messageType") {
+        Ok(code) => code,
+        Err(e) => return refuse(FailInfo::BadRequest, e.to_string()),
+    };
+    let Some(message_type) = MessageType::from_code(&message_type_code) else {
+        return refuse(
+            FailInfo::BadRequest,
+            format!("scep message type {message_type_code:?}"),
+        );
+    };
+    // The reply is encrypted to the signer certificate's key: PKCS#7 key transport is RSA only.
+    if let Err(reason) = check_rsa_key(signer.public_key()?.as_ref(), "signer certificate") {
+        return refuse(FailInfo::BadAlg, reason);
+    }
+
+    let envelope = match Pkcs7::from_der(&envelope_der) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            return refuse(
+                FailInfo::BadRequest,
+                format!("pki envelope: {}", describe(&e)),
+            )
+        }
+    };
+    let content_cipher = match ffi::envelope_cipher(&envelope) {
+        Ok(cipher) => cipher,
+        Err(PkiError::Unsupported(reason)) => return refuse(FailInfo::BadAlg, reason),
+        Err(e) => return refuse(FailInfo::BadRequest, e.to_string()),
+    };
+    let message_data = match envelope.decrypt(
+        ca.identity().private_key(),
+        ca.identity().x509(),
+        Pkcs7Flags::BINARY,
+    ) {
+        Ok(data) => data,
+        Err(e) => {
+            return refuse(
+                FailInfo::BadRequest,
+                format!(
+                    "pki envelope cannot be decrypted with our ca key: {}",
+                    describe(&e)
+                ),
+            )
+        }
+    };
 
     let mut request = PkiRequest {
         message_type,
-        transaction_id,
-        sender_nonce,
+        transaction_id: reply_to.transaction_id.clone(),
+        sender_nonce: reply_to.sender_nonce.clone(),
         signer_cert_der: signer.to_der()?,
         csr_der: message_data,
         challenge_password: None,
         subject_common_name: None,
         content_cipher,
+        signing_time,
     };
     if matches!(message_type, MessageType::PkcsReq | MessageType::RenewalReq) {
-        let csr = X509Req::from_der(&request.csr_der)
-            .map_err(|e| PkiError::Malformed(format!("certificate request: {}", describe(&e))))?;
+        let csr = match X509Req::from_der(&request.csr_der) {
+            Ok(csr) => csr,
+            Err(e) => {
+                return refuse(
+                    FailInfo::BadRequest,
+                    format!("certificate request: {}", describe(&e)),
+                )
+            }
+        };
         let csr_key = csr.public_key()?;
+        if let Err(reason) = check_rsa_key(&csr_key, "requested key") {
+            return refuse(FailInfo::BadAlg, reason);
+        }
+        let csr_digest = ffi::csr_signature_nid(&csr);
+        if !ACCEPTED_CSR_SIGNATURES.contains(&csr_digest) {
+            return refuse(
+                FailInfo::BadAlg,
+                format!(
+                    "certificate request signed with {}",
+                    csr_digest.long_name().unwrap_or("unknown")
+                ),
+            );
+        }
         if !csr.verify(&csr_key).unwrap_or(false) {
             drop(openssl::error::ErrorStack::get());
-            return Err(PkiError::BadSignature(
+            return refuse(
+                FailInfo::BadMessageCheck,
                 "certificate request self-signature does not verify".into(),
-            ));
+            );
         }
-        // A PKCSReq is signed with the key being certified (its temporary certificate wraps that key).
-        if message_type == MessageType::PkcsReq && !signer.public_key()?.public_eq(&csr_key) {
-            return Err(PkiError::BadSignature(
-                "pkcsreq signer key differs from the requested key".into(),
-            ));
+        if csr.subject_name().entries().next().is_none() {
+            return refuse(
+                FailInfo::BadRequest,
+                "certificate request subject is empty".into(),
+            );
         }
-        request.challenge_password = ffi::csr_challenge_password(&csr)?.map(Secret::new);
+        request.challenge_password = match ffi::csr_challenge_password(&csr) {
+            Ok(challenge) => challenge.map(Secret::new),
+            Err(e) => return refuse(FailInfo::BadRequest, e.to_string()),
+        };
         request.subject_common_name = common_name(csr.subject_name());
     }
-    Ok(request)
+    Ok(PkiOperation::Request(request))
+}
+
+/// CSR signature algorithms accepted: RSA with the digests of [`ACCEPTED_DIGESTS`] (RSA-PSS too).
+const ACCEPTED_CSR_SIGNATURES: [Nid; 5] = [
+    Nid::SHA1WITHRSAENCRYPTION,
+    Nid::SHA256WITHRSAENCRYPTION,
+    Nid::SHA384WITHRSAENCRYPTION,
+    Nid::SHA512WITHRSAENCRYPTION,
+    Nid::RSASSAPSS,
+];
+
+/// RSA of [`MIN_RSA_BITS`]..=[`MAX_RSA_BITS`] bits, or why not (iPads use RSA-2048; PKCS#7 can encrypt a
+/// reply only to RSA).
+fn check_rsa_key(key: &PKeyRef<Public>, what: &str) -> Result<(), String> {
+    if key.id() != Id::RSA {
+        return Err(format!("{what}: key type {:?} (rsa only)", key.id()));
+    }
+    let bits = key.bits();
+    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+        return Err(format!(
+            "{what}: rsa key of {bits} bits ({MIN_RSA_BITS} to {MAX_RSA_BITS})"
+        ));
+    }
+    Ok(())
+}
+
+/// SHA-256 (hex) of a certificate's public key (its SubjectPublicKeyInfo DER): which key a certificate is for.
+pub fn certificate_key_sha256(cert_der: &[u8]) -> Result<String, PkiError> {
+    let cert = X509::from_der(cert_der)
+        .map_err(|e| PkiError::Malformed(format!("certificate: {}", describe(&e))))?;
+    Ok(hex::encode(openssl::sha::sha256(
+        &cert.public_key()?.public_key_to_der()?,
+    )))
+}
+
+/// [`certificate_key_sha256`] of the key a PKCS#10 request asks to certify.
+pub fn request_key_sha256(csr_der: &[u8]) -> Result<String, PkiError> {
+    let csr = X509Req::from_der(csr_der)
+        .map_err(|e| PkiError::Malformed(format!("certificate request: {}", describe(&e))))?;
+    Ok(hex::encode(openssl::sha::sha256(
+        &csr.public_key()?.public_key_to_der()?,
+    )))
 }
 
 /// Issues a device identity from the CSR: clientAuth EKU, digitalSignature+keyEncipherment, serial = random 128-bit.
@@ -283,22 +472,8 @@ pub fn issue_certificate(
     let csr = X509Req::from_der(&req.csr_der)
         .map_err(|e| PkiError::Malformed(format!("certificate request: {}", describe(&e))))?;
     let public_key = csr.public_key()?;
-    match public_key.rsa() {
-        Ok(rsa) if rsa.size() * 8 < MIN_RSA_BITS => {
-            return Err(PkiError::Unsupported(format!(
-                "rsa key of {} bits (minimum {MIN_RSA_BITS})",
-                rsa.size() * 8
-            )))
-        }
-        Ok(_) => {}
-        Err(_) => {
-            drop(openssl::error::ErrorStack::get());
-            if public_key.ec_key().is_err() {
-                drop(openssl::error::ErrorStack::get());
-                return Err(PkiError::Unsupported("key type (rsa or ec only)".into()));
-            }
-        }
-    }
+    // decode_pki_operation refused other keys already (badAlg); checked again so nothing else is ever issued.
+    check_rsa_key(public_key.as_ref(), "requested key").map_err(PkiError::Unsupported)?;
     let subject = csr.subject_name();
     if subject.entries().next().is_none() {
         return Err(PkiError::Malformed(
@@ -331,7 +506,7 @@ pub fn cert_rep_success(
     })?;
     let degenerate = certs_only_der(&[&issued])?;
     let envelope = envelope_der(&recipient, &degenerate, req.content_cipher.reply_cipher())?;
-    cert_rep(ca, req, STATUS_SUCCESS, None, Some(&envelope))
+    cert_rep(ca, &req.reply_to(), STATUS_SUCCESS, None, Some(&envelope))
 }
 
 pub fn cert_rep_failure(
@@ -339,17 +514,26 @@ pub fn cert_rep_failure(
     req: &PkiRequest,
     fail: FailInfo,
 ) -> Result<Vec<u8>, PkiError> {
-    cert_rep(ca, req, STATUS_FAILURE, Some(fail), None)
+    cert_rep_refusal(ca, &req.reply_to(), fail)
+}
+
+/// A FAILURE CertRep for a request that was refused while decoding ([`PkiOperation::Refused`]).
+pub fn cert_rep_refusal(
+    ca: &CertificateAuthority,
+    reply_to: &ReplyTo,
+    fail: FailInfo,
+) -> Result<Vec<u8>, PkiError> {
+    cert_rep(ca, reply_to, STATUS_FAILURE, Some(fail), None)
 }
 
 /// A PENDING CertRep (the client is to poll later). Orchard decides at once, but the message exists.
 pub fn cert_rep_pending(ca: &CertificateAuthority, req: &PkiRequest) -> Result<Vec<u8>, PkiError> {
-    cert_rep(ca, req, STATUS_PENDING, None, None)
+    cert_rep(ca, &req.reply_to(), STATUS_PENDING, None, None)
 }
 
 fn cert_rep(
     ca: &CertificateAuthority,
-    req: &PkiRequest,
+    req: &ReplyTo,
     status: &str,
     fail: Option<FailInfo>,
     content: Option<&[u8]>,
@@ -369,6 +553,7 @@ fn cert_rep(
     ffi::sign_with_attributes(
         ca.identity().x509(),
         ca.identity().private_key(),
+        MessageDigest::sha256(),
         content,
         &attributes,
     )
@@ -402,6 +587,38 @@ impl PendingRequest {
     }
 }
 
+/// How a client builds a PKCSReq. Orchard's simulator uses [`ClientChoices::default`] (what an iPad does:
+/// signed with the requested key, SHA-256, AES-256); other SCEP clients choose differently, and the interop and
+/// refusal tests build their requests through this.
+#[derive(Clone, Copy)]
+pub struct ClientChoices<'a> {
+    /// The envelope's cipher (Blowfish and friends only to see them refused; they need [`load_legacy_ciphers`]).
+    pub cipher: Cipher,
+    /// The digest of the CMS signature and of the CSR's self-signature.
+    pub digest: MessageDigest,
+    /// Sign the message with a throwaway self-signed certificate over this key instead of the requested key
+    /// (RFC 8894 §2.3 allows it; several client libraries do it).
+    pub signer_key: Option<&'a PKeyRef<Private>>,
+    /// The transactionID; None: SHA-256 of the requested public key (hex), as RFC 8894 suggests.
+    pub transaction_id: Option<&'a str>,
+}
+
+impl Default for ClientChoices<'_> {
+    fn default() -> Self {
+        ClientChoices {
+            cipher: Cipher::aes_256_cbc(),
+            digest: MessageDigest::sha256(),
+            signer_key: None,
+            transaction_id: None,
+        }
+    }
+}
+
+/// Makes OpenSSL's legacy ciphers (single DES, Blowfish, …) available to this process.
+pub fn load_legacy_ciphers() -> Result<(), PkiError> {
+    ensure_legacy_provider()
+}
+
 /// PKCSReq signed by a fresh self-signed certificate over `key`, AES-256-CBC envelope, SHA-256.
 pub fn build_pkcs_req(
     ca_cert_der: &[u8],
@@ -410,13 +627,13 @@ pub fn build_pkcs_req(
     challenge: Option<&str>,
     now: UnixTime,
 ) -> Result<PendingRequest, PkiError> {
-    build_pkcs_req_with_cipher(
+    build_pkcs_req_as(
         ca_cert_der,
         key,
         subject_cn,
         challenge,
         now,
-        ContentCipher::Aes256Cbc,
+        &ClientChoices::default(),
     )
 }
 
@@ -429,8 +646,31 @@ pub fn build_pkcs_req_with_cipher(
     now: UnixTime,
     cipher: ContentCipher,
 ) -> Result<PendingRequest, PkiError> {
-    let temporary = self_signed_cert(key, subject_cn, now, TEMPORARY_CERT_DAYS)?;
-    let signer = Identity::from_parts(temporary, key.to_owned())?;
+    build_pkcs_req_as(
+        ca_cert_der,
+        key,
+        subject_cn,
+        challenge,
+        now,
+        &ClientChoices {
+            cipher: cipher.cipher()?,
+            ..ClientChoices::default()
+        },
+    )
+}
+
+/// A PKCSReq for `key` built as `choices` say.
+pub fn build_pkcs_req_as(
+    ca_cert_der: &[u8],
+    key: &PKeyRef<Private>,
+    subject_cn: &str,
+    challenge: Option<&str>,
+    now: UnixTime,
+    choices: &ClientChoices<'_>,
+) -> Result<PendingRequest, PkiError> {
+    let signer_key = choices.signer_key.unwrap_or(key);
+    let temporary = self_signed_cert(signer_key, subject_cn, now, TEMPORARY_CERT_DAYS)?;
+    let signer = Identity::from_parts(temporary, signer_key.to_owned())?;
     build_request(
         ca_cert_der,
         key,
@@ -438,7 +678,7 @@ pub fn build_pkcs_req_with_cipher(
         subject_cn,
         challenge,
         MessageType::PkcsReq,
-        cipher,
+        choices,
     )
 }
 
@@ -457,8 +697,50 @@ pub fn build_renewal_req(
         subject_cn,
         None,
         MessageType::RenewalReq,
-        ContentCipher::Aes256Cbc,
+        &ClientChoices::default(),
     )
+}
+
+/// CertPoll (GetCertInitial, RFC 8894 §3.3.3) for an earlier request: same transactionID and signer, a fresh
+/// senderNonce; the messageData is IssuerAndSubject (the CA's name and the requested subject).
+pub fn build_cert_poll(
+    ca_cert_der: &[u8],
+    earlier: &PendingRequest,
+    subject_cn: &str,
+) -> Result<PendingRequest, PkiError> {
+    let ca_cert = X509::from_der(ca_cert_der)
+        .map_err(|e| PkiError::Malformed(format!("ca certificate: {}", describe(&e))))?;
+    let mut subject = X509Name::builder()?;
+    subject
+        .append_entry_by_nid(Nid::COMMONNAME, subject_cn)
+        .map_err(|e| PkiError::Malformed(format!("common name: {e}")))?;
+    let issuer_and_subject = der_sequence(&[
+        &ca_cert.subject_name().to_der()?,
+        &subject.build().to_der()?,
+    ])?;
+    sign_request(
+        &ca_cert,
+        &earlier.signer,
+        &issuer_and_subject,
+        earlier.transaction_id.clone(),
+        MessageType::CertPoll,
+        &ClientChoices::default(),
+    )
+}
+
+/// A DER SEQUENCE of already encoded elements.
+fn der_sequence(elements: &[&[u8]]) -> Result<Vec<u8>, PkiError> {
+    let body: Vec<u8> = elements.concat();
+    let len = body.len();
+    let mut der = vec![0x30];
+    match len {
+        0..=0x7f => der.push(len as u8),
+        0x80..=0xff => der.extend([0x81, len as u8]),
+        0x100..=0xffff => der.extend([0x82, (len >> 8) as u8, len as u8]),
+        _ => return Err(PkiError::Malformed("sequence too long".into())),
+    }
+    der.extend(body);
+    Ok(der)
 }
 
 fn build_request(
@@ -468,17 +750,47 @@ fn build_request(
     subject_cn: &str,
     challenge: Option<&str>,
     message_type: MessageType,
-    cipher: ContentCipher,
+    choices: &ClientChoices<'_>,
 ) -> Result<PendingRequest, PkiError> {
     let ca_cert = X509::from_der(ca_cert_der)
         .map_err(|e| PkiError::Malformed(format!("ca certificate: {}", describe(&e))))?;
-    let csr_der = build_csr(key, subject_cn, challenge)?;
-    let envelope = envelope_der(&ca_cert, &csr_der, cipher)?;
+    let csr_der = build_csr(key, subject_cn, challenge, choices.digest)?;
     // RFC 8894 suggests a hash of the public key: stable across retries of the same key.
-    let transaction_id = hex::encode(openssl::hash::hash(
-        MessageDigest::sha256(),
-        &key.public_key_to_der()?,
-    )?);
+    let transaction_id = match choices.transaction_id {
+        Some(chosen) => chosen.to_owned(),
+        None => hex::encode(openssl::hash::hash(
+            MessageDigest::sha256(),
+            &key.public_key_to_der()?,
+        )?),
+    };
+    sign_request(
+        &ca_cert,
+        signer,
+        &csr_der,
+        transaction_id,
+        message_type,
+        choices,
+    )
+}
+
+/// Envelopes `message_data` to the CA and signs it with the SCEP attributes.
+fn sign_request(
+    ca_cert: &X509Ref,
+    signer: &Identity,
+    message_data: &[u8],
+    transaction_id: String,
+    message_type: MessageType,
+    choices: &ClientChoices<'_>,
+) -> Result<PendingRequest, PkiError> {
+    let mut recipients = Stack::<X509>::new()?;
+    recipients.push(ca_cert.to_owned())?;
+    let envelope = Pkcs7::encrypt(
+        &recipients,
+        message_data,
+        choices.cipher,
+        Pkcs7Flags::BINARY,
+    )?
+    .to_der()?;
     let sender_nonce = fresh_nonce()?;
     let nids = scep_nids()?;
     let attributes = [
@@ -489,6 +801,7 @@ fn build_request(
     let message_der = ffi::sign_with_attributes(
         signer.x509(),
         signer.private_key(),
+        choices.digest,
         Some(&envelope),
         &attributes,
     )?;
@@ -506,6 +819,7 @@ fn build_csr(
     key: &PKeyRef<Private>,
     subject_cn: &str,
     challenge: Option<&str>,
+    digest: MessageDigest,
 ) -> Result<Vec<u8>, PkiError> {
     let mut name = X509Name::builder()?;
     name.append_entry_by_nid(Nid::COMMONNAME, subject_cn)
@@ -519,7 +833,7 @@ fn build_csr(
     if let Some(challenge) = challenge {
         ffi::csr_add_challenge_password(&csr, challenge)?;
     }
-    ffi::csr_sign(&csr, key)?;
+    ffi::csr_sign(&csr, key, digest)?;
     Ok(csr.to_der()?)
 }
 
@@ -738,6 +1052,14 @@ mod ffi {
             flags: c_int,
         ) -> *mut sys::PKCS7_SIGNER_INFO;
         fn PKCS7_final(p7: *mut sys::PKCS7, data: *mut sys::BIO, flags: c_int) -> c_int;
+        // Declared by <openssl/x509.h> (1.0.2+) but not by openssl-sys.
+        fn X509_REQ_get_signature_nid(req: *const sys::X509_REQ) -> c_int;
+    }
+
+    /// The signature algorithm of a CSR (sha256WithRSAEncryption, …).
+    pub(super) fn csr_signature_nid(csr: &X509Req) -> Nid {
+        // SAFETY: `csr` is a live, parsed request; the call only reads its signature AlgorithmIdentifier.
+        Nid::from_raw(unsafe { X509_REQ_get_signature_nid(csr.as_ptr()) })
     }
 
     /// Turns OpenSSL's "0/NULL means failure" into an error carrying (and draining) its error queue.
@@ -879,6 +1201,7 @@ mod ffi {
     pub(super) fn sign_with_attributes(
         signer: &X509Ref,
         key: &PKeyRef<Private>,
+        digest: openssl::hash::MessageDigest,
         content: Option<&[u8]>,
         attributes: &[NewAttribute<'_>],
     ) -> Result<Vec<u8>, PkiError> {
@@ -909,7 +1232,7 @@ mod ffi {
                 pkcs7.as_ptr(),
                 signer.as_ptr(),
                 key.as_ptr(),
-                sys::EVP_sha256(),
+                digest.as_ptr(),
                 flags,
             )
         };
@@ -1035,6 +1358,50 @@ mod ffi {
             }
         }
 
+        /// The signer's digestAlgorithm (sha256, md5, …; UNDEF when OpenSSL does not know it).
+        pub(super) fn digest_nid(&self) -> Nid {
+            // SAFETY: `signer_info` is a parsed PKCS7_SIGNER_INFO borrowed for 'a; its `digest_alg` is set by the
+            // parser (checked for NULL anyway) and X509_ALGOR_get0 only reads it.
+            unsafe {
+                let algorithm = (*self.signer_info.as_ptr()).digest_alg;
+                if algorithm.is_null() {
+                    return Nid::UNDEF;
+                }
+                let mut object: *const sys::ASN1_OBJECT = ptr::null();
+                sys::X509_ALGOR_get0(&mut object, ptr::null_mut(), ptr::null_mut(), algorithm);
+                if object.is_null() {
+                    return Nid::UNDEF;
+                }
+                Nid::from_raw(sys::OBJ_obj2nid(object))
+            }
+        }
+
+        /// The signingTime signed attribute (UTCTime or GeneralizedTime), if present and readable.
+        pub(super) fn signing_time(&self) -> Option<orchard_types::UnixTime> {
+            // SAFETY: the ASN1_TYPE (or NULL) is owned by the signer info borrowed for 'a; for the two time types
+            // `value.asn1_string` is the active member and is an ASN1_TIME (an ASN1_STRING of that type).
+            let time: &openssl::asn1::Asn1TimeRef = unsafe {
+                let value = sys::PKCS7_get_signed_attribute(
+                    self.signer_info.as_ptr(),
+                    sys::NID_pkcs9_signingTime,
+                );
+                if value.is_null()
+                    || !matches!(
+                        (*value).type_,
+                        sys::V_ASN1_UTCTIME | sys::V_ASN1_GENERALIZEDTIME
+                    )
+                {
+                    return None;
+                }
+                let string = (*value).value.asn1_string;
+                if string.is_null() {
+                    return None;
+                }
+                openssl::asn1::Asn1TimeRef::from_ptr(string.cast())
+            };
+            crate::asn1_time_to_unix(time).ok()
+        }
+
         /// The raw ASN1_STRING of attribute `nid` if its type is one of `accepted_types`.
         fn string_value(
             &self,
@@ -1153,9 +1520,13 @@ mod ffi {
     }
 
     /// Signs a CSR built without the safe builder's `sign` (attributes must be added first).
-    pub(super) fn csr_sign(csr: &X509Req, key: &PKeyRef<Private>) -> Result<(), PkiError> {
-        // SAFETY: `csr` and `key` are live; X509_REQ_sign re-encodes and signs the request in place.
-        let size = unsafe { sys::X509_REQ_sign(csr.as_ptr(), key.as_ptr(), sys::EVP_sha256()) };
+    pub(super) fn csr_sign(
+        csr: &X509Req,
+        key: &PKeyRef<Private>,
+        digest: openssl::hash::MessageDigest,
+    ) -> Result<(), PkiError> {
+        // SAFETY: `csr`, `key` and `digest` are live; X509_REQ_sign re-encodes and signs the request in place.
+        let size = unsafe { sys::X509_REQ_sign(csr.as_ptr(), key.as_ptr(), digest.as_ptr()) };
         if size <= 0 {
             return Err(failed("X509_REQ_sign"));
         }
@@ -1426,19 +1797,168 @@ mod tests {
         assert!(decode_pki_message(&ca, &valid).is_ok());
     }
 
+    /// What the server decides about a request built as `choices` say for `key`.
+    fn refusal_of(
+        ca: &CertificateAuthority,
+        key: &PKeyRef<Private>,
+        choices: &ClientChoices<'_>,
+    ) -> Option<FailInfo> {
+        let pending =
+            build_pkcs_req_as(&ca.cert_der(), key, "device", Some("c"), NOW, choices).unwrap();
+        match decode_pki_operation(ca, &pending.message_der).unwrap() {
+            PkiOperation::Request(_) => None,
+            PkiOperation::Refused { reply_to, fail, .. } => {
+                assert_eq!(reply_to.transaction_id, pending.transaction_id);
+                assert_eq!(reply_to.sender_nonce, pending.sender_nonce);
+                // The refusal is a CertRep the client reads.
+                let rep = cert_rep_refusal(ca, &reply_to, fail).unwrap();
+                assert_eq!(
+                    decode_cert_rep(&pending, pending.signer.private_key(), &ca.cert_der(), &rep)
+                        .unwrap(),
+                    CertRepOutcome::Failure(fail)
+                );
+                Some(fail)
+            }
+        }
+    }
+
     #[test]
-    fn weak_keys_and_wrong_types_are_not_issued() {
+    fn weak_keys_and_wrong_types_are_refused_with_bad_alg() {
         let ca = ca();
+        let good = generate_rsa_key().unwrap();
+        let defaults = ClientChoices::default();
         let weak = PKey::from_rsa(openssl::rsa::Rsa::generate(1024).unwrap()).unwrap();
-        let pending = build_pkcs_req(&ca.cert_der(), &weak, "device", Some("c"), NOW).unwrap();
+        assert_eq!(refusal_of(&ca, &weak, &defaults), Some(FailInfo::BadAlg));
+        let ec = PKey::from_ec_key(
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        // An EC request signed by an RSA throwaway key (the reply could be encrypted): still refused.
+        let signed_by_rsa = ClientChoices {
+            signer_key: Some(&good),
+            ..defaults
+        };
+        assert_eq!(refusal_of(&ca, &ec, &signed_by_rsa), Some(FailInfo::BadAlg));
+        // An RSA request signed by an EC key: the reply could not be encrypted to it.
+        let signed_by_ec = ClientChoices {
+            signer_key: Some(&ec),
+            ..defaults
+        };
+        assert_eq!(
+            refusal_of(&ca, &good, &signed_by_ec),
+            Some(FailInfo::BadAlg)
+        );
+        assert_eq!(refusal_of(&ca, &good, &defaults), None);
+
+        // issue_certificate never issues for another key, nor for a non-request.
+        let pending = build_pkcs_req(&ca.cert_der(), &good, "device", Some("c"), NOW).unwrap();
         let req = decode_pki_message(&ca, &pending.message_der).unwrap();
-        assert!(matches!(
-            issue_certificate(&ca, &req, NOW, 30),
-            Err(PkiError::Unsupported(_))
-        ));
         let mut poll = req.clone();
         poll.message_type = MessageType::CertPoll;
         assert!(issue_certificate(&ca, &poll, NOW, 30).is_err());
+        let mut weak_req = req.clone();
+        weak_req.csr_der = build_csr(&weak, "device", None, MessageDigest::sha256()).unwrap();
+        assert!(matches!(
+            issue_certificate(&ca, &weak_req, NOW, 30),
+            Err(PkiError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn digests_and_ciphers_not_in_the_caps_are_refused_with_bad_alg() {
+        let ca = ca();
+        let key = generate_rsa_key().unwrap();
+        let with = |digest: MessageDigest, cipher: Cipher| ClientChoices {
+            cipher,
+            digest,
+            ..ClientChoices::default()
+        };
+        let aes = Cipher::aes_256_cbc();
+        assert_eq!(
+            refusal_of(&ca, &key, &with(MessageDigest::md5(), aes)),
+            Some(FailInfo::BadAlg)
+        );
+        for digest in [
+            MessageDigest::sha1(),
+            MessageDigest::sha256(),
+            MessageDigest::sha384(),
+            MessageDigest::sha512(),
+        ] {
+            assert_eq!(refusal_of(&ca, &key, &with(digest, aes)), None);
+        }
+        load_legacy_ciphers().unwrap();
+        assert_eq!(
+            refusal_of(&ca, &key, &with(MessageDigest::sha256(), Cipher::bf_cbc())),
+            Some(FailInfo::BadAlg)
+        );
+        assert_eq!(
+            refusal_of(&ca, &key, &with(MessageDigest::sha256(), Cipher::rc2_cbc())),
+            Some(FailInfo::BadAlg)
+        );
+    }
+
+    #[test]
+    fn a_pkcs_req_signed_with_a_throwaway_key_is_answered_to_that_key() {
+        let ca = ca();
+        let key = generate_rsa_key().unwrap();
+        let throwaway = generate_rsa_key().unwrap();
+        let choices = ClientChoices {
+            signer_key: Some(&throwaway),
+            ..ClientChoices::default()
+        };
+        let pending =
+            build_pkcs_req_as(&ca.cert_der(), &key, "device", Some("c"), NOW, &choices).unwrap();
+        let req = decode_pki_message(&ca, &pending.message_der).unwrap();
+        let signer = X509::from_der(&req.signer_cert_der).unwrap();
+        assert!(signer.public_key().unwrap().public_eq(&throwaway));
+        let issued = issue_certificate(&ca, &req, NOW, 30).unwrap();
+        let issued_cert = X509::from_der(&issued).unwrap();
+        assert!(issued_cert.public_key().unwrap().public_eq(&key));
+        let rep = cert_rep_success(&ca, &req, &issued).unwrap();
+        // Only the signer's key decrypts the answer; decode_cert_rep looks for the certificate of `key`.
+        assert_eq!(
+            decode_cert_rep(&pending, &key, &ca.cert_der(), &rep).unwrap(),
+            CertRepOutcome::Success(issued)
+        );
+    }
+
+    #[test]
+    fn a_tampered_signature_is_refused_with_bad_message_check() {
+        let ca = ca();
+        let key = generate_rsa_key().unwrap();
+        let pending = build_pkcs_req(&ca.cert_der(), &key, "device", Some("c"), NOW).unwrap();
+        // The signature value is the last bytes of the message (no unsigned attributes follow it).
+        let mut tampered = pending.message_der.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x01;
+        match decode_pki_operation(&ca, &tampered).unwrap() {
+            PkiOperation::Refused { fail, reply_to, .. } => {
+                assert_eq!(fail, FailInfo::BadMessageCheck);
+                assert_eq!(reply_to.transaction_id, pending.transaction_id);
+            }
+            PkiOperation::Request(_) => panic!("a tampered message was accepted"),
+        }
+    }
+
+    #[test]
+    fn a_cert_poll_carries_the_transaction_and_the_signer() {
+        let ca = ca();
+        let key = generate_rsa_key().unwrap();
+        let pending = build_pkcs_req(&ca.cert_der(), &key, "device", Some("c"), NOW).unwrap();
+        let poll = build_cert_poll(&ca.cert_der(), &pending, "device").unwrap();
+        let req = decode_pki_message(&ca, &poll.message_der).unwrap();
+        assert_eq!(req.message_type, MessageType::CertPoll);
+        assert_eq!(req.transaction_id, pending.transaction_id);
+        assert_eq!(req.signer_cert_der, pending.signer_cert_der());
+        assert!(req.signing_time.is_some());
+        let rep = cert_rep_failure(&ca, &req, FailInfo::BadCertId).unwrap();
+        assert_eq!(
+            decode_cert_rep(&poll, &key, &ca.cert_der(), &rep).unwrap(),
+            CertRepOutcome::Failure(FailInfo::BadCertId)
+        );
     }
 
     use openssl::pkey::PKey;

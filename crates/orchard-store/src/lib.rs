@@ -51,6 +51,7 @@ pub use dep::templates::{
 };
 pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use device::devices::IdentityStatus;
+pub use enrollment::identity::ScepTransaction;
 pub use enrollment::renewal::{
     IdentityExpiryFigures, IdentityRenewal, RenewalCandidate, RenewalState,
 };

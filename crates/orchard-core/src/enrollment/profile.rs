@@ -2,10 +2,14 @@
 //! download with its own one-time SCEP challenge), and the SCEP responder that turns a challenge into a
 //! device identity certificate.
 
-use orchard_pki::scep::{self, FailInfo, MessageType};
+use orchard_pki::scep::{self, FailInfo, MessageType, PkiOperation};
+use orchard_pki::PkiError;
 use orchard_protocol::profile::{EnrollmentProfile, MdmPayload, ScepPayload};
 use orchard_protocol::PER_USER_CONNECTIONS;
-use orchard_store::{DeviceGrantPurpose, IdentityGrant, IssuedCertificate, ScepChallenge};
+use orchard_store::{
+    DeviceGrantPurpose, IdentityGrant, IssuedCertificate, ScepChallenge, ScepTransaction,
+    UnitOfWork,
+};
 use orchard_types::{EnrollmentLinkId, TenantId, UnixTime};
 use uuid::Uuid;
 
@@ -165,64 +169,175 @@ impl Orchard {
         }
     }
 
-    /// `PKIOperation`: decodes the request, checks the one-time challenge (PKCSReq) or the current identity
-    /// (RenewalReq), and answers a CertRep. A request we cannot even decode is an error (HTTP 400); a request
-    /// we decode but refuse gets a failure CertRep, as RFC 8894 asks.
+    /// `PKIOperation` (RFC 8894): decodes the request, checks the one-time challenge (PKCSReq) or the current
+    /// identity (RenewalReq), and answers a CertRep. Only a message that cannot be answered at all (no CMS, no
+    /// transactionID) is an error (HTTP 400); every refusal of a request we can read is a CertRep FAILURE with
+    /// its failInfo. A refused request changes nothing: the challenge is consumed in the same unit of work that
+    /// issues and records the certificate. A retry of a request that got its certificate (same transactionID,
+    /// same key) and a CertPoll get that certificate again.
     pub async fn scep_pki_operation(&self, message: &[u8]) -> Result<ScepReply, CoreError> {
         let now = self.clock.now();
         let ca = &self.pki.ca;
-        let req = scep::decode_pki_message(ca, message)
-            .map_err(|e| CoreError::Invalid(format!("scep message: {e}")))?;
         let reply = |body: Vec<u8>| ScepReply {
             content_type: "application/x-pki-message",
             body,
         };
-        let grant = match req.message_type {
-            MessageType::PkcsReq => self.check_challenge(&req, now).await?,
-            MessageType::RenewalReq => self.check_renewal(&req, now).await?,
-            _ => Err(FailInfo::BadRequest),
+        let refuse = |reply_to: &scep::ReplyTo,
+                      fail: FailInfo,
+                      reason: &str|
+         -> Result<ScepReply, CoreError> {
+            tracing::warn!(transaction = %reply_to.transaction_id, ?fail, reason, "scep request refused");
+            Ok(reply(scep::cert_rep_refusal(ca, reply_to, fail)?))
+        };
+        let req = match scep::decode_pki_operation(ca, message)
+            .map_err(|e| CoreError::Invalid(format!("scep message: {e}")))?
+        {
+            PkiOperation::Request(req) => req,
+            PkiOperation::Refused {
+                reply_to,
+                fail,
+                reason,
+            } => return refuse(&reply_to, fail, &reason),
+        };
+        if let (Some(max_age), Some(signed_at)) =
+            (self.config.device_message_max_age_seconds, req.signing_time)
+        {
+            if (now.0 - signed_at.0).abs() > max_age {
+                return refuse(
+                    &req.reply_to(),
+                    FailInfo::BadTime,
+                    "signingTime outside the freshness window",
+                );
+            }
+        }
+        let signer_key_sha256 = scep::certificate_key_sha256(&req.signer_cert_der)?;
+        match req.message_type {
+            MessageType::PkcsReq | MessageType::RenewalReq => {}
+            MessageType::CertPoll => {
+                // Answered from what was issued: only to whoever signed the request (same signer key) or holds
+                // the certificate's key.
+                let earlier = self
+                    .store
+                    .find_scep_transactions(&req.transaction_id, now)
+                    .await?;
+                for (_, t) in &earlier {
+                    if t.signer_key_sha256 == signer_key_sha256
+                        || scep::certificate_key_sha256(&t.certificate_der)? == signer_key_sha256
+                    {
+                        return Ok(reply(scep::cert_rep_success(ca, &req, &t.certificate_der)?));
+                    }
+                }
+                return refuse(
+                    &req.reply_to(),
+                    FailInfo::BadCertId,
+                    "no certificate for this transaction",
+                );
+            }
+            MessageType::GetCert | MessageType::GetCrl => {
+                return refuse(&req.reply_to(), FailInfo::BadRequest, "not offered")
+            }
+        }
+
+        let requested_key_sha256 = scep::request_key_sha256(&req.csr_der)?;
+        let challenge_hash = req
+            .challenge_password
+            .as_ref()
+            .map(|c| secret_hash(c.expose()));
+        // The same transactionID for the same key and the same challenge (or none, a renewal) is a retry after a
+        // lost answer: the same certificate again. The same key with another challenge enrolls again (the
+        // transactionID is a hash of the key); the same transactionID for another key is refused.
+        let earlier = self
+            .store
+            .find_scep_transactions(&req.transaction_id, now)
+            .await?;
+        let mut another_key = false;
+        for (_, t) in &earlier {
+            if scep::certificate_key_sha256(&t.certificate_der)? != requested_key_sha256 {
+                another_key = true;
+            } else if t.challenge_hash == challenge_hash {
+                tracing::info!(transaction = %req.transaction_id, "scep request answered again");
+                return Ok(reply(scep::cert_rep_success(ca, &req, &t.certificate_der)?));
+            }
+        }
+        if another_key {
+            return refuse(
+                &req.reply_to(),
+                FailInfo::BadRequest,
+                "transactionID already used for another key",
+            );
+        }
+        // A renewal spends nothing, so it is checked before the unit (whose SQLite write lock it need not hold);
+        // a PKCSReq's challenge is spent inside it, with the certificate.
+        let renewal = match req.message_type {
+            MessageType::RenewalReq => Some(self.check_renewal(&req, now).await?),
+            _ => None,
+        };
+        let mut unit = self.store.begin_unit().await?;
+        let grant = match renewal {
+            Some(grant) => grant,
+            None => self.check_challenge(&mut unit, &req, now).await?,
         };
         let (tenant_id, link_id, grant) = match grant {
             Ok(g) => g,
-            Err(fail) => {
-                tracing::warn!(transaction = %req.transaction_id, ?fail, "scep request refused");
-                return Ok(reply(scep::cert_rep_failure(ca, &req, fail)?));
-            }
+            Err(fail) => return refuse(&req.reply_to(), fail, "not granted"),
         };
-        let issued = scep::issue_certificate(ca, &req, now, self.config.identity_validity_days)?;
+        let issued =
+            match scep::issue_certificate(ca, &req, now, self.config.identity_validity_days) {
+                Ok(issued) => issued,
+                Err(PkiError::Unsupported(reason)) => {
+                    return refuse(&req.reply_to(), FailInfo::BadAlg, &reason)
+                }
+                Err(PkiError::Malformed(reason)) => {
+                    return refuse(&req.reply_to(), FailInfo::BadRequest, &reason)
+                }
+                Err(e) => return Err(e.into()),
+            };
+        // Built before anything is recorded: a reply that cannot be made leaves no certificate behind.
+        let answer = scep::cert_rep_success(ca, &req, &issued)?;
         let (_, not_after) = orchard_pki::cert_validity(&issued)?;
-        self.store
-            .record_issued_certificate(&IssuedCertificate {
-                fingerprint: orchard_pki::fingerprint_sha256_hex(&issued),
-                serial_hex: orchard_pki::cert_serial_hex(&issued)?,
-                subject: req.subject_common_name.clone().unwrap_or_default(),
-                tenant_id,
-                link_id,
-                grant: grant.clone(),
-                issued_at: now,
-                not_after,
-                bound_device_id: None,
-                bound_at: None,
-                revoked_at: None,
-                revoked_reason: None,
-                renewed_at: None,
-            })
-            .await?;
+        let fingerprint = orchard_pki::fingerprint_sha256_hex(&issued);
+        unit.record_issued_certificate(&IssuedCertificate {
+            fingerprint: fingerprint.clone(),
+            serial_hex: orchard_pki::cert_serial_hex(&issued)?,
+            subject: req.subject_common_name.clone().unwrap_or_default(),
+            tenant_id,
+            link_id,
+            grant: grant.clone(),
+            issued_at: now,
+            not_after,
+            bound_device_id: None,
+            bound_at: None,
+            revoked_at: None,
+            revoked_reason: None,
+            renewed_at: None,
+        })
+        .await?;
+        unit.record_scep_transaction(
+            &fingerprint,
+            &ScepTransaction {
+                transaction_id: req.transaction_id.clone(),
+                signer_key_sha256,
+                certificate_der: issued,
+                challenge_hash,
+            },
+        )
+        .await?;
+        self.commit_unit(unit).await?;
         tracing::info!(transaction = %req.transaction_id, tenant = %tenant_id, grant = grant.kind(), "device identity issued");
-        Ok(reply(scep::cert_rep_success(ca, &req, &issued)?))
+        Ok(reply(answer))
     }
 
-    /// A PKCSReq must carry a challenge we handed out, unused and unexpired; it is consumed here.
+    /// A PKCSReq must carry a challenge we handed out, unused and unexpired; it is consumed in `unit`.
     async fn check_challenge(
         &self,
+        unit: &mut UnitOfWork,
         req: &scep::PkiRequest,
         now: UnixTime,
     ) -> Result<Grant, CoreError> {
         let Some(challenge) = &req.challenge_password else {
             return Ok(Err(FailInfo::BadRequest));
         };
-        match self
-            .store
+        match unit
             .consume_scep_challenge(&secret_hash(challenge.expose()), now)
             .await?
         {

@@ -248,58 +248,6 @@ impl Store {
         Ok(())
     }
 
-    /// Atomically marks the challenge used if it exists, is unused and not expired (`expires_at >= now`);
-    /// returns it (with `used_at` set), else None. A single `UPDATE … RETURNING`: exactly one caller wins.
-    pub async fn consume_scep_challenge(
-        &self,
-        challenge_hash: &str,
-        now: UnixTime,
-    ) -> Result<Option<ScepChallenge>, StoreError> {
-        let sql = format!(
-            "UPDATE scep_challenges SET used_at = $2 \
-             WHERE challenge_hash = $1 AND used_at IS NULL AND expires_at >= $2 \
-             RETURNING {CHALLENGE_COLUMNS}"
-        );
-        sqlx::query(&sql)
-            .bind(challenge_hash)
-            .bind(now.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(challenge_from_row)
-            .transpose()
-    }
-
-    /// Conflict when the fingerprint exists.
-    pub async fn record_issued_certificate(&self, c: &IssuedCertificate) -> Result<(), StoreError> {
-        let (kind, serial, udid, device, purpose) = grant_columns(&c.grant);
-        sqlx::query(
-            "INSERT INTO issued_certificates (fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, not_after, \
-               grant_kind, grant_serial, grant_udid, grant_device_id, bound_device_id, bound_at, revoked_at, \
-               revoked_reason, grant_purpose) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(&c.fingerprint)
-        .bind(&c.serial_hex)
-        .bind(&c.subject)
-        .bind(c.tenant_id.to_string())
-        .bind(c.link_id.map(|id| id.to_string()))
-        .bind(c.issued_at.0)
-        .bind(c.not_after.0)
-        .bind(kind)
-        .bind(serial)
-        .bind(udid)
-        .bind(device)
-        .bind(c.bound_device_id.map(|id| id.to_string()))
-        .bind(c.bound_at.map(|v| v.0))
-        .bind(c.revoked_at.map(|v| v.0))
-        .bind(c.revoked_reason.as_deref())
-        .bind(purpose)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     pub async fn find_issued_certificate(
         &self,
         fingerprint: &str,
@@ -372,4 +320,172 @@ async fn revoke_identity(
     .execute(db.conn()?)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// What SCEP kept about the request a certificate was issued for: enough to answer a retry or a CertPoll with
+/// the same certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScepTransaction {
+    pub transaction_id: String,
+    /// SHA-256 (hex) of the public key that signed the request.
+    pub signer_key_sha256: String,
+    /// The hash of the one-time challenge the request spent (None for a RenewalReq).
+    pub challenge_hash: Option<String>,
+    pub certificate_der: Vec<u8>,
+}
+
+impl Store {
+    /// Atomically marks the challenge used if it exists, is unused and not expired (`expires_at >= now`);
+    /// returns it (with `used_at` set), else None. A single `UPDATE … RETURNING`: exactly one caller wins.
+    pub async fn consume_scep_challenge(
+        &self,
+        challenge_hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<ScepChallenge>, StoreError> {
+        consume_scep_challenge(&mut self.pooled().await?, challenge_hash, now).await
+    }
+
+    /// Conflict when the fingerprint exists.
+    pub async fn record_issued_certificate(&self, c: &IssuedCertificate) -> Result<(), StoreError> {
+        record_issued_certificate(&mut self.pooled().await?, c).await
+    }
+
+    /// The certificates issued for SCEP transaction `transaction_id` that are neither revoked nor expired at
+    /// `now`, with their fingerprints, newest first (a client that enrolls again with the same key reuses its
+    /// transactionID; at most a few).
+    pub async fn find_scep_transactions(
+        &self,
+        transaction_id: &str,
+        now: UnixTime,
+    ) -> Result<Vec<(String, ScepTransaction)>, StoreError> {
+        find_scep_transactions(&mut self.pooled().await?, transaction_id, now).await
+    }
+}
+
+impl UnitOfWork {
+    /// [`Store::consume_scep_challenge`] inside this unit: rolled back with it, so a refused request leaves the
+    /// challenge usable.
+    pub async fn consume_scep_challenge(
+        &mut self,
+        challenge_hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<ScepChallenge>, StoreError> {
+        consume_scep_challenge(self, challenge_hash, now).await
+    }
+
+    /// [`Store::record_issued_certificate`] inside this unit.
+    pub async fn record_issued_certificate(
+        &mut self,
+        c: &IssuedCertificate,
+    ) -> Result<(), StoreError> {
+        record_issued_certificate(self, c).await
+    }
+
+    /// Notes the SCEP transaction the certificate `fingerprint` (recorded in this unit) was issued for.
+    pub async fn record_scep_transaction(
+        &mut self,
+        fingerprint: &str,
+        t: &ScepTransaction,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE issued_certificates \
+             SET scep_transaction_id = $2, scep_signer_key_sha256 = $3, certificate_der = $4, \
+                 scep_challenge_hash = $5 \
+             WHERE fingerprint = $1",
+        )
+        .bind(fingerprint)
+        .bind(&t.transaction_id)
+        .bind(&t.signer_key_sha256)
+        .bind(&t.certificate_der)
+        .bind(t.challenge_hash.as_deref())
+        .execute(self.conn()?)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+async fn consume_scep_challenge(
+    db: &mut impl Db,
+    challenge_hash: &str,
+    now: UnixTime,
+) -> Result<Option<ScepChallenge>, StoreError> {
+    let sql = format!(
+        "UPDATE scep_challenges SET used_at = $2 \
+         WHERE challenge_hash = $1 AND used_at IS NULL AND expires_at >= $2 \
+         RETURNING {CHALLENGE_COLUMNS}"
+    );
+    sqlx::query(&sql)
+        .bind(challenge_hash)
+        .bind(now.0)
+        .fetch_optional(db.conn()?)
+        .await?
+        .as_ref()
+        .map(challenge_from_row)
+        .transpose()
+}
+
+async fn record_issued_certificate(
+    db: &mut impl Db,
+    c: &IssuedCertificate,
+) -> Result<(), StoreError> {
+    let (kind, serial, udid, device, purpose) = grant_columns(&c.grant);
+    sqlx::query(
+        "INSERT INTO issued_certificates (fingerprint, serial_hex, subject, tenant_id, link_id, issued_at, not_after, \
+           grant_kind, grant_serial, grant_udid, grant_device_id, bound_device_id, bound_at, revoked_at, \
+           revoked_reason, grant_purpose) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(&c.fingerprint)
+    .bind(&c.serial_hex)
+    .bind(&c.subject)
+    .bind(c.tenant_id.to_string())
+    .bind(c.link_id.map(|id| id.to_string()))
+    .bind(c.issued_at.0)
+    .bind(c.not_after.0)
+    .bind(kind)
+    .bind(serial)
+    .bind(udid)
+    .bind(device)
+    .bind(c.bound_device_id.map(|id| id.to_string()))
+    .bind(c.bound_at.map(|v| v.0))
+    .bind(c.revoked_at.map(|v| v.0))
+    .bind(c.revoked_reason.as_deref())
+    .bind(purpose)
+    .execute(db.conn()?)
+    .await?;
+    Ok(())
+}
+
+async fn find_scep_transactions(
+    db: &mut impl Db,
+    transaction_id: &str,
+    now: UnixTime,
+) -> Result<Vec<(String, ScepTransaction)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT fingerprint, scep_transaction_id, scep_signer_key_sha256, certificate_der, scep_challenge_hash \
+         FROM issued_certificates \
+         WHERE scep_transaction_id = $1 AND revoked_at IS NULL AND not_after > $2 \
+           AND certificate_der IS NOT NULL AND scep_signer_key_sha256 IS NOT NULL \
+         ORDER BY issued_at DESC, fingerprint LIMIT 32",
+    )
+    .bind(transaction_id)
+    .bind(now.0)
+    .fetch_all(db.conn()?)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                rows::text(row, "fingerprint")?,
+                ScepTransaction {
+                    transaction_id: rows::text(row, "scep_transaction_id")?,
+                    signer_key_sha256: rows::text(row, "scep_signer_key_sha256")?,
+                    certificate_der: rows::bytes(row, "certificate_der")?,
+                    challenge_hash: rows::opt_text(row, "scep_challenge_hash")?,
+                },
+            ))
+        })
+        .collect()
 }
