@@ -224,8 +224,8 @@ async fn scenario(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-/// Fetches one profile (one challenge), uses the challenge once successfully, then twice more: the reuse
-/// and a made-up challenge both get a failure CertRep.
+/// Fetches one profile (one challenge), uses the challenge once successfully, then twice more: the reuse by
+/// another client and a made-up challenge both get a failure CertRep.
 async fn scep_refusals(server: &TestServer, link: &str) -> Result<()> {
     use orchard_pki::scep::{self, CertRepOutcome};
     // The link's own URL is a landing page; its button downloads the profile from `<link>/profile`.
@@ -241,11 +241,12 @@ async fn scep_refusals(server: &TestServer, link: &str) -> Result<()> {
     // SCEP goes to the device CA (the RA), not the server CA the profile chains to.
     let ca_der = pem_to_der(&server.device_ca_pem)?;
     let profile = EnrollmentProfile::parse(&content)?;
-    let key = openssl::rsa::Rsa::generate(2048).and_then(openssl::pkey::PKey::from_rsa)?;
+    // Each attempt is another client with its own key: the same key and transactionID again would be a retry
+    // after a lost answer, which RFC 8894 answers with the certificate already issued (scep_interop tests it).
     let attempt = |challenge: String| {
-        let key = key.clone();
         let ca_der = ca_der.clone();
         async move {
+            let key = openssl::rsa::Rsa::generate(2048).and_then(openssl::pkey::PKey::from_rsa)?;
             let pending =
                 scep::build_pkcs_req(&ca_der, &key, "scep test", Some(&challenge), now())?;
             let resp = server

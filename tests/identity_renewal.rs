@@ -463,6 +463,8 @@ async fn renewal_attacks(backend: Backend) -> Result<()> {
     // The victim's renewal now fails (its challenge is spent): recorded on the device, its identity unchanged,
     // and retried a day later.
     let before = rig.fingerprint(&victim).await?;
+    // The replayed poll took the command; an unanswered command is handed out again after the resend time.
+    rig.clock.advance(6 * 60);
     victim.poll().await?;
     ensure!(rig.fingerprint(&victim).await? == before);
     let detail = rig.detail(victim_id).await?;

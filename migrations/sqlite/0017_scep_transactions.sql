@@ -7,6 +7,8 @@
 ALTER TABLE issued_certificates ADD COLUMN scep_transaction_id TEXT;
 ALTER TABLE issued_certificates ADD COLUMN scep_challenge_hash TEXT;
 ALTER TABLE issued_certificates ADD COLUMN scep_signer_key_sha256 TEXT;
+-- Order of the transactions' certificates (several can be issued within one second): the newest answers a poll.
+ALTER TABLE issued_certificates ADD COLUMN scep_sequence BIGINT;
 ALTER TABLE issued_certificates ADD COLUMN certificate_der BLOB;
 CREATE INDEX issued_certificates_scep_transaction_idx ON issued_certificates (scep_transaction_id)
     WHERE scep_transaction_id IS NOT NULL;

@@ -390,7 +390,9 @@ impl UnitOfWork {
         let done = sqlx::query(
             "UPDATE issued_certificates \
              SET scep_transaction_id = $2, scep_signer_key_sha256 = $3, certificate_der = $4, \
-                 scep_challenge_hash = $5 \
+                 scep_challenge_hash = $5, \
+                 scep_sequence = (SELECT COALESCE(MAX(scep_sequence), 0) + 1 FROM issued_certificates \
+                                  WHERE scep_transaction_id = $2) \
              WHERE fingerprint = $1",
         )
         .bind(fingerprint)
@@ -469,7 +471,7 @@ async fn find_scep_transactions(
          FROM issued_certificates \
          WHERE scep_transaction_id = $1 AND revoked_at IS NULL AND not_after > $2 \
            AND certificate_der IS NOT NULL AND scep_signer_key_sha256 IS NOT NULL \
-         ORDER BY issued_at DESC, fingerprint LIMIT 32",
+         ORDER BY issued_at DESC, scep_sequence DESC, fingerprint LIMIT 32",
     )
     .bind(transaction_id)
     .bind(now.0)
