@@ -319,6 +319,10 @@ impl Harness {
         stop: RequestType,
         failing: Option<RequestType>,
     ) -> CommandUuid {
+        // The device comes back in a later session: a command it left unanswered (the walks leave `stop`
+        // unanswered) is handed out again once the resend time has passed.
+        self.clock
+            .advance(orchard_core::commands::hygiene::DEFAULT_RESEND_AFTER_MINUTES * 60 + 1);
         let mut next = self
             .report(ipad, ReportStatus::Idle, None, plist::Dictionary::new())
             .await
