@@ -101,7 +101,13 @@ pub struct Orchard {
     /// Resends, attempts and history retention of the command queue.
     pub(crate) command_queue: commands::hygiene::CommandQueueSettings,
     pub(crate) renewal: enrollment::renewal::IdentityRenewalSettings,
+    /// Device certificates already proved to be issued by `pki.ca`: a device's next request skips that check.
+    pub(crate) signers: orchard_pki::signature::SignerCache,
 }
+
+/// Device certificates whose issuance is remembered (~1.5 KB each, so at most ~75 MB): a large university's
+/// fleet. Beyond it, the least recently seen devices pay the full check again.
+const SIGNER_CACHE_CAPACITY: usize = 50_000;
 
 impl Orchard {
     /// `store` and `scopes` are what [`Store::connect`] returned: the binary opens the database and hands both
@@ -115,6 +121,7 @@ impl Orchard {
         push_settings: push::PushSettings,
     ) -> Self {
         Self {
+            signers: orchard_pki::signature::SignerCache::new(&pki.ca, SIGNER_CACHE_CAPACITY),
             store,
             scopes: access::capability::ScopeMint::new(scopes),
             pki,

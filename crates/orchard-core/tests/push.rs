@@ -290,7 +290,13 @@ async fn a_push_claimed_by_a_node_that_died_is_sent_after_its_lease(backend: Bac
     // Settled only now that APNs answered: nothing is owed any more, and the late node cannot undo it.
     assert_eq!(s.store.count_due_pushes().await.unwrap(), 0);
     s.store
-        .release_push(&channel, "node-that-died", None)
+        .release_push(
+            &channel,
+            "node-that-died",
+            None,
+            &orchard_store::PushResult::Failed { error: "late" },
+            s.clock.now(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -330,7 +336,7 @@ async fn a_token_update_during_a_push_keeps_the_new_token(backend: Backend) {
     // … and APNs's answer for the old token arrives.
     let marked = s
         .store
-        .mark_push_token_dead(&claimed[0], "dispatcher", "Unregistered", now)
+        .mark_push_token_dead(&claimed[0], "dispatcher", 410, "Unregistered", now)
         .await
         .unwrap();
     assert!(!marked, "the new token was marked dead");

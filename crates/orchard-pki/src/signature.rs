@@ -10,6 +10,7 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
 use openssl::x509::{X509Ref, X509StoreContext, X509};
 use orchard_types::UnixTime;
+use sha2::Digest as _;
 
 use crate::{
     asn1_time_to_unix, common_name, fingerprint_sha256_hex, time_t, CertificateAuthority, Identity,
@@ -40,6 +41,19 @@ pub fn verify_mdm_signature(
     ca: &CertificateAuthority,
     now: UnixTime,
 ) -> Result<VerifiedSigner, PkiError> {
+    let der = decode_header(header_b64)?;
+    // OpenSSL 3.0 spends ~140 µs decoding the public key of every certificate it parses (its provider decoder
+    // machinery), two thirds of a full PKCS7_verify. The fast path reads the usual message shape itself and
+    // uses OpenSSL only for hashing and RSA; anything unusual (BER, other key types…) goes to OpenSSL.
+    match fast::verify(&der, body, ca, now) {
+        fast::Outcome::Verified(signer) => Ok(signer),
+        fast::Outcome::Rejected(error) => Err(error),
+        fast::Outcome::NotHandled => verify_with_openssl(&der, body, ca, now),
+    }
+}
+
+/// The DER of an `Mdm-Signature` header, refused when empty, oversized or not base64.
+fn decode_header(header_b64: &str) -> Result<Vec<u8>, PkiError> {
     let header = header_b64.trim();
     if header.is_empty() {
         return Err(PkiError::Malformed("mdm-signature header is empty".into()));
@@ -49,16 +63,132 @@ pub fn verify_mdm_signature(
             "mdm-signature header is too large".into(),
         ));
     }
-    let der = BASE64
+    BASE64
         .decode(header)
-        .map_err(|e| PkiError::Malformed(format!("mdm-signature is not base64: {e}")))?;
-    // OpenSSL 3.0 spends ~140 µs decoding the public key of every certificate it parses (its provider decoder
-    // machinery), two thirds of a full PKCS7_verify. The fast path reads the usual message shape itself and
-    // uses OpenSSL only for hashing and RSA; anything unusual (BER, other key types…) goes to OpenSSL.
-    match fast::verify(&der, body, ca, now) {
-        fast::Outcome::Verified(signer) => Ok(signer),
-        fast::Outcome::Rejected(error) => Err(error),
-        fast::Outcome::NotHandled => verify_with_openssl(&der, body, ca, now),
+        .map_err(|e| PkiError::Malformed(format!("mdm-signature is not base64: {e}")))
+}
+
+/// Device certificates the fast path has already proved were issued by our CA, so that a device's next request
+/// skips parsing its certificate and verifying the CA's signature over it — per request, the one thing that
+/// changes is the message, not the certificate. What is kept is what does not depend on the time (issuer,
+/// serial, key, facts); validity is checked against `now` on every request, and the binding to a device and
+/// revocation stay with the caller. Only certificates the fast path itself accepted are kept, and a cached
+/// answer is the fast path's answer for the same message (a message with several certificates, or one whose
+/// certificate is not kept, takes the full path).
+///
+/// Bounded: two generations of at most `capacity / 2` entries each; when the newer fills up, the older is
+/// dropped (entries still in use are promoted when read), so memory stays at ~1 KB per entry.
+pub struct SignerCache {
+    /// The CA the entries were proved against: a cache handed another CA is not used.
+    ca_subject_der: Vec<u8>,
+    ca_key: openssl::pkey::PKey<openssl::pkey::Public>,
+    capacity: usize,
+    generations: std::sync::Mutex<Generations>,
+}
+
+type KnownSigners = std::collections::HashMap<[u8; 32], std::sync::Arc<fast::KnownSigner>>;
+
+#[derive(Default)]
+struct Generations {
+    newer: KnownSigners,
+    older: KnownSigners,
+}
+
+impl SignerCache {
+    /// A cache for signers issued by `ca`, holding at most about `capacity` certificates.
+    pub fn new(ca: &CertificateAuthority, capacity: usize) -> Self {
+        SignerCache {
+            ca_subject_der: ca.subject_der.clone(),
+            ca_key: ca.public_key().to_owned(),
+            capacity: capacity.max(2),
+            generations: std::sync::Mutex::new(Generations::default()),
+        }
+    }
+
+    /// [`verify_mdm_signature`], answering from the cache when the signer certificate is known.
+    pub fn verify_mdm_signature(
+        &self,
+        header_b64: &str,
+        body: &[u8],
+        ca: &CertificateAuthority,
+        now: UnixTime,
+    ) -> Result<VerifiedSigner, PkiError> {
+        let der = decode_header(header_b64)?;
+        let same_ca =
+            ca.subject_der == self.ca_subject_der && ca.public_key().public_eq(&self.ca_key);
+        if same_ca {
+            if let Some((parsed, cert_der)) = fast::parse_with_sole_certificate(&der) {
+                let key: [u8; 32] = sha2::Sha256::digest(cert_der).into();
+                if let Some(known) = self.get(&key) {
+                    match fast::verify_known(&parsed, cert_der, &known, body, now) {
+                        fast::Outcome::Verified(signer) => return Ok(signer),
+                        fast::Outcome::Rejected(error) => return Err(error),
+                        fast::Outcome::NotHandled => {}
+                    }
+                }
+            }
+        }
+        match fast::verify(&der, body, ca, now) {
+            fast::Outcome::Verified(signer) => {
+                if same_ca {
+                    self.remember(&signer);
+                }
+                Ok(signer)
+            }
+            fast::Outcome::Rejected(error) => Err(error),
+            fast::Outcome::NotHandled => verify_with_openssl(&der, body, ca, now),
+        }
+    }
+
+    /// How many certificates are kept now.
+    pub fn len(&self) -> usize {
+        let generations = self.lock();
+        generations.newer.len() + generations.older.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        // The maps stay consistent whatever panicked while holding the lock (inserts and removals only).
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<std::sync::Arc<fast::KnownSigner>> {
+        let mut generations = self.lock();
+        if let Some(known) = generations.newer.get(key) {
+            return Some(known.clone());
+        }
+        let known = generations.older.remove(key)?;
+        self.insert(&mut generations, *key, known.clone());
+        Some(known)
+    }
+
+    fn remember(&self, signer: &VerifiedSigner) {
+        let Some(known) = fast::known_signer(signer) else {
+            return;
+        };
+        let Ok(key) = <[u8; 32]>::try_from(hex::decode(&signer.fingerprint).unwrap_or_default())
+        else {
+            return;
+        };
+        let mut generations = self.lock();
+        self.insert(&mut generations, key, std::sync::Arc::new(known));
+    }
+
+    fn insert(
+        &self,
+        generations: &mut Generations,
+        key: [u8; 32],
+        known: std::sync::Arc<fast::KnownSigner>,
+    ) {
+        if generations.newer.len() >= self.capacity / 2 {
+            generations.older = std::mem::take(&mut generations.newer);
+        }
+        generations.newer.insert(key, known);
     }
 }
 
@@ -504,7 +634,7 @@ mod fast {
     }
 
     /// The parts of a SignedData the verification needs.
-    struct Parsed<'a> {
+    pub(super) struct Parsed<'a> {
         certificates: Reader<'a>,
         issuer: &'a [u8],
         serial: &'a [u8],
@@ -721,7 +851,8 @@ mod fast {
         let Some(parsed) = parse(der) else {
             return Outcome::NotHandled;
         };
-        let Some(cert) = find_signer(parsed.certificates, parsed.issuer, parsed.serial) else {
+        let certificates = Reader::new(parsed.certificates.rest);
+        let Some(cert) = find_signer(certificates, parsed.issuer, parsed.serial) else {
             return Outcome::NotHandled;
         };
         let Ok(PublicKey::RSA(rsa)) = cert.tbs_certificate.subject_pki.parsed() else {
@@ -731,33 +862,9 @@ mod fast {
             return Outcome::NotHandled;
         };
 
-        // The body must hash to the signed messageDigest, and the signature must cover the signed attributes
-        // (DER, re-tagged from [0] IMPLICIT to SET OF as CMS specifies).
-        match hash(parsed.digest, body) {
-            Ok(digest) if *digest == *parsed.message_digest => {}
-            Ok(_) => {
-                return Outcome::Rejected(PkiError::BadSignature(
-                    "message digest does not match the body".into(),
-                ))
-            }
-            Err(_) => return Outcome::NotHandled,
-        }
-        let Some((_, attributes_contents)) = parsed.signed_attributes.split_first() else {
-            return Outcome::NotHandled;
-        };
-        let verified = verify_bytes(
-            parsed.digest,
-            &signer_key,
-            &[&[0x31], attributes_contents],
-            parsed.signature,
-        );
-        match verified {
-            Some(true) => {}
-            Some(false) => {
-                return Outcome::Rejected(PkiError::BadSignature(
-                    "signature does not verify with the signer certificate".into(),
-                ))
-            }
+        match check_message(&parsed, body, &signer_key) {
+            Some(Ok(())) => {}
+            Some(Err(error)) => return Outcome::Rejected(error),
             None => return Outcome::NotHandled,
         }
 
@@ -766,6 +873,112 @@ mod fast {
             Some(Err(error)) => Outcome::Rejected(error),
             None => Outcome::NotHandled,
         }
+    }
+
+    /// The body hashes to the signed messageDigest, and the signature covers the signed attributes (DER,
+    /// re-tagged from [0] IMPLICIT to SET OF as CMS specifies) under `key`. `None` when OpenSSL could not even
+    /// try: the OpenSSL path decides.
+    fn check_message(
+        parsed: &Parsed<'_>,
+        body: &[u8],
+        key: &PKeyRef<Public>,
+    ) -> Option<Result<(), PkiError>> {
+        match hash(parsed.digest, body) {
+            Ok(digest) if *digest == *parsed.message_digest => {}
+            Ok(_) => {
+                return Some(Err(PkiError::BadSignature(
+                    "message digest does not match the body".into(),
+                )))
+            }
+            Err(_) => return None,
+        }
+        let (_, attributes_contents) = parsed.signed_attributes.split_first()?;
+        match verify_bytes(
+            parsed.digest,
+            key,
+            &[&[0x31], attributes_contents],
+            parsed.signature,
+        )? {
+            true => Some(Ok(())),
+            false => Some(Err(PkiError::BadSignature(
+                "signature does not verify with the signer certificate".into(),
+            ))),
+        }
+    }
+
+    /// What [`verify`] proved about a signer certificate that holds at any time: the signer identifier it
+    /// answers to, its key, and the facts returned to callers (see `super::SignerCache`).
+    pub(crate) struct KnownSigner {
+        issuer: Vec<u8>,
+        serial: Vec<u8>,
+        key: PKey<Public>,
+        fingerprint: String,
+        not_before: UnixTime,
+        not_after: UnixTime,
+        subject_common_name: Option<String>,
+    }
+
+    /// The parts of a signer [`verify`] accepted that [`verify_known`] needs; `None` if it cannot be read
+    /// again the fast way (then it is simply not kept).
+    pub(super) fn known_signer(signer: &VerifiedSigner) -> Option<KnownSigner> {
+        let mut reader = Reader::new(&signer.cert_der);
+        let cert = canonical_certificate(reader.expect(TAG_SEQUENCE)?)?;
+        let Ok(PublicKey::RSA(rsa)) = cert.tbs_certificate.subject_pki.parsed() else {
+            return None;
+        };
+        Some(KnownSigner {
+            issuer: cert.tbs_certificate.issuer.as_raw().to_vec(),
+            serial: cert.tbs_certificate.raw_serial().to_vec(),
+            key: rsa_public_key(rsa.modulus, rsa.exponent)?,
+            fingerprint: signer.fingerprint.clone(),
+            not_before: signer.not_before,
+            not_after: signer.not_after,
+            subject_common_name: signer.subject_common_name.clone(),
+        })
+    }
+
+    /// A message of the usual shape carrying exactly one certificate (what devices send), and that
+    /// certificate's DER.
+    pub(super) fn parse_with_sole_certificate(der: &[u8]) -> Option<(Parsed<'_>, &[u8])> {
+        let parsed = parse(der)?;
+        let mut certificates = Reader::new(parsed.certificates.rest);
+        let certificate = certificates.expect(TAG_SEQUENCE)?.encoded;
+        if !certificates.is_empty() {
+            return None;
+        }
+        Some((parsed, certificate))
+    }
+
+    /// [`verify`] for a message whose sole certificate, byte for byte, is `known`'s: the same answer without
+    /// reading the certificate or checking its issuer again.
+    pub(super) fn verify_known(
+        parsed: &Parsed<'_>,
+        cert_der: &[u8],
+        known: &KnownSigner,
+        body: &[u8],
+        now: UnixTime,
+    ) -> Outcome {
+        if parsed.issuer != known.issuer.as_slice() || parsed.serial != known.serial.as_slice() {
+            return Outcome::NotHandled; // signed by a certificate the message does not carry
+        }
+        match check_message(parsed, body, &known.key) {
+            Some(Ok(())) => {}
+            Some(Err(error)) => return Outcome::Rejected(error),
+            None => return Outcome::NotHandled,
+        }
+        if now < known.not_before {
+            return Outcome::Rejected(PkiError::NotYetValid);
+        }
+        if now > known.not_after {
+            return Outcome::Rejected(PkiError::Expired);
+        }
+        Outcome::Verified(VerifiedSigner {
+            cert_der: cert_der.to_vec(),
+            fingerprint: known.fingerprint.clone(),
+            not_before: known.not_before,
+            not_after: known.not_after,
+            subject_common_name: known.subject_common_name.clone(),
+        })
     }
 
     /// The fast counterpart of `super::check_signer`: issued by `ca`, valid at `now`, and the facts we return.
@@ -1097,6 +1310,64 @@ mod tests {
             verify_mdm_signature(&header, body, &ca, earlier).unwrap_err(),
             PkiError::NotYetValid
         );
+    }
+
+    /// The cache answers what the uncached verification answers, for every case the uncached path
+    /// distinguishes, and keeps only what the fast path accepted.
+    #[test]
+    fn cached_verification_answers_like_the_uncached_one() {
+        let (ca, device) = setup();
+        let other_ca = CertificateAuthority::generate("Another CA", NOW, 3650).unwrap();
+        let stranger = issue_device(&other_ca, NOW, 365);
+        let cache = SignerCache::new(&ca, 100);
+        let body: &[u8] = b"<plist><dict><key>Status</key><string>Idle</string></dict></plist>";
+        let header = sign_mdm_body(body, &device).unwrap();
+        let stranger_header = sign_mdm_body(body, &stranger).unwrap();
+        // What the cache does not know yet, then knows: both answers equal the uncached one.
+        for round in 0..2 {
+            let cached = cache.verify_mdm_signature(&header, body, &ca, NOW);
+            assert_eq!(
+                cached,
+                verify_mdm_signature(&header, body, &ca, NOW),
+                "round {round}"
+            );
+            assert!(cached.is_ok());
+            assert_eq!(cache.len(), 1);
+        }
+        let cases: [(&str, &[u8], UnixTime); 5] = [
+            (&header, b"another body", NOW),
+            (&header, body, NOW.plus_seconds(366 * DAY)),
+            (&header, body, NOW.plus_seconds(-2 * 3600)),
+            (&stranger_header, body, NOW),
+            ("bm90IGNtcw==", body, NOW),
+        ];
+        for (h, b, at) in cases {
+            let uncached = verify_mdm_signature(h, b, &ca, at);
+            assert!(uncached.is_err());
+            assert_eq!(cache.verify_mdm_signature(h, b, &ca, at), uncached);
+        }
+        assert_eq!(cache.len(), 1, "refused signers are not kept");
+        // Handed another CA, the cache is not consulted: the device's certificate is not trusted there.
+        assert_eq!(
+            cache.verify_mdm_signature(&header, body, &other_ca, NOW),
+            verify_mdm_signature(&header, body, &other_ca, NOW)
+        );
+        assert!(cache
+            .verify_mdm_signature(&header, body, &other_ca, NOW)
+            .is_err());
+    }
+
+    #[test]
+    fn the_signer_cache_is_bounded() {
+        let (ca, _) = setup();
+        let cache = SignerCache::new(&ca, 4);
+        let body: &[u8] = b"body";
+        for _ in 0..5 {
+            let device = issue_device(&ca, NOW, 365);
+            let header = sign_mdm_body(body, &device).unwrap();
+            assert!(cache.verify_mdm_signature(&header, body, &ca, NOW).is_ok());
+            assert!(cache.len() <= 4);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::cpu::{CpuOptions, CpuSample};
 use crate::device::SimDevice;
 use crate::fleet::Fleet;
 use crate::{SimConfig, SimError};
@@ -26,6 +27,8 @@ pub struct BenchOptions {
     /// Open a new TCP+TLS connection for every request instead of keeping connections alive.
     pub new_connections: bool,
     pub sign_each_request: bool,
+    /// Whose CPU time to report per round trip, and where to pin the processes.
+    pub cpu: CpuOptions,
 }
 
 impl Default for BenchOptions {
@@ -38,6 +41,7 @@ impl Default for BenchOptions {
             ca_pem: None,
             new_connections: false,
             sign_each_request: false,
+            cpu: CpuOptions::default(),
         }
     }
 }
@@ -59,6 +63,17 @@ pub struct BenchReport {
     pub p90: Duration,
     pub p99: Duration,
     pub max: Duration,
+    /// CPU time used during the measured window (not enrollment) by the server and by the database, when
+    /// watched (see [`CpuOptions`]).
+    pub cpu: CpuSample,
+}
+
+impl BenchReport {
+    /// CPU time per round trip of one watched process (or group).
+    fn per_round_trip(&self, total: Option<Duration>) -> Option<Duration> {
+        let round_trips = u32::try_from(self.round_trips).ok().filter(|n| *n > 0)?;
+        Some(total? / round_trips)
+    }
 }
 
 impl fmt::Display for BenchReport {
@@ -102,12 +117,60 @@ impl fmt::Display for BenchReport {
         if let Some(first) = &self.first_error {
             write!(f, " (first: {first})")?;
         }
+        let server = self.per_round_trip(self.cpu.server);
+        let db = self.per_round_trip(self.cpu.db);
+        if let Some(server) = server {
+            write!(f, "\nserver CPU per round trip {:.3} ms", ms(server))?;
+        }
+        if let Some(db) = db {
+            write!(f, ", database CPU per round trip {:.3} ms", ms(db))?;
+        }
+        if let (Some(server), Some(db)) = (server, db) {
+            write!(f, ", server + database {:.3} ms", ms(server + db))?;
+        }
         Ok(())
     }
 }
 
 /// Enrolls `options.devices` fresh iPads, then measures.
 pub async fn run(options: &BenchOptions) -> Result<BenchReport, SimError> {
+    let (mut fleet, enroll_seconds) = enroll(options).await?;
+    let mut report = measure(&mut fleet, options).await?;
+    report.enroll_seconds = enroll_seconds;
+    Ok(report)
+}
+
+/// Enrolls like [`run`], measures, then hands over to a script and measures the same devices again (S5: the
+/// same check-ins with 30 simulated days of finished commands in the database): after the first round it
+/// creates `<handshake>.ready` and waits until `<handshake>` exists (the script filled the database meanwhile).
+/// Before the first round it creates `<handshake>.enrolled` and waits for `<handshake>.go`, so the script can
+/// read the server's CPU time exactly around each round.
+pub async fn run_two_rounds(
+    options: &BenchOptions,
+    handshake: &std::path::Path,
+) -> Result<(BenchReport, BenchReport), SimError> {
+    let (mut fleet, enroll_seconds) = enroll(options).await?;
+    handshake_step(
+        &handshake.with_extension("enrolled"),
+        &handshake.with_extension("go"),
+        "",
+    )
+    .await?;
+    let mut first = measure(&mut fleet, options).await?;
+    first.enroll_seconds = enroll_seconds;
+    let udids: Vec<String> = fleet.devices.iter().map(|d| d.state.udid.clone()).collect();
+    handshake_step(
+        &handshake.with_extension("ready"),
+        handshake,
+        &udids.join("\n"),
+    )
+    .await?;
+    let second = measure(&mut fleet, options).await?;
+    Ok((first, second))
+}
+
+/// A fleet of `options.devices` fresh iPads, enrolled; and how long that took in seconds.
+async fn enroll(options: &BenchOptions) -> Result<(Fleet, f64), SimError> {
     if options.devices == 0 {
         return Err(SimError::InvalidArgument(
             "bench needs at least one device".into(),
@@ -123,70 +186,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, SimError> {
     fleet
         .enroll_all(&options.enrollment_url, options.concurrency)
         .await?;
-    let enroll_seconds = started.elapsed().as_secs_f64();
-    let mut report = measure(
-        &mut fleet,
-        options.duration,
-        options.concurrency,
-        options.new_connections,
-        options.sign_each_request,
-    )
-    .await?;
-    report.enroll_seconds = enroll_seconds;
-    Ok(report)
-}
-
-/// Enrolls like [`run`], measures, then hands over to a script and measures the same devices again (S5: the
-/// same check-ins with 30 simulated days of finished commands in the database): after the first round it
-/// creates `<handshake>.ready` and waits until `<handshake>` exists (the script filled the database meanwhile).
-/// Before the first round it creates `<handshake>.enrolled` and waits for `<handshake>.go`, so the script can
-/// read the server's CPU time exactly around each round.
-pub async fn run_two_rounds(
-    options: &BenchOptions,
-    handshake: &std::path::Path,
-) -> Result<(BenchReport, BenchReport), SimError> {
-    let config = SimConfig {
-        ca_pem: options.ca_pem.clone(),
-        ..SimConfig::default()
-    };
-    let mut fleet = Fleet::new();
-    fleet.add_random(&config, options.devices)?;
-    let started = Instant::now();
-    fleet
-        .enroll_all(&options.enrollment_url, options.concurrency)
-        .await?;
-    let enroll_seconds = started.elapsed().as_secs_f64();
-    handshake_step(
-        &handshake.with_extension("enrolled"),
-        &handshake.with_extension("go"),
-        "",
-    )
-    .await?;
-    let mut first = measure(
-        &mut fleet,
-        options.duration,
-        options.concurrency,
-        options.new_connections,
-        options.sign_each_request,
-    )
-    .await?;
-    first.enroll_seconds = enroll_seconds;
-    let udids: Vec<String> = fleet.devices.iter().map(|d| d.state.udid.clone()).collect();
-    handshake_step(
-        &handshake.with_extension("ready"),
-        handshake,
-        &udids.join("\n"),
-    )
-    .await?;
-    let second = measure(
-        &mut fleet,
-        options.duration,
-        options.concurrency,
-        options.new_connections,
-        options.sign_each_request,
-    )
-    .await?;
-    Ok((first, second))
+    Ok((fleet, started.elapsed().as_secs_f64()))
 }
 
 /// Writes `signal` (with `content`), then waits until `wait_for` exists.
@@ -204,13 +204,13 @@ async fn handshake_step(
 }
 
 /// Measures Idle round trips of the enrolled devices of an existing fleet for `duration`.
-pub async fn measure(
-    fleet: &mut Fleet,
-    duration: Duration,
-    concurrency: usize,
-    new_connections: bool,
-    sign_each_request: bool,
-) -> Result<BenchReport, SimError> {
+pub async fn measure(fleet: &mut Fleet, options: &BenchOptions) -> Result<BenchReport, SimError> {
+    let (duration, concurrency, new_connections, sign_each_request) = (
+        options.duration,
+        options.concurrency,
+        options.new_connections,
+        options.sign_each_request,
+    );
     fleet.share_clients(!new_connections)?;
     let (enrolled, others): (Vec<SimDevice>, Vec<SimDevice>) = std::mem::take(&mut fleet.devices)
         .into_iter()
@@ -233,6 +233,9 @@ pub async fn measure(
         rest = tail;
     }
 
+    // Pinned now, not at start-up: the server may have started threads (and PostgreSQL backends) since.
+    options.cpu.pin()?;
+    let cpu_before = options.cpu.sample()?;
     let started = Instant::now();
     let deadline = started + duration;
     let handles: Vec<_> = groups
@@ -251,6 +254,7 @@ pub async fn measure(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = options.cpu.sample()?.since(&cpu_before);
     if let Some(e) = join_error {
         return Err(SimError::InvalidArgument(format!("bench worker died: {e}")));
     }
@@ -275,6 +279,7 @@ pub async fn measure(
         p90: percentile(&stats.latencies, 90.0),
         p99: percentile(&stats.latencies, 99.0),
         max: stats.latencies.last().copied().unwrap_or_default(),
+        cpu,
     })
 }
 
@@ -371,7 +376,12 @@ mod tests {
     async fn measuring_an_unenrolled_fleet_is_an_error() {
         let mut fleet = Fleet::new();
         fleet.add_random(&SimConfig::default(), 2).unwrap();
-        let result = measure(&mut fleet, Duration::from_millis(10), 4, false, false).await;
+        let options = BenchOptions {
+            duration: Duration::from_millis(10),
+            concurrency: 4,
+            ..BenchOptions::default()
+        };
+        let result = measure(&mut fleet, &options).await;
         assert!(matches!(result, Err(SimError::InvalidArgument(_))));
         assert_eq!(fleet.len(), 2, "devices are given back");
     }

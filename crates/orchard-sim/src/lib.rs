@@ -21,6 +21,7 @@ mod ade;
 mod apple_ca;
 pub mod bench;
 pub mod bench_push;
+pub mod cpu;
 mod device;
 mod fleet;
 pub mod handler;

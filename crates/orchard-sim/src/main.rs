@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orchard_sim::bench::{self, BenchOptions};
 use orchard_sim::bench_push::{self, BenchPushOptions, PushCommand};
+use orchard_sim::cpu::CpuOptions;
 use orchard_sim::{Activation, AppleDeviceCa, DepActivation, Fleet, SimConfig};
 
 #[derive(Parser)]
@@ -132,6 +133,22 @@ enum Command {
         /// UDIDs, one a line) and wait until FILE exists (S5: scripts/bench-s5.sh fills the database between).
         #[arg(long)]
         pause_between: Option<PathBuf>,
+        /// The server's process id: its CPU time during the measured window is reported per round trip.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Processes with this command name are the database (e.g. `postgres`): their CPU time during the
+        /// measured window is reported per round trip too.
+        #[arg(long)]
+        db_process_name: Option<String>,
+        /// Pin every thread of the server (`--server-pid`) to this core before measuring.
+        #[arg(long, requires = "server_pid")]
+        pin_server: Option<usize>,
+        /// Pin this simulator to this core before measuring.
+        #[arg(long)]
+        pin_self: Option<usize>,
+        /// Pin every database process (`--db-process-name`) to this core before measuring.
+        #[arg(long, requires = "db_process_name")]
+        pin_db: Option<usize>,
     },
     /// S1 push-all benchmark with a local APNs server: enroll (or reuse) DEVICES iPads that only wake on
     /// push, queue one command for all of them through the API and time until every result is stored.
@@ -379,6 +396,11 @@ async fn main() -> anyhow::Result<()> {
             new_connections,
             sign_each_request,
             pause_between,
+            server_pid,
+            db_process_name,
+            pin_server,
+            pin_self,
+            pin_db,
         } => {
             let options = BenchOptions {
                 enrollment_url: url,
@@ -388,6 +410,13 @@ async fn main() -> anyhow::Result<()> {
                 ca_pem: read_ca(ca.as_ref())?,
                 new_connections,
                 sign_each_request,
+                cpu: CpuOptions {
+                    server_pid,
+                    db_process_name,
+                    pin_server,
+                    pin_self,
+                    pin_db,
+                },
             };
             match pause_between {
                 None => println!("{}", bench::run(&options).await?),

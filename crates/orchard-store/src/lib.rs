@@ -60,13 +60,13 @@ pub use error::StoreError;
 pub use fault::FaultInjector;
 pub use jobs::runs::{JobClaim, JobRunRecord};
 pub use model::{
-    ApiToken, AuthenticateDevice, Channel, CommandRecord, CommandResultRecord, Device,
-    DeviceBinding, DeviceFacts, DeviceGrantPurpose, DeviceRelease, EnrollmentLink, IdentityGrant,
-    InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand, RecordOutcome,
-    ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
+    ApiToken, AuthenticateDevice, Channel, ChannelPushState, CommandRecord, CommandResultRecord,
+    Device, DeviceBinding, DeviceFacts, DeviceGrantPurpose, DeviceRelease, EnrollmentLink,
+    IdentityGrant, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
+    RecordOutcome, ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
 };
 pub use push::push_csr::PushCsrKeyRecord;
-pub use push::queue_state::{PushCertificateRecord, PushTarget};
+pub use push::queue_state::{PushCertificateRecord, PushResult, PushTarget};
 pub use reporting::audit::{AuditEventRecord, AuditFilter};
 pub use reporting::usage::UsageSnapshotRecord;
 pub use scope::{Scope, ScopeAuthority};
@@ -269,6 +269,9 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, Stor
     let busy_timeout_ms = SQLITE_BUSY_TIMEOUT.as_millis();
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
+        // A connection to a local file does not go stale: the ping sqlx sends before handing one out is a
+        // round trip to the connection's worker thread (two context switches) on every acquire, for nothing.
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute("PRAGMA journal_mode = WAL").await?;

@@ -244,6 +244,25 @@ pub struct Channel {
     pub unlock_token: Option<Secret<Vec<u8>>>,
     pub awaiting_configuration: bool,
     pub token_updated_at: Option<UnixTime>,
+    pub push: ChannelPushState,
+}
+
+/// Where a channel's pushes stand: owed or not, what APNs answered last, and whether its token is dead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelPushState {
+    /// A push is requested and not yet answered by APNs.
+    pub owed: bool,
+    pub requested_at: Option<UnixTime>,
+    /// When APNs last accepted a push for this channel.
+    pub last_delivered_at: Option<UnixTime>,
+    /// When APNs last answered (or failed to answer) a push for this channel, and what.
+    pub last_attempt_at: Option<UnixTime>,
+    pub last_result: Option<String>,
+    /// APNs asked to wait (Retry-After): nothing is pushed to this channel before then.
+    pub not_before: Option<UnixTime>,
+    /// APNs said the token is no longer valid: no push until the device sends a new one.
+    pub token_dead_at: Option<UnixTime>,
+    pub token_dead_reason: Option<String>,
 }
 
 /// One inventory section of a device as a JSON document.

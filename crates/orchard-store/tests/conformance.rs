@@ -2126,7 +2126,9 @@ async fn claim_and_send(
         .claim_push_leases(limit, "dispatcher", now, now.plus_seconds(300))
         .await?;
     for t in &claimed {
-        store.complete_push(t, "dispatcher", now).await?;
+        store
+            .complete_push(t, "dispatcher", &orchard_store::PushResult::Delivered, now)
+            .await?;
     }
     Ok(claimed)
 }
@@ -2238,6 +2240,7 @@ async fn check_dead_push_tokens_revive_on_token_update(store: Store) {
                 claimed_wanted: 0,
             },
             "dispatcher",
+            410,
             "Unregistered",
             T0,
         )

@@ -1,7 +1,7 @@
 //! The device surface's logic: authenticating each request by its Mdm-Signature, binding certificate to
 //! UDID, the check-in messages, and the command session (report in, next command out).
 
-use orchard_pki::signature::{verify_mdm_signature, VerifiedSigner};
+use orchard_pki::signature::VerifiedSigner;
 use orchard_protocol::checkin::{self, CheckinMessage};
 use orchard_protocol::commands::Command;
 use orchard_protocol::report::{self, CommandReport, ReportStatus};
@@ -76,12 +76,14 @@ impl Orchard {
     ) -> Result<VerifiedSigner, DeviceRejection> {
         let header =
             signature.ok_or_else(|| DeviceRejection::BadSignature("header missing".into()))?;
-        verify_mdm_signature(header, body, &self.pki.ca, now).map_err(|e| match e {
-            orchard_pki::PkiError::Malformed(m) | orchard_pki::PkiError::BadSignature(m) => {
-                DeviceRejection::BadSignature(m)
-            }
-            other => DeviceRejection::UntrustedIdentity(other.to_string()),
-        })
+        self.signers
+            .verify_mdm_signature(header, body, &self.pki.ca, now)
+            .map_err(|e| match e {
+                orchard_pki::PkiError::Malformed(m) | orchard_pki::PkiError::BadSignature(m) => {
+                    DeviceRejection::BadSignature(m)
+                }
+                other => DeviceRejection::UntrustedIdentity(other.to_string()),
+            })
     }
 
     /// Finds the enrolled device a request speaks for and checks the signer is the identity bound to it and

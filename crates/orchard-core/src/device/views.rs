@@ -20,6 +20,43 @@ pub struct ChannelView {
     pub has_unlock_token: bool,
     pub awaiting_configuration: bool,
     pub token_updated_at: Option<String>,
+    pub push: ChannelPushView,
+}
+
+/// Where the channel's pushes stand (times RFC 3339).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelPushView {
+    /// A push is requested and APNs has not answered it yet.
+    pub owed: bool,
+    pub requested_at: Option<String>,
+    /// When APNs last accepted a push for this channel.
+    pub last_delivered_at: Option<String>,
+    /// When APNs last answered (or could not be reached for) a push of this channel, and what: `delivered`,
+    /// `rejected: …`, `token dead: 410 Unregistered`, `retry later: 429 TooManyRequests`, `not sent: …`.
+    pub last_attempt_at: Option<String>,
+    pub last_result: Option<String>,
+    /// APNs asked to wait: nothing is pushed to this channel before then.
+    pub not_before: Option<String>,
+    /// APNs said the token is dead (and why): no push until the device sends a new token.
+    pub token_dead_at: Option<String>,
+    pub token_dead_reason: Option<String>,
+}
+
+impl From<&orchard_store::ChannelPushState> for ChannelPushView {
+    fn from(p: &orchard_store::ChannelPushState) -> Self {
+        let time = |t: Option<UnixTime>| t.map(UnixTime::to_rfc3339);
+        ChannelPushView {
+            owed: p.owed,
+            requested_at: time(p.requested_at),
+            last_delivered_at: time(p.last_delivered_at),
+            last_attempt_at: time(p.last_attempt_at),
+            last_result: p.last_result.clone(),
+            not_before: time(p.not_before),
+            token_dead_at: time(p.token_dead_at),
+            token_dead_reason: p.token_dead_reason.clone(),
+        }
+    }
 }
 
 /// One device with everything the detail page shows.
@@ -128,6 +165,7 @@ impl Orchard {
                 has_unlock_token: c.unlock_token.is_some(),
                 awaiting_configuration: c.awaiting_configuration,
                 token_updated_at: c.token_updated_at.map(UnixTime::to_rfc3339),
+                push: ChannelPushView::from(&c.push),
             })
             .collect();
         let inventory = self

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use orchard_apns::{ApnsClient, ApnsConfig, DeviceToken, PushCertificate, PushOutcome};
-use orchard_store::{PushCertificateRecord, PushTarget};
+use orchard_store::{PushCertificateRecord, PushResult, PushTarget};
 use orchard_types::{ApnsTopic, DeviceId, PushMagic, UnixTime};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -445,13 +445,15 @@ impl Orchard {
         let node = self.push.node_id.as_str();
         match outcome {
             PushOutcome::Delivered { .. } => {
-                self.store.complete_push(t, node, now).await?;
+                self.store
+                    .complete_push(t, node, &PushResult::Delivered, now)
+                    .await?;
                 stats.delivered += 1;
             }
             PushOutcome::BadToken { status, reason, .. } => {
                 if self
                     .store
-                    .mark_push_token_dead(t, node, &reason, now)
+                    .mark_push_token_dead(t, node, status, &reason, now)
                     .await?
                 {
                     tracing::info!(channel = %t.channel, status, %reason, "push token dead until the next TokenUpdate");
@@ -470,7 +472,10 @@ impl Orchard {
                         .refuse_push_certificate(certificate_id, &reason, now)
                         .await?;
                 }
-                self.store.release_push(&t.channel, node, None).await?;
+                let result = PushResult::CertificateRefused { reason: &reason };
+                self.store
+                    .release_push(&t.channel, node, None, &result, now)
+                    .await?;
                 stats.requeued += 1;
             }
             PushOutcome::Retry {
@@ -488,20 +493,32 @@ impl Orchard {
                     tracing::warn!(status, %reason, retry_at = %not_before.to_rfc3339(), "apns asked us to wait: pushes paused");
                     self.push.pause_until(not_before);
                 }
+                let result = PushResult::RetryLater {
+                    status,
+                    reason: &reason,
+                };
                 self.store
-                    .release_push(&t.channel, node, Some(not_before))
+                    .release_push(&t.channel, node, Some(not_before), &result, now)
                     .await?;
                 stats.requeued += 1;
             }
             PushOutcome::Failed(e) => {
                 tracing::warn!(channel = %t.channel, error = %e, "push failed; it stays owed");
-                self.store.release_push(&t.channel, node, None).await?;
+                let error = e.to_string();
+                let result = PushResult::Failed { error: &error };
+                self.store
+                    .release_push(&t.channel, node, None, &result, now)
+                    .await?;
                 stats.requeued += 1;
             }
             PushOutcome::Rejected { status, reason } => {
                 // APNs refused the request itself; sending it again would not help.
                 tracing::warn!(channel = %t.channel, status, %reason, "apns rejected the push request");
-                self.store.complete_push(t, node, now).await?;
+                let result = PushResult::Rejected {
+                    status,
+                    reason: &reason,
+                };
+                self.store.complete_push(t, node, &result, now).await?;
                 stats.rejected += 1;
             }
         }

@@ -8,9 +8,9 @@ use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
-    AuthenticateDevice, Backend, Channel, Device, DeviceBinding, DeviceFacts, DeviceRelease,
-    InventorySection, Page, Scope, Store, StoreError, TokenUpdateOutcome, TokenUpdateRecord,
-    UnitOfWork,
+    AuthenticateDevice, Backend, Channel, ChannelPushState, Device, DeviceBinding, DeviceFacts,
+    DeviceRelease, InventorySection, Page, Scope, Store, StoreError, TokenUpdateOutcome,
+    TokenUpdateRecord, UnitOfWork,
 };
 
 pub(crate) const DEVICE_COLUMNS: &str =
@@ -18,7 +18,9 @@ pub(crate) const DEVICE_COLUMNS: &str =
      device_name, model, model_name, product_name, os_version, build_version, is_supervised, \
      enrolled_at, last_seen_at, created_at, updated_at";
 const CHANNEL_COLUMNS: &str = "id, device_id, user_short_name, user_id, push_token, push_magic, \
-     unlock_token, awaiting_configuration, token_updated_at";
+     unlock_token, awaiting_configuration, token_updated_at, push_wanted, push_done, push_requested_at, \
+     pushed_at, push_attempted_at, push_last_result, push_claimed_by, push_lease_until, push_token_dead_at, \
+     push_token_dead_reason";
 
 /// Every status a command can leave by itself; Authenticate and CheckOut expire them.
 pub(crate) const UNFINISHED_STATUSES: &str = "('queued', 'sent', 'not_now')";
@@ -57,6 +59,20 @@ fn channel_from_row(row: &AnyRow) -> Result<Channel, StoreError> {
         unlock_token: rows::opt_bytes(row, "unlock_token")?.map(Secret::new),
         awaiting_configuration: rows::boolean(row, "awaiting_configuration")?,
         token_updated_at: rows::opt_time(row, "token_updated_at")?,
+        push: ChannelPushState {
+            owed: rows::int(row, "push_wanted")? > rows::int(row, "push_done")?,
+            requested_at: rows::opt_time(row, "push_requested_at")?,
+            last_delivered_at: rows::opt_time(row, "pushed_at")?,
+            last_attempt_at: rows::opt_time(row, "push_attempted_at")?,
+            last_result: rows::opt_text(row, "push_last_result")?,
+            // An unclaimed lease is APNs' Retry-After: no node pushes this channel before then.
+            not_before: match rows::opt_text(row, "push_claimed_by")? {
+                None => rows::opt_time(row, "push_lease_until")?,
+                Some(_) => None,
+            },
+            token_dead_at: rows::opt_time(row, "push_token_dead_at")?,
+            token_dead_reason: rows::opt_text(row, "push_token_dead_reason")?,
+        },
     })
 }
 

@@ -22,6 +22,44 @@ pub struct PushTarget {
     pub claimed_wanted: i64,
 }
 
+/// What became of one push, as the device API shows it (`channels.push_last_result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushResult<'a> {
+    /// APNs accepted it.
+    Delivered,
+    /// APNs refused the request itself (sending it again would not help).
+    Rejected { status: u16, reason: &'a str },
+    /// APNs said the token is dead.
+    TokenDead { status: u16, reason: &'a str },
+    /// APNs said the pushed token is dead, but the device had sent a new one meanwhile: that one is pushed.
+    TokenReplaced { status: u16, reason: &'a str },
+    /// APNs asked to wait (429 for this device, 503 for everyone).
+    RetryLater { status: u16, reason: &'a str },
+    /// APNs refused the push certificate: nothing is pushed until a new one is uploaded.
+    CertificateRefused { reason: &'a str },
+    /// No answer (connection or TLS failure): the push stays owed.
+    Failed { error: &'a str },
+}
+
+impl PushResult<'_> {
+    /// The stored text: a short word first, then APNs' status and reason.
+    pub fn stored(&self) -> String {
+        match self {
+            PushResult::Delivered => "delivered".to_owned(),
+            PushResult::Rejected { status, reason } => format!("rejected: {status} {reason}"),
+            PushResult::TokenDead { status, reason } => format!("token dead: {status} {reason}"),
+            PushResult::TokenReplaced { status, reason } => {
+                format!("old token dead, new token pending: {status} {reason}")
+            }
+            PushResult::RetryLater { status, reason } => format!("retry later: {status} {reason}"),
+            PushResult::CertificateRefused { reason } => {
+                format!("push certificate refused: {reason}")
+            }
+            PushResult::Failed { error } => format!("not sent: {error}"),
+        }
+    }
+}
+
 /// An uploaded MDM push certificate (the key is encrypted by the caller before it gets here).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushCertificateRecord {
@@ -90,7 +128,9 @@ const POSTGRES_CLAIM: &str = concat!(
 /// Settles a push APNs answered: the requests it covered are done. The lease is dropped only if it is still
 /// this node's (another node may have re-claimed it after our lease ran out; its claim stays).
 const COMPLETE_PUSH: &str = "UPDATE channels SET \
-       push_done = CASE WHEN push_done < $3 THEN $3 ELSE push_done END, pushed_at = $4, \
+       push_done = CASE WHEN push_done < $3 THEN $3 ELSE push_done END, \
+       pushed_at = CASE WHEN $5 = 'delivered' THEN $4 ELSE pushed_at END, \
+       push_attempted_at = $4, push_last_result = $5, \
        push_claimed_by = CASE WHEN push_claimed_by = $2 THEN NULL ELSE push_claimed_by END, \
        push_lease_until = CASE WHEN push_claimed_by = $2 THEN NULL ELSE push_lease_until END \
      WHERE id = $1";
@@ -162,6 +202,7 @@ impl Store {
         &self,
         target: &PushTarget,
         node: &str,
+        outcome: &PushResult<'_>,
         now: UnixTime,
     ) -> Result<(), StoreError> {
         sqlx::query(COMPLETE_PUSH)
@@ -169,6 +210,7 @@ impl Store {
             .bind(node)
             .bind(target.claimed_wanted)
             .bind(now.0)
+            .bind(outcome.stored())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -181,14 +223,19 @@ impl Store {
         channel: &ChannelId,
         node: &str,
         not_before: Option<UnixTime>,
+        outcome: &PushResult<'_>,
+        now: UnixTime,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE channels SET push_claimed_by = NULL, push_lease_until = $3 \
+            "UPDATE channels SET push_claimed_by = NULL, push_lease_until = $3, \
+               push_attempted_at = $4, push_last_result = $5 \
              WHERE id = $1 AND push_claimed_by = $2",
         )
         .bind(channel.as_str())
         .bind(node)
         .bind(not_before.map(|t| t.0))
+        .bind(now.0)
+        .bind(outcome.stored())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -213,11 +260,13 @@ impl Store {
         &self,
         target: &PushTarget,
         node: &str,
+        dead_status: u16,
         reason: &str,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
         let marked = sqlx::query(
             "UPDATE channels SET push_token_dead_at = $3, push_token_dead_reason = $4, \
+               push_attempted_at = $3, push_last_result = $6, \
                push_done = CASE WHEN push_done < $5 THEN $5 ELSE push_done END, \
                push_claimed_by = NULL, push_lease_until = NULL \
              WHERE id = $1 AND push_token = $2",
@@ -227,12 +276,24 @@ impl Store {
         .bind(now.0)
         .bind(reason)
         .bind(target.claimed_wanted)
+        .bind(
+            PushResult::TokenDead {
+                status: dead_status,
+                reason,
+            }
+            .stored(),
+        )
         .execute(&self.pool)
         .await?
         .rows_affected()
             > 0;
         if !marked {
-            self.release_push(&target.channel, node, None).await?;
+            let outcome = PushResult::TokenReplaced {
+                status: dead_status,
+                reason,
+            };
+            self.release_push(&target.channel, node, None, &outcome, now)
+                .await?;
         }
         Ok(marked)
     }
