@@ -5,12 +5,17 @@ use std::sync::Arc;
 
 use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::capability::OperatorCtx;
-use orchard_core::push::PushSettings;
+use orchard_core::push::{DispatchStats, PushCertificateUpload, PushSettings};
 use orchard_core::{CoreConfig, Orchard, PkiMaterial};
 use orchard_pki::seal::DataKey;
 use orchard_pki::CertificateAuthority;
-use orchard_store::{ScopeAuthority, Store};
-use orchard_types::{ApnsTopic, Clock, ManualClock, SystemClock, UnixTime};
+use orchard_store::{
+    AuthenticateDevice, Device, NewCommand, ScopeAuthority, Store, Tenant, TokenUpdateRecord,
+};
+use orchard_types::{
+    ApnsTopic, ChannelId, Clock, CommandUuid, ManualClock, RequestType, SystemClock, TenantId,
+    Udid, UnixTime,
+};
 
 use crate::apple::ApplePush;
 use crate::{Backend, TestDatabase};
@@ -158,5 +163,113 @@ impl PushSetup {
             Arc::new(self.clock.clone()),
             self.settings.clone(),
         ))
+    }
+
+    /// A push certificate for `topic` from the local APNs's push CA, valid from a minute ago for `days`.
+    pub fn push_certificate(&self, topic: &ApnsTopic, days: i64) -> PushCertificateUpload {
+        let now = self.clock.now();
+        let cert = orchard_apns::fake::issue_push_certificate(
+            &self.push.ca,
+            topic,
+            UnixTime(now.0 - 60),
+            now.plus_seconds(days * 86_400),
+        )
+        .expect("push certificate");
+        PushCertificateUpload::Pem {
+            certificate: cert.cert_pem(),
+            private_key: cert.key_pem().expose().clone(),
+        }
+    }
+
+    /// Uploads a push certificate for a new random topic, valid for a year, as the operator; returns the topic.
+    pub async fn upload_push_certificate(&self) -> ApnsTopic {
+        let topic = orchard_apns::fake::random_topic().expect("topic");
+        self.orchard
+            .upload_push_certificate(&self.operator, self.push_certificate(&topic, 365), false)
+            .await
+            .expect("push certificate upload");
+        topic
+    }
+
+    /// An enrolled device (in a tenant of its own) whose device channel has the push token `token`.
+    pub async fn enrolled(&self, token: &[u8]) -> (ChannelId, Device) {
+        let now = self.clock.now();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            name: "Physics".into(),
+            code: format!("p{}", uuid::Uuid::new_v4().simple()),
+            created_at: now,
+        };
+        self.store.create_tenant(&tenant).await.expect("tenant");
+        let udid = Udid::parse(&uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase())
+            .expect("udid");
+        let device = self
+            .store
+            .authenticate_device(&AuthenticateDevice {
+                udid: udid.clone(),
+                tenant_id: tenant.id,
+                cert_fingerprint: uuid::Uuid::new_v4().simple().to_string(),
+                topic: "t".into(),
+                facts: Default::default(),
+                now,
+            })
+            .await
+            .expect("device");
+        let channel = ChannelId::device(&udid);
+        self.token_update(&device, &channel, token).await;
+        (channel, device)
+    }
+
+    /// A TokenUpdate of the channel with the push token `token`.
+    pub async fn token_update(&self, device: &Device, channel: &ChannelId, token: &[u8]) {
+        self.store
+            .update_token(&TokenUpdateRecord {
+                device_id: device.id,
+                channel: channel.clone(),
+                user_short_name: None,
+                user_id: None,
+                push_token: token.to_vec(),
+                push_magic: "4D7D2A9C-0000-0000-0000-000000000001".into(),
+                unlock_token: None,
+                awaiting_configuration: false,
+                now: self.clock.now(),
+            })
+            .await
+            .expect("token update");
+    }
+
+    /// Queues one command of `request_type` for the channel (a push is then owed).
+    pub async fn queue(
+        &self,
+        device: &Device,
+        channel: &ChannelId,
+        request_type: RequestType,
+    ) -> CommandUuid {
+        let uuid = CommandUuid::new_random();
+        self.store
+            .enqueue_commands(&[NewCommand {
+                uuid: uuid.clone(),
+                device_id: device.id,
+                tenant_id: device.tenant_id,
+                channel: channel.clone(),
+                request_type,
+                payload: b"<plist/>".to_vec(),
+                payload_sealed: false,
+                deliver_once: false,
+                queued_by: None,
+                queued_at: self.clock.now(),
+                expires_at: None,
+            }])
+            .await
+            .expect("enqueue");
+        uuid
+    }
+
+    /// One dispatcher pass of this node (up to 100 channels), as the server's push job runs it.
+    pub async fn dispatch(&self) -> DispatchStats {
+        self.orchard
+            .dispatch_pushes_once(&self.orchard.system(), 100)
+            .await
+            .expect("dispatch")
     }
 }
