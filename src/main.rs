@@ -885,7 +885,7 @@ async fn push_cert(command: PushCertCommands) -> Result<()> {
     };
     let (orchard, operator, store) = offline_orchard(&storage).await?;
     orchard
-        .load_push_certificate()
+        .load_push_certificate(&orchard.system())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let status = match command {
