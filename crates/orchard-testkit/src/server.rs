@@ -162,6 +162,41 @@ impl TestServer {
         database_command(&self.data_dir, &self.database_url, &args)
     }
 
+    /// `orchard local-account set --username <username>` with the password typed on stdin, as an operator at
+    /// the server's console does; the command's output, for tests of its refusals.
+    pub fn local_account_set(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<std::process::Output> {
+        use std::io::Write;
+        let mut child = self
+            .database_command(&["local-account", "set", "--username", username])?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(format!("{password}\n").as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// A break-glass account `username` with `password` (see [`TestServer::local_account_set`]); an error
+    /// carries the command's stderr.
+    pub fn set_local_account(&self, username: &str, password: &str) -> Result<()> {
+        let out = self.local_account_set(username, password)?;
+        if !out.status.success() {
+            bail!(
+                "local-account set: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// The binary as an API client of this server (`ORCHARD_SERVER`, `ORCHARD_TOKEN` = the operator token,
     /// `ORCHARD_CA`), with `args`.
     pub fn client_command(&self, args: &[&str]) -> Result<Command> {
