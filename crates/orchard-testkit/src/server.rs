@@ -316,6 +316,41 @@ impl TestServer {
         Ok((status, v))
     }
 
+    /// A DEP token as an operator makes one: the key pair by Orchard (`POST /dep-tokens`), the `.p7m` by
+    /// "ASM" (the local DEP server's token encrypted to that certificate), uploaded. Returns the token's id
+    /// and the upload's answer.
+    pub async fn upload_dep_token(
+        &self,
+        dep: &orchard_dep::fake::FakeDepServer,
+        name: &str,
+    ) -> Result<(String, Value)> {
+        use base64::Engine as _;
+        let created = self
+            .post("/api/v1/dep-tokens", json!({"name": name}))
+            .await?;
+        let token_id = created["id"].as_str().context("dep token id")?.to_owned();
+        let p7m = orchard_dep::fake::encrypt_server_token(
+            &dep.server_token(),
+            created["certificate_pem"]
+                .as_str()
+                .context("dep token certificate")?
+                .as_bytes(),
+            orchard_dep::fake::TokenCipher::Aes256Cbc,
+        )?;
+        let (status, uploaded) = self
+            .api(
+                &self.token,
+                reqwest::Method::PUT,
+                &format!("/api/v1/dep-tokens/{token_id}/token"),
+                Some(json!({"p7m_base64": base64::engine::general_purpose::STANDARD.encode(&p7m)})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("dep token upload → {status}: {uploaded}");
+        }
+        Ok((token_id, uploaded))
+    }
+
     /// GET with the operator token; an error unless 200.
     pub async fn get(&self, path: &str) -> Result<Value> {
         let (s, v) = self
