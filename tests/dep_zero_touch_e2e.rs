@@ -335,7 +335,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         (1_400, music.as_str(), "MUS-"),
         (1_401, music.as_str(), "MUS-"),
     ] {
-        let mut device = ipad(&server, &apple, &serial(i))?;
+        let mut device = ipad(&server, apple, &serial(i))?;
         let activation = if prefix == "MUS-" {
             // Refused with the documented 403 until the iPad runs 18.2.
             match device.activate(&dep).await {
@@ -438,7 +438,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
 
     // The broken template: setup fails visibly, the iPad keeps waiting until its admin releases it.
-    let mut stuck = ipad(&server, &apple, &serial(1_995))?;
+    let mut stuck = ipad(&server, apple, &serial(1_995))?;
     let Activation::Enrolled(_) = stuck.activate(&dep).await? else {
         anyhow::bail!("broken-template ipad not enrolled")
     };
@@ -491,7 +491,7 @@ async fn scenario(backend: Backend) -> Result<()> {
 
     // Refusals at /enroll/dep: tampered, foreign signer, a serial that is not ours. Nothing is enrolled.
     let before = server.devices().await?.len();
-    let probe = ipad(&server, &apple, &serial(2))?;
+    let probe = ipad(&server, apple, &serial(2))?;
     let mut tampered = probe.signed_machine_info()?;
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x5a;
@@ -501,7 +501,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         d.set_apple_identity(&other_ca.issue(&serial(3), &d.state.udid.clone())?)?;
         d.signed_machine_info()?
     };
-    let unknown = ipad(&server, &apple, "NOTOURS00002")?.signed_machine_info()?;
+    let unknown = ipad(&server, apple, "NOTOURS00002")?.signed_machine_info()?;
     for (what, body) in [
         ("tampered", tampered),
         ("foreign", foreign),
