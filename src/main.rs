@@ -645,11 +645,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_link_download_limit(args.limits.link_downloads_per_minute)
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );
+    // Start-up steps act as the server itself.
+    let system = orchard.system();
     orchard
-        .reseal_legacy_secrets()
+        .reseal_legacy_secrets(&system)
         .await
         .context("sealing secrets an earlier version stored in plaintext")?;
-    if let Err(e) = orchard.load_push_certificate().await {
+    if let Err(e) = orchard.load_push_certificate(&system).await {
         tracing::error!(error = %e, "the stored push certificate could not be loaded; pushes are off");
     }
     if orchard.push_certificate_status().is_none() {
@@ -883,7 +885,7 @@ async fn push_cert(command: PushCertCommands) -> Result<()> {
     };
     let (orchard, operator, store) = offline_orchard(&storage).await?;
     orchard
-        .load_push_certificate()
+        .load_push_certificate(&orchard.system())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let status = match command {

@@ -15,10 +15,10 @@ use std::collections::HashMap;
 
 use anyhow::{ensure, Context, Result};
 use base64::Engine;
-use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
+use orchard_dep::fake::FakeDepServer;
 use orchard_dep::ProfileUuid;
 use orchard_sim::{Activation, AppleDeviceCa, DepActivation, DeviceState, SimDevice, SimError};
-use orchard_testkit::apple::AppleDep;
+use orchard_testkit::apple::AdeFixture;
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use orchard_types::{Role, SerialNumber};
@@ -81,34 +81,16 @@ fn serial(i: usize) -> String {
 }
 
 async fn scenario(backend: Backend) -> Result<()> {
-    let dep = AppleDep::start(FakeDepConfig::default()).await?;
-    let fake = &dep.server;
     let serials = FakeDepServer::make_serials("ZT", 0, SERIALS);
     ensure!(
         serials[5].as_str() == serial(5),
         "serial shape {}",
         serials[5]
     );
-    fake.add_devices(&serials);
-    let apple = AppleDeviceCa::generate()?;
-    let dir = tempfile::tempdir()?;
-    let apple_root = dir.path().join("apple-root.pem");
-    std::fs::write(&apple_root, apple.root_pem())?;
-    let Some(server) = TestServer::start_with(
-        backend,
-        &[
-            dep.serve_args(),
-            vec![
-                "--dep-device-ca".into(),
-                apple_root.display().to_string(),
-                "--dep-sync-minutes".into(),
-                "0".into(),
-            ],
-        ]
-        .concat(),
-    )
-    .await?
-    else {
+    let ade = AdeFixture::start(&serials).await?;
+    let fake = &ade.dep.server;
+    let apple = &ade.apple;
+    let Some(server) = TestServer::start_with(backend, &ade.serve_args()).await? else {
         return Ok(());
     };
 
@@ -117,27 +99,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     let music = server.create_tenant("Music", "mus").await?;
 
     // The DEP token: key pair by Orchard, .p7m by "ASM".
-    let created = server
-        .post("/api/v1/dep-tokens", json!({"name": "ASM University"}))
-        .await?;
-    let token_id = created["id"].as_str().context("id")?.to_owned();
-    let p7m = encrypt_server_token(
-        &fake.server_token(),
-        created["certificate_pem"]
-            .as_str()
-            .context("pem")?
-            .as_bytes(),
-        TokenCipher::Aes256Cbc,
-    )?;
-    let (status, uploaded) = api(
-        &server,
-        &server.token,
-        reqwest::Method::PUT,
-        &format!("/api/v1/dep-tokens/{token_id}/token"),
-        Some(json!({"p7m_base64": base64::engine::general_purpose::STANDARD.encode(&p7m)})),
-    )
-    .await?;
-    ensure!(status == 200, "upload → {status}: {uploaded}");
+    let (token_id, uploaded) = server.upload_dep_token(fake, "ASM University").await?;
     ensure!(
         uploaded["days_left"].as_i64().is_some_and(|d| d > 300),
         "token days left: {uploaded}"
@@ -373,7 +335,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         (1_400, music.as_str(), "MUS-"),
         (1_401, music.as_str(), "MUS-"),
     ] {
-        let mut device = ipad(&server, &apple, &serial(i))?;
+        let mut device = ipad(&server, apple, &serial(i))?;
         let activation = if prefix == "MUS-" {
             // Refused with the documented 403 until the iPad runs 18.2.
             match device.activate(&dep).await {
@@ -476,7 +438,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
 
     // The broken template: setup fails visibly, the iPad keeps waiting until its admin releases it.
-    let mut stuck = ipad(&server, &apple, &serial(1_995))?;
+    let mut stuck = ipad(&server, apple, &serial(1_995))?;
     let Activation::Enrolled(_) = stuck.activate(&dep).await? else {
         anyhow::bail!("broken-template ipad not enrolled")
     };
@@ -529,7 +491,7 @@ async fn scenario(backend: Backend) -> Result<()> {
 
     // Refusals at /enroll/dep: tampered, foreign signer, a serial that is not ours. Nothing is enrolled.
     let before = server.devices().await?.len();
-    let probe = ipad(&server, &apple, &serial(2))?;
+    let probe = ipad(&server, apple, &serial(2))?;
     let mut tampered = probe.signed_machine_info()?;
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x5a;
@@ -539,7 +501,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         d.set_apple_identity(&other_ca.issue(&serial(3), &d.state.udid.clone())?)?;
         d.signed_machine_info()?
     };
-    let unknown = ipad(&server, &apple, "NOTOURS00002")?.signed_machine_info()?;
+    let unknown = ipad(&server, apple, "NOTOURS00002")?.signed_machine_info()?;
     for (what, body) in [
         ("tampered", tampered),
         ("foreign", foreign),

@@ -122,7 +122,7 @@ impl Rig {
                 let _ = server_stopped.changed().await;
             },
         ));
-        let worker = Worker::with_owner(orchard.clone(), "node-renewal-test", {
+        let worker = Worker::with_owner(orchard.clone(), orchard.system(), "node-renewal-test", {
             let _ = stopped.borrow_and_update();
             stopped
         });
@@ -197,7 +197,10 @@ impl Rig {
     async fn run_renewal_job(&self) -> Result<()> {
         let outcome = self
             .worker
-            .step(&IdentityRenewalJob::new(self.orchard.clone()))
+            .step(&IdentityRenewalJob::new(
+                self.orchard.clone(),
+                self.orchard.system(),
+            ))
             .await;
         ensure!(
             !matches!(outcome, StepOutcome::Failed),

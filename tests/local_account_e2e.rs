@@ -4,32 +4,10 @@
 //! the guessing address wait (429, even with the right password) while another address still gets in, and every
 //! attempt is in the audit log. (Before issue 10 five failures locked the account for everyone.)
 
-use std::io::Write;
-use std::process::Stdio;
-
 use anyhow::{ensure, Context, Result};
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use serde_json::{json, Value};
-
-fn set_account(
-    server: &TestServer,
-    username: &str,
-    password: &str,
-) -> Result<std::process::Output> {
-    let mut child = server
-        .database_command(&["local-account", "set", "--username", username])?
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{password}\n").as_bytes())?;
-    Ok(child.wait_with_output()?)
-}
 
 /// An HTTPS client trusting the server's CA whose connections come from `source` (any 127.x address reaches the
 /// server on loopback, and the server sees each as a different client).
@@ -77,9 +55,9 @@ async fn scenario(backend: Backend) -> Result<()> {
         return Ok(());
     };
     let password = "correct horse battery staple 42";
-    let short = set_account(&server, "it-oncall", "too short")?;
+    let short = server.local_account_set("it-oncall", "too short")?;
     ensure!(!short.status.success(), "a short password is refused");
-    let made = set_account(&server, "it-oncall", password)?;
+    let made = server.local_account_set("it-oncall", password)?;
     ensure!(
         made.status.success(),
         "{}",
@@ -108,7 +86,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         status == 429,
         "five failures make this address wait, even with the right password → {status}"
     );
-    let reset = set_account(&server, "it-oncall", password)?;
+    let reset = server.local_account_set("it-oncall", password)?;
     ensure!(reset.status.success(), "reset");
 
     // The operator at another machine is not held out by the guesses from the first one.

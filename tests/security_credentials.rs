@@ -4,9 +4,6 @@
 //! three-year token; the server's `--token-max-days` changes it); `orchard token create` expires in 30 days
 //! unless `--no-expiry` is given explicitly; resetting a break-glass password ends that account's sessions.
 
-use std::io::Write;
-use std::process::Stdio;
-
 use anyhow::{ensure, Context, Result};
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
@@ -15,27 +12,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "correct horse battery staple 42";
-
-fn set_local_account(server: &TestServer, username: &str, password: &str) -> Result<()> {
-    let mut child = server
-        .database_command(&["local-account", "set", "--username", username])?
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{password}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "local-account set: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 /// A signed-in break-glass operator: its session cookie, CSRF token and user id.
 struct Session {
@@ -119,7 +95,7 @@ async fn tokens_die_with_their_person(backend: Backend) -> Result<()> {
         return Ok(());
     };
     let physics = server.create_tenant("Physics", "physics").await?;
-    set_local_account(&server, "it-oncall", PASSWORD)?;
+    server.set_local_account("it-oncall", PASSWORD)?;
     let person = sign_in(&server, "it-oncall").await?;
 
     let personal = mint_as_person(
@@ -338,10 +314,10 @@ async fn password_reset_ends_sessions(backend: Backend) -> Result<()> {
     let Some(server) = TestServer::start(backend).await? else {
         return Ok(());
     };
-    set_local_account(&server, "it-oncall", PASSWORD)?;
+    server.set_local_account("it-oncall", PASSWORD)?;
     let before = sign_in(&server, "it-oncall").await?;
     ensure!(me(&server, &before.cookie).await?.0 == 200);
-    set_local_account(&server, "it-oncall", PASSWORD)?;
+    server.set_local_account("it-oncall", PASSWORD)?;
     ensure!(
         me(&server, &before.cookie).await?.0 == 401,
         "a session from before the reset is ended"

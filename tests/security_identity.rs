@@ -12,13 +12,13 @@
 //! - zero-touch (ADE) enrollment of a serial assigned to another tenant's template moves the device there.
 
 use anyhow::{bail, ensure, Context, Result};
-use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
+use orchard_dep::fake::FakeDepServer;
 use orchard_pki::scep::{self, CertRepOutcome};
 use orchard_pki::Identity;
 use orchard_protocol::checkin::{Authenticate, CheckOut, CheckinMessage};
 use orchard_protocol::profile::EnrollmentProfile;
-use orchard_sim::{Activation, AppleDeviceCa, DepActivation, DeviceState, SimDevice, SimError};
-use orchard_testkit::apple::AppleDep;
+use orchard_sim::{Activation, DepActivation, DeviceState, SimDevice, SimError};
+use orchard_testkit::apple::AdeFixture;
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use orchard_types::{ApnsTopic, Clock, Role, SerialNumber, SystemClock, Udid};
@@ -578,29 +578,10 @@ async fn link_enrollment(backend: Backend) -> Result<()> {
 /// Zero-touch: a physics iPad whose serial Apple now assigns to music's template enrolls into music after an
 /// erase; the same serial under physics' own link stays refused for music's ordinary link.
 async fn ade_reenrollment(backend: Backend) -> Result<()> {
-    let dep = AppleDep::start(FakeDepConfig::default()).await?;
-    let fake = &dep.server;
     let serials = FakeDepServer::make_serials("SI", 0, 2);
-    fake.add_devices(&serials);
-    let apple = AppleDeviceCa::generate()?;
-    let dir = tempfile::tempdir()?;
-    let apple_root = dir.path().join("apple-root.pem");
-    std::fs::write(&apple_root, apple.root_pem())?;
-    let Some(server) = TestServer::start_with(
-        backend,
-        &[
-            dep.serve_args(),
-            vec![
-                "--dep-device-ca".into(),
-                apple_root.display().to_string(),
-                "--dep-sync-minutes".into(),
-                "0".into(),
-            ],
-        ]
-        .concat(),
-    )
-    .await?
-    else {
+    let ade = AdeFixture::start(&serials).await?;
+    let (fake, apple) = (&ade.dep.server, &ade.apple);
+    let Some(server) = TestServer::start_with(backend, &ade.serve_args()).await? else {
         return Ok(());
     };
     let physics = server.create_tenant("Physics", "physics").await?;
@@ -617,28 +598,7 @@ async fn ade_reenrollment(backend: Backend) -> Result<()> {
     ensure!(before["inventory_sections"].as_i64() > Some(0), "{before}");
 
     // Apple assigns the serial to music's template.
-    let created = server
-        .post("/api/v1/dep-tokens", json!({"name": "ASM"}))
-        .await?;
-    let token_id = created["id"].as_str().context("id")?.to_owned();
-    let p7m = encrypt_server_token(
-        &fake.server_token(),
-        created["certificate_pem"]
-            .as_str()
-            .context("pem")?
-            .as_bytes(),
-        TokenCipher::Aes256Cbc,
-    )?;
-    use base64::Engine as _;
-    let (status, v) = server
-        .api(
-            &server.token,
-            Method::PUT,
-            &format!("/api/v1/dep-tokens/{token_id}/token"),
-            Some(json!({"p7m_base64": base64::engine::general_purpose::STANDARD.encode(&p7m)})),
-        )
-        .await?;
-    ensure!(status == 200, "upload → {status}: {v}");
+    let (token_id, _) = server.upload_dep_token(fake, "ASM").await?;
     let template = server
         .post(
             &format!("/api/v1/dep-tokens/{token_id}/templates"),

@@ -4,9 +4,6 @@
 //! iPad reports its Activation Lock bypass code; then every line is searched for each of those secrets. On
 //! SQLite and PostgreSQL.
 
-use std::io::Write;
-use std::process::Stdio;
-
 use anyhow::{ensure, Context, Result};
 use base64::Engine;
 use orchard_sim::SimDevice;
@@ -14,27 +11,6 @@ use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use orchard_types::Role;
 use serde_json::{json, Value};
-
-fn set_account(server: &TestServer, username: &str, password: &str) -> Result<()> {
-    let mut child = server
-        .database_command(&["local-account", "set", "--username", username])?
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{password}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 /// The log without ANSI colour sequences, so a secret split by one would still be found.
 fn without_terminal_colours(log: &str) -> String {
@@ -87,7 +63,7 @@ async fn scenario(backend: Backend) -> Result<()> {
 
     // The break-glass operator signs in and uses the session (cookie and CSRF token).
     let password = "correct horse battery staple 42";
-    set_account(&server, "it-oncall", password)?;
+    server.set_local_account("it-oncall", password)?;
     secrets.push(("break-glass password", password.to_owned()));
     let signed_in = server
         .http

@@ -9,9 +9,7 @@
 //!
 //! Timeouts are configured small and the tests assert that the server hangs up, never how long it took.
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,27 +239,6 @@ async fn connection_limits(backend: Backend) -> Result<()> {
 // ---------------------------------------------------------------------------------------------------------
 // Break-glass sign-in under attack.
 
-fn set_account(server: &TestServer, username: &str, password: &str) -> Result<()> {
-    let mut child = server
-        .database_command(&["local-account", "set", "--username", username])?
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{password}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// A sign-in's status, its JSON body without the request id, and its header names (without the per-request
 /// ones).
 async fn sign_in(
@@ -296,7 +273,7 @@ async fn break_glass_under_attack(backend: Backend) -> Result<()> {
         return Ok(());
     };
     let password = "correct horse battery staple 42";
-    set_account(&server, "it-oncall", password)?;
+    server.set_local_account("it-oncall", password)?;
 
     // Unknown user and wrong password: the same answer (each from a fresh address).
     let unknown = sign_in(

@@ -185,7 +185,10 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
     let load_before = loadavg();
     let cpu_before = cpu_mark(monitor.as_mut()).await;
     let started = Instant::now();
-    let summary = orchard.run_dep_sync(&created.id).await.unwrap();
+    let summary = orchard
+        .run_dep_sync(&orchard.system(), &created.id)
+        .await
+        .unwrap();
     let sync = started.elapsed();
     let sync_cpu = cpu_between(&cpu_before, &cpu_mark(monitor.as_mut()).await);
     assert!(summary.full_fetch);
@@ -206,7 +209,10 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
     // no template they assign nothing, so this is their fixed cost over the token's devices.
     let started = Instant::now();
     let auto_assigned = store.auto_assign_dep_devices(&created.id).await.unwrap();
-    let assignments = orchard.push_dep_assignments(&created.id).await.unwrap();
+    let assignments = orchard
+        .push_dep_assignments(&orchard.system(), &created.id)
+        .await
+        .unwrap();
     let after_sync = started.elapsed();
     assert_eq!(auto_assigned, 0);
     assert_eq!(assignments.waiting_for_profile, 0);
@@ -257,7 +263,10 @@ async fn run(backend: &str, devices: usize, run: usize) -> RunFigures {
         .unwrap();
     let cpu_before = cpu_mark(monitor.as_mut()).await;
     let started = Instant::now();
-    let summary = orchard.run_dep_sync(&created.id).await.unwrap();
+    let summary = orchard
+        .run_dep_sync(&orchard.system(), &created.id)
+        .await
+        .unwrap();
     let resync = started.elapsed();
     let resync_cpu = cpu_between(&cpu_before, &cpu_mark(monitor.as_mut()).await);
     assert!(summary.full_fetch);

@@ -135,7 +135,7 @@ async fn scenario(store: Store, scopes: ScopeAuthority, url: String) {
     ];
     let mut stored = Vec::new();
     for e in recorded {
-        stored.push(orchard.record_audit(e).await.unwrap());
+        stored.push(orchard.record_audit(&orchard.system(), e).await.unwrap());
         clock.advance(60);
     }
     assert_eq!(stored[1].at, START.plus_seconds(60));
@@ -324,7 +324,10 @@ async fn scenario(store: Store, scopes: ScopeAuthority, url: String) {
         assert!(raw.execute("TRUNCATE audit_events").await.is_err());
     }
     // Usage snapshots cannot be rewritten either. Taking one is itself audited (a sixth event, global).
-    orchard.take_usage_snapshot().await.unwrap();
+    orchard
+        .take_usage_snapshot(&orchard.system())
+        .await
+        .unwrap();
     assert!(raw
         .execute("UPDATE usage_snapshots SET enrolled_devices = 0")
         .await

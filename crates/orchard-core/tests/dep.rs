@@ -267,8 +267,12 @@ async fn sync_scenario(store: Store, scopes: ScopeAuthority) {
         .await
         .unwrap());
     let before = fake.stats().sync_requests + fake.stats().fetch_requests;
-    other_node.dep_scheduler_tick("node-b", 60).await;
-    orchard.dep_scheduler_tick("node-a", 60).await;
+    other_node
+        .dep_scheduler_tick(&other_node.system(), "node-b", 60)
+        .await;
+    orchard
+        .dep_scheduler_tick(&orchard.system(), "node-a", 60)
+        .await;
     let after = fake.stats().sync_requests + fake.stats().fetch_requests;
     // Only the other token ("other", never uploaded) could have been synced, and it has no server token.
     assert_eq!(before, after, "a held lease keeps both nodes from syncing");
@@ -276,7 +280,9 @@ async fn sync_scenario(store: Store, scopes: ScopeAuthority) {
         .release_dep_sync_lease(&id, "node-elsewhere")
         .await
         .unwrap();
-    other_node.dep_scheduler_tick("node-b", 60).await;
+    other_node
+        .dep_scheduler_tick(&other_node.system(), "node-b", 60)
+        .await;
     assert!(
         fake.stats().sync_requests + fake.stats().fetch_requests > after,
         "the free token was synced"
@@ -306,12 +312,12 @@ async fn sync_scenario(store: Store, scopes: ScopeAuthority) {
         expiry.plus_seconds(-29 * 86_400 - 10),
     ));
     let later = orchard_on(&opened, &pki, &fake, manual.clone());
-    let days = later.dep_token_days_left().await.unwrap();
+    let days = later.dep_token_days_left(&later.system()).await.unwrap();
     let (_, _, left) = days.iter().find(|(t, _, _)| t == &id).unwrap();
     assert_eq!(*left, 29);
     assert!(*left <= orchard_core::dep::DEP_TOKEN_WARNING_DAYS);
     manual.set(expiry.plus_seconds(86_400));
-    let days = later.dep_token_days_left().await.unwrap();
+    let days = later.dep_token_days_left(&later.system()).await.unwrap();
     assert_eq!(days.iter().find(|(t, _, _)| t == &id).unwrap().2, -1);
     let shown = later.list_dep_tokens(&op).await.unwrap();
     let token = shown.iter().find(|t| t.id == id).unwrap();
@@ -319,7 +325,9 @@ async fn sync_scenario(store: Store, scopes: ScopeAuthority) {
     assert_eq!(token.days_left, Some(-1));
     // An expired token is not synced by the scheduler (it would only fail at Apple).
     let before = fake.stats().sync_requests + fake.stats().fetch_requests;
-    later.dep_scheduler_tick("node-d", 60).await;
+    later
+        .dep_scheduler_tick(&later.system(), "node-d", 60)
+        .await;
     assert_eq!(
         fake.stats().sync_requests + fake.stats().fetch_requests,
         before

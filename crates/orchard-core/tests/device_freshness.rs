@@ -6,112 +6,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
-use openssl::rsa::Rsa;
-use openssl::x509::X509;
-use orchard_core::push::PushSettings;
-use orchard_core::{secret_hash, CoreError, DeviceRejection, Orchard};
-use orchard_pki::scep::{self, CertRepOutcome};
-use orchard_pki::signature::sign_mdm_body;
+use orchard_core::{CoreError, DeviceRejection};
 use orchard_pki::Identity;
 use orchard_protocol::checkin::{Authenticate, CheckOut, CheckinMessage};
-use orchard_store::{EnrollmentLink, IdentityGrant, ScepChallenge, ScopeAuthority, Store, Tenant};
-use orchard_testkit::service::{test_config, test_pki};
+use orchard_store::{ScopeAuthority, Store};
+use orchard_testkit::service::{random_udid as udid, DeviceNode as Node};
 use orchard_testkit::{with_store, Backend};
-use orchard_types::{Clock, EnrollmentLinkId, ManualClock, SystemClock, TenantId, Udid, UnixTime};
+use orchard_types::{Clock, SystemClock, Udid, UnixTime};
 
 const WINDOW: i64 = 600;
 
-struct Node {
-    orchard: Orchard,
-    clock: ManualClock,
-    store: Store,
-}
-
 fn node(store: Store, scopes: ScopeAuthority, max_age: Option<i64>) -> Node {
-    let clock = ManualClock::new(SystemClock.now());
-    let mut config = test_config();
-    config.device_message_max_age_seconds = max_age;
-    let orchard = Orchard::new(
-        store.clone(),
-        scopes,
-        Arc::new(test_pki(clock.now())),
-        config,
-        Arc::new(clock.clone()),
-        PushSettings::default(),
-    );
-    Node {
-        orchard,
-        clock,
-        store,
-    }
+    Node::new(store, scopes, max_age)
 }
 
-impl Node {
-    /// A device identity bought through SCEP with a fresh challenge of a new link.
-    async fn identity(&self) -> Identity {
-        let now = self.clock.now();
-        let tenant = Tenant {
-            id: TenantId::new(),
-            name: "Physics".into(),
-            code: format!("p{}", uuid::Uuid::new_v4().simple())
-                .chars()
-                .take(30)
-                .collect(),
-            created_at: now,
-        };
-        self.store.create_tenant(&tenant).await.unwrap();
-        let link = EnrollmentLink {
-            id: EnrollmentLinkId::new(),
-            tenant_id: tenant.id,
-            name: "cart".into(),
-            secret_hash: secret_hash(&uuid::Uuid::new_v4().to_string()),
-            max_uses: None,
-            uses: 0,
-            expires_at: None,
-            created_at: now,
-            created_by: None,
-        };
-        self.store.create_enrollment_link(&link).await.unwrap();
-        let challenge = uuid::Uuid::new_v4().to_string();
-        self.store
-            .create_scep_challenge(&ScepChallenge {
-                challenge_hash: secret_hash(&challenge),
-                link_id: link.id,
-                tenant_id: tenant.id,
-                grant: IdentityGrant::Link,
-                created_at: now,
-                expires_at: now.plus_seconds(3600),
-                used_at: None,
-            })
-            .await
-            .unwrap();
-        let key = Rsa::generate(2048)
-            .and_then(openssl::pkey::PKey::from_rsa)
-            .unwrap();
-        let ca_der = self.orchard.ca().cert_der();
-        let pending = scep::build_pkcs_req(&ca_der, &key, "ipad", Some(&challenge), now).unwrap();
-        let reply = self
-            .orchard
-            .scep_pki_operation(&pending.message_der)
-            .await
-            .unwrap();
-        let CertRepOutcome::Success(der) =
-            scep::decode_cert_rep(&pending, &key, &ca_der, &reply.body).unwrap()
-        else {
-            panic!("scep refused");
-        };
-        Identity::from_parts(X509::from_der(&der).unwrap(), key).unwrap()
-    }
+/// The messages these tests send, on the kit's node.
+trait Messages {
+    async fn send(&self, identity: &Identity, message: CheckinMessage) -> Result<(), CoreError>;
+    fn authenticate(&self, udid: &Udid) -> CheckinMessage;
+    fn check_out(&self, udid: &Udid) -> CheckinMessage;
+}
 
+impl Messages for Node {
     async fn send(&self, identity: &Identity, message: CheckinMessage) -> Result<(), CoreError> {
-        let body = message.encode();
-        let signature = sign_mdm_body(&body, identity).unwrap();
-        self.orchard
-            .checkin(Some(&signature), &body)
-            .await
-            .map(|_| ())
+        self.checkin(identity, &message.encode()).await
     }
 
     fn authenticate(&self, udid: &Udid) -> CheckinMessage {
@@ -137,10 +55,6 @@ impl Node {
             user: None,
         })
     }
-}
-
-fn udid() -> Udid {
-    Udid::parse(&uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase()).unwrap()
 }
 
 fn is_stale_refusal(result: &Result<(), CoreError>) -> bool {

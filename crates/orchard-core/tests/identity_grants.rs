@@ -4,109 +4,31 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use openssl::rsa::Rsa;
 use openssl::x509::X509;
-use orchard_core::push::PushSettings;
-use orchard_core::{secret_hash, CoreError, DeviceRejection, Orchard};
+use orchard_core::{CoreError, DeviceRejection};
 use orchard_pki::scep::{self, CertRepOutcome};
-use orchard_pki::signature::sign_mdm_body;
 use orchard_pki::Identity;
 use orchard_protocol::checkin::{Authenticate, CheckinMessage};
-use orchard_store::{EnrollmentLink, IdentityGrant, ScepChallenge, ScopeAuthority, Store, Tenant};
-use orchard_testkit::service::{test_config, test_pki};
+use orchard_store::{IdentityGrant, ScopeAuthority, Store};
+use orchard_testkit::service::{random_udid as udid, DeviceNode as Node};
 use orchard_testkit::{with_store, Backend};
-use orchard_types::{Clock, EnrollmentLinkId, ManualClock, SystemClock, TenantId, Udid};
-
-struct Node {
-    orchard: Orchard,
-    clock: ManualClock,
-    store: Store,
-}
+use orchard_types::{Clock, Udid};
 
 fn node(store: Store, scopes: ScopeAuthority, max_age: Option<i64>) -> Node {
-    let clock = ManualClock::new(SystemClock.now());
-    let mut config = test_config();
-    config.device_message_max_age_seconds = max_age;
-    let orchard = Orchard::new(
-        store.clone(),
-        scopes,
-        Arc::new(test_pki(clock.now())),
-        config,
-        Arc::new(clock.clone()),
-        PushSettings::default(),
-    );
-    Node {
-        orchard,
-        clock,
-        store,
-    }
+    Node::new(store, scopes, max_age)
 }
 
-impl Node {
-    /// A device identity bought through SCEP with a fresh challenge of a new link of a new tenant.
-    async fn identity(&self) -> Identity {
-        self.identity_with(IdentityGrant::Link).await.0
-    }
+/// The messages these tests send, on the kit's node.
+trait Messages {
+    async fn send(&self, identity: &Identity, message: CheckinMessage) -> Result<(), CoreError>;
+    async fn renew(&self, current: &Identity) -> Option<Identity>;
+    fn authenticate(&self, udid: &Udid) -> CheckinMessage;
+}
 
-    /// An identity whose challenge carried `grant`, and its tenant.
-    async fn identity_with(&self, grant: IdentityGrant) -> (Identity, TenantId) {
-        let now = self.clock.now();
-        let tenant = Tenant {
-            id: TenantId::new(),
-            name: "Physics".into(),
-            code: format!("p{}", uuid::Uuid::new_v4().simple())
-                .chars()
-                .take(30)
-                .collect(),
-            created_at: now,
-        };
-        self.store.create_tenant(&tenant).await.unwrap();
-        let link = EnrollmentLink {
-            id: EnrollmentLinkId::new(),
-            tenant_id: tenant.id,
-            name: "cart".into(),
-            secret_hash: secret_hash(&uuid::Uuid::new_v4().to_string()),
-            max_uses: None,
-            uses: 0,
-            expires_at: None,
-            created_at: now,
-            created_by: None,
-        };
-        self.store.create_enrollment_link(&link).await.unwrap();
-        let challenge = uuid::Uuid::new_v4().to_string();
-        self.store
-            .create_scep_challenge(&ScepChallenge {
-                challenge_hash: secret_hash(&challenge),
-                link_id: link.id,
-                tenant_id: tenant.id,
-                grant,
-                created_at: now,
-                expires_at: now.plus_seconds(3600),
-                used_at: None,
-            })
-            .await
-            .unwrap();
-        let key = Rsa::generate(2048)
-            .and_then(openssl::pkey::PKey::from_rsa)
-            .unwrap();
-        let ca_der = self.orchard.ca().cert_der();
-        let pending = scep::build_pkcs_req(&ca_der, &key, "ipad", Some(&challenge), now).unwrap();
-        let reply = self
-            .orchard
-            .scep_pki_operation(&pending.message_der)
-            .await
-            .unwrap();
-        let CertRepOutcome::Success(der) =
-            scep::decode_cert_rep(&pending, &key, &ca_der, &reply.body).unwrap()
-        else {
-            panic!("scep refused");
-        };
-        (
-            Identity::from_parts(X509::from_der(&der).unwrap(), key).unwrap(),
-            tenant.id,
-        )
+impl Messages for Node {
+    async fn send(&self, identity: &Identity, message: CheckinMessage) -> Result<(), CoreError> {
+        self.checkin(identity, &message.encode()).await
     }
 
     /// SCEP RenewalReq signed by `current`: the new identity, or None when refused.
@@ -130,15 +52,6 @@ impl Node {
         }
     }
 
-    async fn send(&self, identity: &Identity, message: CheckinMessage) -> Result<(), CoreError> {
-        let body = message.encode();
-        let signature = sign_mdm_body(&body, identity).unwrap();
-        self.orchard
-            .checkin(Some(&signature), &body)
-            .await
-            .map(|_| ())
-    }
-
     fn authenticate(&self, udid: &Udid) -> CheckinMessage {
         CheckinMessage::Authenticate(Authenticate {
             topic: self.orchard.current_topic(),
@@ -154,10 +67,6 @@ impl Node {
             meid: None,
         })
     }
-}
-
-fn udid() -> Udid {
-    Udid::parse(&uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase()).unwrap()
 }
 
 fn refused_because(result: &Result<(), CoreError>, why: &str) -> bool {

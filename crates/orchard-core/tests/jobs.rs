@@ -54,8 +54,8 @@ async fn scenario(store: Store, scopes: ScopeAuthority) {
         PushSettings::default(),
     ));
     let (_stop, stopped) = tokio::sync::watch::channel(());
-    let node_a = Worker::with_owner(orchard.clone(), "node-a", stopped.clone());
-    let node_b = Worker::with_owner(orchard.clone(), "node-b", stopped.clone());
+    let node_a = Worker::with_owner(orchard.clone(), orchard.system(), "node-a", stopped.clone());
+    let node_b = Worker::with_owner(orchard.clone(), orchard.system(), "node-b", stopped.clone());
     let runs = Arc::new(AtomicUsize::new(0));
     let clustered = |failing| CountingJob {
         lease: Lease::Cluster {
@@ -89,7 +89,7 @@ async fn scenario(store: Store, scopes: ScopeAuthority) {
     // A failing run is recorded for operators and the job is due again after its interval.
     clock.advance(3600);
     assert_eq!(node_a.step(&clustered(true)).await, StepOutcome::Failed);
-    let recorded = orchard.job_runs().await.unwrap();
+    let recorded = orchard.job_runs(&orchard.system()).await.unwrap();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].name, "counting");
     assert_eq!(recorded[0].runs, 3);
@@ -103,7 +103,10 @@ async fn scenario(store: Store, scopes: ScopeAuthority) {
         node_b.step(&clustered(false)).await,
         StepOutcome::Ran(Step::Idle)
     );
-    assert_eq!(orchard.job_runs().await.unwrap()[0].last_error, None);
+    assert_eq!(
+        orchard.job_runs(&orchard.system()).await.unwrap()[0].last_error,
+        None
+    );
 
     // Without a lease every node runs the job, and nothing is recorded.
     let free_runs = Arc::new(AtomicUsize::new(0));
@@ -115,16 +118,18 @@ async fn scenario(store: Store, scopes: ScopeAuthority) {
     assert_eq!(node_a.step(&free).await, StepOutcome::Ran(Step::Idle));
     assert_eq!(node_b.step(&free).await, StepOutcome::Ran(Step::Idle));
     assert_eq!(free_runs.load(Ordering::SeqCst), 2);
-    assert_eq!(orchard.job_runs().await.unwrap().len(), 1);
+    assert_eq!(orchard.job_runs(&orchard.system()).await.unwrap().len(), 1);
 
     // The loop runs a first step at once and ends when shutdown fires.
     let (stop, stopped) = tokio::sync::watch::channel(());
     let looping_runs = Arc::new(AtomicUsize::new(0));
-    let handle = Worker::with_owner(orchard.clone(), "node-c", stopped).spawn(CountingJob {
-        lease: Lease::None,
-        runs: looping_runs.clone(),
-        failing: false,
-    });
+    let handle = Worker::with_owner(orchard.clone(), orchard.system(), "node-c", stopped).spawn(
+        CountingJob {
+            lease: Lease::None,
+            runs: looping_runs.clone(),
+            failing: false,
+        },
+    );
     while looping_runs.load(Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;
     }

@@ -6,103 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use orchard_apns::fake::{issue_push_certificate, random_topic, Fault, FaultScope};
+use orchard_apns::fake::{random_topic, Fault, FaultScope};
 use orchard_apns::DeviceToken;
-use orchard_core::push::PushCertificateUpload;
-use orchard_store::{AuthenticateDevice, NewCommand, Tenant, TokenUpdateRecord};
 use orchard_testkit::service::PushSetup as Setup;
 use orchard_testkit::Backend;
-use orchard_types::{ApnsTopic, ChannelId, Clock, CommandUuid, TenantId, Udid, UnixTime};
+use orchard_types::{Clock, RequestType};
 
 const DAY: i64 = 86_400;
-
-fn upload(s: &Setup, topic: &ApnsTopic, days: i64) -> PushCertificateUpload {
-    let now = s.clock.now();
-    let cert = issue_push_certificate(
-        &s.push.ca,
-        topic,
-        UnixTime(now.0 - 60),
-        now.plus_seconds(days * DAY),
-    )
-    .unwrap();
-    PushCertificateUpload::Pem {
-        certificate: cert.cert_pem(),
-        private_key: cert.key_pem().expose().clone(),
-    }
-}
-
-/// An enrolled device channel with a push token; returns the channel, token and a command factory's inputs.
-async fn enrolled(s: &Setup, token: &[u8]) -> (ChannelId, orchard_store::Device) {
-    let store = &s.store;
-    let now = s.clock.now();
-    let tenant = Tenant {
-        id: TenantId::new(),
-        name: "Physics".into(),
-        code: format!("p{}", uuid::Uuid::new_v4().simple()),
-        created_at: now,
-    };
-    store.create_tenant(&tenant).await.unwrap();
-    let udid = Udid::parse(&uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase()).unwrap();
-    let device = store
-        .authenticate_device(&AuthenticateDevice {
-            udid: udid.clone(),
-            tenant_id: tenant.id,
-            cert_fingerprint: hex_of(token),
-            topic: "t".into(),
-            facts: Default::default(),
-            now,
-        })
-        .await
-        .unwrap();
-    let channel = ChannelId::device(&udid);
-    token_update(s, &device, &channel, token).await;
-    (channel, device)
-}
-
-async fn token_update(
-    s: &Setup,
-    device: &orchard_store::Device,
-    channel: &ChannelId,
-    token: &[u8],
-) {
-    s.store
-        .update_token(&TokenUpdateRecord {
-            device_id: device.id,
-            channel: channel.clone(),
-            user_short_name: None,
-            user_id: None,
-            push_token: token.to_vec(),
-            push_magic: "4D7D2A9C-0000-0000-0000-000000000001".into(),
-            unlock_token: None,
-            awaiting_configuration: false,
-            now: s.clock.now(),
-        })
-        .await
-        .unwrap();
-}
-
-fn hex_of(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-async fn queue(s: &Setup, device: &orchard_store::Device, channel: &ChannelId) {
-    s.store
-        .enqueue_commands(&[NewCommand {
-            uuid: CommandUuid::new_random(),
-            device_id: device.id,
-            tenant_id: device.tenant_id,
-            channel: channel.clone(),
-            request_type: orchard_types::RequestType::DeviceLock,
-            payload: b"<plist/>".to_vec(),
-            payload_sealed: false,
-            deliver_once: false,
-            queued_by: None,
-            queued_at: s.clock.now(),
-            expires_at: None,
-        }])
-        .await
-        .unwrap();
-}
 
 async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly(
     backend: Backend,
@@ -113,7 +23,7 @@ async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_c
     let topic = random_topic().unwrap();
     let status = s
         .orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 100), false)
+        .upload_push_certificate(&s.operator, s.push_certificate(&topic, 100), false)
         .await
         .unwrap();
     assert_eq!(status.topic, topic.as_str());
@@ -131,16 +41,16 @@ async fn expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_c
     assert!(status.pushes_stopped.is_some());
     // Work is queued but nothing is pushed and nothing panics; the push stays owed.
     let token = [7u8; 32];
-    let (channel, device) = enrolled(&s, &token).await;
-    queue(&s, &device, &channel).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    let (channel, device) = s.enrolled(&token).await;
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
+    let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 0);
     assert_eq!(s.push.apns.delivered_count(), 0);
     assert!(s.store.count_due_pushes().await.unwrap() >= 1);
     // An expired certificate cannot be uploaded either.
     let late = s
         .orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, -1), false)
+        .upload_push_certificate(&s.operator, s.push_certificate(&topic, -1), false)
         .await;
     assert!(late.is_err());
 }
@@ -149,38 +59,31 @@ async fn dead_tokens_retries_and_refused_certificates(backend: Backend) {
     let Some(s) = Setup::start(backend).await else {
         return;
     };
-    let topic = random_topic().unwrap();
-    s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
-        .await
-        .unwrap();
+    let topic = s.upload_push_certificate().await;
     let token = [0x42u8; 32];
     let device_token = DeviceToken::from_bytes(&token).unwrap();
-    let (channel, device) = enrolled(&s, &token).await;
+    let (channel, device) = s.enrolled(&token).await;
 
     // 410 Unregistered: the token is dead; later work is not pushed.
     s.push.apns.mark_unregistered(&device_token);
-    queue(&s, &device, &channel).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
+    let stats = s.dispatch().await;
     assert_eq!(stats.dead_tokens, 1, "{stats:?}");
-    queue(&s, &device, &channel).await;
-    assert_eq!(
-        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
-        0
-    );
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
+    assert_eq!(s.dispatch().await.claimed, 0);
 
     // A new TokenUpdate revives it, and the owed push is delivered.
     s.push.apns.mark_registered(&device_token);
-    token_update(&s, &device, &channel, &token).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    s.token_update(&device, &channel, &token).await;
+    let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 1, "{stats:?}");
 
     // Two 500s are retried inside the client and the push arrives.
     s.push
         .apns
         .inject(FaultScope::AllTokens, Fault::InternalServerError, 2);
-    queue(&s, &device, &channel).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
+    let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 1, "{stats:?}");
     assert_eq!(s.push.apns.pushes_for(&device_token).len(), 2);
 
@@ -193,23 +96,20 @@ async fn dead_tokens_retries_and_refused_certificates(backend: Backend) {
         },
         1,
     );
-    queue(&s, &device, &channel).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
+    let stats = s.dispatch().await;
     assert_eq!(stats.requeued, 1, "{stats:?}");
     let status = s.orchard.push_certificate_status().unwrap();
     assert!(status.pushes_stopped.is_some(), "{status:?}");
-    assert_eq!(
-        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
-        0
-    );
+    assert_eq!(s.dispatch().await.claimed, 0);
     assert_eq!(s.store.count_due_pushes().await.unwrap(), 1);
 
     // Uploading a (renewed, same-topic) certificate resumes pushing.
     s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
+        .upload_push_certificate(&s.operator, s.push_certificate(&topic, 365), false)
         .await
         .unwrap();
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 1, "{stats:?}");
 }
 
@@ -217,27 +117,23 @@ async fn renewal_guard(backend: Backend) {
     let Some(s) = Setup::start(backend).await else {
         return;
     };
-    let topic = random_topic().unwrap();
-    s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
-        .await
-        .unwrap();
+    let topic = s.upload_push_certificate().await;
     // Same topic: a renewal.
     s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
+        .upload_push_certificate(&s.operator, s.push_certificate(&topic, 365), false)
         .await
         .unwrap();
     // Another topic: refused with an explanation, accepted with force.
     let other = random_topic().unwrap();
     let refused = s
         .orchard
-        .upload_push_certificate(&s.operator, upload(&s, &other, 365), false)
+        .upload_push_certificate(&s.operator, s.push_certificate(&other, 365), false)
         .await;
     let message = format!("{}", refused.err().unwrap());
     assert!(message.contains("would be lost"), "{message}");
     assert_eq!(s.orchard.current_topic(), topic);
     s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &other, 365), true)
+        .upload_push_certificate(&s.operator, s.push_certificate(&other, 365), true)
         .await
         .unwrap();
     assert_eq!(s.orchard.current_topic(), other);
@@ -249,15 +145,11 @@ async fn a_push_claimed_by_a_node_that_died_is_sent_after_its_lease(backend: Bac
     let Some(s) = Setup::start(backend).await else {
         return;
     };
-    let topic = random_topic().unwrap();
-    s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
-        .await
-        .unwrap();
+    s.upload_push_certificate().await;
     let token = [0x31u8; 32];
     let device_token = DeviceToken::from_bytes(&token).unwrap();
-    let (channel, device) = enrolled(&s, &token).await;
-    queue(&s, &device, &channel).await;
+    let (channel, device) = s.enrolled(&token).await;
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
 
     // What the dying node did: its claim, and nothing after it.
     let now = s.clock.now();
@@ -272,19 +164,13 @@ async fn a_push_claimed_by_a_node_that_died_is_sent_after_its_lease(backend: Bac
 
     // The push is still owed, but leased: this node leaves it alone until the lease runs out.
     assert_eq!(s.store.count_due_pushes().await.unwrap(), 1);
-    assert_eq!(
-        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
-        0
-    );
+    assert_eq!(s.dispatch().await.claimed, 0);
     s.clock.advance(lease - 1);
-    assert_eq!(
-        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
-        0
-    );
+    assert_eq!(s.dispatch().await.claimed, 0);
     assert!(s.push.apns.pushes_for(&device_token).is_empty());
 
     s.clock.advance(1);
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 1, "{stats:?}");
     assert_eq!(s.push.apns.pushes_for(&device_token).len(), 1);
     // Settled only now that APNs answered: nothing is owed any more, and the late node cannot undo it.
@@ -299,10 +185,7 @@ async fn a_push_claimed_by_a_node_that_died_is_sent_after_its_lease(backend: Bac
         )
         .await
         .unwrap();
-    assert_eq!(
-        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
-        0
-    );
+    assert_eq!(s.dispatch().await.claimed, 0);
     assert_eq!(s.push.apns.pushes_for(&device_token).len(), 1);
 }
 
@@ -312,15 +195,11 @@ async fn a_token_update_during_a_push_keeps_the_new_token(backend: Backend) {
     let Some(s) = Setup::start(backend).await else {
         return;
     };
-    let topic = random_topic().unwrap();
-    s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
-        .await
-        .unwrap();
+    s.upload_push_certificate().await;
     let old = [0x41u8; 32];
     let new = [0x42u8; 32];
-    let (channel, device) = enrolled(&s, &old).await;
-    queue(&s, &device, &channel).await;
+    let (channel, device) = s.enrolled(&old).await;
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
 
     // The dispatcher's claim carries the old token …
     let now = s.clock.now();
@@ -332,7 +211,7 @@ async fn a_token_update_during_a_push_keeps_the_new_token(backend: Backend) {
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].push_token, old.to_vec());
     // … the device rotates its token while the push is in flight …
-    token_update(&s, &device, &channel, &new).await;
+    s.token_update(&device, &channel, &new).await;
     // … and APNs's answer for the old token arrives.
     let marked = s
         .store
@@ -344,7 +223,7 @@ async fn a_token_update_during_a_push_keeps_the_new_token(backend: Backend) {
     assert_eq!(stored.push_token, Some(new.to_vec()));
 
     // The push is still owed and goes to the new token over real APNs.
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 1, "{stats:?}");
     let new_token = DeviceToken::from_bytes(&new).unwrap();
     assert_eq!(s.push.apns.pushes_for(&new_token).len(), 1);
@@ -352,8 +231,8 @@ async fn a_token_update_during_a_push_keeps_the_new_token(backend: Backend) {
     // The same answer for the token the channel still has does mark it dead.
     let dead = DeviceToken::from_bytes(&new).unwrap();
     s.push.apns.mark_unregistered(&dead);
-    queue(&s, &device, &channel).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
+    let stats = s.dispatch().await;
     assert_eq!(stats.dead_tokens, 1, "{stats:?}");
     assert_eq!(s.store.count_due_pushes().await.unwrap(), 0);
 }
@@ -368,17 +247,13 @@ async fn retry_after_is_honoured(backend: Backend) {
     else {
         return;
     };
-    let topic = random_topic().unwrap();
-    s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
-        .await
-        .unwrap();
+    s.upload_push_certificate().await;
     let throttled = [0x51u8; 32];
     let other = [0x52u8; 32];
     let throttled_token = DeviceToken::from_bytes(&throttled).unwrap();
     let other_token = DeviceToken::from_bytes(&other).unwrap();
-    let (c1, d1) = enrolled(&s, &throttled).await;
-    let (c2, d2) = enrolled(&s, &other).await;
+    let (c1, d1) = s.enrolled(&throttled).await;
+    let (c2, d2) = s.enrolled(&other).await;
 
     s.push.apns.inject(
         FaultScope::Token(throttled_token.clone()),
@@ -387,20 +262,17 @@ async fn retry_after_is_honoured(backend: Backend) {
         },
         1,
     );
-    queue(&s, &d1, &c1).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    s.queue(&d1, &c1, RequestType::DeviceLock).await;
+    let stats = s.dispatch().await;
     assert_eq!((stats.delivered, stats.requeued), (0, 1), "{stats:?}");
     // Still owed, but not before Retry-After; another device's push is not held up.
-    queue(&s, &d2, &c2).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    s.queue(&d2, &c2, RequestType::DeviceLock).await;
+    let stats = s.dispatch().await;
     assert_eq!((stats.claimed, stats.delivered), (1, 1), "{stats:?}");
     s.clock.advance(119);
-    assert_eq!(
-        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
-        0
-    );
+    assert_eq!(s.dispatch().await.claimed, 0);
     s.clock.advance(1);
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 1, "{stats:?}");
     assert_eq!(s.push.apns.pushes_for(&throttled_token).len(), 1);
 
@@ -408,16 +280,13 @@ async fn retry_after_is_honoured(backend: Backend) {
     s.push
         .apns
         .inject(FaultScope::AllTokens, Fault::ServiceUnavailable, 1);
-    queue(&s, &d1, &c1).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    s.queue(&d1, &c1, RequestType::DeviceLock).await;
+    let stats = s.dispatch().await;
     assert_eq!(stats.requeued, 1, "{stats:?}");
-    queue(&s, &d2, &c2).await;
-    assert_eq!(
-        s.orchard.dispatch_pushes_once(100).await.unwrap().claimed,
-        0
-    );
+    s.queue(&d2, &c2, RequestType::DeviceLock).await;
+    assert_eq!(s.dispatch().await.claimed, 0);
     s.clock.advance(1);
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 2, "{stats:?}");
     assert_eq!(s.push.apns.pushes_for(&other_token).len(), 2);
 }
@@ -428,13 +297,12 @@ async fn a_refused_certificate_stops_every_node(backend: Backend) {
     let Some(s) = Setup::start(backend).await else {
         return;
     };
-    let topic = random_topic().unwrap();
-    s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
+    let topic = s.upload_push_certificate().await;
+    let second = s.another_node().await;
+    second
+        .load_push_certificate(&second.system())
         .await
         .unwrap();
-    let second = s.another_node().await;
-    second.load_push_certificate().await.unwrap();
     assert!(second
         .push_certificate_status()
         .unwrap()
@@ -442,7 +310,7 @@ async fn a_refused_certificate_stops_every_node(backend: Backend) {
         .is_none());
     let token = [0x61u8; 32];
     let device_token = DeviceToken::from_bytes(&token).unwrap();
-    let (channel, device) = enrolled(&s, &token).await;
+    let (channel, device) = s.enrolled(&token).await;
 
     s.push.apns.inject(
         FaultScope::AllTokens,
@@ -452,11 +320,18 @@ async fn a_refused_certificate_stops_every_node(backend: Backend) {
         },
         1,
     );
-    queue(&s, &device, &channel).await;
-    let stats = s.orchard.dispatch_pushes_once(100).await.unwrap();
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
+    let stats = s.dispatch().await;
     assert_eq!(stats.requeued, 1, "{stats:?}");
     // Node 2 never talked to APNs, yet it stops: the refusal is in the database.
-    assert_eq!(second.dispatch_pushes_once(100).await.unwrap().claimed, 0);
+    assert_eq!(
+        second
+            .dispatch_pushes_once(&second.system(), 100)
+            .await
+            .unwrap()
+            .claimed,
+        0
+    );
     let status = second.push_certificate_status().unwrap();
     assert!(
         status
@@ -470,11 +345,17 @@ async fn a_refused_certificate_stops_every_node(backend: Backend) {
 
     // A new certificate uploaded on node 1 clears it for everyone.
     s.orchard
-        .upload_push_certificate(&s.operator, upload(&s, &topic, 365), false)
+        .upload_push_certificate(&s.operator, s.push_certificate(&topic, 365), false)
         .await
         .unwrap();
-    second.load_push_certificate().await.unwrap();
-    let stats = second.dispatch_pushes_once(100).await.unwrap();
+    second
+        .load_push_certificate(&second.system())
+        .await
+        .unwrap();
+    let stats = second
+        .dispatch_pushes_once(&second.system(), 100)
+        .await
+        .unwrap();
     assert_eq!(stats.delivered, 1, "{stats:?}");
     assert_eq!(s.push.apns.pushes_for(&device_token).len(), 1);
 }

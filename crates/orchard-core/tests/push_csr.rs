@@ -134,7 +134,11 @@ async fn certificate_alone_is_paired_with_the_sealed_key_and_pushes(backend: Bac
 
     // The paired key is the right one: APNs (over mutual TLS) accepts the certificate and delivers a push.
     enrolled_channel_with_command(&s).await;
-    let stats = s.orchard.dispatch_pushes_once(10).await.unwrap();
+    let stats = s
+        .orchard
+        .dispatch_pushes_once(&s.orchard.system(), 10)
+        .await
+        .unwrap();
     assert_eq!(stats.delivered, 1, "{stats:?}");
 }
 

@@ -6,101 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use orchard_apns::fake::{issue_push_certificate, random_topic};
 use orchard_apns::DeviceToken;
-use orchard_core::push::PushCertificateUpload;
-use orchard_store::{
-    AuthenticateDevice, CommandResultRecord, NewCommand, Page, RecordOutcome, Tenant,
-    TokenUpdateRecord,
-};
+use orchard_store::{CommandResultRecord, Page, RecordOutcome};
 use orchard_testkit::service::PushSetup as Setup;
 use orchard_testkit::Backend;
-use orchard_types::{ChannelId, Clock, CommandStatus, CommandUuid, TenantId, Udid, UnixTime};
+use orchard_types::{ChannelId, Clock, CommandStatus, CommandUuid, RequestType};
 
 const DAY: i64 = 86_400;
-
-async fn with_push_certificate(s: &Setup) {
-    let now = s.clock.now();
-    let cert = issue_push_certificate(
-        &s.push.ca,
-        &random_topic().unwrap(),
-        UnixTime(now.0 - 60),
-        now.plus_seconds(365 * DAY),
-    )
-    .unwrap();
-    s.orchard
-        .upload_push_certificate(
-            &s.operator,
-            PushCertificateUpload::Pem {
-                certificate: cert.cert_pem(),
-                private_key: cert.key_pem().expose().clone(),
-            },
-            false,
-        )
-        .await
-        .unwrap();
-}
-
-async fn enrolled(s: &Setup, token: &[u8]) -> (ChannelId, orchard_store::Device) {
-    let now = s.clock.now();
-    let tenant = Tenant {
-        id: TenantId::new(),
-        name: "Physics".into(),
-        code: format!("p{}", uuid::Uuid::new_v4().simple()),
-        created_at: now,
-    };
-    s.store.create_tenant(&tenant).await.unwrap();
-    let udid = Udid::parse(&uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase()).unwrap();
-    let device = s
-        .store
-        .authenticate_device(&AuthenticateDevice {
-            udid: udid.clone(),
-            tenant_id: tenant.id,
-            cert_fingerprint: uuid::Uuid::new_v4().simple().to_string(),
-            topic: "t".into(),
-            facts: Default::default(),
-            now,
-        })
-        .await
-        .unwrap();
-    let channel = ChannelId::device(&udid);
-    s.store
-        .update_token(&TokenUpdateRecord {
-            device_id: device.id,
-            channel: channel.clone(),
-            user_short_name: None,
-            user_id: None,
-            push_token: token.to_vec(),
-            push_magic: "4D7D2A9C-0000-0000-0000-000000000001".into(),
-            unlock_token: None,
-            awaiting_configuration: false,
-            now,
-        })
-        .await
-        .unwrap();
-    (channel, device)
-}
-
-async fn queue(s: &Setup, device: &orchard_store::Device, channel: &ChannelId) -> CommandUuid {
-    let uuid = CommandUuid::new_random();
-    s.store
-        .enqueue_commands(&[NewCommand {
-            uuid: uuid.clone(),
-            device_id: device.id,
-            tenant_id: device.tenant_id,
-            channel: channel.clone(),
-            request_type: orchard_types::RequestType::DeviceInformation,
-            payload: b"<plist/>".to_vec(),
-            payload_sealed: false,
-            deliver_once: false,
-            queued_by: None,
-            queued_at: s.clock.now(),
-            expires_at: None,
-        }])
-        .await
-        .unwrap();
-    uuid
-}
 
 /// What the device's session asks the queue for, under the server's policy.
 async fn hand_out(s: &Setup, channel: &ChannelId) -> Option<CommandUuid> {
@@ -131,7 +43,7 @@ async fn an_unanswered_command_is_pushed_and_resent_after_the_resend_time(backen
     let Some(s) = Setup::start(backend).await else {
         return;
     };
-    with_push_certificate(&s).await;
+    s.upload_push_certificate().await;
     let resend_after = s
         .orchard
         .command_queue_settings()
@@ -140,12 +52,11 @@ async fn an_unanswered_command_is_pushed_and_resent_after_the_resend_time(backen
     assert!(resend_after > 0);
     let token = [0x71u8; 32];
     let device_token = DeviceToken::from_bytes(&token).unwrap();
-    let (channel, device) = enrolled(&s, &token).await;
-    let uuid = queue(&s, &device, &channel).await;
-    assert_eq!(
-        s.orchard.dispatch_pushes_once(100).await.unwrap().delivered,
-        1
-    );
+    let (channel, device) = s.enrolled(&token).await;
+    let uuid = s
+        .queue(&device, &channel, RequestType::DeviceInformation)
+        .await;
+    assert_eq!(s.dispatch().await.delivered, 1);
 
     // The session the push started gets the command; the device never answers it.
     assert_eq!(hand_out(&s, &channel).await, Some(uuid.clone()));
@@ -154,7 +65,7 @@ async fn an_unanswered_command_is_pushed_and_resent_after_the_resend_time(backen
     s.clock.advance(resend_after - 1);
     assert_eq!(
         s.orchard
-            .command_queue_hygiene()
+            .command_queue_hygiene(&s.orchard.system())
             .await
             .unwrap()
             .resend_pushes,
@@ -166,22 +77,19 @@ async fn an_unanswered_command_is_pushed_and_resent_after_the_resend_time(backen
     s.clock.advance(1);
     assert_eq!(
         s.orchard
-            .command_queue_hygiene()
+            .command_queue_hygiene(&s.orchard.system())
             .await
             .unwrap()
             .resend_pushes,
         1
     );
-    assert_eq!(
-        s.orchard.dispatch_pushes_once(100).await.unwrap().delivered,
-        1
-    );
+    assert_eq!(s.dispatch().await.delivered, 1);
     assert_eq!(s.push.apns.pushes_for(&device_token).len(), 2);
     assert_eq!(hand_out(&s, &channel).await, Some(uuid.clone()));
     // Pushed once per resend period, not on every hygiene step.
     assert_eq!(
         s.orchard
-            .command_queue_hygiene()
+            .command_queue_hygiene(&s.orchard.system())
             .await
             .unwrap()
             .resend_pushes,
@@ -207,18 +115,33 @@ async fn finished_commands_move_to_the_history_and_expire(backend: Backend) {
     };
     let days = s.orchard.command_queue_settings().history_days;
     assert!(days > 0);
-    let (channel, device) = enrolled(&s, &[0x72u8; 32]).await;
-    let done = queue(&s, &device, &channel).await;
-    let live = queue(&s, &device, &channel).await;
+    let (channel, device) = s.enrolled(&[0x72u8; 32]).await;
+    let done = s
+        .queue(&device, &channel, RequestType::DeviceInformation)
+        .await;
+    let live = s
+        .queue(&device, &channel, RequestType::DeviceInformation)
+        .await;
     assert_eq!(hand_out(&s, &channel).await, Some(done.clone()));
     assert!(matches!(
         acknowledge(&s, &channel, &done).await,
         RecordOutcome::Recorded { .. }
     ));
 
-    let stats = s.orchard.command_queue_hygiene().await.unwrap();
+    let stats = s
+        .orchard
+        .command_queue_hygiene(&s.orchard.system())
+        .await
+        .unwrap();
     assert_eq!(stats.archived, 1, "{stats:?}");
-    assert_eq!(s.orchard.command_queue_hygiene().await.unwrap().archived, 0);
+    assert_eq!(
+        s.orchard
+            .command_queue_hygiene(&s.orchard.system())
+            .await
+            .unwrap()
+            .archived,
+        0
+    );
     // The API's history still shows both, newest first; the hot queue goes on with the live one.
     let history = s
         .orchard
@@ -242,9 +165,23 @@ async fn finished_commands_move_to_the_history_and_expire(backend: Backend) {
 
     // Kept for the retention time, then deleted.
     s.clock.advance(days * DAY - 1);
-    assert_eq!(s.orchard.command_queue_hygiene().await.unwrap().pruned, 0);
+    assert_eq!(
+        s.orchard
+            .command_queue_hygiene(&s.orchard.system())
+            .await
+            .unwrap()
+            .pruned,
+        0
+    );
     s.clock.advance(2);
-    assert_eq!(s.orchard.command_queue_hygiene().await.unwrap().pruned, 1);
+    assert_eq!(
+        s.orchard
+            .command_queue_hygiene(&s.orchard.system())
+            .await
+            .unwrap()
+            .pruned,
+        1
+    );
     let history = s
         .orchard
         .command_history(s.operator.principal(), device.id, Page::default())

@@ -136,7 +136,7 @@ async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority) {
     enroll(&store, alpha, "UDID-A2", clock.now()).await;
     let a3 = authenticate(&store, alpha, "UDID-A3", clock.now()).await;
     enroll(&store, beta, "UDID-B1", clock.now()).await;
-    assert!(snapshotter.tick(&orchard).await.unwrap());
+    assert!(snapshotter.tick(&orchard, &orchard.system()).await.unwrap());
     assert_eq!(
         count_on(&store, &scopes, "2026-03-01", alpha).await,
         Some(2)
@@ -148,17 +148,23 @@ async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority) {
     );
     // Later ticks of the same day take nothing.
     clock.advance(hour);
-    assert!(!snapshotter.tick(&orchard).await.unwrap());
+    assert!(!snapshotter.tick(&orchard, &orchard.system()).await.unwrap());
 
     // Day 2: snapshot first, then a3 enrolls; snapshotting the day again (another node, a restart) keeps the
     // first count.
     clock.set(START.plus_seconds(DAY));
-    assert!(snapshotter.tick(&orchard).await.unwrap());
+    assert!(snapshotter.tick(&orchard, &orchard.system()).await.unwrap());
     clock.advance(2 * hour);
     token_update(&store, a3, "UDID-A3", clock.now()).await;
-    assert_eq!(orchard.take_usage_snapshot().await.unwrap(), 0);
+    assert_eq!(
+        orchard
+            .take_usage_snapshot(&orchard.system())
+            .await
+            .unwrap(),
+        0
+    );
     let mut restarted = UsageSnapshotter::new();
-    assert!(restarted.tick(&orchard).await.unwrap());
+    assert!(restarted.tick(&orchard, &orchard.system()).await.unwrap());
     assert_eq!(
         count_on(&store, &scopes, "2026-03-02", alpha).await,
         Some(2)
@@ -167,7 +173,7 @@ async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority) {
     // Days 3 and 4: Alpha 3, Beta 1.
     for day in 2..=3 {
         clock.set(START.plus_seconds(day * DAY));
-        assert!(snapshotter.tick(&orchard).await.unwrap());
+        assert!(snapshotter.tick(&orchard, &orchard.system()).await.unwrap());
     }
     assert_eq!(
         count_on(&store, &scopes, "2026-03-03", alpha).await,
@@ -178,9 +184,9 @@ async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority) {
     clock.set(START.plus_seconds(4 * DAY));
     leave(&store, "UDID-A1", clock.now()).await;
     enroll(&store, beta, "UDID-B2", clock.now()).await;
-    assert!(snapshotter.tick(&orchard).await.unwrap());
+    assert!(snapshotter.tick(&orchard, &orchard.system()).await.unwrap());
     clock.set(START.plus_seconds(5 * DAY));
-    assert!(snapshotter.tick(&orchard).await.unwrap());
+    assert!(snapshotter.tick(&orchard, &orchard.system()).await.unwrap());
     assert_eq!(
         count_on(&store, &scopes, "2026-03-05", alpha).await,
         Some(2)
@@ -190,9 +196,9 @@ async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority) {
     // Day 7: b1 is re-enrolled into Alpha: Alpha 3, Beta 1. Day 8 the same.
     clock.set(START.plus_seconds(6 * DAY));
     enroll(&store, alpha, "UDID-B1", clock.now()).await;
-    assert!(snapshotter.tick(&orchard).await.unwrap());
+    assert!(snapshotter.tick(&orchard, &orchard.system()).await.unwrap());
     clock.set(START.plus_seconds(7 * DAY));
-    assert!(snapshotter.tick(&orchard).await.unwrap());
+    assert!(snapshotter.tick(&orchard, &orchard.system()).await.unwrap());
     assert_eq!(
         count_on(&store, &scopes, "2026-03-07", alpha).await,
         Some(3)
@@ -201,7 +207,7 @@ async fn arithmetic_scenario(store: Store, scopes: ScopeAuthority) {
 
     // Day 9: the server is down all day, no snapshot. Day 10: Alpha 3, Beta 1.
     clock.set(START.plus_seconds(9 * DAY));
-    assert!(snapshotter.tick(&orchard).await.unwrap());
+    assert!(snapshotter.tick(&orchard, &orchard.system()).await.unwrap());
 
     // Daily counts:      01 02 03 04 05 06 07 08 09 10
     //   Alpha             2  2  3  3  2  2  3  3  -  3   = 23 device-days
@@ -383,7 +389,11 @@ async fn two_nodes_scenario(store: Store, scopes: ScopeAuthority) {
         }
         tenants.push(t);
     }
-    let (a, b) = tokio::join!(first.take_usage_snapshot(), second.take_usage_snapshot());
+    let (system_a, system_b) = (first.system(), second.system());
+    let (a, b) = tokio::join!(
+        first.take_usage_snapshot(&system_a),
+        second.take_usage_snapshot(&system_b)
+    );
     assert_eq!(a.unwrap() + b.unwrap(), 5);
     let rows = store
         .usage_snapshots(scopes.all_tenants(), "2026-03-01", "2026-03-01")

@@ -148,3 +148,40 @@ fn the_check_sees_grouped_and_plain_paths() {
     assert!(through_super.contains("error"));
     assert!(reached_through(code, "crate::api::").contains("dep"));
 }
+
+/// The server acts as itself (`Orchard::system()`, core's `SystemCtx`) only for its own surfaces: the
+/// `/metrics` gauges and the audit trail. Every handler acts for its caller's principal.
+#[test]
+fn only_metrics_and_the_audit_trail_act_as_the_server_itself() {
+    const MAY_ACT_AS_SYSTEM: &[&str] = &["ops.rs", "api/audit_trail.rs"];
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&src(), &mut files);
+    let offences: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.strip_prefix(src())
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/")
+        })
+        .filter(|shown| shown != "layout_tests.rs" && !MAY_ACT_AS_SYSTEM.contains(&shown.as_str()))
+        .filter(|shown| {
+            let text = std::fs::read_to_string(src().join(shown)).unwrap();
+            text.contains(".system()") || text.contains("SystemCtx")
+        })
+        .collect();
+    assert!(
+        offences.is_empty(),
+        "only {MAY_ACT_AS_SYSTEM:?} may act as the server itself; these do too: {offences:?}"
+    );
+}

@@ -95,6 +95,8 @@ async fn healthz() -> &'static str {
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
+    // The gauges are the server's own figures (counts and days, no tenant's data), read for no principal.
+    let system = state.orchard.system();
     let mut out = String::new();
     match state.orchard.push_certificate_status() {
         Some(s) => {
@@ -125,7 +127,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             out.push_str("orchard_push_certificate_present 0\n");
         }
     }
-    if let Ok(tokens) = state.orchard.dep_token_days_left().await {
+    if let Ok(tokens) = state.orchard.dep_token_days_left(&system).await {
         if !tokens.is_empty() {
             out.push_str(
                 "# HELP orchard_dep_token_days_left Days until a DEP (ASM) server token expires.\n",
@@ -149,7 +151,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
         }
     }
-    if let Ok(f) = state.orchard.identity_expiry_figures().await {
+    if let Ok(f) = state.orchard.identity_expiry_figures(&system).await {
         let days = state
             .orchard
             .identity_renewal_settings()
@@ -188,7 +190,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             ));
         }
     }
-    if let Ok(n) = state.orchard.pending_push_count().await {
+    if let Ok(n) = state.orchard.pending_push_count(&system).await {
         out.push_str("# HELP orchard_pushes_pending Channels that owe a push.\n");
         out.push_str("# TYPE orchard_pushes_pending gauge\n");
         out.push_str(&format!("orchard_pushes_pending {n}\n"));

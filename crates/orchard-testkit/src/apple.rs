@@ -178,3 +178,40 @@ impl AppleDep {
         ]
     }
 }
+
+/// Apple's side of zero-touch enrolment for end-to-end tests: the local DEP server listing `serials`, and
+/// Apple's device CA (it signs the simulated iPads' MachineInfo) written where `--dep-device-ca` reads it.
+pub struct AdeFixture {
+    pub dep: AppleDep,
+    pub apple: orchard_sim::AppleDeviceCa,
+    device_ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AdeFixture {
+    pub async fn start(serials: &[orchard_types::SerialNumber]) -> Result<AdeFixture> {
+        let dep = AppleDep::start(FakeDepConfig::default()).await?;
+        dep.server.add_devices(serials);
+        let apple = orchard_sim::AppleDeviceCa::generate()?;
+        let dir = tempfile::tempdir()?;
+        let device_ca_file = pem_file(dir.path(), "apple-root.pem", &apple.root_pem())?;
+        Ok(AdeFixture {
+            dep,
+            apple,
+            device_ca_file,
+            _dir: dir,
+        })
+    }
+
+    /// The local DEP server's flags, Apple's device CA, and the DEP scheduler off (tests sync by hand).
+    pub fn serve_args(&self) -> Vec<String> {
+        let mut args = self.dep.serve_args();
+        args.extend([
+            "--dep-device-ca".into(),
+            self.device_ca_file.display().to_string(),
+            "--dep-sync-minutes".into(),
+            "0".into(),
+        ]);
+        args
+    }
+}

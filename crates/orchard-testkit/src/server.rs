@@ -162,6 +162,41 @@ impl TestServer {
         database_command(&self.data_dir, &self.database_url, &args)
     }
 
+    /// `orchard local-account set --username <username>` with the password typed on stdin, as an operator at
+    /// the server's console does; the command's output, for tests of its refusals.
+    pub fn local_account_set(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<std::process::Output> {
+        use std::io::Write;
+        let mut child = self
+            .database_command(&["local-account", "set", "--username", username])?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(format!("{password}\n").as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// A break-glass account `username` with `password` (see [`TestServer::local_account_set`]); an error
+    /// carries the command's stderr.
+    pub fn set_local_account(&self, username: &str, password: &str) -> Result<()> {
+        let out = self.local_account_set(username, password)?;
+        if !out.status.success() {
+            bail!(
+                "local-account set: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// The binary as an API client of this server (`ORCHARD_SERVER`, `ORCHARD_TOKEN` = the operator token,
     /// `ORCHARD_CA`), with `args`.
     pub fn client_command(&self, args: &[&str]) -> Result<Command> {
@@ -279,6 +314,41 @@ impl TestServer {
                 .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
         };
         Ok((status, v))
+    }
+
+    /// A DEP token as an operator makes one: the key pair by Orchard (`POST /dep-tokens`), the `.p7m` by
+    /// "ASM" (the local DEP server's token encrypted to that certificate), uploaded. Returns the token's id
+    /// and the upload's answer.
+    pub async fn upload_dep_token(
+        &self,
+        dep: &orchard_dep::fake::FakeDepServer,
+        name: &str,
+    ) -> Result<(String, Value)> {
+        use base64::Engine as _;
+        let created = self
+            .post("/api/v1/dep-tokens", json!({"name": name}))
+            .await?;
+        let token_id = created["id"].as_str().context("dep token id")?.to_owned();
+        let p7m = orchard_dep::fake::encrypt_server_token(
+            &dep.server_token(),
+            created["certificate_pem"]
+                .as_str()
+                .context("dep token certificate")?
+                .as_bytes(),
+            orchard_dep::fake::TokenCipher::Aes256Cbc,
+        )?;
+        let (status, uploaded) = self
+            .api(
+                &self.token,
+                reqwest::Method::PUT,
+                &format!("/api/v1/dep-tokens/{token_id}/token"),
+                Some(json!({"p7m_base64": base64::engine::general_purpose::STANDARD.encode(&p7m)})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("dep token upload → {status}: {uploaded}");
+        }
+        Ok((token_id, uploaded))
     }
 
     /// GET with the operator token; an error unless 200.

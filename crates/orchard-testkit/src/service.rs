@@ -5,12 +5,22 @@ use std::sync::Arc;
 
 use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::capability::OperatorCtx;
-use orchard_core::push::PushSettings;
+use orchard_core::push::{DispatchStats, PushCertificateUpload, PushSettings};
+use orchard_core::CoreError;
 use orchard_core::{CoreConfig, Orchard, PkiMaterial};
+use orchard_pki::scep::{self, CertRepOutcome};
 use orchard_pki::seal::DataKey;
+use orchard_pki::signature::sign_mdm_body;
 use orchard_pki::CertificateAuthority;
-use orchard_store::{ScopeAuthority, Store};
-use orchard_types::{ApnsTopic, Clock, ManualClock, SystemClock, UnixTime};
+use orchard_pki::Identity;
+use orchard_store::{
+    AuthenticateDevice, Device, EnrollmentLink, IdentityGrant, NewCommand, ScepChallenge,
+    ScopeAuthority, Store, Tenant, TokenUpdateRecord,
+};
+use orchard_types::{
+    ApnsTopic, ChannelId, Clock, CommandUuid, EnrollmentLinkId, ManualClock, RequestType,
+    SystemClock, TenantId, Udid, UnixTime,
+};
 
 use crate::apple::ApplePush;
 use crate::{Backend, TestDatabase};
@@ -159,4 +169,225 @@ impl PushSetup {
             self.settings.clone(),
         ))
     }
+
+    /// A push certificate for `topic` from the local APNs's push CA, valid from a minute ago for `days`.
+    pub fn push_certificate(&self, topic: &ApnsTopic, days: i64) -> PushCertificateUpload {
+        let now = self.clock.now();
+        let cert = orchard_apns::fake::issue_push_certificate(
+            &self.push.ca,
+            topic,
+            UnixTime(now.0 - 60),
+            now.plus_seconds(days * 86_400),
+        )
+        .expect("push certificate");
+        PushCertificateUpload::Pem {
+            certificate: cert.cert_pem(),
+            private_key: cert.key_pem().expose().clone(),
+        }
+    }
+
+    /// Uploads a push certificate for a new random topic, valid for a year, as the operator; returns the topic.
+    pub async fn upload_push_certificate(&self) -> ApnsTopic {
+        let topic = orchard_apns::fake::random_topic().expect("topic");
+        self.orchard
+            .upload_push_certificate(&self.operator, self.push_certificate(&topic, 365), false)
+            .await
+            .expect("push certificate upload");
+        topic
+    }
+
+    /// An enrolled device (in a tenant of its own) whose device channel has the push token `token`.
+    pub async fn enrolled(&self, token: &[u8]) -> (ChannelId, Device) {
+        let now = self.clock.now();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            name: "Physics".into(),
+            code: format!("p{}", uuid::Uuid::new_v4().simple()),
+            created_at: now,
+        };
+        self.store.create_tenant(&tenant).await.expect("tenant");
+        let udid = Udid::parse(&uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase())
+            .expect("udid");
+        let device = self
+            .store
+            .authenticate_device(&AuthenticateDevice {
+                udid: udid.clone(),
+                tenant_id: tenant.id,
+                cert_fingerprint: uuid::Uuid::new_v4().simple().to_string(),
+                topic: "t".into(),
+                facts: Default::default(),
+                now,
+            })
+            .await
+            .expect("device");
+        let channel = ChannelId::device(&udid);
+        self.token_update(&device, &channel, token).await;
+        (channel, device)
+    }
+
+    /// A TokenUpdate of the channel with the push token `token`.
+    pub async fn token_update(&self, device: &Device, channel: &ChannelId, token: &[u8]) {
+        self.store
+            .update_token(&TokenUpdateRecord {
+                device_id: device.id,
+                channel: channel.clone(),
+                user_short_name: None,
+                user_id: None,
+                push_token: token.to_vec(),
+                push_magic: "4D7D2A9C-0000-0000-0000-000000000001".into(),
+                unlock_token: None,
+                awaiting_configuration: false,
+                now: self.clock.now(),
+            })
+            .await
+            .expect("token update");
+    }
+
+    /// Queues one command of `request_type` for the channel (a push is then owed).
+    pub async fn queue(
+        &self,
+        device: &Device,
+        channel: &ChannelId,
+        request_type: RequestType,
+    ) -> CommandUuid {
+        let uuid = CommandUuid::new_random();
+        self.store
+            .enqueue_commands(&[NewCommand {
+                uuid: uuid.clone(),
+                device_id: device.id,
+                tenant_id: device.tenant_id,
+                channel: channel.clone(),
+                request_type,
+                payload: b"<plist/>".to_vec(),
+                payload_sealed: false,
+                deliver_once: false,
+                queued_by: None,
+                queued_at: self.clock.now(),
+                expires_at: None,
+            }])
+            .await
+            .expect("enqueue");
+        uuid
+    }
+
+    /// One dispatcher pass of this node (up to 100 channels), as the server's push job runs it.
+    pub async fn dispatch(&self) -> DispatchStats {
+        self.orchard
+            .dispatch_pushes_once(&self.orchard.system(), 100)
+            .await
+            .expect("dispatch")
+    }
+}
+
+/// A node whose devices are driven through core's own device entry points (SCEP, check-in) with requests
+/// signed as an iPad signs them, on a hand-moved clock that starts now.
+pub struct DeviceNode {
+    pub orchard: Orchard,
+    pub clock: ManualClock,
+    pub store: Store,
+}
+
+impl DeviceNode {
+    /// The node, with the replay window of state-changing check-ins set to `max_age` seconds (None: off).
+    pub fn new(store: Store, scopes: ScopeAuthority, max_age: Option<i64>) -> DeviceNode {
+        let clock = ManualClock::new(SystemClock.now());
+        let mut config = test_config();
+        config.device_message_max_age_seconds = max_age;
+        let orchard = Orchard::new(
+            store.clone(),
+            scopes,
+            Arc::new(test_pki(clock.now())),
+            config,
+            Arc::new(clock.clone()),
+            PushSettings::default(),
+        );
+        DeviceNode {
+            orchard,
+            clock,
+            store,
+        }
+    }
+
+    /// A device identity bought through SCEP with a fresh challenge of a new link of a new tenant.
+    pub async fn identity(&self) -> Identity {
+        self.identity_with(IdentityGrant::Link).await.0
+    }
+
+    /// An identity whose SCEP challenge carried `grant`, and the tenant of its link.
+    pub async fn identity_with(&self, grant: IdentityGrant) -> (Identity, TenantId) {
+        let now = self.clock.now();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            name: "Physics".into(),
+            code: format!("p{}", uuid::Uuid::new_v4().simple())
+                .chars()
+                .take(30)
+                .collect(),
+            created_at: now,
+        };
+        self.store.create_tenant(&tenant).await.expect("tenant");
+        let link = EnrollmentLink {
+            id: EnrollmentLinkId::new(),
+            tenant_id: tenant.id,
+            name: "cart".into(),
+            secret_hash: orchard_core::secret_hash(&uuid::Uuid::new_v4().to_string()),
+            max_uses: None,
+            uses: 0,
+            expires_at: None,
+            created_at: now,
+            created_by: None,
+        };
+        self.store
+            .create_enrollment_link(&link)
+            .await
+            .expect("link");
+        let challenge = uuid::Uuid::new_v4().to_string();
+        self.store
+            .create_scep_challenge(&ScepChallenge {
+                challenge_hash: orchard_core::secret_hash(&challenge),
+                link_id: link.id,
+                tenant_id: tenant.id,
+                grant,
+                created_at: now,
+                expires_at: now.plus_seconds(3600),
+                used_at: None,
+            })
+            .await
+            .expect("challenge");
+        let key = openssl::rsa::Rsa::generate(2048)
+            .and_then(openssl::pkey::PKey::from_rsa)
+            .expect("device key");
+        let ca_der = self.orchard.ca().cert_der();
+        let pending =
+            scep::build_pkcs_req(&ca_der, &key, "ipad", Some(&challenge), now).expect("pkcs req");
+        let reply = self
+            .orchard
+            .scep_pki_operation(&pending.message_der)
+            .await
+            .expect("scep answer");
+        let CertRepOutcome::Success(der) =
+            scep::decode_cert_rep(&pending, &key, &ca_der, &reply.body).expect("cert rep")
+        else {
+            panic!("scep refused");
+        };
+        let cert = openssl::x509::X509::from_der(&der).expect("issued certificate");
+        (
+            Identity::from_parts(cert, key).expect("identity"),
+            tenant.id,
+        )
+    }
+
+    /// A check-in body signed by `identity` (its Mdm-Signature), through core's check-in entry point.
+    pub async fn checkin(&self, identity: &Identity, body: &[u8]) -> Result<(), CoreError> {
+        let signature = sign_mdm_body(body, identity).expect("mdm signature");
+        self.orchard
+            .checkin(Some(&signature), body)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A random UDID in the form iPads send.
+pub fn random_udid() -> Udid {
+    Udid::parse(&uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase()).expect("udid")
 }

@@ -54,6 +54,19 @@
 //! ```
 //!
 //! ```compile_fail
+//! // The server's own capability (background steps, start-up, metrics, the audit trail) has no constructor
+//! // outside the access module: the one door is `Orchard::system()`.
+//! let system = orchard_core::access::capability::SystemCtx { _private: () };
+//! ```
+//!
+//! ```compile_fail
+//! // Nor can a background step run without it.
+//! async fn sneak(orchard: &orchard_core::Orchard) {
+//!     let _ = orchard.dispatch_pushes_once(100).await;
+//! }
+//! ```
+//!
+//! ```compile_fail
 //! // The server cannot reach the store behind core to skip the principal.
 //! fn bypass(orchard: &orchard_core::Orchard) {
 //!     let _ = orchard.store();
@@ -101,7 +114,7 @@ use orchard_types::{Role, TenantId};
 
 use crate::access::principal::Principal;
 use crate::access::roles::{self, Ability};
-use crate::CoreError;
+use crate::{CoreError, Orchard};
 
 /// The scope authority of the database an `Orchard` serves. Its field is private to this module: the rest of
 /// core holds the mint (inside `Orchard`) but cannot turn it into scopes.
@@ -208,6 +221,27 @@ impl TokenAdminCtx {
 
     pub(crate) fn scope(&self) -> Scope {
         self.principal.scope()
+    }
+}
+
+/// The server acting for itself, for no principal: background steps (push dispatch, DEP sync and assignments,
+/// identity renewal, command hygiene, usage snapshots, the jobs' leases), start-up steps (loading the push
+/// certificate, resealing), the audit trail and the `/metrics` gauges. It carries no scope: these steps span
+/// every tenant because no tenant asked for them.
+///
+/// Made only here. [`Orchard::start_jobs`] gives one to each job it starts; [`Orchard::system`] is the one
+/// explicit door, for the binary's start-up steps, the server's own surfaces (`/metrics` and the audit trail,
+/// and nowhere else: the server's `layout_tests.rs` checks it) and tests.
+#[derive(Debug, Clone)]
+pub struct SystemCtx {
+    _private: (),
+}
+
+impl Orchard {
+    /// The server's own capability (see [`SystemCtx`]): for the binary's start-up, the jobs host, the server's
+    /// metrics and audit trail, and tests. A request handler acts for its caller's principal, never this.
+    pub fn system(&self) -> SystemCtx {
+        SystemCtx { _private: () }
     }
 }
 

@@ -132,7 +132,7 @@ impl Orchard {
             details: serde_json::json!({ "reason": reason }),
         };
         if let Some(wait) = self.abuse.source_wait(source, now) {
-            self.record_audit(audit(AuditOutcome::Denied, "source throttled", None))
+            self.append_audit(audit(AuditOutcome::Denied, "source throttled", None))
                 .await?;
             tracing::warn!(%source, retry_after = wait, "break-glass sign-in refused: source throttled");
             return Ok(LocalSignIn::Throttled {
@@ -178,7 +178,7 @@ impl Orchard {
                     },
                 )
                 .await?;
-            self.record_audit(audit(AuditOutcome::Denied, reason, user_id))
+            self.append_audit(audit(AuditOutcome::Denied, reason, user_id))
                 .await?;
             // The name only when it is an account's: a refused "name" is often a password typed one field early.
             tracing::warn!(user = ?user_id, %source, reason, "break-glass sign-in refused");
@@ -192,7 +192,7 @@ impl Orchard {
             .record_local_success(&account.user_id, now)
             .await?;
         let session = self.create_session(&account.user_id).await?;
-        self.record_audit(audit(AuditOutcome::Ok, "signed in", Some(&account.user_id)))
+        self.append_audit(audit(AuditOutcome::Ok, "signed in", Some(&account.user_id)))
             .await?;
         tracing::warn!(%username, %source, "break-glass operator signed in");
         Ok(LocalSignIn::SignedIn(session))

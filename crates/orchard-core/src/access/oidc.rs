@@ -302,7 +302,7 @@ impl Orchard {
             http_status: None,
             details,
         };
-        if let Err(e) = self.record_audit(event).await {
+        if let Err(e) = self.append_audit(event).await {
             tracing::error!(error = %e, "could not record a sign-in in the audit log");
         }
         result

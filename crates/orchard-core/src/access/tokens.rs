@@ -256,7 +256,7 @@ impl Orchard {
                     http_status: None,
                     details: serde_json::json!({"period_seconds": TOKEN_USE_GRANULARITY_SECONDS}),
                 };
-                if let Err(e) = self.record_audit(event).await {
+                if let Err(e) = self.append_audit(event).await {
                     tracing::warn!(token = %id, error = %e, "recording token use in the audit log failed");
                 }
             }

@@ -264,7 +264,7 @@ impl Orchard {
             http_status: None,
             details: Value::Null,
         };
-        if let Err(e) = self.record_audit(event).await {
+        if let Err(e) = self.append_audit(event).await {
             tracing::error!(error = %e, "could not record a logout in the audit log");
         }
         Ok(())

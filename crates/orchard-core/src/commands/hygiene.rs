@@ -4,6 +4,7 @@
 
 use orchard_store::QueuePolicy;
 
+use crate::access::capability::SystemCtx;
 use crate::{CoreError, Orchard};
 
 /// Finished commands moved to the history per step of the hygiene job.
@@ -61,7 +62,10 @@ impl Orchard {
     /// One hygiene step (from [`crate::jobs::CommandHygieneJob`]; tests call it directly): channels with a
     /// command unanswered for the resend time owe a push, finished commands move to the history, and history
     /// past its retention is deleted. Safe on several nodes at once.
-    pub async fn command_queue_hygiene(&self) -> Result<HygieneStats, CoreError> {
+    pub async fn command_queue_hygiene(
+        &self,
+        _system: &SystemCtx,
+    ) -> Result<HygieneStats, CoreError> {
         let now = self.clock.now();
         let settings = &self.command_queue;
         let mut stats = HygieneStats::default();

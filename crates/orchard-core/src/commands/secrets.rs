@@ -21,6 +21,7 @@ use orchard_types::{
     UnixTime,
 };
 
+use crate::access::capability::SystemCtx;
 use crate::access::principal::Principal;
 use crate::access::roles::Ability;
 use crate::commands::queue::CommandView;
@@ -293,7 +294,10 @@ impl Orchard {
     /// queued ClearPasscode payloads (dropped: they are put in at delivery now), profile and configuration
     /// payloads, and bypass codes in results. Runs at start-up, before the server answers; each batch is one
     /// unit of work, and nodes starting together skip what another already did.
-    pub async fn reseal_legacy_secrets(&self) -> Result<ResealSummary, CoreError> {
+    pub async fn reseal_legacy_secrets(
+        &self,
+        _system: &SystemCtx,
+    ) -> Result<ResealSummary, CoreError> {
         let mut summary = ResealSummary::default();
         loop {
             let tokens = self.store.legacy_unlock_tokens(RESEAL_BATCH).await?;

@@ -21,6 +21,7 @@ use orchard_types::{Clock, TokenId, UnixTime};
 use serde::Serialize;
 
 use crate::access::capability::OperatorCtx;
+use crate::access::capability::SystemCtx;
 use crate::{CoreError, Orchard};
 
 /// Longest accepted token name.
@@ -337,34 +338,20 @@ impl StoreSink {
         self.settle().await?;
         match (fetch_done, self.fetched.take()) {
             (true, Some(seen)) => {
-                // The last fetch page: the devices, then the devices no longer listed, then the cursor, so
-                // the cursor never says "done" before the removal is stored.
-                self.store.upsert_dep_devices(&rows).await?;
-                let filter = DepDeviceFilter {
-                    token_id: Some(&self.token_id),
-                    only_active: true,
-                };
-                let gone: Vec<String> = self
+                // The last fetch page: the devices, the devices no longer listed and the cursor in one unit,
+                // so the cursor never says "done" without the removals.
+                let (_, released) = self
                     .store
-                    .dep_serials(filter)
-                    .await?
-                    .into_iter()
-                    .filter(|s| !seen.contains(s))
-                    .collect();
-                if !gone.is_empty() {
+                    .apply_last_fetch_page(&self.token_id, &rows, &seen, page.cursor.as_str(), now)
+                    .await?;
+                if released > 0 {
                     tracing::info!(
                         token = %self.token_id,
-                        count = gone.len(),
+                        count = released,
                         "dep devices no longer assigned to this mdm server"
                     );
                 }
-                self.removed += self
-                    .store
-                    .mark_dep_devices_deleted(&self.token_id, &gone, now)
-                    .await?;
-                self.store
-                    .save_dep_cursor(&self.token_id, Some(page.cursor.as_str()), now)
-                    .await?;
+                self.removed += released;
             }
             (_, fetched) => {
                 self.fetched = fetched;
@@ -543,11 +530,15 @@ impl Orchard {
         _operator: &OperatorCtx,
         id: &str,
     ) -> Result<DepSyncSummary, CoreError> {
-        self.run_dep_sync(id).await
+        self.run_dep_sync(&self.system(), id).await
     }
 
     /// The sync itself, for the API and for a scheduler acting as the system.
-    pub async fn run_dep_sync(&self, id: &str) -> Result<DepSyncSummary, CoreError> {
+    pub async fn run_dep_sync(
+        &self,
+        _system: &SystemCtx,
+        id: &str,
+    ) -> Result<DepSyncSummary, CoreError> {
         let _running = self.dep.sync_lock.lock().await;
         let record = self.store.dep_token(id).await?.ok_or(CoreError::NotFound)?;
         let sealed = record.token_encrypted.as_ref().ok_or_else(|| {
@@ -592,14 +583,17 @@ impl Orchard {
         let now = self.clock.now();
         match result {
             Ok(outcome) => {
-                self.store.record_dep_sync(id, now, None).await?;
-                // New serials follow the token's assignment rule; due assignments (new, changed templates,
-                // throttled ones whose wait is over) go to Apple.
-                let auto_assigned = self.store.auto_assign_dep_devices(id).await?;
+                // The sync's end and the token's assignment rule on its new serials commit together; due
+                // assignments (new, changed templates, throttled ones whose wait is over) then go to Apple:
+                // `pending` rows are the outbox, so a failure there is completed by the next run.
+                let mut unit = self.store.begin_unit().await?;
+                unit.record_dep_sync(id, now, None).await?;
+                let auto_assigned = unit.auto_assign_dep_devices(id).await?;
+                unit.commit().await?;
                 if auto_assigned > 0 {
                     tracing::info!(token = %id, count = auto_assigned, "new dep serials assigned by rule");
                 }
-                let assignments = self.push_dep_assignments(id).await?;
+                let assignments = self.push_dep_assignments(_system, id).await?;
                 let active_devices = self
                     .store
                     .count_dep_devices(DepDeviceFilter {
@@ -631,7 +625,10 @@ impl Orchard {
     }
 
     /// Days left of every uploaded server token, for `/metrics` (no tenant data): (id, name, days left).
-    pub async fn dep_token_days_left(&self) -> Result<Vec<(String, String, i64)>, CoreError> {
+    pub async fn dep_token_days_left(
+        &self,
+        _system: &SystemCtx,
+    ) -> Result<Vec<(String, String, i64)>, CoreError> {
         let now = self.clock.now();
         Ok(self
             .store
@@ -688,7 +685,7 @@ impl Orchard {
     }
 
     /// One round of the scheduler (public so tests drive it with a manual clock).
-    pub async fn dep_scheduler_tick(&self, owner: &str, lease_seconds: u64) {
+    pub async fn dep_scheduler_tick(&self, system: &SystemCtx, owner: &str, lease_seconds: u64) {
         let tokens = match self.store.list_dep_tokens().await {
             Ok(t) => t,
             Err(e) => {
@@ -724,7 +721,7 @@ impl Orchard {
                     continue;
                 }
             }
-            match self.run_dep_sync(&token.id).await {
+            match self.run_dep_sync(system, &token.id).await {
                 Ok(summary) => {
                     tracing::info!(token = %token.id, records = summary.records, active = summary.active_devices, "scheduled dep sync done")
                 }

@@ -13,12 +13,12 @@ use orchard_dep::{AdeProfile, DepClient, ProfileUuid, ServerToken, SkipSetupItem
 use orchard_protocol::commands::Command;
 use orchard_store::{
     AssignResult, AssignStatus, DepDeviceListing, DepListingFilter, DepTemplateRecord,
-    EnrollmentLink, Scope,
+    EnrollmentLink, Scope, UnitOfWork,
 };
 use orchard_types::{EnrollmentLinkId, SerialNumber, TenantId, TokenId, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::access::capability::OperatorCtx;
+use crate::access::capability::{OperatorCtx, SystemCtx};
 use crate::access::principal::Principal;
 use crate::dep::DepDeviceView;
 use crate::{random_secret, secret_hash, CoreError, Orchard};
@@ -422,6 +422,20 @@ pub fn parse_serial_list(text: &str) -> Result<Vec<String>, CoreError> {
     Ok(serials)
 }
 
+fn template_conflict() -> CoreError {
+    CoreError::Conflict(
+        "the token already has a template of this name, or already has an auto-assign template"
+            .into(),
+    )
+}
+
+fn conflict_or(e: orchard_store::StoreError) -> CoreError {
+    match e {
+        orchard_store::StoreError::Conflict(_) => template_conflict(),
+        other => other.into(),
+    }
+}
+
 impl Orchard {
     /// The ADE profile Apple gets for a template.
     fn ade_profile(&self, name: &str, profile: &TemplateProfile) -> Result<AdeProfile, CoreError> {
@@ -473,44 +487,79 @@ impl Orchard {
             .map_err(|e| CoreError::Internal(e.to_string()))
     }
 
-    /// Defines the template's profile at Apple (if the token has a server token) and records the uuid or the
-    /// error. Returns whether a new uuid was stored.
-    async fn define_template(&self, t: &DepTemplateRecord) -> Result<bool, CoreError> {
+    /// Defines the template's profile at Apple, if the token has a server token: the new uuid, or why not.
+    /// Only the network; the caller records the outcome in its unit of work ([`Self::record_definition`]), so
+    /// no write lock is held across the call to Apple.
+    async fn define_at_apple(
+        &self,
+        t: &DepTemplateRecord,
+    ) -> Result<Result<String, String>, CoreError> {
         let parts = template_parts(t)?;
         let ade = self.ade_profile(&t.name, &parts.profile)?;
-        let now = self.clock.now();
         let Some(client) = self.dep_client_for(&t.token_id).await? else {
-            self.store
-                .set_dep_template_definition(
-                    &t.id,
-                    None,
-                    Some("the token has no server token yet: upload it, then save the template again"),
-                    now,
-                )
-                .await?;
-            return Ok(false);
+            return Ok(Err(
+                "the token has no server token yet: upload it, then save the template again"
+                    .to_owned(),
+            ));
         };
-        match client.define_profile(&ade).await {
+        Ok(match client.define_profile(&ade).await {
             Ok(defined) => {
-                self.store
-                    .set_dep_template_definition(
-                        &t.id,
-                        Some(defined.profile_uuid.as_str()),
-                        None,
-                        now,
-                    )
-                    .await?;
                 tracing::info!(template = %t.id, profile_uuid = %defined.profile_uuid.as_str(), "ade profile defined");
-                Ok(true)
+                Ok(defined.profile_uuid.as_str().to_owned())
             }
             Err(e) => {
                 tracing::warn!(template = %t.id, error = %e, "defining the ade profile failed");
-                self.store
-                    .set_dep_template_definition(&t.id, None, Some(&e.to_string()), now)
+                Err(e.to_string())
+            }
+        })
+    }
+
+    /// Records a definition inside the template's unit of work, with what follows from it: the template's
+    /// serials marked for assignment to a new uuid, and the token's assignment rule applied when the
+    /// template is the rule's. A failed definition keeps the last good uuid.
+    async fn record_definition(
+        &self,
+        unit: &mut UnitOfWork,
+        t: &DepTemplateRecord,
+        defined: &Result<String, String>,
+    ) -> Result<(), CoreError> {
+        let now = self.clock.now();
+        match defined {
+            Ok(uuid) => {
+                unit.set_dep_template_definition(&t.id, Some(uuid), None, now)
                     .await?;
-                Ok(false)
+                unit.reassign_dep_template_devices(&t.id).await?;
+            }
+            Err(why) => {
+                unit.set_dep_template_definition(&t.id, None, Some(why), now)
+                    .await?;
             }
         }
+        if t.auto_assign {
+            unit.auto_assign_dep_devices(&t.token_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a second template of the same name on the token, or a second auto-assign template, before
+    /// Apple is asked to define anything (the unit's constraints decide a race).
+    async fn check_template_conflicts(
+        &self,
+        operator: &OperatorCtx,
+        t: &DepTemplateRecord,
+    ) -> Result<(), CoreError> {
+        let others = self
+            .store
+            .list_dep_templates(operator.scope(), Some(&t.token_id))
+            .await?;
+        if others
+            .iter()
+            .filter(|o| o.id != t.id)
+            .any(|o| o.name == t.name || (o.auto_assign && t.auto_assign))
+        {
+            return Err(template_conflict());
+        }
+        Ok(())
     }
 
     /// Creates a template (operators only) and defines its profile at Apple.
@@ -561,21 +610,18 @@ impl Orchard {
             created_at: now,
             updated_at: now,
         };
-        self.store
-            .create_dep_template(&record, &link)
+        // The template, its link, its definition and the assignment rule commit together, after Apple.
+        self.check_template_conflicts(operator, &record).await?;
+        let defined = self.define_at_apple(&record).await?;
+        let mut unit = self.store.begin_unit().await?;
+        unit.create_dep_template(&record, &link)
             .await
-            .map_err(|e| match e {
-                orchard_store::StoreError::Conflict(_) => CoreError::Conflict(
-                    "the token already has a template of this name, or already has an auto-assign template"
-                        .into(),
-                ),
-                other => other.into(),
-            })?;
+            .map_err(conflict_or)?;
+        self.record_definition(&mut unit, &record, &defined).await?;
+        unit.commit().await?;
         tracing::info!(template = %id, token = %token_id, tenant = %record.tenant_id, actor = %operator.principal().actor(), "enrollment template created");
-        self.define_template(&record).await?;
         if record.auto_assign {
-            self.store.auto_assign_dep_devices(token_id).await?;
-            self.push_dep_assignments(token_id).await?;
+            self.push_dep_assignments(&self.system(), token_id).await?;
         }
         self.dep_template_view(operator.scope(), &id).await
     }
@@ -607,24 +653,19 @@ impl Orchard {
         record.minimum_os_version = spec.minimum_os_version;
         record.auto_assign = spec.auto_assign;
         record.updated_at = self.clock.now();
-        self.store
-            .update_dep_template(&record)
+        // The settings, the new definition, the serials marked for it and the assignment rule commit
+        // together, after Apple: a failure leaves the template as it was, and saving again completes it.
+        self.check_template_conflicts(operator, &record).await?;
+        let defined = self.define_at_apple(&record).await?;
+        let mut unit = self.store.begin_unit().await?;
+        unit.update_dep_template(&record)
             .await
-            .map_err(|e| match e {
-                orchard_store::StoreError::Conflict(_) => CoreError::Conflict(
-                    "the token already has a template of this name, or already has an auto-assign template"
-                        .into(),
-                ),
-                other => other.into(),
-            })?;
+            .map_err(conflict_or)?;
+        self.record_definition(&mut unit, &record, &defined).await?;
+        unit.commit().await?;
         tracing::info!(template = %id, actor = %operator.principal().actor(), "enrollment template changed");
-        if self.define_template(&record).await? {
-            self.store.reassign_dep_template_devices(id).await?;
-        }
-        if record.auto_assign {
-            self.store.auto_assign_dep_devices(&record.token_id).await?;
-        }
-        self.push_dep_assignments(&record.token_id).await?;
+        self.push_dep_assignments(&self.system(), &record.token_id)
+            .await?;
         self.dep_template_view(operator.scope(), id).await
     }
 
@@ -723,7 +764,7 @@ impl Orchard {
             sent: AssignCounts::default(),
         };
         if template.is_some() {
-            summary.sent = self.push_dep_assignments(token_id).await?;
+            summary.sent = self.push_dep_assignments(&self.system(), token_id).await?;
         } else {
             let removable: Vec<String> = serials
                 .iter()
@@ -759,7 +800,11 @@ impl Orchard {
 
     /// Sends every due assignment of a token to Apple (pending ones, and throttled ones whose wait is over),
     /// in rounds, and stores each serial's answer. Serials whose template is not defined yet wait.
-    pub async fn push_dep_assignments(&self, token_id: &str) -> Result<AssignCounts, CoreError> {
+    pub async fn push_dep_assignments(
+        &self,
+        _system: &SystemCtx,
+        token_id: &str,
+    ) -> Result<AssignCounts, CoreError> {
         let mut total = AssignCounts::default();
         let Some(client) = self.dep_client_for(token_id).await? else {
             return Ok(total);

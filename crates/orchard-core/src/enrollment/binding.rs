@@ -210,7 +210,7 @@ impl Orchard {
                 "device_tenant_id": device.map(|d| d.tenant_id.to_string()),
             }),
         };
-        if let Err(e) = self.record_audit(event.clone()).await {
+        if let Err(e) = self.append_audit(event.clone()).await {
             tracing::error!(error = %e, action = %event.action, details = %event.details, "security event could not be recorded");
         }
         DeviceRejection::UntrustedIdentity(format!("identity may not claim this device: {reason}"))
@@ -242,7 +242,7 @@ impl Orchard {
                 "identity_grant": issued.grant.kind(),
             }),
         };
-        if let Err(e) = self.record_audit(event.clone()).await {
+        if let Err(e) = self.append_audit(event.clone()).await {
             tracing::error!(error = %e, action = %event.action, details = %event.details, "security event could not be recorded");
         }
     }

@@ -17,6 +17,7 @@ use orchard_types::{
     ChannelId, CommandUuid, DeviceId, EnrollmentLinkId, QueuedBy, TenantId, UnixTime,
 };
 
+use crate::access::capability::SystemCtx;
 use crate::commands::secrets::CommandTarget;
 use crate::{random_secret, secret_hash, CoreError, DeviceRejection, Orchard};
 
@@ -110,7 +111,10 @@ impl Orchard {
 
     /// One step of the renewal job: queues a renewal profile for each enrolled device whose identity runs out
     /// within the window and has none in flight (at most `batch`).
-    pub async fn renew_expiring_identities_once(&self) -> Result<RenewalStepStats, CoreError> {
+    pub async fn renew_expiring_identities_once(
+        &self,
+        _system: &SystemCtx,
+    ) -> Result<RenewalStepStats, CoreError> {
         let now = self.clock.now();
         let s = self.renewal;
         let candidates = self
@@ -321,6 +325,7 @@ impl Orchard {
     /// Expiry figures of enrolled devices' identities for `/metrics`.
     pub async fn identity_expiry_figures(
         &self,
+        _system: &SystemCtx,
     ) -> Result<orchard_store::IdentityExpiryFigures, CoreError> {
         let now = self.clock.now();
         let window_end = now.plus_seconds(i64::from(self.renewal.renewal_window_days) * DAY);

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Job, Lease, Step};
+use crate::access::capability::SystemCtx;
 use crate::reporting::usage::{UsageSnapshotter, SNAPSHOT_TICK};
 use crate::{CoreError, Orchard};
 
@@ -17,6 +18,7 @@ const PUSH_HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 /// Turns owed pushes into APNs pushes, paced by a token bucket (`--push-rate`, `--push-burst`).
 pub struct PushDispatchJob {
     orchard: Arc<Orchard>,
+    system: SystemCtx,
     pacing: Mutex<Pacing>,
 }
 
@@ -27,10 +29,11 @@ struct Pacing {
 }
 
 impl PushDispatchJob {
-    pub fn new(orchard: Arc<Orchard>) -> Self {
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx) -> Self {
         let burst = f64::from(orchard.push.settings().burst.max(1));
         Self {
             orchard,
+            system,
             pacing: Mutex::new(Pacing {
                 tokens: burst,
                 last_refill: Instant::now(),
@@ -88,7 +91,10 @@ impl Job for PushDispatchJob {
         if budget == 0 {
             return Ok(Step::More(Duration::from_millis(10)));
         }
-        let stats = self.orchard.dispatch_pushes_once(budget).await?;
+        let stats = self
+            .orchard
+            .dispatch_pushes_once(&self.system, budget)
+            .await?;
         self.spend(stats.claimed);
         if stats.claimed > 0 && stats.claimed >= budget {
             // More may be owed: come back as soon as the bucket has refilled a little.
@@ -104,16 +110,18 @@ impl Job for PushDispatchJob {
 /// (cluster lease); within it each token is leased too, so a round that overruns cannot sync a token twice.
 pub struct DepSyncJob {
     orchard: Arc<Orchard>,
+    system: SystemCtx,
     owner: String,
     interval: Duration,
 }
 
 impl DepSyncJob {
     /// None when DEP sync is switched off (`--dep-sync-minutes 0`).
-    pub fn new(orchard: Arc<Orchard>, owner: &str) -> Option<Self> {
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx, owner: &str) -> Option<Self> {
         let seconds = orchard.dep_sync_interval_seconds();
         (seconds > 0).then(|| Self {
             orchard,
+            system,
             owner: owner.to_owned(),
             interval: Duration::from_secs(seconds),
         })
@@ -139,7 +147,7 @@ impl Job for DepSyncJob {
 
     async fn run_once(&self) -> Result<Step, CoreError> {
         self.orchard
-            .dep_scheduler_tick(&self.owner, self.interval.as_secs())
+            .dep_scheduler_tick(&self.system, &self.owner, self.interval.as_secs())
             .await;
         Ok(Step::Idle)
     }
@@ -149,14 +157,15 @@ impl Job for DepSyncJob {
 /// queues the renewal profiles of the devices whose identity is inside the renewal window.
 pub struct IdentityRenewalJob {
     orchard: Arc<Orchard>,
+    system: SystemCtx,
 }
 
 impl IdentityRenewalJob {
     /// How often the job looks: identities are valid for months, an hour is plenty.
     pub const INTERVAL: Duration = Duration::from_secs(3600);
 
-    pub fn new(orchard: Arc<Orchard>) -> Self {
-        Self { orchard }
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx) -> Self {
+        Self { orchard, system }
     }
 }
 
@@ -177,7 +186,9 @@ impl Job for IdentityRenewalJob {
     }
 
     async fn run_once(&self) -> Result<Step, CoreError> {
-        self.orchard.renew_expiring_identities_once().await?;
+        self.orchard
+            .renew_expiring_identities_once(&self.system)
+            .await?;
         Ok(Step::Idle)
     }
 }
@@ -185,13 +196,15 @@ impl Job for IdentityRenewalJob {
 /// Takes each UTC day's usage snapshot at this node's first step of the day (idempotent across nodes).
 pub struct UsageSnapshotJob {
     orchard: Arc<Orchard>,
+    system: SystemCtx,
     snapshotter: tokio::sync::Mutex<UsageSnapshotter>,
 }
 
 impl UsageSnapshotJob {
-    pub fn new(orchard: Arc<Orchard>) -> Self {
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx) -> Self {
         Self {
             orchard,
+            system,
             snapshotter: tokio::sync::Mutex::new(UsageSnapshotter::new()),
         }
     }
@@ -207,7 +220,11 @@ impl Job for UsageSnapshotJob {
     }
 
     async fn run_once(&self) -> Result<Step, CoreError> {
-        self.snapshotter.lock().await.tick(&self.orchard).await?;
+        self.snapshotter
+            .lock()
+            .await
+            .tick(&self.orchard, &self.system)
+            .await?;
         Ok(Step::Idle)
     }
 }
@@ -216,11 +233,12 @@ impl Job for UsageSnapshotJob {
 /// (`--command-*` flags). Every node may run it: each step is safe concurrently.
 pub struct CommandHygieneJob {
     orchard: Arc<Orchard>,
+    system: SystemCtx,
 }
 
 impl CommandHygieneJob {
-    pub fn new(orchard: Arc<Orchard>) -> Self {
-        Self { orchard }
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx) -> Self {
+        Self { orchard, system }
     }
 }
 
@@ -234,7 +252,7 @@ impl Job for CommandHygieneJob {
     }
 
     async fn run_once(&self) -> Result<Step, CoreError> {
-        self.orchard.command_queue_hygiene().await?;
+        self.orchard.command_queue_hygiene(&self.system).await?;
         Ok(Step::Idle)
     }
 }

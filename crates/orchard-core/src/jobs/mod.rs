@@ -20,6 +20,7 @@ use std::time::Duration;
 use orchard_store::{JobClaim, JobRunRecord};
 use tokio::sync::{watch, Notify};
 
+use crate::access::capability::SystemCtx;
 use crate::{CoreError, Orchard};
 
 pub use builtin::{
@@ -65,6 +66,8 @@ pub trait Job: Send + Sync + 'static {
 /// Runs jobs until shutdown. `owner` names this node in leases (`node-<uuid>` per process).
 pub struct Worker {
     orchard: Arc<Orchard>,
+    /// Leases are the server's own bookkeeping.
+    system: SystemCtx,
     owner: String,
     shutdown: watch::Receiver<()>,
 }
@@ -81,18 +84,25 @@ pub enum StepOutcome {
 }
 
 impl Worker {
-    pub fn new(orchard: Arc<Orchard>, shutdown: watch::Receiver<()>) -> Self {
-        Self::with_owner(orchard, format!("node-{}", uuid::Uuid::new_v4()), shutdown)
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx, shutdown: watch::Receiver<()>) -> Self {
+        Self::with_owner(
+            orchard,
+            system,
+            format!("node-{}", uuid::Uuid::new_v4()),
+            shutdown,
+        )
     }
 
     /// A worker with a chosen lease owner (tests model two nodes with two owners).
     pub fn with_owner(
         orchard: Arc<Orchard>,
+        system: SystemCtx,
         owner: impl Into<String>,
         shutdown: watch::Receiver<()>,
     ) -> Self {
         Self {
             orchard,
+            system,
             owner: owner.into(),
             shutdown,
         }
@@ -106,6 +116,7 @@ impl Worker {
     pub fn spawn<J: Job>(&self, job: J) -> tokio::task::JoinHandle<()> {
         let worker = Worker {
             orchard: self.orchard.clone(),
+            system: self.system.clone(),
             owner: self.owner.clone(),
             shutdown: self.shutdown.clone(),
         };
@@ -215,22 +226,24 @@ impl RunningJobs {
 
 impl Orchard {
     /// Starts this node's background jobs: push dispatch, DEP sync, the usage snapshot and identity renewal.
+    /// Each job acts as the server itself: it holds a [`SystemCtx`] made here.
     pub fn start_jobs(self: &Arc<Self>, shutdown: watch::Receiver<()>) -> RunningJobs {
-        let worker = Worker::new(self.clone(), shutdown);
+        let system = self.system();
+        let worker = Worker::new(self.clone(), system.clone(), shutdown);
         let mut handles = vec![
-            worker.spawn(PushDispatchJob::new(self.clone())),
-            worker.spawn(UsageSnapshotJob::new(self.clone())),
-            worker.spawn(CommandHygieneJob::new(self.clone())),
-            worker.spawn(IdentityRenewalJob::new(self.clone())),
+            worker.spawn(PushDispatchJob::new(self.clone(), system.clone())),
+            worker.spawn(UsageSnapshotJob::new(self.clone(), system.clone())),
+            worker.spawn(CommandHygieneJob::new(self.clone(), system.clone())),
+            worker.spawn(IdentityRenewalJob::new(self.clone(), system.clone())),
         ];
-        if let Some(job) = DepSyncJob::new(self.clone(), worker.owner()) {
+        if let Some(job) = DepSyncJob::new(self.clone(), system, worker.owner()) {
             handles.push(worker.spawn(job));
         }
         RunningJobs { handles }
     }
 
     /// What the database knows of the cluster-leased jobs (for operators and tests).
-    pub async fn job_runs(&self) -> Result<Vec<JobRunRecord>, CoreError> {
+    pub async fn job_runs(&self, _system: &SystemCtx) -> Result<Vec<JobRunRecord>, CoreError> {
         Ok(self.store.job_runs().await?)
     }
 }

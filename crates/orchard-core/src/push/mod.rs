@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::access::capability::OperatorCtx;
+use crate::access::capability::SystemCtx;
 use crate::access::principal::Principal;
 use crate::access::roles::Ability;
 use crate::{CoreError, Orchard};
@@ -197,7 +198,7 @@ impl Orchard {
 
     /// Loads the active push certificate from the store (at start, and when another node uploaded a new one).
     /// An expired certificate is loaded without a client: pushes stop with a clear error, nothing panics.
-    pub async fn load_push_certificate(&self) -> Result<(), CoreError> {
+    pub async fn load_push_certificate(&self, _system: &SystemCtx) -> Result<(), CoreError> {
         let Some(record) = self.store.active_push_certificate().await? else {
             return Ok(());
         };
@@ -336,12 +337,12 @@ impl Orchard {
     }
 
     /// Tells the dispatcher there is work (after commands were queued).
-    pub fn wake_dispatcher(&self) {
+    pub(crate) fn wake_dispatcher(&self) {
         self.push.wake.notify_one();
     }
 
     /// Channels that owe a push, on every tenant (a gauge for `/metrics`; no tenant's data).
-    pub async fn pending_push_count(&self) -> Result<i64, CoreError> {
+    pub async fn pending_push_count(&self, _system: &SystemCtx) -> Result<i64, CoreError> {
         Ok(self.store.count_due_pushes().await?)
     }
 
@@ -363,7 +364,11 @@ impl Orchard {
 
     /// One dispatcher pass: leases up to `limit` channels that owe a push and pushes them concurrently, acting
     /// on each answer. Tests call this directly instead of sleeping.
-    pub async fn dispatch_pushes_once(&self, limit: usize) -> Result<DispatchStats, CoreError> {
+    pub async fn dispatch_pushes_once(
+        &self,
+        _system: &SystemCtx,
+        limit: usize,
+    ) -> Result<DispatchStats, CoreError> {
         let mut stats = DispatchStats::default();
         let Some(loaded) = self.push.loaded() else {
             return Ok(stats);
@@ -528,7 +533,7 @@ impl Orchard {
     /// The dispatcher's housekeeping (every 30 s, from [`crate::jobs::PushDispatchJob`]): reloads the
     /// certificate when another node replaced it, warns about its expiry, and asks inactive devices to check in.
     pub(crate) async fn push_housekeeping(&self) {
-        if let Err(e) = self.load_push_certificate().await {
+        if let Err(e) = self.load_push_certificate(&self.system()).await {
             tracing::error!(error = %e, "loading the push certificate failed");
         }
         if let Some(loaded) = self.push.loaded() {

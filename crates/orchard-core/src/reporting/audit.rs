@@ -10,6 +10,7 @@ use orchard_types::{Role, TenantId, UnixTime};
 use serde::Serialize;
 
 use crate::access::capability::OversightCtx;
+use crate::access::capability::SystemCtx;
 use crate::access::principal::Principal;
 use crate::{CoreError, Orchard};
 
@@ -184,8 +185,21 @@ impl From<&AuditEventRecord> for AuditEventView {
 }
 
 impl Orchard {
-    /// Appends one event to the audit log and returns it as stored.
-    pub async fn record_audit(&self, event: AuditEvent) -> Result<AuditEventRecord, CoreError> {
+    /// Appends one event to the audit log and returns it as stored (the server recording what happened, for
+    /// no caller: sign-ins, refusals and background steps are recorded from inside core).
+    pub async fn record_audit(
+        &self,
+        _system: &SystemCtx,
+        event: AuditEvent,
+    ) -> Result<AuditEventRecord, CoreError> {
+        self.append_audit(event).await
+    }
+
+    /// [`Orchard::record_audit`] for core's own use cases.
+    pub(crate) async fn append_audit(
+        &self,
+        event: AuditEvent,
+    ) -> Result<AuditEventRecord, CoreError> {
         let details = match event.details {
             serde_json::Value::Null => "{}".to_string(),
             v @ serde_json::Value::Object(_) => v.to_string(),

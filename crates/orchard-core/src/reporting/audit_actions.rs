@@ -14,6 +14,7 @@
 use orchard_types::{DeviceId, TenantId};
 use serde_json::{json, Map, Value};
 
+use crate::access::capability::SystemCtx;
 use crate::access::principal::Principal;
 use crate::reporting::audit::{AuditActor, AuditEvent, AuditOutcome};
 use crate::{CoreError, Orchard};
@@ -133,12 +134,16 @@ impl Orchard {
     /// Records one mutating API request (see the module documentation); other requests are not recorded. On
     /// failure the whole event goes to the error log, so it is never silently lost, and the error is returned
     /// for the caller to be told its outcome is not confirmed.
-    pub async fn record_api_request(&self, request: ApiRequest) -> Result<(), CoreError> {
+    pub async fn record_api_request(
+        &self,
+        _system: &SystemCtx,
+        request: ApiRequest,
+    ) -> Result<(), CoreError> {
         if !is_mutation(&request.method) {
             return Ok(());
         }
         let event = self.audit_event_of(request).await;
-        match self.record_audit(event.clone()).await {
+        match self.append_audit(event.clone()).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::error!(

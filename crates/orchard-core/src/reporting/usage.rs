@@ -19,6 +19,7 @@ use serde::Serialize;
 use time::Date;
 
 use crate::access::capability::OversightCtx;
+use crate::access::capability::SystemCtx;
 use crate::reporting::audit::{AuditActor, AuditEvent, AuditOutcome};
 use crate::{CoreError, Orchard};
 
@@ -232,12 +233,12 @@ impl UsageSnapshotter {
 
     /// Takes today's snapshot unless this node already did today. Returns whether it tried (a failure is
     /// retried at the next tick).
-    pub async fn tick(&mut self, orchard: &Orchard) -> Result<bool, CoreError> {
+    pub async fn tick(&mut self, orchard: &Orchard, system: &SystemCtx) -> Result<bool, CoreError> {
         let today = utc_day(orchard.clock.now());
         if self.last_day == Some(today) {
             return Ok(false);
         }
-        orchard.take_usage_snapshot().await?;
+        orchard.take_usage_snapshot(system).await?;
         self.last_day = Some(today);
         Ok(true)
     }
@@ -249,7 +250,7 @@ impl Orchard {
     ///
     /// Billing data is written, so the snapshot is audited too (action `usage.snapshot`, actor
     /// `system:usage-snapshot`); a failure to record it is logged and does not undo the snapshot.
-    pub async fn take_usage_snapshot(&self) -> Result<u64, CoreError> {
+    pub async fn take_usage_snapshot(&self, _system: &SystemCtx) -> Result<u64, CoreError> {
         let now = self.clock.now();
         let day = format_day(utc_day(now));
         let added = self.store.take_usage_snapshot(&day, now).await?;
@@ -269,7 +270,7 @@ impl Orchard {
             http_status: None,
             details: serde_json::json!({ "day": day, "tenants_added": added }),
         };
-        if let Err(e) = self.record_audit(event).await {
+        if let Err(e) = self.append_audit(event).await {
             tracing::error!(error = %e, %day, tenants_added = added, "the usage snapshot could not be audited");
         }
         Ok(added)

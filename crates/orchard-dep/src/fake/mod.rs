@@ -988,20 +988,10 @@ async fn assign_profile(
     if !state.profiles.contains_key(profile_uuid.as_str()) {
         return Err(refuse(StatusCode::BAD_REQUEST, "PROFILE_NOT_FOUND"));
     }
-    let devices: BTreeMap<String, AssignStatus> = request
-        .devices
-        .iter()
-        .map(|serial| (serial.clone(), state.assign(&profile_uuid, serial, now)))
-        .collect();
-    let throttled = devices.values().any(|s| *s == AssignStatus::Throttled);
-    json(
-        &ProfileDevicesResponse {
-            profile_uuid: Some(profile_uuid.to_string()),
-            devices,
-            retry_after_seconds: throttled.then_some(state.throttle_retry_after),
-        },
-        rotated,
-    )
+    let devices = per_serial(&mut state, &request.devices, |state, serial| {
+        state.assign(&profile_uuid, serial, now)
+    });
+    profile_devices_answer(&state, Some(profile_uuid.to_string()), devices, rotated)
 }
 
 async fn remove_profile(
@@ -1014,20 +1004,10 @@ async fn remove_profile(
     let now = shared.now();
     let mut state = shared.lock();
     state.stats.profile_requests += 1;
-    let devices: BTreeMap<String, AssignStatus> = request
-        .devices
-        .iter()
-        .map(|serial| (serial.clone(), state.unassign(serial, now)))
-        .collect();
-    let throttled = devices.values().any(|s| *s == AssignStatus::Throttled);
-    json(
-        &ProfileDevicesResponse {
-            profile_uuid: request.profile_uuid,
-            devices,
-            retry_after_seconds: throttled.then_some(state.throttle_retry_after),
-        },
-        rotated,
-    )
+    let devices = per_serial(&mut state, &request.devices, |state, serial| {
+        state.unassign(serial, now)
+    });
+    profile_devices_answer(&state, request.profile_uuid, devices, rotated)
 }
 
 /// `POST /devices/disown`: Apple releases the serials from the organization's MDM server for good.
@@ -1040,12 +1020,40 @@ async fn disown_devices(
     let request = profile_devices_request(&body)?;
     let now = shared.now();
     let mut state = shared.lock();
-    let devices: BTreeMap<String, AssignStatus> = request
-        .devices
-        .iter()
-        .map(|serial| (serial.clone(), state.disown(serial, now)))
-        .collect();
+    let devices = per_serial(&mut state, &request.devices, |state, serial| {
+        state.disown(serial, now)
+    });
     json(&DisownResponse { devices }, rotated)
+}
+
+/// Each serial of a profile or disown request with what `act` did to it.
+fn per_serial(
+    state: &mut FakeState,
+    serials: &[String],
+    mut act: impl FnMut(&mut FakeState, &str) -> AssignStatus,
+) -> BTreeMap<String, AssignStatus> {
+    serials
+        .iter()
+        .map(|serial| (serial.clone(), act(state, serial)))
+        .collect()
+}
+
+/// The answer to assigning or removing a profile: each serial's status, and Apple's wait when one was throttled.
+fn profile_devices_answer(
+    state: &FakeState,
+    profile_uuid: Option<String>,
+    devices: BTreeMap<String, AssignStatus>,
+    rotated: Option<String>,
+) -> Answer {
+    let throttled = devices.values().any(|s| *s == AssignStatus::Throttled);
+    json(
+        &ProfileDevicesResponse {
+            profile_uuid,
+            devices,
+            retry_after_seconds: throttled.then_some(state.throttle_retry_after),
+        },
+        rotated,
+    )
 }
 
 async fn activation_lock(

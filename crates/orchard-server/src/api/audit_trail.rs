@@ -52,16 +52,20 @@ pub async fn record_mutations(
 
     let recorded = state
         .orchard
-        .record_api_request(ApiRequest {
-            method,
-            route: below_root(&full_route),
-            path: below_root(&full_path),
-            full_path,
-            request_id: Some(request_id),
-            principal,
-            status: response.status().as_u16(),
-            note: response.extensions_mut().remove::<AuditNote>(),
-        })
+        // The trail is the server's own record of the request, whoever (if anyone) made it.
+        .record_api_request(
+            &state.orchard.system(),
+            ApiRequest {
+                method,
+                route: below_root(&full_route),
+                path: below_root(&full_path),
+                full_path,
+                request_id: Some(request_id),
+                principal,
+                status: response.status().as_u16(),
+                note: response.extensions_mut().remove::<AuditNote>(),
+            },
+        )
         .await;
     match recorded {
         Ok(()) => response,

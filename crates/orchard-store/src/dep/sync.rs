@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use orchard_dep::{AssignStatus, DeviceRecord, OpType, ProfileStatus, ProfileUuid};
 use orchard_types::{SerialNumber, UnixTime};
 
-use crate::{rows, Backend, Store, StoreError};
+use crate::unit::Db;
+use crate::{rows, Backend, Store, StoreError, UnitOfWork};
 
 /// Values bound per row by the device upsert.
 const DEVICE_BINDS_PER_ROW: usize = 20;
@@ -448,19 +449,40 @@ impl Store {
         now: UnixTime,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let changed = sqlx::query(
-            "UPDATE dep_tokens SET last_sync_at = $1, last_sync_error = $2 WHERE id = $3",
-        )
-        .bind(now.0)
-        .bind(error)
-        .bind(token_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        record_dep_sync(&mut self.pooled().await?, token_id, now, error).await
+    }
+
+    /// Applies the last page of a full fetch as one unit: its devices, then every active device of the token
+    /// the fetch did not list (`listed`) marked as released, then the cursor — so the cursor never says "done"
+    /// without the removals, and a failure leaves all three as they were (the next run fetches again).
+    /// Returns (rows changed, devices released).
+    pub async fn apply_last_fetch_page(
+        &self,
+        token_id: &str,
+        devices: &[DepDeviceRecord],
+        listed: &std::collections::HashSet<String>,
+        cursor: &str,
+        now: UnixTime,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut unit = self.begin_unit().await?;
+        let changed = if devices.is_empty() {
+            0
+        } else {
+            upsert_devices(unit.conn()?, self.backend, devices).await?
+        };
+        let filter = DepDeviceFilter {
+            token_id: Some(token_id),
+            only_active: true,
+        };
+        let gone: Vec<String> = dep_serials(&mut unit, filter)
+            .await?
+            .into_iter()
+            .filter(|s| !listed.contains(s))
+            .collect();
+        let released = mark_deleted(&mut unit, token_id, &gone, now).await?;
+        save_cursor(unit.conn()?, token_id, Some(cursor), now).await?;
+        unit.commit().await?;
+        Ok((changed, released))
     }
 
     /// Inserts or updates devices in one transaction (multi-row statements); a record older than the stored
@@ -502,23 +524,9 @@ impl Store {
         if serials.is_empty() {
             return Ok(0);
         }
-        let mut tx = begin_sync_write(self).await?;
-        let mut changed = 0;
-        for chunk in serials.chunks(DELETE_CHUNK) {
-            let sql = format!(
-                "UPDATE dep_devices SET deleted = 1, updated_at = {} \
-                 WHERE token_id = {} AND deleted = 0 AND serial_number IN ({})",
-                placeholders(self.backend, 1, 1),
-                placeholders(self.backend, 2, 1),
-                placeholders(self.backend, 3, chunk.len())
-            );
-            let mut query = sqlx::query(&sql).bind(now.0).bind(token_id);
-            for serial in chunk {
-                query = query.bind(serial.as_str());
-            }
-            changed += query.execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
+        let mut unit = self.begin_unit().await?;
+        let changed = mark_deleted(&mut unit, token_id, serials, now).await?;
+        unit.commit().await?;
         Ok(changed)
     }
 
@@ -569,16 +577,7 @@ impl Store {
         &self,
         filter: DepDeviceFilter<'_>,
     ) -> Result<Vec<String>, StoreError> {
-        let (clause, binds) = filter.clause();
-        let sql = format!("SELECT serial_number FROM dep_devices{clause} ORDER BY serial_number");
-        let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = query.bind(b.as_str());
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| rows::text(r, "serial_number"))
-            .collect()
+        dep_serials(&mut self.pooled().await?, filter).await
     }
 
     pub async fn count_dep_devices(&self, filter: DepDeviceFilter<'_>) -> Result<i64, StoreError> {
@@ -591,4 +590,78 @@ impl Store {
         let row = query.fetch_one(&self.pool).await?;
         rows::int(&row, "n")
     }
+}
+
+impl UnitOfWork {
+    /// [`Store::record_dep_sync`] inside this unit.
+    pub async fn record_dep_sync(
+        &mut self,
+        token_id: &str,
+        now: UnixTime,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        record_dep_sync(self, token_id, now, error).await
+    }
+}
+
+async fn record_dep_sync(
+    db: &mut impl Db,
+    token_id: &str,
+    now: UnixTime,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let changed =
+        sqlx::query("UPDATE dep_tokens SET last_sync_at = $1, last_sync_error = $2 WHERE id = $3")
+            .bind(now.0)
+            .bind(error)
+            .bind(token_id)
+            .execute(db.conn()?)
+            .await?
+            .rows_affected();
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+async fn dep_serials(
+    db: &mut impl Db,
+    filter: DepDeviceFilter<'_>,
+) -> Result<Vec<String>, StoreError> {
+    let (clause, binds) = filter.clause();
+    let sql = format!("SELECT serial_number FROM dep_devices{clause} ORDER BY serial_number");
+    let mut query = sqlx::query(&sql);
+    for b in &binds {
+        query = query.bind(b.as_str());
+    }
+    let rows = query.fetch_all(db.conn()?).await?;
+    rows.iter()
+        .map(|r| rows::text(r, "serial_number"))
+        .collect()
+}
+
+/// Marks the token's devices with these serials as released; returns how many were not already.
+async fn mark_deleted(
+    db: &mut impl Db,
+    token_id: &str,
+    serials: &[String],
+    now: UnixTime,
+) -> Result<u64, StoreError> {
+    let backend = db.backend();
+    let mut changed = 0;
+    for chunk in serials.chunks(DELETE_CHUNK) {
+        let sql = format!(
+            "UPDATE dep_devices SET deleted = 1, updated_at = {} \
+             WHERE token_id = {} AND deleted = 0 AND serial_number IN ({})",
+            placeholders(backend, 1, 1),
+            placeholders(backend, 2, 1),
+            placeholders(backend, 3, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(now.0).bind(token_id);
+        for serial in chunk {
+            query = query.bind(serial.as_str());
+        }
+        changed += query.execute(db.conn()?).await?.rows_affected();
+    }
+    Ok(changed)
 }

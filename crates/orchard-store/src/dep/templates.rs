@@ -234,82 +234,17 @@ impl Store {
         t: &DepTemplateRecord,
         link: &EnrollmentLink,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO enrollment_links \
-             (id, tenant_id, name, secret_hash, max_uses, uses, expires_at, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(link.id.to_string())
-        .bind(link.tenant_id.to_string())
-        .bind(&link.name)
-        .bind(&link.secret_hash)
-        .bind(link.max_uses)
-        .bind(link.uses)
-        .bind(link.expires_at.map(|v| v.0))
-        .bind(link.created_at.0)
-        .bind(link.created_by.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        let sql = format!(
-            "INSERT INTO dep_templates ({TEMPLATE_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        );
-        sqlx::query(&sql)
-            .bind(&t.id)
-            .bind(&t.token_id)
-            .bind(t.tenant_id.to_string())
-            .bind(t.link_id.to_string())
-            .bind(&t.name)
-            .bind(&t.profile_json)
-            .bind(&t.setup_json)
-            .bind(t.minimum_os_version.as_deref())
-            .bind(i32::from(t.auto_assign))
-            .bind(t.profile_uuid.as_deref())
-            .bind(t.defined_at.map(|v| v.0))
-            .bind(t.define_error.as_deref())
-            .bind(t.created_at.0)
-            .bind(t.updated_at.0)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let mut unit = self.begin_unit().await?;
+        create_dep_template(&mut unit, t, link).await?;
+        unit.commit().await
     }
 
     /// Replaces a template's settings (name, tenant, profile, setup, minimum OS, auto-assign). The tenant
     /// follows onto its link and onto every serial assigned to it, in one transaction.
     pub async fn update_dep_template(&self, t: &DepTemplateRecord) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE dep_templates SET name = $2, tenant_id = $3, profile_json = $4, setup_json = $5, \
-             minimum_os_version = $6, auto_assign = $7, updated_at = $8 WHERE id = $1",
-        )
-        .bind(&t.id)
-        .bind(&t.name)
-        .bind(t.tenant_id.to_string())
-        .bind(&t.profile_json)
-        .bind(&t.setup_json)
-        .bind(t.minimum_os_version.as_deref())
-        .bind(i32::from(t.auto_assign))
-        .bind(t.updated_at.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query("UPDATE enrollment_links SET tenant_id = $2 WHERE id = $1")
-            .bind(t.link_id.to_string())
-            .bind(t.tenant_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE dep_devices SET tenant_id = $2 WHERE template_id = $1")
-            .bind(&t.id)
-            .bind(t.tenant_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let mut unit = self.begin_unit().await?;
+        update_dep_template(&mut unit, t).await?;
+        unit.commit().await
     }
 
     /// Records the outcome of defining the template's profile at Apple: a new uuid, or why it failed (the
@@ -321,22 +256,7 @@ impl Store {
         error: Option<&str>,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let changed = sqlx::query(
-            "UPDATE dep_templates SET profile_uuid = COALESCE($2, profile_uuid), \
-             defined_at = CASE WHEN $2 IS NULL THEN defined_at ELSE $4 END, define_error = $3 \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(profile_uuid)
-        .bind(error)
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        set_dep_template_definition(&mut self.pooled().await?, id, profile_uuid, error, now).await
     }
 
     /// A template in the caller's scope (other tenants' templates look missing).
@@ -432,7 +352,7 @@ impl Store {
         template: Option<(&str, TenantId)>,
     ) -> Result<AssignOutcome, StoreError> {
         let mut outcome = AssignOutcome::default();
-        let mut tx = self.begin_write().await?;
+        let mut unit = self.begin_unit().await?;
         for chunk in serials.chunks(ASSIGN_CHUNK) {
             let list = placeholders(2, chunk.len());
             let sql = format!(
@@ -444,7 +364,7 @@ impl Store {
                 query = query.bind(s.as_str());
             }
             let known: std::collections::HashSet<String> = query
-                .fetch_all(&mut *tx)
+                .fetch_all(unit.conn()?)
                 .await?
                 .iter()
                 .map(|r| rows::text(r, "serial_number"))
@@ -474,29 +394,16 @@ impl Store {
             for s in chunk {
                 query = query.bind(s.as_str());
             }
-            outcome.updated += query.execute(&mut *tx).await?.rows_affected();
+            outcome.updated += query.execute(unit.conn()?).await?.rows_affected();
         }
-        tx.commit().await?;
+        unit.commit().await?;
         Ok(outcome)
     }
 
     /// The assignment rule: active serials of the token that never had an assignment get the token's
     /// auto-assign template (if it has one). Returns how many were taken.
     pub async fn auto_assign_dep_devices(&self, token_id: &str) -> Result<u64, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE dep_devices SET \
-               template_id = (SELECT id FROM dep_templates WHERE token_id = $1 AND auto_assign = 1), \
-               tenant_id = (SELECT tenant_id FROM dep_templates WHERE token_id = $1 AND auto_assign = 1), \
-               assign_status = $2 \
-             WHERE token_id = $1 AND deleted = 0 AND template_id IS NULL AND assign_status IS NULL \
-               AND EXISTS (SELECT 1 FROM dep_templates WHERE token_id = $1 AND auto_assign = 1)",
-        )
-        .bind(token_id)
-        .bind(AssignStatus::Pending.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(changed)
+        auto_assign_dep_devices(&mut self.pooled().await?, token_id).await
     }
 
     /// Marks every serial of a template pending again (after the template's profile was redefined under a
@@ -505,16 +412,7 @@ impl Store {
         &self,
         template_id: &str,
     ) -> Result<u64, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE dep_devices SET assign_status = $2, assign_error = NULL, assign_retry_at = NULL \
-             WHERE template_id = $1 AND deleted = 0",
-        )
-        .bind(template_id)
-        .bind(AssignStatus::Pending.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(changed)
+        reassign_dep_template_devices(&mut self.pooled().await?, template_id).await
     }
 
     /// Serials of a token whose assignment should go to Apple now: pending, or throttled and due.
@@ -557,7 +455,7 @@ impl Store {
         results: &[AssignResult],
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut unit = self.begin_unit().await?;
         for r in results {
             let assigned = r.status == AssignStatus::Assigned;
             sqlx::query(
@@ -577,10 +475,10 @@ impl Store {
             .bind(i32::from(assigned))
             .bind(now.0)
             .bind(r.profile_uuid.as_deref())
-            .execute(&mut *tx)
+            .execute(unit.conn()?)
             .await?;
         }
-        tx.commit().await?;
+        unit.commit().await?;
         Ok(())
     }
 
@@ -781,6 +679,44 @@ impl Store {
 }
 
 impl UnitOfWork {
+    /// [`Store::update_dep_template`] inside this unit.
+    pub async fn update_dep_template(&mut self, t: &DepTemplateRecord) -> Result<(), StoreError> {
+        update_dep_template(self, t).await
+    }
+
+    /// [`Store::create_dep_template`] inside this unit.
+    pub async fn create_dep_template(
+        &mut self,
+        t: &DepTemplateRecord,
+        link: &EnrollmentLink,
+    ) -> Result<(), StoreError> {
+        create_dep_template(self, t, link).await
+    }
+
+    /// [`Store::set_dep_template_definition`] inside this unit.
+    pub async fn set_dep_template_definition(
+        &mut self,
+        id: &str,
+        profile_uuid: Option<&str>,
+        error: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        set_dep_template_definition(self, id, profile_uuid, error, now).await
+    }
+
+    /// [`Store::auto_assign_dep_devices`] inside this unit.
+    pub async fn auto_assign_dep_devices(&mut self, token_id: &str) -> Result<u64, StoreError> {
+        auto_assign_dep_devices(self, token_id).await
+    }
+
+    /// [`Store::reassign_dep_template_devices`] inside this unit.
+    pub async fn reassign_dep_template_devices(
+        &mut self,
+        template_id: &str,
+    ) -> Result<u64, StoreError> {
+        reassign_dep_template_devices(self, template_id).await
+    }
+
     /// [`Store::dep_template_by_link`] inside this unit.
     pub async fn dep_template_by_link(
         &mut self,
@@ -838,6 +774,64 @@ impl UnitOfWork {
     ) -> Result<(), StoreError> {
         store_bypass_code(self, device, sealed, now).await
     }
+}
+
+async fn set_dep_template_definition(
+    db: &mut impl Db,
+    id: &str,
+    profile_uuid: Option<&str>,
+    error: Option<&str>,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    let changed = sqlx::query(
+        "UPDATE dep_templates SET profile_uuid = COALESCE($2, profile_uuid), \
+         defined_at = CASE WHEN $2 IS NULL THEN defined_at ELSE $4 END, define_error = $3 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(profile_uuid)
+    .bind(error)
+    .bind(now.0)
+    .execute(db.conn()?)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+async fn auto_assign_dep_devices(db: &mut impl Db, token_id: &str) -> Result<u64, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE dep_devices SET \
+           template_id = (SELECT id FROM dep_templates WHERE token_id = $1 AND auto_assign = 1), \
+           tenant_id = (SELECT tenant_id FROM dep_templates WHERE token_id = $1 AND auto_assign = 1), \
+           assign_status = $2 \
+         WHERE token_id = $1 AND deleted = 0 AND template_id IS NULL AND assign_status IS NULL \
+           AND EXISTS (SELECT 1 FROM dep_templates WHERE token_id = $1 AND auto_assign = 1)",
+    )
+    .bind(token_id)
+    .bind(AssignStatus::Pending.as_str())
+    .execute(db.conn()?)
+    .await?
+    .rows_affected();
+    Ok(changed)
+}
+
+async fn reassign_dep_template_devices(
+    db: &mut impl Db,
+    template_id: &str,
+) -> Result<u64, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE dep_devices SET assign_status = $2, assign_error = NULL, assign_retry_at = NULL \
+         WHERE template_id = $1 AND deleted = 0",
+    )
+    .bind(template_id)
+    .bind(AssignStatus::Pending.as_str())
+    .execute(db.conn()?)
+    .await?
+    .rows_affected();
+    Ok(changed)
 }
 
 async fn dep_template_by_link(
@@ -982,4 +976,81 @@ fn listing_conditions<'s>(
         sql.push(" AND deleted = 0");
     }
     sql.in_scope("tenant_id", scope)
+}
+
+async fn create_dep_template(
+    db: &mut impl Db,
+    t: &DepTemplateRecord,
+    link: &EnrollmentLink,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO enrollment_links \
+         (id, tenant_id, name, secret_hash, max_uses, uses, expires_at, created_at, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(link.id.to_string())
+    .bind(link.tenant_id.to_string())
+    .bind(&link.name)
+    .bind(&link.secret_hash)
+    .bind(link.max_uses)
+    .bind(link.uses)
+    .bind(link.expires_at.map(|v| v.0))
+    .bind(link.created_at.0)
+    .bind(link.created_by.as_deref())
+    .execute(db.conn()?)
+    .await?;
+    let sql = format!(
+        "INSERT INTO dep_templates ({TEMPLATE_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    );
+    sqlx::query(&sql)
+        .bind(&t.id)
+        .bind(&t.token_id)
+        .bind(t.tenant_id.to_string())
+        .bind(t.link_id.to_string())
+        .bind(&t.name)
+        .bind(&t.profile_json)
+        .bind(&t.setup_json)
+        .bind(t.minimum_os_version.as_deref())
+        .bind(i32::from(t.auto_assign))
+        .bind(t.profile_uuid.as_deref())
+        .bind(t.defined_at.map(|v| v.0))
+        .bind(t.define_error.as_deref())
+        .bind(t.created_at.0)
+        .bind(t.updated_at.0)
+        .execute(db.conn()?)
+        .await?;
+    Ok(())
+}
+
+async fn update_dep_template(db: &mut impl Db, t: &DepTemplateRecord) -> Result<(), StoreError> {
+    let changed = sqlx::query(
+        "UPDATE dep_templates SET name = $2, tenant_id = $3, profile_json = $4, setup_json = $5, \
+         minimum_os_version = $6, auto_assign = $7, updated_at = $8 WHERE id = $1",
+    )
+    .bind(&t.id)
+    .bind(&t.name)
+    .bind(t.tenant_id.to_string())
+    .bind(&t.profile_json)
+    .bind(&t.setup_json)
+    .bind(t.minimum_os_version.as_deref())
+    .bind(i32::from(t.auto_assign))
+    .bind(t.updated_at.0)
+    .execute(db.conn()?)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    sqlx::query("UPDATE enrollment_links SET tenant_id = $2 WHERE id = $1")
+        .bind(t.link_id.to_string())
+        .bind(t.tenant_id.to_string())
+        .execute(db.conn()?)
+        .await?;
+    sqlx::query("UPDATE dep_devices SET tenant_id = $2 WHERE template_id = $1")
+        .bind(&t.id)
+        .bind(t.tenant_id.to_string())
+        .execute(db.conn()?)
+        .await?;
+    Ok(())
 }
