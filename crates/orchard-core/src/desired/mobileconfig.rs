@@ -451,3 +451,76 @@ pub(crate) fn to_xml(profile: &Dictionary) -> Result<Vec<u8>, CoreError> {
 pub(crate) fn describe(value: &Value) -> &'static str {
     type_name(value)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn json_profile() -> ProfileJson {
+        serde_json::from_value(serde_json::json!({
+            "name": "Campus Wi-Fi",
+            "identifier": "edu.example.wifi",
+            "payloads": [
+                {"PayloadType": "com.apple.wifi.managed", "SSID_STR": "eduroam", "EncryptionType": "WPA2",
+                 "Password": "hunter2-wifi", "AutoJoin": true},
+                {"PayloadType": "com.apple.security.pkcs12", "Password": "p12-pass",
+                 "PayloadContent": "AQIDBA=="}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn json_is_typed_by_the_schema_and_secrets_are_redacted() {
+        let profile = build_from_json(&json_profile(), "edu.example.wifi").unwrap();
+        let payloads = profile["PayloadContent"].as_array().unwrap();
+        let p12 = payloads[1].as_dictionary().unwrap();
+        assert_eq!(p12["PayloadContent"], Value::Data(vec![1, 2, 3, 4]));
+        let (shown, hidden) = redacted(&profile);
+        assert_eq!(hidden, 3);
+        let text = shown.to_string();
+        for secret in ["hunter2-wifi", "p12-pass", "AQIDBA=="] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(shown["PayloadContent"][0]["Password"], SEALED_MARKER);
+        assert_eq!(shown["PayloadContent"][0]["SSID_STR"], "eduroam");
+        assert_eq!(shown["PayloadContent"][1]["PayloadContent"], SEALED_MARKER);
+    }
+
+    #[test]
+    fn the_marker_keeps_the_previous_secret_and_fails_without_one() {
+        let previous = build_from_json(&json_profile(), "edu.example.wifi").unwrap();
+        let mut next_json = json_profile();
+        next_json.payloads[0]["Password"] = serde_json::json!(SEALED_MARKER);
+        next_json.payloads[1]["PayloadContent"] = serde_json::json!(SEALED_MARKER);
+        // Same payload identifiers as before (filled in from the identifier and position).
+        let mut next = build_from_json(&next_json, "edu.example.wifi").unwrap();
+        assert!(keep_sealed_secrets(&mut next, Some(&previous)).is_empty());
+        let payloads = next["PayloadContent"].as_array().unwrap();
+        assert_eq!(
+            payloads[0].as_dictionary().unwrap()["Password"],
+            Value::String("hunter2-wifi".into())
+        );
+        assert_eq!(
+            payloads[1].as_dictionary().unwrap()["PayloadContent"],
+            Value::Data(vec![1, 2, 3, 4])
+        );
+        let mut orphan = build_from_json(&next_json, "edu.example.wifi").unwrap();
+        let errors = keep_sealed_secrets(&mut orphan, None);
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].path, "com.apple.wifi.managed[0].Password");
+    }
+
+    #[test]
+    fn uploads_are_plists_or_signed_and_nothing_else() {
+        let profile = build_from_json(&json_profile(), "edu.example.wifi").unwrap();
+        let xml = to_xml(&profile).unwrap();
+        assert!(open_upload(&xml).unwrap().signer.is_none());
+        let mut binary = Vec::new();
+        Value::Dictionary(profile).to_writer_binary(&mut binary).unwrap();
+        assert!(open_upload(&binary).is_ok());
+        assert!(matches!(open_upload(b"garbage"), Err(CoreError::Invalid(_))));
+        assert!(matches!(open_upload(b""), Err(CoreError::Invalid(_))));
+    }
+}

@@ -212,7 +212,11 @@ impl Checker<'_> {
             }
         }
         for spec in specs {
-            if spec.required && spec.key != "ANY" && !dict.contains_key(&spec.key) {
+            if spec.required
+                && spec.key != "ANY"
+                && !spec.not_on_ios
+                && !dict.contains_key(&spec.key)
+            {
                 self.error(&format!("{path}.{}", spec.key), "required key is missing");
             }
         }
@@ -388,4 +392,248 @@ pub(crate) fn validate(
         ),
     }
     Ok(checker.errors)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// A valid value for a key, built from its spec alone.
+    fn example(spec: &KeySpec) -> Value {
+        if let Some(first) = spec.rangelist.first() {
+            return match first {
+                serde_json::Value::String(s) => Value::String(s.clone()),
+                serde_json::Value::Bool(b) => Value::Boolean(*b),
+                serde_json::Value::Number(n) if spec.ty == "real" => Value::Real(n.as_f64().unwrap()),
+                serde_json::Value::Number(n) => Value::Integer(n.as_i64().unwrap().into()),
+                other => panic!("rangelist value {other}"),
+            };
+        }
+        match spec.ty.as_str() {
+            "integer" => Value::Integer(
+                spec.min
+                    .as_ref()
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(1)
+                    .into(),
+            ),
+            "real" => Value::Real(spec.min.as_ref().and_then(json_number).unwrap_or(1.0)),
+            "boolean" => Value::Boolean(true),
+            "date" => Value::Date(std::time::SystemTime::UNIX_EPOCH.into()),
+            "data" => Value::Data(vec![1, 2, 3]),
+            "array" => Value::Array(Vec::new()),
+            "dictionary" => Value::Dictionary(required_keys(
+                spec.subkeys.as_deref().unwrap_or(&[]).iter().collect::<Vec<_>>().as_slice(),
+            )),
+            _ => Value::String("example".into()),
+        }
+    }
+
+    fn required_keys(specs: &[&KeySpec]) -> plist::Dictionary {
+        let mut dict = plist::Dictionary::new();
+        for spec in specs {
+            if spec.required && !spec.not_on_ios && spec.key != "ANY" {
+                dict.insert(spec.key.clone(), example(spec));
+            }
+        }
+        dict
+    }
+
+    fn valid_payload(schema: &Schema, payload_type: &str, i: usize) -> plist::Dictionary {
+        let spec = schema.payload(payload_type).unwrap();
+        let mut dict = required_keys(&schema.payload_keys(spec));
+        dict.insert("PayloadType".into(), Value::String(payload_type.into()));
+        dict.insert("PayloadVersion".into(), Value::Integer(1.into()));
+        dict.insert("PayloadIdentifier".into(), Value::String(format!("edu.example.p{i}")));
+        dict.insert("PayloadUUID".into(), Value::String(format!("UUID-{i}")));
+        dict
+    }
+
+    fn profile_of(payloads: Vec<plist::Dictionary>) -> plist::Dictionary {
+        let mut profile = plist::Dictionary::new();
+        profile.insert("PayloadType".into(), Value::String("Configuration".into()));
+        profile.insert("PayloadVersion".into(), Value::Integer(1.into()));
+        profile.insert("PayloadIdentifier".into(), Value::String("edu.example".into()));
+        profile.insert("PayloadUUID".into(), Value::String("TOP".into()));
+        profile.insert(
+            "PayloadContent".into(),
+            Value::Array(payloads.into_iter().map(Value::Dictionary).collect()),
+        );
+        profile
+    }
+
+    fn ios_types(schema: &Schema) -> Vec<String> {
+        let mut types: Vec<String> = schema
+            .payloads
+            .iter()
+            .filter(|(_, p)| p.ios)
+            .map(|(t, _)| t.clone())
+            .collect();
+        types.sort();
+        types
+    }
+
+    fn errors_of(payload: plist::Dictionary) -> Vec<ValidationError> {
+        validate(&profile_of(vec![payload]), ProfileTarget::default()).unwrap()
+    }
+
+    #[test]
+    fn a_valid_example_of_every_ios_payload_type_passes() {
+        let schema = schema().unwrap();
+        let types = ios_types(schema);
+        assert!(types.len() > 40, "only {} iOS payload types", types.len());
+        for (i, t) in types.iter().enumerate() {
+            let errors = errors_of(valid_payload(schema, t, i));
+            assert!(errors.is_empty(), "{t}: {errors:?}");
+        }
+        // All of them in one profile too.
+        let all = types.iter().enumerate().map(|(i, t)| valid_payload(schema, t, i)).collect();
+        assert_eq!(validate(&profile_of(all), ProfileTarget::default()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn every_key_of_every_payload_with_a_wrong_type_is_named() {
+        let schema = schema().unwrap();
+        let mut checked = 0;
+        for (i, t) in ios_types(schema).iter().enumerate() {
+            let spec = schema.payload(t).unwrap();
+            for key in schema.payload_keys(spec) {
+                if key.not_on_ios || key.ty == "any" || key.key == "ANY" || key.key == "PayloadType" {
+                    continue;
+                }
+                let wrong = match key.ty.as_str() {
+                    "string" | "url" | "hostname" => Value::Integer(7.into()),
+                    _ => Value::String("wrong".into()),
+                };
+                let mut payload = valid_payload(schema, t, i);
+                payload.insert(key.key.clone(), wrong);
+                let errors = errors_of(payload);
+                let path = format!("{t}[0].{}", key.key);
+                assert!(
+                    errors.iter().any(|e| e.path == path && e.message.starts_with("expected ")),
+                    "{path}: {errors:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 700, "only {checked} keys checked");
+    }
+
+    #[test]
+    fn unknown_keys_missing_required_keys_and_values_outside_the_rangelist_are_named() {
+        let schema = schema().unwrap();
+        for (i, t) in ios_types(schema).iter().enumerate() {
+            let mut payload = valid_payload(schema, t, i);
+            payload.insert("OrchardNoSuchKey".into(), Value::Boolean(true));
+            let errors = errors_of(payload);
+            let open = schema.payload_keys(schema.payload(t).unwrap()).iter().any(|k| k.key == "ANY");
+            if !open {
+                assert!(
+                    errors.contains(&ValidationError {
+                        path: format!("{t}[0].OrchardNoSuchKey"),
+                        message: "unknown key".into()
+                    }),
+                    "{t}: {errors:?}"
+                );
+            }
+            for key in schema.payload_keys(schema.payload(t).unwrap()) {
+                if key.key == "PayloadType" {
+                    continue;
+                }
+                if key.required && !key.not_on_ios && key.key != "ANY" {
+                    let mut payload = valid_payload(schema, t, i);
+                    payload.remove(&key.key);
+                    let errors = errors_of(payload);
+                    assert!(
+                        errors.iter().any(|e| e.path == format!("{t}[0].{}", key.key)
+                            && e.message == "required key is missing"),
+                        "{t}.{}: {errors:?}",
+                        key.key
+                    );
+                }
+                if key.ty == "string" && !key.rangelist.is_empty() && !key.not_on_ios {
+                    let mut payload = valid_payload(schema, t, i);
+                    payload.insert(key.key.clone(), Value::String("NOT-IN-LIST".into()));
+                    let errors = errors_of(payload);
+                    assert!(
+                        errors.iter().any(|e| e.path == format!("{t}[0].{}", key.key)
+                            && e.message.starts_with("\"NOT-IN-LIST\" is not one of")),
+                        "{t}.{}: {errors:?}",
+                        key.key
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_wifi_example_reads_as_people_expect() {
+        let schema = schema().unwrap();
+        let mut wifi = valid_payload(schema, "com.apple.wifi.managed", 0);
+        wifi.insert("SSID_STR".into(), Value::String("eduroam".into()));
+        wifi.insert("EncryptionType".into(), Value::String("WPA4".into()));
+        let errors = errors_of(wifi);
+        assert_eq!(
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            vec!["com.apple.wifi.managed[0].EncryptionType: \"WPA4\" is not one of WEP, WPA, WPA2, WPA3, Any, None"]
+        );
+    }
+
+    #[test]
+    fn nested_keys_ranges_unknown_types_and_platforms_are_checked() {
+        let schema = schema().unwrap();
+        // Nested: an EAP configuration with a wrong type deep inside.
+        let mut wifi = valid_payload(schema, "com.apple.wifi.managed", 0);
+        let mut eap = plist::Dictionary::new();
+        eap.insert("AcceptEAPTypes".into(), Value::Array(vec![Value::String("25".into())]));
+        wifi.insert("EAPClientConfiguration".into(), Value::Dictionary(eap));
+        let errors = errors_of(wifi);
+        assert!(
+            errors.iter().any(|e| e.path == "com.apple.wifi.managed[0].EAPClientConfiguration.AcceptEAPTypes[0]"),
+            "{errors:?}"
+        );
+        // Unknown payload type.
+        let mut odd = plist::Dictionary::new();
+        odd.insert("PayloadType".into(), Value::String("com.example.nothing".into()));
+        let errors = errors_of(odd);
+        assert_eq!(errors[0].path, "com.example.nothing[0]");
+        assert!(errors[0].message.contains("unknown PayloadType"));
+        // macOS only.
+        let mac = schema.payloads.iter().find(|(_, p)| !p.ios).map(|(t, _)| t.clone()).unwrap();
+        let mut payload = plist::Dictionary::new();
+        payload.insert("PayloadType".into(), Value::String(mac.clone()));
+        let errors = errors_of(payload);
+        assert_eq!(errors[0].message, "payload type not supported on iOS/iPadOS", "{mac}");
+        // Shared iPad: a payload Apple forbids there.
+        let forbidden = ios_types(schema)
+            .into_iter()
+            .find(|t| schema.payload(t).unwrap().shared_ipad.as_deref() == Some("forbidden"))
+            .unwrap();
+        let profile = profile_of(vec![valid_payload(schema, &forbidden, 0)]);
+        assert!(validate(&profile, ProfileTarget::default()).unwrap().is_empty());
+        let errors = validate(&profile, ProfileTarget { shared_ipad: true, user_channel: false }).unwrap();
+        assert_eq!(errors[0].message, "payload type not allowed on Shared iPad");
+        // User channel: Wi-Fi is device-channel only on Shared iPad.
+        let profile = profile_of(vec![valid_payload(schema, "com.apple.wifi.managed", 0)]);
+        let errors = validate(&profile, ProfileTarget { shared_ipad: true, user_channel: true }).unwrap();
+        assert_eq!(errors[0].message, "payload type not allowed on a Shared iPad's user channel");
+    }
+
+    #[test]
+    fn top_level_keys_are_checked() {
+        let schema = schema().unwrap();
+        let mut profile = profile_of(vec![valid_payload(schema, "com.apple.wifi.managed", 0)]);
+        profile.insert("PayloadType".into(), Value::String("Configurations".into()));
+        profile.insert("Surprise".into(), Value::Boolean(true));
+        profile.remove("PayloadUUID");
+        let errors: Vec<String> = validate(&profile, ProfileTarget::default())
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(errors.contains(&"profile.PayloadType: \"Configurations\" is not one of Configuration".to_string()), "{errors:?}");
+        assert!(errors.contains(&"profile.Surprise: unknown key".to_string()), "{errors:?}");
+        assert!(errors.contains(&"profile.PayloadUUID: required key is missing".to_string()), "{errors:?}");
+    }
 }
