@@ -660,6 +660,9 @@ impl Orchard {
         id: ProfileId,
     ) -> Result<(), CoreError> {
         let profile = self.changeable_tenant_profile(who, tenant, id).await?;
+        if profile.archived_at.is_some() {
+            return Err(CoreError::Conflict("the profile is archived already".into()));
+        }
         self.store
             .archive_profile(profile.id, self.clock.now())
             .await?;
@@ -729,6 +732,9 @@ impl Orchard {
         id: ProfileId,
     ) -> Result<(), CoreError> {
         let profile = self.global_profile(operator.principal(), id).await?;
+        if profile.archived_at.is_some() {
+            return Err(CoreError::Conflict("the profile is archived already".into()));
+        }
         self.store
             .archive_profile(profile.id, self.clock.now())
             .await?;
