@@ -191,11 +191,22 @@ async fn scenario(backend: Backend) -> Result<()> {
                "payloads": [{"PayloadType": "com.apple.wifi.managed", "SSID_STR": "matrix"}]})
     };
     let profile = server
-        .post(&format!("/api/v1/tenants/{physics}/profiles"), wifi("edu.matrix.physics"))
+        .post(
+            &format!("/api/v1/tenants/{physics}/profiles"),
+            wifi("edu.matrix.physics"),
+        )
         .await?;
-    let profile_id = profile["profile"]["id"].as_str().context("profile id")?.to_owned();
-    let global = server.post("/api/v1/profiles", wifi("edu.matrix.global")).await?;
-    let global_id = global["profile"]["id"].as_str().context("global id")?.to_owned();
+    let profile_id = profile["profile"]["id"]
+        .as_str()
+        .context("profile id")?
+        .to_owned();
+    let global = server
+        .post("/api/v1/profiles", wifi("edu.matrix.global"))
+        .await?;
+    let global_id = global["profile"]["id"]
+        .as_str()
+        .context("global id")?
+        .to_owned();
     let prof = |suffix: &str| format!("/api/v1/tenants/{physics}/profiles/{profile_id}{suffix}");
     let glob = |suffix: &str| format!("/api/v1/profiles/{global_id}{suffix}");
     let new_version = json!({"name": "Matrix Wi-Fi", "payloads": [{"PayloadType": "com.apple.wifi.managed", "SSID_STR": "v2"}]});

@@ -82,7 +82,10 @@ async fn upload(
         .await?;
     let status = resp.status().as_u16();
     let text = resp.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 fn no_secret_in(what: &str, text: &str) -> Result<()> {
@@ -123,12 +126,24 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(status == 201, "upload → {status}: {wifi}");
     answers.push_str(&wifi.to_string());
     let wifi_id = wifi["profile"]["id"].as_str().context("id")?.to_owned();
-    ensure!(wifi["profile"]["identifier"] == "edu.example.wifi", "{wifi}");
-    ensure!(wifi["content"]["PayloadContent"][0]["Password"] == "<sealed>", "{wifi}");
+    ensure!(
+        wifi["profile"]["identifier"] == "edu.example.wifi",
+        "{wifi}"
+    );
+    ensure!(
+        wifi["content"]["PayloadContent"][0]["Password"] == "<sealed>",
+        "{wifi}"
+    );
     ensure!(wifi["versions"][0]["sealed_secrets"] == 1, "{wifi}");
     ensure!(wifi["versions"][0]["source"] == "upload", "{wifi}");
-    let v1_uuid = wifi["versions"][0]["payload_uuid"].as_str().context("uuid")?.to_owned();
-    ensure!(v1_uuid != "0C6AD2A5-5F86-4E0D-9D64-0D1A0F5E0001", "a new PayloadUUID per version");
+    let v1_uuid = wifi["versions"][0]["payload_uuid"]
+        .as_str()
+        .context("uuid")?
+        .to_owned();
+    ensure!(
+        v1_uuid != "0C6AD2A5-5F86-4E0D-9D64-0D1A0F5E0001",
+        "a new PayloadUUID per version"
+    );
 
     // 2. A profile signed elsewhere: unwrapped, its signer shown; tampered, refused.
     let signer = orchard_pki::Identity::generate_self_signed_rsa(
@@ -174,12 +189,21 @@ async fn scenario(backend: Backend) -> Result<()> {
         ]
     });
     let (status, problem) = server.api(&admin, Method::POST, &base, Some(bad)).await?;
-    ensure!(status == 422 && problem["error"]["code"] == "validation_failed", "{status}: {problem}");
+    ensure!(
+        status == 422 && problem["error"]["code"] == "validation_failed",
+        "{status}: {problem}"
+    );
     let errors: Vec<String> = problem["error"]["errors"]
         .as_array()
         .context("errors")?
         .iter()
-        .map(|e| format!("{}: {}", e["path"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["path"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     for expected in [
         "com.apple.wifi.managed[0].EncryptionType: \"WPA4\" is not one of WEP, WPA, WPA2, WPA3, Any, None",
@@ -200,7 +224,10 @@ async fn scenario(backend: Backend) -> Result<()> {
     let (status, vpn) = server.api(&admin, Method::POST, &base, Some(good)).await?;
     ensure!(status == 201, "json → {status}: {vpn}");
     answers.push_str(&vpn.to_string());
-    ensure!(vpn["content"]["PayloadContent"][0]["IPSec"]["SharedSecret"] == "<sealed>", "{vpn}");
+    ensure!(
+        vpn["content"]["PayloadContent"][0]["IPSec"]["SharedSecret"] == "<sealed>",
+        "{vpn}"
+    );
     // Identifiers are unique per tenant (and against the global ones).
     let (status, _) = upload(
         &server,
@@ -222,10 +249,19 @@ async fn scenario(backend: Backend) -> Result<()> {
             Some(json!({"name": "Campus Wi-Fi", "payloads": [payload]})),
         )
         .await?;
-    ensure!(status == 201 && v2["profile"]["latest_version"] == 2, "v2 → {status}: {v2}");
+    ensure!(
+        status == 201 && v2["profile"]["latest_version"] == 2,
+        "v2 → {status}: {v2}"
+    );
     answers.push_str(&v2.to_string());
-    let v2_uuid = v2["versions"][0]["payload_uuid"].as_str().context("uuid")?.to_owned();
-    ensure!(v2_uuid != v1_uuid && v2["profile"]["identifier"] == "edu.example.wifi", "{v2}");
+    let v2_uuid = v2["versions"][0]["payload_uuid"]
+        .as_str()
+        .context("uuid")?
+        .to_owned();
+    ensure!(
+        v2_uuid != v1_uuid && v2["profile"]["identifier"] == "edu.example.wifi",
+        "{v2}"
+    );
     // An upload with another identifier is not a version of this profile.
     let (status, problem) = upload(
         &server,
@@ -237,7 +273,9 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(status == 422, "other identifier → {status}: {problem}");
 
     // 5. Isolation: the viewer reads but changes nothing; another tenant sees nothing.
-    let (status, _) = server.api(&viewer, Method::GET, &format!("{base}/{wifi_id}"), None).await?;
+    let (status, _) = server
+        .api(&viewer, Method::GET, &format!("{base}/{wifi_id}"), None)
+        .await?;
     ensure!(status == 200, "viewer reads → {status}");
     let (status, v) = upload(
         &server,
@@ -248,7 +286,12 @@ async fn scenario(backend: Backend) -> Result<()> {
     .await?;
     ensure!(status == 403, "viewer creates → {status}: {v}");
     let (status, v) = server
-        .api(&viewer, Method::POST, &format!("{base}/{wifi_id}/install"), Some(json!({"device_id": device_id})))
+        .api(
+            &viewer,
+            Method::POST,
+            &format!("{base}/{wifi_id}/install"),
+            Some(json!({"device_id": device_id})),
+        )
         .await?;
     ensure!(status == 403, "viewer installs → {status}: {v}");
     for path in [
@@ -256,12 +299,23 @@ async fn scenario(backend: Backend) -> Result<()> {
         format!("/api/v1/tenants/{music}/profiles/{wifi_id}"),
     ] {
         let (status, v) = server.api(&music_admin, Method::GET, &path, None).await?;
-        ensure!(status == 404 && v["error"]["code"] == "not_found", "music reads {path} → {status}: {v}");
+        ensure!(
+            status == 404 && v["error"]["code"] == "not_found",
+            "music reads {path} → {status}: {v}"
+        );
     }
     let (status, list) = server
-        .api(&music_admin, Method::GET, &format!("/api/v1/tenants/{music}/profiles"), None)
+        .api(
+            &music_admin,
+            Method::GET,
+            &format!("/api/v1/tenants/{music}/profiles"),
+            None,
+        )
         .await?;
-    ensure!(status == 200 && list["items"] == json!([]), "music's list → {list}");
+    ensure!(
+        status == 200 && list["items"] == json!([]),
+        "music's list → {list}"
+    );
     let (status, v) = server
         .api(
             &music_admin,
@@ -270,20 +324,37 @@ async fn scenario(backend: Backend) -> Result<()> {
             Some(json!({"device_id": device_id})),
         )
         .await?;
-    ensure!(status == 404, "music installs physics' profile → {status}: {v}");
+    ensure!(
+        status == 404,
+        "music installs physics' profile → {status}: {v}"
+    );
 
     // 6. Install version 2 on the iPad: the device gets Orchard's signed profile, and once it acknowledges,
     // version 2 is what it has.
     let (status, queued) = server
-        .api(&admin, Method::POST, &format!("{base}/{wifi_id}/install"), Some(json!({"device_id": device_id})))
+        .api(
+            &admin,
+            Method::POST,
+            &format!("{base}/{wifi_id}/install"),
+            Some(json!({"device_id": device_id})),
+        )
         .await?;
-    ensure!(status == 202 && queued["version"] == 2, "install → {status}: {queued}");
+    ensure!(
+        status == 202 && queued["version"] == 2,
+        "install → {status}: {queued}"
+    );
     let devices_path = format!("{base}/{wifi_id}/devices");
     let pending = server.get(&devices_path).await?;
-    ensure!(pending["items"][0]["pending_action"] == "install", "{pending}");
+    ensure!(
+        pending["items"][0]["pending_action"] == "install",
+        "{pending}"
+    );
     let session = ipad.poll().await?;
     ensure!(
-        session.handled.iter().any(|h| h.request_type == "InstallProfile"),
+        session
+            .handled
+            .iter()
+            .any(|h| h.request_type == "InstallProfile"),
         "{:?}",
         session.handled
     );
@@ -294,16 +365,24 @@ async fn scenario(backend: Backend) -> Result<()> {
         .find(|p| p.identifier == "edu.example.wifi")
         .context("installed on the iPad")?;
     ensure!(on_device.uuid == v2_uuid, "the iPad has {}", on_device.uuid);
-    ensure!(!on_device.signer_certificates.is_empty(), "Orchard signs what it installs");
+    ensure!(
+        !on_device.signer_certificates.is_empty(),
+        "Orchard signs what it installs"
+    );
     let known = server.get(&devices_path).await?;
     let row = &known["items"][0];
     ensure!(
-        row["installed_version"] == 2 && row["installed_payload_uuid"] == v2_uuid && row["pending_action"].is_null(),
+        row["installed_version"] == 2
+            && row["installed_payload_uuid"] == v2_uuid
+            && row["pending_action"].is_null(),
         "{known}"
     );
     // ProfileList from inventory says the same.
     server
-        .post(&format!("/api/v1/devices/{device_id}/commands"), json!({"type": "ProfileList"}))
+        .post(
+            &format!("/api/v1/devices/{device_id}/commands"),
+            json!({"type": "ProfileList"}),
+        )
         .await?;
     ipad.poll().await?;
     let known = server.get(&devices_path).await?;
@@ -311,17 +390,29 @@ async fn scenario(backend: Backend) -> Result<()> {
 
     // 7. Remove it.
     let (status, queued) = server
-        .api(&admin, Method::POST, &format!("{base}/{wifi_id}/remove"), Some(json!({"device_id": device_id})))
+        .api(
+            &admin,
+            Method::POST,
+            &format!("{base}/{wifi_id}/remove"),
+            Some(json!({"device_id": device_id})),
+        )
         .await?;
-    ensure!(status == 202 && queued["request_type"] == "RemoveProfile", "remove → {status}: {queued}");
+    ensure!(
+        status == 202 && queued["request_type"] == "RemoveProfile",
+        "remove → {status}: {queued}"
+    );
     ipad.poll().await?;
     ensure!(
-        ipad.state.installed_profiles.iter().all(|p| p.identifier != "edu.example.wifi"),
+        ipad.state
+            .installed_profiles
+            .iter()
+            .all(|p| p.identifier != "edu.example.wifi"),
         "removed from the iPad"
     );
     let known = server.get(&devices_path).await?;
     ensure!(
-        known["items"][0]["installed_version"].is_null() && known["items"][0]["installed_payload_uuid"].is_null(),
+        known["items"][0]["installed_version"].is_null()
+            && known["items"][0]["installed_payload_uuid"].is_null(),
         "{known}"
     );
 
@@ -333,7 +424,10 @@ async fn scenario(backend: Backend) -> Result<()> {
         wifi_mobileconfig("edu.example.global-wifi", "campus", WIFI_SECRET),
     )
     .await?;
-    ensure!(status == 201 && global["profile"]["scope"] == "global", "global → {status}: {global}");
+    ensure!(
+        status == 201 && global["profile"]["scope"] == "global",
+        "global → {status}: {global}"
+    );
     answers.push_str(&global.to_string());
     let global_id = global["profile"]["id"].as_str().context("id")?.to_owned();
     let (status, v) = upload(
@@ -343,11 +437,22 @@ async fn scenario(backend: Backend) -> Result<()> {
         wifi_mobileconfig("edu.example.admin-global", "x", "y"),
     )
     .await?;
-    ensure!(status == 403, "admin makes a global profile → {status}: {v}");
+    ensure!(
+        status == 403,
+        "admin makes a global profile → {status}: {v}"
+    );
     let (_, music_list) = server
-        .api(&music_admin, Method::GET, &format!("/api/v1/tenants/{music}/profiles"), None)
+        .api(
+            &music_admin,
+            Method::GET,
+            &format!("/api/v1/tenants/{music}/profiles"),
+            None,
+        )
         .await?;
-    ensure!(music_list["items"][0]["id"] == global_id.as_str(), "{music_list}");
+    ensure!(
+        music_list["items"][0]["id"] == global_id.as_str(),
+        "{music_list}"
+    );
     let (status, v) = server
         .api(
             &music_admin,
@@ -356,7 +461,67 @@ async fn scenario(backend: Backend) -> Result<()> {
             None,
         )
         .await?;
-    ensure!(status == 403, "a tenant archives a global profile → {status}: {v}");
+    ensure!(
+        status == 403,
+        "a tenant archives a global profile → {status}: {v}"
+    );
+
+    // 8b. The CLI: a JSON file becomes a profile; its version shows the secret sealed.
+    let input_dir = tempfile::tempdir()?;
+    let file = input_dir.path().join("eap.json");
+    std::fs::write(
+        &file,
+        json!({"name": "EAP Wi-Fi", "identifier": "edu.example.eap", "payloads": [{
+            "PayloadType": "com.apple.wifi.managed", "SSID_STR": "staff", "EncryptionType": "WPA2",
+            "EAPClientConfiguration": {"AcceptEAPTypes": [25], "UserName": "staff", "UserPassword": JSON_SECRET}
+        }]})
+        .to_string(),
+    )?;
+    let run = |args: &[&str]| -> Result<String> {
+        let out = server.client_command(args)?.output()?;
+        ensure!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let created = run(&[
+        "profile",
+        "upload",
+        file.to_str().context("path")?,
+        "--tenant",
+        &physics,
+        "--json",
+    ])?;
+    let created: Value = serde_json::from_str(&created)?;
+    let eap_id = created["profile"]["id"]
+        .as_str()
+        .context("eap id")?
+        .to_owned();
+    let listed = run(&["profile", "list", "--tenant", &physics])?;
+    ensure!(
+        listed.contains("edu.example.eap") && listed.contains("edu.example.wifi"),
+        "{listed}"
+    );
+    let shown = run(&[
+        "profile",
+        "show",
+        &eap_id,
+        "--tenant",
+        &physics,
+        "--version",
+        "1",
+    ])?;
+    ensure!(
+        shown.contains("<sealed>") && shown.contains("UserPassword"),
+        "{shown}"
+    );
+    answers.push_str(&created.to_string());
+    answers.push_str(&shown);
+    answers.push_str(&run(&[
+        "profile", "devices", &wifi_id, "--tenant", &physics,
+    ])?);
 
     // 9. Secrets never come back, and are not stored in plaintext.
     for path in [
@@ -374,7 +539,10 @@ async fn scenario(backend: Backend) -> Result<()> {
     no_secret_in("the API", &answers)?;
     let mut db = server.connect_database().await?;
     for (table, columns) in [
-        ("profile_versions", "redacted_json || COALESCE(display_name, '') || payload_types"),
+        (
+            "profile_versions",
+            "redacted_json || COALESCE(display_name, '') || payload_types",
+        ),
         ("profiles", "name || identifier"),
         ("audit_events", "action || COALESCE(details, '')"),
     ] {

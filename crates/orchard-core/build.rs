@@ -80,7 +80,10 @@ fn fail(message: &str) -> ! {
 
 /// A `payloadkeys`/`subkeys` list as compact key specs.
 fn keys(list: Option<&Yaml>) -> Json {
-    let items = list.and_then(Yaml::as_sequence).cloned().unwrap_or_default();
+    let items = list
+        .and_then(Yaml::as_sequence)
+        .cloned()
+        .unwrap_or_default();
     Json::Array(items.iter().filter_map(key).collect())
 }
 

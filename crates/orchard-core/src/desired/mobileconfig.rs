@@ -93,9 +93,7 @@ fn to_json(value: &Value, payload_type: Option<&str>, hidden: &mut i64) -> Json 
                 .filter(|_| payload_type.is_none());
             let mut out = Map::new();
             for (key, v) in dict {
-                let shown = if is_secret(own_type, key, v)
-                    && v.as_string() != Some(SEALED_MARKER)
-                {
+                let shown = if is_secret(own_type, key, v) && v.as_string() != Some(SEALED_MARKER) {
                     *hidden += 1;
                     Json::String(SEALED_MARKER.into())
                 } else {
@@ -227,9 +225,13 @@ fn from_json(
             _ => Some(Value::String(s.clone())),
         },
         Json::Array(items) => {
-            let element = spec
-                .and_then(|s| s.subkeys.as_deref())
-                .and_then(|s| if s.len() == 1 { s.first() } else { None });
+            let element = spec.and_then(|s| s.subkeys.as_deref()).and_then(|s| {
+                if s.len() == 1 {
+                    s.first()
+                } else {
+                    None
+                }
+            });
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 if let Some(v) = from_json(&format!("{path}[{i}]"), item, element, errors) {
@@ -344,7 +346,12 @@ fn previous_payload<'a>(
         .or_else(|| items.get(index).and_then(Value::as_dictionary))
 }
 
-fn fill(value: &mut Value, previous: Option<&Value>, path: &str, errors: &mut Vec<ValidationError>) {
+fn fill(
+    value: &mut Value,
+    previous: Option<&Value>,
+    path: &str,
+    errors: &mut Vec<ValidationError>,
+) {
     match value {
         Value::String(s) if s == SEALED_MARKER => match previous {
             Some(p) if p.as_string() != Some(SEALED_MARKER) => *value = p.clone(),
@@ -405,7 +412,12 @@ pub(crate) fn keep_sealed_secrets(
                         .cloned()
                         .map(Value::Dictionary);
                     let mut whole = Value::Dictionary(std::mem::take(payload));
-                    fill(&mut whole, before.as_ref(), &format!("{name}[{i}]"), &mut errors);
+                    fill(
+                        &mut whole,
+                        before.as_ref(),
+                        &format!("{name}[{i}]"),
+                        &mut errors,
+                    );
                     if let Value::Dictionary(d) = whole {
                         *payload = d;
                     }
@@ -518,9 +530,14 @@ mod tests {
         let xml = to_xml(&profile).unwrap();
         assert!(open_upload(&xml).unwrap().signer.is_none());
         let mut binary = Vec::new();
-        Value::Dictionary(profile).to_writer_binary(&mut binary).unwrap();
+        Value::Dictionary(profile)
+            .to_writer_binary(&mut binary)
+            .unwrap();
         assert!(open_upload(&binary).is_ok());
-        assert!(matches!(open_upload(b"garbage"), Err(CoreError::Invalid(_))));
+        assert!(matches!(
+            open_upload(b"garbage"),
+            Err(CoreError::Invalid(_))
+        ));
         assert!(matches!(open_upload(b""), Err(CoreError::Invalid(_))));
     }
 }

@@ -239,10 +239,10 @@ impl Checker<'_> {
         }
         match value {
             Value::Array(items) => {
-                let element = spec
-                    .subkeys
-                    .as_deref()
-                    .and_then(|s| if s.len() == 1 { s.first() } else { None });
+                let element =
+                    spec.subkeys
+                        .as_deref()
+                        .and_then(|s| if s.len() == 1 { s.first() } else { None });
                 for (i, item) in items.iter().enumerate() {
                     let item_path = format!("{path}[{i}]");
                     match element {
@@ -272,8 +272,15 @@ impl Checker<'_> {
         }
         let in_range = match number(value) {
             Some(n) if spec.min.is_some() || spec.max.is_some() => {
-                spec.min.as_ref().and_then(json_number).is_none_or(|m| n >= m)
-                    && spec.max.as_ref().and_then(json_number).is_none_or(|m| n <= m)
+                spec.min
+                    .as_ref()
+                    .and_then(json_number)
+                    .is_none_or(|m| n >= m)
+                    && spec
+                        .max
+                        .as_ref()
+                        .and_then(json_number)
+                        .is_none_or(|m| n <= m)
             }
             _ => false,
         };
@@ -359,7 +366,10 @@ pub(crate) fn validate(
         None => checker.error("profile.PayloadContent", "required key is missing"),
         Some(Value::Array(payloads)) => {
             if payloads.is_empty() {
-                checker.error("profile.PayloadContent", "a profile needs at least one payload");
+                checker.error(
+                    "profile.PayloadContent",
+                    "a profile needs at least one payload",
+                );
             }
             let mut uuids = HashSet::new();
             let mut identifiers = HashSet::new();
@@ -405,7 +415,9 @@ mod tests {
             return match first {
                 serde_json::Value::String(s) => Value::String(s.clone()),
                 serde_json::Value::Bool(b) => Value::Boolean(*b),
-                serde_json::Value::Number(n) if spec.ty == "real" => Value::Real(n.as_f64().unwrap()),
+                serde_json::Value::Number(n) if spec.ty == "real" => {
+                    Value::Real(n.as_f64().unwrap())
+                }
                 serde_json::Value::Number(n) => Value::Integer(n.as_i64().unwrap().into()),
                 other => panic!("rangelist value {other}"),
             };
@@ -424,7 +436,12 @@ mod tests {
             "data" => Value::Data(vec![1, 2, 3]),
             "array" => Value::Array(Vec::new()),
             "dictionary" => Value::Dictionary(required_keys(
-                spec.subkeys.as_deref().unwrap_or(&[]).iter().collect::<Vec<_>>().as_slice(),
+                spec.subkeys
+                    .as_deref()
+                    .unwrap_or(&[])
+                    .iter()
+                    .collect::<Vec<_>>()
+                    .as_slice(),
             )),
             _ => Value::String("example".into()),
         }
@@ -445,7 +462,10 @@ mod tests {
         let mut dict = required_keys(&schema.payload_keys(spec));
         dict.insert("PayloadType".into(), Value::String(payload_type.into()));
         dict.insert("PayloadVersion".into(), Value::Integer(1.into()));
-        dict.insert("PayloadIdentifier".into(), Value::String(format!("edu.example.p{i}")));
+        dict.insert(
+            "PayloadIdentifier".into(),
+            Value::String(format!("edu.example.p{i}")),
+        );
         dict.insert("PayloadUUID".into(), Value::String(format!("UUID-{i}")));
         dict
     }
@@ -454,7 +474,10 @@ mod tests {
         let mut profile = plist::Dictionary::new();
         profile.insert("PayloadType".into(), Value::String("Configuration".into()));
         profile.insert("PayloadVersion".into(), Value::Integer(1.into()));
-        profile.insert("PayloadIdentifier".into(), Value::String("edu.example".into()));
+        profile.insert(
+            "PayloadIdentifier".into(),
+            Value::String("edu.example".into()),
+        );
         profile.insert("PayloadUUID".into(), Value::String("TOP".into()));
         profile.insert(
             "PayloadContent".into(),
@@ -488,8 +511,15 @@ mod tests {
             assert!(errors.is_empty(), "{t}: {errors:?}");
         }
         // All of them in one profile too.
-        let all = types.iter().enumerate().map(|(i, t)| valid_payload(schema, t, i)).collect();
-        assert_eq!(validate(&profile_of(all), ProfileTarget::default()).unwrap(), vec![]);
+        let all = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| valid_payload(schema, t, i))
+            .collect();
+        assert_eq!(
+            validate(&profile_of(all), ProfileTarget::default()).unwrap(),
+            vec![]
+        );
     }
 
     #[test]
@@ -499,7 +529,8 @@ mod tests {
         for (i, t) in ios_types(schema).iter().enumerate() {
             let spec = schema.payload(t).unwrap();
             for key in schema.payload_keys(spec) {
-                if key.not_on_ios || key.ty == "any" || key.key == "ANY" || key.key == "PayloadType" {
+                if key.not_on_ios || key.ty == "any" || key.key == "ANY" || key.key == "PayloadType"
+                {
                     continue;
                 }
                 let wrong = match key.ty.as_str() {
@@ -511,7 +542,9 @@ mod tests {
                 let errors = errors_of(payload);
                 let path = format!("{t}[0].{}", key.key);
                 assert!(
-                    errors.iter().any(|e| e.path == path && e.message.starts_with("expected ")),
+                    errors
+                        .iter()
+                        .any(|e| e.path == path && e.message.starts_with("expected ")),
                     "{path}: {errors:?}"
                 );
                 checked += 1;
@@ -527,7 +560,10 @@ mod tests {
             let mut payload = valid_payload(schema, t, i);
             payload.insert("OrchardNoSuchKey".into(), Value::Boolean(true));
             let errors = errors_of(payload);
-            let open = schema.payload_keys(schema.payload(t).unwrap()).iter().any(|k| k.key == "ANY");
+            let open = schema
+                .payload_keys(schema.payload(t).unwrap())
+                .iter()
+                .any(|k| k.key == "ANY");
             if !open {
                 assert!(
                     errors.contains(&ValidationError {
@@ -546,8 +582,10 @@ mod tests {
                     payload.remove(&key.key);
                     let errors = errors_of(payload);
                     assert!(
-                        errors.iter().any(|e| e.path == format!("{t}[0].{}", key.key)
-                            && e.message == "required key is missing"),
+                        errors
+                            .iter()
+                            .any(|e| e.path == format!("{t}[0].{}", key.key)
+                                && e.message == "required key is missing"),
                         "{t}.{}: {errors:?}",
                         key.key
                     );
@@ -557,8 +595,10 @@ mod tests {
                     payload.insert(key.key.clone(), Value::String("NOT-IN-LIST".into()));
                     let errors = errors_of(payload);
                     assert!(
-                        errors.iter().any(|e| e.path == format!("{t}[0].{}", key.key)
-                            && e.message.starts_with("\"NOT-IN-LIST\" is not one of")),
+                        errors
+                            .iter()
+                            .any(|e| e.path == format!("{t}[0].{}", key.key)
+                                && e.message.starts_with("\"NOT-IN-LIST\" is not one of")),
                         "{t}.{}: {errors:?}",
                         key.key
                     );
@@ -586,38 +626,74 @@ mod tests {
         // Nested: an EAP configuration with a wrong type deep inside.
         let mut wifi = valid_payload(schema, "com.apple.wifi.managed", 0);
         let mut eap = plist::Dictionary::new();
-        eap.insert("AcceptEAPTypes".into(), Value::Array(vec![Value::String("25".into())]));
+        eap.insert(
+            "AcceptEAPTypes".into(),
+            Value::Array(vec![Value::String("25".into())]),
+        );
         wifi.insert("EAPClientConfiguration".into(), Value::Dictionary(eap));
         let errors = errors_of(wifi);
         assert!(
-            errors.iter().any(|e| e.path == "com.apple.wifi.managed[0].EAPClientConfiguration.AcceptEAPTypes[0]"),
+            errors
+                .iter()
+                .any(|e| e.path
+                    == "com.apple.wifi.managed[0].EAPClientConfiguration.AcceptEAPTypes[0]"),
             "{errors:?}"
         );
         // Unknown payload type.
         let mut odd = plist::Dictionary::new();
-        odd.insert("PayloadType".into(), Value::String("com.example.nothing".into()));
+        odd.insert(
+            "PayloadType".into(),
+            Value::String("com.example.nothing".into()),
+        );
         let errors = errors_of(odd);
         assert_eq!(errors[0].path, "com.example.nothing[0]");
         assert!(errors[0].message.contains("unknown PayloadType"));
         // macOS only.
-        let mac = schema.payloads.iter().find(|(_, p)| !p.ios).map(|(t, _)| t.clone()).unwrap();
+        let mac = schema
+            .payloads
+            .iter()
+            .find(|(_, p)| !p.ios)
+            .map(|(t, _)| t.clone())
+            .unwrap();
         let mut payload = plist::Dictionary::new();
         payload.insert("PayloadType".into(), Value::String(mac.clone()));
         let errors = errors_of(payload);
-        assert_eq!(errors[0].message, "payload type not supported on iOS/iPadOS", "{mac}");
+        assert_eq!(
+            errors[0].message, "payload type not supported on iOS/iPadOS",
+            "{mac}"
+        );
         // Shared iPad: a payload Apple forbids there.
         let forbidden = ios_types(schema)
             .into_iter()
             .find(|t| schema.payload(t).unwrap().shared_ipad.as_deref() == Some("forbidden"))
             .unwrap();
         let profile = profile_of(vec![valid_payload(schema, &forbidden, 0)]);
-        assert!(validate(&profile, ProfileTarget::default()).unwrap().is_empty());
-        let errors = validate(&profile, ProfileTarget { shared_ipad: true, user_channel: false }).unwrap();
+        assert!(validate(&profile, ProfileTarget::default())
+            .unwrap()
+            .is_empty());
+        let errors = validate(
+            &profile,
+            ProfileTarget {
+                shared_ipad: true,
+                user_channel: false,
+            },
+        )
+        .unwrap();
         assert_eq!(errors[0].message, "payload type not allowed on Shared iPad");
         // User channel: Wi-Fi is device-channel only on Shared iPad.
         let profile = profile_of(vec![valid_payload(schema, "com.apple.wifi.managed", 0)]);
-        let errors = validate(&profile, ProfileTarget { shared_ipad: true, user_channel: true }).unwrap();
-        assert_eq!(errors[0].message, "payload type not allowed on a Shared iPad's user channel");
+        let errors = validate(
+            &profile,
+            ProfileTarget {
+                shared_ipad: true,
+                user_channel: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            errors[0].message,
+            "payload type not allowed on a Shared iPad's user channel"
+        );
     }
 
     #[test]
@@ -632,8 +708,19 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert!(errors.contains(&"profile.PayloadType: \"Configurations\" is not one of Configuration".to_string()), "{errors:?}");
-        assert!(errors.contains(&"profile.Surprise: unknown key".to_string()), "{errors:?}");
-        assert!(errors.contains(&"profile.PayloadUUID: required key is missing".to_string()), "{errors:?}");
+        assert!(
+            errors.contains(
+                &"profile.PayloadType: \"Configurations\" is not one of Configuration".to_string()
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            errors.contains(&"profile.Surprise: unknown key".to_string()),
+            "{errors:?}"
+        );
+        assert!(
+            errors.contains(&"profile.PayloadUUID: required key is missing".to_string()),
+            "{errors:?}"
+        );
     }
 }

@@ -388,11 +388,13 @@ impl Orchard {
         let mut errors =
             mobileconfig::keep_sealed_secrets(&mut prepared.profile, previous_plist.as_ref());
         let payload_uuid = mobileconfig::new_payload_uuid();
-        prepared.profile.insert(
-            "PayloadUUID".into(),
-            Value::String(payload_uuid.clone()),
-        );
-        errors.extend(profile_schema::validate(&prepared.profile, prepared.target)?);
+        prepared
+            .profile
+            .insert("PayloadUUID".into(), Value::String(payload_uuid.clone()));
+        errors.extend(profile_schema::validate(
+            &prepared.profile,
+            prepared.target,
+        )?);
         if !errors.is_empty() {
             return Err(CoreError::Unprocessable(errors));
         }
@@ -467,8 +469,7 @@ impl Orchard {
                 other => other.into(),
             })?;
         tracing::info!(profile = %id, tenant = ?owner.tenant(), actor = %who.actor(), "profile created");
-        self.detail_of(&record)
-            .await
+        self.detail_of(&record).await
     }
 
     async fn add_version_for(
@@ -545,7 +546,11 @@ impl Orchard {
     }
 
     /// A global profile (anyone signed in sees them).
-    async fn global_profile(&self, who: &Principal, id: ProfileId) -> Result<ProfileRecord, CoreError> {
+    async fn global_profile(
+        &self,
+        who: &Principal,
+        id: ProfileId,
+    ) -> Result<ProfileRecord, CoreError> {
         match self.store.get_profile(who.scope(), id).await? {
             Some(p) if p.tenant_id.is_none() => Ok(p),
             _ => Err(CoreError::NotFound),
@@ -661,7 +666,9 @@ impl Orchard {
     ) -> Result<(), CoreError> {
         let profile = self.changeable_tenant_profile(who, tenant, id).await?;
         if profile.archived_at.is_some() {
-            return Err(CoreError::Conflict("the profile is archived already".into()));
+            return Err(CoreError::Conflict(
+                "the profile is archived already".into(),
+            ));
         }
         self.store
             .archive_profile(profile.id, self.clock.now())
@@ -733,7 +740,9 @@ impl Orchard {
     ) -> Result<(), CoreError> {
         let profile = self.global_profile(operator.principal(), id).await?;
         if profile.archived_at.is_some() {
-            return Err(CoreError::Conflict("the profile is archived already".into()));
+            return Err(CoreError::Conflict(
+                "the profile is archived already".into(),
+            ));
         }
         self.store
             .archive_profile(profile.id, self.clock.now())
@@ -744,7 +753,10 @@ impl Orchard {
 
     /// The bytes Orchard installs for (profile, version): the profile plist signed by the profile signer, with
     /// the server CA embedded (what the enrollment profile carries).
-    pub(crate) fn installable_profile(&self, v: &ProfileVersionRecord) -> Result<Vec<u8>, CoreError> {
+    pub(crate) fn installable_profile(
+        &self,
+        v: &ProfileVersionRecord,
+    ) -> Result<Vec<u8>, CoreError> {
         let plist = self
             .pki
             .data_key
@@ -777,9 +789,7 @@ impl Orchard {
             .store
             .get_profile_version(profile.id, number)
             .await?
-            .ok_or_else(|| {
-                CoreError::Invalid(format!("the profile has no version {number}"))
-            })?;
+            .ok_or_else(|| CoreError::Invalid(format!("the profile has no version {number}")))?;
         let payload = self.installable_profile(&v)?;
         self.queue_profile_command(
             who,

@@ -47,9 +47,8 @@ fn profile_input(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
     if is_json {
-        let json: ProfileJson = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())
-        })?;
+        let json: ProfileJson = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
         return Ok(ProfileInput::Json(json));
     }
     Ok(ProfileInput::Upload {

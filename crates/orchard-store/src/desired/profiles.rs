@@ -112,7 +112,8 @@ pub struct ProfileCommand {
     pub version: Option<i64>,
 }
 
-const PROFILE_COLUMNS: &str = "id, tenant_id, name, identifier, latest_version, created_at, created_by, \
+const PROFILE_COLUMNS: &str =
+    "id, tenant_id, name, identifier, latest_version, created_at, created_by, \
                                updated_at, archived_at";
 const VERSION_COLUMNS: &str = "profile_id, version, payload_uuid, display_name, payload_types, plist_sealed, \
                                redacted_json, sealed_secrets, shared_ipad, user_channel, source, signer_subject, signer_issuer, \
@@ -296,7 +297,10 @@ impl Store {
             "SELECT {PROFILE_COLUMNS} FROM profiles WHERE archived_at IS NULL"
         ));
         match tenant {
-            Some(t) => sql.push(" AND (tenant_id IS NULL OR tenant_id = ").bind(t).push(")"),
+            Some(t) => sql
+                .push(" AND (tenant_id IS NULL OR tenant_id = ")
+                .bind(t)
+                .push(")"),
             None => sql.push(" AND tenant_id IS NULL"),
         };
         sql.in_scope_or_global("tenant_id", scope)
@@ -315,7 +319,9 @@ impl Store {
         scope: Scope,
         id: ProfileId,
     ) -> Result<Option<ProfileRecord>, StoreError> {
-        let mut sql = Sql::new(&format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = "));
+        let mut sql = Sql::new(&format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = "
+        ));
         sql.bind(id.to_string())
             .in_scope_or_global("tenant_id", scope);
         sql.query()
