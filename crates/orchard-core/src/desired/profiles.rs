@@ -907,6 +907,7 @@ impl Orchard {
     }
 
     /// Inside a report's unit of work: a profile command the library queued was answered.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn profile_command_reported(
         &self,
         unit: &mut UnitOfWork,
