@@ -416,6 +416,53 @@ async fn scenario(backend: Backend) -> Result<()> {
         "{known}"
     );
 
+    // 7b. Version 1 on request; a profile removed on the device by hand shows as not installed after ProfileList.
+    let (status, queued) = server
+        .api(
+            &admin,
+            Method::POST,
+            &format!("{base}/{wifi_id}/install"),
+            Some(json!({"device_id": device_id, "version": 1})),
+        )
+        .await?;
+    ensure!(
+        status == 202 && queued["version"] == 1,
+        "install v1 → {status}: {queued}"
+    );
+    ipad.poll().await?;
+    let known = server.get(&devices_path).await?;
+    ensure!(known["items"][0]["installed_version"] == 1, "{known}");
+    ipad.state
+        .installed_profiles
+        .retain(|p| p.identifier != "edu.example.wifi");
+    server
+        .post(
+            &format!("/api/v1/devices/{device_id}/commands"),
+            json!({"type": "ProfileList"}),
+        )
+        .await?;
+    ipad.poll().await?;
+    let known = server.get(&devices_path).await?;
+    ensure!(
+        known["items"][0]["installed_payload_uuid"].is_null(),
+        "drift not seen: {known}"
+    );
+    // Removing what the device no longer has: the device's error is kept.
+    server
+        .api(
+            &admin,
+            Method::POST,
+            &format!("{base}/{wifi_id}/remove"),
+            Some(json!({"device_id": device_id})),
+        )
+        .await?;
+    ipad.poll().await?;
+    let known = server.get(&devices_path).await?;
+    ensure!(
+        !known["items"][0]["last_error"].is_null() && known["items"][0]["pending_action"].is_null(),
+        "{known}"
+    );
+
     // 8. Global profiles: operators make them, every tenant sees them and cannot change them.
     let (status, global) = upload(
         &server,
