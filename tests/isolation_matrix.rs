@@ -185,6 +185,32 @@ async fn scenario(backend: Backend) -> Result<()> {
         String::from_utf8(out.stdout)?.trim().to_owned()
     };
 
+    // A physics profile and a global one (the profile library).
+    let wifi = |identifier: &str| {
+        json!({"name": "Matrix Wi-Fi", "identifier": identifier,
+               "payloads": [{"PayloadType": "com.apple.wifi.managed", "SSID_STR": "matrix"}]})
+    };
+    let profile = server
+        .post(
+            &format!("/api/v1/tenants/{physics}/profiles"),
+            wifi("edu.matrix.physics"),
+        )
+        .await?;
+    let profile_id = profile["profile"]["id"]
+        .as_str()
+        .context("profile id")?
+        .to_owned();
+    let global = server
+        .post("/api/v1/profiles", wifi("edu.matrix.global"))
+        .await?;
+    let global_id = global["profile"]["id"]
+        .as_str()
+        .context("global id")?
+        .to_owned();
+    let prof = |suffix: &str| format!("/api/v1/tenants/{physics}/profiles/{profile_id}{suffix}");
+    let glob = |suffix: &str| format!("/api/v1/profiles/{global_id}{suffix}");
+    let new_version = json!({"name": "Matrix Wi-Fi", "payloads": [{"PayloadType": "com.apple.wifi.managed", "SSID_STR": "v2"}]});
+    let on_device = json!({"device_id": device_id});
     let dev = |suffix: &str| format!("/api/v1/devices/{device_id}{suffix}");
     let today = "2026-11-30";
     #[rustfmt::skip]
@@ -245,6 +271,22 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::GET, "/api/v1/audit.csv", None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::GET, format!("/api/v1/usage?from={today}&to={today}"), None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::DELETE, format!("/api/v1/dep-templates/{template_id}"), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/profiles"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        // The operator's copy collides with the admin's identifier.
+        row(Method::POST, format!("/api/v1/tenants/{physics}/profiles"), Some(wifi("edu.matrix.new")), [U, U, U, 404, 404, 403, 201, 403, 409]),
+        row(Method::GET, prof(""), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::POST, prof("/versions"), Some(new_version.clone()), [U, U, U, 404, 404, 403, 201, 403, 201]),
+        row(Method::GET, prof("/versions/1"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::GET, prof("/devices"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::POST, prof("/install"), Some(on_device.clone()), [U, U, U, 404, 404, 403, 202, 403, 202]),
+        row(Method::POST, prof("/remove"), Some(on_device.clone()), [U, U, U, 404, 404, 403, 202, 403, 202]),
+        row(Method::DELETE, prof(""), None, [U, U, U, 404, 404, 403, 204, 403, 409]),
+        row(Method::GET, "/api/v1/profiles", None, [U, U, U, 200, 200, 200, 200, 200, 200]),
+        row(Method::POST, "/api/v1/profiles", Some(wifi("edu.matrix.global-new")), [U, U, U, 403, 403, 403, 403, 403, 201]),
+        row(Method::GET, glob(""), None, [U, U, U, 200, 200, 200, 200, 200, 200]),
+        row(Method::POST, glob("/versions"), Some(new_version.clone()), [U, U, U, 403, 403, 403, 403, 403, 201]),
+        row(Method::GET, glob("/versions/1"), None, [U, U, U, 200, 200, 200, 200, 200, 200]),
+        row(Method::DELETE, glob(""), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
     ];
 
     // Every documented operation has a row (so a new route cannot skip the matrix).
@@ -281,6 +323,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         template_id.clone(),
         victim_id.clone(),
         link_id.clone(),
+        profile_id.clone(),
     ];
     let mut failures = Vec::new();
     for r in &rows {

@@ -128,6 +128,33 @@ impl Client {
         if let Some(b) = body {
             request = request.json(b);
         }
+        self.finish(method, url, request).await
+    }
+
+    /// POSTs a file's bytes as they are (a .mobileconfig) with their content type.
+    pub async fn upload(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Value, CliError> {
+        let url = self.url(segments, query);
+        let request = self
+            .http
+            .post(url.clone())
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes);
+        self.finish(Method::POST, url, request).await?.json()
+    }
+
+    async fn finish(
+        &self,
+        method: Method,
+        url: Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, CliError> {
         let response = request.send().await.map_err(|e| transport(&e, &url))?;
         let status = response.status();
         let header_request_id = response

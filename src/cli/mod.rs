@@ -8,6 +8,7 @@ mod client;
 mod dep;
 mod device;
 mod output;
+mod profile;
 mod push_certificate;
 mod tenant;
 mod tokens;
@@ -61,6 +62,13 @@ pub enum ApiCommand {
         api: ApiArgs,
         #[command(subcommand)]
         command: users::UserCommand,
+    },
+    /// The profile library (a tenant's profiles and the global ones), through the admin API.
+    Profile {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: profile::ProfileCommand,
     },
     /// Enrollment links of a tenant, through the admin API.
     Link {
@@ -209,6 +217,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         ApiCommand::Tenant { api, .. }
         | ApiCommand::ApiToken { api, .. }
         | ApiCommand::Link { api, .. }
+        | ApiCommand::Profile { api, .. }
         | ApiCommand::User { api, .. }
         | ApiCommand::Device { api, .. }
         | ApiCommand::PushCertificate { api, .. }
@@ -236,6 +245,7 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
         ApiCommand::Tenant { command, .. } => tenant::run_tenant(&client, out, command).await,
         ApiCommand::ApiToken { command, .. } => tokens::run(&client, out, command).await,
         ApiCommand::Link { command, .. } => tenant::run_link(&client, out, command).await,
+        ApiCommand::Profile { command, .. } => profile::run(&client, out, command).await,
         ApiCommand::User { command, .. } => users::run(&client, out, command).await,
         ApiCommand::Device { command, .. } => device::run(&client, out, command).await,
         ApiCommand::PushCertificate { command, .. } => {

@@ -50,6 +50,10 @@ pub enum CoreError {
     Invalid(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Well-formed input that breaks the rules of its content (a profile payload against Apple's schema):
+    /// every problem, each naming where it is.
+    #[error("{} validation errors, first: {}", .0.len(), .0.first().map(|e| e.to_string()).unwrap_or_default())]
+    Unprocessable(Vec<crate::desired::profile_schema::ValidationError>),
     /// A dangerous action without (or with a wrong) confirmation; the message says what to confirm.
     #[error("confirmation required: {0}")]
     ConfirmationRequired(String),

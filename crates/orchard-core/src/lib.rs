@@ -6,6 +6,7 @@ pub mod access;
 pub mod api_schema;
 pub mod commands;
 pub mod dep;
+pub mod desired;
 pub mod device;
 pub mod enrollment;
 pub mod error;

@@ -324,6 +324,55 @@ fn verify_profile(
     }
 }
 
+/// Who signed a profile made elsewhere (Apple Configurator, another MDM), as shown to people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSigner {
+    /// The signer certificate's subject, e.g. `CN=Profiles, O=Example University`.
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: UnixTime,
+    pub fingerprint: String,
+}
+
+/// Opens a signed profile made elsewhere: checks the CMS signature over the embedded content with the embedded
+/// signer certificate and returns the content with its signer. The chain is not checked: its root is not one
+/// Orchard trusts or judges (Orchard re-signs what it installs); a signature that does not verify is an error.
+pub fn open_signed_profile(der: &[u8]) -> Result<(Vec<u8>, ProfileSigner), PkiError> {
+    let pkcs7 = parse_signed_data(der, "signed profile")?;
+    let no_extra_certs = Stack::<X509>::new()?;
+    let empty_store = X509StoreBuilder::new()?.build();
+    let mut content = Vec::new();
+    pkcs7
+        .verify(
+            &no_extra_certs,
+            &empty_store,
+            None,
+            Some(&mut content),
+            Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
+        )
+        .map_err(|e| PkiError::BadSignature(format!("signed profile: {}", describe(&e))))?;
+    let signer = single_signer(&pkcs7)?;
+    let name = |n: &openssl::x509::X509NameRef| {
+        n.entries()
+            .map(|entry| {
+                let key = entry.object().nid().short_name().unwrap_or("?");
+                let value = String::from_utf8_lossy(entry.data().as_slice());
+                format!("{key}={value}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok((
+        content,
+        ProfileSigner {
+            subject: name(signer.subject_name()),
+            issuer: name(signer.issuer_name()),
+            not_after: asn1_time_to_unix(signer.not_after())?,
+            fingerprint: fingerprint_sha256_hex(&signer.to_der()?),
+        },
+    ))
+}
+
 /// Parses DER as a PKCS#7/CMS ContentInfo that must be SignedData.
 pub(crate) fn parse_signed_data(der: &[u8], what: &str) -> Result<Pkcs7, PkiError> {
     let pkcs7 = Pkcs7::from_der(der).map_err(|e| PkiError::Malformed(format!("{what}: {e}")))?;

@@ -15,6 +15,7 @@
 mod access;
 mod commands;
 mod dep;
+mod desired;
 mod device;
 mod enrollment;
 mod error;
@@ -48,6 +49,9 @@ pub use dep::sync::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUp
 pub use dep::templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
     DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment,
+};
+pub use desired::profiles::{
+    DeviceProfileRecord, ProfileCommand, ProfileRecord, ProfileSource, ProfileVersionRecord,
 };
 pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use device::devices::IdentityStatus;

@@ -95,6 +95,21 @@ impl Sql {
         self
     }
 
+    /// [`Sql::in_scope`] for objects that are a tenant's or global (NULL tenant, offered to every tenant):
+    /// ` AND ({column} IS NULL OR {column} = $n)`, or nothing for a scope over every tenant.
+    pub(crate) fn in_scope_or_global(&mut self, column: &'static str, scope: Scope) -> &mut Self {
+        if let Some(tenant) = scope.tenant_id() {
+            self.push(" AND (")
+                .push(column)
+                .push(" IS NULL OR ")
+                .push(column)
+                .push(" = ")
+                .bind(tenant)
+                .push(")");
+        }
+        self
+    }
+
     /// The statement with its values bound, in order.
     pub(crate) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
         let mut query = sqlx::query(&self.text);

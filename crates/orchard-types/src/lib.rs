@@ -98,6 +98,11 @@ uuid_id!(
     TokenId,
     "token id"
 );
+uuid_id!(
+    /// A configuration profile of the library (a tenant's or a global one); its versions are numbered.
+    ProfileId,
+    "profile id"
+);
 
 /// Checks a device-supplied identifier: printable ASCII without spaces, bounded length.
 fn check_token_like(kind: &'static str, s: &str, max: usize) -> Result<(), ParseError> {

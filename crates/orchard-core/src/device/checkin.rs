@@ -454,6 +454,16 @@ impl Orchard {
                             .await?;
                     }
                 }
+                self.profile_command_reported(
+                    &mut unit,
+                    device,
+                    uuid,
+                    request_type,
+                    status,
+                    error_chain.as_deref(),
+                    now,
+                )
+                .await?;
                 if queued_by == Some(QueuedBy::Renewal)
                     && matches!(
                         status,

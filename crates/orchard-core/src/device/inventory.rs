@@ -56,6 +56,9 @@ impl Orchard {
             };
             unit.update_device_facts(device.id, &facts, now).await?;
         }
+        if let CommandResult::ProfileList(items) = &result {
+            self.profile_list_reported(unit, device, items, now).await?;
+        }
         if let Some(section) = section_for(&result) {
             let json = serde_json::to_string(&result)
                 .map_err(|e| CoreError::Internal(format!("inventory json: {e}")))?;

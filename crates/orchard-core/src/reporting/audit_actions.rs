@@ -97,6 +97,14 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/devices/{id}/identity/revoke") => "device.identity.revoke",
         ("POST", "/devices/{id}/release") => "device.release_for_reenrollment",
         ("POST", "/devices/{id}/move") => "device.move",
+        ("POST", "/tenants/{id}/profiles") => "profile.create",
+        ("POST", "/tenants/{id}/profiles/{profile}/versions") => "profile.version.create",
+        ("DELETE", "/tenants/{id}/profiles/{profile}") => "profile.archive",
+        ("POST", "/tenants/{id}/profiles/{profile}/install") => "profile.install",
+        ("POST", "/tenants/{id}/profiles/{profile}/remove") => "profile.remove",
+        ("POST", "/profiles") => "global_profile.create",
+        ("POST", "/profiles/{profile}/versions") => "global_profile.version.create",
+        ("DELETE", "/profiles/{profile}") => "global_profile.archive",
         _ => return None,
     })
 }

@@ -27,6 +27,17 @@ pub struct ErrorDetail {
     pub message: String,
     /// The request id (also in the `x-request-id` response header) to quote to the operators.
     pub request_id: String,
+    /// `validation_failed` (422): every problem, each with the payload and key path it is about.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One problem of a `validation_failed` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Payload and key path, e.g. `com.apple.wifi.managed[0].EncryptionType`.
+    pub path: String,
+    pub message: String,
 }
 
 /// An API error: status, stable code and a message for the caller.
@@ -35,6 +46,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    errors: Vec<FieldError>,
 }
 
 impl ApiError {
@@ -43,6 +55,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            errors: Vec::new(),
         }
     }
 
@@ -61,6 +74,7 @@ impl ApiError {
             code: self.code.to_string(),
             message: self.message.clone(),
             request_id: request_id.to_string(),
+            errors: self.errors.clone(),
         }
     }
 
@@ -88,6 +102,25 @@ impl From<CoreError> for ApiError {
                 "a valid bearer token is required",
             ),
             CoreError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            CoreError::Unprocessable(errors) => {
+                let mut e = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    match errors.first() {
+                        Some(first) if errors.len() == 1 => first.to_string(),
+                        Some(first) => format!("{first} (and {} more)", errors.len() - 1),
+                        None => "the input is not valid".to_owned(),
+                    },
+                );
+                e.errors = errors
+                    .into_iter()
+                    .map(|v| FieldError {
+                        path: v.path,
+                        message: v.message,
+                    })
+                    .collect();
+                e
+            }
             CoreError::Device(r) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", r.reason())
             }

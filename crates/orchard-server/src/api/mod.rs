@@ -19,6 +19,7 @@ mod device_identity;
 mod devices;
 mod links;
 mod meta;
+mod profiles;
 mod push;
 mod role_mappings;
 mod setup;
@@ -87,6 +88,29 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::export_audit_csv))
         .routes(routes!(usage::usage_report))
+        .routes(routes!(
+            profiles::list_tenant_profiles,
+            profiles::create_tenant_profile
+        ))
+        .routes(routes!(
+            profiles::tenant_profile,
+            profiles::archive_tenant_profile
+        ))
+        .routes(routes!(profiles::add_tenant_profile_version))
+        .routes(routes!(profiles::tenant_profile_version))
+        .routes(routes!(profiles::profile_devices))
+        .routes(routes!(profiles::install_profile))
+        .routes(routes!(profiles::remove_profile))
+        .routes(routes!(
+            profiles::list_global_profiles,
+            profiles::create_global_profile
+        ))
+        .routes(routes!(
+            profiles::global_profile,
+            profiles::archive_global_profile
+        ))
+        .routes(routes!(profiles::add_global_profile_version))
+        .routes(routes!(profiles::global_profile_version))
 }
 
 /// The API router: the routes behind caller resolution (outermost) and the audit trail. Only matched routes
