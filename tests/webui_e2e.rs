@@ -93,13 +93,26 @@ impl OidcProvider {
 
 /// A browser: trusts Orchard's CA, keeps cookies, does not follow redirects by itself.
 fn browser(server: &TestServer, accept_language: &str) -> Result<reqwest::Client> {
+    browser_with(server, accept_language, None)
+}
+
+/// [`browser`] with a cookie jar the test can write to (a hand-made cookie).
+fn browser_with(
+    server: &TestServer,
+    accept_language: &str,
+    jar: Option<std::sync::Arc<reqwest::cookie::Jar>>,
+) -> Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::ACCEPT_LANGUAGE, accept_language.parse()?);
-    Ok(reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&server.ca_pem)?)
-        .cookie_store(true)
+        .add_root_certificate(reqwest::Certificate::from_pem(&server.ca_pem)?);
+    let builder = match jar {
+        Some(jar) => builder.cookie_provider(jar),
+        None => builder.cookie_store(true),
+    };
+    Ok(builder
         .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
@@ -590,7 +603,8 @@ async fn department_scenario(backend: Backend) -> Result<()> {
     assert!(!vera_home.body.contains("id=\"recent\""));
 
     // Carol holds roles in two departments: she picks one, visibly, and a forged choice gets her nothing.
-    let carol = browser(&server, "en")?;
+    let carol_jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let carol = browser_with(&server, "en", Some(carol_jar.clone()))?;
     assert_eq!(
         sso_sign_in(&carol, &server, "carol").await?.status,
         StatusCode::SEE_OTHER
@@ -630,24 +644,24 @@ async fn department_scenario(backend: Backend) -> Result<()> {
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     let no_csrf = post(&carol, &server, "/ui/tenant", &[("tenant", &physics)]).await?;
     assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
-    let forged_cookie = browser(&server, "en")?;
-    assert_eq!(
-        sso_sign_in(&forged_cookie, &server, "carol").await?.status,
-        StatusCode::SEE_OTHER
+    // The tenant cookie is only a choice: set by hand to a tenant not hers, it is forgotten.
+    carol_jar.add_cookie_str(
+        &format!("orchard_tenant={other}; Path=/; Secure; HttpOnly"),
+        &Url::parse(&server.base_url)?,
     );
-    let forged_home = answer(
-        forged_cookie
-            .get(server.url("/ui/devices"))
-            .header("cookie", format!("orchard_tenant={other}"))
-            .send()
-            .await?,
-    )
-    .await?;
+    let forged_home = get(&carol, &server, "/ui/devices").await?;
     assert_eq!(
         forged_home.location.as_deref(),
         Some("/ui/tenant"),
         "a tenant not hers"
     );
+    let cleared = forged_home
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|c| c.starts_with("orchard_tenant=;"));
+    assert!(cleared, "the forged choice is cleared");
 
     // Signing out needs the token and ends the session.
     let out_without = post(&alice, &server, "/ui/logout", &[]).await?;
@@ -809,19 +823,35 @@ async fn break_glass_and_expiry(backend: Backend) -> Result<()> {
         "{cookie}"
     );
 
-    // The session runs out: pages send the person to sign in again, and a form posted with it does nothing.
+    // The session runs out. The browser drops the cookie at its Max-Age; the server refuses it anyway: a kept or
+    // replayed cookie sends the person to sign in again, and a form posted with it does nothing.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let expired = get(&op, &server, &format!("/ui/devices/{device_id}")).await?;
+    let dropped = get(&op, &server, &format!("/ui/devices/{device_id}")).await?;
+    assert_eq!(dropped.location.as_deref(), Some("/ui/login"));
+    let session = cookie.split(';').next().context("cookie pair")?.to_string();
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    jar.add_cookie_str(
+        &format!("{session}; Path=/; Secure; HttpOnly"),
+        &Url::parse(&server.base_url)?,
+    );
+    let replay = browser_with(&server, "en", Some(jar.clone()))?;
+    let expired = get(&replay, &server, &format!("/ui/devices/{device_id}")).await?;
     assert_eq!(expired.status, StatusCode::SEE_OTHER);
     assert_eq!(expired.location.as_deref(), Some("/ui/login?expired=1"));
+    // The answer cleared the cookie; the replay sends it again with a form.
+    jar.add_cookie_str(
+        &format!("{session}; Path=/; Secure; HttpOnly"),
+        &Url::parse(&server.base_url)?,
+    );
     let restart = post(
-        &op,
+        &replay,
         &server,
         &format!("/ui/devices/{device_id}/actions/restart"),
         &[("csrf", "whatever it was")],
     )
     .await?;
     assert_eq!(restart.status, StatusCode::SEE_OTHER);
+    assert_eq!(restart.location.as_deref(), Some("/ui/login?expired=1"));
     assert_eq!(
         commands_named(&server, &device_id, "RestartDevice").await?,
         0

@@ -146,6 +146,7 @@ pub(super) async fn local_sign_in(
 
 #[derive(Deserialize)]
 pub(super) struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -252,6 +253,7 @@ pub(super) async fn tenant_page(State(state): State<AppState>, headers: HeaderMa
 
 #[derive(Deserialize)]
 pub(super) struct TenantForm {
+    #[serde(default)]
     csrf: String,
     tenant: String,
 }
