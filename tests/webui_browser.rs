@@ -413,7 +413,9 @@ async fn admin_walk(
     assert!(refused.contains("cannot be undone"), "{refused}");
     screenshot(browser, "erase-refused").await?;
     assert_eq!(commands_named(server, device_id, "EraseDevice").await?, 0);
-    browser.back().await?;
+    browser
+        .goto(&server.url(&format!("/ui/devices/{device_id}")))
+        .await?;
     wait_for(browser, "#open-erase").await?;
     browser
         .find(Locator::Id("open-erase"))

@@ -384,7 +384,22 @@ fn bytes_gb(v: Option<&serde_json::Value>) -> Option<String> {
 
 fn check_text(t: Texts, item: &CheckItem) -> Check {
     let base = format!("check.{}.{}", item.check, item.level.as_str());
-    let facts: Vec<(&str, &str)> = item.facts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Times as a person reads them (the facts carry RFC 3339).
+    let readable: BTreeMap<&str, String> = item
+        .facts
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                if *k == "date" {
+                    format!("{} UTC", date(Some(v)))
+                } else {
+                    v.clone()
+                },
+            )
+        })
+        .collect();
+    let facts: Vec<(&str, &str)> = readable.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // A more specific wording for a sub-state (`check.identity.red.expired`) when the catalogue has one.
     let specific = item
         .facts
