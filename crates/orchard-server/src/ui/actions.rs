@@ -74,7 +74,7 @@ pub(super) async fn device_action(
             &who.request_id,
         );
     };
-    if let Err(refused) = who.check_csrf(&form.csrf) {
+    if let Some(refused) = who.csrf_refusal(&form.csrf) {
         return refused;
     }
     // A malformed id names nothing, like another tenant's.

@@ -56,6 +56,7 @@ impl Lang {
             .unwrap_or(Lang::En)
     }
 
+    #[cfg(test)]
     fn source(self) -> &'static str {
         match self {
             Lang::En => EN,
@@ -142,6 +143,7 @@ impl Texts {
     }
 
     /// The source text of this language's catalogue (the key-completeness test reads it).
+    #[cfg(test)]
     pub(crate) fn source(&self) -> &'static str {
         self.lang.source()
     }

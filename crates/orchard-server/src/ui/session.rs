@@ -6,7 +6,7 @@
 //!
 //! Without a valid session a page redirects to the sign-in page (an expired one says so); a person of several
 //! tenants who picked none is sent to the tenant page. Forms carry the session's CSRF token in a hidden field,
-//! checked by [`SignedIn::check_csrf`] before anything else happens.
+//! checked by [`SignedIn::csrf_refusal`] before anything else happens.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -52,9 +52,10 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
-    /// The CSRF check of a form: the hidden `csrf` field must be this session's token.
-    pub fn check_csrf(&self, presented: &str) -> Result<(), Response> {
-        self.user.check_csrf(Some(presented)).map_err(|_| {
+    /// The CSRF check of a form: the hidden `csrf` field must be this session's token. The refusal page when it
+    /// is not, `None` when it is.
+    pub fn csrf_refusal(&self, presented: &str) -> Option<Response> {
+        self.user.check_csrf(Some(presented)).err().map(|_| {
             error_page(
                 self.texts,
                 axum::http::StatusCode::FORBIDDEN,
