@@ -230,6 +230,10 @@ struct ServeArgs {
     /// Lifetime of API tokens whose request names none, in days (capped by the role's maximum).
     #[arg(long, env = "ORCHARD_TOKEN_DEFAULT_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..))]
     token_default_days: i64,
+    /// How long a browser session (web UI, single sign-on or break-glass) lasts, in seconds, before the person
+    /// must sign in again.
+    #[arg(long, env = "ORCHARD_SESSION_TTL_SECONDS", default_value_t = orchard_core::access::oidc::DEFAULT_SESSION_TTL_SECONDS, value_parser = clap::value_parser!(i64).range(1..))]
+    session_ttl_seconds: i64,
     // OIDC-BEGIN
     /// University single sign-on (boxed so that `Commands::Serve` stays small).
     #[command(flatten)]
@@ -641,6 +645,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("--price-per-device-year/--currency: {e}"))?,
         )
         .with_token_policy(args.token_policy()?)
+        .with_session_ttl_seconds(args.session_ttl_seconds)
         .with_command_queue_settings(args.command_queue.settings())
         .with_link_download_limit(args.limits.link_downloads_per_minute)
         .with_oidc_settings(args.oidc_settings()?), // OIDC

@@ -18,6 +18,9 @@ import Provider from 'oidc-provider';
 const ACCOUNTS = {
   alice: { email: 'alice@physics.example.edu', name: 'Alice Admin', groups: ['physics-it-admins', 'staff'] },
   bob: { email: 'bob@example.edu', name: 'Bob Nobody', groups: [] },
+  // The web UI's tests (tests/webui_e2e.rs): a department viewer, and a person in two departments.
+  vera: { email: 'vera@physics.example.edu', name: 'Vera Viewer', groups: ['physics-viewers'] },
+  carol: { email: 'carol@example.edu', name: 'Carol Both', groups: ['physics-it-admins', 'music-viewers'] },
 };
 
 let handler = null;

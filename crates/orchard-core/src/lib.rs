@@ -21,7 +21,7 @@ use std::sync::Arc;
 use orchard_pki::seal::DataKey;
 use orchard_pki::{CertificateAuthority, Identity};
 use orchard_store::{ScopeAuthority, Store};
-use orchard_types::{ApnsTopic, Clock};
+use orchard_types::{ApnsTopic, Clock, UnixTime};
 
 pub use error::{CoreError, DeviceRejection};
 
@@ -159,6 +159,11 @@ impl Orchard {
 
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// The injected clock's time (the web UI computes "not seen for N days" and checklist ages from it).
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
     }
 
     pub fn ca(&self) -> &CertificateAuthority {

@@ -31,6 +31,11 @@ const FOLDERS: &[Folder] = &[
         shared: &["error"],
         wiring: &["mod"],
     },
+    Folder {
+        name: "ui",
+        shared: &["i18n", "page", "session"],
+        wiring: &["mod"],
+    },
 ];
 
 fn src() -> PathBuf {

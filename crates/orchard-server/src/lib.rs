@@ -4,7 +4,7 @@
 //!
 //! Layout: `device/` (the device surface and its error answers), `api/` (the one route list, shared error,
 //! extractors and replies, one module per feature), `auth/` (sign-in routes and resolving the caller),
-//! `ops` (health and metrics), `openapi` (the document), `state`, `tls`.
+//! `ui/` (the web UI's pages), `ops` (health and metrics), `openapi` (the document), `state`, `tls`.
 
 pub mod api;
 pub mod auth;
@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod ops;
 pub mod state;
 pub mod tls;
+pub mod ui;
 
 #[cfg(test)]
 mod layout_tests;
@@ -70,6 +71,7 @@ pub fn build_app_with(
             api::router(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_bytes)),
         )
         .merge(auth::routes())
+        .merge(ui::routes())
         .merge(
             ops::routes()
                 .split_for_parts()

@@ -102,13 +102,17 @@ impl OidcSettings {
 #[derive(Debug, Default)]
 pub(crate) struct OidcState {
     settings: Option<OidcSettings>,
+    /// The operator's session lifetime (`--session-ttl-seconds`), for single sign-on and break-glass alike.
+    session_ttl: Option<i64>,
 }
 
 impl OidcState {
     pub(crate) fn session_ttl_seconds(&self) -> i64 {
-        self.settings
-            .as_ref()
-            .map_or(DEFAULT_SESSION_TTL_SECONDS, |s| s.session_ttl_seconds)
+        self.session_ttl.unwrap_or_else(|| {
+            self.settings
+                .as_ref()
+                .map_or(DEFAULT_SESSION_TTL_SECONDS, |s| s.session_ttl_seconds)
+        })
     }
 }
 
@@ -186,7 +190,14 @@ fn provider_error(what: &str, e: impl std::fmt::Display) -> CoreError {
 impl Orchard {
     /// Turns single sign-on on (`None` leaves it off: `/auth/login` answers 404).
     pub fn with_oidc_settings(mut self, settings: Option<OidcSettings>) -> Self {
-        self.oidc = OidcState { settings };
+        self.oidc.settings = settings;
+        self
+    }
+
+    /// How long a browser session lasts (single sign-on and break-glass; default 8 hours): the web UI signs a
+    /// person out after this, whatever they do.
+    pub fn with_session_ttl_seconds(mut self, seconds: i64) -> Self {
+        self.oidc.session_ttl = Some(seconds.max(1));
         self
     }
 

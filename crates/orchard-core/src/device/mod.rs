@@ -4,6 +4,7 @@
 pub mod activation_lock;
 mod bootstrap_token;
 pub mod checkin;
+pub mod checklist;
 pub mod inventory;
 pub mod views;
 

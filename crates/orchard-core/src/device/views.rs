@@ -142,6 +142,20 @@ impl Orchard {
         Ok((devices, total))
     }
 
+    /// How many devices of the caller's scope matching `query` run each OS version, most common first (at most
+    /// `limit` versions; `None` = not reported yet): the dashboard's "iOS versions".
+    pub async fn os_version_counts(
+        &self,
+        who: &Principal,
+        query: &orchard_store::DeviceQuery,
+        limit: i64,
+    ) -> Result<Vec<(Option<String>, i64)>, CoreError> {
+        Ok(self
+            .store
+            .count_devices_by_os_version(who.scope(), query, limit)
+            .await?)
+    }
+
     pub async fn device_detail(
         &self,
         who: &Principal,

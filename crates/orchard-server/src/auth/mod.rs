@@ -1,7 +1,7 @@
 //! Who is calling: the browser sign-in routes (`/auth/*`: university single sign-on, and the break-glass local
 //! login) and the resolution of an API caller from a bearer token or the session cookie.
 
-mod cookies;
+pub(crate) mod cookies;
 mod local;
 mod oidc;
 mod principal;

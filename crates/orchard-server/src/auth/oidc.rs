@@ -23,8 +23,8 @@ use crate::state::{request_id, AppState};
 
 /// The cookie that carries a sign-in's state from `/auth/login` to `/auth/callback`.
 pub(super) const LOGIN_COOKIE: &str = "orchard_login";
-/// Where the browser goes after signing in, until the web UI exists.
-const AFTER_LOGIN: &str = "/auth/me";
+/// Where the browser goes after signing in: the web UI.
+const AFTER_LOGIN: &str = "/ui";
 
 fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

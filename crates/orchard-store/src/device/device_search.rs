@@ -176,6 +176,27 @@ impl Store {
         let row = sql.query().fetch_one(&self.pool).await?;
         rows::int(&row, "n")
     }
+
+    /// How many devices in the scope that match `q` run each OS version (most common first; a device that has
+    /// not reported one counts under `None`), at most `limit` versions.
+    pub async fn count_devices_by_os_version(
+        &self,
+        scope: Scope,
+        q: &DeviceQuery,
+        limit: i64,
+    ) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+        let mut sql = Sql::new("SELECT os_version, COUNT(*) AS n FROM devices WHERE 1 = 1");
+        conditions(&mut sql, scope, q).push(&format!(
+            " GROUP BY os_version ORDER BY n DESC, os_version LIMIT {}",
+            limit.max(0)
+        ));
+        sql.query()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok((rows::opt_text(row, "os_version")?, rows::int(row, "n")?)))
+            .collect()
+    }
 }
 
 #[cfg(test)]

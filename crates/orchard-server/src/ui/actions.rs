@@ -1,0 +1,152 @@
+//! A device's actions from its page: update inventory, lock (message, phone number), restart, erase (confirmed by
+//! typing the serial number). The page shows only what the reader's role allows; the post is checked again here
+//! and in core: the CSRF token first, then core's scope and role table (another tenant's device answers like a
+//! missing one, a viewer is refused), then the confirmation of dangerous commands.
+//!
+//! Each post is one audit event with the same action name as the API's `POST /devices/{id}/commands`
+//! (`device.command.queue`), refused ones included, with `via: web` in its details.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Form;
+use orchard_core::device::checkin::initial_inventory_commands;
+use orchard_core::reporting::audit_actions::{ApiRequest, AuditNote};
+use orchard_protocol::commands::Command;
+use orchard_types::DeviceId;
+use serde::Deserialize;
+
+use super::page::{error_page, redirect};
+use super::session::SignedIn;
+use crate::state::AppState;
+
+/// The longest lock message and phone number taken (the Lock Screen shows a few lines).
+const MAX_LOCK_TEXT: usize = 200;
+
+#[derive(Deserialize)]
+pub(super) struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    confirm_serial: String,
+}
+
+fn optional(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// The commands an action queues, or None for an action that does not exist.
+fn commands_of(action: &str, form: &ActionForm) -> Option<Vec<Command>> {
+    Some(match action {
+        "inventory" => initial_inventory_commands(),
+        "lock" => vec![Command::DeviceLock {
+            message: optional(&form.message),
+            phone_number: optional(&form.phone),
+        }],
+        "restart" => vec![Command::RestartDevice { notify_user: None }],
+        "erase" => vec![Command::EraseDevice {
+            preserve_data_plan: None,
+            disallow_proximity_setup: None,
+            return_to_service: None,
+        }],
+        _ => return None,
+    })
+}
+
+/// `POST /ui/devices/{id}/actions/{action}`.
+pub(super) async fn device_action(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path((id, action)): Path<(String, String)>,
+    form: Result<Form<ActionForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let t = who.texts;
+    let Ok(Form(form)) = form else {
+        return error_page(
+            t,
+            StatusCode::BAD_REQUEST,
+            t.get("error.form"),
+            &who.request_id,
+        );
+    };
+    if let Some(refused) = who.csrf_refusal(&form.csrf) {
+        return refused;
+    }
+    // A malformed id names nothing, like another tenant's.
+    let Ok(device_id) = DeviceId::parse(&id) else {
+        return who.core_error(orchard_core::CoreError::NotFound);
+    };
+    let Some(commands) = commands_of(&action, &form) else {
+        return who.core_error(orchard_core::CoreError::NotFound);
+    };
+    if form.message.chars().count() > MAX_LOCK_TEXT || form.phone.chars().count() > MAX_LOCK_TEXT {
+        return error_page(
+            t,
+            StatusCode::BAD_REQUEST,
+            t.get("action.too_long"),
+            &who.request_id,
+        );
+    }
+    let confirm = optional(&form.confirm_serial);
+    let mut queued = Vec::new();
+    let mut outcome = Ok(());
+    for command in commands {
+        match state
+            .orchard
+            .queue_confirmed_command(&who.principal, device_id, command, confirm.as_deref())
+            .await
+        {
+            Ok(record) => queued.push(record),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    let status = match &outcome {
+        Ok(()) => 201,
+        Err(orchard_core::CoreError::NotFound) => 404,
+        Err(orchard_core::CoreError::Forbidden(_)) => 403,
+        Err(orchard_core::CoreError::ConfirmationRequired(_)) => 409,
+        Err(orchard_core::CoreError::Invalid(_)) => 400,
+        Err(_) => 500,
+    };
+    let mut note = AuditNote::default()
+        .detail("via", "web")
+        .detail("action", action.clone());
+    if let Some(first) = queued.first() {
+        note = note
+            .detail("request_type", first.request_type.as_str())
+            .detail("command_uuid", first.uuid.to_string());
+    }
+    let recorded = state
+        .orchard
+        .record_api_request(ApiRequest {
+            method: "POST".into(),
+            route: "/devices/{id}/commands".into(),
+            path: format!("/devices/{id}/commands"),
+            full_path: format!("/ui/devices/{id}/actions/{action}"),
+            request_id: Some(who.request_id.clone()),
+            principal: Some(who.principal.clone()),
+            status,
+            note: Some(note),
+        })
+        .await;
+    if recorded.is_err() {
+        return error_page(
+            t,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            t.get("error.audit"),
+            &who.request_id,
+        );
+    }
+    match outcome {
+        Ok(()) => redirect(&format!("/ui/devices/{device_id}?done={action}")),
+        Err(e) => who.core_error(e),
+    }
+}
