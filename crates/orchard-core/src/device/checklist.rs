@@ -274,6 +274,7 @@ mod tests {
                 has_unlock_token: false,
                 awaiting_configuration: false,
                 token_updated_at: None,
+                push: Default::default(),
             }],
             identity: IdentityStatusView {
                 not_after: identity_left.map(|l| at(-l)),

@@ -24,7 +24,7 @@ pub struct ChannelView {
 }
 
 /// Where the channel's pushes stand (times RFC 3339).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelPushView {
     /// A push is requested and APNs has not answered it yet.

@@ -126,16 +126,20 @@ pub(super) async fn device_action(
     }
     let recorded = state
         .orchard
-        .record_api_request(ApiRequest {
-            method: "POST".into(),
-            route: "/devices/{id}/commands".into(),
-            path: format!("/devices/{id}/commands"),
-            full_path: format!("/ui/devices/{id}/actions/{action}"),
-            request_id: Some(who.request_id.clone()),
-            principal: Some(who.principal.clone()),
-            status,
-            note: Some(note),
-        })
+        // The web UI's action trail is the server's own record of the request, like the API's audit trail.
+        .record_api_request(
+            &state.orchard.system(),
+            ApiRequest {
+                method: "POST".into(),
+                route: "/devices/{id}/commands".into(),
+                path: format!("/devices/{id}/commands"),
+                full_path: format!("/ui/devices/{id}/actions/{action}"),
+                request_id: Some(who.request_id.clone()),
+                principal: Some(who.principal.clone()),
+                status,
+                note: Some(note),
+            },
+        )
         .await;
     if recorded.is_err() {
         return error_page(
