@@ -56,6 +56,8 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     "with_identity_renewal",
     "identity_renewal_settings",
     "with_link_download_limit",
+    "with_session_ttl_seconds",
+    "now",
     "current_topic",
     "push_certificate_status",
 ];

@@ -71,12 +71,25 @@ async fn dead_tokens_retries_and_refused_certificates(backend: Backend) {
     assert_eq!(stats.dead_tokens, 1, "{stats:?}");
     s.queue(&device, &channel, RequestType::DeviceLock).await;
     assert_eq!(s.dispatch().await.claimed, 0);
+    // The device API says why it gets no push: the token is dead, and the lock is owed.
+    let push = push_view(&s, &device).await;
+    assert_eq!(push.token_dead_reason.as_deref(), Some("Unregistered"));
+    assert!(push.token_dead_at.is_some() && push.owed, "{push:?}");
+    assert_eq!(
+        push.last_result.as_deref(),
+        Some("token dead: 410 Unregistered")
+    );
+    assert_eq!(push.last_delivered_at, None);
 
     // A new TokenUpdate revives it, and the owed push is delivered.
     s.push.apns.mark_registered(&device_token);
     s.token_update(&device, &channel, &token).await;
     let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 1, "{stats:?}");
+    let push = push_view(&s, &device).await;
+    assert_eq!(push.last_result.as_deref(), Some("delivered"), "{push:?}");
+    assert!(push.last_delivered_at.is_some() && !push.owed, "{push:?}");
+    assert_eq!(push.token_dead_at, None);
 
     // Two 500s are retried inside the client and the push arrives.
     s.push
@@ -265,6 +278,19 @@ async fn retry_after_is_honoured(backend: Backend) {
     s.queue(&d1, &c1, RequestType::DeviceLock).await;
     let stats = s.dispatch().await;
     assert_eq!((stats.delivered, stats.requeued), (0, 1), "{stats:?}");
+    // The device API shows the throttling and until when nothing is pushed.
+    let push = push_view(&s, &d1).await;
+    assert!(
+        push.last_result
+            .as_deref()
+            .is_some_and(|r| r.starts_with("retry later: 429")),
+        "{push:?}"
+    );
+    assert_eq!(
+        push.not_before,
+        Some(s.clock.now().plus_seconds(120).to_rfc3339())
+    );
+    assert!(push.owed);
     // Still owed, but not before Retry-After; another device's push is not held up.
     s.queue(&d2, &c2, RequestType::DeviceLock).await;
     let stats = s.dispatch().await;
@@ -289,6 +315,22 @@ async fn retry_after_is_honoured(backend: Backend) {
     let stats = s.dispatch().await;
     assert_eq!(stats.delivered, 2, "{stats:?}");
     assert_eq!(s.push.apns.pushes_for(&other_token).len(), 2);
+}
+
+/// The push state of the device's channel as the device API shows it (operator's view).
+async fn push_view(
+    s: &Setup,
+    device: &orchard_store::Device,
+) -> orchard_core::device::views::ChannelPushView {
+    let detail = s
+        .orchard
+        .device_detail(s.operator.principal(), device.id)
+        .await
+        .unwrap();
+    let mut channels = detail.channels.into_iter();
+    let channel = channels.next().expect("the device channel");
+    assert!(channels.next().is_none());
+    channel.push
 }
 
 /// APNs refuses the certificate while node 1 pushes: node 2 on the same database stops too (and says why),
