@@ -147,6 +147,14 @@ fn last_checkin(device: &DeviceDetail, now: UnixTime) -> CheckItem {
 fn push_token(device: &DeviceDetail) -> CheckItem {
     let device_channel = device.channels.iter().find(|c| c.user_short_name.is_none());
     match device_channel {
+        // APNs said the token is dead: a new one comes with the iPad's next TokenUpdate (a restart on Wi-Fi).
+        Some(c) if c.has_push_token && c.push.token_dead_at.is_some() => {
+            let item = CheckItem::new("push_token", Level::Amber);
+            match &c.push.token_dead_reason {
+                Some(reason) => item.fact("reason", reason.clone()),
+                None => item,
+            }
+        }
         Some(c) if c.has_push_token => CheckItem::new("push_token", Level::Green),
         _ => CheckItem::new("push_token", Level::Red),
     }
@@ -319,6 +327,16 @@ mod tests {
         let d = device(Some(600), true, Some(200 * 86_400));
         let items = checklist(&d, &[command("acknowledged", 700, None)], NOW);
         assert!(items.iter().all(|i| i.level == Level::Green), "{items:?}");
+    }
+
+    #[test]
+    fn a_token_apns_declared_dead_is_amber() {
+        let mut d = device(Some(600), true, Some(200 * 86_400));
+        d.channels[0].push.token_dead_at = Some(at(60));
+        d.channels[0].push.token_dead_reason = Some("Unregistered".into());
+        let items = checklist(&d, &[], NOW);
+        assert_eq!(items[1].check, "push_token");
+        assert_eq!(items[1].level, Level::Amber, "{items:?}");
     }
 
     #[test]
