@@ -8,12 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use orchard_testkit::oidc::OidcProvider;
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use orchard_types::Role;
@@ -22,85 +20,6 @@ use serde_json::{json, Value};
 
 const CLIENT_ID: &str = "orchard-e2e";
 const CLIENT_SECRET: &str = "e2e-client-secret-0123456789";
-
-/// The provider process; killed when dropped.
-struct OidcProvider {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    issuer: String,
-}
-
-impl Drop for OidcProvider {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl OidcProvider {
-    fn dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
-    }
-
-    /// Starts the provider on a port the OS picks.
-    fn start() -> Result<OidcProvider> {
-        let dir = Self::dir();
-        if !dir.join("node_modules/oidc-provider/package.json").exists() {
-            bail!(
-                "the test OpenID provider is not installed: run `npm ci --prefix tests/oidc` \
-                 (scripts/test.sh does it)"
-            );
-        }
-        let mut child = Command::new("node")
-            .arg("provider.mjs")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting node (is Node.js installed?)")?;
-        let stdin = child.stdin.take().context("provider stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("provider stdout")?);
-        let mut provider = OidcProvider {
-            child,
-            stdin: Some(stdin),
-            stdout,
-            issuer: String::new(),
-        };
-        let line = provider.line_starting("listening ")?;
-        provider.issuer = line.trim_start_matches("listening ").trim().to_string();
-        println!("OpenID provider at {}", provider.issuer);
-        Ok(provider)
-    }
-
-    fn line_starting(&mut self, prefix: &str) -> Result<String> {
-        loop {
-            let mut line = String::new();
-            if self.stdout.read_line(&mut line)? == 0 {
-                bail!("the OpenID provider exited before printing {prefix:?}");
-            }
-            if line.starts_with(prefix) {
-                return Ok(line.trim().to_string());
-            }
-        }
-    }
-
-    /// Registers Orchard as the provider's client, now that its redirect URL is known.
-    fn configure(&mut self, redirect_uri: &str) -> Result<()> {
-        let config = json!({
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "redirect_uri": redirect_uri,
-        });
-        let stdin = self.stdin.as_mut().context("provider stdin closed")?;
-        writeln!(stdin, "{config}")?;
-        stdin.flush()?;
-        self.line_starting("ready")?;
-        Ok(())
-    }
-}
 
 /// A browser: trusts Orchard's CA, keeps cookies, and does not follow redirects by itself (so the test sees
 /// each hop, and the callback's answer in particular).
@@ -222,7 +141,7 @@ async fn sso_end_to_end(backend: Backend) -> Result<()> {
     let Some(server) = TestServer::start_with(backend, &args).await? else {
         return Ok(());
     };
-    provider.configure(&server.url("/auth/callback"))?;
+    provider.configure(CLIENT_ID, CLIENT_SECRET, &server.url("/auth/callback"))?;
 
     // An operator maps the physics IT admins' group to the Physics tenant's admin role.
     let physics = server.create_tenant("Physics", "phys").await?;

@@ -11,14 +11,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use fantoccini::{Client, ClientBuilder, Locator};
+use orchard_testkit::oidc::OidcProvider;
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use serde_json::{json, Value};
@@ -27,70 +27,6 @@ const CLIENT_ID: &str = "orchard-webui-browser";
 const CLIENT_SECRET: &str = "webui-browser-client-secret-0123456789";
 
 /// The test OpenID provider (npm `oidc-provider`); killed when dropped.
-struct OidcProvider {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    issuer: String,
-}
-
-impl Drop for OidcProvider {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl OidcProvider {
-    fn start() -> Result<OidcProvider> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
-        ensure!(
-            dir.join("node_modules/oidc-provider/package.json").exists(),
-            "the test OpenID provider is not installed: run `npm ci --prefix tests/oidc` (scripts/test.sh does it)"
-        );
-        let mut child = Command::new("node")
-            .arg("provider.mjs")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut provider = OidcProvider {
-            child,
-            stdin: Some(stdin),
-            stdout,
-            issuer: String::new(),
-        };
-        let line = provider.line_starting("listening ")?;
-        provider.issuer = line.trim_start_matches("listening ").trim().to_string();
-        Ok(provider)
-    }
-
-    fn line_starting(&mut self, prefix: &str) -> Result<String> {
-        loop {
-            let mut line = String::new();
-            if self.stdout.read_line(&mut line)? == 0 {
-                bail!("the OpenID provider exited before printing {prefix:?}");
-            }
-            if line.starts_with(prefix) {
-                return Ok(line.trim().to_string());
-            }
-        }
-    }
-
-    fn configure(&mut self, redirect_uri: &str) -> Result<()> {
-        let config = json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uri": redirect_uri});
-        let stdin = self.stdin.as_mut().context("stdin closed")?;
-        writeln!(stdin, "{config}")?;
-        stdin.flush()?;
-        self.line_starting("ready")?;
-        Ok(())
-    }
-}
-
 /// chromedriver in its own process group; the whole group (chromedriver and every Chromium it started) is
 /// killed when this is dropped, also when the test panics.
 struct Chromedriver {
@@ -265,7 +201,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     let Some(server) = TestServer::start_with(backend, &args).await? else {
         return Ok(());
     };
-    provider.configure(&server.url("/auth/callback"))?;
+    provider.configure(CLIENT_ID, CLIENT_SECRET, &server.url("/auth/callback"))?;
     let physics = server.create_tenant("Physics", "phys").await?;
     let music = server.create_tenant("Music", "mus").await?;
     for (group, role, tenant) in [

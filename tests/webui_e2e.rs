@@ -11,12 +11,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::Write;
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use orchard_testkit::oidc::OidcProvider;
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use reqwest::{Method, StatusCode, Url};
@@ -26,71 +26,6 @@ const CLIENT_ID: &str = "orchard-webui-e2e";
 const CLIENT_SECRET: &str = "webui-e2e-client-secret-0123456789";
 
 /// The test OpenID provider process (npm `oidc-provider`); killed when dropped.
-struct OidcProvider {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    issuer: String,
-}
-
-impl Drop for OidcProvider {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl OidcProvider {
-    fn start() -> Result<OidcProvider> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
-        ensure!(
-            dir.join("node_modules/oidc-provider/package.json").exists(),
-            "the test OpenID provider is not installed: run `npm ci --prefix tests/oidc` (scripts/test.sh does it)"
-        );
-        let mut child = Command::new("node")
-            .arg("provider.mjs")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting node")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut provider = OidcProvider {
-            child,
-            stdin: Some(stdin),
-            stdout,
-            issuer: String::new(),
-        };
-        let line = provider.line_starting("listening ")?;
-        provider.issuer = line.trim_start_matches("listening ").trim().to_string();
-        Ok(provider)
-    }
-
-    fn line_starting(&mut self, prefix: &str) -> Result<String> {
-        loop {
-            let mut line = String::new();
-            if self.stdout.read_line(&mut line)? == 0 {
-                bail!("the OpenID provider exited before printing {prefix:?}");
-            }
-            if line.starts_with(prefix) {
-                return Ok(line.trim().to_string());
-            }
-        }
-    }
-
-    fn configure(&mut self, redirect_uri: &str) -> Result<()> {
-        let config = json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uri": redirect_uri});
-        let stdin = self.stdin.as_mut().context("stdin closed")?;
-        writeln!(stdin, "{config}")?;
-        stdin.flush()?;
-        self.line_starting("ready")?;
-        Ok(())
-    }
-}
-
 /// A browser: trusts Orchard's CA, keeps cookies, does not follow redirects by itself.
 fn browser(server: &TestServer, accept_language: &str) -> Result<reqwest::Client> {
     browser_with(server, accept_language, None)
@@ -295,7 +230,7 @@ async fn department_scenario(backend: Backend) -> Result<()> {
     let Some(server) = TestServer::start_with(backend, &args).await? else {
         return Ok(());
     };
-    provider.configure(&server.url("/auth/callback"))?;
+    provider.configure(CLIENT_ID, CLIENT_SECRET, &server.url("/auth/callback"))?;
     let physics = server.create_tenant("Physics", "phys").await?;
     let music = server.create_tenant("Music", "mus").await?;
     map_group(&server, "physics-it-admins", "admin", &physics).await?;

@@ -9,6 +9,7 @@
 //!   (tokens of each role) and simulated iPads enrolled through it.
 //! - [`apple`] (feature `app`): Apple's push CA with a local APNs server, the activation service and the DEP
 //!   service, each with the flags that point the binary at it.
+//! - [`oidc`] (feature `app`): the university's OpenID Connect provider, a real one in a node process.
 
 // A test kit's failure is the test's failure: stopping with a clear message is exactly what it should do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -17,6 +18,8 @@ pub mod database;
 
 #[cfg(feature = "app")]
 pub mod apple;
+#[cfg(feature = "app")]
+pub mod oidc;
 #[cfg(feature = "app")]
 pub mod server;
 #[cfg(feature = "app")]
