@@ -212,6 +212,16 @@ async fn scenario(backend: Backend) -> Result<()> {
     let new_version = json!({"name": "Matrix Wi-Fi", "payloads": [{"PayloadType": "com.apple.wifi.managed", "SSID_STR": "v2"}]});
     let on_device = json!({"device_id": device_id});
     let dev = |suffix: &str| format!("/api/v1/devices/{device_id}{suffix}");
+    // A planned-maintenance notice (service-wide: every role reads, only operators write).
+    let in_hours = |h: i64| -> Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        Ok(orchard_types::UnixTime(now + h * 3_600).to_rfc3339())
+    };
+    let window = json!({"starts_at": in_hours(24)?, "ends_at": in_hours(26)?, "text_sv": "Underhåll", "text_en": "Maintenance"});
+    let notice = server.post("/api/v1/maintenance", window.clone()).await?;
+    let notice_id = notice["id"].as_str().context("notice id")?.to_string();
     let today = "2026-11-30";
     #[rustfmt::skip]
     let rows = vec![
@@ -287,6 +297,9 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::POST, glob("/versions"), Some(new_version.clone()), [U, U, U, 403, 403, 403, 403, 403, 201]),
         row(Method::GET, glob("/versions/1"), None, [U, U, U, 200, 200, 200, 200, 200, 200]),
         row(Method::DELETE, glob(""), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
+        row(Method::GET, "/api/v1/maintenance", None, [U, U, U, 200, 200, 200, 200, 200, 200]),
+        row(Method::POST, "/api/v1/maintenance", Some(window.clone()), [U, U, U, 403, 403, 403, 403, 403, 201]),
+        row(Method::DELETE, format!("/api/v1/maintenance/{notice_id}"), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
     ];
 
     // Every documented operation has a row (so a new route cannot skip the matrix).

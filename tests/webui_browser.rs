@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use fantoccini::{Client, ClientBuilder, Locator};
 use orchard_testkit::oidc::OidcProvider;
 use orchard_testkit::server::TestServer;
@@ -205,8 +205,9 @@ async fn scenario(backend: Backend) -> Result<()> {
     let physics = server.create_tenant("Physics", "phys").await?;
     let music = server.create_tenant("Music", "mus").await?;
     for (group, role, tenant) in [
-        ("physics-it-admins", "admin", &physics),
-        ("physics-viewers", "viewer", &physics),
+        ("physics-it-admins", "admin", Some(&physics)),
+        ("physics-viewers", "viewer", Some(&physics)),
+        ("central-it", "operator", None),
     ] {
         server
             .post(
@@ -231,6 +232,11 @@ async fn scenario(backend: Backend) -> Result<()> {
         .to_string();
 
     let driver = Chromedriver::start().await?;
+    let operator = driver.browser("operator", "en-GB").await?;
+    let outcome = operator_walk(&operator, &server).await;
+    let _ = operator.close().await;
+    outcome?;
+
     let admin = driver.browser("admin", "en-GB").await?;
     let outcome = admin_walk(&admin, &server, &device_id, &serial, &foreign_serial).await;
     let _ = admin.close().await;
@@ -240,6 +246,66 @@ async fn scenario(backend: Backend) -> Result<()> {
     let outcome = viewer_walk(&viewer, &server, &device_id).await;
     let _ = viewer.close().await;
     outcome
+}
+
+/// The maintenance notice's English text, published by the operator and read by the department.
+const NOTICE_EN: &str = "Orchard is upgraded: iPads cannot be managed during the window.";
+
+/// Central IT announces planned maintenance through the operator page.
+async fn operator_walk(browser: &Client, server: &TestServer) -> Result<()> {
+    sign_in(browser, server, "olle").await?;
+    wait_for(browser, "#count-total").await?;
+    browser
+        .find(Locator::Css("a[href='/ui/maintenance']"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "#publish-notice").await?;
+    // A day from now for two hours, as the browser's datetime-local fields give it (read as UTC).
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 86_400;
+    let local = |secs: u64| {
+        let t = orchard_types::UnixTime(secs as i64).to_rfc3339();
+        t.chars().take(16).collect::<String>()
+    };
+    browser
+        .execute(
+            "const [s, e] = arguments; \
+             document.getElementById('starts_at').value = s; \
+             document.getElementById('ends_at').value = e;",
+            vec![json!(local(start)), json!(local(start + 7_200))],
+        )
+        .await?;
+    browser
+        .find(Locator::Id("text_sv"))
+        .await?
+        .send_keys("Orchard uppgraderas: iPads kan inte hanteras under tiden.")
+        .await?;
+    browser
+        .find(Locator::Id("text_en"))
+        .await?
+        .send_keys(NOTICE_EN)
+        .await?;
+    browser
+        .find(Locator::Css("#publish-notice button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "#notices").await?;
+    let text = body_text(browser).await?;
+    ensure!(
+        text.contains(NOTICE_EN),
+        "the published notice is listed: {text}"
+    );
+    screenshot(browser, "maintenance").await?;
+    let listed = server.get("/api/v1/maintenance").await?;
+    ensure!(
+        listed["items"][0]["text_en"] == NOTICE_EN,
+        "the API lists the notice: {listed}"
+    );
+    Ok(())
 }
 
 async fn admin_walk(
@@ -254,6 +320,21 @@ async fn admin_walk(
     screenshot(browser, "login").await?;
     sign_in(browser, server, "alice").await?;
     wait_for(browser, "#count-total").await?;
+    let banner = wait_for(browser, "#maintenance-banner")
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        banner.contains(NOTICE_EN),
+        "the department sees central IT's notice: {banner}"
+    );
+    ensure!(
+        browser
+            .find(Locator::Css("a[href='/ui/maintenance']"))
+            .await
+            .is_err(),
+        "a department admin has no operator menu"
+    );
     screenshot(browser, "dashboard").await?;
     let acting = browser
         .find(Locator::Id("acting-for"))
@@ -425,6 +506,20 @@ async fn viewer_walk(browser: &Client, server: &TestServer, device_id: &str) -> 
     assert_eq!(
         commands_named(server, device_id, "DeviceLock").await?,
         before
+    );
+    // Nor can a department publish maintenance notices (the form is an operator's).
+    let status = forged_post(
+        browser,
+        "/ui/maintenance",
+        json!({"csrf": csrf, "starts_at": "2030-01-01T06:00", "ends_at": "2030-01-01T08:00",
+               "text_sv": "förfalskad", "text_en": "forged"}),
+    )
+    .await?;
+    assert_eq!(status, 403, "a viewer's forged maintenance notice");
+    let listed = server.get("/api/v1/maintenance").await?;
+    assert!(
+        !listed.to_string().contains("forged"),
+        "nothing was published: {listed}"
     );
     Ok(())
 }

@@ -21,6 +21,8 @@ const ACCOUNTS = {
   // The web UI's tests (tests/webui_e2e.rs): a department viewer, and a person in two departments.
   vera: { email: 'vera@physics.example.edu', name: 'Vera Viewer', groups: ['physics-viewers'] },
   carol: { email: 'carol@example.edu', name: 'Carol Both', groups: ['physics-it-admins', 'music-viewers'] },
+  // Central IT (tests/webui_browser.rs publishes a maintenance notice as her).
+  olle: { email: 'olle@it.example.edu', name: 'Olle Operator', groups: ['central-it'] },
 };
 
 let handler = null;

@@ -75,6 +75,7 @@ pub use reporting::audit::{AuditEventRecord, AuditFilter};
 pub use reporting::usage::UsageSnapshotRecord;
 pub use scope::{Scope, ScopeAuthority};
 pub use server_keys::ServerKeyRecord;
+pub use tenancy::maintenance::MaintenanceNoticeRecord;
 pub use tenancy::tenant_details::TenantDetails;
 pub use unit::UnitOfWork;
 

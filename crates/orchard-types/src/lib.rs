@@ -103,6 +103,11 @@ uuid_id!(
     ProfileId,
     "profile id"
 );
+uuid_id!(
+    /// A planned-maintenance notice central IT publishes to every department.
+    MaintenanceNoticeId,
+    "maintenance notice id"
+);
 
 /// Checks a device-supplied identifier: printable ASCII without spaces, bounded length.
 fn check_token_like(kind: &'static str, s: &str, max: usize) -> Result<(), ParseError> {

@@ -105,6 +105,8 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/profiles") => "global_profile.create",
         ("POST", "/profiles/{profile}/versions") => "global_profile.version.create",
         ("DELETE", "/profiles/{profile}") => "global_profile.archive",
+        ("POST", "/maintenance") => "maintenance_notice.publish",
+        ("DELETE", "/maintenance/{id}") => "maintenance_notice.withdraw",
         _ => return None,
     })
 }

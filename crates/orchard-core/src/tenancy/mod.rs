@@ -1,4 +1,5 @@
-//! Departments (tenants) and their enrollment links.
+//! Departments (tenants), their enrollment links, and the planned-maintenance notices central IT shows them.
 
 pub mod links;
+pub mod maintenance;
 pub mod tenants;

@@ -18,6 +18,7 @@ mod dep;
 mod device_identity;
 mod devices;
 mod links;
+mod maintenance;
 mod meta;
 mod profiles;
 mod push;
@@ -44,6 +45,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(meta::serve_openapi))
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::tenant, tenants::edit_tenant))
+        .routes(routes!(
+            maintenance::list_notices,
+            maintenance::publish_notice
+        ))
+        .routes(routes!(maintenance::withdraw_notice))
         .routes(routes!(links::create_link, links::list_links))
         .routes(routes!(links::revoke_link))
         .routes(routes!(devices::list_devices))

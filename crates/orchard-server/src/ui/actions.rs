@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Form;
 use orchard_core::device::checkin::initial_inventory_commands;
-use orchard_core::reporting::audit_actions::{ApiRequest, AuditNote};
+use orchard_core::reporting::audit_actions::AuditNote;
 use orchard_protocol::commands::Command;
 use orchard_types::DeviceId;
 use serde::Deserialize;
@@ -108,46 +108,25 @@ pub(super) async fn device_action(
             }
         }
     }
-    let status = match &outcome {
-        Ok(()) => 201,
-        Err(orchard_core::CoreError::NotFound) => 404,
-        Err(orchard_core::CoreError::Forbidden(_)) => 403,
-        Err(orchard_core::CoreError::ConfirmationRequired(_)) => 409,
-        Err(orchard_core::CoreError::Invalid(_)) => 400,
-        Err(_) => 500,
-    };
-    let mut note = AuditNote::default()
-        .detail("via", "web")
-        .detail("action", action.clone());
+    let status = SignedIn::status_of(outcome.as_ref().copied());
+    let mut note = AuditNote::default().detail("action", action.clone());
     if let Some(first) = queued.first() {
         note = note
             .detail("request_type", first.request_type.as_str())
             .detail("command_uuid", first.uuid.to_string());
     }
-    let recorded = state
-        .orchard
-        // The web UI's action trail is the server's own record of the request, like the API's audit trail.
-        .record_api_request(
-            &state.orchard.system(),
-            ApiRequest {
-                method: "POST".into(),
-                route: "/devices/{id}/commands".into(),
-                path: format!("/devices/{id}/commands"),
-                full_path: format!("/ui/devices/{id}/actions/{action}"),
-                request_id: Some(who.request_id.clone()),
-                principal: Some(who.principal.clone()),
-                status,
-                note: Some(note),
-            },
+    if let Err(page) = who
+        .record_post(
+            &state,
+            "/devices/{id}/commands",
+            format!("/devices/{id}/commands"),
+            format!("/ui/devices/{id}/actions/{action}"),
+            status,
+            note,
         )
-        .await;
-    if recorded.is_err() {
-        return error_page(
-            t,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            t.get("error.audit"),
-            &who.request_id,
-        );
+        .await
+    {
+        return page;
     }
     match outcome {
         Ok(()) => redirect(&format!("/ui/devices/{device_id}?done={action}")),

@@ -8,12 +8,14 @@
 //! before there is a session, a double-submit token.
 //!
 //! Layout: `mod` (routes, headers, assets), shared `i18n` (catalogues), `session` (the caller), `page` (frame,
-//! rendering, errors); features `signin`, `dashboard`, `devices`, `actions`.
+//! rendering, errors); features `signin`, `dashboard`, `devices`, `actions`, `maintenance` (the dashboard shows
+//! its notices: the one sibling use, by design).
 
 mod actions;
 mod dashboard;
 mod devices;
 pub mod i18n;
+mod maintenance;
 pub mod page;
 pub mod session;
 mod signin;
@@ -52,6 +54,11 @@ pub fn routes() -> Router<AppState> {
             "/ui/devices/{id}/actions/{action}",
             post(actions::device_action),
         )
+        .route(
+            "/ui/maintenance",
+            get(maintenance::maintenance_page).post(maintenance::publish),
+        )
+        .route("/ui/maintenance/{id}/withdraw", post(maintenance::withdraw))
         .route("/ui/assets/{file}", get(asset))
         .layer(axum::middleware::from_fn(security_headers))
 }

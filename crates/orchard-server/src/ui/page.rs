@@ -7,10 +7,11 @@ use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use orchard_core::access::roles::{grants, Ability};
+use orchard_core::tenancy::maintenance::MaintenanceNoticeView;
 use orchard_core::CoreError;
 use orchard_types::Role;
 
-use super::i18n::Texts;
+use super::i18n::{Lang, Texts};
 use super::session::SignedIn;
 use crate::auth::cookies::{set_cookie, with_cookies};
 use crate::state::AppState;
@@ -23,6 +24,55 @@ pub struct Chrome {
     /// The current path and query, for the language switch to come back to.
     pub here: String,
     pub request_id: String,
+    /// Planned maintenance in force or announced, shown at the top of every page of a signed-in person.
+    pub notices: Vec<NoticeLine>,
+}
+
+/// A maintenance notice as a page shows it: the text in the reader's language and the window in UTC.
+pub struct NoticeLine {
+    pub id: String,
+    pub text: String,
+    pub window: String,
+    pub in_progress: bool,
+}
+
+/// `2026-12-05T06:00:00Z` → `2026-12-05 06:00`.
+fn minute(rfc3339: &str) -> String {
+    rfc3339.replace('T', " ").chars().take(16).collect()
+}
+
+impl NoticeLine {
+    pub fn of(t: Texts, n: &MaintenanceNoticeView) -> NoticeLine {
+        NoticeLine {
+            id: n.id.clone(),
+            text: match t.lang {
+                Lang::Sv => n.text_sv.clone(),
+                Lang::En => n.text_en.clone(),
+            },
+            window: t.fill(
+                "maintenance.window",
+                &[
+                    ("start", &minute(&n.starts_at)),
+                    ("end", &minute(&n.ends_at)),
+                ],
+            ),
+            in_progress: n.in_progress,
+        }
+    }
+}
+
+/// The notices the frame shows (none when they cannot be read: a banner is never worth a failed page).
+async fn notices(state: &AppState, who: &SignedIn) -> Vec<NoticeLine> {
+    match state.orchard.maintenance_notices(&who.principal).await {
+        Ok(notices) => notices
+            .iter()
+            .map(|n| NoticeLine::of(who.texts, n))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "maintenance notices could not be read for the page frame");
+            Vec::new()
+        }
+    }
 }
 
 /// The signed-in person as the header shows them.
@@ -33,6 +83,8 @@ pub struct Person {
     /// The tenant acted for (its name), or "all departments" for central IT.
     pub acting_for: String,
     pub can_switch_tenant: bool,
+    /// Central IT: the operator pages are in the menu.
+    pub is_operator: bool,
     pub csrf: String,
 }
 
@@ -44,6 +96,7 @@ impl Chrome {
             person: None,
             here: here.to_string(),
             request_id: request_id.to_string(),
+            notices: Vec::new(),
         }
     }
 
@@ -66,11 +119,18 @@ impl Chrome {
                 role: role_label(t, who.principal.role()).to_string(),
                 acting_for,
                 can_switch_tenant: who.has_several_tenants(),
+                is_operator: who.principal.operator().is_ok(),
                 csrf: who.user.csrf_token.clone(),
             }),
             here: here.to_string(),
             request_id: who.request_id.clone(),
+            notices: notices(state, who).await,
         }
+    }
+
+    /// Whether the page shows the maintenance banner (the maintenance page lists the notices itself).
+    pub fn shows_banner(&self) -> bool {
+        !self.notices.is_empty() && self.here != "/ui/maintenance"
     }
 
     /// The language switch's link to `lang`, back to this page.

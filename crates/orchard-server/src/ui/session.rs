@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use orchard_core::access::principal::Principal;
 use orchard_core::access::users::SignedInUser;
+use orchard_core::reporting::audit_actions::{ApiRequest, AuditNote};
 use orchard_core::CoreError;
 use orchard_types::Role;
 
@@ -81,6 +82,58 @@ impl SignedIn {
                 .memberships
                 .iter()
                 .any(|m| m.role == Role::Operator)
+    }
+
+    /// Records a form's post in the audit log as the API records the same request: `route` and `path` are the
+    /// API's (so the action name is the same), `full_path` the page's; the note gets `via: web`. Refused posts
+    /// are recorded too. Err is the page to answer with when the event could not be written (the post's outcome
+    /// is then not confirmed, as the API's `audit_unavailable`).
+    pub async fn record_post(
+        &self,
+        state: &AppState,
+        route: &str,
+        path: String,
+        full_path: String,
+        status: u16,
+        note: AuditNote,
+    ) -> Result<(), Response> {
+        let recorded = state
+            .orchard
+            // The web UI's trail is the server's own record of the request, like the API's audit trail.
+            .record_api_request(
+                &state.orchard.system(),
+                ApiRequest {
+                    method: "POST".into(),
+                    route: route.into(),
+                    path,
+                    full_path,
+                    request_id: Some(self.request_id.clone()),
+                    principal: Some(self.principal.clone()),
+                    status,
+                    note: Some(note.detail("via", "web")),
+                },
+            )
+            .await;
+        recorded.map_err(|_| {
+            error_page(
+                self.texts,
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                self.texts.get("error.audit"),
+                &self.request_id,
+            )
+        })
+    }
+
+    /// The HTTP status the API would answer a core outcome with (what the audit event records).
+    pub fn status_of(outcome: Result<(), &CoreError>) -> u16 {
+        match outcome {
+            Ok(()) => 201,
+            Err(CoreError::NotFound) => 404,
+            Err(CoreError::Forbidden(_)) => 403,
+            Err(CoreError::ConfirmationRequired(_)) => 409,
+            Err(CoreError::Invalid(_)) => 400,
+            Err(_) => 500,
+        }
     }
 
     /// A page's answer to a core error, in the reader's language.
