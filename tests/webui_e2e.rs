@@ -11,8 +11,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -656,27 +654,6 @@ orchard_testkit::backend_tests! {
     webui_department_admin_viewer_and_tenants => department_scenario;
 }
 
-fn set_local_account(server: &TestServer, username: &str, password: &str) -> Result<()> {
-    let mut child = server
-        .database_command(&["local-account", "set", "--username", username])?
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{password}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// Break-glass sign-in through the form, the sign-in form's own CSRF token, and session expiry (a session of
 /// two seconds, configured, then waited out).
 async fn break_glass_and_expiry(backend: Backend) -> Result<()> {
@@ -685,7 +662,7 @@ async fn break_glass_and_expiry(backend: Backend) -> Result<()> {
         return Ok(());
     };
     let password = "correct horse battery staple 42";
-    set_local_account(&server, "it-oncall", password)?;
+    server.set_local_account("it-oncall", password)?;
     let tenant = server.create_tenant("Physics", "phys").await?;
     let fleet = server
         .enroll_devices(&server.sim_config(), &tenant, 1)

@@ -7,6 +7,7 @@ mod audit;
 mod client;
 mod dep;
 mod device;
+mod maintenance;
 mod output;
 mod profile;
 mod push_certificate;
@@ -69,6 +70,13 @@ pub enum ApiCommand {
         api: ApiArgs,
         #[command(subcommand)]
         command: profile::ProfileCommand,
+    },
+    /// Planned-maintenance notices shown to every department, through the admin API.
+    Maintenance {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: maintenance::MaintenanceCommand,
     },
     /// Enrollment links of a tenant, through the admin API.
     Link {
@@ -217,6 +225,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         ApiCommand::Tenant { api, .. }
         | ApiCommand::ApiToken { api, .. }
         | ApiCommand::Link { api, .. }
+        | ApiCommand::Maintenance { api, .. }
         | ApiCommand::Profile { api, .. }
         | ApiCommand::User { api, .. }
         | ApiCommand::Device { api, .. }
@@ -245,6 +254,7 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
         ApiCommand::Tenant { command, .. } => tenant::run_tenant(&client, out, command).await,
         ApiCommand::ApiToken { command, .. } => tokens::run(&client, out, command).await,
         ApiCommand::Link { command, .. } => tenant::run_link(&client, out, command).await,
+        ApiCommand::Maintenance { command, .. } => maintenance::run(&client, out, command).await,
         ApiCommand::Profile { command, .. } => profile::run(&client, out, command).await,
         ApiCommand::User { command, .. } => users::run(&client, out, command).await,
         ApiCommand::Device { command, .. } => device::run(&client, out, command).await,

@@ -53,7 +53,7 @@ pub use dep::templates::{
 pub use desired::profiles::{
     DeviceProfileRecord, ProfileCommand, ProfileRecord, ProfileSource, ProfileVersionRecord,
 };
-pub use device::device_search::{DeviceQuery, DeviceSort};
+pub use device::device_search::{DeviceCounts, DeviceQuery, DeviceSort};
 pub use device::devices::IdentityStatus;
 pub use enrollment::identity::ScepTransaction;
 pub use enrollment::renewal::{

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
 use orchard_store::{
-    ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts,
+    ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts, DeviceQuery,
     EnrollmentLink, IdentityGrant, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome,
     ScepChallenge, Scope, ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
 };
@@ -78,6 +78,7 @@ conformance! {
     check_update_token => sqlite_update_token, postgres_update_token;
     check_check_out => sqlite_check_out, postgres_check_out;
     check_device_facts_touch_and_paging => sqlite_device_facts_touch_and_paging, postgres_device_facts_touch_and_paging;
+    check_device_counts_by_state => sqlite_device_counts_by_state, postgres_device_counts_by_state;
     check_inventory_sections_replace => sqlite_inventory_sections_replace, postgres_inventory_sections_replace;
     check_fifo_order_per_channel => sqlite_fifo_order_per_channel, postgres_fifo_order_per_channel;
     check_unreported_command_is_resent => sqlite_unreported_command_is_resent, postgres_unreported_command_is_resent;
@@ -1006,6 +1007,90 @@ async fn check_check_out(store: Store) {
         store.check_out(&unique_udid(), later).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// The dashboard's one-pass counts agree with the searches they replace, inside the scope.
+async fn check_device_counts_by_state(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let music = tenant(&store, "music").await;
+    let recent = enrolled_device(&store, &physics).await;
+    let stale = enrolled_device(&store, &physics).await;
+    let _never_touched = enrolled_device(&store, &physics).await;
+    store
+        .authenticate_device(&authenticate(&unique_udid(), physics.id, T0))
+        .await
+        .unwrap();
+    enrolled_device(&store, &music).await;
+    store
+        .touch_device(recent.id, T0.plus_seconds(100))
+        .await
+        .unwrap();
+    store
+        .touch_device(stale.id, T0.plus_seconds(10))
+        .await
+        .unwrap();
+    let since = T0.plus_seconds(50);
+    let counts = store
+        .count_devices_by_state(tenant_scope(physics.id), &DeviceQuery::default(), since)
+        .await
+        .unwrap();
+    let searched = |q: DeviceQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .count_search_devices(tenant_scope(physics.id), &q)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(counts.total, searched(DeviceQuery::default()).await);
+    assert_eq!(
+        counts.enrolled,
+        searched(DeviceQuery {
+            state: Some(EnrollmentState::Enrolled),
+            ..DeviceQuery::default()
+        })
+        .await
+    );
+    assert_eq!(
+        counts.pending,
+        searched(DeviceQuery {
+            state: Some(EnrollmentState::Pending),
+            ..DeviceQuery::default()
+        })
+        .await
+    );
+    assert_eq!(
+        counts.enrolled_not_seen,
+        searched(DeviceQuery {
+            state: Some(EnrollmentState::Enrolled),
+            last_seen_before: Some(since),
+            ..DeviceQuery::default()
+        })
+        .await
+    );
+    assert_eq!(
+        (counts.total, counts.enrolled, counts.pending),
+        (4, 3, 1),
+        "physics only: {counts:?}"
+    );
+    let everyone = store
+        .count_devices_by_state(all_tenants(), &DeviceQuery::default(), since)
+        .await
+        .unwrap();
+    assert_eq!(everyone.total, 5);
+    let empty = store
+        .count_devices_by_state(
+            all_tenants(),
+            &DeviceQuery {
+                model: Some("no such model".into()),
+                ..DeviceQuery::default()
+            },
+            since,
+        )
+        .await
+        .unwrap();
+    assert_eq!(empty, orchard_store::DeviceCounts::default());
 }
 
 async fn check_device_facts_touch_and_paging(store: Store) {

@@ -142,6 +142,20 @@ impl Orchard {
         Ok((devices, total))
     }
 
+    /// How many devices of the caller's scope matching `query` are enrolled, waiting to enroll, and enrolled but
+    /// not seen since `not_seen_since`: the dashboard's tiles.
+    pub async fn device_counts(
+        &self,
+        who: &Principal,
+        query: &orchard_store::DeviceQuery,
+        not_seen_since: UnixTime,
+    ) -> Result<orchard_store::DeviceCounts, CoreError> {
+        Ok(self
+            .store
+            .count_devices_by_state(who.scope(), query, not_seen_since)
+            .await?)
+    }
+
     /// How many devices of the caller's scope matching `query` run each OS version, most common first (at most
     /// `limit` versions; `None` = not reported yet): the dashboard's "iOS versions".
     pub async fn os_version_counts(

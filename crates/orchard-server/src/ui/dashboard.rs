@@ -73,42 +73,16 @@ pub(super) async fn dashboard(
         .unwrap_or(DEFAULT_DAYS)
         .clamp(1, 3650);
     let orchard = &state.orchard;
-    let count = |q: DeviceQuery| {
-        let who = &who;
-        async move {
-            orchard
-                .search_devices(
-                    &who.principal,
-                    &q,
-                    Page {
-                        limit: 1,
-                        offset: 0,
-                    },
-                )
-                .await
-                .map(|(_, n)| n)
-        }
-    };
     let now = orchard.now();
     let counted = async {
         Ok::<_, orchard_core::CoreError>((
-            count(DeviceQuery::default()).await?,
-            count(DeviceQuery {
-                state: Some(EnrollmentState::Enrolled),
-                ..DeviceQuery::default()
-            })
-            .await?,
-            count(DeviceQuery {
-                state: Some(EnrollmentState::Pending),
-                ..DeviceQuery::default()
-            })
-            .await?,
-            count(DeviceQuery {
-                state: Some(EnrollmentState::Enrolled),
-                last_seen_before: Some(now.plus_seconds(-days * 86_400)),
-                ..DeviceQuery::default()
-            })
-            .await?,
+            orchard
+                .device_counts(
+                    &who.principal,
+                    &DeviceQuery::default(),
+                    now.plus_seconds(-days * 86_400),
+                )
+                .await?,
             orchard
                 .os_version_counts(
                     &who.principal,
@@ -121,7 +95,7 @@ pub(super) async fn dashboard(
                 .await?,
         ))
     };
-    let (total, enrolled, pending, not_seen, by_version) = match counted.await {
+    let (counts, by_version) = match counted.await {
         Ok(c) => c,
         Err(e) => return who.core_error(e),
     };
@@ -176,10 +150,10 @@ pub(super) async fn dashboard(
     };
     let page = DashboardPage {
         c: Chrome::of(&state, &who, "/ui").await,
-        total,
-        enrolled,
-        pending,
-        not_seen,
+        total: counts.total,
+        enrolled: counts.enrolled,
+        pending: counts.pending,
+        not_seen: counts.enrolled_not_seen,
         not_seen_text: t.fill("dashboard.not_seen", &[("days", &days.to_string())]),
         not_seen_link: format!("/ui/devices?state=enrolled&not_seen_days={days}&sort=last_seen"),
         behind_text: t.fill(
