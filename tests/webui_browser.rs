@@ -544,6 +544,9 @@ async fn viewer_walk(browser: &Client, server: &TestServer, device_id: &str) -> 
         "action-erase",
         "action-restart",
         "action-inventory",
+        "action-lost-mode",
+        "action-shutdown",
+        "action-clear-passcode",
     ] {
         assert!(
             browser.find(Locator::Id(id)).await.is_err(),

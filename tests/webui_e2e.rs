@@ -400,6 +400,104 @@ async fn department_scenario(backend: Backend) -> Result<()> {
         history.body
     );
 
+    // Lost Mode: a message or a phone number is needed (Apple's rule, said before anything is queued); then
+    // locate, sound and off. Shut down. Clearing the passcode is confirmed by the serial like erasing.
+    let lost_path = format!("/ui/devices/{our_id}/actions/lost_mode");
+    let empty = post(
+        &alice,
+        &server,
+        &lost_path,
+        &[("csrf", &csrf), ("footnote", "x")],
+    )
+    .await?;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST, "{}", empty.body);
+    assert!(empty
+        .body
+        .contains("Lost Mode needs a message or a phone number"));
+    assert_eq!(commands_named(&server, &our_id, "EnableLostMode").await?, 0);
+    let long = "x".repeat(201);
+    let too_long = post(
+        &alice,
+        &server,
+        &lost_path,
+        &[("csrf", &csrf), ("message", "Lost"), ("footnote", &long)],
+    )
+    .await?;
+    assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
+    let lost = post(
+        &alice,
+        &server,
+        &lost_path,
+        &[
+            ("csrf", &csrf),
+            ("message", "This iPad belongs to Physics"),
+            ("phone", "+46 8 000 00"),
+            ("footnote", "Room A4"),
+        ],
+    )
+    .await?;
+    assert_eq!(lost.status, StatusCode::SEE_OTHER, "{}", lost.body);
+    assert_eq!(
+        lost.location.as_deref(),
+        Some(format!("/ui/devices/{our_id}?done=lost_mode").as_str())
+    );
+    for (action, request_type) in [
+        ("lost_mode_locate", "DeviceLocation"),
+        ("lost_mode_sound", "PlayLostModeSound"),
+        ("lost_mode_disable", "DisableLostMode"),
+        ("shutdown", "ShutDownDevice"),
+    ] {
+        let done = post(
+            &alice,
+            &server,
+            &format!("/ui/devices/{our_id}/actions/{action}"),
+            &[("csrf", &csrf)],
+        )
+        .await?;
+        assert_eq!(
+            done.status,
+            StatusCode::SEE_OTHER,
+            "{action}: {}",
+            done.body
+        );
+        assert_eq!(
+            commands_named(&server, &our_id, request_type).await?,
+            1,
+            "{action}"
+        );
+    }
+    assert_eq!(commands_named(&server, &our_id, "EnableLostMode").await?, 1);
+    let clear_path = format!("/ui/devices/{our_id}/actions/clear_passcode");
+    let unconfirmed = post(&alice, &server, &clear_path, &[("csrf", &csrf)]).await?;
+    assert_eq!(
+        unconfirmed.status,
+        StatusCode::CONFLICT,
+        "{}",
+        unconfirmed.body
+    );
+    assert_eq!(commands_named(&server, &our_id, "ClearPasscode").await?, 0);
+    let cleared = post(
+        &alice,
+        &server,
+        &clear_path,
+        &[("csrf", &csrf), ("confirm_serial", &our_serial)],
+    )
+    .await?;
+    assert_eq!(cleared.status, StatusCode::SEE_OTHER, "{}", cleared.body);
+    assert_eq!(commands_named(&server, &our_id, "ClearPasscode").await?, 1);
+    let page = get(&alice, &server, &format!("/ui/devices/{our_id}")).await?;
+    for id in [
+        "action-lost-mode",
+        "action-shutdown",
+        "action-clear-passcode",
+        "erase-rts",
+    ] {
+        assert!(
+            page.body.contains(&format!("id=\"{id}\"")),
+            "the admin sees #{id}"
+        );
+    }
+
     // Erase: refused without the serial and with a wrong one, done with it.
     let erase_path = format!("/ui/devices/{our_id}/actions/erase");
     let unconfirmed = post(&alice, &server, &erase_path, &[("csrf", &csrf)]).await?;

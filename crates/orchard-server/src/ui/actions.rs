@@ -1,5 +1,6 @@
-//! A device's actions from its page: update inventory, lock (message, phone number), restart, erase (confirmed by
-//! typing the serial number). The page shows only what the reader's role allows; the post is checked again here
+//! A device's actions from its page: update inventory, lock (message, phone number), Lost Mode (enable with
+//! message, phone number and footnote; locate; play a sound; disable), restart, shut down, clear the passcode
+//! and erase, optionally with Return to Service (the last two confirmed by typing the serial number). The page shows only what the reader's role allows; the post is checked again here
 //! and in core: the CSRF token first, then core's scope and role table (another tenant's device answers like a
 //! missing one, a viewer is refused), then the confirmation of dangerous commands.
 //!
@@ -12,7 +13,7 @@ use axum::response::Response;
 use axum::Form;
 use orchard_core::device::checkin::initial_inventory_commands;
 use orchard_core::reporting::audit_actions::AuditNote;
-use orchard_protocol::commands::Command;
+use orchard_protocol::commands::{Command, ReturnToService};
 use orchard_types::DeviceId;
 use serde::Deserialize;
 
@@ -32,7 +33,12 @@ pub(super) struct ActionForm {
     #[serde(default)]
     phone: String,
     #[serde(default)]
+    footnote: String,
+    #[serde(default)]
     confirm_serial: String,
+    /// Erase with Return to Service: the iPad comes back through Setup Assistant enrolled again.
+    #[serde(default)]
+    return_to_service: Option<String>,
 }
 
 fn optional(s: &str) -> Option<String> {
@@ -49,10 +55,24 @@ fn commands_of(action: &str, form: &ActionForm) -> Option<Vec<Command>> {
             phone_number: optional(&form.phone),
         }],
         "restart" => vec![Command::RestartDevice { notify_user: None }],
+        "shutdown" => vec![Command::ShutDownDevice],
+        "lost_mode" => vec![Command::EnableLostMode {
+            message: optional(&form.message),
+            phone_number: optional(&form.phone),
+            footnote: optional(&form.footnote),
+        }],
+        "lost_mode_locate" => vec![Command::DeviceLocation],
+        "lost_mode_sound" => vec![Command::PlayLostModeSound],
+        "lost_mode_disable" => vec![Command::DisableLostMode],
+        "clear_passcode" => vec![Command::ClearPasscode { unlock_token: None }],
         "erase" => vec![Command::EraseDevice {
             preserve_data_plan: None,
             disallow_proximity_setup: None,
-            return_to_service: None,
+            return_to_service: form.return_to_service.as_ref().map(|_| ReturnToService {
+                enabled: true,
+                wifi_profile_data: None,
+                mdm_profile_data: None,
+            }),
         }],
         _ => return None,
     })
@@ -84,11 +104,24 @@ pub(super) async fn device_action(
     let Some(commands) = commands_of(&action, &form) else {
         return who.core_error(orchard_core::CoreError::NotFound);
     };
-    if form.message.chars().count() > MAX_LOCK_TEXT || form.phone.chars().count() > MAX_LOCK_TEXT {
+    if [&form.message, &form.phone, &form.footnote]
+        .iter()
+        .any(|f| f.chars().count() > MAX_LOCK_TEXT)
+    {
         return error_page(
             t,
             StatusCode::BAD_REQUEST,
             t.get("action.too_long"),
+            &who.request_id,
+        );
+    }
+    // Apple refuses Lost Mode without a message or a phone number: say so here, in the reader's language.
+    if action == "lost_mode" && optional(&form.message).is_none() && optional(&form.phone).is_none()
+    {
+        return error_page(
+            t,
+            StatusCode::BAD_REQUEST,
+            t.get("action.lost_mode.needs_text"),
             &who.request_id,
         );
     }

@@ -130,8 +130,11 @@ impl SignedIn {
             Ok(()) => 201,
             Err(CoreError::NotFound) => 404,
             Err(CoreError::Forbidden(_)) => 403,
-            Err(CoreError::ConfirmationRequired(_)) => 409,
+            Err(CoreError::ConfirmationRequired(_) | CoreError::Conflict(_)) => 409,
+            Err(CoreError::Gone(_)) => 410,
             Err(CoreError::Invalid(_)) => 400,
+            Err(CoreError::Unprocessable(_)) => 422,
+            Err(CoreError::Unauthenticated) => 401,
             Err(_) => 500,
         }
     }
