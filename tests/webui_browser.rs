@@ -529,6 +529,11 @@ async fn admin_walk(
     wait_for(browser, "#csv").await?;
     assert!(body_text(browser).await?.contains("Exportera som CSV"));
     screenshot(browser, "devices-sv").await?;
+    for (page, table) in [("/ui/audit", "#audit"), ("/ui/usage", "#usage")] {
+        browser.goto(&server.url(page)).await?;
+        wait_for(browser, table).await?;
+        screenshot(browser, page.trim_start_matches("/ui/")).await?;
+    }
     Ok(())
 }
 

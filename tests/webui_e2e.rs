@@ -570,6 +570,44 @@ async fn department_scenario(backend: Backend) -> Result<()> {
         .iter()
         .all(|c| c["request_type"] != "DeviceLock" && c["request_type"] != "EraseDevice"));
 
+    // The audit log and the usage report: the department's own events and amount only.
+    let audit = get(&alice, &server, "/ui/audit").await?;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.body);
+    assert!(
+        audit.body.contains("device.command.queue"),
+        "{}",
+        audit.body
+    );
+    assert!(
+        audit.body.contains(&physics),
+        "Physics' own tenant.create is listed"
+    );
+    assert!(
+        !audit.body.contains(&music),
+        "nothing filed under Music: {}",
+        audit.body
+    );
+    let filtered = get(&alice, &server, "/ui/audit?action=device.command.*").await?;
+    assert!(filtered.body.contains("device.command.queue"));
+    assert!(
+        !filtered.body.contains("tenant.create"),
+        "{}",
+        filtered.body
+    );
+    let bad = get(&alice, &server, "/ui/audit?from=yesterday").await?;
+    assert_eq!(bad.status, StatusCode::OK);
+    assert!(bad.body.contains("RFC 3339"), "{}", bad.body);
+    let usage = get(&alice, &server, "/ui/usage").await?;
+    assert_eq!(usage.status, StatusCode::OK, "{}", usage.body);
+    assert!(usage.body.contains("id=\"amount-phys\""), "{}", usage.body);
+    assert!(!usage.body.contains("id=\"amount-mus\""), "{}", usage.body);
+    let reversed = get(&alice, &server, "/ui/usage?from=2026-12-02&to=2026-12-01").await?;
+    assert!(
+        reversed.body.contains("from is after to"),
+        "{}",
+        reversed.body
+    );
+
     // Language: Swedish on request, remembered in a cookie; a browser that prefers Swedish gets it at once.
     let switched = get(&alice, &server, "/ui/language?lang=sv&back=/ui/devices").await?;
     assert_eq!(switched.location.as_deref(), Some("/ui/devices"));
@@ -630,7 +668,19 @@ async fn department_scenario(backend: Backend) -> Result<()> {
         locks_before
     );
     // Nor does she read the audit log on her dashboard.
+    for page in ["/ui/audit", "/ui/usage"] {
+        let refused = get(&vera, &server, page).await?;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "a viewer reads {page}"
+        );
+    }
     let vera_home = get(&vera, &server, "/ui").await?;
+    assert!(
+        !vera_home.body.contains("href=\"/ui/audit\""),
+        "no audit link for a viewer"
+    );
     assert!(!vera_home.body.contains("id=\"recent\""));
 
     // Carol holds roles in two departments: she picks one, visibly, and a forged choice gets her nothing.

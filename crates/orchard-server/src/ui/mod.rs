@@ -8,8 +8,7 @@
 //! before there is a session, a double-submit token.
 //!
 //! Layout: `mod` (routes, headers, assets), shared `i18n` (catalogues), `session` (the caller), `page` (frame,
-//! rendering, errors); features `signin`, `dashboard`, `devices`, `actions`, `maintenance` (the dashboard shows
-//! its notices: the one sibling use, by design).
+//! rendering, errors); features `signin`, `dashboard`, `devices`, `actions`, `maintenance`, `reports` (audit log, usage).
 
 mod actions;
 mod dashboard;
@@ -17,6 +16,7 @@ mod devices;
 pub mod i18n;
 mod maintenance;
 pub mod page;
+mod reports;
 pub mod session;
 mod signin;
 
@@ -59,6 +59,8 @@ pub fn routes() -> Router<AppState> {
             get(maintenance::maintenance_page).post(maintenance::publish),
         )
         .route("/ui/maintenance/{id}/withdraw", post(maintenance::withdraw))
+        .route("/ui/audit", get(reports::audit_page))
+        .route("/ui/usage", get(reports::usage_page))
         .route("/ui/assets/{file}", get(asset))
         .layer(axum::middleware::from_fn(security_headers))
 }

@@ -85,6 +85,8 @@ pub struct Person {
     pub can_switch_tenant: bool,
     /// Central IT: the operator pages are in the menu.
     pub is_operator: bool,
+    /// Reads the audit log and the usage report (admins, helpdesk, operators).
+    pub can_oversee: bool,
     pub csrf: String,
 }
 
@@ -120,6 +122,7 @@ impl Chrome {
                 acting_for,
                 can_switch_tenant: who.has_several_tenants(),
                 is_operator: who.principal.operator().is_ok(),
+                can_oversee: who.principal.oversight().is_ok(),
                 csrf: who.user.csrf_token.clone(),
             }),
             here: here.to_string(),
