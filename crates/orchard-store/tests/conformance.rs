@@ -1074,6 +1074,32 @@ async fn check_device_counts_by_state(store: Store) {
         (4, 3, 1),
         "physics only: {counts:?}"
     );
+    // A page carries the count of every match, also past the end and for a search that finds nothing.
+    for (q, offset, rows, total) in [
+        (DeviceQuery::default(), 0, 2, 4),
+        (DeviceQuery::default(), 2, 2, 4),
+        (DeviceQuery::default(), 10, 0, 4),
+        (
+            DeviceQuery {
+                text: Some("no such ipad".into()),
+                ..DeviceQuery::default()
+            },
+            0,
+            0,
+            0,
+        ),
+    ] {
+        let (found, counted) = store
+            .search_devices_counted(tenant_scope(physics.id), &q, Page { limit: 2, offset })
+            .await
+            .unwrap();
+        assert_eq!(
+            (found.len(), counted),
+            (rows, total),
+            "offset {offset}, {q:?}"
+        );
+        assert_eq!(counted, searched(q).await);
+    }
     let everyone = store
         .count_devices_by_state(all_tenants(), &DeviceQuery::default(), since)
         .await

@@ -136,10 +136,10 @@ impl Orchard {
                 "q must be at most 200 characters".into(),
             ));
         }
-        let scope = who.scope();
-        let devices = self.store.search_devices(scope, query, page).await?;
-        let total = self.store.count_search_devices(scope, query).await?;
-        Ok((devices, total))
+        Ok(self
+            .store
+            .search_devices_counted(who.scope(), query, page)
+            .await?)
     }
 
     /// How many devices of the caller's scope matching `query` are enrolled, waiting to enroll, and enrolled but

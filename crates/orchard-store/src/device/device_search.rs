@@ -176,29 +176,39 @@ impl Store {
         })
     }
 
-    /// One page of the devices in the scope that match `q`, sorted (ties broken by id, so pages are stable).
-    pub async fn search_devices(
+    /// One page of the devices in the scope that match `q`, sorted (ties broken by id, so pages are stable), and
+    /// how many match in all — counted in the same
+    /// statement (`COUNT(*) OVER ()`), so a search scans the table once instead of twice. A page past the end
+    /// has no row to carry the count: then it is counted on its own.
+    pub async fn search_devices_counted(
         &self,
         scope: Scope,
         q: &DeviceQuery,
         page: Page,
-    ) -> Result<Vec<Device>, StoreError> {
+    ) -> Result<(Vec<Device>, i64), StoreError> {
         let direction = if q.descending { "DESC" } else { "ASC" };
-        // NULLs (never seen, no name) sort last either way.
         let column = q.sort.column();
-        let mut sql = Sql::new(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE 1 = 1"));
+        let mut sql = Sql::new(&format!(
+            "SELECT {DEVICE_COLUMNS}, COUNT(*) OVER () AS matching FROM devices WHERE 1 = 1"
+        ));
         conditions(&mut sql, scope, q).push(&format!(
             " ORDER BY CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, id {direction} \
              LIMIT {} OFFSET {}",
             page.limit.max(0),
             page.offset.max(0)
         ));
-        sql.query()
-            .fetch_all(&self.pool)
-            .await?
+        let found = sql.query().fetch_all(&self.pool).await?;
+        let total = match found.first() {
+            Some(row) => rows::int(row, "matching")?,
+            // Nothing at all matches: no need to count.
+            None if page.offset <= 0 && page.limit > 0 => 0,
+            None => self.count_search_devices(scope, q).await?,
+        };
+        let devices = found
             .iter()
             .map(device_from_row)
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((devices, total))
     }
 
     /// How many devices in the scope match `q`.
