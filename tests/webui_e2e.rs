@@ -924,3 +924,86 @@ async fn break_glass_and_expiry(backend: Backend) -> Result<()> {
 orchard_testkit::backend_tests! {
     webui_break_glass_sign_in_and_session_expiry => break_glass_and_expiry;
 }
+
+/// The dashboard's "expiring soon": iPads whose identity certificate runs out within 60 days are counted and
+/// linked to the device list filtered to exactly them (identities of 30 days here, so the one iPad is).
+async fn expiring_identities(backend: Backend) -> Result<()> {
+    let args: Vec<String> = [
+        "--device-identity-days",
+        "30",
+        "--identity-renewal-days",
+        "7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let Some(server) = TestServer::start_with(backend, &args).await? else {
+        return Ok(());
+    };
+    let password = "correct horse battery staple 43";
+    server.set_local_account("it-oncall", password)?;
+    let tenant = server.create_tenant("Physics", "phys").await?;
+    let fleet = server
+        .enroll_devices(&server.sim_config(), &tenant, 1)
+        .await?;
+    let device = server.device_by_udid(fleet[0].udid()).await?;
+    let serial = device["serial_number"]
+        .as_str()
+        .context("serial")?
+        .to_string();
+    let op = browser(&server, "en")?;
+    let page = get(&op, &server, "/ui/login").await?;
+    let token = input_value(&page.body, "form_token").context("form token")?;
+    let signed_in = post(
+        &op,
+        &server,
+        "/ui/login/local",
+        &[
+            ("username", "it-oncall"),
+            ("password", password),
+            ("form_token", &token),
+        ],
+    )
+    .await?;
+    ensure!(
+        signed_in.status == StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+    let home = get(&op, &server, "/ui").await?;
+    ensure!(
+        home.body.contains("id=\"count-identities-expiring\">1<"),
+        "{}",
+        home.body
+    );
+    ensure!(
+        home.body
+            .contains("href=\"/ui/devices?state=enrolled&#38;identity_expires_days=60\""),
+        "{}",
+        home.body
+    );
+    let listed = get(
+        &op,
+        &server,
+        "/ui/devices?state=enrolled&identity_expires_days=60",
+    )
+    .await?;
+    ensure!(listed.body.contains(&serial), "{}", listed.body);
+    let later = get(&op, &server, "/ui/devices?identity_expires_days=10").await?;
+    ensure!(
+        !later.body.contains(&serial),
+        "not within 10 days: {}",
+        later.body
+    );
+    let bad = get(&op, &server, "/ui/devices?identity_expires_days=soon").await?;
+    ensure!(
+        bad.body.contains("class=\"notice error\""),
+        "a bad filter is said: {}",
+        bad.body
+    );
+    Ok(())
+}
+
+orchard_testkit::backend_tests! {
+    webui_dashboard_counts_expiring_identities => expiring_identities;
+}

@@ -28,6 +28,14 @@ struct Version {
     behind: bool,
 }
 
+/// A certificate or token that runs out soon, as the dashboard lists it.
+struct Expiring {
+    what: String,
+    when: String,
+    /// `amber` within the warning period, `red` when expired.
+    level: &'static str,
+}
+
 struct Recent {
     at: String,
     actor: String,
@@ -48,7 +56,16 @@ struct DashboardPage {
     behind_text: String,
     versions: Vec<Version>,
     recent: Option<Vec<Recent>>,
+    /// Device identities of the reader's scope that expire within [`EXPIRY_DAYS`].
+    identities_expiring: i64,
+    identities_text: String,
+    identities_link: String,
+    /// Central IT's credentials close to expiry (operators only).
+    expiring: Vec<Expiring>,
 }
+
+/// "Expiring soon" means within this many days (the first warning threshold of the credential register).
+const EXPIRY_DAYS: i64 = 60;
 
 #[derive(Deserialize)]
 pub(super) struct DashboardQuery {
@@ -95,6 +112,63 @@ pub(super) async fn dashboard(
                 .await?,
         ))
     };
+    let identities_expiring = match orchard
+        .device_counts(
+            &who.principal,
+            &DeviceQuery {
+                state: Some(EnrollmentState::Enrolled),
+                identity_expires_before: Some(now.plus_seconds(EXPIRY_DAYS * 86_400)),
+                ..DeviceQuery::default()
+            },
+            now,
+        )
+        .await
+    {
+        Ok(c) => c.total,
+        Err(e) => return who.core_error(e),
+    };
+    // Central IT's own credentials: the push certificate and the DEP server tokens.
+    let mut expiring = Vec::new();
+    if let Ok(operator) = who.principal.operator() {
+        let level = |days: i64| if days < 0 { "red" } else { "amber" };
+        if let Some(push) = orchard.push_certificate_status() {
+            if push.days_left <= EXPIRY_DAYS {
+                expiring.push(Expiring {
+                    what: t.get("dashboard.expiring.push").to_string(),
+                    when: t.fill(
+                        "dashboard.expiring.days",
+                        &[
+                            ("days", &push.days_left.to_string()),
+                            ("date", &push.not_after.chars().take(10).collect::<String>()),
+                        ],
+                    ),
+                    level: level(push.days_left),
+                });
+            }
+        }
+        match orchard.list_dep_tokens(&operator).await {
+            Ok(tokens) => {
+                for token in tokens {
+                    if let (Some(days), Some(at)) = (token.days_left, &token.access_token_expiry) {
+                        if days <= EXPIRY_DAYS {
+                            expiring.push(Expiring {
+                                what: t.fill("dashboard.expiring.dep", &[("name", &token.name)]),
+                                when: t.fill(
+                                    "dashboard.expiring.days",
+                                    &[
+                                        ("days", &days.to_string()),
+                                        ("date", &at.chars().take(10).collect::<String>()),
+                                    ],
+                                ),
+                                level: level(days),
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => return who.core_error(e),
+        }
+    }
     let (counts, by_version) = match counted.await {
         Ok(c) => c,
         Err(e) => return who.core_error(e),
@@ -162,6 +236,13 @@ pub(super) async fn dashboard(
         ),
         versions,
         recent,
+        identities_expiring,
+        identities_text: t.fill(
+            "dashboard.identities_expiring",
+            &[("days", &EXPIRY_DAYS.to_string())],
+        ),
+        identities_link: format!("/ui/devices?state=enrolled&identity_expires_days={EXPIRY_DAYS}"),
+        expiring,
     };
     render(StatusCode::OK, &page)
 }

@@ -41,6 +41,9 @@ pub(super) struct ListForm {
     /// Devices not seen for at least this many days.
     #[serde(default)]
     not_seen_days: String,
+    /// Devices whose identity certificate expires within this many days (the dashboard links here).
+    #[serde(default)]
+    identity_expires_days: String,
     #[serde(default)]
     sort: String,
     #[serde(default)]
@@ -70,6 +73,13 @@ impl ListForm {
                 _ => return Err(t.get("devices.bad_days").to_string()),
             },
         };
+        let identity_expires_before = match some(&self.identity_expires_days) {
+            None => None,
+            Some(d) => match d.parse::<i64>() {
+                Ok(days) if (0..=3650).contains(&days) => Some(now.plus_seconds(days * 86_400)),
+                _ => return Err(t.get("devices.bad_days").to_string()),
+            },
+        };
         let sort = match some(&self.sort) {
             None => DeviceSort::default(),
             Some(s) => {
@@ -84,6 +94,7 @@ impl ListForm {
             os_version: some(&self.os_version),
             state,
             last_seen_before,
+            identity_expires_before,
             text: some(&self.q),
             sort,
             descending: self.order == "desc",
@@ -103,6 +114,7 @@ impl ListForm {
             ("os_version", &self.os_version),
             ("state", &self.state),
             ("not_seen_days", &self.not_seen_days),
+            ("identity_expires_days", &self.identity_expires_days),
             ("sort", &self.sort),
             ("order", &self.order),
         ]
