@@ -9,6 +9,7 @@ mod dep;
 mod device;
 mod output;
 mod profile;
+mod group;
 mod push_certificate;
 mod tenant;
 mod tokens;
@@ -69,6 +70,20 @@ pub enum ApiCommand {
         api: ApiArgs,
         #[command(subcommand)]
         command: profile::ProfileCommand,
+    },
+    /// Device groups of a tenant (static and smart), through the admin API.
+    Group {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
+    /// Assignments of a tenant (a profile for the tenant, groups or devices), through the admin API.
+    Assignment {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: group::AssignmentCommand,
     },
     /// Enrollment links of a tenant, through the admin API.
     Link {
@@ -218,6 +233,8 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::ApiToken { api, .. }
         | ApiCommand::Link { api, .. }
         | ApiCommand::Profile { api, .. }
+        | ApiCommand::Group { api, .. }
+        | ApiCommand::Assignment { api, .. }
         | ApiCommand::User { api, .. }
         | ApiCommand::Device { api, .. }
         | ApiCommand::PushCertificate { api, .. }
@@ -246,6 +263,10 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
         ApiCommand::ApiToken { command, .. } => tokens::run(&client, out, command).await,
         ApiCommand::Link { command, .. } => tenant::run_link(&client, out, command).await,
         ApiCommand::Profile { command, .. } => profile::run(&client, out, command).await,
+        ApiCommand::Group { command, .. } => group::run_group(&client, out, command).await,
+        ApiCommand::Assignment { command, .. } => {
+            group::run_assignment(&client, out, command).await
+        }
         ApiCommand::User { command, .. } => users::run(&client, out, command).await,
         ApiCommand::Device { command, .. } => device::run(&client, out, command).await,
         ApiCommand::PushCertificate { command, .. } => {

@@ -50,6 +50,13 @@ pub use dep::templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
     DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment,
 };
+pub use desired::assignments::{AssignmentRecord, AssignmentTarget};
+pub use desired::groups::{
+    DeviceGroupFacts, FactSections, GroupHistoryRecord, GroupKind, GroupMemberRecord, GroupRecord,
+};
+pub use desired::reconcile::{
+    KnownDeviceProfile, PlannedProfileCommand, ReconcileDevice, ReconcileProfile,
+};
 pub use desired::profiles::{
     DeviceProfileRecord, ProfileCommand, ProfileRecord, ProfileSource, ProfileVersionRecord,
 };

@@ -137,6 +137,13 @@ impl Orchard {
             ));
         }
         let scope = who.scope();
+        if let Some(group) = query.group_id {
+            // A group the caller cannot see (another tenant's) answers like one that does not exist.
+            self.store
+                .group_in_scope(scope, group)
+                .await?
+                .ok_or(CoreError::NotFound)?;
+        }
         let devices = self.store.search_devices(scope, query, page).await?;
         let total = self.store.count_search_devices(scope, query).await?;
         Ok((devices, total))

@@ -105,6 +105,14 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/profiles") => "global_profile.create",
         ("POST", "/profiles/{profile}/versions") => "global_profile.version.create",
         ("DELETE", "/profiles/{profile}") => "global_profile.archive",
+        ("POST", "/tenants/{id}/groups") => "group.create",
+        ("PATCH", "/tenants/{id}/groups/{group}") => "group.update",
+        ("DELETE", "/tenants/{id}/groups/{group}") => "group.delete",
+        ("POST", "/tenants/{id}/groups/{group}/members") => "group.members.add",
+        ("POST", "/tenants/{id}/groups/{group}/members/remove") => "group.members.remove",
+        ("POST", "/tenants/{id}/assignments") => "assignment.create",
+        ("PUT", "/tenants/{id}/assignments/{assignment}") => "assignment.update",
+        ("DELETE", "/tenants/{id}/assignments/{assignment}") => "assignment.delete",
         _ => return None,
     })
 }
