@@ -290,11 +290,19 @@ impl Orchard {
     ) -> Result<AssignmentView, CoreError> {
         self.seen_tenant(who, tenant).await?;
         who.tenant_admin(tenant)?;
-        let object_id = self
+        // Every problem at once: the object and each target named by its field.
+        let object = self
             .checked_object(who, tenant, &input.object_kind, &input.object_id)
-            .await?;
-        let (all_devices, version_policy, targets) =
-            self.checked_targets(tenant, &input.targets()).await?;
+            .await;
+        let checked = self.checked_targets(tenant, &input.targets()).await;
+        let (object_id, (all_devices, version_policy, targets)) = match (object, checked) {
+            (Ok(o), Ok(t)) => (o, t),
+            (Err(CoreError::Unprocessable(mut a)), Err(CoreError::Unprocessable(b))) => {
+                a.extend(b);
+                return Err(CoreError::Unprocessable(a));
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
         let now = self.clock.now();
         let record = AssignmentRecord {
             id: AssignmentId::new(),

@@ -516,6 +516,8 @@ impl Orchard {
         self.store
             .add_profile_version(&version, &prepared.name)
             .await?;
+        // Devices that are assigned the profile get the new version.
+        self.wake_reconciler();
         tracing::info!(profile = %profile.id, version = next, actor = %who.actor(), "profile version added");
         let updated = self
             .store
