@@ -13,7 +13,12 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// The iPad reports a new OS version: it installed an update and answers a DeviceInformation.
-async fn update_os(server: &TestServer, ipad: &mut SimDevice, device_id: &str, version: &str) -> Result<()> {
+async fn update_os(
+    server: &TestServer,
+    ipad: &mut SimDevice,
+    device_id: &str,
+    version: &str,
+) -> Result<()> {
     ipad.install_os_update(version, None);
     server
         .post(
@@ -30,7 +35,12 @@ fn ids(list: &Value) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|m| m["device_id"].as_str().or(m["id"].as_str()).map(str::to_owned))
+        .filter_map(|m| {
+            m["device_id"]
+                .as_str()
+                .or(m["id"].as_str())
+                .map(str::to_owned)
+        })
         .collect();
     out.sort();
     out
@@ -61,9 +71,17 @@ async fn scenario(backend: Backend) -> Result<()> {
 
     // 1. A static group: by id, by serial list (one unknown serial reported), by CSV.
     let (status, cart) = server
-        .api(&admin, Method::POST, &groups, Some(json!({"name": "Cart A", "kind": "static"})))
+        .api(
+            &admin,
+            Method::POST,
+            &groups,
+            Some(json!({"name": "Cart A", "kind": "static"})),
+        )
         .await?;
-    ensure!(status == 201 && cart["kind"] == "static", "{status}: {cart}");
+    ensure!(
+        status == 201 && cart["kind"] == "static",
+        "{status}: {cart}"
+    );
     let cart_id = cart["id"].as_str().context("id")?.to_owned();
     let members = format!("{groups}/{cart_id}/members");
     let (status, added) = server
@@ -75,10 +93,15 @@ async fn scenario(backend: Backend) -> Result<()> {
         )
         .await?;
     ensure!(
-        status == 200 && added["changed"] == 2 && added["unknown_serials"] == json!(["NOSUCHSERIAL1"]),
+        status == 200
+            && added["changed"] == 2
+            && added["unknown_serials"] == json!(["NOSUCHSERIAL1"]),
         "{status}: {added}"
     );
-    let csv = format!("serial_number\n{}\nNOSUCHSERIAL2\n", ipads[2].state.serial_number);
+    let csv = format!(
+        "serial_number\n{}\nNOSUCHSERIAL2\n",
+        ipads[2].state.serial_number
+    );
     let resp = server
         .http
         .post(server.url(&members))
@@ -90,13 +113,17 @@ async fn scenario(backend: Backend) -> Result<()> {
     let status = resp.status().as_u16();
     let added: Value = resp.json().await?;
     ensure!(
-        status == 200 && added["changed"] == 1 && added["unknown_serials"] == json!(["NOSUCHSERIAL2"]),
+        status == 200
+            && added["changed"] == 1
+            && added["unknown_serials"] == json!(["NOSUCHSERIAL2"]),
         "csv {status}: {added}"
     );
     let listed = server.get(&members).await?;
     ensure!(listed["total"] == 3, "{listed}");
     // Music's device id is unknown to physics' group, exactly like a missing one.
-    let mut music_ipad = server.enroll_devices(&server.sim_config(), &music, 1).await?;
+    let mut music_ipad = server
+        .enroll_devices(&server.sim_config(), &music, 1)
+        .await?;
     let music_device = server.device_by_udid(&music_ipad[0].state.udid).await?["id"]
         .as_str()
         .context("music device")?
@@ -105,15 +132,25 @@ async fn scenario(backend: Backend) -> Result<()> {
         .api(&admin, Method::POST, &members, Some(json!({"device_ids": [music_device], "serials": [music_ipad[0].state.serial_number]})))
         .await?;
     ensure!(
-        status == 200 && refused["changed"] == 0 && refused["unknown_device_ids"] == json!([music_device])
+        status == 200
+            && refused["changed"] == 0
+            && refused["unknown_device_ids"] == json!([music_device])
             && refused["unknown_serials"].as_array().map(Vec::len) == Some(1),
         "{status}: {refused}"
     );
     music_ipad[0].poll().await?;
     let (status, removed) = server
-        .api(&admin, Method::POST, &format!("{members}/remove"), Some(json!({"device_ids": [device_ids[2]]})))
+        .api(
+            &admin,
+            Method::POST,
+            &format!("{members}/remove"),
+            Some(json!({"device_ids": [device_ids[2]]})),
+        )
         .await?;
-    ensure!(status == 200 && removed["changed"] == 1, "{status}: {removed}");
+    ensure!(
+        status == 200 && removed["changed"] == 1,
+        "{status}: {removed}"
+    );
 
     // 2. Filters are validated, each problem naming its field.
     let (status, problem) = server
@@ -121,11 +158,13 @@ async fn scenario(backend: Backend) -> Result<()> {
             &admin,
             Method::POST,
             &groups,
-            Some(json!({"name": "Bad", "kind": "smart", "filter": {"conditions": [
-                {"field": "os_version", "op": "older", "value": "18.2"},
-                {"field": "os_version", "op": "lt", "value": "eighteen"},
-                {"field": "colour", "op": "is", "value": "red"}
-            ]}})),
+            Some(
+                json!({"name": "Bad", "kind": "smart", "filter": {"conditions": [
+                    {"field": "os_version", "op": "older", "value": "18.2"},
+                    {"field": "os_version", "op": "lt", "value": "eighteen"},
+                    {"field": "colour", "op": "is", "value": "red"}
+                ]}}),
+            ),
         )
         .await?;
     let paths: Vec<&str> = problem["error"]["errors"]
@@ -136,7 +175,12 @@ async fn scenario(backend: Backend) -> Result<()> {
         .collect();
     ensure!(
         status == 422
-            && paths == ["filter.conditions[0].op", "filter.conditions[1].value", "filter.conditions[2].field"],
+            && paths
+                == [
+                    "filter.conditions[0].op",
+                    "filter.conditions[1].value",
+                    "filter.conditions[2].field"
+                ],
         "{status}: {problem}"
     );
 
@@ -144,14 +188,25 @@ async fn scenario(backend: Backend) -> Result<()> {
     update_os(&server, &mut ipads[2], &device_ids[2], "18.2").await?;
     let older = json!({"conditions": [{"field": "os_version", "op": "lt", "value": "18.2"}]});
     let (status, smart) = server
-        .api(&admin, Method::POST, &groups, Some(json!({"name": "iOS older than 18.2", "kind": "smart", "filter": older})))
+        .api(
+            &admin,
+            Method::POST,
+            &groups,
+            Some(json!({"name": "iOS older than 18.2", "kind": "smart", "filter": older})),
+        )
         .await?;
-    ensure!(status == 201 && smart["member_count"] == 2, "{status}: {smart}");
+    ensure!(
+        status == 201 && smart["member_count"] == 2,
+        "{status}: {smart}"
+    );
     let smart_id = smart["id"].as_str().context("id")?.to_owned();
     let smart_members = format!("{groups}/{smart_id}/members");
     let mut expected = vec![device_ids[0].clone(), device_ids[1].clone()];
     expected.sort();
-    ensure!(ids(&server.get(&smart_members).await?) == expected, "smart members");
+    ensure!(
+        ids(&server.get(&smart_members).await?) == expected,
+        "smart members"
+    );
     // iPad 1 updates to 18.10 — newer than 18.2 as a version, older as a string: it leaves.
     update_os(&server, &mut ipads[1], &device_ids[1], "18.10").await?;
     ensure!(
@@ -160,17 +215,28 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
     // Its history says when it joined and left.
     let history = server
-        .get(&format!("{groups}/{smart_id}/history?device={}", device_ids[1]))
+        .get(&format!(
+            "{groups}/{smart_id}/history?device={}",
+            device_ids[1]
+        ))
         .await?;
     let mut events: Vec<(&str, &str)> = history["items"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|h| (h["event"].as_str().unwrap_or(""), h["reason"].as_str().unwrap_or("")))
+        .map(|h| {
+            (
+                h["event"].as_str().unwrap_or(""),
+                h["reason"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     // Within one second the order of the two is not defined; both are there.
     events.sort();
-    ensure!(events == [("joined", "matched"), ("left", "inventory")], "{history}");
+    ensure!(
+        events == [("joined", "matched"), ("left", "inventory")],
+        "{history}"
+    );
     // A new filter recomputes the members at once.
     let (status, changed) = server
         .api(
@@ -180,10 +246,16 @@ async fn scenario(backend: Backend) -> Result<()> {
             Some(json!({"filter": {"conditions": [{"field": "os_version", "op": "ge", "value": "18.2"}]}})),
         )
         .await?;
-    ensure!(status == 200 && changed["member_count"] == 2, "{status}: {changed}");
+    ensure!(
+        status == 200 && changed["member_count"] == 2,
+        "{status}: {changed}"
+    );
     let mut expected = vec![device_ids[1].clone(), device_ids[2].clone()];
     expected.sort();
-    ensure!(ids(&server.get(&smart_members).await?) == expected, "new filter");
+    ensure!(
+        ids(&server.get(&smart_members).await?) == expected,
+        "new filter"
+    );
     // Checked out: it leaves its smart groups.
     ipads[2].check_out().await?;
     ensure!(
@@ -192,7 +264,9 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
 
     // 4. The device list and bulk commands take a group.
-    let listed = server.get(&format!("/api/v1/devices?group={cart_id}")).await?;
+    let listed = server
+        .get(&format!("/api/v1/devices?group={cart_id}"))
+        .await?;
     let mut expected = vec![device_ids[0].clone(), device_ids[1].clone()];
     expected.sort();
     ensure!(ids(&listed) == expected && listed["total"] == 2, "{listed}");
@@ -210,29 +284,63 @@ async fn scenario(backend: Backend) -> Result<()> {
     let (status, _) = server.api(&viewer, Method::GET, &groups, None).await?;
     ensure!(status == 200, "viewer reads");
     let (status, _) = server
-        .api(&viewer, Method::POST, &groups, Some(json!({"name": "V", "kind": "static"})))
+        .api(
+            &viewer,
+            Method::POST,
+            &groups,
+            Some(json!({"name": "V", "kind": "static"})),
+        )
         .await?;
     ensure!(status == 403, "viewer creates → {status}");
     let (status, _) = server
-        .api(&viewer, Method::POST, &members, Some(json!({"device_ids": [device_ids[0]]})))
+        .api(
+            &viewer,
+            Method::POST,
+            &members,
+            Some(json!({"device_ids": [device_ids[0]]})),
+        )
         .await?;
     ensure!(status == 403, "viewer adds → {status}");
     for (method, path, body) in [
         (Method::GET, format!("{groups}/{smart_id}"), None),
         (Method::GET, smart_members.clone(), None),
         (Method::DELETE, format!("{groups}/{cart_id}"), None),
-        (Method::POST, members.clone(), Some(json!({"device_ids": [device_ids[0]]}))),
-        (Method::GET, format!("/api/v1/devices?group={cart_id}"), None),
-        (Method::GET, format!("/api/v1/tenants/{music}/groups/{cart_id}"), None),
+        (
+            Method::POST,
+            members.clone(),
+            Some(json!({"device_ids": [device_ids[0]]})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/devices?group={cart_id}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/tenants/{music}/groups/{cart_id}"),
+            None,
+        ),
     ] {
-        let (status, body) = server.api(&music_admin, method.clone(), &path, body).await?;
+        let (status, body) = server
+            .api(&music_admin, method.clone(), &path, body)
+            .await?;
         ensure!(status == 404, "music {method} {path} → {status}: {body}");
     }
     let (status, missing) = server
-        .api(&music_admin, Method::GET, &format!("/api/v1/devices?group={}", uuid::Uuid::now_v7()), None)
+        .api(
+            &music_admin,
+            Method::GET,
+            &format!("/api/v1/devices?group={}", uuid::Uuid::now_v7()),
+            None,
+        )
         .await?;
     let (_, foreign) = server
-        .api(&music_admin, Method::GET, &format!("/api/v1/devices?group={cart_id}"), None)
+        .api(
+            &music_admin,
+            Method::GET,
+            &format!("/api/v1/devices?group={cart_id}"),
+            None,
+        )
         .await?;
     ensure!(
         status == 404 && missing["error"]["message"] == foreign["error"]["message"],
@@ -246,12 +354,19 @@ async fn scenario(backend: Backend) -> Result<()> {
             Some(json!({"command": {"type": "DeviceInformation", "queries": ["UDID"]}, "group_id": cart_id, "dry_run": true})),
         )
         .await?;
-    ensure!(status == 404, "music bulk by physics' group → {status}: {bulk}");
+    ensure!(
+        status == 404,
+        "music bulk by physics' group → {status}: {bulk}"
+    );
 
     // 6. Deleting a group.
-    let (status, _) = server.api(&admin, Method::DELETE, &format!("{groups}/{cart_id}"), None).await?;
+    let (status, _) = server
+        .api(&admin, Method::DELETE, &format!("{groups}/{cart_id}"), None)
+        .await?;
     ensure!(status == 204, "delete → {status}");
-    let (status, _) = server.api(&admin, Method::GET, &format!("{groups}/{cart_id}"), None).await?;
+    let (status, _) = server
+        .api(&admin, Method::GET, &format!("{groups}/{cart_id}"), None)
+        .await?;
     ensure!(status == 404, "deleted group → {status}");
     Ok(())
 }

@@ -19,7 +19,11 @@ const IDENTIFIER: &str = "edu.example.reconciled";
 
 /// Polls the iPad until `done` holds (the reconciler runs beside the request that woke it). Bounded: a
 /// reconciler that never acts fails the test instead of hanging it.
-async fn poll_until(ipad: &mut SimDevice, what: &str, done: impl Fn(&SimDevice) -> bool) -> Result<()> {
+async fn poll_until(
+    ipad: &mut SimDevice,
+    what: &str,
+    done: impl Fn(&SimDevice) -> bool,
+) -> Result<()> {
     for _ in 0..400 {
         ipad.poll().await?;
         if done(ipad) {
@@ -52,7 +56,9 @@ async fn queue(server: &TestServer, device_id: &str, command: Value) -> Result<(
 }
 
 async fn scenario(backend: Backend) -> Result<()> {
-    let Some(server) = TestServer::start_with(backend, &["--reconcile-retry-seconds".into(), "0".into()]).await? else {
+    let Some(server) =
+        TestServer::start_with(backend, &["--reconcile-retry-seconds".into(), "0".into()]).await?
+    else {
         return Ok(());
     };
     let physics = server.create_tenant("Physics", "physics").await?;
@@ -75,7 +81,12 @@ async fn scenario(backend: Backend) -> Result<()> {
 
     // iPad 2 already runs 18.2.
     ipads[2].install_os_update("18.2", None);
-    queue(&server, &device_ids[2], json!({"type": "DeviceInformation", "queries": ["OSVersion"]})).await?;
+    queue(
+        &server,
+        &device_ids[2],
+        json!({"type": "DeviceInformation", "queries": ["OSVersion"]}),
+    )
+    .await?;
     ipads[2].poll().await?;
 
     let (status, group) = server
@@ -87,7 +98,10 @@ async fn scenario(backend: Backend) -> Result<()> {
                         "filter": {"conditions": [{"field": "os_version", "op": "lt", "value": "18.2"}]}})),
         )
         .await?;
-    ensure!(status == 201 && group["member_count"] == 2, "{status}: {group}");
+    ensure!(
+        status == 201 && group["member_count"] == 2,
+        "{status}: {group}"
+    );
     let group_id = group["id"].as_str().context("group id")?.to_owned();
     let (status, profile) = server
         .api(
@@ -99,17 +113,34 @@ async fn scenario(backend: Backend) -> Result<()> {
         )
         .await?;
     ensure!(status == 201, "{status}: {profile}");
-    let profile_id = profile["profile"]["id"].as_str().context("profile id")?.to_owned();
-    let v1_uuid = profile["versions"][0]["payload_uuid"].as_str().context("uuid")?.to_owned();
+    let profile_id = profile["profile"]["id"]
+        .as_str()
+        .context("profile id")?
+        .to_owned();
+    let v1_uuid = profile["versions"][0]["payload_uuid"]
+        .as_str()
+        .context("uuid")?
+        .to_owned();
 
     // Another tenant can target none of it: physics' group, device and profile are unknown to music.
     let music_assignments = format!("/api/v1/tenants/{music}/assignments");
     for (body, field) in [
-        (json!({"object_kind": "profile", "object_id": profile_id, "all_devices": true}), "object_id"),
-        (json!({"object_kind": "profile", "object_id": profile_id, "groups": [group_id]}), "groups[0]"),
-        (json!({"object_kind": "profile", "object_id": profile_id, "devices": [device_ids[0]]}), "devices[0]"),
+        (
+            json!({"object_kind": "profile", "object_id": profile_id, "all_devices": true}),
+            "object_id",
+        ),
+        (
+            json!({"object_kind": "profile", "object_id": profile_id, "groups": [group_id]}),
+            "groups[0]",
+        ),
+        (
+            json!({"object_kind": "profile", "object_id": profile_id, "devices": [device_ids[0]]}),
+            "devices[0]",
+        ),
     ] {
-        let (status, refused) = server.api(&music_admin, Method::POST, &music_assignments, Some(body)).await?;
+        let (status, refused) = server
+            .api(&music_admin, Method::POST, &music_assignments, Some(body))
+            .await?;
         ensure!(
             status == 422
                 && refused["error"]["errors"]
@@ -121,33 +152,74 @@ async fn scenario(backend: Backend) -> Result<()> {
     // Viewers cannot assign.
     let assignments = format!("/api/v1/tenants/{physics}/assignments");
     let body = json!({"object_kind": "profile", "object_id": profile_id, "groups": [group_id]});
-    let (status, _) = server.api(&viewer, Method::POST, &assignments, Some(body.clone())).await?;
+    let (status, _) = server
+        .api(&viewer, Method::POST, &assignments, Some(body.clone()))
+        .await?;
     ensure!(status == 403, "viewer assigns → {status}");
 
     // 1. Assigned to the group: exactly iPads 0 and 1 get it.
-    let (status, assignment) = server.api(&admin, Method::POST, &assignments, Some(body.clone())).await?;
+    let (status, assignment) = server
+        .api(&admin, Method::POST, &assignments, Some(body.clone()))
+        .await?;
     ensure!(status == 201, "{status}: {assignment}");
-    let assignment_id = assignment["id"].as_str().context("assignment id")?.to_owned();
-    let (status, twice) = server.api(&admin, Method::POST, &assignments, Some(body)).await?;
-    ensure!(status == 409, "a second assignment of the object → {status}: {twice}");
+    let assignment_id = assignment["id"]
+        .as_str()
+        .context("assignment id")?
+        .to_owned();
+    let (status, twice) = server
+        .api(&admin, Method::POST, &assignments, Some(body))
+        .await?;
+    ensure!(
+        status == 409,
+        "a second assignment of the object → {status}: {twice}"
+    );
     for i in 0..2 {
-        poll_until(&mut ipads[i], "the assigned profile", |d| installed_uuid(d).as_deref() == Some(v1_uuid.as_str())).await?;
+        poll_until(&mut ipads[i], "the assigned profile", |d| {
+            installed_uuid(d).as_deref() == Some(v1_uuid.as_str())
+        })
+        .await?;
     }
     ipads[2].poll().await?;
-    ensure!(installed_uuid(&ipads[2]).is_none(), "iPad 2 (18.2) is not in the group");
-    ensure!(profile_commands(&server, &device_ids[2]).await? == (0, 0), "nothing queued for iPad 2");
+    ensure!(
+        installed_uuid(&ipads[2]).is_none(),
+        "iPad 2 (18.2) is not in the group"
+    );
+    ensure!(
+        profile_commands(&server, &device_ids[2]).await? == (0, 0),
+        "nothing queued for iPad 2"
+    );
 
     // 2. iPad 1 updates to 18.10 (newer than 18.2 as a version): the profile leaves it.
     ipads[1].install_os_update("18.10", None);
-    queue(&server, &device_ids[1], json!({"type": "DeviceInformation", "queries": ["OSVersion"]})).await?;
-    poll_until(&mut ipads[1], "removal after the update", |d| installed_uuid(d).is_none()).await?;
-    ensure!(profile_commands(&server, &device_ids[1]).await? == (1, 1), "one install, one removal");
+    queue(
+        &server,
+        &device_ids[1],
+        json!({"type": "DeviceInformation", "queries": ["OSVersion"]}),
+    )
+    .await?;
+    poll_until(&mut ipads[1], "removal after the update", |d| {
+        installed_uuid(d).is_none()
+    })
+    .await?;
+    ensure!(
+        profile_commands(&server, &device_ids[1]).await? == (1, 1),
+        "one install, one removal"
+    );
 
     // 3. Removed by hand on iPad 0: its ProfileList shows the drift and the profile comes back.
-    ipads[0].state.installed_profiles.retain(|p| p.identifier != IDENTIFIER);
+    ipads[0]
+        .state
+        .installed_profiles
+        .retain(|p| p.identifier != IDENTIFIER);
     queue(&server, &device_ids[0], json!({"type": "ProfileList"})).await?;
-    poll_until(&mut ipads[0], "reinstall after drift", |d| installed_uuid(d).as_deref() == Some(v1_uuid.as_str())).await?;
-    ensure!(profile_commands(&server, &device_ids[0]).await? == (2, 0), "installed twice in all");
+    poll_until(&mut ipads[0], "reinstall after drift", |d| {
+        installed_uuid(d).as_deref() == Some(v1_uuid.as_str())
+    })
+    .await?;
+    ensure!(
+        profile_commands(&server, &device_ids[0]).await? == (2, 0),
+        "installed twice in all"
+    );
 
     // 4. A new version replaces the old one.
     let (status, v2) = server
@@ -159,10 +231,18 @@ async fn scenario(backend: Backend) -> Result<()> {
         )
         .await?;
     ensure!(status == 201, "{status}: {v2}");
-    let v2_uuid = v2["versions"][0]["payload_uuid"].as_str().context("v2 uuid")?.to_owned();
-    poll_until(&mut ipads[0], "version 2", |d| installed_uuid(d).as_deref() == Some(v2_uuid.as_str())).await?;
+    let v2_uuid = v2["versions"][0]["payload_uuid"]
+        .as_str()
+        .context("v2 uuid")?
+        .to_owned();
+    poll_until(&mut ipads[0], "version 2", |d| {
+        installed_uuid(d).as_deref() == Some(v2_uuid.as_str())
+    })
+    .await?;
     let state = server
-        .get(&format!("/api/v1/tenants/{physics}/profiles/{profile_id}/devices"))
+        .get(&format!(
+            "/api/v1/tenants/{physics}/profiles/{profile_id}/devices"
+        ))
         .await?;
     let row = state["items"]
         .as_array()
@@ -170,17 +250,28 @@ async fn scenario(backend: Backend) -> Result<()> {
         .flatten()
         .find(|r| r["device_id"] == device_ids[0].as_str())
         .context("iPad 0's profile state")?;
-    ensure!(row["installed_version"] == 2 && row["state"] == "installed", "{state}");
+    ensure!(
+        row["installed_version"] == 2 && row["state"] == "installed",
+        "{state}"
+    );
 
     // 5. No difference, no command: more reports and passes queue nothing new.
     for _ in 0..3 {
         queue(&server, &device_ids[0], json!({"type": "ProfileList"})).await?;
-        queue(&server, &device_ids[0], json!({"type": "DeviceInformation", "queries": ["OSVersion"]})).await?;
+        queue(
+            &server,
+            &device_ids[0],
+            json!({"type": "DeviceInformation", "queries": ["OSVersion"]}),
+        )
+        .await?;
         ipads[0].poll().await?;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     ipads[0].poll().await?;
-    ensure!(profile_commands(&server, &device_ids[0]).await? == (3, 0), "nothing queued twice");
+    ensure!(
+        profile_commands(&server, &device_ids[0]).await? == (3, 0),
+        "nothing queued twice"
+    );
 
     // 6. Music cannot see physics' assignment.
     for (method, path) in [
@@ -189,27 +280,51 @@ async fn scenario(backend: Backend) -> Result<()> {
         (Method::GET, assignments.clone()),
         (Method::GET, format!("{music_assignments}/{assignment_id}")),
     ] {
-        let (status, body) = server.api(&music_admin, method.clone(), &path, None).await?;
+        let (status, body) = server
+            .api(&music_admin, method.clone(), &path, None)
+            .await?;
         ensure!(status == 404, "music {method} {path} → {status}: {body}");
     }
-    let (_, mine) = server.api(&music_admin, Method::GET, &music_assignments, None).await?;
-    ensure!(mine["items"].as_array().is_some_and(Vec::is_empty), "{mine}");
+    let (_, mine) = server
+        .api(&music_admin, Method::GET, &music_assignments, None)
+        .await?;
+    ensure!(
+        mine["items"].as_array().is_some_and(Vec::is_empty),
+        "{mine}"
+    );
 
     // 7. Removing the assignment removes the profile from exactly the devices that had it.
     let (status, _) = server
-        .api(&admin, Method::DELETE, &format!("{assignments}/{assignment_id}"), None)
+        .api(
+            &admin,
+            Method::DELETE,
+            &format!("{assignments}/{assignment_id}"),
+            None,
+        )
         .await?;
     ensure!(status == 204, "delete → {status}");
-    poll_until(&mut ipads[0], "removal with the assignment", |d| installed_uuid(d).is_none()).await?;
+    poll_until(&mut ipads[0], "removal with the assignment", |d| {
+        installed_uuid(d).is_none()
+    })
+    .await?;
     ensure!(
         ipads[0].state.enrollment_profile.is_some() && ipads[0].state.enrolled,
         "the enrollment profile is never touched"
     );
     ipads[1].poll().await?;
     ipads[2].poll().await?;
-    ensure!(profile_commands(&server, &device_ids[0]).await? == (3, 1), "iPad 0: one removal");
-    ensure!(profile_commands(&server, &device_ids[1]).await? == (1, 1), "iPad 1: no second removal");
-    ensure!(profile_commands(&server, &device_ids[2]).await? == (0, 0), "iPad 2: never touched");
+    ensure!(
+        profile_commands(&server, &device_ids[0]).await? == (3, 1),
+        "iPad 0: one removal"
+    );
+    ensure!(
+        profile_commands(&server, &device_ids[1]).await? == (1, 1),
+        "iPad 1: no second removal"
+    );
+    ensure!(
+        profile_commands(&server, &device_ids[2]).await? == (0, 0),
+        "iPad 2: never touched"
+    );
     Ok(())
 }
 
@@ -261,16 +376,33 @@ async fn two_nodes(backend: Backend) -> Result<()> {
     let mut queued = 0;
     for _ in 0..3 {
         // Both nodes find every device dirty (again).
-        setup.store.mark_devices_dirty(&ids, setup.clock.now()).await?;
-        let (a, b) = tokio::join!(setup.orchard.reconcile_once(&one), second.reconcile_once(&two));
+        setup
+            .store
+            .mark_devices_dirty(&ids, setup.clock.now())
+            .await?;
+        let (a, b) = tokio::join!(
+            setup.orchard.reconcile_once(&one),
+            second.reconcile_once(&two)
+        );
         queued += a?.queued + b?.queued;
     }
-    ensure!(queued == devices.len(), "{queued} installs queued for {} devices", devices.len());
+    ensure!(
+        queued == devices.len(),
+        "{queued} installs queued for {} devices",
+        devices.len()
+    );
     let operator = setup.operator.principal();
     for (_, d) in &devices {
         let commands = setup
             .orchard
-            .command_history(operator, d.id, orchard_store::Page { limit: 100, offset: 0 })
+            .command_history(
+                operator,
+                d.id,
+                orchard_store::Page {
+                    limit: 100,
+                    offset: 0,
+                },
+            )
             .await?;
         let installs = commands
             .iter()
@@ -285,9 +417,18 @@ async fn two_nodes(backend: Backend) -> Result<()> {
         // The install above is still pending; answer it so the row is free for a new command.
         let mut unit = setup.store.begin_unit().await?;
         let known = unit.known_profiles_of(&[device.id]).await?;
-        let command = known[0].pending_command.clone().context("pending install")?;
-        unit.profile_command_answered(device.id, &CommandUuid::parse(&command)?, None, 0, setup.clock.now())
-            .await?;
+        let command = known[0]
+            .pending_command
+            .clone()
+            .context("pending install")?;
+        unit.profile_command_answered(
+            device.id,
+            &CommandUuid::parse(&command)?,
+            None,
+            0,
+            setup.clock.now(),
+        )
+        .await?;
         unit.commit().await?;
         command
     };

@@ -171,14 +171,11 @@ async fn change_members(
 }
 
 fn outcome(v: &Value) -> String {
-    let mut text = fields(
-        v,
-        &[
-            ("changed", "changed"),
-            ("unchanged", "unchanged"),
-        ],
-    );
-    for (label, key) in [("unknown serial", "unknown_serials"), ("unknown device", "unknown_device_ids")] {
+    let mut text = fields(v, &[("changed", "changed"), ("unchanged", "unchanged")]);
+    for (label, key) in [
+        ("unknown serial", "unknown_serials"),
+        ("unknown device", "unknown_device_ids"),
+    ] {
         for item in v[key].as_array().into_iter().flatten() {
             text.push_str(&format!("{label}: {}\n", item.as_str().unwrap_or_default()));
         }
@@ -193,7 +190,9 @@ pub async fn run_group(client: &Client, out: Out, command: GroupCommand) -> Resu
             out.show(&v, |v| list(v, GROUP_COLUMNS, "no groups"))
         }
         GroupCommand::Show { id, tenant } => {
-            let v = client.get(&["tenants", &tenant, "groups", &id], &[]).await?;
+            let v = client
+                .get(&["tenants", &tenant, "groups", &id], &[])
+                .await?;
             out.show(&v, |v| fields(v, GROUP_FIELDS))
         }
         GroupCommand::Create {
@@ -335,7 +334,9 @@ pub async fn run_assignment(
 ) -> Result<(), CliError> {
     match command {
         AssignmentCommand::List { tenant } => {
-            let v = client.get(&["tenants", &tenant, "assignments"], &[]).await?;
+            let v = client
+                .get(&["tenants", &tenant, "assignments"], &[])
+                .await?;
             out.show(&v, |v| list(v, ASSIGNMENT_COLUMNS, "no assignments"))
         }
         AssignmentCommand::Create {

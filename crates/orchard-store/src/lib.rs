@@ -54,11 +54,11 @@ pub use desired::assignments::{AssignmentRecord, AssignmentTarget};
 pub use desired::groups::{
     DeviceGroupFacts, FactSections, GroupHistoryRecord, GroupKind, GroupMemberRecord, GroupRecord,
 };
-pub use desired::reconcile::{
-    KnownDeviceProfile, PlannedProfileCommand, ReconcileDevice, ReconcileProfile,
-};
 pub use desired::profiles::{
     DeviceProfileRecord, ProfileCommand, ProfileRecord, ProfileSource, ProfileVersionRecord,
+};
+pub use desired::reconcile::{
+    KnownDeviceProfile, PlannedProfileCommand, ReconcileDevice, ReconcileProfile,
 };
 pub use device::device_search::{DeviceQuery, DeviceSort};
 pub use device::devices::IdentityStatus;

@@ -202,8 +202,15 @@ impl Orchard {
         for target in &targets {
             if !seen.insert((target.kind.clone(), target.id.clone())) {
                 errors.push(problem(
-                    if target.kind == "group" { "groups" } else { "devices" },
-                    format!("{} {} is named twice (targets and exclusions are exclusive)", target.kind, target.id),
+                    if target.kind == "group" {
+                        "groups"
+                    } else {
+                        "devices"
+                    },
+                    format!(
+                        "{} {} is named twice (targets and exclusions are exclusive)",
+                        target.kind, target.id
+                    ),
                 ));
             }
         }
@@ -231,9 +238,7 @@ impl Orchard {
         let missing = || CoreError::Unprocessable(vec![problem("object_id", "no such profile")]);
         let profile = ProfileId::parse(id.trim()).map_err(|_| missing())?;
         match self.store.get_profile(who.scope(), profile).await? {
-            Some(p)
-                if p.archived_at.is_none() && p.tenant_id.is_none_or(|t| t == tenant) =>
-            {
+            Some(p) if p.archived_at.is_none() && p.tenant_id.is_none_or(|t| t == tenant) => {
                 Ok(p.id.to_string())
             }
             _ => Err(missing()),

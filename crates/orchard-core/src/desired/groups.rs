@@ -151,10 +151,18 @@ impl VersionOp {
 pub enum Condition {
     /// The model identifier (`iPad13,18`), model name (`iPad`) or product name, case-insensitively; or
     /// (`prefix`) the model identifier or product name starting with the value (`iPad13,`).
-    Model { value: String, prefix: bool },
-    OsVersion { op: VersionOp, version: Version },
+    Model {
+        value: String,
+        prefix: bool,
+    },
+    OsVersion {
+        op: VersionOp,
+        version: Version,
+    },
     /// A pattern over the device name: `*` any run, `?` one character, case-insensitive.
-    DeviceName { pattern: String },
+    DeviceName {
+        pattern: String,
+    },
     Supervised(bool),
     SharedIpad(bool),
     /// An app with this bundle id is installed (optionally in a version that compares so); `installed:
@@ -216,10 +224,9 @@ impl SmartFilter {
                 "filter.conditions",
                 "required: a list of conditions",
             )),
-            Some(list) if list.is_empty() => errors.push(problem(
-                "filter.conditions",
-                "needs at least one condition",
-            )),
+            Some(list) if list.is_empty() => {
+                errors.push(problem("filter.conditions", "needs at least one condition"))
+            }
             Some(list) if list.len() > MAX_CONDITIONS => errors.push(problem(
                 "filter.conditions",
                 format!("at most {MAX_CONDITIONS} conditions"),
@@ -269,7 +276,10 @@ impl SmartFilter {
 /// Reads a condition: `{"field": …, "op": …, "value": …}` (and `version_op`/`version` for apps).
 fn condition(path: &str, json: &Value) -> Result<Condition, Vec<ValidationError>> {
     let Some(object) = json.as_object() else {
-        return Err(vec![problem(path, "must be an object with field, op and value")]);
+        return Err(vec![problem(
+            path,
+            "must be an object with field, op and value",
+        )]);
     };
     let allowed = ["field", "op", "value", "version_op", "version"];
     let mut errors: Vec<ValidationError> = object
@@ -324,7 +334,10 @@ fn condition(path: &str, json: &Value) -> Result<Condition, Vec<ValidationError>
                 None | Some("is") => false,
                 Some("prefix") => true,
                 Some(_) => {
-                    errors.push(problem(format!("{path}.op"), "must be \"is\" or \"prefix\""));
+                    errors.push(problem(
+                        format!("{path}.op"),
+                        "must be \"is\" or \"prefix\"",
+                    ));
                     false
                 }
             };
@@ -406,7 +419,10 @@ fn condition(path: &str, json: &Value) -> Result<Condition, Vec<ValidationError>
             Some("before") => time(&mut errors).map(Condition::LastSeenBefore),
             Some("after") => time(&mut errors).map(Condition::LastSeenAfter),
             _ => {
-                errors.push(problem(format!("{path}.op"), "must be \"before\" or \"after\""));
+                errors.push(problem(
+                    format!("{path}.op"),
+                    "must be \"before\" or \"after\"",
+                ));
                 None
             }
         },
@@ -488,8 +504,8 @@ impl<'a> DeviceFacts<'a> {
             json.as_deref()
                 .and_then(|j| serde_json::from_str::<Value>(j).ok())
         };
-        let shared_ipad = parse(&raw.device_information_json)
-            .and_then(|v| v["data"]["IsMultiUser"].as_bool());
+        let shared_ipad =
+            parse(&raw.device_information_json).and_then(|v| v["data"]["IsMultiUser"].as_bool());
         let apps = parse(&raw.installed_applications_json)
             .and_then(|v| v["data"].as_array().cloned())
             .unwrap_or_default()
@@ -519,9 +535,10 @@ impl Condition {
             Condition::Model { value, prefix } => {
                 let v = value.to_lowercase();
                 if *prefix {
-                    [&raw.model, &raw.product_name]
-                        .iter()
-                        .any(|m| m.as_deref().is_some_and(|m| m.to_lowercase().starts_with(&v)))
+                    [&raw.model, &raw.product_name].iter().any(|m| {
+                        m.as_deref()
+                            .is_some_and(|m| m.to_lowercase().starts_with(&v))
+                    })
                 } else {
                     [&raw.model, &raw.model_name, &raw.product_name]
                         .iter()
@@ -754,7 +771,11 @@ fn evaluate(filter: &SmartFilter, facts: &[DeviceGroupFacts]) -> BTreeSet<Device
 
 impl Orchard {
     /// The tenant (in the caller's scope), or NotFound.
-    pub(crate) async fn seen_tenant(&self, who: &Principal, tenant: TenantId) -> Result<(), CoreError> {
+    pub(crate) async fn seen_tenant(
+        &self,
+        who: &Principal,
+        tenant: TenantId,
+    ) -> Result<(), CoreError> {
         self.store
             .get_tenant(who.scope(), tenant)
             .await?
@@ -996,7 +1017,10 @@ impl Orchard {
         );
         let mut devices = found;
         let serials: Vec<String> = input.serials.iter().map(|s| s.trim().to_owned()).collect();
-        let by_serial = self.store.tenant_devices_by_serial(tenant, &serials).await?;
+        let by_serial = self
+            .store
+            .tenant_devices_by_serial(tenant, &serials)
+            .await?;
         let mut unknown_serials = Vec::new();
         for s in &serials {
             match by_serial.iter().find(|(serial, _)| serial == s) {
@@ -1090,7 +1114,10 @@ mod tests {
         assert!(v("17.6.1") < v("18"));
         assert!(Version::parse_os("18.x").is_none());
         assert!(Version::parse_os("").is_none());
-        assert!(Version::parse_lenient("2.0b3").expect("lenient") > Version::parse_lenient("2.0").expect("2.0"));
+        assert!(
+            Version::parse_lenient("2.0b3").expect("lenient")
+                > Version::parse_lenient("2.0").expect("2.0")
+        );
     }
 
     #[test]

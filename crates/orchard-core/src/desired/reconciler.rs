@@ -81,13 +81,14 @@ pub(crate) fn targets_device(
 ) -> bool {
     let device_text = device.to_string();
     let names = |exclude: bool| {
-        a.targets.iter().filter(move |t| t.exclude == exclude).any(|t| {
-            match t.kind.as_str() {
+        a.targets
+            .iter()
+            .filter(move |t| t.exclude == exclude)
+            .any(|t| match t.kind.as_str() {
                 "device" => t.id == device_text,
                 "group" => GroupId::parse(&t.id).is_ok_and(|g| groups.contains(&g)),
                 _ => false,
-            }
-        })
+            })
     };
     (a.all_devices || names(false)) && !names(true)
 }
@@ -186,7 +187,9 @@ impl Orchard {
             ..ReconcileStats::default()
         };
         let mut unit = self.store.begin_unit().await?;
-        let claimed = unit.claim_dirty_devices(self.reconciler.settings.batch).await?;
+        let claimed = unit
+            .claim_dirty_devices(self.reconciler.settings.batch)
+            .await?;
         stats.devices = claimed.len();
         if claimed.is_empty() {
             unit.rollback().await?;
@@ -247,7 +250,8 @@ impl Orchard {
                         let payload = match payloads.get(&(profile, version)) {
                             Some(p) => p.clone(),
                             None => {
-                                let Some(v) = self.store.get_profile_version(profile, version).await?
+                                let Some(v) =
+                                    self.store.get_profile_version(profile, version).await?
                                 else {
                                     continue;
                                 };
@@ -299,7 +303,11 @@ impl Orchard {
         stats.queued = unit.queue_planned_profile_commands(&planned, now).await?;
         self.commit_unit(unit).await?;
         if stats.queued > 0 {
-            tracing::info!(devices = stats.devices, queued = stats.queued, "reconciler queued profile commands");
+            tracing::info!(
+                devices = stats.devices,
+                queued = stats.queued,
+                "reconciler queued profile commands"
+            );
         }
         Ok(stats)
     }
@@ -362,7 +370,11 @@ mod tests {
         }
     }
 
-    fn assignment(tenant: TenantId, profile: ProfileId, targets: Vec<AssignmentTarget>) -> AssignmentRecord {
+    fn assignment(
+        tenant: TenantId,
+        profile: ProfileId,
+        targets: Vec<AssignmentTarget>,
+    ) -> AssignmentRecord {
         AssignmentRecord {
             id: orchard_types::AssignmentId::new(),
             tenant_id: tenant,
@@ -420,22 +432,62 @@ mod tests {
         let member: HashSet<GroupId> = [group].into();
         let now = UnixTime(1_000);
         // Wanted, not there: install the latest version.
-        let (plans, _) = plan_device(&d, std::slice::from_ref(&by_group), &member, &[], &profiles, now);
-        assert_eq!(plans, [Plan::Install { profile, version: 2 }]);
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&by_group),
+            &member,
+            &[],
+            &profiles,
+            now,
+        );
+        assert_eq!(
+            plans,
+            [Plan::Install {
+                profile,
+                version: 2
+            }]
+        );
         // Old version installed: replaced.
         let mut old = known(d.id, profile);
         old.installed_version = Some(1);
-        let (plans, _) = plan_device(&d, std::slice::from_ref(&by_group), &member, &[&old], &profiles, now);
-        assert_eq!(plans, [Plan::Install { profile, version: 2 }]);
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&by_group),
+            &member,
+            &[&old],
+            &profiles,
+            now,
+        );
+        assert_eq!(
+            plans,
+            [Plan::Install {
+                profile,
+                version: 2
+            }]
+        );
         // Pending: nothing more.
         old.pending_command = Some("c1".into());
         old.pending_live = true;
-        let (plans, _) = plan_device(&d, std::slice::from_ref(&by_group), &member, &[&old], &profiles, now);
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&by_group),
+            &member,
+            &[&old],
+            &profiles,
+            now,
+        );
         assert!(plans.is_empty());
         // A failure waiting for its retry: nothing yet.
         let mut failed = known(d.id, profile);
         failed.next_attempt_at = Some(UnixTime(2_000));
-        let (plans, _) = plan_device(&d, std::slice::from_ref(&by_group), &member, &[&failed], &profiles, now);
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&by_group),
+            &member,
+            &[&failed],
+            &profiles,
+            now,
+        );
         assert!(plans.is_empty());
         // Excluded: not wanted; installed by the reconciler → removed; by hand → left alone.
         let mut excluded = by_group.clone();
@@ -447,7 +499,14 @@ mod tests {
         let mut ours = known(d.id, profile);
         ours.installed_version = Some(2);
         ours.reconciled = true;
-        let (plans, _) = plan_device(&d, std::slice::from_ref(&excluded), &member, &[&ours], &profiles, now);
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&excluded),
+            &member,
+            &[&ours],
+            &profiles,
+            now,
+        );
         assert_eq!(plans, [Plan::Remove { profile }]);
         ours.reconciled = false;
         let (plans, _) = plan_device(&d, &[excluded], &member, &[&ours], &profiles, now);
@@ -455,7 +514,11 @@ mod tests {
         // Another tenant's assignment never reaches the device.
         let (plans, _) = plan_device(
             &d,
-            &[assignment(TenantId::new(), profile, by_group.targets.clone())],
+            &[assignment(
+                TenantId::new(),
+                profile,
+                by_group.targets.clone(),
+            )],
             &member,
             &[],
             &profiles,

@@ -503,7 +503,9 @@ impl Orchard {
                 // What the device has of its profiles changed (or may have): compare again.
                 if matches!(
                     request_type,
-                    RequestType::ProfileList | RequestType::InstallProfile | RequestType::RemoveProfile
+                    RequestType::ProfileList
+                        | RequestType::InstallProfile
+                        | RequestType::RemoveProfile
                 ) && status != CommandStatus::NotNow
                 {
                     unit.mark_devices_dirty(&[device.id], now).await?;

@@ -261,12 +261,20 @@ pub(super) async fn group_history(
     let device = q
         .device
         .as_deref()
-        .map(|d| DeviceId::parse(d.trim()).map_err(|_| ApiError::invalid("device is not a device id")))
+        .map(|d| {
+            DeviceId::parse(d.trim()).map_err(|_| ApiError::invalid("device is not a device id"))
+        })
         .transpose()?;
     Ok(Items::of(
         state
             .orchard
-            .group_history(&who.principal, tenant, group, device, q.limit.unwrap_or(100))
+            .group_history(
+                &who.principal,
+                tenant,
+                group,
+                device,
+                q.limit.unwrap_or(100),
+            )
             .await?,
     ))
 }

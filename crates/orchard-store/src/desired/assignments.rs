@@ -37,7 +37,8 @@ pub struct AssignmentRecord {
     pub updated_at: UnixTime,
 }
 
-const ASSIGNMENT_COLUMNS: &str = "id, tenant_id, object_kind, object_id, version_policy, all_devices, \
+const ASSIGNMENT_COLUMNS: &str =
+    "id, tenant_id, object_kind, object_id, version_policy, all_devices, \
      created_at, created_by, updated_at";
 
 fn assignment_id(r: &AnyRow, column: &str) -> Result<AssignmentId, StoreError> {

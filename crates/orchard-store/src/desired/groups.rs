@@ -198,7 +198,10 @@ async fn apply_membership(
         );
         let mut query = sqlx::query(&sql);
         for d in chunk {
-            query = query.bind(group_text.as_str()).bind(d.to_string()).bind(now.0);
+            query = query
+                .bind(group_text.as_str())
+                .bind(d.to_string())
+                .bind(now.0);
         }
         query.execute(db.conn()?).await?;
     }
@@ -346,7 +349,10 @@ async fn tenant_facts(
         .collect()
 }
 
-async fn smart_groups_of(db: &mut impl Db, tenant: TenantId) -> Result<Vec<GroupRecord>, StoreError> {
+async fn smart_groups_of(
+    db: &mut impl Db,
+    tenant: TenantId,
+) -> Result<Vec<GroupRecord>, StoreError> {
     sqlx::query(&format!(
         "SELECT {GROUP_COLUMNS} FROM device_groups g WHERE g.tenant_id = $1 AND g.kind = 'smart' ORDER BY g.id"
     ))
@@ -470,7 +476,8 @@ impl Store {
         if let Some(d) = device {
             sql.push(" AND device_id = ").bind(d.to_string());
         }
-        sql.push(" ORDER BY at DESC, event LIMIT ").bind(limit.max(0));
+        sql.push(" ORDER BY at DESC, event LIMIT ")
+            .bind(limit.max(0));
         sql.query()
             .fetch_all(&self.pool)
             .await?
@@ -566,7 +573,10 @@ impl Store {
     }
 
     /// The assignments that name a group as a target or an exclusion.
-    pub async fn assignments_naming_group(&self, group: GroupId) -> Result<Vec<String>, StoreError> {
+    pub async fn assignments_naming_group(
+        &self,
+        group: GroupId,
+    ) -> Result<Vec<String>, StoreError> {
         sqlx::query(
             "SELECT DISTINCT assignment_id FROM assignment_targets WHERE target_kind = 'group' AND target_id = $1",
         )

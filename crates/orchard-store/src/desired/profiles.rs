@@ -246,7 +246,10 @@ async fn mark_profile_devices_dirty(
 fn retry_backoff_sql() -> String {
     let mut ladder = String::from("CASE");
     for attempts in 0..10 {
-        ladder.push_str(&format!(" WHEN attempts = {attempts} THEN {}", 1_i64 << attempts));
+        ladder.push_str(&format!(
+            " WHEN attempts = {attempts} THEN {}",
+            1_i64 << attempts
+        ));
     }
     ladder.push_str(" ELSE 1024 END");
     ladder
