@@ -176,6 +176,8 @@ struct ServeArgs {
     #[command(flatten)]
     command_queue: CommandQueueArgs,
     #[command(flatten)]
+    reconciler: ReconcilerArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     /// Device Assignment (DEP/ASM) service URL: Apple's by default; a local DEP server in tests.
     #[arg(long, env = "ORCHARD_DEP_URL")]
@@ -430,6 +432,26 @@ struct CommandQueueArgs {
     command_history_days: i64,
 }
 
+#[derive(Args)]
+struct ReconcilerArgs {
+    /// A failed profile install or removal is queued again this many seconds later, doubled per failure.
+    #[arg(long, env = "ORCHARD_RECONCILE_RETRY_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(i64).range(0..))]
+    reconcile_retry_seconds: i64,
+    /// The reconciler's periodic pass (due retries; reports and changes wake it at once).
+    #[arg(long, env = "ORCHARD_RECONCILE_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    reconcile_interval_seconds: u64,
+}
+
+impl ReconcilerArgs {
+    fn settings(&self) -> orchard_core::desired::reconciler::ReconcilerSettings {
+        orchard_core::desired::reconciler::ReconcilerSettings {
+            retry_base_seconds: self.reconcile_retry_seconds,
+            interval: std::time::Duration::from_secs(self.reconcile_interval_seconds),
+            ..Default::default()
+        }
+    }
+}
+
 impl CommandQueueArgs {
     fn settings(&self) -> orchard_core::commands::hygiene::CommandQueueSettings {
         orchard_core::commands::hygiene::CommandQueueSettings {
@@ -647,6 +669,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_token_policy(args.token_policy()?)
         .with_session_ttl_seconds(args.session_ttl_seconds)
         .with_command_queue_settings(args.command_queue.settings())
+        .with_reconciler_settings(args.reconciler.settings())
         .with_link_download_limit(args.limits.link_downloads_per_minute)
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );

@@ -207,6 +207,26 @@ async fn scenario(backend: Backend) -> Result<()> {
         .as_str()
         .context("global id")?
         .to_owned();
+    // A physics group and an assignment of its profile (groups, assignments).
+    let group = server
+        .post(
+            &format!("/api/v1/tenants/{physics}/groups"),
+            json!({"name": "Matrix cart", "kind": "static"}),
+        )
+        .await?;
+    let group_id = group["id"].as_str().context("group id")?.to_owned();
+    let assignment = server
+        .post(
+            &format!("/api/v1/tenants/{physics}/assignments"),
+            json!({"object_kind": "profile", "object_id": profile_id, "all_devices": true}),
+        )
+        .await?;
+    let assignment_id = assignment["id"]
+        .as_str()
+        .context("assignment id")?
+        .to_owned();
+    let grp = |suffix: &str| format!("/api/v1/tenants/{physics}/groups/{group_id}{suffix}");
+    let asg = |suffix: &str| format!("/api/v1/tenants/{physics}/assignments{suffix}");
     let prof = |suffix: &str| format!("/api/v1/tenants/{physics}/profiles/{profile_id}{suffix}");
     let glob = |suffix: &str| format!("/api/v1/profiles/{global_id}{suffix}");
     let new_version = json!({"name": "Matrix Wi-Fi", "payloads": [{"PayloadType": "com.apple.wifi.managed", "SSID_STR": "v2"}]});
@@ -281,6 +301,23 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::GET, "/api/v1/audit.csv", None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::GET, format!("/api/v1/usage?from={today}&to={today}"), None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::DELETE, format!("/api/v1/dep-templates/{template_id}"), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/groups"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        // The operator's copy collides with the admin's name.
+        row(Method::POST, format!("/api/v1/tenants/{physics}/groups"), Some(json!({"name": "Matrix new", "kind": "static"})), [U, U, U, 404, 404, 403, 201, 403, 409]),
+        row(Method::GET, grp(""), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::PATCH, grp(""), Some(json!({"name": "Matrix cart B"})), [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::GET, grp("/members"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::POST, grp("/members"), Some(json!({"device_ids": [device_id]})), [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::POST, grp("/members/remove"), Some(json!({"device_ids": [device_id]})), [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::GET, grp("/history"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        // Once the admin deleted it, it is gone for everyone after.
+        row(Method::DELETE, grp(""), None, [U, U, U, 404, 404, 403, 204, 404, 404]),
+        row(Method::GET, asg(""), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        // The operator's copy assigns the object a second time.
+        row(Method::POST, asg(""), Some(json!({"object_kind": "profile", "object_id": global_id, "all_devices": true})), [U, U, U, 404, 404, 403, 201, 403, 409]),
+        row(Method::GET, asg(&format!("/{assignment_id}")), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::PUT, asg(&format!("/{assignment_id}")), Some(json!({"all_devices": true})), [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::DELETE, asg(&format!("/{assignment_id}")), None, [U, U, U, 404, 404, 403, 204, 404, 404]),
         row(Method::GET, format!("/api/v1/tenants/{physics}/profiles"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         // The operator's copy collides with the admin's identifier.
         row(Method::POST, format!("/api/v1/tenants/{physics}/profiles"), Some(wifi("edu.matrix.new")), [U, U, U, 404, 404, 403, 201, 403, 409]),
@@ -337,6 +374,8 @@ async fn scenario(backend: Backend) -> Result<()> {
         victim_id.clone(),
         link_id.clone(),
         profile_id.clone(),
+        group_id.clone(),
+        assignment_id.clone(),
     ];
     let mut failures = Vec::new();
     for r in &rows {

@@ -7,6 +7,7 @@ mod audit;
 mod client;
 mod dep;
 mod device;
+mod group;
 mod maintenance;
 mod output;
 mod profile;
@@ -77,6 +78,20 @@ pub enum ApiCommand {
         api: ApiArgs,
         #[command(subcommand)]
         command: maintenance::MaintenanceCommand,
+    },
+    /// Device groups of a tenant (static and smart), through the admin API.
+    Group {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
+    /// Assignments of a tenant (a profile for the tenant, groups or devices), through the admin API.
+    Assignment {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: group::AssignmentCommand,
     },
     /// Enrollment links of a tenant, through the admin API.
     Link {
@@ -227,6 +242,8 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::Link { api, .. }
         | ApiCommand::Maintenance { api, .. }
         | ApiCommand::Profile { api, .. }
+        | ApiCommand::Group { api, .. }
+        | ApiCommand::Assignment { api, .. }
         | ApiCommand::User { api, .. }
         | ApiCommand::Device { api, .. }
         | ApiCommand::PushCertificate { api, .. }
@@ -256,6 +273,10 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
         ApiCommand::Link { command, .. } => tenant::run_link(&client, out, command).await,
         ApiCommand::Maintenance { command, .. } => maintenance::run(&client, out, command).await,
         ApiCommand::Profile { command, .. } => profile::run(&client, out, command).await,
+        ApiCommand::Group { command, .. } => group::run_group(&client, out, command).await,
+        ApiCommand::Assignment { command, .. } => {
+            group::run_assignment(&client, out, command).await
+        }
         ApiCommand::User { command, .. } => users::run(&client, out, command).await,
         ApiCommand::Device { command, .. } => device::run(&client, out, command).await,
         ApiCommand::PushCertificate { command, .. } => {

@@ -104,6 +104,8 @@ pub struct Orchard {
     pub(crate) renewal: enrollment::renewal::IdentityRenewalSettings,
     /// Device certificates already proved to be issued by `pki.ca`: a device's next request skips that check.
     pub(crate) signers: orchard_pki::signature::SignerCache,
+    /// The reconciler's settings and this node's wake-up signal for it.
+    pub(crate) reconciler: desired::reconciler::ReconcilerState,
 }
 
 /// Device certificates whose issuance is remembered (~1.5 KB each, so at most ~75 MB): a large university's
@@ -138,6 +140,7 @@ impl Orchard {
             abuse: limits::AbuseLimits::default(),
             command_queue: commands::hygiene::CommandQueueSettings::default(),
             renewal: enrollment::renewal::IdentityRenewalSettings::default(),
+            reconciler: desired::reconciler::ReconcilerState::default(),
         }
     }
 

@@ -57,6 +57,8 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     "identity_renewal_settings",
     "with_link_download_limit",
     "with_session_ttl_seconds",
+    "with_reconciler_settings",
+    "reconciler_settings",
     "now",
     "current_topic",
     "push_certificate_status",

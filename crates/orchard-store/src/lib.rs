@@ -50,8 +50,15 @@ pub use dep::templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
     DepSerialTemplate, DepTemplateRecord, DeviceSetup, DueAssignment,
 };
+pub use desired::assignments::{AssignmentRecord, AssignmentTarget};
+pub use desired::groups::{
+    DeviceGroupFacts, FactSections, GroupHistoryRecord, GroupKind, GroupMemberRecord, GroupRecord,
+};
 pub use desired::profiles::{
     DeviceProfileRecord, ProfileCommand, ProfileRecord, ProfileSource, ProfileVersionRecord,
+};
+pub use desired::reconcile::{
+    KnownDeviceProfile, PlannedProfileCommand, ReconcileDevice, ReconcileProfile,
 };
 pub use device::device_search::{DeviceCounts, DeviceQuery, DeviceSort};
 pub use device::devices::IdentityStatus;

@@ -108,6 +108,16 @@ uuid_id!(
     MaintenanceNoticeId,
     "maintenance notice id"
 );
+uuid_id!(
+    /// A device group of a tenant (static or smart).
+    GroupId,
+    "group id"
+);
+uuid_id!(
+    /// An assignment: one object (a profile; later an app or an OS policy) wanted on a tenant's devices.
+    AssignmentId,
+    "assignment id"
+);
 
 /// Checks a device-supplied identifier: printable ASCII without spaces, bounded length.
 fn check_token_like(kind: &'static str, s: &str, max: usize) -> Result<(), ParseError> {

@@ -102,6 +102,8 @@ pub enum QueuedBy {
     Setup,
     /// Identity renewal: the enrollment profile that gives the device a fresh identity before its own runs out.
     Renewal,
+    /// The reconciler: profile installs and removals that assignments call for.
+    Reconciler,
     /// Someone acting through an API token.
     Token { id: TokenId, name: String },
     /// A person signed in (single sign-on or a local break-glass account); `id` is the users row.
@@ -114,6 +116,7 @@ impl QueuedBy {
     const ENROLLMENT: &'static str = "orchard:enrollment";
     const SETUP: &'static str = "orchard:setup";
     const RENEWAL: &'static str = "orchard:renewal";
+    const RECONCILER: &'static str = "orchard:reconciler";
 
     /// The stored spelling.
     pub fn to_stored(&self) -> String {
@@ -125,6 +128,7 @@ impl QueuedBy {
             Self::ENROLLMENT => return Ok(QueuedBy::Enrollment),
             Self::SETUP => return Ok(QueuedBy::Setup),
             Self::RENEWAL => return Ok(QueuedBy::Renewal),
+            Self::RECONCILER => return Ok(QueuedBy::Reconciler),
             _ => {}
         }
         let mut parts = s.splitn(3, ':');
@@ -166,6 +170,7 @@ impl fmt::Display for QueuedBy {
             QueuedBy::Enrollment => f.write_str(Self::ENROLLMENT),
             QueuedBy::Setup => f.write_str(Self::SETUP),
             QueuedBy::Renewal => f.write_str(Self::RENEWAL),
+            QueuedBy::Reconciler => f.write_str(Self::RECONCILER),
             QueuedBy::Token { id, name } => write!(f, "token:{id}:{name}"),
             QueuedBy::User { id, name } => write!(f, "user:{id}:{name}"),
             QueuedBy::Local { id, name } => write!(f, "local:{id}:{name}"),

@@ -83,6 +83,9 @@ pub struct BulkTarget {
     /// Operators: one tenant's devices (tenant roles are limited to their own anyway).
     #[serde(default)]
     pub tenant_id: Option<orchard_types::TenantId>,
+    /// The members of one device group (static or smart) the caller sees.
+    #[serde(default)]
+    pub group_id: Option<orchard_types::GroupId>,
 }
 
 /// The outcome of a bulk request.
@@ -114,7 +117,23 @@ impl Orchard {
                 None => return Ok((Vec::new(), target.device_ids.as_ref().map_or(0, Vec::len))),
             },
         };
-        match &target.device_ids {
+        let group_members = match target.group_id {
+            None => None,
+            Some(group) => {
+                if target.device_ids.is_some() {
+                    return Err(CoreError::Invalid(
+                        "name device_ids or group_id, not both".into(),
+                    ));
+                }
+                let g = self
+                    .store
+                    .group_in_scope(scope, group)
+                    .await?
+                    .ok_or(CoreError::NotFound)?;
+                Some(self.store.group_member_ids(g.id).await?)
+            }
+        };
+        match group_members.as_ref().or(target.device_ids.as_ref()) {
             Some(ids) => {
                 if ids.len() > MAX_BULK_DEVICES {
                     return Err(CoreError::Invalid(format!(

@@ -1,7 +1,11 @@
-//! Desired state: what Orchard wants on devices. Today the profile library (profiles, versions, validation
-//! against Apple's schema, sealed secrets, signed installs and what each device has); groups, assignments and
-//! the reconciler build on it.
+//! Desired state: what Orchard wants on devices. The profile library (profiles, versions, validation against
+//! Apple's schema, sealed secrets, signed installs and what each device has), device groups (static and
+//! smart), assignments (an object for the tenant, groups or devices, minus exclusions) and the reconciler that
+//! turns the difference into commands.
 
+pub mod assignments;
+pub mod groups;
 pub mod mobileconfig;
 pub mod profile_schema;
 pub mod profiles;
+pub mod reconciler;

@@ -173,6 +173,16 @@ pub struct DeviceProfileView {
     /// The device's error for the last profile command, if it failed.
     pub last_error: Option<serde_json::Value>,
     pub updated_at: String,
+    /// `installed` (our latest-known version on the device), `pending` (a command waits for the device),
+    /// `failed` (the last command failed: `last_error`, retried at `next_attempt_at`), `foreign` (a profile
+    /// with this identifier that is not one of our versions), `absent`.
+    pub state: &'static str,
+    /// Failed commands since the last success.
+    pub attempts: i64,
+    /// When the reconciler tries again after a failure.
+    pub next_attempt_at: Option<String>,
+    /// Installed by the reconciler for an assignment (only such profiles are removed by it).
+    pub assigned: bool,
 }
 
 impl From<&DeviceProfileRecord> for DeviceProfileView {
@@ -190,6 +200,20 @@ impl From<&DeviceProfileRecord> for DeviceProfileView {
                 serde_json::from_str(e).unwrap_or_else(|_| serde_json::Value::String(e.into()))
             }),
             updated_at: r.updated_at.to_rfc3339(),
+            state: if r.pending_action.is_some() {
+                "pending"
+            } else if r.last_error.is_some() {
+                "failed"
+            } else if r.installed_version.is_some() {
+                "installed"
+            } else if r.installed_payload_uuid.is_some() {
+                "foreign"
+            } else {
+                "absent"
+            },
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at.map(UnixTime::to_rfc3339),
+            assigned: r.reconciled,
         }
     }
 }
@@ -492,6 +516,8 @@ impl Orchard {
         self.store
             .add_profile_version(&version, &prepared.name)
             .await?;
+        // Devices that are assigned the profile get the new version.
+        self.wake_reconciler();
         tracing::info!(profile = %profile.id, version = next, actor = %who.actor(), "profile version added");
         let updated = self
             .store
@@ -931,8 +957,14 @@ impl Orchard {
             }
             _ => return Ok(()),
         };
-        unit.profile_command_answered(device.id, uuid, error, now)
-            .await?;
+        unit.profile_command_answered(
+            device.id,
+            uuid,
+            error,
+            self.reconciler.settings.retry_base_seconds,
+            now,
+        )
+        .await?;
         Ok(())
     }
 

@@ -181,7 +181,7 @@ impl Orchard {
             CheckinMessage::Authenticate(a) => self.authenticate(a, &signer, now).await,
             CheckinMessage::TokenUpdate(t) => self.token_update(t, &signer, now).await,
             CheckinMessage::CheckOut(c) => {
-                self.bound_device(&c.udid, &signer).await?;
+                let device = self.bound_device(&c.udid, &signer).await?;
                 if c.user.is_none() {
                     // The profile (and with it this identity) is gone from the device: the identity ends with
                     // the enrollment, so a replay of its Authenticate can never enroll the UDID again.
@@ -189,6 +189,15 @@ impl Orchard {
                     unit.check_out(&c.udid, now).await?;
                     unit.revoke_identity(&signer.fingerprint, CHECKED_OUT_REASON, now)
                         .await?;
+                    // It leaves its smart groups with the enrollment.
+                    self.device_inventory_changed(
+                        &mut unit,
+                        device.id,
+                        device.tenant_id,
+                        "checked_out",
+                        now,
+                    )
+                    .await?;
                     self.commit_unit(unit).await?;
                     tracing::info!(udid = %c.udid, "device checked out");
                 }
@@ -363,8 +372,20 @@ impl Orchard {
             unit.enqueue_commands(&cmds).await?;
             self.start_setup(&mut unit, &device, &channel, t.awaiting_configuration, now)
                 .await?;
+            // Enrolled now: its smart groups and assignments apply.
+            self.device_inventory_changed(
+                &mut unit,
+                device.id,
+                device.tenant_id,
+                "enrollment",
+                now,
+            )
+            .await?;
         }
         self.commit_unit(unit).await?;
+        if first_of_device {
+            self.wake_reconciler();
+        }
         if first_of_device {
             tracing::info!(udid = %t.udid, "first token update: inventory queued");
         }
@@ -427,6 +448,7 @@ impl Orchard {
             serde_json::to_string(&report.error_chain).ok()
         };
         let (result, result_sealed) = self.result_to_store(uuid, status, report, raw)?;
+        let mut reconcile = false;
         let mut unit = self.store.begin_unit().await?;
         let outcome = unit
             .record_result(&CommandResultRecord {
@@ -449,6 +471,20 @@ impl Orchard {
                 if status == CommandStatus::Acknowledged {
                     self.apply_result(&mut unit, device, request_type, report, now)
                         .await?;
+                    if matches!(
+                        request_type,
+                        RequestType::DeviceInformation | RequestType::InstalledApplicationList
+                    ) {
+                        self.device_inventory_changed(
+                            &mut unit,
+                            device.id,
+                            device.tenant_id,
+                            "inventory",
+                            now,
+                        )
+                        .await?;
+                        reconcile = true;
+                    }
                     if request_type == RequestType::ActivationLockBypassCode {
                         self.escrow_bypass_code(&mut unit, device, report, now)
                             .await?;
@@ -464,6 +500,17 @@ impl Orchard {
                     now,
                 )
                 .await?;
+                // What the device has of its profiles changed (or may have): compare again.
+                if matches!(
+                    request_type,
+                    RequestType::ProfileList
+                        | RequestType::InstallProfile
+                        | RequestType::RemoveProfile
+                ) && status != CommandStatus::NotNow
+                {
+                    unit.mark_devices_dirty(&[device.id], now).await?;
+                    reconcile = true;
+                }
                 if queued_by == Some(QueuedBy::Renewal)
                     && matches!(
                         status,
@@ -496,7 +543,11 @@ impl Orchard {
                 tracing::warn!(udid = %device.udid, command = %uuid, "report for a command this channel does not have");
             }
         }
-        self.commit_unit(unit).await
+        self.commit_unit(unit).await?;
+        if reconcile {
+            self.wake_reconciler();
+        }
+        Ok(())
     }
 }
 

@@ -136,9 +136,17 @@ impl Orchard {
                 "q must be at most 200 characters".into(),
             ));
         }
+        let scope = who.scope();
+        if let Some(group) = query.group_id {
+            // A group the caller cannot see (another tenant's) answers like one that does not exist.
+            self.store
+                .group_in_scope(scope, group)
+                .await?
+                .ok_or(CoreError::NotFound)?;
+        }
         Ok(self
             .store
-            .search_devices_counted(who.scope(), query, page)
+            .search_devices_counted(scope, query, page)
             .await?)
     }
 

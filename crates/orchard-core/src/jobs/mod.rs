@@ -235,6 +235,10 @@ impl Orchard {
             worker.spawn(UsageSnapshotJob::new(self.clone(), system.clone())),
             worker.spawn(CommandHygieneJob::new(self.clone(), system.clone())),
             worker.spawn(IdentityRenewalJob::new(self.clone(), system.clone())),
+            worker.spawn(crate::desired::reconciler::ReconcilerJob::new(
+                self.clone(),
+                system.clone(),
+            )),
         ];
         if let Some(job) = DepSyncJob::new(self.clone(), system, worker.owner()) {
             handles.push(worker.spawn(job));

@@ -107,6 +107,14 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("DELETE", "/profiles/{profile}") => "global_profile.archive",
         ("POST", "/maintenance") => "maintenance_notice.publish",
         ("DELETE", "/maintenance/{id}") => "maintenance_notice.withdraw",
+        ("POST", "/tenants/{id}/groups") => "group.create",
+        ("PATCH", "/tenants/{id}/groups/{group}") => "group.update",
+        ("DELETE", "/tenants/{id}/groups/{group}") => "group.delete",
+        ("POST", "/tenants/{id}/groups/{group}/members") => "group.members.add",
+        ("POST", "/tenants/{id}/groups/{group}/members/remove") => "group.members.remove",
+        ("POST", "/tenants/{id}/assignments") => "assignment.create",
+        ("PUT", "/tenants/{id}/assignments/{assignment}") => "assignment.update",
+        ("DELETE", "/tenants/{id}/assignments/{assignment}") => "assignment.delete",
         _ => return None,
     })
 }

@@ -103,6 +103,10 @@ pub(super) struct BulkCommandBody {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = Uuid)]
     tenant_id: Option<TenantId>,
+    /// The members of one device group.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    group_id: Option<orchard_types::GroupId>,
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
@@ -136,6 +140,7 @@ pub(super) async fn queue_bulk_command(
             BulkTarget {
                 device_ids: req.device_ids,
                 tenant_id: req.tenant_id,
+                group_id: req.group_id,
             },
             req.command,
             req.dry_run,

@@ -19,7 +19,8 @@ pub struct PushQueued {
 
 /// `GET /devices` filters: `tenant`, `model`, `os_version` (exact, or a prefix ending in "."), `state`,
 /// `last_seen_before` / `last_seen_after` (unix seconds, RFC 3339 or a day), `identity_expires_before` (same
-/// forms: devices whose identity certificate runs out before then), `q` (name, serial, UDID, model),
+/// forms: devices whose identity certificate runs out before then), `group` (members of a device group),
+/// `q` (name, serial, UDID, model),
 /// `sort` (enrolled_at | last_seen | name | serial | os_version | model), `order` (asc | desc), `limit`, `offset`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -34,6 +35,8 @@ pub(super) struct DeviceListQuery {
     last_seen_before: Option<String>,
     last_seen_after: Option<String>,
     identity_expires_before: Option<String>,
+    /// Members of this device group.
+    group: Option<String>,
     q: Option<String>,
     sort: Option<String>,
     order: Option<String>,
@@ -66,6 +69,14 @@ impl DeviceListQuery {
             last_seen_before: time(&self.last_seen_before, false)?,
             last_seen_after: time(&self.last_seen_after, false)?,
             identity_expires_before: time(&self.identity_expires_before, false)?,
+            group_id: self
+                .group
+                .as_deref()
+                .map(|g| {
+                    orchard_types::GroupId::parse(g.trim())
+                        .map_err(|_| invalid(format!("group {g:?} is not a group id")))
+                })
+                .transpose()?,
             text: self.q.clone(),
             sort: match self.sort.as_deref() {
                 None => orchard_store::DeviceSort::default(),

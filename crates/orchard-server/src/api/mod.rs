@@ -11,12 +11,14 @@ pub mod extract;
 pub mod reply;
 
 mod activation_lock;
+mod assignments;
 mod audit;
 mod audit_trail;
 mod commands;
 mod dep;
 mod device_identity;
 mod devices;
+mod groups;
 mod links;
 mod maintenance;
 mod meta;
@@ -117,6 +119,24 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(profiles::add_global_profile_version))
         .routes(routes!(profiles::global_profile_version))
+        .routes(routes!(groups::list_groups, groups::create_group))
+        .routes(routes!(
+            groups::group_detail,
+            groups::update_group,
+            groups::delete_group
+        ))
+        .routes(routes!(groups::group_members, groups::add_group_members))
+        .routes(routes!(groups::remove_group_members))
+        .routes(routes!(groups::group_history))
+        .routes(routes!(
+            assignments::list_assignments,
+            assignments::create_assignment
+        ))
+        .routes(routes!(
+            assignments::assignment_detail,
+            assignments::update_assignment,
+            assignments::delete_assignment
+        ))
 }
 
 /// The API router: the routes behind caller resolution (outermost) and the audit trail. Only matched routes

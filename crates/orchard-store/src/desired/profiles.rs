@@ -99,6 +99,12 @@ pub struct DeviceProfileRecord {
     pub pending_command: Option<String>,
     pub last_error: Option<String>,
     pub updated_at: UnixTime,
+    /// Failed commands since the last success (the reconciler's retries).
+    pub attempts: i64,
+    /// When the reconciler may try again after a failure.
+    pub next_attempt_at: Option<UnixTime>,
+    /// The reconciler installed it (and so may remove it).
+    pub reconciled: bool,
 }
 
 /// A profile command to queue with its bookkeeping.
@@ -120,7 +126,8 @@ const VERSION_COLUMNS: &str = "profile_id, version, payload_uuid, display_name, 
                                signer_not_after, created_at, created_by";
 const DEVICE_PROFILE_COLUMNS: &str = "dp.device_id, dp.profile_id, dp.installed_version, \
                                       dp.installed_payload_uuid, dp.installed_at, dp.pending_action, \
-                                      dp.pending_version, dp.pending_command, dp.last_error, dp.updated_at";
+                                      dp.pending_version, dp.pending_command, dp.last_error, dp.updated_at, \
+                                      dp.attempts, dp.next_attempt_at, dp.reconciled";
 
 fn profile_id(r: &AnyRow, column: &str) -> Result<ProfileId, StoreError> {
     let text = rows::text(r, column)?;
@@ -178,6 +185,9 @@ fn device_profile(r: &AnyRow) -> Result<DeviceProfileRecord, StoreError> {
         pending_command: rows::opt_text(r, "pending_command")?,
         last_error: rows::opt_text(r, "last_error")?,
         updated_at: rows::time(r, "updated_at")?,
+        attempts: rows::int(r, "attempts")?,
+        next_attempt_at: rows::opt_time(r, "next_attempt_at")?,
+        reconciled: rows::boolean(r, "reconciled")?,
     })
 }
 
@@ -211,21 +221,38 @@ async fn insert_version(db: &mut impl Db, v: &ProfileVersionRecord) -> Result<()
     Ok(())
 }
 
-/// The profiles of the tenant (and the global ones) whose identifiers a device reported, by identifier.
-async fn profiles_by_identifier(
+/// Marks for the reconciler every enrolled device of a tenant that assigns the profile, and every device
+/// the reconciler installed it on (a new version replaces the old one there).
+async fn mark_profile_devices_dirty(
     db: &mut impl Db,
-    tenant: TenantId,
-) -> Result<Vec<(ProfileId, String)>, StoreError> {
+    profile: ProfileId,
+    now: UnixTime,
+) -> Result<(), StoreError> {
     sqlx::query(
-        "SELECT id, identifier FROM profiles \
-         WHERE archived_at IS NULL AND (tenant_id IS NULL OR tenant_id = $1)",
+        "INSERT INTO reconcile_dirty (device_id, marked_at) \
+         SELECT d.id, $2 FROM devices d WHERE d.state = 'enrolled' AND (d.tenant_id IN \
+           (SELECT a.tenant_id FROM assignments a WHERE a.object_kind = 'profile' AND a.object_id = $1) \
+           OR d.id IN (SELECT dp.device_id FROM device_profiles dp WHERE dp.profile_id = $1 AND dp.reconciled = 1)) \
+         ON CONFLICT (device_id) DO NOTHING",
     )
-    .bind(tenant.to_string())
-    .fetch_all(db.conn()?)
-    .await?
-    .iter()
-    .map(|r| Ok((profile_id(r, "id")?, rows::text(r, "identifier")?)))
-    .collect()
+    .bind(profile.to_string())
+    .bind(now.0)
+    .execute(db.conn()?)
+    .await?;
+    Ok(())
+}
+
+/// `next_attempt_at` after a failure: `base` seconds doubled per earlier attempt, at most 1024 × base.
+fn retry_backoff_sql() -> String {
+    let mut ladder = String::from("CASE");
+    for attempts in 0..10 {
+        ladder.push_str(&format!(
+            " WHEN attempts = {attempts} THEN {}",
+            1_i64 << attempts
+        ));
+    }
+    ladder.push_str(" ELSE 1024 END");
+    ladder
 }
 
 impl Store {
@@ -283,6 +310,7 @@ impl Store {
             ));
         }
         insert_version(&mut unit, v).await?;
+        mark_profile_devices_dirty(&mut unit, v.profile_id, v.created_at).await?;
         unit.commit().await
     }
 
@@ -479,11 +507,14 @@ impl UnitOfWork {
     /// The device answered a profile command: an acknowledged install makes its version the installed one, an
     /// acknowledged removal clears it, an error is kept as `last_error`; the pending action ends either way.
     /// Does nothing for commands the library did not queue.
+    /// A failure counts an attempt and sets the next try `retry_base_seconds` × 2^(attempts before) later
+    /// (the reconciler waits until then); a success resets the count.
     pub async fn profile_command_answered(
         &mut self,
         device: DeviceId,
         command: &CommandUuid,
         error: Option<&str>,
+        retry_base_seconds: i64,
         now: UnixTime,
     ) -> Result<(), StoreError> {
         let clear_pending = "pending_action = NULL, pending_version = NULL, pending_command = NULL";
@@ -496,12 +527,15 @@ impl UnitOfWork {
                     WHERE v.profile_id = device_profiles.profile_id AND v.version = device_profiles.pending_version) \
                    ELSE NULL END, \
                  installed_at = CASE WHEN pending_action = 'install' THEN $3 ELSE NULL END, \
-                 last_error = NULL, {clear_pending}, updated_at = $3 \
+                 last_error = NULL, attempts = 0, next_attempt_at = NULL, {clear_pending}, updated_at = $3 \
                  WHERE device_id = $1 AND pending_command = $2"
             ),
             Some(_) => format!(
-                "UPDATE device_profiles SET last_error = $4, {clear_pending}, updated_at = $3 \
-                 WHERE device_id = $1 AND pending_command = $2"
+                "UPDATE device_profiles SET last_error = $4, \
+                 next_attempt_at = $3 + $5 * ({}), attempts = attempts + 1, \
+                 {clear_pending}, updated_at = $3 \
+                 WHERE device_id = $1 AND pending_command = $2",
+                retry_backoff_sql()
             ),
         };
         let mut query = sqlx::query(&sql)
@@ -509,7 +543,7 @@ impl UnitOfWork {
             .bind(command.as_str())
             .bind(now.0);
         if let Some(error) = error {
-            query = query.bind(error);
+            query = query.bind(error).bind(retry_base_seconds.max(0));
         }
         query.execute(self.conn()?).await?;
         Ok(())
@@ -518,6 +552,7 @@ impl UnitOfWork {
     /// A device's ProfileList: for the profiles of its tenant and the global ones, what it reported is what it
     /// has (`installed` holds each reported PayloadIdentifier with its PayloadUUID). A profile it no longer
     /// lists is no longer installed (removed by hand, or by an earlier command); pending actions stay.
+    /// Set-based: one statement per 500 reported profiles, and one for those no longer listed.
     pub async fn profiles_reported(
         &mut self,
         device: DeviceId,
@@ -525,47 +560,72 @@ impl UnitOfWork {
         installed: &[(String, String)],
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let known = profiles_by_identifier(self, tenant).await?;
-        for (profile, identifier) in known {
-            let reported = installed
-                .iter()
-                .find(|(reported, _)| *reported == identifier)
-                .map(|(_, uuid)| uuid.as_str());
-            match reported {
-                Some(uuid) => {
-                    sqlx::query(
-                        "INSERT INTO device_profiles (device_id, profile_id, installed_version, \
-                         installed_payload_uuid, installed_at, updated_at) \
-                         VALUES ($1, $2, (SELECT version FROM profile_versions WHERE profile_id = $2 \
-                         AND payload_uuid = $3), $3, $4, $4) \
-                         ON CONFLICT (device_id, profile_id) DO UPDATE SET \
-                         installed_version = excluded.installed_version, \
-                         installed_payload_uuid = excluded.installed_payload_uuid, \
-                         installed_at = CASE WHEN device_profiles.installed_payload_uuid = excluded.installed_payload_uuid \
-                           THEN device_profiles.installed_at ELSE excluded.installed_at END, \
-                         updated_at = excluded.updated_at",
-                    )
-                    .bind(device.to_string())
-                    .bind(profile.to_string())
-                    .bind(uuid)
-                    .bind(now.0)
-                    .execute(self.conn()?)
-                    .await?;
-                }
-                None => {
-                    sqlx::query(
-                        "UPDATE device_profiles SET installed_version = NULL, installed_payload_uuid = NULL, \
-                         installed_at = NULL, updated_at = $3 \
-                         WHERE device_id = $1 AND profile_id = $2 AND installed_payload_uuid IS NOT NULL",
-                    )
-                    .bind(device.to_string())
-                    .bind(profile.to_string())
-                    .bind(now.0)
-                    .execute(self.conn()?)
-                    .await?;
-                }
+        // One row per identifier (a device listing one twice must not update a row twice in a statement).
+        let mut reported: Vec<&(String, String)> = Vec::with_capacity(installed.len());
+        for item in installed {
+            if !reported.iter().any(|r| r.0 == item.0) {
+                reported.push(item);
             }
         }
+        for chunk in reported.chunks(crate::desired::groups::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO device_profiles (device_id, profile_id, installed_version, \
+                 installed_payload_uuid, installed_at, updated_at) \
+                 SELECT $1, p.id, (SELECT v.version FROM profile_versions v WHERE v.profile_id = p.id \
+                   AND v.payload_uuid = r.column2), r.column2, $2, $2 \
+                 FROM profiles p JOIN (VALUES {}) AS r ON r.column1 = p.identifier \
+                 WHERE p.archived_at IS NULL AND (p.tenant_id IS NULL OR p.tenant_id = $3) \
+                 ON CONFLICT (device_id, profile_id) DO UPDATE SET \
+                 installed_version = excluded.installed_version, \
+                 installed_payload_uuid = excluded.installed_payload_uuid, \
+                 installed_at = CASE WHEN device_profiles.installed_payload_uuid = excluded.installed_payload_uuid \
+                   THEN device_profiles.installed_at ELSE excluded.installed_at END, \
+                 updated_at = excluded.updated_at",
+                shifted_values(chunk.len(), 2, 4)
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(device.to_string())
+                .bind(now.0)
+                .bind(tenant.to_string());
+            for (identifier, uuid) in chunk {
+                query = query.bind(identifier.as_str()).bind(uuid.as_str());
+            }
+            query.execute(self.conn()?).await?;
+        }
+        let mut sql = String::from(
+            "UPDATE device_profiles SET installed_version = NULL, installed_payload_uuid = NULL, \
+             installed_at = NULL, updated_at = $2 \
+             WHERE device_id = $1 AND installed_payload_uuid IS NOT NULL AND profile_id IN \
+             (SELECT p.id FROM profiles p WHERE p.archived_at IS NULL AND (p.tenant_id IS NULL OR p.tenant_id = $3)",
+        );
+        if !reported.is_empty() {
+            sql.push_str(&format!(
+                " AND p.identifier NOT IN ({})",
+                crate::desired::groups::in_list(4, reported.len())
+            ));
+        }
+        sql.push(')');
+        let mut query = sqlx::query(&sql)
+            .bind(device.to_string())
+            .bind(now.0)
+            .bind(tenant.to_string());
+        for (identifier, _) in &reported {
+            query = query.bind(identifier.as_str());
+        }
+        query.execute(self.conn()?).await?;
         Ok(())
     }
+}
+
+/// `($first, $first+1), …`: `rows` groups of `width` placeholders numbered from `first`.
+fn shifted_values(rows: usize, width: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

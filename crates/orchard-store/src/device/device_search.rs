@@ -2,7 +2,7 @@
 //! identity expiry),
 //! a text search, a whitelisted sort, and paging — always inside the caller's scope.
 
-use orchard_types::{EnrollmentState, TenantId, UnixTime};
+use orchard_types::{EnrollmentState, GroupId, TenantId, UnixTime};
 
 use crate::device::devices::{device_from_row, DEVICE_COLUMNS};
 use crate::sql::Sql;
@@ -59,6 +59,8 @@ pub struct DeviceQuery {
     pub last_seen_after: Option<UnixTime>,
     /// Devices whose bound identity certificate expires (not_after) before this time: who needs renewal.
     pub identity_expires_before: Option<UnixTime>,
+    /// Members of this device group (the caller checked the group is visible).
+    pub group_id: Option<GroupId>,
     /// Case-insensitive substring of name, serial number, UDID or model name.
     pub text: Option<String>,
     pub sort: DeviceSort,
@@ -124,6 +126,11 @@ fn conditions<'s>(sql: &'s mut Sql, scope: Scope, q: &DeviceQuery) -> &'s mut Sq
         )
         .bind(t.0)
         .push(")");
+    }
+    if let Some(g) = q.group_id {
+        sql.push(" AND id IN (SELECT m.device_id FROM device_group_members m WHERE m.group_id = ")
+            .bind(g.to_string())
+            .push(")");
     }
     if let Some(text) = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         sql.push(" AND (LOWER(COALESCE(device_name, '')) LIKE ")

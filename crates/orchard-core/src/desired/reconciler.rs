@@ -1,0 +1,529 @@
+//! The reconciler: for each device in the work set (`reconcile_dirty`, marked in the unit of work of whatever
+//! changed — an assignment, a membership, a profile version, a report), the difference between what its
+//! assignments want (the latest version of every assigned profile whose targets include it and whose
+//! exclusions do not) and what Orchard knows it has (`device_profiles`: reported, acknowledged, pending)
+//! becomes the fewest InstallProfile and RemoveProfile commands.
+//!
+//! Rules: nothing is queued for a (device, profile) while a command for it is pending — the store's guarded
+//! update lets exactly one pass queue it, on any number of nodes; a failed command is retried after a backoff
+//! (`--reconcile-retry-seconds` doubled per failure) and its error stays visible; a profile missing from a
+//! ProfileList (removed by hand) is installed again; a new version replaces the old (same
+//! PayloadIdentifier); only profiles the reconciler installed are ever removed (never the enrollment
+//! profile, hand installs or profiles Orchard does not know); archived profiles are left as they are.
+//!
+//! How other kinds plug in: assignments are (object kind, object id) with targets and exclusions; the
+//! targeting here ([`targets_device`]) is kind-free, and a kind adds its own "known" table and plan step (apps:
+//! InstallApplication against ManagedApplicationList; OS policies: declarations) reading the same work set.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchard_protocol::commands::Command;
+use orchard_store::{
+    AssignmentRecord, KnownDeviceProfile, PlannedProfileCommand, ReconcileDevice, ReconcileProfile,
+};
+use orchard_types::{ChannelId, DeviceId, GroupId, ProfileId, QueuedBy, UnixTime};
+use tokio::sync::Notify;
+
+use crate::access::capability::SystemCtx;
+use crate::commands::secrets::CommandTarget;
+use crate::jobs::{Job, Step};
+use crate::{CoreError, Orchard};
+
+/// How the reconciler runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcilerSettings {
+    /// A failed install or removal is tried again this many seconds later, doubled per failure (at most
+    /// 1024 times this).
+    pub retry_base_seconds: i64,
+    /// The periodic pass (due retries, anything a wake-up missed).
+    pub interval: Duration,
+    /// Devices per unit of work.
+    pub batch: i64,
+}
+
+impl Default for ReconcilerSettings {
+    fn default() -> Self {
+        Self {
+            retry_base_seconds: 60,
+            interval: Duration::from_secs(30),
+            batch: 2_000,
+        }
+    }
+}
+
+/// The reconciler's settings and its wake-up signal.
+#[derive(Debug, Default)]
+pub struct ReconcilerState {
+    pub(crate) settings: ReconcilerSettings,
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileStats {
+    /// Devices taken off the work set.
+    pub devices: usize,
+    /// Commands planned.
+    pub planned: usize,
+    /// Commands queued (planned minus those another pass queued first).
+    pub queued: usize,
+    /// Devices whose failed command's retry came due.
+    pub due_retries: usize,
+}
+
+/// Whether an assignment's targets include the device and its exclusions do not.
+pub(crate) fn targets_device(
+    a: &AssignmentRecord,
+    device: DeviceId,
+    groups: &HashSet<GroupId>,
+) -> bool {
+    let device_text = device.to_string();
+    let names = |exclude: bool| {
+        a.targets
+            .iter()
+            .filter(move |t| t.exclude == exclude)
+            .any(|t| match t.kind.as_str() {
+                "device" => t.id == device_text,
+                "group" => GroupId::parse(&t.id).is_ok_and(|g| groups.contains(&g)),
+                _ => false,
+            })
+    };
+    (a.all_devices || names(false)) && !names(true)
+}
+
+/// An install or removal decided for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    Install { profile: ProfileId, version: i64 },
+    Remove { profile: ProfileId },
+}
+
+/// The plan for one device: pure, so the rules are tested without a database.
+fn plan_device(
+    device: &ReconcileDevice,
+    assignments: &[AssignmentRecord],
+    groups: &HashSet<GroupId>,
+    known: &[&KnownDeviceProfile],
+    profiles: &HashMap<ProfileId, ReconcileProfile>,
+    now: UnixTime,
+) -> (Vec<Plan>, Vec<(ProfileId, String)>) {
+    let mut desired: BTreeMap<ProfileId, i64> = BTreeMap::new();
+    for a in assignments
+        .iter()
+        .filter(|a| a.tenant_id == device.tenant_id && a.object_kind == "profile")
+    {
+        let Some(profile) = ProfileId::parse(&a.object_id)
+            .ok()
+            .and_then(|id| profiles.get(&id))
+        else {
+            continue;
+        };
+        let visible = profile.tenant_id.is_none_or(|t| t == device.tenant_id);
+        if visible && !profile.archived && targets_device(a, device.id, groups) {
+            desired.insert(profile.id, profile.latest_version);
+        }
+    }
+    let by_profile: HashMap<ProfileId, &KnownDeviceProfile> =
+        known.iter().map(|k| (k.profile_id, *k)).collect();
+    let mut dead = Vec::new();
+    // Whether a row blocks a new command now: a live pending command, or a retry not yet due.
+    let mut blocked = |k: &KnownDeviceProfile| {
+        if let Some(command) = &k.pending_command {
+            if k.pending_live {
+                return true;
+            }
+            dead.push((k.profile_id, command.clone()));
+        }
+        k.next_attempt_at.is_some_and(|t| t > now)
+    };
+    let mut plans = Vec::new();
+    for (&profile, &version) in &desired {
+        match by_profile.get(&profile) {
+            Some(k) if blocked(k) || k.installed_version == Some(version) => {}
+            _ => plans.push(Plan::Install { profile, version }),
+        }
+    }
+    for k in known {
+        if desired.contains_key(&k.profile_id) || !k.reconciled || k.installed_version.is_none() {
+            continue;
+        }
+        if profiles.get(&k.profile_id).is_none_or(|p| p.archived) {
+            continue;
+        }
+        if !blocked(k) {
+            plans.push(Plan::Remove {
+                profile: k.profile_id,
+            });
+        }
+    }
+    (plans, dead)
+}
+
+impl Orchard {
+    /// The reconciler's settings (default: [`ReconcilerSettings::default`]).
+    pub fn with_reconciler_settings(mut self, settings: ReconcilerSettings) -> Self {
+        self.reconciler.settings = settings;
+        self
+    }
+
+    pub fn reconciler_settings(&self) -> &ReconcilerSettings {
+        &self.reconciler.settings
+    }
+
+    /// Tells this node's reconciler there is work (after a unit marked devices).
+    pub(crate) fn wake_reconciler(&self) {
+        self.reconciler.wake.notify_one();
+    }
+
+    /// One pass (from [`ReconcilerJob`]; tests call it directly): due retries join the work set, then one
+    /// batch of dirty devices is claimed, planned and queued in one unit of work. Safe on several nodes at
+    /// once (claims skip each other's rows; queueing is guarded per device and profile).
+    pub async fn reconcile_once(&self, _system: &SystemCtx) -> Result<ReconcileStats, CoreError> {
+        let now = self.clock.now();
+        let mut stats = ReconcileStats {
+            due_retries: self.store.mark_due_profile_retries(now).await?,
+            ..ReconcileStats::default()
+        };
+        let mut unit = self.store.begin_unit().await?;
+        let claimed = unit
+            .claim_dirty_devices(self.reconciler.settings.batch)
+            .await?;
+        stats.devices = claimed.len();
+        if claimed.is_empty() {
+            unit.rollback().await?;
+            return Ok(stats);
+        }
+        let devices: Vec<&ReconcileDevice> = claimed.iter().filter(|d| d.enrolled).collect();
+        let ids: Vec<DeviceId> = devices.iter().map(|d| d.id).collect();
+        let mut tenants: Vec<_> = devices.iter().map(|d| d.tenant_id).collect();
+        tenants.sort();
+        tenants.dedup();
+        let assignments = unit.assignments_of_tenants(&tenants, "profile").await?;
+        let mut groups: HashMap<DeviceId, HashSet<GroupId>> = HashMap::new();
+        for (d, g) in unit.memberships_of(&ids).await? {
+            groups.entry(d).or_default().insert(g);
+        }
+        let known = unit.known_profiles_of(&ids).await?;
+        let mut known_by_device: HashMap<DeviceId, Vec<&KnownDeviceProfile>> = HashMap::new();
+        for k in &known {
+            known_by_device.entry(k.device_id).or_default().push(k);
+        }
+        let mut profile_ids: Vec<ProfileId> = assignments
+            .iter()
+            .filter_map(|a| ProfileId::parse(&a.object_id).ok())
+            .chain(known.iter().map(|k| k.profile_id))
+            .collect();
+        profile_ids.sort();
+        profile_ids.dedup();
+        let profiles: HashMap<ProfileId, ReconcileProfile> = unit
+            .reconcile_profiles(&profile_ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
+
+        let no_groups = HashSet::new();
+        let mut payloads: HashMap<(ProfileId, i64), Vec<u8>> = HashMap::new();
+        let mut planned = Vec::new();
+        for device in &devices {
+            let (plans, dead) = plan_device(
+                device,
+                &assignments,
+                groups.get(&device.id).unwrap_or(&no_groups),
+                known_by_device
+                    .get(&device.id)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+                &profiles,
+                now,
+            );
+            for (profile, command) in dead {
+                unit.clear_dead_pending(device.id, profile, &command, now)
+                    .await?;
+            }
+            let channel = ChannelId::device(&device.udid);
+            for plan in plans {
+                let (command, profile, action, version) = match plan {
+                    Plan::Install { profile, version } => {
+                        let payload = match payloads.get(&(profile, version)) {
+                            Some(p) => p.clone(),
+                            None => {
+                                let Some(v) =
+                                    self.store.get_profile_version(profile, version).await?
+                                else {
+                                    continue;
+                                };
+                                let signed = self.installable_profile(&v)?;
+                                payloads.insert((profile, version), signed.clone());
+                                signed
+                            }
+                        };
+                        (
+                            Command::InstallProfile { payload },
+                            profile,
+                            "install",
+                            Some(version),
+                        )
+                    }
+                    Plan::Remove { profile } => {
+                        let Some(p) = profiles.get(&profile) else {
+                            continue;
+                        };
+                        (
+                            Command::RemoveProfile {
+                                identifier: p.identifier.clone(),
+                            },
+                            profile,
+                            "remove",
+                            None,
+                        )
+                    }
+                };
+                let new = self.new_command(
+                    &command,
+                    CommandTarget {
+                        device_id: device.id,
+                        tenant_id: device.tenant_id,
+                        channel: &channel,
+                    },
+                    QueuedBy::Reconciler,
+                    now,
+                )?;
+                planned.push(PlannedProfileCommand {
+                    command: new,
+                    profile_id: profile,
+                    action,
+                    version,
+                });
+            }
+        }
+        stats.planned = planned.len();
+        stats.queued = unit.queue_planned_profile_commands(&planned, now).await?;
+        self.commit_unit(unit).await?;
+        if stats.queued > 0 {
+            tracing::info!(
+                devices = stats.devices,
+                queued = stats.queued,
+                "reconciler queued profile commands"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// How many devices wait for the reconciler (a gauge; no tenant's data).
+    pub async fn reconcile_backlog(&self, _system: &SystemCtx) -> Result<i64, CoreError> {
+        Ok(self.store.reconcile_backlog().await?)
+    }
+}
+
+/// The reconciler as a job: every node runs it (claims skip each other, queueing is guarded), woken when a
+/// unit marked devices and otherwise every `interval` for due retries.
+pub struct ReconcilerJob {
+    orchard: Arc<Orchard>,
+    system: SystemCtx,
+}
+
+impl ReconcilerJob {
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx) -> Self {
+        Self { orchard, system }
+    }
+}
+
+impl Job for ReconcilerJob {
+    fn name(&self) -> &str {
+        "reconciler"
+    }
+
+    fn interval(&self) -> Duration {
+        self.orchard.reconciler.settings.interval
+    }
+
+    fn wake_signal(&self) -> Option<Arc<Notify>> {
+        Some(self.orchard.reconciler.wake.clone())
+    }
+
+    async fn run_once(&self) -> Result<Step, CoreError> {
+        let stats = self.orchard.reconcile_once(&self.system).await?;
+        let batch = usize::try_from(self.orchard.reconciler.settings.batch).unwrap_or(usize::MAX);
+        Ok(if stats.devices >= batch {
+            Step::More(Duration::ZERO)
+        } else {
+            Step::Idle
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchard_store::AssignmentTarget;
+    use orchard_types::{TenantId, Udid};
+
+    fn device(tenant: TenantId) -> ReconcileDevice {
+        ReconcileDevice {
+            id: DeviceId::new(),
+            tenant_id: tenant,
+            udid: Udid::parse("00008030-000A1C2E0C38802E").expect("udid"),
+            enrolled: true,
+        }
+    }
+
+    fn assignment(
+        tenant: TenantId,
+        profile: ProfileId,
+        targets: Vec<AssignmentTarget>,
+    ) -> AssignmentRecord {
+        AssignmentRecord {
+            id: orchard_types::AssignmentId::new(),
+            tenant_id: tenant,
+            object_kind: "profile".into(),
+            object_id: profile.to_string(),
+            version_policy: "latest".into(),
+            all_devices: false,
+            targets,
+            created_at: UnixTime(0),
+            created_by: None,
+            updated_at: UnixTime(0),
+        }
+    }
+
+    fn known(device: DeviceId, profile: ProfileId) -> KnownDeviceProfile {
+        KnownDeviceProfile {
+            device_id: device,
+            profile_id: profile,
+            installed_version: None,
+            installed_payload_uuid: None,
+            pending_action: None,
+            pending_command: None,
+            pending_live: false,
+            next_attempt_at: None,
+            reconciled: false,
+        }
+    }
+
+    #[test]
+    fn plans_the_difference_once_and_respects_pending_backoff_and_ownership() {
+        let tenant = TenantId::new();
+        let d = device(tenant);
+        let group = GroupId::new();
+        let profile = ProfileId::new();
+        let mut profiles = HashMap::new();
+        profiles.insert(
+            profile,
+            ReconcileProfile {
+                id: profile,
+                tenant_id: None,
+                identifier: "edu.example.wifi".into(),
+                latest_version: 2,
+                archived: false,
+            },
+        );
+        let by_group = assignment(
+            tenant,
+            profile,
+            vec![AssignmentTarget {
+                kind: "group".into(),
+                id: group.to_string(),
+                exclude: false,
+            }],
+        );
+        let member: HashSet<GroupId> = [group].into();
+        let now = UnixTime(1_000);
+        // Wanted, not there: install the latest version.
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&by_group),
+            &member,
+            &[],
+            &profiles,
+            now,
+        );
+        assert_eq!(
+            plans,
+            [Plan::Install {
+                profile,
+                version: 2
+            }]
+        );
+        // Old version installed: replaced.
+        let mut old = known(d.id, profile);
+        old.installed_version = Some(1);
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&by_group),
+            &member,
+            &[&old],
+            &profiles,
+            now,
+        );
+        assert_eq!(
+            plans,
+            [Plan::Install {
+                profile,
+                version: 2
+            }]
+        );
+        // Pending: nothing more.
+        old.pending_command = Some("c1".into());
+        old.pending_live = true;
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&by_group),
+            &member,
+            &[&old],
+            &profiles,
+            now,
+        );
+        assert!(plans.is_empty());
+        // A failure waiting for its retry: nothing yet.
+        let mut failed = known(d.id, profile);
+        failed.next_attempt_at = Some(UnixTime(2_000));
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&by_group),
+            &member,
+            &[&failed],
+            &profiles,
+            now,
+        );
+        assert!(plans.is_empty());
+        // Excluded: not wanted; installed by the reconciler → removed; by hand → left alone.
+        let mut excluded = by_group.clone();
+        excluded.targets.push(AssignmentTarget {
+            kind: "device".into(),
+            id: d.id.to_string(),
+            exclude: true,
+        });
+        let mut ours = known(d.id, profile);
+        ours.installed_version = Some(2);
+        ours.reconciled = true;
+        let (plans, _) = plan_device(
+            &d,
+            std::slice::from_ref(&excluded),
+            &member,
+            &[&ours],
+            &profiles,
+            now,
+        );
+        assert_eq!(plans, [Plan::Remove { profile }]);
+        ours.reconciled = false;
+        let (plans, _) = plan_device(&d, &[excluded], &member, &[&ours], &profiles, now);
+        assert!(plans.is_empty());
+        // Another tenant's assignment never reaches the device.
+        let (plans, _) = plan_device(
+            &d,
+            &[assignment(
+                TenantId::new(),
+                profile,
+                by_group.targets.clone(),
+            )],
+            &member,
+            &[],
+            &profiles,
+            now,
+        );
+        assert!(plans.is_empty());
+    }
+}

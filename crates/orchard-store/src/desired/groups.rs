@@ -1,0 +1,763 @@
+//! Device groups: static and smart groups of a tenant, their materialised members and the history of joins and
+//! leaves, the facts a smart filter reads, and the reconciler's work set (`reconcile_dirty`), which every
+//! membership change marks in the same transaction. Filters are core's (typed and validated there); the store
+//! keeps their JSON and answers what core evaluates.
+
+use std::collections::{BTreeSet, HashMap};
+
+use orchard_types::{DeviceId, GroupId, TenantId, UnixTime};
+use sqlx::any::AnyRow;
+
+use crate::sql::Sql;
+use crate::unit::Db;
+use crate::{rows, Scope, Store, StoreError, UnitOfWork};
+
+/// Rows per multi-row statement: well under SQLite's 32,766 bound values for every statement here.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// Static (members by hand) or smart (members by filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKind {
+    Static,
+    Smart,
+}
+
+impl GroupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Static => "static",
+            GroupKind::Smart => "smart",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "static" => Some(GroupKind::Static),
+            "smart" => Some(GroupKind::Smart),
+            _ => None,
+        }
+    }
+}
+
+/// A device group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub id: GroupId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub kind: GroupKind,
+    /// A smart group's filter, as core wrote it.
+    pub filter_json: Option<String>,
+    pub created_at: UnixTime,
+    pub created_by: Option<String>,
+    pub updated_at: UnixTime,
+    /// Members now (filled by reads; ignored by writes).
+    pub member_count: i64,
+}
+
+/// A member with what people recognise it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberRecord {
+    pub device_id: DeviceId,
+    pub serial_number: Option<String>,
+    pub device_name: Option<String>,
+    pub joined_at: UnixTime,
+}
+
+/// One join or leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupHistoryRecord {
+    pub group_id: GroupId,
+    pub device_id: DeviceId,
+    /// `joined` or `left`.
+    pub event: String,
+    pub reason: String,
+    pub at: UnixTime,
+}
+
+/// What a smart filter may look at of one device. The inventory sections come as stored JSON, and only when
+/// the caller asked for them (a filter over OS versions of 50,000 devices reads no inventory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceGroupFacts {
+    pub device_id: DeviceId,
+    pub tenant_id: TenantId,
+    pub enrolled: bool,
+    pub model: Option<String>,
+    pub model_name: Option<String>,
+    pub product_name: Option<String>,
+    pub os_version: Option<String>,
+    pub device_name: Option<String>,
+    pub supervised: Option<bool>,
+    pub last_seen_at: Option<UnixTime>,
+    pub dep_template_id: Option<String>,
+    pub identity_not_after: Option<UnixTime>,
+    /// The stored `device_information` section (when asked for).
+    pub device_information_json: Option<String>,
+    /// The stored `installed_applications` section (when asked for).
+    pub installed_applications_json: Option<String>,
+}
+
+/// Which inventory sections [`DeviceGroupFacts`] should carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FactSections {
+    pub device_information: bool,
+    pub installed_applications: bool,
+}
+
+const GROUP_COLUMNS: &str = "g.id, g.tenant_id, g.name, g.kind, g.filter_json, g.created_at, g.created_by, \
+     g.updated_at, (SELECT COUNT(*) FROM device_group_members m WHERE m.group_id = g.id) AS member_count";
+
+pub(crate) fn group_id(r: &AnyRow, column: &str) -> Result<GroupId, StoreError> {
+    let text = rows::text(r, column)?;
+    GroupId::parse(&text).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
+fn group(r: &AnyRow) -> Result<GroupRecord, StoreError> {
+    let kind = rows::text(r, "kind")?;
+    Ok(GroupRecord {
+        id: group_id(r, "id")?,
+        tenant_id: rows::tenant_id(r, "tenant_id")?,
+        name: rows::text(r, "name")?,
+        kind: GroupKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("group kind {kind:?}")))?,
+        filter_json: rows::opt_text(r, "filter_json")?,
+        created_at: rows::time(r, "created_at")?,
+        created_by: rows::opt_text(r, "created_by")?,
+        updated_at: rows::time(r, "updated_at")?,
+        member_count: rows::int(r, "member_count")?,
+    })
+}
+
+/// `($1, $2, …), (…)`: `rows` groups of `width` numbered placeholders.
+pub(crate) fn values_list(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * width + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// `$first, $first+1, …` for an `IN (…)` list of `n` values.
+pub(crate) fn in_list(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Marks devices for the reconciler (the earliest mark of a device stays).
+pub(crate) async fn mark_dirty(
+    db: &mut impl Db,
+    devices: &[DeviceId],
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    let mut unique: Vec<String> = devices.iter().map(ToString::to_string).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO reconcile_dirty (device_id, marked_at) VALUES {} \
+             ON CONFLICT (device_id) DO NOTHING",
+            values_list(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.as_str()).bind(now.0);
+        }
+        query.execute(db.conn()?).await?;
+    }
+    Ok(())
+}
+
+/// Writes a membership change: joins and leaves with their history, and marks the devices dirty.
+async fn apply_membership(
+    db: &mut impl Db,
+    group: GroupId,
+    joined: &[DeviceId],
+    left: &[DeviceId],
+    reason: &str,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    let group_text = group.to_string();
+    for chunk in joined.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO device_group_members (group_id, device_id, joined_at) VALUES {} \
+             ON CONFLICT (group_id, device_id) DO NOTHING",
+            values_list(chunk.len(), 3)
+        );
+        let mut query = sqlx::query(&sql);
+        for d in chunk {
+            query = query
+                .bind(group_text.as_str())
+                .bind(d.to_string())
+                .bind(now.0);
+        }
+        query.execute(db.conn()?).await?;
+    }
+    for chunk in left.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "DELETE FROM device_group_members WHERE group_id = $1 AND device_id IN ({})",
+            in_list(2, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(group_text.as_str());
+        for d in chunk {
+            query = query.bind(d.to_string());
+        }
+        query.execute(db.conn()?).await?;
+    }
+    let events = joined
+        .iter()
+        .map(|d| (d, "joined"))
+        .chain(left.iter().map(|d| (d, "left")))
+        .collect::<Vec<_>>();
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO device_group_history (group_id, device_id, event, reason, at) VALUES {}",
+            values_list(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(&sql);
+        for (d, event) in chunk {
+            query = query
+                .bind(group_text.as_str())
+                .bind(d.to_string())
+                .bind(*event)
+                .bind(reason)
+                .bind(now.0);
+        }
+        query.execute(db.conn()?).await?;
+    }
+    let changed: Vec<DeviceId> = joined.iter().chain(left).copied().collect();
+    mark_dirty(db, &changed, now).await
+}
+
+async fn member_ids(db: &mut impl Db, group: GroupId) -> Result<BTreeSet<DeviceId>, StoreError> {
+    sqlx::query("SELECT device_id FROM device_group_members WHERE group_id = $1")
+        .bind(group.to_string())
+        .fetch_all(db.conn()?)
+        .await?
+        .iter()
+        .map(|r| rows::device_id(r, "device_id"))
+        .collect()
+}
+
+/// Makes the members exactly `wanted` (a smart group's evaluation); returns (joined, left).
+async fn replace_members(
+    db: &mut impl Db,
+    group: GroupId,
+    wanted: &BTreeSet<DeviceId>,
+    reason: &str,
+    now: UnixTime,
+) -> Result<(usize, usize), StoreError> {
+    let current = member_ids(db, group).await?;
+    let joined: Vec<DeviceId> = wanted.difference(&current).copied().collect();
+    let left: Vec<DeviceId> = current.difference(wanted).copied().collect();
+    apply_membership(db, group, &joined, &left, reason, now).await?;
+    Ok((joined.len(), left.len()))
+}
+
+fn facts(r: &AnyRow, sections: FactSections) -> Result<DeviceGroupFacts, StoreError> {
+    Ok(DeviceGroupFacts {
+        device_id: rows::device_id(r, "id")?,
+        tenant_id: rows::tenant_id(r, "tenant_id")?,
+        enrolled: rows::text(r, "state")? == "enrolled",
+        model: rows::opt_text(r, "model")?,
+        model_name: rows::opt_text(r, "model_name")?,
+        product_name: rows::opt_text(r, "product_name")?,
+        os_version: rows::opt_text(r, "os_version")?,
+        device_name: rows::opt_text(r, "device_name")?,
+        supervised: rows::opt_boolean(r, "is_supervised")?,
+        last_seen_at: rows::opt_time(r, "last_seen_at")?,
+        dep_template_id: rows::opt_text(r, "dep_template_id")?,
+        identity_not_after: rows::opt_time(r, "identity_not_after")?,
+        device_information_json: if sections.device_information {
+            rows::opt_text(r, "device_information_json")?
+        } else {
+            None
+        },
+        installed_applications_json: if sections.installed_applications {
+            rows::opt_text(r, "installed_applications_json")?
+        } else {
+            None
+        },
+    })
+}
+
+fn facts_sql(sections: FactSections) -> String {
+    let mut select = String::from(
+        "SELECT d.id, d.tenant_id, d.state, d.model, d.model_name, d.product_name, d.os_version, \
+         d.device_name, d.is_supervised, d.last_seen_at, d.dep_template_id, c.not_after AS identity_not_after",
+    );
+    let mut from = String::from(
+        " FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint",
+    );
+    if sections.device_information {
+        select.push_str(", di.json AS device_information_json");
+        from.push_str(
+            " LEFT JOIN inventory_sections di ON di.device_id = d.id AND di.section = 'device_information'",
+        );
+    }
+    if sections.installed_applications {
+        select.push_str(", ia.json AS installed_applications_json");
+        from.push_str(
+            " LEFT JOIN inventory_sections ia ON ia.device_id = d.id AND ia.section = 'installed_applications'",
+        );
+    }
+    select + &from
+}
+
+async fn device_facts(
+    db: &mut impl Db,
+    device: DeviceId,
+    sections: FactSections,
+) -> Result<Option<DeviceGroupFacts>, StoreError> {
+    let sql = format!("{} WHERE d.id = $1", facts_sql(sections));
+    sqlx::query(&sql)
+        .bind(device.to_string())
+        .fetch_optional(db.conn()?)
+        .await?
+        .as_ref()
+        .map(|r| facts(r, sections))
+        .transpose()
+}
+
+async fn tenant_facts(
+    db: &mut impl Db,
+    tenant: TenantId,
+    sections: FactSections,
+) -> Result<Vec<DeviceGroupFacts>, StoreError> {
+    let sql = format!(
+        "{} WHERE d.tenant_id = $1 AND d.state = 'enrolled'",
+        facts_sql(sections)
+    );
+    sqlx::query(&sql)
+        .bind(tenant.to_string())
+        .fetch_all(db.conn()?)
+        .await?
+        .iter()
+        .map(|r| facts(r, sections))
+        .collect()
+}
+
+async fn smart_groups_of(
+    db: &mut impl Db,
+    tenant: TenantId,
+) -> Result<Vec<GroupRecord>, StoreError> {
+    sqlx::query(&format!(
+        "SELECT {GROUP_COLUMNS} FROM device_groups g WHERE g.tenant_id = $1 AND g.kind = 'smart' ORDER BY g.id"
+    ))
+    .bind(tenant.to_string())
+    .fetch_all(db.conn()?)
+    .await?
+    .iter()
+    .map(group)
+    .collect()
+}
+
+impl Store {
+    /// The tenant's groups (in the scope), by name.
+    pub async fn list_groups(
+        &self,
+        scope: Scope,
+        tenant: TenantId,
+    ) -> Result<Vec<GroupRecord>, StoreError> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {GROUP_COLUMNS} FROM device_groups g WHERE g.tenant_id = "
+        ));
+        sql.bind(tenant)
+            .in_scope("g.tenant_id", scope)
+            .push(" ORDER BY g.name, g.id");
+        sql.query()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(group)
+            .collect()
+    }
+
+    /// One group of the tenant, in the scope.
+    pub async fn get_group(
+        &self,
+        scope: Scope,
+        tenant: TenantId,
+        id: GroupId,
+    ) -> Result<Option<GroupRecord>, StoreError> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {GROUP_COLUMNS} FROM device_groups g WHERE g.id = "
+        ));
+        sql.bind(id.to_string())
+            .push(" AND g.tenant_id = ")
+            .bind(tenant)
+            .in_scope("g.tenant_id", scope);
+        sql.query()
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(group)
+            .transpose()
+    }
+
+    /// A group of any tenant the scope covers.
+    pub async fn group_in_scope(
+        &self,
+        scope: Scope,
+        id: GroupId,
+    ) -> Result<Option<GroupRecord>, StoreError> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {GROUP_COLUMNS} FROM device_groups g WHERE g.id = "
+        ));
+        sql.bind(id.to_string()).in_scope("g.tenant_id", scope);
+        sql.query()
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(group)
+            .transpose()
+    }
+
+    /// Every member of a group (bulk commands; the caller found the group through its scope).
+    pub async fn group_member_ids(&self, group: GroupId) -> Result<Vec<DeviceId>, StoreError> {
+        Ok(member_ids(&mut self.pooled().await?, group)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// A page of a group's members (the caller found the group through its scope), by serial number.
+    pub async fn list_group_members(
+        &self,
+        group: GroupId,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<GroupMemberRecord>, StoreError> {
+        sqlx::query(
+            "SELECT m.device_id, d.serial_number, d.device_name, m.joined_at \
+             FROM device_group_members m JOIN devices d ON d.id = m.device_id \
+             WHERE m.group_id = $1 ORDER BY d.serial_number, m.device_id LIMIT $2 OFFSET $3",
+        )
+        .bind(group.to_string())
+        .bind(limit.max(0))
+        .bind(offset.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(GroupMemberRecord {
+                device_id: rows::device_id(r, "device_id")?,
+                serial_number: rows::opt_text(r, "serial_number")?,
+                device_name: rows::opt_text(r, "device_name")?,
+                joined_at: rows::time(r, "joined_at")?,
+            })
+        })
+        .collect()
+    }
+
+    /// Joins and leaves of a group (or of one device in it), newest first.
+    pub async fn group_history(
+        &self,
+        group: GroupId,
+        device: Option<DeviceId>,
+        limit: i64,
+    ) -> Result<Vec<GroupHistoryRecord>, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT group_id, device_id, event, reason, at FROM device_group_history WHERE group_id = ",
+        );
+        sql.bind(group.to_string());
+        if let Some(d) = device {
+            sql.push(" AND device_id = ").bind(d.to_string());
+        }
+        sql.push(" ORDER BY at DESC, event LIMIT ")
+            .bind(limit.max(0));
+        sql.query()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(GroupHistoryRecord {
+                    group_id: group_id(r, "group_id")?,
+                    device_id: rows::device_id(r, "device_id")?,
+                    event: rows::text(r, "event")?,
+                    reason: rows::text(r, "reason")?,
+                    at: rows::time(r, "at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The tenant's devices with these serial numbers: (serial, device). Serials it does not have are absent.
+    pub async fn tenant_devices_by_serial(
+        &self,
+        tenant: TenantId,
+        serials: &[String],
+    ) -> Result<Vec<(String, DeviceId)>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in serials.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT serial_number, id FROM devices WHERE tenant_id = $1 AND serial_number IN ({})",
+                in_list(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(tenant.to_string());
+            for s in chunk {
+                query = query.bind(s.as_str());
+            }
+            for r in query.fetch_all(&self.pool).await? {
+                found.push((rows::text(&r, "serial_number")?, rows::device_id(&r, "id")?));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Which of these devices belong to the tenant.
+    pub async fn tenant_devices_among(
+        &self,
+        tenant: TenantId,
+        devices: &[DeviceId],
+    ) -> Result<BTreeSet<DeviceId>, StoreError> {
+        let mut found = BTreeSet::new();
+        for chunk in devices.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id FROM devices WHERE tenant_id = $1 AND id IN ({})",
+                in_list(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(tenant.to_string());
+            for d in chunk {
+                query = query.bind(d.to_string());
+            }
+            for r in query.fetch_all(&self.pool).await? {
+                found.insert(rows::device_id(&r, "id")?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Which of these groups belong to the tenant.
+    pub async fn tenant_groups_among(
+        &self,
+        tenant: TenantId,
+        groups: &[GroupId],
+    ) -> Result<BTreeSet<GroupId>, StoreError> {
+        let mut found = BTreeSet::new();
+        for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id FROM device_groups WHERE tenant_id = $1 AND id IN ({})",
+                in_list(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(tenant.to_string());
+            for g in chunk {
+                query = query.bind(g.to_string());
+            }
+            for r in query.fetch_all(&self.pool).await? {
+                found.insert(group_id(&r, "id")?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The enrolled devices of a tenant with what a smart filter reads.
+    pub async fn tenant_group_facts(
+        &self,
+        tenant: TenantId,
+        sections: FactSections,
+    ) -> Result<Vec<DeviceGroupFacts>, StoreError> {
+        tenant_facts(&mut self.pooled().await?, tenant, sections).await
+    }
+
+    /// The assignments that name a group as a target or an exclusion.
+    pub async fn assignments_naming_group(
+        &self,
+        group: GroupId,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query(
+            "SELECT DISTINCT assignment_id FROM assignment_targets WHERE target_kind = 'group' AND target_id = $1",
+        )
+        .bind(group.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| rows::text(r, "assignment_id"))
+        .collect()
+    }
+}
+
+impl UnitOfWork {
+    /// Creates a group with its first members (a smart group's evaluation, or none).
+    pub async fn create_group(
+        &mut self,
+        g: &GroupRecord,
+        members: &BTreeSet<DeviceId>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO device_groups (id, tenant_id, name, kind, filter_json, created_at, created_by, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(g.id.to_string())
+        .bind(g.tenant_id.to_string())
+        .bind(g.name.as_str())
+        .bind(g.kind.as_str())
+        .bind(g.filter_json.as_deref())
+        .bind(g.created_at.0)
+        .bind(g.created_by.as_deref())
+        .bind(g.updated_at.0)
+        .execute(self.conn()?)
+        .await?;
+        let joined: Vec<DeviceId> = members.iter().copied().collect();
+        apply_membership(self, g.id, &joined, &[], reason, g.created_at).await
+    }
+
+    /// Renames a group and (smart) replaces its filter and members; returns (joined, left). NotFound when gone.
+    pub async fn update_group(
+        &mut self,
+        id: GroupId,
+        name: &str,
+        filter_json: Option<&str>,
+        members: Option<&BTreeSet<DeviceId>>,
+        now: UnixTime,
+    ) -> Result<(usize, usize), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE device_groups SET name = $2, filter_json = COALESCE($3, filter_json), updated_at = $4 \
+             WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(name)
+        .bind(filter_json)
+        .bind(now.0)
+        .execute(self.conn()?)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        match members {
+            Some(wanted) => replace_members(self, id, wanted, "definition", now).await,
+            None => Ok((0, 0)),
+        }
+    }
+
+    /// Deletes a group; its members are marked for the reconciler (history goes with the group).
+    pub async fn delete_group(&mut self, id: GroupId, now: UnixTime) -> Result<(), StoreError> {
+        let members: Vec<DeviceId> = member_ids(self, id).await?.into_iter().collect();
+        mark_dirty(self, &members, now).await?;
+        let deleted = sqlx::query("DELETE FROM device_groups WHERE id = $1")
+            .bind(id.to_string())
+            .execute(self.conn()?)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Adds devices to a static group; returns the ones that were not members yet.
+    pub async fn add_group_members(
+        &mut self,
+        group: GroupId,
+        devices: &BTreeSet<DeviceId>,
+        now: UnixTime,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        let current = member_ids(self, group).await?;
+        let joined: Vec<DeviceId> = devices.difference(&current).copied().collect();
+        apply_membership(self, group, &joined, &[], "added", now).await?;
+        Ok(joined)
+    }
+
+    /// Removes devices from a static group; returns the ones that were members.
+    pub async fn remove_group_members(
+        &mut self,
+        group: GroupId,
+        devices: &BTreeSet<DeviceId>,
+        now: UnixTime,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        let current = member_ids(self, group).await?;
+        let left: Vec<DeviceId> = devices.intersection(&current).copied().collect();
+        apply_membership(self, group, &[], &left, "removed", now).await?;
+        Ok(left)
+    }
+
+    /// One device's facts (for re-evaluating the smart groups of its tenant).
+    pub async fn device_group_facts(
+        &mut self,
+        device: DeviceId,
+        sections: FactSections,
+    ) -> Result<Option<DeviceGroupFacts>, StoreError> {
+        device_facts(self, device, sections).await
+    }
+
+    /// The smart groups of a tenant.
+    pub async fn smart_groups(&mut self, tenant: TenantId) -> Result<Vec<GroupRecord>, StoreError> {
+        smart_groups_of(self, tenant).await
+    }
+
+    /// Makes a device a member of exactly `matching` among its tenant's smart groups, leaves every group of
+    /// another tenant (it moved), and records and marks what changed. Returns whether anything did.
+    pub async fn set_device_smart_groups(
+        &mut self,
+        device: DeviceId,
+        tenant: TenantId,
+        matching: &BTreeSet<GroupId>,
+        reason: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.group_id, g.kind, g.tenant_id FROM device_group_members m \
+             JOIN device_groups g ON g.id = m.group_id WHERE m.device_id = $1",
+        )
+        .bind(device.to_string())
+        .fetch_all(self.conn()?)
+        .await?;
+        let mut current: HashMap<GroupId, bool> = HashMap::new();
+        let mut leave = Vec::new();
+        for r in &rows {
+            let id = group_id(r, "group_id")?;
+            let own = rows::tenant_id(r, "tenant_id")? == tenant;
+            let smart = rows::text(r, "kind")? == "smart";
+            if !own || (smart && !matching.contains(&id)) {
+                leave.push(id);
+            }
+            current.insert(id, smart);
+        }
+        let join: Vec<GroupId> = matching
+            .iter()
+            .filter(|g| !current.contains_key(g))
+            .copied()
+            .collect();
+        for g in &leave {
+            apply_membership(self, *g, &[], &[device], reason, now).await?;
+        }
+        for g in &join {
+            apply_membership(self, *g, &[device], &[], reason, now).await?;
+        }
+        Ok(!leave.is_empty() || !join.is_empty())
+    }
+
+    /// Marks devices for the reconciler inside this unit.
+    pub async fn mark_devices_dirty(
+        &mut self,
+        devices: &[DeviceId],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        mark_dirty(self, devices, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_lists_number_every_value() {
+        assert_eq!(values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(in_list(2, 3), "$2, $3, $4");
+    }
+}

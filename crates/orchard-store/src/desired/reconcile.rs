@@ -1,0 +1,327 @@
+//! The reconciler's rows: claiming dirty devices, reading what they should and do have, and queueing profile
+//! commands behind a guard. The guard is the `device_profiles` row: a command is queued only by the statement
+//! that moves the row's `pending_command` from NULL to the new command's uuid, so two passes (two nodes on one
+//! PostgreSQL) that planned the same install queue it once — the loser's UPDATE matches nothing.
+
+use std::collections::BTreeSet;
+
+use orchard_types::{DeviceId, GroupId, ProfileId, TenantId, Udid, UnixTime};
+
+use crate::desired::groups::{group_id, in_list, values_list, ROWS_PER_STATEMENT};
+use crate::unit::Db;
+use crate::{rows, Backend, NewCommand, Store, StoreError, UnitOfWork};
+
+/// A claimed device as the reconciler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileDevice {
+    pub id: DeviceId,
+    pub tenant_id: TenantId,
+    pub udid: Udid,
+    pub enrolled: bool,
+}
+
+/// A profile as the reconciler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileProfile {
+    pub id: ProfileId,
+    /// None: global.
+    pub tenant_id: Option<TenantId>,
+    pub identifier: String,
+    pub latest_version: i64,
+    pub archived: bool,
+}
+
+/// What a device has of a profile, with whether its pending command is still waiting for the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownDeviceProfile {
+    pub device_id: DeviceId,
+    pub profile_id: ProfileId,
+    pub installed_version: Option<i64>,
+    pub installed_payload_uuid: Option<String>,
+    pub pending_action: Option<String>,
+    pub pending_command: Option<String>,
+    /// The pending command is still queued, sent or NotNow (false: it expired or failed unanswered).
+    pub pending_live: bool,
+    pub next_attempt_at: Option<UnixTime>,
+    pub reconciled: bool,
+}
+
+/// An install or removal the reconciler wants queued.
+#[derive(Debug, Clone)]
+pub struct PlannedProfileCommand {
+    pub command: NewCommand,
+    pub profile_id: ProfileId,
+    /// `install` or `remove`.
+    pub action: &'static str,
+    pub version: Option<i64>,
+}
+
+fn profile_id(r: &sqlx::any::AnyRow, column: &str) -> Result<ProfileId, StoreError> {
+    let text = rows::text(r, column)?;
+    ProfileId::parse(&text).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
+fn bind_ids<'q, T: ToString>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ids: &[T],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for id in ids {
+        query = query.bind(id.to_string());
+    }
+    query
+}
+
+impl UnitOfWork {
+    /// Takes up to `limit` devices off the work set (oldest marks first). On PostgreSQL rows another pass
+    /// holds are skipped; the marks go only if this unit commits.
+    pub async fn claim_dirty_devices(
+        &mut self,
+        limit: i64,
+    ) -> Result<Vec<ReconcileDevice>, StoreError> {
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let claimed = sqlx::query(&format!(
+            "DELETE FROM reconcile_dirty WHERE device_id IN \
+             (SELECT device_id FROM reconcile_dirty ORDER BY marked_at, device_id LIMIT $1{lock}) \
+             RETURNING device_id"
+        ))
+        .bind(limit.max(0))
+        .fetch_all(self.conn()?)
+        .await?
+        .iter()
+        .map(|r| rows::device_id(r, "device_id"))
+        .collect::<Result<Vec<_>, _>>()?;
+        let mut devices = Vec::with_capacity(claimed.len());
+        for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id, tenant_id, udid, state FROM devices WHERE id IN ({})",
+                in_list(1, chunk.len())
+            );
+            for r in bind_ids(sqlx::query(&sql), chunk)
+                .fetch_all(self.conn()?)
+                .await?
+            {
+                devices.push(ReconcileDevice {
+                    id: rows::device_id(&r, "id")?,
+                    tenant_id: rows::tenant_id(&r, "tenant_id")?,
+                    udid: rows::udid(&r, "udid")?,
+                    enrolled: rows::text(&r, "state")? == "enrolled",
+                });
+            }
+        }
+        Ok(devices)
+    }
+
+    /// The groups each of these devices is a member of.
+    pub async fn memberships_of(
+        &mut self,
+        devices: &[DeviceId],
+    ) -> Result<Vec<(DeviceId, GroupId)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in devices.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT device_id, group_id FROM device_group_members WHERE device_id IN ({})",
+                in_list(1, chunk.len())
+            );
+            for r in bind_ids(sqlx::query(&sql), chunk)
+                .fetch_all(self.conn()?)
+                .await?
+            {
+                out.push((rows::device_id(&r, "device_id")?, group_id(&r, "group_id")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What these devices have of every profile Orchard tracks for them.
+    pub async fn known_profiles_of(
+        &mut self,
+        devices: &[DeviceId],
+    ) -> Result<Vec<KnownDeviceProfile>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in devices.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT dp.device_id, dp.profile_id, dp.installed_version, dp.installed_payload_uuid, \
+                 dp.pending_action, dp.pending_command, dp.next_attempt_at, dp.reconciled, \
+                 CASE WHEN c.command_uuid IS NULL THEN 0 ELSE 1 END AS pending_live \
+                 FROM device_profiles dp LEFT JOIN commands c ON c.command_uuid = dp.pending_command \
+                   AND c.status IN ('queued', 'sent', 'not_now') \
+                 WHERE dp.device_id IN ({})",
+                in_list(1, chunk.len())
+            );
+            for r in bind_ids(sqlx::query(&sql), chunk)
+                .fetch_all(self.conn()?)
+                .await?
+            {
+                out.push(KnownDeviceProfile {
+                    device_id: rows::device_id(&r, "device_id")?,
+                    profile_id: profile_id(&r, "profile_id")?,
+                    installed_version: rows::opt_int(&r, "installed_version")?,
+                    installed_payload_uuid: rows::opt_text(&r, "installed_payload_uuid")?,
+                    pending_action: rows::opt_text(&r, "pending_action")?,
+                    pending_command: rows::opt_text(&r, "pending_command")?,
+                    pending_live: rows::boolean(&r, "pending_live")?,
+                    next_attempt_at: rows::opt_time(&r, "next_attempt_at")?,
+                    reconciled: rows::boolean(&r, "reconciled")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The profiles with these ids.
+    pub async fn reconcile_profiles(
+        &mut self,
+        ids: &[ProfileId],
+    ) -> Result<Vec<ReconcileProfile>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id, tenant_id, identifier, latest_version, archived_at FROM profiles WHERE id IN ({})",
+                in_list(1, chunk.len())
+            );
+            for r in bind_ids(sqlx::query(&sql), chunk)
+                .fetch_all(self.conn()?)
+                .await?
+            {
+                out.push(ReconcileProfile {
+                    id: profile_id(&r, "id")?,
+                    tenant_id: rows::opt_tenant_id(&r, "tenant_id")?,
+                    identifier: rows::text(&r, "identifier")?,
+                    latest_version: rows::int(&r, "latest_version")?,
+                    archived: rows::opt_time(&r, "archived_at")?.is_some(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets a pending command that can no longer be answered (expired, failed unanswered), if it is still
+    /// the pending one.
+    pub async fn clear_dead_pending(
+        &mut self,
+        device: DeviceId,
+        profile: ProfileId,
+        command: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE device_profiles SET pending_action = NULL, pending_version = NULL, pending_command = NULL, \
+             updated_at = $4 WHERE device_id = $1 AND profile_id = $2 AND pending_command = $3",
+        )
+        .bind(device.to_string())
+        .bind(profile.to_string())
+        .bind(command)
+        .bind(now.0)
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues the planned commands whose (device, profile) has nothing pending, and records each as pending
+    /// in the same statement that checks it; returns how many were queued. A plan another pass queued first
+    /// is dropped.
+    pub async fn queue_planned_profile_commands(
+        &mut self,
+        planned: &[PlannedProfileCommand],
+        now: UnixTime,
+    ) -> Result<usize, StoreError> {
+        let mut queued = 0;
+        for chunk in planned.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO device_profiles (device_id, profile_id, updated_at) VALUES {} \
+                 ON CONFLICT (device_id, profile_id) DO NOTHING",
+                values_list(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for p in chunk {
+                query = query
+                    .bind(p.command.device_id.to_string())
+                    .bind(p.profile_id.to_string())
+                    .bind(now.0);
+            }
+            query.execute(self.conn()?).await?;
+
+            // The guard: only rows with nothing pending take the new command.
+            let width = 5;
+            let now_at = chunk.len() * width + 1;
+            let sql = format!(
+                "UPDATE device_profiles SET pending_action = v.column3, \
+                 pending_version = CAST(v.column4 AS BIGINT), pending_command = v.column5, \
+                 reconciled = CASE WHEN v.column3 = 'install' THEN 1 ELSE device_profiles.reconciled END, \
+                 next_attempt_at = NULL, updated_at = ${now_at} \
+                 FROM (VALUES {}) AS v \
+                 WHERE device_profiles.device_id = v.column1 AND device_profiles.profile_id = v.column2 \
+                 AND device_profiles.pending_command IS NULL \
+                 RETURNING device_profiles.pending_command",
+                values_list(chunk.len(), width)
+            );
+            let mut query = sqlx::query(&sql);
+            for p in chunk {
+                query = query
+                    .bind(p.command.device_id.to_string())
+                    .bind(p.profile_id.to_string())
+                    .bind(p.action)
+                    .bind(p.version.map(|v| v.to_string()))
+                    .bind(p.command.uuid.as_str());
+            }
+            let won: BTreeSet<String> = query
+                .bind(now.0)
+                .fetch_all(self.conn()?)
+                .await?
+                .iter()
+                .map(|r| rows::text(r, "pending_command"))
+                .collect::<Result<_, _>>()?;
+            let commands: Vec<NewCommand> = chunk
+                .iter()
+                .filter(|p| won.contains(p.command.uuid.as_str()))
+                .map(|p| p.command.clone())
+                .collect();
+            queued += commands.len();
+            self.enqueue_commands(&commands).await?;
+        }
+        Ok(queued)
+    }
+}
+
+impl Store {
+    /// Failed profile commands whose retry is due: their devices join the work set (the retry time is
+    /// cleared, so a device is marked once per failure). Returns how many.
+    pub async fn mark_due_profile_retries(&self, now: UnixTime) -> Result<usize, StoreError> {
+        let mut unit = self.begin_unit().await?;
+        let due = sqlx::query(
+            "UPDATE device_profiles SET next_attempt_at = NULL \
+             WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 RETURNING device_id",
+        )
+        .bind(now.0)
+        .fetch_all(unit.conn()?)
+        .await?
+        .iter()
+        .map(|r| rows::device_id(r, "device_id"))
+        .collect::<Result<Vec<_>, _>>()?;
+        crate::desired::groups::mark_dirty(&mut unit, &due, now).await?;
+        unit.commit().await?;
+        Ok(due.len())
+    }
+
+    /// How many devices wait for the reconciler.
+    pub async fn reconcile_backlog(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM reconcile_dirty")
+            .fetch_one(&self.pool)
+            .await?;
+        rows::int(&row, "n")
+    }
+
+    /// Marks devices for the reconciler in a transaction of their own.
+    pub async fn mark_devices_dirty(
+        &self,
+        devices: &[DeviceId],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut unit = self.begin_unit().await?;
+        crate::desired::groups::mark_dirty(&mut unit, devices, now).await?;
+        unit.commit().await
+    }
+}
