@@ -7,6 +7,7 @@ mod audit;
 mod client;
 mod dep;
 mod device;
+mod os;
 mod output;
 mod profile;
 mod push_certificate;
@@ -69,6 +70,13 @@ pub enum ApiCommand {
         api: ApiArgs,
         #[command(subcommand)]
         command: profile::ProfileCommand,
+    },
+    /// OS currency: a tenant's OS policy and compliance, the catalogue of releases, a device's declarations.
+    Os {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: os::OsCommand,
     },
     /// Enrollment links of a tenant, through the admin API.
     Link {
@@ -218,6 +226,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::ApiToken { api, .. }
         | ApiCommand::Link { api, .. }
         | ApiCommand::Profile { api, .. }
+        | ApiCommand::Os { api, .. }
         | ApiCommand::User { api, .. }
         | ApiCommand::Device { api, .. }
         | ApiCommand::PushCertificate { api, .. }
@@ -246,6 +255,7 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
         ApiCommand::ApiToken { command, .. } => tokens::run(&client, out, command).await,
         ApiCommand::Link { command, .. } => tenant::run_link(&client, out, command).await,
         ApiCommand::Profile { command, .. } => profile::run(&client, out, command).await,
+        ApiCommand::Os { command, .. } => os::run(&client, out, command).await,
         ApiCommand::User { command, .. } => users::run(&client, out, command).await,
         ApiCommand::Device { command, .. } => device::run(&client, out, command).await,
         ApiCommand::PushCertificate { command, .. } => {

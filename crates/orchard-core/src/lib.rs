@@ -5,6 +5,7 @@ pub mod access;
 #[cfg(feature = "openapi")]
 pub mod api_schema;
 pub mod commands;
+pub mod declarative;
 pub mod dep;
 pub mod desired;
 pub mod device;
@@ -12,6 +13,7 @@ pub mod enrollment;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod osupdate;
 pub mod push;
 pub mod reporting;
 pub mod tenancy;
@@ -104,6 +106,10 @@ pub struct Orchard {
     pub(crate) renewal: enrollment::renewal::IdentityRenewalSettings,
     /// Device certificates already proved to be issued by `pki.ca`: a device's next request skips that check.
     pub(crate) signers: orchard_pki::signature::SignerCache,
+    /// Rendered declaration sets per channel (this node's memory, checked against the database per request).
+    pub(crate) declarative: declarative::DeclarativeState,
+    /// Where the OS catalogue is refreshed from.
+    pub(crate) os_catalogue: osupdate::OsCatalogueSettings,
 }
 
 /// Device certificates whose issuance is remembered (~1.5 KB each, so at most ~75 MB): a large university's
@@ -138,6 +144,8 @@ impl Orchard {
             abuse: limits::AbuseLimits::default(),
             command_queue: commands::hygiene::CommandQueueSettings::default(),
             renewal: enrollment::renewal::IdentityRenewalSettings::default(),
+            declarative: declarative::DeclarativeState::default(),
+            os_catalogue: osupdate::OsCatalogueSettings::default(),
         }
     }
 

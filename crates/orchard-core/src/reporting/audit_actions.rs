@@ -105,6 +105,9 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/profiles") => "global_profile.create",
         ("POST", "/profiles/{profile}/versions") => "global_profile.version.create",
         ("DELETE", "/profiles/{profile}") => "global_profile.archive",
+        ("PUT", "/tenants/{id}/os-policy") => "os_policy.update",
+        ("PUT", "/os-catalogue") => "os_catalogue.replace",
+        ("POST", "/os-catalogue/refresh") => "os_catalogue.refresh",
         _ => return None,
     })
 }

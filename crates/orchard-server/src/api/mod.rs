@@ -14,11 +14,13 @@ mod activation_lock;
 mod audit;
 mod audit_trail;
 mod commands;
+mod declarative;
 mod dep;
 mod device_identity;
 mod devices;
 mod links;
 mod meta;
+mod os_policy;
 mod profiles;
 mod push;
 mod role_mappings;
@@ -111,6 +113,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(profiles::add_global_profile_version))
         .routes(routes!(profiles::global_profile_version))
+        .routes(routes!(declarative::device_declarations))
+        .routes(routes!(os_policy::get_os_policy, os_policy::put_os_policy))
+        .routes(routes!(os_policy::os_compliance))
+        .routes(routes!(
+            os_policy::get_os_catalogue,
+            os_policy::put_os_catalogue
+        ))
+        .routes(routes!(os_policy::refresh_os_catalogue))
 }
 
 /// The API router: the routes behind caller resolution (outermost) and the audit trail. Only matched routes
