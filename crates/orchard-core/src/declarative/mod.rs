@@ -374,3 +374,71 @@ impl Orchard {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchard_protocol::declarative::build;
+
+    /// The benchmark figure of docs/benchmarks.md: the declaration-items answer of a channel with 50
+    /// declarations, on a cache hit (key check and the rendered bytes) and on a miss (generate and render).
+    /// Prints the figures; asserts only what the answer is (no timing assertion: machines differ).
+    #[test]
+    fn declaration_items_answer_for_50_declarations() {
+        let extra: Vec<_> = (0..44)
+            .map(|i| {
+                let mut p = Map::new();
+                p.insert(format!("orchard.extra.{i}"), Value::String("x".repeat(40)));
+                build::properties(&format!("orchard.extra-{i}"), p)
+            })
+            .collect();
+        let target = crate::osupdate::OsTarget {
+            version: "18.2".into(),
+            build: Some("22C152".into()),
+            deadline_local: "2026-12-11T18:00:00".into(),
+            details_url: None,
+        };
+        let inputs = SetInputs {
+            tenant_id: "t",
+            device_id: "d",
+            user_short_name: None,
+            os_version: Some("18.1"),
+            os_target: Some(&target),
+            extra: &extra,
+        };
+        let miss_runs = 200;
+        let started = std::time::Instant::now();
+        let mut set = None;
+        for _ in 0..miss_runs {
+            set = Some(Arc::new(set::render(set::generate(&inputs))));
+        }
+        let miss = started.elapsed() / miss_runs;
+        let set = set.expect("rendered");
+        assert_eq!(set.list.len(), 50);
+        let state = DeclarativeState::default();
+        let channel = ChannelId::from_stored("UDID".into());
+        let key = SetKey {
+            device: DeviceId::new(),
+            revisions: DesiredRevisions::default(),
+            os_version: Some("18.1".into()),
+            product_type: Some("iPad13,18".into()),
+            user: None,
+        };
+        state.put(channel.clone(), key.clone(), set.clone());
+        let hit_runs = 20_000;
+        let started = std::time::Instant::now();
+        let mut bytes = 0;
+        for _ in 0..hit_runs {
+            let hit = state.get(&channel, &key).expect("cached");
+            bytes += hit.items_json.to_vec().len();
+        }
+        let hit = started.elapsed() / hit_runs;
+        assert_eq!(bytes, set.items_json.len() * hit_runs as usize);
+        println!(
+            "declaration-items, 50 declarations ({} bytes): cache hit {:?} per answer, miss (generate + render) {:?}",
+            set.items_json.len(),
+            hit,
+            miss
+        );
+    }
+}

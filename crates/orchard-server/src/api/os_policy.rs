@@ -22,8 +22,7 @@ use super::reply::{noted, Reply};
     tag = "os",
     params(("id" = String, Path, description = "Tenant id")),
     responses(
-        (status = 200, description = "The tenant's OS policy", body = OsPolicyView),
-        (status = 404, description = "No such tenant, or it has no policy", body = ErrorBody)
+        (status = 200, description = "The tenant's OS policy", body = OsPolicyView)
     )
 )]
 pub(super) async fn get_os_policy(
@@ -41,8 +40,7 @@ pub(super) async fn get_os_policy(
     params(("id" = String, Path, description = "Tenant id")),
     request_body = OsPolicyInput,
     responses(
-        (status = 200, description = "Saved; devices whose declarations changed are asked to sync, older iPads behind it get AvailableOSUpdates", body = OsPolicyView),
-        (status = 400, description = "The policy names the problem", body = ErrorBody)
+        (status = 200, description = "Saved; devices whose declarations changed are asked to sync, older iPads behind it get AvailableOSUpdates", body = OsPolicyView)
     )
 )]
 pub(super) async fn put_os_policy(
@@ -110,8 +108,7 @@ pub(super) struct CatalogueQuery {
     params(CatalogueQuery),
     request_body(content = Object, description = "Apple's feed document (PublicAssetSets.iOS[]) or {\"entries\": [{product_type, os_version, build}]}"),
     responses(
-        (status = 200, description = "Replaced; tenants following the latest release are re-evaluated", body = CatalogueView),
-        (status = 400, description = "The entry at fault is named", body = ErrorBody)
+        (status = 200, description = "Replaced; tenants following the latest release are re-evaluated", body = CatalogueView)
     )
 )]
 pub(super) async fn put_os_catalogue(
