@@ -179,6 +179,18 @@ struct ServeArgs {
     reconciler: ReconcilerArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Apple's public software-update feed, from which operators refresh the OS catalogue
+    /// (`POST /api/v1/os-catalogue/refresh`); a local server of the same shape in tests.
+    #[arg(
+        long,
+        env = "ORCHARD_OS_CATALOGUE_URL",
+        default_value = "https://gdmf.apple.com/v2/pmv"
+    )]
+    os_catalogue_url: String,
+    /// PEM file with the roots the feed's TLS certificate must chain to (default: the public roots; Apple serves
+    /// its feed under Apple's own root, which some platforms lack).
+    #[arg(long, env = "ORCHARD_OS_CATALOGUE_CA")]
+    os_catalogue_ca: Option<PathBuf>,
     /// Device Assignment (DEP/ASM) service URL: Apple's by default; a local DEP server in tests.
     #[arg(long, env = "ORCHARD_DEP_URL")]
     dep_url: Option<String>,
@@ -315,6 +327,19 @@ impl ServeArgs {
 
     /// `anchor_certs_der`: what ADE profiles pin for our enrollment URL (Orchard's server CA when Orchard made
     /// the TLS certificate).
+    fn os_catalogue_settings(&self) -> Result<orchard_core::osupdate::OsCatalogueSettings> {
+        let roots = match &self.os_catalogue_ca {
+            Some(path) => orchard_core::dep::pem_certificates(&read(path)?)
+                .map_err(|e| anyhow::anyhow!("--os-catalogue-ca: {e}"))?,
+            None => Vec::new(),
+        };
+        Ok(orchard_core::osupdate::OsCatalogueSettings {
+            feed_url: self.os_catalogue_url.clone(),
+            root_certificates_der: roots,
+            ..orchard_core::osupdate::OsCatalogueSettings::default()
+        })
+    }
+
     fn dep_settings(
         &self,
         anchor_certs_der: Vec<Vec<u8>>,
@@ -644,6 +669,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             args.push.settings()?,
         )
         .with_dep_settings(args.dep_settings(anchor_certs_der)?)
+        .with_os_catalogue_settings(args.os_catalogue_settings()?)
         .with_identity_renewal(
             orchard_core::enrollment::renewal::IdentityRenewalSettings::new(
                 args.device_identity_days,

@@ -73,7 +73,15 @@ fn template_matches(template: &str, path: &str) -> bool {
 }
 
 async fn scenario(backend: Backend) -> Result<()> {
-    let Some(server) = TestServer::start(backend).await? else {
+    let Some(server) = TestServer::start_with(
+        backend,
+        &[
+            "--os-catalogue-url".into(),
+            "http://127.0.0.1:9/v2/pmv".into(),
+        ],
+    )
+    .await?
+    else {
         return Ok(());
     };
     let physics = server.create_tenant("Physics", "physics").await?;
@@ -337,6 +345,14 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::GET, "/api/v1/maintenance", None, [U, U, U, 200, 200, 200, 200, 200, 200]),
         row(Method::POST, "/api/v1/maintenance", Some(window.clone()), [U, U, U, 403, 403, 403, 403, 403, 201]),
         row(Method::DELETE, format!("/api/v1/maintenance/{notice_id}"), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
+        row(Method::GET, dev("/declarations"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::PUT, format!("/api/v1/tenants/{physics}/os-policy"), Some(json!({"target": "latest", "deadline": "2026-12-11T18:00:00"})), [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/os-policy"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/os-compliance"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::GET, "/api/v1/os-catalogue", None, [U, U, U, 403, 403, 403, 403, 403, 200]),
+        row(Method::PUT, "/api/v1/os-catalogue", Some(json!({"entries": []})), [U, U, U, 403, 403, 403, 403, 403, 200]),
+        // The feed is a closed local port here: the operator's refresh is refused with the reason (409).
+        row(Method::POST, "/api/v1/os-catalogue/refresh", None, [U, U, U, 403, 403, 403, 403, 403, 409]),
     ];
 
     // Every documented operation has a row (so a new route cannot skip the matrix).

@@ -9,6 +9,7 @@ mod dep;
 mod device;
 mod group;
 mod maintenance;
+mod os;
 mod output;
 mod profile;
 mod push_certificate;
@@ -92,6 +93,13 @@ pub enum ApiCommand {
         api: ApiArgs,
         #[command(subcommand)]
         command: group::AssignmentCommand,
+    },
+    /// OS currency: a tenant's OS policy and compliance, the catalogue of releases, a device's declarations.
+    Os {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: os::OsCommand,
     },
     /// Enrollment links of a tenant, through the admin API.
     Link {
@@ -244,6 +252,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::Profile { api, .. }
         | ApiCommand::Group { api, .. }
         | ApiCommand::Assignment { api, .. }
+        | ApiCommand::Os { api, .. }
         | ApiCommand::User { api, .. }
         | ApiCommand::Device { api, .. }
         | ApiCommand::PushCertificate { api, .. }
@@ -277,6 +286,7 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
         ApiCommand::Assignment { command, .. } => {
             group::run_assignment(&client, out, command).await
         }
+        ApiCommand::Os { command, .. } => os::run(&client, out, command).await,
         ApiCommand::User { command, .. } => users::run(&client, out, command).await,
         ApiCommand::Device { command, .. } => device::run(&client, out, command).await,
         ApiCommand::PushCertificate { command, .. } => {

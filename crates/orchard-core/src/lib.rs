@@ -5,6 +5,7 @@ pub mod access;
 #[cfg(feature = "openapi")]
 pub mod api_schema;
 pub mod commands;
+pub mod declarative;
 pub mod dep;
 pub mod desired;
 pub mod device;
@@ -12,6 +13,7 @@ pub mod enrollment;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod osupdate;
 pub mod push;
 pub mod reporting;
 pub mod tenancy;
@@ -106,6 +108,10 @@ pub struct Orchard {
     pub(crate) signers: orchard_pki::signature::SignerCache,
     /// The reconciler's settings and this node's wake-up signal for it.
     pub(crate) reconciler: desired::reconciler::ReconcilerState,
+    /// Rendered declaration sets per channel (this node's memory, checked against the database per request).
+    pub(crate) declarative: declarative::DeclarativeState,
+    /// Where the OS catalogue is refreshed from.
+    pub(crate) os_catalogue: osupdate::OsCatalogueSettings,
 }
 
 /// Device certificates whose issuance is remembered (~1.5 KB each, so at most ~75 MB): a large university's
@@ -141,6 +147,8 @@ impl Orchard {
             command_queue: commands::hygiene::CommandQueueSettings::default(),
             renewal: enrollment::renewal::IdentityRenewalSettings::default(),
             reconciler: desired::reconciler::ReconcilerState::default(),
+            declarative: declarative::DeclarativeState::default(),
+            os_catalogue: osupdate::OsCatalogueSettings::default(),
         }
     }
 

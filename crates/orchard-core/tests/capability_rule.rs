@@ -49,6 +49,7 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     "command_queue_settings",
     "with_secret_command_settings",
     "with_dep_settings",
+    "with_os_catalogue_settings",
     "dep_settings",
     "dep_sync_interval_seconds",
     "with_activation_lock_settings",

@@ -12,6 +12,7 @@ use std::io::Cursor;
 
 pub mod checkin;
 pub mod commands;
+pub mod declarative;
 mod depth;
 pub(crate) mod fields;
 pub mod profile;

@@ -119,7 +119,7 @@ fn software_update_required(body: &[u8]) -> Option<Result<SimError, SimError>> {
 
 /// A plausible build number for a version the simulator was not told the build of: iPadOS N is build
 /// family N+4 ("18.2" → "22C100"), the minor version is the letter.
-fn synthetic_build(os_version: &str) -> String {
+pub(crate) fn synthetic_build(os_version: &str) -> String {
     if os_version == OFFERED_UPDATE_VERSION {
         return OFFERED_UPDATE_BUILD.to_owned();
     }

@@ -9,7 +9,11 @@ use openssl::x509::X509;
 use orchard_pki::scep::{self, CertRepOutcome};
 use orchard_pki::Identity;
 use orchard_protocol::checkin::{
-    Authenticate, CheckOut, CheckinMessage, GetBootstrapToken, SetBootstrapToken, TokenUpdate,
+    Authenticate, CheckOut, CheckinMessage, DeclarativeManagementCheckin, GetBootstrapToken,
+    SetBootstrapToken, SharedIpadUser, TokenUpdate,
+};
+use orchard_protocol::declarative::{
+    Declaration, DeclarationItemsResponse, Endpoint, TokensResponse,
 };
 use orchard_protocol::profile::{EnrollmentProfile, ScepPayload};
 use orchard_types::{ApnsTopic, Clock, PushMagic, SerialNumber, SystemClock, Udid, UnixTime};
@@ -47,6 +51,17 @@ pub struct SessionSummary {
     pub handled: Vec<HandledCommand>,
     /// Set by [`crate::Fleet::poll_all`] when the session failed.
     pub error: Option<String>,
+}
+
+/// What one declarative sync did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeclarativeSync {
+    /// The server's DeclarationsToken.
+    pub declarations_token: String,
+    /// The identifiers of the declarations fetched (new or changed).
+    pub fetched: Vec<String>,
+    /// Some(full) when a status report went out.
+    pub status_sent: Option<bool>,
 }
 
 /// One simulated iPad.
@@ -478,6 +493,160 @@ impl SimDevice {
             .unwrap_or_default())
     }
 
+    /// A declarative sync of the device channel, as an iPad runs it after a DeclarativeManagement command:
+    /// `tokens`; when the DeclarationsToken changed, `declaration-items` and every new or changed declaration;
+    /// apply them; then upload status (a FullReport first, later only what changed).
+    pub async fn declarative_sync(&mut self) -> Result<DeclarativeSync, SimError> {
+        self.declarative_sync_channel(None).await
+    }
+
+    /// [`SimDevice::declarative_sync`] on the user channel of a Shared iPad user.
+    pub async fn declarative_sync_user(
+        &mut self,
+        user_short_name: &str,
+    ) -> Result<DeclarativeSync, SimError> {
+        let user = SharedIpadUser {
+            user_id: uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase(),
+            user_short_name: user_short_name.to_owned(),
+            user_long_name: None,
+        };
+        self.declarative_sync_channel(Some(user)).await
+    }
+
+    async fn declarative_sync_channel(
+        &mut self,
+        user: Option<SharedIpadUser>,
+    ) -> Result<DeclarativeSync, SimError> {
+        if !self.state.enrolled {
+            return Err(SimError::NotEnrolled);
+        }
+        let channel_name = user
+            .as_ref()
+            .map(|u| u.user_short_name.clone())
+            .unwrap_or_default();
+        let tokens: TokensResponse = self.ddm_json(&user, Endpoint::Tokens).await?;
+        let token = tokens.sync_tokens.declarations_token;
+        let known = self
+            .state
+            .ddm
+            .get(&channel_name)
+            .and_then(|c| c.declarations_token.clone());
+        let mut fetched = Vec::new();
+        if known.as_deref() != Some(token.as_str()) {
+            let items: DeclarationItemsResponse =
+                self.ddm_json(&user, Endpoint::DeclarationItems).await?;
+            let wanted =
+                crate::declarative::to_fetch(&self.state, &channel_name, &items.declarations);
+            let mut set = Vec::new();
+            for (kind, item) in items.declarations.all() {
+                let declaration = if wanted.contains(&(kind, item.identifier.clone())) {
+                    let d: Declaration = self
+                        .ddm_json(
+                            &user,
+                            Endpoint::Declaration {
+                                kind,
+                                identifier: item.identifier.clone(),
+                            },
+                        )
+                        .await?;
+                    if d.server_token != item.server_token || d.identifier != item.identifier {
+                        return Err(SimError::BadCommand(format!(
+                            "declaration {} answered with another identifier or token",
+                            item.identifier
+                        )));
+                    }
+                    fetched.push(item.identifier.clone());
+                    d
+                } else {
+                    crate::declarative::held(&self.state, &channel_name, kind, &item.identifier)
+                        .ok_or_else(|| SimError::BadCommand("declaration vanished".into()))?
+                };
+                set.push(declaration);
+            }
+            crate::declarative::apply_declarations(
+                &mut self.state,
+                &channel_name,
+                &items.declarations_token,
+                set,
+            );
+        }
+        let full_report = self.send_declarative_status_of(&user).await?;
+        Ok(DeclarativeSync {
+            declarations_token: token,
+            fetched,
+            status_sent: full_report,
+        })
+    }
+
+    /// Uploads the device channel's status if anything changed since its last report.
+    pub async fn send_declarative_status(&mut self) -> Result<Option<bool>, SimError> {
+        self.send_declarative_status_of(&None).await
+    }
+
+    /// Sends the channel's status report when there is one; Some(full) when sent.
+    async fn send_declarative_status_of(
+        &mut self,
+        user: &Option<SharedIpadUser>,
+    ) -> Result<Option<bool>, SimError> {
+        let channel_name = user
+            .as_ref()
+            .map(|u| u.user_short_name.clone())
+            .unwrap_or_default();
+        let Some(report) = crate::declarative::status_report(&mut self.state, &channel_name) else {
+            return Ok(None);
+        };
+        let message = CheckinMessage::DeclarativeManagement(DeclarativeManagementCheckin {
+            udid: self.udid_typed()?,
+            endpoint: Endpoint::Status.as_path(),
+            data: Some(report.to_json()),
+            user: user.clone(),
+        });
+        self.checkin("DeclarativeManagement status", message.encode())
+            .await?;
+        Ok(Some(report.is_full()))
+    }
+
+    /// One step of the software update an enforcement declaration started (downloading, prepared,
+    /// installing, installed: then the OS version is the target), reported through the status channel.
+    /// Returns the install state after the step (None: nothing pending).
+    pub async fn advance_software_update(&mut self) -> Result<Option<String>, SimError> {
+        let state = crate::declarative::advance_software_update(&mut self.state);
+        if state.is_some() {
+            self.send_declarative_status().await?;
+        }
+        Ok(state)
+    }
+
+    /// The pending software update fails with `reason`, reported through the status channel.
+    pub async fn fail_software_update(&mut self, reason: &str) -> Result<(), SimError> {
+        crate::declarative::fail_software_update(&mut self.state, reason);
+        self.send_declarative_status().await?;
+        Ok(())
+    }
+
+    /// A DeclarativeManagement check-in to `endpoint`; the JSON answer.
+    async fn ddm_json<T: serde::de::DeserializeOwned>(
+        &mut self,
+        user: &Option<SharedIpadUser>,
+        endpoint: Endpoint,
+    ) -> Result<T, SimError> {
+        let message = CheckinMessage::DeclarativeManagement(DeclarativeManagementCheckin {
+            udid: self.udid_typed()?,
+            endpoint: endpoint.as_path(),
+            data: None,
+            user: user.clone(),
+        });
+        let reply = self
+            .checkin_with_reply("DeclarativeManagement", message.encode())
+            .await?;
+        serde_json::from_slice(&reply).map_err(|e| {
+            SimError::BadCommand(format!(
+                "{} answer is not the expected json: {e}",
+                endpoint.as_path()
+            ))
+        })
+    }
+
     /// Tells the server the MDM profile is gone (CheckOut), then forgets the enrollment.
     pub async fn check_out(&mut self) -> Result<(), SimError> {
         if !self.state.enrolled {
@@ -549,7 +718,24 @@ impl SimDevice {
         self.run_session(Some(signed_idle)).await
     }
 
+    /// A session, then — when the server sent DeclarativeManagement in it — the declarative sync an iPad
+    /// runs at once.
     async fn run_session(
+        &mut self,
+        signed_idle: Option<&(Vec<u8>, String)>,
+    ) -> Result<SessionSummary, SimError> {
+        let summary = self.run_command_session(signed_idle).await?;
+        let asked_to_sync = summary.handled.iter().any(|h| {
+            h.request_type == "DeclarativeManagement"
+                && h.status == orchard_types::CommandStatus::Acknowledged
+        });
+        if asked_to_sync && self.state.enrolled {
+            self.declarative_sync().await?;
+        }
+        Ok(summary)
+    }
+
+    async fn run_command_session(
         &mut self,
         signed_idle: Option<&(Vec<u8>, String)>,
     ) -> Result<SessionSummary, SimError> {

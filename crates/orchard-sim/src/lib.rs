@@ -22,6 +22,7 @@ mod apple_ca;
 pub mod bench;
 pub mod bench_push;
 pub mod cpu;
+pub mod declarative;
 mod device;
 mod fleet;
 pub mod handler;
@@ -39,7 +40,7 @@ pub use ade::{
 pub use apple_ca::{
     AppleDeviceCa, AppleDeviceIdentity, TEST_APPLE_DEVICE_CA_CN, TEST_APPLE_ROOT_CN,
 };
-pub use device::{SessionSummary, SimDevice};
+pub use device::{DeclarativeSync, SessionSummary, SimDevice};
 pub use fleet::{ActivationSummary, Fleet};
 pub use handler::{CommandOutcome, FollowUp};
 pub use net::{build_client, install_crypto_provider, ClientOptions};

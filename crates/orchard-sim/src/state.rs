@@ -124,6 +124,13 @@ pub struct DeviceState {
     #[serde(default)]
     pub bootstrap_token: Vec<u8>,
 
+    /// Declarative management per channel: "" is the device channel, a user's short name its user channel.
+    #[serde(default)]
+    pub ddm: std::collections::BTreeMap<String, crate::declarative::DdmChannelState>,
+    /// The software update an enforcement declaration started (iOS 17+).
+    #[serde(default)]
+    pub software_update: crate::declarative::SoftwareUpdateState,
+
     /// Log of every command this device answered (simulator bookkeeping; survives erases).
     pub handled_commands: Vec<HandledCommand>,
 }
@@ -315,6 +322,8 @@ impl DeviceState {
             device_configured_count: 0,
             organization_info: None,
             bootstrap_token: Vec::new(),
+            ddm: std::collections::BTreeMap::new(),
+            software_update: crate::declarative::SoftwareUpdateState::default(),
             handled_commands: Vec::new(),
         }
     }
@@ -361,6 +370,8 @@ impl DeviceState {
         self.time_zone = None;
         self.scheduled_os_update = None;
         self.declarative_management_syncs = 0;
+        self.ddm.clear();
+        self.software_update = crate::declarative::SoftwareUpdateState::default();
         self.available_device_capacity = 41.27;
         self.boot_count = self.boot_count.saturating_add(1);
         self.erase_count = self.erase_count.saturating_add(1);
@@ -383,6 +394,8 @@ impl DeviceState {
         self.installed_profiles.retain(|p| !p.managed);
         self.installed_apps.retain(|a| !a.managed);
         self.lost_mode = None;
+        // Declarations go with the enrollment too.
+        self.ddm.clear();
     }
 }
 

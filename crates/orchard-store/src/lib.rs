@@ -14,6 +14,7 @@
 
 mod access;
 mod commands;
+mod declarative;
 mod dep;
 mod desired;
 mod device;
@@ -23,6 +24,7 @@ mod error;
 mod fault;
 mod jobs;
 mod model;
+mod osupdate;
 mod push;
 mod reporting;
 mod rows;
@@ -45,6 +47,7 @@ pub use access::users::{
 };
 pub use commands::legacy::{LegacyCommand, LegacyCommandRow, LegacyUnlockToken, ResealedCommand};
 pub use commands::queue::QueuePolicy;
+pub use declarative::channels::DdmChannelRecord;
 pub use dep::sync::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
 pub use dep::templates::{
     AssignOutcome, AssignResult, AssignStatus, DepAssignment, DepDeviceListing, DepListingFilter,
@@ -76,6 +79,8 @@ pub use model::{
     IdentityGrant, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
     RecordOutcome, ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
 };
+pub use osupdate::catalogue::{OsCatalogueEntry, OsCatalogueMeta};
+pub use osupdate::policies::{DesiredRevisions, DeviceOsUpdateRecord, OsPolicyRecord};
 pub use push::push_csr::PushCsrKeyRecord;
 pub use push::queue_state::{PushCertificateRecord, PushResult, PushTarget};
 pub use reporting::audit::{AuditEventRecord, AuditFilter};

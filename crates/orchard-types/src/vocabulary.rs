@@ -104,6 +104,11 @@ pub enum QueuedBy {
     Renewal,
     /// The reconciler: profile installs and removals that assignments call for.
     Reconciler,
+    /// Declarative management: the DeclarativeManagement command that makes a device sync a changed set.
+    Declarative,
+    /// OS currency: the update commands of a device older than iOS 17 (AvailableOSUpdates, ScheduleOSUpdate,
+    /// OSUpdateStatus).
+    OsUpdate,
     /// Someone acting through an API token.
     Token { id: TokenId, name: String },
     /// A person signed in (single sign-on or a local break-glass account); `id` is the users row.
@@ -117,6 +122,8 @@ impl QueuedBy {
     const SETUP: &'static str = "orchard:setup";
     const RENEWAL: &'static str = "orchard:renewal";
     const RECONCILER: &'static str = "orchard:reconciler";
+    const DECLARATIVE: &'static str = "orchard:declarative";
+    const OS_UPDATE: &'static str = "orchard:os-update";
 
     /// The stored spelling.
     pub fn to_stored(&self) -> String {
@@ -129,6 +136,8 @@ impl QueuedBy {
             Self::SETUP => return Ok(QueuedBy::Setup),
             Self::RENEWAL => return Ok(QueuedBy::Renewal),
             Self::RECONCILER => return Ok(QueuedBy::Reconciler),
+            Self::DECLARATIVE => return Ok(QueuedBy::Declarative),
+            Self::OS_UPDATE => return Ok(QueuedBy::OsUpdate),
             _ => {}
         }
         let mut parts = s.splitn(3, ':');
@@ -171,6 +180,8 @@ impl fmt::Display for QueuedBy {
             QueuedBy::Setup => f.write_str(Self::SETUP),
             QueuedBy::Renewal => f.write_str(Self::RENEWAL),
             QueuedBy::Reconciler => f.write_str(Self::RECONCILER),
+            QueuedBy::Declarative => f.write_str(Self::DECLARATIVE),
+            QueuedBy::OsUpdate => f.write_str(Self::OS_UPDATE),
             QueuedBy::Token { id, name } => write!(f, "token:{id}:{name}"),
             QueuedBy::User { id, name } => write!(f, "user:{id}:{name}"),
             QueuedBy::Local { id, name } => write!(f, "local:{id}:{name}"),

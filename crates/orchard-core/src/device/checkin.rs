@@ -206,7 +206,7 @@ impl Orchard {
             CheckinMessage::DeclarativeManagement(d) => {
                 let device = self.bound_device(&d.udid, &signer).await?;
                 self.touch(&device, now).await?;
-                declarative_management_reply(&d.endpoint)
+                self.declarative_checkin(&device, &d, now).await
             }
             CheckinMessage::GetBootstrapToken(g) => {
                 let device = self.bound_device(&g.udid, &signer).await?;
@@ -511,6 +511,17 @@ impl Orchard {
                     unit.mark_devices_dirty(&[device.id], now).await?;
                     reconcile = true;
                 }
+                self.desired_os_command_reported(
+                    &mut unit,
+                    device,
+                    channel,
+                    uuid,
+                    request_type,
+                    status,
+                    report,
+                    now,
+                )
+                .await?;
                 if queued_by == Some(QueuedBy::Renewal)
                     && matches!(
                         status,
@@ -549,27 +560,4 @@ impl Orchard {
         }
         Ok(())
     }
-}
-
-/// Declarative management before any declaration exists: a stable token and empty declaration lists, so a
-/// device that enables DDM gets well-formed answers. The desired-state issue fills these in.
-fn declarative_management_reply(endpoint: &str) -> Result<CheckinReply, CoreError> {
-    const EMPTY_TOKEN: &str = "orchard-empty-0";
-    let body = match endpoint {
-        "tokens" => serde_json::json!({
-            "SyncTokens": {"DeclarationsToken": EMPTY_TOKEN, "Timestamp": "2026-01-01T00:00:00Z"}
-        }),
-        "declaration-items" => serde_json::json!({
-            "Declarations": {"Activations": [], "Configurations": [], "Assets": [], "Management": []},
-            "DeclarationsToken": EMPTY_TOKEN
-        }),
-        "status" => return Ok(CheckinReply::Empty),
-        other => {
-            return Err(DeviceRejection::Unsupported(format!(
-                "declarative management endpoint {other}"
-            ))
-            .into())
-        }
-    };
-    Ok(CheckinReply::Json(body.to_string().into_bytes()))
 }

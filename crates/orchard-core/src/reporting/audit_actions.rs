@@ -115,6 +115,9 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/tenants/{id}/assignments") => "assignment.create",
         ("PUT", "/tenants/{id}/assignments/{assignment}") => "assignment.update",
         ("DELETE", "/tenants/{id}/assignments/{assignment}") => "assignment.delete",
+        ("PUT", "/tenants/{id}/os-policy") => "os_policy.update",
+        ("PUT", "/os-catalogue") => "os_catalogue.replace",
+        ("POST", "/os-catalogue/refresh") => "os_catalogue.refresh",
         _ => return None,
     })
 }

@@ -15,6 +15,7 @@ mod assignments;
 mod audit;
 mod audit_trail;
 mod commands;
+mod declarative;
 mod dep;
 mod device_identity;
 mod devices;
@@ -22,6 +23,7 @@ mod groups;
 mod links;
 mod maintenance;
 mod meta;
+mod os_policy;
 mod profiles;
 mod push;
 mod role_mappings;
@@ -137,6 +139,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
             assignments::update_assignment,
             assignments::delete_assignment
         ))
+        .routes(routes!(declarative::device_declarations))
+        .routes(routes!(os_policy::get_os_policy, os_policy::put_os_policy))
+        .routes(routes!(os_policy::os_compliance))
+        .routes(routes!(
+            os_policy::get_os_catalogue,
+            os_policy::put_os_catalogue
+        ))
+        .routes(routes!(os_policy::refresh_os_catalogue))
 }
 
 /// The API router: the routes behind caller resolution (outermost) and the audit trail. Only matched routes
