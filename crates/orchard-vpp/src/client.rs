@@ -135,7 +135,9 @@ impl VppClient {
             }
         }
         if config.retry.max_attempts == 0 {
-            return Err(VppError::Config("retry.max_attempts must be at least 1".into()));
+            return Err(VppError::Config(
+                "retry.max_attempts must be at least 1".into(),
+            ));
         }
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
@@ -183,14 +185,24 @@ impl VppClient {
 
     /// `GET service/config` (no authentication): limits, error codes, notification types.
     pub async fn service_config(&self) -> Result<ServiceConfig, VppError> {
-        self.call_json::<(), _>(Method::GET, self.endpoint("/service/config", &[])?, None, false)
-            .await
+        self.call_json::<(), _>(
+            Method::GET,
+            self.endpoint("/service/config", &[])?,
+            None,
+            false,
+        )
+        .await
     }
 
     /// `GET client/config`: the location's name, expiry and who claimed it (`mdmInfo`).
     pub async fn client_config(&self) -> Result<ClientConfig, VppError> {
-        self.call_json::<(), _>(Method::GET, self.endpoint("/client/config", &[])?, None, true)
-            .await
+        self.call_json::<(), _>(
+            Method::GET,
+            self.endpoint("/client/config", &[])?,
+            None,
+            true,
+        )
+        .await
     }
 
     /// `POST client/config` with Orchard's `mdmInfo`: claims the location. The caller reads client config first
@@ -200,8 +212,13 @@ impl VppClient {
             mdm_info: Some(mdm_info.clone()),
             ..ClientConfigRequest::default()
         };
-        self.call_json(Method::POST, self.endpoint("/client/config", &[])?, Some(&body), true)
-            .await
+        self.call_json(
+            Method::POST,
+            self.endpoint("/client/config", &[])?,
+            Some(&body),
+            true,
+        )
+        .await
     }
 
     /// `GET assets?pageIndex=N`: one page.
@@ -228,7 +245,9 @@ impl VppClient {
                 _ => return Ok(out),
             }
         }
-        Err(VppError::Malformed(format!("assets: more than {MAX_PAGES} pages")))
+        Err(VppError::Malformed(format!(
+            "assets: more than {MAX_PAGES} pages"
+        )))
     }
 
     /// `GET assignments?…&pageIndex=N`: one page.
@@ -245,8 +264,13 @@ impl VppClient {
         if let Some(serial) = &filter.serial_number {
             query.push(("serialNumber", serial));
         }
-        self.call_json::<(), _>(Method::GET, self.endpoint("/assignments", &query)?, None, true)
-            .await
+        self.call_json::<(), _>(
+            Method::GET,
+            self.endpoint("/assignments", &query)?,
+            None,
+            true,
+        )
+        .await
     }
 
     /// Every assignment matching `filter`, and the `versionId` of the last page.
@@ -264,7 +288,9 @@ impl VppClient {
                 _ => return Ok((out, page.paging.version_id)),
             }
         }
-        Err(VppError::Malformed(format!("assignments: more than {MAX_PAGES} pages")))
+        Err(VppError::Malformed(format!(
+            "assignments: more than {MAX_PAGES} pages"
+        )))
     }
 
     /// `POST assets/associate`: one request, checked against `limits` first.
@@ -440,7 +466,9 @@ impl VppClient {
             .transpose()
             .map_err(|e| VppError::InvalidRequest(format!("encoding the request: {e}")))?;
         let path = url.path().to_owned();
-        let (status, bytes) = self.execute(&method, &url, body.as_deref(), authenticated).await?;
+        let (status, bytes) = self
+            .execute(&method, &url, body.as_deref(), authenticated)
+            .await?;
         // Apple reports some errors in a 200 answer's body too.
         if let Ok(error) = serde_json::from_slice::<ApiError>(&bytes) {
             if error.error_number != 0 {
@@ -488,8 +516,8 @@ impl VppClient {
                     let retry_after = retry_after(response.headers());
                     match read_body(response).await {
                         Ok(bytes) => {
-                            let retryable = status == StatusCode::TOO_MANY_REQUESTS
-                                || status.is_server_error();
+                            let retryable =
+                                status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                             if !retryable {
                                 return Ok((status, bytes));
                             }
@@ -618,11 +646,26 @@ mod tests {
             error_message: Some("m".into()),
             error_info: None,
         };
-        assert!(matches!(VppError::from_api(&e(error_numbers::TOKEN_EXPIRED)), VppError::TokenExpired { .. }));
-        assert!(matches!(VppError::from_api(&e(error_numbers::TOKEN_REVOKED)), VppError::TokenRevoked));
-        assert!(matches!(VppError::from_api(&e(error_numbers::INVALID_TOKEN)), VppError::InvalidToken { .. }));
-        assert!(matches!(VppError::from_api(&e(error_numbers::LOGIN_REQUIRED)), VppError::InvalidToken { .. }));
-        assert!(matches!(VppError::from_api(&e(9610)), VppError::Apple { number: 9610, .. }));
+        assert!(matches!(
+            VppError::from_api(&e(error_numbers::TOKEN_EXPIRED)),
+            VppError::TokenExpired { .. }
+        ));
+        assert!(matches!(
+            VppError::from_api(&e(error_numbers::TOKEN_REVOKED)),
+            VppError::TokenRevoked
+        ));
+        assert!(matches!(
+            VppError::from_api(&e(error_numbers::INVALID_TOKEN)),
+            VppError::InvalidToken { .. }
+        ));
+        assert!(matches!(
+            VppError::from_api(&e(error_numbers::LOGIN_REQUIRED)),
+            VppError::InvalidToken { .. }
+        ));
+        assert!(matches!(
+            VppError::from_api(&e(9610)),
+            VppError::Apple { number: 9610, .. }
+        ));
         assert!(VppError::from_api(&e(9621)).is_token_problem());
         assert!(!VppError::from_api(&e(9610)).is_token_problem());
     }
@@ -639,6 +682,9 @@ mod tests {
             base_url: "http://vpp.example.com/mdm/v2".into(),
             ..VppConfig::default()
         };
-        assert!(matches!(VppClient::new(config, token), Err(VppError::Config(_))));
+        assert!(matches!(
+            VppClient::new(config, token),
+            Err(VppError::Config(_))
+        ));
     }
 }

@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(token.expires_at, UnixTime(1_814_113_698));
         assert_eq!(token.expose_bearer(), b64(GOLDEN_JSON));
         assert!(!format!("{token:?}").contains("VGhpcyBp"));
-        assert_eq!(token.days_to_expiry(UnixTime(1_814_113_698 - 86_400 * 3)), 3);
+        assert_eq!(
+            token.days_to_expiry(UnixTime(1_814_113_698 - 86_400 * 3)),
+            3
+        );
         assert!(token.is_expired(UnixTime(1_814_113_698)));
     }
 
@@ -148,10 +151,22 @@ mod tests {
             ("", "empty"),
             ("%%%not base64", "not base64"),
             (&b64("[1,2]") as &str, "not the JSON"),
-            (&b64(r#"{"expDate":"2027-06-27T16:28:18+0000","orgName":"x"}"#), "\"token\""),
-            (&b64(r#"{"token":"t","orgName":"x"}"#), "\"expDate\" is missing"),
-            (&b64(r#"{"token":"t","expDate":"tomorrow","orgName":"x"}"#), "not a date"),
-            (&b64(r#"{"token":"t","expDate":"2027-06-27T16:28:18+0000"}"#), "\"orgName\""),
+            (
+                &b64(r#"{"expDate":"2027-06-27T16:28:18+0000","orgName":"x"}"#),
+                "\"token\"",
+            ),
+            (
+                &b64(r#"{"token":"t","orgName":"x"}"#),
+                "\"expDate\" is missing",
+            ),
+            (
+                &b64(r#"{"token":"t","expDate":"tomorrow","orgName":"x"}"#),
+                "not a date",
+            ),
+            (
+                &b64(r#"{"token":"t","expDate":"2027-06-27T16:28:18+0000"}"#),
+                "\"orgName\"",
+            ),
         ];
         for (input, expected) in cases {
             let err = ContentToken::parse(input).unwrap_err().to_string();
@@ -159,6 +174,9 @@ mod tests {
             assert!(!err.contains("\"t\""), "secret echoed: {err}");
         }
         let huge = "A".repeat(MAX_TOKEN_BYTES + 4);
-        assert!(ContentToken::parse(&huge).unwrap_err().to_string().contains("bytes"));
+        assert!(ContentToken::parse(&huge)
+            .unwrap_err()
+            .to_string()
+            .contains("bytes"));
     }
 }

@@ -29,9 +29,8 @@ pub fn parse_apple_time(s: &str) -> Option<UnixTime> {
 
 /// Writes a date the way Apple does (`+0000`).
 pub fn format_apple_time(t: UnixTime) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]+0000"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+0000");
     t.to_offset_date_time()
         .format(format)
         .unwrap_or_else(|_| "1970-01-01T00:00:00+0000".into())
@@ -46,7 +45,10 @@ impl AdamId {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("adamId must be 1 to 20 digits, not {:?}", s.chars().take(24).collect::<String>()));
+            return Err(format!(
+                "adamId must be 1 to 20 digits, not {:?}",
+                s.chars().take(24).collect::<String>()
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -204,7 +206,11 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientConfig {
-    #[serde(default, rename = "countryISO2ACode", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "countryISO2ACode",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub country_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_platform: Option<String>,
@@ -220,13 +226,19 @@ pub struct ClientConfig {
     pub token_expiration_date: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub u_id: Option<String>,
-    #[serde(default, rename = "websiteURL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "websiteURL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub website_url: Option<String>,
 }
 
 impl ClientConfig {
     pub fn expires_at(&self) -> Option<UnixTime> {
-        self.token_expiration_date.as_deref().and_then(parse_apple_time)
+        self.token_expiration_date
+            .as_deref()
+            .and_then(parse_apple_time)
     }
 }
 
@@ -484,7 +496,10 @@ mod tests {
             Some(UnixTime(1_814_113_698))
         );
         assert_eq!(parse_apple_time("27/06/2027"), None);
-        assert_eq!(format_apple_time(UnixTime(1_814_113_698)), "2027-06-27T16:28:18+0000");
+        assert_eq!(
+            format_apple_time(UnixTime(1_814_113_698)),
+            "2027-06-27T16:28:18+0000"
+        );
     }
 
     #[test]
@@ -493,7 +508,9 @@ mod tests {
             serde_json::from_str(include_str!("../testdata/service_config.json")).unwrap();
         assert_eq!(config.limits.max_assets, 25);
         assert_eq!(config.limits.max_serial_numbers, 1000);
-        assert!(config.notification_types.contains(&"ASSET_MANAGEMENT".to_string()));
+        assert!(config
+            .notification_types
+            .contains(&"ASSET_MANAGEMENT".to_string()));
         assert!(config.error_codes.iter().any(|e| e.error_number == 9621));
     }
 
@@ -501,9 +518,15 @@ mod tests {
     fn golden_client_config() {
         let config: ClientConfig =
             serde_json::from_str(include_str!("../testdata/client_config.json")).unwrap();
-        assert_eq!(config.location_name.as_deref(), Some("Department of Physics"));
+        assert_eq!(
+            config.location_name.as_deref(),
+            Some("Department of Physics")
+        );
         assert_eq!(config.country_code.as_deref(), Some("SE"));
-        assert_eq!(config.mdm_info.as_ref().map(|m| m.name.as_str()), Some("Orchard"));
+        assert_eq!(
+            config.mdm_info.as_ref().map(|m| m.name.as_str()),
+            Some("Orchard")
+        );
         assert_eq!(config.expires_at(), Some(UnixTime(1_814_113_698)));
         let json = serde_json::to_value(&config).unwrap();
         assert!(json.get("countryISO2ACode").is_some(), "{json}");
@@ -518,7 +541,14 @@ mod tests {
         let first = &page.assets[0];
         assert_eq!(first.adam_id.as_str(), "361309726");
         assert_eq!(first.pricing_param, PricingParam::Stdq);
-        assert_eq!((first.total_count, first.assigned_count, first.available_count), (100, 10, 90));
+        assert_eq!(
+            (
+                first.total_count,
+                first.assigned_count,
+                first.available_count
+            ),
+            (100, 10, 90)
+        );
         assert!(first.device_assignable);
         assert_eq!(page.paging.current_page_index, 0);
         assert_eq!(page.paging.next_page_index, Some(1));
@@ -529,7 +559,10 @@ mod tests {
     fn golden_assignments_and_event() {
         let page: AssignmentsPage =
             serde_json::from_str(include_str!("../testdata/assignments.json")).unwrap();
-        assert_eq!(page.assignments[0].serial_number.as_deref(), Some("DMPXK0ABJF8J"));
+        assert_eq!(
+            page.assignments[0].serial_number.as_deref(),
+            Some("DMPXK0ABJF8J")
+        );
         assert_eq!(page.paging.version_id.as_deref(), Some("7a4c9d8e"));
         let event: SubmittedEvent =
             serde_json::from_str(include_str!("../testdata/associate_response.json")).unwrap();
