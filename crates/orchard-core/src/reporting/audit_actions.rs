@@ -105,6 +105,9 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/profiles") => "global_profile.create",
         ("POST", "/profiles/{profile}/versions") => "global_profile.version.create",
         ("DELETE", "/profiles/{profile}") => "global_profile.archive",
+        ("PUT", "/tenants/{id}/apps/token") => "apps_token.upload",
+        ("POST", "/tenants/{id}/apps/token/take-over") => "apps_token.take_over",
+        ("POST", "/tenants/{id}/apps/sync") => "apps.sync",
         _ => return None,
     })
 }

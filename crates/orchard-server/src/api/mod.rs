@@ -11,6 +11,7 @@ pub mod extract;
 pub mod reply;
 
 mod activation_lock;
+mod apps;
 mod audit;
 mod audit_trail;
 mod commands;
@@ -111,6 +112,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(profiles::add_global_profile_version))
         .routes(routes!(profiles::global_profile_version))
+        .routes(routes!(apps::upload_apps_token, apps::apps_token_status))
+        .routes(routes!(apps::take_over_apps_location))
+        .routes(routes!(apps::sync_apps))
+        .routes(routes!(apps::list_apps))
 }
 
 /// The API router: the routes behind caller resolution (outermost) and the audit trail. Only matched routes
