@@ -42,8 +42,7 @@ fn status_note(tenant: TenantId, status: &AppsTokenStatus) -> AuditNote {
     params(("id" = String, Path, description = "Tenant id")),
     request_body = AppsTokenBody,
     responses(
-        (status = 200, description = "Stored; the location claimed, or reported claimed elsewhere", body = AppsTokenStatus),
-        (status = 400, description = "Not a content token, expired, or refused by Apple", body = ErrorBody)
+        (status = 200, description = "Stored; the location claimed, or reported claimed elsewhere", body = AppsTokenStatus)
     )
 )]
 pub(super) async fn upload_apps_token(
@@ -65,8 +64,7 @@ pub(super) async fn upload_apps_token(
     tag = "apps",
     params(("id" = String, Path, description = "Tenant id")),
     responses(
-        (status = 200, description = "The token's status (never the token)", body = AppsTokenStatus),
-        (status = 404, description = "No token uploaded", body = ErrorBody)
+        (status = 200, description = "The token's status (never the token)", body = AppsTokenStatus)
     )
 )]
 pub(super) async fn apps_token_status(
@@ -90,7 +88,6 @@ pub(super) async fn apps_token_status(
     request_body = TakeOverBody,
     responses(
         (status = 200, description = "The location is now Orchard's", body = AppsTokenStatus),
-        (status = 400, description = "The confirmation does not name the MDM holding the location", body = ErrorBody),
         (status = 409, description = "No other MDM holds the location", body = ErrorBody)
     )
 )]
