@@ -156,6 +156,25 @@ async fn scenario(backend: Backend) -> Result<()> {
     let (status, listed) = call(&server, &viewer, Method::GET, &apps_path, None).await?;
     ensure!(status == 200 && listed == apps, "viewer list → {status}");
 
+    // The CLI shows the same, never the token.
+    let out = server
+        .client_command(&["apps", "list", "--tenant", &physics])?
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("408709785") && text.contains("AVAILABLE"),
+        "{text}"
+    );
+    let out = server
+        .client_command(&["apps", "status", "--tenant", &physics, "--json"])?
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("\"claimed\""),
+        "{text}"
+    );
+    ensure!(!text.contains(token.as_str()), "the CLI printed the token");
+
     // Another tenant sees nothing of it.
     for path in [&token_path, &apps_path] {
         let (status, _) = call(&server, &chem_admin, Method::GET, path, None).await?;
