@@ -205,6 +205,15 @@ struct ServeArgs {
     /// Minutes between background syncs of every DEP token (0: only when asked through the API).
     #[arg(long, env = "ORCHARD_DEP_SYNC_MINUTES", default_value_t = 15)]
     dep_sync_minutes: u64,
+    /// Apps and Books (VPP) service URL up to `/mdm/v2`: Apple's by default; a local server in tests.
+    #[arg(long, env = "ORCHARD_APPS_URL")]
+    apps_url: Option<String>,
+    /// PEM file with the roots the Apps and Books service's TLS certificate must chain to.
+    #[arg(long, env = "ORCHARD_APPS_CA", requires = "apps_url")]
+    apps_ca: Option<PathBuf>,
+    /// Minutes between background syncs of every tenant's Apps and Books location (0: only on request).
+    #[arg(long, env = "ORCHARD_APPS_SYNC_MINUTES", default_value_t = 60)]
+    apps_sync_minutes: u64,
     /// Endpoint of Apple's activation service, used to clear Activation Lock with an escrowed bypass code
     /// (default: Apple's); a local service in tests.
     #[arg(long, env = "ORCHARD_ACTIVATION_LOCK_URL")]
@@ -358,6 +367,19 @@ impl ServeArgs {
         }
         settings.anchor_certs_der = anchor_certs_der;
         settings.sync_interval_seconds = self.dep_sync_minutes.saturating_mul(60);
+        Ok(settings)
+    }
+
+    fn apps_settings(&self) -> Result<orchard_core::apps::AppsSettings> {
+        let mut settings = match &self.apps_url {
+            None => orchard_core::apps::AppsSettings::default(),
+            Some(url) => {
+                let roots = self.apps_ca.as_ref().map(|p| read(p)).transpose()?;
+                orchard_core::apps::AppsSettings::with_base_url(url, roots.as_deref())
+                    .map_err(|e| anyhow::anyhow!("--apps-ca: {e}"))?
+            }
+        };
+        settings.sync_interval_seconds = self.apps_sync_minutes.saturating_mul(60);
         Ok(settings)
     }
 }
@@ -670,6 +692,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         )
         .with_dep_settings(args.dep_settings(anchor_certs_der)?)
         .with_os_catalogue_settings(args.os_catalogue_settings()?)
+        .with_apps_settings(args.apps_settings()?)
         .with_identity_renewal(
             orchard_core::enrollment::renewal::IdentityRenewalSettings::new(
                 args.device_identity_days,

@@ -3,6 +3,7 @@
 //! API's own JSON with `--json`. On failure the API's error code, message and request id go to stderr and the
 //! exit status says what kind of failure it was (see [`CliError::exit_code`]).
 
+mod apps;
 mod audit;
 mod client;
 mod dep;
@@ -129,6 +130,13 @@ pub enum ApiCommand {
         api: ApiArgs,
         #[command(subcommand)]
         command: dep::DepCommand,
+    },
+    /// Apps and Books: a tenant's content token, its location's apps and licences.
+    Apps {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: apps::AppsCommand,
     },
     /// The audit log, through the admin API.
     Audit {
@@ -257,6 +265,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::Device { api, .. }
         | ApiCommand::PushCertificate { api, .. }
         | ApiCommand::Dep { api, .. }
+        | ApiCommand::Apps { api, .. }
         | ApiCommand::Audit { api, .. }
         | ApiCommand::Usage { api, .. } => api.clone(),
     };
@@ -293,6 +302,7 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
             push_certificate::run(&client, out, command).await
         }
         ApiCommand::Dep { command, .. } => dep::run(&client, out, command).await,
+        ApiCommand::Apps { command, .. } => apps::run(&client, out, command).await,
         ApiCommand::Audit { command, .. } => audit::run_audit(&client, out, command).await,
         ApiCommand::Usage { command, .. } => audit::run_usage(&client, out, command).await,
     }

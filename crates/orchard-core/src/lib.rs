@@ -4,6 +4,7 @@
 pub mod access;
 #[cfg(feature = "openapi")]
 pub mod api_schema;
+pub mod apps;
 pub mod commands;
 pub mod declarative;
 pub mod dep;
@@ -89,6 +90,8 @@ pub struct Orchard {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) push: push::PushState,
     pub(crate) dep: dep::DepState,
+    /// Apps and Books (Apple's service unless configured otherwise).
+    pub(crate) apps: Arc<apps::AppsSettings>,
     /// Where Activation Lock is cleared (Apple's activation service unless configured otherwise).
     pub(crate) activation_lock: device::activation_lock::ActivationLockSettings,
     /// Price and currency of the usage report.
@@ -138,6 +141,7 @@ impl Orchard {
             clock,
             push: push::PushState::new(push_settings),
             dep: dep::DepState::new(dep::DepSettings::default()),
+            apps: Arc::new(apps::AppsSettings::default()),
             activation_lock: device::activation_lock::ActivationLockSettings::default(),
             usage: reporting::usage::UsageSettings::default(),
             oidc: access::oidc::OidcState::default(),

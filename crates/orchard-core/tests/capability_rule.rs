@@ -52,6 +52,8 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     "with_os_catalogue_settings",
     "dep_settings",
     "dep_sync_interval_seconds",
+    "with_apps_settings",
+    "apps_sync_interval_seconds",
     "with_activation_lock_settings",
     "activation_lock_settings",
     "with_identity_renewal",

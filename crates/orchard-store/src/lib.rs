@@ -13,6 +13,7 @@
 //! not at all.
 
 mod access;
+mod apps;
 mod commands;
 mod declarative;
 mod dep;
@@ -45,6 +46,7 @@ pub use access::local_accounts::{LocalAccountRecord, LOCAL_ISSUER};
 pub use access::users::{
     Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, UserLogin, UserRecord,
 };
+pub use apps::tokens::{AppAssetRecord, AppsLocationState, AppsTokenRecord};
 pub use commands::legacy::{LegacyCommand, LegacyCommandRow, LegacyUnlockToken, ResealedCommand};
 pub use commands::queue::QueuePolicy;
 pub use declarative::channels::DdmChannelRecord;

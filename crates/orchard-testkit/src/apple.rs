@@ -13,6 +13,7 @@ use orchard_dep::fake::activation::FakeActivationServer;
 use orchard_dep::fake::{FakeDepConfig, FakeDepServer};
 use orchard_pki::CertificateAuthority;
 use orchard_types::{ApnsTopic, UnixTime};
+use orchard_vpp::fake::{FakeVppConfig, FakeVppServer};
 
 const DAY: i64 = 86_400;
 
@@ -175,6 +176,46 @@ impl AppleDep {
             self.server.base_url().to_owned(),
             "--dep-ca".into(),
             self.root_file.display().to_string(),
+        ]
+    }
+}
+
+/// Apple's Apps and Books service (VPP) over TLS: locations with content tokens, apps, licences and events.
+pub struct AppleVpp {
+    pub server: FakeVppServer,
+    root_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AppleVpp {
+    pub async fn start(config: FakeVppConfig) -> Result<AppleVpp> {
+        crate::install_crypto_provider();
+        let server = FakeVppServer::start(config).await?;
+        let root_der = server
+            .root_certificate_der()
+            .context("the local Apps and Books server has no TLS root")?;
+        let dir = tempfile::tempdir()?;
+        let root_file = pem_file(
+            dir.path(),
+            "vpp-root.pem",
+            &openssl::x509::X509::from_der(&root_der)?.to_pem()?,
+        )?;
+        Ok(AppleVpp {
+            server,
+            root_file,
+            _dir: dir,
+        })
+    }
+
+    /// `--apps-url` and `--apps-ca` for `orchard serve` (background sync off: tests sync on request).
+    pub fn serve_args(&self) -> Vec<String> {
+        vec![
+            "--apps-url".into(),
+            self.server.api_base_url(),
+            "--apps-ca".into(),
+            self.root_file.display().to_string(),
+            "--apps-sync-minutes".into(),
+            "0".into(),
         ]
     }
 }

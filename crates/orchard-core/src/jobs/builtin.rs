@@ -256,3 +256,44 @@ impl Job for CommandHygieneJob {
         Ok(Step::Idle)
     }
 }
+
+/// Syncs every tenant's Apps and Books location (claim check, apps and licence counts). One node per interval
+/// (cluster lease), so Apple sees one client per deployment.
+pub struct AppsSyncJob {
+    orchard: Arc<Orchard>,
+    system: SystemCtx,
+    interval: Duration,
+}
+
+impl AppsSyncJob {
+    /// None when the sync is switched off (`--apps-sync-minutes 0`).
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx) -> Option<Self> {
+        let seconds = orchard.apps_sync_interval_seconds();
+        (seconds > 0).then(|| Self {
+            orchard,
+            system,
+            interval: Duration::from_secs(seconds),
+        })
+    }
+}
+
+impl Job for AppsSyncJob {
+    fn name(&self) -> &str {
+        "apps-sync"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn lease(&self) -> Lease {
+        Lease::Cluster {
+            lease: (self.interval * 2).max(Duration::from_secs(120)),
+        }
+    }
+
+    async fn run_once(&self) -> Result<Step, CoreError> {
+        self.orchard.apps_sync_round(&self.system).await;
+        Ok(Step::Idle)
+    }
+}

@@ -24,7 +24,8 @@ use crate::access::capability::SystemCtx;
 use crate::{CoreError, Orchard};
 
 pub use builtin::{
-    CommandHygieneJob, DepSyncJob, IdentityRenewalJob, PushDispatchJob, UsageSnapshotJob,
+    AppsSyncJob, CommandHygieneJob, DepSyncJob, IdentityRenewalJob, PushDispatchJob,
+    UsageSnapshotJob,
 };
 
 /// What a step found.
@@ -240,6 +241,9 @@ impl Orchard {
                 system.clone(),
             )),
         ];
+        if let Some(job) = AppsSyncJob::new(self.clone(), system.clone()) {
+            handles.push(worker.spawn(job));
+        }
         if let Some(job) = DepSyncJob::new(self.clone(), system, worker.owner()) {
             handles.push(worker.spawn(job));
         }

@@ -118,6 +118,9 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("PUT", "/tenants/{id}/os-policy") => "os_policy.update",
         ("PUT", "/os-catalogue") => "os_catalogue.replace",
         ("POST", "/os-catalogue/refresh") => "os_catalogue.refresh",
+        ("PUT", "/tenants/{id}/apps/token") => "apps_token.upload",
+        ("POST", "/tenants/{id}/apps/token/take-over") => "apps_token.take_over",
+        ("POST", "/tenants/{id}/apps/sync") => "apps.sync",
         _ => return None,
     })
 }

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod reply;
 
 mod activation_lock;
+mod apps;
 mod assignments;
 mod audit;
 mod audit_trail;
@@ -147,6 +148,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
             os_policy::put_os_catalogue
         ))
         .routes(routes!(os_policy::refresh_os_catalogue))
+        .routes(routes!(apps::upload_apps_token, apps::apps_token_status))
+        .routes(routes!(apps::take_over_apps_location))
+        .routes(routes!(apps::sync_apps))
+        .routes(routes!(apps::list_apps))
 }
 
 /// The API router: the routes behind caller resolution (outermost) and the audit trail. Only matched routes
