@@ -7,9 +7,11 @@
 
 use anyhow::{ensure, Context, Result};
 use orchard_sim::SimDevice;
+use orchard_testkit::apple::AppleVpp;
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use orchard_types::Role;
+use orchard_vpp::fake::FakeVppConfig;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
@@ -73,15 +75,20 @@ fn template_matches(template: &str, path: &str) -> bool {
 }
 
 async fn scenario(backend: Backend) -> Result<()> {
-    let Some(server) = TestServer::start_with(
-        backend,
-        &[
-            "--os-catalogue-url".into(),
-            "http://127.0.0.1:9/v2/pmv".into(),
-        ],
-    )
-    .await?
-    else {
+    // Apple's Apps and Books service, local: a location for Physics' content token.
+    let vpp = AppleVpp::start(FakeVppConfig {
+        pending_polls: 0,
+        ..FakeVppConfig::default()
+    })
+    .await?;
+    let apps_token = vpp.server.add_location("Physics Library");
+    vpp.server.add_asset(&apps_token, "361309726", 5, true);
+    let mut args: Vec<String> = vec![
+        "--os-catalogue-url".into(),
+        "http://127.0.0.1:9/v2/pmv".into(),
+    ];
+    args.extend(vpp.serve_args());
+    let Some(server) = TestServer::start_with(backend, &args).await? else {
         return Ok(());
     };
     let physics = server.create_tenant("Physics", "physics").await?;
@@ -342,6 +349,13 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::POST, glob("/versions"), Some(new_version.clone()), [U, U, U, 403, 403, 403, 403, 403, 201]),
         row(Method::GET, glob("/versions/1"), None, [U, U, U, 200, 200, 200, 200, 200, 200]),
         row(Method::DELETE, glob(""), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
+        // Apps and Books: the admin's upload claims the location; the operator's is a renewal of the same one.
+        row(Method::PUT, format!("/api/v1/tenants/{physics}/apps/token"), Some(json!({"content_token": apps_token})), [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/apps/token"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::POST, format!("/api/v1/tenants/{physics}/apps/sync"), None, [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/apps"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        // Nobody else holds the location, so there is nothing to take over.
+        row(Method::POST, format!("/api/v1/tenants/{physics}/apps/token/take-over"), Some(json!({"confirm_other_mdm": "Jamf"})), [U, U, U, 404, 404, 403, 409, 403, 409]),
         row(Method::GET, "/api/v1/maintenance", None, [U, U, U, 200, 200, 200, 200, 200, 200]),
         row(Method::POST, "/api/v1/maintenance", Some(window.clone()), [U, U, U, 403, 403, 403, 403, 403, 201]),
         row(Method::DELETE, format!("/api/v1/maintenance/{notice_id}"), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
