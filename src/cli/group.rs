@@ -110,6 +110,10 @@ pub enum AssignmentCommand {
         exclude_groups: Vec<String>,
         #[arg(long = "exclude-device")]
         exclude_devices: Vec<String>,
+        /// How the profile travels: `command` (InstallProfile) or `declaration` (in the declaration set of
+        /// iPads on iOS 15 or later; older ones get commands).
+        #[arg(long, default_value = "command")]
+        delivery: String,
     },
     /// Delete an assignment (the profile leaves the devices it no longer applies to).
     Delete {
@@ -320,6 +324,7 @@ const ASSIGNMENT_COLUMNS: &[(&str, &str)] = &[
     ("ID", "id"),
     ("KIND", "object_kind"),
     ("OBJECT", "object_id"),
+    ("DELIVERY", "delivery"),
     ("ALL", "all_devices"),
     ("GROUPS", "groups"),
     ("DEVICES", "devices"),
@@ -347,11 +352,13 @@ pub async fn run_assignment(
             devices,
             exclude_groups,
             exclude_devices,
+            delivery,
         } => {
             let body = json!({
                 "object_kind": "profile", "object_id": profile, "all_devices": all_devices,
                 "groups": groups, "devices": devices,
                 "exclude_groups": exclude_groups, "exclude_devices": exclude_devices,
+                "delivery": delivery,
             });
             let v = client
                 .post(&["tenants", &tenant, "assignments"], &body)
@@ -362,6 +369,7 @@ pub async fn run_assignment(
                     &[
                         ("id", "id"),
                         ("object", "object_id"),
+                        ("delivery", "delivery"),
                         ("all devices", "all_devices"),
                         ("groups", "groups"),
                         ("devices", "devices"),

@@ -57,6 +57,20 @@ impl DataKey {
         Ok(out)
     }
 
+    /// An HMAC-SHA256 tag of `message` under a key derived from the data key for `purpose`, so tags of one
+    /// purpose (e.g. capability URLs) never verify as another's and the data key itself never signs.
+    pub fn mac(&self, purpose: &[u8], message: &[u8]) -> Result<[u8; 32], PkiError> {
+        let derived = hmac_sha256(self.0.expose(), &[b"orchard mac v1\0", purpose])?;
+        hmac_sha256(&derived, &[message])
+    }
+
+    /// Whether `tag` is [`mac`](Self::mac) of `message` for `purpose`, compared in constant time.
+    pub fn verify_mac(&self, purpose: &[u8], message: &[u8], tag: &[u8]) -> bool {
+        self.mac(purpose, message).is_ok_and(|expected| {
+            tag.len() == expected.len() && openssl::memcmp::eq(&expected, tag)
+        })
+    }
+
     /// Opens what [`seal`](Self::seal) made with the same key and context.
     pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Secret<Vec<u8>>, PkiError> {
         let bad = || PkiError::BadSignature("sealed value does not open with this data key".into());
@@ -85,6 +99,17 @@ impl std::fmt::Debug for DataKey {
     }
 }
 
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], PkiError> {
+    let key = openssl::pkey::PKey::hmac(key)?;
+    let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)?;
+    for part in parts {
+        signer.update(part)?;
+    }
+    let mut out = [0u8; 32];
+    signer.sign(&mut out)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +132,19 @@ mod tests {
         assert!(k.open(&[], b"").is_err());
         assert!(k.open(&[1, 2, 3], b"").is_err());
         assert_eq!(format!("{k:?}"), "DataKey(***)");
+    }
+
+    #[test]
+    fn macs_verify_only_for_their_key_purpose_and_message() {
+        let k = DataKey::generate().unwrap();
+        let tag = k.mac(b"profile-url", b"device|profile|1").unwrap();
+        assert_eq!(tag, k.mac(b"profile-url", b"device|profile|1").unwrap());
+        assert!(k.verify_mac(b"profile-url", b"device|profile|1", &tag));
+        assert!(!k.verify_mac(b"profile-url", b"device|profile|2", &tag));
+        assert!(!k.verify_mac(b"other-purpose", b"device|profile|1", &tag));
+        assert!(!k.verify_mac(b"profile-url", b"device|profile|1", &tag[..31]));
+        assert!(!k.verify_mac(b"profile-url", b"device|profile|1", &[]));
+        let other = DataKey::generate().unwrap();
+        assert!(!other.verify_mac(b"profile-url", b"device|profile|1", &tag));
     }
 }

@@ -510,6 +510,7 @@ pub mod build {
     pub const ENFORCEMENT_SPECIFIC: &str =
         "com.apple.configuration.softwareupdate.enforcement.specific";
     pub const SOFTWAREUPDATE_SETTINGS: &str = "com.apple.configuration.softwareupdate.settings";
+    pub const LEGACY_PROFILE: &str = "com.apple.configuration.legacy";
 
     /// `management.server-capabilities`: the protocol version the server speaks.
     pub fn server_capabilities(identifier: &str) -> Declaration {
@@ -563,6 +564,17 @@ pub mod build {
             payload.insert("DetailsURL".into(), json!(url));
         }
         Declaration::new(ENFORCEMENT_SPECIFIC, identifier, payload)
+    }
+
+    /// `configuration.legacy`: the device downloads the profile at `profile_url` (https, hosted by the MDM
+    /// server) and installs it; removing the declaration removes the profile. The URL names the profile's
+    /// version, so a new version is a new ServerToken and the device fetches it again.
+    pub fn legacy_profile(identifier: &str, profile_url: &str) -> Declaration {
+        Declaration::new(
+            LEGACY_PROFILE,
+            identifier,
+            object(json!({"ProfileURL": profile_url})),
+        )
     }
 
     /// `softwareupdate.settings` (iOS 18): notify the user and download enforced updates ahead of the

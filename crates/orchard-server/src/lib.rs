@@ -143,6 +143,18 @@ async fn assign_request_id(mut request: Request, next: Next) -> Response {
 /// Path segments that are secrets: the one after `enroll` (an enrollment link's secret; `dep` is the public
 /// zero-touch endpoint). Logs get the path with these replaced, so a link never appears in a log line.
 fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    // A declared profile's URL ends in the tag that lets a device download it.
+    if let Some(rest) =
+        path.strip_prefix(orchard_core::declarative::profiles::PROFILE_DOWNLOAD_PATH)
+    {
+        if let Some((named, _tag)) = rest.rsplit_once('/') {
+            return format!(
+                "{}{named}/[redacted]",
+                orchard_core::declarative::profiles::PROFILE_DOWNLOAD_PATH
+            )
+            .into();
+        }
+    }
     let mut segments = path.split('/');
     if !segments.any(|s| s == "enroll") {
         return path.into();
@@ -174,6 +186,10 @@ mod tests {
         assert_eq!(loggable_path("/enroll/dep"), "/enroll/dep");
         assert_eq!(loggable_path("/mdm/checkin"), "/mdm/checkin");
         assert_eq!(loggable_path("//enroll/x"), "//enroll/[redacted]");
+        assert_eq!(
+            loggable_path("/mdm/declared-profiles/d/p/3/0a1b2c"),
+            "/mdm/declared-profiles/d/p/3/[redacted]"
+        );
     }
 
     #[test]

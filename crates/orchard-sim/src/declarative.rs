@@ -28,6 +28,94 @@ pub struct DdmChannelState {
     pub full_report_sent: bool,
     /// How many syncs it ran (simulator bookkeeping).
     pub syncs: u32,
+    /// Profiles installed from `configuration.legacy` declarations, by declaration identifier.
+    #[serde(default)]
+    pub legacy_profiles: BTreeMap<String, LegacyProfileState>,
+}
+
+/// What a `configuration.legacy` declaration did on the device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegacyProfileState {
+    /// The declaration's ServerToken when it was applied (a new token is fetched again).
+    pub server_token: String,
+    /// The PayloadIdentifier of the profile it installed.
+    pub profile_identifier: Option<String>,
+    /// Why the profile could not be downloaded or installed.
+    pub error: Option<String>,
+}
+
+/// The legacy profiles a channel must install (declaration identifier, token, ProfileURL: new, changed,
+/// or just activated) and the declarations whose profile must go (removed or no longer active).
+pub fn legacy_profile_work(
+    state: &DeviceState,
+    channel_name: &str,
+) -> (Vec<(String, String, String)>, Vec<String>) {
+    let Some(channel) = state.ddm.get(channel_name) else {
+        return (Vec::new(), Vec::new());
+    };
+    let active = activated(channel);
+    let wanted: Vec<&Declaration> = channel
+        .declarations
+        .values()
+        .filter(|d| d.declaration_type == build::LEGACY_PROFILE && active.contains(&d.identifier))
+        .collect();
+    let install = wanted
+        .iter()
+        .filter(|d| {
+            channel
+                .legacy_profiles
+                .get(&d.identifier)
+                .is_none_or(|l| l.server_token != d.server_token)
+        })
+        .filter_map(|d| {
+            let url = d.payload.get("ProfileURL")?.as_str()?.to_owned();
+            Some((d.identifier.clone(), d.server_token.clone(), url))
+        })
+        .collect();
+    let remove = channel
+        .legacy_profiles
+        .keys()
+        .filter(|id| !wanted.iter().any(|d| &d.identifier == *id))
+        .cloned()
+        .collect();
+    (install, remove)
+}
+
+/// Records what installing a declaration's profile did.
+pub fn legacy_profile_applied(
+    state: &mut DeviceState,
+    channel_name: &str,
+    declaration: &str,
+    server_token: &str,
+    outcome: Result<String, String>,
+) {
+    let channel = state.ddm.entry(channel_name.to_owned()).or_default();
+    let entry = channel
+        .legacy_profiles
+        .entry(declaration.to_owned())
+        .or_default();
+    entry.server_token = server_token.to_owned();
+    match outcome {
+        Ok(identifier) => {
+            entry.profile_identifier = Some(identifier);
+            entry.error = None;
+        }
+        Err(reason) => entry.error = Some(reason),
+    }
+}
+
+/// A declaration whose profile must go: the profile it installed is removed, as iOS does.
+pub fn legacy_profile_removed(state: &mut DeviceState, channel_name: &str, declaration: &str) {
+    let removed = state
+        .ddm
+        .get_mut(channel_name)
+        .and_then(|c| c.legacy_profiles.remove(declaration))
+        .and_then(|l| l.profile_identifier);
+    if let Some(identifier) = removed {
+        state
+            .installed_profiles
+            .retain(|p| p.identifier != identifier);
+    }
 }
 
 /// The software update an enforcement declaration started.
@@ -63,7 +151,7 @@ fn introduced(declaration_type: &str) -> Option<u32> {
         build::PROPERTIES => 16,
         build::ENFORCEMENT_SPECIFIC => 17,
         build::SOFTWAREUPDATE_SETTINGS => 18,
-        "com.apple.configuration.legacy" | "com.apple.configuration.passcode.settings" => 15,
+        build::LEGACY_PROFILE | "com.apple.configuration.passcode.settings" => 15,
         _ => return None,
     })
 }
@@ -72,7 +160,11 @@ fn introduced(declaration_type: &str) -> Option<u32> {
 fn declaration_status(state: &DeviceState, channel: &DdmChannelState, d: &Declaration) -> Value {
     let os_major = major(&state.os_version);
     let known = introduced(&d.declaration_type);
-    let valid = known.is_some_and(|m| os_major >= m);
+    let legacy_error = (d.declaration_type == build::LEGACY_PROFILE)
+        .then(|| channel.legacy_profiles.get(&d.identifier))
+        .flatten()
+        .and_then(|l| l.error.clone());
+    let valid = known.is_some_and(|m| os_major >= m) && legacy_error.is_none();
     let active = valid
         && match d.kind() {
             Some(DeclarationKind::Configuration) => activated(channel).contains(&d.identifier),
@@ -85,14 +177,15 @@ fn declaration_status(state: &DeviceState, channel: &DdmChannelState, d: &Declar
         "valid": if valid { "valid" } else { "invalid" },
     });
     if !valid {
-        let (code, description) = match known {
-            None => (
+        let (code, description) = match (known, legacy_error) {
+            (_, Some(reason)) => ("Error.ConfigurationCannotBeApplied", reason),
+            (None, None) => (
                 "Error.UnknownDeclarationType",
-                "The declaration type is not supported.",
+                "The declaration type is not supported.".to_owned(),
             ),
-            Some(_) => (
+            (Some(_), None) => (
                 "Error.UnsupportedOS",
-                "The declaration type needs a newer OS version.",
+                "The declaration type needs a newer OS version.".to_owned(),
             ),
         };
         status["reasons"] = json!([{"code": code, "description": description}]);

@@ -569,6 +569,7 @@ impl SimDevice {
                 &items.declarations_token,
                 set,
             );
+            self.apply_legacy_profiles(&channel_name).await;
         }
         let full_report = self.send_declarative_status_of(&user).await?;
         Ok(DeclarativeSync {
@@ -576,6 +577,53 @@ impl SimDevice {
             fetched,
             status_sent: full_report,
         })
+    }
+
+    /// Installs the profiles of new or changed `configuration.legacy` declarations from their ProfileURL and
+    /// removes those of declarations that went, as an iPad does before it reports status. A download or
+    /// install that fails makes the declaration invalid with the reason (reported in the status).
+    async fn apply_legacy_profiles(&mut self, channel_name: &str) {
+        let (install, remove) = crate::declarative::legacy_profile_work(&self.state, channel_name);
+        for declaration in remove {
+            crate::declarative::legacy_profile_removed(&mut self.state, channel_name, &declaration);
+        }
+        for (declaration, server_token, url) in install {
+            let outcome = match self.download_profile(&url).await {
+                Ok(bytes) => crate::handler::install_profile_bytes(&mut self.state, &bytes),
+                Err(reason) => Err(reason),
+            };
+            crate::declarative::legacy_profile_applied(
+                &mut self.state,
+                channel_name,
+                &declaration,
+                &server_token,
+                outcome,
+            );
+        }
+    }
+
+    /// GETs a declared profile (https only, as iOS requires).
+    async fn download_profile(&self, url: &str) -> Result<Vec<u8>, String> {
+        if !url.starts_with("https://") {
+            return Err(format!("the profile URL is not https: {url}"));
+        }
+        let answer = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("the profile could not be downloaded: {e}"))?;
+        if !answer.status().is_success() {
+            return Err(format!(
+                "the profile could not be downloaded: HTTP {}",
+                answer.status().as_u16()
+            ));
+        }
+        answer
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("the profile could not be downloaded: {e}"))
     }
 
     /// Uploads the device channel's status if anything changed since its last report.

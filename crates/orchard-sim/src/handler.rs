@@ -535,27 +535,30 @@ pub fn install_failed_report(
 }
 
 fn install_profile(state: &mut DeviceState, payload: &[u8]) -> Answer {
-    let malformed = |reason: String| {
-        Answer::error(
+    match install_profile_bytes(state, payload) {
+        Ok(_) => Answer::ack(),
+        Err(reason) => Answer::error(
             PROFILE_DOMAIN,
             PROFILE_MALFORMED,
             format!("The profile could not be installed: {reason}"),
-        )
-    };
+        ),
+    }
+}
+
+/// Installs a profile (plain or signed) as MDM installs it, by InstallProfile or from a declaration's
+/// ProfileURL; its PayloadIdentifier, or why it could not be installed.
+pub(crate) fn install_profile_bytes(
+    state: &mut DeviceState,
+    payload: &[u8],
+) -> Result<String, String> {
     let (content, signers) = if looks_like_plist(payload) {
         (payload.to_vec(), Vec::new())
     } else {
-        match cms_content_unverified(payload) {
-            Ok(opened) => opened,
-            Err(_) => {
-                return malformed("the profile is neither a plist nor a signed profile".into())
-            }
-        }
+        cms_content_unverified(payload)
+            .map_err(|_| "the profile is neither a plist nor a signed profile".to_owned())?
     };
-    let profile = match summarize_profile(&content, true, signers) {
-        Ok(profile) => profile,
-        Err(reason) => return malformed(reason),
-    };
+    let profile = summarize_profile(&content, true, signers)?;
+    let identifier = profile.identifier.clone();
     let enrollment_identifier = state
         .enrollment_profile
         .as_ref()
@@ -568,14 +571,14 @@ fn install_profile(state: &mut DeviceState, payload: &[u8]) -> Answer {
             managed: false,
             ..profile
         });
-        return Answer::ack();
+        return Ok(identifier);
     }
     // Same identifier = replacement.
     state
         .installed_profiles
         .retain(|p| p.identifier != profile.identifier);
     state.installed_profiles.push(profile);
-    Answer::ack()
+    Ok(identifier)
 }
 
 fn remove_profile(state: &mut DeviceState, identifier: &str) -> (Answer, FollowUp) {

@@ -170,6 +170,11 @@ impl PushSetup {
         ))
     }
 
+    /// A connection of its own to the test database, for benchmarks that write rows directly.
+    pub async fn connect_database(&self) -> anyhow::Result<sqlx::AnyConnection> {
+        self.database.connect().await
+    }
+
     /// A push certificate for `topic` from the local APNs's push CA, valid from a minute ago for `days`.
     pub fn push_certificate(&self, topic: &ApnsTopic, days: i64) -> PushCertificateUpload {
         let now = self.clock.now();

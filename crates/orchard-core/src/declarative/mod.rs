@@ -8,6 +8,7 @@
 //! with one small query, so a node never answers a stale set after another node changed the policy, and a
 //! cache hit answers with bytes rendered once.
 
+pub mod profiles;
 pub mod set;
 
 use std::collections::HashMap;
@@ -15,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use orchard_protocol::checkin::DeclarativeManagementCheckin;
 use orchard_protocol::declarative::{
-    declaration_statuses, item, merge_status, DeclarationStatus, Endpoint, StatusReport,
-    SyncTokens, TokensResponse,
+    declaration_statuses, item, merge_status, DeclarationKind, DeclarationStatus, Endpoint,
+    StatusReport, SyncTokens, TokensResponse,
 };
 use orchard_store::{DesiredRevisions, Device, DeviceFacts};
 use orchard_types::{ChannelId, DeviceId, UnixTime};
@@ -172,7 +173,10 @@ impl Orchard {
         channel: &ChannelId,
         user: Option<&str>,
     ) -> Result<Arc<DeclarationSet>, CoreError> {
-        let revisions = self.store.desired_revisions(device.tenant_id).await?;
+        let revisions = self
+            .store
+            .desired_revisions(device.tenant_id, device.id)
+            .await?;
         let key = SetKey {
             device: device.id,
             revisions,
@@ -199,13 +203,20 @@ impl Orchard {
         };
         let tenant = device.tenant_id.to_string();
         let id = device.id.to_string();
+        let extra = match user {
+            None => {
+                let declared = self.store.declared_profiles(device.id).await?;
+                self.declared_profile_declarations(device.id, &declared)?
+            }
+            Some(_) => Vec::new(),
+        };
         let set = Arc::new(set::render(set::generate(&SetInputs {
             tenant_id: &tenant,
             device_id: &id,
             user_short_name: user,
             os_version: device.os_version.as_deref(),
             os_target: target.as_ref(),
-            extra: &[],
+            extra: &extra,
         })));
         self.declarative.put(channel.clone(), key, set.clone());
         Ok(set)
@@ -317,6 +328,14 @@ impl Orchard {
             }
         }
         self.commit_unit(unit).await?;
+        if !channel.is_user_channel() {
+            if let Some(configurations) =
+                declaration_statuses(&tree).get(&DeclarationKind::Configuration)
+            {
+                self.declared_profile_statuses(device, configurations, now)
+                    .await?;
+            }
+        }
         tracing::debug!(udid = %device.udid, channel = %channel, full, "declarative status stored");
         Ok(())
     }

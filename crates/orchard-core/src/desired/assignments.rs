@@ -40,6 +40,11 @@ pub struct AssignmentTargets {
     /// `latest` (the only policy: every new version replaces the old).
     #[serde(default)]
     pub version_policy: Option<String>,
+    /// How a profile travels: `command` (default: InstallProfile and RemoveProfile) or `declaration`
+    /// (`configuration.legacy` in the declaration set of devices on iOS 15 or later; older ones get
+    /// commands). On a change, absent keeps the assignment's current delivery.
+    #[serde(default)]
+    pub delivery: Option<String>,
 }
 
 /// A new assignment.
@@ -62,6 +67,9 @@ pub struct AssignmentInput {
     pub exclude_devices: Vec<String>,
     #[serde(default)]
     pub version_policy: Option<String>,
+    /// `command` (default) or `declaration` (profiles only): see [`AssignmentTargets::delivery`].
+    #[serde(default)]
+    pub delivery: Option<String>,
 }
 
 impl AssignmentInput {
@@ -73,6 +81,7 @@ impl AssignmentInput {
             exclude_groups: self.exclude_groups.clone(),
             exclude_devices: self.exclude_devices.clone(),
             version_policy: self.version_policy.clone(),
+            delivery: self.delivery.clone(),
         }
     }
 }
@@ -86,6 +95,8 @@ pub struct AssignmentView {
     pub object_kind: String,
     pub object_id: String,
     pub version_policy: String,
+    /// `command` or `declaration`.
+    pub delivery: String,
     pub all_devices: bool,
     pub groups: Vec<String>,
     pub devices: Vec<String>,
@@ -111,6 +122,7 @@ impl From<&AssignmentRecord> for AssignmentView {
             object_kind: a.object_kind.clone(),
             object_id: a.object_id.clone(),
             version_policy: a.version_policy.clone(),
+            delivery: a.delivery.clone(),
             all_devices: a.all_devices,
             groups: pick("group", false),
             devices: pick("device", false),
@@ -127,6 +139,28 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> ValidationErr
     ValidationError {
         path: path.into(),
         message: message.into(),
+    }
+}
+
+/// How an object of `kind` travels: `command` unless a profile asks for `declaration`; `current` when the
+/// input leaves it out (a change keeps it).
+fn checked_delivery(
+    kind: &str,
+    asked: Option<&str>,
+    current: &str,
+) -> Result<String, ValidationError> {
+    match asked {
+        None => Ok(current.to_owned()),
+        Some("command") => Ok("command".into()),
+        Some("declaration") if kind == "profile" => Ok("declaration".into()),
+        Some("declaration") => Err(problem(
+            "delivery",
+            "only profiles can be delivered as declarations",
+        )),
+        Some(_) => Err(problem(
+            "delivery",
+            "must be \"command\" or \"declaration\"",
+        )),
     }
 }
 
@@ -300,14 +334,25 @@ impl Orchard {
             .checked_object(who, tenant, &input.object_kind, &input.object_id)
             .await;
         let checked = self.checked_targets(tenant, &input.targets()).await;
-        let (object_id, (all_devices, version_policy, targets)) = match (object, checked) {
-            (Ok(o), Ok(t)) => (o, t),
-            (Err(CoreError::Unprocessable(mut a)), Err(CoreError::Unprocessable(b))) => {
-                a.extend(b);
-                return Err(CoreError::Unprocessable(a));
+        let delivery = checked_delivery(&input.object_kind, input.delivery.as_deref(), "command");
+        let checked = match (checked, delivery) {
+            (Ok(t), Ok(d)) => Ok((t, d)),
+            (Err(CoreError::Unprocessable(mut a)), Err(b)) => {
+                a.push(b);
+                Err(CoreError::Unprocessable(a))
             }
-            (Err(e), _) | (_, Err(e)) => return Err(e),
+            (Ok(_), Err(b)) => Err(CoreError::Unprocessable(vec![b])),
+            (Err(e), _) => Err(e),
         };
+        let (object_id, ((all_devices, version_policy, targets), delivery)) =
+            match (object, checked) {
+                (Ok(o), Ok(t)) => (o, t),
+                (Err(CoreError::Unprocessable(mut a)), Err(CoreError::Unprocessable(b))) => {
+                    a.extend(b);
+                    return Err(CoreError::Unprocessable(a));
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            };
         let now = self.clock.now();
         let record = AssignmentRecord {
             id: AssignmentId::new(),
@@ -316,6 +361,7 @@ impl Orchard {
             object_id,
             version_policy,
             all_devices,
+            delivery,
             targets,
             created_at: now,
             created_by: Some(who.actor()),
@@ -345,7 +391,14 @@ impl Orchard {
     ) -> Result<AssignmentView, CoreError> {
         let mut record = self.seen_assignment(who, tenant, id).await?;
         who.tenant_admin(tenant)?;
+        let delivery = checked_delivery(
+            &record.object_kind,
+            targets.delivery.as_deref(),
+            &record.delivery,
+        )
+        .map_err(|e| CoreError::Unprocessable(vec![e]))?;
         let (all_devices, version_policy, checked) = self.checked_targets(tenant, &targets).await?;
+        record.delivery = delivery;
         record.all_devices = all_devices;
         record.version_policy = version_policy;
         record.targets = checked;

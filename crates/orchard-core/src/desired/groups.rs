@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::profile_schema::ValidationError;
+use crate::access::capability::SystemCtx;
 use crate::access::principal::Principal;
 use crate::reporting::audit::parse_time_bound;
 use crate::{CoreError, Orchard};
@@ -1092,6 +1093,26 @@ impl Orchard {
         unit.set_device_smart_groups(device, tenant, &matching, reason, now)
             .await?;
         unit.mark_devices_dirty(&[device], now).await?;
+        Ok(())
+    }
+
+    /// Re-evaluates one device's smart groups and marks it for the reconciler in a unit of its own: what an
+    /// inventory report does inside its unit, for the system's own use (and the desired-state benchmark, which
+    /// measures the reconciler's cost per report through it). Unknown devices are NotFound.
+    pub async fn reevaluate_device_groups(
+        &self,
+        _system: &SystemCtx,
+        device: DeviceId,
+    ) -> Result<(), CoreError> {
+        let now = self.clock.now();
+        let mut unit = self.store.begin_unit().await?;
+        let Some(tenant) = unit.device_tenant(device).await? else {
+            unit.rollback().await?;
+            return Err(CoreError::NotFound);
+        };
+        self.device_inventory_changed(&mut unit, device, tenant, "reevaluated", now)
+            .await?;
+        self.commit_unit(unit).await?;
         Ok(())
     }
 }

@@ -183,6 +183,10 @@ pub struct DeviceProfileView {
     pub next_attempt_at: Option<String>,
     /// Installed by the reconciler for an assignment (only such profiles are removed by it).
     pub assigned: bool,
+    /// The version the device's declaration set names (`configuration.legacy`), when the assignment
+    /// delivers the profile as a declaration; the device's status report sets `installed_version` or
+    /// `last_error`.
+    pub declared_version: Option<i64>,
 }
 
 impl From<&DeviceProfileRecord> for DeviceProfileView {
@@ -200,7 +204,10 @@ impl From<&DeviceProfileRecord> for DeviceProfileView {
                 serde_json::from_str(e).unwrap_or_else(|_| serde_json::Value::String(e.into()))
             }),
             updated_at: r.updated_at.to_rfc3339(),
-            state: if r.pending_action.is_some() {
+            state: if r.pending_action.is_some()
+                || r.declared_version
+                    .is_some_and(|v| r.installed_version != Some(v) && r.last_error.is_none())
+            {
                 "pending"
             } else if r.last_error.is_some() {
                 "failed"
@@ -213,7 +220,8 @@ impl From<&DeviceProfileRecord> for DeviceProfileView {
             },
             attempts: r.attempts,
             next_attempt_at: r.next_attempt_at.map(UnixTime::to_rfc3339),
-            assigned: r.reconciled,
+            assigned: r.reconciled || r.declared_version.is_some(),
+            declared_version: r.declared_version,
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct ReconcileStats {
     pub queued: usize,
     /// Devices whose failed command's retry came due.
     pub due_retries: usize,
+    /// Devices whose declaration set changed (profiles delivered as declarations).
+    pub declared: usize,
 }
 
 /// Whether an assignment's targets include the device and its exclusions do not.
@@ -100,7 +102,28 @@ enum Plan {
     Remove { profile: ProfileId },
 }
 
-/// The plan for one device: pure, so the rules are tested without a database.
+/// The first iOS that installs profiles from `configuration.legacy` declarations.
+pub const DECLARED_PROFILES_MIN_MAJOR: u32 = 15;
+
+/// Whether a device on `os_version` takes profiles as declarations (unknown: assume current iOS).
+pub fn takes_declared_profiles(os_version: Option<&str>) -> bool {
+    os_version
+        .and_then(crate::declarative::set::major_of)
+        .is_none_or(|major| major >= DECLARED_PROFILES_MIN_MAJOR)
+}
+
+/// What one device needs: commands to queue, dead pending commands to forget, and changes to the profiles
+/// its declaration set names (`None`: no longer declared).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct DevicePlan {
+    commands: Vec<Plan>,
+    dead: Vec<(ProfileId, String)>,
+    declared: Vec<(ProfileId, Option<i64>)>,
+}
+
+/// The plan for one device: pure, so the rules are tested without a database. A profile whose assignment
+/// delivers it as a declaration, on a device whose iOS takes those, is named in the declaration set and never
+/// installed or removed by command (the device removes it when its declaration goes).
 fn plan_device(
     device: &ReconcileDevice,
     assignments: &[AssignmentRecord],
@@ -108,8 +131,10 @@ fn plan_device(
     known: &[&KnownDeviceProfile],
     profiles: &HashMap<ProfileId, ReconcileProfile>,
     now: UnixTime,
-) -> (Vec<Plan>, Vec<(ProfileId, String)>) {
+) -> DevicePlan {
+    let declarations = takes_declared_profiles(device.os_version.as_deref());
     let mut desired: BTreeMap<ProfileId, i64> = BTreeMap::new();
+    let mut declared: BTreeMap<ProfileId, i64> = BTreeMap::new();
     for a in assignments
         .iter()
         .filter(|a| a.tenant_id == device.tenant_id && a.object_kind == "profile")
@@ -122,7 +147,25 @@ fn plan_device(
         };
         let visible = profile.tenant_id.is_none_or(|t| t == device.tenant_id);
         if visible && !profile.archived && targets_device(a, device.id, groups) {
-            desired.insert(profile.id, profile.latest_version);
+            if declarations && a.delivery == "declaration" {
+                declared.insert(profile.id, profile.latest_version);
+            } else {
+                desired.insert(profile.id, profile.latest_version);
+            }
+        }
+    }
+    let mut declared_changes: Vec<(ProfileId, Option<i64>)> = known
+        .iter()
+        .filter(|k| k.declared_version.is_some() && !declared.contains_key(&k.profile_id))
+        .map(|k| (k.profile_id, None))
+        .collect();
+    for (&profile, &version) in &declared {
+        let now_declared = known
+            .iter()
+            .find(|k| k.profile_id == profile)
+            .and_then(|k| k.declared_version);
+        if now_declared != Some(version) {
+            declared_changes.push((profile, Some(version)));
         }
     }
     let by_profile: HashMap<ProfileId, &KnownDeviceProfile> =
@@ -141,12 +184,20 @@ fn plan_device(
     let mut plans = Vec::new();
     for (&profile, &version) in &desired {
         match by_profile.get(&profile) {
-            Some(k) if blocked(k) || k.installed_version == Some(version) => {}
+            // A version installed through a declaration that is going away does not count as installed.
+            Some(k)
+                if blocked(k)
+                    || (k.installed_version == Some(version) && k.declared_version.is_none()) => {}
             _ => plans.push(Plan::Install { profile, version }),
         }
     }
     for k in known {
-        if desired.contains_key(&k.profile_id) || !k.reconciled || k.installed_version.is_none() {
+        if desired.contains_key(&k.profile_id)
+            || declared.contains_key(&k.profile_id)
+            || k.declared_version.is_some()
+            || !k.reconciled
+            || k.installed_version.is_none()
+        {
             continue;
         }
         if profiles.get(&k.profile_id).is_none_or(|p| p.archived) {
@@ -158,7 +209,11 @@ fn plan_device(
             });
         }
     }
-    (plans, dead)
+    DevicePlan {
+        commands: plans,
+        dead,
+        declared: declared_changes,
+    }
 }
 
 impl Orchard {
@@ -228,7 +283,11 @@ impl Orchard {
         let mut payloads: HashMap<(ProfileId, i64), Vec<u8>> = HashMap::new();
         let mut planned = Vec::new();
         for device in &devices {
-            let (plans, dead) = plan_device(
+            let DevicePlan {
+                commands: plans,
+                dead,
+                declared,
+            } = plan_device(
                 device,
                 &assignments,
                 groups.get(&device.id).unwrap_or(&no_groups),
@@ -242,6 +301,16 @@ impl Orchard {
             for (profile, command) in dead {
                 unit.clear_dead_pending(device.id, profile, &command, now)
                     .await?;
+            }
+            if !declared.is_empty() {
+                let changes: Vec<_> = declared
+                    .into_iter()
+                    .map(|(profile, version)| (device.id, profile, version))
+                    .collect();
+                unit.set_declared_profiles(&changes, now).await?;
+                self.declared_profiles_changed(&mut unit, device.id, now)
+                    .await?;
+                stats.declared += 1;
             }
             let channel = ChannelId::device(&device.udid);
             for plan in plans {
@@ -367,6 +436,7 @@ mod tests {
             tenant_id: tenant,
             udid: Udid::parse("00008030-000A1C2E0C38802E").expect("udid"),
             enrolled: true,
+            os_version: Some("18.1".into()),
         }
     }
 
@@ -382,6 +452,7 @@ mod tests {
             object_id: profile.to_string(),
             version_policy: "latest".into(),
             all_devices: false,
+            delivery: "command".into(),
             targets,
             created_at: UnixTime(0),
             created_by: None,
@@ -400,6 +471,7 @@ mod tests {
             pending_live: false,
             next_attempt_at: None,
             reconciled: false,
+            declared_version: None,
         }
     }
 
@@ -432,14 +504,15 @@ mod tests {
         let member: HashSet<GroupId> = [group].into();
         let now = UnixTime(1_000);
         // Wanted, not there: install the latest version.
-        let (plans, _) = plan_device(
+        let plans = plan_device(
             &d,
             std::slice::from_ref(&by_group),
             &member,
             &[],
             &profiles,
             now,
-        );
+        )
+        .commands;
         assert_eq!(
             plans,
             [Plan::Install {
@@ -450,14 +523,15 @@ mod tests {
         // Old version installed: replaced.
         let mut old = known(d.id, profile);
         old.installed_version = Some(1);
-        let (plans, _) = plan_device(
+        let plans = plan_device(
             &d,
             std::slice::from_ref(&by_group),
             &member,
             &[&old],
             &profiles,
             now,
-        );
+        )
+        .commands;
         assert_eq!(
             plans,
             [Plan::Install {
@@ -468,26 +542,28 @@ mod tests {
         // Pending: nothing more.
         old.pending_command = Some("c1".into());
         old.pending_live = true;
-        let (plans, _) = plan_device(
+        let plans = plan_device(
             &d,
             std::slice::from_ref(&by_group),
             &member,
             &[&old],
             &profiles,
             now,
-        );
+        )
+        .commands;
         assert!(plans.is_empty());
         // A failure waiting for its retry: nothing yet.
         let mut failed = known(d.id, profile);
         failed.next_attempt_at = Some(UnixTime(2_000));
-        let (plans, _) = plan_device(
+        let plans = plan_device(
             &d,
             std::slice::from_ref(&by_group),
             &member,
             &[&failed],
             &profiles,
             now,
-        );
+        )
+        .commands;
         assert!(plans.is_empty());
         // Excluded: not wanted; installed by the reconciler → removed; by hand → left alone.
         let mut excluded = by_group.clone();
@@ -499,20 +575,21 @@ mod tests {
         let mut ours = known(d.id, profile);
         ours.installed_version = Some(2);
         ours.reconciled = true;
-        let (plans, _) = plan_device(
+        let plans = plan_device(
             &d,
             std::slice::from_ref(&excluded),
             &member,
             &[&ours],
             &profiles,
             now,
-        );
+        )
+        .commands;
         assert_eq!(plans, [Plan::Remove { profile }]);
         ours.reconciled = false;
-        let (plans, _) = plan_device(&d, &[excluded], &member, &[&ours], &profiles, now);
+        let plans = plan_device(&d, &[excluded], &member, &[&ours], &profiles, now).commands;
         assert!(plans.is_empty());
         // Another tenant's assignment never reaches the device.
-        let (plans, _) = plan_device(
+        let plans = plan_device(
             &d,
             &[assignment(
                 TenantId::new(),
@@ -523,7 +600,109 @@ mod tests {
             &[],
             &profiles,
             now,
-        );
+        )
+        .commands;
         assert!(plans.is_empty());
+    }
+
+    #[test]
+    fn declared_profiles_travel_in_the_set_not_as_commands() {
+        let tenant = TenantId::new();
+        let mut d = device(tenant);
+        let profile = ProfileId::new();
+        let mut profiles = HashMap::new();
+        profiles.insert(
+            profile,
+            ReconcileProfile {
+                id: profile,
+                tenant_id: Some(tenant),
+                identifier: "edu.example.wifi".into(),
+                latest_version: 3,
+                archived: false,
+            },
+        );
+        let mut declared = assignment(tenant, profile, Vec::new());
+        declared.all_devices = true;
+        declared.delivery = "declaration".into();
+        let none = HashSet::new();
+        let now = UnixTime(1_000);
+        // Not yet declared: named in the set, no command.
+        let plan = plan_device(
+            &d,
+            std::slice::from_ref(&declared),
+            &none,
+            &[],
+            &profiles,
+            now,
+        );
+        assert!(plan.commands.is_empty());
+        assert_eq!(plan.declared, [(profile, Some(3))]);
+        // Declared at this version: nothing to do; at an older one: the new version is named.
+        let mut row = known(d.id, profile);
+        row.declared_version = Some(3);
+        row.installed_version = Some(3);
+        let plan = plan_device(
+            &d,
+            std::slice::from_ref(&declared),
+            &none,
+            &[&row],
+            &profiles,
+            now,
+        );
+        assert_eq!(plan, DevicePlan::default());
+        row.declared_version = Some(2);
+        let plan = plan_device(
+            &d,
+            std::slice::from_ref(&declared),
+            &none,
+            &[&row],
+            &profiles,
+            now,
+        );
+        assert_eq!(plan.declared, [(profile, Some(3))]);
+        assert!(plan.commands.is_empty());
+        // Unassigned: the declaration goes (the device removes the profile), no RemoveProfile.
+        row.declared_version = Some(3);
+        row.reconciled = true;
+        let plan = plan_device(&d, &[], &none, &[&row], &profiles, now);
+        assert_eq!(plan.declared, [(profile, None)]);
+        assert!(plan.commands.is_empty());
+        // Switched back to commands: undeclared, and installed by command (the declared install does not count).
+        declared.delivery = "command".into();
+        let plan = plan_device(
+            &d,
+            std::slice::from_ref(&declared),
+            &none,
+            &[&row],
+            &profiles,
+            now,
+        );
+        assert_eq!(plan.declared, [(profile, None)]);
+        assert_eq!(
+            plan.commands,
+            [Plan::Install {
+                profile,
+                version: 3
+            }]
+        );
+        // iOS 14 cannot take it as a declaration: InstallProfile instead.
+        declared.delivery = "declaration".into();
+        d.os_version = Some("14.8".into());
+        let plan = plan_device(
+            &d,
+            std::slice::from_ref(&declared),
+            &none,
+            &[],
+            &profiles,
+            now,
+        );
+        assert!(plan.declared.is_empty());
+        assert_eq!(
+            plan.commands,
+            [Plan::Install {
+                profile,
+                version: 3
+            }]
+        );
     }
 }

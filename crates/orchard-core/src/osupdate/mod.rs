@@ -313,6 +313,41 @@ impl Orchard {
         if !takes_enforcement(device.os_version.as_deref()) {
             return Ok(false);
         }
+        self.queue_declarations_sync(unit, device, target, now)
+            .await
+    }
+
+    /// The OS target of the device's tenant policy for its model, read inside a unit.
+    pub(crate) async fn os_target_in_unit(
+        &self,
+        unit: &mut orchard_store::UnitOfWork,
+        device: &Device,
+    ) -> Result<Option<OsTarget>, CoreError> {
+        let Some(policy) = unit.os_policy(device.tenant_id).await? else {
+            return Ok(None);
+        };
+        let catalogue = match device.product_name.as_deref() {
+            Some(model) => unit.os_catalogue_for(model).await?,
+            None => Vec::new(),
+        };
+        Ok(resolve_target(
+            &policy,
+            device.product_name.as_deref(),
+            &catalogue,
+        ))
+    }
+
+    /// Inside a unit: the device channel's set as it is now (OS target, declared profiles) and one
+    /// DeclarativeManagement command when its token changed and none waits. Returns whether one was queued.
+    pub(crate) async fn queue_declarations_sync(
+        &self,
+        unit: &mut orchard_store::UnitOfWork,
+        device: &Device,
+        target: Option<&OsTarget>,
+        now: UnixTime,
+    ) -> Result<bool, CoreError> {
+        let declared = unit.declared_profiles(device.id).await?;
+        let extra = self.declared_profile_declarations(device.id, &declared)?;
         let tenant = device.tenant_id.to_string();
         let id = device.id.to_string();
         let rendered = set::render(set::generate(&SetInputs {
@@ -321,7 +356,7 @@ impl Orchard {
             user_short_name: None,
             os_version: device.os_version.as_deref(),
             os_target: target,
-            extra: &[],
+            extra: &extra,
         }));
         let channel = ChannelId::device(&device.udid);
         let tokens = SyncTokens {

@@ -31,6 +31,12 @@ pub fn routes() -> Router<AppState> {
         .route("/mdm/command", put(command))
         .route("/scep", get(scep_get).post(scep_post))
         .route("/enroll/dep", axum::routing::post(enroll_dep))
+        // Profiles delivered as declarations (`configuration.legacy`): the URL names device, profile and
+        // version and ends in Orchard's tag for them; anything else is 404.
+        .route(
+            "/mdm/declared-profiles/{device}/{profile}/{version}/{tag}",
+            get(declared_profile),
+        )
         // The link itself answers a landing page that spends nothing (so do HEAD and link-preview bots, which
         // fetch only the pasted URL); the page's button downloads the profile, which spends one use and mints
         // the SCEP challenge. HEAD of the download is answered like the landing page, never by the download.
@@ -73,6 +79,21 @@ async fn command(
         Some(next) => Ok(([(header::CONTENT_TYPE, "application/xml")], next).into_response()),
         None => Ok(StatusCode::OK.into_response()),
     }
+}
+
+async fn declared_profile(
+    State(state): State<AppState>,
+    Path((device, profile, version, tag)): Path<(String, String, String, String)>,
+) -> Result<Response, DeviceError> {
+    let signed = state
+        .orchard
+        .declared_profile_download(&device, &profile, &version, &tag)
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-apple-aspen-config")],
+        signed,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

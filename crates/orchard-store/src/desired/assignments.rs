@@ -31,6 +31,9 @@ pub struct AssignmentRecord {
     /// `latest`.
     pub version_policy: String,
     pub all_devices: bool,
+    /// How a profile travels: `command` (InstallProfile / RemoveProfile) or `declaration`
+    /// (`configuration.legacy` in the device's declaration set, where its iOS takes it).
+    pub delivery: String,
     pub targets: Vec<AssignmentTarget>,
     pub created_at: UnixTime,
     pub created_by: Option<String>,
@@ -39,7 +42,7 @@ pub struct AssignmentRecord {
 
 const ASSIGNMENT_COLUMNS: &str =
     "id, tenant_id, object_kind, object_id, version_policy, all_devices, \
-     created_at, created_by, updated_at";
+     created_at, created_by, updated_at, delivery";
 
 fn assignment_id(r: &AnyRow, column: &str) -> Result<AssignmentId, StoreError> {
     let text = rows::text(r, column)?;
@@ -54,6 +57,7 @@ fn assignment(r: &AnyRow) -> Result<AssignmentRecord, StoreError> {
         object_id: rows::text(r, "object_id")?,
         version_policy: rows::text(r, "version_policy")?,
         all_devices: rows::boolean(r, "all_devices")?,
+        delivery: rows::text(r, "delivery")?,
         targets: Vec::new(),
         created_at: rows::time(r, "created_at")?,
         created_by: rows::opt_text(r, "created_by")?,
@@ -194,7 +198,7 @@ impl Store {
     pub async fn create_assignment(&self, a: &AssignmentRecord) -> Result<(), StoreError> {
         let mut unit = self.begin_unit().await?;
         sqlx::query(&format!(
-            "INSERT INTO assignments ({ASSIGNMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO assignments ({ASSIGNMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(a.id.to_string())
         .bind(a.tenant_id.to_string())
@@ -205,6 +209,7 @@ impl Store {
         .bind(a.created_at.0)
         .bind(a.created_by.as_deref())
         .bind(a.updated_at.0)
+        .bind(a.delivery.as_str())
         .execute(unit.conn()?)
         .await?;
         insert_targets(&mut unit, a).await?;
@@ -216,12 +221,14 @@ impl Store {
     pub async fn update_assignment(&self, a: &AssignmentRecord) -> Result<(), StoreError> {
         let mut unit = self.begin_unit().await?;
         let updated = sqlx::query(
-            "UPDATE assignments SET all_devices = $2, version_policy = $3, updated_at = $4 WHERE id = $1",
+            "UPDATE assignments SET all_devices = $2, version_policy = $3, updated_at = $4, delivery = $5 \
+             WHERE id = $1",
         )
         .bind(a.id.to_string())
         .bind(i64::from(a.all_devices))
         .bind(a.version_policy.as_str())
         .bind(a.updated_at.0)
+        .bind(a.delivery.as_str())
         .execute(unit.conn()?)
         .await?
         .rows_affected();

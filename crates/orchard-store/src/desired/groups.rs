@@ -694,6 +694,19 @@ impl UnitOfWork {
         device_facts(self, device, sections).await
     }
 
+    /// The tenant a device belongs to, or None when there is no such device.
+    pub async fn device_tenant(
+        &mut self,
+        device: DeviceId,
+    ) -> Result<Option<TenantId>, StoreError> {
+        sqlx::query("SELECT tenant_id FROM devices WHERE id = $1")
+            .bind(device.to_string())
+            .fetch_optional(self.conn()?)
+            .await?
+            .map(|r| rows::tenant_id(&r, "tenant_id"))
+            .transpose()
+    }
+
     /// The smart groups of a tenant.
     pub async fn smart_groups(&mut self, tenant: TenantId) -> Result<Vec<GroupRecord>, StoreError> {
         smart_groups_of(self, tenant).await

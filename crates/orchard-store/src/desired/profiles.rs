@@ -105,6 +105,8 @@ pub struct DeviceProfileRecord {
     pub next_attempt_at: Option<UnixTime>,
     /// The reconciler installed it (and so may remove it).
     pub reconciled: bool,
+    /// The version the device's declaration set names, when the profile travels as a declaration.
+    pub declared_version: Option<i64>,
 }
 
 /// A profile command to queue with its bookkeeping.
@@ -127,7 +129,7 @@ const VERSION_COLUMNS: &str = "profile_id, version, payload_uuid, display_name, 
 const DEVICE_PROFILE_COLUMNS: &str = "dp.device_id, dp.profile_id, dp.installed_version, \
                                       dp.installed_payload_uuid, dp.installed_at, dp.pending_action, \
                                       dp.pending_version, dp.pending_command, dp.last_error, dp.updated_at, \
-                                      dp.attempts, dp.next_attempt_at, dp.reconciled";
+                                      dp.attempts, dp.next_attempt_at, dp.reconciled, dp.declared_version";
 
 fn profile_id(r: &AnyRow, column: &str) -> Result<ProfileId, StoreError> {
     let text = rows::text(r, column)?;
@@ -188,6 +190,7 @@ fn device_profile(r: &AnyRow) -> Result<DeviceProfileRecord, StoreError> {
         attempts: rows::int(r, "attempts")?,
         next_attempt_at: rows::opt_time(r, "next_attempt_at")?,
         reconciled: rows::boolean(r, "reconciled")?,
+        declared_version: rows::opt_int(r, "declared_version")?,
     })
 }
 

@@ -18,6 +18,8 @@ pub struct ReconcileDevice {
     pub tenant_id: TenantId,
     pub udid: Udid,
     pub enrolled: bool,
+    /// `OSVersion` as last reported (decides whether profiles may travel as declarations).
+    pub os_version: Option<String>,
 }
 
 /// A profile as the reconciler needs it.
@@ -44,6 +46,8 @@ pub struct KnownDeviceProfile {
     pub pending_live: bool,
     pub next_attempt_at: Option<UnixTime>,
     pub reconciled: bool,
+    /// The version the device's declaration set names (`configuration.legacy`), if the profile travels so.
+    pub declared_version: Option<i64>,
 }
 
 /// An install or removal the reconciler wants queued.
@@ -71,6 +75,27 @@ fn bind_ids<'q, T: ToString>(
     query
 }
 
+async fn declared_profiles(
+    db: &mut impl Db,
+    device: DeviceId,
+) -> Result<Vec<(ProfileId, i64)>, StoreError> {
+    sqlx::query(
+        "SELECT profile_id, declared_version FROM device_profiles \
+         WHERE device_id = $1 AND declared_version IS NOT NULL ORDER BY profile_id",
+    )
+    .bind(device.to_string())
+    .fetch_all(db.conn()?)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            profile_id(r, "profile_id")?,
+            rows::int(r, "declared_version")?,
+        ))
+    })
+    .collect()
+}
+
 impl UnitOfWork {
     /// Takes up to `limit` devices off the work set (oldest marks first). On PostgreSQL rows another pass
     /// holds are skipped; the marks go only if this unit commits.
@@ -96,7 +121,7 @@ impl UnitOfWork {
         let mut devices = Vec::with_capacity(claimed.len());
         for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT id, tenant_id, udid, state FROM devices WHERE id IN ({})",
+                "SELECT id, tenant_id, udid, state, os_version FROM devices WHERE id IN ({})",
                 in_list(1, chunk.len())
             );
             for r in bind_ids(sqlx::query(&sql), chunk)
@@ -108,6 +133,7 @@ impl UnitOfWork {
                     tenant_id: rows::tenant_id(&r, "tenant_id")?,
                     udid: rows::udid(&r, "udid")?,
                     enrolled: rows::text(&r, "state")? == "enrolled",
+                    os_version: rows::opt_text(&r, "os_version")?,
                 });
             }
         }
@@ -144,7 +170,7 @@ impl UnitOfWork {
         for chunk in devices.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT dp.device_id, dp.profile_id, dp.installed_version, dp.installed_payload_uuid, \
-                 dp.pending_action, dp.pending_command, dp.next_attempt_at, dp.reconciled, \
+                 dp.pending_action, dp.pending_command, dp.next_attempt_at, dp.reconciled, dp.declared_version, \
                  CASE WHEN c.command_uuid IS NULL THEN 0 ELSE 1 END AS pending_live \
                  FROM device_profiles dp LEFT JOIN commands c ON c.command_uuid = dp.pending_command \
                    AND c.status IN ('queued', 'sent', 'not_now') \
@@ -165,6 +191,7 @@ impl UnitOfWork {
                     pending_live: rows::boolean(&r, "pending_live")?,
                     next_attempt_at: rows::opt_time(&r, "next_attempt_at")?,
                     reconciled: rows::boolean(&r, "reconciled")?,
+                    declared_version: rows::opt_int(&r, "declared_version")?,
                 });
             }
         }
@@ -196,6 +223,68 @@ impl UnitOfWork {
             }
         }
         Ok(out)
+    }
+
+    /// [`Store::declared_profiles`] inside this unit.
+    pub async fn declared_profiles(
+        &mut self,
+        device: DeviceId,
+    ) -> Result<Vec<(ProfileId, i64)>, StoreError> {
+        declared_profiles(self, device).await
+    }
+
+    /// Sets, per device, the versions its declaration set names (`None`: no longer declared) and moves each
+    /// of those devices' declared-profiles revision once, so every node's cached set for them is stale.
+    pub async fn set_declared_profiles(
+        &mut self,
+        changes: &[(DeviceId, ProfileId, Option<i64>)],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for chunk in changes.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO device_profiles (device_id, profile_id, updated_at) VALUES {} \
+                 ON CONFLICT (device_id, profile_id) DO NOTHING",
+                values_list(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (device, profile, _) in chunk {
+                query = query
+                    .bind(device.to_string())
+                    .bind(profile.to_string())
+                    .bind(now.0);
+            }
+            query.execute(self.conn()?).await?;
+        }
+        for (device, profile, version) in changes {
+            sqlx::query(
+                "UPDATE device_profiles SET declared_version = $3, updated_at = $4, \
+                 installed_version = CASE WHEN $3 IS NULL THEN NULL ELSE installed_version END \
+                 WHERE device_id = $1 AND profile_id = $2",
+            )
+            .bind(device.to_string())
+            .bind(profile.to_string())
+            .bind(*version)
+            .bind(now.0)
+            .execute(self.conn()?)
+            .await?;
+        }
+        let mut devices: Vec<DeviceId> = changes.iter().map(|c| c.0).collect();
+        devices.sort();
+        devices.dedup();
+        for chunk in devices.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE devices SET declared_profiles_revision = declared_profiles_revision + 1 \
+                 WHERE id IN ({})",
+                in_list(1, chunk.len())
+            );
+            bind_ids(sqlx::query(&sql), chunk)
+                .execute(self.conn()?)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Forgets a pending command that can no longer be answered (expired, failed unanswered), if it is still
@@ -287,6 +376,44 @@ impl UnitOfWork {
 }
 
 impl Store {
+    /// The profiles this device's declaration set names, with their versions (profile id order).
+    pub async fn declared_profiles(
+        &self,
+        device: DeviceId,
+    ) -> Result<Vec<(ProfileId, i64)>, StoreError> {
+        declared_profiles(&mut self.pooled().await?, device).await
+    }
+
+    /// Records what a device's declaration status says of a declared profile: the version it has installed
+    /// (None: it failed or removed it), with the reason of a failure. Only rows still declared at that
+    /// version change, so a late status of an older version changes nothing.
+    pub async fn declared_profile_reported(
+        &self,
+        device: DeviceId,
+        profile: ProfileId,
+        version: i64,
+        installed: bool,
+        error: Option<&str>,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE device_profiles SET \
+             installed_version = CASE WHEN $4 = 1 THEN $3 ELSE installed_version END, \
+             last_error = $5, updated_at = $6 \
+             WHERE device_id = $1 AND profile_id = $2 AND declared_version = $3",
+        )
+        .bind(device.to_string())
+        .bind(profile.to_string())
+        .bind(version)
+        .bind(i64::from(installed))
+        .bind(error)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
     /// Failed profile commands whose retry is due: their devices join the work set (the retry time is
     /// cleared, so a device is marked once per failure). Returns how many.
     pub async fn mark_due_profile_retries(&self, now: UnixTime) -> Result<usize, StoreError> {

@@ -574,6 +574,18 @@ impl UnitOfWork {
         get_channel(self, channel).await
     }
 
+    /// A device by id, read inside this unit (sees the unit's own changes).
+    pub async fn device(&mut self, id: DeviceId) -> Result<Option<Device>, StoreError> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1");
+        sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(self.conn()?)
+            .await?
+            .as_ref()
+            .map(device_from_row)
+            .transpose()
+    }
+
     /// [`Store::update_device_facts`] inside this unit.
     pub async fn update_device_facts(
         &mut self,

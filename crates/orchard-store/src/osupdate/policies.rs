@@ -44,6 +44,8 @@ pub struct DeviceOsUpdateRecord {
 pub struct DesiredRevisions {
     pub policy: Option<i64>,
     pub catalogue: Option<i64>,
+    /// The device's declared-profiles revision (moved by the reconciler).
+    pub declared_profiles: i64,
 }
 
 const POLICY_COLUMNS: &str =
@@ -140,17 +142,21 @@ impl Store {
     pub async fn desired_revisions(
         &self,
         tenant: TenantId,
+        device: DeviceId,
     ) -> Result<DesiredRevisions, StoreError> {
         let row = sqlx::query(
             "SELECT (SELECT revision FROM os_policies WHERE tenant_id = $1) AS policy, \
-             (SELECT revision FROM os_catalogue_meta WHERE id = 1) AS catalogue",
+             (SELECT revision FROM os_catalogue_meta WHERE id = 1) AS catalogue, \
+             (SELECT declared_profiles_revision FROM devices WHERE id = $2) AS declared_profiles",
         )
         .bind(tenant.to_string())
+        .bind(device.to_string())
         .fetch_one(&self.pool)
         .await?;
         Ok(DesiredRevisions {
             policy: rows::opt_int(&row, "policy")?,
             catalogue: rows::opt_int(&row, "catalogue")?,
+            declared_profiles: rows::opt_int(&row, "declared_profiles")?.unwrap_or(0),
         })
     }
 

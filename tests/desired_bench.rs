@@ -1,0 +1,317 @@
+//! Benchmarks of desired state (issue 12), ignored by the suite; `scripts/bench-desired.sh` runs them on a
+//! release build, on SQLite and (with `ORCHARD_TEST_POSTGRES_URL`) PostgreSQL.
+//!
+//! 1. **Assigning one profile to a smart group of 50,000 iPads**: the time from the assignment's use case until
+//!    the reconciler has queued every InstallProfile (one node, passes of its default batch back to back, as
+//!    its job runs them when woken). Goal: ≤ 0.5 s on SQLite, ≤ 1 s on PostgreSQL.
+//! 2. **The reconciler's cost per inventory report**: what an inventory report adds for desired state — its
+//!    smart groups re-evaluated and the device marked (in a unit of its own here, so its commit is counted
+//!    too), then its share of the reconciler's pass that finds nothing to do — as process CPU time (and the
+//!    PostgreSQL server's) divided by the reports. Goal: ≤ 0.2 ms CPU.
+//!
+//! The iPads are written into the database directly (55,000 of them: 50,000 on iOS older than 18.2), since
+//! the work measured starts after enrollment and inventory; the tenant, group, profiles and assignments go
+//! through the use cases. The service runs in-process (`PushSetup`), so no HTTP or TLS cost is mixed in.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use orchard_core::desired::assignments::AssignmentInput;
+use orchard_core::desired::groups::GroupInput;
+use orchard_core::desired::profiles::ProfileInput;
+use orchard_sim::cpu::{process_cpu, CpuOptions};
+use orchard_store::Tenant;
+use orchard_testkit::service::PushSetup;
+use orchard_testkit::Backend;
+use orchard_types::{Clock, DeviceId, TenantId};
+use serde_json::json;
+use sqlx::{Executor, Row};
+
+const MEMBERS: usize = 50_000;
+const OTHERS: usize = 5_000;
+const REPORTS: usize = 5_000;
+
+/// Writes `count` iPads of `tenant` on `os` (numbered from `first`), 500 rows per statement.
+async fn seed(
+    db: &mut sqlx::AnyConnection,
+    tenant: TenantId,
+    first: usize,
+    count: usize,
+    os: &str,
+    now: i64,
+) -> Result<()> {
+    let models = ["iPad13,18", "iPad14,8", "iPad12,1", "iPad16,3"];
+    let mut done = 0;
+    while done < count {
+        let batch = (count - done).min(500);
+        let rows: Vec<String> = (first + done..first + done + batch)
+            .map(|i| {
+                format!(
+                    "('{id}', 'BENCH-UDID-{i:08}', '{tenant}', 'BNCH{i:08}', 'enrolled', 'Elevplatta {i}', \
+                     '{model}', 'iPad', 'iPad', '{os}', '22B83', {supervised}, {enrolled}, {now}, {enrolled}, \
+                     {now})",
+                    id = DeviceId::new(),
+                    model = models[i % models.len()],
+                    supervised = i % 2,
+                    enrolled = now - 200 * 86_400,
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO devices (id, udid, tenant_id, serial_number, state, device_name, model, model_name, \
+             product_name, os_version, build_version, is_supervised, enrolled_at, last_seen_at, created_at, \
+             updated_at) VALUES {}",
+            rows.join(", ")
+        );
+        db.execute(sql.as_str()).await?;
+        done += batch;
+    }
+    Ok(())
+}
+
+async fn count(db: &mut sqlx::AnyConnection, sql: &str) -> Result<i64> {
+    Ok(db.fetch_one(sql).await?.try_get::<i64, _>(0)?)
+}
+
+/// CPU time so far of this process and, on PostgreSQL, of the database server's processes.
+fn cpu(watch: &CpuOptions) -> Result<(Duration, Duration)> {
+    let sample = watch.sample()?;
+    Ok((
+        process_cpu(std::process::id())?,
+        sample.db.unwrap_or_default(),
+    ))
+}
+
+/// Runs reconciler passes until the work set is empty; returns the commands queued.
+async fn drain(setup: &PushSetup) -> Result<usize> {
+    let system = setup.orchard.system();
+    let mut queued = 0;
+    loop {
+        let stats = setup.orchard.reconcile_once(&system).await?;
+        queued += stats.queued;
+        if stats.devices == 0 {
+            return Ok(queued);
+        }
+    }
+}
+
+fn wifi_profile(name: &str, identifier: &str) -> Result<ProfileInput> {
+    Ok(ProfileInput::Json(serde_json::from_value(json!({
+        "name": name, "identifier": identifier,
+        "payloads": [{"PayloadType": "com.apple.wifi.managed", "SSID_STR": name, "AutoJoin": true}]
+    }))?))
+}
+
+async fn desired_state_50k(backend: Backend) -> Result<()> {
+    let Some(setup) = PushSetup::start(backend).await else {
+        return Ok(());
+    };
+    let watch = CpuOptions {
+        db_process_name: (backend == Backend::Postgres).then(|| "postgres".to_owned()),
+        ..CpuOptions::default()
+    };
+    let operator = setup.operator.principal();
+    let now = setup.clock.now();
+    let tenant = TenantId::new();
+    setup
+        .store
+        .create_tenant(&Tenant {
+            id: tenant,
+            name: "Music".into(),
+            code: "mus".into(),
+            created_at: now,
+        })
+        .await?;
+    let mut db = setup.connect_database().await?;
+    let seeding = Instant::now();
+    seed(&mut db, tenant, 0, MEMBERS / 2, "18.1", now.0).await?;
+    seed(&mut db, tenant, MEMBERS / 2, MEMBERS / 2, "17.7.2", now.0).await?;
+    seed(&mut db, tenant, MEMBERS, OTHERS, "18.2", now.0).await?;
+    println!(
+        "\n{backend:?}: seeded {} iPads in {:.1} s",
+        MEMBERS + OTHERS,
+        seeding.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let group = setup
+        .orchard
+        .create_group(
+            operator,
+            tenant,
+            serde_json::from_value::<GroupInput>(json!({
+                "name": "iOS older than 18.2", "kind": "smart",
+                "filter": {"conditions": [{"field": "os_version", "op": "lt", "value": "18.2"}]}
+            }))?,
+        )
+        .await?;
+    ensure!(
+        group.member_count == MEMBERS as i64,
+        "the smart group has {} members",
+        group.member_count
+    );
+    let group_created = started.elapsed();
+    // The new members were marked for the reconciler; nothing is assigned yet, so its passes queue nothing.
+    let started = Instant::now();
+    ensure!(drain(&setup).await? == 0, "nothing is assigned yet");
+    let empty_passes = started.elapsed();
+    let profile = setup
+        .orchard
+        .create_tenant_profile(
+            operator,
+            tenant,
+            wifi_profile("Lab Wi-Fi", "edu.example.bench.wifi")?,
+        )
+        .await?;
+
+    // 1. The assignment, until every InstallProfile is queued.
+    let (cpu_before, db_before) = cpu(&watch)?;
+    let started = Instant::now();
+    setup
+        .orchard
+        .create_assignment(
+            operator,
+            tenant,
+            serde_json::from_value::<AssignmentInput>(json!({
+                "object_kind": "profile", "object_id": profile.profile.id, "groups": [group.id]
+            }))?,
+        )
+        .await?;
+    let queued = drain(&setup).await?;
+    let assigned = started.elapsed();
+    let (cpu_after, db_after) = cpu(&watch)?;
+    ensure!(queued == MEMBERS, "{queued} commands queued");
+    let installs = count(
+        &mut db,
+        "SELECT COUNT(*) FROM commands WHERE request_type = 'InstallProfile' AND status = 'queued'",
+    )
+    .await?;
+    ensure!(
+        installs == MEMBERS as i64,
+        "{installs} InstallProfile commands"
+    );
+    println!("| step | wall | CPU (process) | CPU (PostgreSQL) |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| smart group created (members evaluated) | {:.0} ms | | |",
+        group_created.as_secs_f64() * 1e3
+    );
+    println!(
+        "| reconciler passes over the {MEMBERS} new members, nothing assigned | {:.0} ms | | |",
+        empty_passes.as_secs_f64() * 1e3
+    );
+    println!(
+        "| **profile assigned to the group → {MEMBERS} InstallProfile queued** | **{:.0} ms** | {:.0} ms | {:.0} ms |",
+        assigned.as_secs_f64() * 1e3,
+        (cpu_after - cpu_before).as_secs_f64() * 1e3,
+        (db_after - db_before).as_secs_f64() * 1e3,
+    );
+
+    // 2. Steady state: the installs acknowledged (as the devices' results would record them), then inventory
+    // reports from REPORTS iPads.
+    db.execute(
+        "UPDATE device_profiles SET installed_version = pending_version, pending_action = NULL, \
+         pending_version = NULL, pending_command = NULL",
+    )
+    .await?;
+    db.execute("UPDATE commands SET status = 'acknowledged' WHERE status = 'queued'")
+        .await?;
+    // More desired state, as a department has it: four more smart groups with a profile each.
+    let filters = [
+        json!({"conditions": [{"field": "model", "op": "is", "value": "iPad13,18"}]}),
+        json!({"conditions": [{"field": "supervised", "op": "is", "value": true}]}),
+        json!({"conditions": [{"field": "device_name", "op": "matches", "value": "Elevplatta 1*"}]}),
+        json!({"match": "any", "conditions": [{"field": "os_version", "op": "ge", "value": "18.2"},
+                                              {"field": "model", "op": "is", "value": "iPad16,3"}]}),
+    ];
+    for (i, filter) in filters.into_iter().enumerate() {
+        let group = setup
+            .orchard
+            .create_group(
+                operator,
+                tenant,
+                serde_json::from_value::<GroupInput>(
+                    json!({"name": format!("group {i}"), "kind": "smart", "filter": filter}),
+                )?,
+            )
+            .await?;
+        let profile = setup
+            .orchard
+            .create_tenant_profile(
+                operator,
+                tenant,
+                wifi_profile(&format!("Wi-Fi {i}"), &format!("edu.example.bench.{i}"))?,
+            )
+            .await?;
+        setup
+            .orchard
+            .create_assignment(
+                operator,
+                tenant,
+                serde_json::from_value::<AssignmentInput>(json!({
+                    "object_kind": "profile", "object_id": profile.profile.id, "groups": [group.id]
+                }))?,
+            )
+            .await?;
+    }
+    drain(&setup).await?;
+    db.execute(
+        "UPDATE device_profiles SET installed_version = pending_version, pending_action = NULL, \
+         pending_version = NULL, pending_command = NULL WHERE pending_command IS NOT NULL",
+    )
+    .await?;
+    let ids: Vec<DeviceId> = sqlx::query(&format!(
+        "SELECT id FROM devices WHERE tenant_id = '{tenant}' ORDER BY serial_number LIMIT {REPORTS}"
+    ))
+    .fetch_all(&mut db)
+    .await?
+    .iter()
+    .map(|r| Ok(DeviceId::parse(&r.try_get::<String, _>(0)?)?))
+    .collect::<Result<_>>()?;
+    let system = setup.orchard.system();
+    let (cpu_before, db_before) = cpu(&watch)?;
+    let started = Instant::now();
+    for id in &ids {
+        setup.orchard.reevaluate_device_groups(&system, *id).await?;
+    }
+    let reevaluated = started.elapsed();
+    let (cpu_mid, db_mid) = cpu(&watch)?;
+    let queued = drain(&setup).await?;
+    let (cpu_after, db_after) = cpu(&watch)?;
+    ensure!(
+        queued == 0,
+        "{queued} commands queued for devices that have everything"
+    );
+    let per = |d: Duration| d.as_secs_f64() * 1e3 / REPORTS as f64;
+    println!(
+        "| {REPORTS} inventory reports: smart groups (5) re-evaluated + marked, a unit each | {:.0} ms | {:.3} ms/report | {:.3} ms/report |",
+        reevaluated.as_secs_f64() * 1e3,
+        per(cpu_mid - cpu_before),
+        per(db_mid - db_before),
+    );
+    println!(
+        "| the reconciler's passes over those {REPORTS} devices (5 assignments, nothing to do) | | {:.3} ms/report | {:.3} ms/report |",
+        per(cpu_after - cpu_mid),
+        per(db_after - db_mid),
+    );
+    println!(
+        "| **reconciler cost per inventory report, all of it** | | **{:.3} ms** | {:.3} ms |",
+        per(cpu_after - cpu_before),
+        per(db_after - db_before),
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench-desired.sh"]
+async fn desired_state_50k_sqlite() -> Result<()> {
+    desired_state_50k(Backend::Sqlite).await.context("sqlite")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench-desired.sh"]
+async fn desired_state_50k_postgres() -> Result<()> {
+    desired_state_50k(Backend::Postgres)
+        .await
+        .context("postgres")
+}
