@@ -1059,17 +1059,17 @@ impl Orchard {
         reason: &str,
         now: UnixTime,
     ) -> Result<(), CoreError> {
-        let groups = unit.smart_groups(tenant).await?;
+        let groups = unit.smart_group_filters(tenant).await?;
         let mut matching = BTreeSet::new();
         if !groups.is_empty() {
             let filters: Vec<(GroupId, SmartFilter)> = groups
                 .iter()
-                .filter_map(|g| {
-                    let json: Value = serde_json::from_str(g.filter_json.as_deref()?).ok()?;
+                .filter_map(|(id, filter)| {
+                    let json: Value = serde_json::from_str(filter.as_deref()?).ok()?;
                     match SmartFilter::from_json(&json) {
-                        Ok(f) => Some((g.id, f)),
+                        Ok(f) => Some((*id, f)),
                         Err(e) => {
-                            tracing::warn!(group = %g.id, error = %e, "stored smart filter unreadable; group skipped");
+                            tracing::warn!(group = %id, error = %e, "stored smart filter unreadable; group skipped");
                             None
                         }
                     }

@@ -349,18 +349,20 @@ async fn tenant_facts(
         .collect()
 }
 
-async fn smart_groups_of(
+/// The tenant's smart groups with their filters: what every inventory report evaluates, so no member
+/// count (counting a 50,000-member group on every report cost milliseconds).
+async fn smart_group_filters_of(
     db: &mut impl Db,
     tenant: TenantId,
-) -> Result<Vec<GroupRecord>, StoreError> {
-    sqlx::query(&format!(
-        "SELECT {GROUP_COLUMNS} FROM device_groups g WHERE g.tenant_id = $1 AND g.kind = 'smart' ORDER BY g.id"
-    ))
+) -> Result<Vec<(GroupId, Option<String>)>, StoreError> {
+    sqlx::query(
+        "SELECT id, filter_json FROM device_groups WHERE tenant_id = $1 AND kind = 'smart' ORDER BY id",
+    )
     .bind(tenant.to_string())
     .fetch_all(db.conn()?)
     .await?
     .iter()
-    .map(group)
+    .map(|r| Ok((group_id(r, "id")?, rows::opt_text(r, "filter_json")?)))
     .collect()
 }
 
@@ -707,9 +709,12 @@ impl UnitOfWork {
             .transpose()
     }
 
-    /// The smart groups of a tenant.
-    pub async fn smart_groups(&mut self, tenant: TenantId) -> Result<Vec<GroupRecord>, StoreError> {
-        smart_groups_of(self, tenant).await
+    /// The smart groups of a tenant, with their filters (JSON).
+    pub async fn smart_group_filters(
+        &mut self,
+        tenant: TenantId,
+    ) -> Result<Vec<(GroupId, Option<String>)>, StoreError> {
+        smart_group_filters_of(self, tenant).await
     }
 
     /// Makes a device a member of exactly `matching` among its tenant's smart groups, leaves every group of
