@@ -13,80 +13,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Form;
-use orchard_core::access::roles::Ability;
 use orchard_core::commands::bulk_jobs::BulkJobView;
 use orchard_core::commands::policy::{BulkTarget, MAX_BULK_DEVICES};
-use orchard_core::device::checkin::initial_inventory_commands;
 use orchard_core::reporting::audit_actions::AuditNote;
-use orchard_protocol::commands::Command;
 use orchard_store::Page;
 use orchard_types::DeviceId;
 
-use super::devices::ListForm;
 use super::i18n::Texts;
-use super::page::{error_page, may, redirect, render, Chrome};
+use super::page::{error_page, redirect, render, Chrome};
+use super::selection::{commands_of, destructive, label, ListForm};
 use super::session::SignedIn;
 use crate::state::AppState;
-
-/// An action the device list offers for many iPads.
-pub(super) struct BulkChoice {
-    pub key: &'static str,
-    pub label: &'static str,
-}
-
-/// The bulk actions, the role each needs, and whether it destroys data (then the count is typed to confirm).
-const ACTIONS: [(&str, Ability, bool); 5] = [
-    ("inventory", Ability::Query, false),
-    ("lock", Ability::Administer, false),
-    ("restart", Ability::Administer, false),
-    ("shutdown", Ability::Administer, false),
-    ("erase", Ability::Administer, true),
-];
-
-fn label(t: Texts, action: &str) -> &'static str {
-    match action {
-        "inventory" => t.get("bulk.action.inventory"),
-        "lock" => t.get("bulk.action.lock"),
-        "restart" => t.get("bulk.action.restart"),
-        "shutdown" => t.get("bulk.action.shutdown"),
-        _ => t.get("bulk.action.erase"),
-    }
-}
-
-/// The actions the reader's role may start (the server checks again when they do).
-pub(super) fn actions_for(who: &SignedIn) -> Vec<BulkChoice> {
-    ACTIONS
-        .iter()
-        .filter(|(_, ability, _)| may(who, *ability))
-        .map(|(key, _, _)| BulkChoice {
-            key,
-            label: label(who.texts, key),
-        })
-        .collect()
-}
-
-/// The commands of an action, or None for one that does not exist.
-fn commands_of(action: &str) -> Option<Vec<Command>> {
-    Some(match action {
-        "inventory" => initial_inventory_commands(),
-        "lock" => vec![Command::DeviceLock {
-            message: None,
-            phone_number: None,
-        }],
-        "restart" => vec![Command::RestartDevice { notify_user: None }],
-        "shutdown" => vec![Command::ShutDownDevice],
-        "erase" => vec![Command::EraseDevice {
-            preserve_data_plan: None,
-            disallow_proximity_setup: None,
-            return_to_service: None,
-        }],
-        _ => return None,
-    })
-}
-
-fn destructive(action: &str) -> bool {
-    ACTIONS.iter().any(|(key, _, d)| *key == action && *d)
-}
 
 /// The bulk form as posted: repeated `device` fields, so read as pairs.
 struct BulkForm {

@@ -12,12 +12,13 @@ use axum::response::{IntoResponse, Response};
 use orchard_core::access::roles::Ability;
 use orchard_core::device::checklist::{apple_error_text, checklist, CheckItem};
 use orchard_core::device::views::{DeviceDetail, DeviceView};
-use orchard_store::{DeviceQuery, DeviceSort, Page};
-use orchard_types::{DeviceId, EnrollmentState, UnixTime};
+use orchard_store::{DeviceQuery, Page};
+use orchard_types::{DeviceId, UnixTime};
 use serde::Deserialize;
 
 use super::i18n::Texts;
-use super::page::{add_cookie, error_page, local_path, may, redirect, render, url_encode, Chrome};
+use super::page::{add_cookie, error_page, local_path, may, redirect, render, Chrome};
+use super::selection::ListForm;
 use super::session::SignedIn;
 use crate::auth::cookies::cookie;
 use crate::state::AppState;
@@ -28,36 +29,6 @@ const PAGE_SIZE: i64 = 50;
 const CSV_MAX_ROWS: i64 = 20_000;
 /// Commands shown on a device's page (and read by the checklist).
 const HISTORY_ROWS: i64 = 50;
-
-/// The list's filters as the form sends them (every field optional; empty means unset).
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct ListForm {
-    #[serde(default)]
-    q: String,
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    os_version: String,
-    #[serde(default)]
-    state: String,
-    /// Devices not seen for at least this many days.
-    #[serde(default)]
-    not_seen_days: String,
-    /// Devices whose identity certificate expires within this many days (the dashboard links here).
-    #[serde(default)]
-    identity_expires_days: String,
-    #[serde(default)]
-    sort: String,
-    #[serde(default)]
-    order: String,
-    #[serde(default)]
-    offset: String,
-}
-
-fn some(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_string())
-}
 
 /// The cookie keeping the columns a person chose for the device list (a browser's choice, like the language).
 pub const COLUMNS_COOKIE: &str = "orchard_columns";
@@ -203,105 +174,6 @@ pub(super) fn columns_cookie_value(columns: &[Column]) -> String {
         .join(".")
 }
 
-impl ListForm {
-    /// The filter fields of a posted form (the bulk form carries the list's filter for "all matching").
-    pub(super) fn from_pairs(pairs: &[(String, String)]) -> ListForm {
-        let mut f = ListForm::default();
-        for (k, v) in pairs {
-            let field = match k.as_str() {
-                "q" => &mut f.q,
-                "model" => &mut f.model,
-                "os_version" => &mut f.os_version,
-                "state" => &mut f.state,
-                "not_seen_days" => &mut f.not_seen_days,
-                "identity_expires_days" => &mut f.identity_expires_days,
-                _ => continue,
-            };
-            *field = v.clone();
-        }
-        f
-    }
-
-    /// The filter fields as (name, value) pairs, for hidden fields of a form that carries the filter on.
-    pub(super) fn filter_fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("q", self.q.clone()),
-            ("model", self.model.clone()),
-            ("os_version", self.os_version.clone()),
-            ("state", self.state.clone()),
-            ("not_seen_days", self.not_seen_days.clone()),
-            ("identity_expires_days", self.identity_expires_days.clone()),
-        ]
-    }
-
-    /// The store query, or the reader's words for the first field that does not fit.
-    pub(super) fn query(&self, t: Texts, now: UnixTime) -> Result<DeviceQuery, String> {
-        let state = match some(&self.state) {
-            None => None,
-            Some(s) => Some(
-                EnrollmentState::parse(&s).ok_or_else(|| t.get("devices.bad_state").to_string())?,
-            ),
-        };
-        let last_seen_before = match some(&self.not_seen_days) {
-            None => None,
-            Some(d) => match d.parse::<i64>() {
-                Ok(days) if (0..=3650).contains(&days) => Some(now.plus_seconds(-days * 86_400)),
-                _ => return Err(t.get("devices.bad_days").to_string()),
-            },
-        };
-        let identity_expires_before = match some(&self.identity_expires_days) {
-            None => None,
-            Some(d) => match d.parse::<i64>() {
-                Ok(days) if (0..=3650).contains(&days) => Some(now.plus_seconds(days * 86_400)),
-                _ => return Err(t.get("devices.bad_days").to_string()),
-            },
-        };
-        let sort = match some(&self.sort) {
-            None => DeviceSort::default(),
-            Some(s) => {
-                DeviceSort::parse(&s).ok_or_else(|| t.get("devices.bad_sort").to_string())?
-            }
-        };
-        if self.q.chars().count() > 200 {
-            return Err(t.get("devices.bad_q").to_string());
-        }
-        Ok(DeviceQuery {
-            model: some(&self.model),
-            os_version: some(&self.os_version),
-            state,
-            last_seen_before,
-            identity_expires_before,
-            text: some(&self.q),
-            sort,
-            descending: self.order == "desc",
-            ..DeviceQuery::default()
-        })
-    }
-
-    fn offset(&self) -> i64 {
-        self.offset.trim().parse::<i64>().unwrap_or(0).max(0)
-    }
-
-    /// The filters as a query string (for paging links and the CSV export), without the offset.
-    fn query_string(&self) -> String {
-        [
-            ("q", &self.q),
-            ("model", &self.model),
-            ("os_version", &self.os_version),
-            ("state", &self.state),
-            ("not_seen_days", &self.not_seen_days),
-            ("identity_expires_days", &self.identity_expires_days),
-            ("sort", &self.sort),
-            ("order", &self.order),
-        ]
-        .iter()
-        .filter(|(_, v)| !v.trim().is_empty())
-        .map(|(k, v)| format!("{k}={}", url_encode(v.trim())))
-        .collect::<Vec<_>>()
-        .join("&")
-    }
-}
-
 /// A row of the list: the iPad's name (a link) and the chosen columns' cells.
 struct Row {
     id: String,
@@ -355,7 +227,7 @@ struct DeviceListPage {
     /// Every column, shown or not, for the chooser.
     choices: Vec<ColumnChoice>,
     /// The bulk actions the reader's role may start (none: no selection boxes).
-    bulk_actions: Vec<super::bulk::BulkChoice>,
+    bulk_actions: Vec<super::selection::BulkChoice>,
     /// "All N iPads matching the filter".
     bulk_all_text: String,
     csrf: String,
@@ -429,7 +301,7 @@ pub(super) async fn device_list(
                 shown: columns.contains(&c),
             })
             .collect(),
-        bulk_actions: super::bulk::actions_for(&who),
+        bulk_actions: super::selection::actions_for(&who),
         bulk_all_text: t.fill("bulk.all", &[("total", &total.to_string())]),
         csrf: who.user.csrf_token.clone(),
         here: here.clone(),

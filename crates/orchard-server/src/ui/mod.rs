@@ -8,7 +8,7 @@
 //! before there is a session, a double-submit token.
 //!
 //! Layout: `mod` (routes, headers, assets), shared `i18n` (catalogues), `session` (the caller), `page` (frame,
-//! rendering, errors); features `signin`, `dashboard`, `devices`, `actions`, `bulk` (bulk actions and their jobs), `maintenance`,
+//! rendering, errors), `selection` (the device filter and the bulk actions); features `signin`, `dashboard`, `devices`, `actions`, `bulk` (bulk actions and their jobs), `maintenance`,
 //! `operator` (central IT's pages), `reports` (audit log, usage).
 
 mod actions;
@@ -20,6 +20,7 @@ mod maintenance;
 mod operator;
 pub mod page;
 mod reports;
+mod selection;
 pub mod session;
 mod signin;
 
