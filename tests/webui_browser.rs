@@ -445,34 +445,6 @@ async fn admin_walk(
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(csv.contains(serial) && !csv.contains(foreign_serial));
 
-    // Several iPads at once: every one matching the filter, restarted after a dry run that states the count; the
-    // job's page follows the answers.
-    browser.find(Locator::Id("bulk-all")).await?.click().await?;
-    browser
-        .find(Locator::Css("#bulk-action option[value='restart']"))
-        .await?
-        .click()
-        .await?;
-    browser
-        .find(Locator::Id("bulk-preview"))
-        .await?
-        .click()
-        .await?;
-    let dry_run = wait_for(browser, "#dry-run-summary").await?.text().await?;
-    assert!(
-        dry_run.contains("Restart: 2 enrolled iPad(s)."),
-        "{dry_run}"
-    );
-    screenshot(browser, "bulk-preview").await?;
-    browser
-        .find(Locator::Id("bulk-start"))
-        .await?
-        .click()
-        .await?;
-    wait_for(browser, "#job-progress").await?;
-    assert_eq!(commands_named(server, device_id, "RestartDevice").await?, 1);
-    screenshot(browser, "job").await?;
-
     // Open the iPad: the checklist runs on its data.
     browser
         .goto(&server.url(&format!("/ui/devices/{device_id}")))
@@ -556,6 +528,39 @@ async fn admin_walk(
     assert_eq!(commands_named(server, device_id, "EraseDevice").await?, 1);
     screenshot(browser, "device-after-actions").await?;
 
+    // Several iPads at once: every one matching the filter, restarted after a dry run that states the count; the
+    // job's page follows the answers.
+    browser.goto(&server.url("/ui/devices")).await?;
+    wait_for(browser, "#bulk-all").await?;
+    browser.find(Locator::Id("bulk-all")).await?.click().await?;
+    browser
+        .find(Locator::Css("#bulk-action option[value='restart']"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .find(Locator::Id("bulk-preview"))
+        .await?
+        .click()
+        .await?;
+    let dry_run = wait_for(browser, "#dry-run-summary").await?.text().await?;
+    assert!(
+        dry_run.contains("Restart: 2 enrolled iPad(s)."),
+        "{dry_run}"
+    );
+    screenshot(browser, "bulk-preview").await?;
+    browser
+        .find(Locator::Id("bulk-start"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "#job-progress").await?;
+    assert_eq!(commands_named(server, device_id, "RestartDevice").await?, 1);
+    screenshot(browser, "job").await?;
+    browser
+        .goto(&server.url(&format!("/ui/devices/{device_id}")))
+        .await?;
+    wait_for(browser, "#checklist").await?;
     // Swedish, and it stays Swedish.
     browser.find(Locator::Id("lang-sv")).await?.click().await?;
     wait_for(browser, "#lang-en").await?;
