@@ -35,9 +35,9 @@ const PEOPLE: i64 = 500;
 /// Tokens listed.
 const TOKENS: i64 = 500;
 
-/// The operator capability, or the 403 page.
-fn operator(who: &SignedIn) -> Result<OperatorCtx, Response> {
-    who.principal.operator().map_err(|e| who.core_error(e))
+/// The operator capability (Forbidden for everyone else: the 403 page).
+fn operator(who: &SignedIn) -> Result<OperatorCtx, CoreError> {
+    who.principal.operator()
 }
 
 fn minute(rfc3339: &str) -> String {
@@ -126,8 +126,8 @@ struct TenantsPage {
 
 /// `GET /ui/operator/tenants`: every department with its iPad counts.
 pub(super) async fn tenants_page(State(state): State<AppState>, who: SignedIn) -> Response {
-    if let Err(page) = operator(&who) {
-        return page;
+    if let Err(e) = operator(&who) {
+        return who.core_error(e);
     }
     let tenants = match tenants(&state, &who).await {
         Ok(t) => t,
@@ -218,7 +218,7 @@ pub(super) async fn people_page(
 ) -> Response {
     let operator = match operator(&who) {
         Ok(o) => o,
-        Err(page) => return page,
+        Err(e) => return who.core_error(e),
     };
     let t = who.texts;
     let tenants = match tenants(&state, &who).await {
@@ -496,8 +496,8 @@ pub(super) async fn tokens_page(
     who: SignedIn,
     done: Result<Query<Done>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(page) = operator(&who) {
-        return page;
+    if let Err(e) = operator(&who) {
+        return who.core_error(e);
     }
     let done = done_text(who.texts, done);
     tokens_page_with(&state, &who, None, done).await
@@ -709,7 +709,7 @@ pub(super) async fn apple_page(
 ) -> Response {
     let operator = match operator(&who) {
         Ok(o) => o,
-        Err(page) => return page,
+        Err(e) => return who.core_error(e),
     };
     let t = who.texts;
     let tenants = match tenants(&state, &who).await {
@@ -852,8 +852,8 @@ pub(super) async fn links_page(
     who: SignedIn,
     done: Result<Query<Done>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(page) = operator(&who) {
-        return page;
+    if let Err(e) = operator(&who) {
+        return who.core_error(e);
     }
     let t = who.texts;
     let tenants = match tenants(&state, &who).await {
@@ -969,7 +969,7 @@ struct ExpiringPage {
 pub(super) async fn expiring_page(State(state): State<AppState>, who: SignedIn) -> Response {
     let operator = match operator(&who) {
         Ok(o) => o,
-        Err(page) => return page,
+        Err(e) => return who.core_error(e),
     };
     let t = who.texts;
     let tenants = match tenants(&state, &who).await {
