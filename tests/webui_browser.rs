@@ -345,6 +345,19 @@ async fn operator_walk(browser: &Client, server: &TestServer) -> Result<()> {
         "the published notice is listed: {text}"
     );
     screenshot(browser, "maintenance").await?;
+    // Central IT's own pages, each checked by axe-core.
+    for (page, element) in [
+        ("/ui/operator/tenants", "#tenants"),
+        ("/ui/operator/people", "#mapping-form"),
+        ("/ui/operator/tokens", "#token-form"),
+        ("/ui/operator/apple", "#push"),
+        ("/ui/operator/links", "main h1"),
+        ("/ui/operator/expiring", "main h1"),
+    ] {
+        browser.goto(&server.url(page)).await?;
+        wait_for(browser, element).await?;
+        screenshot(browser, &page.trim_start_matches("/ui/").replace('/', "-")).await?;
+    }
     let listed = server.get("/api/v1/maintenance").await?;
     ensure!(
         listed["items"][0]["text_en"] == NOTICE_EN,
@@ -515,6 +528,39 @@ async fn admin_walk(
     assert_eq!(commands_named(server, device_id, "EraseDevice").await?, 1);
     screenshot(browser, "device-after-actions").await?;
 
+    // Several iPads at once: every one matching the filter, restarted after a dry run that states the count; the
+    // job's page follows the answers.
+    browser.goto(&server.url("/ui/devices")).await?;
+    wait_for(browser, "#bulk-all").await?;
+    browser.find(Locator::Id("bulk-all")).await?.click().await?;
+    browser
+        .find(Locator::Css("#bulk-action option[value='restart']"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .find(Locator::Id("bulk-preview"))
+        .await?
+        .click()
+        .await?;
+    let dry_run = wait_for(browser, "#dry-run-summary").await?.text().await?;
+    assert!(
+        dry_run.contains("Restart: 2 enrolled iPad(s)."),
+        "{dry_run}"
+    );
+    screenshot(browser, "bulk-preview").await?;
+    browser
+        .find(Locator::Id("bulk-start"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "#job-progress").await?;
+    assert_eq!(commands_named(server, device_id, "RestartDevice").await?, 1);
+    screenshot(browser, "job").await?;
+    browser
+        .goto(&server.url(&format!("/ui/devices/{device_id}")))
+        .await?;
+    wait_for(browser, "#checklist").await?;
     // Swedish, and it stays Swedish.
     browser.find(Locator::Id("lang-sv")).await?.click().await?;
     wait_for(browser, "#lang-en").await?;

@@ -237,6 +237,7 @@ async fn department_scenario(backend: Backend) -> Result<()> {
     let config = server.sim_config();
     let physics_fleet = server.enroll_devices(&config, &physics, 2).await?;
     let music_fleet = server.enroll_devices(&config, &music, 1).await?;
+    let physics_udid = physics_fleet[0].udid().to_string();
     let ours = server.device_by_udid(physics_fleet[0].udid()).await?;
     let our_id = ours["id"].as_str().context("id")?.to_string();
     let our_serial = ours["serial_number"]
@@ -391,7 +392,10 @@ async fn department_scenario(backend: Backend) -> Result<()> {
         "a command waits: the checklist says so"
     );
     // The iPad fetches the lock; the history shows it done.
-    let mut device = physics_fleet.into_iter().next().context("device")?;
+    let mut fleet = physics_fleet.into_iter();
+    let mut device = fleet.next().context("device")?;
+    // The second iPad answers the bulk job below (the first has an erase waiting).
+    let mut second = fleet.next().context("second device")?;
     device.poll().await?;
     let history = get(&alice, &server, &format!("/ui/devices/{our_id}")).await?;
     assert!(
@@ -608,6 +612,310 @@ async fn department_scenario(backend: Backend) -> Result<()> {
         reversed.body
     );
 
+    // Central IT's pages are central IT's: a department admin is refused, reading and posting.
+    for page in [
+        "/ui/operator/tenants",
+        "/ui/operator/people",
+        "/ui/operator/tokens",
+        "/ui/operator/apple",
+        "/ui/operator/links",
+        "/ui/operator/expiring",
+    ] {
+        let refused = get(&alice, &server, page).await?;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{page}");
+    }
+    let tokens_before = server.get("/api/v1/tokens").await?;
+    let forged_token = post(
+        &alice,
+        &server,
+        "/ui/operator/tokens",
+        &[("csrf", &csrf), ("name", "mine"), ("role", "operator")],
+    )
+    .await?;
+    assert_eq!(forged_token.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        server.get("/api/v1/tokens").await?["items"]
+            .as_array()
+            .map(Vec::len),
+        tokens_before["items"].as_array().map(Vec::len),
+        "no token was made"
+    );
+    assert!(!dashboard.body.contains("href=\"/ui/operator/tenants\""));
+    // Nothing of Apple School Manager is waiting for Physics.
+    assert!(
+        dashboard.body.contains("id=\"count-asm-waiting\">0<"),
+        "{}",
+        dashboard.body
+    );
+
+    // Clearing Activation Lock: the admin sees the action; without an escrowed code Orchard says so and asks
+    // nobody; another department's iPad answers like a missing one.
+    let page = get(&alice, &server, &format!("/ui/devices/{our_id}")).await?;
+    assert!(page.body.contains("id=\"action-activation-lock\""));
+    let unlock = post(
+        &alice,
+        &server,
+        &format!("/ui/devices/{our_id}/activation-lock/clear"),
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    assert_eq!(unlock.status, StatusCode::BAD_REQUEST, "{}", unlock.body);
+    assert!(
+        unlock
+            .body
+            .contains("no activation lock bypass code is escrowed"),
+        "{}",
+        unlock.body
+    );
+    let foreign_unlock = post(
+        &alice,
+        &server,
+        &format!("/ui/devices/{their_id}/activation-lock/clear"),
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    let missing_unlock = post(
+        &alice,
+        &server,
+        "/ui/devices/0190a0a0-0000-7000-8000-000000000000/activation-lock/clear",
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    assert_eq!(foreign_unlock.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        strip_request_id(&foreign_unlock.body),
+        strip_request_id(&missing_unlock.body)
+    );
+    let no_csrf = post(
+        &alice,
+        &server,
+        &format!("/ui/devices/{our_id}/activation-lock/clear"),
+        &[],
+    )
+    .await?;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+
+    // Bulk: a dry run states the action and the count before anything is queued; another department's id among
+    // the ticked ones is left out like a missing one.
+    let second_id = server.device_by_udid(second.udid()).await?["id"]
+        .as_str()
+        .context("id")?
+        .to_string();
+    let restarts_before = commands_named(&server, &second_id, "RestartDevice").await?;
+    let list = get(&alice, &server, "/ui/devices").await?;
+    assert!(list.body.contains("id=\"bulk-preview\""), "{}", list.body);
+    assert!(list.body.contains(&format!("value=\"{our_id}\"")));
+    let selection = [
+        ("csrf", csrf.as_str()),
+        ("action", "restart"),
+        ("device", second_id.as_str()),
+        ("device", their_id.as_str()),
+    ];
+    let dry = post(&alice, &server, "/ui/bulk/preview", &selection).await?;
+    assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+    assert!(
+        dry.body.contains("Restart: 1 enrolled iPad(s)."),
+        "{}",
+        dry.body
+    );
+    assert!(dry.body.contains("1 of the chosen iPads are left out"));
+    assert_eq!(
+        commands_named(&server, &second_id, "RestartDevice").await?,
+        restarts_before,
+        "a dry run queues nothing"
+    );
+    assert!(dry.body.contains("id=\"bulk-start\""));
+    let forged = post(
+        &alice,
+        &server,
+        "/ui/bulk",
+        &[("action", "restart"), ("device", &our_id)],
+    )
+    .await?;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let nothing = post(
+        &alice,
+        &server,
+        "/ui/bulk/preview",
+        &[("csrf", &csrf), ("action", "restart")],
+    )
+    .await?;
+    assert_eq!(nothing.status, StatusCode::BAD_REQUEST);
+    assert!(nothing.body.contains("Tick at least one iPad"));
+    let unknown = post(
+        &alice,
+        &server,
+        "/ui/bulk/preview",
+        &[("csrf", &csrf), ("action", "explode"), ("device", &our_id)],
+    )
+    .await?;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    let started = post(&alice, &server, "/ui/bulk", &selection).await?;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let job_path = started.location.clone().context("the job's page")?;
+    assert!(job_path.starts_with("/ui/jobs/"), "{job_path}");
+    assert_eq!(
+        commands_named(&server, &second_id, "RestartDevice").await?,
+        restarts_before + 1
+    );
+    assert_eq!(
+        commands_named(&server, &their_id, "RestartDevice").await?,
+        0
+    );
+    // The job's progress is read from the queue: waiting, then done once the iPad answered; a reload (a new
+    // GET) shows the same, and the page polls itself while work is left.
+    let waiting = get(&alice, &server, &job_path).await?;
+    assert_eq!(waiting.status, StatusCode::OK, "{}", waiting.body);
+    assert_no_inline_code(&waiting.body, "the job page");
+    assert!(
+        waiting.body.contains("data-finished=\"false\""),
+        "{}",
+        waiting.body
+    );
+    assert!(waiting.body.contains("hx-trigger=\"every 2s\""));
+    assert!(
+        waiting.body.contains("1 waiting for the iPad"),
+        "{}",
+        waiting.body
+    );
+    for _ in 0..5 {
+        if second.poll().await?.handled.is_empty() {
+            break;
+        }
+    }
+    let finished = get(&alice, &server, &job_path).await?;
+    assert!(
+        finished.body.contains("data-finished=\"true\""),
+        "{}",
+        finished.body
+    );
+    assert!(
+        finished.body.contains("1 done, 0 failed"),
+        "{}",
+        finished.body
+    );
+    assert!(!finished.body.contains("hx-trigger"));
+    let jobs = get(&alice, &server, "/ui/jobs").await?;
+    assert!(jobs.body.contains(job_path.as_str()), "{}", jobs.body);
+    // Every iPad matching the filter: erasing them needs the count typed in.
+    let all = [
+        ("csrf", csrf.as_str()),
+        ("action", "erase"),
+        ("all_matching", "1"),
+        ("state", "enrolled"),
+    ];
+    let dry_all = post(&alice, &server, "/ui/bulk/preview", &all).await?;
+    assert!(
+        dry_all.body.contains("Erase: 2 enrolled iPad(s)."),
+        "{}",
+        dry_all.body
+    );
+    assert!(dry_all.body.contains("id=\"confirm-count\""));
+    let erases_before = commands_named(&server, &our_id, "EraseDevice").await?;
+    let unconfirmed = post(&alice, &server, "/ui/bulk", &all).await?;
+    assert_eq!(
+        unconfirmed.status,
+        StatusCode::CONFLICT,
+        "{}",
+        unconfirmed.body
+    );
+    let wrong_count = [all.as_slice(), &[("confirm_count", "3")]].concat();
+    assert_eq!(
+        post(&alice, &server, "/ui/bulk", &wrong_count)
+            .await?
+            .status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        commands_named(&server, &our_id, "EraseDevice").await?,
+        erases_before
+    );
+    let confirmed = [all.as_slice(), &[("confirm_count", "2")]].concat();
+    let erased_all = post(&alice, &server, "/ui/bulk", &confirmed).await?;
+    assert_eq!(
+        erased_all.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        erased_all.body
+    );
+    assert_eq!(
+        commands_named(&server, &our_id, "EraseDevice").await?,
+        erases_before + 1
+    );
+    assert_eq!(commands_named(&server, &their_id, "EraseDevice").await?, 0);
+    // Another department's job, or no job at all, is not found alike.
+    let missing_job = get(
+        &alice,
+        &server,
+        "/ui/jobs/0190a0a0-0000-7000-8000-000000000000",
+    )
+    .await?;
+    let bad_job = get(&alice, &server, "/ui/jobs/not-a-job").await?;
+    assert_eq!(missing_job.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        strip_request_id(&bad_job.body),
+        strip_request_id(&missing_job.body)
+    );
+
+    // Columns: chosen on the list, kept in a cookie, followed by the CSV export.
+    let chose = post(
+        &alice,
+        &server,
+        "/ui/devices/columns",
+        &[
+            ("csrf", &csrf),
+            ("back", "/ui/devices?state=enrolled"),
+            ("col_os", "1"),
+            ("col_udid", "1"),
+        ],
+    )
+    .await?;
+    assert_eq!(chose.status, StatusCode::SEE_OTHER, "{}", chose.body);
+    assert_eq!(
+        chose.location.as_deref(),
+        Some("/ui/devices?state=enrolled")
+    );
+    let narrowed = get(&alice, &server, "/ui/devices?state=enrolled").await?;
+    assert!(
+        narrowed.body.contains("<th scope=\"col\">UDID</th>"),
+        "{}",
+        narrowed.body
+    );
+    assert!(!narrowed
+        .body
+        .contains("<th scope=\"col\">Serial number</th>"));
+    assert!(narrowed.body.contains(physics_udid.as_str()));
+    assert!(narrowed
+        .body
+        .contains("id=\"col-udid\" name=\"col_udid\" value=\"1\" checked"));
+    let csv = get(&alice, &server, "/ui/devices.csv?state=enrolled").await?;
+    assert!(
+        csv.body.starts_with("id,name,os_version,udid\n")
+            || csv.body.starts_with("id,name,os_version,udid\r\n"),
+        "{}",
+        csv.body
+    );
+    let off_site = post(
+        &alice,
+        &server,
+        "/ui/devices/columns",
+        &[
+            ("csrf", &csrf),
+            ("back", "https://evil.example/"),
+            ("col_serial", "1"),
+        ],
+    )
+    .await?;
+    assert_eq!(off_site.location.as_deref(), Some("/ui/devices"));
+    let no_token = post(
+        &alice,
+        &server,
+        "/ui/devices/columns",
+        &[("col_serial", "1")],
+    )
+    .await?;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+
     // Language: Swedish on request, remembered in a cookie; a browser that prefers Swedish gets it at once.
     let switched = get(&alice, &server, "/ui/language?lang=sv&back=/ui/devices").await?;
     assert_eq!(switched.location.as_deref(), Some("/ui/devices"));
@@ -652,6 +960,39 @@ async fn department_scenario(backend: Backend) -> Result<()> {
         assert!(!viewed.body.contains(button), "a viewer sees {button}");
     }
     let vera_csrf = input_value(&viewed.body, "csrf").context("sign-out form's csrf")?;
+    assert!(!viewed.body.contains("action-activation-lock"));
+    let vera_list = get(&vera, &server, "/ui/devices").await?;
+    assert!(
+        !vera_list.body.contains("id=\"bulk-preview\""),
+        "a viewer gets no bulk actions"
+    );
+    let vera_bulk = post(
+        &vera,
+        &server,
+        "/ui/bulk/preview",
+        &[
+            ("csrf", &vera_csrf),
+            ("action", "inventory"),
+            ("device", &our_id),
+        ],
+    )
+    .await?;
+    assert_eq!(
+        vera_bulk.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        vera_bulk.body
+    );
+    let vera_unlock = post(
+        &vera,
+        &server,
+        &format!("/ui/devices/{our_id}/activation-lock/clear"),
+        &[("csrf", &vera_csrf)],
+    )
+    .await?;
+    assert_eq!(vera_unlock.status, StatusCode::FORBIDDEN);
+    // A job of her own department she may read.
+    assert_eq!(get(&vera, &server, &job_path).await?.status, StatusCode::OK);
     let locks_before = commands_named(&server, &our_id, "DeviceLock").await?;
     let forged = post(&vera, &server, &lock_path, &[("csrf", &vera_csrf)]).await?;
     assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
@@ -714,6 +1055,16 @@ async fn department_scenario(backend: Backend) -> Result<()> {
         music_home.body
     );
     assert!(music_home.body.contains("id=\"count-total\">1<"));
+    let physics_job = get(&carol, &server, &job_path).await?;
+    assert_eq!(
+        physics_job.status,
+        StatusCode::NOT_FOUND,
+        "another department's job"
+    );
+    assert_eq!(
+        strip_request_id(&physics_job.body),
+        strip_request_id(&missing_job.body)
+    );
     let other = server.create_tenant("Chemistry", "chem").await?;
     let refused = post(
         &carol,
@@ -1006,4 +1357,348 @@ async fn expiring_identities(backend: Backend) -> Result<()> {
 
 orchard_testkit::backend_tests! {
     webui_dashboard_counts_expiring_identities => expiring_identities;
+}
+
+/// Signs an operator in through the break-glass form; the browser and the page's CSRF token.
+async fn break_glass_operator(
+    server: &TestServer,
+    password: &str,
+) -> Result<(reqwest::Client, String)> {
+    server.set_local_account("it-oncall", password)?;
+    let op = browser(server, "en")?;
+    let page = get(&op, server, "/ui/login").await?;
+    let token = input_value(&page.body, "form_token").context("form token")?;
+    let signed_in = post(
+        &op,
+        server,
+        "/ui/login/local",
+        &[
+            ("username", "it-oncall"),
+            ("password", password),
+            ("form_token", &token),
+        ],
+    )
+    .await?;
+    ensure!(
+        signed_in.status == StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+    let home = get(&op, server, "/ui").await?;
+    let csrf = input_value(&home.body, "csrf").context("csrf")?;
+    Ok((op, csrf))
+}
+
+/// Central IT's pages: departments with their counts, people and role mappings, API tokens (the secret shown once,
+/// revoked), Apple's side (push certificate, DEP token synced from its page, the template and its department),
+/// enrollment links and expiring credentials; the dashboard counts the serials ASM assigned that have not
+/// enrolled. Forms need the CSRF token; bad input is a 4xx naming the field.
+async fn operator_pages(backend: Backend) -> Result<()> {
+    let serials = orchard_dep::fake::FakeDepServer::make_serials("WU", 0, 3);
+    let ade = orchard_testkit::apple::AdeFixture::start(&serials).await?;
+    let mut args = ade.serve_args();
+    args.extend(["--device-identity-days".to_string(), "30".to_string()]);
+    args.extend(["--identity-renewal-days".to_string(), "7".to_string()]);
+    let Some(server) = TestServer::start_with(backend, &args).await? else {
+        return Ok(());
+    };
+    let physics = server.create_tenant("Physics", "phys").await?;
+    let _music = server.create_tenant("Music", "mus").await?;
+    server
+        .enroll_devices(&server.sim_config(), &physics, 2)
+        .await?;
+    let (token_id, _) = server
+        .upload_dep_token(&ade.dep.server, "ASM University")
+        .await?;
+    let (status, template) = server
+        .api(
+            &server.token,
+            reqwest::Method::POST,
+            &format!("/api/v1/dep-tokens/{token_id}/templates"),
+            Some(json!({"name": "Physics carts", "tenant_id": physics, "auto_assign": true})),
+        )
+        .await?;
+    ensure!(status == 201, "template: {status} {template}");
+    let (op, csrf) = break_glass_operator(&server, "correct horse battery staple 44").await?;
+
+    // Departments with their iPads.
+    let tenants = get(&op, &server, "/ui/operator/tenants").await?;
+    assert_eq!(tenants.status, StatusCode::OK, "{}", tenants.body);
+    assert_no_inline_code(&tenants.body, "the departments page");
+    assert!(
+        tenants.body.contains("id=\"tenant-total-phys\">2<"),
+        "{}",
+        tenants.body
+    );
+    assert!(tenants.body.contains("id=\"tenant-total-mus\">0<"));
+    assert!(tenants.body.contains("id=\"tenants-total\">2<"));
+
+    // Apple: no push certificate yet (the development topic), the DEP token uploaded; a sync from the page.
+    let apple = get(&op, &server, "/ui/operator/apple").await?;
+    assert_eq!(apple.status, StatusCode::OK, "{}", apple.body);
+    assert!(apple.body.contains("id=\"push-missing\""), "{}", apple.body);
+    assert!(apple.body.contains("ASM University"));
+    assert!(apple.body.contains("Physics carts") && apple.body.contains("<td>Physics</td>"));
+    assert!(
+        apple.body.contains(&format!("id=\"dep-sync-{token_id}\"")),
+        "{}",
+        apple.body
+    );
+    // Before the sync Orchard knows no serial of Apple's.
+    let home = get(&op, &server, "/ui").await?;
+    assert!(
+        home.body.contains("id=\"count-asm-waiting\">0<"),
+        "{}",
+        home.body
+    );
+    let sync_path = format!("/ui/operator/dep-tokens/{token_id}/sync");
+    assert_eq!(
+        post(&op, &server, &sync_path, &[]).await?.status,
+        StatusCode::FORBIDDEN,
+        "no CSRF token"
+    );
+    let synced = post(&op, &server, &sync_path, &[("csrf", &csrf)]).await?;
+    assert_eq!(synced.status, StatusCode::SEE_OTHER, "{}", synced.body);
+    let apple = get(&op, &server, synced.location.as_deref().context("back")?).await?;
+    assert!(apple.body.contains("id=\"operator-done\""));
+    let unknown_sync = post(
+        &op,
+        &server,
+        "/ui/operator/dep-tokens/no-such-token/sync",
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    assert_eq!(unknown_sync.status, StatusCode::NOT_FOUND);
+    // The three serials are assigned to Physics by the template's rule and wait for their iPads.
+    let home = get(&op, &server, "/ui").await?;
+    assert!(
+        home.body.contains("id=\"count-asm-waiting\">3<"),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains("href=\"/ui/operator/tenants\""));
+
+    // People and role mappings: made and deleted through the page; bad input names the field.
+    let mapped = post(
+        &op,
+        &server,
+        "/ui/operator/role-mappings",
+        &[
+            ("csrf", &csrf),
+            ("claim", "groups"),
+            ("value", "physics-staff"),
+            ("role", "viewer"),
+            ("tenant", &physics),
+        ],
+    )
+    .await?;
+    assert_eq!(mapped.status, StatusCode::SEE_OTHER, "{}", mapped.body);
+    let people = get(&op, &server, "/ui/operator/people").await?;
+    assert_eq!(people.status, StatusCode::OK);
+    assert!(people.body.contains("physics-staff"), "{}", people.body);
+    assert!(
+        people.body.contains("id=\"people\""),
+        "the operator signed in"
+    );
+    let listed = server.get("/api/v1/role-mappings").await?;
+    let mapping_id = listed["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .find(|m| m["value"] == "physics-staff")
+        .and_then(|m| m["id"].as_str())
+        .context("mapping")?
+        .to_string();
+    let bad_role = post(
+        &op,
+        &server,
+        "/ui/operator/role-mappings",
+        &[
+            ("csrf", &csrf),
+            ("claim", "groups"),
+            ("value", "x"),
+            ("role", "king"),
+        ],
+    )
+    .await?;
+    assert_eq!(bad_role.status, StatusCode::BAD_REQUEST);
+    assert!(bad_role.body.contains("role:"), "{}", bad_role.body);
+    let bad_tenant = post(
+        &op,
+        &server,
+        "/ui/operator/role-mappings",
+        &[
+            ("csrf", &csrf),
+            ("claim", "groups"),
+            ("value", "x"),
+            ("role", "viewer"),
+            ("tenant", "physics"),
+        ],
+    )
+    .await?;
+    assert_eq!(bad_tenant.status, StatusCode::BAD_REQUEST);
+    assert!(bad_tenant.body.contains("tenant:"), "{}", bad_tenant.body);
+    let deleted = post(
+        &op,
+        &server,
+        &format!("/ui/operator/role-mappings/{mapping_id}/delete"),
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    assert!(!get(&op, &server, "/ui/operator/people")
+        .await?
+        .body
+        .contains("physics-staff"));
+
+    // API tokens: the secret once, on the answer to the form; it works until revoked from the page.
+    let made = post(
+        &op,
+        &server,
+        "/ui/operator/tokens",
+        &[
+            ("csrf", &csrf),
+            ("name", "physics inventory"),
+            ("role", "viewer"),
+            ("tenant", &physics),
+            ("days", "7"),
+        ],
+    )
+    .await?;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    let secret = made
+        .body
+        .split("id=\"token-secret\" class=\"mono\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .context("the secret on the page")?
+        .to_string();
+    let (status, _) = server
+        .api(&secret, reqwest::Method::GET, "/api/v1/devices", None)
+        .await?;
+    assert_eq!(status, 200, "the new token works");
+    let tokens = get(&op, &server, "/ui/operator/tokens").await?;
+    assert!(tokens.body.contains("physics inventory"));
+    assert!(
+        !tokens.body.contains(&secret),
+        "the secret is shown only once"
+    );
+    let created = server.get("/api/v1/tokens").await?;
+    let made_id = created["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .find(|t| t["name"] == "physics inventory")
+        .and_then(|t| t["id"].as_str())
+        .context("token id")?
+        .to_string();
+    let too_long = post(
+        &op,
+        &server,
+        "/ui/operator/tokens",
+        &[
+            ("csrf", &csrf),
+            ("name", "x"),
+            ("role", "viewer"),
+            ("tenant", &physics),
+            ("days", "soon"),
+        ],
+    )
+    .await?;
+    assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
+    assert!(too_long.body.contains("days:"), "{}", too_long.body);
+    let revoked = post(
+        &op,
+        &server,
+        &format!("/ui/operator/tokens/{made_id}/revoke"),
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    let (status, _) = server
+        .api(&secret, reqwest::Method::GET, "/api/v1/devices", None)
+        .await?;
+    assert_eq!(status, 401, "the revoked token is refused");
+    let missing = post(
+        &op,
+        &server,
+        "/ui/operator/tokens/0190a0a0-0000-7000-8000-000000000000/revoke",
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Enrollment links of every department; revoked from the page.
+    server.enrollment_link(&physics, Some(10)).await?;
+    let links = server
+        .get(&format!("/api/v1/tenants/{physics}/enrollment-links"))
+        .await?;
+    let link_id = links["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .find(|l| l["active"] == true)
+        .and_then(|l| l["id"].as_str())
+        .context("an active link")?
+        .to_string();
+    let page = get(&op, &server, "/ui/operator/links").await?;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains(&format!("id=\"revoke-link-{link_id}\"")),
+        "{}",
+        page.body
+    );
+    let revoke_link = post(
+        &op,
+        &server,
+        &format!("/ui/operator/tenants/{physics}/links/{link_id}/revoke"),
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    assert_eq!(
+        revoke_link.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        revoke_link.body
+    );
+    let links = server
+        .get(&format!("/api/v1/tenants/{physics}/enrollment-links"))
+        .await?;
+    assert!(
+        links["items"]
+            .as_array()
+            .context("items")?
+            .iter()
+            .all(|l| l["id"] != link_id.as_str() || l["active"] == false),
+        "{links}"
+    );
+
+    // Expiring credentials: the two iPad identities of 30 days.
+    let expiring = get(&op, &server, "/ui/operator/expiring").await?;
+    assert_eq!(expiring.status, StatusCode::OK, "{}", expiring.body);
+    assert!(
+        expiring
+            .body
+            .contains("2 enrolled iPad identity certificate(s)"),
+        "{}",
+        expiring.body
+    );
+
+    // Every post is in the audit log under the API's names.
+    let audit = server.get("/api/v1/audit?limit=200").await?;
+    let web: Vec<String> = audit["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter(|e| e["details"]["via"] == "web")
+        .filter_map(|e| e["action"].as_str().map(str::to_string))
+        .collect();
+    for action in ["dep_token.sync", "token.create", "token.revoke"] {
+        assert!(web.iter().any(|a| a == action), "{action} in {web:?}");
+    }
+    Ok(())
+}
+
+orchard_testkit::backend_tests! {
+    webui_operator_pages => operator_pages;
 }

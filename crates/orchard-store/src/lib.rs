@@ -47,6 +47,7 @@ pub use access::users::{
     Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, UserLogin, UserRecord,
 };
 pub use apps::tokens::{AppAssetRecord, AppsLocationState, AppsTokenRecord};
+pub use commands::bulk_jobs::{BulkJobProgress, BulkJobRecord};
 pub use commands::legacy::{LegacyCommand, LegacyCommandRow, LegacyUnlockToken, ResealedCommand};
 pub use commands::queue::QueuePolicy;
 pub use declarative::channels::DdmChannelRecord;

@@ -194,53 +194,98 @@ impl Orchard {
         dry_run: bool,
         confirm_count: Option<usize>,
     ) -> Result<BulkOutcome, CoreError> {
+        let prepared = self
+            .prepare_bulk(
+                who,
+                &target,
+                std::slice::from_ref(&command),
+                dry_run,
+                confirm_count,
+            )
+            .await?;
+        if dry_run {
+            return Ok(BulkOutcome {
+                dry_run: true,
+                affected: prepared.devices,
+                skipped: prepared.skipped,
+                queued: 0,
+            });
+        }
+        self.store.enqueue_commands(&prepared.commands).await?;
+        self.wake_dispatcher();
+        tracing::info!(count = prepared.commands.len(), request_type = command.request_type(), actor = %who.actor(), "bulk command queued");
+        Ok(BulkOutcome {
+            dry_run: false,
+            affected: prepared.devices,
+            skipped: prepared.skipped,
+            queued: prepared.commands.len(),
+        })
+    }
+
+    /// Everything a bulk request is checked for, in order: the role may queue bulk commands and each of
+    /// `commands`; none is sent one device at a time only; the devices resolve through the caller's scope and
+    /// the role may queue for each; a destructive command is the tenant admins' and carries the count it was
+    /// shown (`confirm_count`, checked unless `dry_run`). Then the commands, one per device and command (none for
+    /// a dry run).
+    pub(crate) async fn prepare_bulk(
+        &self,
+        who: &Principal,
+        target: &BulkTarget,
+        commands: &[Command],
+        dry_run: bool,
+        confirm_count: Option<usize>,
+    ) -> Result<PreparedBulk, CoreError> {
         // Authorization before any database work: the role must allow queuing this command at all (a
         // viewer's request is refused here, not after resolving thousands of devices).
         may_queue_bulk(who)?;
-        let needed = ability_to_queue(&command);
-        if !who.has(needed) {
-            return Err(CoreError::Forbidden(format!(
-                "the {} role may not queue {}",
-                who.role().as_str(),
-                command.request_type()
-            )));
-        }
-        if matches!(command, Command::ClearPasscode { .. }) {
-            return Err(CoreError::Invalid(
-                "ClearPasscode is sent to one device at a time".into(),
-            ));
-        }
-        if matches!(&command, Command::EraseDevice { return_to_service: Some(r), .. } if r.enabled)
-        {
-            // Each device needs its own enrollment profile and its own Activation Lock check.
-            return Err(CoreError::Invalid(
-                "EraseDevice with Return to Service is sent to one device at a time".into(),
-            ));
-        }
-        let (devices, skipped) = self.bulk_devices(who, &target).await?;
-        for d in &devices {
-            who.require(
-                needed,
-                d.tenant_id,
-                &format!(
+        for command in commands {
+            let needed = ability_to_queue(command);
+            if !who.has(needed) {
+                return Err(CoreError::Forbidden(format!(
                     "the {} role may not queue {}",
                     who.role().as_str(),
                     command.request_type()
-                ),
-            )?;
+                )));
+            }
+            if matches!(command, Command::ClearPasscode { .. }) {
+                return Err(CoreError::Invalid(
+                    "ClearPasscode is sent to one device at a time".into(),
+                ));
+            }
+            if matches!(command, Command::EraseDevice { return_to_service: Some(r), .. } if r.enabled)
+            {
+                // Each device needs its own enrollment profile and its own Activation Lock check.
+                return Err(CoreError::Invalid(
+                    "EraseDevice with Return to Service is sent to one device at a time".into(),
+                ));
+            }
+        }
+        let (devices, skipped) = self.bulk_devices(who, target).await?;
+        for command in commands {
+            let needed = ability_to_queue(command);
+            for d in &devices {
+                who.require(
+                    needed,
+                    d.tenant_id,
+                    &format!(
+                        "the {} role may not queue {}",
+                        who.role().as_str(),
+                        command.request_type()
+                    ),
+                )?;
+            }
         }
         if !who.has(Ability::Query) {
             return Err(CoreError::Forbidden("viewers do not queue commands".into()));
         }
         if dry_run {
-            return Ok(BulkOutcome {
-                dry_run: true,
-                affected: devices.len(),
+            return Ok(PreparedBulk {
+                devices: devices.len(),
                 skipped,
-                queued: 0,
+                commands: Vec::new(),
             });
         }
-        if is_dangerous(&command) {
+        for command in commands.iter().filter(|c| is_dangerous(c)) {
             if devices.iter().any(|d| !may_run_dangerous(who, d)) {
                 return Err(CoreError::Forbidden(format!(
                     "{} needs the tenant admin role",
@@ -256,13 +301,12 @@ impl Orchard {
             }
         }
         let now = self.clock.now();
-        let actor = who.actor();
         let queued_by = who.queued_by();
-        let new = devices
-            .iter()
-            .map(|d| {
-                self.new_command(
-                    &command,
+        let mut new = Vec::with_capacity(devices.len() * commands.len());
+        for d in &devices {
+            for command in commands {
+                new.push(self.new_command(
+                    command,
                     CommandTarget {
                         device_id: d.id,
                         tenant_id: d.tenant_id,
@@ -270,19 +314,22 @@ impl Orchard {
                     },
                     queued_by.clone(),
                     now,
-                )
-            })
-            .collect::<Result<Vec<NewCommand>, CoreError>>()?;
-        self.store.enqueue_commands(&new).await?;
-        self.wake_dispatcher();
-        tracing::info!(count = new.len(), request_type = command.request_type(), actor = %actor, "bulk command queued");
-        Ok(BulkOutcome {
-            dry_run: false,
-            affected: devices.len(),
+                )?);
+            }
+        }
+        Ok(PreparedBulk {
+            devices: devices.len(),
             skipped,
-            queued: new.len(),
+            commands: new,
         })
     }
+}
+
+/// A bulk request checked and resolved: how many devices it reaches and skips, and the commands to queue.
+pub(crate) struct PreparedBulk {
+    pub(crate) devices: usize,
+    pub(crate) skipped: usize,
+    pub(crate) commands: Vec<NewCommand>,
 }
 
 #[cfg(test)]

@@ -927,6 +927,12 @@ impl Orchard {
         })
     }
 
+    /// How many serials Apple's sync assigned to the caller's departments (through their templates) have not
+    /// enrolled yet: the dashboard's "waiting to enroll (from ASM)".
+    pub async fn count_dep_waiting_to_enroll(&self, who: &Principal) -> Result<i64, CoreError> {
+        Ok(self.store.count_dep_waiting_to_enroll(who.scope()).await?)
+    }
+
     /// DEP devices with their assignment. Operators and helpdesk see every serial; a tenant sees the serials
     /// assigned to its templates, including those that have not enrolled yet.
     pub async fn list_dep_device_listings(

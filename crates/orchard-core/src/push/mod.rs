@@ -76,6 +76,8 @@ struct LoadedCertificate {
     id: String,
     client: Option<ApnsClient>,
     topic: ApnsTopic,
+    /// The certificate's subject common name (Apple's `APSP:…`), shown to operators.
+    subject: Option<String>,
     not_after: UnixTime,
 }
 
@@ -156,6 +158,8 @@ pub enum PushCertificateUpload {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushCertificateStatus {
     pub topic: String,
+    /// The certificate's subject common name (Apple's `APSP:…`).
+    pub subject: Option<String>,
     pub not_after: String,
     pub days_left: i64,
     pub expired: bool,
@@ -219,6 +223,7 @@ impl Orchard {
         let now = self.clock.now();
         let topic = cert.topic().clone();
         let not_after = cert.not_after();
+        let subject = cert.subject_common_name();
         let client = match ApnsClient::new(
             cert,
             self.push.settings.apns.clone(),
@@ -244,6 +249,7 @@ impl Orchard {
                 id: id.to_string(),
                 client,
                 topic,
+                subject,
                 not_after,
             });
         }
@@ -323,6 +329,7 @@ impl Orchard {
             let expired = l.not_after <= now;
             PushCertificateStatus {
                 topic: l.topic.to_string(),
+                subject: l.subject.clone(),
                 not_after: l.not_after.to_rfc3339(),
                 days_left: left,
                 expired,

@@ -6,6 +6,10 @@
 //!
 //! Each post is one audit event with the same action name as the API's `POST /devices/{id}/commands`
 //! (`device.command.queue`), refused ones included, with `via: web` in its details.
+//!
+//! Clearing Activation Lock is no command to the iPad: Orchard asks Apple's activation service with the escrowed
+//! bypass code (core's `clear_activation_lock`, operators and the tenant's admins), recorded as the API's
+//! `device.activation_lock.clear`; Apple's refusal is a 502 page with Apple's reason.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -163,6 +167,80 @@ pub(super) async fn device_action(
     }
     match outcome {
         Ok(()) => redirect(&format!("/ui/devices/{device_id}?done={action}")),
+        Err(e) => who.core_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /ui/devices/{id}/activation-lock/clear`.
+pub(super) async fn clear_activation_lock(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfOnly>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let t = who.texts;
+    let Ok(Form(form)) = form else {
+        return error_page(
+            t,
+            StatusCode::BAD_REQUEST,
+            t.get("error.form"),
+            &who.request_id,
+        );
+    };
+    if let Some(refused) = who.csrf_refusal(&form.csrf) {
+        return refused;
+    }
+    let outcome = match DeviceId::parse(&id) {
+        // A malformed id names nothing, like another tenant's.
+        Err(_) => Err(orchard_core::CoreError::NotFound),
+        Ok(device_id) => {
+            state
+                .orchard
+                .clear_activation_lock(&who.principal, device_id)
+                .await
+        }
+    };
+    let (status, mut note) = match &outcome {
+        Ok(o) if o.cleared => (200, AuditNote::default().tenant(Some(o.tenant_id))),
+        Ok(o) => (502, AuditNote::default().tenant(Some(o.tenant_id))),
+        Err(e) => (SignedIn::status_of(Err(e)), AuditNote::default()),
+    };
+    note = note.target(&id);
+    if let Ok(o) = &outcome {
+        note = note
+            .detail("cleared", o.cleared)
+            .detail("attempts", o.attempts.len());
+    }
+    note.action = Some("device.activation_lock.clear".into());
+    if let Err(page) = who
+        .record_post(
+            &state,
+            "/devices/{id}/activation-lock/clear",
+            format!("/devices/{id}/activation-lock/clear"),
+            format!("/ui/devices/{id}/activation-lock/clear"),
+            status,
+            note,
+        )
+        .await
+    {
+        return page;
+    }
+    match outcome {
+        Ok(o) => match o.failure_reason() {
+            None => redirect(&format!("/ui/devices/{}?done=activation_lock", o.device_id)),
+            Some(reason) => error_page(
+                t,
+                StatusCode::BAD_GATEWAY,
+                &t.fill("action.activation_lock.refused", &[("reason", &reason)]),
+                &who.request_id,
+            ),
+        },
         Err(e) => who.core_error(e),
     }
 }

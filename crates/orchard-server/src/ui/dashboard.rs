@@ -1,4 +1,5 @@
-//! The department dashboard (`/ui`): how many iPads, how many enrolled and waiting, how many not seen for N
+//! The department dashboard (`/ui`): how many iPads, how many enrolled and waiting (and how many serials Apple's
+//! sync assigned to the department that have not enrolled yet), how many not seen for N
 //! days, which iOS versions they run and how many are behind the newest one seen, and the recent actions (for
 //! those who may read the audit log). Central IT sees the same over every department.
 
@@ -50,6 +51,8 @@ struct DashboardPage {
     total: i64,
     enrolled: i64,
     pending: i64,
+    /// Serials Apple's sync assigned to the department that have not enrolled yet.
+    asm_waiting: i64,
     not_seen: i64,
     not_seen_text: String,
     not_seen_link: String,
@@ -173,6 +176,10 @@ pub(super) async fn dashboard(
         Ok(c) => c,
         Err(e) => return who.core_error(e),
     };
+    let asm_waiting = match orchard.count_dep_waiting_to_enroll(&who.principal).await {
+        Ok(n) => n,
+        Err(e) => return who.core_error(e),
+    };
     let newest = by_version
         .iter()
         .filter_map(|(v, _)| v.as_deref())
@@ -227,6 +234,7 @@ pub(super) async fn dashboard(
         total: counts.total,
         enrolled: counts.enrolled,
         pending: counts.pending,
+        asm_waiting,
         not_seen: counts.enrolled_not_seen,
         not_seen_text: t.fill("dashboard.not_seen", &[("days", &days.to_string())]),
         not_seen_link: format!("/ui/devices?state=enrolled&not_seen_days={days}&sort=last_seen"),

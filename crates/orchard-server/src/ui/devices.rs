@@ -1,4 +1,5 @@
-//! The device list (search, the API's filters, sort, paging, CSV export) and a device's page (inventory,
+//! The device list (search, the API's filters, sort, paging, columns the reader chooses — kept in a cookie, and
+//! followed by the CSV export —, selection for bulk actions) and a device's page (inventory,
 //! installed apps, command history with Apple's error text, the troubleshooting checklist and its summary for a
 //! service-desk ticket, and the actions the reader's role allows).
 
@@ -6,18 +7,20 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use orchard_core::access::roles::Ability;
 use orchard_core::device::checklist::{apple_error_text, checklist, CheckItem};
 use orchard_core::device::views::{DeviceDetail, DeviceView};
-use orchard_store::{DeviceQuery, DeviceSort, Page};
-use orchard_types::{DeviceId, EnrollmentState, UnixTime};
+use orchard_store::{DeviceQuery, Page};
+use orchard_types::{DeviceId, UnixTime};
 use serde::Deserialize;
 
 use super::i18n::Texts;
-use super::page::{error_page, may, render, url_encode, Chrome};
+use super::page::{add_cookie, error_page, local_path, may, redirect, render, Chrome};
+use super::selection::ListForm;
 use super::session::SignedIn;
+use crate::auth::cookies::cookie;
 use crate::state::AppState;
 
 /// Devices per page of the list.
@@ -27,114 +30,162 @@ const CSV_MAX_ROWS: i64 = 20_000;
 /// Commands shown on a device's page (and read by the checklist).
 const HISTORY_ROWS: i64 = 50;
 
-/// The list's filters as the form sends them (every field optional; empty means unset).
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct ListForm {
-    #[serde(default)]
-    q: String,
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    os_version: String,
-    #[serde(default)]
-    state: String,
-    /// Devices not seen for at least this many days.
-    #[serde(default)]
-    not_seen_days: String,
-    /// Devices whose identity certificate expires within this many days (the dashboard links here).
-    #[serde(default)]
-    identity_expires_days: String,
-    #[serde(default)]
-    sort: String,
-    #[serde(default)]
-    order: String,
-    #[serde(default)]
-    offset: String,
+/// The cookie keeping the columns a person chose for the device list (a browser's choice, like the language).
+pub const COLUMNS_COOKIE: &str = "orchard_columns";
+
+/// A column of the device list the reader may show or hide; the name always shows (it links to the iPad). The CSV
+/// export has the same columns, after the device id and name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Column {
+    Serial,
+    Model,
+    Os,
+    Build,
+    State,
+    Supervised,
+    LastSeen,
+    Enrolled,
+    Udid,
 }
 
-fn some(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_string())
-}
+impl Column {
+    pub(super) const ALL: [Column; 9] = [
+        Column::Serial,
+        Column::Model,
+        Column::Os,
+        Column::Build,
+        Column::State,
+        Column::Supervised,
+        Column::LastSeen,
+        Column::Enrolled,
+        Column::Udid,
+    ];
+    /// What the list shows until the reader chooses.
+    const DEFAULT: [Column; 5] = [
+        Column::Serial,
+        Column::Model,
+        Column::Os,
+        Column::State,
+        Column::LastSeen,
+    ];
 
-impl ListForm {
-    /// The store query, or the reader's words for the first field that does not fit.
-    fn query(&self, t: Texts, now: UnixTime) -> Result<DeviceQuery, String> {
-        let state = match some(&self.state) {
-            None => None,
-            Some(s) => Some(
-                EnrollmentState::parse(&s).ok_or_else(|| t.get("devices.bad_state").to_string())?,
-            ),
-        };
-        let last_seen_before = match some(&self.not_seen_days) {
-            None => None,
-            Some(d) => match d.parse::<i64>() {
-                Ok(days) if (0..=3650).contains(&days) => Some(now.plus_seconds(-days * 86_400)),
-                _ => return Err(t.get("devices.bad_days").to_string()),
-            },
-        };
-        let identity_expires_before = match some(&self.identity_expires_days) {
-            None => None,
-            Some(d) => match d.parse::<i64>() {
-                Ok(days) if (0..=3650).contains(&days) => Some(now.plus_seconds(days * 86_400)),
-                _ => return Err(t.get("devices.bad_days").to_string()),
-            },
-        };
-        let sort = match some(&self.sort) {
-            None => DeviceSort::default(),
-            Some(s) => {
-                DeviceSort::parse(&s).ok_or_else(|| t.get("devices.bad_sort").to_string())?
-            }
-        };
-        if self.q.chars().count() > 200 {
-            return Err(t.get("devices.bad_q").to_string());
+    pub(super) fn key(self) -> &'static str {
+        match self {
+            Column::Serial => "serial",
+            Column::Model => "model",
+            Column::Os => "os",
+            Column::Build => "build",
+            Column::State => "state",
+            Column::Supervised => "supervised",
+            Column::LastSeen => "last_seen",
+            Column::Enrolled => "enrolled",
+            Column::Udid => "udid",
         }
-        Ok(DeviceQuery {
-            model: some(&self.model),
-            os_version: some(&self.os_version),
-            state,
-            last_seen_before,
-            identity_expires_before,
-            text: some(&self.q),
-            sort,
-            descending: self.order == "desc",
-            ..DeviceQuery::default()
-        })
     }
 
-    fn offset(&self) -> i64 {
-        self.offset.trim().parse::<i64>().unwrap_or(0).max(0)
+    fn label(self, t: Texts) -> &'static str {
+        match self {
+            Column::Serial => t.get("devices.col.serial"),
+            Column::Model => t.get("devices.col.model"),
+            Column::Os => t.get("devices.col.os"),
+            Column::Build => t.get("devices.col.build"),
+            Column::State => t.get("devices.col.state"),
+            Column::Supervised => t.get("devices.col.supervised"),
+            Column::LastSeen => t.get("devices.col.last_seen"),
+            Column::Enrolled => t.get("devices.col.enrolled"),
+            Column::Udid => t.get("devices.col.udid"),
+        }
     }
 
-    /// The filters as a query string (for paging links and the CSV export), without the offset.
-    fn query_string(&self) -> String {
-        [
-            ("q", &self.q),
-            ("model", &self.model),
-            ("os_version", &self.os_version),
-            ("state", &self.state),
-            ("not_seen_days", &self.not_seen_days),
-            ("identity_expires_days", &self.identity_expires_days),
-            ("sort", &self.sort),
-            ("order", &self.order),
-        ]
-        .iter()
-        .filter(|(_, v)| !v.trim().is_empty())
-        .map(|(k, v)| format!("{k}={}", url_encode(v.trim())))
-        .collect::<Vec<_>>()
-        .join("&")
+    fn csv_header(self) -> &'static str {
+        match self {
+            Column::Serial => "serial_number",
+            Column::Model => "model",
+            Column::Os => "os_version",
+            Column::Build => "build_version",
+            Column::State => "enrollment_state",
+            Column::Supervised => "supervised",
+            Column::LastSeen => "last_seen_at",
+            Column::Enrolled => "enrolled_at",
+            Column::Udid => "udid",
+        }
+    }
+
+    /// The cell as the page shows it.
+    fn cell(self, t: Texts, d: &DeviceView) -> String {
+        match self {
+            Column::Serial => d.serial_number.clone().unwrap_or_default(),
+            Column::Model => d
+                .product_name
+                .clone()
+                .or_else(|| d.model_name.clone())
+                .or_else(|| d.model.clone())
+                .unwrap_or_default(),
+            Column::Os => d.os_version.clone().unwrap_or_default(),
+            Column::Build => d.build_version.clone().unwrap_or_default(),
+            Column::State => state_label(t, d.enrollment_state),
+            Column::Supervised => match d.is_supervised {
+                Some(true) => t.get("common.yes").to_string(),
+                Some(false) => t.get("common.no").to_string(),
+                None => String::new(),
+            },
+            Column::LastSeen => date(d.last_seen_at.as_deref()),
+            Column::Enrolled => date(d.enrolled_at.as_deref()),
+            Column::Udid => d.udid.clone(),
+        }
+    }
+
+    /// The cell as the CSV export has it (machine-readable: identifiers, RFC 3339 times).
+    fn csv_cell(self, d: &DeviceView) -> String {
+        match self {
+            Column::Serial => d.serial_number.clone().unwrap_or_default(),
+            Column::Model => d.model.clone().unwrap_or_default(),
+            Column::Os => d.os_version.clone().unwrap_or_default(),
+            Column::Build => d.build_version.clone().unwrap_or_default(),
+            Column::State => d.enrollment_state.to_string(),
+            Column::Supervised => d.is_supervised.map(|b| b.to_string()).unwrap_or_default(),
+            Column::LastSeen => d.last_seen_at.clone().unwrap_or_default(),
+            Column::Enrolled => d.enrolled_at.clone().unwrap_or_default(),
+            Column::Udid => d.udid.clone(),
+        }
     }
 }
 
-/// A row of the list.
+/// The columns the reader chose (the cookie: keys joined by dots, `name` alone for none), in the list's order;
+/// the default without a choice. Unknown keys are ignored.
+pub(super) fn chosen_columns(headers: &HeaderMap) -> Vec<Column> {
+    match cookie(headers, COLUMNS_COOKIE) {
+        None => Column::DEFAULT.to_vec(),
+        Some(value) => {
+            let keys: Vec<&str> = value.split('.').collect();
+            Column::ALL
+                .into_iter()
+                .filter(|c| keys.contains(&c.key()))
+                .collect()
+        }
+    }
+}
+
+/// The cookie value of a choice of columns.
+pub(super) fn columns_cookie_value(columns: &[Column]) -> String {
+    std::iter::once("name")
+        .chain(columns.iter().map(|c| c.key()))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A row of the list: the iPad's name (a link) and the chosen columns' cells.
 struct Row {
     id: String,
     name: String,
-    serial: String,
-    model: String,
-    os: String,
-    state: String,
-    last_seen: String,
+    cells: Vec<String>,
+}
+
+/// A column as the list's header and the column chooser show it.
+struct ColumnChoice {
+    key: &'static str,
+    label: &'static str,
+    shown: bool,
 }
 
 fn date(t: Option<&str>) -> String {
@@ -158,20 +209,11 @@ fn state_label(t: Texts, state: &str) -> String {
     }
 }
 
-fn row(t: Texts, d: &DeviceView) -> Row {
+fn row(t: Texts, d: &DeviceView, columns: &[Column]) -> Row {
     Row {
         id: d.id.to_string(),
         name: d.device_name.clone().unwrap_or_else(|| d.udid.clone()),
-        serial: d.serial_number.clone().unwrap_or_default(),
-        model: d
-            .product_name
-            .clone()
-            .or_else(|| d.model_name.clone())
-            .or_else(|| d.model.clone())
-            .unwrap_or_default(),
-        os: d.os_version.clone().unwrap_or_default(),
-        state: state_label(t, d.enrollment_state),
-        last_seen: date(d.last_seen_at.as_deref()),
+        cells: columns.iter().map(|c| c.cell(t, d)).collect(),
     }
 }
 
@@ -180,6 +222,17 @@ fn row(t: Texts, d: &DeviceView) -> Row {
 struct DeviceListPage {
     c: Chrome,
     f: ListForm,
+    /// The shown columns' headers.
+    headers: Vec<&'static str>,
+    /// Every column, shown or not, for the chooser.
+    choices: Vec<ColumnChoice>,
+    /// The bulk actions the reader's role may start (none: no selection boxes).
+    bulk_actions: Vec<super::selection::BulkChoice>,
+    /// "All N iPads matching the filter".
+    bulk_all_text: String,
+    csrf: String,
+    /// This list's address (the column chooser comes back here).
+    here: String,
     rows: Vec<Row>,
     showing: String,
     previous: Option<String>,
@@ -192,9 +245,11 @@ struct DeviceListPage {
 pub(super) async fn device_list(
     State(state): State<AppState>,
     who: SignedIn,
+    headers: HeaderMap,
     form: Result<Query<ListForm>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let t = who.texts;
+    let columns = chosen_columns(&headers);
     let f = form.map(|Query(f)| f).unwrap_or_default();
     let here = format!("/ui/devices?{}", f.query_string());
     let (query, problem) = match f.query(t, state.orchard.now()) {
@@ -216,7 +271,7 @@ pub(super) async fn device_list(
     };
     let rows: Vec<Row> = devices
         .iter()
-        .map(|d| row(t, &DeviceView::from(d)))
+        .map(|d| row(t, &DeviceView::from(d), &columns))
         .collect();
     let qs = f.query_string();
     let link = |o: i64| {
@@ -237,6 +292,19 @@ pub(super) async fn device_list(
     );
     let page = DeviceListPage {
         c: Chrome::of(&state, &who, &here).await,
+        headers: columns.iter().map(|c| c.label(t)).collect(),
+        choices: Column::ALL
+            .into_iter()
+            .map(|c| ColumnChoice {
+                key: c.key(),
+                label: c.label(t),
+                shown: columns.contains(&c),
+            })
+            .collect(),
+        bulk_actions: super::selection::actions_for(&who),
+        bulk_all_text: t.fill("bulk.all", &[("total", &total.to_string())]),
+        csrf: who.user.csrf_token.clone(),
+        here: here.clone(),
         showing,
         previous: (offset > 0).then(|| link((offset - PAGE_SIZE).max(0))),
         next: (offset + PAGE_SIZE < total).then(|| link(offset + PAGE_SIZE)),
@@ -257,25 +325,22 @@ pub(super) async fn device_list(
 pub(super) async fn device_csv(
     State(state): State<AppState>,
     who: SignedIn,
+    headers: HeaderMap,
     form: Result<Query<ListForm>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     use orchard_core::reporting::audit::csv_line;
     let t = who.texts;
+    let columns = chosen_columns(&headers);
     let f = form.map(|Query(f)| f).unwrap_or_default();
     let query = match f.query(t, state.orchard.now()) {
         Ok(q) => q,
         Err(problem) => return error_page(t, StatusCode::BAD_REQUEST, &problem, &who.request_id),
     };
-    let mut out = csv_line([
-        "id",
-        "name",
-        "serial_number",
-        "model",
-        "os_version",
-        "enrollment_state",
-        "last_seen_at",
-        "enrolled_at",
-    ]);
+    let mut out = csv_line(
+        ["id", "name"]
+            .into_iter()
+            .chain(columns.iter().map(|c| c.csv_header())),
+    );
     let mut offset = 0;
     while offset < CSV_MAX_ROWS {
         let page = Page {
@@ -292,16 +357,11 @@ pub(super) async fn device_csv(
         };
         for d in &devices {
             let v = DeviceView::from(d);
-            out.push_str(&csv_line([
-                v.id.to_string(),
-                v.device_name.unwrap_or_default(),
-                v.serial_number.unwrap_or_default(),
-                v.model.unwrap_or_default(),
-                v.os_version.unwrap_or_default(),
-                v.enrollment_state.to_string(),
-                v.last_seen_at.unwrap_or_default(),
-                v.enrolled_at.unwrap_or_default(),
-            ]));
+            out.push_str(&csv_line(
+                [v.id.to_string(), v.device_name.clone().unwrap_or_default()]
+                    .into_iter()
+                    .chain(columns.iter().map(|c| c.csv_cell(&v))),
+            ));
         }
         if devices.len() < 1000 {
             break;
@@ -368,6 +428,8 @@ struct DevicePage {
     inventory: Vec<(String, String)>,
     can_query: bool,
     can_administer: bool,
+    /// A bypass code is escrowed, so Apple can be asked to clear Activation Lock.
+    bypass_code_escrowed: bool,
     done: Option<String>,
     csrf: String,
 }
@@ -493,6 +555,10 @@ pub(super) async fn device_page(
         Ok(h) => h,
         Err(e) => return who.core_error(e),
     };
+    let activation_lock = match state.orchard.activation_lock_view(&who.principal, id).await {
+        Ok(v) => v,
+        Err(e) => return who.core_error(e),
+    };
     let now = state.orchard.now();
     let d = &detail.device;
     let name = d.device_name.clone().unwrap_or_else(|| d.udid.clone());
@@ -505,7 +571,7 @@ pub(super) async fn device_page(
     let facts = vec![
         Fact {
             label: t.get("device.model"),
-            value: row(t, d).model,
+            value: Column::Model.cell(t, d),
         },
         Fact {
             label: t.get("device.serial"),
@@ -565,6 +631,15 @@ pub(super) async fn device_page(
         Fact {
             label: t.get("device.identity_expiry"),
             value: date(detail.identity.not_after.as_deref()),
+        },
+        Fact {
+            label: t.get("device.bypass_code"),
+            value: match &activation_lock.escrowed_at {
+                Some(at) if activation_lock.bypass_code_escrowed => {
+                    t.fill("device.bypass_code.escrowed", &[("date", &date(Some(at)))])
+                }
+                _ => t.get("device.bypass_code.none").to_string(),
+            },
         },
     ];
     let checks: Vec<Check> = checklist(&detail, &history, now)
@@ -648,8 +723,110 @@ pub(super) async fn device_page(
         inventory,
         can_query: may(&who, Ability::Query),
         can_administer: may(&who, Ability::Administer),
+        bypass_code_escrowed: activation_lock.bypass_code_escrowed,
         done,
         csrf: who.user.csrf_token.clone(),
     };
     render(StatusCode::OK, &page)
+}
+
+/// The column chooser's form: one box per column (`col_{key}`), checked or absent.
+#[derive(Deserialize)]
+pub(super) struct ColumnsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    back: String,
+    col_serial: Option<String>,
+    col_model: Option<String>,
+    col_os: Option<String>,
+    col_build: Option<String>,
+    col_state: Option<String>,
+    col_supervised: Option<String>,
+    col_last_seen: Option<String>,
+    col_enrolled: Option<String>,
+    col_udid: Option<String>,
+}
+
+impl ColumnsForm {
+    fn chosen(&self) -> Vec<Column> {
+        Column::ALL
+            .into_iter()
+            .filter(|c| {
+                match c {
+                    Column::Serial => &self.col_serial,
+                    Column::Model => &self.col_model,
+                    Column::Os => &self.col_os,
+                    Column::Build => &self.col_build,
+                    Column::State => &self.col_state,
+                    Column::Supervised => &self.col_supervised,
+                    Column::LastSeen => &self.col_last_seen,
+                    Column::Enrolled => &self.col_enrolled,
+                    Column::Udid => &self.col_udid,
+                }
+                .is_some()
+            })
+            .collect()
+    }
+}
+
+/// How long a choice of columns is kept (a year; choosing again renews it).
+const COLUMNS_COOKIE_SECONDS: i64 = 365 * 86_400;
+
+/// `POST /ui/devices/columns`: keeps the chosen columns in a cookie and goes back to the list.
+pub(super) async fn save_columns(
+    who: SignedIn,
+    form: Result<axum::Form<ColumnsForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let t = who.texts;
+    let Ok(axum::Form(form)) = form else {
+        return error_page(
+            t,
+            StatusCode::BAD_REQUEST,
+            t.get("error.form"),
+            &who.request_id,
+        );
+    };
+    if let Some(refused) = who.csrf_refusal(&form.csrf) {
+        return refused;
+    }
+    let back = local_path(Some(form.back.as_str()));
+    let back = if back.starts_with("/ui/devices") {
+        back
+    } else {
+        "/ui/devices"
+    };
+    add_cookie(
+        redirect(back),
+        COLUMNS_COOKIE,
+        &columns_cookie_value(&form.chosen()),
+        COLUMNS_COOKIE_SECONDS,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn chosen_columns_come_from_the_cookie_in_the_lists_order() {
+        let mut h = HeaderMap::new();
+        assert_eq!(chosen_columns(&h), Column::DEFAULT.to_vec());
+        h.insert(
+            axum::http::header::COOKIE,
+            HeaderValue::from_static("orchard_columns=name.udid.serial.bogus"),
+        );
+        assert_eq!(chosen_columns(&h), vec![Column::Serial, Column::Udid]);
+        h.insert(
+            axum::http::header::COOKIE,
+            HeaderValue::from_static("orchard_columns=name"),
+        );
+        assert!(chosen_columns(&h).is_empty(), "the name alone");
+        assert_eq!(
+            columns_cookie_value(&[Column::Os, Column::LastSeen]),
+            "name.os.last_seen"
+        );
+        assert_eq!(columns_cookie_value(&[]), "name");
+    }
 }

@@ -183,9 +183,11 @@ pub(super) async fn withdraw(
         201 => 204,
         other => other,
     };
+    // The API withdraws with DELETE: the same method gives the same action name (`maintenance_notice.withdraw`).
     if let Err(page) = who
-        .record_post(
+        .record_request(
             &state,
+            "DELETE",
             "/maintenance/{id}",
             format!("/maintenance/{id}"),
             format!("/ui/maintenance/{id}/withdraw"),

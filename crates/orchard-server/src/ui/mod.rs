@@ -8,15 +8,19 @@
 //! before there is a session, a double-submit token.
 //!
 //! Layout: `mod` (routes, headers, assets), shared `i18n` (catalogues), `session` (the caller), `page` (frame,
-//! rendering, errors); features `signin`, `dashboard`, `devices`, `actions`, `maintenance`, `reports` (audit log, usage).
+//! rendering, errors), `selection` (the device filter and the bulk actions); features `signin`, `dashboard`, `devices`, `actions`, `bulk` (bulk actions and their jobs), `maintenance`,
+//! `operator` (central IT's pages), `reports` (audit log, usage).
 
 mod actions;
+mod bulk;
 mod dashboard;
 mod devices;
 pub mod i18n;
 mod maintenance;
+mod operator;
 pub mod page;
 mod reports;
+mod selection;
 pub mod session;
 mod signin;
 
@@ -49,16 +53,52 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/language", get(signin::choose_language))
         .route("/ui/devices", get(devices::device_list))
         .route("/ui/devices.csv", get(devices::device_csv))
+        .route("/ui/devices/columns", post(devices::save_columns))
+        .route("/ui/bulk/preview", post(bulk::preview))
+        .route("/ui/bulk", post(bulk::start))
+        .route("/ui/jobs", get(bulk::jobs_page))
+        .route("/ui/jobs/{id}", get(bulk::job_page))
         .route("/ui/devices/{id}", get(devices::device_page))
         .route(
             "/ui/devices/{id}/actions/{action}",
             post(actions::device_action),
         )
         .route(
+            "/ui/devices/{id}/activation-lock/clear",
+            post(actions::clear_activation_lock),
+        )
+        .route(
             "/ui/maintenance",
             get(maintenance::maintenance_page).post(maintenance::publish),
         )
         .route("/ui/maintenance/{id}/withdraw", post(maintenance::withdraw))
+        .route("/ui/operator", get(operator::index))
+        .route("/ui/operator/tenants", get(operator::tenants_page))
+        .route("/ui/operator/people", get(operator::people_page))
+        .route("/ui/operator/role-mappings", post(operator::create_mapping))
+        .route(
+            "/ui/operator/role-mappings/{id}/delete",
+            post(operator::delete_mapping),
+        )
+        .route(
+            "/ui/operator/tokens",
+            get(operator::tokens_page).post(operator::create_token),
+        )
+        .route(
+            "/ui/operator/tokens/{id}/revoke",
+            post(operator::revoke_token),
+        )
+        .route("/ui/operator/apple", get(operator::apple_page))
+        .route(
+            "/ui/operator/dep-tokens/{id}/sync",
+            post(operator::sync_dep),
+        )
+        .route("/ui/operator/links", get(operator::links_page))
+        .route(
+            "/ui/operator/tenants/{tenant}/links/{link}/revoke",
+            post(operator::revoke_link),
+        )
+        .route("/ui/operator/expiring", get(operator::expiring_page))
         .route("/ui/audit", get(reports::audit_page))
         .route("/ui/usage", get(reports::usage_page))
         .route("/ui/assets/{file}", get(asset))

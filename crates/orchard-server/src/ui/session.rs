@@ -97,13 +97,30 @@ impl SignedIn {
         status: u16,
         note: AuditNote,
     ) -> Result<(), Response> {
+        self.record_request(state, "POST", route, path, full_path, status, note)
+            .await
+    }
+
+    /// [`SignedIn::record_post`] for a form that does what the API does with another method (a revocation the
+    /// API answers on `DELETE`): `method` is the API's, so the action name is too.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_request(
+        &self,
+        state: &AppState,
+        method: &str,
+        route: &str,
+        path: String,
+        full_path: String,
+        status: u16,
+        note: AuditNote,
+    ) -> Result<(), Response> {
         let recorded = state
             .orchard
             // The web UI's trail is the server's own record of the request, like the API's audit trail.
             .record_api_request(
                 &state.orchard.system(),
                 ApiRequest {
-                    method: "POST".into(),
+                    method: method.into(),
                     route: route.into(),
                     path,
                     full_path,

@@ -1,4 +1,5 @@
 //! The per-channel command queue and results.
 
+pub(crate) mod bulk_jobs;
 pub(crate) mod legacy;
 pub(crate) mod queue;

@@ -524,6 +524,20 @@ impl Store {
             .collect()
     }
 
+    /// Serials Apple's sync assigned to a department (through its templates) that have no enrolled device yet:
+    /// the dashboard's "waiting to enroll (from ASM)". A serial listed by two tokens counts once.
+    pub async fn count_dep_waiting_to_enroll(&self, scope: Scope) -> Result<i64, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT COUNT(DISTINCT d.serial_number) AS n FROM dep_devices d \
+             WHERE d.deleted = 0 AND d.tenant_id IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM devices v \
+                 WHERE v.serial_number = d.serial_number AND v.state = 'enrolled')",
+        );
+        sql.in_scope("d.tenant_id", scope);
+        let row = sql.query().fetch_one(&self.pool).await?;
+        rows::int(&row, "n")
+    }
+
     pub async fn count_dep_device_listings(
         &self,
         scope: Scope,
