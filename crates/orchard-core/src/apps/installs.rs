@@ -479,6 +479,7 @@ impl Orchard {
     /// Inside a report's unit: an app command of ours was answered (InstallApplication, RemoveApplication,
     /// ManagedApplicationList), or an erase freed the device's licences. Returns whether the reconciler should
     /// look at the device again.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn app_command_reported(
         &self,
         unit: &mut UnitOfWork,
