@@ -354,6 +354,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::GET, format!("/api/v1/tenants/{physics}/apps/token"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         row(Method::POST, format!("/api/v1/tenants/{physics}/apps/sync"), None, [U, U, U, 404, 404, 403, 200, 403, 200]),
         row(Method::GET, format!("/api/v1/tenants/{physics}/apps"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/apps/361309726/devices"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         // Nobody else holds the location, so there is nothing to take over.
         row(Method::POST, format!("/api/v1/tenants/{physics}/apps/token/take-over"), Some(json!({"confirm_other_mdm": "Jamf"})), [U, U, U, 404, 404, 403, 409, 403, 409]),
         row(Method::GET, "/api/v1/maintenance", None, [U, U, U, 200, 200, 200, 200, 200, 200]),

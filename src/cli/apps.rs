@@ -1,6 +1,6 @@
 //! `orchard apps …`: a tenant's Apps and Books location through the API — upload the content token (it is
-//! never printed), see its status, take a location over from another MDM, sync, and list the apps with their
-//! licences.
+//! never printed), see its status, take a location over from another MDM, sync, list the apps with their
+//! licences, and see each device's licence and install state for an app (shortage and failures with why).
 
 use std::path::PathBuf;
 
@@ -40,6 +40,14 @@ pub enum AppsCommand {
     List {
         #[arg(long)]
         tenant: String,
+    },
+    /// Each device's licence and install state for one app (shortage and failures with their reason).
+    Devices {
+        #[arg(long)]
+        tenant: String,
+        /// The app's adamId.
+        #[arg(long)]
+        app: String,
     },
 }
 
@@ -116,6 +124,23 @@ pub async fn run(client: &Client, out: Out, command: AppsCommand) -> Result<(), 
                         ("DEVICE", "device_assignable"),
                     ],
                     "no apps",
+                )
+            })
+        }
+        AppsCommand::Devices { tenant, app } => {
+            let v = client
+                .get(&["tenants", &tenant, "apps", &app, "devices"], &[])
+                .await?;
+            out.show(&v, |v| {
+                list(
+                    v,
+                    &[
+                        ("SERIAL", "serial_number"),
+                        ("STATE", "state"),
+                        ("REASON", "reason"),
+                        ("DEVICE", "device_id"),
+                    ],
+                    "no device has or wants this app",
                 )
             })
         }

@@ -93,12 +93,25 @@ pub enum AssignmentCommand {
         #[arg(long)]
         tenant: String,
     },
-    /// Assign a profile (the tenant's or a global one).
+    /// Assign a profile (the tenant's or a global one) or an app of the tenant's Apps and Books location.
+    #[command(group(clap::ArgGroup::new("object").required(true).args(["profile", "app"])))]
     Create {
         #[arg(long)]
         tenant: String,
         #[arg(long)]
-        profile: String,
+        profile: Option<String>,
+        /// An app's adamId: installed with a device licence on every device the assignment reaches.
+        #[arg(long)]
+        app: Option<String>,
+        /// With --app: remove the app (and free its licence) instead of installing it.
+        #[arg(long, requires = "app")]
+        removed: bool,
+        /// With --app: the managed app configuration, an XML plist file whose top level is a dictionary.
+        #[arg(long, requires = "app")]
+        configuration: Option<std::path::PathBuf>,
+        /// With --app: keep the app when the device leaves management (default: it goes with the MDM profile).
+        #[arg(long, requires = "app")]
+        keep_on_unmanage: bool,
         /// Every device of the tenant.
         #[arg(long)]
         all_devices: bool,
@@ -347,6 +360,10 @@ pub async fn run_assignment(
         AssignmentCommand::Create {
             tenant,
             profile,
+            app,
+            removed,
+            configuration,
+            keep_on_unmanage,
             all_devices,
             groups,
             devices,
@@ -354,12 +371,39 @@ pub async fn run_assignment(
             exclude_devices,
             delivery,
         } => {
-            let body = json!({
-                "object_kind": "profile", "object_id": profile, "all_devices": all_devices,
+            let mut body = json!({
+                "all_devices": all_devices,
                 "groups": groups, "devices": devices,
                 "exclude_groups": exclude_groups, "exclude_devices": exclude_devices,
                 "delivery": delivery,
             });
+            match (profile, app) {
+                (_, Some(app)) => {
+                    let configuration = match configuration {
+                        Some(path) => Some(
+                            String::from_utf8(super::read_file("--configuration", &path)?)
+                                .map_err(|_| {
+                                    CliError::Local(format!(
+                                        "{}: not a plist (not text)",
+                                        path.display()
+                                    ))
+                                })?,
+                        ),
+                        None => None,
+                    };
+                    body["object_kind"] = json!("app");
+                    body["object_id"] = json!(app);
+                    body["app"] = json!({
+                        "install_behaviour": if removed { "removed" } else { "required" },
+                        "configuration": configuration,
+                        "remove_on_unmanage": !keep_on_unmanage,
+                    });
+                }
+                (profile, None) => {
+                    body["object_kind"] = json!("profile");
+                    body["object_id"] = json!(profile);
+                }
+            }
             let v = client
                 .post(&["tenants", &tenant, "assignments"], &body)
                 .await?;

@@ -151,6 +151,29 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
         }
     }
+    if let Ok(tokens) = state.orchard.apps_token_expiry_days(&system).await {
+        if !tokens.is_empty() {
+            // Labelled by tenant id (an opaque id, like a DEP token's): never the token, org or location.
+            out.push_str("# HELP orchard_apps_token_days_left Days until a department's Apps and Books content token expires (negative: expired).\n");
+            out.push_str("# TYPE orchard_apps_token_days_left gauge\n");
+            for (tenant, days) in &tokens {
+                out.push_str(&format!(
+                    "orchard_apps_token_days_left{{tenant=\"{tenant}\"}} {days}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "# HELP orchard_apps_token_expiry_warning 1 within {} days of expiry or expired.\n",
+                orchard_core::apps::APPS_TOKEN_WARNING_DAYS
+            ));
+            out.push_str("# TYPE orchard_apps_token_expiry_warning gauge\n");
+            for (tenant, days) in &tokens {
+                out.push_str(&format!(
+                    "orchard_apps_token_expiry_warning{{tenant=\"{tenant}\"}} {}\n",
+                    u8::from(*days <= orchard_core::apps::APPS_TOKEN_WARNING_DAYS)
+                ));
+            }
+        }
+    }
     if let Ok(f) = state.orchard.identity_expiry_figures(&system).await {
         let days = state
             .orchard

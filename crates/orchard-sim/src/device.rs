@@ -76,6 +76,9 @@ pub struct SimDevice {
     /// [`SimDevice::set_scep_key`].
     scep_key: Option<PKey<Private>>,
     clock: Arc<dyn Clock>,
+    /// Where the App Store is asked whether this serial holds an Apps and Books licence (the local Apps and
+    /// Books server's `/fake/licence`), with a client that trusts it. `None`: every install succeeds.
+    app_store: Option<(String, reqwest::Client)>,
 }
 
 impl std::fmt::Debug for SimDevice {
@@ -107,6 +110,7 @@ impl SimDevice {
             identity_cache: None,
             scep_key: None,
             clock: Arc::new(SystemClock),
+            app_store: None,
         }
     }
 
@@ -133,6 +137,7 @@ impl SimDevice {
             identity_cache: None,
             scep_key: None,
             clock: Arc::new(SystemClock),
+            app_store: None,
         }
     }
 
@@ -147,6 +152,45 @@ impl SimDevice {
     /// not stall the async runtime that carries every other device's requests.
     pub fn set_scep_key(&mut self, key: PKey<Private>) {
         self.scep_key = Some(key);
+    }
+
+    /// From now on an Apps and Books install (InstallApplication with PurchaseMethod 1) asks the local Apps and
+    /// Books server at `base_url` (its `/fake/licence`, through `client`) whether this serial holds a licence for
+    /// the app, and fails without one, as a real iPad does.
+    pub fn use_app_store(&mut self, base_url: &str, client: reqwest::Client) {
+        self.app_store = Some((base_url.trim_end_matches('/').to_owned(), client));
+    }
+
+    /// Asks the App Store about the licence when `command_plist` is an Apps and Books install.
+    async fn check_app_licence(&mut self, command_plist: &[u8]) -> Result<(), SimError> {
+        self.state.app_licence_associated = None;
+        let Some((base_url, client)) = &self.app_store else {
+            return Ok(());
+        };
+        let Ok((_, command)) = orchard_protocol::commands::decode_command(command_plist) else {
+            return Ok(());
+        };
+        let orchard_protocol::commands::Command::InstallApplication {
+            itunes_store_id: Some(adam_id),
+            purchase_method: Some(1),
+            ..
+        } = command
+        else {
+            return Ok(());
+        };
+        let answer: serde_json::Value = client
+            .get(format!("{base_url}/fake/licence"))
+            .query(&[
+                ("serialNumber", self.state.serial_number.clone()),
+                ("adamId", adam_id.to_string()),
+            ])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        self.state.app_licence_associated = Some(answer["associated"] == true);
+        Ok(())
     }
 
     /// Replaces the clock (tests move time by hand).
@@ -817,6 +861,7 @@ impl SimDevice {
                 // The MDM client died running it: no report, the session is over.
                 return Ok(summary);
             }
+            self.check_app_licence(&reply).await?;
             let outcome = self.handle_command(&reply)?;
             summary.handled.extend(outcome.handled.iter().cloned());
             match outcome.follow_up {

@@ -114,6 +114,9 @@ const PROFILE_REMOVAL_FORBIDDEN: i64 = 4002;
 const NOT_AUTHORIZED: i64 = 12009;
 const NEEDS_SUPERVISION: i64 = 12021;
 const APP_NOT_MANAGED: i64 = 12024;
+/// An Apps and Books install (PurchaseMethod 1) for a serial that holds no licence for the app: the device
+/// cannot get the app from the App Store and refuses the command.
+const APP_LICENCE_NOT_FOUND: i64 = 12064;
 const NOT_IN_LOST_MODE: i64 = 12067;
 const UPDATE_NOT_AVAILABLE: i64 = 12035;
 const EMPTY_DEVICE_NAME: i64 = 12001;
@@ -919,6 +922,16 @@ struct AppRequest {
 }
 
 fn install_application(state: &mut DeviceState, request: AppRequest) -> Answer {
+    if request.device_based_vpp && state.app_licence_associated == Some(false) {
+        return Answer::error(
+            MDM_DOMAIN,
+            APP_LICENCE_NOT_FOUND,
+            format!(
+                "Could not find a license for app {} on this device.",
+                request.itunes_store_id.unwrap_or_default()
+            ),
+        );
+    }
     // The bundle id: given, or what the App Store (or the manifest) would resolve to.
     let identifier = match (
         &request.identifier,

@@ -85,6 +85,10 @@ pub struct DeviceState {
     /// the session just ends, as when mdmd crashes running it.
     #[serde(default)]
     pub crashes_on: Vec<String>,
+    /// What the App Store said about the Apps and Books licence of the InstallApplication being handled (set
+    /// by [`crate::SimDevice`] just before it runs the command; `None`: nobody asked, the install proceeds).
+    #[serde(default, skip)]
+    pub app_licence_associated: Option<bool>,
     pub passcode_present: bool,
     pub supervised: bool,
     pub activation_lock_bypass_code: Option<String>,
@@ -303,6 +307,7 @@ impl DeviceState {
             lost_mode: None,
             not_now_remaining: 0,
             crashes_on: Vec::new(),
+            app_licence_associated: None,
             passcode_present: true,
             supervised,
             activation_lock_bypass_code: supervised.then(|| random_bypass_code(&mut rng)),

@@ -46,6 +46,10 @@ pub use access::local_accounts::{LocalAccountRecord, LOCAL_ISSUER};
 pub use access::users::{
     Membership, PendingLoginRecord, RoleMappingRecord, SessionRecord, UserLogin, UserRecord,
 };
+pub use apps::licences::{
+    AppAssignmentOptions, DeviceAppLicence, LicenceOutcome, LicenceWork, PlannedAppCommand,
+    WantedLicence,
+};
 pub use apps::tokens::{AppAssetRecord, AppsLocationState, AppsTokenRecord};
 pub use commands::bulk_jobs::{BulkJobProgress, BulkJobRecord};
 pub use commands::legacy::{LegacyCommand, LegacyCommandRow, LegacyUnlockToken, ResealedCommand};

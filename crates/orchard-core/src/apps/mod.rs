@@ -5,7 +5,10 @@
 //! `apps-sync` job.
 //!
 //! The token is sealed with the data key, bound to its tenant, and never leaves core: views show the
-//! organization, location and expiry only. Apple is called between units of work, never inside one.
+//! organization, location and expiry only. Apple is called between units of work, never inside one. App installs
+//! through device licences: [`installs`].
+
+pub mod installs;
 
 use std::sync::Arc;
 
@@ -111,6 +114,8 @@ pub struct AppView {
     pub available: i64,
     pub device_assignable: bool,
     pub synced_at: String,
+    /// The tenant's devices per licence state for this app (`shortage`: the shortfall).
+    pub devices: installs::AppDeviceStates,
 }
 
 /// What one sync did.
@@ -151,6 +156,7 @@ fn app_view(a: AppAssetRecord) -> AppView {
         available: a.available_count,
         device_assignable: a.device_assignable,
         synced_at: a.synced_at.to_rfc3339(),
+        devices: installs::AppDeviceStates::default(),
     }
 }
 
@@ -416,12 +422,23 @@ impl Orchard {
         tenant: TenantId,
     ) -> Result<Vec<AppView>, CoreError> {
         self.visible_apps_tenant(who, tenant).await?;
+        let mut states: std::collections::HashMap<String, installs::AppDeviceStates> =
+            std::collections::HashMap::new();
+        for (adam_id, state, n) in self.store.app_licence_states(who.scope(), tenant).await? {
+            states.entry(adam_id).or_default().add(&state, n);
+        }
         Ok(self
             .store
             .list_app_assets(who.scope(), tenant)
             .await?
             .into_iter()
-            .map(app_view)
+            .map(|a| {
+                let devices = states.remove(&a.adam_id).unwrap_or_default();
+                AppView {
+                    devices,
+                    ..app_view(a)
+                }
+            })
             .collect())
     }
 
@@ -506,6 +523,18 @@ impl Orchard {
             .collect();
         let count = records.len();
         self.store.replace_app_assets(tenant, &records, now).await?;
+        // Licences added: devices waiting in shortage try again, as many as there are licences.
+        let mut retried = 0;
+        for a in &records {
+            retried += self
+                .store
+                .retry_licence_shortage(tenant, &a.adam_id, a.available_count, now)
+                .await?;
+        }
+        if retried > 0 {
+            tracing::info!(%tenant, retried, "licences available again: shortage retried");
+            self.wake_reconciler();
+        }
         Ok(count)
     }
 

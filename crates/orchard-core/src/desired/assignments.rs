@@ -1,5 +1,6 @@
 //! Assignments: what a tenant wants on its devices. An assignment names one object (kind + id: a profile of
-//! the tenant or a global one now; an app or an OS policy later) with version policy `latest`, and targets
+//! the tenant or a global one, or an app of the tenant's Apps and Books location by adamId, with its
+//! [`AppAssignmentInput`] options) with version policy `latest`, and targets
 //! the whole tenant, groups or single devices, minus excluded groups and devices — all of them the tenant's
 //! own. Another tenant's ids (profile, group, device, assignment) answer exactly like ids that do not exist.
 //! Every change marks the tenant's devices for the reconciler in its own unit of work.
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::profile_schema::ValidationError;
 use crate::access::principal::Principal;
+use crate::apps::installs::{checked_app_options, AppAssignmentInput, AppAssignmentView};
 use crate::{CoreError, Orchard};
 
 /// The most targets and exclusions one assignment may name.
@@ -45,6 +47,9 @@ pub struct AssignmentTargets {
     /// commands). On a change, absent keeps the assignment's current delivery.
     #[serde(default)]
     pub delivery: Option<String>,
+    /// An app assignment's options (replaced when given).
+    #[serde(default)]
+    pub app: Option<AppAssignmentInput>,
 }
 
 /// A new assignment.
@@ -52,7 +57,8 @@ pub struct AssignmentTargets {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AssignmentInput {
-    /// `profile` (apps and OS policies come later).
+    /// `profile` (object_id: the profile's id) or `app` (object_id: the adamId of an app of the tenant's
+    /// Apps and Books location that can be assigned to devices).
     pub object_kind: String,
     pub object_id: String,
     #[serde(default)]
@@ -70,6 +76,9 @@ pub struct AssignmentInput {
     /// `command` (default) or `declaration` (profiles only): see [`AssignmentTargets::delivery`].
     #[serde(default)]
     pub delivery: Option<String>,
+    /// For `app`: install behaviour, managed app configuration, removal with management.
+    #[serde(default)]
+    pub app: Option<AppAssignmentInput>,
 }
 
 impl AssignmentInput {
@@ -82,6 +91,7 @@ impl AssignmentInput {
             exclude_devices: self.exclude_devices.clone(),
             version_policy: self.version_policy.clone(),
             delivery: self.delivery.clone(),
+            app: self.app.clone(),
         }
     }
 }
@@ -105,6 +115,9 @@ pub struct AssignmentView {
     pub created_at: String,
     pub created_by: Option<String>,
     pub updated_at: String,
+    /// An app assignment's options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppAssignmentView>,
 }
 
 impl From<&AssignmentRecord> for AssignmentView {
@@ -131,6 +144,7 @@ impl From<&AssignmentRecord> for AssignmentView {
             created_at: a.created_at.to_rfc3339(),
             created_by: a.created_by.clone(),
             updated_at: a.updated_at.to_rfc3339(),
+            app: None,
         }
     }
 }
@@ -263,10 +277,30 @@ impl Orchard {
         kind: &str,
         id: &str,
     ) -> Result<String, CoreError> {
+        if kind == "app" {
+            let adam_id = id.trim();
+            let app = self
+                .store
+                .list_app_assets(who.scope(), tenant)
+                .await?
+                .into_iter()
+                .find(|a| a.adam_id == adam_id);
+            return match app {
+                Some(a) if a.device_assignable => Ok(a.adam_id),
+                Some(_) => Err(CoreError::Unprocessable(vec![problem(
+                    "object_id",
+                    "this app's licences cannot be assigned to devices",
+                )])),
+                None => Err(CoreError::Unprocessable(vec![problem(
+                    "object_id",
+                    "no such app in the department's apps and books location",
+                )])),
+            };
+        }
         if kind != "profile" {
             return Err(CoreError::Unprocessable(vec![problem(
                 "object_kind",
-                "must be \"profile\" (apps and OS policies are not assignable yet)",
+                "must be \"profile\" or \"app\" (OS policies are not assignable yet)",
             )]));
         }
         let missing = || CoreError::Unprocessable(vec![problem("object_id", "no such profile")]);
@@ -292,6 +326,30 @@ impl Orchard {
             .ok_or(CoreError::NotFound)
     }
 
+    /// Views of assignments with their app options.
+    async fn views(&self, list: &[AssignmentRecord]) -> Result<Vec<AssignmentView>, CoreError> {
+        let apps: Vec<AssignmentId> = list
+            .iter()
+            .filter(|a| a.object_kind == "app")
+            .map(|a| a.id)
+            .collect();
+        let options = if apps.is_empty() {
+            Vec::new()
+        } else {
+            self.store.app_options_of(&apps).await?
+        };
+        Ok(list
+            .iter()
+            .map(|a| AssignmentView {
+                app: options
+                    .iter()
+                    .find(|o| o.assignment_id == a.id)
+                    .map(AppAssignmentView::from),
+                ..AssignmentView::from(a)
+            })
+            .collect())
+    }
+
     /// `GET /tenants/{id}/assignments`.
     pub async fn list_assignments(
         &self,
@@ -299,13 +357,8 @@ impl Orchard {
         tenant: TenantId,
     ) -> Result<Vec<AssignmentView>, CoreError> {
         self.seen_tenant(who, tenant).await?;
-        Ok(self
-            .store
-            .list_assignments(who.scope(), tenant)
-            .await?
-            .iter()
-            .map(AssignmentView::from)
-            .collect())
+        let list = self.store.list_assignments(who.scope(), tenant).await?;
+        self.views(&list).await
     }
 
     /// `GET /tenants/{id}/assignments/{assignment}`.
@@ -315,9 +368,11 @@ impl Orchard {
         tenant: TenantId,
         id: AssignmentId,
     ) -> Result<AssignmentView, CoreError> {
-        Ok(AssignmentView::from(
-            &self.seen_assignment(who, tenant, id).await?,
-        ))
+        let record = self.seen_assignment(who, tenant, id).await?;
+        self.views(std::slice::from_ref(&record))
+            .await?
+            .pop()
+            .ok_or(CoreError::NotFound)
     }
 
     /// Creates an assignment (the tenant's admins and operators); Conflict when the object is assigned already.
@@ -333,29 +388,61 @@ impl Orchard {
         let object = self
             .checked_object(who, tenant, &input.object_kind, &input.object_id)
             .await;
-        let checked = self.checked_targets(tenant, &input.targets()).await;
-        let delivery = checked_delivery(&input.object_kind, input.delivery.as_deref(), "command");
-        let checked = match (checked, delivery) {
-            (Ok(t), Ok(d)) => Ok((t, d)),
-            (Err(CoreError::Unprocessable(mut a)), Err(b)) => {
-                a.push(b);
-                Err(CoreError::Unprocessable(a))
-            }
-            (Ok(_), Err(b)) => Err(CoreError::Unprocessable(vec![b])),
-            (Err(e), _) => Err(e),
-        };
-        let (object_id, ((all_devices, version_policy, targets), delivery)) =
-            match (object, checked) {
-                (Ok(o), Ok(t)) => (o, t),
-                (Err(CoreError::Unprocessable(mut a)), Err(CoreError::Unprocessable(b))) => {
-                    a.extend(b);
-                    return Err(CoreError::Unprocessable(a));
+        let mut checked = self.checked_targets(tenant, &input.targets()).await;
+        let id = AssignmentId::new();
+        let mut app_options = None;
+        if input.object_kind == "app" {
+            match checked_app_options(input.app.as_ref(), id) {
+                Ok(o) => app_options = Some(o),
+                Err(errors) => {
+                    checked = match checked {
+                        Err(CoreError::Unprocessable(mut a)) => {
+                            a.extend(errors);
+                            Err(CoreError::Unprocessable(a))
+                        }
+                        Ok(_) => Err(CoreError::Unprocessable(errors)),
+                        other => other,
+                    }
                 }
-                (Err(e), _) | (_, Err(e)) => return Err(e),
+            }
+        } else if input.app.is_some() {
+            let e = vec![problem(
+                "app",
+                "only an assignment of kind \"app\" has app options",
+            )];
+            checked = match checked {
+                Err(CoreError::Unprocessable(mut a)) => {
+                    a.extend(e);
+                    Err(CoreError::Unprocessable(a))
+                }
+                Ok(_) => Err(CoreError::Unprocessable(e)),
+                other => other,
+            }
+        }
+        let delivery =
+            checked_delivery(&input.object_kind, input.delivery.as_deref(), "command");
+        if let Err(e) = &delivery {
+            checked = match checked {
+                Err(CoreError::Unprocessable(mut a)) => {
+                    a.push(e.clone());
+                    Err(CoreError::Unprocessable(a))
+                }
+                Ok(_) => Err(CoreError::Unprocessable(vec![e.clone()])),
+                other => other,
             };
+        }
+        let (object_id, (all_devices, version_policy, targets)) = match (object, checked) {
+            (Ok(o), Ok(t)) => (o, t),
+            (Err(CoreError::Unprocessable(mut a)), Err(CoreError::Unprocessable(b))) => {
+                a.extend(b);
+                return Err(CoreError::Unprocessable(a));
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        let delivery = delivery.unwrap_or_else(|_| "command".into());
         let now = self.clock.now();
         let record = AssignmentRecord {
-            id: AssignmentId::new(),
+            id,
             tenant_id: tenant,
             object_kind: input.object_kind.clone(),
             object_id,
@@ -368,7 +455,7 @@ impl Orchard {
             updated_at: now,
         };
         self.store
-            .create_assignment(&record)
+            .create_assignment_with_options(&record, app_options.as_ref())
             .await
             .map_err(|e| match CoreError::from(e) {
                 CoreError::Conflict(_) => CoreError::Conflict(
@@ -378,7 +465,10 @@ impl Orchard {
             })?;
         self.wake_reconciler();
         tracing::info!(assignment = %record.id, %tenant, object = %record.object_id, actor = %who.actor(), "assignment created");
-        Ok(AssignmentView::from(&record))
+        Ok(AssignmentView {
+            app: app_options.as_ref().map(AppAssignmentView::from),
+            ..AssignmentView::from(&record)
+        })
     }
 
     /// Replaces an assignment's targets and exclusions.
@@ -399,13 +489,30 @@ impl Orchard {
         .map_err(|e| CoreError::Unprocessable(vec![e]))?;
         let (all_devices, version_policy, checked) = self.checked_targets(tenant, &targets).await?;
         record.delivery = delivery;
+        let app_options = match (&targets.app, record.object_kind.as_str()) {
+            (None, _) => None,
+            (Some(app), "app") => {
+                Some(checked_app_options(Some(app), record.id).map_err(CoreError::Unprocessable)?)
+            }
+            (Some(_), _) => {
+                return Err(CoreError::Unprocessable(vec![problem(
+                    "app",
+                    "only an assignment of kind \"app\" has app options",
+                )]))
+            }
+        };
         record.all_devices = all_devices;
         record.version_policy = version_policy;
         record.targets = checked;
         record.updated_at = self.clock.now();
-        self.store.update_assignment(&record).await?;
+        self.store
+            .update_assignment_with_options(&record, app_options.as_ref())
+            .await?;
         self.wake_reconciler();
-        Ok(AssignmentView::from(&record))
+        self.views(std::slice::from_ref(&record))
+            .await?
+            .pop()
+            .ok_or(CoreError::NotFound)
     }
 
     /// Deletes an assignment: the reconciler removes the object from the devices that no longer get it.

@@ -73,6 +73,8 @@ pub struct ReconcileStats {
     pub due_retries: usize,
     /// Devices whose declaration set changed (profiles delivered as declarations).
     pub declared: usize,
+    /// Apps and Books licences newly wanted (the licence pass associates them).
+    pub licences_wanted: usize,
 }
 
 /// Whether an assignment's targets include the device and its exclusions do not.
@@ -370,6 +372,12 @@ impl Orchard {
         }
         stats.planned = planned.len();
         stats.queued = unit.queue_planned_profile_commands(&planned, now).await?;
+        // Apps: licences wanted and app commands, in the same unit (Apple is called by the licence pass).
+        let (licences_wanted, app_commands) = self
+            .reconcile_apps(&mut unit, &claimed, &groups, now)
+            .await?;
+        stats.licences_wanted = licences_wanted;
+        stats.queued += app_commands;
         self.commit_unit(unit).await?;
         if stats.queued > 0 {
             tracing::info!(
@@ -415,8 +423,16 @@ impl Job for ReconcilerJob {
 
     async fn run_once(&self) -> Result<Step, CoreError> {
         let stats = self.orchard.reconcile_once(&self.system).await?;
+        // Licences the pass wanted (or that wait for a retry) go to Apple now; a failure stays on the rows.
+        let licences = match self.orchard.app_licences_once(&self.system).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "licence pass failed");
+                crate::apps::installs::LicencePassStats::default()
+            }
+        };
         let batch = usize::try_from(self.orchard.reconciler.settings.batch).unwrap_or(usize::MAX);
-        Ok(if stats.devices >= batch {
+        Ok(if stats.devices >= batch || licences.done > 0 {
             Step::More(Duration::ZERO)
         } else {
             Step::Idle

@@ -500,6 +500,22 @@ impl Orchard {
                     now,
                 )
                 .await?;
+                if self
+                    .app_command_reported(
+                        &mut unit,
+                        device.id,
+                        uuid.as_str(),
+                        request_type,
+                        status,
+                        report,
+                        error_chain.as_deref(),
+                        now,
+                    )
+                    .await?
+                {
+                    unit.mark_devices_dirty(&[device.id], now).await?;
+                    reconcile = true;
+                }
                 // What the device has of its profiles changed (or may have): compare again.
                 if matches!(
                     request_type,

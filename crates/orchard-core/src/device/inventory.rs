@@ -56,6 +56,14 @@ impl Orchard {
             };
             unit.update_device_facts(device.id, &facts, now).await?;
         }
+        if let CommandResult::ManagedApplicationList(apps) = &result {
+            let statuses: std::collections::BTreeMap<String, String> = apps
+                .iter()
+                .filter_map(|(bundle_id, app)| Some((bundle_id.clone(), app.status.clone()?)))
+                .collect();
+            unit.managed_apps_reported(device.id, &statuses, now)
+                .await?;
+        }
         if let CommandResult::ProfileList(items) = &result {
             self.profile_list_reported(unit, device, items, now).await?;
         }

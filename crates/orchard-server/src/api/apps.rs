@@ -1,8 +1,10 @@
 //! `/tenants/{id}/apps`: Apps and Books per tenant. Its admins upload the location's content token (never
 //! answered back), take a location over from another MDM with a confirmation, and sync; everyone who sees the
-//! tenant sees the apps with their licence counts and the token's status (organization, location, expiry).
+//! tenant sees the apps with their licence counts and the token's status (organization, location, expiry), and
+//! per app each device's licence and install state.
 
 use axum::Json;
+use orchard_core::apps::installs::AppDeviceLicenceView;
 use orchard_core::apps::{AppView, AppsSyncSummary, AppsTokenStatus};
 use orchard_core::reporting::audit_actions::AuditNote;
 use orchard_types::TenantId;
@@ -142,5 +144,25 @@ pub(super) async fn list_apps(
 ) -> Reply<Json<Items<AppView>>> {
     Ok(Items::of(
         state.orchard.list_apps(&who.principal, tenant).await?,
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/tenants/{id}/apps/{adam_id}/devices",
+    tag = "apps",
+    params(("id" = String, Path, description = "Tenant id"), ("adam_id" = String, Path, description = "The app's adamId")),
+    responses((status = 200, description = "Each device's licence and install state for the app (shortage and failures with their reason)", body = Items<AppDeviceLicenceView>))
+)]
+pub(super) async fn app_device_licences(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Id((tenant, adam_id)): Id<(TenantId, String)>,
+) -> Reply<Json<Items<AppDeviceLicenceView>>> {
+    Ok(Items::of(
+        state
+            .orchard
+            .app_device_licences(&who.principal, tenant, &adam_id)
+            .await?,
     ))
 }

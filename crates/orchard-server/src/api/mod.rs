@@ -152,6 +152,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(apps::take_over_apps_location))
         .routes(routes!(apps::sync_apps))
         .routes(routes!(apps::list_apps))
+        .routes(routes!(apps::app_device_licences))
 }
 
 /// The API router: the routes behind caller resolution (outermost) and the audit trail. Only matched routes

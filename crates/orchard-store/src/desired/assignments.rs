@@ -196,6 +196,15 @@ impl Store {
     /// Creates an assignment with its targets and marks the tenant's devices, in one transaction. Conflict
     /// when the tenant assigns the object already.
     pub async fn create_assignment(&self, a: &AssignmentRecord) -> Result<(), StoreError> {
+        self.create_assignment_with_options(a, None).await
+    }
+
+    /// [`Store::create_assignment`] with an app assignment's options, written in the same transaction.
+    pub async fn create_assignment_with_options(
+        &self,
+        a: &AssignmentRecord,
+        app_options: Option<&crate::AppAssignmentOptions>,
+    ) -> Result<(), StoreError> {
         let mut unit = self.begin_unit().await?;
         sqlx::query(&format!(
             "INSERT INTO assignments ({ASSIGNMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -213,12 +222,24 @@ impl Store {
         .execute(unit.conn()?)
         .await?;
         insert_targets(&mut unit, a).await?;
+        if let Some(options) = app_options {
+            crate::apps::licences::put_app_options(&mut unit, options).await?;
+        }
         mark_tenant_dirty(&mut unit, a.tenant_id, a.created_at).await?;
         unit.commit().await
     }
 
     /// Replaces an assignment's targets (and `all_devices`) and marks the tenant's devices. NotFound if gone.
     pub async fn update_assignment(&self, a: &AssignmentRecord) -> Result<(), StoreError> {
+        self.update_assignment_with_options(a, None).await
+    }
+
+    /// [`Store::update_assignment`] that also replaces an app assignment's options (when given).
+    pub async fn update_assignment_with_options(
+        &self,
+        a: &AssignmentRecord,
+        app_options: Option<&crate::AppAssignmentOptions>,
+    ) -> Result<(), StoreError> {
         let mut unit = self.begin_unit().await?;
         let updated = sqlx::query(
             "UPDATE assignments SET all_devices = $2, version_policy = $3, updated_at = $4, delivery = $5 \
@@ -240,6 +261,9 @@ impl Store {
             .execute(unit.conn()?)
             .await?;
         insert_targets(&mut unit, a).await?;
+        if let Some(options) = app_options {
+            crate::apps::licences::put_app_options(&mut unit, options).await?;
+        }
         mark_tenant_dirty(&mut unit, a.tenant_id, a.updated_at).await?;
         unit.commit().await
     }

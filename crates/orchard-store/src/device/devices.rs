@@ -523,6 +523,8 @@ impl UnitOfWork {
             .bind(&device_id)
             .execute(self.conn()?)
             .await?;
+        // A device that left management keeps no Apps and Books licence.
+        crate::apps::licences::release_device_licences(self, &device_id, None, now).await?;
         expire_unfinished_commands(self, &device_id, now).await
     }
 
@@ -549,6 +551,10 @@ impl UnitOfWork {
             return Err(StoreError::NotFound);
         }
         expire_unfinished_commands(self, &id.to_string(), now).await?;
+        // Licences of the previous tenant's location go back to it.
+        crate::apps::licences::release_device_licences(self, &id.to_string(), Some(to), now)
+            .await?;
+        crate::desired::groups::mark_dirty(self, &[id], now).await?;
         if !keep_inventory {
             sqlx::query("DELETE FROM inventory_sections WHERE device_id = $1")
                 .bind(id.to_string())
