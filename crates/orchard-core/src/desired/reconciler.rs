@@ -301,6 +301,11 @@ impl Orchard {
         }
         stats.planned = planned.len();
         stats.queued = unit.queue_planned_profile_commands(&planned, now).await?;
+        let settings_queued = self
+            .reconcile_shared_ipads(&mut unit, &devices, &tenants, &groups, now)
+            .await?;
+        stats.planned += settings_queued;
+        stats.queued += settings_queued;
         self.commit_unit(unit).await?;
         if stats.queued > 0 {
             tracing::info!(
