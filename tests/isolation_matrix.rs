@@ -278,6 +278,13 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::POST, dev("/push"), None, [U, U, U, 404, 404, 403, 202, 202, 202]),
         row(Method::GET, dev("/setup"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         row(Method::POST, dev("/setup/release"), None, [U, U, U, 404, 404, 403, 409, 403, 409]),
+        // Shared iPad users: the matrix's device is a single-user iPad, so every allowed action is refused on
+        // the device's kind (409) after the scope (404) and the role (403).
+        row(Method::GET, dev("/users"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::POST, dev("/users/refresh"), None, [U, U, U, 404, 404, 403, 409, 409, 409]),
+        row(Method::POST, dev("/users/log-out"), None, [U, U, U, 404, 404, 403, 409, 403, 409]),
+        row(Method::POST, dev("/users/delete"), Some(json!({"user_name": "jane@example.edu"})), [U, U, U, 404, 404, 403, 409, 403, 409]),
+        row(Method::POST, dev("/users/delete-all"), Some(json!({})), [U, U, U, 404, 404, 403, 409, 403, 409]),
         row(Method::GET, dev("/activation-lock"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         row(Method::POST, dev("/activation-lock/clear"), None, [U, U, U, 404, 404, 403, 409, 403, 409]),
         row(Method::GET, dev("/identity"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
@@ -325,6 +332,8 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::POST, grp("/members"), Some(json!({"device_ids": [device_id]})), [U, U, U, 404, 404, 403, 200, 403, 200]),
         row(Method::POST, grp("/members/remove"), Some(json!({"device_ids": [device_id]})), [U, U, U, 404, 404, 403, 200, 403, 200]),
         row(Method::GET, grp("/history"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::PUT, grp("/shared-ipad-policy"), Some(json!({"user_session_timeout": 0})), [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::DELETE, grp("/shared-ipad-policy"), None, [U, U, U, 404, 404, 403, 204, 403, 204]),
         // Once the admin deleted it, it is gone for everyone after.
         row(Method::DELETE, grp(""), None, [U, U, U, 404, 404, 403, 204, 404, 404]),
         row(Method::GET, asg(""), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
@@ -364,6 +373,9 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::PUT, format!("/api/v1/tenants/{physics}/os-policy"), Some(json!({"target": "latest", "deadline": "2026-12-11T18:00:00"})), [U, U, U, 404, 404, 403, 200, 403, 200]),
         row(Method::GET, format!("/api/v1/tenants/{physics}/os-policy"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         row(Method::GET, format!("/api/v1/tenants/{physics}/os-compliance"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/shared-ipad-policy"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
+        row(Method::PUT, format!("/api/v1/tenants/{physics}/shared-ipad-policy"), Some(json!({"temporary_session_only": false})), [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::GET, format!("/api/v1/tenants/{physics}/shared-ipad-compliance"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         row(Method::GET, "/api/v1/os-catalogue", None, [U, U, U, 403, 403, 403, 403, 403, 200]),
         row(Method::PUT, "/api/v1/os-catalogue", Some(json!({"entries": []})), [U, U, U, 403, 403, 403, 403, 403, 200]),
         // The feed is a closed local port here: the operator's refresh is refused with the reason (409).

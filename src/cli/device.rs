@@ -91,6 +91,49 @@ pub enum DeviceCommand {
         #[arg(long)]
         expires_in_seconds: Option<i64>,
     },
+    /// A Shared iPad's resident users (from its latest UserList) and user channels.
+    Users { id: String },
+    /// Ask a Shared iPad for its users now (UserList).
+    RefreshUsers { id: String },
+    /// Log out the user signed in on a Shared iPad now.
+    LogOutUser { id: String },
+    /// Delete one user from a Shared iPad. A user with data not synced yet is refused unless --force, which
+    /// loses that data and needs --confirm-serial.
+    DeleteUser {
+        id: String,
+        /// The user's name (Managed Apple Account) as `device users` shows it.
+        #[arg(long)]
+        user: String,
+        /// Delete data that is not synced yet too.
+        #[arg(long)]
+        force: bool,
+        /// The device's serial number, confirming --force.
+        #[arg(long)]
+        confirm_serial: Option<String>,
+    },
+    /// Delete every user from a Shared iPad (logged-in users, and unsynced ones unless --force, stay).
+    DeleteAllUsers {
+        id: String,
+        #[arg(long)]
+        force: bool,
+        /// The device's serial number (required).
+        #[arg(long)]
+        confirm_serial: String,
+    },
+    /// A tenant's Shared iPad policy: its own settings and its groups'.
+    SharedIpadPolicy { tenant: String },
+    /// Set a tenant's (or with --group a group's) Shared iPad settings, e.g.
+    /// `--json-body '{"temporary_session_only": true, "temporary_session_timeout": 1800}'`.
+    SetSharedIpadPolicy {
+        tenant: String,
+        #[arg(long)]
+        group: Option<String>,
+        /// The settings as a JSON object, or @FILE to read it.
+        #[arg(long)]
+        json_body: String,
+    },
+    /// Each enrolled device of a tenant against its Shared iPad settings.
+    SharedIpadCompliance { tenant: String },
     /// Move the device to another tenant now (operators); say what happens to its inventory.
     #[command(group(ArgGroup::new("inventory").required(true).args(["keep_inventory", "clear_inventory"])))]
     Move {
@@ -105,6 +148,32 @@ pub enum DeviceCommand {
         #[arg(long)]
         clear_inventory: bool,
     },
+}
+
+const USER_COLUMNS: &[(&str, &str)] = &[
+    ("user", "user_name"),
+    ("logged in", "is_logged_in"),
+    ("unsynced data", "has_data_to_sync"),
+    ("quota", "data_quota"),
+    ("used", "data_used"),
+    ("channel", "has_user_channel"),
+];
+
+const COMPLIANCE_COLUMNS: &[(&str, &str)] = &[
+    ("device", "device_id"),
+    ("shared", "shared_ipad"),
+    ("status", "status"),
+    ("applied", "applied_at"),
+    ("error", "last_error"),
+];
+
+/// What a user action queued, in one line.
+fn queued_line(v: &Value) -> String {
+    format!(
+        "{} queued ({})\n",
+        cell(v.get("request_type")),
+        cell(v.get("command_uuid"))
+    )
 }
 
 const IDENTITY_FIELDS: &[(&str, &str)] = &[
@@ -275,6 +344,102 @@ pub async fn run(client: &Client, out: Out, command: DeviceCommand) -> Result<()
                 )
                 .await?;
             out.show(&v, |v| fields(v, IDENTITY_FIELDS))
+        }
+        DeviceCommand::Users { id } => {
+            let v = client.get(&["devices", &id, "users"], &[]).await?;
+            out.show(&v, |v| {
+                let users = v.get("users").and_then(Value::as_array).cloned();
+                format!(
+                    "shared ipad: {}; refreshed: {}\n{}",
+                    cell(v.get("shared_ipad")),
+                    cell(v.get("refreshed_at")),
+                    table(&users.unwrap_or_default(), USER_COLUMNS)
+                )
+            })
+        }
+        DeviceCommand::RefreshUsers { id } => {
+            let v = client
+                .post(&["devices", &id, "users", "refresh"], &json!({}))
+                .await?;
+            out.show(&v, queued_line)
+        }
+        DeviceCommand::LogOutUser { id } => {
+            let v = client
+                .post(&["devices", &id, "users", "log-out"], &json!({}))
+                .await?;
+            out.show(&v, queued_line)
+        }
+        DeviceCommand::DeleteUser {
+            id,
+            user,
+            force,
+            confirm_serial,
+        } => {
+            let body = json!({"user_name": user, "force_deletion": force, "confirm_serial": confirm_serial});
+            let v = client
+                .post(&["devices", &id, "users", "delete"], &body)
+                .await?;
+            out.show(&v, queued_line)
+        }
+        DeviceCommand::DeleteAllUsers {
+            id,
+            force,
+            confirm_serial,
+        } => {
+            let body = json!({"force_deletion": force, "confirm_serial": confirm_serial});
+            let v = client
+                .post(&["devices", &id, "users", "delete-all"], &body)
+                .await?;
+            out.show(&v, queued_line)
+        }
+        DeviceCommand::SharedIpadPolicy { tenant } => {
+            let v = client
+                .get(&["tenants", &tenant, "shared-ipad-policy"], &[])
+                .await?;
+            out.show(&v, pretty)
+        }
+        DeviceCommand::SetSharedIpadPolicy {
+            tenant,
+            group,
+            json_body,
+        } => {
+            let text = match json_body.strip_prefix('@') {
+                Some(path) => String::from_utf8(read_file("--json-body", Path::new(path))?)
+                    .map_err(|_| CliError::Local(format!("--json-body {path}: not UTF-8")))?,
+                None => json_body,
+            };
+            let body: Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::Usage(format!("--json-body is not JSON: {e}")))?;
+            let v = match &group {
+                Some(g) => {
+                    client
+                        .put(
+                            &["tenants", &tenant, "groups", g, "shared-ipad-policy"],
+                            &body,
+                        )
+                        .await?
+                }
+                None => {
+                    client
+                        .put(&["tenants", &tenant, "shared-ipad-policy"], &body)
+                        .await?
+                }
+            };
+            out.show(&v, pretty)
+        }
+        DeviceCommand::SharedIpadCompliance { tenant } => {
+            let v = client
+                .get(&["tenants", &tenant, "shared-ipad-compliance"], &[])
+                .await?;
+            out.show(&v, |v| {
+                let devices = v.get("devices").and_then(Value::as_array).cloned();
+                format!(
+                    "shared ipads: {}, compliant: {}\n{}",
+                    cell(v.get("shared_ipads")),
+                    cell(v.get("compliant")),
+                    table(&devices.unwrap_or_default(), COMPLIANCE_COLUMNS)
+                )
+            })
         }
         DeviceCommand::Setup { id } => {
             let v = client.get(&["devices", &id, "setup"], &[]).await?;

@@ -497,6 +497,131 @@ impl SimDevice {
         self.checkin("TokenUpdate", message.encode()).await
     }
 
+    /// A student signs in on this Shared iPad: whoever was signed in is signed out, the user becomes resident
+    /// (with `data_quota` bytes the first time) and logged in, and the user channel's TokenUpdate
+    /// (`UserShortName`, the all-F `UserID`, its own push token and PushMagic) goes to the server.
+    pub async fn sign_in_user(&mut self, user_name: &str, data_quota: i64) -> Result<(), SimError> {
+        if !self.state.enrolled {
+            return Err(SimError::NotEnrolled);
+        }
+        if !self.state.shared_ipad {
+            return Err(SimError::InvalidArgument(
+                "only a Shared iPad signs users in".into(),
+            ));
+        }
+        for user in &mut self.state.shared_users {
+            user.is_logged_in = false;
+        }
+        match self
+            .state
+            .shared_users
+            .iter_mut()
+            .find(|u| u.user_name == user_name)
+        {
+            Some(user) => user.is_logged_in = true,
+            None => self.state.shared_users.push(crate::state::SharedUserState {
+                user_name: user_name.to_owned(),
+                full_name: None,
+                is_logged_in: true,
+                has_data_to_sync: false,
+                data_quota,
+                data_used: 0,
+                handled_commands: Vec::new(),
+            }),
+        }
+        let message = CheckinMessage::TokenUpdate(TokenUpdate {
+            topic: self.topic()?,
+            udid: self.udid_typed()?,
+            token: random_bytes(32),
+            push_magic: PushMagic::parse(
+                &uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase(),
+            )
+            .map_err(|e| SimError::InvalidArgument(e.to_string()))?,
+            unlock_token: None,
+            awaiting_configuration: false,
+            user: Some(shared_user(user_name)),
+        });
+        self.checkin("TokenUpdate (user)", message.encode()).await
+    }
+
+    /// The signed-in user signs out (the device tells the server nothing).
+    pub fn sign_out_user(&mut self) {
+        for user in &mut self.state.shared_users {
+            user.is_logged_in = false;
+        }
+    }
+
+    /// The signed-in user's work: `data_used` bytes, `unsynced` whether some of it is not in iCloud yet.
+    pub fn set_user_data(
+        &mut self,
+        user_name: &str,
+        data_used: i64,
+        unsynced: bool,
+    ) -> Result<(), SimError> {
+        let user = self
+            .state
+            .shared_users
+            .iter_mut()
+            .find(|u| u.user_name == user_name)
+            .ok_or_else(|| SimError::InvalidArgument(format!("no user {user_name}")))?;
+        user.data_used = data_used;
+        user.has_data_to_sync = unsynced;
+        Ok(())
+    }
+
+    /// A command session on a Shared iPad user's channel (the user must be resident): Idle, then each command
+    /// answered for that user, recorded in its state; a DeclarativeManagement command is followed by the
+    /// user channel's declarative sync.
+    pub async fn poll_user(&mut self, user_name: &str) -> Result<SessionSummary, SimError> {
+        if !self.state.enrolled {
+            return Err(SimError::NotEnrolled);
+        }
+        if !self
+            .state
+            .shared_users
+            .iter()
+            .any(|u| u.user_name == user_name)
+        {
+            return Err(SimError::InvalidArgument(format!("no user {user_name}")));
+        }
+        let user = shared_user(user_name);
+        let mut summary = SessionSummary {
+            udid: self.state.udid.clone(),
+            ..SessionSummary::default()
+        };
+        let server_url = required(&self.state.server_url)?.to_owned();
+        let identity = self.cached_identity()?;
+        let mut body = handler::user_idle_report(&self.state, &user)?;
+        for _ in 0..MAX_COMMANDS_PER_SESSION {
+            let reply = self
+                .send_session_request(&server_url, &identity, body, None)
+                .await?;
+            if reply.iter().all(u8::is_ascii_whitespace) {
+                break;
+            }
+            let outcome = handler::handle_user_command(&mut self.state, &user, &reply)?;
+            if let (Some(handled), Some(state)) = (
+                outcome.handled.as_ref(),
+                self.state
+                    .shared_users
+                    .iter_mut()
+                    .find(|u| u.user_name == user_name),
+            ) {
+                state.handled_commands.push(handled.clone());
+            }
+            summary.handled.extend(outcome.handled);
+            body = outcome.report;
+        }
+        let asked_to_sync = summary.handled.iter().any(|h| {
+            h.request_type == "DeclarativeManagement"
+                && h.status == orchard_types::CommandStatus::Acknowledged
+        });
+        if asked_to_sync {
+            self.declarative_sync_channel(Some(user)).await?;
+        }
+        Ok(summary)
+    }
+
     /// Sends a TokenUpdate again (an iPad does when its push token changes); `AwaitingConfiguration` says
     /// whether the device is still held in Setup Assistant.
     pub async fn send_token_update(&mut self) -> Result<(), SimError> {
@@ -1161,6 +1286,15 @@ fn required(field: &str) -> Result<&str, SimError> {
         Err(SimError::NotEnrolled)
     } else {
         Ok(field)
+    }
+}
+
+/// The user keys of a Shared iPad user's channel: the all-F `UserID` (no user authentication on iPad).
+fn shared_user(user_name: &str) -> SharedIpadUser {
+    SharedIpadUser {
+        user_id: orchard_types::SHARED_IPAD_USER_ID.to_owned(),
+        user_short_name: user_name.to_owned(),
+        user_long_name: None,
     }
 }
 

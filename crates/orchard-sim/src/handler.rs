@@ -125,6 +125,7 @@ const USER_NOT_FOUND: i64 = 12082;
 const USER_LOGGED_IN: i64 = 12083;
 const BAD_UNLOCK_TOKEN: i64 = 6;
 const NOT_ON_SHARED_IPAD: i64 = 12080;
+const NOT_ON_USER_CHANNEL: i64 = 12084;
 
 /// The update every simulated iPad is offered (one version ahead of 18.1).
 pub const OFFERED_UPDATE_VERSION: &str = "18.2";
@@ -146,6 +147,104 @@ pub fn idle_report(state: &DeviceState) -> Result<Vec<u8>, SimError> {
 
 fn udid_of(state: &DeviceState) -> Result<Udid, SimError> {
     Udid::parse(&state.udid).map_err(|e| SimError::InvalidArgument(format!("udid: {e}")))
+}
+
+/// The Idle report that opens a session on a Shared iPad user's channel.
+pub fn user_idle_report(
+    state: &DeviceState,
+    user: &orchard_protocol::checkin::SharedIpadUser,
+) -> Result<Vec<u8>, SimError> {
+    Ok(CommandReport {
+        udid: udid_of(state)?,
+        user: Some(user.clone()),
+        status: ReportStatus::Idle,
+        command_uuid: None,
+        error_chain: Vec::new(),
+        body: Dictionary::new(),
+    }
+    .encode())
+}
+
+/// Handles one command a Shared iPad user's channel received: what Apple's YAML allows there (declarative
+/// management, DeviceInformation, ProfileList) is answered for that user; device-channel commands (UserList,
+/// LogOutUser, DeleteUser, Settings, …) are refused as the device refuses them on the wrong channel.
+pub fn handle_user_command(
+    state: &mut DeviceState,
+    user: &orchard_protocol::checkin::SharedIpadUser,
+    command_plist: &[u8],
+) -> Result<CommandOutcome, SimError> {
+    let envelope = orchard_protocol::parse_dictionary(command_plist)
+        .map_err(|e| SimError::BadCommand(e.to_string()))?;
+    let uuid_text = envelope
+        .get("CommandUUID")
+        .and_then(Value::as_string)
+        .ok_or_else(|| SimError::BadCommand("no CommandUUID".into()))?;
+    let uuid = CommandUuid::parse(uuid_text)
+        .map_err(|e| SimError::BadCommand(format!("CommandUUID: {e}")))?;
+    let answer = match decode_command(command_plist) {
+        Ok((_, Command::DeclarativeManagement { .. })) => {
+            state.declarative_management_syncs =
+                state.declarative_management_syncs.saturating_add(1);
+            Answer::ack()
+        }
+        Ok((_, Command::ProfileList { .. })) => {
+            Answer::ack_with("ProfileList", Value::Array(Vec::new()))
+        }
+        Ok((_, command)) => Answer::error(
+            MDM_DOMAIN,
+            NOT_ON_USER_CHANNEL,
+            format!(
+                "{} is not available on a user channel.",
+                command.request_type()
+            ),
+        ),
+        Err(_) => Answer::CommandFormatError,
+    };
+    let request_type = envelope
+        .get("Command")
+        .and_then(Value::as_dictionary)
+        .and_then(|c| c.get("RequestType"))
+        .and_then(Value::as_string)
+        .unwrap_or_default()
+        .to_owned();
+    let (status, report_status, error_chain, body) = match answer {
+        Answer::Acknowledged(body) => (
+            CommandStatus::Acknowledged,
+            ReportStatus::Acknowledged,
+            Vec::new(),
+            body,
+        ),
+        Answer::Error(item) => (
+            CommandStatus::Error,
+            ReportStatus::Error,
+            vec![item],
+            Dictionary::new(),
+        ),
+        Answer::CommandFormatError | Answer::NotNow => (
+            CommandStatus::CommandFormatError,
+            ReportStatus::CommandFormatError,
+            Vec::new(),
+            Dictionary::new(),
+        ),
+    };
+    let report = CommandReport {
+        udid: udid_of(state)?,
+        user: Some(user.clone()),
+        status: report_status,
+        command_uuid: Some(uuid.clone()),
+        error_chain,
+        body,
+    }
+    .encode();
+    Ok(CommandOutcome {
+        report,
+        handled: Some(HandledCommand {
+            uuid: uuid.as_str().to_owned(),
+            request_type,
+            status,
+        }),
+        follow_up: FollowUp::Continue,
+    })
 }
 
 /// Handles one command plist as the server sent it. Fails only when the command cannot be answered at all
@@ -743,6 +842,10 @@ fn apply_settings(state: &mut DeviceState, settings: &[SettingsItem]) -> Answer 
                     NEEDS_SHARED_IPAD,
                     "This setting is only available on a Shared iPad.",
                 ))
+            }
+            SettingsItem::SharedDeviceConfiguration { .. } => {
+                state.shared_device_configuration = serde_json::to_string(item).ok();
+                Ok(())
             }
             SettingsItem::ApplicationConfiguration {
                 identifier,

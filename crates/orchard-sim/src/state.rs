@@ -98,6 +98,9 @@ pub struct DeviceState {
     /// Shared iPad (multi-user) mode.
     pub shared_ipad: bool,
     pub shared_users: Vec<SharedUserState>,
+    /// The last `SharedDeviceConfiguration` settings item the device accepted (its JSON).
+    #[serde(default)]
+    pub shared_device_configuration: Option<String>,
     pub awaiting_configuration: bool,
     pub organization_name: Option<String>,
     pub time_zone: Option<String>,
@@ -243,6 +246,9 @@ pub struct SharedUserState {
     /// Bytes.
     pub data_quota: i64,
     pub data_used: i64,
+    /// The commands this user's channel answered, in order.
+    #[serde(default)]
+    pub handled_commands: Vec<HandledCommand>,
 }
 
 /// An OS update accepted by `ScheduleOSUpdate`; applied at the next check-in when it installs.
@@ -314,6 +320,7 @@ impl DeviceState {
             activation_lock_enabled: false,
             shared_ipad: false,
             shared_users: Vec::new(),
+            shared_device_configuration: None,
             awaiting_configuration: false,
             organization_name: None,
             time_zone: None,
@@ -366,6 +373,7 @@ impl DeviceState {
         self.passcode_present = false;
         self.activation_lock_bypass_code = self.supervised.then(|| random_bypass_code(&mut rng));
         self.shared_users.clear();
+        self.shared_device_configuration = None;
         // A wiped iPad comes back in Setup Assistant.
         self.awaiting_configuration = true;
         self.organization_name = None;

@@ -587,6 +587,7 @@ fn shared_ipad_users() {
         has_data_to_sync: unsynced,
         data_quota: 4 << 30,
         data_used: 1 << 20,
+        handled_commands: Vec::new(),
     };
     device.state.shared_users = vec![
         user("jane@example.edu", true, false),

@@ -70,6 +70,7 @@ pub use desired::profiles::{
 pub use desired::reconcile::{
     KnownDeviceProfile, PlannedProfileCommand, ReconcileDevice, ReconcileProfile,
 };
+pub use desired::shared_ipad::{SharedIpadDeviceState, SharedIpadPolicyRecord};
 pub use device::device_search::{DeviceCounts, DeviceQuery, DeviceSort};
 pub use device::devices::IdentityStatus;
 pub use enrollment::identity::ScepTransaction;

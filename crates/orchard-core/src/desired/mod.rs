@@ -9,3 +9,4 @@ pub mod mobileconfig;
 pub mod profile_schema;
 pub mod profiles;
 pub mod reconciler;
+pub mod shared_ipad_policy;

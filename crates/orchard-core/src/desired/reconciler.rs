@@ -378,6 +378,11 @@ impl Orchard {
             .await?;
         stats.licences_wanted = licences_wanted;
         stats.queued += app_commands;
+        let settings_queued = self
+            .reconcile_shared_ipads(&mut unit, &devices, &tenants, &groups, now)
+            .await?;
+        stats.planned += settings_queued;
+        stats.queued += settings_queued;
         self.commit_unit(unit).await?;
         if stats.queued > 0 {
             tracing::info!(

@@ -357,6 +357,12 @@ impl Orchard {
             })
             .await?;
         let first_of_device = outcome.first && t.user.is_none();
+        let first_of_user = outcome.first && t.user.is_some();
+        if let Some(user) = t.user.as_ref().filter(|_| first_of_user) {
+            // A Shared iPad user's first sign-in: its channel gets its user-scoped declarations.
+            self.sync_user_declarations(&mut unit, &device, &user.user_short_name, now)
+                .await?;
+        }
         if first_of_device {
             let cmds = initial_inventory_commands()
                 .iter()
@@ -388,6 +394,9 @@ impl Orchard {
         }
         if first_of_device {
             tracing::info!(udid = %t.udid, "first token update: inventory queued");
+        }
+        if first_of_user {
+            tracing::info!(udid = %t.udid, channel = %channel, "first token update of a shared ipad user");
         }
         Ok(CheckinReply::Empty)
     }
@@ -485,6 +494,10 @@ impl Orchard {
                         .await?;
                         reconcile = true;
                     }
+                    if request_type == RequestType::UserList && !channel.is_user_channel() {
+                        self.user_list_reported(&mut unit, device, report, now)
+                            .await?;
+                    }
                     if request_type == RequestType::ActivationLockBypassCode {
                         self.escrow_bypass_code(&mut unit, device, report, now)
                             .await?;
@@ -538,6 +551,26 @@ impl Orchard {
                     now,
                 )
                 .await?;
+                if request_type == RequestType::Settings
+                    && queued_by == Some(QueuedBy::Reconciler)
+                    && status != CommandStatus::NotNow
+                    && self
+                        .shared_ipad_settings_reported(
+                            &mut unit,
+                            device.id,
+                            uuid.as_str(),
+                            (status != CommandStatus::Acknowledged).then(|| {
+                                error_chain
+                                    .clone()
+                                    .unwrap_or_else(|| status.as_str().to_owned())
+                            }),
+                            report,
+                            now,
+                        )
+                        .await?
+                {
+                    reconcile = true;
+                }
                 if queued_by == Some(QueuedBy::Renewal)
                     && matches!(
                         status,

@@ -6,6 +6,7 @@ mod bootstrap_token;
 pub mod checkin;
 pub mod checklist;
 pub mod inventory;
+pub mod shared_ipad;
 pub mod views;
 
 use orchard_store::UnitOfWork;

@@ -301,6 +301,50 @@ impl Orchard {
         Ok(queued)
     }
 
+    /// Inside a unit: a Shared iPad user's channel gets its user-scoped declaration set (iOS 17+ or unknown, as
+    /// the device channel) and one DeclarativeManagement command on that channel when its token changed.
+    pub(crate) async fn sync_user_declarations(
+        &self,
+        unit: &mut orchard_store::UnitOfWork,
+        device: &Device,
+        user_short_name: &str,
+        now: UnixTime,
+    ) -> Result<bool, CoreError> {
+        if !takes_enforcement(device.os_version.as_deref()) {
+            return Ok(false);
+        }
+        let tenant = device.tenant_id.to_string();
+        let id = device.id.to_string();
+        let rendered = set::render(set::generate(&SetInputs {
+            tenant_id: &tenant,
+            device_id: &id,
+            user_short_name: Some(user_short_name),
+            os_version: device.os_version.as_deref(),
+            os_target: None,
+            extra: &[],
+        }));
+        let channel = ChannelId::user(&device.udid, user_short_name);
+        let tokens = SyncTokens {
+            declarations_token: rendered.token.clone(),
+            timestamp: now.to_rfc3339(),
+        };
+        let command = self.new_command(
+            &Command::DeclarativeManagement {
+                data: Some(tokens.to_command_data()),
+            },
+            CommandTarget {
+                device_id: device.id,
+                tenant_id: device.tenant_id,
+                channel: &channel,
+            },
+            QueuedBy::Declarative,
+            now,
+        )?;
+        Ok(unit
+            .ddm_set_changed(&channel, device.id, &rendered.token, &command, now)
+            .await?)
+    }
+
     /// Inside a unit: recomputes the device channel's declaration set (iOS 17+ or unknown) and queues one
     /// DeclarativeManagement command when its token changed and none waits. Returns whether one was queued.
     pub(crate) async fn sync_device_declarations(

@@ -93,6 +93,17 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("DELETE", "/tokens/{id}") => "token.revoke",
         ("POST", "/commands/bulk") => "device.command.bulk_queue",
         ("POST", "/devices/{id}/setup/release") => "device.setup.release",
+        ("POST", "/devices/{id}/users/refresh") => "device.users.refresh",
+        ("POST", "/devices/{id}/users/log-out") => "device.user.log_out",
+        ("POST", "/devices/{id}/users/delete") => "device.user.delete",
+        ("POST", "/devices/{id}/users/delete-all") => "device.users.delete_all",
+        ("PUT", "/tenants/{id}/shared-ipad-policy") => "shared_ipad_policy.update",
+        ("PUT", "/tenants/{id}/groups/{group}/shared-ipad-policy") => {
+            "shared_ipad_policy.group.update"
+        }
+        ("DELETE", "/tenants/{id}/groups/{group}/shared-ipad-policy") => {
+            "shared_ipad_policy.group.delete"
+        }
         ("POST", "/devices/{id}/activation-lock/clear") => "device.activation_lock.clear",
         ("POST", "/devices/{id}/identity/revoke") => "device.identity.revoke",
         ("POST", "/devices/{id}/release") => "device.release_for_reenrollment",

@@ -165,6 +165,10 @@ pub struct TenantUsage {
     /// Two decimals, e.g. `25.21`.
     pub amount: String,
     pub amount_minor: i64,
+    /// Detail, not billed: the tenant's enrolled Shared iPads that answered UserList, now (not over the period).
+    pub shared_ipads: i64,
+    /// Detail, not billed: the users resident on those Shared iPads by their latest UserList.
+    pub resident_users: i64,
 }
 
 /// The usage of a period, priced.
@@ -316,6 +320,16 @@ impl Orchard {
             line.device_days = line.device_days.saturating_add(*enrolled_devices);
             line.days_counted += 1;
         }
+        for (tenant_id, users_json) in self.store.shared_ipad_user_lists(scope).await? {
+            if let Some(line) = lines.get_mut(&tenant_id) {
+                line.shared_ipads += 1;
+                line.resident_users += serde_json::from_str::<serde_json::Value>(&users_json)
+                    .ok()
+                    .and_then(|v| v["data"].as_array().map(Vec::len))
+                    .and_then(|n| i64::try_from(n).ok())
+                    .unwrap_or(0);
+            }
+        }
         let mut tenants: Vec<TenantUsage> = lines.into_values().collect();
         for line in &mut tenants {
             line.amount_minor =
@@ -376,6 +390,8 @@ fn empty_line(id: TenantId, code: &str, name: &str) -> TenantUsage {
         days_counted: 0,
         amount: format_minor(0),
         amount_minor: 0,
+        shared_ipads: 0,
+        resident_users: 0,
     }
 }
 

@@ -29,6 +29,7 @@ mod profiles;
 mod push;
 mod role_mappings;
 mod setup;
+mod shared_ipad;
 mod tenants;
 mod tokens;
 mod usage;
@@ -63,6 +64,20 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::queue_command, commands::command_history))
         .routes(routes!(commands::queue_bulk_command))
         .routes(routes!(setup::device_setup))
+        .routes(routes!(shared_ipad::shared_ipad_users))
+        .routes(routes!(shared_ipad::refresh_users))
+        .routes(routes!(shared_ipad::log_out_user))
+        .routes(routes!(shared_ipad::delete_user))
+        .routes(routes!(shared_ipad::delete_all_users))
+        .routes(routes!(
+            shared_ipad::get_shared_ipad_policy,
+            shared_ipad::put_shared_ipad_policy
+        ))
+        .routes(routes!(
+            shared_ipad::put_group_shared_ipad_policy,
+            shared_ipad::delete_group_shared_ipad_policy
+        ))
+        .routes(routes!(shared_ipad::shared_ipad_compliance))
         .routes(routes!(setup::release_setup))
         .routes(routes!(activation_lock::activation_lock))
         .routes(routes!(activation_lock::clear_activation_lock))

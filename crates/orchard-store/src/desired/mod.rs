@@ -5,3 +5,4 @@ pub(crate) mod assignments;
 pub(crate) mod groups;
 pub(crate) mod profiles;
 pub(crate) mod reconcile;
+pub(crate) mod shared_ipad;

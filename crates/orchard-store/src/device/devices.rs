@@ -602,6 +602,43 @@ impl UnitOfWork {
         update_device_facts(self, id, f, now).await
     }
 
+    /// A Shared iPad user was deleted from the device: its user channel ends (the row, its declarative state)
+    /// and its unfinished commands expire, as a CheckOut ends the device channel. Returns whether a channel
+    /// existed. The channel must be a user channel of `device`.
+    pub async fn end_user_channel(
+        &mut self,
+        device: DeviceId,
+        channel: &ChannelId,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        if !channel.is_user_channel() {
+            return Err(StoreError::Conflict(
+                "only a user channel ends with its user".into(),
+            ));
+        }
+        let deleted = sqlx::query("DELETE FROM channels WHERE id = $1 AND device_id = $2")
+            .bind(channel.as_str())
+            .bind(device.to_string())
+            .execute(self.conn()?)
+            .await?;
+        sqlx::query("DELETE FROM ddm_channels WHERE channel = $1 AND device_id = $2")
+            .bind(channel.as_str())
+            .bind(device.to_string())
+            .execute(self.conn()?)
+            .await?;
+        let sql = format!(
+            "UPDATE commands SET status = 'expired', completed_at = $3 \
+             WHERE channel_id = $1 AND device_id = $2 AND status IN {UNFINISHED_STATUSES}"
+        );
+        sqlx::query(&sql)
+            .bind(channel.as_str())
+            .bind(device.to_string())
+            .bind(now.0)
+            .execute(self.conn()?)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
     /// [`Store::put_inventory_section`] inside this unit.
     pub async fn put_inventory_section(
         &mut self,

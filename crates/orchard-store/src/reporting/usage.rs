@@ -71,6 +71,25 @@ impl Store {
             .collect()
     }
 
+    /// The latest UserList (its inventory JSON) of every enrolled Shared iPad the scope may see, with its
+    /// tenant: the usage report's resident-user detail.
+    pub async fn shared_ipad_user_lists(
+        &self,
+        scope: Scope,
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT d.tenant_id, i.json FROM inventory_sections i JOIN devices d ON d.id = i.device_id \
+             WHERE i.section = 'shared_ipad_users' AND d.state = 'enrolled'",
+        );
+        sql.in_scope("d.tenant_id", scope);
+        sql.query()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok((rows::tenant_id(row, "tenant_id")?, rows::text(row, "json")?)))
+            .collect()
+    }
+
     /// The days in `from_day..=to_day` on which a snapshot was taken (for any tenant), ascending. Whether a
     /// day was snapshotted is a fact about the server, not about a tenant, so it takes no scope.
     pub async fn usage_snapshot_days(
