@@ -863,6 +863,7 @@ mod tests {
             tenant_id: tenant,
             udid: Udid::parse("00008030-000A1C2E0C38802E").expect("udid"),
             enrolled: true,
+            os_version: Some("18.1".into()),
         }
     }
 
@@ -874,6 +875,7 @@ mod tests {
             object_id: adam.into(),
             version_policy: "latest".into(),
             all_devices: false,
+            delivery: "command".into(),
             targets: vec![AssignmentTarget {
                 kind: "group".into(),
                 id: group.to_string(),

@@ -419,8 +419,7 @@ impl Orchard {
                 other => other,
             }
         }
-        let delivery =
-            checked_delivery(&input.object_kind, input.delivery.as_deref(), "command");
+        let delivery = checked_delivery(&input.object_kind, input.delivery.as_deref(), "command");
         if let Err(e) = &delivery {
             checked = match checked {
                 Err(CoreError::Unprocessable(mut a)) => {
