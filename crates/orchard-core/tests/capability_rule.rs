@@ -30,6 +30,9 @@ const AUTHENTICATION: &[&str] = &[
     "scep_ca_caps",
     "scep_ca_cert",
     "scep_pki_operation",
+    // A declared profile's URL carries Orchard's HMAC tag for (device, profile, version): the tag is the
+    // credential, checked before anything is read.
+    "declared_profile_download",
 ];
 
 /// The doors of `SystemCtx`: the jobs host and the one explicit door (binary, metrics, audit trail, tests).
