@@ -294,7 +294,20 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(status == 404, "the outdated URL → {status}");
     ensure!(count_commands(&server, &ids[0], "InstallProfile").await? == 0);
 
+    // A retired iPad's URL stops working: iPad 1 takes version 2, then checks out.
+    poll_until(&mut modern[1], "version 2 on iPad 1", |d| {
+        installed_uuid(d).as_deref() == Some(v2_uuid.as_str())
+    })
+    .await?;
+    let retired_url = profile_url(&modern[1], &profile_id).context("iPad 1's v2 URL")?;
+    ensure!(client.get(&retired_url).send().await?.status() == 200);
+    modern[1].check_out().await?;
+    let status = client.get(&retired_url).send().await?.status();
+    ensure!(status == 404, "a checked-out iPad's URL → {status}");
+
     // 4. Unassigned: the declaration goes and the iPad removes the profile; no RemoveProfile.
+    let profile_url_before_unassign =
+        profile_url(&modern[0], &profile_id).context("iPad 0's v2 URL")?;
     let (status, _) = server
         .api(
             &admin,
@@ -313,14 +326,19 @@ async fn scenario(backend: Backend) -> Result<()> {
         "the enrollment profile is never touched"
     );
     ensure!(count_commands(&server, &ids[0], "RemoveProfile").await? == 0);
+    let status = client
+        .get(profile_url_before_unassign.as_str())
+        .send()
+        .await?
+        .status();
+    ensure!(status == 404, "an unassigned profile's URL → {status}");
     let row = row_until(&server, &physics, &profile_id, &ids[0], |r| {
         r["declared_version"].is_null()
     })
     .await?;
     ensure!(row["installed_version"].is_null(), "{row}");
-    let url = profile_url(&modern[1], &profile_id).context("iPad 1 still holds its old set")?;
-    let status = client.get(&url).send().await?.status();
-    ensure!(status == 404, "an unassigned profile's URL → {status}");
+    let url = profile_url(&modern[0], &profile_id);
+    ensure!(url.is_none(), "the declaration is gone from iPad 0's set");
     Ok(())
 }
 

@@ -79,9 +79,12 @@ async fn declared_profiles(
     db: &mut impl Db,
     device: DeviceId,
 ) -> Result<Vec<(ProfileId, i64)>, StoreError> {
+    // Only an enrolled device's: a checked-out or retired iPad's declared profiles are not served.
     sqlx::query(
-        "SELECT profile_id, declared_version FROM device_profiles \
-         WHERE device_id = $1 AND declared_version IS NOT NULL ORDER BY profile_id",
+        "SELECT dp.profile_id, dp.declared_version FROM device_profiles dp \
+         JOIN devices d ON d.id = dp.device_id \
+         WHERE dp.device_id = $1 AND dp.declared_version IS NOT NULL AND d.state = 'enrolled' \
+         ORDER BY dp.profile_id",
     )
     .bind(device.to_string())
     .fetch_all(db.conn()?)
