@@ -109,15 +109,25 @@ async fn counts_match(
     fake: &FakeVppServer,
     token: &str,
 ) -> Result<()> {
-    let app = app_view(server, tenant).await?;
-    let ours = (
-        app["total"].as_i64().context("total")?,
-        app["assigned"].as_i64().context("assigned")?,
-        app["available"].as_i64().context("available")?,
-    );
-    let theirs = fake.counts(token, APP).context("server counts")?;
-    ensure!(ours == theirs, "orchard {ours:?} ≠ server {theirs:?}");
-    Ok(())
+    // Orchard syncs the counts right after the licence pass that changed them, in the same job run: a check
+    // made between the pass's last Apple call and that sync sees the old counts, so it waits (bounded) for
+    // the sync instead of depending on when it looks.
+    let mut last = String::new();
+    for _ in 0..200 {
+        let app = app_view(server, tenant).await?;
+        let ours = (
+            app["total"].as_i64().context("total")?,
+            app["assigned"].as_i64().context("assigned")?,
+            app["available"].as_i64().context("available")?,
+        );
+        let theirs = fake.counts(token, APP).context("server counts")?;
+        if ours == theirs {
+            return Ok(());
+        }
+        last = format!("orchard {ours:?} ≠ server {theirs:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("{last}")
 }
 
 fn serials(ipads: &[SimDevice], which: &[usize]) -> BTreeSet<(String, String)> {
