@@ -14,6 +14,7 @@ use orchard_testkit::Backend;
 use orchard_types::Role;
 use reqwest::Method;
 use serde_json::{json, Value};
+use sqlx::Row;
 
 const IDENTIFIER: &str = "edu.example.reconciled";
 
@@ -187,6 +188,41 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(
         profile_commands(&server, &device_ids[2]).await? == (0, 0),
         "nothing queued for iPad 2"
+    );
+    // Both installs name one shared body (the profile is stored once, not per device), sealed at rest; the
+    // queue rows hold no copy of it.
+    let mut db = server.connect_database().await?;
+    let rows = sqlx::query(
+        "SELECT body_id, payload FROM commands WHERE request_type = 'InstallProfile' \
+         UNION ALL SELECT body_id, payload FROM command_history WHERE request_type = 'InstallProfile'",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    ensure!(rows.len() == 2, "{} InstallProfile rows", rows.len());
+    let mut body_ids = std::collections::BTreeSet::new();
+    for row in &rows {
+        let body_id: Option<String> = row.try_get("body_id")?;
+        let payload: Vec<u8> = row.try_get("payload")?;
+        ensure!(payload.is_empty(), "a queue row holds its own payload");
+        body_ids.insert(body_id.context("an install without a shared body")?);
+    }
+    ensure!(
+        body_ids.len() == 1,
+        "{} bodies for one profile version",
+        body_ids.len()
+    );
+    let body = sqlx::query("SELECT body, body_sealed FROM command_bodies")
+        .fetch_all(&mut db)
+        .await?;
+    ensure!(body.len() == 1, "{} stored bodies", body.len());
+    ensure!(
+        body[0].try_get::<i64, _>("body_sealed")? == 1,
+        "the body is not sealed"
+    );
+    let stored: Vec<u8> = body[0].try_get("body")?;
+    ensure!(
+        !stored.windows(14).any(|w| w == b"InstallProfile"),
+        "the profile body is stored readable"
     );
 
     // 2. iPad 1 updates to 18.10 (newer than 18.2 as a version): the profile leaves it.
@@ -442,6 +478,7 @@ async fn two_nodes(backend: Backend) -> Result<()> {
             request_type: RequestType::RemoveProfile,
             payload: b"<plist/>".to_vec(),
             payload_sealed: false,
+            body_id: None,
             deliver_once: false,
             queued_by: Some(QueuedBy::Reconciler),
             queued_at: setup.clock.now(),

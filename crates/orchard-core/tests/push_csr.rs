@@ -80,6 +80,7 @@ async fn enrolled_channel_with_command(s: &Setup) {
             request_type: orchard_types::RequestType::DeviceLock,
             payload: b"<plist/>".to_vec(),
             payload_sealed: false,
+            body_id: None,
             deliver_once: false,
             queued_by: None,
             queued_at: now,

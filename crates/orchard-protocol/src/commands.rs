@@ -774,6 +774,12 @@ impl Command {
         )
     }
 
+    /// The `Command` dictionary alone (XML): a body that many queued commands share, each getting its own
+    /// envelope when it is handed out ([`envelope_for_body`]).
+    pub fn encode_body(&self) -> Vec<u8> {
+        dictionary_to_xml(self.to_command_dict())
+    }
+
     /// Inverse of [`Command::to_command_dict`].
     pub fn from_command_dict(d: &Dictionary) -> Result<Self, ProtocolError> {
         let f = Fields(d);
@@ -1116,6 +1122,22 @@ pub fn all_settings_samples() -> Vec<SettingsItem> {
     ]
 }
 
+/// The plist the device receives for a command made of a shared body ([`Command::encode_body`]): the same
+/// bytes [`Command::encode`] gives for that command and `uuid`. The body is Orchard's own (read back from the
+/// database, not from a device), so it is parsed without the bounds on device input.
+pub fn envelope_for_body(uuid: &CommandUuid, body: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let command = plist::Value::from_reader_xml(body)
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?
+        .into_dictionary()
+        .ok_or_else(|| ProtocolError::Malformed("a command body is not a dictionary".into()))?;
+    Ok(dictionary_to_xml(
+        DictBuilder::new()
+            .string("CommandUUID", uuid.as_str())
+            .dict("Command", command)
+            .build(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1123,6 +1145,28 @@ mod tests {
 
     fn uuid() -> CommandUuid {
         CommandUuid::parse("0F2A6B0C-1D2E-4F50-8A9B-0C1D2E3F4A5B").unwrap()
+    }
+
+    #[test]
+    fn a_shared_body_makes_the_same_envelope_as_the_command() {
+        let uuid = CommandUuid::new_random();
+        for command in [
+            Command::InstallProfile {
+                payload: b"<plist>profile</plist>".to_vec(),
+            },
+            Command::RemoveProfile {
+                identifier: "edu.example.wifi".into(),
+            },
+            Command::DeviceLock {
+                message: Some("Ring the office".into()),
+                phone_number: None,
+            },
+        ] {
+            let envelope = envelope_for_body(&uuid, &command.encode_body()).unwrap();
+            assert_eq!(envelope, command.encode(&uuid));
+        }
+        assert!(envelope_for_body(&uuid, b"<plist><string>no</string></plist>").is_err());
+        assert!(envelope_for_body(&uuid, b"not a plist").is_err());
     }
 
     #[test]

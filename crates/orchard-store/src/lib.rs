@@ -82,10 +82,10 @@ pub use error::StoreError;
 pub use fault::FaultInjector;
 pub use jobs::runs::{JobClaim, JobRunRecord};
 pub use model::{
-    ApiToken, AuthenticateDevice, Channel, ChannelPushState, CommandRecord, CommandResultRecord,
-    Device, DeviceBinding, DeviceFacts, DeviceGrantPurpose, DeviceRelease, EnrollmentLink,
-    IdentityGrant, InventorySection, IssuedCertificate, NewCommand, Page, QueuedCommand,
-    RecordOutcome, ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
+    ApiToken, AuthenticateDevice, Channel, ChannelPushState, CommandBody, CommandRecord,
+    CommandResultRecord, Device, DeviceBinding, DeviceFacts, DeviceGrantPurpose, DeviceRelease,
+    EnrollmentLink, IdentityGrant, InventorySection, IssuedCertificate, NewCommand, Page,
+    QueuedCommand, RecordOutcome, ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
 };
 pub use osupdate::catalogue::{OsCatalogueEntry, OsCatalogueMeta};
 pub use osupdate::policies::{DesiredRevisions, DeviceOsUpdateRecord, OsPolicyRecord};

@@ -281,9 +281,12 @@ pub struct NewCommand {
     pub tenant_id: TenantId,
     pub channel: ChannelId,
     pub request_type: RequestType,
-    /// The encoded command plist, or (`payload_sealed`) that plist sealed under the data key.
+    /// The encoded command plist, or (`payload_sealed`) that plist sealed under the data key; empty when the
+    /// command's dictionary is a shared body (`body_id`).
     pub payload: Vec<u8>,
     pub payload_sealed: bool,
+    /// A shared command body (`command_bodies`) this command is made of, the envelope built at delivery.
+    pub body_id: Option<String>,
     /// Sent at most once: a command that carries a device credential when it goes out.
     pub deliver_once: bool,
     pub queued_by: Option<QueuedBy>,
@@ -298,6 +301,17 @@ pub struct QueuedCommand {
     pub request_type: RequestType,
     pub payload: Vec<u8>,
     pub payload_sealed: bool,
+    /// The shared body the command is made of (its `Command` dictionary), when it has one.
+    pub body: Option<CommandBody>,
+}
+
+/// A `Command` dictionary stored once and shared by many queued commands (`command_bodies`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandBody {
+    pub id: String,
+    /// The dictionary as an XML plist, or (`sealed`) that plist sealed under the data key.
+    pub body: Vec<u8>,
+    pub sealed: bool,
 }
 
 /// A device's report about one command.

@@ -81,6 +81,7 @@ conformance! {
     check_device_counts_by_state => sqlite_device_counts_by_state, postgres_device_counts_by_state;
     check_inventory_sections_replace => sqlite_inventory_sections_replace, postgres_inventory_sections_replace;
     check_fifo_order_per_channel => sqlite_fifo_order_per_channel, postgres_fifo_order_per_channel;
+    check_shared_command_bodies => sqlite_shared_command_bodies, postgres_shared_command_bodies;
     check_unreported_command_is_resent => sqlite_unreported_command_is_resent, postgres_unreported_command_is_resent;
     check_resend_delay_and_attempt_limit => sqlite_resend_delay_and_attempt_limit, postgres_resend_delay_and_attempt_limit;
     check_channels_are_isolated => sqlite_channels_are_isolated, postgres_channels_are_isolated;
@@ -197,6 +198,7 @@ fn command(device: &Device, channel: &ChannelId, label: &str) -> NewCommand {
         request_type: request_type_for(label),
         payload: format!("<plist>{label}</plist>").into_bytes(),
         payload_sealed: false,
+        body_id: None,
         deliver_once: false,
         queued_by: Some(tester()),
         queued_at: T0,
@@ -1288,6 +1290,83 @@ async fn check_fifo_order_per_channel(store: Store) {
     assert_eq!(record.attempts, 1);
     assert_eq!(record.result, Some(b"<plist>result</plist>".to_vec()));
     assert_eq!(record.queued_by, Some(tester()));
+}
+
+/// A body stored once is handed out with every command that names it, found again by its source, and purged
+/// only once nothing (queue or history) names it and its grace period is over.
+async fn check_shared_command_bodies(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let first = enrolled_device(&store, &physics).await;
+    let second = enrolled_device(&store, &physics).await;
+    let mut unit = store.begin_unit().await.unwrap();
+    assert_eq!(
+        unit.use_command_body("profile:p:1", T0).await.unwrap(),
+        None
+    );
+    assert!(unit
+        .insert_command_body("body-1", "profile:p:1", b"<dict/>", true, T0)
+        .await
+        .unwrap());
+    // A second writer of the same source stores nothing and finds the first.
+    assert!(!unit
+        .insert_command_body("body-2", "profile:p:1", b"<other/>", false, T0)
+        .await
+        .unwrap());
+    assert_eq!(
+        unit.use_command_body("profile:p:1", T0).await.unwrap(),
+        Some("body-1".to_owned())
+    );
+    let commands: Vec<NewCommand> = [&first, &second]
+        .iter()
+        .map(|d| NewCommand {
+            payload: Vec::new(),
+            body_id: Some("body-1".to_owned()),
+            ..command(d, &ChannelId::device(&d.udid), "InstallProfile")
+        })
+        .collect();
+    unit.enqueue_commands(&commands).await.unwrap();
+    unit.commit().await.unwrap();
+
+    let later = T0.plus_seconds(10 * 86_400);
+    for (device, queued) in [&first, &second].iter().zip(&commands) {
+        let channel = ChannelId::device(&device.udid);
+        let handed = store
+            .next_command(&channel, false, T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handed.uuid, queued.uuid);
+        assert!(handed.payload.is_empty());
+        let body = handed.body.expect("the shared body comes with the command");
+        assert_eq!(
+            (body.id.as_str(), body.body.as_slice(), body.sealed),
+            ("body-1", b"<dict/>".as_slice(), true)
+        );
+        // Named by a queued command: never purged.
+        assert_eq!(store.purge_unused_command_bodies(later).await.unwrap(), 0);
+        store
+            .record_result(&report(
+                &channel,
+                &handed.uuid,
+                CommandStatus::Acknowledged,
+                T0,
+            ))
+            .await
+            .unwrap();
+    }
+    // In the history it is still named.
+    assert_eq!(store.archive_finished_commands(100).await.unwrap(), 2);
+    assert_eq!(store.purge_unused_command_bodies(later).await.unwrap(), 0);
+    assert_eq!(store.prune_command_history(later).await.unwrap(), 2);
+    // Named by nothing, but used within the grace period: kept; after it: gone.
+    assert_eq!(store.purge_unused_command_bodies(T0).await.unwrap(), 0);
+    assert_eq!(store.purge_unused_command_bodies(later).await.unwrap(), 1);
+    let mut unit = store.begin_unit().await.unwrap();
+    assert_eq!(
+        unit.use_command_body("profile:p:1", later).await.unwrap(),
+        None
+    );
+    unit.rollback().await.unwrap();
 }
 
 async fn check_unreported_command_is_resent(store: Store) {

@@ -265,6 +265,7 @@ impl PushSetup {
                 request_type,
                 payload: b"<plist/>".to_vec(),
                 payload_sealed: false,
+                body_id: None,
                 deliver_once: false,
                 queued_by: None,
                 queued_at: self.clock.now(),

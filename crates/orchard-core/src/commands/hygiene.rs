@@ -40,12 +40,18 @@ impl Default for CommandQueueSettings {
     }
 }
 
+/// How long a shared command body nothing names is kept after its last use: a reconciler pass that has just
+/// found it (on any node) writes its commands well within this.
+const UNUSED_BODY_GRACE_SECONDS: i64 = 86_400;
+
 /// What one hygiene step did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HygieneStats {
     pub archived: u64,
     pub pruned: u64,
     pub resend_pushes: u64,
+    /// Shared command bodies deleted: no command names them any more.
+    pub bodies_purged: u64,
 }
 
 impl Orchard {
@@ -96,6 +102,10 @@ impl Orchard {
             let cutoff = orchard_types::UnixTime(now.0 - settings.history_days * 86_400);
             stats.pruned = self.store.prune_command_history(cutoff).await?;
         }
+        stats.bodies_purged = self
+            .store
+            .purge_unused_command_bodies(orchard_types::UnixTime(now.0 - UNUSED_BODY_GRACE_SECONDS))
+            .await?;
         Ok(stats)
     }
 }

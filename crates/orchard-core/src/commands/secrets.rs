@@ -15,7 +15,9 @@
 use orchard_protocol::commands::{Command, SettingsItem};
 use orchard_protocol::report::{decode_report, CommandReport};
 use orchard_protocol::results::parse_result;
-use orchard_store::{CommandRecord, LegacyCommandRow, NewCommand, QueuedCommand, ResealedCommand};
+use orchard_store::{
+    CommandRecord, LegacyCommandRow, NewCommand, QueuedCommand, ResealedCommand, UnitOfWork,
+};
 use orchard_types::{
     ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy, RequestType, Secret, TenantId,
     UnixTime,
@@ -105,6 +107,10 @@ fn payload_context(uuid: &CommandUuid) -> Vec<u8> {
     format!("commands:{uuid}:payload").into_bytes()
 }
 
+fn body_context(body_id: &str) -> Vec<u8> {
+    format!("command_bodies:{body_id}:body").into_bytes()
+}
+
 fn result_context(uuid: &CommandUuid) -> Vec<u8> {
     format!("commands:{uuid}:result").into_bytes()
 }
@@ -165,11 +171,76 @@ impl Orchard {
             request_type,
             payload,
             payload_sealed,
+            body_id: None,
             deliver_once,
             queued_by: Some(queued_by),
             queued_at: now,
             expires_at: deliver_once.then(|| now.plus_seconds(self.secret_commands.ttl_seconds)),
         })
+    }
+
+    /// The shared body (`command_bodies`) for `command` made from `source` (what identifies its content, e.g.
+    /// `profile:{id}:{version}`): the stored one, or this one stored now within `unit`, sealed when it may
+    /// carry secrets. Many devices' commands then name one body instead of each holding a copy of it.
+    pub(crate) async fn shared_command_body(
+        &self,
+        unit: &mut UnitOfWork,
+        source: &str,
+        command: &Command,
+        now: UnixTime,
+    ) -> Result<String, CoreError> {
+        if carries_device_credential(command.kind()) {
+            return Err(CoreError::Internal(
+                "a command carrying a device credential cannot share a body".into(),
+            ));
+        }
+        if let Some(id) = unit.use_command_body(source, now).await? {
+            return Ok(id);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let encoded = command.encode_body();
+        let sealed = payload_may_carry_secrets(command);
+        let body = if sealed {
+            self.pki.data_key.seal(&encoded, &body_context(&id))?
+        } else {
+            encoded
+        };
+        if unit
+            .insert_command_body(&id, source, &body, sealed, now)
+            .await?
+        {
+            return Ok(id);
+        }
+        // Another node stored the body for this source first (its transaction has committed).
+        unit.use_command_body(source, now)
+            .await?
+            .ok_or_else(|| CoreError::Internal(format!("the command body for {source} vanished")))
+    }
+
+    /// A command for the queue made of a shared body ([`Orchard::shared_command_body`]): the row holds no
+    /// payload of its own.
+    pub(crate) fn new_command_from_body(
+        &self,
+        request_type: RequestType,
+        body_id: String,
+        target: CommandTarget<'_>,
+        queued_by: QueuedBy,
+        now: UnixTime,
+    ) -> NewCommand {
+        NewCommand {
+            uuid: CommandUuid::new_random(),
+            device_id: target.device_id,
+            tenant_id: target.tenant_id,
+            channel: target.channel.clone(),
+            request_type,
+            payload: Vec::new(),
+            payload_sealed: false,
+            body_id: Some(body_id),
+            deliver_once: false,
+            queued_by: Some(queued_by),
+            queued_at: now,
+            expires_at: None,
+        }
     }
 
     /// The UnlockToken of a TokenUpdate as the channel keeps it: sealed to that channel.
@@ -198,6 +269,23 @@ impl Orchard {
         let Some(queued) = queued else {
             return Ok(None);
         };
+        if let Some(body) = &queued.body {
+            let opened = if body.sealed {
+                Some(
+                    self.pki
+                        .data_key
+                        .open(&body.body, &body_context(&body.id))?,
+                )
+            } else {
+                None
+            };
+            let dictionary = opened.as_ref().map_or(&body.body, |o| o.expose());
+            let envelope = orchard_protocol::commands::envelope_for_body(&queued.uuid, dictionary)
+                .map_err(|e| {
+                    CoreError::Internal(format!("command body {} does not decode: {e}", body.id))
+                })?;
+            return Ok(Some(envelope));
+        }
         let plist = if queued.payload_sealed {
             self.pki
                 .data_key

@@ -23,7 +23,7 @@ use orchard_protocol::commands::Command;
 use orchard_store::{
     AssignmentRecord, KnownDeviceProfile, PlannedProfileCommand, ReconcileDevice, ReconcileProfile,
 };
-use orchard_types::{ChannelId, DeviceId, GroupId, ProfileId, QueuedBy, UnixTime};
+use orchard_types::{ChannelId, DeviceId, GroupId, ProfileId, QueuedBy, RequestType, UnixTime};
 use tokio::sync::Notify;
 
 use crate::access::capability::SystemCtx;
@@ -282,7 +282,8 @@ impl Orchard {
             .collect();
 
         let no_groups = HashSet::new();
-        let mut payloads: HashMap<(ProfileId, i64), Vec<u8>> = HashMap::new();
+        // One shared body per profile version: every device's InstallProfile names it (see command_bodies).
+        let mut bodies: HashMap<(ProfileId, i64), String> = HashMap::new();
         let mut planned = Vec::new();
         for device in &devices {
             let DevicePlan {
@@ -316,23 +317,44 @@ impl Orchard {
             }
             let channel = ChannelId::device(&device.udid);
             for plan in plans {
-                let (command, profile, action, version) = match plan {
+                let target = CommandTarget {
+                    device_id: device.id,
+                    tenant_id: device.tenant_id,
+                    channel: &channel,
+                };
+                let (new, profile, action, version) = match plan {
                     Plan::Install { profile, version } => {
-                        let payload = match payloads.get(&(profile, version)) {
-                            Some(p) => p.clone(),
+                        let body_id = match bodies.get(&(profile, version)) {
+                            Some(id) => id.clone(),
                             None => {
                                 let Some(v) =
                                     self.store.get_profile_version(profile, version).await?
                                 else {
                                     continue;
                                 };
-                                let signed = self.installable_profile(&v)?;
-                                payloads.insert((profile, version), signed.clone());
-                                signed
+                                let command = Command::InstallProfile {
+                                    payload: self.installable_profile(&v)?,
+                                };
+                                let id = self
+                                    .shared_command_body(
+                                        &mut unit,
+                                        &format!("profile:{profile}:{version}"),
+                                        &command,
+                                        now,
+                                    )
+                                    .await?;
+                                bodies.insert((profile, version), id.clone());
+                                id
                             }
                         };
                         (
-                            Command::InstallProfile { payload },
+                            self.new_command_from_body(
+                                RequestType::InstallProfile,
+                                body_id,
+                                target,
+                                QueuedBy::Reconciler,
+                                now,
+                            ),
                             profile,
                             "install",
                             Some(version),
@@ -342,26 +364,17 @@ impl Orchard {
                         let Some(p) = profiles.get(&profile) else {
                             continue;
                         };
+                        let command = Command::RemoveProfile {
+                            identifier: p.identifier.clone(),
+                        };
                         (
-                            Command::RemoveProfile {
-                                identifier: p.identifier.clone(),
-                            },
+                            self.new_command(&command, target, QueuedBy::Reconciler, now)?,
                             profile,
                             "remove",
                             None,
                         )
                     }
                 };
-                let new = self.new_command(
-                    &command,
-                    CommandTarget {
-                        device_id: device.id,
-                        tenant_id: device.tenant_id,
-                        channel: &channel,
-                    },
-                    QueuedBy::Reconciler,
-                    now,
-                )?;
                 planned.push(PlannedProfileCommand {
                     command: new,
                     profile_id: profile,

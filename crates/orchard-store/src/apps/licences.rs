@@ -138,7 +138,7 @@ async fn app_options_of(
         let sql = format!(
             "SELECT assignment_id, install_behaviour, configuration_plist, remove_on_unmanage \
              FROM app_assignment_options WHERE assignment_id IN ({})",
-            in_list(1, chunk.len())
+            in_list(db.backend(), 1, chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {
@@ -201,7 +201,7 @@ impl UnitOfWork {
                  AND d.id IN ({}) AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.device_id = d.id \
                    AND c.request_type = 'EraseDevice' AND c.status = 'acknowledged' \
                    AND c.completed_at >= COALESCE(d.enrolled_at, 0))",
-                in_list(1, chunk.len())
+                in_list(self.backend(), 1, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for d in chunk {
@@ -224,7 +224,7 @@ impl UnitOfWork {
             let sql = format!(
                 "SELECT tenant_id, adam_id, pricing_param FROM vpp_assets \
                  WHERE device_assignable = 1 AND tenant_id IN ({}) ORDER BY tenant_id, adam_id, pricing_param",
-                in_list(1, chunk.len())
+                in_list(self.backend(), 1, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for t in chunk {
@@ -262,7 +262,7 @@ impl UnitOfWork {
                  FROM device_app_licences l LEFT JOIN commands c ON c.command_uuid = l.pending_command \
                    AND c.status IN ('queued', 'sent', 'not_now') \
                  WHERE l.device_id IN ({})",
-                in_list(1, chunk.len())
+                in_list(self.backend(), 1, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for d in chunk {
@@ -285,7 +285,7 @@ impl UnitOfWork {
             let sql = format!(
                 "INSERT INTO device_app_licences (device_id, adam_id, tenant_id, pricing_param, \
                  serial_number, updated_at, state) VALUES {} ON CONFLICT (device_id, adam_id) DO NOTHING",
-                values_list(chunk.len(), 7)
+                values_list(self.backend(), chunk.len(), 7)
             );
             let mut query = sqlx::query(&sql);
             for w in chunk {
@@ -374,14 +374,15 @@ impl UnitOfWork {
         for chunk in planned.chunks(ROWS_PER_STATEMENT / 2) {
             let width = 5;
             let now_at = chunk.len() * width + 1;
+            // The values come first (a CTE), as values_list requires of SQLite's anonymous placeholders.
             let sql = format!(
-                "UPDATE device_app_licences SET state = v.column4, pending_command = v.column5, \
-                 reason = NULL, updated_at = ${now_at} \
-                 FROM (VALUES {}) AS v \
+                "WITH v (column1, column2, column3, column4, column5) AS (VALUES {}) \
+                 UPDATE device_app_licences SET state = v.column4, pending_command = v.column5, \
+                 reason = NULL, updated_at = ${now_at} FROM v \
                  WHERE device_app_licences.device_id = v.column1 AND device_app_licences.adam_id = v.column2 \
                  AND device_app_licences.state = v.column3 AND device_app_licences.pending_command IS NULL \
                  RETURNING device_app_licences.pending_command",
-                values_list(chunk.len(), width)
+                values_list(self.backend(), chunk.len(), width)
             );
             let mut query = sqlx::query(&sql);
             for p in chunk {

@@ -12,19 +12,19 @@ use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
-    Backend, CommandRecord, CommandResultRecord, NewCommand, Page, QueuedCommand, RecordOutcome,
-    Scope, Store, StoreError, UnitOfWork,
+    Backend, CommandBody, CommandRecord, CommandResultRecord, NewCommand, Page, QueuedCommand,
+    RecordOutcome, Scope, Store, StoreError, UnitOfWork,
 };
 
 const COMMAND_COLUMNS: &str = "command_uuid, device_id, tenant_id, channel_id, request_type, status, \
      payload, payload_sealed, result, result_sealed, deliver_once, error_chain, queued_by, queued_at, sent_at, \
-     completed_at, expires_at, attempts";
+     completed_at, expires_at, attempts, body_id";
 
 /// Commands moved to the history per statement.
 const ARCHIVE_CHUNK: usize = 200;
 
 /// Values bound per row by enqueue_commands.
-const ENQUEUE_BINDS_PER_ROW: usize = 11;
+const ENQUEUE_BINDS_PER_ROW: usize = 12;
 /// Rows per INSERT. Measured: per-row cost grows with statement size in sqlx-sqlite (500-row statements were
 /// ~5x slower per row than 50-100), and one fixed size lets full chunks reuse one cached prepared statement.
 const ENQUEUE_ROWS_PER_STATEMENT: usize = 100;
@@ -67,6 +67,20 @@ macro_rules! claimable_row {
     };
 }
 
+/// The shared body of a handed-out command (`command_bodies`), as two scalar subqueries on its `body_id`:
+/// SQLite's RETURNING may not join, and both backends accept a subquery there.
+macro_rules! shared_body_columns {
+    ($body_id:literal) => {
+        concat!(
+            "(SELECT b.body FROM command_bodies b WHERE b.id = ",
+            $body_id,
+            ") AS shared_body, (SELECT b.body_sealed FROM command_bodies b WHERE b.id = ",
+            $body_id,
+            ") AS shared_body_sealed"
+        )
+    };
+}
+
 /// SQLite serialises writers, so one UPDATE can both sweep the channel's expired commands and claim the head:
 /// the CASE tells the two kinds of matched rows apart. The scalar subquery is uncorrelated, hence evaluated
 /// once, before any row changes.
@@ -100,7 +114,8 @@ macro_rules! sqlite_next_command {
             $claimable,
             claimable_row!(),
             " ORDER BY seq LIMIT 1) ",
-            "RETURNING status, command_uuid, request_type, payload, payload_sealed"
+            "RETURNING status, command_uuid, request_type, payload, payload_sealed, body_id, ",
+            shared_body_columns!("commands.body_id")
         )
     };
 }
@@ -123,8 +138,10 @@ macro_rules! postgres_next_command {
             $claimable,
             claimable_row!(),
             " ORDER BY seq LIMIT 1 FOR UPDATE) ",
-            "RETURNING command_uuid, request_type, payload, payload_sealed) ",
-            "SELECT 'sent' AS status, command_uuid, request_type, payload, payload_sealed FROM claimed"
+            "RETURNING command_uuid, request_type, payload, payload_sealed, body_id) ",
+            "SELECT 'sent' AS status, command_uuid, request_type, payload, payload_sealed, body_id, ",
+            shared_body_columns!("claimed.body_id"),
+            " FROM claimed"
         )
     };
 }
@@ -190,7 +207,7 @@ fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
 fn enqueue_sql(backend: crate::Backend, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO commands (command_uuid, device_id, tenant_id, channel_id, request_type, status, \
-         payload, payload_sealed, deliver_once, queued_by, queued_at, expires_at) VALUES ",
+         payload, payload_sealed, deliver_once, queued_by, queued_at, expires_at, body_id) VALUES ",
     );
     for row in 0..rows {
         let p = row * ENQUEUE_BINDS_PER_ROW;
@@ -200,7 +217,7 @@ fn enqueue_sql(backend: crate::Backend, rows: usize) -> String {
         sql.push('(');
         sql.push_str(&crate::dep::sync::placeholders(backend, p + 1, 5));
         sql.push_str(", 'queued', ");
-        sql.push_str(&crate::dep::sync::placeholders(backend, p + 6, 6));
+        sql.push_str(&crate::dep::sync::placeholders(backend, p + 6, 7));
         sql.push(')');
     }
     sql
@@ -229,7 +246,8 @@ async fn enqueue_commands(db: &mut impl Db, cmds: &[NewCommand]) -> Result<(), S
                 .bind(i64::from(c.deliver_once))
                 .bind(c.queued_by.as_ref().map(QueuedBy::to_stored))
                 .bind(c.queued_at.0)
-                .bind(c.expires_at.map(|v| v.0));
+                .bind(c.expires_at.map(|v| v.0))
+                .bind(c.body_id.as_deref());
         }
         query.execute(db.conn()?).await?;
     }
@@ -384,6 +402,17 @@ impl Store {
                     request_type: rows::request_type(row, "request_type")?,
                     payload: rows::bytes(row, "payload")?,
                     payload_sealed: rows::boolean(row, "payload_sealed")?,
+                    body: match rows::opt_text(row, "body_id")? {
+                        None => None,
+                        Some(id) => Some(CommandBody {
+                            // A body is deleted only when no command names it (and the foreign key holds).
+                            body: rows::opt_bytes(row, "shared_body")?.ok_or_else(|| {
+                                StoreError::Corrupt(format!("command body {id} is missing"))
+                            })?,
+                            sealed: rows::boolean(row, "shared_body_sealed")?,
+                            id,
+                        }),
+                    },
                 }));
             }
         }

@@ -74,7 +74,7 @@ async fn with_targets(
         let sql = format!(
             "SELECT assignment_id, target_kind, target_id, exclude FROM assignment_targets \
              WHERE assignment_id IN ({}) ORDER BY exclude, target_kind, target_id",
-            crate::desired::groups::in_list(1, chunk.len())
+            crate::desired::groups::in_list(db.backend(), 1, chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for a in chunk.iter() {
@@ -99,7 +99,7 @@ async fn insert_targets(db: &mut impl Db, a: &AssignmentRecord) -> Result<(), St
     for chunk in a.targets.chunks(crate::desired::groups::ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO assignment_targets (assignment_id, target_kind, target_id, exclude) VALUES {}",
-            values_list(chunk.len(), 4)
+            values_list(db.backend(), chunk.len(), 4)
         );
         let mut query = sqlx::query(&sql);
         for t in chunk {
@@ -301,7 +301,7 @@ async fn assignments_of_tenants(
     let sql = format!(
         "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE object_kind = $1 AND tenant_id IN ({}) \
          ORDER BY created_at, id",
-        crate::desired::groups::in_list(2, tenants.len())
+        crate::desired::groups::in_list(db.backend(), 2, tenants.len())
     );
     let mut query = sqlx::query(&sql).bind(kind);
     for t in tenants {

@@ -604,7 +604,7 @@ impl UnitOfWork {
         if !reported.is_empty() {
             sql.push_str(&format!(
                 " AND p.identifier NOT IN ({})",
-                crate::desired::groups::in_list(4, reported.len())
+                crate::desired::groups::in_list(self.backend(), 4, reported.len())
             ));
         }
         sql.push(')');

@@ -125,7 +125,7 @@ impl UnitOfWork {
         for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT id, tenant_id, udid, state, os_version FROM devices WHERE id IN ({})",
-                in_list(1, chunk.len())
+                in_list(self.backend(), 1, chunk.len())
             );
             for r in bind_ids(sqlx::query(&sql), chunk)
                 .fetch_all(self.conn()?)
@@ -152,7 +152,7 @@ impl UnitOfWork {
         for chunk in devices.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT device_id, group_id FROM device_group_members WHERE device_id IN ({})",
-                in_list(1, chunk.len())
+                in_list(self.backend(), 1, chunk.len())
             );
             for r in bind_ids(sqlx::query(&sql), chunk)
                 .fetch_all(self.conn()?)
@@ -178,7 +178,7 @@ impl UnitOfWork {
                  FROM device_profiles dp LEFT JOIN commands c ON c.command_uuid = dp.pending_command \
                    AND c.status IN ('queued', 'sent', 'not_now') \
                  WHERE dp.device_id IN ({})",
-                in_list(1, chunk.len())
+                in_list(self.backend(), 1, chunk.len())
             );
             for r in bind_ids(sqlx::query(&sql), chunk)
                 .fetch_all(self.conn()?)
@@ -210,7 +210,7 @@ impl UnitOfWork {
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT id, tenant_id, identifier, latest_version, archived_at FROM profiles WHERE id IN ({})",
-                in_list(1, chunk.len())
+                in_list(self.backend(), 1, chunk.len())
             );
             for r in bind_ids(sqlx::query(&sql), chunk)
                 .fetch_all(self.conn()?)
@@ -250,7 +250,7 @@ impl UnitOfWork {
             let sql = format!(
                 "INSERT INTO device_profiles (device_id, profile_id, updated_at) VALUES {} \
                  ON CONFLICT (device_id, profile_id) DO NOTHING",
-                values_list(chunk.len(), 3)
+                values_list(self.backend(), chunk.len(), 3)
             );
             let mut query = sqlx::query(&sql);
             for (device, profile, _) in chunk {
@@ -281,7 +281,7 @@ impl UnitOfWork {
             let sql = format!(
                 "UPDATE devices SET declared_profiles_revision = declared_profiles_revision + 1 \
                  WHERE id IN ({})",
-                in_list(1, chunk.len())
+                in_list(self.backend(), 1, chunk.len())
             );
             bind_ids(sqlx::query(&sql), chunk)
                 .execute(self.conn()?)
@@ -325,7 +325,7 @@ impl UnitOfWork {
             let sql = format!(
                 "INSERT INTO device_profiles (device_id, profile_id, updated_at) VALUES {} \
                  ON CONFLICT (device_id, profile_id) DO NOTHING",
-                values_list(chunk.len(), 3)
+                values_list(self.backend(), chunk.len(), 3)
             );
             let mut query = sqlx::query(&sql);
             for p in chunk {
@@ -339,16 +339,17 @@ impl UnitOfWork {
             // The guard: only rows with nothing pending take the new command.
             let width = 5;
             let now_at = chunk.len() * width + 1;
+            // The values come first (a CTE), as values_list requires of SQLite's anonymous placeholders.
             let sql = format!(
-                "UPDATE device_profiles SET pending_action = v.column3, \
+                "WITH v (column1, column2, column3, column4, column5) AS (VALUES {}) \
+                 UPDATE device_profiles SET pending_action = v.column3, \
                  pending_version = CAST(v.column4 AS BIGINT), pending_command = v.column5, \
                  reconciled = CASE WHEN v.column3 = 'install' THEN 1 ELSE device_profiles.reconciled END, \
-                 next_attempt_at = NULL, updated_at = ${now_at} \
-                 FROM (VALUES {}) AS v \
+                 next_attempt_at = NULL, updated_at = ${now_at} FROM v \
                  WHERE device_profiles.device_id = v.column1 AND device_profiles.profile_id = v.column2 \
                  AND device_profiles.pending_command IS NULL \
                  RETURNING device_profiles.pending_command",
-                values_list(chunk.len(), width)
+                values_list(self.backend(), chunk.len(), width)
             );
             let mut query = sqlx::query(&sql);
             for p in chunk {

@@ -221,7 +221,10 @@ impl UnitOfWork {
     ) -> Result<Vec<SharedIpadDeviceState>, StoreError> {
         let mut out = Vec::new();
         for chunk in devices.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!("{STATE_SELECT} WHERE d.id IN ({})", in_list(1, chunk.len()));
+            let sql = format!(
+                "{STATE_SELECT} WHERE d.id IN ({})",
+                in_list(self.backend(), 1, chunk.len())
+            );
             let mut query = sqlx::query(&sql);
             for id in chunk {
                 query = query.bind(id.to_string());
