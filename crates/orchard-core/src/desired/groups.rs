@@ -1059,22 +1059,24 @@ impl Orchard {
         reason: &str,
         now: UnixTime,
     ) -> Result<(), CoreError> {
-        let groups = unit.smart_group_filters(tenant).await?;
-        let mut matching = BTreeSet::new();
-        if !groups.is_empty() {
-            let filters: Vec<(GroupId, SmartFilter)> = groups
-                .iter()
-                .filter_map(|(id, filter)| {
-                    let json: Value = serde_json::from_str(filter.as_deref()?).ok()?;
-                    match SmartFilter::from_json(&json) {
-                        Ok(f) => Some((*id, f)),
-                        Err(e) => {
-                            tracing::warn!(group = %id, error = %e, "stored smart filter unreadable; group skipped");
-                            None
-                        }
+        // One read gives the tenant's smart groups and the device's current groups; writes only on change.
+        let standing = unit.device_group_standing(device, tenant).await?;
+        let filters: Vec<(GroupId, SmartFilter)> = standing
+            .iter()
+            .filter(|g| g.smart && g.tenant_id == tenant)
+            .filter_map(|g| {
+                let json: Value = serde_json::from_str(g.filter_json.as_deref()?).ok()?;
+                match SmartFilter::from_json(&json) {
+                    Ok(f) => Some((g.id, f)),
+                    Err(e) => {
+                        tracing::warn!(group = %g.id, error = %e, "stored smart filter unreadable; group skipped");
+                        None
                     }
-                })
-                .collect();
+                }
+            })
+            .collect();
+        let mut matching = BTreeSet::new();
+        if !filters.is_empty() {
             let mut sections = FactSections::default();
             for (_, f) in &filters {
                 let s = f.sections();
@@ -1090,8 +1092,24 @@ impl Orchard {
                     .collect();
             }
         }
-        unit.set_device_smart_groups(device, tenant, &matching, reason, now)
-            .await?;
+        // Leave every group of another tenant (the device moved) and the smart groups it no longer matches;
+        // static groups of its own tenant are kept.
+        let leave: Vec<GroupId> = standing
+            .iter()
+            .filter(|g| {
+                g.member && (g.tenant_id != tenant || (g.smart && !matching.contains(&g.id)))
+            })
+            .map(|g| g.id)
+            .collect();
+        let join: Vec<GroupId> = matching
+            .iter()
+            .filter(|id| !standing.iter().any(|g| g.member && g.id == **id))
+            .copied()
+            .collect();
+        if !leave.is_empty() || !join.is_empty() {
+            unit.change_device_groups(device, &leave, &join, reason, now)
+                .await?;
+        }
         unit.mark_devices_dirty(&[device], now).await?;
         Ok(())
     }

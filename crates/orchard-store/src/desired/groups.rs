@@ -3,7 +3,7 @@
 //! membership change marks in the same transaction. Filters are core's (typed and validated there); the store
 //! keeps their JSON and answers what core evaluates.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use orchard_types::{DeviceId, GroupId, TenantId, UnixTime};
 use sqlx::any::AnyRow;
@@ -73,6 +73,18 @@ pub struct GroupHistoryRecord {
     pub event: String,
     pub reason: String,
     pub at: UnixTime,
+}
+
+/// A group as one device's re-evaluation sees it ([`UnitOfWork::device_group_standing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStanding {
+    pub id: GroupId,
+    pub tenant_id: TenantId,
+    pub smart: bool,
+    /// The smart filter (JSON); None for a static group.
+    pub filter_json: Option<String>,
+    /// Whether the device is in it now.
+    pub member: bool,
 }
 
 /// What a smart filter may look at of one device. The inventory sections come as stored JSON, and only when
@@ -355,23 +367,6 @@ async fn tenant_facts(
         .iter()
         .map(|r| facts(r, sections))
         .collect()
-}
-
-/// The tenant's smart groups with their filters: what every inventory report evaluates, so no member
-/// count (counting a 50,000-member group on every report cost milliseconds).
-async fn smart_group_filters_of(
-    db: &mut impl Db,
-    tenant: TenantId,
-) -> Result<Vec<(GroupId, Option<String>)>, StoreError> {
-    sqlx::query(
-        "SELECT id, filter_json FROM device_groups WHERE tenant_id = $1 AND kind = 'smart' ORDER BY id",
-    )
-    .bind(tenant.to_string())
-    .fetch_all(db.conn()?)
-    .await?
-    .iter()
-    .map(|r| Ok((group_id(r, "id")?, rows::opt_text(r, "filter_json")?)))
-    .collect()
 }
 
 impl Store {
@@ -717,54 +712,57 @@ impl UnitOfWork {
             .transpose()
     }
 
-    /// The smart groups of a tenant, with their filters (JSON).
-    pub async fn smart_group_filters(
-        &mut self,
-        tenant: TenantId,
-    ) -> Result<Vec<(GroupId, Option<String>)>, StoreError> {
-        smart_group_filters_of(self, tenant).await
-    }
-
-    /// Makes a device a member of exactly `matching` among its tenant's smart groups, leaves every group of
-    /// another tenant (it moved), and records and marks what changed. Returns whether anything did.
-    pub async fn set_device_smart_groups(
+    /// What re-evaluating a device's groups starts from, in one read: every smart group of `tenant` with its
+    /// filter, and every group the device is in now (its tenant's, or another's after a move). Every inventory
+    /// report runs it, so it counts no members (counting a 50,000-member group per report cost milliseconds).
+    pub async fn device_group_standing(
         &mut self,
         device: DeviceId,
         tenant: TenantId,
-        matching: &BTreeSet<GroupId>,
-        reason: &str,
-        now: UnixTime,
-    ) -> Result<bool, StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.group_id, g.kind, g.tenant_id FROM device_group_members m \
-             JOIN device_groups g ON g.id = m.group_id WHERE m.device_id = $1",
+    ) -> Result<Vec<GroupStanding>, StoreError> {
+        sqlx::query(
+            "SELECT g.id, g.kind, g.tenant_id, g.filter_json, 1 AS member FROM device_group_members m \
+             JOIN device_groups g ON g.id = m.group_id WHERE m.device_id = $2 \
+             UNION ALL \
+             SELECT g.id, g.kind, g.tenant_id, g.filter_json, 0 AS member FROM device_groups g \
+             WHERE g.tenant_id = $1 AND g.kind = 'smart' AND NOT EXISTS \
+               (SELECT 1 FROM device_group_members m WHERE m.group_id = g.id AND m.device_id = $2) \
+             ORDER BY 1",
         )
+        .bind(tenant.to_string())
         .bind(device.to_string())
         .fetch_all(self.conn()?)
-        .await?;
-        let mut current: HashMap<GroupId, bool> = HashMap::new();
-        let mut leave = Vec::new();
-        for r in &rows {
-            let id = group_id(r, "group_id")?;
-            let own = rows::tenant_id(r, "tenant_id")? == tenant;
-            let smart = rows::text(r, "kind")? == "smart";
-            if !own || (smart && !matching.contains(&id)) {
-                leave.push(id);
-            }
-            current.insert(id, smart);
-        }
-        let join: Vec<GroupId> = matching
-            .iter()
-            .filter(|g| !current.contains_key(g))
-            .copied()
-            .collect();
-        for g in &leave {
+        .await?
+        .iter()
+        .map(|r| {
+            let kind = rows::text(r, "kind")?;
+            Ok(GroupStanding {
+                id: group_id(r, "id")?,
+                tenant_id: rows::tenant_id(r, "tenant_id")?,
+                smart: kind == "smart",
+                filter_json: rows::opt_text(r, "filter_json")?,
+                member: rows::int(r, "member")? == 1,
+            })
+        })
+        .collect()
+    }
+
+    /// Takes a device out of `leave` and into `join`, recording each change in the groups' history.
+    pub async fn change_device_groups(
+        &mut self,
+        device: DeviceId,
+        leave: &[GroupId],
+        join: &[GroupId],
+        reason: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        for g in leave {
             apply_membership(self, *g, &[], &[device], reason, now).await?;
         }
-        for g in &join {
+        for g in join {
             apply_membership(self, *g, &[device], &[], reason, now).await?;
         }
-        Ok(!leave.is_empty() || !join.is_empty())
+        Ok(())
     }
 
     /// Marks devices for the reconciler inside this unit.
