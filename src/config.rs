@@ -71,6 +71,7 @@ pub struct StorageSection {
     pub database_url_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kek_file: Option<PathBuf>,
+    pub pool_size: u32,
 }
 
 impl Default for StorageSection {
@@ -80,6 +81,7 @@ impl Default for StorageSection {
             database_url: None,
             database_url_file: None,
             kek_file: None,
+            pool_size: 10,
         }
     }
 }
@@ -343,7 +345,7 @@ impl Default for AccessSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OidcSection {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -356,6 +358,21 @@ pub struct OidcSection {
     pub client_secret_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect_url: Option<String>,
+    pub login_ttl_seconds: u32,
+}
+
+impl Default for OidcSection {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            redirect_url: None,
+            login_ttl_seconds: u32::try_from(orchard_core::access::oidc::DEFAULT_LOGIN_TTL_SECONDS)
+                .unwrap_or(600),
+        }
+    }
 }
 
 /// One key of the file, for `orchard config example`: where it lives, how to override it and what it means.
@@ -414,6 +431,7 @@ pub const KEYS: &[KeyDoc] = &[
     unset("storage", "database_url", "ORCHARD_DATABASE_URL", "--database-url", "postgres://user:pass@host/db to use PostgreSQL; default: SQLite in the data directory. Secret: prefer database_url_file.", "\"postgres://orchard@db.example.edu/orchard\""),
     unset("storage", "database_url_file", "ORCHARD_DATABASE_URL_FILE", "--database-url-file", "A file holding the database URL (it carries the password), instead of database_url.", "\"/run/secrets/orchard-database-url\""),
     unset("storage", "kek_file", "ORCHARD_KEK_FILE", "--kek-file", "File with the key-encryption key (32 bytes, base64) sealing the keys in the database; every node of a database needs the same one (or the key itself in ORCHARD_KEK). Default: kek in the data directory, made by the first start.", "\"/etc/orchard/kek\""),
+    key("storage", "pool_size", "ORCHARD_DATABASE_POOL_SIZE", "--database-pool-size", "Database connections this node keeps at most (PostgreSQL: mind max_connections across all nodes)."),
     unset("tls", "cert", "ORCHARD_TLS_CERT", "--tls-cert", "TLS certificate chain (PEM). Default: a certificate issued by Orchard's CA, in the data directory.", "\"/etc/orchard/tls/fullchain.pem\""),
     unset("tls", "key", "ORCHARD_TLS_KEY", "--tls-key", "TLS private key (PEM), with tls.cert.", "\"/etc/orchard/tls/key.pem\""),
     key("log", "json", "ORCHARD_LOG_JSON", "--log-json", "Log as JSON lines instead of human-readable text."),
@@ -468,6 +486,7 @@ pub const KEYS: &[KeyDoc] = &[
     unset("oidc", "client_secret", "ORCHARD_OIDC_CLIENT_SECRET", "--oidc-client-secret", "The client's secret. Secret: prefer client_secret_file.", "\"change-me\""),
     unset("oidc", "client_secret_file", "ORCHARD_OIDC_CLIENT_SECRET_FILE", "--oidc-client-secret-file", "A file holding the client's secret, instead of client_secret.", "\"/run/secrets/orchard-oidc-secret\""),
     unset("oidc", "redirect_url", "ORCHARD_OIDC_REDIRECT_URL", "--oidc-redirect-url", "Where the provider sends the browser back; default: <public url>/auth/callback.", "\"https://mdm.example.edu/auth/callback\""),
+    key("oidc", "login_ttl_seconds", "ORCHARD_OIDC_LOGIN_TTL_SECONDS", "--oidc-login-ttl-seconds", "Seconds a person has to finish signing in at the provider before the login must start again."),
 ];
 
 /// A configuration error that names its key; [`Config::load`] adds the file and line.
@@ -571,6 +590,12 @@ impl Config {
                 "storage.database_url_file",
                 "give database_url or database_url_file, not both",
             ));
+        }
+        if self.storage.pool_size == 0 {
+            return Err(key_error("storage.pool_size", "at least 1 connection"));
+        }
+        if self.oidc.login_ttl_seconds < 60 {
+            return Err(key_error("oidc.login_ttl_seconds", "at least 60 seconds"));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(key_error("tls.key", "tls.cert and tls.key go together"));

@@ -34,6 +34,9 @@ pub struct StorageArgs {
     /// Default: `kek` in the data directory, made by the first start [storage.kek_file].
     #[arg(long, env = "ORCHARD_KEK_FILE")]
     pub kek_file: Option<PathBuf>,
+    /// Database connections this node keeps at most [storage.pool_size; default 10].
+    #[arg(long, env = "ORCHARD_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<u32>,
 }
 
 /// A configuration with its overrides applied and validated, and where it came from.
@@ -62,6 +65,7 @@ impl StorageArgs {
         if let Some(v) = &self.kek_file {
             storage.kek_file = Some(v.clone());
         }
+        set(&mut storage.pool_size, &self.database_pool_size);
         Ok((config, file, text))
     }
 
@@ -240,6 +244,9 @@ pub struct ServeArgs {
     /// Where the provider sends the browser back [oidc.redirect_url].
     #[arg(long, env = "ORCHARD_OIDC_REDIRECT_URL")]
     pub oidc_redirect_url: Option<String>,
+    /// Seconds to finish signing in at the provider [oidc.login_ttl_seconds].
+    #[arg(long, env = "ORCHARD_OIDC_LOGIN_TTL_SECONDS")]
+    pub oidc_login_ttl_seconds: Option<u32>,
 }
 
 /// `target = value` when the flag (or its variable) was given.
@@ -375,6 +382,7 @@ impl ServeArgs {
             o.client_secret = None;
         }
         set_some(&mut o.redirect_url, &self.oidc_redirect_url);
+        set(&mut o.login_ttl_seconds, &self.oidc_login_ttl_seconds);
         Ok(())
     }
 }

@@ -169,7 +169,10 @@ mod settings {
             secret.as_deref(),
             oidc.redirect_url.as_deref(),
         )
-        .map(Some)
+        .map(|mut settings| {
+            settings.login_ttl_seconds = i64::from(oidc.login_ttl_seconds);
+            Some(settings)
+        })
         .map_err(|e| anyhow::anyhow!("oidc: {e}"))
     }
     // OIDC-END
@@ -411,7 +414,7 @@ fn database_url(config: &Config) -> Result<String> {
 /// Opens the database: the store, and the scope authority over its tenants that core's access module keeps.
 async fn open_store(config: &Config) -> Result<(Store, ScopeAuthority)> {
     let url = database_url(config)?;
-    Store::connect(&url)
+    Store::connect_with_pool_size(&url, config.storage.pool_size)
         .await
         .with_context(|| "opening the database".to_string())
 }
