@@ -11,10 +11,11 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use, as "command package" pairs: the package is installed when the command is
 # missing. scepclient: tests/scep_interop.rs and orchard-pki's interop test; node/npm: the OpenID provider of
-# tests/oidc_e2e.rs; chromium/chromedriver: the web UI's browser tests (tests/webui_browser.rs). Later features
-# add their tools here (aiosmtpd...).
+# tests/oidc_e2e.rs; chromium/chromedriver: the web UI's browser tests (tests/webui_browser.rs); systemd-analyze:
+# tests/deploy_files.rs verifies the systemd unit. Later features add their tools here (aiosmtpd...).
 required_tools=(
   "scepclient scep"
+  "systemd-analyze systemd"
   "node nodejs"
   "npm npm"
   "chromium chromium"

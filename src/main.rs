@@ -1,12 +1,12 @@
 //! The `orchard` binary: command-line interface and wiring. The only place that reads configuration and the
 //! environment; everything else receives what it needs.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::capability::OperatorCtx;
 use orchard_core::{CoreConfig, Orchard};
@@ -14,7 +14,12 @@ use orchard_store::{ScopeAuthority, Store};
 use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TenantId};
 
 mod cli;
+mod config;
+mod config_flags;
 mod pki_files;
+
+use config::Config;
+use config_flags::{ServeArgs, StorageArgs};
 
 #[derive(Parser)]
 #[command(
@@ -29,8 +34,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Run the server (device surface and admin API) over TLS.
+    /// Run the server (device surface and admin API) over TLS. Settings come from the configuration file
+    /// (`--config`), then the environment, then these flags.
     Serve(Box<ServeArgs>),
+    /// The configuration file: check it, or print an example with every key.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommands,
+    },
     /// Manage API tokens directly in the database (the first operator token is made this way).
     Token {
         #[command(subcommand)]
@@ -50,6 +61,15 @@ enum Commands {
     /// Client commands over the admin API of a running server (src/cli).
     #[command(flatten)]
     Api(cli::ApiCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommands {
+    /// Validate the configuration (file, environment and flags, as `serve` would) and print the effective
+    /// configuration with secrets redacted.
+    Check(Box<ServeArgs>),
+    /// Print a commented configuration file with every key, its default and what it means.
+    Example,
 }
 
 #[derive(Subcommand)]
@@ -110,403 +130,174 @@ enum PushCertCommands {
     },
 }
 
-#[derive(Args, Clone)]
-struct StorageArgs {
-    /// Directory for the SQLite database, the TLS identity and (unless given otherwise) the key-encryption key.
-    #[arg(long, env = "ORCHARD_DATA_DIR", default_value = "./orchard-data")]
-    data_dir: PathBuf,
-    /// `postgres://user:pass@host/db` to use PostgreSQL; default: SQLite in the data directory.
-    #[arg(long, env = "ORCHARD_DATABASE_URL")]
-    database_url: Option<String>,
-    /// File holding the key-encryption key (32 bytes, base64) that seals the CA keys, the profile signer and the
-    /// data key in the database; every node of a database needs the same one. Or the KEK itself in ORCHARD_KEK.
-    /// Default: `kek` in the data directory, made by the first start.
-    #[arg(long, env = "ORCHARD_KEK_FILE")]
-    kek_file: Option<PathBuf>,
-}
-
-impl StorageArgs {
-    fn kek_config(&self) -> pki_files::KekConfig {
-        pki_files::KekConfig {
-            file: self.kek_file.clone(),
-            env: std::env::var("ORCHARD_KEK")
-                .ok()
-                .map(orchard_types::Secret::new),
-        }
+/// The key-encryption key: the file `storage.kek_file` names, or the key itself in ORCHARD_KEK.
+fn kek_config(config: &Config) -> pki_files::KekConfig {
+    pki_files::KekConfig {
+        file: config.storage.kek_file.clone(),
+        env: std::env::var("ORCHARD_KEK")
+            .ok()
+            .map(orchard_types::Secret::new),
     }
 }
 
-#[derive(Args)]
-struct ServeArgs {
-    #[command(flatten)]
-    storage: StorageArgs,
-    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
-    #[arg(long, env = "ORCHARD_LISTEN", default_value = "127.0.0.1:8443")]
-    listen: SocketAddr,
-    /// The https origin devices reach this server at; default: https://<listen address>.
-    #[arg(long, env = "ORCHARD_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Organization name shown in enrollment profiles.
-    #[arg(
-        long,
-        env = "ORCHARD_ORGANIZATION",
-        default_value = "Orchard University"
-    )]
-    organization: String,
-    /// TLS certificate chain (PEM). Default: a certificate issued by Orchard's CA, in the data directory.
-    #[arg(long, env = "ORCHARD_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM).
-    #[arg(long, env = "ORCHARD_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Log as JSON lines instead of human-readable text.
-    #[arg(long, env = "ORCHARD_LOG_JSON")]
-    log_json: bool,
-    /// Replay window: Authenticate, TokenUpdate and CheckOut whose Mdm-Signature carries a signing time more
-    /// than this many seconds from the server's clock are refused (0 turns the check off; a signature without
-    /// a signing time is always accepted, as the protocol allows).
-    #[arg(
-        long,
-        env = "ORCHARD_DEVICE_MESSAGE_MAX_AGE_SECONDS",
-        default_value_t = 600
-    )]
-    device_message_max_age_seconds: u32,
-    #[command(flatten)]
-    push: PushArgs,
-    #[command(flatten)]
-    command_queue: CommandQueueArgs,
-    #[command(flatten)]
-    reconciler: ReconcilerArgs,
-    #[command(flatten)]
-    limits: LimitArgs,
-    /// Apple's public software-update feed, from which operators refresh the OS catalogue
-    /// (`POST /api/v1/os-catalogue/refresh`); a local server of the same shape in tests.
-    #[arg(
-        long,
-        env = "ORCHARD_OS_CATALOGUE_URL",
-        default_value = "https://gdmf.apple.com/v2/pmv"
-    )]
-    os_catalogue_url: String,
-    /// PEM file with the roots the feed's TLS certificate must chain to (default: the public roots; Apple serves
-    /// its feed under Apple's own root, which some platforms lack).
-    #[arg(long, env = "ORCHARD_OS_CATALOGUE_CA")]
-    os_catalogue_ca: Option<PathBuf>,
-    /// Device Assignment (DEP/ASM) service URL: Apple's by default; a local DEP server in tests.
-    #[arg(long, env = "ORCHARD_DEP_URL")]
-    dep_url: Option<String>,
-    /// PEM file with the roots the DEP service's TLS certificate must chain to (default: the public roots).
-    #[arg(long, env = "ORCHARD_DEP_CA", requires = "dep_url")]
-    dep_ca: Option<PathBuf>,
-    /// PEM file with the roots that sign devices' MachineInfo in zero-touch enrollment (Apple's device CA
-    /// chain in production, from https://www.apple.com/certificateauthority/). Without it `/enroll/dep`
-    /// refuses every device.
-    #[arg(long, env = "ORCHARD_DEP_DEVICE_CA")]
-    dep_device_ca: Option<PathBuf>,
-    /// Minutes between background syncs of every DEP token (0: only when asked through the API).
-    #[arg(long, env = "ORCHARD_DEP_SYNC_MINUTES", default_value_t = 15)]
-    dep_sync_minutes: u64,
-    /// Apps and Books (VPP) service URL up to `/mdm/v2`: Apple's by default; a local server in tests.
-    #[arg(long, env = "ORCHARD_APPS_URL")]
-    apps_url: Option<String>,
-    /// PEM file with the roots the Apps and Books service's TLS certificate must chain to.
-    #[arg(long, env = "ORCHARD_APPS_CA", requires = "apps_url")]
-    apps_ca: Option<PathBuf>,
-    /// Minutes between background syncs of every tenant's Apps and Books location (0: only on request).
-    #[arg(long, env = "ORCHARD_APPS_SYNC_MINUTES", default_value_t = 60)]
-    apps_sync_minutes: u64,
-    /// Endpoint of Apple's activation service, used to clear Activation Lock with an escrowed bypass code
-    /// (default: Apple's); a local service in tests.
-    #[arg(long, env = "ORCHARD_ACTIVATION_LOCK_URL")]
-    activation_lock_url: Option<String>,
-    /// PEM file with the roots the activation service's TLS certificate must chain to (default: the public
-    /// roots).
-    #[arg(
-        long,
-        env = "ORCHARD_ACTIVATION_LOCK_CA",
-        requires = "activation_lock_url"
-    )]
-    activation_lock_ca: Option<PathBuf>,
-    /// Seconds a command that carries a device credential (ClearPasscode with the UnlockToken) may wait in the
-    /// queue; it is delivered at most once and expires after this, answered or not.
-    #[arg(long, env = "ORCHARD_SECRET_COMMAND_TTL_SECONDS", default_value_t = orchard_core::commands::secrets::DEFAULT_SECRET_COMMAND_TTL_SECONDS)]
-    secret_command_ttl_seconds: i64,
-    /// Days a device identity certificate (issued by SCEP) is valid.
-    #[arg(long, env = "ORCHARD_DEVICE_IDENTITY_DAYS", default_value_t = 365)]
-    device_identity_days: u32,
-    /// Orchard renews a device's identity (a fresh enrollment profile over the existing channel) when fewer
-    /// than this many days of it remain.
-    #[arg(long, env = "ORCHARD_IDENTITY_RENEWAL_DAYS", default_value_t = 60)]
-    identity_renewal_days: u32,
-    /// Days the previous identity is still accepted after a device switched to its renewed one.
-    #[arg(long, env = "ORCHARD_IDENTITY_GRACE_DAYS", default_value_t = 7)]
-    identity_grace_days: u32,
-    /// Price of one device for one year in the usage report (billing), e.g. 400 or 399.50.
-    #[arg(long, env = "ORCHARD_PRICE_PER_DEVICE_YEAR", default_value = "400")]
-    price_per_device_year: String,
-    /// Currency of that price (ISO 4217).
-    #[arg(long, env = "ORCHARD_CURRENCY", default_value = "SEK")]
-    currency: String,
-    /// Longest lifetime of API tokens made through the API, per role, as ROLE=DAYS (repeat or separate with
-    /// commas). Defaults: operator=365, helpdesk=365, admin=90, viewer=180.
-    #[arg(long, env = "ORCHARD_TOKEN_MAX_DAYS", value_delimiter = ',')]
-    token_max_days: Vec<String>,
-    /// Lifetime of API tokens whose request names none, in days (capped by the role's maximum).
-    #[arg(long, env = "ORCHARD_TOKEN_DEFAULT_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..))]
-    token_default_days: i64,
-    /// How long a browser session (web UI, single sign-on or break-glass) lasts, in seconds, before the person
-    /// must sign in again.
-    #[arg(long, env = "ORCHARD_SESSION_TTL_SECONDS", default_value_t = orchard_core::access::oidc::DEFAULT_SESSION_TTL_SECONDS, value_parser = clap::value_parser!(i64).range(1..))]
-    session_ttl_seconds: i64,
-    // OIDC-BEGIN
-    /// University single sign-on (boxed so that `Commands::Serve` stays small).
-    #[command(flatten)]
-    oidc: Box<OidcArgs>,
-    // OIDC-END
-}
+/// The core's settings, built from the validated [`Config`]; each error names the key it comes from.
+mod settings {
+    use super::{read, Config};
+    use anyhow::Result;
 
-// OIDC-BEGIN
-#[derive(Args)]
-struct OidcArgs {
-    /// Issuer URL of the university's OpenID Connect provider, exactly as it names itself; turns single
-    /// sign-on on (with --oidc-client-id).
-    #[arg(long, env = "ORCHARD_OIDC_ISSUER", requires = "oidc_client_id")]
-    oidc_issuer: Option<String>,
-    /// Client id registered for Orchard at the provider.
-    #[arg(long, env = "ORCHARD_OIDC_CLIENT_ID", requires = "oidc_issuer")]
-    oidc_client_id: Option<String>,
-    /// The client's secret (prefer the environment variable: command lines are visible on the machine).
-    #[arg(long, env = "ORCHARD_OIDC_CLIENT_SECRET", hide_env_values = true)]
-    oidc_client_secret: Option<String>,
-    /// Where the provider sends the browser back; default: <public url>/auth/callback.
-    #[arg(long, env = "ORCHARD_OIDC_REDIRECT_URL")]
-    oidc_redirect_url: Option<String>,
-}
-// OIDC-END
-
-impl ServeArgs {
-    fn token_policy(&self) -> Result<orchard_core::access::tokens::TokenPolicy> {
-        let mut policy = orchard_core::access::tokens::TokenPolicy {
-            default_days: self.token_default_days,
-            ..Default::default()
-        };
-        for spec in &self.token_max_days {
-            policy
-                .set_from_spec(spec)
-                .map_err(|e| anyhow::anyhow!("--token-max-days: {e}"))?;
+    pub fn token_policy(config: &Config) -> orchard_core::access::tokens::TokenPolicy {
+        let a = &config.access;
+        orchard_core::access::tokens::TokenPolicy {
+            default_days: i64::from(a.token_default_days),
+            max_days_operator: i64::from(a.token_max_days_operator),
+            max_days_helpdesk: i64::from(a.token_max_days_helpdesk),
+            max_days_admin: i64::from(a.token_max_days_admin),
+            max_days_viewer: i64::from(a.token_max_days_viewer),
         }
-        Ok(policy)
     }
 
     // OIDC-BEGIN
-    fn oidc_settings(&self) -> Result<Option<orchard_core::access::oidc::OidcSettings>> {
-        let oidc = &self.oidc;
-        let (Some(issuer), Some(client_id)) = (&oidc.oidc_issuer, &oidc.oidc_client_id) else {
+    pub fn oidc(config: &Config) -> Result<Option<orchard_core::access::oidc::OidcSettings>> {
+        let oidc = &config.oidc;
+        let (Some(issuer), Some(client_id)) = (&oidc.issuer, &oidc.client_id) else {
             return Ok(None);
         };
+        let secret = config.oidc_client_secret()?;
         orchard_core::access::oidc::OidcSettings::new(
             issuer,
             client_id,
-            oidc.oidc_client_secret.as_deref(),
-            oidc.oidc_redirect_url.as_deref(),
+            secret.as_deref(),
+            oidc.redirect_url.as_deref(),
         )
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("--oidc-*: {e}"))
+        .map(|mut settings| {
+            settings.login_ttl_seconds = i64::from(oidc.login_ttl_seconds);
+            Some(settings)
+        })
+        .map_err(|e| anyhow::anyhow!("oidc: {e}"))
     }
     // OIDC-END
 
-    fn activation_lock_settings(
-        &self,
+    pub fn activation_lock(
+        config: &Config,
     ) -> Result<orchard_core::device::activation_lock::ActivationLockSettings> {
-        match &self.activation_lock_url {
+        let section = &config.activation_lock;
+        match &section.url {
             None => Ok(orchard_core::device::activation_lock::ActivationLockSettings::default()),
             Some(url) => {
-                let roots = self
-                    .activation_lock_ca
-                    .as_ref()
-                    .map(|p| read(p))
-                    .transpose()?;
+                let roots = section.ca.as_ref().map(|p| read(p)).transpose()?;
                 orchard_core::device::activation_lock::ActivationLockSettings::with_url(
                     url,
                     roots.as_deref(),
                 )
-                .map_err(|e| anyhow::anyhow!("--activation-lock-ca: {e}"))
+                .map_err(|e| anyhow::anyhow!("activation_lock.ca: {e}"))
             }
         }
     }
 
-    /// `anchor_certs_der`: what ADE profiles pin for our enrollment URL (Orchard's server CA when Orchard made
-    /// the TLS certificate).
-    fn os_catalogue_settings(&self) -> Result<orchard_core::osupdate::OsCatalogueSettings> {
-        let roots = match &self.os_catalogue_ca {
+    pub fn os_catalogue(config: &Config) -> Result<orchard_core::osupdate::OsCatalogueSettings> {
+        let section = &config.os_catalogue;
+        let roots = match &section.ca {
             Some(path) => orchard_core::dep::pem_certificates(&read(path)?)
-                .map_err(|e| anyhow::anyhow!("--os-catalogue-ca: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("os_catalogue.ca: {e}"))?,
             None => Vec::new(),
         };
         Ok(orchard_core::osupdate::OsCatalogueSettings {
-            feed_url: self.os_catalogue_url.clone(),
+            feed_url: section.url.clone(),
             root_certificates_der: roots,
             ..orchard_core::osupdate::OsCatalogueSettings::default()
         })
     }
 
-    fn dep_settings(
-        &self,
+    /// `anchor_certs_der`: what ADE profiles pin for our enrollment URL (Orchard's server CA when Orchard made
+    /// the TLS certificate).
+    pub fn dep(
+        config: &Config,
         anchor_certs_der: Vec<Vec<u8>>,
     ) -> Result<orchard_core::dep::DepSettings> {
-        let mut settings = match &self.dep_url {
+        let section = &config.dep;
+        let mut settings = match &section.url {
             None => orchard_core::dep::DepSettings::default(),
             Some(url) => {
-                let roots = self.dep_ca.as_ref().map(|p| read(p)).transpose()?;
+                let roots = section.ca.as_ref().map(|p| read(p)).transpose()?;
                 orchard_core::dep::DepSettings::with_base_url(url, roots.as_deref())
-                    .map_err(|e| anyhow::anyhow!("--dep-ca: {e}"))?
+                    .map_err(|e| anyhow::anyhow!("dep.ca: {e}"))?
             }
         };
-        if let Some(path) = &self.dep_device_ca {
+        if let Some(path) = &section.device_ca {
             settings.device_roots_der = orchard_core::dep::pem_certificates(&read(path)?)
-                .map_err(|e| anyhow::anyhow!("--dep-device-ca: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("dep.device_ca: {e}"))?;
         }
         settings.anchor_certs_der = anchor_certs_der;
-        settings.sync_interval_seconds = self.dep_sync_minutes.saturating_mul(60);
+        settings.sync_interval_seconds = u64::from(section.sync_minutes) * 60;
         Ok(settings)
     }
 
-    fn apps_settings(&self) -> Result<orchard_core::apps::AppsSettings> {
-        let mut settings = match &self.apps_url {
+    pub fn apps(config: &Config) -> Result<orchard_core::apps::AppsSettings> {
+        let section = &config.apps;
+        let mut settings = match &section.url {
             None => orchard_core::apps::AppsSettings::default(),
             Some(url) => {
-                let roots = self.apps_ca.as_ref().map(|p| read(p)).transpose()?;
+                let roots = section.ca.as_ref().map(|p| read(p)).transpose()?;
                 orchard_core::apps::AppsSettings::with_base_url(url, roots.as_deref())
-                    .map_err(|e| anyhow::anyhow!("--apps-ca: {e}"))?
+                    .map_err(|e| anyhow::anyhow!("apps.ca: {e}"))?
             }
         };
-        settings.sync_interval_seconds = self.apps_sync_minutes.saturating_mul(60);
+        settings.sync_interval_seconds = u64::from(section.sync_minutes) * 60;
         Ok(settings)
     }
-}
 
-/// Abuse limits of the listener, and who may read `/metrics`.
-#[derive(Args, Clone)]
-struct LimitArgs {
-    /// Seconds a client has to send a request's headers (HTTP/1.1) once it starts.
-    #[arg(long, env = "ORCHARD_HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    header_timeout_seconds: u64,
-    /// Seconds a client has to send a request's whole body after its headers.
-    #[arg(long, env = "ORCHARD_BODY_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    body_timeout_seconds: u64,
-    /// Seconds a connection may sit idle (no byte either way, no request being answered) before it is closed.
-    #[arg(long, env = "ORCHARD_IDLE_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    idle_timeout_seconds: u64,
-    /// Connections one client address may hold at once (0: no limit). Every iPad keeps its own connection
-    /// alive for a while, so many iPads behind one address (campus NAT) or a proxy in front of Orchard need
-    /// this raised (or 0).
-    #[arg(long, env = "ORCHARD_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
-    max_connections_per_ip: usize,
-    /// Enrollment profiles one enrollment link hands out per minute (each mints a SCEP challenge); 0: no
-    /// limit (benchmarks enrolling thousands of simulated iPads through one link).
-    #[arg(long, env = "ORCHARD_LINK_DOWNLOADS_PER_MINUTE", default_value_t = orchard_core::limits::LINK_DOWNLOADS_PER_MINUTE)]
-    link_downloads_per_minute: u32,
-    /// Bearer token `/metrics` requires (prefer the environment variable); without it `/metrics` is open.
-    #[arg(long, env = "ORCHARD_METRICS_TOKEN", hide_env_values = true)]
-    metrics_token: Option<String>,
-}
-
-impl LimitArgs {
-    fn connection_limits(&self) -> orchard_server::ConnectionLimits {
+    pub fn connection_limits(config: &Config) -> orchard_server::ConnectionLimits {
+        let l = &config.limits;
+        let seconds = |s: u32| std::time::Duration::from_secs(u64::from(s));
         orchard_server::ConnectionLimits {
-            header_read_timeout: std::time::Duration::from_secs(self.header_timeout_seconds),
-            body_read_timeout: std::time::Duration::from_secs(self.body_timeout_seconds),
-            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_seconds),
-            max_connections_per_ip: self.max_connections_per_ip,
-            ..orchard_server::ConnectionLimits::default()
+            handshake_timeout: seconds(l.handshake_timeout_seconds),
+            header_read_timeout: seconds(l.header_timeout_seconds),
+            body_read_timeout: seconds(l.body_timeout_seconds),
+            idle_timeout: seconds(l.idle_timeout_seconds),
+            max_connections_per_ip: l.max_connections_per_ip as usize,
         }
     }
 
-    fn metrics_access(&self) -> orchard_server::ops::MetricsAccess {
-        match &self.metrics_token {
-            Some(token) => orchard_server::ops::MetricsAccess::bearer(token),
+    pub fn metrics_access(config: &Config) -> Result<orchard_server::ops::MetricsAccess> {
+        Ok(match config.metrics_token()? {
+            Some(token) => orchard_server::ops::MetricsAccess::bearer(&token),
             None => orchard_server::ops::MetricsAccess::default(),
-        }
+        })
     }
-}
 
-#[derive(Args, Clone)]
-struct PushArgs {
-    /// APNs base URL: Apple's production service by default; the sandbox or a local APNs server otherwise.
-    #[arg(long, env = "ORCHARD_APNS_URL", default_value = orchard_apns::PRODUCTION_URL)]
-    apns_url: String,
-    /// PEM file with the roots that APNs' TLS certificate must chain to (default: the public web roots).
-    #[arg(long, env = "ORCHARD_APNS_CA")]
-    apns_ca: Option<PathBuf>,
-    /// Sustained pushes per second, so waking a whole university does not bring every iPad at once.
-    #[arg(long, env = "ORCHARD_PUSH_RATE", default_value_t = 2000)]
-    push_rate: u32,
-    /// Pushes that may go out at once after a quiet period.
-    #[arg(long, env = "ORCHARD_PUSH_BURST", default_value_t = 2000)]
-    push_burst: u32,
-    /// A device silent for this many hours gets a wake-up push (0 turns the sweep off).
-    #[arg(long, env = "ORCHARD_WAKE_INACTIVE_HOURS", default_value_t = 24)]
-    wake_inactive_hours: i64,
-}
-
-impl PushArgs {
-    fn settings(&self) -> Result<orchard_core::push::PushSettings> {
-        let roots = match &self.apns_ca {
-            Some(p) => orchard_apns::TrustRoots::from_pem(&read(p)?)
-                .map_err(|e| anyhow::anyhow!("--apns-ca: {e}"))?,
+    pub fn push(config: &Config) -> Result<orchard_core::push::PushSettings> {
+        let p = &config.push;
+        let roots = match &p.apns_ca {
+            Some(path) => orchard_apns::TrustRoots::from_pem(&read(path)?)
+                .map_err(|e| anyhow::anyhow!("push.apns_ca: {e}"))?,
             None => orchard_apns::TrustRoots::Public,
         };
         Ok(orchard_core::push::PushSettings {
-            apns: orchard_apns::ApnsConfig::with_base_url(&self.apns_url, roots),
-            rate_per_second: self.push_rate.max(1),
-            burst: self.push_burst.max(1),
-            wake_inactive_after_seconds: self.wake_inactive_hours.max(0) * 3600,
-            ..Default::default()
+            apns: orchard_apns::ApnsConfig::with_base_url(&p.apns_url, roots),
+            rate_per_second: p.rate,
+            burst: p.burst,
+            concurrency: p.concurrency as usize,
+            wake_inactive_after_seconds: i64::from(p.wake_inactive_hours) * 3600,
+            claim_lease_seconds: i64::from(p.claim_lease_seconds),
         })
     }
-}
 
-#[derive(Args)]
-struct CommandQueueArgs {
-    /// A command handed to a device this many times without a final answer is marked failed, so the device's
-    /// later commands are not held up (0: no limit).
-    #[arg(long, env = "ORCHARD_COMMAND_MAX_ATTEMPTS", default_value_t = orchard_core::commands::hygiene::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(i64).range(0..))]
-    command_max_attempts: i64,
-    /// A command sent but not answered is pushed for and handed out again this many minutes later.
-    #[arg(long, env = "ORCHARD_COMMAND_RESEND_AFTER_MINUTES", default_value_t = orchard_core::commands::hygiene::DEFAULT_RESEND_AFTER_MINUTES, value_parser = clap::value_parser!(i64).range(0..))]
-    command_resend_after_minutes: i64,
-    /// Finished commands are kept in the history this many days (0: for ever).
-    #[arg(long, env = "ORCHARD_COMMAND_HISTORY_DAYS", default_value_t = orchard_core::commands::hygiene::DEFAULT_HISTORY_DAYS, value_parser = clap::value_parser!(i64).range(0..))]
-    command_history_days: i64,
-}
-
-#[derive(Args)]
-struct ReconcilerArgs {
-    /// A failed profile install or removal is queued again this many seconds later, doubled per failure.
-    #[arg(long, env = "ORCHARD_RECONCILE_RETRY_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(i64).range(0..))]
-    reconcile_retry_seconds: i64,
-    /// The reconciler's periodic pass (due retries; reports and changes wake it at once).
-    #[arg(long, env = "ORCHARD_RECONCILE_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    reconcile_interval_seconds: u64,
-}
-
-impl ReconcilerArgs {
-    fn settings(&self) -> orchard_core::desired::reconciler::ReconcilerSettings {
+    pub fn reconciler(config: &Config) -> orchard_core::desired::reconciler::ReconcilerSettings {
         orchard_core::desired::reconciler::ReconcilerSettings {
-            retry_base_seconds: self.reconcile_retry_seconds,
-            interval: std::time::Duration::from_secs(self.reconcile_interval_seconds),
+            retry_base_seconds: i64::from(config.reconciler.retry_seconds),
+            interval: std::time::Duration::from_secs(u64::from(config.reconciler.interval_seconds)),
             ..Default::default()
         }
     }
-}
 
-impl CommandQueueArgs {
-    fn settings(&self) -> orchard_core::commands::hygiene::CommandQueueSettings {
+    pub fn command_queue(config: &Config) -> orchard_core::commands::hygiene::CommandQueueSettings {
+        let q = &config.commands;
         orchard_core::commands::hygiene::CommandQueueSettings {
             policy: orchard_store::QueuePolicy {
-                max_attempts: self.command_max_attempts,
-                resend_after_seconds: self.command_resend_after_minutes * 60,
+                max_attempts: i64::from(q.max_attempts),
+                resend_after_seconds: i64::from(q.resend_after_minutes) * 60,
             },
-            history_days: self.command_history_days,
+            history_days: i64::from(q.history_days),
         }
     }
 }
@@ -544,6 +335,7 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Commands::Serve(args) => serve(*args).await,
+            Commands::Config { command } => config_command(command),
             Commands::Token {
                 command:
                     TokenCommands::Create {
@@ -565,10 +357,38 @@ fn main() -> Result<()> {
     })
 }
 
+/// `orchard config check` and `orchard config example`.
+fn config_command(command: ConfigCommands) -> Result<()> {
+    match command {
+        ConfigCommands::Example => print!("{}", Config::example()?),
+        ConfigCommands::Check(args) => {
+            let resolved = args.resolve()?;
+            // Secret files are read too, so a missing or empty one shows now rather than at start.
+            resolved.config.database_url()?;
+            resolved.config.metrics_token()?;
+            resolved.config.oidc_client_secret()?;
+            match &resolved.file {
+                Some(path) => eprintln!("{}: ok", path.display()),
+                None => eprintln!(
+                    "no configuration file ({} does not exist): built-in defaults, environment and flags: ok",
+                    config::DEFAULT_CONFIG_PATH
+                ),
+            }
+            print!("{}", resolved.config.redacted().to_toml()?);
+        }
+    }
+    Ok(())
+}
+
+/// Logging for the server (`log.filter`, `log.json`); the one-shot commands log at the default filter.
 fn init_logging(json: bool) {
+    init_logging_with(json, &config::LogSection::default().filter);
+}
+
+fn init_logging_with(json: bool, filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ORCHARD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
+    let filter = EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| EnvFilter::new(config::LogSection::default().filter));
     // Colours only for a terminal: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -581,25 +401,20 @@ fn init_logging(json: bool) {
     }
 }
 
-fn database_url(storage: &StorageArgs) -> Result<String> {
-    if let Some(url) = &storage.database_url {
-        if !(url.starts_with("postgres://")
-            || url.starts_with("postgresql://")
-            || url.starts_with("sqlite:"))
-        {
-            bail!("--database-url must be postgres://… or sqlite:…");
-        }
-        return Ok(url.clone());
+fn database_url(config: &Config) -> Result<String> {
+    if let Some(url) = config.database_url()? {
+        return Ok(url);
     }
-    pki_files::create_private_dir(&storage.data_dir)?;
-    let abs = std::fs::canonicalize(&storage.data_dir)?;
+    let data_dir = &config.storage.data_dir;
+    pki_files::create_private_dir(data_dir)?;
+    let abs = std::fs::canonicalize(data_dir)?;
     Ok(format!("sqlite://{}", abs.join("orchard.db").display()))
 }
 
 /// Opens the database: the store, and the scope authority over its tenants that core's access module keeps.
-async fn open_store(storage: &StorageArgs) -> Result<(Store, ScopeAuthority)> {
-    let url = database_url(storage)?;
-    Store::connect(&url)
+async fn open_store(config: &Config) -> Result<(Store, ScopeAuthority)> {
+    let url = database_url(config)?;
+    Store::connect_with_pool_size(&url, config.storage.pool_size)
         .await
         .with_context(|| "opening the database".to_string())
 }
@@ -614,29 +429,34 @@ fn development_topic(ca_der: &[u8]) -> Result<ApnsTopic> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    init_logging(args.log_json);
+    let resolved = args.resolve()?;
+    let config = resolved.config;
+    init_logging_with(config.log.json, &config.log.filter);
+    if let Some(file) = &resolved.file {
+        tracing::info!(config = %file.display(), "configuration read");
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (store, scopes) = open_store(&args.storage).await?;
+    let (store, scopes) = open_store(&config).await?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
-    let public_url = args
+    let public_url = config
+        .server
         .public_url
         .clone()
         .unwrap_or_else(|| format!("https://{local}"))
         .trim_end_matches('/')
         .to_string();
-    if !public_url.starts_with("https://") {
-        bail!("--public-url must be an https:// URL (Apple devices only talk to MDM over TLS)");
-    }
     let (dns, ips) = tls_names(&public_url, local.ip());
+    let data_dir = &config.storage.data_dir;
     let material = pki_files::load_shared_keys(
         &store,
-        &args.storage.data_dir,
-        &args.storage.kek_config(),
+        data_dir,
+        &kek_config(&config),
         Some(pki_files::ServerNames {
             dns: &dns,
             ips: &ips,
@@ -644,25 +464,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
         clock.now(),
     )
     .await?;
-    let tls_identity = pki_files::tls_identity(
-        &args.storage.data_dir,
-        &material.server_ca,
-        &dns,
-        &ips,
-        clock.now(),
-    )
-    .context("preparing the TLS identity")?;
-    let server_ca_path = args.storage.data_dir.join("server-ca.pem");
+    let tls_identity =
+        pki_files::tls_identity(data_dir, &material.server_ca, &dns, &ips, clock.now())
+            .context("preparing the TLS identity")?;
+    let server_ca_path = data_dir.join("server-ca.pem");
     let topic = development_topic(&material.ca.cert_der())?;
 
     // Devices in Setup Assistant must trust our TLS certificate before any profile is installed: when Orchard
     // made it, the ADE profile pins Orchard's server CA (name-constrained to our names, never the device CA);
     // an operator's certificate chains to a public root.
-    let anchor_certs_der = match &args.tls_cert {
+    let anchor_certs_der = match &config.tls.cert {
         Some(_) => Vec::new(),
         None => vec![material.server_ca.cert_der()],
     };
-    let (tls_cert, tls_key) = match (&args.tls_cert, &args.tls_key) {
+    let (tls_cert, tls_key) = match (&config.tls.cert, &config.tls.key) {
         (Some(c), Some(k)) => (read(c)?, read(k)?),
         _ => {
             let mut chain = tls_identity.cert_pem();
@@ -672,55 +487,56 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let tls = orchard_server::tls_server_config(&tls_cert, &tls_key).map_err(anyhow::Error::msg)?;
 
-    let config = CoreConfig {
+    let enrollment = &config.enrollment;
+    let core_config = CoreConfig {
         public_url: public_url.clone(),
         topic,
-        organization: args.organization.clone(),
-        challenge_ttl_seconds: 3600,
-        identity_validity_days: args.device_identity_days,
-        device_message_max_age_seconds: (args.device_message_max_age_seconds > 0)
-            .then_some(i64::from(args.device_message_max_age_seconds)),
+        organization: config.server.organization.clone(),
+        challenge_ttl_seconds: i64::from(enrollment.challenge_ttl_seconds),
+        identity_validity_days: enrollment.device_identity_days,
+        device_message_max_age_seconds: (enrollment.device_message_max_age_seconds > 0)
+            .then_some(i64::from(enrollment.device_message_max_age_seconds)),
     };
     let orchard = Arc::new(
         Orchard::new(
             store.clone(),
             scopes,
             Arc::new(material),
-            config,
+            core_config,
             clock,
-            args.push.settings()?,
+            settings::push(&config)?,
         )
-        .with_dep_settings(args.dep_settings(anchor_certs_der)?)
-        .with_os_catalogue_settings(args.os_catalogue_settings()?)
-        .with_apps_settings(args.apps_settings()?)
+        .with_dep_settings(settings::dep(&config, anchor_certs_der)?)
+        .with_os_catalogue_settings(settings::os_catalogue(&config)?)
+        .with_apps_settings(settings::apps(&config)?)
         .with_identity_renewal(
             orchard_core::enrollment::renewal::IdentityRenewalSettings::new(
-                args.device_identity_days,
-                args.identity_renewal_days,
-                args.identity_grace_days,
+                enrollment.device_identity_days,
+                enrollment.identity_renewal_days,
+                enrollment.identity_grace_days,
             )
-            .map_err(|e| anyhow::anyhow!("--device-identity-days/--identity-renewal-days: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("enrollment.identity_renewal_days: {e}"))?,
         )
-        .with_activation_lock_settings(args.activation_lock_settings()?)
+        .with_activation_lock_settings(settings::activation_lock(&config)?)
         .with_secret_command_settings(
-            orchard_core::commands::secrets::SecretCommandSettings::new(
-                args.secret_command_ttl_seconds,
-            )
-            .map_err(|e| anyhow::anyhow!("--secret-command-ttl-seconds: {e}"))?,
+            orchard_core::commands::secrets::SecretCommandSettings::new(i64::from(
+                config.commands.secret_ttl_seconds,
+            ))
+            .map_err(|e| anyhow::anyhow!("commands.secret_ttl_seconds: {e}"))?,
         )
         .with_usage_settings(
             orchard_core::reporting::usage::UsageSettings::new(
-                &args.price_per_device_year,
-                &args.currency,
+                &config.billing.price_per_device_year,
+                &config.billing.currency,
             )
-            .map_err(|e| anyhow::anyhow!("--price-per-device-year/--currency: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("billing: {e}"))?,
         )
-        .with_token_policy(args.token_policy()?)
-        .with_session_ttl_seconds(args.session_ttl_seconds)
-        .with_command_queue_settings(args.command_queue.settings())
-        .with_reconciler_settings(args.reconciler.settings())
-        .with_link_download_limit(args.limits.link_downloads_per_minute)
-        .with_oidc_settings(args.oidc_settings()?), // OIDC
+        .with_token_policy(settings::token_policy(&config))
+        .with_session_ttl_seconds(i64::from(config.access.session_ttl_seconds))
+        .with_command_queue_settings(settings::command_queue(&config))
+        .with_reconciler_settings(settings::reconciler(&config))
+        .with_link_download_limit(enrollment.link_downloads_per_minute)
+        .with_oidc_settings(settings::oidc(&config)?), // OIDC
     );
     // Start-up steps act as the server itself.
     let system = orchard.system();
@@ -740,7 +556,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let app = orchard_server::build_app_with(
         orchard.clone(),
         orchard_server::Limits::default(),
-        args.limits.metrics_access(),
+        settings::metrics_access(&config)?,
     );
 
     // The first line on stdout says where we listen, so scripts and tests can find an ephemeral port.
@@ -753,7 +569,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         listener,
         tls,
         app,
-        args.limits.connection_limits(),
+        settings::connection_limits(&config),
         shutdown_signal(),
     )
     .await;
@@ -826,7 +642,7 @@ async fn token_create(
     let tenant = tenant
         .map(|t| TenantId::parse(&t).map_err(|e| anyhow::anyhow!("--tenant: {e}")))
         .transpose()?;
-    let (store, scopes) = open_store(&storage).await?;
+    let (store, scopes) = open_store(&storage.resolve()?.config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let expires_at = lifetime_days.map(|d| clock.now().plus_seconds(d * 86_400));
     let bootstrap = LocalBootstrap::for_opened_database(store.clone(), scopes, clock);
@@ -897,34 +713,35 @@ async fn write_push_csr(
 /// as there (through its [`LocalBootstrap`]): for the commands that work on the database directly on the server
 /// host.
 async fn offline_orchard(storage: &StorageArgs) -> Result<(Orchard, OperatorCtx, Store)> {
+    let config = storage.resolve()?.config;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (store, scopes) = open_store(storage).await?;
+    let (store, scopes) = open_store(&config).await?;
     let operator =
         LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock.clone())
             .operator()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     let material = pki_files::load_shared_keys(
         &store,
-        &storage.data_dir,
-        &storage.kek_config(),
+        &config.storage.data_dir,
+        &kek_config(&config),
         None,
         clock.now(),
     )
     .await?;
     let topic = development_topic(&material.ca.cert_der())?;
-    let config = CoreConfig {
+    let core_config = CoreConfig {
         public_url: "https://localhost".into(),
         topic,
         organization: String::new(),
-        challenge_ttl_seconds: 3600,
-        identity_validity_days: 365,
+        challenge_ttl_seconds: i64::from(config.enrollment.challenge_ttl_seconds),
+        identity_validity_days: config.enrollment.device_identity_days,
         device_message_max_age_seconds: None,
     };
     let orchard = Orchard::new(
         store.clone(),
         scopes,
         Arc::new(material),
-        config,
+        core_config,
         clock,
         orchard_core::push::PushSettings::default(),
     );
@@ -940,7 +757,7 @@ async fn local_account(command: LocalAccountCommands) -> Result<()> {
         .read_line(&mut password)
         .context("reading the password from stdin")?;
     let password = password.trim_end_matches(['\n', '\r']);
-    let (store, scopes) = open_store(&storage).await?;
+    let (store, scopes) = open_store(&storage.resolve()?.config).await?;
     let bootstrap =
         LocalBootstrap::for_opened_database(store.clone(), scopes, Arc::new(SystemClock));
     let id = bootstrap

@@ -323,6 +323,21 @@ async fn scenario(backend: Backend) -> Result<()> {
         "{}",
         dry.stdout
     );
+    // Long work shows progress on stderr: plain lines when stderr is not a terminal, none with --json.
+    let progress: Vec<&str> = dry.stderr.lines().collect();
+    ensure!(
+        progress.len() == 2
+            && progress[0] == "bulk command (dry run): started"
+            && progress[1].starts_with("bulk command (dry run): done in ")
+            && progress[1].ends_with(" s"),
+        "{}",
+        dry.stderr
+    );
+    let dry_json = cli
+        .run(&[&bulk[..], &["--dry-run", "--json"]].concat())?
+        .ok()?;
+    ensure!(dry_json.stderr.is_empty(), "{}", dry_json.stderr);
+    ensure!(dry_json.json()?["affected"] == 1, "{}", dry_json.stdout);
     let queued = cli.run(&bulk)?.ok()?;
     ensure!(
         queued.stdout == "queued DeviceInformation for 1 device(s); 0 skipped\n",
@@ -705,6 +720,29 @@ async fn dep_scenario(backend: Backend) -> Result<()> {
         synced.field("active devices").as_deref() == Some("30"),
         "{}",
         synced.stdout
+    );
+    ensure!(
+        synced
+            .stderr
+            .starts_with("dep token sync: started\ndep token sync: done in "),
+        "{}",
+        synced.stderr
+    );
+    let unknown = cli.run(&[
+        "dep",
+        "token",
+        "sync",
+        "00000000-0000-7000-8000-000000000000",
+    ])?;
+    ensure!(
+        unknown.code == 5
+            && unknown
+                .stderr
+                .starts_with("dep token sync: started\ndep token sync: failed in ")
+            && unknown.stderr.contains("not_found"),
+        "{}: {}",
+        unknown.code,
+        unknown.stderr
     );
 
     // A template from a JSON spec file; Orchard defines its profile at "Apple".

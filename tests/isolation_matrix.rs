@@ -317,6 +317,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::POST, "/api/v1/push-certificate/csr", None, [U, U, U, 403, 403, 403, 403, 403, 201]),
         row(Method::GET, "/api/v1/openapi.json", None, [200, 200, 200, 200, 200, 200, 200, 200, 200]),
         row(Method::GET, "/healthz", None, [200, 200, 200, 200, 200, 200, 200, 200, 200]),
+        row(Method::GET, "/readyz", None, [200, 200, 200, 200, 200, 200, 200, 200, 200]),
         row(Method::GET, "/metrics", None, [200, 200, 200, 200, 200, 200, 200, 200, 200]),
         row(Method::POST, "/api/v1/role-mappings", Some(json!({"claim": "groups", "value": "physics-it", "role": "admin", "tenant_id": physics})), [U, U, U, 403, 403, 403, 403, 403, 201]),
         row(Method::GET, "/api/v1/audit", None, [U, U, U, 403, 200, 403, 200, 200, 200]),

@@ -103,9 +103,12 @@ pub async fn run(client: &Client, out: Out, command: AppsCommand) -> Result<(), 
             out.show(&v, status_text)
         }
         AppsCommand::Sync { tenant } => {
-            let v = client
-                .post(&["tenants", &tenant, "apps", "sync"], &json!({}))
-                .await?;
+            let v = super::progress::during(
+                out,
+                "apps sync",
+                client.post(&["tenants", &tenant, "apps", "sync"], &json!({})),
+            )
+            .await?;
             out.show(&v, |v| {
                 fields(v, &[("Claim", "claim_state"), ("Apps", "apps")])
             })

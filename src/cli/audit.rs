@@ -115,9 +115,12 @@ pub async fn run_audit(client: &Client, out: Out, command: AuditCommand) -> Resu
         } => {
             let mut query = filter.query();
             page.push_query(&mut query);
-            let answer = client
-                .send(Method::GET, &["audit.csv"], &query, None)
-                .await?;
+            let answer = super::progress::during(
+                out,
+                "audit export",
+                client.send(Method::GET, &["audit.csv"], &query, None),
+            )
+            .await?;
             emit_bytes(&answer.body, path.as_ref())
         }
     }

@@ -269,9 +269,12 @@ async fn run_token(client: &Client, out: Out, command: TokenCommand) -> Result<(
             })
         }
         TokenCommand::Sync { id } => {
-            let v = client
-                .post(&["dep-tokens", &id, "sync"], &json!({}))
-                .await?;
+            let v = super::progress::during(
+                out,
+                "dep token sync",
+                client.post(&["dep-tokens", &id, "sync"], &json!({})),
+            )
+            .await?;
             out.show(&v, |v| {
                 fields(
                     v,

@@ -278,7 +278,13 @@ pub async fn run(client: &Client, out: Out, command: DeviceCommand) -> Result<()
             if let Some(n) = confirm_count {
                 body["confirm_count"] = json!(n);
             }
-            let v = client.post(&["commands", "bulk"], &body).await?;
+            let label = if dry_run {
+                "bulk command (dry run)"
+            } else {
+                "bulk command"
+            };
+            let v = super::progress::during(out, label, client.post(&["commands", "bulk"], &body))
+                .await?;
             out.show(&v, |v| {
                 let (affected, skipped) = (cell(v.get("affected")), cell(v.get("skipped")));
                 if v.get("dry_run").and_then(Value::as_bool) == Some(true) {

@@ -286,12 +286,16 @@ pub async fn run_group(client: &Client, out: Out, command: GroupCommand) -> Resu
             serials,
             csv,
         } => {
-            let v = change_members(
-                client,
-                &["tenants", &tenant, "groups", &id, "members"],
-                devices,
-                serials,
-                csv,
+            let v = super::progress::during(
+                out,
+                "group add",
+                change_members(
+                    client,
+                    &["tenants", &tenant, "groups", &id, "members"],
+                    devices,
+                    serials,
+                    csv,
+                ),
             )
             .await?;
             out.show(&v, outcome)
@@ -303,12 +307,16 @@ pub async fn run_group(client: &Client, out: Out, command: GroupCommand) -> Resu
             serials,
             csv,
         } => {
-            let v = change_members(
-                client,
-                &["tenants", &tenant, "groups", &id, "members", "remove"],
-                devices,
-                serials,
-                csv,
+            let v = super::progress::during(
+                out,
+                "group remove",
+                change_members(
+                    client,
+                    &["tenants", &tenant, "groups", &id, "members", "remove"],
+                    devices,
+                    serials,
+                    csv,
+                ),
             )
             .await?;
             out.show(&v, outcome)

@@ -13,6 +13,7 @@ mod maintenance;
 mod os;
 mod output;
 mod profile;
+mod progress;
 mod push_certificate;
 mod tenant;
 mod tokens;

@@ -200,3 +200,13 @@ pub fn random_secret(bytes: usize) -> String {
     rand::thread_rng().fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
+
+impl Orchard {
+    /// Readiness for `/readyz`: the database answers a round trip. The server's own check, no tenant data.
+    pub async fn database_ready(
+        &self,
+        _system: &access::capability::SystemCtx,
+    ) -> Result<(), CoreError> {
+        self.store.ping().await.map_err(CoreError::from)
+    }
+}

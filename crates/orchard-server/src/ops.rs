@@ -1,4 +1,5 @@
-//! Operations outside the API: `/healthz` and `/metrics` for the operators' monitoring (in the OpenAPI
+//! Operations outside the API: `/healthz` (liveness), `/readyz` (readiness: the database answers) and
+//! `/metrics` for the operators' monitoring (in the OpenAPI
 //! document too). Metrics carry counts and days, never names (DEP tokens are labelled by id); when a metrics
 //! token is configured, `/metrics` answers only `Authorization: Bearer <that token>`.
 
@@ -66,10 +67,12 @@ pub(crate) async fn require_metrics_token(
     }
 }
 
-/// `/healthz` and `/metrics` for the operators' monitoring, outside the API; in the OpenAPI document too.
+/// `/healthz`, `/readyz` and `/metrics` for the operators' monitoring, outside the API; in the OpenAPI
+/// document too.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .routes(routes!(metrics))
 }
 
@@ -83,6 +86,39 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 )]
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// How long `/readyz` waits for the database before answering 503.
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Readiness: the server can serve, that is its database answers. A load balancer or Kubernetes sends no
+/// traffic to a node answering 503 (its process stays up: liveness is `/healthz`).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready: the database answers", body = String, content_type = "text/plain"),
+        (status = 503, description = "Not ready: the database does not answer", body = String, content_type = "text/plain")
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let system = state.orchard.system();
+    // A database that is gone makes the pool retry until its own timeout (30 s): a probe wants an answer sooner.
+    let check =
+        tokio::time::timeout(READINESS_TIMEOUT, state.orchard.database_ready(&system)).await;
+    match check {
+        Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
+        Err(_) => {
+            tracing::warn!("readiness check: the database did not answer in time");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
 }
 
 /// Prometheus text metrics: counts and days only, no names (not of tenants, not of DEP tokens, which are

@@ -189,6 +189,13 @@ impl Store {
         &self.faults
     }
 
+    /// Answers when the database does (one round trip on a pooled connection): readiness for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+
     /// Closes every pooled connection (waits for those in use to be returned).
     pub async fn close(&self) {
         self.pool.close().await;
