@@ -179,6 +179,8 @@ struct ServeArgs {
     reconciler: ReconcilerArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    webhooks: WebhookArgs,
     /// Apple's public software-update feed, from which operators refresh the OS catalogue
     /// (`POST /api/v1/os-catalogue/refresh`); a local server of the same shape in tests.
     #[arg(
@@ -489,6 +491,48 @@ struct ReconcilerArgs {
     reconcile_interval_seconds: u64,
 }
 
+/// Webhook delivery (issue 15, point 6).
+#[derive(Args)]
+struct WebhookArgs {
+    /// Seconds a webhook receiver has to answer (connect, send, status line).
+    #[arg(long, env = "ORCHARD_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    webhook_timeout_seconds: u64,
+    /// A failed delivery is tried again this many seconds later, doubled per attempt (plus up to 20 % jitter).
+    #[arg(long, env = "ORCHARD_WEBHOOK_RETRY_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..))]
+    webhook_retry_seconds: i64,
+    /// The longest wait between two attempts of a delivery.
+    #[arg(long, env = "ORCHARD_WEBHOOK_RETRY_MAX_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
+    webhook_retry_max_seconds: i64,
+    /// Attempts per delivery before it is given up.
+    #[arg(long, env = "ORCHARD_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(i64).range(1..=50))]
+    webhook_max_attempts: i64,
+    /// Consecutive failed attempts after which an endpoint is disabled (audited; an admin enables it again).
+    #[arg(long, env = "ORCHARD_WEBHOOK_DISABLE_AFTER_FAILURES", default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
+    webhook_disable_after_failures: i64,
+    /// How often each node looks for due deliveries (new events wake it at once).
+    #[arg(long, env = "ORCHARD_WEBHOOK_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    webhook_interval_seconds: u64,
+    /// Also accept plain-http webhook URLs on this machine's loopback (127.0.0.1, localhost, [::1]). For tests
+    /// only: events and signatures would travel unencrypted.
+    #[arg(long, env = "ORCHARD_DANGER_WEBHOOK_ALLOW_HTTP_LOCALHOST")]
+    danger_webhook_allow_http_localhost: bool,
+}
+
+impl WebhookArgs {
+    fn settings(&self) -> orchard_core::webhooks::WebhookSettings {
+        orchard_core::webhooks::WebhookSettings {
+            timeout: std::time::Duration::from_secs(self.webhook_timeout_seconds),
+            retry_base_seconds: self.webhook_retry_seconds,
+            retry_max_seconds: self.webhook_retry_max_seconds,
+            max_attempts: self.webhook_max_attempts,
+            disable_after_failures: self.webhook_disable_after_failures,
+            interval: std::time::Duration::from_secs(self.webhook_interval_seconds),
+            danger_allow_http_localhost: self.danger_webhook_allow_http_localhost,
+            ..Default::default()
+        }
+    }
+}
+
 impl ReconcilerArgs {
     fn settings(&self) -> orchard_core::desired::reconciler::ReconcilerSettings {
         orchard_core::desired::reconciler::ReconcilerSettings {
@@ -719,6 +763,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_session_ttl_seconds(args.session_ttl_seconds)
         .with_command_queue_settings(args.command_queue.settings())
         .with_reconciler_settings(args.reconciler.settings())
+        .with_webhook_settings(args.webhooks.settings())
         .with_link_download_limit(args.limits.link_downloads_per_minute)
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );
