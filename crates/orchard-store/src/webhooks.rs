@@ -221,7 +221,10 @@ async fn record_event(db: &mut impl Db, e: &WebhookEventRecord) -> Result<u64, S
 
 impl UnitOfWork {
     /// Puts an event in the outbox with the change that caused it (see [`Store::record_webhook_event`]).
-    pub async fn record_webhook_event(&mut self, e: &WebhookEventRecord) -> Result<u64, StoreError> {
+    pub async fn record_webhook_event(
+        &mut self,
+        e: &WebhookEventRecord,
+    ) -> Result<u64, StoreError> {
         let made = record_event(self, e).await?;
         if made > 0 {
             self.note_webhook_events();
@@ -458,7 +461,13 @@ impl Store {
             .bind(a.delivery_id)
             .push(" AND state = 'pending' AND lease_owner = ")
             .bind(a.lease_owner);
-        if delivery.query().execute(unit.conn()?).await?.rows_affected() == 0 {
+        if delivery
+            .query()
+            .execute(unit.conn()?)
+            .await?
+            .rows_affected()
+            == 0
+        {
             unit.rollback().await?;
             return Ok(WebhookAttemptEffect::LeaseLost);
         }

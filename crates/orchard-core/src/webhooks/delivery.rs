@@ -85,16 +85,13 @@ impl Orchard {
     ) -> Result<DeliveryStats, CoreError> {
         let settings = self.webhooks.settings.clone();
         let now = self.clock.now();
-        let lease_seconds =
-            i64::try_from(settings.timeout.as_secs()).unwrap_or(60).saturating_mul(2) + 30;
+        let lease_seconds = i64::try_from(settings.timeout.as_secs())
+            .unwrap_or(60)
+            .saturating_mul(2)
+            + 30;
         let claimed = self
             .store
-            .claim_webhook_deliveries(
-                owner,
-                now,
-                now.plus_seconds(lease_seconds),
-                settings.batch,
-            )
+            .claim_webhook_deliveries(owner, now, now.plus_seconds(lease_seconds), settings.batch)
             .await?;
         let mut stats = DeliveryStats {
             claimed: claimed.len(),
@@ -237,10 +234,9 @@ impl Orchard {
                 status: Some(response.status().as_u16()),
                 error: None,
             },
-            Err(e) if e.is_timeout() => failed(format!(
-                "no answer within {} s",
-                settings.timeout.as_secs()
-            )),
+            Err(e) if e.is_timeout() => {
+                failed(format!("no answer within {} s", settings.timeout.as_secs()))
+            }
             Err(e) if e.is_connect() => failed("connection failed".into()),
             Err(e) => failed(format!("request failed: {e}")),
         };
@@ -318,10 +314,11 @@ mod tests {
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {
         // RFC 4231 test case 2's key and message, framed as "<t>.<body>".
         let header = signature_header(b"Jefe", 1, "what do ya want for nothing?").unwrap();
-        let expected = orchard_pki::seal::hmac_sha256_of(b"Jefe", b"1.what do ya want for nothing?")
-            .unwrap();
+        let expected =
+            orchard_pki::seal::hmac_sha256_of(b"Jefe", b"1.what do ya want for nothing?").unwrap();
         assert_eq!(header, format!("t=1,v1={}", hex::encode(expected)));
-        let rfc = orchard_pki::seal::hmac_sha256_of(b"Jefe", b"what do ya want for nothing?").unwrap();
+        let rfc =
+            orchard_pki::seal::hmac_sha256_of(b"Jefe", b"what do ya want for nothing?").unwrap();
         assert_eq!(
             hex::encode(rfc),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"

@@ -245,7 +245,9 @@ pub(crate) fn seal_context(id: WebhookId) -> Vec<u8> {
 pub(crate) fn check_url(url: &str, settings: &WebhookSettings) -> Result<(), CoreError> {
     let invalid = |why: &str| CoreError::Invalid(format!("url {why}"));
     if url.chars().count() > MAX_URL_CHARS {
-        return Err(invalid(&format!("must be at most {MAX_URL_CHARS} characters")));
+        return Err(invalid(&format!(
+            "must be at most {MAX_URL_CHARS} characters"
+        )));
     }
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&format!("is not a url: {e}")))?;
     if parsed.host_str().is_none_or(str::is_empty) {
@@ -258,10 +260,7 @@ pub(crate) fn check_url(url: &str, settings: &WebhookSettings) -> Result<(), Cor
         "https" => Ok(()),
         "http"
             if settings.danger_allow_http_localhost
-                && matches!(
-                    parsed.host_str(),
-                    Some("127.0.0.1" | "localhost" | "[::1]")
-                ) =>
+                && matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) =>
         {
             Ok(())
         }
