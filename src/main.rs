@@ -512,6 +512,9 @@ struct WebhookArgs {
     /// How often each node looks for due deliveries (new events wake it at once).
     #[arg(long, env = "ORCHARD_WEBHOOK_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     webhook_interval_seconds: u64,
+    /// Days delivered and given-up webhook deliveries stay in the delivery log.
+    #[arg(long, env = "ORCHARD_WEBHOOK_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..))]
+    webhook_retention_days: i64,
     /// Also accept plain-http webhook URLs on this machine's loopback (127.0.0.1, localhost, [::1]). For tests
     /// only: events and signatures would travel unencrypted.
     #[arg(long, env = "ORCHARD_DANGER_WEBHOOK_ALLOW_HTTP_LOCALHOST")]
@@ -527,6 +530,7 @@ impl WebhookArgs {
             max_attempts: self.webhook_max_attempts,
             disable_after_failures: self.webhook_disable_after_failures,
             interval: std::time::Duration::from_secs(self.webhook_interval_seconds),
+            retention_days: self.webhook_retention_days,
             danger_allow_http_localhost: self.danger_webhook_allow_http_localhost,
             ..Default::default()
         }

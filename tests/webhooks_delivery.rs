@@ -2,7 +2,8 @@
 //! 200 gets the same event three times with growing, jittered delays recorded in the delivery log (no
 //! wall-clock waits) and one delivery; repeated failures give a delivery up and then disable the endpoint
 //! (audited, and it gets no new events); two nodes stepping at once send a delivery once; an expiry warning
-//! published for one tenant never reaches another tenant's endpoint.
+//! published for one tenant never reaches another tenant's endpoint; finished deliveries are pruned after the
+//! retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -281,6 +282,18 @@ async fn delivery(backend: Backend) -> Result<()> {
     ensure!(enabled.enabled && enabled.consecutive_failures == 0 && enabled.disabled_at.is_none());
     let stats = orchard.deliver_webhooks_once(&system, "node-a").await?;
     ensure!(stats.claimed == 1 && stats.delivered == 1, "{stats:?}");
+
+    // After the retention (30 days) the finished deliveries are pruned from the log.
+    ensure!(!orchard
+        .global_webhook_deliveries(&operator, global_id)
+        .await?
+        .is_empty());
+    clock.advance(31 * 86_400);
+    orchard.deliver_webhooks_once(&system, "node-a").await?;
+    let log = orchard
+        .global_webhook_deliveries(&operator, global_id)
+        .await?;
+    ensure!(log.is_empty(), "{log:?}");
     Ok(())
 }
 

@@ -20,6 +20,9 @@ CREATE TABLE webhook_endpoints (
 );
 CREATE INDEX webhook_endpoints_tenant_idx ON webhook_endpoints (tenant_id);
 
+-- Delivered and given-up deliveries (with their attempts) and events left without deliveries are deleted after
+-- the server's retention (--webhook-retention-days).
+--
 -- The outbox: one row per event, written in the unit of work of the change that caused it (enrollment,
 -- check-out, command result, DEP sync, app result) and only when an enabled endpoint wants it. body is the
 -- exact JSON sent ({id, type, occurred_at, tenant, data}); tenant_id NULL for service-wide events.
@@ -30,6 +33,7 @@ CREATE TABLE webhook_events (
     occurred_at  BIGINT  NOT NULL,
     body         TEXT    NOT NULL
 );
+CREATE INDEX webhook_events_occurred_idx ON webhook_events (occurred_at);
 
 -- One delivery per event and matching endpoint, made in the same statement group as the event. state:
 -- pending (next_attempt_at is when it is due; a node claims it by moving next_attempt_at to the end of its
@@ -51,6 +55,8 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (state, next_attempt_at);
 CREATE INDEX webhook_deliveries_endpoint_idx ON webhook_deliveries (endpoint_id, created_at);
+CREATE INDEX webhook_deliveries_created_idx ON webhook_deliveries (created_at);
+CREATE INDEX webhook_deliveries_event_idx ON webhook_deliveries (event_id);
 
 -- Every attempt of a delivery: when, what the receiver answered (status_code NULL when no answer came: timeout,
 -- refused connection) and when the next try is due (NULL after the last one).

@@ -519,6 +519,28 @@ impl Store {
         Ok(effect)
     }
 
+    /// Deletes finished deliveries (delivered or given up, with their attempts) made before `before`, then the
+    /// events made before it that no delivery refers to any more. Returns the deliveries deleted.
+    pub async fn prune_webhook_history(&self, before: UnixTime) -> Result<u64, StoreError> {
+        let mut unit = self.begin_unit().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE state <> 'pending' AND created_at < $1",
+        )
+        .bind(before.0)
+        .execute(unit.conn()?)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM webhook_events WHERE occurred_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = webhook_events.id)",
+        )
+        .bind(before.0)
+        .execute(unit.conn()?)
+        .await?;
+        unit.commit().await?;
+        Ok(deleted)
+    }
+
     /// The `limit` most recent deliveries of an endpoint of `owner` in the scope, newest first, each with its
     /// attempts. NotFound when the endpoint is not there.
     pub async fn list_webhook_deliveries(

@@ -4,7 +4,8 @@
 //! A 2xx answer is delivered. Anything else (another status, a redirect — never followed —, a timeout, a
 //! refused connection) is retried after `retry_base_seconds · 2^(attempt−1)`, at most `retry_max_seconds`,
 //! plus up to 20 % jitter, until `max_attempts`; `disable_after_failures` consecutive failed attempts disable
-//! the endpoint, which is audited (`webhook.endpoint.disabled`). The answer's body is never read.
+//! the endpoint, which is audited (`webhook.endpoint.disabled`). The answer's body is never read. Finished
+//! deliveries older than `retention_days` are pruned (at most hourly per node).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub const EVENT_TYPE_HEADER: &str = "Orchard-Event-Type";
 /// How far a receiver should let the signature's timestamp be from its own clock (documented, not enforced
 /// here: the receiver enforces it).
 pub const REPLAY_WINDOW_SECONDS: i64 = 300;
+/// How often a node prunes the delivery history.
+const PRUNE_INTERVAL_SECONDS: i64 = 3600;
 /// The audit action of an endpoint disabled by repeated failures.
 pub const DISABLED_ACTION: &str = "webhook.endpoint.disabled";
 
@@ -85,6 +88,7 @@ impl Orchard {
     ) -> Result<DeliveryStats, CoreError> {
         let settings = self.webhooks.settings.clone();
         let now = self.clock.now();
+        self.prune_webhook_history_if_due(&settings, now).await?;
         let lease_seconds = i64::try_from(settings.timeout.as_secs())
             .unwrap_or(60)
             .saturating_mul(2)
@@ -188,6 +192,31 @@ impl Orchard {
             }
         }
         Ok(stats)
+    }
+
+    /// Deletes finished deliveries older than the retention, at most once an hour per node.
+    async fn prune_webhook_history_if_due(
+        &self,
+        settings: &WebhookSettings,
+        now: UnixTime,
+    ) -> Result<(), CoreError> {
+        use std::sync::atomic::Ordering;
+        let last = self.webhooks.last_pruned.load(Ordering::Relaxed);
+        if now.0 - last < PRUNE_INTERVAL_SECONDS
+            || self
+                .webhooks
+                .last_pruned
+                .compare_exchange(last, now.0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(());
+        }
+        let before = now.plus_seconds(-settings.retention_days.max(1).saturating_mul(86_400));
+        let pruned = self.store.prune_webhook_history(before).await?;
+        if pruned > 0 {
+            tracing::info!(deliveries = pruned, "old webhook deliveries pruned");
+        }
+        Ok(())
     }
 
     /// Signs and POSTs one delivery; the time it was sent and what came back.

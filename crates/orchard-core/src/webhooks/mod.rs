@@ -57,7 +57,8 @@ pub const MAX_EVENT_BODY_BYTES: usize = 64 * 1024;
 pub const DELIVERY_LOG_LIMIT: i64 = 100;
 
 /// How deliveries are made. Defaults: 10 s timeout, retries after 30 s doubling up to 1 h with up to 20 %
-/// jitter, 8 attempts per delivery, an endpoint disabled after 20 consecutive failed attempts.
+/// jitter, 8 attempts per delivery, an endpoint disabled after 20 consecutive failed attempts, finished
+/// deliveries kept 30 days.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
     /// Whole request (connect, send, answer headers).
@@ -74,6 +75,8 @@ pub struct WebhookSettings {
     pub interval: Duration,
     /// Deliveries claimed per step.
     pub batch: i64,
+    /// Days delivered and given-up deliveries stay in the delivery log.
+    pub retention_days: i64,
     /// Also allow `http://127.0.0.1`, `http://localhost` and `http://[::1]` URLs (tests only: event bodies and
     /// signatures would cross the network in clear text).
     pub danger_allow_http_localhost: bool,
@@ -89,6 +92,7 @@ impl Default for WebhookSettings {
             disable_after_failures: 20,
             interval: Duration::from_secs(5),
             batch: 50,
+            retention_days: 30,
             danger_allow_http_localhost: false,
         }
     }
@@ -99,6 +103,8 @@ impl Default for WebhookSettings {
 pub(crate) struct WebhookState {
     pub(crate) settings: Arc<WebhookSettings>,
     pub(crate) wake: Arc<Notify>,
+    /// When this node last pruned the delivery history (unix seconds).
+    pub(crate) last_pruned: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// A new endpoint.
