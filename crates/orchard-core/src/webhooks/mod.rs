@@ -34,6 +34,7 @@ pub const EVENT_TYPES: &[&str] = &[
     EVENT_COMMAND_RESULT,
     EVENT_DEP_SYNC,
     EVENT_APP_RESULT,
+    EVENT_APP_LICENCE,
     EVENT_EXPIRY_WARNING,
 ];
 /// A device channel's first TokenUpdate: the iPad is enrolled and reachable.
@@ -46,6 +47,8 @@ pub const EVENT_COMMAND_RESULT: &str = "command.result";
 pub const EVENT_DEP_SYNC: &str = "dep.sync";
 /// An iPad answered an app command (install, removal, managed app list) for good.
 pub const EVENT_APP_RESULT: &str = "app.result";
+/// An iPad's Apps and Books licence was associated, released, or could not be (no licence left, refused).
+pub const EVENT_APP_LICENCE: &str = "app.licence";
 /// A credential is about to expire (published by the expiry watcher).
 pub const EVENT_EXPIRY_WARNING: &str = "expiry.warning";
 
@@ -115,7 +118,7 @@ pub struct NewWebhook {
     /// Where events are POSTed: an `https://` URL.
     pub url: String,
     /// The event types wanted (at least one): `device.enrolled`, `device.checked_out`, `command.result`,
-    /// `dep.sync`, `app.result`, `expiry.warning`.
+    /// `dep.sync`, `app.result`, `app.licence`, `expiry.warning`.
     pub event_types: Vec<String>,
     /// Default true.
     pub enabled: Option<bool>,
@@ -334,6 +337,31 @@ fn event_record(
         occurred_at: now,
         body,
     })
+}
+
+/// The `app.licence` event of a licence pass's outcome for one iPad and app, if it is one worth telling:
+/// associated, released, shortage or failed (submissions and retries are not).
+pub(crate) fn licence_event(
+    w: &orchard_store::LicenceWork,
+    outcome: &orchard_store::LicenceOutcome,
+    now: UnixTime,
+) -> Option<WebhookEventRecord> {
+    use orchard_store::LicenceOutcome;
+    let (what, reason) = match (outcome, w.state.as_str()) {
+        (LicenceOutcome::Done, "disassociating") => ("released", None),
+        (LicenceOutcome::Done, _) => ("associated", None),
+        (LicenceOutcome::Shortage { reason }, _) => ("shortage", Some(reason)),
+        (LicenceOutcome::Failed { reason }, _) => ("failed", Some(reason)),
+        _ => return None,
+    };
+    let data = json!({
+        "device_id": w.device_id.to_string(),
+        "serial_number": w.serial_number,
+        "adam_id": w.adam_id,
+        "outcome": what,
+        "reason": reason,
+    });
+    event_record(Some(w.tenant_id), EVENT_APP_LICENCE, &data, now).ok()
 }
 
 /// Whose endpoints a call is about, after the access check: the caller's scope and the exact owner.
