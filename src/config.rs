@@ -32,6 +32,7 @@ pub struct Config {
     pub push: PushSection,
     pub commands: CommandsSection,
     pub reconciler: ReconcilerSection,
+    pub webhooks: WebhooksSection,
     pub limits: LimitsSection,
     pub dep: DepSection,
     pub apps: AppsSection,
@@ -198,6 +199,35 @@ impl Default for ReconcilerSection {
         Self {
             retry_seconds: 60,
             interval_seconds: 30,
+        }
+    }
+}
+
+/// Webhook delivery (issue 15, point 6; docs/webhooks.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSection {
+    pub timeout_seconds: u32,
+    pub retry_seconds: u32,
+    pub retry_max_seconds: u32,
+    pub max_attempts: u32,
+    pub disable_after_failures: u32,
+    pub interval_seconds: u32,
+    pub retention_days: u32,
+    pub danger_allow_http_localhost: bool,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: 10,
+            retry_seconds: 30,
+            retry_max_seconds: 3600,
+            max_attempts: 8,
+            disable_after_failures: 20,
+            interval_seconds: 5,
+            retention_days: 30,
+            danger_allow_http_localhost: false,
         }
     }
 }
@@ -455,6 +485,14 @@ pub const KEYS: &[KeyDoc] = &[
     key("commands", "secret_ttl_seconds", "ORCHARD_SECRET_COMMAND_TTL_SECONDS", "--secret-command-ttl-seconds", "Seconds a command carrying a device credential (ClearPasscode) may wait in the queue."),
     key("reconciler", "retry_seconds", "ORCHARD_RECONCILE_RETRY_SECONDS", "--reconcile-retry-seconds", "A failed profile install or removal is queued again this many seconds later, doubled per failure."),
     key("reconciler", "interval_seconds", "ORCHARD_RECONCILE_INTERVAL_SECONDS", "--reconcile-interval-seconds", "The reconciler's periodic pass (reports and changes wake it at once)."),
+    key("webhooks", "timeout_seconds", "ORCHARD_WEBHOOK_TIMEOUT_SECONDS", "--webhook-timeout-seconds", "Seconds a webhook receiver has to answer (connect, send, status line); 1 to 120."),
+    key("webhooks", "retry_seconds", "ORCHARD_WEBHOOK_RETRY_SECONDS", "--webhook-retry-seconds", "A failed delivery is tried again this many seconds later, doubled per attempt (plus up to 20 % jitter)."),
+    key("webhooks", "retry_max_seconds", "ORCHARD_WEBHOOK_RETRY_MAX_SECONDS", "--webhook-retry-max-seconds", "The longest wait between two attempts of a delivery."),
+    key("webhooks", "max_attempts", "ORCHARD_WEBHOOK_MAX_ATTEMPTS", "--webhook-max-attempts", "Attempts per delivery before it is given up; 1 to 50."),
+    key("webhooks", "disable_after_failures", "ORCHARD_WEBHOOK_DISABLE_AFTER_FAILURES", "--webhook-disable-after-failures", "Consecutive failed attempts after which an endpoint is disabled (audited; an admin enables it again)."),
+    key("webhooks", "interval_seconds", "ORCHARD_WEBHOOK_INTERVAL_SECONDS", "--webhook-interval-seconds", "How often each node looks for due deliveries (new events wake it at once)."),
+    key("webhooks", "retention_days", "ORCHARD_WEBHOOK_RETENTION_DAYS", "--webhook-retention-days", "Days delivered and given-up deliveries stay in the delivery log."),
+    key("webhooks", "danger_allow_http_localhost", "ORCHARD_DANGER_WEBHOOK_ALLOW_HTTP_LOCALHOST", "--danger-webhook-allow-http-localhost", "Also accept plain-http webhook URLs on loopback (127.0.0.1, localhost, [::1]). For tests only: events and signatures would travel unencrypted."),
     key("limits", "handshake_timeout_seconds", "ORCHARD_HANDSHAKE_TIMEOUT_SECONDS", "--handshake-timeout-seconds", "Seconds a client has to finish the TLS handshake."),
     key("limits", "header_timeout_seconds", "ORCHARD_HEADER_TIMEOUT_SECONDS", "--header-timeout-seconds", "Seconds a client has to send a request's headers once it starts."),
     key("limits", "body_timeout_seconds", "ORCHARD_BODY_TIMEOUT_SECONDS", "--body-timeout-seconds", "Seconds a client has to send a request's whole body after its headers."),
@@ -628,6 +666,24 @@ impl Config {
             self.commands.secret_ttl_seconds,
         ))
         .map_err(|e| key_error("commands.secret_ttl_seconds", e.to_string()))?;
+        let w = &self.webhooks;
+        if !(1..=120).contains(&w.timeout_seconds) {
+            return Err(key_error("webhooks.timeout_seconds", "1 to 120 seconds"));
+        }
+        if !(1..=50).contains(&w.max_attempts) {
+            return Err(key_error("webhooks.max_attempts", "1 to 50"));
+        }
+        for (key, value) in [
+            ("webhooks.retry_seconds", w.retry_seconds),
+            ("webhooks.retry_max_seconds", w.retry_max_seconds),
+            ("webhooks.disable_after_failures", w.disable_after_failures),
+            ("webhooks.interval_seconds", w.interval_seconds),
+            ("webhooks.retention_days", w.retention_days),
+        ] {
+            if value == 0 {
+                return Err(key_error(key, "at least 1"));
+            }
+        }
         if self.reconciler.interval_seconds == 0 {
             return Err(key_error(
                 "reconciler.interval_seconds",

@@ -159,6 +159,30 @@ pub struct ServeArgs {
     /// Seconds between the reconciler's periodic passes [reconciler.interval_seconds].
     #[arg(long, env = "ORCHARD_RECONCILE_INTERVAL_SECONDS")]
     pub reconcile_interval_seconds: Option<u32>,
+    /// Seconds a webhook receiver has to answer [webhooks.timeout_seconds].
+    #[arg(long, env = "ORCHARD_WEBHOOK_TIMEOUT_SECONDS")]
+    pub webhook_timeout_seconds: Option<u32>,
+    /// Seconds before a failed delivery is retried, doubled per attempt [webhooks.retry_seconds].
+    #[arg(long, env = "ORCHARD_WEBHOOK_RETRY_SECONDS")]
+    pub webhook_retry_seconds: Option<u32>,
+    /// The longest wait between two attempts of a delivery [webhooks.retry_max_seconds].
+    #[arg(long, env = "ORCHARD_WEBHOOK_RETRY_MAX_SECONDS")]
+    pub webhook_retry_max_seconds: Option<u32>,
+    /// Attempts per delivery before it is given up [webhooks.max_attempts].
+    #[arg(long, env = "ORCHARD_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Consecutive failures after which an endpoint is disabled [webhooks.disable_after_failures].
+    #[arg(long, env = "ORCHARD_WEBHOOK_DISABLE_AFTER_FAILURES")]
+    pub webhook_disable_after_failures: Option<u32>,
+    /// Seconds between looks for due deliveries [webhooks.interval_seconds].
+    #[arg(long, env = "ORCHARD_WEBHOOK_INTERVAL_SECONDS")]
+    pub webhook_interval_seconds: Option<u32>,
+    /// Days deliveries stay in the delivery log [webhooks.retention_days].
+    #[arg(long, env = "ORCHARD_WEBHOOK_RETENTION_DAYS")]
+    pub webhook_retention_days: Option<u32>,
+    /// Accept plain-http webhook URLs on loopback, for tests only [webhooks.danger_allow_http_localhost].
+    #[arg(long, env = "ORCHARD_DANGER_WEBHOOK_ALLOW_HTTP_LOCALHOST")]
+    pub danger_webhook_allow_http_localhost: bool,
     /// Seconds to finish the TLS handshake [limits.handshake_timeout_seconds].
     #[arg(long, env = "ORCHARD_HANDSHAKE_TIMEOUT_SECONDS")]
     pub handshake_timeout_seconds: Option<u32>,
@@ -318,6 +342,20 @@ impl ServeArgs {
             &mut c.reconciler.interval_seconds,
             &self.reconcile_interval_seconds,
         );
+        let w = &mut c.webhooks;
+        set(&mut w.timeout_seconds, &self.webhook_timeout_seconds);
+        set(&mut w.retry_seconds, &self.webhook_retry_seconds);
+        set(&mut w.retry_max_seconds, &self.webhook_retry_max_seconds);
+        set(&mut w.max_attempts, &self.webhook_max_attempts);
+        set(
+            &mut w.disable_after_failures,
+            &self.webhook_disable_after_failures,
+        );
+        set(&mut w.interval_seconds, &self.webhook_interval_seconds);
+        set(&mut w.retention_days, &self.webhook_retention_days);
+        if self.danger_webhook_allow_http_localhost {
+            w.danger_allow_http_localhost = true;
+        }
         let l = &mut c.limits;
         set(
             &mut l.handshake_timeout_seconds,

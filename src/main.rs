@@ -282,6 +282,21 @@ mod settings {
         })
     }
 
+    pub fn webhooks(config: &Config) -> orchard_core::webhooks::WebhookSettings {
+        let w = &config.webhooks;
+        orchard_core::webhooks::WebhookSettings {
+            timeout: std::time::Duration::from_secs(u64::from(w.timeout_seconds)),
+            retry_base_seconds: i64::from(w.retry_seconds),
+            retry_max_seconds: i64::from(w.retry_max_seconds),
+            max_attempts: i64::from(w.max_attempts),
+            disable_after_failures: i64::from(w.disable_after_failures),
+            interval: std::time::Duration::from_secs(u64::from(w.interval_seconds)),
+            retention_days: i64::from(w.retention_days),
+            danger_allow_http_localhost: w.danger_allow_http_localhost,
+            ..Default::default()
+        }
+    }
+
     pub fn reconciler(config: &Config) -> orchard_core::desired::reconciler::ReconcilerSettings {
         orchard_core::desired::reconciler::ReconcilerSettings {
             retry_base_seconds: i64::from(config.reconciler.retry_seconds),
@@ -535,6 +550,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_session_ttl_seconds(i64::from(config.access.session_ttl_seconds))
         .with_command_queue_settings(settings::command_queue(&config))
         .with_reconciler_settings(settings::reconciler(&config))
+        .with_webhook_settings(settings::webhooks(&config))
         .with_link_download_limit(enrollment.link_downloads_per_minute)
         .with_oidc_settings(settings::oidc(&config)?), // OIDC
     );

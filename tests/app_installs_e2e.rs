@@ -18,6 +18,7 @@ use anyhow::{ensure, Context, Result};
 use orchard_sim::SimDevice;
 use orchard_testkit::apple::AppleVpp;
 use orchard_testkit::server::TestServer;
+use orchard_testkit::webhooks::WebhookReceiver;
 use orchard_testkit::Backend;
 use orchard_types::Role;
 use orchard_vpp::fake::{FakeVppConfig, FakeVppServer};
@@ -243,6 +244,13 @@ async fn installs(backend: Backend) -> Result<()> {
     let fake = &vpp.server;
     let mut args = vpp.serve_args();
     args.extend(["--reconcile-retry-seconds".into(), "0".into()]);
+    // Physics' webhook receiver hears of its licences and app installs.
+    let receiver = WebhookReceiver::start().await?;
+    args.extend([
+        "--danger-webhook-allow-http-localhost".into(),
+        "--webhook-interval-seconds".into(),
+        "1".into(),
+    ]);
     let Some(server) = TestServer::start_with(backend, &args).await? else {
         return Ok(());
     };
@@ -253,6 +261,15 @@ async fn installs(backend: Backend) -> Result<()> {
     fake.add_asset(&token, APP, 2, true);
     fake.add_asset(&token, "408709785", 5, false);
     upload(&server, &physics, &token).await?;
+    let (status, hook) = server
+        .api(
+            &physics.admin,
+            Method::POST,
+            &format!("/api/v1/tenants/{}/webhooks", physics.id),
+            Some(json!({"url": receiver.url, "event_types": ["app.licence", "app.result"]})),
+        )
+        .await?;
+    ensure!(status == 201, "{status} {hook}");
     let cart = static_group(&server, &physics, "Cart A", &[0, 1]).await?;
     let assignments = format!("/api/v1/tenants/{}/assignments", physics.id);
 
@@ -389,6 +406,43 @@ async fn installs(backend: Backend) -> Result<()> {
     );
     ensure!(!has_app(&physics.ipads[2]), "installed without a licence");
     counts_match(&server, &phys, fake, &token).await?;
+    // The webhook told physics: two licences associated, iPad 2 short of one, and the installs' results.
+    let events = |received: &[orchard_testkit::webhooks::ReceivedRequest]| -> Vec<Value> {
+        received
+            .iter()
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
+            .collect()
+    };
+    let received = receiver
+        .wait_until(std::time::Duration::from_secs(60), |r| {
+            let events = events(r);
+            let licence = |outcome: &str| {
+                events
+                    .iter()
+                    .filter(|e| e["type"] == "app.licence" && e["data"]["outcome"] == outcome)
+                    .count()
+            };
+            licence("associated") >= 2
+                && licence("shortage") >= 1
+                && events.iter().any(|e| {
+                    e["type"] == "app.result"
+                        && e["data"]["request_type"] == "InstallApplication"
+                        && e["data"]["status"] == "acknowledged"
+                })
+        })
+        .await?;
+    let received = events(&received);
+    ensure!(
+        received.iter().all(|e| e["tenant"] == phys.as_str()),
+        "{received:?}"
+    );
+    ensure!(
+        received.iter().any(|e| e["type"] == "app.licence"
+            && e["data"]["outcome"] == "shortage"
+            && e["data"]["serial_number"] == serial2.as_str()
+            && e["data"]["adam_id"] == APP),
+        "{received:?}"
+    );
 
     // Licences bought: the next sync sees them and iPad 2 completes.
     fake.set_total(&token, APP, 3);

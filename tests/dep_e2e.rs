@@ -8,6 +8,7 @@ use base64::Engine;
 use orchard_dep::fake::{encrypt_server_token, FakeDepConfig, FakeDepServer, TokenCipher};
 use orchard_testkit::apple::AppleDep;
 use orchard_testkit::server::TestServer;
+use orchard_testkit::webhooks::WebhookReceiver;
 use orchard_testkit::Backend;
 use serde_json::json;
 
@@ -15,9 +16,29 @@ async fn scenario(backend: Backend) -> Result<()> {
     let dep = AppleDep::start(FakeDepConfig::default()).await?;
     let fake = &dep.server;
     fake.add_devices(&FakeDepServer::make_serials("E2E", 0, 1_200));
-    let Some(server) = TestServer::start_with(backend, &dep.serve_args()).await? else {
+    // Central IT's webhook hears of every DEP sync; a department's endpoint never does (DEP is service-wide).
+    let central_it = WebhookReceiver::start().await?;
+    let department = WebhookReceiver::start().await?;
+    let mut args = dep.serve_args();
+    args.extend([
+        "--danger-webhook-allow-http-localhost".into(),
+        "--webhook-interval-seconds".into(),
+        "1".into(),
+    ]);
+    let Some(server) = TestServer::start_with(backend, &args).await? else {
         return Ok(());
     };
+    let physics = server.create_tenant("Physics", "physics").await?;
+    let wants_dep = |url: &str| json!({"url": url, "event_types": ["dep.sync"]});
+    server
+        .post("/api/v1/webhooks", wants_dep(&central_it.url))
+        .await?;
+    server
+        .post(
+            &format!("/api/v1/tenants/{physics}/webhooks"),
+            wants_dep(&department.url),
+        )
+        .await?;
 
     let created = server
         .post("/api/v1/dep-tokens", json!({"name": "ASM Physics"}))
@@ -105,6 +126,25 @@ async fn scenario(backend: Backend) -> Result<()> {
         "{devices}"
     );
     ensure!(items[0]["mdm_migration_deadline"].is_null(), "{devices}");
+
+    // Each sync was one dep.sync event at central IT's endpoint, none at the department's.
+    let received = central_it
+        .wait_until(std::time::Duration::from_secs(30), |r| r.len() >= 2)
+        .await?;
+    for r in &received {
+        let event: serde_json::Value = serde_json::from_slice(&r.body)?;
+        ensure!(
+            event["type"] == "dep.sync"
+                && event["tenant"].is_null()
+                && event["data"]["dep_token_id"] == id.as_str()
+                && event["data"]["dep_token_name"] == "ASM Physics",
+            "{event}"
+        );
+    }
+    ensure!(
+        department.received().is_empty(),
+        "a department heard of a DEP sync"
+    );
     Ok(())
 }
 

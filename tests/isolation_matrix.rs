@@ -257,6 +257,26 @@ async fn scenario(backend: Backend) -> Result<()> {
     let window = json!({"starts_at": in_hours(24)?, "ends_at": in_hours(26)?, "text_sv": "Underhåll", "text_en": "Maintenance"});
     let notice = server.post("/api/v1/maintenance", window.clone()).await?;
     let notice_id = notice["id"].as_str().context("notice id")?.to_string();
+    // Webhook endpoints: physics' (its admins and operators manage it) and a global one (operators only).
+    let hook_body =
+        json!({"url": "https://hooks.example.edu/orchard", "event_types": ["command.result"]});
+    let physics_hook = server
+        .post(
+            &format!("/api/v1/tenants/{physics}/webhooks"),
+            hook_body.clone(),
+        )
+        .await?;
+    let physics_hook_id = physics_hook["webhook"]["id"]
+        .as_str()
+        .context("webhook id")?
+        .to_owned();
+    let global_hook = server.post("/api/v1/webhooks", hook_body.clone()).await?;
+    let global_hook_id = global_hook["webhook"]["id"]
+        .as_str()
+        .context("global webhook id")?
+        .to_owned();
+    let hook = |suffix: &str| format!("/api/v1/tenants/{physics}/webhooks{suffix}");
+    let ghook = |suffix: &str| format!("/api/v1/webhooks{suffix}");
     let today = "2026-11-30";
     #[rustfmt::skip]
     let rows = vec![
@@ -370,6 +390,22 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::GET, "/api/v1/maintenance", None, [U, U, U, 200, 200, 200, 200, 200, 200]),
         row(Method::POST, "/api/v1/maintenance", Some(window.clone()), [U, U, U, 403, 403, 403, 403, 403, 201]),
         row(Method::DELETE, format!("/api/v1/maintenance/{notice_id}"), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
+        // Webhooks: a tenant's are its admins' (viewers and helpdesk refused, other tenants see nothing); the
+        // global ones are central IT's.
+        row(Method::GET, hook(""), None, [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::POST, hook(""), Some(hook_body.clone()), [U, U, U, 404, 404, 403, 201, 403, 201]),
+        row(Method::GET, hook(&format!("/{physics_hook_id}")), None, [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::PATCH, hook(&format!("/{physics_hook_id}")), Some(json!({"enabled": false})), [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::GET, hook(&format!("/{physics_hook_id}/deliveries")), None, [U, U, U, 404, 404, 403, 200, 403, 200]),
+        row(Method::GET, hook(&format!("/{global_hook_id}")), None, [U, U, U, 404, 404, 403, 404, 403, 404]),
+        // Once the admin deleted it, it is gone for everyone after.
+        row(Method::DELETE, hook(&format!("/{physics_hook_id}")), None, [U, U, U, 404, 404, 403, 204, 403, 404]),
+        row(Method::GET, ghook(""), None, [U, U, U, 403, 403, 403, 403, 403, 200]),
+        row(Method::POST, ghook(""), Some(hook_body.clone()), [U, U, U, 403, 403, 403, 403, 403, 201]),
+        row(Method::GET, ghook(&format!("/{global_hook_id}")), None, [U, U, U, 403, 403, 403, 403, 403, 200]),
+        row(Method::PATCH, ghook(&format!("/{global_hook_id}")), Some(json!({"enabled": false})), [U, U, U, 403, 403, 403, 403, 403, 200]),
+        row(Method::GET, ghook(&format!("/{global_hook_id}/deliveries")), None, [U, U, U, 403, 403, 403, 403, 403, 200]),
+        row(Method::DELETE, ghook(&format!("/{global_hook_id}")), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
         row(Method::GET, dev("/declarations"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         row(Method::PUT, format!("/api/v1/tenants/{physics}/os-policy"), Some(json!({"target": "latest", "deadline": "2026-12-11T18:00:00"})), [U, U, U, 404, 404, 403, 200, 403, 200]),
         row(Method::GET, format!("/api/v1/tenants/{physics}/os-policy"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),

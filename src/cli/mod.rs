@@ -18,6 +18,7 @@ mod push_certificate;
 mod tenant;
 mod tokens;
 mod users;
+mod webhook;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -81,6 +82,13 @@ pub enum ApiCommand {
         api: ApiArgs,
         #[command(subcommand)]
         command: maintenance::MaintenanceCommand,
+    },
+    /// Signed webhook endpoints (a tenant's with --tenant, else the global ones), through the admin API.
+    Webhook {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: webhook::WebhookCommand,
     },
     /// Device groups of a tenant (static and smart), through the admin API.
     Group {
@@ -258,6 +266,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::ApiToken { api, .. }
         | ApiCommand::Link { api, .. }
         | ApiCommand::Maintenance { api, .. }
+        | ApiCommand::Webhook { api, .. }
         | ApiCommand::Profile { api, .. }
         | ApiCommand::Group { api, .. }
         | ApiCommand::Assignment { api, .. }
@@ -291,6 +300,7 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
         ApiCommand::ApiToken { command, .. } => tokens::run(&client, out, command).await,
         ApiCommand::Link { command, .. } => tenant::run_link(&client, out, command).await,
         ApiCommand::Maintenance { command, .. } => maintenance::run(&client, out, command).await,
+        ApiCommand::Webhook { command, .. } => webhook::run(&client, out, command).await,
         ApiCommand::Profile { command, .. } => profile::run(&client, out, command).await,
         ApiCommand::Group { command, .. } => group::run_group(&client, out, command).await,
         ApiCommand::Assignment { command, .. } => {

@@ -18,6 +18,7 @@ pub mod osupdate;
 pub mod push;
 pub mod reporting;
 pub mod tenancy;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -115,6 +116,8 @@ pub struct Orchard {
     pub(crate) declarative: declarative::DeclarativeState,
     /// Where the OS catalogue is refreshed from.
     pub(crate) os_catalogue: osupdate::OsCatalogueSettings,
+    /// Webhook delivery settings and this node's wake-up signal for the delivery job.
+    pub(crate) webhooks: webhooks::WebhookState,
 }
 
 /// Device certificates whose issuance is remembered (~1.5 KB each, so at most ~75 MB): a large university's
@@ -153,6 +156,7 @@ impl Orchard {
             reconciler: desired::reconciler::ReconcilerState::default(),
             declarative: declarative::DeclarativeState::default(),
             os_catalogue: osupdate::OsCatalogueSettings::default(),
+            webhooks: webhooks::WebhookState::default(),
         }
     }
 

@@ -65,6 +65,8 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     "with_session_ttl_seconds",
     "with_reconciler_settings",
     "reconciler_settings",
+    "with_webhook_settings",
+    "webhook_settings",
     "now",
     "current_topic",
     "push_certificate_status",

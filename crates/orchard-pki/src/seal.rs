@@ -99,6 +99,11 @@ impl std::fmt::Debug for DataKey {
     }
 }
 
+/// HMAC-SHA256 of `message` under `key` (webhook signatures: the key is the endpoint's secret).
+pub fn hmac_sha256_of(key: &[u8], message: &[u8]) -> Result<[u8; 32], PkiError> {
+    hmac_sha256(key, &[message])
+}
+
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], PkiError> {
     let key = openssl::pkey::PKey::hmac(key)?;
     let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)?;

@@ -34,6 +34,7 @@ mod server_keys;
 mod sql;
 mod tenancy;
 mod unit;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -99,6 +100,10 @@ pub use server_keys::ServerKeyRecord;
 pub use tenancy::maintenance::MaintenanceNoticeRecord;
 pub use tenancy::tenant_details::TenantDetails;
 pub use unit::UnitOfWork;
+pub use webhooks::{
+    ClaimedWebhookDelivery, WebhookAttemptEffect, WebhookAttemptLog, WebhookAttemptRecord,
+    WebhookDeliveryRecord, WebhookEndpointChange, WebhookEndpointRecord, WebhookEventRecord,
+};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");

@@ -20,6 +20,7 @@ pub struct UnitOfWork {
     tx: Transaction<'static, Any>,
     backend: Backend,
     queued_commands: bool,
+    recorded_webhook_events: bool,
     #[cfg(feature = "fault-injection")]
     faults: std::sync::Arc<crate::fault::FaultInjector>,
 }
@@ -29,6 +30,7 @@ impl std::fmt::Debug for UnitOfWork {
         f.debug_struct("UnitOfWork")
             .field("backend", &self.backend)
             .field("queued_commands", &self.queued_commands)
+            .field("recorded_webhook_events", &self.recorded_webhook_events)
             .finish_non_exhaustive()
     }
 }
@@ -43,6 +45,7 @@ impl Store {
             tx,
             backend: self.backend,
             queued_commands: false,
+            recorded_webhook_events: false,
             #[cfg(feature = "fault-injection")]
             faults: self.faults.clone(),
         })
@@ -66,6 +69,16 @@ impl UnitOfWork {
     /// transaction), so after the commit the caller only needs to wake the dispatcher.
     pub fn queued_commands(&self) -> bool {
         self.queued_commands
+    }
+
+    /// Whether this unit recorded webhook deliveries (durable in the outbox; after the commit the caller only
+    /// wakes the delivery job).
+    pub fn recorded_webhook_events(&self) -> bool {
+        self.recorded_webhook_events
+    }
+
+    pub(crate) fn note_webhook_events(&mut self) {
+        self.recorded_webhook_events = true;
     }
 
     /// Makes every change of the unit durable at once.

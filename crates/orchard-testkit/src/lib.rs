@@ -9,6 +9,7 @@
 //!   (tokens of each role) and simulated iPads enrolled through it.
 //! - [`apple`] (feature `app`): Apple's push CA with a local APNs server, the activation service and the DEP
 //!   service, each with the flags that point the binary at it.
+//! - [`webhooks`] (feature `app`): a webhook receiver that records requests and answers scripted statuses.
 //! - [`oidc`] (feature `app`): the university's OpenID Connect provider, a real one in a node process.
 
 // A test kit's failure is the test's failure: stopping with a clear message is exactly what it should do.
@@ -24,6 +25,8 @@ pub mod oidc;
 pub mod server;
 #[cfg(feature = "app")]
 pub mod service;
+#[cfg(feature = "app")]
+pub mod webhooks;
 
 pub use database::{with_database, with_store, TestDatabase};
 pub use orchard_store::Backend;

@@ -118,6 +118,11 @@ uuid_id!(
     AssignmentId,
     "assignment id"
 );
+uuid_id!(
+    /// A webhook endpoint (a tenant's or a global one) that receives signed events.
+    WebhookId,
+    "webhook id"
+);
 
 /// Checks a device-supplied identifier: printable ASCII without spaces, bounded length.
 fn check_token_like(kind: &'static str, s: &str, max: usize) -> Result<(), ParseError> {

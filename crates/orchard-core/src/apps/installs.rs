@@ -602,9 +602,14 @@ impl Orchard {
                     LicenceOutcome::Submitted { .. } | LicenceOutcome::Resubmit => {}
                 }
             }
+            let recorded_at = self.clock.now();
             self.store
-                .record_licence_outcomes(&outcomes, self.clock.now())
+                .record_licence_outcomes(&outcomes, recorded_at, |w, o| {
+                    crate::webhooks::licence_event(w, o, recorded_at)
+                })
                 .await?;
+            // `app.licence` events may be in the outbox now.
+            self.wake_webhooks();
             if outcomes
                 .iter()
                 .any(|(_, o)| matches!(o, LicenceOutcome::Done | LicenceOutcome::Shortage { .. }))
@@ -718,7 +723,7 @@ impl Orchard {
             }
             // The event ids are stored before anything is polled: a crash now loses no association.
             self.store
-                .record_licence_outcomes(&recorded, self.clock.now())
+                .record_licence_outcomes(&recorded, self.clock.now(), |_, _| None)
                 .await?;
             if let Some(e) = batch.error {
                 let reason = e.to_string();

@@ -589,7 +589,25 @@ impl Orchard {
                 let mut unit = self.store.begin_unit().await?;
                 unit.record_dep_sync(id, now, None).await?;
                 let auto_assigned = unit.auto_assign_dep_devices(id).await?;
+                // Service-wide: DEP tokens are central IT's, so only global endpoints hear of a sync.
+                self.record_webhook_event(
+                    &mut unit,
+                    None,
+                    crate::webhooks::EVENT_DEP_SYNC,
+                    serde_json::json!({
+                        "dep_token_id": id,
+                        "dep_token_name": record.name,
+                        "devices_removed": sink.removed,
+                        "auto_assigned": auto_assigned,
+                    }),
+                    now,
+                )
+                .await?;
+                let events = unit.recorded_webhook_events();
                 unit.commit().await?;
+                if events {
+                    self.wake_webhooks();
+                }
                 if auto_assigned > 0 {
                     tracing::info!(token = %id, count = auto_assigned, "new dep serials assigned by rule");
                 }

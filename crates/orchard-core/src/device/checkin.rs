@@ -7,9 +7,9 @@ use orchard_protocol::commands::Command;
 use orchard_protocol::report::{self, CommandReport, ReportStatus};
 use orchard_store::{
     AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, IdentityStatus, RecordOutcome,
-    TokenUpdateRecord,
+    TokenUpdateRecord, UnitOfWork,
 };
-use orchard_types::{ChannelId, CommandStatus, QueuedBy, RequestType, UnixTime};
+use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
 
 use crate::commands::secrets::CommandTarget;
 use crate::enrollment::binding::{BindingDecision, CHECKED_OUT_REASON};
@@ -195,6 +195,14 @@ impl Orchard {
                         device.id,
                         device.tenant_id,
                         "checked_out",
+                        now,
+                    )
+                    .await?;
+                    self.record_webhook_event(
+                        &mut unit,
+                        Some(device.tenant_id),
+                        crate::webhooks::EVENT_DEVICE_CHECKED_OUT,
+                        device_event_data(&device),
                         now,
                     )
                     .await?;
@@ -387,6 +395,14 @@ impl Orchard {
                 now,
             )
             .await?;
+            self.record_webhook_event(
+                &mut unit,
+                Some(device.tenant_id),
+                crate::webhooks::EVENT_DEVICE_ENROLLED,
+                device_event_data(&device),
+                now,
+            )
+            .await?;
         }
         self.commit_unit(unit).await?;
         if first_of_device {
@@ -477,6 +493,19 @@ impl Orchard {
                 ..
             } => {
                 tracing::debug!(udid = %device.udid, command = %uuid, %request_type, status = status.as_str(), "command report");
+                if status != CommandStatus::NotNow {
+                    self.command_result_events(
+                        &mut unit,
+                        device,
+                        channel,
+                        uuid,
+                        request_type,
+                        status,
+                        error_chain.as_deref(),
+                        now,
+                    )
+                    .await?;
+                }
                 if status == CommandStatus::Acknowledged {
                     self.apply_result(&mut unit, device, request_type, report, now)
                         .await?;
@@ -608,5 +637,66 @@ impl Orchard {
             self.wake_reconciler();
         }
         Ok(())
+    }
+}
+
+/// What device events carry: the device's ids, never a secret.
+fn device_event_data(device: &Device) -> serde_json::Value {
+    serde_json::json!({
+        "device_id": device.id.to_string(),
+        "udid": device.udid.as_str(),
+        "serial_number": device.serial_number,
+        "model": device.model,
+        "os_version": device.os_version,
+    })
+}
+
+impl Orchard {
+    /// `command.result` for every final answer, and `app.result` too for app commands, in the report's unit.
+    #[allow(clippy::too_many_arguments)]
+    async fn command_result_events(
+        &self,
+        unit: &mut UnitOfWork,
+        device: &Device,
+        channel: &ChannelId,
+        uuid: &CommandUuid,
+        request_type: RequestType,
+        status: CommandStatus,
+        error_chain: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), CoreError> {
+        let data = serde_json::json!({
+            "device_id": device.id.to_string(),
+            "udid": device.udid.as_str(),
+            "channel": channel.to_string(),
+            "command_uuid": uuid.as_str(),
+            "request_type": request_type.to_string(),
+            "status": status.as_str(),
+            "error_chain": error_chain.and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok()),
+        });
+        let app_command = matches!(
+            request_type,
+            RequestType::InstallApplication
+                | RequestType::RemoveApplication
+                | RequestType::ManagedApplicationList
+        );
+        if app_command {
+            self.record_webhook_event(
+                unit,
+                Some(device.tenant_id),
+                crate::webhooks::EVENT_APP_RESULT,
+                data.clone(),
+                now,
+            )
+            .await?;
+        }
+        self.record_webhook_event(
+            unit,
+            Some(device.tenant_id),
+            crate::webhooks::EVENT_COMMAND_RESULT,
+            data,
+            now,
+        )
+        .await
     }
 }

@@ -14,14 +14,19 @@ use orchard_store::UnitOfWork;
 use crate::{CoreError, Orchard};
 
 impl Orchard {
-    /// Commits a use case's unit of work, then wakes the push dispatcher if the unit queued commands. The
+    /// Commits a use case's unit of work, then wakes the push dispatcher if the unit queued commands and the
+    /// webhook delivery job if it recorded events (both are durable in the unit; the wake only saves a wait). The
     /// push itself needs no outbox: it is owed durably by the `push_wanted` counter bumped in the same
     /// transaction, and the dispatcher polls that every second anyway; the wake only saves the wait.
     pub(crate) async fn commit_unit(&self, unit: UnitOfWork) -> Result<(), CoreError> {
         let queued = unit.queued_commands();
+        let events = unit.recorded_webhook_events();
         unit.commit().await?;
         if queued {
             self.wake_dispatcher();
+        }
+        if events {
+            self.wake_webhooks();
         }
         Ok(())
     }

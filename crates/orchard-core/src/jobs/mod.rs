@@ -1,5 +1,6 @@
 //! Background work as jobs: one abstraction for everything Orchard does without a request — the push
-//! dispatcher, the DEP scheduler, the daily usage snapshot, and next the reconciler and the expiry watcher.
+//! dispatcher, the DEP scheduler, the daily usage snapshot, the reconciler, webhook delivery, and next the
+//! expiry watcher.
 //!
 //! A job is a value with a [`Job::run_once`] step. The [`Worker`] runs steps until shutdown: again at once
 //! while a step says there is more, else after the job's interval or when its wake signal fires. Tests call
@@ -226,7 +227,8 @@ impl RunningJobs {
 }
 
 impl Orchard {
-    /// Starts this node's background jobs: push dispatch, DEP sync, the usage snapshot and identity renewal.
+    /// Starts this node's background jobs: push dispatch, DEP sync, the usage snapshot, identity renewal, the
+    /// reconciler and webhook delivery.
     /// Each job acts as the server itself: it holds a [`SystemCtx`] made here.
     pub fn start_jobs(self: &Arc<Self>, shutdown: watch::Receiver<()>) -> RunningJobs {
         let system = self.system();
@@ -239,6 +241,11 @@ impl Orchard {
             worker.spawn(crate::desired::reconciler::ReconcilerJob::new(
                 self.clone(),
                 system.clone(),
+            )),
+            worker.spawn(crate::webhooks::delivery::WebhookDeliveryJob::new(
+                self.clone(),
+                system.clone(),
+                worker.owner(),
             )),
         ];
         if let Some(job) = AppsSyncJob::new(self.clone(), system.clone()) {

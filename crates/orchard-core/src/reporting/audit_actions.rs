@@ -132,6 +132,12 @@ pub fn known_action(method: &str, route: &str) -> Option<&'static str> {
         ("PUT", "/tenants/{id}/apps/token") => "apps_token.upload",
         ("POST", "/tenants/{id}/apps/token/take-over") => "apps_token.take_over",
         ("POST", "/tenants/{id}/apps/sync") => "apps.sync",
+        ("POST", "/tenants/{id}/webhooks") => "webhook.create",
+        ("PATCH", "/tenants/{id}/webhooks/{webhook}") => "webhook.update",
+        ("DELETE", "/tenants/{id}/webhooks/{webhook}") => "webhook.delete",
+        ("POST", "/webhooks") => "global_webhook.create",
+        ("PATCH", "/webhooks/{webhook}") => "global_webhook.update",
+        ("DELETE", "/webhooks/{webhook}") => "global_webhook.delete",
         _ => return None,
     })
 }

@@ -34,6 +34,7 @@ mod tenants;
 mod tokens;
 mod usage;
 mod users;
+mod webhooks;
 
 use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
@@ -56,6 +57,26 @@ pub fn routes() -> OpenApiRouter<AppState> {
             maintenance::publish_notice
         ))
         .routes(routes!(maintenance::withdraw_notice))
+        .routes(routes!(
+            webhooks::list_tenant_webhooks,
+            webhooks::create_tenant_webhook
+        ))
+        .routes(routes!(
+            webhooks::tenant_webhook,
+            webhooks::update_tenant_webhook,
+            webhooks::delete_tenant_webhook
+        ))
+        .routes(routes!(webhooks::tenant_webhook_deliveries))
+        .routes(routes!(
+            webhooks::list_global_webhooks,
+            webhooks::create_global_webhook
+        ))
+        .routes(routes!(
+            webhooks::global_webhook,
+            webhooks::update_global_webhook,
+            webhooks::delete_global_webhook
+        ))
+        .routes(routes!(webhooks::global_webhook_deliveries))
         .routes(routes!(links::create_link, links::list_links))
         .routes(routes!(links::revoke_link))
         .routes(routes!(devices::list_devices))

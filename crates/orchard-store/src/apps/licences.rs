@@ -553,6 +553,7 @@ impl Store {
         &self,
         outcomes: &[(LicenceWork, LicenceOutcome)],
         now: UnixTime,
+        event_of: impl Fn(&LicenceWork, &LicenceOutcome) -> Option<crate::WebhookEventRecord>,
     ) -> Result<(), StoreError> {
         let mut unit = self.begin_unit().await?;
         let mut dirty = Vec::new();
@@ -615,14 +616,19 @@ impl Store {
                 " WHERE device_id = $1 AND adam_id = $2 AND state = $3"
             };
             let statement = format!("{sql}{guard}");
-            sqlx::query(&statement)
+            let applied = sqlx::query(&statement)
                 .bind(device)
                 .bind(w.adam_id.as_str())
                 .bind(w.state.as_str())
                 .bind(text)
                 .bind(time)
                 .execute(unit.conn()?)
-                .await?;
+                .await?
+                .rows_affected();
+            // The webhook event goes with the outcome it reports, and only when the row took it.
+            if let Some(event) = event_of(w, outcome).filter(|_| applied > 0) {
+                unit.record_webhook_event(&event).await?;
+            }
             if matches!(outcome, LicenceOutcome::Done) {
                 dirty.push(w.device_id);
             }
