@@ -179,6 +179,8 @@ struct ServeArgs {
     reconciler: ReconcilerArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    credentials: CredentialArgs,
     /// Apple's public software-update feed, from which operators refresh the OS catalogue
     /// (`POST /api/v1/os-catalogue/refresh`); a local server of the same shape in tests.
     #[arg(
@@ -429,6 +431,93 @@ impl LimitArgs {
     }
 }
 
+/// The credential register's expiry warnings: thresholds, central IT's address and the SMTP server.
+#[derive(Args, Clone)]
+struct CredentialArgs {
+    /// Days before a certificate or token expires at which its owner and central IT are e-mailed (each once).
+    #[arg(long, env = "ORCHARD_CREDENTIAL_WARNING_DAYS", value_delimiter = ',', default_values_t = orchard_core::credentials::DEFAULT_WARNING_DAYS)]
+    credential_warning_days: Vec<i64>,
+    /// Minutes between two expiry checks (one node checks at a time).
+    #[arg(long, env = "ORCHARD_CREDENTIAL_CHECK_MINUTES", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    credential_check_minutes: u64,
+    /// Central IT's address: every expiry warning goes here too (departments' own go to their contact).
+    #[arg(long, env = "ORCHARD_CENTRAL_IT_EMAIL")]
+    central_it_email: Option<String>,
+    /// SMTP server for expiry warnings; without it nobody is e-mailed.
+    #[arg(long, env = "ORCHARD_SMTP_HOST", requires = "smtp_from")]
+    smtp_host: Option<String>,
+    /// SMTP port (default: 587 for starttls, 465 for tls, 25 for plain).
+    #[arg(long, env = "ORCHARD_SMTP_PORT")]
+    smtp_port: Option<u16>,
+    /// starttls (default), tls (implicit TLS) or plain (no TLS: a relay on this host, or tests).
+    #[arg(long, env = "ORCHARD_SMTP_SECURITY", default_value = "starttls")]
+    smtp_security: String,
+    /// SMTP AUTH user name (with --smtp-password).
+    #[arg(long, env = "ORCHARD_SMTP_USERNAME", requires = "smtp_password")]
+    smtp_username: Option<String>,
+    /// SMTP AUTH password (prefer the environment variable).
+    #[arg(
+        long,
+        env = "ORCHARD_SMTP_PASSWORD",
+        hide_env_values = true,
+        requires = "smtp_username"
+    )]
+    smtp_password: Option<String>,
+    /// The sender of the warnings, e.g. "Orchard <orchard@example.edu>".
+    #[arg(long, env = "ORCHARD_SMTP_FROM")]
+    smtp_from: Option<String>,
+    /// PEM file with the roots the SMTP server's certificate must chain to (default: the public roots).
+    #[arg(long, env = "ORCHARD_SMTP_CA")]
+    smtp_ca: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    fn settings(
+        &self,
+        tls_certificate_not_after: Option<orchard_types::UnixTime>,
+    ) -> Result<orchard_core::credentials::CredentialSettings> {
+        use orchard_core::credentials::mail::{Mailer, SmtpSecurity, SmtpSettings};
+        let mail = match (&self.smtp_host, &self.smtp_from) {
+            (Some(host), Some(from)) => {
+                let security = SmtpSecurity::parse(&self.smtp_security)
+                    .map_err(|e| anyhow::anyhow!("--smtp-security: {e}"))?;
+                let port = self.smtp_port.unwrap_or(match security {
+                    SmtpSecurity::StartTls => 587,
+                    SmtpSecurity::ImplicitTls => 465,
+                    SmtpSecurity::DangerPlaintext => 25,
+                });
+                let roots_pem = self.smtp_ca.as_ref().map(|p| read(p)).transpose()?;
+                let settings = SmtpSettings {
+                    host: host.clone(),
+                    port,
+                    security,
+                    username: self.smtp_username.clone(),
+                    password: self.smtp_password.clone().map(orchard_types::Secret::new),
+                    from: from.clone(),
+                    roots_pem,
+                    timeout: std::time::Duration::from_secs(30),
+                };
+                Some(Mailer::new(&settings).map_err(|e| anyhow::anyhow!("--smtp-*: {e}"))?)
+            }
+            _ => None,
+        };
+        if let Some(email) = &self.central_it_email {
+            if !email.contains('@') {
+                bail!("--central-it-email {email:?} is not an e-mail address");
+            }
+        }
+        let mut settings = orchard_core::credentials::CredentialSettings::default()
+            .with_warning_days(&self.credential_warning_days)
+            .map_err(|e| anyhow::anyhow!("--credential-warning-days: {e}"))?;
+        settings.central_it_email = self.central_it_email.clone();
+        settings.tls_certificate_not_after = tls_certificate_not_after;
+        settings.mail = mail;
+        settings.check_interval =
+            std::time::Duration::from_secs(self.credential_check_minutes * 60);
+        Ok(settings)
+    }
+}
+
 #[derive(Args, Clone)]
 struct PushArgs {
     /// APNs base URL: Apple's production service by default; the sandbox or a local APNs server otherwise.
@@ -671,6 +760,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
     };
     let tls = orchard_server::tls_server_config(&tls_cert, &tls_key).map_err(anyhow::Error::msg)?;
+    let tls_not_after = orchard_pki::pem_leaf_not_after(&tls_cert)
+        .context("reading the TLS certificate's expiry")?;
 
     let config = CoreConfig {
         public_url: public_url.clone(),
@@ -720,6 +811,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_command_queue_settings(args.command_queue.settings())
         .with_reconciler_settings(args.reconciler.settings())
         .with_link_download_limit(args.limits.link_downloads_per_minute)
+        .with_credential_settings(args.credentials.settings(Some(tls_not_after))?)
         .with_oidc_settings(args.oidc_settings()?), // OIDC
     );
     // Start-up steps act as the server itself.

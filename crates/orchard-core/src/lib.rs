@@ -6,6 +6,7 @@ pub mod access;
 pub mod api_schema;
 pub mod apps;
 pub mod commands;
+pub mod credentials;
 pub mod declarative;
 pub mod dep;
 pub mod desired;
@@ -115,6 +116,8 @@ pub struct Orchard {
     pub(crate) declarative: declarative::DeclarativeState,
     /// Where the OS catalogue is refreshed from.
     pub(crate) os_catalogue: osupdate::OsCatalogueSettings,
+    /// The credential register's thresholds, central IT's address, the TLS certificate's expiry and the mailer.
+    pub(crate) credentials: credentials::CredentialSettings,
 }
 
 /// Device certificates whose issuance is remembered (~1.5 KB each, so at most ~75 MB): a large university's
@@ -153,6 +156,7 @@ impl Orchard {
             reconciler: desired::reconciler::ReconcilerState::default(),
             declarative: declarative::DeclarativeState::default(),
             os_catalogue: osupdate::OsCatalogueSettings::default(),
+            credentials: credentials::CredentialSettings::default(),
         }
     }
 

@@ -85,6 +85,57 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// The credential register as gauges: days left per credential (labelled by kind, owner and the register's id:
+/// central IT or a tenant's id, never a name), its state, and device identities expiring within each threshold.
+fn credential_metrics(out: &mut String, register: &orchard_core::credentials::CredentialRegister) {
+    let labels = |c: &orchard_core::credentials::Credential| {
+        let owner = c
+            .tenant()
+            .map_or_else(|| "central_it".to_string(), |t| t.to_string());
+        format!(
+            "kind=\"{}\",owner=\"{owner}\",credential=\"{}\"",
+            c.kind.as_str(),
+            c.id
+        )
+    };
+    out.push_str("# HELP orchard_credential_days_left Days until a credential of the register expires (negative: expired; device identities: the soonest).\n");
+    out.push_str("# TYPE orchard_credential_days_left gauge\n");
+    for c in &register.credentials {
+        if let Some(days) = c.days_left {
+            out.push_str(&format!(
+                "orchard_credential_days_left{{{}}} {days}\n",
+                labels(c)
+            ));
+        }
+    }
+    out.push_str("# HELP orchard_credential_state 1 for the credential's state (ok, warning, expired, missing).\n");
+    out.push_str("# TYPE orchard_credential_state gauge\n");
+    for c in &register.credentials {
+        let state = serde_json::to_value(c.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "orchard_credential_state{{{},state=\"{state}\"}} 1\n",
+            labels(c)
+        ));
+    }
+    out.push_str("# HELP orchard_credential_identities_expiring Device identities not yet expired that run out within a warning threshold.\n");
+    out.push_str("# TYPE orchard_credential_identities_expiring gauge\n");
+    for c in &register.credentials {
+        if let Some(agg) = &c.identities {
+            for within in &agg.expiring_within {
+                out.push_str(&format!(
+                    "orchard_credential_identities_expiring{{{},within_days=\"{}\"}} {}\n",
+                    labels(c),
+                    within.days,
+                    within.count
+                ));
+            }
+        }
+    }
+}
+
 /// Prometheus text metrics: counts and days only, no names (not of tenants, not of DEP tokens, which are
 /// labelled by id). Open to scrapers unless a metrics token is configured.
 #[utoipa::path(
@@ -212,6 +263,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 earliest.0
             ));
         }
+    }
+    if let Ok(register) = state.orchard.credential_register_for_system(&system).await {
+        credential_metrics(&mut out, &register);
     }
     if let Ok(n) = state.orchard.pending_push_count(&system).await {
         out.push_str("# HELP orchard_pushes_pending Channels that owe a push.\n");
