@@ -450,25 +450,58 @@ async fn register_api(backend: Backend) -> Result<()> {
         "{parsed}"
     );
 
-    // The metrics family, labelled by kind, owner and id (never a name).
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    // The metrics family. Open `/metrics`: central IT's credentials one by one, the departments' in aggregate
+    // (no tenant id, no name).
+    let scrape = |token: Option<&'static str>| {
+        let server = &server;
+        async move {
+            let mut req = server.http.get(server.url("/metrics"));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            anyhow::Ok(req.send().await?.text().await?)
+        }
+    };
+    let open = scrape(None).await?;
     for needle in [
-        "# TYPE orchard_credential_days_left gauge".to_string(),
-        "orchard_credential_days_left{kind=\"device_ca\",owner=\"central_it\",credential=\"device-ca\"}".into(),
-        "orchard_credential_days_left{kind=\"tls_certificate\",owner=\"central_it\"".into(),
-        format!("orchard_credential_days_left{{kind=\"device_identities\",owner=\"{physics}\""),
-        format!("orchard_credential_state{{kind=\"apps_token\",owner=\"{music}\",credential=\"apps-token:{music}\",state=\"missing\"}} 1"),
-        format!("orchard_credential_identities_expiring{{kind=\"device_identities\",owner=\"{physics}\""),
+        "# TYPE orchard_credential_days_left gauge",
+        "orchard_credential_days_left{kind=\"device_ca\",owner=\"central_it\",credential=\"device-ca\"}",
+        "orchard_credential_days_left{kind=\"tls_certificate\",owner=\"central_it\"",
+        "orchard_credential_days_left{kind=\"device_identities\",owner=\"departments\",credential=\"soonest\"}",
+        "orchard_credentials{kind=\"apps_token\",state=\"missing\"} 2",
+        "orchard_credentials{kind=\"push_certificate\",state=\"missing\"} 1",
+        "orchard_credential_identities_expiring{kind=\"device_identities\",owner=\"departments\",credential=\"all\",within_days=\"60\"} 0",
     ] {
-        ensure!(metrics.contains(&needle), "{needle} in {metrics}");
+        ensure!(open.contains(needle), "{needle} in {open}");
     }
-    ensure!(!metrics.contains("Physics"), "no names in metrics");
+    ensure!(
+        !open.contains(&physics) && !open.contains(&music) && !open.contains("Physics"),
+        "no department in open metrics: {open}"
+    );
+    // With a metrics token, the scraper is trusted with the departments' series (by tenant id, never a name).
+    let mut server = server;
+    server
+        .restart(&["--metrics-token".to_string(), "scrape-secret".to_string()])
+        .await?;
+    let scrape = |token: Option<&'static str>| {
+        let server = &server;
+        async move {
+            let mut req = server.http.get(server.url("/metrics"));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            anyhow::Ok(req.send().await?.text().await?)
+        }
+    };
+    let trusted = scrape(Some("scrape-secret")).await?;
+    for needle in [
+        format!("orchard_credential_days_left{{kind=\"device_identities\",owner=\"{physics}\",credential=\"device-identities:{physics}\"}}"),
+        format!("orchard_credential_identities_expiring{{kind=\"device_identities\",owner=\"{physics}\""),
+        "orchard_credentials{kind=\"apps_token\",state=\"missing\"} 2".to_string(),
+    ] {
+        ensure!(trusted.contains(&needle), "{needle} in {trusted}");
+    }
+    ensure!(!trusted.contains("Physics"), "no names in metrics");
     Ok(())
 }
 
