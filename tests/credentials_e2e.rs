@@ -4,7 +4,8 @@
 //!   and Books server, and Debian's aiosmtpd as the SMTP server (its Maildir handler keeps every message). Stepping
 //!   the clock across 60, 30, 7 and 1 days and past the expiry, the department's contact and central IT each get
 //!   exactly one e-mail per threshold; checking again sends nothing new; while the SMTP server is down the warnings
-//!   wait and are sent once when it is back; two nodes checking at once send each warning once.
+//!   wait and are sent once when it is back (also when the node that claimed them died); two nodes checking at
+//!   once send each warning once.
 //! - The register through the real binary: operators see every credential, a department's admin only its own,
 //!   viewers are refused; `orchard credentials` prints it; `/metrics` has the `orchard_credential_*` families.
 
@@ -20,6 +21,7 @@ use anyhow::{ensure, Context, Result};
 use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::apps::AppsSettings;
 use orchard_core::credentials::mail::{Mailer, SmtpSecurity, SmtpSettings};
+use orchard_core::credentials::warnings::CLAIM_SECONDS;
 use orchard_core::credentials::CredentialSettings;
 use orchard_core::push::PushSettings;
 use orchard_core::tenancy::tenants::TenantEdit;
@@ -274,8 +276,27 @@ async fn warnings(backend: Backend) -> Result<()> {
     let round = check(&orchard, "node-a").await?;
     ensure!(round.claimed == 0 && round.sent == 0, "backoff: {round:?}");
     smtp.resume()?;
-    clock.advance(3600);
-    // Another node picks the retries up.
+    // A node that claimed them and died before sending (its claim runs for CLAIM_SECONDS): while the claim
+    // lasts nobody else sends them; once it runs out, another node does.
+    let now = clock.now();
+    let mut conn = database.connect().await?;
+    let dead = sqlx::query(
+        "UPDATE credential_warnings SET claimed_by = 'dead-node', claimed_until = $1, next_attempt_at = $2 \
+         WHERE state = 'pending'",
+    )
+    .bind(now.plus_seconds(CLAIM_SECONDS).0)
+    .bind(now.0)
+    .execute(&mut conn)
+    .await?;
+    ensure!(dead.rows_affected() == 2, "{dead:?}");
+    drop(conn);
+    let round = check(&orchard, "node-a").await?;
+    ensure!(
+        round.claimed == 0 && round.sent == 0,
+        "claimed by a dead node: {round:?}"
+    );
+    clock.advance(CLAIM_SECONDS + 1);
+    // Another node picks them up.
     let round = check(&second, "node-b").await?;
     ensure!(
         round.sent == 2 && round.recorded == 0,
