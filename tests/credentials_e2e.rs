@@ -40,19 +40,28 @@ const PHYSICS_CONTACT: &str = "physics-it@example.edu";
 struct SmtpSink {
     port: u16,
     maildir: PathBuf,
+    /// `--tlscert`/`--tlskey` (STARTTLS required) or `--smtpscert`/`--smtpskey` (implicit TLS).
+    tls_args: Vec<String>,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
 
 impl SmtpSink {
     fn start() -> Result<SmtpSink> {
+        Self::start_with(|_| Ok(Vec::new()))
+    }
+
+    /// A sink whose TLS arguments `tls` makes, given the sink's own temporary directory for the key files.
+    fn start_with(tls: impl FnOnce(&std::path::Path) -> Result<Vec<String>>) -> Result<SmtpSink> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let dir = tempfile::tempdir()?;
+        let tls_args = tls(dir.path())?;
         let mut sink = SmtpSink {
             port,
             maildir: dir.path().join("maildir"),
+            tls_args,
             child: None,
             _dir: dir,
         };
@@ -62,11 +71,30 @@ impl SmtpSink {
 
     /// Starts (again) on the same port and Maildir.
     fn resume(&mut self) -> Result<()> {
-        // /usr/bin/aiosmtpd runs Debian's python3 (pyenv's python3 on PATH has no aiosmtpd).
-        let child = Command::new("/usr/bin/aiosmtpd")
-            .args(["-n", "-l", &format!("127.0.0.1:{}", self.port)])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&self.maildir)
+        // /usr/bin/aiosmtpd runs Debian's python3 (pyenv's python3 on PATH has no aiosmtpd). With AUTH: our
+        // script on the same aiosmtpd (its command line cannot ask for AUTH).
+        let mut command = match self.tls_args.first().map(String::as_str) {
+            Some("auth") => {
+                let mut c = Command::new("/usr/bin/python3");
+                c.arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/smtp/auth_sink.py"
+                ))
+                .arg(self.port.to_string())
+                .arg(&self.maildir)
+                .args(&self.tls_args[1..]);
+                c
+            }
+            _ => {
+                let mut c = Command::new("/usr/bin/aiosmtpd");
+                c.args(["-n", "-l", &format!("127.0.0.1:{}", self.port)])
+                    .args(&self.tls_args)
+                    .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                    .arg(&self.maildir);
+                c
+            }
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -523,6 +551,106 @@ async fn register_api(backend: Backend) -> Result<()> {
         ensure!(trusted.contains(&needle), "{needle} in {trusted}");
     }
     ensure!(!trusted.contains("Physics"), "no names in metrics");
+    Ok(())
+}
+
+/// STARTTLS, implicit TLS and AUTH against aiosmtpd with a certificate for 127.0.0.1 from a test CA: delivered when the
+/// CA is the configured root, refused when the server's certificate does not chain to a trusted root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_over_starttls_implicit_tls_and_auth() -> Result<()> {
+    orchard_sim::install_crypto_provider();
+    let now = SystemClock.now();
+    let localhost = [std::net::IpAddr::from([127, 0, 0, 1])];
+    let ca = orchard_pki::CertificateAuthority::generate_server_ca(
+        "SMTP Test CA",
+        &[],
+        &localhost,
+        now,
+        30,
+    )?;
+    let leaf = ca.issue_tls_server(&[], &localhost, now, 30)?;
+    let write_keys =
+        |dir: &std::path::Path, cert_flag: &str, key_flag: &str| -> Result<Vec<String>> {
+            let (cert, key) = (dir.join("smtp.crt"), dir.join("smtp.key"));
+            std::fs::write(&cert, leaf.cert_pem())?;
+            std::fs::write(&key, leaf.key_pem().expose())?;
+            Ok(vec![
+                cert_flag.into(),
+                cert.display().to_string(),
+                key_flag.into(),
+                key.display().to_string(),
+            ])
+        };
+    for (security, cert_flag, key_flag) in [
+        (SmtpSecurity::StartTls, "--tlscert", "--tlskey"),
+        (SmtpSecurity::ImplicitTls, "--smtpscert", "--smtpskey"),
+    ] {
+        let sink = SmtpSink::start_with(|dir| write_keys(dir, cert_flag, key_flag))?;
+        let settings = |roots_pem: Option<Vec<u8>>| SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: sink.port,
+            security,
+            username: None,
+            password: None,
+            from: "Orchard <orchard@example.edu>".into(),
+            roots_pem,
+            timeout: Duration::from_secs(5),
+        };
+        let trusted = Mailer::new(&settings(Some(ca.cert_pem())))?;
+        trusted
+            .send(CENTRAL, "[Orchard] over tls", "body")
+            .await
+            .map_err(|e| anyhow::anyhow!("{security:?}: {e}"))?;
+        let untrusted = Mailer::new(&settings(None))?;
+        let refused = untrusted.send(CENTRAL, "[Orchard] untrusted", "body").await;
+        ensure!(
+            refused.is_err(),
+            "{security:?}: an untrusted certificate was accepted"
+        );
+        let messages = sink.messages()?;
+        ensure!(
+            messages == [(CENTRAL.to_string(), "[Orchard] over tls".to_string())],
+            "{security:?}: {messages:?}"
+        );
+    }
+
+    // AUTH over STARTTLS: the right password delivers, a wrong one is refused.
+    let sink = SmtpSink::start_with(|dir| {
+        let mut args = vec!["auth".to_string()];
+        let keys = write_keys(dir, "", "")?;
+        args.extend([
+            keys[1].clone(),
+            keys[3].clone(),
+            "orchard".into(),
+            "s3cret".into(),
+        ]);
+        Ok(args)
+    })?;
+    let with_password = |password: &str| {
+        Mailer::new(&SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: sink.port,
+            security: SmtpSecurity::StartTls,
+            username: Some("orchard".into()),
+            password: Some(orchard_types::Secret::new(password.to_string())),
+            from: "Orchard <orchard@example.edu>".into(),
+            roots_pem: Some(ca.cert_pem()),
+            timeout: Duration::from_secs(5),
+        })
+    };
+    with_password("s3cret")?
+        .send(CENTRAL, "[Orchard] authenticated", "body")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let refused = with_password("wrong")?
+        .send(CENTRAL, "[Orchard] wrong password", "body")
+        .await;
+    ensure!(refused.is_err(), "a wrong SMTP password was accepted");
+    let messages = sink.messages()?;
+    ensure!(
+        messages == [(CENTRAL.to_string(), "[Orchard] authenticated".to_string())],
+        "{messages:?}"
+    );
     Ok(())
 }
 
