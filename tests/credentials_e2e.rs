@@ -24,8 +24,10 @@ use orchard_core::credentials::mail::{Mailer, SmtpSecurity, SmtpSettings};
 use orchard_core::credentials::warnings::CLAIM_SECONDS;
 use orchard_core::credentials::CredentialSettings;
 use orchard_core::push::PushSettings;
+use orchard_core::reporting::audit::AuditQuery;
 use orchard_core::tenancy::tenants::TenantEdit;
 use orchard_core::Orchard;
+use orchard_store::Page;
 use orchard_testkit::server::TestServer;
 use orchard_testkit::service::test_node;
 use orchard_testkit::{Backend, TestDatabase};
@@ -369,6 +371,28 @@ async fn warnings(backend: Backend) -> Result<()> {
     ensure!(
         ledger.iter().all(|w| w.state == "sent"),
         "every warning sent: {ledger:?}"
+    );
+    // Every sent warning is in the audit log, under the owning department.
+    let overseer = operator.principal().oversight()?;
+    let (audited, total) = orchard
+        .list_audit(
+            &overseer,
+            &AuditQuery {
+                action: Some("credential.warning_sent".into()),
+                ..AuditQuery::default()
+            },
+            Page {
+                limit: 100,
+                offset: 0,
+            },
+        )
+        .await?;
+    ensure!(total == i64::try_from(expected)?, "{audited:?}");
+    ensure!(
+        audited
+            .iter()
+            .all(|e| e.tenant_id == Some(physics.id) && e.actor == "system:credential-expiry"),
+        "{audited:?}"
     );
     let thresholds: std::collections::BTreeSet<i64> =
         ledger.iter().map(|w| w.threshold_days).collect();

@@ -15,6 +15,7 @@ use orchard_store::{CredentialWarningRecord, NewCredentialWarning};
 use super::{Credential, CredentialKind, CredentialState};
 use crate::access::capability::SystemCtx;
 use crate::jobs::{Job, Lease, Step};
+use crate::reporting::audit::{AuditActor, AuditEvent, AuditOutcome};
 use crate::{CoreError, Orchard};
 
 /// How long a claimed warning is this node's to send before another node may take it over.
@@ -157,6 +158,7 @@ impl Orchard {
                         .await?
                     {
                         round.sent += 1;
+                        self.audit_warning_sent(warning).await;
                     }
                 }
                 Err(error) => {
@@ -173,6 +175,34 @@ impl Orchard {
             }
         }
         Ok(round)
+    }
+
+    /// A sent warning in the audit log (action `credential.warning_sent`, actor `system:credential-expiry`, the
+    /// owning tenant); a failure to record it is logged and does not unsend it.
+    async fn audit_warning_sent(&self, warning: &CredentialWarningRecord) {
+        let event = AuditEvent {
+            actor: AuditActor {
+                id: "system:credential-expiry".into(),
+                name: Some("credential expiry check".into()),
+                role: None,
+                tenant_id: None,
+            },
+            tenant_id: warning.tenant_id,
+            action: "credential.warning_sent".into(),
+            target: Some(warning.credential_key.clone()),
+            request_id: None,
+            outcome: AuditOutcome::Ok,
+            http_status: None,
+            details: serde_json::json!({
+                "threshold_days": warning.threshold_days,
+                "expires_at": warning.expires_at.to_rfc3339(),
+                "recipient": warning.recipient,
+                "attempts": warning.attempts,
+            }),
+        };
+        if let Err(e) = self.append_audit(event).await {
+            tracing::error!(error = %e, credential = %warning.credential_key, "a sent expiry warning could not be audited");
+        }
     }
 
     /// The one place an expiry warning leaves Orchard (e-mail today; the webhook event belongs here too).
