@@ -678,7 +678,68 @@ async fn smtp_over_starttls_implicit_tls_and_auth() -> Result<()> {
     Ok(())
 }
 
+/// The binary with `--smtp-*` flags: at start its `credential-expiry` job finds the push certificate 20 days from
+/// its end and mails central IT once (the 30-day warning).
+async fn warnings_from_the_binary(backend: Backend) -> Result<()> {
+    let apple = orchard_testkit::apple::ApplePush::start(SystemClock.now()).await?;
+    let Some(mut server) = TestServer::start_with(backend, &apple.serve_args()).await? else {
+        return Ok(());
+    };
+    let topic = orchard_types::ApnsTopic::parse(&format!(
+        "com.apple.mgmt.External.{}",
+        uuid::Uuid::new_v4()
+    ))?;
+    let cert = apple.certificate(&topic, SystemClock.now(), 20)?;
+    let (status, body) = server
+        .api(
+            &server.token,
+            reqwest::Method::PUT,
+            "/api/v1/push-certificate",
+            Some(serde_json::json!({
+                "certificate_pem": String::from_utf8(cert.cert_pem())?,
+                "private_key_pem": String::from_utf8(cert.key_pem().expose().clone())?,
+            })),
+        )
+        .await?;
+    ensure!(status == 200, "upload: {status} {body}");
+    let smtp = SmtpSink::start()?;
+    let mut args = apple.serve_args();
+    args.extend(
+        [
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            &smtp.port.to_string(),
+            "--smtp-security",
+            "plain",
+            "--smtp-from",
+            "Orchard <orchard@example.edu>",
+            "--central-it-email",
+            CENTRAL,
+        ]
+        .map(String::from),
+    );
+    server.restart(&args).await?;
+    // Bounded wait for the job's first step.
+    let mut messages = Vec::new();
+    for _ in 0..300 {
+        messages = smtp.messages()?;
+        if !messages.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(messages.len() == 1, "{messages:?}");
+    ensure!(messages[0].0 == CENTRAL, "{messages:?}");
+    ensure!(
+        messages[0].1.contains(topic.as_str()) && messages[0].1.contains("(30-day warning)"),
+        "{messages:?}"
+    );
+    Ok(())
+}
+
 orchard_testkit::backend_tests! {
     credential_warnings => warnings;
     credential_register => register_api;
+    credential_warnings_binary => warnings_from_the_binary;
 }
