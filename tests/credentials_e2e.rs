@@ -5,7 +5,8 @@
 //!   the clock across 60, 30, 7 and 1 days and past the expiry, the department's contact and central IT each get
 //!   exactly one e-mail per threshold; checking again sends nothing new; while the SMTP server is down the warnings
 //!   wait and are sent once when it is back (also when the node that claimed them died); two nodes checking at
-//!   once send each warning once.
+//!   once send each warning once; a renewed token is warned about afresh, and a warning still waiting when a
+//!   tighter one falls due is superseded.
 //! - The register through the real binary: operators see every credential, a department's admin only its own,
 //!   viewers are refused; `orchard credentials` prints it; `/metrics` has the `orchard_credential_*` families.
 
@@ -360,6 +361,41 @@ async fn warnings(backend: Backend) -> Result<()> {
     }
     let messages = smtp.messages()?;
     ensure!(messages.len() == expected, "{messages:?}");
+
+    // Renewed: the new token's expiry is warned about afresh. Its 60-day warning cannot be sent (SMTP down) and
+    // is still waiting when the 30-day one falls due: the owner gets the current warning only.
+    let renewed = vpp.renew_token(&token).context("renewing the token")?;
+    let status = orchard
+        .upload_apps_token(operator.principal(), physics.id, &renewed)
+        .await?;
+    let renewed_expiry = UnixTime::parse_rfc3339(&status.expires_at).context("renewed expiry")?;
+    ensure!(renewed_expiry > expiry, "{status:?}");
+    smtp.stop()?;
+    clock.set(renewed_expiry.plus_seconds(-59 * DAY - 3600));
+    let round = check(&orchard, "node-a").await?;
+    ensure!(
+        round.recorded == 2 && round.failed == 2,
+        "renewed, 60 days: {round:?}"
+    );
+    smtp.resume()?;
+    clock.set(renewed_expiry.plus_seconds(-29 * DAY - 3600));
+    let round = check(&orchard, "node-a").await?;
+    ensure!(
+        round.recorded == 2 && round.sent == 2 && round.failed == 0,
+        "renewed, 30 days: {round:?}"
+    );
+    expected += 2;
+    let messages = smtp.messages()?;
+    ensure!(messages.len() == expected, "{messages:?}");
+    let counts = tally(&messages);
+    for to in [PHYSICS_CONTACT, CENTRAL] {
+        for (marker, times) in [("60 days", 1), ("30 days", 2), ("expired", 1)] {
+            ensure!(
+                counts.get(&(to.to_string(), marker.to_string())) == Some(&times),
+                "{to} {marker}: {counts:?}"
+            );
+        }
+    }
     ensure!(
         messages
             .iter()
@@ -367,10 +403,18 @@ async fn warnings(backend: Backend) -> Result<()> {
         "{messages:?}"
     );
     let ledger = orchard.credential_warnings(&system).await?;
-    ensure!(ledger.len() == expected, "{ledger:?}");
+    ensure!(ledger.len() == expected + 2, "{ledger:?}");
+    let superseded: Vec<_> = ledger.iter().filter(|w| w.state == "superseded").collect();
     ensure!(
-        ledger.iter().all(|w| w.state == "sent"),
-        "every warning sent: {ledger:?}"
+        superseded.len() == 2
+            && superseded
+                .iter()
+                .all(|w| w.threshold_days == 60 && w.expires_at == renewed_expiry),
+        "{superseded:?}"
+    );
+    ensure!(
+        ledger.iter().filter(|w| w.state == "sent").count() == expected,
+        "every other warning sent: {ledger:?}"
     );
     // Every sent warning is in the audit log, under the owning department.
     let overseer = operator.principal().oversight()?;
@@ -394,8 +438,11 @@ async fn warnings(backend: Backend) -> Result<()> {
             .all(|e| e.tenant_id == Some(physics.id) && e.actor == "system:credential-expiry"),
         "{audited:?}"
     );
-    let thresholds: std::collections::BTreeSet<i64> =
-        ledger.iter().map(|w| w.threshold_days).collect();
+    let thresholds: std::collections::BTreeSet<i64> = ledger
+        .iter()
+        .filter(|w| w.expires_at == expiry)
+        .map(|w| w.threshold_days)
+        .collect();
     ensure!(
         thresholds == [0, 1, 7, 30, 60].into_iter().collect(),
         "{thresholds:?}"

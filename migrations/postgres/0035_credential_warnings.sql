@@ -6,7 +6,8 @@
 -- credential_key: the register's stable id of the credential (push-certificate, dep-token:<id>, apps-token:<tenant>);
 -- expires_at: that credential's expiry when the warning was due, so a renewed credential is warned about afresh.
 -- threshold_days: the warning level reached (60, 30, 7, 1 … configurable), 0 once the credential has expired.
--- tenant_id: the owning department (NULL for central IT's credentials); state: pending or sent.
+-- tenant_id: the owning department (NULL for central IT's credentials); state: pending, sent, or superseded (a
+-- pending warning of a looser threshold once a tighter one is due: the owner gets the current one, not both).
 CREATE TABLE credential_warnings (
     id              TEXT    NOT NULL PRIMARY KEY,
     credential_key  TEXT    NOT NULL,

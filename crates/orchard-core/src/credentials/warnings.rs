@@ -5,7 +5,8 @@
 //! check records the warnings now due and claims the pending ones in one unit of work, then sends each and marks
 //! it sent. A node that dies after claiming leaves a claim that runs out ([`CLAIM_SECONDS`]) and the next check
 //! sends it; a failed send is tried again after a backoff. So each warning goes out once, by one node, even when
-//! the mail server is down for a while. A renewed credential has a new expiry and is warned about afresh.
+//! the mail server is down for a while. A warning still waiting when a tighter threshold falls due is superseded:
+//! the owner gets the current one. A renewed credential has a new expiry and is warned about afresh.
 
 use std::sync::Arc;
 use std::time::Duration;

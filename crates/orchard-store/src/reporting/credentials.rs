@@ -48,7 +48,7 @@ pub struct CredentialWarningRecord {
     pub tenant_id: Option<TenantId>,
     pub subject: String,
     pub body: String,
-    /// `pending` or `sent`.
+    /// `pending`, `sent` or `superseded`.
     pub state: String,
     pub attempts: i64,
     pub next_attempt_at: UnixTime,
@@ -182,7 +182,8 @@ impl Store {
 
 impl UnitOfWork {
     /// Records warnings that are due; one already recorded (same credential, expiry, threshold and recipient) is
-    /// left as it is. Returns how many were new.
+    /// left as it is, and pending ones of looser thresholds for the same recipient are superseded. Returns how
+    /// many were new.
     pub async fn record_credential_warnings(
         &mut self,
         warnings: &[NewCredentialWarning],
@@ -209,6 +210,19 @@ impl UnitOfWork {
             .execute(&mut *conn)
             .await?
             .rows_affected();
+            // A looser warning still waiting (its sending failed) is out of date once a tighter one is due.
+            let conn = self.conn()?;
+            sqlx::query(
+                "UPDATE credential_warnings SET state = 'superseded', claimed_by = NULL, claimed_until = NULL \
+                 WHERE credential_key = $1 AND expires_at = $2 AND recipient = $3 AND threshold_days > $4 \
+                   AND state = 'pending'",
+            )
+            .bind(w.credential_key.as_str())
+            .bind(w.expires_at.0)
+            .bind(w.recipient.as_str())
+            .bind(w.threshold_days)
+            .execute(&mut *conn)
+            .await?;
         }
         Ok(added)
     }
