@@ -782,6 +782,50 @@ async fn warnings_from_the_binary(backend: Backend) -> Result<()> {
         messages[0].1.contains(topic.as_str()) && messages[0].1.contains("(30-day warning)"),
         "{messages:?}"
     );
+
+    // The web UI reads the same register: the dashboard and the operator's expiring page list the certificate.
+    server.set_local_account("it-oncall", "correct horse battery staple")?;
+    let browser = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&server.ca_pem)?)
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(
+            [(reqwest::header::ACCEPT_LANGUAGE, "en".parse()?)]
+                .into_iter()
+                .collect(),
+        )
+        .build()?;
+    let login = browser
+        .get(server.url("/ui/login"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let form_token = login
+        .split("name=\"form_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .context("form token")?
+        .to_string();
+    let signed_in = browser
+        .post(server.url("/ui/login/local"))
+        .form(&[
+            ("username", "it-oncall"),
+            ("password", "correct horse battery staple"),
+            ("form_token", form_token.as_str()),
+        ])
+        .send()
+        .await?;
+    ensure!(signed_in.status() == 303, "{signed_in:?}");
+    for page in ["/ui", "/ui/operator/expiring"] {
+        let body = browser.get(server.url(page)).send().await?.text().await?;
+        ensure!(
+            body.contains("Push certificate") && body.contains("19 days"),
+            "{page}: {body}"
+        );
+    }
     Ok(())
 }
 
