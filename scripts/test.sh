@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use, as "command package" pairs: the package is installed when the command is
 # missing. scepclient: tests/scep_interop.rs and orchard-pki's interop test; node/npm: the OpenID provider of
 # tests/oidc_e2e.rs; chromium/chromedriver: the web UI's browser tests (tests/webui_browser.rs); systemd-analyze:
-# tests/deploy_files.rs verifies the systemd unit. Later features add their tools here (aiosmtpd...).
+# tests/deploy_files.rs verifies the systemd unit; aiosmtpd
+# (python3-aiosmtpd, run as /usr/bin/aiosmtpd with Debian's python3): the SMTP server that receives the credential
+# expiry warnings (tests/credentials_e2e.rs).
 required_tools=(
   "scepclient scep"
   "systemd-analyze systemd"
@@ -20,6 +22,7 @@ required_tools=(
   "npm npm"
   "chromium chromium"
   "chromedriver chromium-driver"
+  "aiosmtpd python3-aiosmtpd"
 )
 
 # One package at a time, checking the command again first: nodejs from NodeSource already brings npm (and

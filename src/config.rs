@@ -33,6 +33,8 @@ pub struct Config {
     pub commands: CommandsSection,
     pub reconciler: ReconcilerSection,
     pub webhooks: WebhooksSection,
+    pub credentials: CredentialsSection,
+    pub smtp: SmtpSection,
     pub limits: LimitsSection,
     pub dep: DepSection,
     pub apps: AppsSection,
@@ -228,6 +230,62 @@ impl Default for WebhooksSection {
             interval_seconds: 5,
             retention_days: 30,
             danger_allow_http_localhost: false,
+        }
+    }
+}
+
+/// The credential register's expiry warnings (issue 15, point 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CredentialsSection {
+    pub warning_days: Vec<i64>,
+    pub check_minutes: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub central_it_email: Option<String>,
+}
+
+impl Default for CredentialsSection {
+    fn default() -> Self {
+        Self {
+            warning_days: orchard_core::credentials::DEFAULT_WARNING_DAYS.to_vec(),
+            check_minutes: 60,
+            central_it_email: None,
+        }
+    }
+}
+
+/// The SMTP server expiry warnings go out through; without host and from nobody is e-mailed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub security: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: None,
+            security: "starttls".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            from: None,
+            ca: None,
         }
     }
 }
@@ -493,6 +551,17 @@ pub const KEYS: &[KeyDoc] = &[
     key("webhooks", "interval_seconds", "ORCHARD_WEBHOOK_INTERVAL_SECONDS", "--webhook-interval-seconds", "How often each node looks for due deliveries (new events wake it at once)."),
     key("webhooks", "retention_days", "ORCHARD_WEBHOOK_RETENTION_DAYS", "--webhook-retention-days", "Days delivered and given-up deliveries stay in the delivery log."),
     key("webhooks", "danger_allow_http_localhost", "ORCHARD_DANGER_WEBHOOK_ALLOW_HTTP_LOCALHOST", "--danger-webhook-allow-http-localhost", "Also accept plain-http webhook URLs on loopback (127.0.0.1, localhost, [::1]). For tests only: events and signatures would travel unencrypted."),
+    key("credentials", "warning_days", "ORCHARD_CREDENTIAL_WARNING_DAYS", "--credential-warning-days", "Days before a certificate or token expires at which its owner and central IT are e-mailed, each once (flag and variable: comma-separated)."),
+    key("credentials", "check_minutes", "ORCHARD_CREDENTIAL_CHECK_MINUTES", "--credential-check-minutes", "Minutes between two expiry checks (one node checks at a time)."),
+    unset("credentials", "central_it_email", "ORCHARD_CENTRAL_IT_EMAIL", "--central-it-email", "Central IT's address: every expiry warning goes here too (departments' own go to their contact).", "\"mdm-admins@example.edu\""),
+    unset("smtp", "host", "ORCHARD_SMTP_HOST", "--smtp-host", "SMTP server for expiry warnings (with smtp.from); without it nobody is e-mailed.", "\"smtp.example.edu\""),
+    unset("smtp", "port", "ORCHARD_SMTP_PORT", "--smtp-port", "SMTP port (default: 587 for starttls, 465 for tls, 25 for plain).", "587"),
+    key("smtp", "security", "ORCHARD_SMTP_SECURITY", "--smtp-security", "starttls, tls (implicit TLS) or plain (no TLS: a relay on this host, or tests)."),
+    unset("smtp", "username", "ORCHARD_SMTP_USERNAME", "--smtp-username", "SMTP AUTH user name (with a password).", "\"orchard\""),
+    unset("smtp", "password", "ORCHARD_SMTP_PASSWORD", "--smtp-password", "SMTP AUTH password. Secret: prefer password_file.", "\"change-me\""),
+    unset("smtp", "password_file", "ORCHARD_SMTP_PASSWORD_FILE", "--smtp-password-file", "A file holding the SMTP password, instead of password.", "\"/run/secrets/orchard-smtp-password\""),
+    unset("smtp", "from", "ORCHARD_SMTP_FROM", "--smtp-from", "The sender of the warnings.", "\"Orchard <orchard@example.edu>\""),
+    unset("smtp", "ca", "ORCHARD_SMTP_CA", "--smtp-ca", "PEM file with the roots the SMTP server's certificate must chain to (default: the public roots).", "\"/etc/orchard/smtp-roots.pem\""),
     key("limits", "handshake_timeout_seconds", "ORCHARD_HANDSHAKE_TIMEOUT_SECONDS", "--handshake-timeout-seconds", "Seconds a client has to finish the TLS handshake."),
     key("limits", "header_timeout_seconds", "ORCHARD_HEADER_TIMEOUT_SECONDS", "--header-timeout-seconds", "Seconds a client has to send a request's headers once it starts."),
     key("limits", "body_timeout_seconds", "ORCHARD_BODY_TIMEOUT_SECONDS", "--body-timeout-seconds", "Seconds a client has to send a request's whole body after its headers."),
@@ -684,6 +753,42 @@ impl Config {
                 return Err(key_error(key, "at least 1"));
             }
         }
+        orchard_core::credentials::CredentialSettings::default()
+            .with_warning_days(&self.credentials.warning_days)
+            .map_err(|e| key_error("credentials.warning_days", e.to_string()))?;
+        if self.credentials.check_minutes == 0 {
+            return Err(key_error("credentials.check_minutes", "at least 1 minute"));
+        }
+        if let Some(email) = &self.credentials.central_it_email {
+            if !email.contains('@') {
+                return Err(key_error(
+                    "credentials.central_it_email",
+                    format!("{email:?} is not an e-mail address"),
+                ));
+            }
+        }
+        orchard_core::credentials::mail::SmtpSecurity::parse(&self.smtp.security)
+            .map_err(|e| key_error("smtp.security", e.to_string()))?;
+        if self.smtp.host.is_some() != self.smtp.from.is_some() {
+            return Err(key_error(
+                "smtp.from",
+                "smtp.host and smtp.from go together",
+            ));
+        }
+        if self.smtp.password.is_some() && self.smtp.password_file.is_some() {
+            return Err(key_error(
+                "smtp.password_file",
+                "give password or password_file, not both",
+            ));
+        }
+        if self.smtp.username.is_some()
+            != (self.smtp.password.is_some() || self.smtp.password_file.is_some())
+        {
+            return Err(key_error(
+                "smtp.username",
+                "a user name and a password go together",
+            ));
+        }
         if self.reconciler.interval_seconds == 0 {
             return Err(key_error(
                 "reconciler.interval_seconds",
@@ -785,6 +890,7 @@ impl Config {
         };
         redact(&mut shown.limits.metrics_token);
         redact(&mut shown.oidc.client_secret);
+        redact(&mut shown.smtp.password);
         if let Some(url) = &mut shown.storage.database_url {
             *url = redact_url_password(url);
         }
@@ -820,6 +926,14 @@ impl Config {
         match (&self.limits.metrics_token, &self.limits.metrics_token_file) {
             (Some(token), _) => Ok(Some(token.clone())),
             (None, Some(path)) => read_secret_file("limits.metrics_token_file", path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub fn smtp_password(&self) -> Result<Option<String>> {
+        match (&self.smtp.password, &self.smtp.password_file) {
+            (Some(password), _) => Ok(Some(password.clone())),
+            (None, Some(path)) => read_secret_file("smtp.password_file", path).map(Some),
             (None, None) => Ok(None),
         }
     }
@@ -977,7 +1091,14 @@ mod tests {
                 Some(toml::Value::String(s)) if doc.key == "currency" => {
                     toml::Value::String(if s == "SEK" { "EUR" } else { "SEK" }.into())
                 }
+                Some(toml::Value::String(s)) if doc.key == "security" => {
+                    toml::Value::String(if s == "starttls" { "tls" } else { "starttls" }.into())
+                }
                 Some(toml::Value::String(s)) => toml::Value::String(format!("{s}x")),
+                // A list (the warning thresholds): one fewer is still a valid list.
+                Some(toml::Value::Array(items)) if items.len() > 1 => {
+                    toml::Value::Array(items[..items.len() - 1].to_vec())
+                }
                 Some(other) => panic!("{}.{}: unexpected type {other:?}", doc.section, doc.key),
                 None => {
                     let example = doc.example.unwrap();

@@ -183,6 +183,39 @@ pub struct ServeArgs {
     /// Accept plain-http webhook URLs on loopback, for tests only [webhooks.danger_allow_http_localhost].
     #[arg(long, env = "ORCHARD_DANGER_WEBHOOK_ALLOW_HTTP_LOCALHOST")]
     pub danger_webhook_allow_http_localhost: bool,
+    /// Days before expiry at which warnings are e-mailed, comma-separated [credentials.warning_days].
+    #[arg(long, env = "ORCHARD_CREDENTIAL_WARNING_DAYS", value_delimiter = ',')]
+    pub credential_warning_days: Option<Vec<i64>>,
+    /// Minutes between two expiry checks [credentials.check_minutes].
+    #[arg(long, env = "ORCHARD_CREDENTIAL_CHECK_MINUTES")]
+    pub credential_check_minutes: Option<u32>,
+    /// Central IT's address for every expiry warning [credentials.central_it_email].
+    #[arg(long, env = "ORCHARD_CENTRAL_IT_EMAIL")]
+    pub central_it_email: Option<String>,
+    /// SMTP server for expiry warnings [smtp.host].
+    #[arg(long, env = "ORCHARD_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// SMTP port [smtp.port].
+    #[arg(long, env = "ORCHARD_SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+    /// starttls, tls or plain [smtp.security].
+    #[arg(long, env = "ORCHARD_SMTP_SECURITY")]
+    pub smtp_security: Option<String>,
+    /// SMTP AUTH user name [smtp.username].
+    #[arg(long, env = "ORCHARD_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// SMTP AUTH password (prefer the file) [smtp.password].
+    #[arg(long, env = "ORCHARD_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<String>,
+    /// A file holding the SMTP password [smtp.password_file].
+    #[arg(long, env = "ORCHARD_SMTP_PASSWORD_FILE")]
+    pub smtp_password_file: Option<PathBuf>,
+    /// The sender of the warnings [smtp.from].
+    #[arg(long, env = "ORCHARD_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// PEM roots for the SMTP server's certificate [smtp.ca].
+    #[arg(long, env = "ORCHARD_SMTP_CA")]
+    pub smtp_ca: Option<PathBuf>,
     /// Seconds to finish the TLS handshake [limits.handshake_timeout_seconds].
     #[arg(long, env = "ORCHARD_HANDSHAKE_TIMEOUT_SECONDS")]
     pub handshake_timeout_seconds: Option<u32>,
@@ -342,6 +375,25 @@ impl ServeArgs {
             &mut c.reconciler.interval_seconds,
             &self.reconcile_interval_seconds,
         );
+        let cr = &mut c.credentials;
+        set(&mut cr.warning_days, &self.credential_warning_days);
+        set(&mut cr.check_minutes, &self.credential_check_minutes);
+        set_some(&mut cr.central_it_email, &self.central_it_email);
+        let m = &mut c.smtp;
+        set_some(&mut m.host, &self.smtp_host);
+        set_some(&mut m.port, &self.smtp_port);
+        set(&mut m.security, &self.smtp_security);
+        set_some(&mut m.username, &self.smtp_username);
+        if self.smtp_password.is_some() {
+            m.password = self.smtp_password.clone();
+            m.password_file = None;
+        }
+        if self.smtp_password_file.is_some() {
+            m.password_file = self.smtp_password_file.clone();
+            m.password = None;
+        }
+        set_some(&mut m.from, &self.smtp_from);
+        set_some(&mut m.ca, &self.smtp_ca);
         let w = &mut c.webhooks;
         set(&mut w.timeout_seconds, &self.webhook_timeout_seconds);
         set(&mut w.retry_seconds, &self.webhook_retry_seconds);

@@ -282,6 +282,48 @@ mod settings {
         })
     }
 
+    /// The credential register's warnings and the mailer they go out through.
+    pub fn credentials(
+        config: &Config,
+        tls_certificate_not_after: Option<orchard_types::UnixTime>,
+    ) -> Result<orchard_core::credentials::CredentialSettings> {
+        use orchard_core::credentials::mail::{Mailer, SmtpSecurity, SmtpSettings};
+        let smtp = &config.smtp;
+        let mail = match (&smtp.host, &smtp.from) {
+            (Some(host), Some(from)) => {
+                let security = SmtpSecurity::parse(&smtp.security)
+                    .map_err(|e| anyhow::anyhow!("smtp.security: {e}"))?;
+                let port = smtp.port.unwrap_or(match security {
+                    SmtpSecurity::StartTls => 587,
+                    SmtpSecurity::ImplicitTls => 465,
+                    SmtpSecurity::DangerPlaintext => 25,
+                });
+                let roots_pem = smtp.ca.as_ref().map(|p| read(p)).transpose()?;
+                let settings = SmtpSettings {
+                    host: host.clone(),
+                    port,
+                    security,
+                    username: smtp.username.clone(),
+                    password: config.smtp_password()?.map(orchard_types::Secret::new),
+                    from: from.clone(),
+                    roots_pem,
+                    timeout: std::time::Duration::from_secs(30),
+                };
+                Some(Mailer::new(&settings).map_err(|e| anyhow::anyhow!("smtp: {e}"))?)
+            }
+            _ => None,
+        };
+        let mut settings = orchard_core::credentials::CredentialSettings::default()
+            .with_warning_days(&config.credentials.warning_days)
+            .map_err(|e| anyhow::anyhow!("credentials.warning_days: {e}"))?;
+        settings.central_it_email = config.credentials.central_it_email.clone();
+        settings.tls_certificate_not_after = tls_certificate_not_after;
+        settings.mail = mail;
+        settings.check_interval =
+            std::time::Duration::from_secs(u64::from(config.credentials.check_minutes) * 60);
+        Ok(settings)
+    }
+
     pub fn webhooks(config: &Config) -> orchard_core::webhooks::WebhookSettings {
         let w = &config.webhooks;
         orchard_core::webhooks::WebhookSettings {
@@ -501,6 +543,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
     };
     let tls = orchard_server::tls_server_config(&tls_cert, &tls_key).map_err(anyhow::Error::msg)?;
+    let tls_not_after = orchard_pki::pem_leaf_not_after(&tls_cert)
+        .context("reading the TLS certificate's expiry")?;
 
     let enrollment = &config.enrollment;
     let core_config = CoreConfig {
@@ -551,6 +595,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_command_queue_settings(settings::command_queue(&config))
         .with_reconciler_settings(settings::reconciler(&config))
         .with_webhook_settings(settings::webhooks(&config))
+        .with_credential_settings(settings::credentials(&config, Some(tls_not_after))?)
         .with_link_download_limit(enrollment.link_downloads_per_minute)
         .with_oidc_settings(settings::oidc(&config)?), // OIDC
     );

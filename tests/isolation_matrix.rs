@@ -343,6 +343,8 @@ async fn scenario(backend: Backend) -> Result<()> {
         row(Method::GET, "/api/v1/audit", None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::GET, "/api/v1/audit.csv", None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::GET, format!("/api/v1/usage?from={today}&to={today}"), None, [U, U, U, 403, 200, 403, 200, 200, 200]),
+        // The credential register: a department's admin sees its own (music's admin: music's only), viewers none.
+        row(Method::GET, "/api/v1/credentials", None, [U, U, U, 403, 200, 403, 200, 200, 200]),
         row(Method::DELETE, format!("/api/v1/dep-templates/{template_id}"), None, [U, U, U, 403, 403, 403, 403, 403, 204]),
         row(Method::GET, format!("/api/v1/tenants/{physics}/groups"), None, [U, U, U, 404, 404, 200, 200, 200, 200]),
         // The operator's copy collides with the admin's name.

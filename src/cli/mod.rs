@@ -6,6 +6,7 @@
 mod apps;
 mod audit;
 mod client;
+mod credentials;
 mod dep;
 mod device;
 mod group;
@@ -154,6 +155,11 @@ pub enum ApiCommand {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// The credential register: every certificate and token with its owner, expiry, state and how to renew it.
+    Credentials {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// The usage report for billing, through the admin API.
     Usage {
         #[command(flatten)]
@@ -277,6 +283,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
         | ApiCommand::Dep { api, .. }
         | ApiCommand::Apps { api, .. }
         | ApiCommand::Audit { api, .. }
+        | ApiCommand::Credentials { api }
         | ApiCommand::Usage { api, .. } => api.clone(),
     };
     let out = Out { json: api.json };
@@ -315,6 +322,7 @@ async fn execute(api: &ApiArgs, out: Out, command: ApiCommand) -> Result<(), Cli
         ApiCommand::Dep { command, .. } => dep::run(&client, out, command).await,
         ApiCommand::Apps { command, .. } => apps::run(&client, out, command).await,
         ApiCommand::Audit { command, .. } => audit::run_audit(&client, out, command).await,
+        ApiCommand::Credentials { .. } => credentials::run(&client, out).await,
         ApiCommand::Usage { command, .. } => audit::run_usage(&client, out, command).await,
     }
 }

@@ -6,6 +6,7 @@ pub mod access;
 pub mod api_schema;
 pub mod apps;
 pub mod commands;
+pub mod credentials;
 pub mod declarative;
 pub mod dep;
 pub mod desired;
@@ -118,6 +119,8 @@ pub struct Orchard {
     pub(crate) os_catalogue: osupdate::OsCatalogueSettings,
     /// Webhook delivery settings and this node's wake-up signal for the delivery job.
     pub(crate) webhooks: webhooks::WebhookState,
+    /// The credential register's thresholds, central IT's address, the TLS certificate's expiry and the mailer.
+    pub(crate) credentials: credentials::CredentialSettings,
 }
 
 /// Device certificates whose issuance is remembered (~1.5 KB each, so at most ~75 MB): a large university's
@@ -157,6 +160,7 @@ impl Orchard {
             declarative: declarative::DeclarativeState::default(),
             os_catalogue: osupdate::OsCatalogueSettings::default(),
             webhooks: webhooks::WebhookState::default(),
+            credentials: credentials::CredentialSettings::default(),
         }
     }
 

@@ -46,6 +46,8 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     "with_token_policy",
     "with_usage_settings",
     "usage_settings",
+    "with_credential_settings",
+    "credential_settings",
     "with_oidc_settings",
     "oidc_enabled",
     "with_command_queue_settings",

@@ -513,6 +513,12 @@ pub fn cert_validity(cert_der: &[u8]) -> Result<(UnixTime, UnixTime), PkiError> 
     ))
 }
 
+/// When the first certificate of a PEM chain (the leaf) runs out: the server's TLS certificate in the register.
+pub fn pem_leaf_not_after(chain_pem: &[u8]) -> Result<UnixTime, PkiError> {
+    let cert = X509::from_pem(chain_pem)?;
+    asn1_time_to_unix(cert.not_after())
+}
+
 /// The serial number of a DER certificate, lowercase hex.
 pub fn cert_serial_hex(cert_der: &[u8]) -> Result<String, PkiError> {
     let cert = X509::from_der(cert_der)?;

@@ -45,7 +45,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// Refuses `/metrics` without the configured bearer token (403: a scraper is not a person to challenge).
 pub(crate) async fn require_metrics_token(
     State(access): State<MetricsAccess>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let Some(token) = &access.token else {
@@ -61,6 +61,7 @@ pub(crate) async fn require_metrics_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if same_secret(presented.as_bytes(), token.as_bytes()) {
+        request.extensions_mut().insert(TrustedScraper);
         next.run(request).await
     } else {
         (StatusCode::FORBIDDEN, "metrics need the metrics token").into_response()
@@ -121,6 +122,101 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Set on a `/metrics` request that presented the configured metrics token: the scraper may see per-department
+/// series (labelled by tenant id). The open endpoint shows departments' credentials only in aggregate, so nobody
+/// who can reach it learns which departments exist.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TrustedScraper;
+
+/// The credential register as gauges. Central IT's credentials one by one (kind, owner `central_it`, the
+/// register's id); the departments' (Apps and Books tokens, device identities) per tenant id for a
+/// [`TrustedScraper`], otherwise summarized as owner `departments` (the soonest expiry, the sums). Never a name.
+fn credential_metrics(
+    out: &mut String,
+    register: &orchard_core::credentials::CredentialRegister,
+    trusted: bool,
+) {
+    use std::collections::BTreeMap;
+
+    use orchard_core::credentials::{Credential, CredentialKind};
+
+    let labels = |c: &Credential| match c.tenant() {
+        None => format!(
+            "kind=\"{}\",owner=\"central_it\",credential=\"{}\"",
+            c.kind.as_str(),
+            c.id
+        ),
+        Some(tenant) => format!(
+            "kind=\"{}\",owner=\"{tenant}\",credential=\"{}\"",
+            c.kind.as_str(),
+            c.id
+        ),
+    };
+    let summarized = |c: &Credential| c.tenant().is_some() && !trusted;
+    out.push_str("# HELP orchard_credential_days_left Days until a credential of the register expires (negative: expired; device identities: the soonest; owner departments: the soonest of all departments).\n");
+    out.push_str("# TYPE orchard_credential_days_left gauge\n");
+    let mut soonest: BTreeMap<&'static str, i64> = BTreeMap::new();
+    for c in &register.credentials {
+        let Some(days) = c.days_left else { continue };
+        if summarized(c) {
+            let entry = soonest.entry(c.kind.as_str()).or_insert(days);
+            *entry = (*entry).min(days);
+        } else {
+            out.push_str(&format!(
+                "orchard_credential_days_left{{{}}} {days}\n",
+                labels(c)
+            ));
+        }
+    }
+    for (kind, days) in &soonest {
+        out.push_str(&format!(
+            "orchard_credential_days_left{{kind=\"{kind}\",owner=\"departments\",credential=\"soonest\"}} {days}\n"
+        ));
+    }
+    out.push_str("# HELP orchard_credentials Credentials of the register by kind and state (ok, warning, expired, missing).\n");
+    out.push_str("# TYPE orchard_credentials gauge\n");
+    let mut states: BTreeMap<(&'static str, String), i64> = BTreeMap::new();
+    for c in &register.credentials {
+        let state = serde_json::to_value(c.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *states.entry((c.kind.as_str(), state)).or_insert(0) += 1;
+    }
+    for ((kind, state), n) in &states {
+        out.push_str(&format!(
+            "orchard_credentials{{kind=\"{kind}\",state=\"{state}\"}} {n}\n"
+        ));
+    }
+    out.push_str("# HELP orchard_credential_identities_expiring Device identities not yet expired that run out within a warning threshold.\n");
+    out.push_str("# TYPE orchard_credential_identities_expiring gauge\n");
+    let mut summed: BTreeMap<i64, i64> = BTreeMap::new();
+    for c in register
+        .credentials
+        .iter()
+        .filter(|c| c.kind == CredentialKind::DeviceIdentities)
+    {
+        let Some(agg) = &c.identities else { continue };
+        for within in &agg.expiring_within {
+            if summarized(c) {
+                *summed.entry(within.days).or_insert(0) += within.count;
+            } else {
+                out.push_str(&format!(
+                    "orchard_credential_identities_expiring{{{},within_days=\"{}\"}} {}\n",
+                    labels(c),
+                    within.days,
+                    within.count
+                ));
+            }
+        }
+    }
+    for (days, count) in &summed {
+        out.push_str(&format!(
+            "orchard_credential_identities_expiring{{kind=\"device_identities\",owner=\"departments\",credential=\"all\",within_days=\"{days}\"}} {count}\n"
+        ));
+    }
+}
+
 /// Prometheus text metrics: counts and days only, no names (not of tenants, not of DEP tokens, which are
 /// labelled by id). Open to scrapers unless a metrics token is configured.
 #[utoipa::path(
@@ -130,7 +226,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     security(()),
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
 )]
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(
+    State(state): State<AppState>,
+    trusted: Option<axum::Extension<TrustedScraper>>,
+) -> Response {
     // The gauges are the server's own figures (counts and days, no tenant's data), read for no principal.
     let system = state.orchard.system();
     let mut out = String::new();
@@ -248,6 +347,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 earliest.0
             ));
         }
+    }
+    if let Ok(register) = state.orchard.credential_register_for_system(&system).await {
+        credential_metrics(&mut out, &register, trusted.is_some());
     }
     if let Ok(n) = state.orchard.pending_push_count(&system).await {
         out.push_str("# HELP orchard_pushes_pending Channels that owe a push.\n");

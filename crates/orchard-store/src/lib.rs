@@ -94,6 +94,9 @@ pub use osupdate::policies::{DesiredRevisions, DeviceOsUpdateRecord, OsPolicyRec
 pub use push::push_csr::PushCsrKeyRecord;
 pub use push::queue_state::{PushCertificateRecord, PushResult, PushTarget};
 pub use reporting::audit::{AuditEventRecord, AuditFilter};
+pub use reporting::credentials::{
+    CredentialWarningRecord, NewCredentialWarning, TenantIdentityExpiry,
+};
 pub use reporting::usage::UsageSnapshotRecord;
 pub use scope::{Scope, ScopeAuthority};
 pub use server_keys::ServerKeyRecord;

@@ -128,6 +128,11 @@ impl ScopeMint {
         ScopeMint { authority }
     }
 
+    /// Every tenant (see [`Orchard::system_scope`]).
+    pub(in crate::access) fn every_tenant(&self) -> Scope {
+        self.authority.all_tenants()
+    }
+
     /// What a role may read: every tenant for the central roles, its own for the tenant roles. A tenant role
     /// without a tenant can see nothing: it gets a tenant that cannot exist.
     pub(in crate::access) fn read_scope(&self, role: Role, tenant: Option<TenantId>) -> Scope {
@@ -242,6 +247,12 @@ impl Orchard {
     /// metrics and audit trail, and tests. A request handler acts for its caller's principal, never this.
     pub fn system(&self) -> SystemCtx {
         SystemCtx { _private: () }
+    }
+
+    /// Every tenant, for a step the server takes for itself (the credential register behind `/metrics` and
+    /// the expiry warnings): only a holder of the server's own capability gets it.
+    pub(crate) fn system_scope(&self, _system: &SystemCtx) -> Scope {
+        self.scopes.every_tenant()
     }
 }
 

@@ -16,6 +16,7 @@ mod assignments;
 mod audit;
 mod audit_trail;
 mod commands;
+mod credentials;
 mod declarative;
 mod dep;
 mod device_identity;
@@ -135,6 +136,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::export_audit_csv))
         .routes(routes!(usage::usage_report))
+        .routes(routes!(credentials::credential_register))
         .routes(routes!(
             profiles::list_tenant_profiles,
             profiles::create_tenant_profile

@@ -130,46 +130,47 @@ pub(super) async fn dashboard(
         Ok(c) => c.total,
         Err(e) => return who.core_error(e),
     };
-    // Central IT's own credentials: the push certificate and the DEP server tokens.
+    // Central IT's own credentials close to expiry, from the credential register (the push certificate, DEP
+    // server tokens, the CAs, the profile signer, the TLS certificate).
     let mut expiring = Vec::new();
-    if let Ok(operator) = who.principal.operator() {
-        let level = |days: i64| if days < 0 { "red" } else { "amber" };
-        if let Some(push) = orchard.push_certificate_status() {
-            if push.days_left <= EXPIRY_DAYS {
-                expiring.push(Expiring {
-                    what: t.get("dashboard.expiring.push").to_string(),
-                    when: t.fill(
-                        "dashboard.expiring.days",
-                        &[
-                            ("days", &push.days_left.to_string()),
-                            ("date", &push.not_after.chars().take(10).collect::<String>()),
-                        ],
-                    ),
-                    level: level(push.days_left),
-                });
-            }
-        }
-        match orchard.list_dep_tokens(&operator).await {
-            Ok(tokens) => {
-                for token in tokens {
-                    if let (Some(days), Some(at)) = (token.days_left, &token.access_token_expiry) {
-                        if days <= EXPIRY_DAYS {
-                            expiring.push(Expiring {
-                                what: t.fill("dashboard.expiring.dep", &[("name", &token.name)]),
-                                when: t.fill(
-                                    "dashboard.expiring.days",
-                                    &[
-                                        ("days", &days.to_string()),
-                                        ("date", &at.chars().take(10).collect::<String>()),
-                                    ],
-                                ),
-                                level: level(days),
-                            });
-                        }
-                    }
-                }
-            }
+    if who.principal.operator().is_ok() {
+        use orchard_core::credentials::{CredentialKind, CredentialState};
+        let register = match who.principal.oversight() {
+            Ok(overseer) => match orchard.credential_register(&overseer).await {
+                Ok(r) => r,
+                Err(e) => return who.core_error(e),
+            },
             Err(e) => return who.core_error(e),
+        };
+        for c in register.credentials.iter().filter(|c| {
+            c.tenant().is_none()
+                && matches!(c.state, CredentialState::Warning | CredentialState::Expired)
+        }) {
+            let what = match c.kind {
+                CredentialKind::PushCertificate => t.get("dashboard.expiring.push").to_string(),
+                CredentialKind::DepToken => t.fill("dashboard.expiring.dep", &[("name", &c.name)]),
+                _ => c.name.clone(),
+            };
+            let days = c.days_left.unwrap_or(-1);
+            let date: String = c
+                .expires_at
+                .as_deref()
+                .unwrap_or_default()
+                .chars()
+                .take(10)
+                .collect();
+            expiring.push(Expiring {
+                what,
+                when: t.fill(
+                    "dashboard.expiring.days",
+                    &[("days", &days.to_string()), ("date", &date)],
+                ),
+                level: if c.state == CredentialState::Expired {
+                    "red"
+                } else {
+                    "amber"
+                },
+            });
         }
     }
     let (counts, by_version) = match counted.await {

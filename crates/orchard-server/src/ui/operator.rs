@@ -963,101 +963,81 @@ struct ExpiringPage {
     within: String,
 }
 
-/// `GET /ui/operator/expiring`: every credential that expires within [`EXPIRY_DAYS`] or has expired — the push
-/// certificate, DEP tokens, each department's Apps and Books token, and each department's device identities
-/// (counted, linked to the list of those iPads) — soonest first.
+/// `GET /ui/operator/expiring`: every credential of the register (see [`orchard_core::credentials`]) that has
+/// reached a warning threshold or expired — the push certificate, DEP tokens, each department's Apps and Books
+/// token, the CAs, the profile signer, the TLS certificate, and each department's device identities (counted) —
+/// soonest first. The register is the one source: the API, the CLI, `/metrics` and the e-mail warnings read it too.
 pub(super) async fn expiring_page(State(state): State<AppState>, who: SignedIn) -> Response {
-    let operator = match operator(&who) {
+    if let Err(e) = operator(&who) {
+        return who.core_error(e);
+    }
+    let overseer = match who.principal.oversight() {
         Ok(o) => o,
         Err(e) => return who.core_error(e),
     };
     let t = who.texts;
-    let tenants = match tenants(&state, &who).await {
-        Ok(t) => t,
-        Err(page) => return page,
-    };
-    let central = t.get("operator.central").to_string();
-    let mut rows = Vec::new();
-    if let Some(push) = state.orchard.push_certificate_status() {
-        if push.days_left <= EXPIRY_DAYS {
-            rows.push(CredentialRow {
-                what: t.get("dashboard.expiring.push").to_string(),
-                department: central.clone(),
-                expires: minute(&push.not_after),
-                days_left: push.days_left,
-                level: level(push.days_left),
-                link: Some("/ui/operator/apple".into()),
-            });
-        }
-    }
-    let tokens = match state.orchard.list_dep_tokens(&operator).await {
-        Ok(t) => t,
+    let register = match state.orchard.credential_register(&overseer).await {
+        Ok(r) => r,
         Err(e) => return who.core_error(e),
     };
-    for token in tokens {
-        if let (Some(days), Some(at)) = (token.days_left, token.access_token_expiry.as_deref()) {
-            if days <= EXPIRY_DAYS {
-                rows.push(CredentialRow {
-                    what: t.fill("dashboard.expiring.dep", &[("name", &token.name)]),
-                    department: central.clone(),
-                    expires: minute(at),
-                    days_left: days,
-                    level: level(days),
-                    link: Some("/ui/operator/apple".into()),
-                });
+    let central = t.get("operator.central").to_string();
+    let within_days = register
+        .warning_days
+        .first()
+        .copied()
+        .unwrap_or(EXPIRY_DAYS);
+    let mut rows = Vec::new();
+    for c in &register.credentials {
+        use orchard_core::credentials::{CredentialKind, CredentialState};
+        if !matches!(c.state, CredentialState::Warning | CredentialState::Expired) {
+            continue;
+        }
+        let (what, link) = match c.kind {
+            CredentialKind::PushCertificate => (
+                t.get("dashboard.expiring.push").to_string(),
+                Some("/ui/operator/apple".to_string()),
+            ),
+            CredentialKind::DepToken => (
+                t.fill("dashboard.expiring.dep", &[("name", &c.name)]),
+                Some("/ui/operator/apple".to_string()),
+            ),
+            CredentialKind::AppsToken => (t.get("operator.expiring.apps").to_string(), None),
+            CredentialKind::DeviceIdentities => {
+                let agg = c.identities.as_ref();
+                let expiring = agg
+                    .and_then(|a| a.expiring_within.first())
+                    .map_or(0, |w| w.count);
+                let count = expiring + agg.map_or(0, |a| a.expired);
+                (
+                    t.fill(
+                        "operator.expiring.identities",
+                        &[("count", &count.to_string())],
+                    ),
+                    None,
+                )
             }
-        }
-    }
-    let now = state.orchard.now();
-    let horizon = now.plus_seconds(EXPIRY_DAYS * 86_400);
-    for tenant in &tenants {
-        match state
-            .orchard
-            .apps_token_status(&who.principal, tenant.id)
-            .await
-        {
-            Ok(apps) if apps.days_to_expiry <= EXPIRY_DAYS => rows.push(CredentialRow {
-                what: t.get("operator.expiring.apps").to_string(),
-                department: tenant.name.clone(),
-                expires: minute(&apps.expires_at),
-                days_left: apps.days_to_expiry,
-                level: level(apps.days_to_expiry),
-                link: None,
-            }),
-            // No Apps and Books token for this department.
-            Ok(_) | Err(CoreError::NotFound) => {}
-            Err(e) => return who.core_error(e),
-        }
-        let identities = match state
-            .orchard
-            .device_counts(
-                &who.principal,
-                &DeviceQuery {
-                    tenant_id: Some(tenant.id),
-                    state: Some(orchard_types::EnrollmentState::Enrolled),
-                    identity_expires_before: Some(horizon),
-                    ..DeviceQuery::default()
-                },
-                now,
-            )
-            .await
-        {
-            Ok(c) => c.total,
-            Err(e) => return who.core_error(e),
+            CredentialKind::DeviceCa
+            | CredentialKind::ServerCa
+            | CredentialKind::ProfileSigner
+            | CredentialKind::TlsCertificate => (c.name.clone(), None),
         };
-        if identities > 0 {
-            rows.push(CredentialRow {
-                what: t.fill(
-                    "operator.expiring.identities",
-                    &[("count", &identities.to_string())],
-                ),
-                department: tenant.name.clone(),
-                expires: String::new(),
-                days_left: EXPIRY_DAYS,
-                level: "amber",
-                link: None,
-            });
-        }
+        let days_left = c.days_left.unwrap_or(-1);
+        rows.push(CredentialRow {
+            what,
+            department: c
+                .owner
+                .tenant_name
+                .clone()
+                .unwrap_or_else(|| central.clone()),
+            expires: c.expires_at.as_deref().map(minute).unwrap_or_default(),
+            days_left,
+            level: if c.state == CredentialState::Expired {
+                "red"
+            } else {
+                level(days_left)
+            },
+            link,
+        });
     }
     rows.sort_by_key(|r| r.days_left);
     let page = ExpiringPage {
@@ -1065,7 +1045,7 @@ pub(super) async fn expiring_page(State(state): State<AppState>, who: SignedIn) 
         rows,
         within: t.fill(
             "operator.expiring.within",
-            &[("days", &EXPIRY_DAYS.to_string())],
+            &[("days", &within_days.to_string())],
         ),
     };
     render(StatusCode::OK, &page)
