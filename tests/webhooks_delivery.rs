@@ -314,6 +314,100 @@ async fn audit_actions(
     Ok(events.into_iter().map(|e| e.action).collect())
 }
 
+/// A department's endpoint reaches public addresses only: one naming a loopback address, directly or through a
+/// host name, is refused without a connection (and says why in its log); an operator's global endpoint may name
+/// any host. (Loopback stands in for the campus network and the cloud's metadata address here.)
+async fn department_endpoints_reach_public_addresses_only(backend: Backend) -> Result<()> {
+    let Some(database) = TestDatabase::create(backend).await? else {
+        return Ok(());
+    };
+    let clock = ManualClock::new(SystemClock.now());
+    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let pki = Arc::new(test_pki(clock.now()));
+    let (store, scopes) = database.store().await?;
+    let bootstrap =
+        LocalBootstrap::for_opened_database(store.clone(), scopes.clone(), clock_dyn.clone());
+    let operator = bootstrap.operator()?;
+    let orchard = Arc::new(
+        test_node(store, scopes, pki, clock_dyn, PushSettings::default()).with_webhook_settings(
+            WebhookSettings {
+                danger_allow_http_localhost: false,
+                ..settings()
+            },
+        ),
+    );
+    let system = orchard.system();
+    let music = orchard.create_tenant(&operator, "Music", "music").await?;
+    let music_admin = bootstrap.act_as(
+        "music-it",
+        "Music IT",
+        orchard_types::Role::Admin,
+        Some(music.id),
+    )?;
+
+    // Counts the connections anyone makes to it (no TLS: an attempt is what matters).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+
+    let wanted = |url: String| NewWebhook {
+        url,
+        event_types: vec![EVENT_EXPIRY_WARNING.to_owned()],
+        enabled: None,
+    };
+    let mut department = Vec::new();
+    for url in [
+        format!("https://127.0.0.1:{port}/hook"),
+        format!("https://localhost:{port}/hook"),
+        format!("https://[::ffff:127.0.0.1]:{port}/hook"),
+    ] {
+        let created = orchard
+            .create_tenant_webhook(&music_admin, music.id, &wanted(url))
+            .await?;
+        department.push(WebhookId::parse(&created.webhook.id)?);
+    }
+    orchard
+        .create_global_webhook(
+            &operator,
+            &wanted(format!("https://127.0.0.1:{port}/global")),
+        )
+        .await?;
+    let queued = orchard
+        .publish_expiry_warning(&system, Some(music.id), json!({"credential": "apps_token"}))
+        .await?;
+    ensure!(queued == 4, "deliveries queued: {queued}");
+    let stats = orchard.deliver_webhooks_once(&system, "node-a").await?;
+    ensure!(stats.claimed == 4 && stats.delivered == 0, "{stats:?}");
+    let made = connections.load(std::sync::atomic::Ordering::SeqCst);
+    ensure!(
+        made == 1,
+        "{made} connections: only the global endpoint may connect"
+    );
+    for id in department {
+        let log = orchard
+            .tenant_webhook_deliveries(&music_admin, music.id, id)
+            .await?;
+        ensure!(
+            log.len() == 1
+                && log[0].last_status.is_none()
+                && log[0]
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("refused")),
+            "{log:?}"
+        );
+    }
+    Ok(())
+}
+
 orchard_testkit::backend_tests! {
     retries_back_off_then_deliver_and_repeated_failure_disables_the_endpoint => delivery;
+    department_endpoints_reach_only_public_addresses => department_endpoints_reach_public_addresses_only;
 }

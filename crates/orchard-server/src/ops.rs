@@ -286,7 +286,14 @@ async fn metrics(
             }
         }
     }
-    if let Ok(tokens) = state.orchard.apps_token_expiry_days(&system).await {
+    // Per department (labelled by tenant id) only for a scraper that presented the metrics token: on the open
+    // endpoint a tenant id would tell anyone who can reach it which departments exist. The open endpoint has
+    // the departments' tokens in aggregate (orchard_credential_days_left, owner "departments").
+    let apps_tokens = match trusted {
+        Some(_) => state.orchard.apps_token_expiry_days(&system).await,
+        None => Ok(Vec::new()),
+    };
+    if let Ok(tokens) = apps_tokens {
         if !tokens.is_empty() {
             // Labelled by tenant id (an opaque id, like a DEP token's): never the token, org or location.
             out.push_str("# HELP orchard_apps_token_days_left Days until a department's Apps and Books content token expires (negative: expired).\n");

@@ -7,6 +7,7 @@
 //! the endpoint, which is audited (`webhook.endpoint.disabled`). The answer's body is never read. Finished
 //! deliveries older than `retention_days` are pruned (at most hourly per node).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,18 +105,33 @@ impl Orchard {
         if claimed.is_empty() {
             return Ok(stats);
         }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .user_agent("Orchard-Webhooks/1")
+        let client = |resolver: Option<Arc<PublicOnlyResolver>>| {
+            let builder = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(settings.timeout)
+                .connect_timeout(settings.timeout)
+                .user_agent("Orchard-Webhooks/1");
+            match resolver {
+                Some(r) => builder.dns_resolver(r),
+                None => builder,
+            }
             .build()
-            .map_err(|e| CoreError::Internal(format!("webhook http client: {e}")))?;
-        let attempts = futures::future::join_all(
-            claimed
-                .iter()
-                .map(|d| self.send_delivery(&client, &settings, d)),
-        )
+            .map_err(|e| CoreError::Internal(format!("webhook http client: {e}")))
+        };
+        // A department's endpoint reaches public addresses only (see PublicOnlyResolver); the operators'
+        // global endpoints may name hosts on the campus network.
+        let departments = client(Some(Arc::new(PublicOnlyResolver {
+            allow_loopback: settings.danger_allow_http_localhost,
+        })))?;
+        let operators = client(None)?;
+        let attempts = futures::future::join_all(claimed.iter().map(|d| {
+            let client = if d.endpoint_tenant_id.is_some() {
+                &departments
+            } else {
+                &operators
+            };
+            self.send_delivery(client, &settings, d)
+        }))
         .await;
         for (d, (attempted_at, answer)) in claimed.iter().zip(attempts) {
             let delivered = answer.status.is_some_and(|s| (200..300).contains(&s));
@@ -234,6 +250,25 @@ impl Orchard {
         if let Err(e) = check_url(&d.url, settings) {
             return (now, failed(e.to_string()));
         }
+        // An address written in the URL is never resolved, so the resolver cannot refuse it: check it here.
+        if d.endpoint_tenant_id.is_some() {
+            let literal = reqwest::Url::parse(&d.url).ok().and_then(|u| {
+                let host = u.host_str()?;
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .ok()
+            });
+            if let Some(ip) = literal {
+                if !destination_allowed(ip, settings.danger_allow_http_localhost) {
+                    tracing::warn!(webhook = %d.endpoint_id, %ip, "a department's webhook names a non-public address; not sent");
+                    return (
+                        now,
+                        failed(format!("refused: {ip} is not a public address")),
+                    );
+                }
+            }
+        }
         let secret = match self
             .pki
             .data_key
@@ -266,7 +301,20 @@ impl Orchard {
             Err(e) if e.is_timeout() => {
                 failed(format!("no answer within {} s", settings.timeout.as_secs()))
             }
-            Err(e) if e.is_connect() => failed("connection failed".into()),
+            Err(e) if e.is_connect() => {
+                // The public-only resolver's refusal travels as a connect error: say so, not "failed".
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                let mut refused = None;
+                while let Some(s) = source {
+                    let text = s.to_string();
+                    if text.starts_with("refused: ") {
+                        refused = Some(text);
+                        break;
+                    }
+                    source = s.source();
+                }
+                failed(refused.unwrap_or_else(|| "connection failed".into()))
+            }
             Err(e) => failed(format!("request failed: {e}")),
         };
         (now, answer)
@@ -352,5 +400,109 @@ mod tests {
             hex::encode(rfc),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+}
+
+/// Resolves a department's webhook host to public addresses only. A department admin must not make Orchard
+/// probe the campus network or the cloud's metadata service (the delivery log would show what answers there):
+/// private, loopback, link-local, shared, multicast and reserved addresses are dropped, and a host with no other
+/// address fails as if it did not resolve. The connection uses the addresses checked here, so a DNS answer
+/// that changes between a check and the connection (rebinding) cannot get past it.
+struct PublicOnlyResolver {
+    /// Loopback is allowed only with the tests' danger setting.
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_loopback = self.allow_loopback;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| destination_allowed(a.ip(), allow_loopback))
+                .collect();
+            if public.is_empty() {
+                tracing::warn!(%host, "a department's webhook host has no public address; not sent");
+                return Err(format!("refused: {host} has no public address").into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Whether a department's webhook may connect to `ip`: a globally routable unicast address (or loopback,
+/// when allowed for tests).
+fn destination_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
+    if ip.is_loopback() {
+        return allow_loopback;
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)) // shared address space (carrier-grade NAT)
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 198 && (18..20).contains(&b)) // benchmarking
+                || a >= 240) // reserved
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return destination_allowed(IpAddr::V4(v4), allow_loopback);
+            }
+            let first = v6.segments()[0];
+            !(v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || first == 0x0064) // NAT64 well-known prefix (64:ff9b::/96) and its local use
+        }
+    }
+}
+
+#[cfg(test)]
+mod destination_tests {
+    use super::destination_allowed;
+
+    #[test]
+    fn departments_reach_public_addresses_only() {
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "127.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(
+                !destination_allowed(ip.parse().unwrap(), false),
+                "{ip} is allowed"
+            );
+        }
+        for ip in ["130.237.28.40", "8.8.8.8", "2a00:1450:4001:80b::200e"] {
+            assert!(destination_allowed(ip.parse().unwrap(), false), "{ip}");
+        }
+        assert!(destination_allowed("127.0.0.1".parse().unwrap(), true));
+        assert!(destination_allowed("::1".parse().unwrap(), true));
+        assert!(!destination_allowed("10.0.0.1".parse().unwrap(), true));
     }
 }
