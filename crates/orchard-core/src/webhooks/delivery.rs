@@ -306,9 +306,8 @@ impl Orchard {
                 let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
                 let mut refused = None;
                 while let Some(s) = source {
-                    let text = s.to_string();
-                    if text.starts_with("refused: ") {
-                        refused = Some(text);
+                    if let Some(r) = s.downcast_ref::<NoPublicAddress>() {
+                        refused = Some(r.to_string());
                         break;
                     }
                     source = s.source();
@@ -403,6 +402,11 @@ mod tests {
     }
 }
 
+/// The resolver's refusal: the host has no address a department's webhook may reach.
+#[derive(Debug, thiserror::Error)]
+#[error("refused: {0} has no public address")]
+struct NoPublicAddress(String);
+
 /// Resolves a department's webhook host to public addresses only. A department admin must not make Orchard
 /// probe the campus network or the cloud's metadata service (the delivery log would show what answers there):
 /// private, loopback, link-local, shared, multicast and reserved addresses are dropped, and a host with no other
@@ -426,7 +430,7 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
                 .collect();
             if public.is_empty() {
                 tracing::warn!(%host, "a department's webhook host has no public address; not sent");
-                return Err(format!("refused: {host} has no public address").into());
+                return Err(Box::new(NoPublicAddress(host)) as Box<_>);
             }
             let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
             Ok(addrs)
