@@ -6,7 +6,9 @@
 //!   exactly one e-mail per threshold; checking again sends nothing new; while the SMTP server is down the warnings
 //!   wait and are sent once when it is back (also when the node that claimed them died); two nodes checking at
 //!   once send each warning once; a renewed token is warned about afresh, and a warning still waiting when a
-//!   tighter one falls due is superseded.
+//!   tighter one falls due is superseded. Each threshold is also one `expiry.warning` webhook event, published
+//!   once (with or without the mail server), received by the department's endpoint and the global one and never
+//!   by another department's.
 //! - The register through the real binary: operators see every credential, a department's admin only its own,
 //!   viewers are refused; `orchard credentials` prints it; `/metrics` has the `orchard_credential_*` families.
 
@@ -22,15 +24,17 @@ use anyhow::{ensure, Context, Result};
 use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::apps::AppsSettings;
 use orchard_core::credentials::mail::{Mailer, SmtpSecurity, SmtpSettings};
-use orchard_core::credentials::warnings::CLAIM_SECONDS;
+use orchard_core::credentials::warnings::{CLAIM_SECONDS, WEBHOOK_RECIPIENT};
 use orchard_core::credentials::CredentialSettings;
 use orchard_core::push::PushSettings;
 use orchard_core::reporting::audit::AuditQuery;
 use orchard_core::tenancy::tenants::TenantEdit;
+use orchard_core::webhooks::{NewWebhook, WebhookSettings, EVENT_EXPIRY_WARNING};
 use orchard_core::Orchard;
 use orchard_store::Page;
 use orchard_testkit::server::TestServer;
 use orchard_testkit::service::test_node;
+use orchard_testkit::webhooks::WebhookReceiver;
 use orchard_testkit::{Backend, TestDatabase};
 use orchard_types::{Clock, ManualClock, Role, SystemClock, UnixTime};
 use orchard_vpp::fake::{FakeVppConfig, FakeVppServer};
@@ -221,7 +225,11 @@ async fn warnings(backend: Backend) -> Result<()> {
                 config: vpp.client_config(),
                 sync_interval_seconds: 0,
             })
-            .with_credential_settings(settings.clone()),
+            .with_credential_settings(settings.clone())
+            .with_webhook_settings(WebhookSettings {
+                danger_allow_http_localhost: true,
+                ..WebhookSettings::default()
+            }),
         )
     };
     let orchard: Arc<Orchard> = node();
@@ -244,7 +252,27 @@ async fn warnings(backend: Backend) -> Result<()> {
         )
         .await?;
     // Music has neither a token nor a contact: nothing of it is mailed.
-    orchard.create_tenant(&operator, "Music", "music").await?;
+    let music = orchard.create_tenant(&operator, "Music", "music").await?;
+    // Webhook endpoints for expiry warnings: central IT's (global), Physics' and Music's.
+    let (global_hook, physics_hook, music_hook) = (
+        WebhookReceiver::start().await?,
+        WebhookReceiver::start().await?,
+        WebhookReceiver::start().await?,
+    );
+    let wanted = |url: &str| NewWebhook {
+        url: url.to_owned(),
+        event_types: vec![EVENT_EXPIRY_WARNING.to_owned()],
+        enabled: None,
+    };
+    orchard
+        .create_global_webhook(&operator, &wanted(&global_hook.url))
+        .await?;
+    for (tenant, hook) in [(physics.id, &physics_hook), (music.id, &music_hook)] {
+        let admin = bootstrap.act_as("dept-it", "Dept IT", Role::Admin, Some(tenant))?;
+        orchard
+            .create_tenant_webhook(&admin, tenant, &wanted(&hook.url))
+            .await?;
+    }
     let token = vpp.add_location("Physics iPads");
     let status = orchard
         .upload_apps_token(operator.principal(), physics.id, &token)
@@ -266,10 +294,13 @@ async fn warnings(backend: Backend) -> Result<()> {
     for (days_before, marker) in [(59, "60 days"), (29, "30 days")] {
         clock.set(expiry.plus_seconds(-days_before * DAY - 3600));
         let round = check(&orchard, "node-a").await?;
-        ensure!(round.sent == 2 && round.failed == 0, "{marker}: {round:?}");
+        ensure!(
+            round.sent == 2 && round.failed == 0 && round.published == 1,
+            "{marker}: {round:?}"
+        );
         let again = check(&orchard, "node-a").await?;
         ensure!(
-            again.recorded == 0 && again.sent == 0,
+            again.recorded == 0 && again.sent == 0 && again.published == 0,
             "{marker} again: {again:?}"
         );
         expected += 2;
@@ -300,8 +331,8 @@ async fn warnings(backend: Backend) -> Result<()> {
     clock.set(expiry.plus_seconds(-6 * DAY - 3600));
     let round = check(&orchard, "node-a").await?;
     ensure!(
-        round.recorded == 2 && round.sent == 0 && round.failed == 2,
-        "outage: {round:?}"
+        round.recorded == 2 && round.sent == 0 && round.failed == 2 && round.published == 1,
+        "outage (the webhook event still goes out): {round:?}"
     );
     // Backing off: the next check at once claims nothing.
     let round = check(&orchard, "node-a").await?;
@@ -350,6 +381,7 @@ async fn warnings(backend: Backend) -> Result<()> {
         let (a, b) = tokio::join!(check(&orchard, "node-a"), check(&second, "node-b"));
         let (a, b) = (a?, b?);
         ensure!(a.sent + b.sent == 2, "{marker}: {a:?} {b:?}");
+        ensure!(a.published + b.published == 1, "{marker}: {a:?} {b:?}");
         expected += 2;
         let counts = tally(&smtp.messages()?);
         for to in [PHYSICS_CONTACT, CENTRAL] {
@@ -402,7 +434,11 @@ async fn warnings(backend: Backend) -> Result<()> {
             .all(|(to, _)| to == PHYSICS_CONTACT || to == CENTRAL),
         "{messages:?}"
     );
-    let ledger = orchard.credential_warnings(&system).await?;
+    let (hooks, ledger): (Vec<_>, Vec<_>) = orchard
+        .credential_warnings(&system)
+        .await?
+        .into_iter()
+        .partition(|w| w.recipient == WEBHOOK_RECIPIENT);
     ensure!(ledger.len() == expected + 2, "{ledger:?}");
     let superseded: Vec<_> = ledger.iter().filter(|w| w.state == "superseded").collect();
     ensure!(
@@ -446,6 +482,60 @@ async fn warnings(backend: Backend) -> Result<()> {
     ensure!(
         thresholds == [0, 1, 7, 30, 60].into_iter().collect(),
         "{thresholds:?}"
+    );
+
+    // The webhook events: one per threshold of each expiry (the original token's five, the renewed one's 60 and
+    // 30 days, even the 60-day one whose e-mail was superseded), all sent at once in the ledger.
+    let published: Vec<(i64, i64)> = hooks
+        .iter()
+        .map(|w| (w.expires_at.0, w.threshold_days))
+        .collect();
+    let mut wanted_events: Vec<(i64, i64)> = [60, 30, 7, 1, 0]
+        .into_iter()
+        .map(|d| (expiry.0, d))
+        .chain([(renewed_expiry.0, 60), (renewed_expiry.0, 30)])
+        .collect();
+    let mut sorted = published.clone();
+    sorted.sort_unstable();
+    wanted_events.sort_unstable();
+    ensure!(sorted == wanted_events, "{hooks:?}");
+    ensure!(
+        hooks
+            .iter()
+            .all(|w| w.state == "sent" && w.tenant_id == Some(physics.id)),
+        "{hooks:?}"
+    );
+    // Delivered: Physics' endpoint and the global one get the seven events, Music's none.
+    let stats = orchard.deliver_webhooks_once(&system, "node-a").await?;
+    ensure!(stats.claimed == 14, "{stats:?}");
+    for (name, hook) in [("global", &global_hook), ("physics", &physics_hook)] {
+        let received = hook.received();
+        ensure!(received.len() == 7, "{name}: {} events", received.len());
+        let mut thresholds = Vec::new();
+        for request in &received {
+            let body: serde_json::Value = serde_json::from_str(&request.body_text())?;
+            ensure!(
+                body["type"] == EVENT_EXPIRY_WARNING
+                    && body["tenant"] == physics.id.to_string()
+                    && body["data"]["credential"] == "apps_token"
+                    && body["data"]["id"] == format!("apps-token:{}", physics.id),
+                "{name}: {body}"
+            );
+            thresholds.push(
+                body["data"]["threshold_days"]
+                    .as_i64()
+                    .context("threshold")?,
+            );
+        }
+        thresholds.sort_unstable();
+        ensure!(
+            thresholds == [0, 1, 7, 30, 30, 60, 60],
+            "{name}: {thresholds:?}"
+        );
+    }
+    ensure!(
+        music_hook.received().is_empty(),
+        "music got another department's warning"
     );
     Ok(())
 }

@@ -1,5 +1,11 @@
 //! Expiry warnings: when a credential of the register reaches a warning threshold (60, 30, 7 and 1 days by
-//! default) or expires, its owner (the department's contact) and central IT get one e-mail each.
+//! default) or expires, its owner (the department's contact) and central IT get one e-mail each, and one
+//! `expiry.warning` webhook event goes to the owning department's endpoints and the global ones (central IT's
+//! own credentials: the global ones only).
+//!
+//! The webhook event is written to the outbox in the unit of work that records it in the ledger (recipient
+//! [`WEBHOOK_RECIPIENT`], `sent` at once), so it is published once per threshold whatever the mail server does,
+//! and also when no mailer is configured.
 //!
 //! Each warning is a row of `credential_warnings`, unique per (credential, its expiry, threshold, recipient). A
 //! check records the warnings now due and claims the pending ones in one unit of work, then sends each and marks
@@ -21,6 +27,8 @@ use crate::{CoreError, Orchard};
 
 /// How long a claimed warning is this node's to send before another node may take it over.
 pub const CLAIM_SECONDS: i64 = 600;
+/// The ledger's recipient for the webhook event of a warning (not an address: it has no `@`).
+pub const WEBHOOK_RECIPIENT: &str = "webhooks";
 /// Warnings claimed per round.
 const CLAIM_BATCH: i64 = 100;
 /// The first retry of a failed send waits this long, doubling per attempt up to [`MAX_BACKOFF_SECONDS`].
@@ -38,6 +46,8 @@ pub struct WarningRound {
     pub failed: u64,
     /// Warnings claimed this round (a full batch means more may wait).
     pub claimed: u64,
+    /// Warnings newly published as webhook events.
+    pub published: u64,
 }
 
 fn backoff_seconds(attempts: i64) -> i64 {
@@ -91,27 +101,55 @@ fn message(c: &Credential, level: i64) -> (String, String) {
     (subject, body)
 }
 
+/// The `data` of an `expiry.warning` webhook event: what expires, whose it is, when, and how to renew it.
+fn event_data(c: &Credential, level: i64) -> serde_json::Value {
+    serde_json::json!({
+        "credential": c.kind.as_str(),
+        "id": c.id,
+        "name": c.name,
+        "owner": c.owner.tenant_name.clone().unwrap_or_else(|| "central IT".into()),
+        "expires_at": c.expires_at,
+        "days_left": c.days_left,
+        "threshold_days": level,
+        "expired": level == 0,
+        "renew": c.renew.instruction,
+    })
+}
+
 impl Orchard {
     /// One expiry check (the [`CredentialExpiryJob`]'s step; tests call it with an injected clock): records the
-    /// warnings now due, claims pending ones for `owner` in the same unit of work, sends them and records the
-    /// outcome. Without a mailer or recipients it does nothing.
+    /// warnings now due, publishes their webhook events and claims pending e-mails for `owner`, all in one unit
+    /// of work, then sends the e-mails and records the outcome. Without a mailer only the events go out.
     pub async fn check_credential_expiry_once(
         &self,
         system: &SystemCtx,
         owner: &str,
     ) -> Result<WarningRound, CoreError> {
-        let Some(mailer) = self.credentials.mail.clone() else {
-            return Ok(WarningRound::default());
-        };
+        let mailer = self.credentials.mail.clone();
         let register = self.credential_register_for_system(system).await?;
         let now = self.clock.now();
         let central = self.credentials.central_it_email.clone();
         let mut due = Vec::new();
+        let mut events = Vec::new();
         for c in &register.credentials {
             let (Some(level), Some(expiry)) = (warning_level(c), c.expiry) else {
                 continue;
             };
             let (subject, body) = message(c, level);
+            let warning = |recipient: String| NewCredentialWarning {
+                id: uuid::Uuid::now_v7().to_string(),
+                credential_key: c.id.clone(),
+                expires_at: expiry,
+                threshold_days: level,
+                recipient,
+                tenant_id: c.tenant,
+                subject: subject.clone(),
+                body: body.clone(),
+            };
+            events.push((warning(WEBHOOK_RECIPIENT.to_owned()), event_data(c, level)));
+            if mailer.is_none() {
+                continue;
+            }
             let mut recipients: Vec<String> = Vec::new();
             if let Some(contact) = c
                 .owner
@@ -126,27 +164,50 @@ impl Orchard {
                     recipients.push(central.clone());
                 }
             }
-            for recipient in recipients {
-                due.push(NewCredentialWarning {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    credential_key: c.id.clone(),
-                    expires_at: expiry,
-                    threshold_days: level,
-                    recipient,
-                    tenant_id: c.tenant,
-                    subject: subject.clone(),
-                    body: body.clone(),
-                });
-            }
+            due.extend(recipients.into_iter().map(warning));
         }
         let mut unit = self.store.begin_unit().await?;
         let recorded = unit.record_credential_warnings(&due, now).await?;
-        let claimed = unit
-            .claim_credential_warnings(owner, now, now.plus_seconds(CLAIM_SECONDS), CLAIM_BATCH)
-            .await?;
+        let mut published = 0;
+        for (warning, data) in events {
+            if unit.record_credential_warning_sent(&warning, now).await? {
+                self.record_webhook_event(
+                    &mut unit,
+                    warning.tenant_id,
+                    crate::webhooks::EVENT_EXPIRY_WARNING,
+                    data,
+                    now,
+                )
+                .await?;
+                published += 1;
+            }
+        }
+        let claimed = match &mailer {
+            Some(_) => {
+                unit.claim_credential_warnings(
+                    owner,
+                    now,
+                    now.plus_seconds(CLAIM_SECONDS),
+                    CLAIM_BATCH,
+                )
+                .await?
+            }
+            None => Vec::new(),
+        };
+        let wake = unit.recorded_webhook_events();
         unit.commit().await?;
+        if wake {
+            self.wake_webhooks();
+        }
+        let Some(mailer) = mailer else {
+            return Ok(WarningRound {
+                published,
+                ..WarningRound::default()
+            });
+        };
         let mut round = WarningRound {
             recorded,
+            published,
             claimed: claimed.len() as u64,
             ..WarningRound::default()
         };
@@ -206,7 +267,7 @@ impl Orchard {
         }
     }
 
-    /// The one place an expiry warning leaves Orchard (e-mail today; the webhook event belongs here too).
+    /// The one place an expiry warning's e-mail leaves Orchard (its webhook event went out with the ledger row).
     async fn emit_expiry_warning(
         &self,
         mailer: &super::mail::Mailer,
@@ -236,22 +297,28 @@ pub struct CredentialExpiryJob {
 }
 
 impl CredentialExpiryJob {
-    /// None when no mailer is configured (nothing to send).
-    pub fn new(orchard: Arc<Orchard>, system: SystemCtx, owner: &str) -> Option<Self> {
-        orchard.credentials.mail.as_ref()?;
+    /// Runs with or without a mailer: the webhook events go out either way.
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx, owner: &str) -> Self {
         let interval = orchard.credentials.check_interval;
-        Some(Self {
+        Self {
             orchard,
             system,
             owner: owner.to_owned(),
             interval,
-        })
+        }
     }
 }
 
 impl Job for CredentialExpiryJob {
+    /// Without a mailer the job publishes webhook events only and runs under its own name: the cluster lease
+    /// runs a name at most once per interval, so a server restarted with SMTP newly configured mails the warnings
+    /// due at its start instead of an hour later.
     fn name(&self) -> &str {
-        "credential-expiry"
+        if self.orchard.credentials.mail.is_some() {
+            "credential-expiry"
+        } else {
+            "credential-expiry-events"
+        }
     }
 
     fn interval(&self) -> Duration {
@@ -269,9 +336,10 @@ impl Job for CredentialExpiryJob {
             .orchard
             .check_credential_expiry_once(&self.system, &self.owner)
             .await?;
-        if round.recorded + round.sent + round.failed > 0 {
+        if round.recorded + round.published + round.sent + round.failed > 0 {
             tracing::info!(
                 recorded = round.recorded,
+                published = round.published,
                 sent = round.sent,
                 failed = round.failed,
                 "credential expiry check"

@@ -251,13 +251,13 @@ impl Orchard {
         if let Some(job) = AppsSyncJob::new(self.clone(), system.clone()) {
             handles.push(worker.spawn(job));
         }
-        if let Some(job) = crate::credentials::warnings::CredentialExpiryJob::new(
-            self.clone(),
-            system.clone(),
-            worker.owner(),
-        ) {
-            handles.push(worker.spawn(job));
-        }
+        handles.push(
+            worker.spawn(crate::credentials::warnings::CredentialExpiryJob::new(
+                self.clone(),
+                system.clone(),
+                worker.owner(),
+            )),
+        );
         if let Some(job) = DepSyncJob::new(self.clone(), system, worker.owner()) {
             handles.push(worker.spawn(job));
         }

@@ -227,6 +227,36 @@ impl UnitOfWork {
         Ok(added)
     }
 
+    /// Records a warning that goes out with the unit itself (the webhook event written beside it), so it is
+    /// `sent` at once and never claimed for mailing. Returns false when it was recorded before: the caller
+    /// publishes nothing again.
+    pub async fn record_credential_warning_sent(
+        &mut self,
+        w: &NewCredentialWarning,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let added = sqlx::query(
+            "INSERT INTO credential_warnings (id, credential_key, expires_at, threshold_days, recipient, \
+                 tenant_id, subject, body, state, attempts, next_attempt_at, created_at, sent_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'sent', 1, $9, $9, $9) \
+             ON CONFLICT (credential_key, expires_at, threshold_days, recipient) DO NOTHING",
+        )
+        .bind(w.id.as_str())
+        .bind(w.credential_key.as_str())
+        .bind(w.expires_at.0)
+        .bind(w.threshold_days)
+        .bind(w.recipient.as_str())
+        .bind(w.tenant_id.map(|t| t.to_string()))
+        .bind(w.subject.as_str())
+        .bind(w.body.as_str())
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        Ok(added > 0)
+    }
+
     /// Claims up to `limit` pending warnings that are due and not claimed by a live node, for `owner` until
     /// `claimed_until`. The outer conditions are checked again on every row a concurrent transaction changed
     /// (PostgreSQL READ COMMITTED; SQLite holds the write lock), so two nodes never claim the same warning.
