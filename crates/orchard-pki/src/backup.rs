@@ -85,11 +85,7 @@ struct DerivedKey {
     check: [u8; CHECK_LEN],
 }
 
-fn derive(
-    passphrase: &[u8],
-    salt: &[u8],
-    params: ScryptParams,
-) -> Result<DerivedKey, PkiError> {
+fn derive(passphrase: &[u8], salt: &[u8], params: ScryptParams) -> Result<DerivedKey, PkiError> {
     if !params.is_acceptable() {
         return Err(PkiError::Unsupported(format!(
             "backup key derivation parameters (scrypt N=2^{}, r={}, p={})",
@@ -254,7 +250,9 @@ impl Sealer {
     /// [`chunk_size`](Sealer::chunk_size) bytes unless `last`.
     pub fn seal_chunk(&mut self, plaintext: &[u8], last: bool) -> Result<Vec<u8>, PkiError> {
         if self.finished {
-            return Err(PkiError::Malformed("the backup's last chunk is sealed".into()));
+            return Err(PkiError::Malformed(
+                "the backup's last chunk is sealed".into(),
+            ));
         }
         if plaintext.len() > self.chunk_size() || (!last && plaintext.len() != self.chunk_size()) {
             return Err(PkiError::Malformed(format!(
@@ -346,7 +344,10 @@ impl Opener {
             tag,
         )
         .map_err(|_| damaged)?;
-        self.counter = self.counter.checked_add(1).ok_or(OpenError::Damaged(u32::MAX))?;
+        self.counter = self
+            .counter
+            .checked_add(1)
+            .ok_or(OpenError::Damaged(u32::MAX))?;
         Ok(plaintext)
     }
 }
@@ -396,7 +397,11 @@ mod tests {
         for len in [0, 1, size - 1, size, size + 1, 2 * size] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let file = seal_all(b"correct horse battery", &data);
-            assert_eq!(open_all(b"correct horse battery", &file).unwrap(), data, "{len}");
+            assert_eq!(
+                open_all(b"correct horse battery", &file).unwrap(),
+                data,
+                "{len}"
+            );
         }
     }
 
@@ -416,7 +421,20 @@ mod tests {
             .collect();
         let file = seal_all(b"pass phrase", &data);
         // A byte of each header field, the first chunk's body and tag, and the last chunk.
-        for at in [0, 9, 10, 11, 15, 25, 40, 50, 60, HEADER_LEN, HEADER_LEN + 5000, file.len() - 1] {
+        for at in [
+            0,
+            9,
+            10,
+            11,
+            15,
+            25,
+            40,
+            50,
+            60,
+            HEADER_LEN,
+            HEADER_LEN + 5000,
+            file.len() - 1,
+        ] {
             let mut bad = file.clone();
             bad[at] ^= 0x01;
             assert!(open_all(b"pass phrase", &bad).is_err(), "flipped byte {at}");

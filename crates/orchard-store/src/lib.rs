@@ -14,6 +14,7 @@
 
 mod access;
 mod apps;
+mod backup;
 mod commands;
 mod declarative;
 mod dep;
@@ -52,6 +53,7 @@ pub use apps::licences::{
     WantedLicence,
 };
 pub use apps::tokens::{AppAssetRecord, AppsLocationState, AppsTokenRecord};
+pub use backup::sqlite_database_file;
 pub use commands::bulk_jobs::{BulkJobProgress, BulkJobRecord};
 pub use commands::legacy::{LegacyCommand, LegacyCommandRow, LegacyUnlockToken, ResealedCommand};
 pub use commands::queue::QueuePolicy;
