@@ -465,33 +465,8 @@ async fn restore_from(
     progress: &Progress,
 ) -> Result<()> {
     let (manifest, first_bytes) = read_manifest(reader, progress)?;
-    if manifest.format != MANIFEST_FORMAT {
-        bail!(
-            "the backup's manifest has format {} (this orchard reads format {MANIFEST_FORMAT}); restore it with a newer orchard",
-            manifest.format
-        );
-    }
-    if manifest.backend != backend_name(backend) {
-        bail!(
-            "the backup holds a {} database and the configuration names a {} one: {}",
-            manifest.backend,
-            backend_name(backend),
-            match backend {
-                Backend::Sqlite =>
-                    "restore a PostgreSQL backup with --database-url postgres://… after pg_restore",
-                Backend::Postgres =>
-                    "restore a SQLite backup into a data directory (without --database-url)",
-            }
-        );
-    }
     let known = Store::known_schema_version(backend);
-    if manifest.schema_version > known {
-        bail!(
-            "the backup's database has schema version {} and this orchard knows up to {known}: restore it with the orchard version that made it ({}) or a newer one",
-            manifest.schema_version,
-            manifest.orchard_version
-        );
-    }
+    check_manifest(&manifest, backend, known)?;
     let kek = pki_files::normalized_kek_text(&manifest.kek, "the backup")?;
     check_kek_target(kek_path, &kek, args.force)?;
 
@@ -550,6 +525,39 @@ async fn restore_from(
         kek_path.display(),
         fingerprints.device_ca_sha256
     );
+    Ok(())
+}
+
+/// Refuses a backup this build cannot restore into `backend`: another manifest format, another backend, or a
+/// schema newer than the newest migration this build knows (`known`). An older schema is fine: opening the
+/// restored database migrates it forward, as every start does.
+fn check_manifest(manifest: &Manifest, backend: Backend, known: i64) -> Result<()> {
+    if manifest.format != MANIFEST_FORMAT {
+        bail!(
+            "the backup's manifest has format {} (this orchard reads format {MANIFEST_FORMAT}); restore it with a newer orchard",
+            manifest.format
+        );
+    }
+    if manifest.backend != backend_name(backend) {
+        bail!(
+            "the backup holds a {} database and the configuration names a {} one: {}",
+            manifest.backend,
+            backend_name(backend),
+            match backend {
+                Backend::Sqlite =>
+                    "restore a PostgreSQL backup with --database-url postgres://… after pg_restore",
+                Backend::Postgres =>
+                    "restore a SQLite backup into a data directory (without --database-url)",
+            }
+        );
+    }
+    if manifest.schema_version > known {
+        bail!(
+            "the backup's database has schema version {} and this orchard knows up to {known}: restore it with the orchard version that made it ({}) or a newer one",
+            manifest.schema_version,
+            manifest.orchard_version
+        );
+    }
     Ok(())
 }
 
@@ -673,4 +681,61 @@ fn write_database(
     }
     file.sync_all()
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn manifest(backend: &str, schema_version: i64) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            orchard_version: "0.1.0".into(),
+            created_at: 1_800_000_000,
+            backend: backend.into(),
+            schema_version,
+            kek: String::new(),
+            device_ca_sha256: String::new(),
+            server_ca_sha256: String::new(),
+            database_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_backup_of_a_newer_schema_is_refused_and_an_older_one_accepted() {
+        let error = check_manifest(&manifest("sqlite", 38), Backend::Sqlite, 37)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("schema version 38"), "{error}");
+        assert!(error.contains("knows up to 37"), "{error}");
+        assert!(check_manifest(&manifest("sqlite", 37), Backend::Sqlite, 37).is_ok());
+        assert!(check_manifest(&manifest("sqlite", 20), Backend::Sqlite, 37).is_ok());
+    }
+
+    #[test]
+    fn a_backup_of_another_backend_or_manifest_format_is_refused() {
+        let error = check_manifest(&manifest("sqlite", 37), Backend::Postgres, 37)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("holds a sqlite database"), "{error}");
+        let mut newer = manifest("postgres", 37);
+        newer.format = MANIFEST_FORMAT + 1;
+        let error = check_manifest(&newer, Backend::Postgres, 37)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("newer orchard"), "{error}");
+    }
+
+    #[test]
+    fn the_summary_hides_the_database_password() {
+        assert_eq!(
+            url_for_people("postgres://orchard:secret@db.example.edu:5432/orchard"),
+            "postgres://…@db.example.edu:5432/orchard"
+        );
+        assert_eq!(
+            url_for_people("sqlite:///var/lib/orchard/orchard.db"),
+            "sqlite:///var/lib/orchard/orchard.db"
+        );
+    }
 }

@@ -175,12 +175,9 @@ pub(crate) async fn during<T, E>(
 fn render_bar(label: &str, done: u64, total: u64, elapsed: Duration) -> String {
     const WIDTH: u64 = 30;
     let done = done.min(total);
-    let filled = if total == 0 {
-        WIDTH
-    } else {
-        done * WIDTH / total
-    };
-    let percent = if total == 0 { 100 } else { done * 100 / total };
+    // Nothing to do counts as all done.
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let percent = (done * 100).checked_div(total).unwrap_or(100);
     let bar: String = (0..WIDTH)
         .map(|i| if i < filled { '#' } else { '.' })
         .collect();
