@@ -452,7 +452,10 @@ pub async fn restore(args: RestoreArgs) -> Result<()> {
     )
     .await;
     progress.finish(restored.is_ok());
-    restored.with_context(|| format!("restoring from {}", args.from.display()))
+    let summary = restored.with_context(|| format!("restoring from {}", args.from.display()))?;
+    println!("{}", url_for_people(&url));
+    eprintln!("{summary}");
+    Ok(())
 }
 
 async fn restore_from(
@@ -463,7 +466,7 @@ async fn restore_from(
     kek_path: &Path,
     reader: &mut OpeningReader,
     progress: &Progress,
-) -> Result<()> {
+) -> Result<String> {
     let (manifest, first_bytes) = read_manifest(reader, progress)?;
     let known = Store::known_schema_version(backend);
     check_manifest(&manifest, backend, known)?;
@@ -516,16 +519,14 @@ async fn restore_from(
         );
     }
     write_kek(kek_path, &kek, config)?;
-    println!("{}", url_for_people(url));
-    eprintln!(
+    Ok(format!(
         "restored the {} database (schema version {} → {}) and its key-encryption key ({}); device CA sha256 {}",
         manifest.backend,
         manifest.schema_version,
         schema_version?,
         kek_path.display(),
         fingerprints.device_ca_sha256
-    );
-    Ok(())
+    ))
 }
 
 /// Refuses a backup this build cannot restore into `backend`: another manifest format, another backend, or a

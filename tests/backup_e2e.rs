@@ -549,6 +549,33 @@ async fn scenario(backend: Backend) -> Result<()> {
         .await
         .context("enrolling on the restored server")?;
     drop(node);
+
+    // Again over the restored data directory: refused without --force; with it, the database (and the WAL the
+    // server left) is replaced by the backup's.
+    if backend == Backend::Sqlite {
+        refused(
+            restore_command(&backup_file, &passphrase_file, &target, None, &[])?,
+            "holds a database already",
+        )?;
+        succeed(
+            restore_command(&backup_file, &passphrase_file, &target, None, &["--force"])?,
+            "orchard restore --force",
+        )?;
+        ensure!(
+            !target.join("orchard.db-wal").exists()
+                && !target.join("orchard.db.restoring").exists(),
+            "{:?}",
+            files_in(&target)?
+        );
+        let (store, _) = orchard_store::Store::connect(&format!(
+            "sqlite://{}",
+            target.join("orchard.db").display()
+        ))
+        .await?;
+        let keys = store.server_keys().await?.len();
+        store.close().await;
+        ensure!(keys > 0, "the replaced database holds no keys");
+    }
     drop(restored_database);
     Ok(())
 }
