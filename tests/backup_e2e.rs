@@ -8,6 +8,9 @@
 //! before, the iPads keep talking to it with their identities, and the ClearPasscode reaches the iPad with the
 //! right UnlockToken (the sealed secret opened).
 //!
+//! On PostgreSQL the restored database is first taken back to before the newest migration, which the restore
+//! applies again (an older backup comes forward).
+//!
 //! The refusals, each leaving the target as it was: a wrong passphrase, a flipped byte, a cut file, a restore
 //! over an existing database (SQLite) or an empty database (PostgreSQL), a different KEK file without --force, a
 //! backup with no or a short passphrase.
@@ -281,10 +284,12 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(mode(&backup_file)? == 0o600, "the backup file is not 0600");
     let sealed = std::fs::read(&backup_file)?;
     let kek_text = std::fs::read_to_string(server.kek_path())?;
-    ensure!(
-        !String::from_utf8_lossy(&sealed).contains(kek_text.trim()),
-        "the backup carries the KEK in clear"
-    );
+    for clear in [kek_text.trim(), "Chemistry", "chemistry", "SQLite format"] {
+        ensure!(
+            !String::from_utf8_lossy(&sealed).contains(clear),
+            "the backup carries {clear:?} in clear"
+        );
+    }
     ensure!(
         files_in(work.path())?
             .iter()
@@ -442,6 +447,28 @@ async fn scenario(backend: Backend) -> Result<()> {
                 .arg(url)
                 .arg(&dump);
             succeed(pg_restore, "pg_restore")?;
+            // An older schema comes forward: the restored database is taken back to before migration 37 (its
+            // table and columns dropped, its row forgotten), as a dump of the version before it would be;
+            // `orchard restore` opens it the way every start does, which applies 37 again.
+            let mut db = restored_database
+                .as_ref()
+                .context("restored database")?
+                .connect()
+                .await?;
+            for statement in [
+                "ALTER TABLE commands DROP COLUMN body_id",
+                "ALTER TABLE command_history DROP COLUMN body_id",
+                "DROP TABLE command_bodies",
+                "DELETE FROM _sqlx_migrations WHERE version = 37",
+            ] {
+                sqlx::query(statement).execute(&mut db).await?;
+            }
+            sqlx::Connection::close(db).await?;
+            let older = orchard_store::Store::schema_version_without_migrating(url).await?;
+            ensure!(
+                older.is_some_and(|v| v < orchard_store::Store::known_schema_version(backend)),
+                "{older:?}"
+            );
         }
     }
 
@@ -461,6 +488,13 @@ async fn scenario(backend: Backend) -> Result<()> {
         std::fs::read_to_string(target.join("kek"))?.trim() == kek_text.trim(),
         "the restored KEK differs"
     );
+    if let Some(url) = &restored_url {
+        ensure!(
+            orchard_store::Store::schema_version_without_migrating(url).await?
+                == Some(orchard_store::Store::known_schema_version(backend)),
+            "the restore did not bring the older schema forward"
+        );
+    }
     #[cfg(unix)]
     {
         ensure!(mode(&target.join("kek"))? == 0o600, "the KEK is not 0600");
