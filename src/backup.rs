@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use orchard_pki::backup::{OpenError, Opener, ScryptParams, Sealer, HEADER_LEN};
 use orchard_store::{Backend, Store};
-use orchard_types::{Clock, Secret, SystemClock};
+use orchard_types::{Clock, Secret, SystemClock, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::progress::{Mode, Progress};
@@ -39,7 +39,8 @@ const PASSPHRASE_ENV: &str = "ORCHARD_BACKUP_PASSPHRASE";
 pub struct BackupArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// The backup file to write (0600; replaced only with --force).
+    /// The backup file to write (0600; replaced only with --force), or a directory to write
+    /// `orchard-<UTC time>.backup` into.
     #[arg(long)]
     out: PathBuf,
     /// A file whose first line is the passphrase (16 characters or more) the backup is encrypted under; or the
@@ -197,6 +198,19 @@ impl SealingWriter<'_> {
     }
 }
 
+/// Where the backup goes: `--out` itself, or in `--out` when it is a directory a file named after the time
+/// (`orchard-2026-12-04T211300Z.backup`), so a timer can write one a day into the same directory.
+fn backup_path(out: &Path, now: UnixTime) -> PathBuf {
+    if out.is_dir() {
+        out.join(format!(
+            "orchard-{}.backup",
+            now.to_rfc3339().replace(':', "")
+        ))
+    } else {
+        out.to_owned()
+    }
+}
+
 /// `orchard backup --out FILE`.
 pub async fn backup(args: BackupArgs) -> Result<()> {
     crate::init_logging(false);
@@ -204,21 +218,22 @@ pub async fn backup(args: BackupArgs) -> Result<()> {
     if passphrase.expose().chars().count() < MIN_PASSPHRASE_CHARS {
         bail!("the passphrase must have {MIN_PASSPHRASE_CHARS} characters or more");
     }
-    if args.out.exists() && !args.force {
+    let out = backup_path(&args.out, SystemClock.now());
+    if out.exists() && !args.force {
         bail!(
             "{} exists; choose another --out, or --force to replace it",
-            args.out.display()
+            out.display()
         );
     }
     let config = args.storage.resolve()?.config;
     let (store, _scopes) = crate::open_store(&config).await?;
-    let result = write_backup(&args, &config, &store, &passphrase).await;
+    let result = write_backup(&out, &config, &store, &passphrase).await;
     store.close().await;
     result
 }
 
 async fn write_backup(
-    args: &BackupArgs,
+    out: &Path,
     config: &Config,
     store: &Store,
     passphrase: &Secret<String>,
@@ -238,7 +253,7 @@ async fn write_backup(
     let schema_version = store.schema_version().await?;
 
     // The database copy goes to a private directory next to the backup and is removed with it.
-    let out_dir = match args.out.parent() {
+    let out_dir = match out.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
     };
@@ -270,7 +285,7 @@ async fn write_backup(
     };
     let manifest_json = serde_json::to_vec(&manifest)?;
 
-    let partial = with_suffix(&args.out, ".partial");
+    let partial = with_suffix(out, ".partial");
     let written = seal_into(
         &partial,
         passphrase,
@@ -282,16 +297,16 @@ async fn write_backup(
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
-    std::fs::rename(&partial, &args.out)
-        .with_context(|| format!("moving the backup to {}", args.out.display()))?;
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("moving the backup to {}", out.display()))?;
     drop(work);
 
-    println!("{}", args.out.display());
+    println!("{}", out.display());
     eprintln!(
         "backup of the {} database (schema version {schema_version}) and its key-encryption key written to {}; \
          device CA sha256 {}",
         backend_name(backend),
-        args.out.display(),
+        out.display(),
         fingerprints.device_ca_sha256
     );
     if backend == Backend::Postgres {
@@ -726,6 +741,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("newer orchard"), "{error}");
+    }
+
+    #[test]
+    fn a_directory_gets_a_file_named_after_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = UnixTime::parse_rfc3339("2026-12-04T21:13:05Z").unwrap();
+        assert_eq!(
+            backup_path(dir.path(), now),
+            dir.path().join("orchard-2026-12-04T211305Z.backup")
+        );
+        let file = dir.path().join("mine.backup");
+        assert_eq!(backup_path(&file, now), file);
     }
 
     #[test]
