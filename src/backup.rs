@@ -226,7 +226,26 @@ pub async fn backup(args: BackupArgs) -> Result<()> {
         );
     }
     let config = args.storage.resolve()?.config;
-    let (store, _scopes) = crate::open_store(&config).await?;
+    let url = target_database_url(&config)?;
+    // The database is copied as it stands: a binary newer than the running server must not migrate it.
+    if let Some(file) = orchard_store::sqlite_database_file(&url) {
+        if !file.is_file() {
+            bail!("there is no database at {}", file.display());
+        }
+    }
+    match Store::schema_version_without_migrating(&url)
+        .await
+        .context("opening the database")?
+    {
+        Some(_) => {}
+        None => bail!(
+            "the database at {} has no Orchard schema",
+            url_for_people(&url)
+        ),
+    }
+    let store = Store::connect_without_migrating(&url)
+        .await
+        .context("opening the database")?;
     let result = write_backup(&out, &config, &store, &passphrase).await;
     store.close().await;
     result

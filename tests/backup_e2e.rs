@@ -267,6 +267,22 @@ async fn scenario(backend: Backend) -> Result<()> {
         backup_command(&server, &backup_file, Some(&short))?,
         "16 characters",
     )?;
+    // No database where the configuration points: refused, and nothing is created there.
+    let nowhere = work.path().join("no-data-dir");
+    let mut no_database = std::process::Command::new(orchard_testkit::server::orchard_binary()?);
+    no_database
+        .args(["backup", "--out"])
+        .arg(&backup_file)
+        .arg("--passphrase-file")
+        .arg(&passphrase_file)
+        .arg("--data-dir")
+        .arg(&nowhere)
+        .env_remove("ORCHARD_DATABASE_URL");
+    refused(no_database, "there is no database")?;
+    ensure!(
+        !nowhere.exists(),
+        "a refused backup made the data directory"
+    );
     ensure!(!backup_file.exists(), "a refused backup wrote its file");
 
     // The backup, while the server runs.

@@ -3643,6 +3643,27 @@ async fn check_backup_support(store: Store) {
         Some(copy.clone())
     );
     assert_eq!(orchard_store::sqlite_database_file("postgres://db/x"), None);
+    // Opened as it is, the copy is not migrated (it is current anyway) and answers like the original.
+    let as_is = Store::connect_without_migrating(&url).await.unwrap();
+    assert_eq!(
+        Store::schema_version_without_migrating(&url).await.unwrap(),
+        Some(Store::known_schema_version(backend))
+    );
+    assert_eq!(
+        as_is.schema_version().await.unwrap(),
+        Store::known_schema_version(backend)
+    );
+    as_is.close().await;
+    let empty = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("empty.db").display()
+    );
+    assert_eq!(
+        Store::schema_version_without_migrating(&empty)
+            .await
+            .unwrap(),
+        None
+    );
     let (copied, _) = Store::connect(&url).await.unwrap();
     assert_eq!(
         copied.get_tenant(all_tenants(), physics.id).await.unwrap(),
