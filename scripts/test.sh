@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 # tests/oidc_e2e.rs; chromium/chromedriver: the web UI's browser tests (tests/webui_browser.rs); systemd-analyze:
 # tests/deploy_files.rs verifies the systemd unit; aiosmtpd
 # (python3-aiosmtpd, run as /usr/bin/aiosmtpd with Debian's python3): the SMTP server that receives the credential
-# expiry warnings (tests/credentials_e2e.rs).
+# expiry warnings (tests/credentials_e2e.rs); pg_dump/pg_restore (postgresql-client): the PostgreSQL backup and
+# restore of tests/backup_e2e.rs.
 required_tools=(
   "scepclient scep"
   "systemd-analyze systemd"
@@ -23,6 +24,8 @@ required_tools=(
   "chromium chromium"
   "chromedriver chromium-driver"
   "aiosmtpd python3-aiosmtpd"
+  "pg_dump postgresql-client"
+  "pg_restore postgresql-client"
 )
 
 # One package at a time, checking the command again first: nodejs from NodeSource already brings npm (and

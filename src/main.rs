@@ -13,6 +13,7 @@ use orchard_core::{CoreConfig, Orchard};
 use orchard_store::{ScopeAuthority, Store};
 use orchard_types::{ApnsTopic, Clock, Role, SystemClock, TenantId};
 
+mod backup;
 mod cli;
 mod config;
 mod config_flags;
@@ -58,6 +59,13 @@ enum Commands {
         #[command(subcommand)]
         command: LocalAccountCommands,
     },
+    /// Back up the database and the key-encryption key into one file encrypted under a passphrase, while the
+    /// server runs. SQLite: the whole database; PostgreSQL: the key material only (the database with pg_dump,
+    /// see docs/backup.md).
+    Backup(Box<backup::BackupArgs>),
+    /// Restore what `orchard backup` wrote: the database into an empty data directory (SQLite), or the
+    /// key-encryption key for a database pg_restore filled (PostgreSQL); then `orchard serve` on it.
+    Restore(Box<backup::RestoreArgs>),
     /// Client commands over the admin API of a running server (src/cli).
     #[command(flatten)]
     Api(cli::ApiCommand),
@@ -409,6 +417,8 @@ fn main() -> Result<()> {
             }
             Commands::PushCert { command } => push_cert(command).await,
             Commands::LocalAccount { command } => local_account(command).await,
+            Commands::Backup(args) => backup::backup(*args).await,
+            Commands::Restore(args) => backup::restore(*args).await,
             Commands::Api(command) => cli::run(command).await,
         }
     })

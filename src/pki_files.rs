@@ -32,7 +32,7 @@ const CA_VALIDITY_DAYS: u32 = 3650;
 const LEAF_VALIDITY_DAYS: u32 = 397;
 const RENEW_BEFORE_SECONDS: i64 = 30 * 86_400;
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -220,6 +220,40 @@ fn configured_kek(config: &KekConfig, dir: &Path) -> Result<Option<Kek>> {
             Kek::parse(&text, &path.display().to_string()).map(Some)
         }
     }
+}
+
+/// The KEK this node is configured with (as `serve` finds it), as base64 text: what a backup carries.
+pub fn configured_kek_text(config: &KekConfig, dir: &Path) -> Result<Option<Secret<String>>> {
+    Ok(configured_kek(config, dir)?.map(|kek| Secret::new(kek.to_text())))
+}
+
+/// `text` checked to be a KEK, as base64 text (`origin` names where it came from in the error).
+pub fn normalized_kek_text(text: &str, origin: &str) -> Result<Secret<String>> {
+    Kek::parse(text, origin).map(|kek| Secret::new(kek.to_text()))
+}
+
+/// The SHA-256 fingerprints of the device CA and the server CA of a stored key set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFingerprints {
+    pub device_ca_sha256: String,
+    pub server_ca_sha256: String,
+}
+
+/// Opens every stored key with the KEK `kek_text` (as `serve` would) and says which CAs they are: an error
+/// when the set is incomplete or the KEK does not open it.
+pub fn open_with_kek(
+    stored: &[ServerKeyRecord],
+    kek_text: &Secret<String>,
+) -> Result<CaFingerprints> {
+    if stored.is_empty() {
+        bail!("the database holds no Orchard keys");
+    }
+    let kek = Kek::parse(kek_text.expose(), "the backup")?;
+    let keys = open_stored(stored, &kek)?;
+    Ok(CaFingerprints {
+        device_ca_sha256: orchard_pki::fingerprint_sha256_hex(&keys.ca.cert_der()),
+        server_ca_sha256: orchard_pki::fingerprint_sha256_hex(&keys.server_ca.cert_der()),
+    })
 }
 
 fn sealed_identity(kek: &Kek, name: &str, id: &Identity, now: UnixTime) -> Result<ServerKeyRecord> {

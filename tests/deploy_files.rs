@@ -46,6 +46,11 @@ fn config_check(file: &Path, extra: &[&str]) -> Result<String> {
 /// A temporary root with the system's unit files, the built binary as ExecStart's `/usr/local/bin/orchard`
 /// and the unit in `/etc/systemd/system`; `systemd-analyze verify` must pass with no warning.
 fn verify_unit(drop_in: Option<&str>) -> Result<()> {
+    verify_units(&["systemd/orchard.service"], drop_in)
+}
+
+/// [`verify_unit`] for the deploy/ units `paths` installed together (a service and its timer).
+fn verify_units(paths: &[&str], drop_in: Option<&str>) -> Result<()> {
     let root = tempfile::tempdir()?;
     let system_units = ["/usr/lib/systemd/system", "/lib/systemd/system"]
         .into_iter()
@@ -67,15 +72,20 @@ fn verify_unit(drop_in: Option<&str>) -> Result<()> {
     std::fs::copy(orchard_binary()?, bin.join("orchard"))?;
     let units = root.path().join("etc/systemd/system");
     std::fs::create_dir_all(units.join("orchard.service.d"))?;
-    let unit = units.join("orchard.service");
-    std::fs::write(&unit, read("systemd/orchard.service")?)?;
+    let mut installed = Vec::new();
+    for path in paths {
+        let name = Path::new(path).file_name().context("unit file name")?;
+        let unit = units.join(name);
+        std::fs::write(&unit, read(path)?)?;
+        installed.push(unit);
+    }
     if let Some(text) = drop_in {
         std::fs::write(units.join("orchard.service.d/port-443.conf"), text)?;
     }
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.path().display()))
-        .arg(&unit)
+        .args(&installed)
         .output()
         .context("running systemd-analyze (scripts/test.sh installs the systemd package)")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -89,6 +99,93 @@ fn verify_unit(drop_in: Option<&str>) -> Result<()> {
         "systemd-analyze verify warned: {stderr}"
     );
     Ok(())
+}
+
+/// The unit's settings: its lines that are not comments.
+fn settings_of(unit: &str) -> Vec<&str> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect()
+}
+
+/// The backup service (docs/backup.md) verifies with its timer, is hardened as the server's unit is, writes
+/// into its own state directory with the passphrase as a credential, and old backups age out.
+#[test]
+fn the_backup_timer_and_service_verify_and_are_hardened() -> Result<()> {
+    let service = read("systemd/orchard-backup.service")?;
+    let server = read("systemd/orchard.service")?;
+    let settings = settings_of(&service);
+    // Every hardening line of the server's unit is in the backup's too.
+    let hardening = server
+        .split("# Hardening")
+        .nth(1)
+        .context("orchard.service has a hardening block")?;
+    for wanted in settings_of(hardening) {
+        if wanted.starts_with('[') || wanted.starts_with("WantedBy") {
+            continue;
+        }
+        ensure!(settings.contains(&wanted), "the backup unit lacks {wanted}");
+    }
+    for wanted in [
+        "Type=oneshot",
+        "User=orchard",
+        "StateDirectory=orchard orchard-backups",
+        "LoadCredential=backup-passphrase:/etc/orchard/backup-passphrase",
+        "ExecStart=/usr/local/bin/orchard backup --config /etc/orchard/orchard.toml --out /var/lib/orchard-backups --passphrase-file %d/backup-passphrase",
+    ] {
+        ensure!(settings.contains(&wanted), "the backup unit lacks {wanted}");
+    }
+    let timer = read("systemd/orchard-backup.timer")?;
+    for wanted in [
+        "OnCalendar=daily",
+        "Persistent=true",
+        "WantedBy=timers.target",
+    ] {
+        ensure!(
+            settings_of(&timer).contains(&wanted),
+            "the timer lacks {wanted}"
+        );
+    }
+    let tmpfiles = read("systemd/orchard-backup.tmpfiles")?;
+    ensure!(
+        tmpfiles
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "d",
+                    "/var/lib/orchard-backups",
+                    "0700",
+                    "orchard",
+                    "orchard",
+                    "30d"
+                ]),
+        "the tmpfiles rule does not make the directory 0700 and age backups out"
+    );
+    // The command line parses as the binary's (`--help` after it: clap checks every flag first).
+    let args: Vec<&str> = settings
+        .iter()
+        .find_map(|s| s.strip_prefix("ExecStart=/usr/local/bin/orchard "))
+        .context("ExecStart")?
+        .split_whitespace()
+        .collect();
+    let out = Command::new(orchard_binary()?)
+        .args(&args)
+        .arg("--help")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "orchard {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    verify_units(
+        &[
+            "systemd/orchard-backup.service",
+            "systemd/orchard-backup.timer",
+        ],
+        None,
+    )
 }
 
 #[test]

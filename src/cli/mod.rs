@@ -14,7 +14,7 @@ mod maintenance;
 mod os;
 mod output;
 mod profile;
-mod progress;
+pub(crate) mod progress;
 mod push_certificate;
 mod tenant;
 mod tokens;

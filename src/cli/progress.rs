@@ -5,9 +5,12 @@
 //!
 //! Today's long commands (a bulk command, a DEP or Apps and Books sync, a group change from a CSV, an audit
 //! export) are each one request that the server works through, so they show activity and time, not a fraction.
-//! Work the CLI does in counted steps (backup and restore, when they come) adds a total and a bar here.
+//! Work the CLI does in counted steps (`orchard backup` and `orchard restore`, byte by byte) shows a bar with
+//! the fraction done on a terminal ([`Progress::counted`]), and the total in its plain lines.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Out;
@@ -33,6 +36,15 @@ impl Mode {
             Mode::Lines
         }
     }
+
+    /// For the commands without `--json` (backup, restore): redrawn on a terminal, plain lines otherwise.
+    pub(crate) fn for_stderr() -> Mode {
+        if std::io::stderr().is_terminal() {
+            Mode::Terminal
+        } else {
+            Mode::Lines
+        }
+    }
 }
 
 /// How often the terminal line is redrawn.
@@ -44,6 +56,9 @@ pub(crate) struct Progress {
     started: Instant,
     mode: Mode,
     redraw: Option<tokio::task::JoinHandle<()>>,
+    /// Units done so far, of `total`, for counted work.
+    done: Arc<AtomicU64>,
+    total: Option<u64>,
 }
 
 impl Progress {
@@ -51,15 +66,34 @@ impl Progress {
         Self::with_mode(Mode::for_output(out), label)
     }
 
+    /// Work of `total` bytes, advanced with [`advance`](Progress::advance): a bar on a terminal.
+    pub(crate) fn counted(mode: Mode, label: &str, total: u64) -> Progress {
+        Self::with_total(mode, label, Some(total))
+    }
+
     fn with_mode(mode: Mode, label: &str) -> Progress {
+        Self::with_total(mode, label, None)
+    }
+
+    fn with_total(mode: Mode, label: &str, total: Option<u64>) -> Progress {
         let started = Instant::now();
+        let done = Arc::new(AtomicU64::new(0));
         let redraw = match mode {
             Mode::Terminal => {
                 let label = label.to_owned();
+                let done = done.clone();
                 Some(tokio::spawn(async move {
                     let mut tick = 0usize;
                     loop {
-                        let line = render(&label, started.elapsed(), tick);
+                        let line = match total {
+                            Some(total) => render_bar(
+                                &label,
+                                done.load(Ordering::Relaxed),
+                                total,
+                                started.elapsed(),
+                            ),
+                            None => render(&label, started.elapsed(), tick),
+                        };
                         {
                             let mut err = std::io::stderr().lock();
                             let _ = write!(err, "\r\x1b[2K{line}");
@@ -71,7 +105,10 @@ impl Progress {
                 }))
             }
             Mode::Lines => {
-                eprintln!("{label}: started");
+                match total {
+                    Some(total) => eprintln!("{label}: started ({})", size(total)),
+                    None => eprintln!("{label}: started"),
+                }
                 None
             }
             Mode::Silent => None,
@@ -81,7 +118,14 @@ impl Progress {
             started,
             mode,
             redraw,
+            done,
+            total,
         }
+    }
+
+    /// `units` more of counted work are done.
+    pub(crate) fn advance(&self, units: u64) {
+        self.done.fetch_add(units, Ordering::Relaxed);
     }
 
     /// The work ended (`ok` says how): the terminal line is replaced by the outcome.
@@ -95,7 +139,14 @@ impl Progress {
         let outcome = if ok { "done" } else { "failed" };
         let seconds = self.started.elapsed().as_secs_f64();
         if self.mode != Mode::Silent {
-            eprintln!("{}: {outcome} in {seconds:.1} s", self.label);
+            match self.total {
+                Some(_) => eprintln!(
+                    "{}: {outcome} in {seconds:.1} s ({})",
+                    self.label,
+                    size(self.done.load(Ordering::Relaxed))
+                ),
+                None => eprintln!("{}: {outcome} in {seconds:.1} s", self.label),
+            }
         }
     }
 }
@@ -120,6 +171,35 @@ pub(crate) async fn during<T, E>(
     result
 }
 
+/// The terminal line of counted work: the label, a bar, the percentage and the bytes done of the total.
+fn render_bar(label: &str, done: u64, total: u64, elapsed: Duration) -> String {
+    const WIDTH: u64 = 30;
+    let done = done.min(total);
+    // Nothing to do counts as all done.
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let percent = (done * 100).checked_div(total).unwrap_or(100);
+    let bar: String = (0..WIDTH)
+        .map(|i| if i < filled { '#' } else { '.' })
+        .collect();
+    format!(
+        "{label} [{bar}] {percent:>3}% {} of {} {}s",
+        size(done),
+        size(total),
+        elapsed.as_secs()
+    )
+}
+
+/// Bytes for people: MiB with one decimal from 1 MiB, else KiB.
+fn size(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let b = bytes as f64;
+    if b >= MIB {
+        format!("{:.1} MiB", b / MIB)
+    } else {
+        format!("{:.1} KiB", b / 1024.0)
+    }
+}
+
 /// The terminal line: the label, a spinner and the time taken so far.
 fn render(label: &str, elapsed: Duration, tick: usize) -> String {
     format!(
@@ -132,6 +212,19 @@ fn render(label: &str, elapsed: Duration, tick: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counted_work_shows_a_bar_and_the_bytes() {
+        assert_eq!(
+            render_bar("backup", 3 << 20, 12 << 20, Duration::from_secs(4)),
+            "backup [#######.......................]  25% 3.0 MiB of 12.0 MiB 4s"
+        );
+        assert_eq!(
+            render_bar("restore", 10, 0, Duration::from_secs(0)),
+            "restore [##############################] 100% 0.0 KiB of 0.0 KiB 0s"
+        );
+        assert_eq!(size(1536), "1.5 KiB");
+    }
 
     #[test]
     fn the_terminal_line_spins_and_counts_seconds() {

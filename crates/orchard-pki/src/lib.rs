@@ -1,6 +1,7 @@
 //! Orchard's certificate authority, SCEP responder and CMS signature checks: sans-IO, it takes bytes and a time
 //! (`UnixTime`) and never reads files or the clock.
 
+pub mod backup;
 pub mod push_csr;
 pub mod scep;
 pub mod seal;

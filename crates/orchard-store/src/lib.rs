@@ -14,6 +14,7 @@
 
 mod access;
 mod apps;
+mod backup;
 mod commands;
 mod declarative;
 mod dep;
@@ -52,6 +53,7 @@ pub use apps::licences::{
     WantedLicence,
 };
 pub use apps::tokens::{AppAssetRecord, AppsLocationState, AppsTokenRecord};
+pub use backup::sqlite_database_file;
 pub use commands::bulk_jobs::{BulkJobProgress, BulkJobRecord};
 pub use commands::legacy::{LegacyCommand, LegacyCommandRow, LegacyUnlockToken, ResealedCommand};
 pub use commands::queue::QueuePolicy;
@@ -185,6 +187,29 @@ impl Store {
             },
             ScopeAuthority::of_opened_database(),
         ))
+    }
+
+    /// Opens the database as it is, without bringing its schema up to date: for `orchard backup`, which copies
+    /// the database as it stands and must not migrate it under a running server of another version. No
+    /// [`ScopeAuthority`] comes with it: such a store reads no tenant data.
+    pub async fn connect_without_migrating(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let pool = match backend {
+            Backend::Sqlite => connect_sqlite(url, 2).await?,
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(2)
+                    .connect(url)
+                    .await?
+            }
+        };
+        Ok(Store {
+            pool,
+            backend,
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -104,6 +104,7 @@ conformance! {
     check_dep_devices => sqlite_dep_devices, postgres_dep_devices;
     check_dep_sync_batches => sqlite_dep_sync_batches, postgres_dep_sync_batches;
     check_dep_templates_and_assignments => sqlite_dep_templates_and_assignments, postgres_dep_templates_and_assignments;
+    check_backup_support => sqlite_backup_support, postgres_backup_support;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -3614,4 +3615,63 @@ async fn check_deliver_once_commands_go_out_once(store: Store) {
         .unwrap()
         .unwrap();
     assert!(record.result_sealed && !record.payload_sealed && !record.deliver_once);
+}
+
+/// What `orchard backup` needs: the schema version a connected database is at, and on SQLite a consistent copy
+/// that is a database of its own with the same rows (PostgreSQL is left to pg_dump).
+async fn check_backup_support(store: Store) {
+    let backend = store.backend();
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        Store::known_schema_version(backend)
+    );
+    assert!(Store::known_schema_version(backend) >= 37);
+    let physics = tenant(&store, "physics").await;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    if backend == Backend::Postgres {
+        assert!(store.copy_sqlite_into(&copy).await.is_err());
+        assert!(!copy.exists());
+        return;
+    }
+    store.copy_sqlite_into(&copy).await.unwrap();
+    // SQLite refuses to overwrite: a second copy to the same path fails rather than mixing two databases.
+    assert!(store.copy_sqlite_into(&copy).await.is_err());
+    let url = format!("sqlite://{}", copy.display());
+    assert_eq!(
+        orchard_store::sqlite_database_file(&url),
+        Some(copy.clone())
+    );
+    assert_eq!(orchard_store::sqlite_database_file("postgres://db/x"), None);
+    // Opened as it is, the copy is not migrated (it is current anyway) and answers like the original.
+    let as_is = Store::connect_without_migrating(&url).await.unwrap();
+    assert_eq!(
+        Store::schema_version_without_migrating(&url).await.unwrap(),
+        Some(Store::known_schema_version(backend))
+    );
+    assert_eq!(
+        as_is.schema_version().await.unwrap(),
+        Store::known_schema_version(backend)
+    );
+    as_is.close().await;
+    let empty = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("empty.db").display()
+    );
+    assert_eq!(
+        Store::schema_version_without_migrating(&empty)
+            .await
+            .unwrap(),
+        None
+    );
+    let (copied, _) = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        copied.get_tenant(all_tenants(), physics.id).await.unwrap(),
+        Some(physics)
+    );
+    assert_eq!(
+        copied.schema_version().await.unwrap(),
+        Store::known_schema_version(backend)
+    );
+    copied.close().await;
 }
