@@ -163,7 +163,9 @@ pub(super) async fn guide_page(
         lang: lang.tag(),
         html: markdown::to_html(guide.markdown(lang)),
         other_href: format!("{here}?lang={}", other.tag()),
-        other_label: t.get(&format!("guides.read_in.{}", other.tag())).to_string(),
+        other_label: t
+            .get(&format!("guides.read_in.{}", other.tag()))
+            .to_string(),
         other_lang: other.tag(),
     };
     render(StatusCode::OK, &page)

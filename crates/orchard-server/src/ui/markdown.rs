@@ -148,10 +148,7 @@ fn table(rows: &[&str], out: &mut String) {
             .map(|c| inline(c.trim()))
             .collect()
     };
-    let is_rule = |row: &str| {
-        row.chars()
-            .all(|c| matches!(c, '|' | '-' | ':' | ' '))
-    };
+    let is_rule = |row: &str| row.chars().all(|c| matches!(c, '|' | '-' | ':' | ' '));
     out.push_str("<table>\n");
     let mut body = rows;
     if rows.len() >= 2 && is_rule(rows[1]) {
@@ -290,11 +287,21 @@ mod tests {
              ```sh\norchard tenant list\n```\n\n| a | b |\n|---|---|\n| 1 | `2` |\n\n> Note: read this.\n",
         );
         assert!(html.contains("<h1 id=\"title\">Title</h1>"), "{html}");
-        assert!(html.contains("<p>Some <em>text</em> with <code>code</code> and <strong>bold</strong>.</p>"));
-        assert!(html.contains("<ul>\n<li>one more</li>\n<li>two</li>\n</ul>"), "{html}");
-        assert!(html.contains("<ol>\n<li>first</li>\n<li>second</li>\n</ol>"), "{html}");
+        assert!(html.contains(
+            "<p>Some <em>text</em> with <code>code</code> and <strong>bold</strong>.</p>"
+        ));
+        assert!(
+            html.contains("<ul>\n<li>one more</li>\n<li>two</li>\n</ul>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<ol>\n<li>first</li>\n<li>second</li>\n</ol>"),
+            "{html}"
+        );
         assert!(html.contains("<pre><code class=\"lang-sh\">orchard tenant list\n</code></pre>"));
-        assert!(html.contains("<th scope=\"col\">a</th>") && html.contains("<td><code>2</code></td>"));
+        assert!(
+            html.contains("<th scope=\"col\">a</th>") && html.contains("<td><code>2</code></td>")
+        );
         assert!(html.contains("<blockquote><p>Note: read this.</p></blockquote>"));
     }
 
@@ -305,7 +312,10 @@ mod tests {
              [ok](/ui/devices) [web](https://support.apple.com/) [x](//evil.example) [\"q](/ui\" onclick=\"x)\n\n\
              ## <img src=x onerror=alert(1)>\n",
         );
-        assert!(!html.contains("<script") && html.contains("&lt;script&gt;"), "{html}");
+        assert!(
+            !html.contains("<script") && html.contains("&lt;script&gt;"),
+            "{html}"
+        );
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"));
         assert!(!html.contains("href=\"javascript"), "{html}");
         assert!(html.contains("<a href=\"/ui/devices\">ok</a>"));
