@@ -139,7 +139,7 @@ fn assert_guide(a: &Answer, title: &str, lang: &str, other_link: &str, what: &st
     assert_eq!(header(a, "x-frame-options"), "DENY", "{what}");
     assert_eq!(header(a, "cache-control"), "no-store", "{what}");
     assert!(
-        a.body.contains(&format!("<h1 id=")) && a.body.contains(&format!(">{title}</h1>")),
+        a.body.contains("<h1 id=") && a.body.contains(&format!(">{title}</h1>")),
         "{what}: no title {title:?}"
     );
     assert!(

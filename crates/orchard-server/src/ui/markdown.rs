@@ -24,7 +24,7 @@ pub fn to_html(markdown: &str) -> String {
                 i += 1;
             }
             i += 1;
-            let lang = info.trim().split_whitespace().next().unwrap_or("");
+            let lang = info.split_whitespace().next().unwrap_or("");
             if lang.is_empty() {
                 out.push_str("<pre><code>");
             } else {
