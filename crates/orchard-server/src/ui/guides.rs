@@ -192,4 +192,36 @@ mod tests {
             assert!(headings(Lang::En) >= 6, "{}", guide.name());
         }
     }
+
+    /// The renderer understands everything the guides use: no Markdown syntax is left in the page's text.
+    #[test]
+    fn every_guide_renders_without_markdown_left_over() {
+        for guide in Guide::ALL {
+            for lang in Lang::ALL {
+                let html = markdown::to_html(guide.markdown(lang));
+                // Code blocks and spans show their content as written; look at the rest.
+                let mut prose = String::new();
+                let mut rest = html.as_str();
+                while let Some(start) = rest.find("<code") {
+                    prose.push_str(&rest[..start]);
+                    let end = rest[start..]
+                        .find("</code>")
+                        .map_or(rest.len(), |e| start + e);
+                    rest = &rest[end..];
+                }
+                prose.push_str(rest);
+                for leftover in ["**", "```", "](", "\n#", "<p>- ", "<p>|", "<p>> "] {
+                    assert!(
+                        !prose.contains(leftover),
+                        "{} ({}): {leftover:?} left in {prose}",
+                        guide.name(),
+                        lang.tag()
+                    );
+                }
+                if std::env::var_os("ORCHARD_PRINT_GUIDES").is_some() {
+                    println!("{html}");
+                }
+            }
+        }
+    }
 }
