@@ -409,6 +409,20 @@ async fn guide_commands(backend: Backend) -> Result<()> {
         println!("{guide}: {ran} commands ran");
     }
 
+    // The runner sees a failing command fail (so a passing run means every command exited 0).
+    let refused = shell(
+        &server,
+        &work,
+        &admin,
+        &vars,
+        "orchard device show 00000000-0000-0000-0000-000000000000",
+    )?;
+    ensure!(
+        refused.status.code() == Some(5),
+        "a missing device is exit status 5: {:?}",
+        refused.status
+    );
+
     // What the commands did is there: the department the operator guide made, the profile and the group the
     // handbook made, the commands it queued, the break-glass account.
     let tenants = server.get("/api/v1/tenants").await?;
