@@ -12,13 +12,15 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use, as "command package" pairs: the package is installed when the command is
 # missing. scepclient: tests/scep_interop.rs and orchard-pki's interop test; node/npm: the OpenID provider of
 # tests/oidc_e2e.rs; chromium/chromedriver: the web UI's browser tests (tests/webui_browser.rs); systemd-analyze:
-# tests/deploy_files.rs verifies the systemd unit; aiosmtpd
+# tests/deploy_files.rs verifies the systemd unit, and tests/guide_commands.rs follows the operator guide's systemd
+# path with it, systemd-sysusers and systemctl (all three from systemd) and curl; aiosmtpd
 # (python3-aiosmtpd, run as /usr/bin/aiosmtpd with Debian's python3): the SMTP server that receives the credential
 # expiry warnings (tests/credentials_e2e.rs); pg_dump/pg_restore (postgresql-client): the PostgreSQL backup and
 # restore of tests/backup_e2e.rs.
 required_tools=(
   "scepclient scep"
   "systemd-analyze systemd"
+  "curl curl"
   "node nodejs"
   "npm npm"
   "chromium chromium"

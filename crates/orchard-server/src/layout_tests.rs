@@ -33,7 +33,7 @@ const FOLDERS: &[Folder] = &[
     },
     Folder {
         name: "ui",
-        shared: &["i18n", "page", "selection", "session"],
+        shared: &["i18n", "markdown", "page", "selection", "session"],
         wiring: &["mod"],
     },
 ];

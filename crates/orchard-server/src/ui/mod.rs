@@ -9,14 +9,17 @@
 //!
 //! Layout: `mod` (routes, headers, assets), shared `i18n` (catalogues), `session` (the caller), `page` (frame,
 //! rendering, errors), `selection` (the device filter and the bulk actions); features `signin`, `dashboard`, `devices`, `actions`, `bulk` (bulk actions and their jobs), `maintenance`,
+//! `guides` (the guides of docs/guides, rendered by the shared `markdown`),
 //! `operator` (central IT's pages), `reports` (audit log, usage).
 
 mod actions;
 mod bulk;
 mod dashboard;
 mod devices;
+mod guides;
 pub mod i18n;
 mod maintenance;
+pub mod markdown;
 mod operator;
 pub mod page;
 mod reports;
@@ -99,6 +102,8 @@ pub fn routes() -> Router<AppState> {
             post(operator::revoke_link),
         )
         .route("/ui/operator/expiring", get(operator::expiring_page))
+        .route("/ui/guides", get(guides::guides_page))
+        .route("/ui/guides/{name}", get(guides::guide_page))
         .route("/ui/audit", get(reports::audit_page))
         .route("/ui/usage", get(reports::usage_page))
         .route("/ui/assets/{file}", get(asset))
