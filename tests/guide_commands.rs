@@ -10,7 +10,7 @@
 //! `$PROFILE`) are set to objects the test makes, `ORCHARD_SERVER`/`ORCHARD_TOKEN`/`ORCHARD_CA` to the test
 //! server (a department admin's token for the department handbook, an operator's for the operator guide), and
 //! the database-level commands reach the test server's storage through `ORCHARD_DATA_DIR` (and
-//! `ORCHARD_DATABASE_URL`). Paths under `/etc/orchard/` are moved into the temporary directory.
+//! `ORCHARD_DATABASE_URL`). Paths under `/etc/orchard/` and `/var/backups/orchard/` are moved into the temporary directory.
 //!
 //! Both languages of a guide must quote the same commands, in the same order, with the same marks.
 //!
@@ -211,6 +211,12 @@ impl Workspace {
             root.join("erase.json"),
             serde_json::json!({ "confirm_serial": serial }).to_string(),
         )?;
+        // The operator guide's backup passphrase and backup directory.
+        std::fs::write(
+            root.join("root/etc/orchard/backup-passphrase"),
+            "a long passphrase kept elsewhere\n",
+        )?;
+        std::fs::create_dir_all(root.join("root/var/backups/orchard"))?;
         // A break-glass password, as the operator would keep it in a file.
         std::fs::write(
             root.join("password-file"),
@@ -223,12 +229,13 @@ impl Workspace {
         self.dir.path()
     }
 
-    /// A guide's command as run here: `/etc/orchard/` moved into the temporary root.
+    /// A guide's command as run here: `/etc/orchard/` and `/var/backups/orchard/` moved into the temporary root.
     fn rerooted(&self, command: &str) -> String {
-        command.replace(
-            "/etc/orchard/",
-            &format!("{}/root/etc/orchard/", self.path().display()),
-        )
+        ["/etc/orchard/", "/var/backups/orchard/"]
+            .iter()
+            .fold(command.to_owned(), |command, dir| {
+                command.replace(dir, &format!("{}/root{dir}", self.path().display()))
+            })
     }
 }
 
@@ -456,6 +463,17 @@ async fn guide_commands(backend: Backend) -> Result<()> {
         .path()
         .join("root/etc/orchard/orchard.example.toml")
         .exists());
+    let backups: Vec<_> = std::fs::read_dir(work.path().join("root/var/backups/orchard"))?
+        .collect::<std::io::Result<_>>()?;
+    ensure!(
+        backups.len() == 1
+            && backups[0]
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".backup")
+            && backups[0].metadata()?.len() > 0,
+        "orchard backup wrote one backup file: {backups:?}"
+    );
     Ok(())
 }
 
