@@ -43,6 +43,7 @@ fn client_state(signer_der: &[u8], request: &scep::PkiRequest) -> Option<Pending
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _clear = orchard_fuzz::ClearOpensslErrors; // see its doc: keeps libFuzzer's leak check meaningful
     let Ok(request) = scep::decode_pki_message(ca(), data) else {
         return;
     };

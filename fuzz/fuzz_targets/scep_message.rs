@@ -7,6 +7,7 @@ use orchard_fuzz::ca;
 use orchard_pki::scep::{self, PkiOperation};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _clear = orchard_fuzz::ClearOpensslErrors; // see its doc: keeps libFuzzer's leak check meaningful
     match scep::decode_pki_operation(ca(), data) {
         Ok(PkiOperation::Request(request)) => {
             assert!(!request.transaction_id.is_empty());
