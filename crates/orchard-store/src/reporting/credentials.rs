@@ -191,25 +191,7 @@ impl UnitOfWork {
     ) -> Result<u64, StoreError> {
         let mut added = 0;
         for w in warnings {
-            let conn = self.conn()?;
-            added += sqlx::query(
-                "INSERT INTO credential_warnings (id, credential_key, expires_at, threshold_days, recipient, \
-                     tenant_id, subject, body, state, attempts, next_attempt_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9) \
-                 ON CONFLICT (credential_key, expires_at, threshold_days, recipient) DO NOTHING",
-            )
-            .bind(w.id.as_str())
-            .bind(w.credential_key.as_str())
-            .bind(w.expires_at.0)
-            .bind(w.threshold_days)
-            .bind(w.recipient.as_str())
-            .bind(w.tenant_id.map(|t| t.to_string()))
-            .bind(w.subject.as_str())
-            .bind(w.body.as_str())
-            .bind(now.0)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            added += u64::from(self.insert_credential_warning(w, now, false).await?);
             // A looser warning still waiting (its sending failed) is out of date once a tighter one is due.
             let conn = self.conn()?;
             sqlx::query(
@@ -235,11 +217,21 @@ impl UnitOfWork {
         w: &NewCredentialWarning,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
+        self.insert_credential_warning(w, now, true).await
+    }
+
+    /// Inserts a warning, pending (to be mailed) or already sent; false when it was there before.
+    async fn insert_credential_warning(
+        &mut self,
+        w: &NewCredentialWarning,
+        now: UnixTime,
+        sent: bool,
+    ) -> Result<bool, StoreError> {
         let conn = self.conn()?;
         let added = sqlx::query(
             "INSERT INTO credential_warnings (id, credential_key, expires_at, threshold_days, recipient, \
                  tenant_id, subject, body, state, attempts, next_attempt_at, created_at, sent_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'sent', 1, $9, $9, $9) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $9, $9, $12) \
              ON CONFLICT (credential_key, expires_at, threshold_days, recipient) DO NOTHING",
         )
         .bind(w.id.as_str())
@@ -251,6 +243,9 @@ impl UnitOfWork {
         .bind(w.subject.as_str())
         .bind(w.body.as_str())
         .bind(now.0)
+        .bind(if sent { "sent" } else { "pending" })
+        .bind(i64::from(sent))
+        .bind(sent.then_some(now.0))
         .execute(&mut *conn)
         .await?
         .rows_affected();
