@@ -149,6 +149,9 @@ pub struct PushSection {
     pub concurrency: u32,
     pub wake_inactive_hours: u32,
     pub claim_lease_seconds: u32,
+    pub adaptive: bool,
+    pub max_in_flight: u32,
+    pub target_latency_ms: u32,
 }
 
 impl Default for PushSection {
@@ -163,6 +166,9 @@ impl Default for PushSection {
             wake_inactive_hours: u32::try_from(core.wake_inactive_after_seconds / 3600)
                 .unwrap_or(24),
             claim_lease_seconds: u32::try_from(core.claim_lease_seconds).unwrap_or(300),
+            adaptive: core.adaptive,
+            max_in_flight: u32::try_from(core.max_in_flight).unwrap_or(64),
+            target_latency_ms: u32::try_from(core.target_latency_ms).unwrap_or(500),
         }
     }
 }
@@ -537,6 +543,9 @@ pub const KEYS: &[KeyDoc] = &[
     key("push", "concurrency", "ORCHARD_PUSH_CONCURRENCY", "--push-concurrency", "Pushes in flight at once."),
     key("push", "wake_inactive_hours", "ORCHARD_WAKE_INACTIVE_HOURS", "--wake-inactive-hours", "A device silent this many hours gets a wake-up push (0 turns the sweep off)."),
     key("push", "claim_lease_seconds", "ORCHARD_PUSH_CLAIM_LEASE_SECONDS", "--push-claim-lease-seconds", "How long a claimed push belongs to the node that claimed it before another node may send it."),
+    key("push", "adaptive", "ORCHARD_PUSH_ADAPTIVE", "--push-adaptive", "Pace pushes by what this node serves (device requests in flight and their latency), with push.rate as the upper bound; false: always push.rate."),
+    key("push", "max_in_flight", "ORCHARD_PUSH_MAX_IN_FLIGHT", "--push-max-in-flight", "Adaptive pacing: more device requests than this being served on a node slows its pushes down."),
+    key("push", "target_latency_ms", "ORCHARD_PUSH_TARGET_LATENCY_MS", "--push-target-latency-ms", "Adaptive pacing: device requests slower than this (smoothed, milliseconds) slow the pushes down."),
     key("commands", "max_attempts", "ORCHARD_COMMAND_MAX_ATTEMPTS", "--command-max-attempts", "A command handed out this many times without a final answer is marked failed (0: no limit)."),
     key("commands", "resend_after_minutes", "ORCHARD_COMMAND_RESEND_AFTER_MINUTES", "--command-resend-after-minutes", "A command sent but not answered is pushed for and handed out again this many minutes later."),
     key("commands", "history_days", "ORCHARD_COMMAND_HISTORY_DAYS", "--command-history-days", "Finished commands are kept in the history this many days (0: for ever)."),
@@ -730,6 +739,15 @@ impl Config {
         }
         if self.push.claim_lease_seconds < 10 {
             return Err(key_error("push.claim_lease_seconds", "at least 10 seconds"));
+        }
+        if self.push.max_in_flight == 0 {
+            return Err(key_error("push.max_in_flight", "at least 1"));
+        }
+        if self.push.target_latency_ms < 10 {
+            return Err(key_error(
+                "push.target_latency_ms",
+                "at least 10 milliseconds",
+            ));
         }
         orchard_core::commands::secrets::SecretCommandSettings::new(i64::from(
             self.commands.secret_ttl_seconds,

@@ -141,6 +141,15 @@ pub struct ServeArgs {
     /// Seconds a claimed push belongs to its node [push.claim_lease_seconds].
     #[arg(long, env = "ORCHARD_PUSH_CLAIM_LEASE_SECONDS")]
     pub push_claim_lease_seconds: Option<u32>,
+    /// Pace pushes by what this node serves, push.rate the upper bound [push.adaptive].
+    #[arg(long, env = "ORCHARD_PUSH_ADAPTIVE")]
+    pub push_adaptive: Option<bool>,
+    /// Device requests in flight on a node above which adaptive pacing slows down [push.max_in_flight].
+    #[arg(long, env = "ORCHARD_PUSH_MAX_IN_FLIGHT")]
+    pub push_max_in_flight: Option<u32>,
+    /// Smoothed device-request latency (ms) above which adaptive pacing slows down [push.target_latency_ms].
+    #[arg(long, env = "ORCHARD_PUSH_TARGET_LATENCY_MS")]
+    pub push_target_latency_ms: Option<u32>,
     /// Hand-outs without a final answer before a command fails, 0: no limit [commands.max_attempts].
     #[arg(long, env = "ORCHARD_COMMAND_MAX_ATTEMPTS")]
     pub command_max_attempts: Option<u32>,
@@ -359,6 +368,9 @@ impl ServeArgs {
         set(&mut p.concurrency, &self.push_concurrency);
         set(&mut p.wake_inactive_hours, &self.wake_inactive_hours);
         set(&mut p.claim_lease_seconds, &self.push_claim_lease_seconds);
+        set(&mut p.adaptive, &self.push_adaptive);
+        set(&mut p.max_in_flight, &self.push_max_in_flight);
+        set(&mut p.target_latency_ms, &self.push_target_latency_ms);
         let q = &mut c.commands;
         set(&mut q.max_attempts, &self.command_max_attempts);
         set(

@@ -287,6 +287,9 @@ mod settings {
             concurrency: p.concurrency as usize,
             wake_inactive_after_seconds: i64::from(p.wake_inactive_hours) * 3600,
             claim_lease_seconds: i64::from(p.claim_lease_seconds),
+            adaptive: p.adaptive,
+            max_in_flight: u64::from(p.max_in_flight),
+            target_latency_ms: u64::from(p.target_latency_ms),
         })
     }
 

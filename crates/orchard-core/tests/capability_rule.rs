@@ -72,6 +72,9 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     "now",
     "current_topic",
     "push_certificate_status",
+    // Adaptive push pacing's bookkeeping of this node's device requests (no data of anyone), and its rate.
+    "device_request_started",
+    "push_pacing_rate",
 ];
 
 const CAPABILITIES: &[&str] = &[

@@ -9,13 +9,15 @@ use tokio::time::Instant;
 
 use super::{Job, Lease, Step};
 use crate::access::capability::SystemCtx;
+use crate::push::pacing::AdaptivePacer;
 use crate::reporting::usage::{UsageSnapshotter, SNAPSHOT_TICK};
 use crate::{CoreError, Orchard};
 
 /// How often the dispatcher reloads the push certificate, warns about its expiry and wakes inactive devices.
 const PUSH_HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
-/// Turns owed pushes into APNs pushes, paced by a token bucket (`--push-rate`, `--push-burst`).
+/// Turns owed pushes into APNs pushes, paced by a token bucket (`--push-rate`, `--push-burst`) whose refill
+/// rate the adaptive pacer sets (`push.adaptive`, on by default; the fixed rate is then its upper bound).
 pub struct PushDispatchJob {
     orchard: Arc<Orchard>,
     system: SystemCtx,
@@ -26,30 +28,69 @@ struct Pacing {
     tokens: f64,
     last_refill: Instant,
     last_housekeeping: Option<Instant>,
+    /// None with a fixed rate.
+    adaptive: Option<AdaptivePacer>,
+    /// The last step ran out of budget with pushes possibly still owed.
+    backlog: bool,
 }
 
 impl PushDispatchJob {
     pub fn new(orchard: Arc<Orchard>, system: SystemCtx) -> Self {
-        let burst = f64::from(orchard.push.settings().burst.max(1));
+        let settings = orchard.push.settings();
+        let adaptive = settings
+            .adaptive
+            .then(|| AdaptivePacer::new(settings.pacing()));
+        // Adaptively paced, the first pushes after a start are a burst at the initial rate, not the full bucket.
+        let tokens = match &adaptive {
+            Some(pacer) => pacer.rate().min(f64::from(settings.burst.max(1))),
+            None => f64::from(settings.burst.max(1)),
+        };
         Self {
             orchard,
             system,
             pacing: Mutex::new(Pacing {
-                tokens: burst,
+                tokens,
                 last_refill: Instant::now(),
                 last_housekeeping: None,
+                adaptive,
+                backlog: false,
             }),
         }
+    }
+
+    /// The refill rate now: the adaptive pacer's after it saw this node's device traffic, or the fixed rate.
+    fn rate(&self, pacing: &mut Pacing, now: Instant) -> f64 {
+        let fixed = f64::from(self.orchard.push.settings().rate_per_second.max(1));
+        let Some(pacer) = pacing.adaptive.as_mut() else {
+            return fixed;
+        };
+        let now = now.into_std();
+        if !pacer.due(now) {
+            return pacer.rate();
+        }
+        // Read only when the pacer may act: reading starts a new window of finished requests.
+        let signal = self.orchard.push.serving().signal();
+        let before = pacer.rate();
+        let rate = pacer.adjust(now, signal, pacing.backlog);
+        if rate != before {
+            tracing::debug!(rate, in_flight = signal.in_flight, latency_ms = ?signal.latency.map(|l| l.as_millis()), "push pacing");
+        }
+        self.orchard.push.set_pacing_rate(rate);
+        rate
     }
 
     /// Refills the bucket and says how many pushes may go now, and whether housekeeping is due.
     fn budget(&self) -> (usize, bool) {
         let settings = self.orchard.push.settings();
-        let rate = f64::from(settings.rate_per_second.max(1));
-        let capacity = f64::from(settings.burst.max(1));
         let now = Instant::now();
         // A poisoned lock only means another step panicked; the pacing numbers are still usable.
         let mut pacing = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = self.rate(&mut pacing, now);
+        // The bucket holds at most a quarter second at the adaptive rate, so a cut takes effect at once.
+        let capacity = match pacing.adaptive {
+            Some(_) => f64::from(settings.burst.max(1)).min((rate / 4.0).max(1.0)),
+            None => f64::from(settings.burst.max(1)),
+        };
         pacing.tokens = (pacing.tokens
             + now.duration_since(pacing.last_refill).as_secs_f64() * rate)
             .min(capacity);
@@ -63,9 +104,19 @@ impl PushDispatchJob {
         (pacing.tokens.floor() as usize, housekeeping)
     }
 
-    fn spend(&self, pushes: usize) {
+    /// Takes `pushes` from the bucket; `backlog`: the budget was the limit (more may be owed).
+    fn spend(&self, pushes: usize, backlog: bool) {
         let mut pacing = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
         pacing.tokens -= pushes as f64;
+        pacing.backlog = backlog;
+    }
+
+    fn current_rate(&self) -> f64 {
+        let pacing = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
+        match &pacing.adaptive {
+            Some(pacer) => pacer.rate(),
+            None => f64::from(self.orchard.push.settings().rate_per_second.max(1)),
+        }
     }
 }
 
@@ -95,10 +146,11 @@ impl Job for PushDispatchJob {
             .orchard
             .dispatch_pushes_once(&self.system, budget)
             .await?;
-        self.spend(stats.claimed);
-        if stats.claimed > 0 && stats.claimed >= budget {
+        let backlog = stats.claimed > 0 && stats.claimed >= budget;
+        self.spend(stats.claimed, backlog);
+        if backlog {
             // More may be owed: come back as soon as the bucket has refilled a little.
-            let rate = f64::from(self.orchard.push.settings().rate_per_second.max(1));
+            let rate = self.current_rate();
             let pause = Duration::from_secs_f64((budget.min(100) as f64 / rate).max(0.01));
             return Ok(Step::More(pause));
         }

@@ -7,6 +7,8 @@
 //! lease runs out and any node pushes again. APNs' Retry-After and its refusal of the certificate are honoured
 //! by every node (the refusal is stored with the certificate).
 
+pub mod pacing;
+
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -41,6 +43,24 @@ pub struct PushSettings {
     /// How long a claimed push belongs to the node that claimed it. Longer than one push can take with the
     /// client's own retries; after it another node may push again (at worst a duplicate push, never a lost one).
     pub claim_lease_seconds: i64,
+    /// Pace by what this node serves ([`pacing`]): `rate_per_second` becomes the upper bound. Off: the fixed
+    /// rate.
+    pub adaptive: bool,
+    /// Adaptive pacing: more device requests in flight on this node than this is congestion.
+    pub max_in_flight: u64,
+    /// Adaptive pacing: a smoothed device-request latency above this (milliseconds) is congestion.
+    pub target_latency_ms: u64,
+}
+
+impl PushSettings {
+    /// The adaptive pacer's settings from these.
+    pub fn pacing(&self) -> pacing::PacingSettings {
+        pacing::PacingSettings {
+            max_in_flight: self.max_in_flight.max(1),
+            target_latency: std::time::Duration::from_millis(self.target_latency_ms.max(1)),
+            ..pacing::PacingSettings::for_max_rate(f64::from(self.rate_per_second.max(1)))
+        }
+    }
 }
 
 impl Default for PushSettings {
@@ -52,6 +72,9 @@ impl Default for PushSettings {
             concurrency: 256,
             wake_inactive_after_seconds: 86_400,
             claim_lease_seconds: 300,
+            adaptive: true,
+            max_in_flight: 64,
+            target_latency_ms: 500,
         }
     }
 }
@@ -69,6 +92,10 @@ pub struct PushState {
     node_id: String,
     /// APNs answered 503 with Retry-After: this node sends nothing before then.
     paused_until: RwLock<Option<UnixTime>>,
+    /// This node's device requests, which adaptive pacing reads.
+    serving: Arc<pacing::ServingLoad>,
+    /// The adaptive pacer's current rate (pushes per second, as f64 bits), for metrics and operators.
+    pacing_rate: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -90,7 +117,19 @@ impl PushState {
             wake: Arc::new(Notify::new()),
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
             paused_until: RwLock::new(None),
+            serving: Arc::default(),
+            pacing_rate: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// This node's device traffic (adaptive pacing's signal).
+    pub(crate) fn serving(&self) -> &Arc<pacing::ServingLoad> {
+        &self.serving
+    }
+
+    pub(crate) fn set_pacing_rate(&self, rate: f64) {
+        self.pacing_rate
+            .store(rate.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The name this node's push leases are held under.
@@ -341,6 +380,25 @@ impl Orchard {
                 },
             }
         })
+    }
+
+    /// A device request (check-in or command session) starts on this node; the guard ends it when dropped. The
+    /// HTTP layer holds one per request so adaptive push pacing sees how busy the node is.
+    pub fn device_request_started(&self) -> pacing::DeviceRequestGuard {
+        self.push.serving.start()
+    }
+
+    /// The push rate this node paces at now (pushes per second): the adaptive pacer's, or the fixed rate.
+    pub fn push_pacing_rate(&self) -> f64 {
+        let bits = self
+            .push
+            .pacing_rate
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if bits == 0 {
+            f64::from(self.push.settings.rate_per_second)
+        } else {
+            f64::from_bits(bits)
+        }
     }
 
     /// Tells the dispatcher there is work (after commands were queued).
