@@ -72,6 +72,8 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     "now",
     "current_topic",
     "push_certificate_status",
+    // This node's counters in memory (`/metrics`): counts of our own words, no tenant data.
+    "metrics",
 ];
 
 const CAPABILITIES: &[&str] = &[

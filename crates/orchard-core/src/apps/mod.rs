@@ -457,6 +457,20 @@ impl Orchard {
     /// and counts. The outcome is stored on the token either way.
     pub async fn run_apps_sync(
         &self,
+        system: &SystemCtx,
+        tenant: TenantId,
+    ) -> Result<AppsSyncSummary, CoreError> {
+        let result = self.sync_apps_location(system, tenant).await;
+        // A sync of a token that does not exist is no sync (a mistyped id): not counted.
+        if !matches!(result, Err(CoreError::NotFound)) {
+            self.metrics.apps_sync(&result);
+        }
+        result
+    }
+
+    /// The sync itself, uncounted.
+    async fn sync_apps_location(
+        &self,
         _system: &SystemCtx,
         tenant: TenantId,
     ) -> Result<AppsSyncSummary, CoreError> {

@@ -48,6 +48,10 @@ pub async fn resolve_principal(
     next: Next,
 ) -> Response {
     let resolution = resolve(&state, request.method(), request.headers()).await;
+    // The caller's department on the request's span (its log lines); central roles act for none.
+    if let Some(tenant) = resolution.as_ref().ok().and_then(Principal::tenant_id) {
+        tracing::Span::current().record("tenant", tracing::field::display(tenant));
+    }
     request.extensions_mut().insert(Resolution(resolution));
     next.run(request).await
 }
