@@ -55,7 +55,10 @@ impl Page {
                 let (name, kind) = rest.split_once(' ').with_context(at)?;
                 ensure!(valid_name(name), "bad family name, {}", at());
                 ensure!(
-                    matches!(kind, "counter" | "gauge" | "histogram" | "summary" | "untyped"),
+                    matches!(
+                        kind,
+                        "counter" | "gauge" | "histogram" | "summary" | "untyped"
+                    ),
                     "bad type, {}",
                     at()
                 );
@@ -70,7 +73,10 @@ impl Page {
             ensure!(!line.is_empty(), "empty line, {}", at());
             let sample = parse_sample(line).with_context(at)?;
             let family = family_of(&sample.name, &types).with_context(|| {
-                format!("sample of an undeclared family (no TYPE before it), {}", at())
+                format!(
+                    "sample of an undeclared family (no TYPE before it), {}",
+                    at()
+                )
             })?;
             if types.get(&family).map(String::as_str) == Some("histogram") {
                 ensure!(
@@ -147,11 +153,11 @@ fn parse_sample(line: &str) -> Result<Sample> {
     let mut labels = BTreeMap::new();
     if let Some(after) = rest.strip_prefix('{') {
         let mut chars = after.char_indices().peekable();
-        let mut end = None;
+        let end;
         loop {
             let (start, c) = chars.next().context("labels never closed")?;
             if c == '}' {
-                end = Some(start + 1);
+                end = start + 1;
                 break;
             }
             let mut key = String::from(c);
@@ -194,7 +200,7 @@ fn parse_sample(line: &str) -> Result<Sample> {
                 other => bail!("expected , or }} after a label, got {other:?}"),
             }
         }
-        rest = &after[end.context("labels")?..];
+        rest = &after[end..];
     }
     let value = rest
         .strip_prefix(' ')
@@ -214,7 +220,8 @@ fn parse_sample(line: &str) -> Result<Sample> {
 
 #[test]
 fn the_parser_refuses_what_prometheus_would() {
-    let ok = "# HELP a_total A.\n# TYPE a_total counter\na_total{route=\"/x/{id}\",s=\"a\\\"b\"} 3\n";
+    let ok =
+        "# HELP a_total A.\n# TYPE a_total counter\na_total{route=\"/x/{id}\",s=\"a\\\"b\"} 3\n";
     let page = Page::parse(ok).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(page.value("a_total", &[("s", "a\"b")]), 3.0);
     for bad in [
@@ -320,8 +327,10 @@ async fn scenario(backend: Backend) -> Result<()> {
         ensure!(before.has_family(family), "no family {family}");
     }
     ensure!(
-        before.value("orchard_checkins_total", &[("message_type", "Authenticate")])
-            == FLEET as f64,
+        before.value(
+            "orchard_checkins_total",
+            &[("message_type", "Authenticate")]
+        ) == FLEET as f64,
         "one Authenticate per enrollment:\n{}",
         before.text
     );
@@ -385,7 +394,9 @@ async fn scenario(backend: Backend) -> Result<()> {
         p.value("orchard_push_results_total", &[("reason", "Unregistered")]) >= 1.0
     })
     .await?;
-    let grew = |name: &str, labels: &[(&str, &str)]| after.value(name, labels) - before.value(name, labels);
+    let grew = |name: &str, labels: &[(&str, &str)]| {
+        after.value(name, labels) - before.value(name, labels)
+    };
     ensure!(
         grew("orchard_checkins_total", &[("message_type", "TokenUpdate")]) == FLEET as f64,
         "the TokenUpdates sent:\n{}",
@@ -402,7 +413,10 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(
         after.value(
             "orchard_command_results_total",
-            &[("request_type", "DeviceInformation"), ("status", "acknowledged")]
+            &[
+                ("request_type", "DeviceInformation"),
+                ("status", "acknowledged")
+            ]
         ) >= FLEET as f64,
         "the inventory at enrollment"
     );
@@ -424,7 +438,10 @@ async fn scenario(backend: Backend) -> Result<()> {
     ensure!(
         after.value(
             "orchard_http_requests_total",
-            &[("route", "/api/v1/devices/{id}/commands"), ("status", "200")]
+            &[
+                ("route", "/api/v1/devices/{id}/commands"),
+                ("status", "200")
+            ]
         ) >= FLEET as f64,
         "API requests by route template:\n{}",
         after.text
@@ -469,9 +486,11 @@ async fn scenario(backend: Backend) -> Result<()> {
     );
     ensure!(after.value("orchard_dep_sync_errors_total", &[]) == 0.0);
     ensure!(
-        after
-            .samples("orchard_credential_days_left")
-            .any(|s| s.labels.get("kind").map(String::as_str) == Some("push_certificate")),
+        after.samples("orchard_credential_days_left").any(|s| s
+            .labels
+            .get("kind")
+            .map(String::as_str)
+            == Some("push_certificate")),
         "the push certificate's expiry:\n{}",
         after.text
     );
@@ -521,16 +540,16 @@ fn json_log_lines(path: &std::path::Path, udid: &str, tenant: &str) -> Result<()
     };
     let spans: Vec<Value> = lines.iter().filter_map(request_span).collect();
     ensure!(
-        spans
-            .iter()
-            .any(|s| s["request_id"].as_str().is_some_and(|id| id.len() == 36)
-                && s["route"] == "/api/v1/devices/{id}/commands"),
+        spans.iter().any(
+            |s| s["request_id"].as_str().is_some_and(|id| id.len() == 36)
+                && s["route"] == "/api/v1/devices/{id}/commands"
+        ),
         "no request line with a request id and the route template"
     );
     ensure!(
-        spans.iter().any(|s| s["route"] == "/mdm/checkin"
-            && s["udid"] == udid
-            && s["tenant"] == tenant),
+        spans
+            .iter()
+            .any(|s| s["route"] == "/mdm/checkin" && s["udid"] == udid && s["tenant"] == tenant),
         "no check-in line with the device's UDID and department"
     );
     ensure!(

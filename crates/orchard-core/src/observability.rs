@@ -13,7 +13,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use orchard_apns::PushOutcome;
-use orchard_store::{AppsTokenRecord, DepTokenRecord, JobRunRecord, PoolFigures, QueueStatusFigures};
+use orchard_store::{
+    AppsTokenRecord, DepTokenRecord, JobRunRecord, PoolFigures, QueueStatusFigures,
+};
 use orchard_types::{TenantId, UnixTime};
 
 use crate::access::capability::SystemCtx;

@@ -499,6 +499,9 @@ fn node_metrics(e: &mut Exposition<'_>, m: &orchard_core::observability::Metrics
     }
 }
 
+/// The statuses of commands still waiting for a device.
+const LIVE_COMMAND_STATUSES: [&str; 3] = ["queued", "sent", "not_now"];
+
 /// Figures read from the database at scrape time (the same on every node), and this node's pool. Departments'
 /// Apps and Books syncs per tenant id only for a [`TrustedScraper`]; the open endpoint has them in aggregate.
 fn database_metrics(
@@ -510,8 +513,14 @@ fn database_metrics(
     e.family(
         "orchard_command_queue_depth",
         "gauge",
-        "Live commands in the queue, by status (queued, sent, not_now).",
+        "Commands in the queue by status: live (queued, sent, not_now) and finished ones until the hygiene job moves them to the history.",
     );
+    // The live statuses always, so an alert sees 0 rather than no series.
+    for status in LIVE_COMMAND_STATUSES {
+        if !f.queue.iter().any(|q| q.status == status) {
+            e.sample("orchard_command_queue_depth", &[("status", status)], 0);
+        }
+    }
     for q in &f.queue {
         e.sample(
             "orchard_command_queue_depth",
@@ -674,5 +683,60 @@ fn database_metrics(
         ("max", f.pool.max),
     ] {
         e.sample("orchard_db_pool_connections", &[("state", state)], n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orchard_core::observability::{AppsSyncFigures, OperationalFigures};
+    use orchard_store::PoolFigures;
+    use orchard_types::{TenantId, UnixTime};
+
+    use super::*;
+
+    fn figures(tenant: TenantId) -> OperationalFigures {
+        OperationalFigures {
+            now: UnixTime(1_000_000),
+            queue: Vec::new(),
+            jobs: Vec::new(),
+            dep_tokens: Vec::new(),
+            apps_tokens: vec![AppsSyncFigures {
+                tenant,
+                last_sync_at: Some(UnixTime(999_400)),
+                failing: true,
+            }],
+            pool: PoolFigures {
+                in_use: 1,
+                idle: 2,
+                max: 10,
+            },
+        }
+    }
+
+    #[test]
+    fn departments_syncs_are_per_tenant_only_for_the_token_holder() {
+        let tenant = TenantId::new();
+        let mut open = String::new();
+        database_metrics(&mut Exposition::new(&mut open), &figures(tenant), false);
+        assert!(!open.contains(&tenant.to_string()), "{open}");
+        assert!(
+            open.contains("orchard_apps_sync_lag_max_seconds 600\n"),
+            "{open}"
+        );
+        assert!(open.contains("orchard_apps_sync_failing 1\n"), "{open}");
+        // An empty queue still shows the live statuses, at 0.
+        assert!(
+            open.contains("orchard_command_queue_depth{status=\"queued\"} 0\n"),
+            "{open}"
+        );
+
+        let mut trusted = String::new();
+        database_metrics(&mut Exposition::new(&mut trusted), &figures(tenant), true);
+        assert!(
+            trusted.contains(&format!(
+                "orchard_apps_sync_lag_seconds{{tenant=\"{tenant}\"}} 600\n"
+            )),
+            "{trusted}"
+        );
     }
 }

@@ -3,5 +3,5 @@
 
 pub(crate) mod audit;
 pub(crate) mod credentials;
-pub(crate) mod usage;
 pub(crate) mod operations;
+pub(crate) mod usage;

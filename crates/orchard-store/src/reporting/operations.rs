@@ -52,7 +52,9 @@ impl Store {
     /// This node's pool: no database round trip.
     pub fn pool_figures(&self) -> PoolFigures {
         let size = self.pool.size();
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX).min(size);
+        let idle = u32::try_from(self.pool.num_idle())
+            .unwrap_or(u32::MAX)
+            .min(size);
         PoolFigures {
             in_use: size - idle,
             idle,
