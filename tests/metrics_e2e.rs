@@ -2,7 +2,8 @@
 //! binary (`--log-format json`) pushes through a local APNs to simulated iPads that enroll, check in, and answer
 //! commands queued through the API; then the page is parsed strictly (every line a comment or a valid sample,
 //! every sample's family declared with `# TYPE`, no series twice) and every family is checked with plausible
-//! values: the check-in and command-result counters grow by exactly what the devices sent. Attack: the open
+//! values: the check-in and command-result counters grow by exactly what the devices sent, a refused DEP sync
+//! (Apple's terms not accepted) is an error and its token failing until the next sync succeeds. Attack: the open
 //! endpoint carries no tenant id and no UDID, and a request to a path holding a UDID is counted under its route
 //! template (or `unmatched`), never under the path. On SQLite and PostgreSQL.
 
@@ -12,7 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use orchard_apns::fake::random_topic;
 use orchard_apns::DeviceToken;
-use orchard_testkit::apple::ApplePush;
+use orchard_dep::fake::FakeDepConfig;
+use orchard_dep::fake::FakeDepServer;
+use orchard_testkit::apple::{AppleDep, ApplePush};
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use orchard_types::{Clock, SystemClock};
@@ -299,7 +302,11 @@ async fn scenario(backend: Backend) -> Result<()> {
     let apple = ApplePush::start(SystemClock.now()).await?;
     let logs = tempfile::tempdir()?;
     let log_path = logs.path().join("orchard.log");
+    let dep = AppleDep::start(FakeDepConfig::default()).await?;
+    dep.server
+        .add_devices(&FakeDepServer::make_serials("MET", 0, 5));
     let mut args = apple.serve_args();
+    args.extend(dep.serve_args());
     args.extend(["--log-format".to_string(), "json".to_string()]);
     // The request spans' closing lines (tower-http, debug) carry every field of a request.
     let Some(server) =
@@ -366,6 +373,14 @@ async fn scenario(backend: Backend) -> Result<()> {
         (0.0..3600.0).contains(&oldest),
         "oldest queued command's age {oldest}"
     );
+    let statuses: BTreeSet<&str> = queued
+        .samples("orchard_command_queue_depth")
+        .filter_map(|s| s.labels.get("status").map(String::as_str))
+        .collect();
+    ensure!(
+        statuses == BTreeSet::from(["queued", "sent", "not_now"]),
+        "the live statuses, each always: {statuses:?}"
+    );
     for device in fleet.iter_mut() {
         device.poll().await?;
     }
@@ -389,6 +404,33 @@ async fn scenario(backend: Backend) -> Result<()> {
     for id in &ids {
         server.commands_of(id).await?;
     }
+
+    // DEP: a sync refused until Apple's new terms are accepted, then one that succeeds.
+    let (dep_token, _) = server.upload_dep_token(&dep.server, "Campus ASM").await?;
+    dep.server.set_terms_not_signed(true);
+    let (status, body) = server
+        .api(
+            &server.token,
+            reqwest::Method::POST,
+            &format!("/api/v1/dep-tokens/{dep_token}/sync"),
+            Some(json!({})),
+        )
+        .await?;
+    ensure!(
+        status >= 400 && status < 500,
+        "sync without the terms: {status} {body}"
+    );
+    let refused = scrape(&server).await?;
+    ensure!(
+        refused.value("orchard_dep_sync_errors_total", &[]) == 1.0
+            && refused.value("orchard_dep_sync_failing", &[("token", &dep_token)]) == 1.0,
+        "the failed DEP sync:\n{}",
+        refused.text
+    );
+    dep.server.set_terms_not_signed(false);
+    server
+        .post(&format!("/api/v1/dep-tokens/{dep_token}/sync"), json!({}))
+        .await?;
 
     let after = scrape_until(&server, |p| {
         p.value("orchard_push_results_total", &[("reason", "Unregistered")]) >= 1.0
@@ -484,7 +526,23 @@ async fn scenario(backend: Backend) -> Result<()> {
         max == 10.0 && (1.0..=max).contains(&open),
         "pool: {open} of {max}"
     );
-    ensure!(after.value("orchard_dep_sync_errors_total", &[]) == 0.0);
+    ensure!(
+        after.value("orchard_dep_syncs_total", &[]) >= 2.0
+            && after.value("orchard_dep_sync_errors_total", &[]) == 1.0
+            && after.value("orchard_dep_sync_failing", &[("token", &dep_token)]) == 0.0,
+        "DEP syncs:\n{}",
+        after.text
+    );
+    let lag = after.value("orchard_dep_sync_lag_seconds", &[("token", &dep_token)]);
+    ensure!(
+        (0.0..3600.0).contains(&lag)
+            && after.value(
+                "orchard_dep_last_sync_timestamp_seconds",
+                &[("token", &dep_token)]
+            ) > 1.7e9,
+        "the DEP token's last sync:\n{}",
+        after.text
+    );
     ensure!(
         after.samples("orchard_credential_days_left").any(|s| s
             .labels

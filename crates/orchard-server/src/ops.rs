@@ -499,9 +499,6 @@ fn node_metrics(e: &mut Exposition<'_>, m: &orchard_core::observability::Metrics
     }
 }
 
-/// The statuses of commands still waiting for a device.
-const LIVE_COMMAND_STATUSES: [&str; 3] = ["queued", "sent", "not_now"];
-
 /// Figures read from the database at scrape time (the same on every node), and this node's pool. Departments'
 /// Apps and Books syncs per tenant id only for a [`TrustedScraper`]; the open endpoint has them in aggregate.
 fn database_metrics(
@@ -513,14 +510,8 @@ fn database_metrics(
     e.family(
         "orchard_command_queue_depth",
         "gauge",
-        "Commands in the queue by status: live (queued, sent, not_now) and finished ones until the hygiene job moves them to the history.",
+        "Commands waiting for a device, by status (queued, sent, not_now).",
     );
-    // The live statuses always, so an alert sees 0 rather than no series.
-    for status in LIVE_COMMAND_STATUSES {
-        if !f.queue.iter().any(|q| q.status == status) {
-            e.sample("orchard_command_queue_depth", &[("status", status)], 0);
-        }
-    }
     for q in &f.queue {
         e.sample(
             "orchard_command_queue_depth",
@@ -531,7 +522,7 @@ fn database_metrics(
     e.family(
         "orchard_command_queue_oldest_age_seconds",
         "gauge",
-        "How long the longest-waiting live command of each status has been queued.",
+        "How long the longest-waiting command of each status has been queued (no sample when there is none).",
     );
     for q in &f.queue {
         if let Some(t) = q.oldest_queued_at {
@@ -724,11 +715,6 @@ mod tests {
             "{open}"
         );
         assert!(open.contains("orchard_apps_sync_failing 1\n"), "{open}");
-        // An empty queue still shows the live statuses, at 0.
-        assert!(
-            open.contains("orchard_command_queue_depth{status=\"queued\"} 0\n"),
-            "{open}"
-        );
 
         let mut trusted = String::new();
         database_metrics(&mut Exposition::new(&mut trusted), &figures(tenant), true);
