@@ -417,7 +417,7 @@ async fn scenario(backend: Backend) -> Result<()> {
         )
         .await?;
     ensure!(
-        status >= 400 && status < 500,
+        (400..500).contains(&status),
         "sync without the terms: {status} {body}"
     );
     let refused = scrape(&server).await?;
