@@ -680,7 +680,7 @@ fn database_metrics(
 #[cfg(test)]
 mod tests {
     use orchard_core::observability::{AppsSyncFigures, OperationalFigures};
-    use orchard_store::PoolFigures;
+    use orchard_store::{JobRunRecord, PoolFigures};
     use orchard_types::{TenantId, UnixTime};
 
     use super::*;
@@ -702,6 +702,37 @@ mod tests {
                 max: 10,
             },
         }
+    }
+
+    #[test]
+    fn a_lease_is_shown_while_it_is_held() {
+        let job = |name: &str, owner: Option<&str>, until: Option<i64>| JobRunRecord {
+            name: name.into(),
+            lease_owner: owner.map(Into::into),
+            lease_until: until.map(UnixTime),
+            last_started_at: Some(UnixTime(999_000)),
+            last_finished_at: Some(UnixTime(999_010)),
+            last_error: None,
+            runs: 3,
+        };
+        let mut f = figures(TenantId::new());
+        f.jobs = vec![
+            job("dep-sync", Some("node-a"), Some(1_000_060)),
+            // A node that died: its lease ran out and nobody holds the job.
+            job("apps-sync", Some("node-b"), Some(999_999)),
+            job("identity-renewal", None, None),
+        ];
+        let mut out = String::new();
+        database_metrics(&mut Exposition::new(&mut out), &f, false);
+        let holders: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("orchard_job_lease_holder{"))
+            .collect();
+        assert_eq!(
+            holders,
+            vec!["orchard_job_lease_holder{job=\"dep-sync\",node=\"node-a\"} 1"]
+        );
+        assert!(out.contains("orchard_job_last_run_failed{job=\"identity-renewal\"} 0\n"));
     }
 
     #[test]
