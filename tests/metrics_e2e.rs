@@ -3,7 +3,8 @@
 //! commands queued through the API; then the page is parsed strictly (every line a comment or a valid sample,
 //! every sample's family declared with `# TYPE`, no series twice) and every family is checked with plausible
 //! values: the check-in and command-result counters grow by exactly what the devices sent, a refused DEP sync
-//! (Apple's terms not accepted) is an error and its token failing until the next sync succeeds. Attack: the open
+//! (Apple's terms not accepted) is an error and its token failing until the next sync succeeds, and so is an Apps
+//! and Books sync after Apple revoked the department's token (in aggregate: no tenant id). Attack: the open
 //! endpoint carries no tenant id and no UDID, and a request to a path holding a UDID is counted under its route
 //! template (or `unmatched`), never under the path. On SQLite and PostgreSQL.
 
@@ -15,10 +16,11 @@ use orchard_apns::fake::random_topic;
 use orchard_apns::DeviceToken;
 use orchard_dep::fake::FakeDepConfig;
 use orchard_dep::fake::FakeDepServer;
-use orchard_testkit::apple::{AppleDep, ApplePush};
+use orchard_testkit::apple::{AppleDep, ApplePush, AppleVpp};
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
-use orchard_types::{Clock, SystemClock};
+use orchard_types::{Clock, Role, SystemClock};
+use orchard_vpp::fake::FakeVppConfig;
 use serde_json::{json, Value};
 
 const FLEET: usize = 3;
@@ -305,12 +307,20 @@ async fn scenario(backend: Backend) -> Result<()> {
     let dep = AppleDep::start(FakeDepConfig::default()).await?;
     dep.server
         .add_devices(&FakeDepServer::make_serials("MET", 0, 5));
+    let vpp = AppleVpp::start(FakeVppConfig::default()).await?;
     let mut args = apple.serve_args();
     args.extend(dep.serve_args());
+    args.extend(vpp.serve_args());
     args.extend(["--log-format".to_string(), "json".to_string()]);
-    // The request spans' closing lines (tower-http, debug) carry every field of a request.
-    let Some(server) =
-        TestServer::start_logged(backend, &args, "info,tower_http=debug", &log_path).await?
+    // The request spans' closing lines (tower-http, debug) carry every field of a request; the job steps' last
+    // lines (debug) their outcome.
+    let Some(server) = TestServer::start_logged(
+        backend,
+        &args,
+        "info,tower_http=debug,orchard_core::jobs=debug",
+        &log_path,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -432,6 +442,41 @@ async fn scenario(backend: Backend) -> Result<()> {
         .post(&format!("/api/v1/dep-tokens/{dep_token}/sync"), json!({}))
         .await?;
 
+    // Apps and Books: the department's location syncs, then Apple revokes its token and the next sync fails.
+    let admin = server.create_token(Role::Admin, Some(&tenant), "physics-admin")?;
+    let content_token = vpp.server.add_location("Physics Library");
+    let apps = |method: reqwest::Method, path: &'static str, body: Option<Value>| {
+        let admin = admin.clone();
+        let server = &server;
+        let tenant = tenant.clone();
+        async move {
+            server
+                .api(
+                    &admin,
+                    method,
+                    &format!("/api/v1/tenants/{tenant}/apps/{path}"),
+                    body,
+                )
+                .await
+        }
+    };
+    let (status, body) = apps(
+        reqwest::Method::PUT,
+        "token",
+        Some(json!({"content_token": content_token})),
+    )
+    .await?;
+    ensure!(status == 200, "apps token upload: {status} {body}");
+    let (status, body) = apps(reqwest::Method::POST, "sync", None).await?;
+    ensure!(status == 200, "apps sync: {status} {body}");
+    vpp.server.revoke_token(&content_token);
+    let (status, body) = apps(reqwest::Method::POST, "sync", None).await?;
+    // The sync answers (with what the department must do) but failed.
+    ensure!(
+        status == 200 && body["claim_state"] == "token_error",
+        "apps sync with a revoked token: {status} {body}"
+    );
+
     let after = scrape_until(&server, |p| {
         p.value("orchard_push_results_total", &[("reason", "Unregistered")]) >= 1.0
     })
@@ -533,6 +578,24 @@ async fn scenario(backend: Backend) -> Result<()> {
         "DEP syncs:\n{}",
         after.text
     );
+    ensure!(
+        after.value("orchard_apps_syncs_total", &[]) >= 2.0
+            && after.value("orchard_apps_sync_errors_total", &[]) == 1.0
+            && after.value("orchard_apps_sync_failing", &[]) == 1.0,
+        "Apps and Books syncs:\n{}",
+        after.text
+    );
+    let apps_lag = after.value("orchard_apps_sync_lag_max_seconds", &[]);
+    ensure!(
+        (0.0..3600.0).contains(&apps_lag)
+            && after.samples("orchard_apps_sync_lag_max_seconds").count() == 1,
+        "the department's last successful sync:\n{}",
+        after.text
+    );
+    ensure!(
+        !after.has_family("orchard_apps_sync_lag_seconds"),
+        "per-department series only for the metrics token's holder"
+    );
     let lag = after.value("orchard_dep_sync_lag_seconds", &[("token", &dep_token)]);
     ensure!(
         (0.0..3600.0).contains(&lag)
@@ -580,7 +643,8 @@ async fn scenario(backend: Backend) -> Result<()> {
 }
 
 /// The log is JSON lines: every line parses; a request's line carries its request id and route; a check-in's
-/// carries the device's UDID and department; a command report's the command's UUID.
+/// carries the device's UDID and department; a command report's the command's UUID; a background job step's
+/// its job, node and outcome.
 fn json_log_lines(path: &std::path::Path, udid: &str, tenant: &str) -> Result<()> {
     let log = std::fs::read_to_string(path)?;
     let mut lines = Vec::new();
@@ -622,6 +686,15 @@ fn json_log_lines(path: &std::path::Path, udid: &str, tenant: &str) -> Result<()
             .iter()
             .any(|s| s["route"] == "/api/v1/devices/{id}/commands" && s["tenant"].is_null()),
         "an operator's request names no department"
+    );
+    ensure!(
+        lines.iter().any(|v| v["span"]["name"] == "job"
+            && v["span"]["job"] == "push-dispatch"
+            && v["span"]["node"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("node-"))
+            && v["span"]["outcome"] == "idle"),
+        "no line of a background job step with its job, node and outcome"
     );
     Ok(())
 }

@@ -144,11 +144,11 @@ impl Default for Metrics {
 }
 
 /// How one sync ended (`ok` or `error`), the label of the sync counters.
-fn sync_outcome<T, E>(result: &Result<T, E>) -> &'static str {
-    if result.is_ok() {
-        "ok"
-    } else {
+fn sync_outcome(failed: bool) -> &'static str {
+    if failed {
         "error"
+    } else {
+        "ok"
     }
 }
 
@@ -203,12 +203,12 @@ impl Metrics {
         self.push_results.add(push_reason(outcome));
     }
 
-    pub(crate) fn dep_sync<T, E>(&self, result: &Result<T, E>) {
-        self.dep_syncs.add(sync_outcome(result));
+    pub(crate) fn dep_sync(&self, failed: bool) {
+        self.dep_syncs.add(sync_outcome(failed));
     }
 
-    pub(crate) fn apps_sync<T, E>(&self, result: &Result<T, E>) {
-        self.apps_syncs.add(sync_outcome(result));
+    pub(crate) fn apps_sync(&self, failed: bool) {
+        self.apps_syncs.add(sync_outcome(failed));
     }
 
     pub(crate) fn job_run(&self, job: &str, outcome: &'static str) {

@@ -461,9 +461,14 @@ impl Orchard {
         tenant: TenantId,
     ) -> Result<AppsSyncSummary, CoreError> {
         let result = self.sync_apps_location(system, tenant).await;
-        // A sync of a token that does not exist is no sync (a mistyped id): not counted.
-        if !matches!(result, Err(CoreError::NotFound)) {
-            self.metrics.apps_sync(&result);
+        // A sync of a token that does not exist is no sync (a mistyped id): not counted. One that found Apple
+        // refusing the token answers (the department must upload a new one) but failed all the same.
+        match &result {
+            Err(CoreError::NotFound) => {}
+            Err(_) => self.metrics.apps_sync(true),
+            Ok(summary) => self
+                .metrics
+                .apps_sync(summary.claim_state == ClaimState::TokenError),
         }
         result
     }

@@ -542,7 +542,7 @@ impl Orchard {
         let result = self.dep_sync_uncounted(system, id).await;
         // A sync of a token that does not exist is no sync (a mistyped id): not counted.
         if !matches!(result, Err(CoreError::NotFound)) {
-            self.metrics.dep_sync(&result);
+            self.metrics.dep_sync(result.is_err());
         }
         result
     }
