@@ -6,7 +6,8 @@
 //! (Apple's terms not accepted) is an error and its token failing until the next sync succeeds, and so is an Apps
 //! and Books sync after Apple revoked the department's token (in aggregate: no tenant id). Attack: the open
 //! endpoint carries no tenant id and no UDID, and a request to a path holding a UDID is counted under its route
-//! template (or `unmatched`), never under the path. On SQLite and PostgreSQL.
+//! template (or `unmatched`), never under the path; with a metrics token only its holder scrapes, and only it
+//! sees the departments' series by tenant id (never a UDID). On SQLite and PostgreSQL.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -314,7 +315,7 @@ async fn scenario(backend: Backend) -> Result<()> {
     args.extend(["--log-format".to_string(), "json".to_string()]);
     // The request spans' closing lines (tower-http, debug) carry every field of a request; the job steps' last
     // lines (debug) their outcome.
-    let Some(server) = TestServer::start_logged(
+    let Some(mut server) = TestServer::start_logged(
         backend,
         &args,
         "info,tower_http=debug,orchard_core::jobs=debug",
@@ -477,8 +478,10 @@ async fn scenario(backend: Backend) -> Result<()> {
         "apps sync with a revoked token: {status} {body}"
     );
 
+    // Pushes are background work: wait (bounded) until the dispatcher settled them.
     let after = scrape_until(&server, |p| {
         p.value("orchard_push_results_total", &[("reason", "Unregistered")]) >= 1.0
+            && p.value("orchard_push_results_total", &[("reason", "Success")]) >= FLEET as f64
     })
     .await?;
     let grew = |name: &str, labels: &[(&str, &str)]| {
@@ -639,6 +642,43 @@ async fn scenario(backend: Backend) -> Result<()> {
     }
 
     json_log_lines(&log_path, &fleet[0].state.udid, &tenant)?;
+
+    // With a metrics token: nobody else scrapes, and its holder sees the departments' syncs per tenant id.
+    let metrics_token = "scraper-secret-for-the-test";
+    let mut restart_args = args.clone();
+    restart_args.extend(["--metrics-token".to_string(), metrics_token.to_string()]);
+    server.restart(&restart_args).await?;
+    let refused = server.http.get(server.url("/metrics")).send().await?;
+    ensure!(
+        refused.status() == 403,
+        "scrape without the token → {}",
+        refused.status()
+    );
+    let response = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(metrics_token)
+        .send()
+        .await?;
+    ensure!(
+        response.status() == 200,
+        "scrape with the token → {}",
+        response.status()
+    );
+    let trusted = Page::parse(&response.text().await?)?;
+    let department_lag = trusted.value("orchard_apps_sync_lag_seconds", &[("tenant", &tenant)]);
+    ensure!(
+        trusted.samples("orchard_apps_sync_lag_seconds").count() == 1
+            && (0.0..3600.0).contains(&department_lag),
+        "the department's sync lag for the token holder:\n{}",
+        trusted.text
+    );
+    for device in &fleet {
+        ensure!(
+            !trusted.text.contains(&device.state.udid),
+            "a UDID even for the token holder"
+        );
+    }
     Ok(())
 }
 
