@@ -1192,6 +1192,13 @@ mod tests {
         config.server.public_url = Some("http://mdm.example.edu".into());
         let error = config.validate_against(None, "").unwrap_err().to_string();
         assert!(error.starts_with("server.public_url:"), "{error}");
+        let text = "[log]\nformat = \"xml\"\n";
+        let error = parse(text)
+            .unwrap()
+            .validate_against(Some(Path::new("test.toml")), text)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "test.toml, line 2: log.format: must be text or json");
     }
 
     #[test]
