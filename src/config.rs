@@ -101,14 +101,22 @@ pub struct TlsSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
-    pub json: bool,
+    /// `text` (human-readable lines) or `json` (one JSON object a line, for a log collector).
+    pub format: String,
     pub filter: String,
+}
+
+impl LogSection {
+    /// Whether [`LogSection::format`] asks for JSON lines (validated: `text` or `json`).
+    pub fn json(&self) -> bool {
+        self.format == "json"
+    }
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         Self {
-            json: false,
+            format: "text".into(),
             filter: "info,sqlx=warn,hyper=warn".into(),
         }
     }
@@ -528,7 +536,7 @@ pub const KEYS: &[KeyDoc] = &[
     key("storage", "pool_size", "ORCHARD_DATABASE_POOL_SIZE", "--database-pool-size", "Database connections this node keeps at most (PostgreSQL: mind max_connections across all nodes)."),
     unset("tls", "cert", "ORCHARD_TLS_CERT", "--tls-cert", "TLS certificate chain (PEM). Default: a certificate issued by Orchard's CA, in the data directory.", "\"/etc/orchard/tls/fullchain.pem\""),
     unset("tls", "key", "ORCHARD_TLS_KEY", "--tls-key", "TLS private key (PEM), with tls.cert.", "\"/etc/orchard/tls/key.pem\""),
-    key("log", "json", "ORCHARD_LOG_JSON", "--log-json", "Log as JSON lines instead of human-readable text."),
+    key("log", "format", "ORCHARD_LOG_FORMAT", "--log-format", "text (human-readable lines) or json (one JSON object a line with request_id, route, tenant, udid and command_uuid fields)."),
     key("log", "filter", "ORCHARD_LOG", "--log-filter", "Which log lines to keep (tracing's env-filter syntax)."),
     key("enrollment", "challenge_ttl_seconds", "ORCHARD_CHALLENGE_TTL_SECONDS", "--challenge-ttl-seconds", "How long the SCEP challenge in a downloaded enrollment profile stays usable."),
     key("enrollment", "device_message_max_age_seconds", "ORCHARD_DEVICE_MESSAGE_MAX_AGE_SECONDS", "--device-message-max-age-seconds", "Replay window: Authenticate, TokenUpdate and CheckOut signed more than this long from the server's clock are refused (0 turns the check off)."),
@@ -682,6 +690,9 @@ impl Config {
 
     /// Checks values that parse but cannot work, naming the key.
     pub fn validate(&self) -> std::result::Result<(), KeyError> {
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(key_error("log.format", "must be text or json"));
+        }
         if let Some(url) = &self.server.public_url {
             if !url.starts_with("https://") {
                 return Err(key_error(
@@ -1109,6 +1120,9 @@ mod tests {
                 Some(toml::Value::String(s)) if doc.key == "currency" => {
                     toml::Value::String(if s == "SEK" { "EUR" } else { "SEK" }.into())
                 }
+                Some(toml::Value::String(s)) if doc.key == "format" => {
+                    toml::Value::String(if s == "text" { "json" } else { "text" }.into())
+                }
                 Some(toml::Value::String(s)) if doc.key == "security" => {
                     toml::Value::String(if s == "starttls" { "tls" } else { "starttls" }.into())
                 }
@@ -1196,6 +1210,13 @@ mod tests {
         config.server.public_url = Some("http://mdm.example.edu".into());
         let error = config.validate_against(None, "").unwrap_err().to_string();
         assert!(error.starts_with("server.public_url:"), "{error}");
+        let text = "[log]\nformat = \"xml\"\n";
+        let error = parse(text)
+            .unwrap()
+            .validate_against(Some(Path::new("test.toml")), text)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "test.toml, line 2: log.format: must be text or json");
     }
 
     #[test]

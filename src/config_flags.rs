@@ -96,9 +96,9 @@ pub struct ServeArgs {
     /// TLS private key (PEM) [tls.key].
     #[arg(long, env = "ORCHARD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Log as JSON lines instead of human-readable text [log.json].
-    #[arg(long, env = "ORCHARD_LOG_JSON")]
-    pub log_json: bool,
+    /// text or json: JSON lines for a log collector [log.format].
+    #[arg(long, env = "ORCHARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
     /// Which log lines to keep, in tracing's env-filter syntax [log.filter].
     #[arg(long, env = "ORCHARD_LOG")]
     pub log_filter: Option<String>,
@@ -343,9 +343,7 @@ impl ServeArgs {
         set(&mut c.server.organization, &self.organization);
         set_some(&mut c.tls.cert, &self.tls_cert);
         set_some(&mut c.tls.key, &self.tls_key);
-        if self.log_json {
-            c.log.json = true;
-        }
+        set(&mut c.log.format, &self.log_format);
         set(&mut c.log.filter, &self.log_filter);
         let e = &mut c.enrollment;
         set(&mut e.challenge_ttl_seconds, &self.challenge_ttl_seconds);

@@ -450,7 +450,7 @@ fn config_command(command: ConfigCommands) -> Result<()> {
     Ok(())
 }
 
-/// Logging for the server (`log.filter`, `log.json`); the one-shot commands log at the default filter.
+/// Logging for the server (`log.filter`, `log.format`); the one-shot commands log at the default filter.
 fn init_logging(json: bool) {
     init_logging_with(json, &config::LogSection::default().filter);
 }
@@ -501,7 +501,7 @@ fn development_topic(ca_der: &[u8]) -> Result<ApnsTopic> {
 async fn serve(args: ServeArgs) -> Result<()> {
     let resolved = args.resolve()?;
     let config = resolved.config;
-    init_logging_with(config.log.json, &config.log.filter);
+    init_logging_with(config.log.json(), &config.log.filter);
     if let Some(file) = &resolved.file {
         tracing::info!(config = %file.display(), "configuration read");
     }

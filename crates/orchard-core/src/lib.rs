@@ -15,6 +15,7 @@ pub mod enrollment;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod observability;
 pub mod osupdate;
 pub mod push;
 pub mod reporting;
@@ -121,6 +122,8 @@ pub struct Orchard {
     pub(crate) webhooks: webhooks::WebhookState,
     /// The credential register's thresholds, central IT's address, the TLS certificate's expiry and the mailer.
     pub(crate) credentials: credentials::CredentialSettings,
+    /// This node's counters for `/metrics`.
+    pub(crate) metrics: observability::Metrics,
 }
 
 /// Device certificates whose issuance is remembered (~1.5 KB each, so at most ~75 MB): a large university's
@@ -161,6 +164,7 @@ impl Orchard {
             os_catalogue: osupdate::OsCatalogueSettings::default(),
             webhooks: webhooks::WebhookState::default(),
             credentials: credentials::CredentialSettings::default(),
+            metrics: observability::Metrics::default(),
         }
     }
 

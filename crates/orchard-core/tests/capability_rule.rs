@@ -75,6 +75,8 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     // Adaptive push pacing's bookkeeping of this node's device requests (no data of anyone), and its rate.
     "device_request_started",
     "push_pacing_rate",
+    // This node's counters in memory (`/metrics`): counts of our own words, no tenant data.
+    "metrics",
 ];
 
 const CAPABILITIES: &[&str] = &[

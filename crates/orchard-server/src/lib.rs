@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod device;
+mod exposition;
 pub mod openapi;
 pub mod ops;
 pub mod state;
@@ -20,7 +21,7 @@ mod layout_tests;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
@@ -60,6 +61,7 @@ pub fn build_app_with(
     limits: Limits,
     metrics: ops::MetricsAccess,
 ) -> Router {
+    let metrics_orchard = orchard.clone();
     let state = AppState {
         orchard,
         openapi_json: Arc::from(openapi::document_json()),
@@ -93,17 +95,56 @@ pub fn build_app_with(
                         .to_owned()
                 };
                 // The path only, with link secrets redacted; never the query string (OIDC code and state,
-                // SCEP messages) and never a header value other than the ids.
+                // SCEP messages) and never a header value other than the ids. The device, its department and
+                // the command a device reports on are recorded by core once known, the department of an API
+                // caller when the caller is resolved.
                 tracing::info_span!(
                     "request",
                     method = %req.method(),
                     path = %loggable_path(req.uri().path()),
+                    route = route_label(req.extensions().get::<MatchedPath>()),
                     request_id = %header(REQUEST_ID_HEADER),
                     client_request_id = %header(CLIENT_REQUEST_ID_HEADER),
+                    tenant = tracing::field::Empty,
+                    udid = tracing::field::Empty,
+                    command_uuid = tracing::field::Empty,
+                    request_type = tracing::field::Empty,
                 )
             }),
         )
         .layer(axum::middleware::from_fn(assign_request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics_orchard,
+            count_request,
+        ))
+}
+
+/// What requests no route matched are counted as.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The route template a request matched (`/api/v1/devices/{id}`), never its path: a path carries UDIDs and ids,
+/// which would make a series per device. A nested router's catch-all (an unknown path under the API) is
+/// unmatched too.
+fn route_label(matched: Option<&MatchedPath>) -> &str {
+    match matched {
+        Some(m) if !m.as_str().contains("__private__") => m.as_str(),
+        _ => UNMATCHED_ROUTE,
+    }
+}
+
+/// Counts every answered request by route template and status, with its duration (`/metrics`).
+async fn count_request(
+    axum::extract::State(orchard): axum::extract::State<Arc<Orchard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = route_label(request.extensions().get::<MatchedPath>()).to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    orchard
+        .metrics()
+        .http_request(&route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// The longest client request id kept (as `x-client-request-id`); longer ones are dropped.

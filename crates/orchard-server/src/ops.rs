@@ -1,7 +1,8 @@
 //! Operations outside the API: `/healthz` (liveness), `/readyz` (readiness: the database answers) and
-//! `/metrics` for the operators' monitoring (in the OpenAPI
-//! document too). Metrics carry counts and days, never names (DEP tokens are labelled by id); when a metrics
-//! token is configured, `/metrics` answers only `Authorization: Bearer <that token>`.
+//! `/metrics` for the operators' monitoring (in the OpenAPI document too; the families are listed in
+//! `docs/metrics.md`): this node's counters, the database's figures and the credential register. Metrics carry
+//! counts and days, never names (DEP tokens are labelled by id); when a metrics token is configured, `/metrics`
+//! answers only `Authorization: Bearer <that token>`.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::exposition::Exposition;
 use crate::state::AppState;
 
 /// Who may read `/metrics`: anyone (scrapers on a trusted network), or only holders of a bearer token.
@@ -363,9 +365,395 @@ async fn metrics(
         out.push_str("# TYPE orchard_pushes_pending gauge\n");
         out.push_str(&format!("orchard_pushes_pending {n}\n"));
     }
+    let mut exposition = Exposition::new(&mut out);
+    node_metrics(&mut exposition, &state.orchard.metrics().snapshot());
+    match state.orchard.operational_figures(&system).await {
+        Ok(figures) => database_metrics(&mut exposition, &figures, trusted.is_some()),
+        Err(e) => tracing::warn!(error = %e, "metrics: reading the database figures failed"),
+    }
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         out,
     )
         .into_response()
+}
+
+/// This node's counters since it started (Prometheus sums the nodes).
+fn node_metrics(e: &mut Exposition<'_>, m: &orchard_core::observability::MetricsSnapshot) {
+    e.family(
+        "orchard_http_requests_total",
+        "counter",
+        "HTTP requests answered by this node, by route template (unmatched: no route) and status.",
+    );
+    for ((route, status), n) in &m.http_requests {
+        e.sample(
+            "orchard_http_requests_total",
+            &[("route", route), ("status", &status.to_string())],
+            n,
+        );
+    }
+    e.family(
+        "orchard_http_request_duration_seconds",
+        "histogram",
+        "Time from a request's arrival to its answer, by route template.",
+    );
+    for (route, h) in &m.http_durations {
+        for (upper, n) in h.cumulative() {
+            e.sample(
+                "orchard_http_request_duration_seconds_bucket",
+                &[("route", route), ("le", &upper.to_string())],
+                n,
+            );
+        }
+        e.sample(
+            "orchard_http_request_duration_seconds_bucket",
+            &[("route", route), ("le", "+Inf")],
+            h.count,
+        );
+        e.sample(
+            "orchard_http_request_duration_seconds_sum",
+            &[("route", route)],
+            h.sum_seconds,
+        );
+        e.sample(
+            "orchard_http_request_duration_seconds_count",
+            &[("route", route)],
+            h.count,
+        );
+    }
+    e.family(
+        "orchard_checkins_total",
+        "counter",
+        "Signed check-in messages decoded by this node, by MessageType.",
+    );
+    for (message_type, n) in &m.checkins {
+        e.sample(
+            "orchard_checkins_total",
+            &[("message_type", message_type)],
+            n,
+        );
+    }
+    e.family(
+        "orchard_command_results_total",
+        "counter",
+        "Command results stored by this node, by RequestType and status.",
+    );
+    for ((request_type, status), n) in &m.command_results {
+        e.sample(
+            "orchard_command_results_total",
+            &[("request_type", request_type), ("status", status)],
+            n,
+        );
+    }
+    e.family(
+        "orchard_push_results_total",
+        "counter",
+        "Pushes this node sent, by APNs reason (Success: delivered; Unreachable: APNs not reached; Other: an undocumented reason).",
+    );
+    for (reason, n) in &m.push_results {
+        e.sample("orchard_push_results_total", &[("reason", reason)], n);
+    }
+    let count = |outcomes: &[(&'static str, u64)], which: Option<&str>| -> u64 {
+        outcomes
+            .iter()
+            .filter(|(o, _)| which.is_none_or(|w| w == *o))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    for (name, what, outcomes) in [
+        ("dep", "DEP (ASM) token", &m.dep_syncs),
+        ("apps", "Apps and Books location", &m.apps_syncs),
+    ] {
+        e.family(
+            &format!("orchard_{name}_syncs_total"),
+            "counter",
+            &format!("{what} syncs this node ran (scheduled or asked for)."),
+        );
+        e.sample(
+            &format!("orchard_{name}_syncs_total"),
+            &[],
+            count(outcomes, None),
+        );
+        e.family(
+            &format!("orchard_{name}_sync_errors_total"),
+            "counter",
+            &format!("{what} syncs this node ran that failed."),
+        );
+        e.sample(
+            &format!("orchard_{name}_sync_errors_total"),
+            &[],
+            count(outcomes, Some("error")),
+        );
+    }
+    e.family(
+        "orchard_jobs_runs_total",
+        "counter",
+        "Background job steps on this node, by job and outcome (idle, more, not_claimed: another node holds it or it is not due, failed).",
+    );
+    for ((job, outcome), n) in &m.job_runs {
+        e.sample(
+            "orchard_jobs_runs_total",
+            &[("job", job), ("outcome", outcome)],
+            n,
+        );
+    }
+}
+
+/// Figures read from the database at scrape time (the same on every node), and this node's pool. Departments'
+/// Apps and Books syncs per tenant id only for a [`TrustedScraper`]; the open endpoint has them in aggregate.
+fn database_metrics(
+    e: &mut Exposition<'_>,
+    f: &orchard_core::observability::OperationalFigures,
+    trusted: bool,
+) {
+    let age = |t: orchard_types::UnixTime| (f.now.0 - t.0).max(0);
+    e.family(
+        "orchard_command_queue_depth",
+        "gauge",
+        "Commands waiting for a device, by status (queued, sent, not_now).",
+    );
+    for q in &f.queue {
+        e.sample(
+            "orchard_command_queue_depth",
+            &[("status", &q.status)],
+            q.commands,
+        );
+    }
+    e.family(
+        "orchard_command_queue_oldest_age_seconds",
+        "gauge",
+        "How long the longest-waiting command of each status has been queued (no sample when there is none).",
+    );
+    for q in &f.queue {
+        if let Some(t) = q.oldest_queued_at {
+            e.sample(
+                "orchard_command_queue_oldest_age_seconds",
+                &[("status", &q.status)],
+                age(t),
+            );
+        }
+    }
+    e.family(
+        "orchard_job_lease_holder",
+        "gauge",
+        "1 for the node that holds a cluster-leased background job's lease now.",
+    );
+    for job in &f.jobs {
+        let held = job.lease_until.is_some_and(|until| until > f.now);
+        if let (Some(node), true) = (&job.lease_owner, held) {
+            e.sample(
+                "orchard_job_lease_holder",
+                &[("job", &job.name), ("node", node)],
+                1,
+            );
+        }
+    }
+    e.family(
+        "orchard_job_last_run_timestamp_seconds",
+        "gauge",
+        "When a cluster-leased background job last finished (unix seconds).",
+    );
+    for job in &f.jobs {
+        if let Some(t) = job.last_finished_at {
+            e.sample(
+                "orchard_job_last_run_timestamp_seconds",
+                &[("job", &job.name)],
+                t.0,
+            );
+        }
+    }
+    e.family(
+        "orchard_job_last_run_failed",
+        "gauge",
+        "1 when a cluster-leased background job's last run failed.",
+    );
+    for job in &f.jobs {
+        e.sample(
+            "orchard_job_last_run_failed",
+            &[("job", &job.name)],
+            u8::from(job.last_error.is_some()),
+        );
+    }
+    e.family(
+        "orchard_dep_last_sync_timestamp_seconds",
+        "gauge",
+        "When a DEP (ASM) token last synced successfully (unix seconds), by token id.",
+    );
+    for t in &f.dep_tokens {
+        if let Some(at) = t.last_sync_at {
+            e.sample(
+                "orchard_dep_last_sync_timestamp_seconds",
+                &[("token", &t.token)],
+                at.0,
+            );
+        }
+    }
+    e.family(
+        "orchard_dep_sync_lag_seconds",
+        "gauge",
+        "Seconds since a DEP (ASM) token last synced successfully, by token id.",
+    );
+    for t in &f.dep_tokens {
+        if let Some(at) = t.last_sync_at {
+            e.sample(
+                "orchard_dep_sync_lag_seconds",
+                &[("token", &t.token)],
+                age(at),
+            );
+        }
+    }
+    e.family(
+        "orchard_dep_sync_failing",
+        "gauge",
+        "1 when a DEP (ASM) token's last sync failed, by token id.",
+    );
+    for t in &f.dep_tokens {
+        e.sample(
+            "orchard_dep_sync_failing",
+            &[("token", &t.token)],
+            u8::from(t.failing),
+        );
+    }
+    e.family(
+        "orchard_apps_sync_lag_max_seconds",
+        "gauge",
+        "Seconds since the Apps and Books location synced longest ago last synced successfully (all departments).",
+    );
+    let synced = || f.apps_tokens.iter().filter_map(|t| t.last_sync_at);
+    if let Some(oldest) = synced().min() {
+        e.sample("orchard_apps_sync_lag_max_seconds", &[], age(oldest));
+    }
+    e.family(
+        "orchard_apps_sync_failing",
+        "gauge",
+        "Departments whose last Apps and Books sync failed.",
+    );
+    e.sample(
+        "orchard_apps_sync_failing",
+        &[],
+        f.apps_tokens.iter().filter(|t| t.failing).count(),
+    );
+    if trusted {
+        e.family(
+            "orchard_apps_last_sync_timestamp_seconds",
+            "gauge",
+            "When a department's Apps and Books location last synced successfully (unix seconds), by tenant id.",
+        );
+        for t in &f.apps_tokens {
+            if let Some(at) = t.last_sync_at {
+                e.sample(
+                    "orchard_apps_last_sync_timestamp_seconds",
+                    &[("tenant", &t.tenant.to_string())],
+                    at.0,
+                );
+            }
+        }
+        e.family(
+            "orchard_apps_sync_lag_seconds",
+            "gauge",
+            "Seconds since a department's Apps and Books location last synced successfully, by tenant id.",
+        );
+        for t in &f.apps_tokens {
+            if let Some(at) = t.last_sync_at {
+                e.sample(
+                    "orchard_apps_sync_lag_seconds",
+                    &[("tenant", &t.tenant.to_string())],
+                    age(at),
+                );
+            }
+        }
+    }
+    e.family(
+        "orchard_db_pool_connections",
+        "gauge",
+        "This node's database connections: in_use, idle, and max (the pool's limit).",
+    );
+    for (state, n) in [
+        ("in_use", f.pool.in_use),
+        ("idle", f.pool.idle),
+        ("max", f.pool.max),
+    ] {
+        e.sample("orchard_db_pool_connections", &[("state", state)], n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orchard_core::observability::{AppsSyncFigures, OperationalFigures};
+    use orchard_store::{JobRunRecord, PoolFigures};
+    use orchard_types::{TenantId, UnixTime};
+
+    use super::*;
+
+    fn figures(tenant: TenantId) -> OperationalFigures {
+        OperationalFigures {
+            now: UnixTime(1_000_000),
+            queue: Vec::new(),
+            jobs: Vec::new(),
+            dep_tokens: Vec::new(),
+            apps_tokens: vec![AppsSyncFigures {
+                tenant,
+                last_sync_at: Some(UnixTime(999_400)),
+                failing: true,
+            }],
+            pool: PoolFigures {
+                in_use: 1,
+                idle: 2,
+                max: 10,
+            },
+        }
+    }
+
+    #[test]
+    fn a_lease_is_shown_while_it_is_held() {
+        let job = |name: &str, owner: Option<&str>, until: Option<i64>| JobRunRecord {
+            name: name.into(),
+            lease_owner: owner.map(Into::into),
+            lease_until: until.map(UnixTime),
+            last_started_at: Some(UnixTime(999_000)),
+            last_finished_at: Some(UnixTime(999_010)),
+            last_error: None,
+            runs: 3,
+        };
+        let mut f = figures(TenantId::new());
+        f.jobs = vec![
+            job("dep-sync", Some("node-a"), Some(1_000_060)),
+            // A node that died: its lease ran out and nobody holds the job.
+            job("apps-sync", Some("node-b"), Some(999_999)),
+            job("identity-renewal", None, None),
+        ];
+        let mut out = String::new();
+        database_metrics(&mut Exposition::new(&mut out), &f, false);
+        let holders: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("orchard_job_lease_holder{"))
+            .collect();
+        assert_eq!(
+            holders,
+            vec!["orchard_job_lease_holder{job=\"dep-sync\",node=\"node-a\"} 1"]
+        );
+        assert!(out.contains("orchard_job_last_run_failed{job=\"identity-renewal\"} 0\n"));
+    }
+
+    #[test]
+    fn departments_syncs_are_per_tenant_only_for_the_token_holder() {
+        let tenant = TenantId::new();
+        let mut open = String::new();
+        database_metrics(&mut Exposition::new(&mut open), &figures(tenant), false);
+        assert!(!open.contains(&tenant.to_string()), "{open}");
+        assert!(
+            open.contains("orchard_apps_sync_lag_max_seconds 600\n"),
+            "{open}"
+        );
+        assert!(open.contains("orchard_apps_sync_failing 1\n"), "{open}");
+
+        let mut trusted = String::new();
+        database_metrics(&mut Exposition::new(&mut trusted), &figures(tenant), true);
+        assert!(
+            trusted.contains(&format!(
+                "orchard_apps_sync_lag_seconds{{tenant=\"{tenant}\"}} 600\n"
+            )),
+            "{trusted}"
+        );
+    }
 }

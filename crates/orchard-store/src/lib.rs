@@ -99,6 +99,7 @@ pub use reporting::audit::{AuditEventRecord, AuditFilter};
 pub use reporting::credentials::{
     CredentialWarningRecord, NewCredentialWarning, TenantIdentityExpiry,
 };
+pub use reporting::operations::{PoolFigures, QueueStatusFigures};
 pub use reporting::usage::UsageSnapshotRecord;
 pub use scope::{Scope, ScopeAuthority};
 pub use server_keys::ServerKeyRecord;

@@ -457,6 +457,25 @@ impl Orchard {
     /// and counts. The outcome is stored on the token either way.
     pub async fn run_apps_sync(
         &self,
+        system: &SystemCtx,
+        tenant: TenantId,
+    ) -> Result<AppsSyncSummary, CoreError> {
+        let result = self.sync_apps_location(system, tenant).await;
+        // A sync of a token that does not exist is no sync (a mistyped id): not counted. One that found Apple
+        // refusing the token answers (the department must upload a new one) but failed all the same.
+        match &result {
+            Err(CoreError::NotFound) => {}
+            Err(_) => self.metrics.apps_sync(true),
+            Ok(summary) => self
+                .metrics
+                .apps_sync(summary.claim_state == ClaimState::TokenError),
+        }
+        result
+    }
+
+    /// The sync itself, uncounted.
+    async fn sync_apps_location(
+        &self,
         _system: &SystemCtx,
         tenant: TenantId,
     ) -> Result<AppsSyncSummary, CoreError> {

@@ -533,8 +533,22 @@ impl Orchard {
         self.run_dep_sync(&self.system(), id).await
     }
 
-    /// The sync itself, for the API and for a scheduler acting as the system.
+    /// The sync itself (counted by outcome for `/metrics`), for the API and for a scheduler acting as the system.
     pub async fn run_dep_sync(
+        &self,
+        system: &SystemCtx,
+        id: &str,
+    ) -> Result<DepSyncSummary, CoreError> {
+        let result = self.dep_sync_uncounted(system, id).await;
+        // A sync of a token that does not exist is no sync (a mistyped id): not counted.
+        if !matches!(result, Err(CoreError::NotFound)) {
+            self.metrics.dep_sync(result.is_err());
+        }
+        result
+    }
+
+    /// The sync itself, uncounted.
+    async fn dep_sync_uncounted(
         &self,
         _system: &SystemCtx,
         id: &str,

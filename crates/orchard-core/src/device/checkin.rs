@@ -110,6 +110,7 @@ impl Orchard {
             tracing::warn!(udid = %udid, device = %device.id, revoked_at = at.0, "request signed by a revoked identity refused");
             return Err(DeviceRejection::UntrustedIdentity("identity revoked".into()).into());
         }
+        crate::observability::note_device(&device.udid, Some(device.tenant_id));
         Ok(device)
     }
 
@@ -164,6 +165,8 @@ impl Orchard {
         let signer = self.verify_signature(signature, body, now)?;
         let message = checkin::decode_checkin(body)
             .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
+        self.metrics.checkin(message.message_type());
+        crate::observability::note_device(message.udid(), None);
         if let Some(topic) = message.topic() {
             if *topic != self.current_topic() {
                 return Err(DeviceRejection::WrongTopic.into());
@@ -428,6 +431,7 @@ impl Orchard {
         let signer = self.verify_signature(signature, body, now)?;
         let report = report::decode_report(body)
             .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
+        crate::observability::note_device(&report.udid, None);
         let device = self.bound_device(&report.udid, &signer).await?;
         let channel = report.channel();
         self.touch(&device, now).await?;
@@ -474,6 +478,8 @@ impl Orchard {
         };
         let (result, result_sealed) = self.result_to_store(uuid, status, report, raw)?;
         let mut reconcile = false;
+        // Counted once the unit commits: a report whose unit failed is recorded again when the device retries.
+        let mut counted = None;
         let mut unit = self.store.begin_unit().await?;
         let outcome = unit
             .record_result(&CommandResultRecord {
@@ -492,6 +498,8 @@ impl Orchard {
                 queued_by,
                 ..
             } => {
+                crate::observability::note_command(uuid, request_type.as_str());
+                counted = Some((request_type.as_str(), status.as_str()));
                 tracing::debug!(udid = %device.udid, command = %uuid, %request_type, status = status.as_str(), "command report");
                 if status != CommandStatus::NotNow {
                     self.command_result_events(
@@ -633,6 +641,9 @@ impl Orchard {
             }
         }
         self.commit_unit(unit).await?;
+        if let Some((request_type, status)) = counted {
+            self.metrics.command_result(request_type, status);
+        }
         if reconcile {
             self.wake_reconciler();
         }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use orchard_store::{JobClaim, JobRunRecord};
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 use crate::access::capability::SystemCtx;
 use crate::{CoreError, Orchard};
@@ -151,8 +152,30 @@ impl Worker {
         }
     }
 
-    /// One step of `job`, under its lease when it has one. Tests call this to act as one node.
+    /// One step of `job`, under its lease when it has one, in a `job` span (job name, node, outcome) and
+    /// counted by outcome. Tests call this to act as one node.
     pub async fn step<J: Job>(&self, job: &J) -> StepOutcome {
+        let span = tracing::info_span!(
+            "job",
+            job = job.name(),
+            node = %self.owner,
+            outcome = tracing::field::Empty,
+        );
+        let outcome = self.step_unobserved(job).instrument(span.clone()).await;
+        let label = match outcome {
+            StepOutcome::Ran(Step::Idle) => "idle",
+            StepOutcome::Ran(Step::More(_)) => "more",
+            StepOutcome::NotClaimed => "not_claimed",
+            StepOutcome::Failed => "failed",
+        };
+        span.record("outcome", label);
+        // Every second for the push dispatcher: debug only.
+        tracing::debug!(parent: &span, "background job step done");
+        self.orchard.metrics.job_run(job.name(), label);
+        outcome
+    }
+
+    async fn step_unobserved<J: Job>(&self, job: &J) -> StepOutcome {
         match job.lease() {
             Lease::None => match job.run_once().await {
                 Ok(step) => StepOutcome::Ran(step),

@@ -513,6 +513,7 @@ impl Orchard {
         stats: &mut DispatchStats,
     ) -> Result<(), CoreError> {
         let node = self.push.node_id.as_str();
+        self.metrics.push_result(&outcome);
         match outcome {
             PushOutcome::Delivered { .. } => {
                 self.store

@@ -9,6 +9,7 @@ mod principal;
 use axum::routing::{get, post};
 use axum::Router;
 
+pub(crate) use principal::note_caller;
 pub use principal::{resolve_principal, Authenticated, Operator, Overseer, Resolution, TokenAdmin};
 
 use crate::state::AppState;

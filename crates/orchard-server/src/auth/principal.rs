@@ -48,8 +48,19 @@ pub async fn resolve_principal(
     next: Next,
 ) -> Response {
     let resolution = resolve(&state, request.method(), request.headers()).await;
+    if let Ok(principal) = &resolution {
+        note_caller(principal);
+    }
     request.extensions_mut().insert(Resolution(resolution));
     next.run(request).await
+}
+
+/// The caller's department on the request's span, so every log line of the request names it; central roles act
+/// for none.
+pub(crate) fn note_caller(principal: &Principal) {
+    if let Some(tenant) = principal.tenant_id() {
+        tracing::Span::current().record("tenant", tracing::field::display(tenant));
+    }
 }
 
 async fn resolve(

@@ -195,13 +195,16 @@ impl FromRequestParts<AppState> for SignedIn {
             .orchard
             .principal_for_session(&user, tenant_choice.as_deref())
         {
-            Ok(principal) => Ok(SignedIn {
-                user,
-                principal,
-                texts,
-                request_id,
-                tenant_choice,
-            }),
+            Ok(principal) => {
+                crate::auth::note_caller(&principal);
+                Ok(SignedIn {
+                    user,
+                    principal,
+                    texts,
+                    request_id,
+                    tenant_choice,
+                })
+            }
             // Several tenants and none picked: pick one.
             Err(CoreError::Invalid(_)) => Err(redirect("/ui/tenant")),
             // A cookie naming a tenant that is not (or no longer) theirs: forget it and pick again.
