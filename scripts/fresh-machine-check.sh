@@ -128,8 +128,12 @@ boot() {
   echo $! > "$pid_file"
   local nspawn_pid=$!
   leader=
+  # The machine's PID 1 is the child of nspawn that runs systemd (nspawn's own short-lived children do not).
   for _ in $(seq 100); do
-    leader=$(pgrep -P "$nspawn_pid" | head -n 1) && [ -n "$leader" ] && break
+    for child in $(pgrep -P "$nspawn_pid"); do
+      [ "$(cat "/proc/$child/comm" 2> /dev/null)" = systemd ] && leader=$child
+    done
+    [ -n "$leader" ] && break
     [ -d "/proc/$nspawn_pid" ] || die "systemd-nspawn ended: see $log"
     sleep 0.2
   done
