@@ -18,6 +18,7 @@ mod cli;
 mod config;
 mod config_flags;
 mod pki_files;
+mod systemd_notify;
 
 use config::Config;
 use config_flags::{ServeArgs, StorageArgs};
@@ -639,6 +640,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         server_ca_path.display()
     );
     tracing::info!(%local, %public_url, backend = ?store.backend(), "orchard serving");
+    // Under systemd (Type=notify), `systemctl start` waits for this: the socket listens and the state is made.
+    if let Some(socket) = std::env::var_os("NOTIFY_SOCKET") {
+        if let Err(e) = systemd_notify::notify(&socket, "READY=1") {
+            tracing::warn!(error = %format!("{e:#}"), "could not tell systemd that Orchard is ready");
+        }
+    }
     orchard_server::serve_tls(
         listener,
         tls,

@@ -198,6 +198,9 @@ fn the_systemd_unit_verifies_and_is_hardened() -> Result<()> {
         .collect();
     for wanted in [
         "User=orchard",
+        // `systemctl start` returns when Orchard says READY=1, so the guide's curl right after it answers.
+        "Type=notify",
+        "Restart=on-failure",
         "ProtectSystem=strict",
         "StateDirectory=orchard",
         "NoNewPrivileges=yes",

@@ -540,13 +540,16 @@ impl Drop for Started {
 /// it into `multi-user.target`; the unit's `ExecStart` command line, run as written with its working directory
 /// (the state directory systemd would make, with its mode) and `UMask`, starts an Orchard that makes its state
 /// there (database 0600, key-encryption key) and answers the guide's `curl` of `/readyz` with `ok`, trusting the
-/// `server-ca.pem` it wrote.
+/// `server-ca.pem` it wrote; and, the unit being `Type=notify`, that the server tells systemd `READY=1`, so
+/// `systemctl enable --now` returns only when the `curl` right after it can succeed.
 ///
 /// What it cannot: systemd does not start the service, so `User=orchard`, the sandbox (`ProtectSystem=strict`,
 /// `PrivateUsers`, the system-call filter …), `Restart=` and the journal are not exercised (the test runs as
 /// its own user); `install -g orchard` runs without `-g` (the `orchard` group exists only inside the temporary
 /// root); and two values are moved for the test machine — the state directory `/var/lib/orchard` into the
 /// temporary root (`ORCHARD_DATA_DIR`) and the port 8443 to a free one (`ORCHARD_LISTEN=127.0.0.1:0`).
+/// `scripts/fresh-machine-check.sh` proves those on a fresh Debian 12 booted with systemd as PID 1
+/// (docs/fresh-machine-check.md).
 #[test]
 fn the_operator_guides_systemd_path_reaches_a_running_orchard() -> Result<()> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -716,7 +719,8 @@ fn the_operator_guides_systemd_path_reaches_a_running_orchard() -> Result<()> {
 
 /// Runs the installed unit's `ExecStart` as written, as systemd would after `enable --now`: in its
 /// `WorkingDirectory` (its `StateDirectory` made first with `StateDirectoryMode`), under its `UMask`, with its
-/// `Environment=` lines. Returns the process and the https URL it prints.
+/// `Environment=` lines, and (the unit must be `Type=notify`) with a `NOTIFY_SOCKET` on which it must say
+/// `READY=1` (what `systemctl start` waits for before the guide's `curl`). Returns the process and the https URL it prints.
 fn start_as_the_unit(root: &Path) -> Result<(Started, String)> {
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/orchard.service"))?;
     let settings = unit_settings(&unit);
@@ -766,6 +770,17 @@ fn start_as_the_unit(root: &Path) -> Result<(Started, String)> {
             command.env(name, value);
         }
     }
+    // Type=notify: systemd's notification socket, on which `systemctl start` waits for READY=1. With another
+    // type `systemctl enable --now` returns before Orchard listens and the guide's `curl` right after it fails.
+    ensure!(
+        setting(&settings, "Type") == Some("notify"),
+        "the unit is Type=notify, so the guide's curl right after `systemctl enable --now` finds it listening"
+    );
+    std::fs::create_dir_all(root.join("run/systemd"))?;
+    let notify_path = root.join("run/systemd/notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)?;
+    notify.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    command.env("NOTIFY_SOCKET", &notify_path);
     let mut child = command
         .arg("-c")
         .arg(script)
@@ -785,6 +800,16 @@ fn start_as_the_unit(root: &Path) -> Result<(Started, String)> {
         .find(|w| w.starts_with("https://"))
         .with_context(|| format!("the service printed no address: {first:?}"))?
         .to_string();
+    // A bounded wait: the server sends READY=1 right after it prints its address.
+    let mut buf = [0u8; 256];
+    let n = notify
+        .recv(&mut buf)
+        .context("the service never told systemd it is ready (Type=notify)")?;
+    let message = String::from_utf8_lossy(&buf[..n]);
+    ensure!(
+        message.lines().any(|l| l == "READY=1"),
+        "the service's notification is not READY=1: {message:?}"
+    );
     Ok((started, url))
 }
 
