@@ -286,6 +286,7 @@ const FAMILIES: &[&str] = &[
     "orchard_command_queue_depth",
     "orchard_command_queue_oldest_age_seconds",
     "orchard_push_results_total",
+    "orchard_push_pacing_rate",
     "orchard_dep_syncs_total",
     "orchard_dep_sync_errors_total",
     "orchard_dep_last_sync_timestamp_seconds",

@@ -365,6 +365,15 @@ async fn metrics(
         out.push_str("# TYPE orchard_pushes_pending gauge\n");
         out.push_str(&format!("orchard_pushes_pending {n}\n"));
     }
+    out.push_str(
+        "# HELP orchard_push_pacing_rate Pushes per second this node's dispatcher paces at now (adaptive pacing, \
+         or the fixed push.rate).\n",
+    );
+    out.push_str("# TYPE orchard_push_pacing_rate gauge\n");
+    out.push_str(&format!(
+        "orchard_push_pacing_rate {:.1}\n",
+        state.orchard.push_pacing_rate()
+    ));
     let mut exposition = Exposition::new(&mut out);
     node_metrics(&mut exposition, &state.orchard.metrics().snapshot());
     match state.orchard.operational_figures(&system).await {
