@@ -9,6 +9,7 @@
 //!   (tokens of each role) and simulated iPads enrolled through it.
 //! - [`apple`] (feature `app`): Apple's push CA with a local APNs server, the activation service and the DEP
 //!   service, each with the flags that point the binary at it.
+//! - [`balancer`] (feature `app`): a TCP load balancer in front of several nodes, skipping dead ones.
 //! - [`webhooks`] (feature `app`): a webhook receiver that records requests and answers scripted statuses.
 //! - [`oidc`] (feature `app`): the university's OpenID Connect provider, a real one in a node process.
 
@@ -19,6 +20,8 @@ pub mod database;
 
 #[cfg(feature = "app")]
 pub mod apple;
+#[cfg(feature = "app")]
+pub mod balancer;
 #[cfg(feature = "app")]
 pub mod oidc;
 #[cfg(feature = "app")]
