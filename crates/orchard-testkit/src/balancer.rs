@@ -16,6 +16,7 @@ pub struct Balancer {
     address: SocketAddr,
     backends: Arc<Mutex<Vec<SocketAddr>>>,
     connections: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -32,11 +33,18 @@ impl Balancer {
         let address = listener.local_addr()?;
         let backends: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
         let connections: Arc<AtomicUsize> = Arc::default();
-        let accept = tokio::spawn(accept_loop(listener, backends.clone(), connections.clone()));
+        let refused: Arc<AtomicUsize> = Arc::default();
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            backends.clone(),
+            connections.clone(),
+            refused.clone(),
+        ));
         Ok(Balancer {
             address,
             backends,
             connections,
+            refused,
             accept,
         })
     }
@@ -46,7 +54,8 @@ impl Balancer {
         format!("https://{}", self.address)
     }
 
-    /// The nodes, by base URL (`https://127.0.0.1:<port>`).
+    /// The nodes, by base URL (`https://127.0.0.1:<port>`); none closes every new connection at once (an
+    /// outage).
     pub fn set_backends(&self, base_urls: &[&str]) -> Result<()> {
         let mut addresses = Vec::with_capacity(base_urls.len());
         for url in base_urls {
@@ -65,12 +74,18 @@ impl Balancer {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }
+
+    /// Connections closed at once because no node took them (none set, or all dead).
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::Relaxed)
+    }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     backends: Arc<Mutex<Vec<SocketAddr>>>,
     connections: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
 ) {
     let next = Arc::new(AtomicUsize::new(0));
     loop {
@@ -80,9 +95,11 @@ async fn accept_loop(
         let backends = backends.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let next = next.clone();
         let connections = connections.clone();
+        let refused = refused.clone();
         tokio::spawn(async move {
             let Some(node) = connect_next(&backends, &next).await else {
                 // No node alive: the client sees the connection closed, as behind a real balancer.
+                refused.fetch_add(1, Ordering::Relaxed);
                 return;
             };
             connections.fetch_add(1, Ordering::Relaxed);
