@@ -20,7 +20,7 @@ use orchard_sim::SimDevice;
 use orchard_testkit::apple::ApplePush;
 use orchard_testkit::balancer::Balancer;
 use orchard_testkit::server::{Node, TestServer};
-use orchard_testkit::Backend;
+use orchard_testkit::{Backend, TestDatabase};
 use orchard_types::{Clock, SystemClock};
 use serde_json::json;
 use sqlx::Row;
@@ -28,6 +28,8 @@ use tokio::sync::Mutex;
 
 /// iPads in the suite's run; `ORCHARD_FAULT_DEVICES=2000` for the size.
 pub const DEFAULT_DEVICES: usize = 150;
+/// Tries of one device's enrollment before the test fails.
+const ENROLL_ATTEMPTS: u32 = 5;
 /// Enrollments in flight at once.
 const ENROLL_CONCURRENCY: usize = 16;
 /// Generous bounds on waits for conditions (the assertions are on state, not on speed): enrollment gets a
@@ -106,7 +108,20 @@ impl PushedFleet {
                 .await??;
             let mut device = device.lock().await;
             device.set_scep_key(key);
-            device.enroll(link).await.context("enrollment")
+            // A busy server may fail an enrollment step (SQLite answers 500 when its write lock stays taken
+            // past the busy timeout on an overloaded machine): the iPad starts over, as a user taps again.
+            let mut attempt = 1;
+            loop {
+                match device.enroll(link).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if attempt < ENROLL_ATTEMPTS && !device.state.enrolled => {
+                        eprintln!("enrollment attempt {attempt} of {}: {e}", device.state.udid);
+                        tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e).context("enrollment"),
+                }
+            }
         }))
         .buffer_unordered(ENROLL_CONCURRENCY)
         .collect()
@@ -257,10 +272,11 @@ pub struct Harness {
     pub balancer: Balancer,
     /// In front of APNs, so a test can make it refuse connections.
     pub apns_balancer: Balancer,
+    /// Nodes after the first; declared before it, so they stop before its database is dropped.
+    pub nodes: Vec<Node>,
     pub server: TestServer,
     /// The `orchard serve` arguments of every node (and of a restart).
     pub extra: Vec<String>,
-    pub nodes: Vec<Node>,
     node_dirs: Vec<tempfile::TempDir>,
     pub db: Option<sqlx::AnyConnection>,
     pub fleet: Option<PushedFleet>,
@@ -273,6 +289,20 @@ impl Harness {
     /// The first node on a fresh database of `backend`, behind the balancer (its public URL), with a push
     /// certificate; `None` when PostgreSQL is skipped on purpose.
     pub async fn start(backend: Backend) -> Result<Option<Harness>> {
+        Self::start_inner(backend, None).await
+    }
+
+    /// [`Harness::start`] on a database the test made (on a PostgreSQL cluster of its own).
+    pub async fn start_on(database: TestDatabase) -> Result<Harness> {
+        Self::start_inner(database.backend(), Some(database))
+            .await?
+            .context("no server")
+    }
+
+    async fn start_inner(
+        backend: Backend,
+        database: Option<TestDatabase>,
+    ) -> Result<Option<Harness>> {
         let devices = fleet_size()?;
         let apple = ApplePush::start(SystemClock.now()).await?;
         let balancer = Balancer::start().await?;
@@ -303,8 +333,12 @@ impl Harness {
             ]
             .map(str::to_owned),
         );
-        let Some(server) = TestServer::start_with(backend, &extra).await? else {
-            return Ok(None);
+        let server = match database {
+            Some(database) => TestServer::start_on(database, &extra).await?,
+            None => match TestServer::start_with(backend, &extra).await? {
+                Some(server) => server,
+                None => return Ok(None),
+            },
         };
         let topic = random_topic()?;
         let cert = apple.certificate(&topic, SystemClock.now(), 365)?;

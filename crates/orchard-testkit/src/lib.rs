@@ -4,6 +4,7 @@
 //!
 //! - [`database`]: a fresh database per test (SQLite in a temp dir, or a PostgreSQL database made from
 //!   `ORCHARD_TEST_POSTGRES_URL` and dropped afterwards), and [`backend_tests!`], which runs one scenario on both.
+//! - [`postgres_cluster`]: a PostgreSQL cluster of one test's own, for tests that crash or restart the server.
 //! - [`service`] (feature `app`): an `Orchard` in-process on such a database, with PKI made in memory.
 //! - [`server`] (feature `app`): the real `orchard` binary on 127.0.0.1:0, its API, its database-level commands
 //!   (tokens of each role) and simulated iPads enrolled through it.
@@ -17,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod database;
+pub mod postgres_cluster;
 
 #[cfg(feature = "app")]
 pub mod apple;
