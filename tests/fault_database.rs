@@ -22,7 +22,7 @@ async fn postgres_crash_mid_push_all_loses_and_repeats_nothing() -> Result<()> {
     // Declared first, so it is dropped last: the test database is dropped on it.
     let cluster = PostgresCluster::start()?;
     let database = TestDatabase::create_postgres_on(&cluster.admin_url()).await?;
-    let mut harness = Harness::start_on(database).await?;
+    let mut harness = Harness::start_on(database, 80).await?;
     harness.add_node().await?;
     harness.enroll().await?;
     harness.push_all().await?;

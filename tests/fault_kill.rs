@@ -19,7 +19,7 @@ use fault_harness::Harness;
 use orchard_testkit::Backend;
 
 async fn kill_mid_push_all(backend: Backend) -> Result<()> {
-    let Some(mut harness) = Harness::start(backend).await? else {
+    let Some(mut harness) = Harness::start(backend, fault_harness::DEFAULT_DEVICES).await? else {
         return Ok(());
     };
     if backend == Backend::Postgres {

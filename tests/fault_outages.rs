@@ -43,7 +43,7 @@ async fn phase(what: &str, minimum: Duration, reached: impl Fn() -> bool) -> Res
 }
 
 async fn apns_outage(backend: Backend) -> Result<()> {
-    let Some(mut harness) = Harness::start(backend).await? else {
+    let Some(mut harness) = Harness::start(backend, 60).await? else {
         return Ok(());
     };
     if backend == Backend::Postgres {

@@ -1,7 +1,8 @@
 //! Shared by the fault tests (tests/fault_*.rs): a fleet of simulated iPads woken by the local APNs server,
 //! reaching one or more `orchard serve` nodes through the test kit's balancer, one DeviceInformation queued for
 //! all of them through the bulk command API, and the exactly-once checks on the outcome, from the database and
-//! from the devices' own logs. `ORCHARD_FAULT_DEVICES` sets the fleet size (default [`DEFAULT_DEVICES`]).
+//! from the devices' own logs. `ORCHARD_FAULT_DEVICES` sets the fleet size (each test has its own default: the fault, not the
+//! fleet, is what it tests, and enrollment is most of a run's time).
 
 #![allow(dead_code)]
 
@@ -26,7 +27,7 @@ use serde_json::json;
 use sqlx::Row;
 use tokio::sync::Mutex;
 
-/// iPads in the suite's run; `ORCHARD_FAULT_DEVICES=2000` for the size.
+/// iPads in the suite's run of the kill test; `ORCHARD_FAULT_DEVICES=2000` for the size.
 pub const DEFAULT_DEVICES: usize = 150;
 /// Tries of one device's enrollment before the test fails.
 const ENROLL_ATTEMPTS: u32 = 5;
@@ -39,12 +40,13 @@ pub fn enroll_bound(devices: usize) -> Duration {
 }
 pub const RUN_BOUND: Duration = Duration::from_secs(600);
 
-pub fn fleet_size() -> Result<usize> {
+/// `ORCHARD_FAULT_DEVICES`, or `default`.
+pub fn fleet_size(default: usize) -> Result<usize> {
     match std::env::var("ORCHARD_FAULT_DEVICES") {
         Ok(v) => v
             .parse()
             .with_context(|| format!("ORCHARD_FAULT_DEVICES={v}")),
-        Err(_) => Ok(DEFAULT_DEVICES),
+        Err(_) => Ok(default),
     }
 }
 
@@ -288,13 +290,13 @@ pub struct Harness {
 impl Harness {
     /// The first node on a fresh database of `backend`, behind the balancer (its public URL), with a push
     /// certificate; `None` when PostgreSQL is skipped on purpose.
-    pub async fn start(backend: Backend) -> Result<Option<Harness>> {
-        Self::start_inner(backend, None).await
+    pub async fn start(backend: Backend, default_devices: usize) -> Result<Option<Harness>> {
+        Self::start_inner(backend, None, default_devices).await
     }
 
     /// [`Harness::start`] on a database the test made (on a PostgreSQL cluster of its own).
-    pub async fn start_on(database: TestDatabase) -> Result<Harness> {
-        Self::start_inner(database.backend(), Some(database))
+    pub async fn start_on(database: TestDatabase, default_devices: usize) -> Result<Harness> {
+        Self::start_inner(database.backend(), Some(database), default_devices)
             .await?
             .context("no server")
     }
@@ -302,8 +304,9 @@ impl Harness {
     async fn start_inner(
         backend: Backend,
         database: Option<TestDatabase>,
+        default_devices: usize,
     ) -> Result<Option<Harness>> {
-        let devices = fleet_size()?;
+        let devices = fleet_size(default_devices)?;
         let apple = ApplePush::start(SystemClock.now()).await?;
         let balancer = Balancer::start().await?;
         let apns_balancer = Balancer::start().await?;
