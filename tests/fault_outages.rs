@@ -1,12 +1,18 @@
-//! Issue 16, point 5 (fault harness): Apple's push service fails for a while during a push-all, then comes
-//! back; the push-all finishes and nothing is done twice.
+//! Issue 16, point 5 (fault harness): Apple's services fail for a while, then come back; the work finishes and
+//! nothing is done twice.
 //!
+//! APNs, during a push-all:
 //! One DeviceInformation is queued for every simulated iPad while the local APNs server answers every push with
 //! 500, then with 429 and `Retry-After`, then refuses connections (the balancer in front of it takes no node and
 //! the open connection is dropped). During the outage no iPad is woken and no result is stored; once APNs is back
 //! the pushes go out and the outcome is checked as after a kill: every command ran once on its device, every
 //! result is stored once, nothing is left pending. Each phase lasts until the nodes have met it (bounded waits),
 //! and at least `ORCHARD_FAULT_OUTAGE_SECONDS` (default 0) when set, for the minute-long outages of the issue.
+//!
+//! The Device Assignment (DEP) service, during a sync: 503s past the client's retries fail the sync (the token
+//! keeps the error), a 429 whose Retry-After is too long to wait out fails it at once, then a few 429s with a
+//! short Retry-After are waited out and the sync completes; on PostgreSQL two nodes then sync the same token at
+//! once. Every device is stored once.
 
 mod fault_harness;
 
@@ -15,7 +21,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use fault_harness::Harness;
 use orchard_apns::fake::{Fault, FaultScope};
+use orchard_dep::fake::{FakeDepConfig, FakeDepServer};
+use orchard_testkit::apple::AppleDep;
+use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
+use serde_json::Value;
 
 /// How long each phase of an outage lasts at least.
 fn phase_minimum() -> Result<Duration> {
@@ -111,6 +121,120 @@ async fn apns_outage(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// DEP devices stored, and distinct serial numbers among them.
+async fn dep_device_counts(server: &TestServer) -> Result<(i64, i64)> {
+    let mut db = server.connect_database().await?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dep_devices")
+        .fetch_one(&mut db)
+        .await?;
+    let distinct: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT serial_number) FROM dep_devices")
+        .fetch_one(&mut db)
+        .await?;
+    Ok((total, distinct))
+}
+
+/// `POST /api/v1/dep-tokens/{id}/sync` on the node at `base`.
+async fn sync_on(server: &TestServer, base: &str, id: &str) -> Result<(u16, Value)> {
+    let response = server
+        .http
+        .post(format!("{base}/api/v1/dep-tokens/{id}/sync"))
+        .bearer_auth(&server.token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+const DEP_DEVICES: usize = 1_200;
+
+async fn dep_outage(backend: Backend) -> Result<()> {
+    let dep = AppleDep::start(FakeDepConfig::default()).await?;
+    dep.server
+        .add_devices(&FakeDepServer::make_serials("OUT", 0, DEP_DEVICES));
+    let mut args = dep.serve_args();
+    args.extend(["--dep-sync-minutes".to_owned(), "0".to_owned()]);
+    let Some(server) = TestServer::start_with(backend, &args).await? else {
+        return Ok(());
+    };
+    let (id, _) = server.upload_dep_token(&dep.server, "outage").await?;
+
+    // 503 for longer than the client retries: the sync fails, the token says why, nothing half-stored.
+    dep.server.inject_server_errors(1_000);
+    let (outage_status, body) = sync_on(&server, &server.base_url, &id).await?;
+    ensure!(
+        outage_status != 200,
+        "a sync during an outage succeeded: {body}"
+    );
+    let tokens = server.get("/api/v1/dep-tokens").await?;
+    ensure!(
+        tokens["items"][0]["last_sync_error"].is_string(),
+        "the failed sync is not recorded: {tokens}"
+    );
+    // A Retry-After longer than the client waits fails the sync at once.
+    dep.server.inject_server_errors(0);
+    dep.server.inject_rate_limit(1, 3_600);
+    let (throttled_status, body) = sync_on(&server, &server.base_url, &id).await?;
+    ensure!(
+        throttled_status != 200,
+        "a rate-limited sync succeeded: {body}"
+    );
+
+    // Apple is back, still throttling a little: the short waits are waited out.
+    dep.server.inject_rate_limit(2, 1);
+    let summary = server
+        .post(
+            &format!("/api/v1/dep-tokens/{id}/sync"),
+            serde_json::json!({}),
+        )
+        .await?;
+    ensure!(
+        summary["active_devices"] == DEP_DEVICES as u64,
+        "after the outage: {summary}"
+    );
+    let (total, distinct) = dep_device_counts(&server).await?;
+    ensure!(
+        total == DEP_DEVICES as i64 && distinct == total,
+        "{total} DEP rows, {distinct} serials"
+    );
+
+    // Two nodes sync the same token at once: still every device once.
+    if backend == Backend::Postgres {
+        let dir = tempfile::tempdir()?;
+        let mut extra = args.clone();
+        extra.extend([
+            "--kek-file".to_owned(),
+            server.kek_path().display().to_string(),
+        ]);
+        let node = server.start_node_in(dir.path(), &extra).await?;
+        let (first, second) = tokio::join!(
+            sync_on(&server, &server.base_url, &id),
+            sync_on(&server, &node.base_url, &id)
+        );
+        let (first, second) = (first?, second?);
+        ensure!(
+            first.0 == 200 && second.0 == 200,
+            "concurrent syncs: {first:?} {second:?}"
+        );
+        let (total, distinct) = dep_device_counts(&server).await?;
+        ensure!(
+            total == DEP_DEVICES as i64 && distinct == total,
+            "after two nodes synced: {total} DEP rows, {distinct} serials"
+        );
+    }
+    let tokens = server.get("/api/v1/dep-tokens").await?;
+    ensure!(
+        tokens["items"][0]["last_sync_error"].is_null(),
+        "the error stays after a good sync: {tokens}"
+    );
+    eprintln!(
+        "fault_outages DEP {backend:?}: syncs refused during the outage ({outage_status}) and under a long \
+         Retry-After ({throttled_status}), then {DEP_DEVICES} devices stored once"
+    );
+    Ok(())
+}
+
 orchard_testkit::backend_tests! {
     apns_outage_then_every_result_once => apns_outage [workers = 4];
+    dep_outage_then_every_device_once => dep_outage;
 }
