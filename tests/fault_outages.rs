@@ -13,6 +13,10 @@
 //! keeps the error), a 429 whose Retry-After is too long to wait out fails it at once, then a few 429s with a
 //! short Retry-After are waited out and the sync completes; on PostgreSQL two nodes then sync the same token at
 //! once. Every device is stored once.
+//!
+//! Apps and Books, during a licence sync: 503s past the client's retries and a too-long Retry-After fail the
+//! sync, a 503 in the middle of the pages and short 429s are retried; the apps and their counts then match
+//! Apple's, on PostgreSQL also after two nodes sync at once.
 
 mod fault_harness;
 
@@ -22,9 +26,11 @@ use anyhow::{bail, ensure, Context, Result};
 use fault_harness::Harness;
 use orchard_apns::fake::{Fault, FaultScope};
 use orchard_dep::fake::{FakeDepConfig, FakeDepServer};
-use orchard_testkit::apple::AppleDep;
+use orchard_testkit::apple::{AppleDep, AppleVpp};
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
+use orchard_types::Role;
+use orchard_vpp::fake::FakeVppConfig;
 use serde_json::Value;
 
 /// How long each phase of an outage lasts at least.
@@ -234,7 +240,181 @@ async fn dep_outage(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// `method path` with `token` on the node at `base`.
+async fn call_on(
+    server: &TestServer,
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<(u16, Value)> {
+    let response = server
+        .http
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// Every app of the tenant as stored: adam id → (total, assigned, available).
+async fn stored_apps(server: &TestServer) -> Result<Vec<(String, (i64, i64, i64))>> {
+    use sqlx::Row;
+    let mut db = server.connect_database().await?;
+    let rows = sqlx::query(
+        "SELECT adam_id, total_count, assigned_count, available_count FROM vpp_assets ORDER BY adam_id",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<String, _>("adam_id")?,
+                (
+                    r.try_get::<i64, _>("total_count")?,
+                    r.try_get::<i64, _>("assigned_count")?,
+                    r.try_get::<i64, _>("available_count")?,
+                ),
+            ))
+        })
+        .collect()
+}
+
+const VPP_APPS: usize = 10;
+/// Attempts the Apps and Books client makes per request (orchard-vpp's default retry policy).
+const VPP_CLIENT_ATTEMPTS: usize = 4;
+
+async fn apps_outage(backend: Backend) -> Result<()> {
+    let vpp = AppleVpp::start(FakeVppConfig {
+        pending_polls: 0,
+        page_size: 2,
+        ..FakeVppConfig::default()
+    })
+    .await?;
+    let fake = &vpp.server;
+    let args = vpp.serve_args();
+    let Some(server) = TestServer::start_with(backend, &args).await? else {
+        return Ok(());
+    };
+    let tenant = server.create_tenant("Physics", "phys").await?;
+    let admin = server.create_token(Role::Admin, Some(&tenant), "physics-admin")?;
+    let location = fake.add_location("Physics Library");
+    let adam_ids: Vec<String> = (0..VPP_APPS).map(|i| format!("36130{i:04}")).collect();
+    for (i, id) in adam_ids.iter().enumerate() {
+        fake.add_asset(&location, id, 5 + i as i64, true);
+    }
+    let (status, uploaded) = server
+        .api(
+            &admin,
+            reqwest::Method::PUT,
+            &format!("/api/v1/tenants/{tenant}/apps/token"),
+            Some(serde_json::json!({"content_token": location})),
+        )
+        .await?;
+    ensure!(status == 200, "upload → {status}: {uploaded}");
+    let sync_path = format!("/api/v1/tenants/{tenant}/apps/sync");
+    let expected = |apps: &[(String, (i64, i64, i64))]| -> Result<()> {
+        ensure!(apps.len() == VPP_APPS, "{} apps stored", apps.len());
+        for (id, counts) in apps {
+            ensure!(
+                Some(*counts) == fake.counts(&location, id),
+                "{id}: stored {counts:?}, apple {:?}",
+                fake.counts(&location, id)
+            );
+        }
+        Ok(())
+    };
+    expected(&stored_apps(&server).await?)?;
+    // Apple changes counts, then fails: 503 for every try of the first request, then a long Retry-After.
+    for id in &adam_ids {
+        fake.set_total(&location, id, 20);
+    }
+    fake.inject_fault(503, None, VPP_CLIENT_ATTEMPTS);
+    let (outage_status, body) = call_on(
+        &server,
+        &server.base_url,
+        &admin,
+        reqwest::Method::POST,
+        &sync_path,
+    )
+    .await?;
+    ensure!(
+        outage_status != 200,
+        "a sync during the outage succeeded: {body}"
+    );
+    fake.inject_fault(429, Some(3_600), 1);
+    let (throttled_status, body) = call_on(
+        &server,
+        &server.base_url,
+        &admin,
+        reqwest::Method::POST,
+        &sync_path,
+    )
+    .await?;
+    ensure!(
+        throttled_status != 200,
+        "a sync under a long Retry-After succeeded: {body}"
+    );
+
+    // Back, with a 503 in the middle of the pages and short 429s: retried, and the sync completes.
+    fake.inject_fault_after(2, 503, None);
+    fake.inject_fault(429, Some(1), 2);
+    let (status, body) = call_on(
+        &server,
+        &server.base_url,
+        &admin,
+        reqwest::Method::POST,
+        &sync_path,
+    )
+    .await?;
+    ensure!(status == 200, "sync after the outage → {status}: {body}");
+    expected(&stored_apps(&server).await?)?;
+
+    if backend == Backend::Postgres {
+        let dir = tempfile::tempdir()?;
+        let mut extra = args.clone();
+        extra.extend([
+            "--kek-file".to_owned(),
+            server.kek_path().display().to_string(),
+        ]);
+        let node = server.start_node_in(dir.path(), &extra).await?;
+        for id in &adam_ids {
+            fake.set_total(&location, id, 30);
+        }
+        let (first, second) = tokio::join!(
+            call_on(
+                &server,
+                &server.base_url,
+                &admin,
+                reqwest::Method::POST,
+                &sync_path
+            ),
+            call_on(
+                &server,
+                &node.base_url,
+                &admin,
+                reqwest::Method::POST,
+                &sync_path
+            )
+        );
+        let (first, second) = (first?, second?);
+        ensure!(
+            first.0 == 200 && second.0 == 200,
+            "concurrent syncs: {first:?} {second:?}"
+        );
+        expected(&stored_apps(&server).await?)?;
+    }
+    eprintln!(
+        "fault_outages Apps and Books {backend:?}: syncs refused during the outage ({outage_status}) and under a \
+         long Retry-After ({throttled_status}); after it {VPP_APPS} apps stored with Apple's counts"
+    );
+    Ok(())
+}
+
 orchard_testkit::backend_tests! {
     apns_outage_then_every_result_once => apns_outage [workers = 4];
     dep_outage_then_every_device_once => dep_outage;
+    apps_outage_then_counts_match => apps_outage;
 }
