@@ -79,6 +79,12 @@ pub struct SimDevice {
     /// Where the App Store is asked whether this serial holds an Apps and Books licence (the local Apps and
     /// Books server's `/fake/licence`), with a client that trusts it. `None`: every install succeeds.
     app_store: Option<(String, reqwest::Client)>,
+    /// A command report whose answer never came back (the connection broke, or the server answered 5xx):
+    /// the command ran, so the device sends this report again to open its next session instead of running
+    /// the command a second time, as mdmclient does.
+    unsent_report: Option<Vec<u8>>,
+    /// How many sessions opened with such a report sent again.
+    reports_sent_again: usize,
 }
 
 impl std::fmt::Debug for SimDevice {
@@ -111,6 +117,8 @@ impl SimDevice {
             scep_key: None,
             clock: Arc::new(SystemClock),
             app_store: None,
+            unsent_report: None,
+            reports_sent_again: 0,
         }
     }
 
@@ -138,6 +146,8 @@ impl SimDevice {
             scep_key: None,
             clock: Arc::new(SystemClock),
             app_store: None,
+            unsent_report: None,
+            reports_sent_again: 0,
         }
     }
 
@@ -965,9 +975,14 @@ impl SimDevice {
             ..SessionSummary::default()
         };
         let mut presigned = signed_idle.map(|(_, signature)| signature.clone());
-        let mut body = match signed_idle {
-            Some((body, _)) => body.clone(),
-            None => handler::idle_report(&self.state)?,
+        let mut body = match (self.unsent_report.take(), signed_idle) {
+            (Some(report), _) => {
+                presigned = None;
+                self.reports_sent_again += 1;
+                report
+            }
+            (None, Some((body, _))) => body.clone(),
+            (None, None) => handler::idle_report(&self.state)?,
         };
         for _ in 0..MAX_COMMANDS_PER_SESSION {
             // Captured before the command runs: an erase or profile removal wipes them from the state, but
@@ -976,9 +991,18 @@ impl SimDevice {
             let check_in_url = self.state.check_in_url.clone();
             let topic = self.state.topic.clone();
             let identity = self.cached_identity()?;
-            let reply = self
-                .send_session_request(&server_url, &identity, body, presigned.take())
-                .await?;
+            let reply = match self
+                .send_session_request(&server_url, &identity, body.clone(), presigned.take())
+                .await
+            {
+                Ok(reply) => reply,
+                Err(e) => {
+                    if is_lost_answer(&e) && !is_idle_report(&body) {
+                        self.unsent_report = Some(body);
+                    }
+                    return Err(e);
+                }
+            };
             if reply.iter().all(u8::is_ascii_whitespace) {
                 return Ok(summary);
             }
@@ -1046,6 +1070,26 @@ impl SimDevice {
             .handled_commands
             .extend(outcome.handled.iter().cloned());
         Ok(outcome)
+    }
+
+    /// How many times this device ran the command `uuid` (every answer but NotNow): what exactly-once
+    /// delivery is checked against.
+    pub fn executions(&self, uuid: &str) -> usize {
+        self.state
+            .handled_commands
+            .iter()
+            .filter(|h| h.uuid == uuid && h.status != orchard_types::CommandStatus::NotNow)
+            .count()
+    }
+
+    /// Whether a command report is waiting to be sent again (its first delivery got no answer).
+    pub fn has_unsent_report(&self) -> bool {
+        self.unsent_report.is_some()
+    }
+
+    /// How many sessions opened by sending again a report whose first delivery got no answer.
+    pub fn reports_sent_again(&self) -> usize {
+        self.reports_sent_again
     }
 
     /// The next `n` commands get NotNow (a real iPad does this while locked after boot).
@@ -1410,4 +1454,26 @@ fn check_ca_fingerprint(ca_certs: &[Vec<u8>], expected: &[u8]) -> Result<(), Sim
     Err(SimError::Scep(
         "ca certificate does not match CAFingerprint".into(),
     ))
+}
+
+/// Whether a failed session request may have been lost on the way (no answer, a broken connection, or a
+/// server error): what a device sends again. A 4xx is an answer.
+fn is_lost_answer(error: &SimError) -> bool {
+    match error {
+        SimError::Http(_) => true,
+        SimError::Status { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// Whether a session request body is the Idle that opens a session (nothing to send again).
+fn is_idle_report(body: &[u8]) -> bool {
+    orchard_protocol::parse_dictionary(body)
+        .ok()
+        .and_then(|d| {
+            d.get("Status")
+                .and_then(plist::Value::as_string)
+                .map(|s| s == "Idle")
+        })
+        .unwrap_or(false)
 }

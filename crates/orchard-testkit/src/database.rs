@@ -55,25 +55,35 @@ impl TestDatabase {
                     eprintln!("{SKIP_POSTGRES_VAR}=1: skipping the PostgreSQL run");
                     return Ok(None);
                 };
-                let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
-                sqlx::any::install_default_drivers();
-                let mut admin = AnyConnection::connect(&admin_url)
-                    .await
-                    .with_context(|| format!("connecting to {POSTGRES_URL_VAR}"))?;
-                admin
-                    .execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .with_context(|| format!("creating the test database {name}"))?;
-                admin.close().await?;
-                let url = url_with_database(&admin_url, &name)?;
-                Ok(Some(TestDatabase {
-                    backend,
-                    url,
-                    postgres: Some(PostgresDatabase { admin_url, name }),
-                    dir,
-                }))
+                Self::create_postgres_on(&admin_url).await.map(Some)
             }
         }
+    }
+
+    /// A fresh database on the PostgreSQL server of `admin_url` (any database of it): a private cluster of one
+    /// test, say, instead of the shared one of `ORCHARD_TEST_POSTGRES_URL`.
+    pub async fn create_postgres_on(admin_url: &str) -> Result<TestDatabase> {
+        let dir = tempfile::tempdir().context("temp dir for the test database")?;
+        let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
+        sqlx::any::install_default_drivers();
+        let mut admin = AnyConnection::connect(admin_url)
+            .await
+            .with_context(|| format!("connecting to {admin_url}"))?;
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .with_context(|| format!("creating the test database {name}"))?;
+        admin.close().await?;
+        let url = url_with_database(admin_url, &name)?;
+        Ok(TestDatabase {
+            backend: Backend::Postgres,
+            url,
+            postgres: Some(PostgresDatabase {
+                admin_url: admin_url.to_owned(),
+                name,
+            }),
+            dir,
+        })
     }
 
     pub fn backend(&self) -> Backend {

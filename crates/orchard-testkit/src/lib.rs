@@ -4,11 +4,13 @@
 //!
 //! - [`database`]: a fresh database per test (SQLite in a temp dir, or a PostgreSQL database made from
 //!   `ORCHARD_TEST_POSTGRES_URL` and dropped afterwards), and [`backend_tests!`], which runs one scenario on both.
+//! - [`postgres_cluster`]: a PostgreSQL cluster of one test's own, for tests that crash or restart the server.
 //! - [`service`] (feature `app`): an `Orchard` in-process on such a database, with PKI made in memory.
 //! - [`server`] (feature `app`): the real `orchard` binary on 127.0.0.1:0, its API, its database-level commands
 //!   (tokens of each role) and simulated iPads enrolled through it.
 //! - [`apple`] (feature `app`): Apple's push CA with a local APNs server, the activation service and the DEP
 //!   service, each with the flags that point the binary at it.
+//! - [`balancer`] (feature `app`): a TCP load balancer in front of several nodes, skipping dead ones.
 //! - [`webhooks`] (feature `app`): a webhook receiver that records requests and answers scripted statuses.
 //! - [`oidc`] (feature `app`): the university's OpenID Connect provider, a real one in a node process.
 
@@ -16,9 +18,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod database;
+pub mod postgres_cluster;
 
 #[cfg(feature = "app")]
 pub mod apple;
+#[cfg(feature = "app")]
+pub mod balancer;
 #[cfg(feature = "app")]
 pub mod oidc;
 #[cfg(feature = "app")]

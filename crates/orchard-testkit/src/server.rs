@@ -94,6 +94,12 @@ impl TestServer {
         Self::start_inner(backend, extra, log, |_| Ok(())).await
     }
 
+    /// Like [`start_with`](Self::start_with), on a database the test made (on a PostgreSQL server of its own,
+    /// say).
+    pub async fn start_on(database: TestDatabase, extra: &[String]) -> Result<TestServer> {
+        Self::start_on_database(database, extra, None, |_| Ok(())).await
+    }
+
     async fn start_inner(
         backend: Backend,
         extra: &[String],
@@ -104,6 +110,18 @@ impl TestServer {
         let Some(database) = TestDatabase::create(backend).await? else {
             return Ok(None);
         };
+        Self::start_on_database(database, extra, log, prepare)
+            .await
+            .map(Some)
+    }
+
+    async fn start_on_database(
+        database: TestDatabase,
+        extra: &[String],
+        log: Option<(&str, &Path)>,
+        prepare: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<TestServer> {
+        install_crypto_provider();
         let data_dir = database.dir().to_owned();
         prepare(&data_dir)?;
         let database_url = database.binary_database_url();
@@ -124,7 +142,7 @@ impl TestServer {
             .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem)?)
             .timeout(Duration::from_secs(30))
             .build()?;
-        Ok(Some(TestServer {
+        Ok(TestServer {
             base_url,
             data_dir,
             ca_pem,
@@ -134,7 +152,7 @@ impl TestServer {
             http,
             child,
             database,
-        }))
+        })
     }
 
     pub fn backend(&self) -> Backend {
