@@ -21,6 +21,23 @@ mod layout_tests;
 
 use std::sync::Arc;
 
+/// HTML-escapes text, quotes included, so it is safe in element content and attribute values. The one escaper
+/// of the hand-written pages (enrollment landing page, sign-in pages, the guides' Markdown).
+pub(crate) fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;

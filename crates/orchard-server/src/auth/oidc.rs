@@ -19,27 +19,13 @@ use serde::Deserialize;
 use super::cookies::{cookie, set_cookie, with_cookies, SESSION_COOKIE};
 use super::principal::check_csrf;
 use crate::api::error::ApiError;
+use crate::html_escape;
 use crate::state::{request_id, AppState};
 
 /// The cookie that carries a sign-in's state from `/auth/login` to `/auth/callback`.
 pub(super) const LOGIN_COOKIE: &str = "orchard_login";
 /// Where the browser goes after signing in: the web UI.
 const AFTER_LOGIN: &str = "/ui";
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// A small page for a person in a browser.
 fn page(status: StatusCode, title: &str, message: &str, request_id: &str) -> Response {

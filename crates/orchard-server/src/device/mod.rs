@@ -17,6 +17,7 @@ use orchard_core::enrollment::profile::LinkDownload;
 use orchard_core::CoreError;
 use serde::Deserialize;
 
+use crate::html_escape;
 use crate::state::AppState;
 
 mod error;
@@ -159,14 +160,6 @@ const LINK_PAGE_HEADERS: [(header::HeaderName, &str); 3] = [
         "noindex, nofollow",
     ),
 ];
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
 
 /// `GET /enroll/{secret}` (and HEAD): a short page whose button downloads the profile. Checks the link (404
 /// unknown, 410 expired, used up or revoked, with a page saying to ask for a new link) but spends nothing and

@@ -260,20 +260,9 @@ fn pair(text: &str, marker: &str, tag: &str) -> String {
     out
 }
 
-/// HTML-escapes text (also quotes, so it is safe in attribute values).
+/// HTML-escapes text (also quotes, so it is safe in attribute values): the crate's one escaper.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::html_escape(text)
 }
 
 #[cfg(test)]
