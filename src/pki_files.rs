@@ -526,7 +526,9 @@ fn renewals(
 }
 
 /// The development TLS identity (a file of the data directory, each node its own), issued by the server CA for
-/// `dns`/`ips`; re-issued when missing, within 30 days of expiry or not issued by the current server CA.
+/// `dns`/`ips`; re-issued when missing, within 30 days of expiry, not issued by the current server CA, or an RSA
+/// key made by an older Orchard (devices trust the server CA, not this leaf, so a new leaf changes nothing for
+/// them, and its P-256 key makes every full handshake cheaper).
 pub fn tls_identity(
     dir: &Path,
     server_ca: &CertificateAuthority,
@@ -539,7 +541,13 @@ pub fn tls_identity(
         None => None,
     };
     Ok(match tls {
-        Some(t) if !needs_renewal(&t, now) && server_ca.is_issued_by_me(&t.cert_der()) => t,
+        Some(t)
+            if !needs_renewal(&t, now)
+                && server_ca.is_issued_by_me(&t.cert_der())
+                && t.has_ec_key() =>
+        {
+            t
+        }
         _ => {
             let t = server_ca.issue_tls_server(dns, ips, now, LEAF_VALIDITY_DAYS)?;
             write_pair(dir, "tls", &t)?;
@@ -547,4 +555,35 @@ pub fn tls_identity(
             t
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixTime = UnixTime(1_780_000_000);
+
+    #[test]
+    fn the_development_tls_identity_is_p256_and_an_older_rsa_one_is_replaced() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let ca = CertificateAuthority::generate("Orchard Server CA", NOW, 3650)?;
+        let ips: Vec<IpAddr> = vec!["127.0.0.1".parse()?];
+        let first = tls_identity(dir.path(), &ca, &[], &ips, NOW)?;
+        assert!(first.has_ec_key());
+        // Kept while valid: a restart serves the same certificate.
+        let again = tls_identity(dir.path(), &ca, &[], &ips, NOW)?;
+        assert_eq!(again.cert_der(), first.cert_der());
+        // An RSA pair from an older Orchard (issued by the same CA) is replaced by a P-256 one.
+        let rsa = ca.issue_signing_identity("Orchard server (127.0.0.1)", NOW, 397)?;
+        write_pair(dir.path(), "tls", &rsa)?;
+        let replaced = tls_identity(dir.path(), &ca, &[], &ips, NOW)?;
+        assert!(replaced.has_ec_key());
+        assert_ne!(replaced.cert_der(), rsa.cert_der());
+        let on_disk = read_pair(dir.path(), "tls")?.expect("written");
+        assert_eq!(
+            Identity::from_pem(&on_disk.cert, &on_disk.key)?.cert_der(),
+            replaced.cert_der()
+        );
+        Ok(())
+    }
 }

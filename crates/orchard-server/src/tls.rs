@@ -41,6 +41,12 @@ pub fn tls_server_config(
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls identity: {e}"))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless session tickets (keys rotated every 6 hours, tickets live 12): a returning iPad resumes its TLS
+    // session without the certificate signature and chain check, whatever the number of devices (the default
+    // session cache holds 256). Each node has its own keys, so a ticket from another node falls back to a full
+    // handshake. No 0-RTT: early data could be replayed.
+    cfg.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls tickets: {e}"))?;
     Ok(cfg)
 }
 
