@@ -305,6 +305,19 @@ pub fn decode_pki_operation(
         Ok(signer) => signer,
         Err(e) => return refuse(FailInfo::BadMessageCheck, e.to_string()),
     };
+    // The signer certificate is what the reply is encrypted to, what a retry is matched by and what is stored:
+    // it must read back from its own DER. OpenSSL parses some malformed certificates inside a SignedData (the
+    // fuzzer found an AlgorithmIdentifier whose parameters are a constructed end-of-contents) and writes them
+    // out as DER it then refuses, so a request it accepts here could otherwise not be answered at all.
+    let signer_cert_der = match signer.to_der() {
+        Ok(der) if X509::from_der(&der).is_ok() => der,
+        _ => {
+            return refuse(
+                FailInfo::BadMessageCheck,
+                "signer certificate does not read back from its DER".into(),
+            )
+        }
+    };
     let signing_time = attributes.signing_time();
     let message_type_code = match attributes.required_string(nids.message_type, "messageType") {
         Ok(code) => code,
@@ -356,7 +369,7 @@ pub fn decode_pki_operation(
         message_type,
         transaction_id: reply_to.transaction_id.clone(),
         sender_nonce: reply_to.sender_nonce.clone(),
-        signer_cert_der: signer.to_der()?,
+        signer_cert_der,
         csr_der: message_data,
         challenge_password: None,
         subject_common_name: None,
