@@ -4,8 +4,9 @@
 //! profile's ServerURL names) and run a command session only when the local APNs server wakes them, or to try
 //! again after a session broke (as an iPad does). One DeviceInformation is queued for every iPad through the
 //! bulk command API; once some but not all results are stored, a node is killed with SIGKILL:
-//! - PostgreSQL: two `orchard serve` nodes on one database (same KEK), one of them killed; the balancer sends
-//!   the iPads to the other, which also takes over the killed node's push claims when their lease runs out.
+//! - PostgreSQL: two `orchard serve` nodes on one database (same KEK; `ORCHARD_FAULT_NODES` for more), one of them
+//!   killed; the balancer sends the iPads to the others, which also take over the killed node's push claims when
+//!   their lease runs out.
 //! - SQLite: the single node killed and started again on the same data directory and address.
 //!
 //! Then, once every result is stored (a bounded wait), the outcome is checked from the database and from the
@@ -33,17 +34,34 @@ use orchard_vpp::fake::FakeVppConfig;
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Nodes on PostgreSQL: `ORCHARD_FAULT_NODES` (2 to 3 and more), 2 by default.
+fn node_count() -> Result<usize> {
+    let nodes = match std::env::var("ORCHARD_FAULT_NODES") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("ORCHARD_FAULT_NODES={v}"))?,
+        Err(_) => 2,
+    };
+    ensure!(
+        nodes >= 2,
+        "ORCHARD_FAULT_NODES={nodes}: one node must survive the kill"
+    );
+    Ok(nodes)
+}
+
 async fn kill_mid_push_all(backend: Backend) -> Result<()> {
     let Some(mut harness) = Harness::start(backend, fault_harness::DEFAULT_DEVICES).await? else {
         return Ok(());
     };
     if backend == Backend::Postgres {
-        harness.add_node().await?;
+        for _ in 1..node_count()? {
+            harness.add_node().await?;
+        }
     }
     harness.enroll().await?;
     harness.push_all().await?;
 
-    // Some results stored, not all: kill -9 now.
+    // Some results stored, not all: kill -9 now (the last node added).
     let devices = harness.devices;
     harness
         .wait_stored((devices / 3).max(1), "a third of the results stored")

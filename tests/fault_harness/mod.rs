@@ -363,6 +363,10 @@ impl Harness {
                 // device sends the report of a command it ran before anything else, so it never runs one twice.
                 "--command-resend-after-minutes",
                 "0",
+                // The whole fleet enrolls through one link, faster (with the key pool) than the 300 profile
+                // downloads a minute one link hands out by default.
+                "--link-downloads-per-minute",
+                "0",
             ]
             .map(str::to_owned),
         );
