@@ -264,6 +264,7 @@ mod settings {
             body_read_timeout: seconds(l.body_timeout_seconds),
             idle_timeout: seconds(l.idle_timeout_seconds),
             max_connections_per_ip: l.max_connections_per_ip as usize,
+            ..orchard_server::ConnectionLimits::default()
         }
     }
 
@@ -646,15 +647,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
             tracing::warn!(error = %format!("{e:#}"), "could not tell systemd that Orchard is ready");
         }
     }
+    // At SIGTERM the jobs stop at once (a step under lease is dropped and its lease released, so another node
+    // takes over now) while the requests being answered finish.
     orchard_server::serve_tls(
         listener,
         tls,
         app,
         settings::connection_limits(&config),
-        shutdown_signal(),
+        async move {
+            shutdown_signal().await;
+            drop(stop_jobs);
+        },
     )
     .await;
-    drop(stop_jobs);
     jobs.join().await;
     store.close().await;
     Ok(())

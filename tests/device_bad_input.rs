@@ -292,6 +292,121 @@ fn pem_to_der(pem: &[u8]) -> Result<Vec<u8>> {
     Ok(openssl::x509::X509::from_pem(pem)?.to_der()?)
 }
 
+/// One figure of this node's `/metrics` page.
+async fn metric(server: &TestServer, family: &str) -> Result<f64> {
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(family))
+        .with_context(|| format!("/metrics has no {family}:\n{text}"))?;
+    let value = line
+        .split_whitespace()
+        .nth(1)
+        .context("metric without value")?;
+    Ok(value.parse()?)
+}
+
+/// Adaptive push pacing reads how busy a node is from its device requests. Anyone can reach `/mdm/checkin`
+/// and `/mdm/command`, so only requests whose Mdm-Signature verified may count: a flood of unsigned and badly
+/// signed requests (all at once, some with large bodies that are slow to hash) leaves the node's served count,
+/// its in-flight count and its pacing rate as they were, and each is refused with a 4xx. The served count
+/// moving for a real device's session shows the figures are live, so this is no vacuous pass.
+async fn flood_scenario(backend: Backend) -> Result<()> {
+    let Some(server) = TestServer::start(backend).await? else {
+        return Ok(());
+    };
+    let tenant = server.create_tenant("Chemistry", "chemistry").await?;
+    let link = server.enrollment_link(&tenant, None).await?;
+    let config = server.sim_config();
+    let mut device = SimDevice::new_random(&config);
+    device.enroll(&link).await?;
+    device.poll().await?;
+    let topic = device.state.topic.clone();
+    let identity = identity_of(&device)?;
+
+    let served_before = metric(&server, "orchard_device_requests_served_total").await?;
+    let rate_before = metric(&server, "orchard_push_pacing_rate").await?;
+    ensure!(
+        served_before > 0.0,
+        "the enrolled device's requests were not counted"
+    );
+
+    let body = token_update_body(&device.state.udid, &topic)?;
+    let rogue_ca = CertificateAuthority::generate("Rogue CA", now(), 30)?;
+    let rogue = rogue_ca.issue_signing_identity("rogue device", now(), 30)?;
+    let rogue_signature = orchard_pki::signature::sign_mdm_body(&body, &rogue)?;
+    let other_body_signature = orchard_pki::signature::sign_mdm_body(b"another body", &identity)?;
+    // Large enough that hashing it for the signature check takes a while, under the device body limit.
+    let mut large = body.clone();
+    large.resize(512 * 1024, b' ');
+    let large_signature = orchard_pki::signature::sign_mdm_body(b"not this body", &identity)?;
+    let attempts: Vec<(Vec<u8>, Option<String>)> = vec![
+        (body.clone(), None),
+        (body.clone(), Some("%%%not base64".into())),
+        (body.clone(), Some(other_body_signature)),
+        (body.clone(), Some(rogue_signature)),
+        (large, Some(large_signature)),
+    ];
+    let (device_ref, attempts) = (&device, &attempts);
+    let flood = (0..40).flat_map(move |round| {
+        attempts
+            .iter()
+            .enumerate()
+            .map(move |(i, (body, signature))| {
+                let device = device_ref;
+                async move {
+                    let (status, _) = if (round + i) % 2 == 0 {
+                        device
+                            .send_checkin_raw(body.clone(), signature.clone())
+                            .await
+                    } else {
+                        device
+                            .send_command_raw(body.clone(), signature.clone())
+                            .await
+                    }
+                    .map_err(|e| anyhow::anyhow!("flood request {round}/{i}: {e}"))?;
+                    ensure!(
+                        (400..500).contains(&status) && status != 401,
+                        "flood request {round}/{i} answered {status}"
+                    );
+                    Ok(())
+                }
+            })
+    });
+    futures::future::try_join_all(flood).await?;
+
+    ensure!(
+        metric(&server, "orchard_device_requests_in_flight").await? == 0.0,
+        "unauthenticated requests are counted in flight"
+    );
+    let served_after = metric(&server, "orchard_device_requests_served_total").await?;
+    ensure!(
+        served_after == served_before,
+        "unauthenticated requests fed the pacing signal: served {served_before} before the flood, {served_after} after"
+    );
+    ensure!(
+        metric(&server, "orchard_push_pacing_rate").await? == rate_before,
+        "the flood moved the push pacing rate"
+    );
+
+    // A real session is counted: the figures are live.
+    device.poll().await?;
+    ensure!(
+        metric(&server, "orchard_device_requests_served_total").await? > served_after,
+        "a verified device session was not counted"
+    );
+    ensure!(metric(&server, "orchard_device_requests_in_flight").await? == 0.0);
+    Ok(())
+}
+
 orchard_testkit::backend_tests! {
     bad_device_input_is_rejected_and_changes_nothing => scenario;
+    unauthenticated_flood_leaves_push_pacing_alone => flood_scenario;
 }

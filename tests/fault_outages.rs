@@ -9,12 +9,14 @@
 //! result is stored once, nothing is left pending. Each phase lasts until the nodes have met it (bounded waits),
 //! and at least `ORCHARD_FAULT_OUTAGE_SECONDS` (default 0) when set, for the minute-long outages of the issue.
 //!
-//! The Device Assignment (DEP) service, during a sync: 503s past the client's retries fail the sync (the token
-//! keeps the error), a 429 whose Retry-After is too long to wait out fails it at once, then a few 429s with a
+//! The Device Assignment (DEP) service, during a sync: 503s past the client's retries fail every sync tried during
+//! the outage (at least `ORCHARD_FAULT_OUTAGE_SECONDS`, a sync every 5 s; the token keeps the error, the stored
+//! devices do not change), a 429 whose Retry-After is too long to wait out fails it at once, then a few 429s with a
 //! short Retry-After are waited out and the sync completes; on PostgreSQL two nodes then sync the same token at
 //! once. Every device is stored once.
 //!
-//! Apps and Books, during a licence sync: 503s past the client's retries and a too-long Retry-After fail the
+//! Apps and Books, during a licence sync: 503s past the client's retries (for at least
+//! `ORCHARD_FAULT_OUTAGE_SECONDS`, a sync every 5 s, the stored apps unchanged) and a too-long Retry-After fail the
 //! sync, a 503 in the middle of the pages and short 429s are retried; the apps and their counts then match
 //! Apple's, on PostgreSQL also after two nodes sync at once.
 
@@ -165,13 +167,28 @@ async fn dep_outage(backend: Backend) -> Result<()> {
     };
     let (id, _) = server.upload_dep_token(&dep.server, "outage").await?;
 
-    // 503 for longer than the client retries: the sync fails, the token says why, nothing half-stored.
-    dep.server.inject_server_errors(1_000);
-    let (outage_status, body) = sync_on(&server, &server.base_url, &id).await?;
-    ensure!(
-        outage_status != 200,
-        "a sync during an outage succeeded: {body}"
-    );
+    // 503 for longer than the client retries: every sync fails, the token says why, nothing half-stored. The
+    // outage lasts at least `ORCHARD_FAULT_OUTAGE_SECONDS`, syncs tried every few seconds all along.
+    let minimum = phase_minimum()?;
+    let outage_started = Instant::now();
+    dep.server.inject_server_errors(u32::MAX);
+    let before_outage = dep_device_counts(&server).await?;
+    let mut failed_syncs = 0;
+    let outage_status = loop {
+        let (status, body) = sync_on(&server, &server.base_url, &id).await?;
+        ensure!(status != 200, "a sync during an outage succeeded: {body}");
+        failed_syncs += 1;
+        let during = dep_device_counts(&server).await?;
+        ensure!(
+            during == before_outage,
+            "the DEP devices changed during the outage: {before_outage:?} → {during:?}"
+        );
+        if outage_started.elapsed() >= minimum {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+    let outage_seconds = outage_started.elapsed().as_secs_f64();
     let tokens = server.get("/api/v1/dep-tokens").await?;
     ensure!(
         tokens["items"][0]["last_sync_error"].is_string(),
@@ -234,8 +251,8 @@ async fn dep_outage(backend: Backend) -> Result<()> {
         "the error stays after a good sync: {tokens}"
     );
     eprintln!(
-        "fault_outages DEP {backend:?}: syncs refused during the outage ({outage_status}) and under a long \
-         Retry-After ({throttled_status}), then {DEP_DEVICES} devices stored once"
+        "fault_outages DEP {backend:?}: {failed_syncs} syncs refused during the {outage_seconds:.0} s outage \
+         ({outage_status}) and under a long Retry-After ({throttled_status}), then {DEP_DEVICES} devices stored once"
     );
     Ok(())
 }
@@ -283,8 +300,6 @@ async fn stored_apps(server: &TestServer) -> Result<Vec<(String, (i64, i64, i64)
 }
 
 const VPP_APPS: usize = 10;
-/// Attempts the Apps and Books client makes per request (orchard-vpp's default retry policy).
-const VPP_CLIENT_ATTEMPTS: usize = 4;
 
 async fn apps_outage(backend: Backend) -> Result<()> {
     let vpp = AppleVpp::start(FakeVppConfig {
@@ -331,19 +346,36 @@ async fn apps_outage(backend: Backend) -> Result<()> {
     for id in &adam_ids {
         fake.set_total(&location, id, 20);
     }
-    fake.inject_fault(503, None, VPP_CLIENT_ATTEMPTS);
-    let (outage_status, body) = call_on(
-        &server,
-        &server.base_url,
-        &admin,
-        reqwest::Method::POST,
-        &sync_path,
-    )
-    .await?;
-    ensure!(
-        outage_status != 200,
-        "a sync during the outage succeeded: {body}"
-    );
+    // The outage lasts at least `ORCHARD_FAULT_OUTAGE_SECONDS`, syncs tried every few seconds all along, each
+    // failing past the client's retries and changing nothing.
+    let minimum = phase_minimum()?;
+    let outage_started = Instant::now();
+    let before_outage = stored_apps(&server).await?;
+    // More 503s than any outage here uses up; cleared when Apple is back.
+    fake.inject_fault(503, None, 100_000);
+    let mut failed_syncs = 0;
+    let outage_status = loop {
+        let (status, body) = call_on(
+            &server,
+            &server.base_url,
+            &admin,
+            reqwest::Method::POST,
+            &sync_path,
+        )
+        .await?;
+        ensure!(status != 200, "a sync during the outage succeeded: {body}");
+        failed_syncs += 1;
+        ensure!(
+            stored_apps(&server).await? == before_outage,
+            "the stored apps changed during the outage"
+        );
+        if outage_started.elapsed() >= minimum {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+    let outage_seconds = outage_started.elapsed().as_secs_f64();
+    fake.clear_faults();
     fake.inject_fault(429, Some(3_600), 1);
     let (throttled_status, body) = call_on(
         &server,
@@ -407,8 +439,9 @@ async fn apps_outage(backend: Backend) -> Result<()> {
         expected(&stored_apps(&server).await?)?;
     }
     eprintln!(
-        "fault_outages Apps and Books {backend:?}: syncs refused during the outage ({outage_status}) and under a \
-         long Retry-After ({throttled_status}); after it {VPP_APPS} apps stored with Apple's counts"
+        "fault_outages Apps and Books {backend:?}: {failed_syncs} syncs refused during the {outage_seconds:.0} s \
+         outage ({outage_status}) and under a long Retry-After ({throttled_status}); after it {VPP_APPS} apps stored \
+         with Apple's counts"
     );
     Ok(())
 }

@@ -72,8 +72,9 @@ const SERVICE_CONFIGURATION: &[&str] = &[
     "now",
     "current_topic",
     "push_certificate_status",
-    // Adaptive push pacing's bookkeeping of this node's device requests (no data of anyone), and its rate.
-    "device_request_started",
+    // Adaptive push pacing's counts of this node's device requests (no data of anyone), and its rate.
+    "device_requests_in_flight",
+    "device_requests_served",
     "push_pacing_rate",
     // This node's counters in memory (`/metrics`): counts of our own words, no tenant data.
     "metrics",

@@ -374,6 +374,24 @@ async fn metrics(
         "orchard_push_pacing_rate {:.1}\n",
         state.orchard.push_pacing_rate()
     ));
+    out.push_str(
+        "# HELP orchard_device_requests_in_flight Device requests (check-ins and command sessions) whose \
+         signature verified, being served on this node now: adaptive pacing's congestion signal.\n",
+    );
+    out.push_str("# TYPE orchard_device_requests_in_flight gauge\n");
+    out.push_str(&format!(
+        "orchard_device_requests_in_flight {}\n",
+        state.orchard.device_requests_in_flight()
+    ));
+    out.push_str(
+        "# HELP orchard_device_requests_served_total Device requests whose signature verified that this node \
+         served since it started.\n",
+    );
+    out.push_str("# TYPE orchard_device_requests_served_total counter\n");
+    out.push_str(&format!(
+        "orchard_device_requests_served_total {}\n",
+        state.orchard.device_requests_served()
+    ));
     let mut exposition = Exposition::new(&mut out);
     node_metrics(&mut exposition, &state.orchard.metrics().snapshot());
     match state.orchard.operational_figures(&system).await {

@@ -66,6 +66,9 @@ pub struct ConnectionLimits {
     /// Connections one address may hold at once (0: no limit). A campus NAT puts many iPads behind one
     /// address, so the default is generous.
     pub max_connections_per_ip: usize,
+    /// At shutdown, how long the requests being answered may take to finish before their connections are
+    /// dropped (systemd's stop timeout is 90 s by default).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -76,12 +79,17 @@ impl Default for ConnectionLimits {
             body_read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             max_connections_per_ip: 1024,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves, within `limits`. Each request carries
 /// [`ConnectInfo`] with the peer's address (for per-source limits such as sign-in throttling).
+///
+/// Shutdown is graceful: the listener closes (a load balancer sends new connections to other nodes), idle
+/// connections close, and the requests being answered finish (within `limits.shutdown_grace`) before this
+/// returns, so a device's report in flight is stored and answered, not cut off.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: rustls::ServerConfig,
@@ -91,6 +99,9 @@ pub async fn serve_tls(
 ) {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let per_ip = PerIpConnections::default();
+    // Every connection's task holds a clone of `open`: once all are gone, `all_closed` ends.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -116,7 +127,10 @@ pub async fn serve_tls(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let open = open.clone();
+        let mut stop_seen = stop_seen.clone();
         tokio::spawn(async move {
+            let _open = open;
             let _slot = slot;
             let tls =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
@@ -178,8 +192,25 @@ pub async fn serve_tls(
                     connection.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(limits.handshake_timeout, connection.as_mut()).await;
                 }
+                _ = async { drop(stop_seen.wait_for(|stop| *stop).await) } => {
+                    // Shutdown: the request being answered (if any) finishes, then the connection closes.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.as_mut().await;
+                }
             }
         });
+    }
+    drop(listener);
+    drop(open);
+    let _ = stopping.send(true);
+    if tokio::time::timeout(limits.shutdown_grace, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_seconds = limits.shutdown_grace.as_secs(),
+            "requests still unanswered after the shutdown grace; their connections are dropped"
+        );
     }
 }
 

@@ -20,8 +20,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
 use orchard_apns::fake::{issue_push_certificate, random_topic, FakeApnsServer};
 use orchard_apns::DeviceToken;
 use orchard_pki::CertificateAuthority;
@@ -32,6 +30,7 @@ use tokio::sync::Mutex;
 
 use crate::device::SimDevice;
 use crate::fleet::{save_states, Fleet};
+use crate::key_pool::KeyPool;
 use crate::net::{build_client, ClientOptions};
 use crate::{SimConfig, SimError};
 
@@ -391,12 +390,31 @@ pub async fn run(options: &BenchPushOptions) -> Result<BenchPushReport, SimError
         ..BenchPushReport::default()
     };
     if missing > 0 {
+        // Device keys from the pool file in the work directory (made once, on every core), so enrollment
+        // measures enrollment, not RSA key generation.
+        let pool_path = crate::key_pool::pool_path_from_env()
+            .unwrap_or_else(|| options.dir.join("device-keys-2048.pool"));
+        let pool_started = Instant::now();
+        let keys = tokio::task::spawn_blocking(move || {
+            KeyPool::load_or_generate(&pool_path, 2048, missing)
+        })
+        .await
+        .map_err(|e| bench_error("key pool", e))??;
+        println!(
+            "{missing} device keys ready in {:.1} s",
+            pool_started.elapsed().as_secs_f64()
+        );
         let started = Instant::now();
         let link = api.enrollment_link().await?;
         let to_enroll = devices.get(devices.len() - missing..).unwrap_or_default();
-        let enrolled =
-            enroll_with_pregenerated_keys(to_enroll, &link, options.enroll_concurrency, &sessions)
-                .await;
+        let enrolled = enroll_with_keys(
+            to_enroll,
+            &link,
+            options.enroll_concurrency,
+            &keys,
+            &sessions,
+        )
+        .await;
         report.newly_enrolled = enrolled;
         report.enroll_seconds = started.elapsed().as_secs_f64();
         // The inventory queued at enrollment is pushed and answered; let it finish before anything else.
@@ -674,13 +692,12 @@ async fn session_loop(
     }
 }
 
-/// Enrolls `devices`, `concurrency` at a time, each with an RSA-2048 key generated on a blocking thread
-/// (so every core works on keys while the runtime keeps the other devices' requests moving). Returns how
-/// many enrolled.
-async fn enroll_with_pregenerated_keys(
+/// Enrolls `devices`, `concurrency` at a time, each with its own key from `keys`. Returns how many enrolled.
+async fn enroll_with_keys(
     devices: &[PushedDevice],
     link: &str,
     concurrency: usize,
+    keys: &KeyPool,
     sessions: &Sessions,
 ) -> usize {
     let total = devices.len();
@@ -689,12 +706,8 @@ async fn enroll_with_pregenerated_keys(
     let results: Vec<bool> = stream::iter(devices.iter().map(|d| {
         let done = &done;
         async move {
-            let key = tokio::task::spawn_blocking(|| Rsa::generate(2048).and_then(PKey::from_rsa))
-                .await
-                .ok()
-                .and_then(Result::ok);
             let mut device = d.device.lock().await;
-            if let Some(key) = key {
+            if let Some(key) = keys.take() {
                 device.set_scep_key(key);
             }
             let result = device.enroll(link).await;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ade::{Activation, DepActivation};
 use crate::apple_ca::AppleDeviceCa;
 use crate::device::{trust_of, SessionSummary, SimDevice};
+use crate::key_pool::KeyPool;
 use crate::net::{build_client, ClientOptions};
 use crate::state::DeviceState;
 use crate::{SimConfig, SimError};
@@ -214,18 +215,30 @@ impl Fleet {
         Ok(())
     }
 
-    /// Enrolls every device that is not enrolled yet, `concurrency` at a time. Devices that fail stay
-    /// unenrolled; the error counts them and names the first failure.
+    /// How many devices are not enrolled yet (how many keys [`Fleet::enroll_all`] needs).
+    pub fn unenrolled(&self) -> usize {
+        self.devices.iter().filter(|d| !d.state.enrolled).count()
+    }
+
+    /// Enrolls every device that is not enrolled yet, `concurrency` at a time, each with its own key from
+    /// `keys` (a device the pool has no key left for makes its own). Devices that fail stay unenrolled; the
+    /// error counts them and names the first failure.
     pub async fn enroll_all(
         &mut self,
         enrollment_url: &str,
         concurrency: usize,
+        keys: &KeyPool,
     ) -> Result<(), SimError> {
         let results: Vec<Result<(), SimError>> = stream::iter(
             self.devices
                 .iter_mut()
                 .filter(|d| !d.state.enrolled)
-                .map(|d| d.enroll(enrollment_url)),
+                .map(|d| {
+                    if let Some(key) = keys.take() {
+                        d.set_scep_key(key);
+                    }
+                    d.enroll(enrollment_url)
+                }),
         )
         .buffer_unordered(concurrency.max(1))
         .collect()

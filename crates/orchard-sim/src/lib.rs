@@ -13,7 +13,8 @@
 //! network side: enrollment, sessions, CheckOut), `fleet` (many devices and the JSON state file), `bench`,
 //! `net` (rustls HTTP/1.1 clients, one per distinct trust), `apple_ca` (a stand-in for Apple's device identity
 //! CA), `ade` (activation: cloud configuration, signed MachineInfo, enrollment by Automated Device
-//! Enrollment).
+//! Enrollment), `key_pool` (pre-generated device keys, so fleets of thousands do not wait for RSA key
+//! generation).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -27,6 +28,7 @@ mod device;
 mod fleet;
 pub mod handler;
 mod inventory;
+pub mod key_pool;
 mod net;
 mod profile;
 pub mod state;
@@ -43,6 +45,7 @@ pub use apple_ca::{
 pub use device::{DeclarativeSync, SessionSummary, SimDevice};
 pub use fleet::{ActivationSummary, Fleet};
 pub use handler::{CommandOutcome, FollowUp};
+pub use key_pool::KeyPool;
 pub use net::{build_client, install_crypto_provider, ClientOptions};
 pub use state::{
     AppleIdentityPem, DepAssignment, DeviceState, HandledCommand, InstalledApp, InstalledProfile,

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use orchard_sim::bench::{self, BenchOptions};
 use orchard_sim::bench_push::{self, BenchPushOptions, PushCommand};
 use orchard_sim::cpu::CpuOptions;
-use orchard_sim::{Activation, AppleDeviceCa, DepActivation, Fleet, SimConfig};
+use orchard_sim::{Activation, AppleDeviceCa, DepActivation, Fleet, KeyPool, SimConfig};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,10 @@ enum Command {
         /// Enrollments in flight at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// File of pre-generated device keys (made on every core if missing or short, then reused); without
+        /// it the keys are made on every core before enrolling and not kept. `ORCHARD_SIM_KEY_POOL` sets it too.
+        #[arg(long)]
+        key_pool: Option<PathBuf>,
     },
     /// Automated Device Enrollment: add iPads (COUNT random ones and/or the given serial numbers), give
     /// each an Apple device identity from the device CA in DEVICE_CA_DIR (created there if missing: configure
@@ -223,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
             state,
             device,
             concurrency,
+            key_pool,
         } => {
             let config = SimConfig {
                 ca_pem: read_ca(device.ca.as_ref())?,
@@ -232,7 +237,14 @@ async fn main() -> anyhow::Result<()> {
             };
             let mut fleet = Fleet::load_or_new(&state)?;
             fleet.add_random(&config, count)?;
-            let result = fleet.enroll_all(&url, concurrency).await;
+            let needed = fleet.unenrolled();
+            let key_pool = key_pool.or_else(orchard_sim::key_pool::pool_path_from_env);
+            let keys = tokio::task::spawn_blocking(move || match key_pool {
+                Some(path) => KeyPool::load_or_generate(&path, 2048, needed),
+                None => KeyPool::generate(2048, needed),
+            })
+            .await??;
+            let result = fleet.enroll_all(&url, concurrency, &keys).await;
             // Saved whatever happened: enrolled devices must not be lost because another one failed.
             fleet.save(&state)?;
             let enrolled = fleet.devices.iter().filter(|d| d.state.enrolled).count();

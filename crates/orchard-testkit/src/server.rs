@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use orchard_sim::{SimConfig, SimDevice};
 use orchard_types::Role;
 use serde_json::{json, Value};
@@ -261,6 +261,31 @@ impl TestServer {
         self.child = child;
         self.base_url = base_url;
         Ok(())
+    }
+
+    /// Sends this server's process SIGTERM (as systemd stops a service): it shuts down gracefully. See
+    /// [`TestServer::wait_exit`].
+    pub fn terminate(&self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -TERM failed: {status}");
+        Ok(())
+    }
+
+    /// Waits (at most `bound`) for this server's process to exit, and says how it exited.
+    pub async fn wait_exit(&mut self, bound: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "orchard serve did not exit within {bound:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops this server's process; the database stays (for other nodes on it) until the server is dropped.

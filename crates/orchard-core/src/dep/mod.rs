@@ -767,6 +767,24 @@ impl Orchard {
         }
     }
 
+    /// Releases every token lease `owner` holds (a scheduler round that shutdown interrupted mid-sync), so
+    /// another node syncs those tokens at its next round instead of after the leases run out.
+    pub(crate) async fn release_dep_sync_leases(&self, owner: &str) {
+        let tokens = match self.store.list_dep_tokens().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "dep scheduler: listing tokens to release their leases failed");
+                return;
+            }
+        };
+        for token in tokens {
+            // Only the lease `owner` holds is released; another node's stays.
+            if let Err(e) = self.store.release_dep_sync_lease(&token.id, owner).await {
+                tracing::error!(token = %token.id, error = %e, "dep scheduler: releasing the lease failed");
+            }
+        }
+    }
+
     fn dep_client(&self, token: ServerToken) -> Result<DepClient, DepError> {
         DepClient::new(self.dep.settings.config.clone(), token, self.clock.clone())
     }

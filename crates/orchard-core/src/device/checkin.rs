@@ -161,8 +161,11 @@ impl Orchard {
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<CheckinReply, CoreError> {
+        let arrived = std::time::Instant::now();
         let now = self.clock.now();
         let signer = self.verify_signature(signature, body, now)?;
+        // Counted while it is served (adaptive push pacing), once the signature verified.
+        let _serving = self.device_request_verified(arrived);
         let message = checkin::decode_checkin(body)
             .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
         self.metrics.checkin(message.message_type());
@@ -427,8 +430,10 @@ impl Orchard {
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, CoreError> {
+        let arrived = std::time::Instant::now();
         let now = self.clock.now();
         let signer = self.verify_signature(signature, body, now)?;
+        let _serving = self.device_request_verified(arrived);
         let report = report::decode_report(body)
             .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
         crate::observability::note_device(&report.udid, None);

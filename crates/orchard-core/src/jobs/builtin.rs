@@ -203,6 +203,10 @@ impl Job for DepSyncJob {
             .await;
         Ok(Step::Idle)
     }
+
+    async fn release_interrupted(&self) {
+        self.orchard.release_dep_sync_leases(&self.owner).await;
+    }
 }
 
 /// Renews device identities before they run out (see [`crate::enrollment::renewal`]): one node per interval

@@ -64,6 +64,11 @@ pub trait Job: Send + Sync + 'static {
     }
     /// One step of the work.
     fn run_once(&self) -> impl Future<Output = Result<Step, CoreError>> + Send;
+    /// Gives back what a step under lease held besides the job's own lease (leases of its own rows), after
+    /// shutdown dropped the step part-way.
+    fn release_interrupted(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Runs jobs until shutdown. `owner` names this node in leases (`node-<uuid>` per process).
@@ -206,8 +211,22 @@ impl Worker {
                 return StepOutcome::Failed;
             }
         }
-        let result = job.run_once().await;
-        let error = result.as_ref().err().map(ToString::to_string);
+        // Shutdown does not wait for a step under lease (a sync against a slow Apple can take minutes): the
+        // step is dropped, its open unit of work rolls back, and the lease is released now, so another node
+        // takes the job at its next turn instead of after the lease runs out.
+        let mut shutdown = self.shutdown.clone();
+        let result = tokio::select! {
+            result = job.run_once() => Some(result),
+            _ = shutdown.changed() => None,
+        };
+        let error = match &result {
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(e.to_string()),
+            None => {
+                job.release_interrupted().await;
+                Some(INTERRUPTED_BY_SHUTDOWN.to_owned())
+            }
+        };
         let finished = self.orchard.clock.now();
         match store
             .finish_job_run(job.name(), &self.owner, finished, error.as_deref())
@@ -222,14 +241,21 @@ impl Worker {
             }
         }
         match result {
-            Ok(step) => StepOutcome::Ran(step),
-            Err(e) => {
+            Some(Ok(step)) => StepOutcome::Ran(step),
+            Some(Err(e)) => {
                 tracing::error!(job = job.name(), error = %e, "background job step failed");
+                StepOutcome::Failed
+            }
+            None => {
+                tracing::info!(job = job.name(), owner = %self.owner, "background job step interrupted by shutdown; its lease is released");
                 StepOutcome::Failed
             }
         }
     }
 }
+
+/// The error a step under lease records when shutdown interrupted it.
+pub const INTERRUPTED_BY_SHUTDOWN: &str = "interrupted by shutdown";
 
 fn seconds(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)

@@ -382,10 +382,24 @@ impl Orchard {
         })
     }
 
-    /// A device request (check-in or command session) starts on this node; the guard ends it when dropped. The
-    /// HTTP layer holds one per request so adaptive push pacing sees how busy the node is.
-    pub fn device_request_started(&self) -> pacing::DeviceRequestGuard {
-        self.push.serving.start()
+    /// A device request (check-in or command session) that arrived at `arrived` and whose signature verified is
+    /// served from now on; the guard ends it when dropped. Core takes it after verification, so adaptive push
+    /// pacing sees only the requests of devices we enrolled, not whoever floods the device endpoints.
+    pub(crate) fn device_request_verified(
+        &self,
+        arrived: std::time::Instant,
+    ) -> pacing::DeviceRequestGuard {
+        self.push.serving.start(arrived)
+    }
+
+    /// Verified device requests being served on this node now (for `/metrics`).
+    pub fn device_requests_in_flight(&self) -> u64 {
+        self.push.serving.in_flight()
+    }
+
+    /// Verified device requests this node served since it started (for `/metrics`).
+    pub fn device_requests_served(&self) -> u64 {
+        self.push.serving.served()
     }
 
     /// The push rate this node paces at now (pushes per second): the adaptive pacer's, or the fixed rate.

@@ -144,21 +144,27 @@ pub struct ServingLoad {
     latency_micros: AtomicU64,
     /// Requests finished since the dispatcher last looked.
     finished: AtomicU64,
+    /// Requests served since the node started (for `/metrics`).
+    served: AtomicU64,
 }
 
 impl ServingLoad {
-    /// A device request starts; dropping the guard ends it and records its latency.
-    pub fn start(self: &Arc<Self>) -> DeviceRequestGuard {
+    /// A device request that arrived at `arrived` is counted from now on; dropping the guard ends it and
+    /// records its latency since `arrived`. Only requests whose device signature verified are counted, so
+    /// requests anyone can send (unsigned, badly signed) can neither push the rate to its floor nor hide
+    /// congestion behind fast refusals.
+    pub fn start(self: &Arc<Self>, arrived: Instant) -> DeviceRequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         DeviceRequestGuard {
             load: self.clone(),
-            started: Instant::now(),
+            started: arrived,
         }
     }
 
     fn finish(&self, took: Duration) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.finished.fetch_add(1, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::Relaxed);
         let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         // A lost update between two finishing requests only drops one sample from the average.
         let old = self.latency_micros.load(Ordering::Relaxed);
@@ -173,6 +179,11 @@ impl ServingLoad {
     /// Device requests being served now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Device requests served (finished) since the node started.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// The signal for the pacer; the smoothed latency only if requests finished since the last call (an old
@@ -323,16 +334,22 @@ mod tests {
     fn the_serving_load_counts_requests_and_smooths_latency() {
         let load = Arc::new(ServingLoad::default());
         assert_eq!(load.signal().latency, None);
-        let a = load.start();
-        let b = load.start();
+        let arrived = Instant::now();
+        let a = load.start(arrived - Duration::from_millis(40));
+        let b = load.start(arrived);
         assert_eq!(load.in_flight(), 2);
         drop(a);
         let signal = load.signal();
         assert_eq!(signal.in_flight, 1);
-        assert!(signal.latency.is_some());
+        // Latency counts from arrival (signature verification included), not from when counting began.
+        assert!(signal
+            .latency
+            .is_some_and(|l| l >= Duration::from_millis(40)));
+        assert_eq!(load.served(), 1);
         // Nothing finished since: latency unknown.
         assert_eq!(load.signal().latency, None);
         drop(b);
         assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.served(), 2);
     }
 }

@@ -59,8 +59,6 @@ async fn checkin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, DeviceError> {
-    // Counted while it is served: adaptive push pacing slows down when device requests pile up.
-    let _serving = state.orchard.device_request_started();
     let reply = state.orchard.checkin(signature(&headers), &body).await?;
     Ok(match reply {
         CheckinReply::Empty => StatusCode::OK.into_response(),
@@ -74,7 +72,6 @@ async fn command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, DeviceError> {
-    let _serving = state.orchard.device_request_started();
     match state
         .orchard
         .command_report(signature(&headers), &body)

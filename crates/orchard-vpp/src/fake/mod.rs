@@ -420,6 +420,11 @@ impl FakeVppServer {
         }
     }
 
+    /// Drops the injected faults not served yet (Apple is back).
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// Lets the next `skip` API requests through, then answers one with `status` (a failure in the middle of a
     /// batched submission).
     pub fn inject_fault_after(&self, skip: usize, status: u16, retry_after: Option<u64>) {
