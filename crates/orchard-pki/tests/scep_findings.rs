@@ -6,10 +6,10 @@ use orchard_pki::scep::{self, FailInfo, PkiOperation};
 use orchard_pki::CertificateAuthority;
 
 /// The fuzz targets' CA (`fuzz/data/ca.pem`: certificate, then key): the inputs were encrypted to it.
-fn fuzz_ca() -> CertificateAuthority {
+fn fuzz_ca() -> Result<CertificateAuthority, Box<dyn std::error::Error>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/data/ca.pem");
-    let pem = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    CertificateAuthority::from_pem(&pem, &pem).expect("fuzz ca")
+    let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(CertificateAuthority::from_pem(&pem, &pem)?)
 }
 
 /// scep_cert_rep, 2026-12-05 (after 4.56 M runs): a PKCSReq whose self-signed signer certificate has a signature
@@ -20,7 +20,7 @@ fn fuzz_ca() -> CertificateAuthority {
 #[test]
 fn a_signer_certificate_that_does_not_read_back_is_refused_with_a_certrep() {
     let input = include_bytes!("data/scep-signer-not-der.der");
-    let ca = fuzz_ca();
+    let ca = fuzz_ca().expect("fuzz ca");
     match scep::decode_pki_operation(&ca, input)
         .expect("answerable: it has a transactionID and a nonce")
     {
