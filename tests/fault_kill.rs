@@ -263,19 +263,10 @@ async fn device_connection(
     server: &TestServer,
     address: std::net::SocketAddr,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &server.ca_pem[..]) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = orchard_testkit::device_tls_config(&server.ca_pem)?;
     let tcp = tokio::net::TcpStream::connect(address).await?;
     let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config))
+    Ok(tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await?)
 }

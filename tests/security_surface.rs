@@ -35,17 +35,7 @@ fn server_addr(server: &TestServer) -> Result<SocketAddr> {
 }
 
 fn tls_client_config(server: &TestServer) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &server.ca_pem[..]) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    orchard_testkit::device_tls_config(&server.ca_pem)
 }
 
 /// A TLS connection to the server from the loopback address `source` (every 127.x address reaches the server,

@@ -14,20 +14,10 @@ use anyhow::{ensure, Context, Result};
 use orchard_testkit::server::TestServer;
 use orchard_testkit::Backend;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, HandshakeKind, StreamOwned};
 
 fn client_config(ca_pem: &[u8]) -> Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    orchard_testkit::device_tls_config(ca_pem)
 }
 
 /// One HTTP/1.1 request on a new connection; returns how its handshake went, the server's leaf certificate

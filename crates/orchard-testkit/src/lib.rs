@@ -46,6 +46,23 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A TLS client as a device's: trusts only the roots in `ca_pem` (the server CA a profile installs), speaks
+/// HTTP/1.1, keeps session tickets (rustls' default in-memory store) so a second connection resumes.
+#[cfg(feature = "app")]
+pub fn device_tls_config(ca_pem: &[u8]) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in openssl::x509::X509::stack_from_pem(ca_pem)? {
+        roots.add(rustls::pki_types::CertificateDer::from(cert.to_der()?))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
+}
+
 /// What a scenario of [`backend_tests!`] may return: nothing (it panics when it fails) or a `Result`.
 pub trait ScenarioOutcome {
     fn into_result(self) -> anyhow::Result<()>;
