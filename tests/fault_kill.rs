@@ -156,15 +156,7 @@ async fn graceful_shutdown(backend: Backend) -> Result<()> {
     let admin = server.create_token(Role::Admin, Some(&tenant), "physics-admin")?;
     let location = vpp.server.add_location("Physics Library");
     vpp.server.add_asset(&location, "361309999", 5, true);
-    let (status, body) = server
-        .api(
-            &admin,
-            reqwest::Method::PUT,
-            &format!("/api/v1/tenants/{tenant}/apps/token"),
-            Some(serde_json::json!({"content_token": location})),
-        )
-        .await?;
-    ensure!(status == 200, "apps token upload → {status}: {body}");
+    fault_harness::upload_apps_token(&server, &admin, &tenant, &location).await?;
     let link = server.enrollment_link(&tenant, None).await?;
     let mut device = SimDevice::new_random(&server.sim_config());
     device.enroll(&link).await?;

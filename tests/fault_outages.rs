@@ -320,16 +320,18 @@ async fn apps_outage(backend: Backend) -> Result<()> {
     for (i, id) in adam_ids.iter().enumerate() {
         fake.add_asset(&location, id, 5 + i as i64, true);
     }
-    let (status, uploaded) = server
-        .api(
-            &admin,
-            reqwest::Method::PUT,
-            &format!("/api/v1/tenants/{tenant}/apps/token"),
-            Some(serde_json::json!({"content_token": location})),
-        )
-        .await?;
-    ensure!(status == 200, "upload → {status}: {uploaded}");
+    fault_harness::upload_apps_token(&server, &admin, &tenant, &location).await?;
     let sync_path = format!("/api/v1/tenants/{tenant}/apps/sync");
+    // One sync as the department admin: (status, body).
+    let sync = || {
+        call_on(
+            &server,
+            &server.base_url,
+            &admin,
+            reqwest::Method::POST,
+            &sync_path,
+        )
+    };
     let expected = |apps: &[(String, (i64, i64, i64))]| -> Result<()> {
         ensure!(apps.len() == VPP_APPS, "{} apps stored", apps.len());
         for (id, counts) in apps {
@@ -355,14 +357,7 @@ async fn apps_outage(backend: Backend) -> Result<()> {
     fake.inject_fault(503, None, 100_000);
     let mut failed_syncs = 0;
     let outage_status = loop {
-        let (status, body) = call_on(
-            &server,
-            &server.base_url,
-            &admin,
-            reqwest::Method::POST,
-            &sync_path,
-        )
-        .await?;
+        let (status, body) = sync().await?;
         ensure!(status != 200, "a sync during the outage succeeded: {body}");
         failed_syncs += 1;
         ensure!(
@@ -377,14 +372,7 @@ async fn apps_outage(backend: Backend) -> Result<()> {
     let outage_seconds = outage_started.elapsed().as_secs_f64();
     fake.clear_faults();
     fake.inject_fault(429, Some(3_600), 1);
-    let (throttled_status, body) = call_on(
-        &server,
-        &server.base_url,
-        &admin,
-        reqwest::Method::POST,
-        &sync_path,
-    )
-    .await?;
+    let (throttled_status, body) = sync().await?;
     ensure!(
         throttled_status != 200,
         "a sync under a long Retry-After succeeded: {body}"
@@ -393,14 +381,7 @@ async fn apps_outage(backend: Backend) -> Result<()> {
     // Back, with a 503 in the middle of the pages and short 429s: retried, and the sync completes.
     fake.inject_fault_after(2, 503, None);
     fake.inject_fault(429, Some(1), 2);
-    let (status, body) = call_on(
-        &server,
-        &server.base_url,
-        &admin,
-        reqwest::Method::POST,
-        &sync_path,
-    )
-    .await?;
+    let (status, body) = sync().await?;
     ensure!(status == 200, "sync after the outage → {status}: {body}");
     expected(&stored_apps(&server).await?)?;
 

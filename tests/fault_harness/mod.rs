@@ -571,3 +571,22 @@ impl Harness {
         ))
     }
 }
+
+/// Uploads a department's Apps and Books content token through the API as its admin (must answer 200).
+pub async fn upload_apps_token(
+    server: &orchard_testkit::server::TestServer,
+    admin: &str,
+    tenant: &str,
+    location: &str,
+) -> Result<()> {
+    let (status, body) = server
+        .api(
+            admin,
+            reqwest::Method::PUT,
+            &format!("/api/v1/tenants/{tenant}/apps/token"),
+            Some(serde_json::json!({"content_token": location})),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "apps token upload → {status}: {body}");
+    Ok(())
+}
