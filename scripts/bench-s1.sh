@@ -12,6 +12,10 @@
 # Each run has two server lifetimes: a setup phase (enroll what is missing, wait for the enrollment inventory
 # to be answered), then a fresh server for the measured phase, so its peak memory is the push-all's own.
 # Server flags can be set through the environment (e.g. ORCHARD_PUSH_RATE, ORCHARD_PUSH_BURST).
+# ORCHARD_BENCH_S1_NODES=2 (PostgreSQL only) runs the measured phase on that many `orchard serve` nodes on one
+# database (ports PORT, PORT+1, …); the simulator spreads the devices over them as a load balancer would, and the
+# server CPU and peak memory are reported for all of them and per node. Each device session opens its own TLS
+# connection unless `--shared-connections` is passed (extra flags go to orchard-sim bench-push).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:-sqlite}; n=${2:-1000}; shift $(( $# > 2 ? 2 : $# ))
@@ -35,12 +39,17 @@ if [ "$backend" = postgres ]; then
   fi
   db_args=(--database-url "${base%/*}/$db_name")
 fi
-sim_pid=""; server_pid=""
-trap 'for p in $sim_pid $server_pid; do kill "$p" 2>/dev/null || true; done' EXIT
+nodes=${ORCHARD_BENCH_S1_NODES:-1}
+if [ "$nodes" -gt 1 ] && [ "$backend" != postgres ]; then
+  echo "several nodes need PostgreSQL" >&2; exit 2
+fi
+sim_pid=""; server_pids=""
+trap 'for p in $sim_pid $server_pids; do kill "$p" 2>/dev/null || true; done' EXIT
 
 # One server lifetime: orchard-sim starts the local APNs server and writes its URL and root, the server is
 # started against them, and orchard-sim gets the server's URL, token and pid through server.json.
 phase() {
+  local count=$1; shift
   rm -f "$dir/server.json" "$dir/apns-url"
   "$bin/orchard-sim" bench-push --dir "$dir" --devices "$n" --clock-ticks "$(getconf CLK_TCK)" "$@" &
   sim_pid=$!
@@ -48,30 +57,41 @@ phase() {
   [ -s "$dir/apns-url" ] || { echo "orchard-sim did not start the local APNs server" >&2; return 1; }
   local token
   token=$("$bin/orchard" token create --role operator --name bench-s1 --data-dir "$dir/data" "${db_args[@]}" 2>/dev/null)
-  : > "$dir/server.out"
-  ORCHARD_LINK_DOWNLOADS_PER_MINUTE=0 ORCHARD_MAX_CONNECTIONS_PER_IP=0 ORCHARD_LOG=${ORCHARD_LOG:-warn} "$bin/orchard" serve --data-dir "$dir/data" --listen "127.0.0.1:$port" "${db_args[@]}" \
-    --apns-url "$(cat "$dir/apns-url")" --apns-ca "$dir/apns-root.pem" --wake-inactive-hours 0 \
-    > "$dir/server.out" 2> "$dir/server.log" &
-  server_pid=$!
-  for _ in $(seq 1 300); do [ -s "$dir/server.out" ] && break; sleep 0.1; done
-  [ -s "$dir/server.out" ] || { echo "orchard serve did not start; see $dir/server.log" >&2; return 1; }
-  printf '{"url":"https://127.0.0.1:%s","token":"%s","ca":"%s","pid":%s,"db_name":%s}\n' \
-    "$port" "$token" "$dir/data/server-ca.pem" "$server_pid" "$( [ -n "$db_name" ] && echo "\"$db_name\"" || echo null)" \
+  # The first node serves the API; every node serves devices.
+  local node_json="" i
+  server_pids=""
+  for i in $(seq 0 $((count - 1))); do
+    local out="$dir/server$i.out"
+    : > "$out"
+    ORCHARD_LINK_DOWNLOADS_PER_MINUTE=0 ORCHARD_MAX_CONNECTIONS_PER_IP=0 ORCHARD_LOG=${ORCHARD_LOG:-warn} "$bin/orchard" serve --data-dir "$dir/data" --listen "127.0.0.1:$((port + i))" "${db_args[@]}" \
+      --apns-url "$(cat "$dir/apns-url")" --apns-ca "$dir/apns-root.pem" --wake-inactive-hours 0 \
+      > "$out" 2> "$dir/server$i.log" &
+    local pid=$!
+    server_pids="$server_pids $pid"
+    for _ in $(seq 1 300); do [ -s "$out" ] && break; sleep 0.1; done
+    [ -s "$out" ] || { echo "orchard serve did not start; see $dir/server$i.log" >&2; return 1; }
+    node_json="$node_json${node_json:+,}{\"url\":\"https://127.0.0.1:$((port + i))\",\"pid\":$pid}"
+  done
+  local first_pid=${server_pids# }; first_pid=${first_pid%% *}
+  printf '{"url":"https://127.0.0.1:%s","token":"%s","ca":"%s","pid":%s,"db_name":%s,"nodes":[%s]}\n' \
+    "$port" "$token" "$dir/data/server-ca.pem" "$first_pid" "$( [ -n "$db_name" ] && echo "\"$db_name\"" || echo null)" "$node_json" \
     > "$dir/server.json.tmp"
   mv "$dir/server.json.tmp" "$dir/server.json"
   local rc=0
   wait "$sim_pid" || rc=$?
   sim_pid=""
-  echo "server lifetime: cpu $(ps -o cputime= -p "$server_pid" | tr -d ' '), $(grep VmHWM "/proc/$server_pid/status" | tr -s ' ')"
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
+  for p in $server_pids; do
+    echo "server lifetime (pid $p): cpu $(ps -o cputime= -p "$p" | tr -d ' '), $(grep VmHWM "/proc/$p/status" | tr -s ' ')"
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  server_pids=""
   return "$rc"
 }
 
 echo "== S1 backend=$backend n=$n $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "-- setup (enroll missing devices, answer their enrollment inventory)"
-phase --setup-only "$@"
-echo "-- measured run"
-phase "$@"
+phase 1 --setup-only "$@"
+echo "-- measured run ($nodes node(s))"
+phase "$nodes" "$@"
 echo "== S1 backend=$backend n=$n done, load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 use crate::device::SimDevice;
 use crate::fleet::{save_states, Fleet};
 use crate::key_pool::KeyPool;
-use crate::net::{build_client, ClientOptions};
+use crate::net::{build_client, session_client, session_tls_config, ClientOptions};
 use crate::{SimConfig, SimError};
 
 /// The command queued for every device.
@@ -82,6 +82,10 @@ pub struct BenchPushOptions {
     pub clock_ticks_per_second: u64,
     /// Queue through one `POST /api/v1/commands/bulk` instead of one request per device.
     pub bulk: bool,
+    /// Each device session opens its own TLS connection (a full handshake) and closes it at the end, as an
+    /// iPad woken by a push does; otherwise sessions share one keep-alive pool (cheaper for the server than
+    /// any real fleet).
+    pub connection_per_session: bool,
 }
 
 /// What the driver script tells us once the server runs.
@@ -97,6 +101,43 @@ struct ServerInfo {
     pid: u32,
     /// PostgreSQL database name, so that its backends' CPU time is counted too.
     db_name: Option<String>,
+    /// Every node when the server runs as several (`url` and `pid` are the first); devices are spread over
+    /// them by index, as a load balancer in front of the nodes would.
+    #[serde(default)]
+    nodes: Vec<ServerNode>,
+}
+
+/// One `orchard serve` process of a multi-node server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+struct ServerNode {
+    url: String,
+    pid: u32,
+}
+
+impl ServerInfo {
+    fn nodes(&self) -> Vec<ServerNode> {
+        if self.nodes.is_empty() {
+            vec![ServerNode {
+                url: self.url.clone(),
+                pid: self.pid,
+            }]
+        } else {
+            self.nodes.clone()
+        }
+    }
+}
+
+/// `url` with the scheme, host and port of `origin` (the path and query kept).
+fn with_origin(url: &str, origin: &str) -> Result<String, SimError> {
+    let mut url = reqwest::Url::parse(url).map_err(|e| bench_error("device url", e))?;
+    let origin = reqwest::Url::parse(origin).map_err(|e| bench_error("node url", e))?;
+    url.set_scheme(origin.scheme())
+        .map_err(|()| bench_error("node url", "scheme"))?;
+    url.set_host(origin.host_str())
+        .map_err(|e| bench_error("node url", e))?;
+    url.set_port(origin.port())
+        .map_err(|()| bench_error("node url", "port"))?;
+    Ok(url.into())
 }
 
 /// CPU time (seconds) of the processes that make up the server side.
@@ -127,6 +168,10 @@ pub struct BenchPushReport {
     pub database_cpu_seconds: f64,
     pub simulator_cpu_seconds: f64,
     pub server_peak_rss_kib: u64,
+    /// Each node's peak, when there are several (`server_peak_rss_kib` is the largest).
+    pub node_peak_rss_kib: Vec<u64>,
+    pub nodes: usize,
+    pub connection_per_session: bool,
     pub pushes_delivered: u64,
     pub sessions: u64,
     pub errors: u64,
@@ -192,10 +237,26 @@ impl fmt::Display for BenchPushReport {
             self.cpu_ms_per_device(),
             self.simulator_cpu_seconds
         )?;
+        let per_node: Vec<String> = self
+            .node_peak_rss_kib
+            .iter()
+            .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+            .collect();
         writeln!(
             f,
-            "server peak RSS (VmHWM) {:.1} MiB",
-            self.server_peak_rss_kib as f64 / 1024.0
+            "server peak RSS (VmHWM) {:.1} MiB{}; {} node(s); {}",
+            self.server_peak_rss_kib as f64 / 1024.0,
+            if per_node.len() > 1 {
+                format!(" (per node: {} MiB)", per_node.join(", "))
+            } else {
+                String::new()
+            },
+            self.nodes.max(1),
+            if self.connection_per_session {
+                "one TLS connection per device session"
+            } else {
+                "sessions share keep-alive connections"
+            }
         )?;
         writeln!(
             f,
@@ -220,8 +281,9 @@ impl fmt::Display for BenchPushReport {
         )?;
         write!(
             f,
-            "S1 n={} seconds={:.2} results_per_s={:.0} server_cpu_s={:.2} db_cpu_s={:.2} cpu_ms_per_device={:.2} peak_rss_mib={:.1} load=\"{}\"",
+            "S1 n={} nodes={} seconds={:.2} results_per_s={:.0} server_cpu_s={:.2} db_cpu_s={:.2} cpu_ms_per_device={:.2} peak_rss_mib={:.1} load=\"{}\"",
             self.devices,
+            self.nodes.max(1),
             self.seconds,
             self.results_per_second(),
             self.server_cpu_seconds,
@@ -317,6 +379,7 @@ pub async fn run(options: &BenchPushOptions) -> Result<BenchPushReport, SimError
     let server =
         wait_for_server(&options.dir.join("server.json"), Duration::from_secs(300)).await?;
     let server_ca = std::fs::read(&server.ca).map_err(|e| bench_error("server ca", e))?;
+    let server_ca_pem = server_ca.clone();
     let api = Api {
         client: build_client(&ClientOptions {
             ca_pem: Some(server_ca.clone()),
@@ -357,6 +420,20 @@ pub async fn run(options: &BenchPushOptions) -> Result<BenchPushReport, SimError
         ..SimConfig::default()
     };
     fleet.add_random(&config, missing)?;
+    // Enrolled devices talk to the nodes in turn (new ones enroll through the first node's link).
+    let nodes = server.nodes();
+    for (i, device) in fleet.devices.iter_mut().enumerate() {
+        let node = &nodes[i % nodes.len()];
+        if device.state.enrolled {
+            device.state.server_url = with_origin(&device.state.server_url, &node.url)?;
+            device.state.check_in_url = with_origin(&device.state.check_in_url, &node.url)?;
+        }
+    }
+    let session_tls = if options.connection_per_session {
+        Some(Arc::new(session_tls_config(&server_ca_pem)?))
+    } else {
+        None
+    };
 
     let sessions = Arc::new(Sessions::default());
     sessions.now_ms();
@@ -381,6 +458,7 @@ pub async fn run(options: &BenchPushOptions) -> Result<BenchPushReport, SimError
             pushed.device.clone(),
             pushed.signed_idle.clone(),
             sessions.clone(),
+            session_tls.clone(),
         )));
         devices.push(pushed);
     }
@@ -561,7 +639,14 @@ async fn measure(
         .map(postgres_backend_ticks)
         .unwrap_or_default();
     report.load_after = load_average();
-    report.server_peak_rss_kib = peak_rss_kib(server.pid).unwrap_or(0);
+    report.nodes = server.nodes().len();
+    report.connection_per_session = options.connection_per_session;
+    report.node_peak_rss_kib = server
+        .nodes()
+        .iter()
+        .map(|n| peak_rss_kib(n.pid).unwrap_or(0))
+        .collect();
+    report.server_peak_rss_kib = report.node_peak_rss_kib.iter().copied().max().unwrap_or(0);
     report.server_cpu_seconds = cpu_after.server - cpu_before.server;
     report.simulator_cpu_seconds = cpu_after.simulator - cpu_before.simulator;
     report.database_cpu_seconds = backends_after
@@ -648,6 +733,7 @@ async fn session_loop(
     device: Arc<Mutex<SimDevice>>,
     signed_idle: Arc<OnceLock<(Vec<u8>, String)>>,
     sessions: Arc<Sessions>,
+    session_tls: Option<Arc<rustls::ClientConfig>>,
 ) {
     while pushes.recv().await.is_some() {
         // Pushes that piled up while a session ran are answered by that session's successor, once.
@@ -659,10 +745,25 @@ async fn session_loop(
         }
         sessions.started.fetch_add(1, Ordering::Relaxed);
         sessions.in_flight.fetch_add(1, Ordering::SeqCst);
+        // A connection of the session's own, closed with it (the shared client comes back afterwards).
+        let mut shared_client = None;
+        if let Some(tls) = &session_tls {
+            match session_client(tls, &ClientOptions::default()) {
+                Ok(client) => {
+                    let trust = device.trust_pem();
+                    shared_client = Some((device.raw_client().clone(), trust.clone()));
+                    device.set_client(client, trust);
+                }
+                Err(e) => sessions.record_error(format!("{}: {e}", device.state.udid)),
+            }
+        }
         let result = match signed_idle.get() {
             Some(signed) => device.poll_with_signed_idle(signed).await,
             None => device.poll().await,
         };
+        if let Some((client, trust)) = shared_client {
+            device.set_client(client, trust);
+        }
         let answered_at = Instant::now();
         match result {
             Ok(summary) => {
@@ -917,7 +1018,11 @@ fn process_ticks(stat_path: &str) -> Option<u64> {
 fn cpu_sample(server: &ServerInfo, ticks_per_second: f64) -> CpuSample {
     let seconds = |path: &str| process_ticks(path).unwrap_or(0) as f64 / ticks_per_second;
     CpuSample {
-        server: seconds(&format!("/proc/{}/stat", server.pid)),
+        server: server
+            .nodes()
+            .iter()
+            .map(|n| seconds(&format!("/proc/{}/stat", n.pid)))
+            .sum(),
         database: 0.0,
         simulator: seconds("/proc/self/stat"),
     }
@@ -1002,7 +1107,37 @@ mod tests {
         };
         assert_eq!(report.results_per_second(), 250.0);
         assert_eq!(report.cpu_ms_per_device(), 4.0);
-        assert!(report.to_string().contains("S1 n=1000 seconds=4.00"));
+        assert!(report.to_string().contains("S1 n=1000 nodes=1 seconds=4.00"));
+    }
+
+    #[test]
+    fn devices_are_spread_over_the_nodes() {
+        assert_eq!(
+            with_origin(
+                "https://127.0.0.1:18444/mdm/checkin?x=1",
+                "https://127.0.0.1:18445"
+            )
+            .expect("rewritten"),
+            "https://127.0.0.1:18445/mdm/checkin?x=1"
+        );
+        let one: ServerInfo = serde_json::from_value(json!({
+            "url": "https://127.0.0.1:18444", "token": "t", "ca": "/ca.pem", "pid": 7, "db_name": null
+        }))
+        .expect("one node");
+        assert_eq!(
+            one.nodes(),
+            vec![ServerNode {
+                url: "https://127.0.0.1:18444".into(),
+                pid: 7
+            }]
+        );
+        let two: ServerInfo = serde_json::from_value(json!({
+            "url": "https://127.0.0.1:18444", "token": "t", "ca": "/ca.pem", "pid": 7, "db_name": "db",
+            "nodes": [{"url": "https://127.0.0.1:18444", "pid": 7}, {"url": "https://127.0.0.1:18445", "pid": 8}]
+        }))
+        .expect("two nodes");
+        assert_eq!(two.nodes().len(), 2);
+        assert_eq!(two.nodes()[1].pid, 8);
     }
 
     #[test]

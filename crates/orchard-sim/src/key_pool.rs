@@ -1,7 +1,7 @@
 //! A pool of pre-generated device keys: RSA key generation is most of a simulated iPad's enrollment (an iPad
 //! makes a fresh RSA-2048 key for SCEP), so a fleet of thousands takes its keys from a file made once.
 //!
-//! The file is made in parallel on every core and cached (path chosen by the caller, usually under `target/`);
+//! The keys are made cheaply from shared primes (see [`generate_parallel`]), in parallel on every core, and cached (path chosen by the caller, usually under `target/`);
 //! a file of another format version or key size, or one holding too few keys, is made again (extended, keeping
 //! the keys it has). It is written to a temporary file and renamed, so two processes that make it at once
 //! both end with a whole file. Each key is handed out once per pool: two devices of one fleet never share a
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use openssl::bn::{BigNum, BigNumContext};
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 
@@ -104,38 +105,162 @@ impl KeyPool {
     }
 }
 
-/// `count` keys made on every core.
+/// `count` distinct RSA keys of `bits`, made on every core, cheaply.
+///
+/// An RSA key is the product of two primes, and finding the primes is all of key generation's cost (80–240 ms
+/// a key here, so hours of CPU for a fleet of 50,000). So the primes are found once — the fewest `m` with
+/// m·(m−1)/2 ≥ `count`, about 310 for 48,000 keys, in seconds — and each key is one pair of them. Every key is a
+/// valid RSA key of exactly `bits` bits (OpenSSL's primes have their top two bits set) with a modulus of its
+/// own, so every device still has a public key and a certificate of its own, and a server does the same work
+/// with it as with any iPad's key. Only someone factoring the moduli against each other would find the shared
+/// primes: fine for a simulator, never for real keys.
 fn generate_parallel(bits: u32, count: usize) -> Result<Vec<PKey<Private>>, SimError> {
-    let threads = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .min(count.max(1));
-    let per_thread = count.div_ceil(threads);
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let mut m = 2;
+    while m * (m - 1) / 2 < count {
+        m += 1;
+    }
+    let primes = in_parallel(m, |n| {
+        let mut primes = Vec::with_capacity(n);
+        while primes.len() < n {
+            let prime = usable_prime(bits / 2)?;
+            primes.push(prime);
+        }
+        Ok(primes)
+    })?;
+    let mut primes: Vec<BigNum> = primes;
+    primes.sort_by(|a, b| a.ucmp(b));
+    primes.dedup_by(|a, b| a.ucmp(b) == std::cmp::Ordering::Equal);
+    let pairs: Vec<(usize, usize)> = (0..primes.len())
+        .flat_map(|i| (i + 1..primes.len()).map(move |j| (i, j)))
+        .take(count)
+        .collect();
+    if pairs.len() < count {
+        // Two equal primes out of OpenSSL's generator: never in practice; one more round fills the gap.
+        let mut keys = key_pairs(&primes, &pairs)?;
+        keys.extend(generate_parallel(bits, count - pairs.len())?);
+        return Ok(keys);
+    }
+    key_pairs(&primes, &pairs)
+}
+
+/// A random prime of `bits` whose p−1 is prime to the public exponent 65537.
+fn usable_prime(bits: u32) -> Result<BigNum, SimError> {
+    let e = BigNum::from_u32(PUBLIC_EXPONENT)?;
+    let mut ctx = BigNumContext::new()?;
+    loop {
+        let mut prime = BigNum::new()?;
+        prime.generate_prime(i32::try_from(bits).unwrap_or(i32::MAX), false, None, None)?;
+        let mut p1 = BigNum::new()?;
+        p1.checked_sub(&prime, BigNum::from_u32(1)?.as_ref())?;
+        let mut rem = BigNum::new()?;
+        rem.nnmod(&p1, &e, &mut ctx)?;
+        if rem.num_bits() > 0 {
+            return Ok(prime);
+        }
+    }
+}
+
+const PUBLIC_EXPONENT: u32 = 65_537;
+
+/// The keys of `pairs` (indexes into `primes`), built on every core.
+fn key_pairs(primes: &[BigNum], pairs: &[(usize, usize)]) -> Result<Vec<PKey<Private>>, SimError> {
+    let chunks: Vec<&[(usize, usize)]> = pairs
+        .chunks(pairs.len().div_ceil(threads(pairs.len())).max(1))
+        .collect();
     let parts: Vec<Result<Vec<PKey<Private>>, SimError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let n = per_thread.min(count.saturating_sub(t * per_thread));
+        let workers: Vec<_> = chunks
+            .iter()
+            .map(|chunk| {
                 scope.spawn(move || {
-                    (0..n)
-                        .map(|_| Ok(PKey::from_rsa(Rsa::generate(bits)?)?))
+                    chunk
+                        .iter()
+                        .map(|&(i, j)| key_of(&primes[i], &primes[j]))
                         .collect::<Result<Vec<_>, SimError>>()
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    Err(SimError::Bench("key generation thread panicked".into()))
-                })
-            })
-            .collect()
+        workers.into_iter().map(join_worker).collect()
     });
-    let mut keys = Vec::with_capacity(count);
+    let mut keys = Vec::with_capacity(pairs.len());
     for part in parts {
         keys.extend(part?);
     }
     Ok(keys)
+}
+
+/// The RSA key with primes `p` and `q` and public exponent 65537: d = e⁻¹ mod lcm(p−1, q−1), and the CRT values.
+fn key_of(p: &BigNum, q: &BigNum) -> Result<PKey<Private>, SimError> {
+    let mut ctx = BigNumContext::new()?;
+    let one = BigNum::from_u32(1)?;
+    let e = BigNum::from_u32(PUBLIC_EXPONENT)?;
+    let mut n = BigNum::new()?;
+    n.checked_mul(p, q, &mut ctx)?;
+    let (mut p1, mut q1) = (BigNum::new()?, BigNum::new()?);
+    p1.checked_sub(p, &one)?;
+    q1.checked_sub(q, &one)?;
+    let (mut phi, mut gcd, mut lambda) = (BigNum::new()?, BigNum::new()?, BigNum::new()?);
+    phi.checked_mul(&p1, &q1, &mut ctx)?;
+    gcd.gcd(&p1, &q1, &mut ctx)?;
+    lambda.checked_div(&phi, &gcd, &mut ctx)?;
+    let mut d = BigNum::new()?;
+    d.mod_inverse(&e, &lambda, &mut ctx)?;
+    let (mut dmp1, mut dmq1, mut iqmp) = (BigNum::new()?, BigNum::new()?, BigNum::new()?);
+    dmp1.nnmod(&d, &p1, &mut ctx)?;
+    dmq1.nnmod(&d, &q1, &mut ctx)?;
+    iqmp.mod_inverse(q, p, &mut ctx)?;
+    let rsa = Rsa::from_private_components(
+        n,
+        e,
+        d,
+        BigNum::from_slice(&p.to_vec())?,
+        BigNum::from_slice(&q.to_vec())?,
+        dmp1,
+        dmq1,
+        iqmp,
+    )?;
+    Ok(PKey::from_rsa(rsa)?)
+}
+
+fn threads(work: usize) -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(work.max(1))
+}
+
+/// `count` items made by `make(n)` on every core, `n` per thread.
+fn in_parallel<T: Send>(
+    count: usize,
+    make: impl Fn(usize) -> Result<Vec<T>, SimError> + Sync,
+) -> Result<Vec<T>, SimError> {
+    let threads = threads(count);
+    let per_thread = count.div_ceil(threads);
+    let make = &make;
+    let parts: Vec<Result<Vec<T>, SimError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let n = per_thread.min(count.saturating_sub(t * per_thread));
+                scope.spawn(move || make(n))
+            })
+            .collect();
+        workers.into_iter().map(join_worker).collect()
+    });
+    let mut out = Vec::with_capacity(count);
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+fn join_worker<T>(
+    worker: std::thread::ScopedJoinHandle<'_, Result<T, SimError>>,
+) -> Result<T, SimError> {
+    worker
+        .join()
+        .unwrap_or_else(|_| Err(SimError::Bench("key generation thread panicked".into())))
 }
 
 fn header(bits: u32, count: usize) -> String {
@@ -246,6 +371,37 @@ mod tests {
         assert!(std::fs::read(&path)
             .unwrap()
             .starts_with(b"orchard-sim key pool v1 rsa-1024 6\n"));
+    }
+
+    #[test]
+    fn keys_from_shared_primes_are_valid_distinct_and_full_size() {
+        // 12 keys need 6 primes (6·5/2 = 15 pairs).
+        let keys = generate_parallel(2048, 12).unwrap();
+        assert_eq!(keys.len(), 12);
+        let mut moduli: Vec<Vec<u8>> = keys.iter().map(|k| k.rsa().unwrap().n().to_vec()).collect();
+        moduli.sort();
+        moduli.dedup();
+        assert_eq!(moduli.len(), 12, "two keys share a modulus");
+        for key in &keys {
+            let rsa = key.rsa().unwrap();
+            assert_eq!(key.bits(), 2048);
+            assert_eq!(rsa.n().num_bits(), 2048);
+            assert_eq!(rsa.e().to_dec_str().unwrap().to_string(), "65537");
+            assert!(rsa.check_key().unwrap(), "OpenSSL refuses the key");
+            // A signature made with it verifies with its public half, as the server will check it.
+            let mut signer =
+                openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key).unwrap();
+            signer.update(b"Idle").unwrap();
+            let signature = signer.sign_to_vec().unwrap();
+            let public = PKey::public_key_from_der(&key.public_key_to_der().unwrap()).unwrap();
+            let mut verifier =
+                openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &public)
+                    .unwrap();
+            verifier.update(b"Idle").unwrap();
+            assert!(verifier.verify(&signature).unwrap());
+        }
+        assert!(generate_parallel(2048, 0).unwrap().is_empty());
+        assert_eq!(generate_parallel(1024, 1).unwrap().len(), 1);
     }
 
     #[test]

@@ -159,7 +159,8 @@ enum Command {
     /// Run by scripts/bench-s1.sh, which starts `orchard serve` in between (see the handshake files below).
     ///
     /// Writes DIR/apns-root.pem and DIR/apns-url, waits for DIR/server.json
-    /// ({"url", "token", "ca", "pid", "db_name"?}) and keeps the fleet in DIR/fleet.json.
+    /// ({"url", "token", "ca", "pid", "db_name"?, "nodes"?: [{"url", "pid"}]}) and keeps the fleet in
+    /// DIR/fleet.json.
     BenchPush {
         /// Work directory shared with the driver script; reused between runs.
         #[arg(long)]
@@ -186,6 +187,10 @@ enum Command {
         /// Queue one request per device instead of one bulk request (`POST /api/v1/commands/bulk`).
         #[arg(long)]
         one_by_one: bool,
+        /// Let device sessions share keep-alive connections instead of each opening (and closing) its own
+        /// TLS connection as an iPad woken by a push does.
+        #[arg(long)]
+        shared_connections: bool,
     },
 }
 
@@ -448,6 +453,7 @@ async fn main() -> anyhow::Result<()> {
             timeout_seconds,
             clock_ticks,
             one_by_one,
+            shared_connections,
         } => {
             let command = match command.as_str() {
                 "device-information" => PushCommand::DeviceInformation,
@@ -464,6 +470,7 @@ async fn main() -> anyhow::Result<()> {
                 timeout: Duration::from_secs(timeout_seconds),
                 clock_ticks_per_second: clock_ticks,
                 bulk: !one_by_one,
+                connection_per_session: !shared_connections,
             })
             .await?;
             println!("{report}");

@@ -80,6 +80,51 @@ pub fn build_client(options: &ClientOptions) -> Result<reqwest::Client, SimError
     builder.build().map_err(SimError::Http)
 }
 
+/// A TLS configuration for devices that each open their own connection per session, as iPads do: it trusts
+/// `ca_pem` and keeps no session tickets, so every session is a full handshake (what a fleet costs a freshly
+/// started server, whose ticket keys are new). Built once and shared; see [`session_client`].
+pub fn session_tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, SimError> {
+    install_crypto_provider();
+    let tls = |e: &dyn std::fmt::Display| SimError::Tls(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in openssl::x509::X509::stack_from_pem(ca_pem).map_err(|e| tls(&e))? {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                cert.to_der().map_err(|e| tls(&e))?,
+            ))
+            .map_err(|e| tls(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(SimError::Tls("ca pem holds no certificate".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client of its own for one device session over `tls` (from [`session_tls_config`]): its pool holds only
+/// this session's connection, which closes when the client is dropped.
+pub fn session_client(
+    tls: &rustls::ClientConfig,
+    options: &ClientOptions,
+) -> Result<reqwest::Client, SimError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .http1_only()
+        .tcp_nodelay(true)
+        .user_agent("MDM/1.0")
+        .timeout(options.request_timeout)
+        .connect_timeout(options.connect_timeout)
+        .build()
+        .map_err(SimError::Http)
+}
+
 /// A client that trusts no root: every HTTPS request fails until roots are known. Used before enrollment
 /// when no anchor was configured. Building it only fails if the TLS backend cannot start at all; then
 /// reqwest's default client (web roots, which never vouch for an Orchard server) is the harmless fallback.
