@@ -398,6 +398,7 @@ async fn file_modes(server: &TestServer) -> Result<()> {
         "orchard.db",
         "orchard.db-wal",
         "orchard.db-shm",
+        "orchard.db.migrate-lock",
         "kek",
         "tls.key",
     ] {

@@ -165,6 +165,14 @@ impl Store {
     ) -> Result<(Store, ScopeAuthority), StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
+        // One process at a time opens and migrates a SQLite file (a server starting while `orchard token create`
+        // runs on a fresh data directory, say): sqlx's SQLite migrator takes no lock, so two would both apply
+        // the same migration and one fail. On PostgreSQL the migrator holds an advisory lock itself, so of
+        // several nodes starting together one migrates and the others wait (tests/migration_lock.rs).
+        let migration_lock = match backend {
+            Backend::Sqlite => sqlite_migration_lock(url).await?,
+            Backend::Postgres => None,
+        };
         let pool = match backend {
             Backend::Sqlite => connect_sqlite(url, max_connections).await?,
             Backend::Postgres => {
@@ -179,6 +187,7 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATOR,
         };
         migrator.run(&pool).await?;
+        drop(migration_lock);
         Ok((
             Store {
                 pool,
@@ -321,6 +330,38 @@ fn restrict_sqlite_files(url: &str) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// An exclusive lock on `<database file>.migrate-lock` (an advisory file lock, released when the file is
+/// dropped or the process dies), taken on a blocking thread; `None` for an in-memory database.
+async fn sqlite_migration_lock(url: &str) -> Result<Option<std::fs::File>, StoreError> {
+    let Some(path) = sqlite_file(url) else {
+        return Ok(None);
+    };
+    let mut lock_path = path.into_os_string();
+    lock_path.push(".migrate-lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let failed = |e: String| {
+        StoreError::Database(sqlx::Error::Configuration(
+            format!("locking {} for migrations: {e}", lock_path.display()).into(),
+        ))
+    };
+    let file = {
+        let lock_path = lock_path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let file = options.open(&lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))?
+    };
+    Ok(Some(file))
 }
 
 async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, StoreError> {
