@@ -47,7 +47,7 @@ use orchard_core::Orchard;
 use tower_http::trace::TraceLayer;
 
 pub use state::{AppState, CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER};
-pub use tls::{serve_tls, tls_server_config, ConnectionLimits};
+pub use tls::{serve_tls, tls_server_config, ConnectionLimits, RequestArrival};
 
 /// Request size limits per surface.
 #[derive(Debug, Clone, Copy)]

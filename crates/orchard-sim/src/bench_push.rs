@@ -1107,7 +1107,9 @@ mod tests {
         };
         assert_eq!(report.results_per_second(), 250.0);
         assert_eq!(report.cpu_ms_per_device(), 4.0);
-        assert!(report.to_string().contains("S1 n=1000 nodes=1 seconds=4.00"));
+        assert!(report
+            .to_string()
+            .contains("S1 n=1000 nodes=1 seconds=4.00"));
     }
 
     #[test]

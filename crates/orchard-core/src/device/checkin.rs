@@ -161,7 +161,18 @@ impl Orchard {
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<CheckinReply, CoreError> {
-        let arrived = std::time::Instant::now();
+        self.checkin_arrived(signature, body, std::time::Instant::now())
+            .await
+    }
+
+    /// [`Orchard::checkin`] of a request whose wait began at `arrived` (for a device's first request on a
+    /// connection, when the connection was accepted): adaptive push pacing counts the latency from there.
+    pub async fn checkin_arrived(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        arrived: std::time::Instant,
+    ) -> Result<CheckinReply, CoreError> {
         let now = self.clock.now();
         let signer = self.verify_signature(signature, body, now)?;
         // Counted while it is served (adaptive push pacing), once the signature verified.
@@ -430,7 +441,17 @@ impl Orchard {
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, CoreError> {
-        let arrived = std::time::Instant::now();
+        self.command_report_arrived(signature, body, std::time::Instant::now())
+            .await
+    }
+
+    /// [`Orchard::command_report`] of a request whose wait began at `arrived` (see [`Orchard::checkin_arrived`]).
+    pub async fn command_report_arrived(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        arrived: std::time::Instant,
+    ) -> Result<Option<Vec<u8>>, CoreError> {
         let now = self.clock.now();
         let signer = self.verify_signature(signature, body, now)?;
         let _serving = self.device_request_verified(arrived);

@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use axum::Extension;
 use axum::Router;
 use orchard_core::device::checkin::CheckinReply;
 use orchard_core::enrollment::profile::LinkDownload;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 use crate::html_escape;
 use crate::state::AppState;
+use crate::tls::RequestArrival;
 
 mod error;
 
@@ -54,12 +56,22 @@ fn signature(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// When the request's wait began (see [`RequestArrival`]); now, for a request that did not come through
+/// [`crate::serve_tls`] (tests that call the router directly).
+fn arrived(arrival: Option<Extension<RequestArrival>>) -> std::time::Instant {
+    arrival.map_or_else(std::time::Instant::now, |Extension(RequestArrival(at))| at)
+}
+
 async fn checkin(
     State(state): State<AppState>,
+    arrival: Option<Extension<RequestArrival>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, DeviceError> {
-    let reply = state.orchard.checkin(signature(&headers), &body).await?;
+    let reply = state
+        .orchard
+        .checkin_arrived(signature(&headers), &body, arrived(arrival))
+        .await?;
     Ok(match reply {
         CheckinReply::Empty => StatusCode::OK.into_response(),
         CheckinReply::Plist(b) => ([(header::CONTENT_TYPE, "application/xml")], b).into_response(),
@@ -69,12 +81,13 @@ async fn checkin(
 
 async fn command(
     State(state): State<AppState>,
+    arrival: Option<Extension<RequestArrival>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, DeviceError> {
     match state
         .orchard
-        .command_report(signature(&headers), &body)
+        .command_report_arrived(signature(&headers), &body, arrived(arrival))
         .await?
     {
         Some(next) => Ok(([(header::CONTENT_TYPE, "application/xml")], next).into_response()),
