@@ -247,7 +247,7 @@ fn signature_seeds(seeds: &mut Seeds) {
             .join("../crates/orchard-pki/tests/data/mdm-signature-leak.der"),
     )
     .unwrap();
-    for target in ["mdm_signature", "signature_differential"] {
+    for target in ["mdm_signature", "signature_differential", "signer_cache"] {
         seeds.put(target, "device.der", &by_device);
         seeds.put(target, "profile-signer.der", &by_signer);
         seeds.put(target, "device-ber.der", &as_ber(&by_device));
