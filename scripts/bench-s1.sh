@@ -19,8 +19,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:-sqlite}; n=${2:-1000}; shift $(( $# > 2 ? 2 : $# ))
-cargo build --release -q -p orchard -p orchard-sim
-bin=${CARGO_TARGET_DIR:-target}/release
+# ORCHARD_BENCH_S1_BIN=dir runs the orchard and orchard-sim binaries found there (another build, to compare)
+# instead of building this checkout's.
+if [ -n "${ORCHARD_BENCH_S1_BIN:-}" ]; then
+  bin=$ORCHARD_BENCH_S1_BIN
+else
+  cargo build --release -q -p orchard -p orchard-sim
+  bin=${CARGO_TARGET_DIR:-target}/release
+fi
 dir=${ORCHARD_BENCH_S1_DIR:-target/bench-s1}/$backend
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
