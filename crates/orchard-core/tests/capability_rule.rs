@@ -24,6 +24,10 @@ const AUTHENTICATION: &[&str] = &[
     "finish_oidc_login",
     "checkin",
     "command_report",
+    // The same two, told when the request began waiting (adaptive push pacing): they verify the Mdm-Signature
+    // before anything else, as the two above do.
+    "checkin_arrived",
+    "command_report_arrived",
     "enroll_dep",
     "check_enrollment_link",
     "enrollment_profile_for_link",
