@@ -96,6 +96,24 @@ async fn scenario(backend: Backend) -> Result<()> {
     )
     .await?;
 
+    // A binary plist with NUL inside a string (which neither its XML form nor PostgreSQL's TEXT can carry),
+    // correctly signed: 400 as malformed, not a failure when it is stored.
+    let mut nul_dict = plist::Dictionary::new();
+    nul_dict.insert("MessageType".into(), "Authenticate".into());
+    nul_dict.insert("Topic".into(), topic.clone().into());
+    nul_dict.insert("UDID".into(), a.state.udid.clone().into());
+    nul_dict.insert("DeviceName".into(), "iPad\0evil".into());
+    let mut nul_body = Vec::new();
+    plist::Value::Dictionary(nul_dict).to_writer_binary(&mut nul_body)?;
+    let sig = orchard_pki::signature::sign_mdm_body(&nul_body, &id_a)?;
+    expect(
+        &server,
+        "NUL in a binary plist string",
+        a.send_checkin_raw(nul_body, Some(sig)),
+        400,
+    )
+    .await?;
+
     // Missing and broken Mdm-Signature: 400.
     let body = token_update_body(&a.state.udid, &topic)?;
     expect(

@@ -69,11 +69,37 @@ pub fn parse_value(bytes: &[u8]) -> Result<plist::Value, ProtocolError> {
     let malformed = |e: plist::Error| ProtocolError::Malformed(e.to_string());
     if bytes.starts_with(BINARY_MAGIC) {
         depth::check_binary(bytes, MAX_PLIST_DEPTH)?;
-        plist::Value::from_reader(Cursor::new(bytes)).map_err(malformed)
+        let value = plist::Value::from_reader(Cursor::new(bytes)).map_err(malformed)?;
+        refuse_nul_in_strings(&value)?;
+        Ok(value)
     } else {
         depth::check_xml(bytes, MAX_PLIST_DEPTH)?;
         plist::Value::from_reader_xml(bytes).map_err(malformed)
     }
+}
+
+/// A binary plist can carry NUL inside a string or a key, which its XML form cannot (the XML check refuses
+/// NUL bytes) and PostgreSQL's TEXT cannot store: such a message is refused here as malformed, the same answer
+/// for both encodings, instead of failing later when it is written (fuzzing finding 4, docs/fuzzing.md).
+fn refuse_nul_in_strings(value: &plist::Value) -> Result<(), ProtocolError> {
+    let nul = || ProtocolError::Malformed("a string contains a NUL character".into());
+    let mut pending = vec![value];
+    while let Some(v) = pending.pop() {
+        match v {
+            plist::Value::String(s) if s.contains('\0') => return Err(nul()),
+            plist::Value::Array(items) => pending.extend(items),
+            plist::Value::Dictionary(dict) => {
+                for (key, item) in dict {
+                    if key.contains('\0') {
+                        return Err(nul());
+                    }
+                    pending.push(item);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Serializes a value we built ourselves as an XML plist.
@@ -108,6 +134,53 @@ mod tests {
         }
         s.push_str("</plist>");
         s.into_bytes()
+    }
+
+    fn binary(value: plist::Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        value.to_writer_binary(&mut out).expect("binary plist");
+        out
+    }
+
+    #[test]
+    fn nul_in_a_binary_string_or_key_is_refused_as_in_xml() {
+        let dict = |key: &str, value: plist::Value| {
+            let mut d = plist::Dictionary::new();
+            d.insert(key.into(), value);
+            plist::Value::Dictionary(d)
+        };
+        let refused = Err(ProtocolError::Malformed(
+            "a string contains a NUL character".into(),
+        ));
+        let nul_value = dict("OSVersion", plist::Value::String("18.2\0evil".into()));
+        assert_eq!(parse_dictionary(&binary(nul_value.clone())), refused);
+        let nested = dict(
+            "QueryResponses",
+            plist::Value::Array(vec![plist::Value::from(1), nul_value]),
+        );
+        assert_eq!(parse_dictionary(&binary(nested)), refused);
+        assert_eq!(
+            parse_dictionary(&binary(dict("UD\0ID", plist::Value::from("x")))),
+            refused
+        );
+        // The XML form of the same message was already refused before parsing.
+        let mut xml = Vec::new();
+        dict("OSVersion", plist::Value::String("18.2\0evil".into()))
+            .to_writer_xml(&mut xml)
+            .expect("xml plist");
+        assert!(matches!(
+            parse_dictionary(&xml),
+            Err(ProtocolError::Malformed(_))
+        ));
+        // Strings without NUL, and data with zero bytes, still read.
+        let fine = dict(
+            "Token",
+            plist::Value::Array(vec![
+                plist::Value::Data(vec![0, 1, 0]),
+                plist::Value::from("18.2"),
+            ]),
+        );
+        assert_eq!(parse_value(&binary(fine.clone())), Ok(fine));
     }
 
     #[test]
