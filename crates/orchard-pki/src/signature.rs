@@ -956,11 +956,13 @@ mod fast {
     }
 
     /// What [`verify`] proved about a signer certificate that holds at any time: the signer identifier it
-    /// answers to, its key, and the facts returned to callers (see `super::SignerCache`).
+    /// answers to, its RSA key (as bytes: see [`verify_known`]), and the facts returned to callers (see
+    /// `super::SignerCache`).
     pub(crate) struct KnownSigner {
-        issuer: Vec<u8>,
-        serial: Vec<u8>,
-        key: PKey<Public>,
+        issuer: Box<[u8]>,
+        serial: Box<[u8]>,
+        modulus: Box<[u8]>,
+        exponent: Box<[u8]>,
         fingerprint: String,
         not_before: UnixTime,
         not_after: UnixTime,
@@ -975,10 +977,13 @@ mod fast {
         let Ok(PublicKey::RSA(rsa)) = cert.tbs_certificate.subject_pki.parsed() else {
             return None;
         };
+        // Kept only when OpenSSL takes the key, as the full path needs it to.
+        rsa_public_key(rsa.modulus, rsa.exponent)?;
         Some(KnownSigner {
-            issuer: cert.tbs_certificate.issuer.as_raw().to_vec(),
-            serial: cert.tbs_certificate.raw_serial().to_vec(),
-            key: rsa_public_key(rsa.modulus, rsa.exponent)?,
+            issuer: cert.tbs_certificate.issuer.as_raw().into(),
+            serial: cert.tbs_certificate.raw_serial().into(),
+            modulus: rsa.modulus.into(),
+            exponent: rsa.exponent.into(),
             fingerprint: signer.fingerprint.clone(),
             not_before: signer.not_before,
             not_after: signer.not_after,
@@ -1007,10 +1012,15 @@ mod fast {
         body: &[u8],
         now: UnixTime,
     ) -> Outcome {
-        if parsed.issuer != known.issuer.as_slice() || parsed.serial != known.serial.as_slice() {
+        if *parsed.issuer != *known.issuer || *parsed.serial != *known.serial {
             return Outcome::NotHandled; // signed by a certificate the message does not carry
         }
-        match check_message(parsed, body, &known.key) {
+        // The key is built again for each message: a kept OpenSSL key costs ~2.6 KB once it has verified
+        // (its provider copy and Montgomery context), the bytes ~260, and building it ~8 µs.
+        let Some(key) = rsa_public_key(&known.modulus, &known.exponent) else {
+            return Outcome::NotHandled;
+        };
+        match check_message(parsed, body, &key) {
             Some(Ok(())) => {}
             Some(Err(error)) => return Outcome::Rejected(error),
             None => return Outcome::NotHandled,
