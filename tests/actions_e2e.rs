@@ -187,18 +187,34 @@ async fn scenario(backend: Backend) -> Result<()> {
         .await?;
     ensure!(status == 403, "helpdesk bulk erase → {status}: {v}");
 
-    // The iPads get what was queued: physics' devices the app list, the music iPad nothing new.
+    // The bulk command's dictionary is stored once: the four queue rows name one shared body and hold no
+    // payload of their own.
+    let mut db = server.connect_database().await?;
+    let shared: (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT body_id), COALESCE(SUM(LENGTH(payload)), 0) FROM commands \
+         WHERE request_type = 'InstalledApplicationList' AND status = 'queued' AND body_id IS NOT NULL",
+    )
+    .fetch_one(&mut db)
+    .await?;
+    ensure!(
+        shared == (4, 1, 0),
+        "bulk rows, bodies, payload bytes: {shared:?}"
+    );
+
+    // The iPads get what was queued, each under a CommandUUID of its own: physics' devices the app list, the
+    // music iPad nothing new.
+    let mut uuids = std::collections::BTreeSet::new();
     for d in physics_ipads.iter_mut().skip(1) {
         let session = d.poll().await?;
-        ensure!(
-            session
-                .handled
-                .iter()
-                .any(|h| h.request_type == "InstalledApplicationList"),
-            "{:?}",
-            session.handled
-        );
+        let handled: Vec<_> = session
+            .handled
+            .iter()
+            .filter(|h| h.request_type == "InstalledApplicationList")
+            .collect();
+        ensure!(!handled.is_empty(), "{:?}", session.handled);
+        uuids.extend(handled.iter().map(|h| h.uuid.clone()));
     }
+    ensure!(uuids.len() == 3, "one CommandUUID per device: {uuids:?}");
     let music_history = server.commands_of(&music_id).await?;
     // Only the enrollment inventory's own InstalledApplicationList, not the bulk one.
     let app_lists = music_history

@@ -85,7 +85,7 @@ impl Orchard {
         let prepared = self.prepare_bulk(who, target, commands, true, None).await?;
         Ok(BulkOutcome {
             dry_run: true,
-            affected: prepared.devices,
+            affected: prepared.devices.len(),
             skipped: prepared.skipped,
             queued: 0,
         })
@@ -107,11 +107,15 @@ impl Orchard {
         let prepared = self
             .prepare_bulk(who, target, commands, false, confirm_count)
             .await?;
-        if prepared.commands.is_empty() {
+        if prepared.devices.is_empty() {
             return Err(CoreError::Invalid(
                 "none of the chosen devices is enrolled: nothing to queue".into(),
             ));
         }
+        let mut unit = self.store.begin_unit().await?;
+        let queued = self
+            .bulk_commands(&mut unit, who, &prepared.devices, commands)
+            .await?;
         let record = BulkJobRecord {
             id: uuid::Uuid::now_v7().hyphenated().to_string(),
             tenant_id: who.tenant_id(),
@@ -121,16 +125,15 @@ impl Orchard {
                 .map(|c| c.request_type())
                 .collect::<Vec<_>>()
                 .join(","),
-            devices: prepared.devices as i64,
+            devices: prepared.devices.len() as i64,
             skipped: prepared.skipped as i64,
-            commands: prepared.commands.len() as i64,
+            commands: queued.len() as i64,
             created_by: who.actor(),
             created_by_name: Some(who.name().to_string()),
             created_at: self.clock.now(),
         };
-        self.store
-            .enqueue_bulk_job(&record, &prepared.commands)
-            .await?;
+        unit.enqueue_bulk_job(&record, &queued).await?;
+        unit.commit().await?;
         self.wake_dispatcher();
         tracing::info!(job = %record.id, devices = record.devices, commands = record.commands, actor = %record.created_by, "bulk job queued");
         let waiting = record.commands;

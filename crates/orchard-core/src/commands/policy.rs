@@ -6,14 +6,14 @@
 //! a destructive bulk command needs that count as its confirmation. One bulk request is one transaction.
 
 use orchard_protocol::commands::Command;
-use orchard_store::{Device, NewCommand, Page};
+use orchard_store::{Device, NewCommand, Page, UnitOfWork};
 use orchard_types::{ChannelId, DeviceId, EnrollmentState};
 use serde::{Deserialize, Serialize};
 
 use crate::access::principal::Principal;
 use crate::access::roles::Ability;
 use crate::commands::queue::ability_to_queue;
-use crate::commands::secrets::CommandTarget;
+use crate::commands::secrets::{carries_device_credential, CommandTarget};
 use crate::{CoreError, Orchard};
 
 /// The enrollment profile's identifier (removing it removes management).
@@ -206,27 +206,37 @@ impl Orchard {
         if dry_run {
             return Ok(BulkOutcome {
                 dry_run: true,
-                affected: prepared.devices,
+                affected: prepared.devices.len(),
                 skipped: prepared.skipped,
                 queued: 0,
             });
         }
-        self.store.enqueue_commands(&prepared.commands).await?;
+        let mut unit = self.store.begin_unit().await?;
+        let queued = self
+            .bulk_commands(
+                &mut unit,
+                who,
+                &prepared.devices,
+                std::slice::from_ref(&command),
+            )
+            .await?;
+        unit.enqueue_commands(&queued).await?;
+        unit.commit().await?;
         self.wake_dispatcher();
-        tracing::info!(count = prepared.commands.len(), request_type = command.request_type(), actor = %who.actor(), "bulk command queued");
+        tracing::info!(count = queued.len(), request_type = command.request_type(), actor = %who.actor(), "bulk command queued");
         Ok(BulkOutcome {
             dry_run: false,
-            affected: prepared.devices,
+            affected: prepared.devices.len(),
             skipped: prepared.skipped,
-            queued: prepared.commands.len(),
+            queued: queued.len(),
         })
     }
 
     /// Everything a bulk request is checked for, in order: the role may queue bulk commands and each of
     /// `commands`; none is sent one device at a time only; the devices resolve through the caller's scope and
     /// the role may queue for each; a destructive command is the tenant admins' and carries the count it was
-    /// shown (`confirm_count`, checked unless `dry_run`). Then the commands, one per device and command (none for
-    /// a dry run).
+    /// shown (`confirm_count`, checked unless `dry_run`). The queue rows are made by [`Orchard::bulk_commands`]
+    /// in the unit that queues them.
     pub(crate) async fn prepare_bulk(
         &self,
         who: &Principal,
@@ -278,58 +288,82 @@ impl Orchard {
         if !who.has(Ability::Query) {
             return Err(CoreError::Forbidden("viewers do not queue commands".into()));
         }
-        if dry_run {
-            return Ok(PreparedBulk {
-                devices: devices.len(),
-                skipped,
-                commands: Vec::new(),
-            });
-        }
-        for command in commands.iter().filter(|c| is_dangerous(c)) {
-            if devices.iter().any(|d| !may_run_dangerous(who, d)) {
-                return Err(CoreError::Forbidden(format!(
-                    "{} needs the tenant admin role",
-                    command.request_type()
-                )));
-            }
-            if confirm_count != Some(devices.len()) {
-                return Err(CoreError::ConfirmationRequired(format!(
-                    "{} cannot be undone: run a dry run and set confirm_count to the number of devices ({})",
-                    command.request_type(),
-                    devices.len()
-                )));
+        if !dry_run {
+            for command in commands.iter().filter(|c| is_dangerous(c)) {
+                if devices.iter().any(|d| !may_run_dangerous(who, d)) {
+                    return Err(CoreError::Forbidden(format!(
+                        "{} needs the tenant admin role",
+                        command.request_type()
+                    )));
+                }
+                if confirm_count != Some(devices.len()) {
+                    return Err(CoreError::ConfirmationRequired(format!(
+                        "{} cannot be undone: run a dry run and set confirm_count to the number of devices ({})",
+                        command.request_type(),
+                        devices.len()
+                    )));
+                }
             }
         }
+        Ok(PreparedBulk { devices, skipped })
+    }
+
+    /// The queue rows of a checked bulk request, one per device and command, their bodies stored within `unit`.
+    /// Each command's dictionary is stored once (`command_bodies`) and every device's row names it: the same
+    /// plist copied for 50,000 iPads held tens of megabytes in memory while queuing and on disk after.
+    pub(crate) async fn bulk_commands(
+        &self,
+        unit: &mut UnitOfWork,
+        who: &Principal,
+        devices: &[Device],
+        commands: &[Command],
+    ) -> Result<Vec<NewCommand>, CoreError> {
         let now = self.clock.now();
         let queued_by = who.queued_by();
+        let mut bodies = Vec::with_capacity(commands.len());
+        for command in commands {
+            // A command that carries a device's credential is sealed to its own row and sent once; prepare_bulk
+            // refuses the only such command (ClearPasscode), so this is a guard, not a path.
+            let body = if carries_device_credential(command.kind()) {
+                None
+            } else {
+                let source = format!("bulk:{}", uuid::Uuid::new_v4());
+                Some(
+                    self.shared_command_body(unit, &source, command, now)
+                        .await?,
+                )
+            };
+            bodies.push(body);
+        }
         let mut new = Vec::with_capacity(devices.len() * commands.len());
-        for d in &devices {
-            for command in commands {
-                new.push(self.new_command(
-                    command,
-                    CommandTarget {
-                        device_id: d.id,
-                        tenant_id: d.tenant_id,
-                        channel: &ChannelId::device(&d.udid),
-                    },
-                    queued_by.clone(),
-                    now,
-                )?);
+        for d in devices {
+            let channel = ChannelId::device(&d.udid);
+            for (command, body) in commands.iter().zip(&bodies) {
+                let target = CommandTarget {
+                    device_id: d.id,
+                    tenant_id: d.tenant_id,
+                    channel: &channel,
+                };
+                new.push(match body {
+                    Some(body_id) => self.new_command_from_body(
+                        command.kind(),
+                        body_id.clone(),
+                        target,
+                        queued_by.clone(),
+                        now,
+                    ),
+                    None => self.new_command(command, target, queued_by.clone(), now)?,
+                });
             }
         }
-        Ok(PreparedBulk {
-            devices: devices.len(),
-            skipped,
-            commands: new,
-        })
+        Ok(new)
     }
 }
 
-/// A bulk request checked and resolved: how many devices it reaches and skips, and the commands to queue.
+/// A bulk request checked and resolved: the devices it reaches, and how many of those asked for it skips.
 pub(crate) struct PreparedBulk {
-    pub(crate) devices: usize,
+    pub(crate) devices: Vec<Device>,
     pub(crate) skipped: usize,
-    pub(crate) commands: Vec<NewCommand>,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::sql::Sql;
 use crate::unit::Db;
-use crate::{rows, NewCommand, Scope, Store, StoreError};
+use crate::{rows, NewCommand, Scope, Store, StoreError, UnitOfWork};
 
 /// Links inserted per statement (two values each; far below SQLite's bound on bound values).
 const LINKS_PER_STATEMENT: usize = 400;
@@ -66,15 +66,15 @@ fn record(row: &AnyRow) -> Result<BulkJobRecord, StoreError> {
     })
 }
 
-impl Store {
-    /// Stores the job, queues its commands and links them to it, in one transaction: either the whole action is
+impl UnitOfWork {
+    /// Stores the job, queues its commands and links them to it, within this unit: either the whole action is
     /// queued and can be followed, or nothing is.
     pub async fn enqueue_bulk_job(
-        &self,
+        &mut self,
         job: &BulkJobRecord,
         commands: &[NewCommand],
     ) -> Result<(), StoreError> {
-        let mut unit = self.begin_unit().await?;
+        let unit = self;
         let mut insert = Sql::new(&format!("INSERT INTO bulk_jobs ({COLUMNS}) VALUES ("));
         insert
             .bind(job.id.as_str())
@@ -115,9 +115,11 @@ impl Store {
             }
             links.query().execute(unit.conn()?).await?;
         }
-        unit.commit().await
+        Ok(())
     }
+}
 
+impl Store {
     /// A job the scope sees (a department sees its own; central IT every job).
     pub async fn bulk_job(
         &self,
