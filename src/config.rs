@@ -74,7 +74,9 @@ pub struct StorageSection {
     pub database_url_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kek_file: Option<PathBuf>,
-    pub pool_size: u32,
+    /// Unset: the backend's default (`Backend::default_pool_size`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<u32>,
 }
 
 impl Default for StorageSection {
@@ -84,7 +86,7 @@ impl Default for StorageSection {
             database_url: None,
             database_url_file: None,
             kek_file: None,
-            pool_size: 10,
+            pool_size: None,
         }
     }
 }
@@ -533,7 +535,7 @@ pub const KEYS: &[KeyDoc] = &[
     unset("storage", "database_url", "ORCHARD_DATABASE_URL", "--database-url", "postgres://user:pass@host/db to use PostgreSQL; default: SQLite in the data directory. Secret: prefer database_url_file.", "\"postgres://orchard@db.example.edu/orchard\""),
     unset("storage", "database_url_file", "ORCHARD_DATABASE_URL_FILE", "--database-url-file", "A file holding the database URL (it carries the password), instead of database_url.", "\"/run/secrets/orchard-database-url\""),
     unset("storage", "kek_file", "ORCHARD_KEK_FILE", "--kek-file", "File with the key-encryption key (32 bytes, base64) sealing the keys in the database; every node of a database needs the same one (or the key itself in ORCHARD_KEK). Default: kek in the data directory, made by the first start.", "\"/etc/orchard/kek\""),
-    key("storage", "pool_size", "ORCHARD_DATABASE_POOL_SIZE", "--database-pool-size", "Database connections this node keeps at most (PostgreSQL: mind max_connections across all nodes)."),
+    unset("storage", "pool_size", "ORCHARD_DATABASE_POOL_SIZE", "--database-pool-size", "Database connections this node keeps at most. Default: 4 on SQLite (one writer at a time, and each connection costs memory), 10 on PostgreSQL (mind max_connections across all nodes).", "10"),
     unset("tls", "cert", "ORCHARD_TLS_CERT", "--tls-cert", "TLS certificate chain (PEM). Default: a certificate issued by Orchard's CA, in the data directory.", "\"/etc/orchard/tls/fullchain.pem\""),
     unset("tls", "key", "ORCHARD_TLS_KEY", "--tls-key", "TLS private key (PEM), with tls.cert.", "\"/etc/orchard/tls/key.pem\""),
     key("log", "format", "ORCHARD_LOG_FORMAT", "--log-format", "text (human-readable lines) or json (one JSON object a line with request_id, route, tenant, udid and command_uuid fields)."),
@@ -718,7 +720,7 @@ impl Config {
                 "give database_url or database_url_file, not both",
             ));
         }
-        if self.storage.pool_size == 0 {
+        if self.storage.pool_size == Some(0) {
             return Err(key_error("storage.pool_size", "at least 1 connection"));
         }
         if self.oidc.login_ttl_seconds < 60 {

@@ -34,7 +34,7 @@ pub struct StorageArgs {
     /// Default: `kek` in the data directory, made by the first start [storage.kek_file].
     #[arg(long, env = "ORCHARD_KEK_FILE")]
     pub kek_file: Option<PathBuf>,
-    /// Database connections this node keeps at most [storage.pool_size; default 10].
+    /// Database connections this node keeps at most [storage.pool_size; default 4 on SQLite, 10 on PostgreSQL].
     #[arg(long, env = "ORCHARD_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<u32>,
 }
@@ -65,7 +65,7 @@ impl StorageArgs {
         if let Some(v) = &self.kek_file {
             storage.kek_file = Some(v.clone());
         }
-        set(&mut storage.pool_size, &self.database_pool_size);
+        set_some(&mut storage.pool_size, &self.database_pool_size);
         Ok((config, file, text))
     }
 

@@ -486,7 +486,11 @@ fn database_url(config: &Config) -> Result<String> {
 /// Opens the database: the store, and the scope authority over its tenants that core's access module keeps.
 async fn open_store(config: &Config) -> Result<(Store, ScopeAuthority)> {
     let url = database_url(config)?;
-    Store::connect_with_pool_size(&url, config.storage.pool_size)
+    let pool_size = match config.storage.pool_size {
+        Some(size) => size,
+        None => orchard_store::Backend::from_url(&url)?.default_pool_size(),
+    };
+    Store::connect_with_pool_size(&url, pool_size)
         .await
         .with_context(|| "opening the database".to_string())
 }
