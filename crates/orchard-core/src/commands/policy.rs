@@ -6,8 +6,8 @@
 //! a destructive bulk command needs that count as its confirmation. One bulk request is one transaction.
 
 use orchard_protocol::commands::Command;
-use orchard_store::{Device, NewCommand, Page, UnitOfWork};
-use orchard_types::{ChannelId, DeviceId, EnrollmentState};
+use orchard_store::{Device, NewCommand, UnitOfWork};
+use orchard_types::{ChannelId, DeviceId};
 use serde::{Deserialize, Serialize};
 
 use crate::access::principal::Principal;
@@ -143,37 +143,17 @@ impl Orchard {
                 let mut unique = ids.clone();
                 unique.sort();
                 unique.dedup();
-                let mut devices = Vec::with_capacity(unique.len());
-                for id in &unique {
-                    if let Some(d) = self.store.get_device(scope, *id).await? {
-                        if d.state == EnrollmentState::Enrolled {
-                            devices.push(d);
-                        }
-                    }
-                }
+                let mut devices = self.store.enrolled_devices_among(scope, &unique).await?;
+                devices.sort_by_key(|d| d.id);
                 let skipped = ids.len() - devices.len();
                 Ok((devices, skipped))
             }
             None => {
-                let mut devices = Vec::new();
-                let mut offset = 0;
-                loop {
-                    let page = Page {
-                        limit: 1000,
-                        offset,
-                    };
-                    let batch = self.store.list_devices(scope, page).await?;
-                    let done = batch.len() < 1000;
-                    offset += 1000;
-                    devices.extend(
-                        batch
-                            .into_iter()
-                            .filter(|d| d.state == EnrollmentState::Enrolled),
-                    );
-                    if done || devices.len() > MAX_BULK_DEVICES {
-                        break;
-                    }
-                }
+                // One more than allowed tells a scope that is too large.
+                let devices = self
+                    .store
+                    .enrolled_devices(scope, MAX_BULK_DEVICES as i64 + 1)
+                    .await?;
                 if devices.len() > MAX_BULK_DEVICES {
                     return Err(CoreError::Invalid(format!(
                         "more than {MAX_BULK_DEVICES} devices: narrow the request"

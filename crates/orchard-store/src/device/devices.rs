@@ -149,6 +149,53 @@ impl Store {
             .collect()
     }
 
+    /// The enrolled devices of `scope`, at most `limit`, in [`Store::list_devices`]' order: a bulk request's
+    /// targets in one read (paging with OFFSET re-scans every earlier page: 50 pages for 50,000 iPads).
+    pub async fn enrolled_devices(
+        &self,
+        scope: Scope,
+        limit: i64,
+    ) -> Result<Vec<Device>, StoreError> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE state = 'enrolled'"
+        ));
+        sql.in_scope("tenant_id", scope)
+            .push(" ORDER BY enrolled_at, id LIMIT ")
+            .bind(limit.max(0));
+        sql.query()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(device_from_row)
+            .collect()
+    }
+
+    /// Those of `ids` that are enrolled devices of `scope` (unknown ids, another tenant's and unenrolled
+    /// devices are left out), a few hundred ids per statement instead of a read each.
+    pub async fn enrolled_devices_among(
+        &self,
+        scope: Scope,
+        ids: &[DeviceId],
+    ) -> Result<Vec<Device>, StoreError> {
+        let mut devices = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(crate::desired::groups::ROWS_PER_STATEMENT) {
+            let mut sql = Sql::new(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE state = 'enrolled' AND id IN ("
+            ));
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(id.to_string());
+            }
+            sql.push(")").in_scope("tenant_id", scope);
+            for row in sql.query().fetch_all(&self.pool).await? {
+                devices.push(device_from_row(&row)?);
+            }
+        }
+        Ok(devices)
+    }
+
     pub async fn count_devices(&self, scope: Scope) -> Result<i64, StoreError> {
         let mut sql = Sql::new("SELECT COUNT(*) AS n FROM devices WHERE 1 = 1");
         sql.in_scope("tenant_id", scope);
