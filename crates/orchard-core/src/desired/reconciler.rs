@@ -327,9 +327,7 @@ impl Orchard {
                         let body_id = match bodies.get(&(profile, version)) {
                             Some(id) => id.clone(),
                             None => {
-                                let Some(v) =
-                                    self.store.get_profile_version(profile, version).await?
-                                else {
+                                let Some(v) = unit.profile_version(profile, version).await? else {
                                     continue;
                                 };
                                 let command = Command::InstallProfile {

@@ -336,7 +336,7 @@ impl Orchard {
         };
         let resident: BTreeSet<String> = users.into_iter().filter_map(|u| u.user_name).collect();
         let mut ended = 0;
-        for channel in self.store.list_channels(device.id).await? {
+        for channel in unit.list_channels(device.id).await? {
             let Some(name) = channel.user_short_name.as_deref() else {
                 continue;
             };

@@ -416,7 +416,30 @@ impl Store {
         .map(version)
         .transpose()
     }
+}
 
+impl UnitOfWork {
+    /// [`Store::get_profile_version`] inside this unit: a unit never waits for a second connection of the pool
+    /// (with SQLite's small pool, units waiting for the write lock may hold all the others).
+    pub async fn profile_version(
+        &mut self,
+        profile: ProfileId,
+        number: i64,
+    ) -> Result<Option<ProfileVersionRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM profile_versions WHERE profile_id = $1 AND version = $2"
+        ))
+        .bind(profile.to_string())
+        .bind(number)
+        .fetch_optional(self.conn()?)
+        .await?
+        .as_ref()
+        .map(version)
+        .transpose()
+    }
+}
+
+impl Store {
     /// Archives a live profile: it leaves the lists and takes no new versions or installs; its versions and
     /// what devices have of it stay. NotFound when it is not live.
     pub async fn archive_profile(&self, id: ProfileId, now: UnixTime) -> Result<(), StoreError> {

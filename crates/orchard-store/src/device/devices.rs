@@ -333,15 +333,7 @@ impl Store {
 
     /// The device channel first (its id is the bare UDID, which sorts before `UDID:user`), then user channels.
     pub async fn list_channels(&self, device: DeviceId) -> Result<Vec<Channel>, StoreError> {
-        let sql =
-            format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE device_id = $1 ORDER BY id");
-        sqlx::query(&sql)
-            .bind(device.to_string())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(channel_from_row)
-            .collect()
+        list_channels(&mut self.pooled().await?, device).await
     }
 
     /// Promotes known facts to device columns (None = leave unchanged). NotFound when the device does not exist.
@@ -620,6 +612,11 @@ impl UnitOfWork {
     }
 
     /// [`Store::get_channel`] inside this unit.
+    /// [`Store::list_channels`] inside this unit.
+    pub async fn list_channels(&mut self, device: DeviceId) -> Result<Vec<Channel>, StoreError> {
+        list_channels(self, device).await
+    }
+
     pub async fn get_channel(
         &mut self,
         channel: &ChannelId,
@@ -746,6 +743,17 @@ async fn update_token(
     .await?;
     let count = rows::int(&row, "token_update_count")?;
     Ok(TokenUpdateOutcome { first: count == 1 })
+}
+
+async fn list_channels(db: &mut impl Db, device: DeviceId) -> Result<Vec<Channel>, StoreError> {
+    let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE device_id = $1 ORDER BY id");
+    sqlx::query(&sql)
+        .bind(device.to_string())
+        .fetch_all(db.conn()?)
+        .await?
+        .iter()
+        .map(channel_from_row)
+        .collect()
 }
 
 async fn get_channel(db: &mut impl Db, channel: &ChannelId) -> Result<Option<Channel>, StoreError> {
