@@ -155,6 +155,11 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: the units of this process take turns here before they take a connection. SQLite has
+    /// one writer; a unit waiting inside `BEGIN IMMEDIATE` would hold a pooled connection and sleep in the
+    /// busy handler, so a few waiting units could leave none for reads. Waiting here holds nothing and wakes
+    /// as soon as the unit before commits. Other processes (the CLI) still meet the busy timeout.
+    write_gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     #[cfg(feature = "fault-injection")]
     faults: std::sync::Arc<FaultInjector>,
 }
@@ -203,6 +208,7 @@ impl Store {
             Store {
                 pool,
                 backend,
+                write_gate: write_gate(backend),
                 #[cfg(feature = "fault-injection")]
                 faults: Default::default(),
             },
@@ -228,6 +234,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
+            write_gate: write_gate(backend),
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
         })
@@ -258,11 +265,43 @@ impl Store {
     /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a
     /// deferred transaction that reads first and writes later fails with SQLITE_BUSY instead of waiting when
     /// another connection wrote in between.
+    /// [`Store::begin_write`] after this process's earlier units (SQLite: see `write_gate`). The permit is
+    /// held until the transaction ends. Waiting longer than SQLite's busy timeout fails as a busy database
+    /// would.
+    pub(crate) async fn begin_gated_write(
+        &self,
+    ) -> Result<
+        (
+            Transaction<'static, Any>,
+            Option<tokio::sync::OwnedSemaphorePermit>,
+        ),
+        StoreError,
+    > {
+        let permit = match &self.write_gate {
+            None => None,
+            Some(gate) => Some(
+                tokio::time::timeout(SQLITE_BUSY_TIMEOUT, gate.clone().acquire_owned())
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?,
+            ),
+        };
+        Ok((self.begin_write().await?, permit))
+    }
+
     pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
+    }
+}
+
+/// One writer at a time on SQLite (see `Store::write_gate`); PostgreSQL's units run side by side.
+fn write_gate(backend: Backend) -> Option<std::sync::Arc<tokio::sync::Semaphore>> {
+    match backend {
+        Backend::Sqlite => Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
+        Backend::Postgres => None,
     }
 }
 
@@ -424,6 +463,67 @@ mod tests {
         assert_eq!(sqlite_file("sqlite:a.db"), Some(PathBuf::from("a.db")));
         assert_eq!(sqlite_file("sqlite::memory:"), None);
         assert_eq!(sqlite_file("sqlite://x?mode=memory&cache=shared"), None);
+    }
+
+    /// Units waiting for SQLite's one writer wait at the store's gate, holding no connection: with a pool of
+    /// two, a unit that reads outside itself while three more units queue behind it still gets a connection,
+    /// and every unit then runs. Without the gate a waiting unit sat in `BEGIN IMMEDIATE` on the second
+    /// connection, the read waited for it, and that unit failed with "database is locked" after the busy
+    /// timeout while the first held the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn units_waiting_for_the_sqlite_writer_hold_no_connection() {
+        use crate::unit::Db;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("orchard.db").display());
+        let (store, _) = Store::connect_with_pool_size(&url, 2).await.unwrap();
+        sqlx::query("CREATE TABLE gate_probe (x INTEGER)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let mut first = store.begin_unit().await.unwrap();
+        sqlx::query("INSERT INTO gate_probe (x) VALUES (0)")
+            .execute(first.conn().unwrap())
+            .await
+            .unwrap();
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let waiting: Vec<_> = (1..=3)
+            .map(|x| {
+                let store = store.clone();
+                let started_tx = started_tx.clone();
+                tokio::spawn(async move {
+                    started_tx.send(()).unwrap();
+                    let mut unit = store.begin_unit().await?;
+                    sqlx::query("INSERT INTO gate_probe (x) VALUES ($1)")
+                        .bind(x)
+                        .execute(unit.conn()?)
+                        .await?;
+                    unit.commit().await
+                })
+            })
+            .collect();
+        for _ in 0..3 {
+            started.recv().await.unwrap();
+        }
+        // Let the waiting units reach the gate (or, without it, a connection and SQLite's busy handler).
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // A read outside the first unit while it holds the writer.
+        let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gate_probe")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(before, 0, "the first unit has not committed");
+        first.commit().await.unwrap();
+        for unit in waiting {
+            unit.await
+                .unwrap()
+                .expect("a waiting unit runs after the first");
+        }
+        let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gate_probe")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(after, 4);
+        store.close().await;
     }
 
     #[cfg(unix)]

@@ -18,6 +18,9 @@ use crate::{Backend, Store, StoreError};
 /// (`… WHERE setup_state = $from`, `… AND status IN (unfinished)`) decide races.
 pub struct UnitOfWork {
     tx: Transaction<'static, Any>,
+    /// This process's turn to write (SQLite), released when the unit ends; declared after `tx` so a dropped
+    /// unit starts its rollback before the next unit is let in.
+    _write_turn: Option<tokio::sync::OwnedSemaphorePermit>,
     backend: Backend,
     queued_commands: bool,
     recorded_webhook_events: bool,
@@ -40,9 +43,10 @@ impl Store {
     pub async fn begin_unit(&self) -> Result<UnitOfWork, StoreError> {
         #[cfg(feature = "fault-injection")]
         self.faults.before_statement()?;
-        let tx = self.begin_write().await?;
+        let (tx, write_turn) = self.begin_gated_write().await?;
         Ok(UnitOfWork {
             tx,
+            _write_turn: write_turn,
             backend: self.backend,
             queued_commands: false,
             recorded_webhook_events: false,
