@@ -405,16 +405,7 @@ impl Store {
         profile: ProfileId,
         number: i64,
     ) -> Result<Option<ProfileVersionRecord>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {VERSION_COLUMNS} FROM profile_versions WHERE profile_id = $1 AND version = $2"
-        ))
-        .bind(profile.to_string())
-        .bind(number)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(version)
-        .transpose()
+        profile_version(&mut self.pooled().await?, profile, number).await
     }
 }
 
@@ -426,17 +417,25 @@ impl UnitOfWork {
         profile: ProfileId,
         number: i64,
     ) -> Result<Option<ProfileVersionRecord>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {VERSION_COLUMNS} FROM profile_versions WHERE profile_id = $1 AND version = $2"
-        ))
-        .bind(profile.to_string())
-        .bind(number)
-        .fetch_optional(self.conn()?)
-        .await?
-        .as_ref()
-        .map(version)
-        .transpose()
+        profile_version(self, profile, number).await
     }
+}
+
+async fn profile_version(
+    db: &mut impl Db,
+    profile: ProfileId,
+    number: i64,
+) -> Result<Option<ProfileVersionRecord>, StoreError> {
+    sqlx::query(&format!(
+        "SELECT {VERSION_COLUMNS} FROM profile_versions WHERE profile_id = $1 AND version = $2"
+    ))
+    .bind(profile.to_string())
+    .bind(number)
+    .fetch_optional(db.conn()?)
+    .await?
+    .as_ref()
+    .map(version)
+    .transpose()
 }
 
 impl Store {
