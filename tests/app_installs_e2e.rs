@@ -484,6 +484,15 @@ async fn installs(backend: Backend) -> Result<()> {
         Ok(device_states(&server, &phys).await?.len() == 2)
     })
     .await?;
+    // The licence and the RemoveApplication are separate steps of the reconciler: the licence can be freed
+    // before iPad 1 has run the removal queued beside it, so let it run its commands (bounded).
+    for _ in 0..400 {
+        if !has_app(&physics.ipads[1]) {
+            break;
+        }
+        physics.ipads[1].poll().await?;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     ensure!(!has_app(&physics.ipads[1]), "iPad 1 kept the app");
     ensure!(
         fake.associations(&token) == serials(&physics.ipads, &[0, 2]),
