@@ -168,6 +168,9 @@ pub struct Device {
     pub last_seen_at: Option<UnixTime>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+    /// The digest of its last DeviceInformation answer's facts that smart groups and the reconciler read
+    /// (`facts_digest`, migration 0039): a report with the same digest skips both. None: evaluate in full.
+    pub facts_digest: Option<String>,
 }
 
 /// An operator's release of a device for re-enrollment: until `until`, a new identity of `tenant_id` (any
@@ -208,6 +211,8 @@ pub struct DeviceFacts {
     pub os_version: Option<String>,
     pub build_version: Option<String>,
     pub is_supervised: Option<bool>,
+    /// See [`Device::facts_digest`].
+    pub facts_digest: Option<String>,
 }
 
 /// A TokenUpdate check-in for one channel.

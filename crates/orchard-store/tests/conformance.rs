@@ -140,6 +140,7 @@ fn authenticate(udid: &Udid, tenant: TenantId, now: UnixTime) -> AuthenticateDev
             os_version: Some("17.5".to_owned()),
             build_version: Some("21F79".to_owned()),
             is_supervised: Some(true),
+            facts_digest: None,
         },
         now,
     }

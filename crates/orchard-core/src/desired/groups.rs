@@ -194,6 +194,21 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> ValidationErr
 }
 
 impl SmartFilter {
+    /// Whether the filter reads only what a device reports in its inventory (a report that repeats its facts
+    /// cannot change its answer). Last seen, the enrollment template and the identity's expiry change without
+    /// an inventory change, so a device of a tenant with such a filter is evaluated on every report.
+    pub fn reads_only_reported_facts(&self) -> bool {
+        self.conditions.iter().all(|c| {
+            !matches!(
+                c,
+                Condition::LastSeenBefore(_)
+                    | Condition::LastSeenAfter(_)
+                    | Condition::EnrollmentTemplate(_)
+                    | Condition::IdentityExpiresBefore(_)
+            )
+        })
+    }
+
     /// Validates a filter as the API takes it; every problem names its field (`filter.conditions[2].value`).
     pub fn from_json(json: &Value) -> Result<SmartFilter, CoreError> {
         let mut errors = Vec::new();
@@ -874,6 +889,11 @@ impl Orchard {
         };
         let mut unit = self.store.begin_unit().await?;
         unit.create_group(&record, &members, "matched").await?;
+        if kind == GroupKind::Smart {
+            // Its members were matched against facts read before this unit; a report since then that repeated
+            // its facts would not be matched again without this.
+            unit.forget_tenant_facts_digests(tenant).await?;
+        }
         self.commit_unit(unit).await?;
         self.wake_reconciler();
         tracing::info!(group = %record.id, %tenant, kind = kind.as_str(), members = members.len(), actor = %who.actor(), "group created");
@@ -915,6 +935,10 @@ impl Orchard {
         let mut unit = self.store.begin_unit().await?;
         unit.update_group(id, &name, filter_json.as_deref(), members.as_ref(), now)
             .await?;
+        if filter_json.is_some() {
+            // As for a new smart group (see `create_group`).
+            unit.forget_tenant_facts_digests(tenant).await?;
+        }
         self.commit_unit(unit).await?;
         self.wake_reconciler();
         self.group_detail(who, tenant, id).await
@@ -1075,6 +1099,9 @@ impl Orchard {
                 }
             })
             .collect();
+        if !filters.iter().all(|(_, f)| f.reads_only_reported_facts()) {
+            unit.forget_facts_digest(device).await?;
+        }
         let mut matching = BTreeSet::new();
         if !filters.is_empty() {
             let mut sections = FactSections::default();

@@ -12,6 +12,7 @@ use orchard_store::{
 use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
 
 use crate::commands::secrets::CommandTarget;
+use crate::device::inventory::Applied;
 use crate::enrollment::binding::{BindingDecision, CHECKED_OUT_REASON};
 use crate::{CoreError, DeviceRejection, Orchard};
 
@@ -326,6 +327,7 @@ impl Orchard {
                         os_version: a.os_version,
                         build_version: a.build_version,
                         is_supervised: None,
+                        facts_digest: None,
                     },
                     now,
                 },
@@ -541,12 +543,16 @@ impl Orchard {
                     .await?;
                 }
                 if status == CommandStatus::Acknowledged {
-                    self.apply_result(&mut unit, device, request_type, report, now)
+                    let applied = self
+                        .apply_result(&mut unit, device, request_type, report, now)
                         .await?;
+                    // A DeviceInformation answer that repeats the facts groups and the reconciler read changes
+                    // neither: the common daily report costs no re-evaluation and no reconciler pass.
                     if matches!(
                         request_type,
                         RequestType::DeviceInformation | RequestType::InstalledApplicationList
-                    ) {
+                    ) && applied != Applied::FactsUnchanged
+                    {
                         self.device_inventory_changed(
                             &mut unit,
                             device.id,

@@ -1,9 +1,10 @@
 //! Inventory: turns acknowledged query results into the device's stored facts and inventory sections.
 
 use orchard_protocol::report::CommandReport;
-use orchard_protocol::results::{parse_result, CommandResult};
+use orchard_protocol::results::{parse_result, CommandResult, DeviceInformation};
 use orchard_store::{Device, DeviceFacts, UnitOfWork};
-use orchard_types::{RequestType, UnixTime};
+use orchard_types::{RequestType, TenantId, UnixTime};
+use sha2::{Digest, Sha256};
 
 use crate::{CoreError, Orchard};
 
@@ -24,6 +25,38 @@ fn section_for(result: &CommandResult) -> Option<&'static str> {
     })
 }
 
+/// The digest of what a DeviceInformation answer says that smart groups and the reconciler read: the
+/// device's tenant and every reported fact except the ones that change from moment to moment and that nothing
+/// but the inventory view shows (battery, free space, backup time, do-not-disturb, roaming, carrier network).
+/// Leaving out a fact something reads would skip work that is needed, so the list of left-out keys is short
+/// and only grows with a check that no filter, reconciler or policy reads the key. The version prefix makes
+/// a change of this definition a full evaluation for every device, never a false match.
+pub(crate) fn facts_digest(tenant: TenantId, info: &DeviceInformation) -> Option<String> {
+    let mut lasting = info.clone();
+    lasting.battery_level = None;
+    lasting.available_device_capacity = None;
+    lasting.last_cloud_backup_date = None;
+    lasting.is_do_not_disturb_in_effect = None;
+    lasting.is_roaming = None;
+    lasting.current_carrier_network = None;
+    let json = serde_json::to_vec(&lasting).ok()?;
+    let mut hash = Sha256::new();
+    hash.update(tenant.to_string().as_bytes());
+    hash.update(b"\n");
+    hash.update(&json);
+    Some(format!("v1:{}", hex::encode(hash.finalize())))
+}
+
+/// What applying a result found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// A DeviceInformation answer that repeats, in everything a group or the reconciler reads, what the
+    /// device said last time (same facts digest): nothing to re-evaluate.
+    FactsUnchanged,
+    /// Anything else.
+    Stored,
+}
+
 impl Orchard {
     /// Applies an acknowledged result inside the report's unit of work: promotes device facts and stores the
     /// inventory section. A result we cannot parse is kept only as the raw report on the command (logged,
@@ -35,15 +68,35 @@ impl Orchard {
         request_type: RequestType,
         report: &CommandReport,
         now: UnixTime,
-    ) -> Result<(), CoreError> {
+    ) -> Result<Applied, CoreError> {
         let result = match parse_result(request_type.as_str(), report) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(udid = %device.udid, %request_type, error = %e, "result could not be parsed; raw report kept");
-                return Ok(());
+                return Ok(Applied::Stored);
             }
         };
+        let mut applied = Applied::Stored;
         if let CommandResult::DeviceInformation(info) = &result {
+            let digest = facts_digest(device.tenant_id, info);
+            // The promoted columns must still say what this answer says: another path (a declarative status
+            // report) may have changed one since, and this answer then changes the device after all.
+            let same = |reported: &Option<String>, stored: &Option<String>| {
+                reported.is_none() || reported == stored
+            };
+            if digest.is_some()
+                && digest == device.facts_digest
+                && same(&info.serial_number, &device.serial_number)
+                && same(&info.device_name, &device.device_name)
+                && same(&info.model, &device.model)
+                && same(&info.model_name, &device.model_name)
+                && same(&info.product_name, &device.product_name)
+                && same(&info.os_version, &device.os_version)
+                && same(&info.build_version, &device.build_version)
+                && (info.is_supervised.is_none() || info.is_supervised == device.is_supervised)
+            {
+                applied = Applied::FactsUnchanged;
+            }
             let facts = DeviceFacts {
                 serial_number: info.serial_number.clone(),
                 device_name: info.device_name.clone(),
@@ -53,6 +106,7 @@ impl Orchard {
                 os_version: info.os_version.clone(),
                 build_version: info.build_version.clone(),
                 is_supervised: info.is_supervised,
+                facts_digest: digest,
             };
             unit.update_device_facts(device.id, &facts, now).await?;
         }
@@ -73,6 +127,68 @@ impl Orchard {
             unit.put_inventory_section(device.id, section, &json, now)
                 .await?;
         }
-        Ok(())
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchard_protocol::report::decode_report;
+
+    /// A DeviceInformation answer as a device sent it (see orchard-protocol's testdata).
+    const CAPTURE: &[u8] =
+        include_bytes!("../../../orchard-protocol/testdata/DeviceInformation.1.plist");
+
+    fn captured() -> DeviceInformation {
+        let report = decode_report(CAPTURE).expect("capture");
+        match parse_result("DeviceInformation", &report).expect("parsed") {
+            CommandResult::DeviceInformation(info) => info,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_digest_leaves_out_only_moment_to_moment_facts() {
+        let tenant = TenantId::new();
+        let info = captured();
+        let digest = facts_digest(tenant, &info);
+        assert!(digest.as_deref().is_some_and(|d| d.starts_with("v1:")));
+
+        let mut later = info.clone();
+        later.battery_level = Some(0.17);
+        later.available_device_capacity = Some(3.5);
+        later.is_do_not_disturb_in_effect = Some(true);
+        assert_eq!(facts_digest(tenant, &later), digest);
+
+        let mut updated = info.clone();
+        updated.os_version = Some("26.1".into());
+        assert_ne!(facts_digest(tenant, &updated), digest);
+        let mut shared = info.clone();
+        shared.is_multi_user = Some(!shared.is_multi_user.unwrap_or(false));
+        assert_ne!(facts_digest(tenant, &shared), digest);
+        let mut renamed = info.clone();
+        renamed.device_name = Some("Cart 3 / 12".into());
+        assert_ne!(facts_digest(tenant, &renamed), digest);
+        // The same answer in another department is another device's story.
+        assert_ne!(facts_digest(TenantId::new(), &info), digest);
+    }
+
+    /// What an unchanged inventory report costs desired state now: the digest of the answer.
+    /// `cargo test --release -p orchard-core --lib facts_digest_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "benchmark"]
+    fn facts_digest_cost() {
+        let tenant = TenantId::new();
+        let info = captured();
+        let rounds = 100_000;
+        let started = std::time::Instant::now();
+        let mut kept = 0;
+        for _ in 0..rounds {
+            kept += facts_digest(tenant, std::hint::black_box(&info)).map_or(0, |d| d.len());
+        }
+        let each = started.elapsed() / rounds;
+        assert!(kept > 0);
+        println!("facts digest of a captured DeviceInformation answer: {each:?} per report");
     }
 }

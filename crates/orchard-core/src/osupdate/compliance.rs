@@ -319,6 +319,7 @@ mod tests {
             last_seen_at: None,
             created_at: UnixTime(0),
             updated_at: UnixTime(0),
+            facts_digest: None,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::{
 pub(crate) const DEVICE_COLUMNS: &str =
     "id, udid, tenant_id, serial_number, state, topic, cert_fingerprint, \
      device_name, model, model_name, product_name, os_version, build_version, is_supervised, \
-     enrolled_at, last_seen_at, created_at, updated_at";
+     enrolled_at, last_seen_at, created_at, updated_at, facts_digest";
 const CHANNEL_COLUMNS: &str = "id, device_id, user_short_name, user_id, push_token, push_magic, \
      unlock_token, awaiting_configuration, token_updated_at, push_wanted, push_done, push_requested_at, \
      pushed_at, push_attempted_at, push_last_result, push_claimed_by, push_lease_until, push_token_dead_at, \
@@ -45,6 +45,7 @@ pub(crate) fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
         last_seen_at: rows::opt_time(row, "last_seen_at")?,
         created_at: rows::time(row, "created_at")?,
         updated_at: rows::time(row, "updated_at")?,
+        facts_digest: rows::opt_text(row, "facts_digest")?,
     })
 }
 
@@ -491,7 +492,8 @@ impl UnitOfWork {
                updated_at = excluded.updated_at, \
                released_until = NULL, \
                released_to_tenant_id = NULL, \
-               released_by = NULL \
+               released_by = NULL, \
+               facts_digest = NULL \
              WHERE devices.tenant_id = $15 AND COALESCE(devices.cert_fingerprint, '') = $16 \
              RETURNING {DEVICE_COLUMNS}"
         );
@@ -646,6 +648,32 @@ impl UnitOfWork {
         update_device_facts(self, id, f, now).await
     }
 
+    /// The device's next DeviceInformation report is evaluated in full (see [`Device::facts_digest`]).
+    pub async fn forget_facts_digest(&mut self, id: DeviceId) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE devices SET facts_digest = NULL WHERE id = $1 AND facts_digest IS NOT NULL",
+        )
+        .bind(id.to_string())
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
+    /// Every device of the tenant has its next DeviceInformation report evaluated in full: its smart groups
+    /// changed, so a report that repeats what the device said before may now mean something else.
+    pub async fn forget_tenant_facts_digests(
+        &mut self,
+        tenant: TenantId,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE devices SET facts_digest = NULL WHERE tenant_id = $1 AND facts_digest IS NOT NULL",
+        )
+        .bind(tenant.to_string())
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
     /// A Shared iPad user was deleted from the device: its user channel ends (the row, its declarative state)
     /// and its unfinished commands expire, as a CheckOut ends the device channel. Returns whether a channel
     /// existed. The channel must be a user channel of `device`.
@@ -783,7 +811,8 @@ async fn update_device_facts(
            os_version = COALESCE($7, os_version), \
            build_version = COALESCE($8, build_version), \
            is_supervised = COALESCE($9, is_supervised), \
-           updated_at = $10 \
+           updated_at = $10, \
+           facts_digest = COALESCE($11, facts_digest) \
          WHERE id = $1",
     )
     .bind(id.to_string())
@@ -796,6 +825,7 @@ async fn update_device_facts(
     .bind(f.build_version.as_deref())
     .bind(f.is_supervised.map(bool_to_int))
     .bind(now.0)
+    .bind(f.facts_digest.as_deref())
     .execute(db.conn()?)
     .await?;
     if done.rows_affected() == 0 {

@@ -1,0 +1,307 @@
+//! A DeviceInformation answer that repeats what the iPad said before (its battery and free space aside) skips
+//! the smart-group re-evaluation and the reconciler's mark, on SQLite and PostgreSQL, with requests signed by
+//! an identity our SCEP issued and the server's clock in the test's hand:
+//! - the first answer is evaluated in full and leaves a digest; a repeat marks nothing; an OS update is
+//!   evaluated again (the device leaves "iOS older than 18.2");
+//! - a promoted fact changed by another path (a declarative status report) is not mistaken for "unchanged";
+//! - a tenant whose smart groups read facts that change without a report (last seen) evaluates every report,
+//!   so a device reporting after the filter's time joins its group;
+//! - a new smart group makes the tenant's next reports full evaluations.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::principal::Principal;
+use orchard_core::desired::groups::GroupInput;
+use orchard_pki::signature::sign_mdm_body;
+use orchard_pki::Identity;
+use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
+use orchard_protocol::commands::{decode_command, Command};
+use orchard_protocol::report::{CommandReport, ReportStatus};
+use orchard_store::{IdentityGrant, Store};
+use orchard_testkit::service::{random_udid, DeviceNode};
+use orchard_testkit::{with_store, Backend};
+use orchard_types::{Clock, DeviceId, GroupId, PushMagic, RequestType, Role, TenantId, Udid};
+use serde_json::json;
+
+struct Ipad {
+    udid: Udid,
+    identity: Identity,
+    device_id: DeviceId,
+    tenant: TenantId,
+}
+
+/// What the iPad answers to DeviceInformation: its OS version and a battery level that differs every time.
+fn device_information(ipad: &Ipad, os_version: &str, battery: f64) -> plist::Dictionary {
+    let mut responses = plist::Dictionary::new();
+    responses.insert("UDID".into(), ipad.udid.as_str().into());
+    responses.insert("SerialNumber".into(), "F9FX00000001".into());
+    responses.insert("DeviceName".into(), "Lab iPad".into());
+    responses.insert("OSVersion".into(), os_version.into());
+    responses.insert("ProductName".into(), "iPad13,18".into());
+    responses.insert("IsSupervised".into(), true.into());
+    responses.insert("BatteryLevel".into(), battery.into());
+    responses.insert("AvailableDeviceCapacity".into(), (40.0 - battery).into());
+    let mut body = plist::Dictionary::new();
+    body.insert("QueryResponses".into(), responses.into());
+    body
+}
+
+async fn report(
+    node: &DeviceNode,
+    ipad: &Ipad,
+    status: ReportStatus,
+    uuid: Option<orchard_types::CommandUuid>,
+    body: plist::Dictionary,
+) -> Option<Vec<u8>> {
+    let report = CommandReport {
+        udid: ipad.udid.clone(),
+        user: None,
+        status,
+        command_uuid: uuid,
+        error_chain: Vec::new(),
+        body,
+    };
+    let body = report.encode();
+    let signature = sign_mdm_body(&body, &ipad.identity).unwrap();
+    node.orchard
+        .command_report(Some(&signature), &body)
+        .await
+        .unwrap()
+}
+
+/// One session: every queued command answered, DeviceInformation with `os_version`.
+async fn session(node: &DeviceNode, ipad: &Ipad, os_version: &str, battery: f64) {
+    node.clock.advance(1);
+    let mut next = report(
+        node,
+        ipad,
+        ReportStatus::Idle,
+        None,
+        plist::Dictionary::new(),
+    )
+    .await;
+    while let Some(plist) = next {
+        let (uuid, command) = decode_command(&plist).unwrap();
+        let body = if command.kind() == RequestType::DeviceInformation {
+            device_information(ipad, os_version, battery)
+        } else {
+            plist::Dictionary::new()
+        };
+        next = report(node, ipad, ReportStatus::Acknowledged, Some(uuid), body).await;
+    }
+}
+
+async fn enroll(node: &DeviceNode) -> Ipad {
+    let (identity, tenant) = node.identity_with(IdentityGrant::Link).await;
+    let udid = random_udid();
+    let mut ipad = Ipad {
+        udid: udid.clone(),
+        identity,
+        device_id: DeviceId::new(),
+        tenant,
+    };
+    for message in [
+        CheckinMessage::Authenticate(Authenticate {
+            topic: node.orchard.current_topic(),
+            udid: udid.clone(),
+            serial_number: None,
+            os_version: Some("18.1".into()),
+            build_version: None,
+            product_name: Some("iPad13,18".into()),
+            model: None,
+            model_name: None,
+            device_name: None,
+            imei: None,
+            meid: None,
+        }),
+        CheckinMessage::TokenUpdate(TokenUpdate {
+            topic: node.orchard.current_topic(),
+            udid: udid.clone(),
+            token: vec![0x42; 32],
+            push_magic: PushMagic::parse("8E5E2D5B-6F3E-4E59-9F39-2C0C5A9B7A11").unwrap(),
+            unlock_token: None,
+            awaiting_configuration: false,
+            user: None,
+        }),
+    ] {
+        let body = message.encode();
+        let signature = sign_mdm_body(&body, &ipad.identity).unwrap();
+        node.orchard.checkin(Some(&signature), &body).await.unwrap();
+    }
+    ipad.device_id = node
+        .store
+        .find_device_by_udid(&udid)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    ipad
+}
+
+/// The devices the reconciler would visit now (claimed, so the next call sees only new marks).
+async fn marked(store: &Store) -> Vec<DeviceId> {
+    let mut unit = store.begin_unit().await.unwrap();
+    let claimed = unit.claim_dirty_devices(1000).await.unwrap();
+    unit.commit().await.unwrap();
+    claimed.iter().map(|d| d.id).collect()
+}
+
+async fn digest(store: &Store, ipad: &Ipad) -> Option<String> {
+    store
+        .find_device_by_udid(&ipad.udid)
+        .await
+        .unwrap()
+        .unwrap()
+        .facts_digest
+}
+
+async fn smart_group(
+    node: &DeviceNode,
+    who: &Principal,
+    ipad: &Ipad,
+    filter: serde_json::Value,
+) -> GroupId {
+    let view = node
+        .orchard
+        .create_group(
+            who,
+            ipad.tenant,
+            GroupInput {
+                name: format!("group {}", uuid::Uuid::new_v4()),
+                kind: "smart".into(),
+                filter: Some(filter),
+            },
+        )
+        .await
+        .unwrap();
+    view.id.parse().unwrap()
+}
+
+async fn members(node: &DeviceNode, who: &Principal, ipad: &Ipad, group: GroupId) -> Vec<String> {
+    let (members, _) = node
+        .orchard
+        .group_members(who, ipad.tenant, group, 100, 0)
+        .await
+        .unwrap();
+    members.into_iter().map(|m| m.device_id).collect()
+}
+
+async fn ask_inventory(node: &DeviceNode, who: &Principal, ipad: &Ipad) {
+    node.orchard
+        .queue_command(
+            who,
+            ipad.device_id,
+            Command::DeviceInformation {
+                queries: vec!["OSVersion".into(), "BatteryLevel".into()],
+            },
+        )
+        .await
+        .unwrap();
+}
+
+async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
+    with_store(backend, |store, scopes| async move {
+        let node = DeviceNode::new(store.clone(), scopes.clone(), None);
+        let operator = {
+            let created = LocalBootstrap::for_opened_database(
+                store.clone(),
+                scopes.clone(),
+                Arc::new(node.clock.clone()),
+            )
+            .create_api_token("central-it", Role::Operator, None, None)
+            .await
+            .unwrap();
+            node.orchard
+                .authenticate_bearer(&created.secret)
+                .await
+                .unwrap()
+        };
+        let ipad = enroll(&node).await;
+        let older = smart_group(
+            &node,
+            &operator,
+            &ipad,
+            json!({"match": "all", "conditions": [{"field": "os_version", "op": "lt", "value": "18.2"}]}),
+        )
+        .await;
+
+        // The enrollment's inventory: evaluated in full, a digest kept, the device in the group.
+        session(&node, &ipad, "18.1", 0.50).await;
+        assert!(marked(&store).await.contains(&ipad.device_id));
+        let first = digest(&store, &ipad).await;
+        assert!(first.as_deref().is_some_and(|d| d.starts_with("v1:")), "{first:?}");
+        assert_eq!(members(&node, &operator, &ipad, older).await, vec![ipad.device_id.to_string()]);
+
+        // The same facts, another battery level: nothing to re-evaluate, no mark, the same digest.
+        ask_inventory(&node, &operator, &ipad).await;
+        session(&node, &ipad, "18.1", 0.93).await;
+        assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
+        assert_eq!(digest(&store, &ipad).await, first);
+        let stored = store.find_device_by_udid(&ipad.udid).await.unwrap().unwrap();
+        assert_eq!(stored.os_version.as_deref(), Some("18.1"));
+
+        // An update: evaluated again, the device leaves "older than 18.2".
+        ask_inventory(&node, &operator, &ipad).await;
+        session(&node, &ipad, "18.2", 0.93).await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        assert_ne!(digest(&store, &ipad).await, first);
+        assert!(members(&node, &operator, &ipad, older).await.is_empty());
+
+        // Another path moves a promoted fact (a declarative status report says 18.3); an answer that repeats
+        // the last DeviceInformation (18.2) moves it back, so it is evaluated even though its digest is the same.
+        let mut unit = store.begin_unit().await.unwrap();
+        unit.update_device_facts(
+            ipad.device_id,
+            &orchard_store::DeviceFacts {
+                os_version: Some("18.3".into()),
+                ..orchard_store::DeviceFacts::default()
+            },
+            node.clock.now(),
+        )
+        .await
+        .unwrap();
+        unit.commit().await.unwrap();
+        ask_inventory(&node, &operator, &ipad).await;
+        session(&node, &ipad, "18.2", 0.40).await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+
+        // A smart group over "last seen" (a fact no report repeats): the tenant's digests are forgotten and
+        // every report is evaluated, so the device joins once it reports after the filter's time.
+        let after = node.clock.now().0 + 3_600;
+        let recent = smart_group(
+            &node,
+            &operator,
+            &ipad,
+            json!({"match": "all", "conditions": [{"field": "last_seen", "op": "after", "value": after}]}),
+        )
+        .await;
+        assert_eq!(digest(&store, &ipad).await, None);
+        assert!(members(&node, &operator, &ipad, recent).await.is_empty());
+        ask_inventory(&node, &operator, &ipad).await;
+        session(&node, &ipad, "18.2", 0.40).await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        assert_eq!(digest(&store, &ipad).await, None);
+        node.clock.advance(2 * 3_600);
+        ask_inventory(&node, &operator, &ipad).await;
+        session(&node, &ipad, "18.2", 0.40).await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        assert_eq!(
+            members(&node, &operator, &ipad, recent).await,
+            vec![ipad.device_id.to_string()]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn repeated_answers_skip_the_reevaluation_on_sqlite() {
+    repeated_answers_skip_the_reevaluation(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn repeated_answers_skip_the_reevaluation_on_postgres() {
+    repeated_answers_skip_the_reevaluation(Backend::Postgres).await;
+}
