@@ -342,6 +342,9 @@ pub enum RecordOutcome {
         request_type: RequestType,
         /// Who queued the command ([`QueuedBy::Setup`] for zero-touch setup commands).
         queued_by: Option<QueuedBy>,
+        /// Whether another command of the channel was unfinished (queued, sent or not now) when this one was
+        /// recorded. False means the channel's queue was empty then; a command queued later is pushed.
+        more_unfinished: bool,
     },
     /// The command already has a final status; nothing was changed.
     Duplicate,

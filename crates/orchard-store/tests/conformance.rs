@@ -1253,7 +1253,7 @@ async fn check_fifo_order_per_channel(store: Store) {
     store.enqueue_commands(&later[1..]).await.unwrap();
     queued.extend(later);
 
-    for expected in &queued {
+    for (n, expected) in queued.iter().enumerate() {
         let handed = store
             .next_command(&channel, false, T0)
             .await
@@ -1276,6 +1276,8 @@ async fn check_fifo_order_per_channel(store: Store) {
                 device_id: device.id,
                 request_type: expected.request_type,
                 queued_by: Some(tester()),
+                // Every answer but the last leaves work behind it.
+                more_unfinished: n + 1 < queued.len(),
             }
         );
     }
@@ -1575,6 +1577,7 @@ async fn check_not_now_requeues(store: Store) {
             device_id: device.id,
             request_type: RequestType::InstallApplication,
             queued_by: Some(tester()),
+            more_unfinished: true,
         }
     );
     let record = store
@@ -1592,15 +1595,22 @@ async fn check_not_now_requeues(store: Store) {
         .unwrap()
         .unwrap();
     assert_eq!(handed.uuid, easy.uuid);
-    store
-        .record_result(&report(
-            &channel,
-            &easy.uuid,
-            CommandStatus::Acknowledged,
-            T0,
-        ))
-        .await
-        .unwrap();
+    // The NotNow command is unfinished work: answering the other one does not empty the channel.
+    assert!(matches!(
+        store
+            .record_result(&report(
+                &channel,
+                &easy.uuid,
+                CommandStatus::Acknowledged,
+                T0,
+            ))
+            .await
+            .unwrap(),
+        RecordOutcome::Recorded {
+            more_unfinished: true,
+            ..
+        }
+    ));
     assert_eq!(store.next_command(&channel, true, T0).await.unwrap(), None);
     // ... and in the next session it comes back, never lost.
     let handed = store
@@ -1619,7 +1629,10 @@ async fn check_not_now_requeues(store: Store) {
             ))
             .await
             .unwrap(),
-        RecordOutcome::Recorded { .. }
+        RecordOutcome::Recorded {
+            more_unfinished: false,
+            ..
+        }
     ));
     let record = store
         .get_command(all_tenants(), &busy.uuid)

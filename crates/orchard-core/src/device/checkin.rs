@@ -464,9 +464,16 @@ impl Orchard {
         let channel = report.channel();
         self.touch(&device, now).await?;
 
+        let mut maybe_more = true;
         if report.status != ReportStatus::Idle {
-            self.store_report(&device, &channel, &report, body, now)
+            maybe_more = self
+                .store_report(&device, &channel, &report, body, now)
                 .await?;
+        }
+        if !maybe_more {
+            // The report found the channel's queue empty and queued nothing itself: the common last answer of
+            // a session needs no read for its empty reply (a command queued since is pushed).
+            return Ok(None);
         }
         // After NotNow (or any report) the rest of this session skips NotNow commands, so a device that
         // cannot run one now is not asked again in a loop; an Idle (a new session) gets them again.
@@ -481,6 +488,9 @@ impl Orchard {
     /// One report is one unit of work: the result, its inventory effects, the bypass-code escrow and the
     /// setup progress (up to queueing DeviceConfigured) commit together. A report whose unit failed left no
     /// trace, so the device's retry is recorded and applied, not ignored as a duplicate.
+    ///
+    /// Returns whether the channel may have more work: false only when the recorded command was its last
+    /// unfinished one and the unit queued nothing.
     async fn store_report(
         &self,
         device: &Device,
@@ -488,7 +498,7 @@ impl Orchard {
         report: &CommandReport,
         raw: &[u8],
         now: UnixTime,
-    ) -> Result<(), CoreError> {
+    ) -> Result<bool, CoreError> {
         let Some(uuid) = &report.command_uuid else {
             return Err(DeviceRejection::MalformedBody("CommandUUID missing".into()).into());
         };
@@ -497,7 +507,7 @@ impl Orchard {
             ReportStatus::Error => CommandStatus::Error,
             ReportStatus::CommandFormatError => CommandStatus::CommandFormatError,
             ReportStatus::NotNow => CommandStatus::NotNow,
-            ReportStatus::Idle => return Ok(()),
+            ReportStatus::Idle => return Ok(true),
         };
         let error_chain = if report.error_chain.is_empty() {
             None
@@ -508,6 +518,7 @@ impl Orchard {
         let mut reconcile = false;
         // Counted once the unit commits: a report whose unit failed is recorded again when the device retries.
         let mut counted = None;
+        let mut maybe_more = true;
         let mut unit = self.store.begin_unit().await?;
         let outcome = unit
             .record_result(&CommandResultRecord {
@@ -524,8 +535,10 @@ impl Orchard {
             RecordOutcome::Recorded {
                 request_type,
                 queued_by,
+                more_unfinished,
                 ..
             } => {
+                maybe_more = more_unfinished;
                 crate::observability::note_command(uuid, request_type.as_str());
                 counted = Some((request_type.as_str(), status.as_str()));
                 tracing::debug!(udid = %device.udid, command = %uuid, %request_type, status = status.as_str(), "command report");
@@ -672,6 +685,7 @@ impl Orchard {
                 tracing::warn!(udid = %device.udid, command = %uuid, "report for a command this channel does not have");
             }
         }
+        let maybe_more = maybe_more || unit.queued_commands();
         self.commit_unit(unit).await?;
         if let Some((request_type, status)) = counted {
             self.metrics.command_result(request_type, status);
@@ -679,7 +693,7 @@ impl Orchard {
         if reconcile {
             self.wake_reconciler();
         }
-        Ok(())
+        Ok(maybe_more)
     }
 }
 

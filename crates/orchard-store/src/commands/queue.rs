@@ -282,10 +282,15 @@ async fn record_result(
             )))
         }
     };
+    // Whether anything else of the channel is unfinished comes back with the update, so a device that has
+    // answered its last command gets its empty answer without another read.
     let row = sqlx::query(
         "UPDATE commands SET status = $3, result = $4, result_sealed = $7, error_chain = $5, completed_at = $6 \
          WHERE command_uuid = $1 AND channel_id = $2 AND status IN ('queued', 'sent', 'not_now') \
-         RETURNING device_id, request_type, queued_by",
+         RETURNING device_id, request_type, queued_by, \
+           CAST(CASE WHEN EXISTS (SELECT 1 FROM commands other WHERE other.channel_id = $2 \
+             AND other.status IN ('queued', 'sent', 'not_now') AND other.command_uuid <> $1) \
+           THEN 1 ELSE 0 END AS BIGINT) AS more_unfinished",
     )
     .bind(r.uuid.as_str())
     .bind(r.channel.as_str())
@@ -301,6 +306,7 @@ async fn record_result(
             device_id: rows::device_id(&row, "device_id")?,
             request_type: rows::request_type(&row, "request_type")?,
             queued_by: rows::opt_queued_by(&row, "queued_by")?,
+            more_unfinished: rows::boolean(&row, "more_unfinished")?,
         });
     }
     let existing = sqlx::query(
