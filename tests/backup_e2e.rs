@@ -8,7 +8,7 @@
 //! before, the iPads keep talking to it with their identities, and the ClearPasscode reaches the iPad with the
 //! right UnlockToken (the sealed secret opened).
 //!
-//! On PostgreSQL the restored database is first taken back to before its two newest migrations, which the restore
+//! On PostgreSQL the restored database is first taken back to before its three newest migrations, which the restore
 //! applies again (an older backup comes forward).
 //!
 //! The refusals, each leaving the target as it was: a wrong passphrase, a flipped byte, a cut file, a restore
@@ -464,15 +464,17 @@ async fn scenario(backend: Backend) -> Result<()> {
                 .arg(&dump);
             succeed(pg_restore, "pg_restore")?;
             // An older schema comes forward: the restored database is taken back to before migration 37 (the
-            // effects of 38 and 37 undone, their rows forgotten), as a dump of that version would be; `orchard
-            // restore` opens it the way every start does, which applies 37 and 38 again. A new migration must be
-            // undone here too (newest first), or the restored schema is not older than the binary's.
+            // effects of 39, 38 and 37 undone, their rows forgotten), as a dump of that version would be;
+            // `orchard restore` opens it the way every start does, which applies 37 to 39 again. A new migration
+            // must be undone here too (newest first), or the restored schema is not older than the binary's.
             let mut db = restored_database
                 .as_ref()
                 .context("restored database")?
                 .connect()
                 .await?;
             for statement in [
+                "ALTER TABLE devices DROP COLUMN facts_digest",
+                "DELETE FROM _sqlx_migrations WHERE version = 39",
                 "DROP INDEX commands_status_queued_at_idx",
                 "DELETE FROM _sqlx_migrations WHERE version = 38",
                 "ALTER TABLE commands DROP COLUMN body_id",
