@@ -46,7 +46,7 @@ async fn readiness(backend: Backend) -> Result<()> {
         .context("database name")?
         .to_string();
     let admin_url = std::env::var(orchard_testkit::database::POSTGRES_URL_VAR)?;
-    sqlx::any::install_default_drivers();
+    orchard_store::install_sqlx_drivers();
     let mut admin = sqlx::AnyConnection::connect(&admin_url).await?;
     sqlx::query(&format!(
         "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"

@@ -303,7 +303,7 @@ async fn scenario(store: Store, scopes: ScopeAuthority, url: String) {
     assert_eq!(csv, expected);
 
     // Append-only: the database refuses UPDATE and DELETE (and TRUNCATE on PostgreSQL), whoever asks.
-    sqlx::any::install_default_drivers();
+    orchard_store::install_sqlx_drivers();
     let mut raw = AnyConnection::connect(&url).await.unwrap();
     let refused = [
         "UPDATE audit_events SET outcome = 'ok' WHERE outcome = 'denied'".to_string(),

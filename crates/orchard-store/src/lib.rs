@@ -33,6 +33,7 @@ mod rows;
 mod scope;
 mod server_keys;
 mod sql;
+mod sqlite_inline;
 mod tenancy;
 mod unit;
 mod webhooks;
@@ -103,6 +104,7 @@ pub use reporting::operations::{PoolFigures, QueueStatusFigures};
 pub use reporting::usage::UsageSnapshotRecord;
 pub use scope::{Scope, ScopeAuthority};
 pub use server_keys::ServerKeyRecord;
+pub use sqlite_inline::install_drivers as install_sqlx_drivers;
 pub use tenancy::maintenance::MaintenanceNoticeRecord;
 pub use tenancy::tenant_details::TenantDetails;
 pub use unit::UnitOfWork;
@@ -115,7 +117,7 @@ static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// How long a SQLite connection waits for the write lock before giving up.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const SQLITE_BUSY_TIMEOUT: Duration = sqlite_inline::BUSY_TIMEOUT;
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +181,7 @@ impl Store {
         url: &str,
         max_connections: u32,
     ) -> Result<(Store, ScopeAuthority), StoreError> {
-        sqlx::any::install_default_drivers();
+        sqlite_inline::install_drivers();
         let backend = Backend::from_url(url)?;
         // One process at a time opens and migrates a SQLite file (a server starting while `orchard token create`
         // runs on a fresh data directory, say): sqlx's SQLite migrator takes no lock, so two would both apply
@@ -198,11 +200,17 @@ impl Store {
                     .await?
             }
         };
+        // SQLite migrates on a connection of sqlx's own driver (see `migrate_sqlite`).
         let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATOR,
-            Backend::Postgres => &POSTGRES_MIGRATOR,
+            Backend::Sqlite => {
+                migrate_sqlite(url).await?;
+                None
+            }
+            Backend::Postgres => Some(&POSTGRES_MIGRATOR),
         };
-        migrator.run(&pool).await?;
+        if let Some(migrator) = migrator {
+            migrator.run(&pool).await?;
+        }
         drop(migration_lock);
         Ok((
             Store {
@@ -220,7 +228,7 @@ impl Store {
     /// the database as it stands and must not migrate it under a running server of another version. No
     /// [`ScopeAuthority`] comes with it: such a store reads no tenant data.
     pub async fn connect_without_migrating(url: &str) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
+        sqlite_inline::install_drivers();
         let backend = Backend::from_url(url)?;
         let pool = match backend {
             Backend::Sqlite => connect_sqlite(url, 2).await?,
@@ -414,6 +422,22 @@ async fn sqlite_migration_lock(url: &str) -> Result<Option<std::fs::File>, Store
     Ok(Some(file))
 }
 
+/// Brings a SQLite database's schema up to date on a connection of sqlx's own SQLite driver: Orchard's driver
+/// (`sqlite_inline`) runs statements but not sqlx's migrator.
+async fn migrate_sqlite(url: &str) -> Result<(), StoreError> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&sqlite_url_with_create(url))?
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    SQLITE_MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
 async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, StoreError> {
     restrict_sqlite_files(url)?;
     let url = sqlite_url_with_create(url);
@@ -424,7 +448,6 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, Stor
     first.execute("PRAGMA journal_mode = WAL").await?;
     first.close().await?;
 
-    let busy_timeout_ms = SQLITE_BUSY_TIMEOUT.as_millis();
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
         // A connection to a local file does not go stale: the ping sqlx sends before handing one out is a
@@ -434,8 +457,8 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, Stor
             Box::pin(async move {
                 conn.execute("PRAGMA journal_mode = WAL").await?;
                 conn.execute("PRAGMA synchronous = NORMAL").await?;
-                conn.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str())
-                    .await?;
+                // No busy_timeout: the driver waits for another writer's lock itself, without blocking the
+                // thread (`sqlite_inline::BUSY_TIMEOUT`).
                 conn.execute("PRAGMA foreign_keys = ON").await?;
                 Ok(())
             })

@@ -42,7 +42,7 @@ async fn nodes_starting_together_migrate_once(backend: Backend) {
             .ends_with(".sql")
     })
     .count();
-    sqlx::any::install_default_drivers();
+    orchard_store::install_sqlx_drivers();
     let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
     let row = sqlx::query(
         "SELECT COUNT(*) AS applied, COUNT(DISTINCT version) AS versions, \

@@ -65,7 +65,7 @@ impl TestDatabase {
     pub async fn create_postgres_on(admin_url: &str) -> Result<TestDatabase> {
         let dir = tempfile::tempdir().context("temp dir for the test database")?;
         let name = format!("orchard_t_{}", uuid::Uuid::new_v4().simple());
-        sqlx::any::install_default_drivers();
+        orchard_store::install_sqlx_drivers();
         let mut admin = AnyConnection::connect(admin_url)
             .await
             .with_context(|| format!("connecting to {admin_url}"))?;
@@ -125,7 +125,7 @@ impl TestDatabase {
 
     /// A plain connection, for the checks that must go around the store (append-only tables, expired tokens).
     pub async fn connect(&self) -> Result<AnyConnection> {
-        sqlx::any::install_default_drivers();
+        orchard_store::install_sqlx_drivers();
         AnyConnection::connect(&self.url)
             .await
             .with_context(|| format!("connecting to the test database {}", self.url))
@@ -144,7 +144,7 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                sqlx::any::install_default_drivers();
+                orchard_store::install_sqlx_drivers();
                 let mut admin = AnyConnection::connect(&admin_url).await?;
                 admin
                     .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
