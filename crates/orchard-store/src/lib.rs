@@ -141,9 +141,10 @@ impl Backend {
     }
 
     /// Connections a node keeps at most unless configured. SQLite has one writer at a time and readers gain
-    /// nothing beyond the cores, while each connection costs its own worker thread, page cache, statement
-    /// cache and malloc arena: about 8 MiB each under S1's push-all (50,000 iPads: 185 MiB peak with 10, 136
-    /// MiB with 4, the same time). PostgreSQL serves each connection from a server process of its own.
+    /// nothing beyond the cores, while each connection costs its own page cache and statement cache (and,
+    /// before Orchard's own driver, a worker thread and its malloc arena: 185 MiB peak with 10 connections
+    /// against 136 MiB with 4 under S1's push-all to 50,000 iPads, the same time). PostgreSQL serves each
+    /// connection from a server process of its own.
     pub fn default_pool_size(self) -> u32 {
         match self {
             Backend::Sqlite => 4,
@@ -158,8 +159,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     /// SQLite only: the units of this process take turns here before they take a connection. SQLite has
-    /// one writer; a unit waiting inside `BEGIN IMMEDIATE` would hold a pooled connection and sleep in the
-    /// busy handler, so a few waiting units could leave none for reads. Waiting here holds nothing and wakes
+    /// one writer; a unit waiting inside `BEGIN IMMEDIATE` would hold a pooled connection while it waits for
+    /// the lock, so a few waiting units could leave none for reads. Waiting here holds nothing and wakes
     /// as soon as the unit before commits. Other processes (the CLI) still meet the busy timeout.
     write_gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     #[cfg(feature = "fault-injection")]
@@ -450,8 +451,8 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, Stor
 
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
-        // A connection to a local file does not go stale: the ping sqlx sends before handing one out is a
-        // round trip to the connection's worker thread (two context switches) on every acquire, for nothing.
+        // A connection to a local file does not go stale: no ping before handing one out (with sqlx's own
+        // driver it was a round trip to the connection's worker thread on every acquire).
         .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
