@@ -548,12 +548,14 @@ async fn measure(
         if chosen.len() == options.devices {
             break;
         }
-        let device = d.device.lock().await;
+        let mut device = d.device.lock().await;
         if !device.state.enrolled {
             continue;
         }
         if let Some(id) = ids_by_udid.get(&device.state.udid) {
             // Signed now, replayed in the window: the simulator's signing should not eat the server's CPU.
+            // The key is parsed now too; the Acknowledged report is still signed in the session.
+            device.load_identity()?;
             let signed = device.signed_idle()?;
             let _ = d.signed_idle.set(signed);
             chosen.push((id.clone(), d));
