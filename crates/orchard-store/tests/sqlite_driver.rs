@@ -348,38 +348,31 @@ async fn statement_cost() {
         .await
         .unwrap();
     const N: usize = 20_000;
+    // The same statement N times on one pooled connection of `pool`, timed.
+    macro_rules! time_statements {
+        ($label:expr, $round:expr, $pool:expr) => {{
+            let (wall, cpu) = (std::time::Instant::now(), cpu_seconds());
+            let mut conn = $pool.acquire().await.unwrap();
+            for i in 0..N {
+                let row = sqlx::query("SELECT id, n FROM t WHERE name = $1")
+                    .bind(format!("device-{}", i % 1000))
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .unwrap();
+                assert!(row.is_some());
+            }
+            drop(conn);
+            println!(
+                "{}, round {}: {:.1} µs wall, {:.1} µs CPU per statement",
+                $label,
+                $round,
+                wall.elapsed().as_secs_f64() * 1e6 / N as f64,
+                (cpu_seconds() - cpu) * 1e6 / N as f64
+            );
+        }};
+    }
     for round in 0..2 {
-        let (wall, cpu) = (std::time::Instant::now(), cpu_seconds());
-        let mut conn = pool.acquire().await.unwrap();
-        for i in 0..N {
-            let row = sqlx::query("SELECT id, n FROM t WHERE name = $1")
-                .bind(format!("device-{}", i % 1000))
-                .fetch_optional(&mut *conn)
-                .await
-                .unwrap();
-            assert!(row.is_some());
-        }
-        drop(conn);
-        println!(
-            "Orchard's driver (Any), round {round}: {:.1} µs wall, {:.1} µs CPU per statement",
-            wall.elapsed().as_secs_f64() * 1e6 / N as f64,
-            (cpu_seconds() - cpu) * 1e6 / N as f64
-        );
-        let (wall, cpu) = (std::time::Instant::now(), cpu_seconds());
-        let mut conn = native.acquire().await.unwrap();
-        for i in 0..N {
-            let row = sqlx::query("SELECT id, n FROM t WHERE name = $1")
-                .bind(format!("device-{}", i % 1000))
-                .fetch_optional(&mut *conn)
-                .await
-                .unwrap();
-            assert!(row.is_some());
-        }
-        drop(conn);
-        println!(
-            "sqlx's SQLite driver, round {round}: {:.1} µs wall, {:.1} µs CPU per statement",
-            wall.elapsed().as_secs_f64() * 1e6 / N as f64,
-            (cpu_seconds() - cpu) * 1e6 / N as f64
-        );
+        time_statements!("Orchard's driver (Any)", round, pool);
+        time_statements!("sqlx's SQLite driver", round, native);
     }
 }
