@@ -5,6 +5,8 @@
 # PostgreSQL runs too when ORCHARD_TEST_POSTGRES_URL is set.
 #   scripts/bench-desired.sh            # both databases (PostgreSQL skipped without the URL)
 #   scripts/bench-desired.sh sqlite     # one
+# ORCHARD_BENCH_SQL_LOG=1 logs each statement with its elapsed time to stderr, the assignment between
+# "MARK assignment start" and "MARK assignment end".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 filter="desired_state_50k"

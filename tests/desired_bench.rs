@@ -103,6 +103,15 @@ fn wifi_profile(name: &str, identifier: &str) -> Result<ProfileInput> {
 }
 
 async fn desired_state_50k(backend: Backend) -> Result<()> {
+    // ORCHARD_BENCH_SQL_LOG=1 logs every statement with its elapsed time to stderr (Orchard's SQLite driver and
+    // sqlx's PostgreSQL one log them under `sqlx::query`), the assignment between two marks: where its time goes.
+    let sql_log = std::env::var_os("ORCHARD_BENCH_SQL_LOG").is_some();
+    if sql_log {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,sqlx::query=debug")
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let Some(setup) = PushSetup::start(backend).await else {
         return Ok(());
     };
@@ -165,6 +174,9 @@ async fn desired_state_50k(backend: Backend) -> Result<()> {
         .await?;
 
     // 1. The assignment, until every InstallProfile is queued.
+    if sql_log {
+        eprintln!("MARK assignment start");
+    }
     let (cpu_before, db_before) = cpu(&watch)?;
     let started = Instant::now();
     setup
@@ -179,6 +191,9 @@ async fn desired_state_50k(backend: Backend) -> Result<()> {
         .await?;
     let queued = drain(&setup).await?;
     let assigned = started.elapsed();
+    if sql_log {
+        eprintln!("MARK assignment end");
+    }
     let (cpu_after, db_after) = cpu(&watch)?;
     ensure!(queued == MEMBERS, "{queued} commands queued");
     let installs = count(

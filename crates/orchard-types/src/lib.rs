@@ -219,8 +219,12 @@ string_id!(
 );
 
 impl CommandUuid {
+    /// A new CommandUUID: a version 7 UUID, time-ordered with 74 random bits. The order is for the queue's
+    /// indexes: the unique index on command_uuid then grows at its end instead of taking each new command on a
+    /// random page (50,000 commands queued at once touched 50,000 random leaf pages). Nothing trusts a
+    /// CommandUUID as a secret: a result is matched by its channel too.
     pub fn new_random() -> Self {
-        Self(Uuid::new_v4().hyphenated().to_string().to_uppercase())
+        Self(Uuid::now_v7().hyphenated().to_string().to_uppercase())
     }
 }
 

@@ -322,34 +322,21 @@ impl UnitOfWork {
     ) -> Result<usize, StoreError> {
         let mut queued = 0;
         for chunk in planned.chunks(ROWS_PER_STATEMENT) {
+            // The guard, in the statement that records the plan: a new row takes it, an existing one only if
+            // nothing is pending on it. RETURNING names the rows that took it (an upsert whose WHERE fails
+            // returns nothing, on both backends).
             let sql = format!(
-                "INSERT INTO device_profiles (device_id, profile_id, updated_at) VALUES {} \
-                 ON CONFLICT (device_id, profile_id) DO NOTHING",
-                values_list(self.backend(), chunk.len(), 3)
-            );
-            let mut query = sqlx::query(&sql);
-            for p in chunk {
-                query = query
-                    .bind(p.command.device_id.to_string())
-                    .bind(p.profile_id.to_string())
-                    .bind(now.0);
-            }
-            query.execute(self.conn()?).await?;
-
-            // The guard: only rows with nothing pending take the new command.
-            let width = 5;
-            let now_at = chunk.len() * width + 1;
-            // The values come first (a CTE), as values_list requires of SQLite's anonymous placeholders.
-            let sql = format!(
-                "WITH v (column1, column2, column3, column4, column5) AS (VALUES {}) \
-                 UPDATE device_profiles SET pending_action = v.column3, \
-                 pending_version = CAST(v.column4 AS BIGINT), pending_command = v.column5, \
-                 reconciled = CASE WHEN v.column3 = 'install' THEN 1 ELSE device_profiles.reconciled END, \
-                 next_attempt_at = NULL, updated_at = ${now_at} FROM v \
-                 WHERE device_profiles.device_id = v.column1 AND device_profiles.profile_id = v.column2 \
-                 AND device_profiles.pending_command IS NULL \
-                 RETURNING device_profiles.pending_command",
-                values_list(self.backend(), chunk.len(), width)
+                "INSERT INTO device_profiles (device_id, profile_id, pending_action, pending_version, \
+                 pending_command, reconciled, updated_at) VALUES {} \
+                 ON CONFLICT (device_id, profile_id) DO UPDATE SET \
+                 pending_action = excluded.pending_action, pending_version = excluded.pending_version, \
+                 pending_command = excluded.pending_command, \
+                 reconciled = CASE WHEN excluded.pending_action = 'install' THEN 1 \
+                 ELSE device_profiles.reconciled END, \
+                 next_attempt_at = NULL, updated_at = excluded.updated_at \
+                 WHERE device_profiles.pending_command IS NULL \
+                 RETURNING pending_command",
+                values_list(self.backend(), chunk.len(), 7)
             );
             let mut query = sqlx::query(&sql);
             for p in chunk {
@@ -357,11 +344,12 @@ impl UnitOfWork {
                     .bind(p.command.device_id.to_string())
                     .bind(p.profile_id.to_string())
                     .bind(p.action)
-                    .bind(p.version.map(|v| v.to_string()))
-                    .bind(p.command.uuid.as_str());
+                    .bind(p.version)
+                    .bind(p.command.uuid.as_str())
+                    .bind(i64::from(p.action == "install"))
+                    .bind(now.0);
             }
             let won: BTreeSet<String> = query
-                .bind(now.0)
                 .fetch_all(self.conn()?)
                 .await?
                 .iter()
