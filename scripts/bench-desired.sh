@@ -6,7 +6,7 @@
 #   scripts/bench-desired.sh            # both databases (PostgreSQL skipped without the URL)
 #   scripts/bench-desired.sh sqlite     # one
 # ORCHARD_BENCH_SQL_LOG=1 logs each statement with its elapsed time to stderr, the assignment between
-# "MARK assignment start" and "MARK assignment end".
+# "MARK assignment start" and "MARK assignment end", the arrivals between "MARK arrivals start" and "MARK arrivals end".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 filter="desired_state_50k"

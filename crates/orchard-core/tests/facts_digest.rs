@@ -15,26 +15,16 @@ use std::sync::Arc;
 use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::principal::Principal;
 use orchard_core::desired::groups::GroupInput;
-use orchard_pki::signature::sign_mdm_body;
-use orchard_pki::Identity;
-use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
 use orchard_protocol::commands::{decode_command, Command};
-use orchard_protocol::report::{CommandReport, ReportStatus};
-use orchard_store::{IdentityGrant, Store};
-use orchard_testkit::service::{random_udid, DeviceNode};
+use orchard_protocol::report::ReportStatus;
+use orchard_store::Store;
+use orchard_testkit::service::{DeviceNode, SignedIpad};
 use orchard_testkit::{with_store, Backend};
-use orchard_types::{Clock, DeviceId, GroupId, PushMagic, RequestType, Role, TenantId, Udid};
+use orchard_types::{Clock, DeviceId, GroupId, RequestType, Role};
 use serde_json::json;
 
-struct Ipad {
-    udid: Udid,
-    identity: Identity,
-    device_id: DeviceId,
-    tenant: TenantId,
-}
-
 /// What the iPad answers to DeviceInformation: its OS version and a battery level that differs every time.
-fn device_information(ipad: &Ipad, os_version: &str, battery: f64) -> plist::Dictionary {
+fn device_information(ipad: &SignedIpad, os_version: &str, battery: f64) -> plist::Dictionary {
     let mut responses = plist::Dictionary::new();
     responses.insert("UDID".into(), ipad.udid.as_str().into());
     responses.insert("SerialNumber".into(), "F9FX00000001".into());
@@ -49,40 +39,12 @@ fn device_information(ipad: &Ipad, os_version: &str, battery: f64) -> plist::Dic
     body
 }
 
-async fn report(
-    node: &DeviceNode,
-    ipad: &Ipad,
-    status: ReportStatus,
-    uuid: Option<orchard_types::CommandUuid>,
-    body: plist::Dictionary,
-) -> Option<Vec<u8>> {
-    let report = CommandReport {
-        udid: ipad.udid.clone(),
-        user: None,
-        status,
-        command_uuid: uuid,
-        error_chain: Vec::new(),
-        body,
-    };
-    let body = report.encode();
-    let signature = sign_mdm_body(&body, &ipad.identity).unwrap();
-    node.orchard
-        .command_report(Some(&signature), &body)
-        .await
-        .unwrap()
-}
-
 /// One session: every queued command answered, DeviceInformation with `os_version`.
-async fn session(node: &DeviceNode, ipad: &Ipad, os_version: &str, battery: f64) {
+async fn session(node: &DeviceNode, ipad: &SignedIpad, os_version: &str, battery: f64) {
     node.clock.advance(1);
-    let mut next = report(
-        node,
-        ipad,
-        ReportStatus::Idle,
-        None,
-        plist::Dictionary::new(),
-    )
-    .await;
+    let mut next = node
+        .report(ipad, ReportStatus::Idle, None, plist::Dictionary::new())
+        .await;
     while let Some(plist) = next {
         let (uuid, command) = decode_command(&plist).unwrap();
         let body = if command.kind() == RequestType::DeviceInformation {
@@ -90,55 +52,10 @@ async fn session(node: &DeviceNode, ipad: &Ipad, os_version: &str, battery: f64)
         } else {
             plist::Dictionary::new()
         };
-        next = report(node, ipad, ReportStatus::Acknowledged, Some(uuid), body).await;
+        next = node
+            .report(ipad, ReportStatus::Acknowledged, Some(uuid), body)
+            .await;
     }
-}
-
-async fn enroll(node: &DeviceNode) -> Ipad {
-    let (identity, tenant) = node.identity_with(IdentityGrant::Link).await;
-    let udid = random_udid();
-    let mut ipad = Ipad {
-        udid: udid.clone(),
-        identity,
-        device_id: DeviceId::new(),
-        tenant,
-    };
-    for message in [
-        CheckinMessage::Authenticate(Authenticate {
-            topic: node.orchard.current_topic(),
-            udid: udid.clone(),
-            serial_number: None,
-            os_version: Some("18.1".into()),
-            build_version: None,
-            product_name: Some("iPad13,18".into()),
-            model: None,
-            model_name: None,
-            device_name: None,
-            imei: None,
-            meid: None,
-        }),
-        CheckinMessage::TokenUpdate(TokenUpdate {
-            topic: node.orchard.current_topic(),
-            udid: udid.clone(),
-            token: vec![0x42; 32],
-            push_magic: PushMagic::parse("8E5E2D5B-6F3E-4E59-9F39-2C0C5A9B7A11").unwrap(),
-            unlock_token: None,
-            awaiting_configuration: false,
-            user: None,
-        }),
-    ] {
-        let body = message.encode();
-        let signature = sign_mdm_body(&body, &ipad.identity).unwrap();
-        node.orchard.checkin(Some(&signature), &body).await.unwrap();
-    }
-    ipad.device_id = node
-        .store
-        .find_device_by_udid(&udid)
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
-    ipad
 }
 
 /// The devices the reconciler would visit now (claimed, so the next call sees only new marks).
@@ -149,7 +66,7 @@ async fn marked(store: &Store) -> Vec<DeviceId> {
     claimed.iter().map(|d| d.id).collect()
 }
 
-async fn digest(store: &Store, ipad: &Ipad) -> Option<String> {
+async fn digest(store: &Store, ipad: &SignedIpad) -> Option<String> {
     store
         .find_device_by_udid(&ipad.udid)
         .await
@@ -161,7 +78,7 @@ async fn digest(store: &Store, ipad: &Ipad) -> Option<String> {
 async fn smart_group(
     node: &DeviceNode,
     who: &Principal,
-    ipad: &Ipad,
+    ipad: &SignedIpad,
     filter: serde_json::Value,
 ) -> GroupId {
     let view = node
@@ -180,7 +97,12 @@ async fn smart_group(
     view.id.parse().unwrap()
 }
 
-async fn members(node: &DeviceNode, who: &Principal, ipad: &Ipad, group: GroupId) -> Vec<String> {
+async fn members(
+    node: &DeviceNode,
+    who: &Principal,
+    ipad: &SignedIpad,
+    group: GroupId,
+) -> Vec<String> {
     let (members, _) = node
         .orchard
         .group_members(who, ipad.tenant, group, 100, 0)
@@ -189,7 +111,7 @@ async fn members(node: &DeviceNode, who: &Principal, ipad: &Ipad, group: GroupId
     members.into_iter().map(|m| m.device_id).collect()
 }
 
-async fn ask_inventory(node: &DeviceNode, who: &Principal, ipad: &Ipad) {
+async fn ask_inventory(node: &DeviceNode, who: &Principal, ipad: &SignedIpad) {
     node.orchard
         .queue_command(
             who,
@@ -219,7 +141,7 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
                 .await
                 .unwrap()
         };
-        let ipad = enroll(&node).await;
+        let ipad = node.enroll_ipad().await;
         let older = smart_group(
             &node,
             &operator,

@@ -77,7 +77,7 @@ pub use desired::reconcile::{
 };
 pub use desired::shared_ipad::{SharedIpadDeviceState, SharedIpadPolicyRecord};
 pub use device::device_search::{DeviceCounts, DeviceQuery, DeviceSort};
-pub use device::devices::IdentityStatus;
+pub use device::devices::{IdentityStatus, RequestingDevice};
 pub use enrollment::identity::ScepTransaction;
 pub use enrollment::renewal::{
     IdentityExpiryFigures, IdentityRenewal, RenewalCandidate, RenewalState,

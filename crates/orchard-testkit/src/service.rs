@@ -13,13 +13,15 @@ use orchard_pki::seal::DataKey;
 use orchard_pki::signature::sign_mdm_body;
 use orchard_pki::CertificateAuthority;
 use orchard_pki::Identity;
+use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
+use orchard_protocol::report::{CommandReport, ReportStatus};
 use orchard_store::{
     AuthenticateDevice, Device, EnrollmentLink, IdentityGrant, NewCommand, ScepChallenge,
     ScopeAuthority, Store, Tenant, TokenUpdateRecord,
 };
 use orchard_types::{
-    ApnsTopic, ChannelId, Clock, CommandUuid, EnrollmentLinkId, ManualClock, RequestType,
-    SystemClock, TenantId, Udid, UnixTime,
+    ApnsTopic, ChannelId, Clock, CommandUuid, DeviceId, EnrollmentLinkId, ManualClock, PushMagic,
+    RequestType, SystemClock, TenantId, Udid, UnixTime,
 };
 
 use crate::apple::ApplePush;
@@ -390,6 +392,92 @@ impl DeviceNode {
             .checkin(Some(&signature), body)
             .await
             .map(|_| ())
+    }
+}
+
+/// An iPad enrolled through core's check-in entry point ([`DeviceNode::enroll_ipad`]), whose requests its
+/// identity signs.
+pub struct SignedIpad {
+    pub udid: Udid,
+    pub identity: Identity,
+    pub device_id: DeviceId,
+    /// The tenant of the enrollment link its identity came through.
+    pub tenant: TenantId,
+}
+
+impl DeviceNode {
+    /// An iPad13,18 on iOS 18.1 enrolled by link: its Authenticate and TokenUpdate signed by an identity our
+    /// SCEP issued.
+    pub async fn enroll_ipad(&self) -> SignedIpad {
+        let (identity, tenant) = self.identity_with(IdentityGrant::Link).await;
+        let udid = random_udid();
+        for message in [
+            CheckinMessage::Authenticate(Authenticate {
+                topic: self.orchard.current_topic(),
+                udid: udid.clone(),
+                serial_number: None,
+                os_version: Some("18.1".into()),
+                build_version: None,
+                product_name: Some("iPad13,18".into()),
+                model: None,
+                model_name: None,
+                device_name: None,
+                imei: None,
+                meid: None,
+            }),
+            CheckinMessage::TokenUpdate(TokenUpdate {
+                topic: self.orchard.current_topic(),
+                udid: udid.clone(),
+                token: vec![0x42; 32],
+                push_magic: PushMagic::parse("8E5E2D5B-6F3E-4E59-9F39-2C0C5A9B7A11")
+                    .expect("push magic"),
+                unlock_token: None,
+                awaiting_configuration: false,
+                user: None,
+            }),
+        ] {
+            self.checkin(&identity, &message.encode())
+                .await
+                .expect("check-in");
+        }
+        let device_id = self
+            .store
+            .find_device_by_udid(&udid)
+            .await
+            .expect("device lookup")
+            .expect("enrolled device")
+            .id;
+        SignedIpad {
+            udid,
+            identity,
+            device_id,
+            tenant,
+        }
+    }
+
+    /// A command report of the iPad's device channel signed by its identity, through core's entry point: the
+    /// next command's plist, if any.
+    pub async fn report(
+        &self,
+        ipad: &SignedIpad,
+        status: ReportStatus,
+        uuid: Option<CommandUuid>,
+        body: plist::Dictionary,
+    ) -> Option<Vec<u8>> {
+        let body = CommandReport {
+            udid: ipad.udid.clone(),
+            user: None,
+            status,
+            command_uuid: uuid,
+            error_chain: Vec::new(),
+            body,
+        }
+        .encode();
+        let signature = sign_mdm_body(&body, &ipad.identity).expect("mdm signature");
+        self.orchard
+            .command_report(Some(&signature), &body)
+            .await
+            .expect("command report")
     }
 }
 

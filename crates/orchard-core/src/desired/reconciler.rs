@@ -252,6 +252,62 @@ impl Orchard {
             unit.rollback().await?;
             return Ok(stats);
         }
+        self.reconcile_claimed(&mut unit, &claimed, now, &mut stats)
+            .await?;
+        self.commit_unit(unit).await?;
+        if stats.queued > 0 {
+            tracing::info!(
+                devices = stats.devices,
+                queued = stats.queued,
+                "reconciler queued profile commands"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// A device in the work set that connects plans its own commands before it asks for one, so it never
+    /// waits for the reconciler's passes to reach it: an assignment to 50,000 iPads has queued for each
+    /// of them once its unit has marked them. The pass that later reaches a device finds it planned
+    /// (nothing is queued twice: the same guard). Nothing happens when a pass holds the device's mark.
+    pub(crate) async fn reconcile_arriving_device(
+        &self,
+        device: DeviceId,
+        now: UnixTime,
+    ) -> Result<(), CoreError> {
+        let mut unit = self.store.begin_unit().await?;
+        let Some(claimed) = unit.claim_dirty_device(device).await? else {
+            unit.rollback().await?;
+            return Ok(());
+        };
+        let mut stats = ReconcileStats {
+            devices: 1,
+            ..ReconcileStats::default()
+        };
+        self.reconcile_claimed(&mut unit, std::slice::from_ref(&claimed), now, &mut stats)
+            .await?;
+        self.commit_unit(unit).await?;
+        tracing::debug!(device = %device, queued = stats.queued, "device planned on arrival");
+        Ok(())
+    }
+
+    /// [`Orchard::reconcile_arriving_device`] for the server's own callers (benchmarks time it per device).
+    pub async fn reconcile_device_now(
+        &self,
+        _system: &SystemCtx,
+        device: DeviceId,
+    ) -> Result<(), CoreError> {
+        self.reconcile_arriving_device(device, self.clock.now())
+            .await
+    }
+
+    /// Plans and queues, in the caller's unit, what the claimed devices need.
+    async fn reconcile_claimed(
+        &self,
+        unit: &mut orchard_store::UnitOfWork,
+        claimed: &[ReconcileDevice],
+        now: UnixTime,
+        stats: &mut ReconcileStats,
+    ) -> Result<(), CoreError> {
         let devices: Vec<&ReconcileDevice> = claimed.iter().filter(|d| d.enrolled).collect();
         let ids: Vec<DeviceId> = devices.iter().map(|d| d.id).collect();
         let mut tenants: Vec<_> = devices.iter().map(|d| d.tenant_id).collect();
@@ -311,8 +367,7 @@ impl Orchard {
                     .map(|(profile, version)| (device.id, profile, version))
                     .collect();
                 unit.set_declared_profiles(&changes, now).await?;
-                self.declared_profiles_changed(&mut unit, device.id, now)
-                    .await?;
+                self.declared_profiles_changed(unit, device.id, now).await?;
                 stats.declared += 1;
             }
             let channel = ChannelId::device(&device.udid);
@@ -327,20 +382,24 @@ impl Orchard {
                         let body_id = match bodies.get(&(profile, version)) {
                             Some(id) => id.clone(),
                             None => {
-                                let Some(v) = unit.profile_version(profile, version).await? else {
-                                    continue;
+                                let source = format!("profile:{profile}:{version}");
+                                // Signed once per version: a device planning alone (on arrival) finds
+                                // the body an earlier plan stored.
+                                let id = match unit.use_command_body(&source, now).await? {
+                                    Some(id) => id,
+                                    None => {
+                                        let Some(v) =
+                                            unit.profile_version(profile, version).await?
+                                        else {
+                                            continue;
+                                        };
+                                        let command = Command::InstallProfile {
+                                            payload: self.installable_profile(&v)?,
+                                        };
+                                        self.shared_command_body(unit, &source, &command, now)
+                                            .await?
+                                    }
                                 };
-                                let command = Command::InstallProfile {
-                                    payload: self.installable_profile(&v)?,
-                                };
-                                let id = self
-                                    .shared_command_body(
-                                        &mut unit,
-                                        &format!("profile:{profile}:{version}"),
-                                        &command,
-                                        now,
-                                    )
-                                    .await?;
                                 bodies.insert((profile, version), id.clone());
                                 id
                             }
@@ -384,25 +443,16 @@ impl Orchard {
         stats.planned = planned.len();
         stats.queued = unit.queue_planned_profile_commands(&planned, now).await?;
         // Apps: licences wanted and app commands, in the same unit (Apple is called by the licence pass).
-        let (licences_wanted, app_commands) = self
-            .reconcile_apps(&mut unit, &claimed, &groups, now)
-            .await?;
+        let (licences_wanted, app_commands) =
+            self.reconcile_apps(unit, claimed, &groups, now).await?;
         stats.licences_wanted = licences_wanted;
         stats.queued += app_commands;
         let settings_queued = self
-            .reconcile_shared_ipads(&mut unit, &devices, &tenants, &groups, now)
+            .reconcile_shared_ipads(unit, &devices, &tenants, &groups, now)
             .await?;
         stats.planned += settings_queued;
         stats.queued += settings_queued;
-        self.commit_unit(unit).await?;
-        if stats.queued > 0 {
-            tracing::info!(
-                devices = stats.devices,
-                queued = stats.queued,
-                "reconciler queued profile commands"
-            );
-        }
-        Ok(stats)
+        Ok(())
     }
 
     /// How many devices wait for the reconciler (a gauge; no tenant's data).

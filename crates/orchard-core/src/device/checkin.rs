@@ -7,7 +7,7 @@ use orchard_protocol::commands::Command;
 use orchard_protocol::report::{self, CommandReport, ReportStatus};
 use orchard_store::{
     AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, IdentityStatus, RecordOutcome,
-    TokenUpdateRecord, UnitOfWork,
+    RequestingDevice, TokenUpdateRecord, UnitOfWork,
 };
 use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
 
@@ -94,25 +94,39 @@ impl Orchard {
         udid: &orchard_types::Udid,
         signer: &VerifiedSigner,
     ) -> Result<Device, CoreError> {
-        let (device, identity) = self
+        Ok(self.bound_requesting_device(udid, signer).await?.0)
+    }
+
+    /// [`Orchard::bound_device`], with whether the device awaits the reconciler.
+    async fn bound_requesting_device(
+        &self,
+        udid: &orchard_types::Udid,
+        signer: &VerifiedSigner,
+    ) -> Result<(Device, bool), CoreError> {
+        let RequestingDevice {
+            device,
+            identity,
+            awaiting_reconcile,
+        } = self
             .store
             .find_device_with_identity(udid)
             .await?
-            .filter(|(d, _)| d.state != orchard_types::EnrollmentState::Unenrolled)
+            .filter(|r| r.device.state != orchard_types::EnrollmentState::Unenrolled)
             .ok_or(DeviceRejection::UnrecognizedDevice)?;
         if device.cert_fingerprint.as_deref() != Some(signer.fingerprint.as_str()) {
             // Its renewed identity's first request moves the binding; its previous one is accepted during the
             // grace period after a renewal; anything else is a mismatch.
-            return self
+            let device = self
                 .other_identity_of(device, signer, self.clock.now())
-                .await;
+                .await?;
+            return Ok((device, awaiting_reconcile));
         }
         if let IdentityStatus::Revoked(at) = identity {
             tracing::warn!(udid = %udid, device = %device.id, revoked_at = at.0, "request signed by a revoked identity refused");
             return Err(DeviceRejection::UntrustedIdentity("identity revoked".into()).into());
         }
         crate::observability::note_device(&device.udid, Some(device.tenant_id));
-        Ok(device)
+        Ok((device, awaiting_reconcile))
     }
 
     /// Check-in messages that replace or destroy state (Authenticate, TokenUpdate, CheckOut) must have been
@@ -460,9 +474,13 @@ impl Orchard {
         let report = report::decode_report(body)
             .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
         crate::observability::note_device(&report.udid, None);
-        let device = self.bound_device(&report.udid, &signer).await?;
+        let (device, awaiting_reconcile) =
+            self.bound_requesting_device(&report.udid, &signer).await?;
         let channel = report.channel();
         self.touch(&device, now).await?;
+        if awaiting_reconcile {
+            self.reconcile_arriving_device(device.id, now).await?;
+        }
 
         let mut maybe_more = true;
         if report.status != ReportStatus::Idle {

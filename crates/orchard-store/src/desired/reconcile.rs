@@ -99,6 +99,15 @@ async fn declared_profiles(
     .collect()
 }
 
+/// What a claim of work-set marks adds to its row selection: on PostgreSQL it skips the marks another unit holds
+/// (SQLite has one writer at a time).
+fn skip_locked(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    }
+}
+
 impl UnitOfWork {
     /// Takes up to `limit` devices off the work set (oldest marks first). On PostgreSQL rows another pass
     /// holds are skipped; the marks go only if this unit commits.
@@ -106,10 +115,7 @@ impl UnitOfWork {
         &mut self,
         limit: i64,
     ) -> Result<Vec<ReconcileDevice>, StoreError> {
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = skip_locked(self.backend());
         let claimed = sqlx::query(&format!(
             "DELETE FROM reconcile_dirty WHERE device_id IN \
              (SELECT device_id FROM reconcile_dirty ORDER BY marked_at, device_id LIMIT $1{lock}) \
@@ -121,6 +127,35 @@ impl UnitOfWork {
         .iter()
         .map(|r| rows::device_id(r, "device_id"))
         .collect::<Result<Vec<_>, _>>()?;
+        self.reconcile_devices(&claimed).await
+    }
+
+    /// Takes one device off the work set, for its own session to plan its commands: None when it is not
+    /// there, or (PostgreSQL) when a reconciler pass holds its mark. That pass queues its commands and
+    /// pushes; the device is not kept waiting for it.
+    pub async fn claim_dirty_device(
+        &mut self,
+        device: DeviceId,
+    ) -> Result<Option<ReconcileDevice>, StoreError> {
+        let lock = skip_locked(self.backend());
+        let claimed = sqlx::query(&format!(
+            "DELETE FROM reconcile_dirty WHERE device_id IN \
+             (SELECT device_id FROM reconcile_dirty WHERE device_id = $1{lock}) RETURNING device_id"
+        ))
+        .bind(device.to_string())
+        .fetch_optional(self.conn()?)
+        .await?;
+        if claimed.is_none() {
+            return Ok(None);
+        }
+        Ok(self.reconcile_devices(&[device]).await?.pop())
+    }
+
+    /// The devices as the reconciler needs them.
+    async fn reconcile_devices(
+        &mut self,
+        claimed: &[DeviceId],
+    ) -> Result<Vec<ReconcileDevice>, StoreError> {
         let mut devices = Vec::with_capacity(claimed.len());
         for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(

@@ -238,12 +238,12 @@ impl Store {
         unit.commit().await
     }
 
-    /// The enrolled-or-not device of this UDID with whether the identity it is bound to is revoked: what
-    /// every signed device request checks (one statement).
+    /// The enrolled-or-not device of this UDID with whether the identity it is bound to is revoked and whether
+    /// it awaits the reconciler: what every signed device request checks (one statement).
     pub async fn find_device_with_identity(
         &self,
         udid: &Udid,
-    ) -> Result<Option<(Device, IdentityStatus)>, StoreError> {
+    ) -> Result<Option<RequestingDevice>, StoreError> {
         // Every signed device request runs this: the statement text is built once.
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             let columns = DEVICE_COLUMNS
@@ -252,7 +252,9 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ");
             format!(
-                "SELECT {columns}, c.revoked_at AS identity_revoked_at, c.fingerprint AS identity_fingerprint \
+                "SELECT {columns}, c.revoked_at AS identity_revoked_at, c.fingerprint AS identity_fingerprint, \
+                 CASE WHEN EXISTS (SELECT 1 FROM reconcile_dirty r WHERE r.device_id = d.id) THEN 1 ELSE 0 END \
+                   AS awaiting_reconcile \
                  FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint \
                  WHERE d.udid = $1"
             )
@@ -265,7 +267,7 @@ impl Store {
             return Ok(None);
         };
         let device = device_from_row(&row)?;
-        let status = match (
+        let identity = match (
             rows::opt_text(&row, "identity_fingerprint")?,
             rows::opt_time(&row, "identity_revoked_at")?,
         ) {
@@ -273,7 +275,11 @@ impl Store {
             (Some(_), Some(at)) => IdentityStatus::Revoked(at),
             (Some(_), None) => IdentityStatus::Valid,
         };
-        Ok(Some((device, status)))
+        Ok(Some(RequestingDevice {
+            device,
+            identity,
+            awaiting_reconcile: rows::boolean(&row, "awaiting_reconcile")?,
+        }))
     }
 
     /// The device's open release for re-enrollment, if any (expired ones included: the caller compares).
@@ -396,6 +402,15 @@ async fn expire_unfinished_commands(
         .execute(db.conn()?)
         .await?;
     Ok(())
+}
+
+/// What a signed device request needs to know of its device (one statement).
+#[derive(Debug, Clone)]
+pub struct RequestingDevice {
+    pub device: Device,
+    pub identity: IdentityStatus,
+    /// The device is in the reconciler's work set: its session plans its own commands before asking for one.
+    pub awaiting_reconcile: bool,
 }
 
 /// Whether the identity a device is bound to may still speak for it.
