@@ -307,11 +307,9 @@ impl Orchard {
             let body = if carries_device_credential(command.kind()) {
                 None
             } else {
+                // A new source: no body can be stored for it yet.
                 let source = format!("bulk:{}", uuid::Uuid::new_v4());
-                Some(
-                    self.shared_command_body(unit, &source, command, now)
-                        .await?,
-                )
+                Some(self.store_command_body(unit, &source, command, now).await?)
             };
             bodies.push(body);
         }

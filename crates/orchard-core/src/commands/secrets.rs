@@ -179,10 +179,12 @@ impl Orchard {
         })
     }
 
-    /// The shared body (`command_bodies`) for `command` made from `source` (what identifies its content, e.g.
-    /// `profile:{id}:{version}`): the stored one, or this one stored now within `unit`, sealed when it may
-    /// carry secrets. Many devices' commands then name one body instead of each holding a copy of it.
-    pub(crate) async fn shared_command_body(
+    /// Stores `command` within `unit` as the shared body (`command_bodies`) made from `source` (what identifies
+    /// its content, e.g. `profile:{id}:{version}`), sealed when it may carry secrets, and returns its id; if
+    /// another node stored a body for `source` first, that one's. Many devices' commands then name one body
+    /// instead of each holding a copy of it. A caller whose source may already have a body looks it up first
+    /// (`UnitOfWork::use_command_body`), before it builds the command.
+    pub(crate) async fn store_command_body(
         &self,
         unit: &mut UnitOfWork,
         source: &str,
@@ -193,9 +195,6 @@ impl Orchard {
             return Err(CoreError::Internal(
                 "a command carrying a device credential cannot share a body".into(),
             ));
-        }
-        if let Some(id) = unit.use_command_body(source, now).await? {
-            return Ok(id);
         }
         let id = uuid::Uuid::new_v4().to_string();
         let encoded = command.encode_body();
@@ -217,7 +216,7 @@ impl Orchard {
             .ok_or_else(|| CoreError::Internal(format!("the command body for {source} vanished")))
     }
 
-    /// A command for the queue made of a shared body ([`Orchard::shared_command_body`]): the row holds no
+    /// A command for the queue made of a shared body ([`Orchard::store_command_body`]): the row holds no
     /// payload of its own.
     pub(crate) fn new_command_from_body(
         &self,

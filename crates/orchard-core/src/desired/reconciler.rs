@@ -396,7 +396,7 @@ impl Orchard {
                                         let command = Command::InstallProfile {
                                             payload: self.installable_profile(&v)?,
                                         };
-                                        self.shared_command_body(unit, &source, &command, now)
+                                        self.store_command_body(unit, &source, &command, now)
                                             .await?
                                     }
                                 };
