@@ -66,8 +66,8 @@ pub use dep::templates::{
 };
 pub use desired::assignments::{AssignmentRecord, AssignmentTarget};
 pub use desired::groups::{
-    DeviceGroupFacts, FactSections, GroupHistoryRecord, GroupKind, GroupMemberRecord, GroupRecord,
-    GroupStanding,
+    DeviceGroupFacts, DeviceStanding, FactSections, GroupHistoryRecord, GroupKind,
+    GroupMemberRecord, GroupRecord, GroupStanding,
 };
 pub use desired::profiles::{
     DeviceProfileRecord, ProfileCommand, ProfileRecord, ProfileSource, ProfileVersionRecord,

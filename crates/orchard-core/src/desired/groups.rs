@@ -10,8 +10,8 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use orchard_store::{
-    DeviceGroupFacts, FactSections, GroupHistoryRecord, GroupKind, GroupMemberRecord, GroupRecord,
-    UnitOfWork,
+    DeviceGroupFacts, DeviceStanding, FactSections, GroupHistoryRecord, GroupKind,
+    GroupMemberRecord, GroupRecord, UnitOfWork,
 };
 use orchard_types::{DeviceId, GroupId, TenantId, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -1083,8 +1083,14 @@ impl Orchard {
         reason: &str,
         now: UnixTime,
     ) -> Result<(), CoreError> {
-        // One read gives the tenant's smart groups and the device's current groups; writes only on change.
-        let standing = unit.device_group_standing(device, tenant).await?;
+        // One statement marks the device and reads the tenant's smart groups, the device's current groups and
+        // its facts; the memberships are written only on change.
+        let DeviceStanding {
+            groups: standing,
+            facts: column_facts,
+        } = unit
+            .mark_device_and_read_standing(device, tenant, now)
+            .await?;
         let filters: Vec<(GroupId, SmartFilter)> = standing
             .iter()
             .filter(|g| g.smart && g.tenant_id == tenant)
@@ -1110,7 +1116,12 @@ impl Orchard {
                 sections.device_information |= s.device_information;
                 sections.installed_applications |= s.installed_applications;
             }
-            if let Some(raw) = unit.device_group_facts(device, sections).await? {
+            let raw = if sections == FactSections::default() {
+                column_facts
+            } else {
+                unit.device_group_facts(device, sections).await?
+            };
+            if let Some(raw) = raw {
                 let facts = DeviceFacts::new(&raw);
                 matching = filters
                     .iter()
@@ -1137,7 +1148,6 @@ impl Orchard {
             unit.change_device_groups(device, &leave, &join, reason, now)
                 .await?;
         }
-        unit.mark_devices_dirty(&[device], now).await?;
         Ok(())
     }
 

@@ -75,7 +75,16 @@ pub struct GroupHistoryRecord {
     pub at: UnixTime,
 }
 
-/// A group as one device's re-evaluation sees it ([`UnitOfWork::device_group_standing`]).
+/// What one device's re-evaluation starts from ([`UnitOfWork::mark_device_and_read_standing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStanding {
+    /// Its tenant's smart groups and the groups it is in.
+    pub groups: Vec<GroupStanding>,
+    /// Its facts without inventory sections; None when there are no groups to evaluate.
+    pub facts: Option<DeviceGroupFacts>,
+}
+
+/// A group as one device's re-evaluation sees it ([`UnitOfWork::mark_device_and_read_standing`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStanding {
     pub id: GroupId,
@@ -712,39 +721,68 @@ impl UnitOfWork {
             .transpose()
     }
 
-    /// What re-evaluating a device's groups starts from, in one read: every smart group of `tenant` with its
-    /// filter, and every group the device is in now (its tenant's, or another's after a move). Every inventory
-    /// report runs it, so it counts no members (counting a 50,000-member group per report cost milliseconds).
-    pub async fn device_group_standing(
+    /// Marks the device for the reconciler and reads what re-evaluating its groups starts from: every smart
+    /// group of `tenant` with its filter, every group the device is in now (its tenant's, or another's after a
+    /// move), and the device's own facts (without inventory sections: a filter that reads them asks
+    /// [`UnitOfWork::device_group_facts`]). Every inventory report that changed something runs it, so it counts
+    /// no members (counting a 50,000-member group per report cost milliseconds), and it is one statement on
+    /// PostgreSQL (the mark a data-modifying `WITH`): each statement through sqlx's PostgreSQL driver cost
+    /// about 0.1 ms of Orchard's CPU and 0.15 ms of the server's. The mark is seen by the reconciler only
+    /// once the unit commits, so writing it before the re-evaluation changes nothing.
+    pub async fn mark_device_and_read_standing(
         &mut self,
         device: DeviceId,
         tenant: TenantId,
-    ) -> Result<Vec<GroupStanding>, StoreError> {
-        sqlx::query(
-            "SELECT g.id, g.kind, g.tenant_id, g.filter_json, 1 AS member FROM device_group_members m \
-             JOIN device_groups g ON g.id = m.group_id WHERE m.device_id = $2 \
-             UNION ALL \
-             SELECT g.id, g.kind, g.tenant_id, g.filter_json, 0 AS member FROM device_groups g \
-             WHERE g.tenant_id = $1 AND g.kind = 'smart' AND NOT EXISTS \
-               (SELECT 1 FROM device_group_members m WHERE m.group_id = g.id AND m.device_id = $2) \
-             ORDER BY 1",
-        )
-        .bind(tenant.to_string())
-        .bind(device.to_string())
-        .fetch_all(self.conn()?)
-        .await?
-        .iter()
-        .map(|r| {
-            let kind = rows::text(r, "kind")?;
-            Ok(GroupStanding {
-                id: group_id(r, "id")?,
-                tenant_id: rows::tenant_id(r, "tenant_id")?,
-                smart: kind == "smart",
-                filter_json: rows::opt_text(r, "filter_json")?,
-                member: rows::int(r, "member")? == 1,
+        now: UnixTime,
+    ) -> Result<DeviceStanding, StoreError> {
+        let mark = match self.backend() {
+            Backend::Postgres => {
+                "WITH mark AS (INSERT INTO reconcile_dirty (device_id, marked_at) VALUES ($2, $3) \
+                 ON CONFLICT (device_id) DO NOTHING) "
+            }
+            Backend::Sqlite => {
+                mark_dirty(self, &[device], now).await?;
+                ""
+            }
+        };
+        // The device's facts are joined to every group row: groups are few, and without groups no facts are
+        // needed.
+        let sql = format!(
+            "{mark}SELECT s.group_id, s.group_kind, s.group_tenant_id, s.filter_json, s.member, f.* FROM (\
+               SELECT g.id AS group_id, g.kind AS group_kind, g.tenant_id AS group_tenant_id, g.filter_json, \
+                      1 AS member FROM device_group_members m \
+               JOIN device_groups g ON g.id = m.group_id WHERE m.device_id = $2 \
+               UNION ALL \
+               SELECT g.id, g.kind, g.tenant_id, g.filter_json, 0 FROM device_groups g \
+               WHERE g.tenant_id = $1 AND g.kind = 'smart' AND NOT EXISTS \
+                 (SELECT 1 FROM device_group_members m WHERE m.group_id = g.id AND m.device_id = $2)\
+             ) s CROSS JOIN ({facts} WHERE d.id = $2) f ORDER BY s.group_id",
+            facts = facts_sql(FactSections::default()),
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(device.to_string());
+        if self.backend() == Backend::Postgres {
+            query = query.bind(now.0);
+        }
+        let rows = query.fetch_all(self.conn()?).await?;
+        let facts = rows
+            .first()
+            .map(|r| facts(r, FactSections::default()))
+            .transpose()?;
+        let groups = rows
+            .iter()
+            .map(|r| {
+                Ok(GroupStanding {
+                    id: group_id(r, "group_id")?,
+                    tenant_id: rows::tenant_id(r, "group_tenant_id")?,
+                    smart: rows::text(r, "group_kind")? == "smart",
+                    filter_json: rows::opt_text(r, "filter_json")?,
+                    member: rows::int(r, "member")? == 1,
+                })
             })
-        })
-        .collect()
+            .collect::<Result<_, StoreError>>()?;
+        Ok(DeviceStanding { groups, facts })
     }
 
     /// Takes a device out of `leave` and into `join`, recording each change in the groups' history.
