@@ -172,6 +172,16 @@ impl PushSetup {
         ))
     }
 
+    /// This node driven as [`DeviceNode`] drives its own: iPads enrolled through its SCEP and reporting with
+    /// requests their identities sign, on the same clock.
+    pub fn device_node(&self) -> DeviceNode {
+        DeviceNode {
+            orchard: self.orchard.clone(),
+            clock: self.clock.clone(),
+            store: self.store.clone(),
+        }
+    }
+
     /// A connection of its own to the test database, for benchmarks that write rows directly.
     pub async fn connect_database(&self) -> anyhow::Result<sqlx::AnyConnection> {
         self.database.connect().await
@@ -290,7 +300,7 @@ impl PushSetup {
 /// A node whose devices are driven through core's own device entry points (SCEP, check-in) with requests
 /// signed as an iPad signs them, on a hand-moved clock that starts now.
 pub struct DeviceNode {
-    pub orchard: Orchard,
+    pub orchard: Arc<Orchard>,
     pub clock: ManualClock,
     pub store: Store,
 }
@@ -301,14 +311,14 @@ impl DeviceNode {
         let clock = ManualClock::new(SystemClock.now());
         let mut config = test_config();
         config.device_message_max_age_seconds = max_age;
-        let orchard = Orchard::new(
+        let orchard = Arc::new(Orchard::new(
             store.clone(),
             scopes,
             Arc::new(test_pki(clock.now())),
             config,
             Arc::new(clock.clone()),
             PushSettings::default(),
-        );
+        ));
         DeviceNode {
             orchard,
             clock,
