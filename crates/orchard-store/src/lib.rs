@@ -462,16 +462,9 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<AnyPool, Stor
         // A connection to a local file does not go stale: no ping before handing one out (with sqlx's own
         // driver it was a round trip to the connection's worker thread on every acquire).
         .test_before_acquire(false)
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                conn.execute("PRAGMA journal_mode = WAL").await?;
-                conn.execute("PRAGMA synchronous = NORMAL").await?;
-                // No busy_timeout: the driver waits for another writer's lock itself, without blocking the
-                // thread (`sqlite_inline::BUSY_TIMEOUT`).
-                conn.execute("PRAGMA foreign_keys = ON").await?;
-                Ok(())
-            })
-        })
+        // Foreign keys and synchronous NORMAL are set by the driver on every handle it opens
+        // (`sqlite_inline::Handle::open`); no busy_timeout: the driver waits for another writer's lock itself,
+        // without blocking the thread (`sqlite_inline::BUSY_TIMEOUT`).
         .connect_with(options)
         .await?;
     Ok(pool)

@@ -69,39 +69,227 @@ pub fn install_drivers() {
 // ---------------------------------------------------------------------------------------------------------
 // The connection.
 
-/// One SQLite connection, used by one task at a time (sqlx hands it out by `&mut`).
+/// A connection as sqlx's pool sees it. It holds a SQLite [`Handle`] only while it runs a statement, or a
+/// transaction from its `BEGIN` to its end, and otherwise leaves the handle with the other idle handles of its
+/// database ([`Handles`]), to be taken most recently used first.
+///
+/// Why not a handle per pooled connection: in WAL mode a handle that starts a read after another handle wrote
+/// drops its whole page cache and reads its pages again. sqlx's pool hands out the least recently used idle
+/// connection, so with a handle each nearly every statement ran on a cold cache: 2.4 page reads per page
+/// written in a report-heavy run against 0.15 with a single connection (session 20, docs/benchmarks.md). The
+/// handle used last is the one whose cache is warm, so statements take that one.
 pub struct InlineConnection {
-    db: NonNull<ffi::sqlite3>,
-    statements: StatementCache,
+    handles: Arc<Handles>,
+    /// The handle this connection runs on: during a statement, or from `BEGIN` to the transaction's end.
+    held: Option<Handle>,
     depth: usize,
-    /// A rollback on drop (`start_rollback`) that failed: the pool's ping then discards the connection.
+    /// A rollback that failed: its handle is closed (which rolls back), and until the transactions open on this
+    /// connection are ended they fail instead of running their statements outside a transaction.
     broken: bool,
 }
-
-// SAFETY: the handle is opened with SQLITE_OPEN_FULLMUTEX and only used through `&mut self`, so one thread at
-// a time; SQLite allows a connection to move between threads.
-unsafe impl Send for InlineConnection {}
 
 impl fmt::Debug for InlineConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InlineConnection")
-            .field("cached_statements", &self.statements.entries.len())
+            .field("holds_handle", &self.held.is_some())
             .field("depth", &self.depth)
+            .field("broken", &self.broken)
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for InlineConnection {
     fn drop(&mut self) {
+        // A handle inside a transaction is closed with it (closing rolls back); an idle one goes back.
+        self.settle();
+    }
+}
+
+impl InlineConnection {
+    fn connect(options: &InlineConnectOptions) -> Result<Self, Error> {
+        let mut conn = InlineConnection {
+            handles: Handles::of(options),
+            held: None,
+            depth: 0,
+            broken: false,
+        };
+        // Opens (or takes) a handle now, so a bad path or mode fails the connect as with one handle each.
+        conn.handle()?;
+        conn.settle();
+        Ok(conn)
+    }
+
+    /// The handle to run on: the one held, or the most recently used idle one.
+    fn handle(&mut self) -> Result<&mut Handle, Error> {
+        if self.broken {
+            return Err(Error::Protocol(
+                "a rollback on this SQLite connection failed; its transaction is gone".into(),
+            ));
+        }
+        let handle = match self.held.take() {
+            Some(handle) => handle,
+            None => self.handles.take()?,
+        };
+        Ok(self.held.insert(handle))
+    }
+
+    /// Gives the handle back unless a transaction is open on it.
+    fn settle(&mut self) {
+        if self.depth == 0 {
+            if let Some(handle) = self.held.take() {
+                self.handles.give_back(handle);
+            }
+        }
+    }
+
+    /// Runs `sql` on a handle and gives it back if no transaction holds it.
+    async fn execute(
+        &mut self,
+        sql: &str,
+        persistent: bool,
+        args: &[AnyValueKind<'_>],
+        limit: Option<usize>,
+    ) -> Result<Vec<Either<AnyQueryResult, AnyRow>>, Error> {
+        let outcome = self.handle()?.execute(sql, persistent, args, limit).await;
+        self.settle();
+        outcome
+    }
+
+    fn rollback_now(&mut self) -> Result<(), Error> {
+        if self.broken {
+            // The handle and its transaction are gone already; this ends one more level of it.
+            self.depth = self.depth.saturating_sub(1);
+            self.broken = self.depth > 0;
+            return Ok(());
+        }
+        let sql = if self.depth <= 1 {
+            "ROLLBACK".to_owned()
+        } else {
+            format!("ROLLBACK TO SAVEPOINT _sqlx_savepoint_{}", self.depth - 1)
+        };
+        let outcome = match self.held.as_mut() {
+            Some(handle) => handle
+                .execute_now(&sql, &[], None)
+                .map_err(Failure::into_error),
+            None => Err(Error::Protocol(
+                "a transaction without its SQLite handle".into(),
+            )),
+        };
+        if let Err(error) = outcome {
+            // Closing the handle rolls its transaction back; the levels still open fail until they end.
+            self.held = None;
+            self.broken = true;
+            return Err(error);
+        }
+        self.depth -= 1;
+        self.settle();
+        Ok(())
+    }
+}
+
+/// The idle handles of one database file (and open mode), most recently used last. Every pooled connection to
+/// the file shares them, found through [`REGISTRY`]; they are closed when the last of those connections is.
+/// An in-memory database is a database per handle, so its connection has a `Handles` of its own.
+struct Handles {
+    options: InlineConnectOptions,
+    idle: std::sync::Mutex<Vec<Handle>>,
+    registered: bool,
+}
+
+type HandlesKey = (String, OpenMode);
+
+/// The [`Handles`] of each database file some connection of this process has open.
+static REGISTRY: std::sync::Mutex<Option<HashMap<HandlesKey, std::sync::Weak<Handles>>>> =
+    std::sync::Mutex::new(None);
+
+fn registry(
+) -> std::sync::MutexGuard<'static, Option<HashMap<HandlesKey, std::sync::Weak<Handles>>>> {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Handles {
+    fn of(options: &InlineConnectOptions) -> Arc<Handles> {
+        let new = |registered| {
+            Arc::new(Handles {
+                options: options.clone(),
+                idle: std::sync::Mutex::new(Vec::new()),
+                registered,
+            })
+        };
+        if options.mode == OpenMode::Memory {
+            return new(false);
+        }
+        let key = (options.filename.clone(), options.mode);
+        let mut registry = registry();
+        let map = registry.get_or_insert_with(HashMap::new);
+        if let Some(handles) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+            return handles;
+        }
+        let handles = new(true);
+        map.insert(key, Arc::downgrade(&handles));
+        handles
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Handle>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently used idle handle, or a new one.
+    fn take(&self) -> Result<Handle, Error> {
+        let idle = self.idle().pop();
+        match idle {
+            Some(handle) => Ok(handle),
+            None => Handle::open(&self.options),
+        }
+    }
+
+    fn give_back(&self, handle: Handle) {
+        self.idle().push(handle);
+    }
+}
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let key = (self.options.filename.clone(), self.options.mode);
+        let mut registry = registry();
+        if let Some(map) = registry.as_mut() {
+            // A connection opened since this one's last went away has registered handles of its own.
+            if map.get(&key).is_some_and(|weak| weak.strong_count() == 0) {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+/// One SQLite connection handle and its prepared statements, used by one connection at a time.
+struct Handle {
+    db: NonNull<ffi::sqlite3>,
+    statements: StatementCache,
+}
+
+// SAFETY: the handle is opened with SQLITE_OPEN_NOMUTEX and used by one connection at a time (through `&mut`
+// there, or inside the idle list's mutex); SQLite allows a connection to move between threads.
+unsafe impl Send for Handle {}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
         self.statements.clear();
-        // SAFETY: every statement of the connection is finalized above; the handle is not used after this.
+        // SAFETY: every statement of the handle is finalized above; the handle is not used after this. Closing
+        // rolls back a transaction still open on it.
         unsafe {
             ffi::sqlite3_close(self.db.as_ptr());
         }
     }
 }
 
-impl InlineConnection {
+impl Handle {
     fn open(options: &InlineConnectOptions) -> Result<Self, Error> {
         let filename = CString::new(options.filename.as_str())
             .map_err(|_| Error::Configuration("a NUL byte in the SQLite file name".into()))?;
@@ -124,11 +312,9 @@ impl InlineConnection {
                 "SQLite could not allocate a connection",
             )));
         };
-        let mut conn = InlineConnection {
+        let mut conn = Handle {
             db,
             statements: StatementCache::default(),
-            depth: 0,
-            broken: false,
         };
         if rc != ffi::SQLITE_OK {
             return Err(conn.error(rc));
@@ -140,8 +326,13 @@ impl InlineConnection {
             // `Run::execute` waits for it asynchronously.
             ffi::sqlite3_busy_timeout(db.as_ptr(), 0);
         }
-        // sqlx's SQLite driver turns foreign keys on for every connection; so does this one.
+        // sqlx's SQLite driver turns foreign keys on for every connection; so does this one. Orchard's
+        // databases are in WAL mode, where synchronous NORMAL survives a crash of the process (a power loss may
+        // lose the last commits, not corrupt the file). Both are set here, on every handle, because a handle is
+        // opened whenever a pooled connection finds none idle: a setting made per pooled connection would miss
+        // it.
         conn.execute_now("PRAGMA foreign_keys = ON", &[], None)
+            .and_then(|_| conn.execute_now("PRAGMA synchronous = NORMAL", &[], None))
             .map_err(Failure::into_error)?;
         Ok(conn)
     }
@@ -361,18 +552,6 @@ impl InlineConnection {
         }
         Failure::Other(error)
     }
-
-    fn rollback_now(&mut self) -> Result<(), Error> {
-        let sql = if self.depth <= 1 {
-            "ROLLBACK".to_owned()
-        } else {
-            format!("ROLLBACK TO SAVEPOINT _sqlx_savepoint_{}", self.depth - 1)
-        };
-        self.execute_now(&sql, &[], None)
-            .map_err(Failure::into_error)?;
-        self.depth -= 1;
-        Ok(())
-    }
 }
 
 /// Why a run stopped.
@@ -432,7 +611,7 @@ struct Prepared {
 impl Prepared {
     fn bind(
         &self,
-        conn: &InlineConnection,
+        conn: &Handle,
         args: &[AnyValueKind<'_>],
         run: &mut Run<'_>,
     ) -> Result<(), Failure> {
@@ -494,7 +673,7 @@ impl Prepared {
     }
 
     /// Back to the cache, reset, or finalized.
-    fn release(mut self, conn: &mut InlineConnection) {
+    fn release(mut self, conn: &mut Handle) {
         // SAFETY: a statement of this connection; reset keeps it for the next use.
         unsafe {
             ffi::sqlite3_reset(self.raw.as_ptr());
@@ -755,9 +934,12 @@ impl AnyConnectionBackend for InlineConnection {
                 (_, Some(_)) => return Err(Error::InvalidSavePointStatement),
                 (depth, None) => format!("SAVEPOINT _sqlx_savepoint_{depth}"),
             };
-            self.execute(&sql, false, &[], None).await?;
-            self.depth += 1;
-            Ok(())
+            let outcome = self.handle()?.execute(&sql, false, &[], None).await;
+            if outcome.is_ok() {
+                self.depth += 1;
+            }
+            self.settle();
+            outcome.map(|_| ())
         })
     }
 
@@ -768,8 +950,10 @@ impl AnyConnectionBackend for InlineConnection {
                 1 => "COMMIT".to_owned(),
                 depth => format!("RELEASE SAVEPOINT _sqlx_savepoint_{}", depth - 1),
             };
-            self.execute(&sql, false, &[], None).await?;
+            // A failed commit leaves the transaction open on its handle, for the rollback that follows.
+            self.handle()?.execute(&sql, false, &[], None).await?;
             self.depth -= 1;
+            self.settle();
             Ok(())
         })
     }
@@ -784,9 +968,10 @@ impl AnyConnectionBackend for InlineConnection {
     }
 
     fn start_rollback(&mut self) {
-        // A dropped transaction: roll back now (no lock to wait for), or have the pool discard the connection.
-        if self.depth > 0 && self.rollback_now().is_err() {
-            self.broken = true;
+        // A dropped transaction: roll back now (no lock to wait for). A failure closes the handle
+        // (`rollback_now`), which rolls back too.
+        if self.depth > 0 {
+            let _ = self.rollback_now();
         }
     }
 
@@ -795,11 +980,15 @@ impl AnyConnectionBackend for InlineConnection {
     }
 
     fn cached_statements_size(&self) -> usize {
-        self.statements.entries.len()
+        self.held
+            .as_ref()
+            .map_or(0, |handle| handle.statements.entries.len())
     }
 
     fn clear_cached_statements(&mut self) -> BoxFuture<'_, Result<(), Error>> {
-        self.statements.clear();
+        if let Some(handle) = self.held.as_mut() {
+            handle.statements.clear();
+        }
         Box::pin(async { Ok(()) })
     }
 
@@ -918,7 +1107,7 @@ impl DatabaseError for SqliteError {
 // ---------------------------------------------------------------------------------------------------------
 // Connect options: `sqlite://path`, `sqlite:path`, `sqlite::memory:`, with `?mode=ro|rw|rwc|memory`.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum OpenMode {
     ReadOnly,
     ReadWrite,
@@ -996,7 +1185,7 @@ impl ConnectOptions for InlineConnectOptions {
     }
 
     fn connect(&self) -> BoxFuture<'_, Result<InlineConnection, Error>> {
-        Box::pin(async move { InlineConnection::open(self) })
+        Box::pin(async move { InlineConnection::connect(self) })
     }
 
     fn log_statements(mut self, level: log::LevelFilter) -> Self {

@@ -309,6 +309,140 @@ async fn a_lock_held_past_the_timeout_fails_the_waiting_statement() {
     waiter.close().await.unwrap();
 }
 
+/// `PRAGMA data_version` on one SQLite handle changes when another handle committed since its last call: the
+/// same event that makes a handle drop its page cache in WAL mode.
+async fn data_version(conn: &mut sqlx::AnyConnection) -> i64 {
+    sqlx::query("PRAGMA data_version")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Statements run one after another through different pooled connections run on one SQLite handle, the one
+/// used last, so none of them finds its page cache stale from another handle's write. With a handle per pooled
+/// connection, each write through one connection made the next statement on another read its pages again.
+#[tokio::test]
+async fn statements_in_turn_through_pooled_connections_share_the_warm_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir, 4).await;
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(pool.acquire().await.unwrap());
+    }
+    let first = data_version(&mut conns[0]).await;
+    for round in 0..8_usize {
+        let writer = round % 4;
+        sqlx::query("INSERT INTO t (name) VALUES ($1)")
+            .bind(format!("row-{round}"))
+            .execute(&mut *conns[writer])
+            .await
+            .unwrap();
+        let reader = (round + 1) % 4;
+        assert_eq!(
+            data_version(&mut conns[reader]).await,
+            first,
+            "round {round}: the reading connection saw another handle's commit"
+        );
+    }
+    let count: i64 = sqlx::query("SELECT COUNT(*) FROM t")
+        .fetch_one(&mut *conns[2])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 8);
+}
+
+/// A transaction keeps its handle from BEGIN to its end: another pooled connection meanwhile runs on another
+/// handle, sees only committed rows, and sees the transaction's rows once it commits.
+#[tokio::test]
+async fn a_transaction_keeps_its_handle_and_others_see_only_what_it_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir, 2).await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO t (name) VALUES ('pending')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let count = |pool: AnyPool| async move {
+        sqlx::query("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    };
+    assert_eq!(
+        count(pool.clone()).await,
+        0,
+        "an uncommitted row is not seen"
+    );
+    // The transaction's own statements still see its row.
+    let own: i64 = sqlx::query("SELECT COUNT(*) FROM t")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(own, 1);
+    tx.commit().await.unwrap();
+    assert_eq!(count(pool.clone()).await, 1);
+}
+
+/// The files a process has open (its descriptors) that are `path`.
+fn open_descriptors_of(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+/// The handles of a database file are closed with the last pooled connection to it, so a closed store leaves
+/// the file free (a backup restore replaces it); an in-memory database stays one per connection.
+#[tokio::test]
+async fn handles_close_with_the_last_connection_and_memory_databases_are_not_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir, 3).await;
+    let path = dir.path().join("t.db").canonicalize().unwrap();
+    // Three transactions at once need three handles.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        open.push(tx);
+    }
+    assert!(open_descriptors_of(&path) >= 3);
+    drop(open);
+    pool.close().await;
+    assert_eq!(open_descriptors_of(&path), 0, "every handle is closed");
+
+    let memory = AnyPoolOptions::new()
+        .max_connections(2)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let mut one = memory.acquire().await.unwrap();
+    let mut other = memory.acquire().await.unwrap();
+    sqlx::query("CREATE TABLE mine (x INTEGER)")
+        .execute(&mut *one)
+        .await
+        .unwrap();
+    let seen: i64 = sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE name = 'mine'")
+        .fetch_one(&mut *other)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0, "each in-memory connection is its own database");
+    let own: i64 = sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE name = 'mine'")
+        .fetch_one(&mut *one)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(own, 1);
+}
+
 /// The CPU one indexed one-row SELECT costs through this driver and through sqlx's own SQLite driver, on a
 /// multi-threaded runtime as the server runs (process CPU, user + system, from /proc/self/stat). Run with
 /// `cargo test --release -p orchard-store --test sqlite_driver statement_cost -- --ignored --nocapture`.
