@@ -387,6 +387,72 @@ async fn a_transaction_keeps_its_handle_and_others_see_only_what_it_committed() 
     assert_eq!(count(pool.clone()).await, 1);
 }
 
+/// Many tasks on two threads share a pool smaller than their number: transactions that commit, transactions
+/// dropped half-way (rolled back), and single statements, interleaved. Every committed row is there, no dropped
+/// one is, and no statement fails: a handle goes back to the idle ones only outside a transaction, and one
+/// left inside a dropped transaction is rolled back before anyone else runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_transactions_and_statements_keep_their_rows_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir, 3).await;
+    let mut tasks = Vec::new();
+    for task in 0..8_usize {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25_usize {
+                let name = format!("t{task}-{i}");
+                match i % 3 {
+                    0 => {
+                        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                        sqlx::query("INSERT INTO t (name) VALUES ($1)")
+                            .bind(format!("{name}-kept"))
+                            .execute(&mut *tx)
+                            .await
+                            .unwrap();
+                        tokio::task::yield_now().await;
+                        tx.commit().await.unwrap();
+                    }
+                    1 => {
+                        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                        sqlx::query("INSERT INTO t (name) VALUES ($1)")
+                            .bind(format!("{name}-dropped"))
+                            .execute(&mut *tx)
+                            .await
+                            .unwrap();
+                        tokio::task::yield_now().await;
+                        drop(tx);
+                    }
+                    _ => {
+                        sqlx::query("INSERT INTO t (name) VALUES ($1)")
+                            .bind(format!("{name}-single"))
+                            .execute(&pool)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let names: Vec<String> = sqlx::query("SELECT name FROM t")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("name"))
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.ends_with("-dropped")),
+        "a dropped transaction's row survived"
+    );
+    let kept = names.iter().filter(|n| n.ends_with("-kept")).count();
+    let single = names.iter().filter(|n| n.ends_with("-single")).count();
+    // Per task, i in 0..25: i % 3 == 0 → 9 kept, i % 3 == 2 → 8 single.
+    assert_eq!((kept, single), (8 * 9, 8 * 8));
+}
+
 /// The files a process has open (its descriptors) that are `path`.
 fn open_descriptors_of(path: &std::path::Path) -> usize {
     std::fs::read_dir("/proc/self/fd")
