@@ -141,10 +141,12 @@ impl Backend {
     }
 
     /// Connections a node keeps at most unless configured. SQLite has one writer at a time and readers gain
-    /// nothing beyond the cores, while each connection costs its own page cache and statement cache (and,
+    /// nothing beyond the cores, while each SQLite handle costs its own page cache and statement cache (and,
     /// before Orchard's own driver, a worker thread and its malloc arena: 185 MiB peak with 10 connections
-    /// against 136 MiB with 4 under S1's push-all to 50,000 iPads, the same time). PostgreSQL serves each
-    /// connection from a server process of its own.
+    /// against 136 MiB with 4 under S1's push-all to 50,000 iPads, the same time). Since the driver lends
+    /// handles per statement (`sqlite_inline::InlineConnection`), this bounds the handles open at once; fewer
+    /// are open when fewer statements run together. PostgreSQL serves each connection from a server process of
+    /// its own.
     pub fn default_pool_size(self) -> u32 {
         match self {
             Backend::Sqlite => 4,

@@ -401,34 +401,27 @@ async fn interleaved_transactions_and_statements_keep_their_rows_apart() {
         tasks.push(tokio::spawn(async move {
             for i in 0..25_usize {
                 let name = format!("t{task}-{i}");
-                match i % 3 {
-                    0 => {
-                        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-                        sqlx::query("INSERT INTO t (name) VALUES ($1)")
-                            .bind(format!("{name}-kept"))
-                            .execute(&mut *tx)
-                            .await
-                            .unwrap();
-                        tokio::task::yield_now().await;
+                if i % 3 < 2 {
+                    // i % 3 == 0 commits, 1 is dropped half-way.
+                    let keep = i % 3 == 0;
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                    sqlx::query("INSERT INTO t (name) VALUES ($1)")
+                        .bind(format!("{name}-{}", if keep { "kept" } else { "dropped" }))
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    tokio::task::yield_now().await;
+                    if keep {
                         tx.commit().await.unwrap();
-                    }
-                    1 => {
-                        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-                        sqlx::query("INSERT INTO t (name) VALUES ($1)")
-                            .bind(format!("{name}-dropped"))
-                            .execute(&mut *tx)
-                            .await
-                            .unwrap();
-                        tokio::task::yield_now().await;
+                    } else {
                         drop(tx);
                     }
-                    _ => {
-                        sqlx::query("INSERT INTO t (name) VALUES ($1)")
-                            .bind(format!("{name}-single"))
-                            .execute(&pool)
-                            .await
-                            .unwrap();
-                    }
+                } else {
+                    sqlx::query("INSERT INTO t (name) VALUES ($1)")
+                        .bind(format!("{name}-single"))
+                        .execute(&pool)
+                        .await
+                        .unwrap();
                 }
             }
         }));
