@@ -7,6 +7,9 @@
 //! - a tenant whose smart groups read facts that change without a report (last seen) evaluates every report,
 //!   so a device reporting after the filter's time joins its group;
 //! - a new smart group makes the tenant's next reports full evaluations.
+//! - an answer that changes facts but none the reconciler's plans read (a new name) re-evaluates the groups and
+//!   marks the device only when it joins or leaves one; a new OS version, serial number or Shared iPad state
+//!   marks it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,30 +20,34 @@ use orchard_core::access::principal::Principal;
 use orchard_core::desired::groups::GroupInput;
 use orchard_protocol::commands::{decode_command, Command};
 use orchard_protocol::report::ReportStatus;
-use orchard_store::Store;
-use orchard_testkit::service::{DeviceNode, SignedIpad};
+use orchard_store::{ScopeAuthority, Store};
+use orchard_testkit::service::{DeviceInformationAnswer, DeviceNode, SignedIpad};
 use orchard_testkit::{with_store, Backend};
 use orchard_types::{Clock, DeviceId, GroupId, RequestType, Role};
 use serde_json::json;
 
-/// What the iPad answers to DeviceInformation: its OS version and a battery level that differs every time.
-fn device_information(ipad: &SignedIpad, os_version: &str, battery: f64) -> plist::Dictionary {
-    let mut responses = plist::Dictionary::new();
-    responses.insert("UDID".into(), ipad.udid.as_str().into());
-    responses.insert("SerialNumber".into(), "F9FX00000001".into());
-    responses.insert("DeviceName".into(), "Lab iPad".into());
-    responses.insert("OSVersion".into(), os_version.into());
-    responses.insert("ProductName".into(), "iPad13,18".into());
-    responses.insert("IsSupervised".into(), true.into());
-    responses.insert("BatteryLevel".into(), battery.into());
-    responses.insert("AvailableDeviceCapacity".into(), (40.0 - battery).into());
-    let mut body = plist::Dictionary::new();
-    body.insert("QueryResponses".into(), responses.into());
-    body
+/// The iPad's DeviceInformation answer in most of these tests: only the OS version and the battery level vary.
+fn lab_ipad(os_version: &str, battery_level: f64) -> DeviceInformationAnswer<'_> {
+    DeviceInformationAnswer {
+        serial_number: "F9FX00000001",
+        device_name: "Lab iPad",
+        os_version,
+        shared_ipad: false,
+        battery_level,
+    }
 }
 
 /// One session: every queued command answered, DeviceInformation with `os_version`.
 async fn session(node: &DeviceNode, ipad: &SignedIpad, os_version: &str, battery: f64) {
+    session_answering(node, ipad, lab_ipad(os_version, battery)).await;
+}
+
+/// One session: every queued command answered, DeviceInformation with `answer`.
+async fn session_answering(
+    node: &DeviceNode,
+    ipad: &SignedIpad,
+    answer: DeviceInformationAnswer<'_>,
+) {
     node.clock.advance(1);
     let mut next = node
         .report(ipad, ReportStatus::Idle, None, plist::Dictionary::new())
@@ -48,7 +55,7 @@ async fn session(node: &DeviceNode, ipad: &SignedIpad, os_version: &str, battery
     while let Some(plist) = next {
         let (uuid, command) = decode_command(&plist).unwrap();
         let body = if command.kind() == RequestType::DeviceInformation {
-            device_information(ipad, os_version, battery)
+            answer.body(&ipad.udid)
         } else {
             plist::Dictionary::new()
         };
@@ -124,23 +131,25 @@ async fn ask_inventory(node: &DeviceNode, who: &Principal, ipad: &SignedIpad) {
         .unwrap();
 }
 
+async fn operator(node: &DeviceNode, store: &Store, scopes: &ScopeAuthority) -> Principal {
+    let created = LocalBootstrap::for_opened_database(
+        store.clone(),
+        scopes.clone(),
+        Arc::new(node.clock.clone()),
+    )
+    .create_api_token("central-it", Role::Operator, None, None)
+    .await
+    .unwrap();
+    node.orchard
+        .authenticate_bearer(&created.secret)
+        .await
+        .unwrap()
+}
+
 async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
     with_store(backend, |store, scopes| async move {
         let node = DeviceNode::new(store.clone(), scopes.clone(), None);
-        let operator = {
-            let created = LocalBootstrap::for_opened_database(
-                store.clone(),
-                scopes.clone(),
-                Arc::new(node.clock.clone()),
-            )
-            .create_api_token("central-it", Role::Operator, None, None)
-            .await
-            .unwrap();
-            node.orchard
-                .authenticate_bearer(&created.secret)
-                .await
-                .unwrap()
-        };
+        let operator = operator(&node, &store, &scopes).await;
         let ipad = node.enroll_ipad().await;
         let older = smart_group(
             &node,
@@ -202,9 +211,11 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
         .await;
         assert_eq!(digest(&store, &ipad).await, None);
         assert!(members(&node, &operator, &ipad, recent).await.is_empty());
+        // Evaluated, but it joins nothing yet and no plan input changed: no mark (the join below shows the
+        // evaluation runs).
         ask_inventory(&node, &operator, &ipad).await;
         session(&node, &ipad, "18.2", 0.40).await;
-        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
         assert_eq!(digest(&store, &ipad).await, None);
         node.clock.advance(2 * 3_600);
         ask_inventory(&node, &operator, &ipad).await;
@@ -216,6 +227,108 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
         );
     })
     .await;
+}
+
+/// A Lab iPad on 18.1 named `name`, with `serial_number`, Shared or not.
+fn named<'a>(
+    name: &'a str,
+    serial_number: &'a str,
+    shared_ipad: bool,
+) -> DeviceInformationAnswer<'a> {
+    DeviceInformationAnswer {
+        serial_number,
+        device_name: name,
+        shared_ipad,
+        ..lab_ipad("18.1", 0.5)
+    }
+}
+
+async fn plan_inputs(store: &Store, ipad: &SignedIpad) -> Option<String> {
+    store
+        .find_device_by_udid(&ipad.udid)
+        .await
+        .unwrap()
+        .unwrap()
+        .plan_inputs_digest
+}
+
+async fn answers_that_change_no_plan_input_mark_only_on_a_group_move(backend: Backend) {
+    with_store(backend, |store, scopes| async move {
+        let node = DeviceNode::new(store.clone(), scopes.clone(), None);
+        let operator = operator(&node, &store, &scopes).await;
+        let ipad = node.enroll_ipad().await;
+        let carts = smart_group(
+            &node,
+            &operator,
+            &ipad,
+            json!({"match": "all", "conditions": [{"field": "device_name", "op": "matches", "value": "Cart *"}]}),
+        )
+        .await;
+
+        // The first answer marks the device: nothing was known of what its plans read.
+        session_answering(&node, &ipad, named("Lab iPad", "F9FX00000001", false)).await;
+        assert!(marked(&store).await.contains(&ipad.device_id));
+        let inputs = plan_inputs(&store, &ipad).await;
+        assert!(inputs.as_deref().is_some_and(|d| d.starts_with("v1:")), "{inputs:?}");
+        let facts = digest(&store, &ipad).await;
+
+        // Renamed, in no group's pattern: its facts changed (a new facts digest, the name stored, the groups
+        // re-evaluated), none its plans read did: no mark, so no reconciler pass.
+        ask_inventory(&node, &operator, &ipad).await;
+        session_answering(&node, &ipad, named("Lab iPad 2", "F9FX00000001", false)).await;
+        assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
+        let stored = store.find_device_by_udid(&ipad.udid).await.unwrap().unwrap();
+        assert_eq!(stored.device_name.as_deref(), Some("Lab iPad 2"));
+        assert_ne!(stored.facts_digest, facts);
+        assert_eq!(stored.plan_inputs_digest, inputs);
+        assert!(members(&node, &operator, &ipad, carts).await.is_empty());
+
+        // Renamed into the carts' pattern: it joins the group, and is marked so its plans see the group. Renamed
+        // out again: it leaves, marked again.
+        ask_inventory(&node, &operator, &ipad).await;
+        session_answering(&node, &ipad, named("Cart 7", "F9FX00000001", false)).await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        assert_eq!(
+            members(&node, &operator, &ipad, carts).await,
+            vec![ipad.device_id.to_string()]
+        );
+        ask_inventory(&node, &operator, &ipad).await;
+        session_answering(&node, &ipad, named("Lab iPad 3", "F9FX00000001", false)).await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        assert!(members(&node, &operator, &ipad, carts).await.is_empty());
+
+        // What the plans read, in no group's range: becoming a Shared iPad (its settings step), a new serial
+        // number (app licences go by serial), an OS update (profiles as declarations): marked each time.
+        ask_inventory(&node, &operator, &ipad).await;
+        session_answering(&node, &ipad, named("Lab iPad 3", "F9FX00000001", true)).await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        ask_inventory(&node, &operator, &ipad).await;
+        session_answering(&node, &ipad, named("Lab iPad 3", "F9FX00000002", true)).await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        ask_inventory(&node, &operator, &ipad).await;
+        session_answering(
+            &node,
+            &ipad,
+            DeviceInformationAnswer {
+                os_version: "18.1.1",
+                ..named("Lab iPad 3", "F9FX00000002", true)
+            },
+        )
+        .await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        assert_ne!(plan_inputs(&store, &ipad).await, inputs);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn answers_that_change_no_plan_input_mark_only_on_a_group_move_on_sqlite() {
+    answers_that_change_no_plan_input_mark_only_on_a_group_move(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn answers_that_change_no_plan_input_mark_only_on_a_group_move_on_postgres() {
+    answers_that_change_no_plan_input_mark_only_on_a_group_move(Backend::Postgres).await;
 }
 
 #[tokio::test]

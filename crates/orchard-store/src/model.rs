@@ -171,6 +171,10 @@ pub struct Device {
     /// The digest of its last DeviceInformation answer's facts that smart groups and the reconciler read
     /// (`facts_digest`, migration 0039): a report with the same digest skips both. None: evaluate in full.
     pub facts_digest: Option<String>,
+    /// The digest of what its last DeviceInformation answer said that the reconciler's plans read
+    /// (`plan_inputs_digest`, migration 0042): a changed report with the same digest marks the device for the
+    /// reconciler only when it moves the device in a group. None: the next changed report marks it.
+    pub plan_inputs_digest: Option<String>,
 }
 
 /// An operator's release of a device for re-enrollment: until `until`, a new identity of `tenant_id` (any
@@ -213,6 +217,8 @@ pub struct DeviceFacts {
     pub is_supervised: Option<bool>,
     /// See [`Device::facts_digest`].
     pub facts_digest: Option<String>,
+    /// See [`Device::plan_inputs_digest`].
+    pub plan_inputs_digest: Option<String>,
 }
 
 /// A TokenUpdate check-in for one channel.

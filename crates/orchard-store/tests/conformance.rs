@@ -141,6 +141,7 @@ fn authenticate(udid: &Udid, tenant: TenantId, now: UnixTime) -> AuthenticateDev
             build_version: Some("21F79".to_owned()),
             is_supervised: Some(true),
             facts_digest: None,
+            plan_inputs_digest: None,
         },
         now,
     }

@@ -491,6 +491,40 @@ impl DeviceNode {
     }
 }
 
+/// What a simulated iPad says of itself in a DeviceInformation answer: the facts smart groups and the
+/// reconciler read, and a battery level (which differs in every answer, as a real battery does, and which no
+/// group or plan reads). It is an iPad13,18, supervised.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceInformationAnswer<'a> {
+    pub serial_number: &'a str,
+    pub device_name: &'a str,
+    pub os_version: &'a str,
+    pub shared_ipad: bool,
+    pub battery_level: f64,
+}
+
+impl DeviceInformationAnswer<'_> {
+    /// The acknowledged report's body (`QueryResponses`) for `udid`.
+    pub fn body(&self, udid: &Udid) -> plist::Dictionary {
+        let mut responses = plist::Dictionary::new();
+        responses.insert("UDID".into(), udid.as_str().into());
+        responses.insert("SerialNumber".into(), self.serial_number.into());
+        responses.insert("DeviceName".into(), self.device_name.into());
+        responses.insert("OSVersion".into(), self.os_version.into());
+        responses.insert("ProductName".into(), "iPad13,18".into());
+        responses.insert("IsSupervised".into(), true.into());
+        responses.insert("IsMultiUser".into(), self.shared_ipad.into());
+        responses.insert("BatteryLevel".into(), self.battery_level.into());
+        responses.insert(
+            "AvailableDeviceCapacity".into(),
+            (40.0 - self.battery_level).into(),
+        );
+        let mut body = plist::Dictionary::new();
+        body.insert("QueryResponses".into(), responses.into());
+        body
+    }
+}
+
 /// A random UDID in the form iPads send.
 pub fn random_udid() -> Udid {
     Udid::parse(&uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase()).expect("udid")

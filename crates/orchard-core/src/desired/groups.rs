@@ -785,6 +785,16 @@ fn evaluate(filter: &SmartFilter, facts: &[DeviceGroupFacts]) -> BTreeSet<Device
         .collect()
 }
 
+/// When re-evaluating a device's groups marks it for the reconciler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MarkDevice {
+    /// Whatever the groups say: something the plans read may have changed (an enrollment, a check-out, a
+    /// report that changed a plan input).
+    Always,
+    /// Only when the device joins or leaves a group: a report that changed facts but no plan input.
+    OnGroupChange,
+}
+
 impl Orchard {
     /// The tenant (in the caller's scope), or NotFound.
     pub(crate) async fn seen_tenant(
@@ -1074,22 +1084,24 @@ impl Orchard {
     }
 
     /// Inside a use case's unit: re-evaluates the device's smart groups (after its inventory changed, it
-    /// enrolled or checked out) and marks it for the reconciler.
+    /// enrolled or checked out) and marks it for the reconciler as `mark` says. Returns whether it marked.
     pub(crate) async fn device_inventory_changed(
         &self,
         unit: &mut UnitOfWork,
         device: DeviceId,
         tenant: TenantId,
         reason: &str,
+        mark: MarkDevice,
         now: UnixTime,
-    ) -> Result<(), CoreError> {
-        // One statement marks the device and reads the tenant's smart groups, the device's current groups and
-        // its facts; the memberships are written only on change.
+    ) -> Result<bool, CoreError> {
+        // One statement reads the tenant's smart groups, the device's current groups and its facts, and marks
+        // the device when it is marked whatever the groups say; the memberships are written only on change.
+        let marked_first = mark == MarkDevice::Always;
         let DeviceStanding {
             groups: standing,
             facts: column_facts,
         } = unit
-            .mark_device_and_read_standing(device, tenant, now)
+            .read_device_standing(device, tenant, marked_first.then_some(now))
             .await?;
         let filters: Vec<(GroupId, SmartFilter)> = standing
             .iter()
@@ -1144,11 +1156,15 @@ impl Orchard {
             .filter(|id| !standing.iter().any(|g| g.member && g.id == **id))
             .copied()
             .collect();
-        if !leave.is_empty() || !join.is_empty() {
+        let moved = !leave.is_empty() || !join.is_empty();
+        if moved {
             unit.change_device_groups(device, &leave, &join, reason, now)
                 .await?;
+            if !marked_first {
+                unit.mark_devices_dirty(&[device], now).await?;
+            }
         }
-        Ok(())
+        Ok(marked_first || moved)
     }
 
     /// Re-evaluates one device's smart groups and marks it for the reconciler in a unit of its own: what an
@@ -1165,8 +1181,15 @@ impl Orchard {
             unit.rollback().await?;
             return Err(CoreError::NotFound);
         };
-        self.device_inventory_changed(&mut unit, device, tenant, "reevaluated", now)
-            .await?;
+        self.device_inventory_changed(
+            &mut unit,
+            device,
+            tenant,
+            "reevaluated",
+            MarkDevice::Always,
+            now,
+        )
+        .await?;
         self.commit_unit(unit).await?;
         Ok(())
     }

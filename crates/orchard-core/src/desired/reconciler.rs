@@ -23,7 +23,10 @@ use orchard_protocol::commands::Command;
 use orchard_store::{
     AssignmentRecord, KnownDeviceProfile, PlannedProfileCommand, ReconcileDevice, ReconcileProfile,
 };
-use orchard_types::{ChannelId, DeviceId, GroupId, ProfileId, QueuedBy, RequestType, UnixTime};
+use orchard_types::{
+    ChannelId, DeviceId, GroupId, ProfileId, QueuedBy, RequestType, TenantId, UnixTime,
+};
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::access::capability::SystemCtx;
@@ -102,6 +105,32 @@ pub(crate) fn targets_device(
 enum Plan {
     Install { profile: ProfileId, version: i64 },
     Remove { profile: ProfileId },
+}
+
+/// What the reconciler's plans read of a device's reported facts, as stored after its DeviceInformation
+/// answer: its tenant, its OS version (profiles as declarations from iOS 15, in [`plan_device`]), its serial
+/// number (app licences are associated by serial) and whether it is a Shared iPad (the Shared iPad settings
+/// step). Its groups are the plans' other input from a report, and the re-evaluation sees those change. So a
+/// report whose digest equals the stored one, and that moves the device in no group, leaves every plan as it
+/// was and need not mark the device. A plan that starts reading another reported fact adds it here; the
+/// version prefix makes that a mark for every device's next changed report, never a missed one.
+pub(crate) fn plan_inputs_digest(
+    tenant: TenantId,
+    os_version: Option<&str>,
+    serial_number: Option<&str>,
+    shared_ipad: bool,
+) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        tenant.to_string().as_str(),
+        os_version.unwrap_or("\0"),
+        serial_number.unwrap_or("\0"),
+        if shared_ipad { "shared" } else { "single" },
+    ] {
+        hash.update(part.as_bytes());
+        hash.update(b"\n");
+    }
+    format!("v1:{}", hex::encode(hash.finalize()))
 }
 
 /// The first iOS that installs profiles from `configuration.legacy` declarations.
@@ -510,7 +539,30 @@ impl Job for ReconcilerJob {
 mod tests {
     use super::*;
     use orchard_store::AssignmentTarget;
-    use orchard_types::{TenantId, Udid};
+    use orchard_types::Udid;
+
+    #[test]
+    fn every_plan_input_moves_the_digest() {
+        let tenant = TenantId::new();
+        let base = plan_inputs_digest(tenant, Some("18.1"), Some("F9FX00000001"), false);
+        assert!(base.starts_with("v1:"));
+        assert_eq!(
+            plan_inputs_digest(tenant, Some("18.1"), Some("F9FX00000001"), false),
+            base
+        );
+        for other in [
+            plan_inputs_digest(TenantId::new(), Some("18.1"), Some("F9FX00000001"), false),
+            plan_inputs_digest(tenant, Some("18.1.1"), Some("F9FX00000001"), false),
+            plan_inputs_digest(tenant, None, Some("F9FX00000001"), false),
+            plan_inputs_digest(tenant, Some("18.1"), Some("F9FX00000002"), false),
+            plan_inputs_digest(tenant, Some("18.1"), None, false),
+            plan_inputs_digest(tenant, Some("18.1"), Some("F9FX00000001"), true),
+            // Parts are separated: moving a character from one to the next is another digest.
+            plan_inputs_digest(tenant, Some("18.1F"), Some("9FX00000001"), false),
+        ] {
+            assert_ne!(other, base);
+        }
+    }
 
     fn device(tenant: TenantId) -> ReconcileDevice {
         ReconcileDevice {

@@ -12,6 +12,7 @@ use orchard_store::{
 use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
 
 use crate::commands::secrets::CommandTarget;
+use crate::desired::groups::MarkDevice;
 use crate::device::inventory::Applied;
 use crate::enrollment::binding::{BindingDecision, CHECKED_OUT_REASON};
 use crate::{CoreError, DeviceRejection, Orchard};
@@ -227,6 +228,7 @@ impl Orchard {
                         device.id,
                         device.tenant_id,
                         "checked_out",
+                        MarkDevice::Always,
                         now,
                     )
                     .await?;
@@ -342,6 +344,7 @@ impl Orchard {
                         build_version: a.build_version,
                         is_supervised: None,
                         facts_digest: None,
+                        plan_inputs_digest: None,
                     },
                     now,
                 },
@@ -425,6 +428,7 @@ impl Orchard {
                 device.id,
                 device.tenant_id,
                 "enrollment",
+                MarkDevice::Always,
                 now,
             )
             .await?;
@@ -579,20 +583,27 @@ impl Orchard {
                         .await?;
                     // A DeviceInformation answer that repeats the facts groups and the reconciler read changes
                     // neither: the common daily report costs no re-evaluation and no reconciler pass.
+                    // One that changes facts but none a plan reads marks the device only if it moves in a group.
                     if matches!(
                         request_type,
                         RequestType::DeviceInformation | RequestType::InstalledApplicationList
                     ) && applied != Applied::FactsUnchanged
                     {
-                        self.device_inventory_changed(
-                            &mut unit,
-                            device.id,
-                            device.tenant_id,
-                            "inventory",
-                            now,
-                        )
-                        .await?;
-                        reconcile = true;
+                        let mark = if applied == Applied::PlanInputsUnchanged {
+                            MarkDevice::OnGroupChange
+                        } else {
+                            MarkDevice::Always
+                        };
+                        reconcile |= self
+                            .device_inventory_changed(
+                                &mut unit,
+                                device.id,
+                                device.tenant_id,
+                                "inventory",
+                                mark,
+                                now,
+                            )
+                            .await?;
                     }
                     if request_type == RequestType::UserList && !channel.is_user_channel() {
                         self.user_list_reported(&mut unit, device, report, now)

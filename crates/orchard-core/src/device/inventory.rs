@@ -6,6 +6,7 @@ use orchard_store::{Device, DeviceFacts, UnitOfWork};
 use orchard_types::{RequestType, TenantId, UnixTime};
 use sha2::{Digest, Sha256};
 
+use crate::desired::reconciler::plan_inputs_digest;
 use crate::{CoreError, Orchard};
 
 /// The inventory section a result is kept under, if it is inventory at all.
@@ -53,6 +54,10 @@ pub(crate) enum Applied {
     /// A DeviceInformation answer that repeats, in everything a group or the reconciler reads, what the
     /// device said last time (same facts digest): nothing to re-evaluate.
     FactsUnchanged,
+    /// A DeviceInformation answer that changes facts but none the reconciler's plans read (same plan-inputs
+    /// digest, see [`plan_inputs_digest`]): groups are re-evaluated, and the device is marked for the
+    /// reconciler only if one of them changes.
+    PlanInputsUnchanged,
     /// Anything else.
     Stored,
 }
@@ -97,6 +102,28 @@ impl Orchard {
             {
                 applied = Applied::FactsUnchanged;
             }
+            // As the device row and its inventory section will say once this answer is stored: the columns
+            // keep a value the answer leaves out, the section is replaced.
+            let plan_inputs = plan_inputs_digest(
+                device.tenant_id,
+                info.os_version
+                    .as_ref()
+                    .or(device.os_version.as_ref())
+                    .map(String::as_str),
+                info.serial_number
+                    .as_ref()
+                    .or(device.serial_number.as_ref())
+                    .map(String::as_str),
+                info.is_multi_user == Some(true),
+            );
+            // The row's own values too: another path may have changed one since the last answer.
+            if applied == Applied::Stored
+                && device.plan_inputs_digest.as_deref() == Some(plan_inputs.as_str())
+                && same(&info.os_version, &device.os_version)
+                && same(&info.serial_number, &device.serial_number)
+            {
+                applied = Applied::PlanInputsUnchanged;
+            }
             let facts = DeviceFacts {
                 serial_number: info.serial_number.clone(),
                 device_name: info.device_name.clone(),
@@ -107,6 +134,7 @@ impl Orchard {
                 build_version: info.build_version.clone(),
                 is_supervised: info.is_supervised,
                 facts_digest: digest,
+                plan_inputs_digest: Some(plan_inputs),
             };
             unit.update_device_facts(device.id, &facts, now).await?;
         }

@@ -320,6 +320,7 @@ mod tests {
             created_at: UnixTime(0),
             updated_at: UnixTime(0),
             facts_digest: None,
+            plan_inputs_digest: None,
         }
     }
 

@@ -75,7 +75,7 @@ pub struct GroupHistoryRecord {
     pub at: UnixTime,
 }
 
-/// What one device's re-evaluation starts from ([`UnitOfWork::mark_device_and_read_standing`]).
+/// What one device's re-evaluation starts from ([`UnitOfWork::read_device_standing`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceStanding {
     /// Its tenant's smart groups and the groups it is in.
@@ -84,7 +84,7 @@ pub struct DeviceStanding {
     pub facts: Option<DeviceGroupFacts>,
 }
 
-/// A group as one device's re-evaluation sees it ([`UnitOfWork::mark_device_and_read_standing`]).
+/// A group as one device's re-evaluation sees it ([`UnitOfWork::read_device_standing`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStanding {
     pub id: GroupId,
@@ -721,26 +721,27 @@ impl UnitOfWork {
             .transpose()
     }
 
-    /// Marks the device for the reconciler and reads what re-evaluating its groups starts from: every smart
-    /// group of `tenant` with its filter, every group the device is in now (its tenant's, or another's after a
-    /// move), and the device's own facts (without inventory sections: a filter that reads them asks
-    /// [`UnitOfWork::device_group_facts`]). Every inventory report that changed something runs it, so it counts
-    /// no members (counting a 50,000-member group per report cost milliseconds), and it is one statement on
-    /// PostgreSQL (the mark a data-modifying `WITH`): each statement through sqlx's PostgreSQL driver cost
-    /// about 0.1 ms of Orchard's CPU and 0.15 ms of the server's. The mark is seen by the reconciler only
-    /// once the unit commits, so writing it before the re-evaluation changes nothing.
-    pub async fn mark_device_and_read_standing(
+    /// Reads what re-evaluating the device's groups starts from, and with `mark_at` marks the device for the
+    /// reconciler: every smart group of `tenant` with its filter, every group the device is in now (its
+    /// tenant's, or another's after a move), and the device's own facts (without inventory sections: a filter
+    /// that reads them asks [`UnitOfWork::device_group_facts`]). Every inventory report that changed something
+    /// runs it, so it counts no members (counting a 50,000-member group per report cost milliseconds), and it is
+    /// one statement on PostgreSQL (the mark a data-modifying `WITH`): each statement through sqlx's PostgreSQL
+    /// driver cost about 0.1 ms of Orchard's CPU and 0.15 ms of the server's. The mark is seen by the
+    /// reconciler only once the unit commits, so writing it before the re-evaluation changes nothing.
+    pub async fn read_device_standing(
         &mut self,
         device: DeviceId,
         tenant: TenantId,
-        now: UnixTime,
+        mark_at: Option<UnixTime>,
     ) -> Result<DeviceStanding, StoreError> {
-        let mark = match self.backend() {
-            Backend::Postgres => {
+        let mark = match (mark_at, self.backend()) {
+            (None, _) => "",
+            (Some(_), Backend::Postgres) => {
                 "WITH mark AS (INSERT INTO reconcile_dirty (device_id, marked_at) VALUES ($2, $3) \
                  ON CONFLICT (device_id) DO NOTHING) "
             }
-            Backend::Sqlite => {
+            (Some(now), Backend::Sqlite) => {
                 mark_dirty(self, &[device], now).await?;
                 ""
             }
@@ -762,7 +763,7 @@ impl UnitOfWork {
         let mut query = sqlx::query(&sql)
             .bind(tenant.to_string())
             .bind(device.to_string());
-        if self.backend() == Backend::Postgres {
+        if let (Some(now), Backend::Postgres) = (mark_at, self.backend()) {
             query = query.bind(now.0);
         }
         let rows = query.fetch_all(self.conn()?).await?;

@@ -16,7 +16,7 @@ use crate::{
 pub(crate) const DEVICE_COLUMNS: &str =
     "id, udid, tenant_id, serial_number, state, topic, cert_fingerprint, \
      device_name, model, model_name, product_name, os_version, build_version, is_supervised, \
-     enrolled_at, last_seen_at, created_at, updated_at, facts_digest";
+     enrolled_at, last_seen_at, created_at, updated_at, facts_digest, plan_inputs_digest";
 const CHANNEL_COLUMNS: &str = "id, device_id, user_short_name, user_id, push_token, push_magic, \
      unlock_token, awaiting_configuration, token_updated_at, push_wanted, push_done, push_requested_at, \
      pushed_at, push_attempted_at, push_last_result, push_claimed_by, push_lease_until, push_token_dead_at, \
@@ -46,6 +46,7 @@ pub(crate) fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
         created_at: rows::time(row, "created_at")?,
         updated_at: rows::time(row, "updated_at")?,
         facts_digest: rows::opt_text(row, "facts_digest")?,
+        plan_inputs_digest: rows::opt_text(row, "plan_inputs_digest")?,
     })
 }
 
@@ -508,7 +509,8 @@ impl UnitOfWork {
                released_until = NULL, \
                released_to_tenant_id = NULL, \
                released_by = NULL, \
-               facts_digest = NULL \
+               facts_digest = NULL, \
+               plan_inputs_digest = NULL \
              WHERE devices.tenant_id = $15 AND COALESCE(devices.cert_fingerprint, '') = $16 \
              RETURNING {DEVICE_COLUMNS}"
         );
@@ -827,7 +829,8 @@ async fn update_device_facts(
            build_version = COALESCE($8, build_version), \
            is_supervised = COALESCE($9, is_supervised), \
            updated_at = $10, \
-           facts_digest = COALESCE($11, facts_digest) \
+           facts_digest = COALESCE($11, facts_digest), \
+           plan_inputs_digest = COALESCE($12, plan_inputs_digest) \
          WHERE id = $1",
     )
     .bind(id.to_string())
@@ -841,6 +844,7 @@ async fn update_device_facts(
     .bind(f.is_supervised.map(bool_to_int))
     .bind(now.0)
     .bind(f.facts_digest.as_deref())
+    .bind(f.plan_inputs_digest.as_deref())
     .execute(db.conn()?)
     .await?;
     if done.rows_affected() == 0 {
