@@ -83,9 +83,6 @@ pub struct InlineConnection {
     /// The handle this connection runs on: during a statement, or from `BEGIN` to the transaction's end.
     held: Option<Handle>,
     depth: usize,
-    /// A rollback that failed: its handle is closed (which rolls back), and until the transactions open on this
-    /// connection are ended they fail instead of running their statements outside a transaction.
-    broken: bool,
 }
 
 impl fmt::Debug for InlineConnection {
@@ -93,7 +90,7 @@ impl fmt::Debug for InlineConnection {
         f.debug_struct("InlineConnection")
             .field("holds_handle", &self.held.is_some())
             .field("depth", &self.depth)
-            .field("broken", &self.broken)
+            .field("broken", &self.broken())
             .finish_non_exhaustive()
     }
 }
@@ -111,7 +108,6 @@ impl InlineConnection {
             handles: Handles::of(options),
             held: None,
             depth: 0,
-            broken: false,
         };
         // Opens (or takes) a handle now, so a bad path or mode fails the connect as with one handle each.
         conn.handle()?;
@@ -119,9 +115,16 @@ impl InlineConnection {
         Ok(conn)
     }
 
+    /// Whether a transaction is open without its handle: a rollback failed, and closing the handle rolled it
+    /// back. Until the levels still open are ended they fail instead of running their statements outside a
+    /// transaction.
+    fn broken(&self) -> bool {
+        self.depth > 0 && self.held.is_none()
+    }
+
     /// The handle to run on: the one held, or the most recently used idle one.
     fn handle(&mut self) -> Result<&mut Handle, Error> {
-        if self.broken {
+        if self.broken() {
             return Err(Error::Protocol(
                 "a rollback on this SQLite connection failed; its transaction is gone".into(),
             ));
@@ -156,10 +159,9 @@ impl InlineConnection {
     }
 
     fn rollback_now(&mut self) -> Result<(), Error> {
-        if self.broken {
+        if self.broken() {
             // The handle and its transaction are gone already; this ends one more level of it.
-            self.depth = self.depth.saturating_sub(1);
-            self.broken = self.depth > 0;
+            self.depth -= 1;
             return Ok(());
         }
         let sql = if self.depth <= 1 {
@@ -171,14 +173,12 @@ impl InlineConnection {
             Some(handle) => handle
                 .execute_now(&sql, &[], None)
                 .map_err(Failure::into_error),
-            None => Err(Error::Protocol(
-                "a transaction without its SQLite handle".into(),
-            )),
+            // No transaction is open (depth 0): nothing to roll back.
+            None => Err(Error::Protocol("a rollback without a transaction".into())),
         };
         if let Err(error) = outcome {
             // Closing the handle rolls its transaction back; the levels still open fail until they end.
             self.held = None;
-            self.broken = true;
             return Err(error);
         }
         self.depth -= 1;
@@ -914,7 +914,7 @@ impl AnyConnectionBackend for InlineConnection {
     }
 
     fn ping(&mut self) -> BoxFuture<'_, Result<(), Error>> {
-        let broken = self.broken;
+        let broken = self.broken();
         Box::pin(async move {
             if broken {
                 Err(Error::Protocol(
