@@ -51,7 +51,7 @@ const REPORTS: usize = 5_000;
 const REPORTING_IPADS: usize = 200;
 /// Rounds of each changed kind (a rename, an OS update) every reporting iPad goes through, each followed by a
 /// round that repeats its answer.
-const REPORT_ROUNDS: usize = 10;
+const REPORT_ROUNDS: usize = 20;
 
 /// Writes `count` iPads of `tenant` on `os` (numbered from `first`), 500 rows per statement.
 async fn seed(

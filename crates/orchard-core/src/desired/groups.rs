@@ -1094,8 +1094,8 @@ impl Orchard {
         mark: MarkDevice,
         now: UnixTime,
     ) -> Result<bool, CoreError> {
-        // One statement reads the tenant's smart groups, the device's current groups and its facts, and marks
-        // the device when it is marked whatever the groups say; the memberships are written only on change.
+        // One statement reads the tenant's smart groups, the device's current groups and its facts, and (for
+        // `Always`) marks the device; the memberships are written only on change, and mark it if not yet marked.
         let marked_first = mark == MarkDevice::Always;
         let DeviceStanding {
             groups: standing,
