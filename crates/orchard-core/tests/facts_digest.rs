@@ -20,7 +20,7 @@ use orchard_core::access::principal::Principal;
 use orchard_core::desired::groups::GroupInput;
 use orchard_protocol::commands::{decode_command, Command};
 use orchard_protocol::report::ReportStatus;
-use orchard_store::{ScopeAuthority, Store};
+use orchard_store::{Device, ScopeAuthority, Store};
 use orchard_testkit::service::{DeviceInformationAnswer, DeviceNode, SignedIpad};
 use orchard_testkit::{with_store, Backend};
 use orchard_types::{Clock, DeviceId, GroupId, RequestType, Role};
@@ -73,13 +73,13 @@ async fn marked(store: &Store) -> Vec<DeviceId> {
     claimed.iter().map(|d| d.id).collect()
 }
 
-async fn digest(store: &Store, ipad: &SignedIpad) -> Option<String> {
+/// The device as stored now.
+async fn stored(store: &Store, ipad: &SignedIpad) -> Device {
     store
         .find_device_by_udid(&ipad.udid)
         .await
         .unwrap()
         .unwrap()
-        .facts_digest
 }
 
 async fn smart_group(
@@ -146,15 +146,24 @@ async fn operator(node: &DeviceNode, store: &Store, scopes: &ScopeAuthority) -> 
         .unwrap()
 }
 
+/// A node with an operator, one enrolled iPad and a smart group of its tenant with `filter`.
+async fn enrolled_with_group(
+    store: &Store,
+    scopes: &ScopeAuthority,
+    filter: serde_json::Value,
+) -> (DeviceNode, Principal, SignedIpad, GroupId) {
+    let node = DeviceNode::new(store.clone(), scopes.clone(), None);
+    let operator = operator(&node, store, scopes).await;
+    let ipad = node.enroll_ipad().await;
+    let group = smart_group(&node, &operator, &ipad, filter).await;
+    (node, operator, ipad, group)
+}
+
 async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
     with_store(backend, |store, scopes| async move {
-        let node = DeviceNode::new(store.clone(), scopes.clone(), None);
-        let operator = operator(&node, &store, &scopes).await;
-        let ipad = node.enroll_ipad().await;
-        let older = smart_group(
-            &node,
-            &operator,
-            &ipad,
+        let (node, operator, ipad, older) = enrolled_with_group(
+            &store,
+            &scopes,
             json!({"match": "all", "conditions": [{"field": "os_version", "op": "lt", "value": "18.2"}]}),
         )
         .await;
@@ -162,7 +171,7 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
         // The enrollment's inventory: evaluated in full, a digest kept, the device in the group.
         session(&node, &ipad, "18.1", 0.50).await;
         assert!(marked(&store).await.contains(&ipad.device_id));
-        let first = digest(&store, &ipad).await;
+        let first = stored(&store, &ipad).await.facts_digest;
         assert!(first.as_deref().is_some_and(|d| d.starts_with("v1:")), "{first:?}");
         assert_eq!(members(&node, &operator, &ipad, older).await, vec![ipad.device_id.to_string()]);
 
@@ -170,15 +179,15 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
         ask_inventory(&node, &operator, &ipad).await;
         session(&node, &ipad, "18.1", 0.93).await;
         assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
-        assert_eq!(digest(&store, &ipad).await, first);
-        let stored = store.find_device_by_udid(&ipad.udid).await.unwrap().unwrap();
-        assert_eq!(stored.os_version.as_deref(), Some("18.1"));
+        assert_eq!(stored(&store, &ipad).await.facts_digest, first);
+        let device = stored(&store, &ipad).await;
+        assert_eq!(device.os_version.as_deref(), Some("18.1"));
 
         // An update: evaluated again, the device leaves "older than 18.2".
         ask_inventory(&node, &operator, &ipad).await;
         session(&node, &ipad, "18.2", 0.93).await;
         assert_eq!(marked(&store).await, vec![ipad.device_id]);
-        assert_ne!(digest(&store, &ipad).await, first);
+        assert_ne!(stored(&store, &ipad).await.facts_digest, first);
         assert!(members(&node, &operator, &ipad, older).await.is_empty());
 
         // Another path moves a promoted fact (a declarative status report says 18.3); an answer that repeats
@@ -209,14 +218,14 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
             json!({"match": "all", "conditions": [{"field": "last_seen", "op": "after", "value": after}]}),
         )
         .await;
-        assert_eq!(digest(&store, &ipad).await, None);
+        assert_eq!(stored(&store, &ipad).await.facts_digest, None);
         assert!(members(&node, &operator, &ipad, recent).await.is_empty());
         // Evaluated, but it joins nothing yet and no plan input changed: no mark (the join below shows the
         // evaluation runs).
         ask_inventory(&node, &operator, &ipad).await;
         session(&node, &ipad, "18.2", 0.40).await;
         assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
-        assert_eq!(digest(&store, &ipad).await, None);
+        assert_eq!(stored(&store, &ipad).await.facts_digest, None);
         node.clock.advance(2 * 3_600);
         ask_inventory(&node, &operator, &ipad).await;
         session(&node, &ipad, "18.2", 0.40).await;
@@ -243,24 +252,11 @@ fn named<'a>(
     }
 }
 
-async fn plan_inputs(store: &Store, ipad: &SignedIpad) -> Option<String> {
-    store
-        .find_device_by_udid(&ipad.udid)
-        .await
-        .unwrap()
-        .unwrap()
-        .plan_inputs_digest
-}
-
 async fn answers_that_change_no_plan_input_mark_only_on_a_group_move(backend: Backend) {
     with_store(backend, |store, scopes| async move {
-        let node = DeviceNode::new(store.clone(), scopes.clone(), None);
-        let operator = operator(&node, &store, &scopes).await;
-        let ipad = node.enroll_ipad().await;
-        let carts = smart_group(
-            &node,
-            &operator,
-            &ipad,
+        let (node, operator, ipad, carts) = enrolled_with_group(
+            &store,
+            &scopes,
             json!({"match": "all", "conditions": [{"field": "device_name", "op": "matches", "value": "Cart *"}]}),
         )
         .await;
@@ -268,19 +264,19 @@ async fn answers_that_change_no_plan_input_mark_only_on_a_group_move(backend: Ba
         // The first answer marks the device: nothing was known of what its plans read.
         session_answering(&node, &ipad, named("Lab iPad", "F9FX00000001", false)).await;
         assert!(marked(&store).await.contains(&ipad.device_id));
-        let inputs = plan_inputs(&store, &ipad).await;
+        let inputs = stored(&store, &ipad).await.plan_inputs_digest;
         assert!(inputs.as_deref().is_some_and(|d| d.starts_with("v1:")), "{inputs:?}");
-        let facts = digest(&store, &ipad).await;
+        let facts = stored(&store, &ipad).await.facts_digest;
 
         // Renamed, in no group's pattern: its facts changed (a new facts digest, the name stored, the groups
         // re-evaluated), none its plans read did: no mark, so no reconciler pass.
         ask_inventory(&node, &operator, &ipad).await;
         session_answering(&node, &ipad, named("Lab iPad 2", "F9FX00000001", false)).await;
         assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
-        let stored = store.find_device_by_udid(&ipad.udid).await.unwrap().unwrap();
-        assert_eq!(stored.device_name.as_deref(), Some("Lab iPad 2"));
-        assert_ne!(stored.facts_digest, facts);
-        assert_eq!(stored.plan_inputs_digest, inputs);
+        let device = stored(&store, &ipad).await;
+        assert_eq!(device.device_name.as_deref(), Some("Lab iPad 2"));
+        assert_ne!(device.facts_digest, facts);
+        assert_eq!(device.plan_inputs_digest, inputs);
         assert!(members(&node, &operator, &ipad, carts).await.is_empty());
 
         // Renamed into the carts' pattern: it joins the group, and is marked so its plans see the group. Renamed
@@ -316,7 +312,7 @@ async fn answers_that_change_no_plan_input_mark_only_on_a_group_move(backend: Ba
         )
         .await;
         assert_eq!(marked(&store).await, vec![ipad.device_id]);
-        assert_ne!(plan_inputs(&store, &ipad).await, inputs);
+        assert_ne!(stored(&store, &ipad).await.plan_inputs_digest, inputs);
     })
     .await;
 }
