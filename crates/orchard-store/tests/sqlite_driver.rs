@@ -32,6 +32,20 @@ async fn pool(dir: &tempfile::TempDir, connections: u32) -> AnyPool {
     pool
 }
 
+/// The first column of every row `sql` returns.
+async fn column<T>(pool: &AnyPool, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    sqlx::query(sql)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 #[tokio::test]
 async fn values_nulls_parameters_and_results_come_back_as_sqlx_gave_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,13 +133,7 @@ async fn values_nulls_parameters_and_results_come_back_as_sqlx_gave_them() {
         .execute(&pool)
         .await
         .unwrap();
-    let ns: Vec<i64> = sqlx::query("SELECT n FROM t WHERE id IN (1, 2) ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get("n"))
-        .collect();
+    let ns: Vec<i64> = column(&pool, "SELECT n FROM t WHERE id IN (1, 2) ORDER BY id").await;
     assert_eq!(ns, [1, 2]);
 
     // More distinct statements than the cache keeps, each run twice: evicted ones are prepared again.
@@ -228,13 +236,7 @@ async fn a_dropped_transaction_rolls_back_and_a_committed_one_stays() {
     inner.rollback().await.unwrap();
     tx.commit().await.unwrap();
 
-    let names: Vec<String> = sqlx::query("SELECT name FROM t ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get("name"))
-        .collect();
+    let names: Vec<String> = column(&pool, "SELECT name FROM t ORDER BY id").await;
     assert_eq!(names, ["kept"]);
 }
 
@@ -429,13 +431,7 @@ async fn interleaved_transactions_and_statements_keep_their_rows_apart() {
     for task in tasks {
         task.await.unwrap();
     }
-    let names: Vec<String> = sqlx::query("SELECT name FROM t")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get("name"))
-        .collect();
+    let names: Vec<String> = column(&pool, "SELECT name FROM t").await;
     assert!(
         names.iter().all(|n| !n.ends_with("-dropped")),
         "a dropped transaction's row survived"
