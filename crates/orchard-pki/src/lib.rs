@@ -147,6 +147,8 @@ pub struct CertificateAuthority {
     public_key: PKey<Public>,
     /// The CA subject, DER-encoded once, compared byte for byte against issuer names.
     subject_der: Vec<u8>,
+    /// An RSA CA key's modulus and exponent (big-endian), which the fast signature path verifies with.
+    rsa_components: Option<(Vec<u8>, Vec<u8>)>,
     /// An empty trust store: `PKCS7_verify` insists on one even when told not to verify the chain.
     empty_store: Arc<X509Store>,
 }
@@ -197,11 +199,16 @@ impl CertificateAuthority {
     pub fn from_identity(identity: Identity) -> Result<Self, PkiError> {
         let public_key = identity.cert.public_key()?;
         let subject_der = identity.cert.subject_name().to_der()?;
+        let rsa_components = public_key
+            .rsa()
+            .ok()
+            .map(|rsa| (rsa.n().to_vec(), rsa.e().to_vec()));
         let empty_store = Arc::new(X509StoreBuilder::new()?.build());
         Ok(Self {
             identity,
             public_key,
             subject_der,
+            rsa_components,
             empty_store,
         })
     }
@@ -220,6 +227,13 @@ impl CertificateAuthority {
 
     pub fn public_key(&self) -> &PKeyRef<Public> {
         &self.public_key
+    }
+
+    /// The modulus and exponent of an RSA CA key (None for another key type).
+    pub(crate) fn rsa_public_components(&self) -> Option<(&[u8], &[u8])> {
+        self.rsa_components
+            .as_ref()
+            .map(|(n, e)| (n.as_slice(), e.as_slice()))
     }
 
     /// A TLS server identity (serverAuth) for the given DNS names and IP addresses (at least one in total).
