@@ -96,6 +96,7 @@ conformance! {
     check_concurrent_channels_never_share_commands => sqlite_concurrent_channels_never_share_commands, postgres_concurrent_channels_never_share_commands;
     check_concurrent_next_command_on_one_channel => sqlite_concurrent_next_command_on_one_channel, postgres_concurrent_next_command_on_one_channel;
     check_pushes_coalesce_and_claim_once => sqlite_pushes_coalesce_and_claim_once, postgres_pushes_coalesce_and_claim_once;
+    check_a_pass_settles_its_deliveries_together => sqlite_a_pass_settles_its_deliveries_together, postgres_a_pass_settles_its_deliveries_together;
     check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
@@ -2331,12 +2332,97 @@ async fn claim_and_send(
     let claimed = store
         .claim_push_leases(limit, "dispatcher", now, now.plus_seconds(300))
         .await?;
-    for t in &claimed {
-        store
-            .complete_push(t, "dispatcher", &orchard_store::PushResult::Delivered, now)
-            .await?;
-    }
+    let settled: Vec<&orchard_store::PushTarget> = claimed.iter().collect();
+    store
+        .complete_pushes(
+            &settled,
+            "dispatcher",
+            &orchard_store::PushResult::Delivered,
+            now,
+        )
+        .await?;
     Ok(claimed)
+}
+
+/// A dispatcher pass settles its deliveries in chunks (300 = 256 + 32 + 8 + 4 here): every push claimed is
+/// done and shows when APNs took it, except for a request made after the claim, which stays owed; a lease
+/// another node took since (after this one ran out) stays that node's.
+async fn check_a_pass_settles_its_deliveries_together(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let mut commands = Vec::new();
+    for _ in 0..300 {
+        let d = enrolled_device(&store, &physics).await;
+        let c = ChannelId::device(&d.udid);
+        commands.push(command(&d, &c, "Batch"));
+    }
+    store.enqueue_commands(&commands).await.unwrap();
+    let claimed = store
+        .claim_push_leases(1_000, "dispatcher", T0, T0.plus_seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 300);
+
+    // One lease ran out and a second node claimed that channel; then the channel was asked for again.
+    let later = T0.plus_seconds(120);
+    let taken_over = store
+        .claim_push_leases(1, "other-node", later, later.plus_seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(taken_over.len(), 1);
+    let asked_again = taken_over[0].channel.clone();
+    store
+        .request_push(std::slice::from_ref(&asked_again), later)
+        .await
+        .unwrap();
+
+    let settled: Vec<&orchard_store::PushTarget> = claimed.iter().collect();
+    store
+        .complete_pushes(
+            &settled,
+            "dispatcher",
+            &orchard_store::PushResult::Delivered,
+            later,
+        )
+        .await
+        .unwrap();
+    for target in &claimed {
+        let channel = store.get_channel(&target.channel).await.unwrap().unwrap();
+        assert_eq!(
+            channel.push.last_delivered_at,
+            Some(later),
+            "{}",
+            target.channel
+        );
+        assert_eq!(channel.push.last_result.as_deref(), Some("delivered"));
+        assert_eq!(
+            channel.push.owed,
+            target.channel == asked_again,
+            "{}",
+            target.channel
+        );
+    }
+
+    // The other node's lease stands: nobody else claims the channel until that node answers.
+    assert!(store
+        .claim_push_leases(1_000, "dispatcher", later, later.plus_seconds(60))
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .complete_pushes(
+            &[&taken_over[0]],
+            "other-node",
+            &orchard_store::PushResult::Delivered,
+            later,
+        )
+        .await
+        .unwrap();
+    let again = store
+        .claim_push_leases(1_000, "dispatcher", later, later.plus_seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].channel, asked_again);
 }
 
 async fn check_pushes_coalesce_and_claim_once(store: Store) {

@@ -503,7 +503,14 @@ impl Orchard {
             .await;
         // Answers arrive over time: settle them at the time they are recorded.
         let now = self.clock.now();
+        let node = self.push.node_id.as_str();
+        let mut delivered = Vec::with_capacity(outcomes.len());
         for (t, outcome) in outcomes {
+            self.metrics.push_result(&outcome);
+            if matches!(outcome, PushOutcome::Delivered { .. }) {
+                delivered.push(t);
+                continue;
+            }
             // One failed write must not leave the rest of the batch unsettled; the failed one keeps its lease
             // and is pushed again when the lease runs out.
             if let Err(e) = self
@@ -514,10 +521,24 @@ impl Orchard {
                 stats.store_errors += 1;
             }
         }
+        // The usual answer, settled together: a statement per chunk instead of one per push.
+        let delivered: Vec<&PushTarget> = delivered.iter().collect();
+        match self
+            .store
+            .complete_pushes(&delivered, node, &PushResult::Delivered, now)
+            .await
+        {
+            Ok(()) => stats.delivered += delivered.len(),
+            Err(e) => {
+                tracing::error!(pushes = delivered.len(), error = %e, "recording delivered pushes failed; they are pushed again after their leases");
+                stats.store_errors += delivered.len();
+            }
+        }
         Ok(stats)
     }
 
-    /// Records what APNs answered for one leased push.
+    /// Records what APNs answered for one leased push that was not delivered (deliveries are settled together
+    /// by [`Orchard::dispatch_pushes_once`]).
     async fn settle_push(
         &self,
         certificate_id: &str,
@@ -527,11 +548,10 @@ impl Orchard {
         stats: &mut DispatchStats,
     ) -> Result<(), CoreError> {
         let node = self.push.node_id.as_str();
-        self.metrics.push_result(&outcome);
         match outcome {
             PushOutcome::Delivered { .. } => {
                 self.store
-                    .complete_push(t, node, &PushResult::Delivered, now)
+                    .complete_pushes(&[t], node, &PushResult::Delivered, now)
                     .await?;
                 stats.delivered += 1;
             }
@@ -603,7 +623,7 @@ impl Orchard {
                     status,
                     reason: &reason,
                 };
-                self.store.complete_push(t, node, &result, now).await?;
+                self.store.complete_pushes(&[t], node, &result, now).await?;
                 stats.rejected += 1;
             }
         }

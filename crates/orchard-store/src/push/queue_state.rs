@@ -127,13 +127,32 @@ const POSTGRES_CLAIM: &str = concat!(
 
 /// Settles a push APNs answered: the requests it covered are done. The lease is dropped only if it is still
 /// this node's (another node may have re-claimed it after our lease ran out; its claim stays).
-const COMPLETE_PUSH: &str = "UPDATE channels SET \
-       push_done = CASE WHEN push_done < $3 THEN $3 ELSE push_done END, \
-       pushed_at = CASE WHEN $5 = 'delivered' THEN $4 ELSE pushed_at END, \
-       push_attempted_at = $4, push_last_result = $5, \
-       push_claimed_by = CASE WHEN push_claimed_by = $2 THEN NULL ELSE push_claimed_by END, \
-       push_lease_until = CASE WHEN push_claimed_by = $2 THEN NULL ELSE push_lease_until END \
-     WHERE id = $1";
+/// Pushes settled per statement at most: [`Store::complete_pushes`] splits a batch into power-of-two chunks of
+/// up to this many, so at most nine statement texts exist (the prepared-statement caches keep them all).
+const COMPLETE_CHUNK: usize = 256;
+
+/// `UPDATE channels … FROM (VALUES (channel, claimed_wanted), …)` for `rows` pushes: the requests each claim
+/// covered are done, the lease is given back if this node still holds it. `$1` node, `$2` now, `$3` result.
+fn complete_pushes_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "UPDATE channels SET \
+           push_done = CASE WHEN push_done < v.column2 THEN v.column2 ELSE push_done END, \
+           pushed_at = CASE WHEN $3 = 'delivered' THEN $2 ELSE pushed_at END, \
+           push_attempted_at = $2, push_last_result = $3, \
+           push_claimed_by = CASE WHEN push_claimed_by = $1 THEN NULL ELSE push_claimed_by END, \
+           push_lease_until = CASE WHEN push_claimed_by = $1 THEN NULL ELSE push_lease_until END \
+         FROM (VALUES ",
+    );
+    for row in 0..rows {
+        let first = 4 + 2 * row;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(${first}, ${})", first + 1));
+    }
+    sql.push_str(") AS v WHERE channels.id = v.column1");
+    sql
+}
 
 impl Store {
     /// Marks the channels as owing a push (coalesced: however often this is called before the dispatcher runs,
@@ -164,7 +183,7 @@ impl Store {
     }
 
     /// Leases up to `limit` channels that owe a push and have a live token to `node` until `lease_until`,
-    /// oldest request first. Nothing is marked done here: [`Store::complete_push`] does that once APNs answered,
+    /// oldest request first. Nothing is marked done here: [`Store::complete_pushes`] does that once APNs answered,
     /// so a node that dies between claim and send loses nothing (its lease runs out and any node claims again).
     pub async fn claim_push_leases(
         &self,
@@ -197,22 +216,32 @@ impl Store {
             .collect()
     }
 
-    /// APNs took (or finally refused) the push of `target`, claimed by `node`: the requests it covered are done.
-    pub async fn complete_push(
+    /// APNs took (or finally refused) the pushes of `targets`, claimed by `node`: the requests each covered are
+    /// done. A dispatcher pass settles its deliveries together, a statement per chunk, not one per push.
+    pub async fn complete_pushes(
         &self,
-        target: &PushTarget,
+        targets: &[&PushTarget],
         node: &str,
         outcome: &PushResult<'_>,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        sqlx::query(COMPLETE_PUSH)
-            .bind(target.channel.as_str())
-            .bind(node)
-            .bind(target.claimed_wanted)
-            .bind(now.0)
-            .bind(outcome.stored())
-            .execute(&self.pool)
-            .await?;
+        let mut rest = targets;
+        while !rest.is_empty() {
+            let rows = COMPLETE_CHUNK.min(1 << rest.len().ilog2());
+            let (chunk, after) = rest.split_at(rows);
+            let sql = complete_pushes_sql(rows);
+            let mut query = sqlx::query(&sql)
+                .bind(node)
+                .bind(now.0)
+                .bind(outcome.stored());
+            for target in chunk {
+                query = query
+                    .bind(target.channel.as_str())
+                    .bind(target.claimed_wanted);
+            }
+            query.execute(&self.pool).await?;
+            rest = after;
+        }
         Ok(())
     }
 
