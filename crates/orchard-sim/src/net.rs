@@ -97,7 +97,13 @@ pub fn session_tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, SimErro
     if roots.is_empty() {
         return Err(SimError::Tls("ca pem holds no certificate".into()));
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    // iPadOS offers TLS_AES_128_GCM_SHA256 first, where rustls' default order starts with AES-256/SHA-384: a
+    // server that follows the client's order then negotiates what it would with an iPad.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let provider = std::sync::Arc::new(provider);
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
@@ -144,5 +150,30 @@ mod tests {
             ..ClientOptions::default()
         };
         assert!(matches!(build_client(&garbage), Err(SimError::Tls(_))));
+    }
+
+    #[test]
+    fn device_sessions_offer_the_suites_in_ipados_order() {
+        let ca = orchard_pki::CertificateAuthority::generate(
+            "Sim Test CA",
+            orchard_types::UnixTime(1_764_460_800),
+            30,
+        )
+        .unwrap();
+        let config = session_tls_config(&ca.cert_pem()).unwrap();
+        let offered: Vec<rustls::CipherSuite> = config
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            offered[..3],
+            [
+                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+                rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+                rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+            ]
+        );
     }
 }
