@@ -97,6 +97,7 @@ conformance! {
     check_concurrent_next_command_on_one_channel => sqlite_concurrent_next_command_on_one_channel, postgres_concurrent_next_command_on_one_channel;
     check_pushes_coalesce_and_claim_once => sqlite_pushes_coalesce_and_claim_once, postgres_pushes_coalesce_and_claim_once;
     check_a_pass_settles_its_deliveries_together => sqlite_a_pass_settles_its_deliveries_together, postgres_a_pass_settles_its_deliveries_together;
+    check_the_device_lookup_says_whether_a_channel_has_work => sqlite_the_device_lookup_says_whether_a_channel_has_work, postgres_the_device_lookup_says_whether_a_channel_has_work;
     check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
@@ -2342,6 +2343,86 @@ async fn claim_and_send(
         )
         .await?;
     Ok(claimed)
+}
+
+/// The lookup every signed device request makes also says whether the request's channel has a queued, sent or
+/// NotNow command (an idle poll then needs no read of its own), for that channel only.
+async fn check_the_device_lookup_says_whether_a_channel_has_work(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let other = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let user_channel = ChannelId::user(&device.udid, "AB12CD34-0000-0000-0000-000000000001");
+    let has_work = |channel: Option<ChannelId>| {
+        let store = store.clone();
+        let udid = device.udid.clone();
+        async move {
+            let found = store
+                .find_device_with_identity(&udid, channel.as_ref())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(found.device.id, device.id);
+            found.channel_has_unfinished
+        }
+    };
+    assert!(!has_work(Some(channel.clone())).await);
+    assert!(!has_work(None).await);
+
+    // Another device's command and a user channel's are not this channel's work.
+    let elsewhere = ChannelId::device(&other.udid);
+    store
+        .enqueue_commands(&[
+            command(&other, &elsewhere, "Elsewhere"),
+            command(&device, &user_channel, "UserQueued"),
+        ])
+        .await
+        .unwrap();
+    assert!(!has_work(Some(channel.clone())).await);
+    assert!(has_work(Some(user_channel.clone())).await);
+
+    // Queued, then sent, then NotNow: still work; acknowledged: none left.
+    let queued = command(&device, &channel, "Queued");
+    store
+        .enqueue_commands(std::slice::from_ref(&queued))
+        .await
+        .unwrap();
+    assert!(has_work(Some(channel.clone())).await);
+    assert!(!has_work(None).await);
+    let handed = store
+        .next_command(&channel, false, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.uuid, queued.uuid);
+    assert!(has_work(Some(channel.clone())).await);
+    store
+        .record_result(&report(&channel, &queued.uuid, CommandStatus::NotNow, T0))
+        .await
+        .unwrap();
+    assert!(has_work(Some(channel.clone())).await);
+    store
+        .claim_next_command(&channel, false, T0, &Default::default())
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .record_result(&report(
+            &channel,
+            &queued.uuid,
+            CommandStatus::Acknowledged,
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert!(!has_work(Some(channel.clone())).await);
+    assert_eq!(
+        store
+            .claim_next_command(&channel, false, T0, &Default::default())
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// A dispatcher pass settles its deliveries in chunks (300 = 256 + 32 + 8 + 4 here): every push claimed is

@@ -69,6 +69,15 @@ pub enum CheckinReply {
     Json(Vec<u8>),
 }
 
+/// What the device lookup of a command request learnt about work waiting for it.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// The device is in the reconciler's work set: its session plans its own commands first.
+    awaiting_reconcile: bool,
+    /// The request's channel had a queued, sent or NotNow command when the device was looked up.
+    channel_has_unfinished: bool,
+}
+
 impl Orchard {
     fn verify_signature(
         &self,
@@ -95,22 +104,25 @@ impl Orchard {
         udid: &orchard_types::Udid,
         signer: &VerifiedSigner,
     ) -> Result<Device, CoreError> {
-        Ok(self.bound_requesting_device(udid, signer).await?.0)
+        Ok(self.bound_requesting_device(udid, signer, None).await?.0)
     }
 
-    /// [`Orchard::bound_device`], with whether the device awaits the reconciler.
+    /// [`Orchard::bound_device`], with what a command request asks next: whether the device awaits the
+    /// reconciler and whether `channel` has unfinished commands.
     async fn bound_requesting_device(
         &self,
         udid: &orchard_types::Udid,
         signer: &VerifiedSigner,
-    ) -> Result<(Device, bool), CoreError> {
+        channel: Option<&ChannelId>,
+    ) -> Result<(Device, Pending), CoreError> {
         let RequestingDevice {
             device,
             identity,
             awaiting_reconcile,
+            channel_has_unfinished,
         } = self
             .store
-            .find_device_with_identity(udid)
+            .find_device_with_identity(udid, channel)
             .await?
             .filter(|r| r.device.state != orchard_types::EnrollmentState::Unenrolled)
             .ok_or(DeviceRejection::UnrecognizedDevice)?;
@@ -120,14 +132,26 @@ impl Orchard {
             let device = self
                 .other_identity_of(device, signer, self.clock.now())
                 .await?;
-            return Ok((device, awaiting_reconcile));
+            return Ok((
+                device,
+                Pending {
+                    awaiting_reconcile,
+                    channel_has_unfinished,
+                },
+            ));
         }
         if let IdentityStatus::Revoked(at) = identity {
             tracing::warn!(udid = %udid, device = %device.id, revoked_at = at.0, "request signed by a revoked identity refused");
             return Err(DeviceRejection::UntrustedIdentity("identity revoked".into()).into());
         }
         crate::observability::note_device(&device.udid, Some(device.tenant_id));
-        Ok((device, awaiting_reconcile))
+        Ok((
+            device,
+            Pending {
+                awaiting_reconcile,
+                channel_has_unfinished,
+            },
+        ))
     }
 
     /// Check-in messages that replace or destroy state (Authenticate, TokenUpdate, CheckOut) must have been
@@ -478,11 +502,12 @@ impl Orchard {
         let report = report::decode_report(body)
             .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
         crate::observability::note_device(&report.udid, None);
-        let (device, awaiting_reconcile) =
-            self.bound_requesting_device(&report.udid, &signer).await?;
         let channel = report.channel();
+        let (device, pending) = self
+            .bound_requesting_device(&report.udid, &signer, Some(&channel))
+            .await?;
         self.touch(&device, now).await?;
-        if awaiting_reconcile {
+        if pending.awaiting_reconcile {
             self.reconcile_arriving_device(device.id, now).await?;
         }
 
@@ -500,10 +525,24 @@ impl Orchard {
         // After NotNow (or any report) the rest of this session skips NotNow commands, so a device that
         // cannot run one now is not asked again in a loop; an Idle (a new session) gets them again.
         let skip_not_now = report.status != ReportStatus::Idle;
-        let next = self
-            .store
-            .next_command_with(&channel, skip_not_now, now, &self.command_queue.policy)
-            .await?;
+        let policy = &self.command_queue.policy;
+        // An idle poll the reconciler did not just plan for knows from the lookup whether anything waits: an empty
+        // queue answers with no further statement, a full one goes straight to the claim. After a report (or a
+        // plan) the queue may have changed since the lookup, so it is read again.
+        let known = report.status == ReportStatus::Idle && !pending.awaiting_reconcile;
+        let next = match (known, pending.channel_has_unfinished) {
+            (true, false) => None,
+            (true, true) => {
+                self.store
+                    .claim_next_command(&channel, skip_not_now, now, policy)
+                    .await?
+            }
+            (false, _) => {
+                self.store
+                    .next_command_with(&channel, skip_not_now, now, policy)
+                    .await?
+            }
+        };
         self.command_for_delivery(&channel, next).await
     }
 

@@ -386,6 +386,19 @@ impl Store {
         if unfinished.is_none() {
             return Ok(None);
         }
+        self.claim_next_command(channel, skip_not_now, now, policy)
+            .await
+    }
+
+    /// [`Store::next_command_with`] for a caller that already knows the channel has unfinished commands (the
+    /// device lookup said so): the claiming `UPDATE` alone.
+    pub async fn claim_next_command(
+        &self,
+        channel: &ChannelId,
+        skip_not_now: bool,
+        now: orchard_types::UnixTime,
+        policy: &QueuePolicy,
+    ) -> Result<Option<QueuedCommand>, StoreError> {
         let sql = match (self.backend, skip_not_now) {
             (Backend::Sqlite, false) => SQLITE_NEXT_COMMAND,
             (Backend::Sqlite, true) => SQLITE_NEXT_COMMAND_SKIP_NOT_NOW,

@@ -239,11 +239,13 @@ impl Store {
         unit.commit().await
     }
 
-    /// The enrolled-or-not device of this UDID with whether the identity it is bound to is revoked and whether
-    /// it awaits the reconciler: what every signed device request checks (one statement).
+    /// The enrolled-or-not device of this UDID with whether the identity it is bound to is revoked, whether it
+    /// awaits the reconciler, and whether `channel` has an unfinished command: what every signed device request
+    /// checks (one statement; the last answer spares an idle poll the queue's own read).
     pub async fn find_device_with_identity(
         &self,
         udid: &Udid,
+        channel: Option<&ChannelId>,
     ) -> Result<Option<RequestingDevice>, StoreError> {
         // Every signed device request runs this: the statement text is built once.
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -255,13 +257,16 @@ impl Store {
             format!(
                 "SELECT {columns}, c.revoked_at AS identity_revoked_at, c.fingerprint AS identity_fingerprint, \
                  CASE WHEN EXISTS (SELECT 1 FROM reconcile_dirty r WHERE r.device_id = d.id) THEN 1 ELSE 0 END \
-                   AS awaiting_reconcile \
+                   AS awaiting_reconcile, \
+                 CASE WHEN EXISTS (SELECT 1 FROM commands q WHERE q.channel_id = $2 \
+                   AND q.status IN ('queued', 'sent', 'not_now')) THEN 1 ELSE 0 END AS channel_has_unfinished \
                  FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint \
                  WHERE d.udid = $1"
             )
         });
         let Some(row) = sqlx::query(SQL.as_str())
             .bind(udid.as_str())
+            .bind(channel.map(ChannelId::as_str))
             .fetch_optional(&self.pool)
             .await?
         else {
@@ -280,6 +285,7 @@ impl Store {
             device,
             identity,
             awaiting_reconcile: rows::boolean(&row, "awaiting_reconcile")?,
+            channel_has_unfinished: rows::boolean(&row, "channel_has_unfinished")?,
         }))
     }
 
@@ -412,6 +418,8 @@ pub struct RequestingDevice {
     pub identity: IdentityStatus,
     /// The device is in the reconciler's work set: its session plans its own commands before asking for one.
     pub awaiting_reconcile: bool,
+    /// The channel asked about had a queued, sent or NotNow command when read (false when none was asked).
+    pub channel_has_unfinished: bool,
 }
 
 /// Whether the identity a device is bound to may still speak for it.
