@@ -194,6 +194,21 @@ fn request_type_for(label: &str) -> RequestType {
     })
 }
 
+/// `count` newly enrolled devices of `tenant`, and a command `label` for each one's device channel.
+async fn one_command_each(
+    store: &Store,
+    tenant: &Tenant,
+    count: usize,
+    label: &str,
+) -> Vec<NewCommand> {
+    let mut commands = Vec::with_capacity(count);
+    for _ in 0..count {
+        let device = enrolled_device(store, tenant).await;
+        commands.push(command(&device, &ChannelId::device(&device.udid), label));
+    }
+    commands
+}
+
 fn command(device: &Device, channel: &ChannelId, label: &str) -> NewCommand {
     NewCommand {
         uuid: CommandUuid::new_random(),
@@ -2430,12 +2445,7 @@ async fn check_the_device_lookup_says_whether_a_channel_has_work(store: Store) {
 /// another node took since (after this one ran out) stays that node's.
 async fn check_a_pass_settles_its_deliveries_together(store: Store) {
     let physics = tenant(&store, "physics").await;
-    let mut commands = Vec::new();
-    for _ in 0..300 {
-        let d = enrolled_device(&store, &physics).await;
-        let c = ChannelId::device(&d.udid);
-        commands.push(command(&d, &c, "Batch"));
-    }
+    let commands = one_command_each(&store, &physics, 300, "Batch").await;
     store.enqueue_commands(&commands).await.unwrap();
     let claimed = store
         .claim_push_leases(1_000, "dispatcher", T0, T0.plus_seconds(60))
@@ -2566,12 +2576,7 @@ async fn check_pushes_coalesce_and_claim_once(store: Store) {
     assert_eq!(claim_and_send(&store, 10, T0).await.unwrap().len(), 2);
 
     // Concurrent dispatchers never claim the same request twice.
-    let mut devices = Vec::new();
-    for _ in 0..40 {
-        let d = enrolled_device(&store, &physics).await;
-        let c = ChannelId::device(&d.udid);
-        devices.push(command(&d, &c, "Burst"));
-    }
+    let devices = one_command_each(&store, &physics, 40, "Burst").await;
     store.enqueue_commands(&devices).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..8 {

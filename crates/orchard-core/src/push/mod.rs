@@ -549,6 +549,7 @@ impl Orchard {
     ) -> Result<(), CoreError> {
         let node = self.push.node_id.as_str();
         match outcome {
+            // Not reached from a dispatcher pass, which settles its deliveries together; answered alike here.
             PushOutcome::Delivered { .. } => {
                 self.store
                     .complete_pushes(&[t], node, &PushResult::Delivered, now)
