@@ -125,14 +125,13 @@ const POSTGRES_CLAIM: &str = concat!(
      RETURNING id, device_id, push_token, push_magic, push_wanted"
 );
 
-/// Settles a push APNs answered: the requests it covered are done. The lease is dropped only if it is still
-/// this node's (another node may have re-claimed it after our lease ran out; its claim stays).
 /// Pushes settled per statement at most: [`Store::complete_pushes`] splits a batch into power-of-two chunks of
 /// up to this many, so at most nine statement texts exist (the prepared-statement caches keep them all).
 const COMPLETE_CHUNK: usize = 256;
 
-/// `UPDATE channels … FROM (VALUES (channel, claimed_wanted), …)` for `rows` pushes: the requests each claim
-/// covered are done, the lease is given back if this node still holds it. `$1` node, `$2` now, `$3` result.
+/// `UPDATE channels … FROM (VALUES (channel, claimed_wanted), …)` settling `rows` pushes APNs answered: the
+/// requests each claim covered are done. The lease is dropped only if it is still this node's (another node may
+/// have re-claimed it after our lease ran out; its claim stays). `$1` node, `$2` now, `$3` result.
 fn complete_pushes_sql(rows: usize) -> String {
     let mut sql = String::from(
         "UPDATE channels SET \
