@@ -2339,6 +2339,18 @@ async fn check_concurrent_next_command_on_one_channel(store: Store) {
 // ---------------------------------------------------------------------------------------------------------
 // push bookkeeping
 
+/// APNs took every push of `targets`, which `node` claimed: settled as a dispatcher pass settles them.
+async fn deliver(
+    store: &Store,
+    targets: &[orchard_store::PushTarget],
+    node: &str,
+    at: orchard_types::UnixTime,
+) -> Result<(), orchard_store::StoreError> {
+    store
+        .complete_pushes(targets, node, &orchard_store::PushResult::Delivered, at)
+        .await
+}
+
 /// What a dispatcher does when APNs takes every push: lease the due channels, then settle each.
 async fn claim_and_send(
     store: &Store,
@@ -2348,15 +2360,7 @@ async fn claim_and_send(
     let claimed = store
         .claim_push_leases(limit, "dispatcher", now, now.plus_seconds(300))
         .await?;
-    let settled: Vec<&orchard_store::PushTarget> = claimed.iter().collect();
-    store
-        .complete_pushes(
-            &settled,
-            "dispatcher",
-            &orchard_store::PushResult::Delivered,
-            now,
-        )
-        .await?;
+    deliver(store, &claimed, "dispatcher", now).await?;
     Ok(claimed)
 }
 
@@ -2466,14 +2470,7 @@ async fn check_a_pass_settles_its_deliveries_together(store: Store) {
         .await
         .unwrap();
 
-    let settled: Vec<&orchard_store::PushTarget> = claimed.iter().collect();
-    store
-        .complete_pushes(
-            &settled,
-            "dispatcher",
-            &orchard_store::PushResult::Delivered,
-            later,
-        )
+    deliver(&store, &claimed, "dispatcher", later)
         .await
         .unwrap();
     for target in &claimed {
@@ -2499,13 +2496,7 @@ async fn check_a_pass_settles_its_deliveries_together(store: Store) {
         .await
         .unwrap()
         .is_empty());
-    store
-        .complete_pushes(
-            &[&taken_over[0]],
-            "other-node",
-            &orchard_store::PushResult::Delivered,
-            later,
-        )
+    deliver(&store, &taken_over, "other-node", later)
         .await
         .unwrap();
     let again = store

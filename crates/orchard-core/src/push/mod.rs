@@ -522,7 +522,6 @@ impl Orchard {
             }
         }
         // The usual answer, settled together: a statement per chunk instead of one per push.
-        let delivered: Vec<&PushTarget> = delivered.iter().collect();
         match self
             .store
             .complete_pushes(&delivered, node, &PushResult::Delivered, now)
@@ -552,7 +551,7 @@ impl Orchard {
             // Not reached from a dispatcher pass, which settles its deliveries together; answered alike here.
             PushOutcome::Delivered { .. } => {
                 self.store
-                    .complete_pushes(&[t], node, &PushResult::Delivered, now)
+                    .complete_pushes(std::slice::from_ref(t), node, &PushResult::Delivered, now)
                     .await?;
                 stats.delivered += 1;
             }
@@ -624,7 +623,9 @@ impl Orchard {
                     status,
                     reason: &reason,
                 };
-                self.store.complete_pushes(&[t], node, &result, now).await?;
+                self.store
+                    .complete_pushes(std::slice::from_ref(t), node, &result, now)
+                    .await?;
                 stats.rejected += 1;
             }
         }

@@ -219,7 +219,7 @@ impl Store {
     /// done. A dispatcher pass settles its deliveries together, a statement per chunk, not one per push.
     pub async fn complete_pushes(
         &self,
-        targets: &[&PushTarget],
+        targets: &[PushTarget],
         node: &str,
         outcome: &PushResult<'_>,
         now: UnixTime,
