@@ -616,10 +616,12 @@ impl Orchard {
                     )
                     .await?;
                 }
+                let mut facts_unchanged = false;
                 if status == CommandStatus::Acknowledged {
                     let applied = self
                         .apply_result(&mut unit, device, request_type, report, now)
                         .await?;
+                    facts_unchanged = applied == Applied::FactsUnchanged;
                     // A DeviceInformation answer that repeats the facts groups and the reconciler read changes
                     // neither: the common daily report costs no re-evaluation and no reconciler pass.
                     // One that changes facts but none a plan reads marks the device only if it moves in a group.
@@ -698,6 +700,7 @@ impl Orchard {
                     request_type,
                     status,
                     report,
+                    facts_unchanged,
                     now,
                 )
                 .await?;

@@ -249,6 +249,51 @@ impl Job for IdentityRenewalJob {
     }
 }
 
+/// Tries failed command-driven OS updates (iPads older than iOS 17) again once their backoff has passed
+/// ([`crate::osupdate::legacy::RETRY_FAILED_AFTER_SECONDS`]); one node per interval.
+pub struct OsUpdateRetryJob {
+    orchard: Arc<Orchard>,
+    system: SystemCtx,
+}
+
+impl OsUpdateRetryJob {
+    /// How often the job looks; the backoff itself is hours.
+    pub const INTERVAL: Duration = Duration::from_secs(900);
+
+    pub fn new(orchard: Arc<Orchard>, system: SystemCtx) -> Self {
+        Self { orchard, system }
+    }
+}
+
+impl Job for OsUpdateRetryJob {
+    fn name(&self) -> &str {
+        "os-update-retry"
+    }
+
+    fn interval(&self) -> Duration {
+        Self::INTERVAL
+    }
+
+    fn lease(&self) -> Lease {
+        Lease::Cluster {
+            lease: Duration::from_secs(600),
+        }
+    }
+
+    async fn run_once(&self) -> Result<Step, CoreError> {
+        let claimed = self
+            .orchard
+            .retry_failed_os_updates_once(&self.system)
+            .await?;
+        let full = i64::try_from(claimed).is_ok_and(|n| n >= crate::osupdate::legacy::RETRY_BATCH);
+        Ok(if full {
+            Step::More(Duration::ZERO)
+        } else {
+            Step::Idle
+        })
+    }
+}
+
 /// Takes each UTC day's usage snapshot at this node's first step of the day (idempotent across nodes).
 pub struct UsageSnapshotJob {
     orchard: Arc<Orchard>,

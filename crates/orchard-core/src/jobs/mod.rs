@@ -26,8 +26,8 @@ use crate::access::capability::SystemCtx;
 use crate::{CoreError, Orchard};
 
 pub use builtin::{
-    AppsSyncJob, CommandHygieneJob, DepSyncJob, IdentityRenewalJob, PushDispatchJob,
-    UsageSnapshotJob,
+    AppsSyncJob, CommandHygieneJob, DepSyncJob, IdentityRenewalJob, OsUpdateRetryJob,
+    PushDispatchJob, UsageSnapshotJob,
 };
 
 /// What a step found.
@@ -277,7 +277,7 @@ impl RunningJobs {
 
 impl Orchard {
     /// Starts this node's background jobs: push dispatch, DEP sync, the usage snapshot, identity renewal, the
-    /// reconciler and webhook delivery.
+    /// retry of failed OS updates, the reconciler and webhook delivery.
     /// Each job acts as the server itself: it holds a [`SystemCtx`] made here.
     pub fn start_jobs(self: &Arc<Self>, shutdown: watch::Receiver<()>) -> RunningJobs {
         let system = self.system();
@@ -287,6 +287,7 @@ impl Orchard {
             worker.spawn(UsageSnapshotJob::new(self.clone(), system.clone())),
             worker.spawn(CommandHygieneJob::new(self.clone(), system.clone())),
             worker.spawn(IdentityRenewalJob::new(self.clone(), system.clone())),
+            worker.spawn(OsUpdateRetryJob::new(self.clone(), system.clone())),
             worker.spawn(crate::desired::reconciler::ReconcilerJob::new(
                 self.clone(),
                 system.clone(),

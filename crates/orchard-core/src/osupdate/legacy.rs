@@ -7,12 +7,22 @@ use orchard_protocol::commands::{Command, OsUpdate};
 use orchard_protocol::report::CommandReport;
 use orchard_protocol::results::{parse_result, CommandResult};
 use orchard_store::{Device, UnitOfWork};
-use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
+use orchard_types::{
+    ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy, RequestType, UnixTime,
+};
 
 use super::{is_behind, resolve_target, OsTarget};
+use crate::access::capability::SystemCtx;
 use crate::commands::secrets::CommandTarget;
 use crate::declarative::set::takes_enforcement;
 use crate::{CoreError, Orchard};
+
+/// How long a failed update waits before it is tried again: a DeviceInformation answer that repeats the
+/// device's facts no longer re-evaluates its OS (that was the retry before), so the retry job does it.
+pub const RETRY_FAILED_AFTER_SECONDS: i64 = 6 * 3600;
+
+/// Failed updates retried per step of the retry job; a full batch asks for the next step at once.
+pub const RETRY_BATCH: i64 = 200;
 
 /// Stages in which an update is under way for its target: a new evaluation leaves it alone.
 const IN_PROGRESS: &[&str] = &[
@@ -99,8 +109,10 @@ impl Orchard {
 
     /// Inside a report's unit of work: what OS currency and declarative management do with a command's
     /// answer. A DeclarativeManagement answer frees the channel for the next sync; a DeviceInformation
-    /// re-evaluates the device (its set may change with its OS, an old iPad may be behind); the update
-    /// commands move the device's update on.
+    /// re-evaluates the device (its set may change with its OS, an old iPad may be behind) unless it repeats
+    /// the facts of the last one (`facts_unchanged`: that one was evaluated, and a policy, catalogue or
+    /// declared-profile change evaluates the devices itself; a failed update is retried by
+    /// [`Orchard::retry_failed_os_updates_once`]); the update commands move the device's update on.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn desired_os_command_reported(
         &self,
@@ -111,6 +123,7 @@ impl Orchard {
         request_type: RequestType,
         status: CommandStatus,
         report: &CommandReport,
+        facts_unchanged: bool,
         now: UnixTime,
     ) -> Result<(), CoreError> {
         let finished = matches!(
@@ -124,7 +137,9 @@ impl Orchard {
             unit.ddm_sync_answered(channel, uuid, now).await?;
             return Ok(());
         }
-        if channel.is_user_channel() {
+        if channel.is_user_channel()
+            || (request_type == RequestType::DeviceInformation && facts_unchanged)
+        {
             return Ok(());
         }
         let parsed = if status == CommandStatus::Acknowledged {
@@ -289,5 +304,42 @@ impl Orchard {
         self.start_legacy_update(unit, device, target.as_ref(), now)
             .await?;
         Ok(())
+    }
+
+    /// One step of the retry job: the failed updates whose backoff has passed are evaluated again, each device
+    /// in its own unit of work, so an iPad still behind its target gets AvailableOSUpdates again. Returns how
+    /// many were claimed (a full batch means more may be due).
+    pub async fn retry_failed_os_updates_once(
+        &self,
+        _system: &SystemCtx,
+    ) -> Result<usize, CoreError> {
+        let now = self.clock.now();
+        let due = self
+            .store
+            .claim_failed_os_updates(
+                now.plus_seconds(-RETRY_FAILED_AFTER_SECONDS),
+                now,
+                RETRY_BATCH,
+            )
+            .await?;
+        for device_id in &due {
+            if let Err(e) = self.retry_os_update(*device_id, now).await {
+                tracing::error!(device = %device_id, error = %e, "failed os update could not be retried");
+            }
+        }
+        if !due.is_empty() {
+            tracing::info!(devices = due.len(), "failed os updates evaluated again");
+        }
+        Ok(due.len())
+    }
+
+    async fn retry_os_update(&self, device_id: DeviceId, now: UnixTime) -> Result<(), CoreError> {
+        let mut unit = self.store.begin_unit().await?;
+        let Some(device) = unit.device(device_id).await? else {
+            unit.rollback().await?;
+            return Ok(());
+        };
+        self.reevaluate_device(&mut unit, &device, now).await?;
+        self.commit_unit(unit).await
     }
 }

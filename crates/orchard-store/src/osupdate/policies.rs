@@ -179,6 +179,32 @@ impl Store {
             .collect()
     }
 
+    /// Claims for a retry up to `limit` command-driven updates of enrolled devices that failed at or before
+    /// `failed_before`, oldest first. A claimed row's `updated_at` becomes `now`, so no claim (on any node)
+    /// takes it again before the backoff has passed once more, whatever the retry then does.
+    pub async fn claim_failed_os_updates(
+        &self,
+        failed_before: UnixTime,
+        now: UnixTime,
+        limit: i64,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        sqlx::query(
+            "UPDATE device_os_updates SET updated_at = $2 WHERE stage = 'failed' AND updated_at <= $1 \
+             AND device_id IN (SELECT u.device_id FROM device_os_updates u JOIN devices d ON d.id = u.device_id \
+               WHERE u.stage = 'failed' AND u.updated_at <= $1 AND d.state = 'enrolled' \
+               ORDER BY u.updated_at, u.device_id LIMIT $3) \
+             RETURNING device_id",
+        )
+        .bind(failed_before.0)
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| rows::device_id(r, "device_id"))
+        .collect()
+    }
+
     /// The enrolled devices of a tenant in the scope (a policy change re-evaluates each).
     pub async fn enrolled_devices_of_tenant(
         &self,

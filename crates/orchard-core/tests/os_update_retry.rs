@@ -1,0 +1,234 @@
+//! A failed command-driven OS update (an iPad older than iOS 17) is tried again by the retry job once its
+//! backoff has passed, not by every inventory that repeats the iPad's facts, on SQLite and PostgreSQL, with
+//! requests signed by an identity our SCEP issued and the server's clock in the test's hand:
+//! - the policy queues AvailableOSUpdates; the iPad answers it with an error: the update is failed;
+//! - a DeviceInformation answer that repeats the facts queues nothing (it no longer re-evaluates the OS);
+//! - the retry job does nothing before the backoff, queues AvailableOSUpdates once after it, and claims
+//!   nothing again while that one waits;
+//! - an answer that changes the OS version is evaluated as before (the iPad now on target: nothing queued,
+//!   and the compliance view says current).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use orchard_core::access::bootstrap::LocalBootstrap;
+use orchard_core::access::principal::Principal;
+use orchard_core::jobs::{OsUpdateRetryJob, Step, StepOutcome, Worker};
+use orchard_core::osupdate::OsPolicyInput;
+use orchard_protocol::commands::{decode_command, Command};
+use orchard_protocol::report::ReportStatus;
+use orchard_store::{Page, ScopeAuthority, Store};
+use orchard_testkit::service::{DeviceInformationAnswer, DeviceNode, SignedIpad};
+use orchard_testkit::{with_store, Backend};
+use orchard_types::{RequestType, Role};
+
+/// The backoff of a failed update (`osupdate::legacy::RETRY_FAILED_AFTER_SECONDS`).
+const BACKOFF: i64 = 6 * 3600;
+
+fn old_ipad(os_version: &str) -> DeviceInformationAnswer<'_> {
+    DeviceInformationAnswer {
+        serial_number: "F9FX00000016",
+        device_name: "Library iPad",
+        os_version,
+        shared_ipad: false,
+        battery_level: 0.5,
+    }
+}
+
+/// One session: DeviceInformation answered with `answer`, AvailableOSUpdates refused with an error, anything
+/// else acknowledged empty.
+async fn session(node: &DeviceNode, ipad: &SignedIpad, answer: DeviceInformationAnswer<'_>) {
+    node.clock.advance(1);
+    let mut next = node
+        .report(ipad, ReportStatus::Idle, None, plist::Dictionary::new())
+        .await;
+    while let Some(plist) = next {
+        let (uuid, command) = decode_command(&plist).unwrap();
+        next = match command.kind() {
+            RequestType::DeviceInformation => {
+                node.report(
+                    ipad,
+                    ReportStatus::Acknowledged,
+                    Some(uuid),
+                    answer.body(&ipad.udid),
+                )
+                .await
+            }
+            RequestType::AvailableOSUpdates => {
+                node.report(
+                    ipad,
+                    ReportStatus::Error,
+                    Some(uuid),
+                    plist::Dictionary::new(),
+                )
+                .await
+            }
+            _ => {
+                node.report(
+                    ipad,
+                    ReportStatus::Acknowledged,
+                    Some(uuid),
+                    plist::Dictionary::new(),
+                )
+                .await
+            }
+        };
+    }
+}
+
+async fn operator(node: &DeviceNode, store: &Store, scopes: &ScopeAuthority) -> Principal {
+    let created = LocalBootstrap::for_opened_database(
+        store.clone(),
+        scopes.clone(),
+        Arc::new(node.clock.clone()),
+    )
+    .create_api_token("central-it", Role::Operator, None, None)
+    .await
+    .unwrap();
+    node.orchard
+        .authenticate_bearer(&created.secret)
+        .await
+        .unwrap()
+}
+
+/// The statuses of the device's AvailableOSUpdates commands, oldest first.
+async fn availability_checks(node: &DeviceNode, who: &Principal, ipad: &SignedIpad) -> Vec<String> {
+    let mut statuses: Vec<(String, String)> = node
+        .orchard
+        .command_history(who, ipad.device_id, Page::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.request_type == "AvailableOSUpdates")
+        .map(|c| (c.queued_at, c.status.to_owned()))
+        .collect();
+    statuses.sort();
+    statuses.into_iter().map(|(_, s)| s).collect()
+}
+
+async fn ask_inventory(node: &DeviceNode, who: &Principal, ipad: &SignedIpad) {
+    node.orchard
+        .queue_command(
+            who,
+            ipad.device_id,
+            Command::DeviceInformation {
+                queries: vec!["OSVersion".into(), "BatteryLevel".into()],
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// One step of the retry job as the worker runs it (cluster lease in `job_runs`).
+async fn retry_step(node: &DeviceNode, worker: &Worker) -> Step {
+    let job = OsUpdateRetryJob::new(node.orchard.clone(), node.orchard.system());
+    match worker.step(&job).await {
+        StepOutcome::Ran(step) => step,
+        other => panic!("retry job: {other:?}"),
+    }
+}
+
+async fn the_retry_job_retries_failed_updates(backend: Backend) {
+    with_store(backend, |store, scopes| async move {
+        let node = DeviceNode::new(store.clone(), scopes.clone(), None);
+        let operator = operator(&node, &store, &scopes).await;
+        let (_stop, shutdown) = tokio::sync::watch::channel(());
+        let worker = Worker::new(node.orchard.clone(), node.orchard.system(), shutdown);
+        let ipad = node.enroll_ipad().await;
+        // The enrollment's inventory: an iPad on iOS 16.
+        session(&node, &ipad, old_ipad("16.7")).await;
+
+        node.orchard
+            .put_os_policy(
+                &operator,
+                ipad.tenant,
+                OsPolicyInput {
+                    target: "pinned".into(),
+                    version: Some("18.2".into()),
+                    build: None,
+                    deadline: "2099-01-01T09:00:00".into(),
+                    details_url: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["queued"]
+        );
+        session(&node, &ipad, old_ipad("16.7")).await;
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["error"]
+        );
+        let compliance = node
+            .orchard
+            .os_compliance(&operator, ipad.tenant)
+            .await
+            .unwrap();
+        assert_eq!(compliance.devices[0].state, "failed", "{compliance:?}");
+
+        // An inventory that repeats the facts is not a retry.
+        ask_inventory(&node, &operator, &ipad).await;
+        session(&node, &ipad, old_ipad("16.7")).await;
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["error"]
+        );
+
+        // The job: nothing before the backoff, one AvailableOSUpdates after it, nothing again while it waits.
+        assert!(matches!(retry_step(&node, &worker).await, Step::Idle));
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["error"]
+        );
+        node.clock.advance(BACKOFF);
+        // The job's own interval has passed too (a cluster job runs once per interval).
+        retry_step(&node, &worker).await;
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["error", "queued"]
+        );
+        node.clock.advance(BACKOFF);
+        retry_step(&node, &worker).await;
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["error", "queued"]
+        );
+        let compliance = node
+            .orchard
+            .os_compliance(&operator, ipad.tenant)
+            .await
+            .unwrap();
+        assert_eq!(compliance.devices[0].state, "behind", "{compliance:?}");
+
+        // The iPad updated by itself: its inventory says so and is evaluated (nothing more to queue).
+        session(&node, &ipad, old_ipad("16.7")).await;
+        ask_inventory(&node, &operator, &ipad).await;
+        session(&node, &ipad, old_ipad("18.2")).await;
+        let compliance = node
+            .orchard
+            .os_compliance(&operator, ipad.tenant)
+            .await
+            .unwrap();
+        assert_eq!(compliance.devices[0].state, "current", "{compliance:?}");
+        node.clock.advance(BACKOFF);
+        retry_step(&node, &worker).await;
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["error", "error"]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_the_retry_job_retries_failed_updates() {
+    the_retry_job_retries_failed_updates(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_the_retry_job_retries_failed_updates() {
+    the_retry_job_retries_failed_updates(Backend::Postgres).await;
+}
