@@ -24,6 +24,8 @@ pub struct UnitOfWork {
     backend: Backend,
     queued_commands: bool,
     recorded_webhook_events: bool,
+    /// The caller saw no enabled webhook endpoint when its request began: events are not written.
+    no_webhook_endpoints: bool,
     #[cfg(feature = "fault-injection")]
     faults: std::sync::Arc<crate::fault::FaultInjector>,
 }
@@ -50,6 +52,7 @@ impl Store {
             backend: self.backend,
             queued_commands: false,
             recorded_webhook_events: false,
+            no_webhook_endpoints: false,
             #[cfg(feature = "fault-injection")]
             faults: self.faults.clone(),
         })
@@ -79,6 +82,19 @@ impl UnitOfWork {
     /// wakes the delivery job).
     pub fn recorded_webhook_events(&self) -> bool {
         self.recorded_webhook_events
+    }
+
+    /// The caller's request read that no webhook endpoint is enabled (the device lookup says so): the unit's
+    /// events are not written, which spares a device report the event's statement. An endpoint made after
+    /// that read misses this unit's events, as one made just after the event's own check always could.
+    pub fn assume_no_webhook_endpoints(&mut self) {
+        self.no_webhook_endpoints = true;
+    }
+
+    /// Whether the unit writes the webhook events it is given (see
+    /// [`UnitOfWork::assume_no_webhook_endpoints`]).
+    pub fn writes_webhook_events(&self) -> bool {
+        !self.no_webhook_endpoints
     }
 
     pub(crate) fn note_webhook_events(&mut self) {

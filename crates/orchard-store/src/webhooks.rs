@@ -225,6 +225,9 @@ impl UnitOfWork {
         &mut self,
         e: &WebhookEventRecord,
     ) -> Result<u64, StoreError> {
+        if !self.writes_webhook_events() {
+            return Ok(0);
+        }
         let made = record_event(self, e).await?;
         if made > 0 {
             self.note_webhook_events();

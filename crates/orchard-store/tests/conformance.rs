@@ -98,6 +98,8 @@ conformance! {
     check_pushes_coalesce_and_claim_once => sqlite_pushes_coalesce_and_claim_once, postgres_pushes_coalesce_and_claim_once;
     check_a_pass_settles_its_deliveries_together => sqlite_a_pass_settles_its_deliveries_together, postgres_a_pass_settles_its_deliveries_together;
     check_the_device_lookup_says_whether_a_channel_has_work => sqlite_the_device_lookup_says_whether_a_channel_has_work, postgres_the_device_lookup_says_whether_a_channel_has_work;
+    check_an_idle_poll_claims_and_is_seen_at_once => sqlite_an_idle_poll_claims_and_is_seen_at_once, postgres_an_idle_poll_claims_and_is_seen_at_once;
+    check_the_device_lookup_says_whether_webhooks_are_enabled => sqlite_the_device_lookup_says_whether_webhooks_are_enabled, postgres_the_device_lookup_says_whether_webhooks_are_enabled;
     check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
@@ -2362,6 +2364,148 @@ async fn claim_and_send(
         .await?;
     deliver(store, &claimed, "dispatcher", now).await?;
     Ok(claimed)
+}
+
+/// The claim an idle poll with work makes can record the device as seen too (one statement on PostgreSQL): it
+/// hands out the head command as `claim_next_command` does and writes that device's last-seen time, and only
+/// that device's, also when nothing is left to claim.
+async fn check_an_idle_poll_claims_and_is_seen_at_once(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let other = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let seen = |udid: Udid| {
+        let store = store.clone();
+        async move {
+            store
+                .find_device_by_udid(&udid)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_seen_at
+        }
+    };
+    let before_other = seen(other.udid.clone()).await;
+    let first = command(&device, &channel, "First");
+    let second = command(&device, &channel, "Second");
+    store
+        .enqueue_commands(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    let at = T0.plus_seconds(60);
+    for (expected, skip_not_now) in [(&first, false), (&second, true)] {
+        let handed = store
+            .touch_and_claim_next_command(
+                device.id,
+                &channel,
+                skip_not_now,
+                at,
+                &Default::default(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handed.uuid, expected.uuid);
+        assert_eq!(handed.payload, expected.payload);
+        store
+            .record_result(&report(
+                &channel,
+                &expected.uuid,
+                CommandStatus::Acknowledged,
+                at,
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(seen(device.udid.clone()).await, Some(at));
+    let later = at.plus_seconds(600);
+    assert!(store
+        .touch_and_claim_next_command(device.id, &channel, false, later, &Default::default())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(seen(device.udid.clone()).await, Some(later));
+    assert_eq!(seen(other.udid.clone()).await, before_other);
+}
+
+/// The lookup every signed device request makes also says whether any webhook endpoint is enabled (another
+/// tenant's counts; a disabled one does not), and a unit told there is none writes no event even for an
+/// endpoint that would want it (one made after the lookup), while any other unit writes it.
+async fn check_the_device_lookup_says_whether_webhooks_are_enabled(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let music = tenant(&store, "music").await;
+    let device = enrolled_device(&store, &physics).await;
+    let enabled = || {
+        let store = store.clone();
+        let udid = device.udid.clone();
+        async move {
+            store
+                .find_device_with_identity(&udid, None)
+                .await
+                .unwrap()
+                .unwrap()
+                .webhook_endpoints
+        }
+    };
+    assert!(!enabled().await);
+
+    let endpoint = orchard_types::WebhookId::new();
+    store
+        .create_webhook_endpoint(&orchard_store::WebhookEndpointRecord {
+            id: endpoint,
+            tenant_id: Some(music.id),
+            url: "https://hooks.music.example.edu/".into(),
+            event_types: vec!["command.result".into()],
+            secret_sealed: vec![1, 2, 3],
+            enabled: true,
+            consecutive_failures: 0,
+            disabled_at: None,
+            disabled_reason: None,
+            created_at: T0,
+            created_by: None,
+        })
+        .await
+        .unwrap();
+    assert!(enabled().await);
+
+    let event = |id: &str| orchard_store::WebhookEventRecord {
+        id: id.into(),
+        tenant_id: Some(music.id),
+        event_type: "command.result".into(),
+        occurred_at: T0,
+        body: "{}".into(),
+    };
+    let mut unit = store.begin_unit().await.unwrap();
+    assert!(unit.writes_webhook_events());
+    assert_eq!(
+        unit.record_webhook_event(&event("written")).await.unwrap(),
+        1
+    );
+    unit.commit().await.unwrap();
+    let mut unit = store.begin_unit().await.unwrap();
+    unit.assume_no_webhook_endpoints();
+    assert!(!unit.writes_webhook_events());
+    assert_eq!(
+        unit.record_webhook_event(&event("skipped")).await.unwrap(),
+        0
+    );
+    assert!(!unit.recorded_webhook_events());
+    unit.commit().await.unwrap();
+
+    store
+        .update_webhook_endpoint(
+            all_tenants(),
+            Some(music.id),
+            endpoint,
+            &orchard_store::WebhookEndpointChange {
+                url: None,
+                event_types: None,
+                enabled: Some(false),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!enabled().await);
 }
 
 /// The lookup every signed device request makes also says whether the request's channel has a queued, sent or

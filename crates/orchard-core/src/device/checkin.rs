@@ -76,6 +76,9 @@ struct Pending {
     awaiting_reconcile: bool,
     /// The request's channel had a queued, sent or NotNow command when the device was looked up.
     channel_has_unfinished: bool,
+    /// Some webhook endpoint was enabled when the device was looked up (without one, a report's unit writes
+    /// no events).
+    webhook_endpoints: bool,
 }
 
 impl Orchard {
@@ -120,6 +123,7 @@ impl Orchard {
             identity,
             awaiting_reconcile,
             channel_has_unfinished,
+            webhook_endpoints,
         } = self
             .store
             .find_device_with_identity(udid, channel)
@@ -137,6 +141,7 @@ impl Orchard {
                 Pending {
                     awaiting_reconcile,
                     channel_has_unfinished,
+                    webhook_endpoints,
                 },
             ));
         }
@@ -150,6 +155,7 @@ impl Orchard {
             Pending {
                 awaiting_reconcile,
                 channel_has_unfinished,
+                webhook_endpoints,
             },
         ))
     }
@@ -186,10 +192,7 @@ impl Orchard {
     }
 
     async fn touch(&self, device: &Device, now: UnixTime) -> Result<(), CoreError> {
-        let stale = device
-            .last_seen_at
-            .is_none_or(|t| now.0 - t.0 >= LAST_SEEN_GRANULARITY);
-        if stale {
+        if last_seen_stale(device, now) {
             self.store.touch_device(device.id, now).await?;
         }
         Ok(())
@@ -506,7 +509,15 @@ impl Orchard {
         let (device, pending) = self
             .bound_requesting_device(&report.udid, &signer, Some(&channel))
             .await?;
-        self.touch(&device, now).await?;
+        // An idle poll the reconciler did not just plan for knows from the lookup whether anything waits: an
+        // empty queue answers with no further statement, a full one goes straight to the claim, which then also
+        // writes the last-seen time. After a report (or a plan) the queue may have changed since the lookup, so
+        // it is read again.
+        let known = report.status == ReportStatus::Idle && !pending.awaiting_reconcile;
+        let touch_with_claim = known && pending.channel_has_unfinished;
+        if !touch_with_claim {
+            self.touch(&device, now).await?;
+        }
         if pending.awaiting_reconcile {
             self.reconcile_arriving_device(device.id, now).await?;
         }
@@ -514,7 +525,7 @@ impl Orchard {
         let mut maybe_more = true;
         if report.status != ReportStatus::Idle {
             maybe_more = self
-                .store_report(&device, &channel, &report, body, now)
+                .store_report(&device, &channel, &report, body, pending, now)
                 .await?;
         }
         if !maybe_more {
@@ -526,12 +537,13 @@ impl Orchard {
         // cannot run one now is not asked again in a loop; an Idle (a new session) gets them again.
         let skip_not_now = report.status != ReportStatus::Idle;
         let policy = &self.command_queue.policy;
-        // An idle poll the reconciler did not just plan for knows from the lookup whether anything waits: an empty
-        // queue answers with no further statement, a full one goes straight to the claim. After a report (or a
-        // plan) the queue may have changed since the lookup, so it is read again.
-        let known = report.status == ReportStatus::Idle && !pending.awaiting_reconcile;
         let next = match (known, pending.channel_has_unfinished) {
             (true, false) => None,
+            (true, true) if last_seen_stale(&device, now) => {
+                self.store
+                    .touch_and_claim_next_command(device.id, &channel, skip_not_now, now, policy)
+                    .await?
+            }
             (true, true) => {
                 self.store
                     .claim_next_command(&channel, skip_not_now, now, policy)
@@ -551,13 +563,15 @@ impl Orchard {
     /// trace, so the device's retry is recorded and applied, not ignored as a duplicate.
     ///
     /// Returns whether the channel may have more work: false only when the recorded command was its last
-    /// unfinished one and the unit queued nothing.
+    /// unfinished one and the unit queued nothing. Its webhook events are written only when the request's
+    /// device lookup saw an enabled endpoint (`pending`).
     async fn store_report(
         &self,
         device: &Device,
         channel: &ChannelId,
         report: &CommandReport,
         raw: &[u8],
+        pending: Pending,
         now: UnixTime,
     ) -> Result<bool, CoreError> {
         let Some(uuid) = &report.command_uuid else {
@@ -581,6 +595,9 @@ impl Orchard {
         let mut counted = None;
         let mut maybe_more = true;
         let mut unit = self.store.begin_unit().await?;
+        if !pending.webhook_endpoints {
+            unit.assume_no_webhook_endpoints();
+        }
         let outcome = unit
             .record_result(&CommandResultRecord {
                 channel: channel.clone(),
@@ -766,6 +783,13 @@ impl Orchard {
         }
         Ok(maybe_more)
     }
+}
+
+/// Whether the device's `last_seen_at` is older than [`LAST_SEEN_GRANULARITY`] (or unset): a request writes it.
+fn last_seen_stale(device: &Device, now: UnixTime) -> bool {
+    device
+        .last_seen_at
+        .is_none_or(|t| now.0 - t.0 >= LAST_SEEN_GRANULARITY)
 }
 
 /// What device events carry: the device's ids, never a secret.

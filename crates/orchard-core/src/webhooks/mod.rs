@@ -397,6 +397,9 @@ impl Orchard {
         data: Value,
         now: UnixTime,
     ) -> Result<(), CoreError> {
+        if !unit.writes_webhook_events() {
+            return Ok(());
+        }
         let event = event_record(tenant, event_type, &data, now)?;
         unit.record_webhook_event(&event).await?;
         Ok(())

@@ -125,8 +125,14 @@ macro_rules! sqlite_next_command {
 /// for the head's lock and then re-checks it, moving on to the next command if the head was just settled.
 macro_rules! postgres_next_command {
     ($claimable:literal) => {
+        postgres_next_command!($claimable, "")
+    };
+    // `$seen`: CTEs run before the sweep, e.g. the device's last-seen time (see POSTGRES_TOUCH).
+    ($claimable:literal, $seen:expr) => {
         concat!(
-            "WITH swept AS (",
+            "WITH ",
+            $seen,
+            "swept AS (",
             "UPDATE commands SET status = CASE WHEN ", expired_row!(), " THEN 'expired' ELSE 'failed' END, ",
             "error_chain = CASE WHEN ", expired_row!(), " THEN error_chain ELSE COALESCE(error_chain, $5) END, ",
             "completed_at = $2 ",
@@ -154,6 +160,17 @@ const SQLITE_NEXT_COMMAND: &str = sqlite_next_command!("('queued', 'sent', 'not_
 const SQLITE_NEXT_COMMAND_SKIP_NOT_NOW: &str = sqlite_next_command!("('queued', 'sent')");
 const POSTGRES_NEXT_COMMAND: &str = postgres_next_command!("('queued', 'sent', 'not_now')");
 const POSTGRES_NEXT_COMMAND_SKIP_NOT_NOW: &str = postgres_next_command!("('queued', 'sent')");
+/// The device's last-seen time written by the claim itself (`$6`: the device), so an idle poll with work makes
+/// one statement and one commit on PostgreSQL. A data-modifying CTE runs whether or not the query reads it.
+macro_rules! postgres_touch {
+    () => {
+        "seen AS (UPDATE devices SET last_seen_at = $2 WHERE id = $6), "
+    };
+}
+const POSTGRES_TOUCH_NEXT_COMMAND: &str =
+    postgres_next_command!("('queued', 'sent', 'not_now')", postgres_touch!());
+const POSTGRES_TOUCH_NEXT_COMMAND_SKIP_NOT_NOW: &str =
+    postgres_next_command!("('queued', 'sent')", postgres_touch!());
 
 /// How the queue treats commands that do not finish. The default (no limit, resend at once) is what the store
 /// did before policies existed; the server configures its own.
@@ -399,21 +416,54 @@ impl Store {
         now: orchard_types::UnixTime,
         policy: &QueuePolicy,
     ) -> Result<Option<QueuedCommand>, StoreError> {
-        let sql = match (self.backend, skip_not_now) {
-            (Backend::Sqlite, false) => SQLITE_NEXT_COMMAND,
-            (Backend::Sqlite, true) => SQLITE_NEXT_COMMAND_SKIP_NOT_NOW,
-            (Backend::Postgres, false) => POSTGRES_NEXT_COMMAND,
-            (Backend::Postgres, true) => POSTGRES_NEXT_COMMAND_SKIP_NOT_NOW,
+        self.claim(channel, None, skip_not_now, now, policy).await
+    }
+
+    /// [`Store::claim_next_command`] that also records `device` as seen at `now` (its `last_seen_at`, as
+    /// [`Store::touch_device`]): in the claiming statement itself on PostgreSQL, before it on SQLite.
+    pub async fn touch_and_claim_next_command(
+        &self,
+        device: DeviceId,
+        channel: &ChannelId,
+        skip_not_now: bool,
+        now: orchard_types::UnixTime,
+        policy: &QueuePolicy,
+    ) -> Result<Option<QueuedCommand>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            self.touch_device(device, now).await?;
+            return self.claim(channel, None, skip_not_now, now, policy).await;
+        }
+        self.claim(channel, Some(device), skip_not_now, now, policy)
+            .await
+    }
+
+    async fn claim(
+        &self,
+        channel: &ChannelId,
+        seen: Option<DeviceId>,
+        skip_not_now: bool,
+        now: orchard_types::UnixTime,
+        policy: &QueuePolicy,
+    ) -> Result<Option<QueuedCommand>, StoreError> {
+        let sql = match (self.backend, skip_not_now, seen.is_some()) {
+            (Backend::Sqlite, false, _) => SQLITE_NEXT_COMMAND,
+            (Backend::Sqlite, true, _) => SQLITE_NEXT_COMMAND_SKIP_NOT_NOW,
+            (Backend::Postgres, false, false) => POSTGRES_NEXT_COMMAND,
+            (Backend::Postgres, true, false) => POSTGRES_NEXT_COMMAND_SKIP_NOT_NOW,
+            (Backend::Postgres, false, true) => POSTGRES_TOUCH_NEXT_COMMAND,
+            (Backend::Postgres, true, true) => POSTGRES_TOUCH_NEXT_COMMAND_SKIP_NOT_NOW,
         };
         let max_attempts = policy.max_attempts.max(0);
-        let changed = sqlx::query(sql)
+        let mut query = sqlx::query(sql)
             .bind(channel.as_str())
             .bind(now.0)
             .bind(max_attempts)
             .bind(now.0.saturating_sub(policy.resend_after_seconds.max(0)))
-            .bind(failure_chain(max_attempts))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(failure_chain(max_attempts));
+        if let Some(device) = seen {
+            query = query.bind(device.to_string());
+        }
+        let changed = query.fetch_all(&self.pool).await?;
         for row in &changed {
             if rows::text(row, "status")? == CommandStatus::Sent.as_str() {
                 return Ok(Some(QueuedCommand {

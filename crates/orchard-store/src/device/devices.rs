@@ -240,8 +240,9 @@ impl Store {
     }
 
     /// The enrolled-or-not device of this UDID with whether the identity it is bound to is revoked, whether it
-    /// awaits the reconciler, and whether `channel` has an unfinished command: what every signed device request
-    /// checks (one statement; the last answer spares an idle poll the queue's own read).
+    /// awaits the reconciler, whether `channel` has an unfinished command and whether any webhook endpoint is
+    /// enabled: what every signed device request checks (one statement; the last two spare an idle poll the
+    /// queue's own read and a report the webhook event's statement).
     pub async fn find_device_with_identity(
         &self,
         udid: &Udid,
@@ -259,7 +260,9 @@ impl Store {
                  CASE WHEN EXISTS (SELECT 1 FROM reconcile_dirty r WHERE r.device_id = d.id) THEN 1 ELSE 0 END \
                    AS awaiting_reconcile, \
                  CASE WHEN EXISTS (SELECT 1 FROM commands q WHERE q.channel_id = $2 \
-                   AND q.status IN ('queued', 'sent', 'not_now')) THEN 1 ELSE 0 END AS channel_has_unfinished \
+                   AND q.status IN ('queued', 'sent', 'not_now')) THEN 1 ELSE 0 END AS channel_has_unfinished, \
+                 CASE WHEN EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.enabled = 1) THEN 1 ELSE 0 END \
+                   AS webhook_endpoints \
                  FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint \
                  WHERE d.udid = $1"
             )
@@ -286,6 +289,7 @@ impl Store {
             identity,
             awaiting_reconcile: rows::boolean(&row, "awaiting_reconcile")?,
             channel_has_unfinished: rows::boolean(&row, "channel_has_unfinished")?,
+            webhook_endpoints: rows::boolean(&row, "webhook_endpoints")?,
         }))
     }
 
@@ -420,6 +424,9 @@ pub struct RequestingDevice {
     pub awaiting_reconcile: bool,
     /// The channel asked about had a queued, sent or NotNow command when read (false when none was asked).
     pub channel_has_unfinished: bool,
+    /// Some webhook endpoint (of any tenant) was enabled when read: without one, the request's unit need not
+    /// write events ([`crate::UnitOfWork::assume_no_webhook_endpoints`]).
+    pub webhook_endpoints: bool,
 }
 
 /// Whether the identity a device is bound to may still speak for it.
