@@ -2,7 +2,8 @@
 //! backoff has passed, not by every inventory that repeats the iPad's facts, on SQLite and PostgreSQL, with
 //! requests signed by an identity our SCEP issued and the server's clock in the test's hand:
 //! - the policy queues AvailableOSUpdates; the iPad answers it with an error: the update is failed;
-//! - a DeviceInformation answer that repeats the facts queues nothing (it no longer re-evaluates the OS);
+//! - a DeviceInformation answer that repeats the facts, or changes only the name, queues nothing (it no longer
+//!   re-evaluates the OS);
 //! - the retry job does nothing before the backoff, queues AvailableOSUpdates once after it, and claims
 //!   nothing again while that one waits;
 //! - an answer that changes the OS version is evaluated as before (the iPad now on target: nothing queued,
@@ -169,9 +170,20 @@ async fn the_retry_job_retries_failed_updates(backend: Backend) {
             .unwrap();
         assert_eq!(compliance.devices[0].state, "failed", "{compliance:?}");
 
-        // An inventory that repeats the facts is not a retry.
+        // An inventory that repeats the facts is not a retry, nor one that renames the iPad (its OS version and
+        // model, what the evaluation reads, are the same).
         ask_inventory(&node, &operator, &ipad).await;
         session(&node, &ipad, old_ipad("16.7")).await;
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["error"]
+        );
+        ask_inventory(&node, &operator, &ipad).await;
+        let renamed = DeviceInformationAnswer {
+            device_name: "Library iPad 2",
+            ..old_ipad("16.7")
+        };
+        session(&node, &ipad, renamed).await;
         assert_eq!(
             availability_checks(&node, &operator, &ipad).await,
             ["error"]

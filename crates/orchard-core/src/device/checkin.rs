@@ -633,12 +633,14 @@ impl Orchard {
                     )
                     .await?;
                 }
-                let mut facts_unchanged = false;
+                // A DeviceInformation answer that repeats the OS facts and model of the last one (which was
+                // evaluated) needs no new OS evaluation.
+                let mut os_inputs_unchanged = false;
                 if status == CommandStatus::Acknowledged {
                     let applied = self
                         .apply_result(&mut unit, device, request_type, report, now)
                         .await?;
-                    facts_unchanged = applied == Applied::FactsUnchanged;
+                    os_inputs_unchanged = applied != Applied::Stored;
                     // A DeviceInformation answer that repeats the facts groups and the reconciler read changes
                     // neither: the common daily report costs no re-evaluation and no reconciler pass.
                     // One that changes facts but none a plan reads marks the device only if it moves in a group.
@@ -717,7 +719,7 @@ impl Orchard {
                     request_type,
                     status,
                     report,
-                    facts_unchanged,
+                    os_inputs_unchanged,
                     now,
                 )
                 .await?;

@@ -54,9 +54,9 @@ pub(crate) enum Applied {
     /// A DeviceInformation answer that repeats, in everything a group or the reconciler reads, what the
     /// device said last time (same facts digest): nothing to re-evaluate.
     FactsUnchanged,
-    /// A DeviceInformation answer that changes facts but none the reconciler's plans read (same plan-inputs
-    /// digest, see [`plan_inputs_digest`]): groups are re-evaluated, and the device is marked for the
-    /// reconciler only if one of them changes.
+    /// A DeviceInformation answer that changes facts but none the reconciler's plans or the OS update's
+    /// evaluation read (same plan-inputs digest, see [`plan_inputs_digest`], and the model as stored): groups
+    /// are re-evaluated, and the device is marked for the reconciler only if one of them changes.
     PlanInputsUnchanged,
     /// Anything else.
     Stored,
@@ -116,11 +116,13 @@ impl Orchard {
                     .map(String::as_str),
                 info.is_multi_user == Some(true),
             );
-            // The row's own values too: another path may have changed one since the last answer.
+            // The row's own values too: another path may have changed one since the last answer. The model
+            // (which picks the OS target) is not in the digest: it is compared with the row.
             if applied == Applied::Stored
                 && device.plan_inputs_digest.as_deref() == Some(plan_inputs.as_str())
                 && same(&info.os_version, &device.os_version)
                 && same(&info.serial_number, &device.serial_number)
+                && same(&info.product_name, &device.product_name)
             {
                 applied = Applied::PlanInputsUnchanged;
             }

@@ -110,8 +110,8 @@ impl Orchard {
     /// Inside a report's unit of work: what OS currency and declarative management do with a command's
     /// answer. A DeclarativeManagement answer frees the channel for the next sync; a DeviceInformation
     /// re-evaluates the device (its set may change with its OS, an old iPad may be behind) unless it repeats
-    /// the facts of the last one (`facts_unchanged`: that one was evaluated, and a policy, catalogue or
-    /// declared-profile change evaluates the devices itself; a failed update is retried by
+    /// the OS version and model of the last one (`os_inputs_unchanged`: that one was evaluated, a policy,
+    /// catalogue or declared-profile change evaluates the devices itself, and a failed update is retried by
     /// [`Orchard::retry_failed_os_updates_once`]); the update commands move the device's update on.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn desired_os_command_reported(
@@ -123,7 +123,7 @@ impl Orchard {
         request_type: RequestType,
         status: CommandStatus,
         report: &CommandReport,
-        facts_unchanged: bool,
+        os_inputs_unchanged: bool,
         now: UnixTime,
     ) -> Result<(), CoreError> {
         let finished = matches!(
@@ -138,7 +138,7 @@ impl Orchard {
             return Ok(());
         }
         if channel.is_user_channel()
-            || (request_type == RequestType::DeviceInformation && facts_unchanged)
+            || (request_type == RequestType::DeviceInformation && os_inputs_unchanged)
         {
             return Ok(());
         }
