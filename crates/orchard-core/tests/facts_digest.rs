@@ -13,17 +13,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
-use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::principal::Principal;
 use orchard_core::desired::groups::GroupInput;
-use orchard_protocol::commands::{decode_command, Command};
+use orchard_protocol::commands::decode_command;
 use orchard_protocol::report::ReportStatus;
 use orchard_store::{Device, ScopeAuthority, Store};
 use orchard_testkit::service::{DeviceInformationAnswer, DeviceNode, SignedIpad};
 use orchard_testkit::{with_store, Backend};
-use orchard_types::{Clock, DeviceId, GroupId, RequestType, Role};
+use orchard_types::{Clock, DeviceId, GroupId, RequestType};
 use serde_json::json;
 
 /// The iPad's DeviceInformation answer in most of these tests: only the OS version and the battery level vary.
@@ -118,34 +115,6 @@ async fn members(
     members.into_iter().map(|m| m.device_id).collect()
 }
 
-async fn ask_inventory(node: &DeviceNode, who: &Principal, ipad: &SignedIpad) {
-    node.orchard
-        .queue_command(
-            who,
-            ipad.device_id,
-            Command::DeviceInformation {
-                queries: vec!["OSVersion".into(), "BatteryLevel".into()],
-            },
-        )
-        .await
-        .unwrap();
-}
-
-async fn operator(node: &DeviceNode, store: &Store, scopes: &ScopeAuthority) -> Principal {
-    let created = LocalBootstrap::for_opened_database(
-        store.clone(),
-        scopes.clone(),
-        Arc::new(node.clock.clone()),
-    )
-    .create_api_token("central-it", Role::Operator, None, None)
-    .await
-    .unwrap();
-    node.orchard
-        .authenticate_bearer(&created.secret)
-        .await
-        .unwrap()
-}
-
 /// A node with an operator, one enrolled iPad and a smart group of its tenant with `filter`.
 async fn enrolled_with_group(
     store: &Store,
@@ -153,7 +122,7 @@ async fn enrolled_with_group(
     filter: serde_json::Value,
 ) -> (DeviceNode, Principal, SignedIpad, GroupId) {
     let node = DeviceNode::new(store.clone(), scopes.clone(), None);
-    let operator = operator(&node, store, scopes).await;
+    let operator = node.operator(scopes).await;
     let ipad = node.enroll_ipad().await;
     let group = smart_group(&node, &operator, &ipad, filter).await;
     (node, operator, ipad, group)
@@ -176,7 +145,7 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
         assert_eq!(members(&node, &operator, &ipad, older).await, vec![ipad.device_id.to_string()]);
 
         // The same facts, another battery level: nothing to re-evaluate, no mark, the same digest.
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session(&node, &ipad, "18.1", 0.93).await;
         assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
         assert_eq!(stored(&store, &ipad).await.facts_digest, first);
@@ -184,7 +153,7 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
         assert_eq!(device.os_version.as_deref(), Some("18.1"));
 
         // An update: evaluated again, the device leaves "older than 18.2".
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session(&node, &ipad, "18.2", 0.93).await;
         assert_eq!(marked(&store).await, vec![ipad.device_id]);
         assert_ne!(stored(&store, &ipad).await.facts_digest, first);
@@ -204,7 +173,7 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
         .await
         .unwrap();
         unit.commit().await.unwrap();
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session(&node, &ipad, "18.2", 0.40).await;
         assert_eq!(marked(&store).await, vec![ipad.device_id]);
 
@@ -222,12 +191,12 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
         assert!(members(&node, &operator, &ipad, recent).await.is_empty());
         // Evaluated, but it joins nothing yet and no plan input changed: no mark (the join below shows the
         // evaluation runs).
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session(&node, &ipad, "18.2", 0.40).await;
         assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
         assert_eq!(stored(&store, &ipad).await.facts_digest, None);
         node.clock.advance(2 * 3_600);
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session(&node, &ipad, "18.2", 0.40).await;
         assert_eq!(marked(&store).await, vec![ipad.device_id]);
         assert_eq!(
@@ -270,7 +239,7 @@ async fn answers_that_change_no_plan_input_mark_only_on_a_group_move(backend: Ba
 
         // Renamed, in no group's pattern: its facts changed (a new facts digest, the name stored, the groups
         // re-evaluated), none its plans read did: no mark, so no reconciler pass.
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session_answering(&node, &ipad, named("Lab iPad 2", "F9FX00000001", false)).await;
         assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
         let device = stored(&store, &ipad).await;
@@ -281,27 +250,27 @@ async fn answers_that_change_no_plan_input_mark_only_on_a_group_move(backend: Ba
 
         // Renamed into the carts' pattern: it joins the group, and is marked so its plans see the group. Renamed
         // out again: it leaves, marked again.
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session_answering(&node, &ipad, named("Cart 7", "F9FX00000001", false)).await;
         assert_eq!(marked(&store).await, vec![ipad.device_id]);
         assert_eq!(
             members(&node, &operator, &ipad, carts).await,
             vec![ipad.device_id.to_string()]
         );
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session_answering(&node, &ipad, named("Lab iPad 3", "F9FX00000001", false)).await;
         assert_eq!(marked(&store).await, vec![ipad.device_id]);
         assert!(members(&node, &operator, &ipad, carts).await.is_empty());
 
         // What the plans read, in no group's range: becoming a Shared iPad (its settings step), a new serial
         // number (app licences go by serial), an OS update (profiles as declarations): marked each time.
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session_answering(&node, &ipad, named("Lab iPad 3", "F9FX00000001", true)).await;
         assert_eq!(marked(&store).await, vec![ipad.device_id]);
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session_answering(&node, &ipad, named("Lab iPad 3", "F9FX00000002", true)).await;
         assert_eq!(marked(&store).await, vec![ipad.device_id]);
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session_answering(
             &node,
             &ipad,

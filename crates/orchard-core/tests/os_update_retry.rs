@@ -11,18 +11,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
-use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::principal::Principal;
 use orchard_core::jobs::{OsUpdateRetryJob, Step, StepOutcome, Worker};
 use orchard_core::osupdate::OsPolicyInput;
-use orchard_protocol::commands::{decode_command, Command};
+use orchard_protocol::commands::decode_command;
 use orchard_protocol::report::ReportStatus;
-use orchard_store::{Page, ScopeAuthority, Store};
+use orchard_store::Page;
 use orchard_testkit::service::{DeviceInformationAnswer, DeviceNode, SignedIpad};
 use orchard_testkit::{with_store, Backend};
-use orchard_types::{RequestType, Role};
+use orchard_types::RequestType;
 
 /// The backoff of a failed update (`osupdate::legacy::RETRY_FAILED_AFTER_SECONDS`).
 const BACKOFF: i64 = 6 * 3600;
@@ -46,51 +43,13 @@ async fn session(node: &DeviceNode, ipad: &SignedIpad, answer: DeviceInformation
         .await;
     while let Some(plist) = next {
         let (uuid, command) = decode_command(&plist).unwrap();
-        next = match command.kind() {
-            RequestType::DeviceInformation => {
-                node.report(
-                    ipad,
-                    ReportStatus::Acknowledged,
-                    Some(uuid),
-                    answer.body(&ipad.udid),
-                )
-                .await
-            }
-            RequestType::AvailableOSUpdates => {
-                node.report(
-                    ipad,
-                    ReportStatus::Error,
-                    Some(uuid),
-                    plist::Dictionary::new(),
-                )
-                .await
-            }
-            _ => {
-                node.report(
-                    ipad,
-                    ReportStatus::Acknowledged,
-                    Some(uuid),
-                    plist::Dictionary::new(),
-                )
-                .await
-            }
+        let (status, body) = match command.kind() {
+            RequestType::DeviceInformation => (ReportStatus::Acknowledged, answer.body(&ipad.udid)),
+            RequestType::AvailableOSUpdates => (ReportStatus::Error, plist::Dictionary::new()),
+            _ => (ReportStatus::Acknowledged, plist::Dictionary::new()),
         };
+        next = node.report(ipad, status, Some(uuid), body).await;
     }
-}
-
-async fn operator(node: &DeviceNode, store: &Store, scopes: &ScopeAuthority) -> Principal {
-    let created = LocalBootstrap::for_opened_database(
-        store.clone(),
-        scopes.clone(),
-        Arc::new(node.clock.clone()),
-    )
-    .create_api_token("central-it", Role::Operator, None, None)
-    .await
-    .unwrap();
-    node.orchard
-        .authenticate_bearer(&created.secret)
-        .await
-        .unwrap()
 }
 
 /// The statuses of the device's AvailableOSUpdates commands, oldest first.
@@ -108,19 +67,6 @@ async fn availability_checks(node: &DeviceNode, who: &Principal, ipad: &SignedIp
     statuses.into_iter().map(|(_, s)| s).collect()
 }
 
-async fn ask_inventory(node: &DeviceNode, who: &Principal, ipad: &SignedIpad) {
-    node.orchard
-        .queue_command(
-            who,
-            ipad.device_id,
-            Command::DeviceInformation {
-                queries: vec!["OSVersion".into(), "BatteryLevel".into()],
-            },
-        )
-        .await
-        .unwrap();
-}
-
 /// One step of the retry job as the worker runs it (cluster lease in `job_runs`).
 async fn retry_step(node: &DeviceNode, worker: &Worker) -> Step {
     let job = OsUpdateRetryJob::new(node.orchard.clone(), node.orchard.system());
@@ -133,7 +79,7 @@ async fn retry_step(node: &DeviceNode, worker: &Worker) -> Step {
 async fn the_retry_job_retries_failed_updates(backend: Backend) {
     with_store(backend, |store, scopes| async move {
         let node = DeviceNode::new(store.clone(), scopes.clone(), None);
-        let operator = operator(&node, &store, &scopes).await;
+        let operator = node.operator(&scopes).await;
         let (_stop, shutdown) = tokio::sync::watch::channel(());
         let worker = Worker::new(node.orchard.clone(), node.orchard.system(), shutdown);
         let ipad = node.enroll_ipad().await;
@@ -172,13 +118,13 @@ async fn the_retry_job_retries_failed_updates(backend: Backend) {
 
         // An inventory that repeats the facts is not a retry, nor one that renames the iPad (its OS version and
         // model, what the evaluation reads, are the same).
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session(&node, &ipad, old_ipad("16.7")).await;
         assert_eq!(
             availability_checks(&node, &operator, &ipad).await,
             ["error"]
         );
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         let renamed = DeviceInformationAnswer {
             device_name: "Library iPad 2",
             ..old_ipad("16.7")
@@ -217,7 +163,7 @@ async fn the_retry_job_retries_failed_updates(backend: Backend) {
 
         // The iPad updated by itself: its inventory says so and is evaluated (nothing more to queue).
         session(&node, &ipad, old_ipad("16.7")).await;
-        ask_inventory(&node, &operator, &ipad).await;
+        node.ask_inventory(&operator, &ipad).await;
         session(&node, &ipad, old_ipad("18.2")).await;
         let compliance = node
             .orchard

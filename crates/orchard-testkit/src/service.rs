@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use orchard_core::access::bootstrap::LocalBootstrap;
 use orchard_core::access::capability::OperatorCtx;
+use orchard_core::access::principal::Principal;
 use orchard_core::push::{DispatchStats, PushCertificateUpload, PushSettings};
 use orchard_core::CoreError;
 use orchard_core::{CoreConfig, Orchard, PkiMaterial};
@@ -14,6 +15,7 @@ use orchard_pki::signature::sign_mdm_body;
 use orchard_pki::CertificateAuthority;
 use orchard_pki::Identity;
 use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
+use orchard_protocol::commands::Command;
 use orchard_protocol::report::{CommandReport, ReportStatus};
 use orchard_store::{
     AuthenticateDevice, Device, EnrollmentLink, IdentityGrant, NewCommand, ScepChallenge,
@@ -21,7 +23,7 @@ use orchard_store::{
 };
 use orchard_types::{
     ApnsTopic, ChannelId, Clock, CommandUuid, DeviceId, EnrollmentLinkId, ManualClock, PushMagic,
-    RequestType, SystemClock, TenantId, Udid, UnixTime,
+    RequestType, Role, SystemClock, TenantId, Udid, UnixTime,
 };
 
 use crate::apple::ApplePush;
@@ -324,6 +326,38 @@ impl DeviceNode {
             clock,
             store,
         }
+    }
+
+    /// A central-IT operator of this node's database (`scopes`: the authority it was opened with), signed in
+    /// by API token as the admin API signs one in.
+    pub async fn operator(&self, scopes: &ScopeAuthority) -> Principal {
+        let created = LocalBootstrap::for_opened_database(
+            self.store.clone(),
+            scopes.clone(),
+            Arc::new(self.clock.clone()),
+        )
+        .create_api_token("central-it", Role::Operator, None, None)
+        .await
+        .expect("operator token");
+        self.orchard
+            .authenticate_bearer(&created.secret)
+            .await
+            .expect("operator signs in")
+    }
+
+    /// Asks the iPad for the inventory facts through the API's use case (`who` may manage it): a
+    /// DeviceInformation of its OS version and battery level, answered in its next session.
+    pub async fn ask_inventory(&self, who: &Principal, ipad: &SignedIpad) {
+        self.orchard
+            .queue_command(
+                who,
+                ipad.device_id,
+                Command::DeviceInformation {
+                    queries: vec!["OSVersion".into(), "BatteryLevel".into()],
+                },
+            )
+            .await
+            .expect("DeviceInformation queued");
     }
 
     /// A device identity bought through SCEP with a fresh challenge of a new link of a new tenant.
