@@ -111,7 +111,7 @@ impl Orchard {
     }
 
     /// [`Orchard::bound_device`], with what a command request asks next: whether the device awaits the
-    /// reconciler and whether `channel` has unfinished commands.
+    /// reconciler, whether `channel` has unfinished commands and whether any webhook endpoint is enabled.
     async fn bound_requesting_device(
         &self,
         udid: &orchard_types::Udid,
@@ -130,34 +130,25 @@ impl Orchard {
             .await?
             .filter(|r| r.device.state != orchard_types::EnrollmentState::Unenrolled)
             .ok_or(DeviceRejection::UnrecognizedDevice)?;
+        let pending = Pending {
+            awaiting_reconcile,
+            channel_has_unfinished,
+            webhook_endpoints,
+        };
         if device.cert_fingerprint.as_deref() != Some(signer.fingerprint.as_str()) {
             // Its renewed identity's first request moves the binding; its previous one is accepted during the
             // grace period after a renewal; anything else is a mismatch.
             let device = self
                 .other_identity_of(device, signer, self.clock.now())
                 .await?;
-            return Ok((
-                device,
-                Pending {
-                    awaiting_reconcile,
-                    channel_has_unfinished,
-                    webhook_endpoints,
-                },
-            ));
+            return Ok((device, pending));
         }
         if let IdentityStatus::Revoked(at) = identity {
             tracing::warn!(udid = %udid, device = %device.id, revoked_at = at.0, "request signed by a revoked identity refused");
             return Err(DeviceRejection::UntrustedIdentity("identity revoked".into()).into());
         }
         crate::observability::note_device(&device.udid, Some(device.tenant_id));
-        Ok((
-            device,
-            Pending {
-                awaiting_reconcile,
-                channel_has_unfinished,
-                webhook_endpoints,
-            },
-        ))
+        Ok((device, pending))
     }
 
     /// Check-in messages that replace or destroy state (Authenticate, TokenUpdate, CheckOut) must have been
@@ -514,9 +505,10 @@ impl Orchard {
         // writes the last-seen time. After a report (or a plan) the queue may have changed since the lookup, so
         // it is read again.
         let known = report.status == ReportStatus::Idle && !pending.awaiting_reconcile;
-        let touch_with_claim = known && pending.channel_has_unfinished;
-        if !touch_with_claim {
-            self.touch(&device, now).await?;
+        let stale = last_seen_stale(&device, now);
+        let touch_with_claim = stale && known && pending.channel_has_unfinished;
+        if stale && !touch_with_claim {
+            self.store.touch_device(device.id, now).await?;
         }
         if pending.awaiting_reconcile {
             self.reconcile_arriving_device(device.id, now).await?;
@@ -539,7 +531,7 @@ impl Orchard {
         let policy = &self.command_queue.policy;
         let next = match (known, pending.channel_has_unfinished) {
             (true, false) => None,
-            (true, true) if last_seen_stale(&device, now) => {
+            (true, true) if touch_with_claim => {
                 self.store
                     .touch_and_claim_next_command(device.id, &channel, skip_not_now, now, policy)
                     .await?
