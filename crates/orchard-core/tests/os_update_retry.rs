@@ -8,6 +8,10 @@
 //!   nothing again while that one waits;
 //! - an answer that changes the OS version is evaluated as before (the iPad now on target: nothing queued,
 //!   and the compliance view says current).
+//!
+//! And an answer that changes the OS of an iPad whose tenant has no OS policy (and whose device channel is not
+//! declarative) skips the evaluation's reads, which would find nothing to do; the policy, once saved, evaluates
+//! the iPad itself, and from then on an OS change is evaluated again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -189,4 +193,65 @@ async fn sqlite_the_retry_job_retries_failed_updates() {
 #[tokio::test]
 async fn postgres_the_retry_job_retries_failed_updates() {
     the_retry_job_retries_failed_updates(Backend::Postgres).await;
+}
+
+async fn an_os_change_is_evaluated_once_the_tenant_has_a_policy(backend: Backend) {
+    with_store(backend, |store, scopes| async move {
+        let node = DeviceNode::new(store.clone(), scopes.clone(), None);
+        let operator = node.operator(&scopes).await;
+        let ipad = node.enroll_ipad().await;
+        // No policy: the enrollment's inventory and an OS change queue nothing.
+        session(&node, &ipad, old_ipad("16.6")).await;
+        node.ask_inventory(&operator, &ipad).await;
+        session(&node, &ipad, old_ipad("16.7")).await;
+        assert!(availability_checks(&node, &operator, &ipad)
+            .await
+            .is_empty());
+
+        // The policy evaluates the iPad itself; its AvailableOSUpdates is refused.
+        node.orchard
+            .put_os_policy(
+                &operator,
+                ipad.tenant,
+                OsPolicyInput {
+                    target: "pinned".into(),
+                    version: Some("18.2".into()),
+                    build: None,
+                    deadline: "2099-01-01T09:00:00".into(),
+                    details_url: None,
+                },
+            )
+            .await
+            .unwrap();
+        session(&node, &ipad, old_ipad("16.7")).await;
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["error"]
+        );
+        // With the policy, an answer that changes the OS is evaluated again: the iPad, still behind, is asked
+        // what it is offered.
+        node.ask_inventory(&operator, &ipad).await;
+        session(&node, &ipad, old_ipad("16.7.1")).await;
+        assert_eq!(
+            availability_checks(&node, &operator, &ipad).await,
+            ["error", "error"]
+        );
+        let compliance = node
+            .orchard
+            .os_compliance(&operator, ipad.tenant)
+            .await
+            .unwrap();
+        assert_eq!(compliance.devices[0].state, "failed", "{compliance:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_an_os_change_is_evaluated_once_the_tenant_has_a_policy() {
+    an_os_change_is_evaluated_once_the_tenant_has_a_policy(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_an_os_change_is_evaluated_once_the_tenant_has_a_policy() {
+    an_os_change_is_evaluated_once_the_tenant_has_a_policy(Backend::Postgres).await;
 }

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts, DeviceQuery,
-    EnrollmentLink, IdentityGrant, IssuedCertificate, JobClaim, NewCommand, Page, RecordOutcome,
-    ScepChallenge, Scope, ScopeAuthority, Store, StoreError, Tenant, TokenUpdateRecord,
+    EnrollmentLink, IdentityGrant, IssuedCertificate, JobClaim, NewCommand, OsPolicyRecord, Page,
+    RecordOutcome, ScepChallenge, Scope, ScopeAuthority, Store, StoreError, Tenant,
+    TokenUpdateRecord,
 };
 use orchard_testkit::with_store;
 use orchard_types::{
@@ -100,6 +101,7 @@ conformance! {
     check_the_device_lookup_says_whether_a_channel_has_work => sqlite_the_device_lookup_says_whether_a_channel_has_work, postgres_the_device_lookup_says_whether_a_channel_has_work;
     check_an_idle_poll_claims_and_is_seen_at_once => sqlite_an_idle_poll_claims_and_is_seen_at_once, postgres_an_idle_poll_claims_and_is_seen_at_once;
     check_the_device_lookup_says_whether_webhooks_are_enabled => sqlite_the_device_lookup_says_whether_webhooks_are_enabled, postgres_the_device_lookup_says_whether_webhooks_are_enabled;
+    check_the_device_lookup_says_whether_os_currency_applies => sqlite_the_device_lookup_says_whether_os_currency_applies, postgres_the_device_lookup_says_whether_os_currency_applies;
     check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
@@ -2506,6 +2508,79 @@ async fn check_the_device_lookup_says_whether_webhooks_are_enabled(store: Store)
         .await
         .unwrap();
     assert!(!enabled().await);
+}
+
+/// The lookup also says whether the device's tenant has an OS policy and whether its device channel is
+/// declarative (without either, a report that changes its OS skips the OS evaluation): only its own tenant's
+/// policy and its own device channel count.
+async fn check_the_device_lookup_says_whether_os_currency_applies(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let music = tenant(&store, "music").await;
+    let device = enrolled_device(&store, &physics).await;
+    let neighbour = enrolled_device(&store, &physics).await;
+    let applies = |udid: Udid| {
+        let store = store.clone();
+        async move {
+            let found = store
+                .find_device_with_identity(&udid, None)
+                .await
+                .unwrap()
+                .unwrap();
+            (found.tenant_os_policy, found.declarative_channel)
+        }
+    };
+    assert_eq!(applies(device.udid.clone()).await, (false, false));
+
+    let policy = |tenant: TenantId| OsPolicyRecord {
+        tenant_id: tenant,
+        target: "latest".into(),
+        pinned_version: None,
+        pinned_build: None,
+        deadline_local: "2027-01-15T18:00:00".into(),
+        details_url: None,
+        revision: 0,
+        updated_at: T0,
+        updated_by: None,
+    };
+    let mut unit = store.begin_unit().await.unwrap();
+    unit.put_os_policy(&policy(music.id)).await.unwrap();
+    unit.commit().await.unwrap();
+    assert_eq!(
+        applies(device.udid.clone()).await,
+        (false, false),
+        "another tenant's policy does not count"
+    );
+
+    // A neighbour's declarative channel, then one of the device's user channels: not its device channel.
+    let mut unit = store.begin_unit().await.unwrap();
+    let neighbour_channel = ChannelId::device(&neighbour.udid);
+    let sync = command(&neighbour, &neighbour_channel, "DeclarativeManagement");
+    unit.ddm_set_changed(&neighbour_channel, neighbour.id, "token-1", &sync, T0)
+        .await
+        .unwrap();
+    let user_channel = ChannelId::user(&device.udid, "AB12CD34-0000-0000-0000-000000000001");
+    let sync = command(&device, &user_channel, "DeclarativeManagement");
+    unit.ddm_set_changed(&user_channel, device.id, "token-1", &sync, T0)
+        .await
+        .unwrap();
+    unit.commit().await.unwrap();
+    assert_eq!(applies(device.udid.clone()).await, (false, false));
+    assert_eq!(applies(neighbour.udid.clone()).await, (false, true));
+
+    let mut unit = store.begin_unit().await.unwrap();
+    let channel = ChannelId::device(&device.udid);
+    let sync = command(&device, &channel, "DeclarativeManagement");
+    unit.ddm_set_changed(&channel, device.id, "token-1", &sync, T0)
+        .await
+        .unwrap();
+    unit.commit().await.unwrap();
+    assert_eq!(applies(device.udid.clone()).await, (false, true));
+
+    let mut unit = store.begin_unit().await.unwrap();
+    unit.put_os_policy(&policy(physics.id)).await.unwrap();
+    unit.commit().await.unwrap();
+    assert_eq!(applies(device.udid.clone()).await, (true, true));
+    assert_eq!(applies(neighbour.udid.clone()).await, (true, true));
 }
 
 /// The lookup every signed device request makes also says whether the request's channel has a queued, sent or

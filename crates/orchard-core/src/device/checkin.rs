@@ -79,6 +79,10 @@ struct Pending {
     /// Some webhook endpoint was enabled when the device was looked up (without one, a report's unit writes
     /// no events).
     webhook_endpoints: bool,
+    /// The device's tenant had an OS policy or its device channel was declarative when looked up. Without
+    /// either, an answer that changes the iPad's OS has no OS evaluation to do (a policy created later
+    /// evaluates every device of its tenant itself, a new channel syncs its own set).
+    os_evaluation_inputs: bool,
 }
 
 impl Orchard {
@@ -124,6 +128,8 @@ impl Orchard {
             awaiting_reconcile,
             channel_has_unfinished,
             webhook_endpoints,
+            tenant_os_policy,
+            declarative_channel,
         } = self
             .store
             .find_device_with_identity(udid, channel)
@@ -134,6 +140,7 @@ impl Orchard {
             awaiting_reconcile,
             channel_has_unfinished,
             webhook_endpoints,
+            os_evaluation_inputs: tenant_os_policy || declarative_channel,
         };
         if device.cert_fingerprint.as_deref() != Some(signer.fingerprint.as_str()) {
             // Its renewed identity's first request moves the binding; its previous one is accepted during the
@@ -626,13 +633,13 @@ impl Orchard {
                     .await?;
                 }
                 // A DeviceInformation answer that repeats the OS facts and model of the last one (which was
-                // evaluated) needs no new OS evaluation.
-                let mut os_inputs_unchanged = false;
+                // evaluated) needs no new OS evaluation, nor one for an iPad without an OS policy or declarations.
+                let mut skip_os_evaluation = !pending.os_evaluation_inputs;
                 if status == CommandStatus::Acknowledged {
                     let applied = self
                         .apply_result(&mut unit, device, request_type, report, now)
                         .await?;
-                    os_inputs_unchanged = applied != Applied::Stored;
+                    skip_os_evaluation |= applied != Applied::Stored;
                     // A DeviceInformation answer that repeats the facts groups and the reconciler read changes
                     // neither: the common daily report costs no re-evaluation and no reconciler pass.
                     // One that changes facts but none a plan reads marks the device only if it moves in a group.
@@ -711,7 +718,7 @@ impl Orchard {
                     request_type,
                     status,
                     report,
-                    os_inputs_unchanged,
+                    skip_os_evaluation,
                     now,
                 )
                 .await?;

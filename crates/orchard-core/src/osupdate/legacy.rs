@@ -109,8 +109,9 @@ impl Orchard {
 
     /// Inside a report's unit of work: what OS currency and declarative management do with a command's
     /// answer. A DeclarativeManagement answer frees the channel for the next sync; a DeviceInformation
-    /// re-evaluates the device (its set may change with its OS, an old iPad may be behind) unless it repeats
-    /// the OS version and model of the last one (`os_inputs_unchanged`: that one was evaluated, a policy,
+    /// re-evaluates the device (its set may change with its OS, an old iPad may be behind) unless the request
+    /// says there is nothing to evaluate (`skip_os_evaluation`: it repeats the OS version and model of the last
+    /// one, which was evaluated, or the tenant had no OS policy and the device no declarative channel; a policy,
     /// catalogue or declared-profile change evaluates the devices itself, and a failed update is retried by
     /// [`Orchard::retry_failed_os_updates_once`]); the update commands move the device's update on.
     #[allow(clippy::too_many_arguments)]
@@ -123,7 +124,7 @@ impl Orchard {
         request_type: RequestType,
         status: CommandStatus,
         report: &CommandReport,
-        os_inputs_unchanged: bool,
+        skip_os_evaluation: bool,
         now: UnixTime,
     ) -> Result<(), CoreError> {
         let finished = matches!(
@@ -138,7 +139,7 @@ impl Orchard {
             return Ok(());
         }
         if channel.is_user_channel()
-            || (request_type == RequestType::DeviceInformation && os_inputs_unchanged)
+            || (request_type == RequestType::DeviceInformation && skip_os_evaluation)
         {
             return Ok(());
         }

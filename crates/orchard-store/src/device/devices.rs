@@ -240,9 +240,11 @@ impl Store {
     }
 
     /// The enrolled-or-not device of this UDID with whether the identity it is bound to is revoked, whether it
-    /// awaits the reconciler, whether `channel` has an unfinished command and whether any webhook endpoint is
-    /// enabled: what every signed device request checks (one statement; the last two spare an idle poll the
-    /// queue's own read and a report the webhook event's statement).
+    /// awaits the reconciler, whether `channel` has an unfinished command, whether any webhook endpoint is
+    /// enabled, whether its tenant has an OS policy and whether its device channel is declarative: what every
+    /// signed device request checks (one statement; the answers after the identity spare an idle poll the
+    /// queue's own read, a report the webhook event's statement and an OS-changing report the OS evaluation's
+    /// reads when there is nothing to evaluate).
     pub async fn find_device_with_identity(
         &self,
         udid: &Udid,
@@ -262,7 +264,11 @@ impl Store {
                  CASE WHEN EXISTS (SELECT 1 FROM commands q WHERE q.channel_id = $2 \
                    AND q.status IN ('queued', 'sent', 'not_now')) THEN 1 ELSE 0 END AS channel_has_unfinished, \
                  CASE WHEN EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.enabled = 1) THEN 1 ELSE 0 END \
-                   AS webhook_endpoints \
+                   AS webhook_endpoints, \
+                 CASE WHEN EXISTS (SELECT 1 FROM os_policies p WHERE p.tenant_id = d.tenant_id) THEN 1 ELSE 0 END \
+                   AS tenant_os_policy, \
+                 CASE WHEN EXISTS (SELECT 1 FROM ddm_channels k WHERE k.channel = d.udid) THEN 1 ELSE 0 END \
+                   AS declarative_channel \
                  FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint \
                  WHERE d.udid = $1"
             )
@@ -290,6 +296,8 @@ impl Store {
             awaiting_reconcile: rows::boolean(&row, "awaiting_reconcile")?,
             channel_has_unfinished: rows::boolean(&row, "channel_has_unfinished")?,
             webhook_endpoints: rows::boolean(&row, "webhook_endpoints")?,
+            tenant_os_policy: rows::boolean(&row, "tenant_os_policy")?,
+            declarative_channel: rows::boolean(&row, "declarative_channel")?,
         }))
     }
 
@@ -427,6 +435,11 @@ pub struct RequestingDevice {
     /// Some webhook endpoint (of any tenant) was enabled when read: without one, the request's unit need not
     /// write events ([`crate::UnitOfWork::assume_no_webhook_endpoints`]).
     pub webhook_endpoints: bool,
+    /// The device's tenant had an OS policy when read.
+    pub tenant_os_policy: bool,
+    /// The device channel (the UDID's) had declarative management when read. Without this and a policy, the
+    /// device's OS evaluation has nothing to read or do.
+    pub declarative_channel: bool,
 }
 
 /// Whether the identity a device is bound to may still speak for it.
