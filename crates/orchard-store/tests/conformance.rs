@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts, DeviceQuery,
-    EnrollmentLink, IdentityGrant, IssuedCertificate, JobClaim, NewCommand, OsPolicyRecord, Page,
-    RecordOutcome, ScepChallenge, Scope, ScopeAuthority, Store, StoreError, Tenant,
-    TokenUpdateRecord,
+    EnrollmentLink, GroupKind, GroupRecord, IdentityGrant, IssuedCertificate, JobClaim, NewCommand,
+    OsPolicyRecord, Page, RecordOutcome, ScepChallenge, Scope, ScopeAuthority, Store, StoreError,
+    Tenant, TokenUpdateRecord,
 };
 use orchard_testkit::with_store;
 use orchard_types::{
-    ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, QueuedBy,
-    RequestType, Role, SerialNumber, SetupState, TenantId, TokenId, Udid, UnixTime,
+    ChannelId, CommandStatus, CommandUuid, DeviceId, EnrollmentLinkId, EnrollmentState, GroupId,
+    QueuedBy, RequestType, Role, SerialNumber, SetupState, TenantId, TokenId, Udid, UnixTime,
 };
 
 const T0: UnixTime = UnixTime(1_800_000_000);
@@ -102,6 +102,7 @@ conformance! {
     check_an_idle_poll_claims_and_is_seen_at_once => sqlite_an_idle_poll_claims_and_is_seen_at_once, postgres_an_idle_poll_claims_and_is_seen_at_once;
     check_the_device_lookup_says_whether_webhooks_are_enabled => sqlite_the_device_lookup_says_whether_webhooks_are_enabled, postgres_the_device_lookup_says_whether_webhooks_are_enabled;
     check_the_device_lookup_says_whether_os_currency_applies => sqlite_the_device_lookup_says_whether_os_currency_applies, postgres_the_device_lookup_says_whether_os_currency_applies;
+    check_a_facts_update_reads_the_standing_it_leaves => sqlite_a_facts_update_reads_the_standing_it_leaves, postgres_a_facts_update_reads_the_standing_it_leaves;
     check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
@@ -4071,4 +4072,167 @@ async fn check_backup_support(store: Store) {
         Store::known_schema_version(backend)
     );
     copied.close().await;
+}
+
+/// A DeviceInformation answer's facts update that also reads what the device's group re-evaluation starts from
+/// (one statement on PostgreSQL): the facts it returns are the updated ones, its groups are the device's own and
+/// its tenant's smart ones, it marks the device for the reconciler only when asked, and an unknown device is
+/// NotFound with nothing written.
+async fn check_a_facts_update_reads_the_standing_it_leaves(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let music = tenant(&store, "music").await;
+    let device = enrolled_device(&store, &physics).await;
+    let facts = |os: &str, name: &str| DeviceFacts {
+        os_version: Some(os.to_owned()),
+        device_name: Some(name.to_owned()),
+        ..DeviceFacts::default()
+    };
+    let dirty = |store: Store| async move {
+        let mut unit = store.begin_unit().await.unwrap();
+        let claimed: Vec<DeviceId> = unit
+            .claim_dirty_devices(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        unit.commit().await.unwrap();
+        claimed
+    };
+
+    // Without groups: the facts update still lands, and nothing is marked unless asked.
+    let mut unit = store.begin_unit().await.unwrap();
+    let standing = unit
+        .update_device_facts_reading_standing(
+            device.id,
+            physics.id,
+            &facts("18.1", "Lab 1"),
+            false,
+            T0.plus_seconds(1),
+        )
+        .await
+        .unwrap();
+    unit.commit().await.unwrap();
+    assert!(standing.groups.is_empty());
+    let stored = store
+        .get_device(all_tenants(), device.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.os_version.as_deref(), Some("18.1"));
+    assert_eq!(stored.device_name.as_deref(), Some("Lab 1"));
+    assert_eq!(
+        stored.serial_number, device.serial_number,
+        "a fact left out stays"
+    );
+    assert!(dirty(store.clone()).await.is_empty());
+
+    let group = |tenant: TenantId, kind: GroupKind, name: &str| GroupRecord {
+        id: GroupId::new(),
+        tenant_id: tenant,
+        name: name.to_owned(),
+        kind,
+        filter_json: (kind == GroupKind::Smart).then(|| "{}".to_owned()),
+        created_at: T0,
+        created_by: None,
+        updated_at: T0,
+        member_count: 0,
+    };
+    let joined_smart = group(physics.id, GroupKind::Smart, "old iOS");
+    let other_smart = group(physics.id, GroupKind::Smart, "supervised");
+    let joined_static = group(physics.id, GroupKind::Static, "lab");
+    let unjoined_static = group(physics.id, GroupKind::Static, "library");
+    let music_smart = group(music.id, GroupKind::Smart, "music iPads");
+    let mut unit = store.begin_unit().await.unwrap();
+    for (g, members) in [
+        (&joined_smart, vec![device.id]),
+        (&other_smart, vec![]),
+        (&joined_static, vec![device.id]),
+        (&unjoined_static, vec![]),
+        (&music_smart, vec![]),
+    ] {
+        unit.create_group(g, &members.into_iter().collect(), "test")
+            .await
+            .unwrap();
+    }
+    unit.commit().await.unwrap();
+
+    let mut unit = store.begin_unit().await.unwrap();
+    let standing = unit
+        .update_device_facts_reading_standing(
+            device.id,
+            physics.id,
+            &facts("18.2", "Lab 2"),
+            true,
+            T0.plus_seconds(2),
+        )
+        .await
+        .unwrap();
+    // The same unit reads what the statement wrote.
+    let reread = unit
+        .read_device_standing(device.id, physics.id, None)
+        .await
+        .unwrap();
+    unit.commit().await.unwrap();
+    let read_facts = standing.facts.clone().expect("facts with groups");
+    assert_eq!(read_facts.device_id, device.id);
+    assert_eq!(read_facts.tenant_id, physics.id);
+    assert!(read_facts.enrolled);
+    assert_eq!(
+        read_facts.os_version.as_deref(),
+        Some("18.2"),
+        "the updated facts"
+    );
+    assert_eq!(read_facts.device_name.as_deref(), Some("Lab 2"));
+    assert_eq!(read_facts.model, device.model);
+    assert_eq!(
+        standing, reread,
+        "the same standing as a read after the update"
+    );
+    let mut seen: Vec<(GroupId, bool, bool)> = standing
+        .groups
+        .iter()
+        .map(|g| (g.id, g.smart, g.member))
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (joined_smart.id, true, true),
+        (other_smart.id, true, false),
+        (joined_static.id, false, true),
+    ];
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "its groups and its tenant's other smart groups, no one else's"
+    );
+    assert!(standing
+        .groups
+        .iter()
+        .all(|g| g.tenant_id == physics.id && (g.smart == g.filter_json.is_some())));
+    assert_eq!(
+        dirty(store.clone()).await,
+        vec![device.id],
+        "marked when asked"
+    );
+
+    // Unknown device: NotFound, nothing marked.
+    let mut unit = store.begin_unit().await.unwrap();
+    let unknown = unit
+        .update_device_facts_reading_standing(
+            DeviceId::new(),
+            physics.id,
+            &facts("18.3", "Ghost"),
+            true,
+            T0.plus_seconds(3),
+        )
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+    unit.rollback().await.unwrap();
+    assert!(dirty(store.clone()).await.is_empty());
+    let stored = store
+        .get_device(all_tenants(), device.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.os_version.as_deref(), Some("18.2"));
 }

@@ -1085,6 +1085,9 @@ impl Orchard {
 
     /// Inside a use case's unit: re-evaluates the device's smart groups (after its inventory changed, it
     /// enrolled or checked out) and marks it for the reconciler as `mark` says. Returns whether it marked.
+    /// `read` is the device's standing when the caller has read it already (with the mark `mark` asks first:
+    /// a DeviceInformation answer reads it with its facts update, see [`Orchard::apply_result`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn device_inventory_changed(
         &self,
         unit: &mut UnitOfWork,
@@ -1092,6 +1095,7 @@ impl Orchard {
         tenant: TenantId,
         reason: &str,
         mark: MarkDevice,
+        read: Option<DeviceStanding>,
         now: UnixTime,
     ) -> Result<bool, CoreError> {
         // One statement reads the tenant's smart groups, the device's current groups and its facts, and (for
@@ -1100,9 +1104,13 @@ impl Orchard {
         let DeviceStanding {
             groups: standing,
             facts: column_facts,
-        } = unit
-            .read_device_standing(device, tenant, marked_first.then_some(now))
-            .await?;
+        } = match read {
+            Some(read) => read,
+            None => {
+                unit.read_device_standing(device, tenant, marked_first.then_some(now))
+                    .await?
+            }
+        };
         let filters: Vec<(GroupId, SmartFilter)> = standing
             .iter()
             .filter(|g| g.smart && g.tenant_id == tenant)
@@ -1187,6 +1195,7 @@ impl Orchard {
             tenant,
             "reevaluated",
             MarkDevice::Always,
+            None,
             now,
         )
         .await?;

@@ -13,7 +13,7 @@ use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType
 
 use crate::commands::secrets::CommandTarget;
 use crate::desired::groups::MarkDevice;
-use crate::device::inventory::Applied;
+use crate::device::inventory::{Applied, AppliedResult};
 use crate::enrollment::binding::{BindingDecision, CHECKED_OUT_REASON};
 use crate::{CoreError, DeviceRejection, Orchard};
 
@@ -254,6 +254,7 @@ impl Orchard {
                         device.tenant_id,
                         "checked_out",
                         MarkDevice::Always,
+                        None,
                         now,
                     )
                     .await?;
@@ -454,6 +455,7 @@ impl Orchard {
                 device.tenant_id,
                 "enrollment",
                 MarkDevice::Always,
+                None,
                 now,
             )
             .await?;
@@ -636,7 +638,7 @@ impl Orchard {
                 // evaluated) needs no new OS evaluation, nor one for an iPad without an OS policy or declarations.
                 let mut skip_os_evaluation = !pending.os_evaluation_inputs;
                 if status == CommandStatus::Acknowledged {
-                    let applied = self
+                    let AppliedResult { applied, standing } = self
                         .apply_result(&mut unit, device, request_type, report, now)
                         .await?;
                     skip_os_evaluation |= applied != Applied::Stored;
@@ -648,18 +650,14 @@ impl Orchard {
                         RequestType::DeviceInformation | RequestType::InstalledApplicationList
                     ) && applied != Applied::FactsUnchanged
                     {
-                        let mark = if applied == Applied::PlanInputsUnchanged {
-                            MarkDevice::OnGroupChange
-                        } else {
-                            MarkDevice::Always
-                        };
                         reconcile |= self
                             .device_inventory_changed(
                                 &mut unit,
                                 device.id,
                                 device.tenant_id,
                                 "inventory",
-                                mark,
+                                applied.mark(),
+                                standing,
                                 now,
                             )
                             .await?;

@@ -2,10 +2,11 @@
 
 use orchard_protocol::report::CommandReport;
 use orchard_protocol::results::{parse_result, CommandResult, DeviceInformation};
-use orchard_store::{Device, DeviceFacts, UnitOfWork};
+use orchard_store::{Device, DeviceFacts, DeviceStanding, UnitOfWork};
 use orchard_types::{RequestType, TenantId, UnixTime};
 use sha2::{Digest, Sha256};
 
+use crate::desired::groups::MarkDevice;
 use crate::desired::reconciler::plan_inputs_digest;
 use crate::{CoreError, Orchard};
 
@@ -62,6 +63,25 @@ pub(crate) enum Applied {
     Stored,
 }
 
+impl Applied {
+    /// How re-evaluating the device's groups after such an answer marks it for the reconciler (an answer with
+    /// unchanged facts re-evaluates nothing).
+    pub(crate) fn mark(self) -> MarkDevice {
+        match self {
+            Applied::PlanInputsUnchanged => MarkDevice::OnGroupChange,
+            Applied::FactsUnchanged | Applied::Stored => MarkDevice::Always,
+        }
+    }
+}
+
+/// What [`Orchard::apply_result`] did.
+pub(crate) struct AppliedResult {
+    pub(crate) applied: Applied,
+    /// The device's standing for re-evaluating its groups, read with its new facts (and marked as
+    /// [`Applied::mark`] says) by a DeviceInformation answer that changed facts.
+    pub(crate) standing: Option<DeviceStanding>,
+}
+
 impl Orchard {
     /// Applies an acknowledged result inside the report's unit of work: promotes device facts and stores the
     /// inventory section. A result we cannot parse is kept only as the raw report on the command (logged,
@@ -73,15 +93,19 @@ impl Orchard {
         request_type: RequestType,
         report: &CommandReport,
         now: UnixTime,
-    ) -> Result<Applied, CoreError> {
+    ) -> Result<AppliedResult, CoreError> {
         let result = match parse_result(request_type.as_str(), report) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(udid = %device.udid, %request_type, error = %e, "result could not be parsed; raw report kept");
-                return Ok(Applied::Stored);
+                return Ok(AppliedResult {
+                    applied: Applied::Stored,
+                    standing: None,
+                });
             }
         };
         let mut applied = Applied::Stored;
+        let mut standing = None;
         if let CommandResult::DeviceInformation(info) = &result {
             let digest = facts_digest(device.tenant_id, info);
             // The promoted columns must still say what this answer says: another path (a declarative status
@@ -138,7 +162,22 @@ impl Orchard {
                 facts_digest: digest,
                 plan_inputs_digest: Some(plan_inputs),
             };
-            unit.update_device_facts(device.id, &facts, now).await?;
+            if applied == Applied::FactsUnchanged {
+                unit.update_device_facts(device.id, &facts, now).await?;
+            } else {
+                // Its groups are re-evaluated (the report's caller does it): read what that starts from with
+                // the update, one statement on PostgreSQL.
+                standing = Some(
+                    unit.update_device_facts_reading_standing(
+                        device.id,
+                        device.tenant_id,
+                        &facts,
+                        applied.mark() == MarkDevice::Always,
+                        now,
+                    )
+                    .await?,
+                );
+            }
         }
         if let CommandResult::ManagedApplicationList(apps) = &result {
             let statuses: std::collections::BTreeMap<String, String> = apps
@@ -157,7 +196,7 @@ impl Orchard {
             unit.put_inventory_section(device.id, section, &json, now)
                 .await?;
         }
-        Ok(applied)
+        Ok(AppliedResult { applied, standing })
     }
 }
 

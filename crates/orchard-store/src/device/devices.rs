@@ -840,41 +840,54 @@ async fn get_channel(db: &mut impl Db, channel: &ChannelId) -> Result<Option<Cha
         .transpose()
 }
 
+/// Promotes a DeviceInformation answer's facts: `$1` is the device, `$2`–`$12` the facts (see
+/// [`bind_device_facts`]). Also the first part of the desired-state read that folds into it
+/// (`UnitOfWork::update_device_facts_reading_standing`).
+pub(crate) const UPDATE_DEVICE_FACTS: &str = "UPDATE devices SET \
+       serial_number = COALESCE($2, serial_number), \
+       device_name = COALESCE($3, device_name), \
+       model = COALESCE($4, model), \
+       model_name = COALESCE($5, model_name), \
+       product_name = COALESCE($6, product_name), \
+       os_version = COALESCE($7, os_version), \
+       build_version = COALESCE($8, build_version), \
+       is_supervised = COALESCE($9, is_supervised), \
+       updated_at = $10, \
+       facts_digest = COALESCE($11, facts_digest), \
+       plan_inputs_digest = COALESCE($12, plan_inputs_digest) \
+     WHERE id = $1";
+
+/// Binds `$1`–`$12` of [`UPDATE_DEVICE_FACTS`].
+pub(crate) fn bind_device_facts<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    id: DeviceId,
+    f: &'q DeviceFacts,
+    now: UnixTime,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(id.to_string())
+        .bind(f.serial_number.as_deref())
+        .bind(f.device_name.as_deref())
+        .bind(f.model.as_deref())
+        .bind(f.model_name.as_deref())
+        .bind(f.product_name.as_deref())
+        .bind(f.os_version.as_deref())
+        .bind(f.build_version.as_deref())
+        .bind(f.is_supervised.map(bool_to_int))
+        .bind(now.0)
+        .bind(f.facts_digest.as_deref())
+        .bind(f.plan_inputs_digest.as_deref())
+}
+
 async fn update_device_facts(
     db: &mut impl Db,
     id: DeviceId,
     f: &DeviceFacts,
     now: UnixTime,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE devices SET \
-           serial_number = COALESCE($2, serial_number), \
-           device_name = COALESCE($3, device_name), \
-           model = COALESCE($4, model), \
-           model_name = COALESCE($5, model_name), \
-           product_name = COALESCE($6, product_name), \
-           os_version = COALESCE($7, os_version), \
-           build_version = COALESCE($8, build_version), \
-           is_supervised = COALESCE($9, is_supervised), \
-           updated_at = $10, \
-           facts_digest = COALESCE($11, facts_digest), \
-           plan_inputs_digest = COALESCE($12, plan_inputs_digest) \
-         WHERE id = $1",
-    )
-    .bind(id.to_string())
-    .bind(f.serial_number.as_deref())
-    .bind(f.device_name.as_deref())
-    .bind(f.model.as_deref())
-    .bind(f.model_name.as_deref())
-    .bind(f.product_name.as_deref())
-    .bind(f.os_version.as_deref())
-    .bind(f.build_version.as_deref())
-    .bind(f.is_supervised.map(bool_to_int))
-    .bind(now.0)
-    .bind(f.facts_digest.as_deref())
-    .bind(f.plan_inputs_digest.as_deref())
-    .execute(db.conn()?)
-    .await?;
+    let done = bind_device_facts(sqlx::query(UPDATE_DEVICE_FACTS), id, f, now)
+        .execute(db.conn()?)
+        .await?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
