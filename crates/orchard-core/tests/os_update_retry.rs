@@ -72,6 +72,24 @@ async fn availability_checks(node: &DeviceNode, who: &Principal, ipad: &SignedIp
 }
 
 /// One step of the retry job as the worker runs it (cluster lease in `job_runs`).
+/// The iPad's tenant pins iPadOS 18.2 (a deadline far away).
+async fn pin_ios_18_2(node: &DeviceNode, operator: &Principal, ipad: &SignedIpad) {
+    node.orchard
+        .put_os_policy(
+            operator,
+            ipad.tenant,
+            OsPolicyInput {
+                target: "pinned".into(),
+                version: Some("18.2".into()),
+                build: None,
+                deadline: "2099-01-01T09:00:00".into(),
+                details_url: None,
+            },
+        )
+        .await
+        .unwrap();
+}
+
 async fn retry_step(node: &DeviceNode, worker: &Worker) -> Step {
     let job = OsUpdateRetryJob::new(node.orchard.clone(), node.orchard.system());
     match worker.step(&job).await {
@@ -90,20 +108,7 @@ async fn the_retry_job_retries_failed_updates(backend: Backend) {
         // The enrollment's inventory: an iPad on iOS 16.
         session(&node, &ipad, old_ipad("16.7")).await;
 
-        node.orchard
-            .put_os_policy(
-                &operator,
-                ipad.tenant,
-                OsPolicyInput {
-                    target: "pinned".into(),
-                    version: Some("18.2".into()),
-                    build: None,
-                    deadline: "2099-01-01T09:00:00".into(),
-                    details_url: None,
-                },
-            )
-            .await
-            .unwrap();
+        pin_ios_18_2(&node, &operator, &ipad).await;
         assert_eq!(
             availability_checks(&node, &operator, &ipad).await,
             ["queued"]
@@ -209,20 +214,7 @@ async fn an_os_change_is_evaluated_once_the_tenant_has_a_policy(backend: Backend
             .is_empty());
 
         // The policy evaluates the iPad itself; its AvailableOSUpdates is refused.
-        node.orchard
-            .put_os_policy(
-                &operator,
-                ipad.tenant,
-                OsPolicyInput {
-                    target: "pinned".into(),
-                    version: Some("18.2".into()),
-                    build: None,
-                    deadline: "2099-01-01T09:00:00".into(),
-                    details_url: None,
-                },
-            )
-            .await
-            .unwrap();
+        pin_ios_18_2(&node, &operator, &ipad).await;
         session(&node, &ipad, old_ipad("16.7")).await;
         assert_eq!(
             availability_checks(&node, &operator, &ipad).await,
