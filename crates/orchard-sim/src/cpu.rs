@@ -56,8 +56,11 @@ impl CpuOptions {
             Some(name) => {
                 let mut total = Duration::ZERO;
                 for pid in pids_named(name)? {
-                    // A backend may exit between listing and reading: it no longer counts.
-                    total += process_cpu(pid).unwrap_or_default();
+                    // A backend may exit between listing and reading: its time then counts once its parent
+                    // has waited for it, as every exited child's does (an autovacuum worker, a backend whose
+                    // connection closed). Without them the sum fell whenever one exited, by all it had used.
+                    total += process_cpu(pid).unwrap_or_default()
+                        + reaped_children_cpu(pid).unwrap_or_default();
                 }
                 Some(total)
             }
@@ -124,11 +127,29 @@ fn process_cpu_ticks(pid: u32) -> Result<Duration, SimError> {
     cpu_from_stat(&stat).ok_or_else(|| proc_error(&path, "unexpected format"))
 }
 
+/// CPU time of the children `pid` has waited for (cutime + cstime from `/proc/PID/stat`, in clock ticks): the
+/// PostgreSQL postmaster's counts every backend and worker that has exited.
+fn reaped_children_cpu(pid: u32) -> Result<Duration, SimError> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| proc_error(&path, e))?;
+    children_cpu_from_stat(&stat).ok_or_else(|| proc_error(&path, "unexpected format"))
+}
+
+/// Fields 16 and 17 (cutime, cstime) in clock ticks.
+fn children_cpu_from_stat(stat: &str) -> Option<Duration> {
+    stat_ticks(stat, 13)
+}
+
 /// Fields 14 and 15 (utime, stime) in clock ticks. The command name (field 2) may contain spaces and
 /// parentheses, so the fields are counted after its last `)`.
 fn cpu_from_stat(stat: &str) -> Option<Duration> {
+    stat_ticks(stat, 11)
+}
+
+/// The sum of two adjacent tick counts of a stat line, `skip` fields after field 2 (11: utime and stime).
+fn stat_ticks(stat: &str, skip: usize) -> Option<Duration> {
     let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace().skip(11); // fields 3..=13
+    let mut fields = after_name.split_whitespace().skip(skip);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     // SAFETY: sysconf only reads a configuration value.
@@ -208,6 +229,26 @@ mod tests {
             Some(Duration::from_nanos(300 * 1_000_000_000 / ticks))
         );
         assert_eq!(cpu_from_stat("garbage"), None);
+        // cutime and cstime follow them.
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 3 0 1 1 1";
+        assert_eq!(
+            children_cpu_from_stat(stat),
+            Some(Duration::from_nanos(10 * 1_000_000_000 / ticks))
+        );
+        assert_eq!(children_cpu_from_stat("4242 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn an_exited_child_still_counts_through_its_parent() {
+        // A child that spins and exits: once waited for, its time is its parent's (this process's) cutime.
+        let before = reaped_children_cpu(std::process::id()).unwrap();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let after = reaped_children_cpu(std::process::id()).unwrap();
+        assert!(after > before, "{before:?} then {after:?}");
     }
 
     #[test]
