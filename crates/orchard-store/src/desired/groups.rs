@@ -336,6 +336,14 @@ fn standing_groups_sql(device: &str, tenant: &str) -> String {
     )
 }
 
+/// A data-modifying `WITH` part that marks the device (`device`, a placeholder) for the reconciler at `at`.
+fn mark_dirty_cte(device: &str, at: &str) -> String {
+    format!(
+        "mark AS (INSERT INTO reconcile_dirty (device_id, marked_at) VALUES ({device}, {at}) \
+         ON CONFLICT (device_id) DO NOTHING)"
+    )
+}
+
 /// A standing read's rows: the facts from the first, a group from each row that has one.
 fn standing_from_rows(rows: &[AnyRow]) -> Result<DeviceStanding, StoreError> {
     let facts = rows
@@ -359,12 +367,17 @@ fn standing_from_rows(rows: &[AnyRow]) -> Result<DeviceStanding, StoreError> {
 }
 
 fn facts_sql(sections: FactSections) -> String {
+    facts_sql_from("devices", sections)
+}
+
+/// [`facts_sql`] over `source`: the `devices` table, or a `WITH` that returns its rows.
+fn facts_sql_from(source: &str, sections: FactSections) -> String {
     let mut select = String::from(
         "SELECT d.id, d.tenant_id, d.state, d.model, d.model_name, d.product_name, d.os_version, \
          d.device_name, d.is_supervised, d.last_seen_at, d.dep_template_id, c.not_after AS identity_not_after",
     );
-    let mut from = String::from(
-        " FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint",
+    let mut from = format!(
+        " FROM {source} d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint"
     );
     if sections.device_information {
         select.push_str(", di.json AS device_information_json");
@@ -772,14 +785,11 @@ impl UnitOfWork {
         mark_at: Option<UnixTime>,
     ) -> Result<DeviceStanding, StoreError> {
         let mark = match (mark_at, self.backend()) {
-            (None, _) => "",
-            (Some(_), Backend::Postgres) => {
-                "WITH mark AS (INSERT INTO reconcile_dirty (device_id, marked_at) VALUES ($2, $3) \
-                 ON CONFLICT (device_id) DO NOTHING) "
-            }
+            (None, _) => String::new(),
+            (Some(_), Backend::Postgres) => format!("WITH {} ", mark_dirty_cte("$2", "$3")),
             (Some(now), Backend::Sqlite) => {
                 mark_dirty(self, &[device], now).await?;
-                ""
+                String::new()
             }
         };
         // The device's facts are joined to every group row: groups are few, and without groups no facts are
@@ -821,22 +831,17 @@ impl UnitOfWork {
                 .await;
         }
         let mark = if mark {
-            ", mark AS (INSERT INTO reconcile_dirty (device_id, marked_at) VALUES ($1, $10) \
-             ON CONFLICT (device_id) DO NOTHING)"
+            format!(", {}", mark_dirty_cte("$1", "$10"))
         } else {
-            ""
+            String::new()
         };
         // The facts come from the update's RETURNING: the statement's other parts see the row as it was.
         let sql = format!(
-            "WITH updated AS ({update} RETURNING id, tenant_id, state, model, model_name, product_name, os_version, \
-               device_name, is_supervised, last_seen_at, dep_template_id, cert_fingerprint){mark} \
-             SELECT s.group_id, s.group_kind, s.group_tenant_id, s.filter_json, s.member, f.* FROM (\
-               SELECT d.id, d.tenant_id, d.state, d.model, d.model_name, d.product_name, d.os_version, \
-                      d.device_name, d.is_supervised, d.last_seen_at, d.dep_template_id, \
-                      c.not_after AS identity_not_after \
-               FROM updated d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint\
-             ) f LEFT JOIN ({groups}) s ON TRUE ORDER BY s.group_id",
+            "WITH updated AS ({update} RETURNING *){mark} \
+             SELECT s.group_id, s.group_kind, s.group_tenant_id, s.filter_json, s.member, f.* \
+             FROM ({facts}) f LEFT JOIN ({groups}) s ON TRUE ORDER BY s.group_id",
             update = crate::device::devices::UPDATE_DEVICE_FACTS,
+            facts = facts_sql_from("updated", FactSections::default()),
             groups = standing_groups_sql("$1", "$13"),
         );
         let query = crate::device::devices::bind_device_facts(sqlx::query(&sql), device, f, now)
