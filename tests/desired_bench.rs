@@ -25,6 +25,7 @@
 //! profiles and assignments go through the use cases. The service runs in-process (`PushSetup`), so no HTTP
 //! or TLS cost is mixed in.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -34,7 +35,7 @@ use orchard_core::desired::groups::GroupInput;
 use orchard_core::desired::profiles::ProfileInput;
 use orchard_protocol::commands::{decode_command, Command};
 use orchard_protocol::report::ReportStatus;
-use orchard_sim::cpu::{process_cpu, CpuOptions};
+use orchard_sim::cpu::{cpu_by_process, process_cpu, CpuOptions};
 use orchard_store::Tenant;
 use orchard_testkit::service::{DeviceInformationAnswer, DeviceNode, PushSetup, SignedIpad};
 use orchard_testkit::Backend;
@@ -102,6 +103,46 @@ fn cpu(watch: &CpuOptions) -> Result<(Duration, Duration)> {
         process_cpu(std::process::id())?,
         sample.db.unwrap_or_default(),
     ))
+}
+
+/// The PostgreSQL backends serving clients other than `db`'s own: Orchard's pool. Their CPU is what executing
+/// Orchard's statements costs the database; the rest of its processes (autovacuum, the WAL writer, the
+/// checkpointer) do work that the writes cause later and in batches, whichever round it lands in. Empty when
+/// the database is not PostgreSQL (`watch` names no database process).
+async fn client_backends(watch: &CpuOptions, db: &mut sqlx::AnyConnection) -> Result<Vec<u32>> {
+    if watch.db_process_name.is_none() {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .fetch_all(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND pid <> pg_backend_pid()",
+        )
+        .await?;
+    rows.iter()
+        .map(|row| Ok(u32::try_from(row.try_get::<i32, _>(0)?)?))
+        .collect()
+}
+
+/// The CPU Orchard's client backends spent between `before` (read from the backends listed before) and now:
+/// a backend started since counts whole. Also returns how many of those listed before have exited (their
+/// last CPU is then missing here, and counted with the database's other processes).
+async fn client_backends_since(
+    watch: &CpuOptions,
+    db: &mut sqlx::AnyConnection,
+    before: &BTreeMap<u32, Duration>,
+) -> Result<(Duration, usize)> {
+    let mut pids = client_backends(watch, db).await?;
+    pids.extend(before.keys());
+    pids.sort_unstable();
+    pids.dedup();
+    let after = cpu_by_process(&pids);
+    let spent = after
+        .iter()
+        .map(|(pid, now)| now.saturating_sub(before.get(pid).copied().unwrap_or_default()))
+        .sum();
+    let exited = before.keys().filter(|pid| !after.contains_key(pid)).count();
+    Ok((spent, exited))
 }
 
 /// Runs reconciler passes until the work set is empty; returns the commands queued.
@@ -537,11 +578,13 @@ async fn report_path_share(
         "\n{REPORTING_IPADS} iPads enrolled through SCEP and settled in {:.1} s",
         enrolling.elapsed().as_secs_f64()
     );
-    // CPU (process, PostgreSQL) spent by each kind of round: a repeat, a rename, an OS update.
-    let mut spent = [(Duration::ZERO, Duration::ZERO); 3];
+    // CPU (process, PostgreSQL, PostgreSQL's client backends) spent by each kind of round: a repeat, a
+    // rename, an OS update.
+    let mut spent = [[Duration::ZERO; 3]; 3];
     let mut rounds = [0usize; 3];
-    // Each round's kind and CPU per report (process, PostgreSQL), for the per-cycle differences below.
-    let mut per_round: Vec<(usize, f64, f64)> = Vec::with_capacity(4 * REPORT_ROUNDS);
+    // Each round's kind and CPU per report in those three columns, for the per-cycle differences below.
+    let mut per_round: Vec<(usize, [f64; 3])> = Vec::with_capacity(4 * REPORT_ROUNDS);
+    let mut exited_backends = 0;
     let (mut name, mut os_version) = (first.0.to_owned(), first.1);
     for round in 0..4 * REPORT_ROUNDS {
         // A cycle of four rounds: a rename, a repeat, an OS update (18.1 and 18.1.1 alternate: both in
@@ -562,10 +605,13 @@ async fn report_path_share(
             }
             _ => {}
         }
+        let clients_before = cpu_by_process(&client_backends(watch, db).await?);
         let (cpu_before, db_before) = cpu(watch)?;
         let (others, reconciled) =
             reporting_round(setup, &node, operator, &ipads, (&name, os_version)).await?;
         let (cpu_after, db_after) = cpu(watch)?;
+        let (clients, exited) = client_backends_since(watch, db, &clients_before).await?;
+        exited_backends += exited;
         ensure!(others == 0, "round {round} sent {others} other commands");
         // Only an answer that changes what the plans read marks the device; the passes visit those.
         let expected = if kind == 2 { REPORTING_IPADS } else { 0 };
@@ -573,51 +619,53 @@ async fn report_path_share(
             reconciled == expected,
             "round {round}: the passes visited {reconciled} devices, not {expected}"
         );
-        spent[kind].0 += cpu_after - cpu_before;
-        spent[kind].1 += db_after - db_before;
+        let round_spent = [cpu_after - cpu_before, db_after - db_before, clients];
+        for (total, this) in spent[kind].iter_mut().zip(round_spent) {
+            *total += this;
+        }
         rounds[kind] += 1;
         let ms = |d: Duration| d.as_secs_f64() * 1e3 / REPORTING_IPADS as f64;
-        per_round.push((kind, ms(cpu_after - cpu_before), ms(db_after - db_before)));
+        per_round.push((kind, round_spent.map(ms)));
     }
     let per =
         |kind: usize, d: Duration| d.as_secs_f64() * 1e3 / (REPORTING_IPADS * rounds[kind]) as f64;
-    let [same, renamed, updated] = [0, 1, 2].map(|k| (per(k, spent[k].0), per(k, spent[k].1)));
+    let [same, renamed, updated] = [0, 1, 2].map(|k| spent[k].map(|d| per(k, d)));
+    let postgres = watch.db_process_name.is_some();
     println!(
-        "| through the report path ({} signed DeviceInformation reports of each changed kind, {} repeats) | CPU (process) | CPU (PostgreSQL) |",
+        "| through the report path ({} signed DeviceInformation reports of each changed kind, {} repeats) | CPU (process) | CPU (PostgreSQL) | of which its client backends |",
         REPORTING_IPADS * rounds[1],
         REPORTING_IPADS * rounds[0]
     );
-    println!("|---|---:|---:|");
-    for (what, (process, server)) in [
+    println!("|---|---:|---:|---:|");
+    for (what, [process, server, clients]) in [
         ("a session whose answer repeats the facts (queue, Idle, answer; desired state skipped)", same),
         ("a session whose answer renames the iPad (groups re-evaluated, no mark)", renamed),
         ("a session whose answer updates the OS (groups re-evaluated, mark, the reconciler's pass)", updated),
     ] {
-        println!("| {what} | {process:.3} ms | {server:.3} ms |");
+        println!("| {what} | {process:.3} ms | {server:.3} ms | {clients:.3} ms |");
     }
     for (what, changed) in [("a rename", renamed), ("an OS update", updated)] {
+        let [process, server, clients] = [0, 1, 2].map(|c| (changed[c] - same[c]).max(0.0));
         println!(
-            "| **desired state's share of an inventory report: {what}** (the difference) | **{:.3} ms** | {:.3} ms |",
-            (changed.0 - same.0).max(0.0),
-            (changed.1 - same.1).max(0.0),
+            "| **desired state's share of an inventory report: {what}** (the difference) | **{process:.3} ms** | {server:.3} ms | {clients:.3} ms |"
         );
     }
     // The same differences taken per cycle against the repeats on either side of each changed round: a burst
     // of other work on the machine moves one cycle, not the median.
     for (kind, what) in [(1, "a rename"), (2, "an OS update")] {
-        let [process, server] = [1, 2].map(|column| {
+        let [process, server, clients] = [0, 1, 2].map(|column| {
             let mut differences: Vec<f64> = (0..per_round.len())
                 .filter(|&i| per_round[i].0 == kind)
                 .map(|i| {
-                    let value = |r: &(usize, f64, f64)| if column == 1 { r.1 } else { r.2 };
                     let neighbours: Vec<f64> = [i.checked_sub(1), Some(i + 1)]
                         .into_iter()
                         .flatten()
                         .filter_map(|j| per_round.get(j))
                         .filter(|r| r.0 == 0)
-                        .map(value)
+                        .map(|r| r.1[column])
                         .collect();
-                    value(&per_round[i]) - neighbours.iter().sum::<f64>() / neighbours.len() as f64
+                    per_round[i].1[column]
+                        - neighbours.iter().sum::<f64>() / neighbours.len() as f64
                 })
                 .collect();
             differences.sort_by(f64::total_cmp);
@@ -629,8 +677,18 @@ async fn report_path_share(
             )
         });
         println!(
-            "| desired state's share, median of the {} per-cycle differences: {what} | {process} | {server} |",
+            "| desired state's share, median of the {} per-cycle differences: {what} | {process} | {server} | {clients} |",
             rounds[kind]
+        );
+    }
+    if postgres {
+        // What the database's other processes did over all the rounds, per report of any kind: the writes'
+        // later work (vacuum, WAL, checkpoints), not attributable to a round.
+        let reports = REPORTING_IPADS * rounds.iter().sum::<usize>();
+        let others: Duration = spent.iter().map(|k| k[1].saturating_sub(k[2])).sum();
+        println!(
+            "| PostgreSQL's other processes over all {reports} reports (autovacuum, WAL writer, checkpointer; {exited_backends} client backends exited and count here) | | {:.3} ms/report | |",
+            others.as_secs_f64() * 1e3 / reports as f64
         );
     }
     Ok(())

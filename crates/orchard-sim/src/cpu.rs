@@ -5,6 +5,7 @@
 //! with the server and the simulator pinned to different cores, and (on PostgreSQL) the database's CPU time
 //! next to it. Everything here reads what the kernel already counts; nothing is sampled or estimated.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::SimError;
@@ -118,6 +119,14 @@ fn process_cpu_clock(pid: u32) -> Option<Duration> {
         u64::try_from(now.tv_sec).ok()?,
         u32::try_from(now.tv_nsec).ok()?,
     ))
+}
+
+/// CPU time so far of each of `pids` that still exists (one that has exited is left out: its time is no
+/// longer its own to read).
+pub fn cpu_by_process(pids: &[u32]) -> BTreeMap<u32, Duration> {
+    pids.iter()
+        .filter_map(|&pid| Some((pid, process_cpu(pid).ok()?)))
+        .collect()
 }
 
 /// utime + stime of a whole process from `/proc/PID/stat`, in clock ticks.
@@ -236,6 +245,14 @@ mod tests {
             Some(Duration::from_nanos(10 * 1_000_000_000 / ticks))
         );
         assert_eq!(children_cpu_from_stat("4242 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn each_process_is_read_on_its_own() {
+        let me = std::process::id();
+        let read = cpu_by_process(&[me, u32::MAX]);
+        assert_eq!(read.len(), 1, "{read:?}");
+        assert!(read[&me] > Duration::ZERO);
     }
 
     #[test]
