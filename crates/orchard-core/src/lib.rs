@@ -116,6 +116,8 @@ pub struct Orchard {
     pub(crate) reconciler: desired::reconciler::ReconcilerState,
     /// Rendered declaration sets per channel (this node's memory, checked against the database per request).
     pub(crate) declarative: declarative::DeclarativeState,
+    /// Each tenant's smart-group filters (this node's memory, checked against the database's revision).
+    pub(crate) smart_groups: desired::smart_group_cache::SmartGroupCache,
     /// Where the OS catalogue is refreshed from.
     pub(crate) os_catalogue: osupdate::OsCatalogueSettings,
     /// Webhook delivery settings and this node's wake-up signal for the delivery job.
@@ -162,6 +164,7 @@ impl Orchard {
             renewal: enrollment::renewal::IdentityRenewalSettings::default(),
             reconciler: desired::reconciler::ReconcilerState::default(),
             declarative: declarative::DeclarativeState::default(),
+            smart_groups: desired::smart_group_cache::SmartGroupCache::default(),
             os_catalogue: osupdate::OsCatalogueSettings::default(),
             webhooks: webhooks::WebhookState::default(),
             credentials: credentials::CredentialSettings::default(),

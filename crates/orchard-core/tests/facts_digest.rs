@@ -10,17 +10,22 @@
 //! - an answer that changes facts but none the reconciler's plans read (a new name) re-evaluates the groups and
 //!   marks the device only when it joins or leaves one; a new OS version, serial number or Shared iPad state
 //!   marks it.
+//! - a node keeps its tenants' smart-group filters at the revision the database gave them: an answer that moves
+//!   the device in no group is decided from that copy (the groups and memberships are not read), one that
+//!   moves it is evaluated in full; a filter changed on another node makes every copy stale at once; an OS
+//!   version promoted from a declarative status report makes the next answer a full evaluation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use orchard_core::access::principal::Principal;
-use orchard_core::desired::groups::GroupInput;
+use orchard_core::desired::groups::{GroupInput, GroupUpdate};
+use orchard_protocol::checkin::{CheckinMessage, DeclarativeManagementCheckin};
 use orchard_protocol::commands::decode_command;
 use orchard_protocol::report::ReportStatus;
 use orchard_store::{Device, ScopeAuthority, Store};
 use orchard_testkit::service::{DeviceInformationAnswer, DeviceNode, SignedIpad};
 use orchard_testkit::{with_store, Backend};
-use orchard_types::{Clock, DeviceId, GroupId, RequestType};
+use orchard_types::{Clock, DeviceId, GroupId, RequestType, UnixTime};
 use serde_json::json;
 
 /// The iPad's DeviceInformation answer in most of these tests: only the OS version and the battery level vary.
@@ -284,6 +289,256 @@ async fn answers_that_change_no_plan_input_mark_only_on_a_group_move(backend: Ba
         assert_ne!(stored(&store, &ipad).await.plan_inputs_digest, inputs);
     })
     .await;
+}
+
+/// Puts the device in or out of `group` behind Orchard's back (a membership no evaluation wrote), so a test can
+/// see whether an answer was evaluated in full (which puts it right) or decided from the node's copy.
+async fn tamper(store: &Store, ipad: &SignedIpad, group: GroupId, member: bool, now: UnixTime) {
+    let devices = std::collections::BTreeSet::from([ipad.device_id]);
+    let mut unit = store.begin_unit().await.unwrap();
+    if member {
+        unit.add_group_members(group, &devices, now).await.unwrap();
+    } else {
+        unit.remove_group_members(group, &devices, now)
+            .await
+            .unwrap();
+    }
+    unit.commit().await.unwrap();
+}
+
+async fn a_node_decides_from_its_copy_of_the_filters(backend: Backend) {
+    with_store(backend, |store, scopes| async move {
+        let (node, operator, ipad, carts) = enrolled_with_group(
+            &store,
+            &scopes,
+            json!({"conditions": [{"field": "device_name", "op": "matches", "value": "Cart *"}]}),
+        )
+        .await;
+        let older = smart_group(
+            &node,
+            &operator,
+            &ipad,
+            json!({"conditions": [{"field": "os_version", "op": "lt", "value": "18.2"}]}),
+        )
+        .await;
+        // Evaluated in full (no digest yet): in "older than 18.2", and the node keeps the tenant's filters.
+        session_answering(&node, &ipad, named("Lab iPad", "F9FX00000001", false)).await;
+        let me = vec![ipad.device_id.to_string()];
+        assert_eq!(members(&node, &operator, &ipad, older).await, me);
+        assert!(marked(&store).await.contains(&ipad.device_id));
+
+        // Taken out of "older" behind Orchard's back. A rename that no filter reads differently is decided from
+        // the copy: stored, not marked (no plan input changed), and the memberships not read (a full
+        // evaluation would have put the device back).
+        tamper(&store, &ipad, older, false, node.clock.now()).await;
+        node.ask_inventory(&operator, &ipad).await;
+        session_answering(&node, &ipad, named("Lab iPad 2", "F9FX00000001", false)).await;
+        assert_eq!(
+            stored(&store, &ipad).await.device_name.as_deref(),
+            Some("Lab iPad 2")
+        );
+        assert!(members(&node, &operator, &ipad, older).await.is_empty());
+        assert_eq!(marked(&store).await, Vec::<DeviceId>::new());
+
+        // An OS update inside the group's range changes a plan input: decided from the copy too, and marked.
+        node.ask_inventory(&operator, &ipad).await;
+        session_answering(
+            &node,
+            &ipad,
+            DeviceInformationAnswer {
+                os_version: "18.1.1",
+                ..named("Lab iPad 2", "F9FX00000001", false)
+            },
+        )
+        .await;
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+        assert!(members(&node, &operator, &ipad, older).await.is_empty());
+
+        // A rename into the carts' pattern moves the device: evaluated in full, it joins the carts and is back in
+        // "older", and marked.
+        node.ask_inventory(&operator, &ipad).await;
+        session_answering(
+            &node,
+            &ipad,
+            DeviceInformationAnswer {
+                os_version: "18.1.1",
+                ..named("Cart 7", "F9FX00000001", false)
+            },
+        )
+        .await;
+        assert_eq!(members(&node, &operator, &ipad, carts).await, me);
+        assert_eq!(members(&node, &operator, &ipad, older).await, me);
+        assert_eq!(marked(&store).await, vec![ipad.device_id]);
+
+        // An OS update out of "older": the copy shows the move, the device leaves.
+        node.ask_inventory(&operator, &ipad).await;
+        session_answering(
+            &node,
+            &ipad,
+            DeviceInformationAnswer {
+                os_version: "18.2",
+                ..named("Cart 7", "F9FX00000001", false)
+            },
+        )
+        .await;
+        assert!(members(&node, &operator, &ipad, older).await.is_empty());
+        assert_eq!(members(&node, &operator, &ipad, carts).await, me);
+    })
+    .await;
+}
+
+async fn a_filter_changed_on_another_node_makes_the_copy_stale(backend: Backend) {
+    with_store(backend, |store, scopes| async move {
+        let (node, operator, ipad, carts) = enrolled_with_group(
+            &store,
+            &scopes,
+            json!({"conditions": [{"field": "device_name", "op": "matches", "value": "Cart *"}]}),
+        )
+        .await;
+        // This node evaluates the first answer in full and keeps the filter "Cart *".
+        session_answering(&node, &ipad, named("Lab iPad", "F9FX00000001", false)).await;
+        assert!(members(&node, &operator, &ipad, carts).await.is_empty());
+
+        // Another node refilters the group to "Lab 5*" and evaluates the device's next answer (in full: the
+        // change forgot every digest of the tenant), which leaves a digest again.
+        let other = node.another_node(scopes.clone());
+        other
+            .orchard
+            .update_group(
+                &operator,
+                ipad.tenant,
+                carts,
+                GroupUpdate {
+                    name: None,
+                    filter: Some(
+                        json!({"conditions": [{"field": "device_name", "op": "matches", "value": "Lab 5*"}]}),
+                    ),
+                },
+            )
+            .await
+            .unwrap();
+        other.ask_inventory(&operator, &ipad).await;
+        session_answering(&other, &ipad, named("Lab iPad", "F9FX00000001", false)).await;
+        assert!(stored(&store, &ipad).await.facts_digest.is_some());
+        assert!(members(&node, &operator, &ipad, carts).await.is_empty());
+
+        // Renamed "Lab 5" through the first node, whose copy ("Cart *") says no group moves: its revision is
+        // stale, so the answer is evaluated in full and the device joins the refiltered group.
+        node.ask_inventory(&operator, &ipad).await;
+        session_answering(&node, &ipad, named("Lab 5", "F9FX00000001", false)).await;
+        assert_eq!(
+            members(&node, &operator, &ipad, carts).await,
+            vec![ipad.device_id.to_string()]
+        );
+
+        // Deleting a smart group on the other node raises the revision too.
+        let before = tenant_revision(&store, &ipad).await;
+        let spare = smart_group(
+            &other,
+            &operator,
+            &ipad,
+            json!({"conditions": [{"field": "supervised", "op": "is", "value": true}]}),
+        )
+        .await;
+        let created = tenant_revision(&store, &ipad).await;
+        assert!(created > before, "{before} then {created}");
+        other
+            .orchard
+            .delete_group(&operator, ipad.tenant, spare)
+            .await
+            .unwrap();
+        assert!(tenant_revision(&store, &ipad).await > created);
+    })
+    .await;
+}
+
+/// The revision of the iPad's tenant's smart groups as the device's standing reads it.
+async fn tenant_revision(store: &Store, ipad: &SignedIpad) -> i64 {
+    let mut unit = store.begin_unit().await.unwrap();
+    let standing = unit
+        .read_device_standing(ipad.device_id, ipad.tenant, None)
+        .await
+        .unwrap();
+    unit.rollback().await.unwrap();
+    standing
+        .smart_groups_revision
+        .expect("a group to read it with")
+}
+
+async fn a_status_report_os_version_makes_the_next_answer_a_full_evaluation(backend: Backend) {
+    with_store(backend, |store, scopes| async move {
+        let (node, operator, ipad, older) = enrolled_with_group(
+            &store,
+            &scopes,
+            json!({"conditions": [{"field": "os_version", "op": "lt", "value": "18.2"}]}),
+        )
+        .await;
+        session_answering(&node, &ipad, named("Lab iPad", "F9FX00000001", false)).await;
+        let me = vec![ipad.device_id.to_string()];
+        assert_eq!(members(&node, &operator, &ipad, older).await, me);
+
+        // The iPad's declarative status says 18.3: the row's OS changes without a group evaluation, and the
+        // digest of the last answer is forgotten.
+        let status = json!({
+            "StatusItems": {"device": {"operating-system": {"version": "18.3", "build-version": "22D60"}}},
+            "Errors": []
+        });
+        let message = CheckinMessage::DeclarativeManagement(DeclarativeManagementCheckin {
+            udid: ipad.udid.clone(),
+            endpoint: "status".into(),
+            data: Some(serde_json::to_vec(&status).unwrap()),
+            user: None,
+        });
+        node.checkin(&ipad.identity, &message.encode()).await.unwrap();
+        let device = stored(&store, &ipad).await;
+        assert_eq!(device.os_version.as_deref(), Some("18.3"));
+        assert_eq!(device.facts_digest, None);
+
+        // An answer saying 18.3 too: the row and the answer agree, so only a full evaluation (not the node's
+        // copy) takes the device out of "older".
+        node.ask_inventory(&operator, &ipad).await;
+        session_answering(
+            &node,
+            &ipad,
+            DeviceInformationAnswer {
+                os_version: "18.3",
+                ..named("Lab iPad 2", "F9FX00000001", false)
+            },
+        )
+        .await;
+        assert!(members(&node, &operator, &ipad, older).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_decides_from_its_copy_of_the_filters_on_sqlite() {
+    a_node_decides_from_its_copy_of_the_filters(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_node_decides_from_its_copy_of_the_filters_on_postgres() {
+    a_node_decides_from_its_copy_of_the_filters(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_filter_changed_on_another_node_makes_the_copy_stale_on_sqlite() {
+    a_filter_changed_on_another_node_makes_the_copy_stale(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_filter_changed_on_another_node_makes_the_copy_stale_on_postgres() {
+    a_filter_changed_on_another_node_makes_the_copy_stale(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_status_report_os_version_makes_the_next_answer_a_full_evaluation_on_sqlite() {
+    a_status_report_os_version_makes_the_next_answer_a_full_evaluation(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_status_report_os_version_makes_the_next_answer_a_full_evaluation_on_postgres() {
+    a_status_report_os_version_makes_the_next_answer_a_full_evaluation(Backend::Postgres).await;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 // Tests may unwrap and panic: a failed expectation is exactly what should stop them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
@@ -103,6 +103,7 @@ conformance! {
     check_the_device_lookup_says_whether_webhooks_are_enabled => sqlite_the_device_lookup_says_whether_webhooks_are_enabled, postgres_the_device_lookup_says_whether_webhooks_are_enabled;
     check_the_device_lookup_says_whether_os_currency_applies => sqlite_the_device_lookup_says_whether_os_currency_applies, postgres_the_device_lookup_says_whether_os_currency_applies;
     check_a_facts_update_reads_the_standing_it_leaves => sqlite_a_facts_update_reads_the_standing_it_leaves, postgres_a_facts_update_reads_the_standing_it_leaves;
+    check_smart_group_changes_raise_the_tenants_revision => sqlite_smart_group_changes_raise_the_tenants_revision, postgres_smart_group_changes_raise_the_tenants_revision;
     check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
@@ -4235,4 +4236,132 @@ async fn check_a_facts_update_reads_the_standing_it_leaves(store: Store) {
         .unwrap()
         .unwrap();
     assert_eq!(stored.os_version.as_deref(), Some("18.2"));
+}
+
+/// The tenant's smart-groups revision (what a node's copy of its filters is checked against): raised by the unit
+/// that creates, refilters or deletes one of its smart groups, and by nothing else (a static group, a rename,
+/// another tenant's smart group); a facts update returns it (marking the device only when asked), and the
+/// standing reads it with the groups; an unknown device is NotFound with nothing written.
+async fn check_smart_group_changes_raise_the_tenants_revision(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let music = tenant(&store, "music").await;
+    let device = enrolled_device(&store, &physics).await;
+    let facts = |name: &str| DeviceFacts {
+        device_name: Some(name.to_owned()),
+        ..DeviceFacts::default()
+    };
+    let at = |s: i64| T0.plus_seconds(s);
+    let revision = |store: Store, name: &'static str, mark: bool, now: UnixTime| async move {
+        let mut unit = store.begin_unit().await.unwrap();
+        let revision = unit
+            .update_device_facts_reading_revision(device.id, &facts(name), mark, now)
+            .await
+            .unwrap();
+        unit.commit().await.unwrap();
+        revision
+    };
+    let dirty = |store: Store| async move {
+        let mut unit = store.begin_unit().await.unwrap();
+        let claimed: Vec<DeviceId> = unit
+            .claim_dirty_devices(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        unit.commit().await.unwrap();
+        claimed
+    };
+    let group = |tenant: TenantId, kind: GroupKind| GroupRecord {
+        id: GroupId::new(),
+        tenant_id: tenant,
+        name: format!("group {}", GroupId::new()),
+        kind,
+        filter_json: (kind == GroupKind::Smart).then(|| "{}".to_owned()),
+        created_at: T0,
+        created_by: None,
+        updated_at: T0,
+        member_count: 0,
+    };
+    let in_unit = |store: Store, change: &'static str, g: GroupRecord| async move {
+        let mut unit = store.begin_unit().await.unwrap();
+        match change {
+            "create" => unit
+                .create_group(&g, &BTreeSet::new(), "test")
+                .await
+                .unwrap(),
+            "rename" => {
+                unit.update_group(g.id, "renamed", None, None, at(5))
+                    .await
+                    .unwrap();
+            }
+            "refilter" => {
+                unit.update_group(g.id, &g.name, Some("{\"any\": true}"), None, at(5))
+                    .await
+                    .unwrap();
+            }
+            _ => unit.delete_group(g.id, at(5)).await.unwrap(),
+        }
+        unit.commit().await.unwrap();
+    };
+
+    // A new tenant starts at 0; the update lands and marks nothing unless asked.
+    assert_eq!(revision(store.clone(), "Lab 1", false, at(1)).await, 0);
+    let stored = store
+        .get_device(all_tenants(), device.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.device_name.as_deref(), Some("Lab 1"));
+    assert!(dirty(store.clone()).await.is_empty());
+    assert_eq!(revision(store.clone(), "Lab 2", true, at(2)).await, 0);
+    assert_eq!(
+        dirty(store.clone()).await,
+        vec![device.id],
+        "marked when asked"
+    );
+
+    // What does not change a filter of physics leaves the revision.
+    let lab = group(physics.id, GroupKind::Static);
+    in_unit(store.clone(), "create", lab.clone()).await;
+    in_unit(store.clone(), "rename", lab.clone()).await;
+    in_unit(store.clone(), "delete", lab).await;
+    in_unit(store.clone(), "create", group(music.id, GroupKind::Smart)).await;
+    assert_eq!(revision(store.clone(), "Lab 3", false, at(3)).await, 0);
+
+    // Each change of a smart group of physics raises it, and the standing reads the same revision.
+    let old_ios = group(physics.id, GroupKind::Smart);
+    let mut seen = vec![0];
+    for change in ["create", "rename", "refilter", "delete"] {
+        in_unit(store.clone(), change, old_ios.clone()).await;
+        seen.push(revision(store.clone(), "Lab 4", false, at(4)).await);
+    }
+    assert_eq!(
+        seen,
+        vec![0, 1, 1, 2, 3],
+        "create, rename, refilter, delete"
+    );
+    let witness = group(physics.id, GroupKind::Smart);
+    in_unit(store.clone(), "create", witness).await;
+    let mut unit = store.begin_unit().await.unwrap();
+    let standing = unit
+        .read_device_standing(device.id, physics.id, None)
+        .await
+        .unwrap();
+    let folded = unit
+        .update_device_facts_reading_standing(device.id, physics.id, &facts("Lab 5"), false, at(6))
+        .await
+        .unwrap();
+    unit.commit().await.unwrap();
+    assert_eq!(standing.smart_groups_revision, Some(4));
+    assert_eq!(folded.smart_groups_revision, Some(4));
+
+    // Unknown device: NotFound, nothing marked.
+    let mut unit = store.begin_unit().await.unwrap();
+    let unknown = unit
+        .update_device_facts_reading_revision(DeviceId::new(), &facts("Ghost"), true, at(7))
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+    unit.rollback().await.unwrap();
+    assert!(dirty(store.clone()).await.is_empty());
 }

@@ -181,6 +181,7 @@ impl PushSetup {
             orchard: self.orchard.clone(),
             clock: self.clock.clone(),
             store: self.store.clone(),
+            pki: self.pki.clone(),
         }
     }
 
@@ -305,6 +306,8 @@ pub struct DeviceNode {
     pub orchard: Arc<Orchard>,
     pub clock: ManualClock,
     pub store: Store,
+    /// The PKI the node was made with, so [`DeviceNode::another_node`] can make a second node of it.
+    pki: Arc<PkiMaterial>,
 }
 
 impl DeviceNode {
@@ -313,10 +316,11 @@ impl DeviceNode {
         let clock = ManualClock::new(SystemClock.now());
         let mut config = test_config();
         config.device_message_max_age_seconds = max_age;
+        let pki = Arc::new(test_pki(clock.now()));
         let orchard = Arc::new(Orchard::new(
             store.clone(),
             scopes,
-            Arc::new(test_pki(clock.now())),
+            pki.clone(),
             config,
             Arc::new(clock.clone()),
             PushSettings::default(),
@@ -325,6 +329,24 @@ impl DeviceNode {
             orchard,
             clock,
             store,
+            pki,
+        }
+    }
+
+    /// A second node of the same installation (`scopes`: the authority the database was opened with): the
+    /// same database, PKI and clock, its own memory. Its iPads are this node's.
+    pub fn another_node(&self, scopes: ScopeAuthority) -> DeviceNode {
+        DeviceNode {
+            orchard: Arc::new(test_node(
+                self.store.clone(),
+                scopes,
+                self.pki.clone(),
+                Arc::new(self.clock.clone()),
+                PushSettings::default(),
+            )),
+            clock: self.clock.clone(),
+            store: self.store.clone(),
+            pki: self.pki.clone(),
         }
     }
 

@@ -325,6 +325,10 @@ impl Orchard {
                     now,
                 )
                 .await?;
+                // Its smart groups were evaluated against the OS version its last DeviceInformation answer
+                // gave: that answer's digest no longer describes the row, so the next one is evaluated in full
+                // (and no node trusts the row for its memberships, see `desired::smart_group_cache`).
+                unit.forget_facts_digest(device.id).await?;
             }
         }
         self.commit_unit(unit).await?;

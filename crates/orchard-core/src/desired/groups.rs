@@ -1104,6 +1104,7 @@ impl Orchard {
         let DeviceStanding {
             groups: standing,
             facts: column_facts,
+            smart_groups_revision,
         } = match read {
             Some(read) => read,
             None => {
@@ -1125,6 +1126,14 @@ impl Orchard {
                 }
             })
             .collect();
+        if let Some(revision) = smart_groups_revision {
+            let smart = standing
+                .iter()
+                .filter(|g| g.smart && g.tenant_id == tenant)
+                .count();
+            self.smart_groups
+                .keep(tenant, revision, &filters, smart - filters.len());
+        }
         if !filters.iter().all(|(_, f)| f.reads_only_reported_facts()) {
             unit.forget_facts_digest(device).await?;
         }

@@ -10,3 +10,4 @@ pub mod profile_schema;
 pub mod profiles;
 pub mod reconciler;
 pub mod shared_ipad_policy;
+pub(crate) mod smart_group_cache;

@@ -638,14 +638,20 @@ impl Orchard {
                 // evaluated) needs no new OS evaluation, nor one for an iPad without an OS policy or declarations.
                 let mut skip_os_evaluation = !pending.os_evaluation_inputs;
                 if status == CommandStatus::Acknowledged {
-                    let AppliedResult { applied, standing } = self
+                    let AppliedResult {
+                        applied,
+                        standing,
+                        groups_unchanged,
+                    } = self
                         .apply_result(&mut unit, device, request_type, report, now)
                         .await?;
                     skip_os_evaluation |= applied != Applied::Stored;
                     // A DeviceInformation answer that repeats the facts groups and the reconciler read changes
                     // neither: the common daily report costs no re-evaluation and no reconciler pass.
                     // One that changes facts but none a plan reads marks the device only if it moves in a group.
-                    if matches!(
+                    if groups_unchanged {
+                        reconcile |= applied.mark() == MarkDevice::Always;
+                    } else if matches!(
                         request_type,
                         RequestType::DeviceInformation | RequestType::InstalledApplicationList
                     ) && applied != Applied::FactsUnchanged

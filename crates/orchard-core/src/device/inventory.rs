@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::desired::groups::MarkDevice;
 use crate::desired::reconciler::plan_inputs_digest;
+use crate::desired::smart_group_cache::moves_in_no_group;
 use crate::{CoreError, Orchard};
 
 /// The inventory section a result is kept under, if it is inventory at all.
@@ -80,6 +81,10 @@ pub(crate) struct AppliedResult {
     /// The device's standing for re-evaluating its groups, read with its new facts (and marked as
     /// [`Applied::mark`] says) by a DeviceInformation answer that changed facts.
     pub(crate) standing: Option<DeviceStanding>,
+    /// A DeviceInformation answer that changed facts moves the device in no smart group, as this node's copy
+    /// of its tenant's filters shows (see `desired::smart_group_cache`): nothing to re-evaluate, and the
+    /// device is marked as [`Applied::mark`] says.
+    pub(crate) groups_unchanged: bool,
 }
 
 impl Orchard {
@@ -101,11 +106,13 @@ impl Orchard {
                 return Ok(AppliedResult {
                     applied: Applied::Stored,
                     standing: None,
+                    groups_unchanged: false,
                 });
             }
         };
         let mut applied = Applied::Stored;
         let mut standing = None;
+        let mut groups_unchanged = false;
         if let CommandResult::DeviceInformation(info) = &result {
             let digest = facts_digest(device.tenant_id, info);
             // The promoted columns must still say what this answer says: another path (a declarative status
@@ -162,8 +169,32 @@ impl Orchard {
                 facts_digest: digest,
                 plan_inputs_digest: Some(plan_inputs),
             };
+            let mark = applied.mark() == MarkDevice::Always;
+            // This node's copy of the tenant's filters, when they read only the device row and the device's
+            // memberships are what a full evaluation of its stored facts wrote (its digest is kept).
+            let kept = match (applied, &device.facts_digest) {
+                (Applied::FactsUnchanged, _) | (_, None) => None,
+                _ => self
+                    .smart_groups
+                    .get(device.tenant_id)
+                    .filter(|kept| kept.row_filters.is_some()),
+            };
             if applied == Applied::FactsUnchanged {
                 unit.update_device_facts(device.id, &facts, now).await?;
+            } else if let Some(kept) = kept {
+                let revision = unit
+                    .update_device_facts_reading_revision(device.id, &facts, mark, now)
+                    .await?;
+                let filters = kept.row_filters.as_deref().unwrap_or_default();
+                if revision == kept.revision && moves_in_no_group(filters, device, &facts) {
+                    groups_unchanged = true;
+                } else {
+                    // Marked already (as `mark` says): the re-evaluation only reads.
+                    standing = Some(
+                        unit.read_device_standing(device.id, device.tenant_id, None)
+                            .await?,
+                    );
+                }
             } else {
                 // Its groups are re-evaluated (the report's caller does it): read what that starts from with
                 // the update, one statement on PostgreSQL.
@@ -172,7 +203,7 @@ impl Orchard {
                         device.id,
                         device.tenant_id,
                         &facts,
-                        applied.mark() == MarkDevice::Always,
+                        mark,
                         now,
                     )
                     .await?,
@@ -196,7 +227,11 @@ impl Orchard {
             unit.put_inventory_section(device.id, section, &json, now)
                 .await?;
         }
-        Ok(AppliedResult { applied, standing })
+        Ok(AppliedResult {
+            applied,
+            standing,
+            groups_unchanged,
+        })
     }
 }
 

@@ -82,6 +82,9 @@ pub struct DeviceStanding {
     pub groups: Vec<GroupStanding>,
     /// Its facts without inventory sections; None when there are no groups to evaluate.
     pub facts: Option<DeviceGroupFacts>,
+    /// The tenant's smart-groups revision its smart groups were read at (raised by every change of a smart
+    /// group, see [`raise_smart_groups_revision`]); None when the read found no group to say it.
+    pub smart_groups_revision: Option<i64>,
 }
 
 /// A group as one device's re-evaluation sees it ([`UnitOfWork::read_device_standing`]).
@@ -186,6 +189,20 @@ pub(crate) fn in_list(backend: Backend, first: usize, n: usize) -> String {
 }
 
 /// Marks devices for the reconciler (the earliest mark of a device stays).
+/// Raises the smart-groups revision of the tenant of `group` if it is a smart group (`tenants`,
+/// migration 0043), in the unit that creates, refilters or deletes it: a node that holds the tenant's filters
+/// in memory sees from the revision that they changed once the unit commits, whichever node changed them.
+async fn raise_smart_groups_revision(db: &mut impl Db, group: GroupId) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE tenants SET smart_groups_revision = smart_groups_revision + 1 \
+         WHERE id = (SELECT tenant_id FROM device_groups WHERE id = $1 AND kind = 'smart')",
+    )
+    .bind(group.to_string())
+    .execute(db.conn()?)
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn mark_dirty(
     db: &mut impl Db,
     devices: &[DeviceId],
@@ -344,12 +361,24 @@ fn mark_dirty_cte(device: &str, at: &str) -> String {
     )
 }
 
-/// A standing read's rows: the facts from the first, a group from each row that has one.
+/// The tenant's smart-groups revision as a column of a standing read (`tenant`, a placeholder): read by the
+/// same statement as the groups, so the two agree.
+fn revision_column(tenant: &str) -> String {
+    format!(
+        "(SELECT t.smart_groups_revision FROM tenants t WHERE t.id = {tenant}) AS smart_groups_revision"
+    )
+}
+
+/// A standing read's rows: the facts and the revision from the first, a group from each row that has one.
 fn standing_from_rows(rows: &[AnyRow]) -> Result<DeviceStanding, StoreError> {
     let facts = rows
         .first()
         .map(|r| facts(r, FactSections::default()))
         .transpose()?;
+    let smart_groups_revision = match rows.first() {
+        Some(r) => rows::opt_int(r, "smart_groups_revision")?,
+        None => None,
+    };
     let mut groups = Vec::with_capacity(rows.len());
     for r in rows {
         if rows::opt_text(r, "group_id")?.is_none() {
@@ -363,7 +392,11 @@ fn standing_from_rows(rows: &[AnyRow]) -> Result<DeviceStanding, StoreError> {
             member: rows::int(r, "member")? == 1,
         });
     }
-    Ok(DeviceStanding { groups, facts })
+    Ok(DeviceStanding {
+        groups,
+        facts,
+        smart_groups_revision,
+    })
 }
 
 fn facts_sql(sections: FactSections) -> String {
@@ -674,6 +707,7 @@ impl UnitOfWork {
         .bind(g.updated_at.0)
         .execute(self.conn()?)
         .await?;
+        raise_smart_groups_revision(self, g.id).await?;
         let joined: Vec<DeviceId> = members.iter().copied().collect();
         apply_membership(self, g.id, &joined, &[], reason, g.created_at).await
     }
@@ -701,6 +735,9 @@ impl UnitOfWork {
         if updated == 0 {
             return Err(StoreError::NotFound);
         }
+        if filter_json.is_some() {
+            raise_smart_groups_revision(self, id).await?;
+        }
         match members {
             Some(wanted) => replace_members(self, id, wanted, "definition", now).await,
             None => Ok((0, 0)),
@@ -711,6 +748,7 @@ impl UnitOfWork {
     pub async fn delete_group(&mut self, id: GroupId, now: UnixTime) -> Result<(), StoreError> {
         let members: Vec<DeviceId> = member_ids(self, id).await?.into_iter().collect();
         mark_dirty(self, &members, now).await?;
+        raise_smart_groups_revision(self, id).await?;
         let deleted = sqlx::query("DELETE FROM device_groups WHERE id = $1")
             .bind(id.to_string())
             .execute(self.conn()?)
@@ -795,10 +833,11 @@ impl UnitOfWork {
         // The device's facts are joined to every group row: groups are few, and without groups no facts are
         // needed.
         let sql = format!(
-            "{mark}SELECT s.group_id, s.group_kind, s.group_tenant_id, s.filter_json, s.member, f.* FROM ({groups}) s \
-             CROSS JOIN ({facts} WHERE d.id = $2) f ORDER BY s.group_id",
+            "{mark}SELECT s.group_id, s.group_kind, s.group_tenant_id, s.filter_json, s.member, f.*, {revision} \
+             FROM ({groups}) s CROSS JOIN ({facts} WHERE d.id = $2) f ORDER BY s.group_id",
             groups = standing_groups_sql("$2", "$1"),
             facts = facts_sql(FactSections::default()),
+            revision = revision_column("$1"),
         );
         let mut query = sqlx::query(&sql)
             .bind(tenant.to_string())
@@ -838,11 +877,12 @@ impl UnitOfWork {
         // The facts come from the update's RETURNING: the statement's other parts see the row as it was.
         let sql = format!(
             "WITH updated AS ({update} RETURNING *){mark} \
-             SELECT s.group_id, s.group_kind, s.group_tenant_id, s.filter_json, s.member, f.* \
+             SELECT s.group_id, s.group_kind, s.group_tenant_id, s.filter_json, s.member, f.*, {revision} \
              FROM ({facts}) f LEFT JOIN ({groups}) s ON TRUE ORDER BY s.group_id",
             update = crate::device::devices::UPDATE_DEVICE_FACTS,
             facts = facts_sql_from("updated", FactSections::default()),
             groups = standing_groups_sql("$1", "$13"),
+            revision = revision_column("$13"),
         );
         let query = crate::device::devices::bind_device_facts(sqlx::query(&sql), device, f, now)
             .bind(tenant.to_string());
@@ -851,6 +891,49 @@ impl UnitOfWork {
             return Err(StoreError::NotFound);
         }
         standing_from_rows(&rows)
+    }
+
+    /// A DeviceInformation answer's facts promoted ([`UnitOfWork::update_device_facts`]) and, when `mark` says
+    /// so, the device marked for the reconciler; returns its tenant's smart-groups revision. For a node that
+    /// holds the tenant's smart groups at that revision and finds the answer moves the device in none of them:
+    /// on PostgreSQL one statement, where [`UnitOfWork::update_device_facts_reading_standing`] also reads the
+    /// groups and the device's memberships. NotFound when the device does not exist.
+    pub async fn update_device_facts_reading_revision(
+        &mut self,
+        device: DeviceId,
+        f: &DeviceFacts,
+        mark: bool,
+        now: UnixTime,
+    ) -> Result<i64, StoreError> {
+        if self.backend() == Backend::Sqlite {
+            self.update_device_facts(device, f, now).await?;
+            if mark {
+                mark_dirty(self, &[device], now).await?;
+            }
+            let row = sqlx::query(
+                "SELECT t.smart_groups_revision FROM devices d JOIN tenants t ON t.id = d.tenant_id \
+                 WHERE d.id = $1",
+            )
+            .bind(device.to_string())
+            .fetch_one(self.conn()?)
+            .await?;
+            return rows::int(&row, "smart_groups_revision");
+        }
+        let mark = if mark {
+            format!(", {}", mark_dirty_cte("$1", "$10"))
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "WITH updated AS ({update} RETURNING tenant_id){mark} \
+             SELECT t.smart_groups_revision FROM updated u JOIN tenants t ON t.id = u.tenant_id",
+            update = crate::device::devices::UPDATE_DEVICE_FACTS,
+        );
+        let row = crate::device::devices::bind_device_facts(sqlx::query(&sql), device, f, now)
+            .fetch_optional(self.conn()?)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::int(&row, "smart_groups_revision")
     }
 
     /// Takes a device out of `leave` and into `join`, recording each change in the groups' history.
