@@ -464,8 +464,8 @@ async fn scenario(backend: Backend) -> Result<()> {
                 .arg(&dump);
             succeed(pg_restore, "pg_restore")?;
             // An older schema comes forward: the restored database is taken back to before migration 37 (the
-            // effects of 42 to 37 undone, their rows forgotten), as a dump of that version would be;
-            // `orchard restore` opens it the way every start does, which applies 37 to 42 again. A new migration
+            // effects of 43 to 37 undone, their rows forgotten), as a dump of that version would be;
+            // `orchard restore` opens it the way every start does, which applies 37 to 43 again. A new migration
             // must be undone here too (newest first), or the restored schema is not older than the binary's.
             let mut db = restored_database
                 .as_ref()
@@ -473,6 +473,8 @@ async fn scenario(backend: Backend) -> Result<()> {
                 .connect()
                 .await?;
             for statement in [
+                "ALTER TABLE tenants DROP COLUMN smart_groups_revision",
+                "DELETE FROM _sqlx_migrations WHERE version = 43",
                 "ALTER TABLE devices DROP COLUMN plan_inputs_digest",
                 "DELETE FROM _sqlx_migrations WHERE version = 42",
                 "ALTER TABLE reconcile_dirty ADD CONSTRAINT reconcile_dirty_device_id_fkey \
