@@ -4088,18 +4088,6 @@ async fn check_a_facts_update_reads_the_standing_it_leaves(store: Store) {
         device_name: Some(name.to_owned()),
         ..DeviceFacts::default()
     };
-    let dirty = |store: Store| async move {
-        let mut unit = store.begin_unit().await.unwrap();
-        let claimed: Vec<DeviceId> = unit
-            .claim_dirty_devices(100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|d| d.id)
-            .collect();
-        unit.commit().await.unwrap();
-        claimed
-    };
 
     // Without groups: the facts update still lands, and nothing is marked unless asked.
     let mut unit = store.begin_unit().await.unwrap();
@@ -4126,7 +4114,7 @@ async fn check_a_facts_update_reads_the_standing_it_leaves(store: Store) {
         stored.serial_number, device.serial_number,
         "a fact left out stays"
     );
-    assert!(dirty(store.clone()).await.is_empty());
+    assert!(claimed_dirty(&store).await.is_empty());
 
     let group = |tenant: TenantId, kind: GroupKind, name: &str| GroupRecord {
         id: GroupId::new(),
@@ -4211,7 +4199,7 @@ async fn check_a_facts_update_reads_the_standing_it_leaves(store: Store) {
         .iter()
         .all(|g| g.tenant_id == physics.id && (g.smart == g.filter_json.is_some())));
     assert_eq!(
-        dirty(store.clone()).await,
+        claimed_dirty(&store).await,
         vec![device.id],
         "marked when asked"
     );
@@ -4229,7 +4217,7 @@ async fn check_a_facts_update_reads_the_standing_it_leaves(store: Store) {
         .await;
     assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
     unit.rollback().await.unwrap();
-    assert!(dirty(store.clone()).await.is_empty());
+    assert!(claimed_dirty(&store).await.is_empty());
     let stored = store
         .get_device(all_tenants(), device.id)
         .await
@@ -4259,18 +4247,6 @@ async fn check_smart_group_changes_raise_the_tenants_revision(store: Store) {
             .unwrap();
         unit.commit().await.unwrap();
         revision
-    };
-    let dirty = |store: Store| async move {
-        let mut unit = store.begin_unit().await.unwrap();
-        let claimed: Vec<DeviceId> = unit
-            .claim_dirty_devices(100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|d| d.id)
-            .collect();
-        unit.commit().await.unwrap();
-        claimed
     };
     let group = |tenant: TenantId, kind: GroupKind| GroupRecord {
         id: GroupId::new(),
@@ -4313,10 +4289,10 @@ async fn check_smart_group_changes_raise_the_tenants_revision(store: Store) {
         .unwrap()
         .unwrap();
     assert_eq!(stored.device_name.as_deref(), Some("Lab 1"));
-    assert!(dirty(store.clone()).await.is_empty());
+    assert!(claimed_dirty(&store).await.is_empty());
     assert_eq!(revision(store.clone(), "Lab 2", true, at(2)).await, 0);
     assert_eq!(
-        dirty(store.clone()).await,
+        claimed_dirty(&store).await,
         vec![device.id],
         "marked when asked"
     );
@@ -4363,5 +4339,19 @@ async fn check_smart_group_changes_raise_the_tenants_revision(store: Store) {
         .await;
     assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
     unit.rollback().await.unwrap();
-    assert!(dirty(store.clone()).await.is_empty());
+    assert!(claimed_dirty(&store).await.is_empty());
+}
+
+/// The devices marked for the reconciler, claimed (so the next call sees only new marks).
+async fn claimed_dirty(store: &Store) -> Vec<DeviceId> {
+    let mut unit = store.begin_unit().await.unwrap();
+    let claimed: Vec<DeviceId> = unit
+        .claim_dirty_devices(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    unit.commit().await.unwrap();
+    claimed
 }

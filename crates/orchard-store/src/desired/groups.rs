@@ -82,8 +82,9 @@ pub struct DeviceStanding {
     pub groups: Vec<GroupStanding>,
     /// Its facts without inventory sections; None when there are no groups to evaluate.
     pub facts: Option<DeviceGroupFacts>,
-    /// The tenant's smart-groups revision its smart groups were read at (raised by every change of a smart
-    /// group, see [`raise_smart_groups_revision`]); None when the read found no group to say it.
+    /// The tenant's smart-groups revision its smart groups were read at (`tenants.smart_groups_revision`,
+    /// raised in the unit of every create, refilter and delete of a smart group); None when the read found no
+    /// group to say it.
     pub smart_groups_revision: Option<i64>,
 }
 
@@ -188,7 +189,6 @@ pub(crate) fn in_list(backend: Backend, first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Marks devices for the reconciler (the earliest mark of a device stays).
 /// Raises the smart-groups revision of the tenant of `group` if it is a smart group (`tenants`,
 /// migration 0043), in the unit that creates, refilters or deletes it: a node that holds the tenant's filters
 /// in memory sees from the revision that they changed once the unit commits, whichever node changed them.
@@ -203,6 +203,7 @@ async fn raise_smart_groups_revision(db: &mut impl Db, group: GroupId) -> Result
     Ok(())
 }
 
+/// Marks devices for the reconciler (the earliest mark of a device stays).
 pub(crate) async fn mark_dirty(
     db: &mut impl Db,
     devices: &[DeviceId],
