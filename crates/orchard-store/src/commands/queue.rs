@@ -83,7 +83,9 @@ macro_rules! shared_body_columns {
 
 /// SQLite serialises writers, so one UPDATE can both sweep the channel's expired commands and claim the head:
 /// the CASE tells the two kinds of matched rows apart. The scalar subquery is uncorrelated, hence evaluated
-/// once, before any row changes.
+/// once, before any row changes. It takes the head as `MIN(seq)`, not `ORDER BY seq LIMIT 1`: the status list
+/// splits the channel's index range in several, and SQLite would sort their rows in a temporary b-tree on
+/// every claim to order them.
 macro_rules! sqlite_next_command {
     ($claimable:literal) => {
         concat!(
@@ -110,10 +112,10 @@ macro_rules! sqlite_next_command {
             "WHERE (channel_id = $1 AND ",
             finished_row!(),
             ") ",
-            "OR seq = (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ",
+            "OR seq = (SELECT MIN(seq) FROM commands WHERE channel_id = $1 AND status IN ",
             $claimable,
             claimable_row!(),
-            " ORDER BY seq LIMIT 1) ",
+            ") ",
             "RETURNING status, command_uuid, request_type, payload, payload_sealed, body_id, ",
             shared_body_columns!("commands.body_id")
         )
@@ -658,5 +660,46 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use sqlx::Row;
+
+    /// SQLite's query plan of `sql` (its `$n` parameters bound to NULL), one line per step.
+    async fn sqlite_plan(store: &Store, sql: &str) -> Vec<String> {
+        let params = (1..=9).filter(|n| sql.contains(&format!("${n}"))).count();
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(&explain);
+        for _ in 0..params {
+            query = query.bind(None::<String>);
+        }
+        query
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String, _>("detail").unwrap())
+            .collect()
+    }
+
+    /// A claim runs on every command a device is handed: on SQLite it must find its rows through indexes,
+    /// never read a whole table (its cost would grow with the queue or the shared bodies), and sort nothing.
+    #[tokio::test]
+    async fn the_sqlite_claim_searches_and_never_scans() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("orchard.db").display());
+        let (store, _) = Store::connect(&url).await.unwrap();
+        for sql in [SQLITE_NEXT_COMMAND, SQLITE_NEXT_COMMAND_SKIP_NOT_NOW] {
+            let plan = sqlite_plan(&store, sql).await;
+            assert!(
+                plan.iter()
+                    .all(|step| !step.starts_with("SCAN") && !step.contains("TEMP B-TREE")),
+                "{plan:#?}"
+            );
+        }
     }
 }
