@@ -4116,22 +4116,11 @@ async fn check_a_facts_update_reads_the_standing_it_leaves(store: Store) {
     );
     assert!(claimed_dirty(&store).await.is_empty());
 
-    let group = |tenant: TenantId, kind: GroupKind, name: &str| GroupRecord {
-        id: GroupId::new(),
-        tenant_id: tenant,
-        name: name.to_owned(),
-        kind,
-        filter_json: (kind == GroupKind::Smart).then(|| "{}".to_owned()),
-        created_at: T0,
-        created_by: None,
-        updated_at: T0,
-        member_count: 0,
-    };
-    let joined_smart = group(physics.id, GroupKind::Smart, "old iOS");
-    let other_smart = group(physics.id, GroupKind::Smart, "supervised");
-    let joined_static = group(physics.id, GroupKind::Static, "lab");
-    let unjoined_static = group(physics.id, GroupKind::Static, "library");
-    let music_smart = group(music.id, GroupKind::Smart, "music iPads");
+    let joined_smart = group_record(physics.id, GroupKind::Smart, "old iOS");
+    let other_smart = group_record(physics.id, GroupKind::Smart, "supervised");
+    let joined_static = group_record(physics.id, GroupKind::Static, "lab");
+    let unjoined_static = group_record(physics.id, GroupKind::Static, "library");
+    let music_smart = group_record(music.id, GroupKind::Smart, "music iPads");
     let mut unit = store.begin_unit().await.unwrap();
     for (g, members) in [
         (&joined_smart, vec![device.id]),
@@ -4248,16 +4237,8 @@ async fn check_smart_group_changes_raise_the_tenants_revision(store: Store) {
         unit.commit().await.unwrap();
         revision
     };
-    let group = |tenant: TenantId, kind: GroupKind| GroupRecord {
-        id: GroupId::new(),
-        tenant_id: tenant,
-        name: format!("group {}", GroupId::new()),
-        kind,
-        filter_json: (kind == GroupKind::Smart).then(|| "{}".to_owned()),
-        created_at: T0,
-        created_by: None,
-        updated_at: T0,
-        member_count: 0,
+    let group = |tenant: TenantId, kind: GroupKind| {
+        group_record(tenant, kind, &format!("group {}", GroupId::new()))
     };
     let in_unit = |store: Store, change: &'static str, g: GroupRecord| async move {
         let mut unit = store.begin_unit().await.unwrap();
@@ -4340,6 +4321,21 @@ async fn check_smart_group_changes_raise_the_tenants_revision(store: Store) {
     assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
     unit.rollback().await.unwrap();
     assert!(claimed_dirty(&store).await.is_empty());
+}
+
+/// A new group of `tenant` made at T0 (a smart one with the empty filter), as a check hands it to the store.
+fn group_record(tenant: TenantId, kind: GroupKind, name: &str) -> GroupRecord {
+    GroupRecord {
+        id: GroupId::new(),
+        tenant_id: tenant,
+        name: name.to_owned(),
+        kind,
+        filter_json: (kind == GroupKind::Smart).then(|| "{}".to_owned()),
+        created_at: T0,
+        created_by: None,
+        updated_at: T0,
+        member_count: 0,
+    }
 }
 
 /// The devices marked for the reconciler, claimed (so the next call sees only new marks).
