@@ -577,6 +577,9 @@ async fn measure(
     let _ = sessions.request_type.set(request_type);
     let ticks = options.clock_ticks_per_second.max(1) as f64;
     report.load_before = load_average();
+    // Marker files for a profiler attached to the server (scripts/profile-s1.sh): the window's edges.
+    let _ = std::fs::remove_file(options.dir.join("window-closed"));
+    let _ = std::fs::write(options.dir.join("window-open"), b"");
     let cpu_before = cpu_sample(server, ticks);
     let backends_before = server
         .db_name
@@ -635,6 +638,8 @@ async fn measure(
     let finished = Instant::now();
     sessions.window_open.store(false, Ordering::SeqCst);
     let cpu_after = cpu_sample(server, ticks);
+    let _ = std::fs::remove_file(options.dir.join("window-open"));
+    let _ = std::fs::write(options.dir.join("window-closed"), b"");
     let backends_after = server
         .db_name
         .as_deref()
