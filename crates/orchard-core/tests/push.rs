@@ -2,7 +2,8 @@
 //! injected clock: expiry warnings, dead tokens revived by TokenUpdate, retried server errors, and a refused
 //! certificate stopping pushes — all without sleeping. Pushes survive: a push claimed by a node that died is sent
 //! after its lease, a TokenUpdate during a push keeps its new token, Retry-After holds a push (and a 503 the
-//! whole node) until then, and a refused certificate stops every node on the database.
+//! whole node) until then, a refused certificate stops every node on the database, and a node whose
+//! certificate was replaced on another node takes the new one at its first failed push.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -402,7 +403,82 @@ async fn a_refused_certificate_stops_every_node(backend: Backend) {
     assert_eq!(s.push.apns.pushes_for(&device_token).len(), 1);
 }
 
+/// Node 2 holds a certificate APNs no longer takes (here: from a CA the local APNs does not trust, so the
+/// TLS handshake fails) while node 1 uploads its replacement: node 2's first failed push makes it read the
+/// active certificate, and its next pass delivers, without waiting for the housekeeping's reload.
+async fn a_certificate_replaced_on_another_node_is_taken_at_the_first_failed_push(
+    backend: Backend,
+) {
+    let Some(s) = Setup::start(backend).await else {
+        return;
+    };
+    let topic = random_topic().unwrap();
+    let now = s.clock.now();
+    let foreign_ca = orchard_pki::CertificateAuthority::generate(
+        "Not Apple's Push CA",
+        orchard_types::UnixTime(now.0 - DAY),
+        400,
+    )
+    .unwrap();
+    let stale = orchard_apns::fake::issue_push_certificate(
+        &foreign_ca,
+        &topic,
+        orchard_types::UnixTime(now.0 - 60),
+        now.plus_seconds(365 * DAY),
+    )
+    .unwrap();
+    s.orchard
+        .upload_push_certificate(
+            &s.operator,
+            orchard_core::push::PushCertificateUpload::Pem {
+                certificate: stale.cert_pem(),
+                private_key: stale.key_pem().expose().clone(),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let second = s.another_node().await;
+    second
+        .load_push_certificate(&second.system())
+        .await
+        .unwrap();
+    let token = [0x62u8; 32];
+    let device_token = DeviceToken::from_bytes(&token).unwrap();
+    let (channel, device) = s.enrolled(&token).await;
+
+    // Node 1 renews the certificate; node 2 has not reloaded it.
+    s.orchard
+        .upload_push_certificate(&s.operator, s.push_certificate(&topic, 365), false)
+        .await
+        .unwrap();
+    s.queue(&device, &channel, RequestType::DeviceLock).await;
+    let failing = second
+        .dispatch_pushes_once(&second.system(), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (failing.claimed, failing.delivered, failing.requeued),
+        (1, 0, 1),
+        "{failing:?}"
+    );
+    assert!(s.push.apns.stats().tls_failures >= 1);
+    assert_eq!(
+        s.store.count_due_pushes().await.unwrap(),
+        1,
+        "the push stays owed"
+    );
+
+    let stats = second
+        .dispatch_pushes_once(&second.system(), 100)
+        .await
+        .unwrap();
+    assert_eq!(stats.delivered, 1, "{stats:?}");
+    assert_eq!(s.push.apns.pushes_for(&device_token).len(), 1);
+}
+
 orchard_testkit::backend_tests! {
+    a_certificate_replaced_on_another_node_is_taken_at_the_first_failed_push => a_certificate_replaced_on_another_node_is_taken_at_the_first_failed_push;
     expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly => expiry_is_warned_from_60_days_and_an_expired_certificate_stops_pushes_cleanly;
     dead_tokens_retries_and_refused_certificates => dead_tokens_retries_and_refused_certificates;
     renewal_guard => renewal_guard;

@@ -445,7 +445,7 @@ impl Orchard {
     /// on each answer. Tests call this directly instead of sleeping.
     pub async fn dispatch_pushes_once(
         &self,
-        _system: &SystemCtx,
+        system: &SystemCtx,
         limit: usize,
     ) -> Result<DispatchStats, CoreError> {
         let mut stats = DispatchStats::default();
@@ -505,8 +505,10 @@ impl Orchard {
         let now = self.clock.now();
         let node = self.push.node_id.as_str();
         let mut delivered = Vec::with_capacity(outcomes.len());
+        let mut failed = false;
         for (t, outcome) in outcomes {
             self.metrics.push_result(&outcome);
+            failed |= matches!(outcome, PushOutcome::Failed(_));
             if matches!(outcome, PushOutcome::Delivered { .. }) {
                 delivered.push(t);
                 continue;
@@ -531,6 +533,15 @@ impl Orchard {
             Err(e) => {
                 tracing::error!(pushes = delivered.len(), error = %e, "recording delivered pushes failed; they are pushed again after their leases");
                 stats.store_errors += delivered.len();
+            }
+        }
+        if failed {
+            // A push that failed before APNs answered (a refused TLS handshake, a dropped connection) may be
+            // this node's certificate gone stale: another node may have uploaded its replacement. Taking it now,
+            // not at the next housekeeping (up to 30 s later), keeps this node from failing every push it
+            // claims meanwhile. One read; the certificate is installed only if it changed.
+            if let Err(e) = self.load_push_certificate(system).await {
+                tracing::error!(error = %e, "loading the push certificate failed");
             }
         }
         Ok(stats)
