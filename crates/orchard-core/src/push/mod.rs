@@ -449,6 +449,11 @@ impl Orchard {
         limit: usize,
     ) -> Result<DispatchStats, CoreError> {
         let mut stats = DispatchStats::default();
+        if self.push.halted_reason().is_some() {
+            // Stopped by a refused certificate: a replacement uploaded on another node lets this one push
+            // again from its next pass (installing it clears the stop).
+            self.load_push_certificate(system).await?;
+        }
         let Some(loaded) = self.push.loaded() else {
             return Ok(stats);
         };
