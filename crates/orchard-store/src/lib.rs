@@ -374,9 +374,10 @@ fn restrict_sqlite_files(url: &str) -> Result<(), StoreError> {
                 companions.into()
             },
         ] {
-            if file.exists() {
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io)?;
+            // Another node's last connection may delete the WAL and shared-memory files at any moment.
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                outcome => outcome.map_err(io)?,
             }
         }
     }

@@ -272,7 +272,22 @@ impl Drop for Handles {
 struct Handle {
     db: NonNull<ffi::sqlite3>,
     statements: StatementCache,
+    /// Whether the per-handle settings ([`HANDLE_SETTINGS`]) have run on it: they run before its first
+    /// statement, waiting for locks like any statement, not when the handle is opened.
+    configured: bool,
 }
+
+/// Settings made on every handle. sqlx's SQLite driver turns foreign keys on for every connection; so does this
+/// one. Orchard's databases are in WAL mode, where synchronous NORMAL survives a crash of the process (a power
+/// loss may lose the last commits, not corrupt the file). They are made on every handle, because a handle is
+/// opened whenever a pooled connection finds none idle: a setting made per pooled connection would miss it.
+///
+/// Setting `synchronous` reads the schema, which needs a read lock; opening it may meet SQLite's brief
+/// exclusive locks of another process's connection opening or closing (WAL recovery, the last connection's
+/// checkpoint), so these wait like any statement ([`Handle::execute`]). Run at once when the handle was
+/// opened, they failed the open with "database is locked" when another node started beside it (CI: two
+/// `orchard serve` started together on one SQLite file).
+const HANDLE_SETTINGS: &str = "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL";
 
 // SAFETY: the handle is opened with SQLITE_OPEN_NOMUTEX and used by one connection at a time (through `&mut`
 // there, or inside the idle list's mutex); SQLite allows a connection to move between threads.
@@ -312,9 +327,10 @@ impl Handle {
                 "SQLite could not allocate a connection",
             )));
         };
-        let mut conn = Handle {
+        let conn = Handle {
             db,
             statements: StatementCache::default(),
+            configured: false,
         };
         if rc != ffi::SQLITE_OK {
             return Err(conn.error(rc));
@@ -326,14 +342,6 @@ impl Handle {
             // `Run::execute` waits for it asynchronously.
             ffi::sqlite3_busy_timeout(db.as_ptr(), 0);
         }
-        // sqlx's SQLite driver turns foreign keys on for every connection; so does this one. Orchard's
-        // databases are in WAL mode, where synchronous NORMAL survives a crash of the process (a power loss may
-        // lose the last commits, not corrupt the file). Both are set here, on every handle, because a handle is
-        // opened whenever a pooled connection finds none idle: a setting made per pooled connection would miss
-        // it.
-        conn.execute_now("PRAGMA foreign_keys = ON", &[], None)
-            .and_then(|_| conn.execute_now("PRAGMA synchronous = NORMAL", &[], None))
-            .map_err(Failure::into_error)?;
         Ok(conn)
     }
 
@@ -357,14 +365,32 @@ impl Handle {
         args: &[AnyValueKind<'_>],
         limit: Option<usize>,
     ) -> Result<Vec<Either<AnyQueryResult, AnyRow>>, Error> {
+        if !self.configured {
+            let mut settings = Run::new(HANDLE_SETTINGS, false);
+            self.run_waiting(&mut settings, &[], None).await?;
+            self.configured = true;
+        }
         let started = Instant::now();
+        let mut run = Run::new(sql, persistent);
+        self.run_waiting(&mut run, args, limit).await?;
+        log_statement(sql, &run, started.elapsed());
+        Ok(run.out)
+    }
+
+    /// Steps `run` to its end, waiting asynchronously (up to [`BUSY_TIMEOUT`]) while another connection holds
+    /// a lock it needs.
+    async fn run_waiting(
+        &mut self,
+        run: &mut Run<'_>,
+        args: &[AnyValueKind<'_>],
+        limit: Option<usize>,
+    ) -> Result<(), Error> {
         // Tokio's clock for the deadline, so it follows the runtime's time (paused in tests).
         let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
-        let mut run = Run::new(sql, persistent);
         let mut pause = Duration::from_millis(1);
         loop {
-            match self.step_run(&mut run, args, limit) {
-                Ok(()) => break,
+            match self.step_run(run, args, limit) {
+                Ok(()) => return Ok(()),
                 Err(Failure::Busy(error)) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(error);
@@ -375,8 +401,6 @@ impl Handle {
                 Err(Failure::Other(error)) => return Err(error),
             }
         }
-        log_statement(sql, &run, started.elapsed());
-        Ok(run.out)
     }
 
     /// Runs `sql` without waiting for locks (opening a connection, rolling back).

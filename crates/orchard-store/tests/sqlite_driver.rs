@@ -311,6 +311,56 @@ async fn a_lock_held_past_the_timeout_fails_the_waiting_statement() {
     waiter.close().await.unwrap();
 }
 
+/// A handle opened while another connection holds the database's lock (another node starting or stopping on the
+/// same file: WAL recovery, the last connection's checkpoint) waits for it before its first statement, like any
+/// statement, instead of failing the connection with "database is locked". The per-handle settings used to run
+/// without waiting when the handle opened, and two `orchard serve` started together on one file failed so.
+#[tokio::test(flavor = "current_thread")]
+async fn a_new_handle_waits_for_another_connections_lock_before_its_first_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    // Made, then closed: no idle handle of this file is left for the next connection to take.
+    pool(&dir, 1).await.close().await;
+
+    // sqlx's own SQLite connection in exclusive locking mode keeps the file's lock after its first read.
+    let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("PRAGMA locking_mode = EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT COUNT(*) FROM t")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+
+    let (waiting_tx, waiting) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(async move {
+        let mut conn = sqlx::AnyConnection::connect(&url).await?;
+        waiting_tx.send(()).unwrap();
+        let count: i64 = sqlx::query("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut conn)
+            .await?
+            .get(0);
+        let foreign_keys: i64 = sqlx::query("PRAGMA foreign_keys")
+            .fetch_one(&mut conn)
+            .await?
+            .get(0);
+        Ok::<_, sqlx::Error>((count, foreign_keys))
+    });
+    // On this one thread the reader ran from its signal to its first await, the wait for the lock.
+    waiting.await.unwrap();
+    holder.close().await.unwrap();
+    let (count, foreign_keys) = reader
+        .await
+        .unwrap()
+        .expect("the new handle waited for the lock");
+    assert_eq!(count, 0);
+    assert_eq!(
+        foreign_keys, 1,
+        "the handle's settings ran once the lock was free"
+    );
+}
+
 /// `PRAGMA data_version` on one SQLite handle changes when another handle committed since its last call: the
 /// same event that makes a handle drop its page cache in WAL mode.
 async fn data_version(conn: &mut sqlx::AnyConnection) -> i64 {
