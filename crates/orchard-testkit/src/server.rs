@@ -573,7 +573,7 @@ async fn spawn_serve(
 ) -> Result<(Child, String)> {
     let (filter, stderr) = match log {
         Some((filter, file)) => (filter, Stdio::from(std::fs::File::create(file)?)),
-        None => ("warn", Stdio::inherit()),
+        None => ("warn", Stdio::piped()),
     };
     // An ephemeral port unless the caller chose the address (a restart on the same port).
     let listen: &[&str] = if extra.iter().any(|a| a == "--listen") {
@@ -590,6 +590,7 @@ async fn spawn_serve(
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()?;
+    let stderr = child.stderr.take().map(relay_stderr);
     let stdout = child.stdout.take().context("no stdout")?;
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
@@ -607,7 +608,29 @@ async fn spawn_serve(
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("unexpected first line from orchard serve: {line:?}")
+            let said = match stderr {
+                Some(relay) => relay.join().unwrap_or_default(),
+                None => "(its log went to a file)".to_owned(),
+            };
+            bail!("unexpected first line from orchard serve: {line:?}; it said:\n{said}")
         }
     }
+}
+
+/// Copies a server's stderr to this test's (where the test harness captures it, unlike an inherited
+/// descriptor) and keeps its last lines, so a server that fails to start says why in the test's error.
+fn relay_stderr(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<String> {
+    const KEPT: usize = 20;
+    std::thread::spawn(move || {
+        let mut last = std::collections::VecDeque::with_capacity(KEPT);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{line}");
+            if last.len() == KEPT {
+                last.pop_front();
+            }
+            last.push_back(line);
+        }
+        Vec::from(last).join("\n")
+    })
 }
