@@ -167,6 +167,8 @@ pub struct BenchPushReport {
     /// PostgreSQL backends of the server's database (0 on SQLite).
     pub database_cpu_seconds: f64,
     pub simulator_cpu_seconds: f64,
+    /// Cores of this machine, which the servers, their database and the simulator share.
+    pub cores: usize,
     pub server_peak_rss_kib: u64,
     /// Each node's peak, when there are several (`server_peak_rss_kib` is the largest).
     pub node_peak_rss_kib: Vec<u64>,
@@ -197,6 +199,14 @@ impl BenchPushReport {
             return 0.0;
         }
         (self.server_cpu_seconds + self.database_cpu_seconds) * 1000.0 / self.devices as f64
+    }
+
+    /// The shortest this window could have lasted on this machine: the CPU everyone in it spent (servers,
+    /// database, simulator), spread perfectly over the cores. A window near it is bound by CPU, not by
+    /// waiting; the goal of a shorter window then needs less CPU, not more concurrency.
+    pub fn cpu_floor_seconds(&self) -> f64 {
+        (self.server_cpu_seconds + self.database_cpu_seconds + self.simulator_cpu_seconds)
+            / self.cores.max(1) as f64
     }
 }
 
@@ -237,6 +247,15 @@ impl fmt::Display for BenchPushReport {
             self.cpu_ms_per_device(),
             self.simulator_cpu_seconds
         )?;
+        if self.cores > 0 && self.seconds > 0.0 {
+            writeln!(
+                f,
+                "CPU floor on {} cores: {:.2} s (servers, database and simulator on every core at once); the window was {:.0} % of the machine",
+                self.cores,
+                self.cpu_floor_seconds(),
+                100.0 * self.cpu_floor_seconds() / self.seconds
+            )?;
+        }
         let per_node: Vec<String> = self
             .node_peak_rss_kib
             .iter()
@@ -281,7 +300,7 @@ impl fmt::Display for BenchPushReport {
         )?;
         write!(
             f,
-            "S1 n={} nodes={} seconds={:.2} results_per_s={:.0} server_cpu_s={:.2} db_cpu_s={:.2} cpu_ms_per_device={:.2} peak_rss_mib={:.1} load=\"{}\"",
+            "S1 n={} nodes={} seconds={:.2} results_per_s={:.0} server_cpu_s={:.2} db_cpu_s={:.2} cpu_ms_per_device={:.2} sim_cpu_s={:.2} cpu_floor_s={:.2} peak_rss_mib={:.1} load=\"{}\"",
             self.devices,
             self.nodes.max(1),
             self.seconds,
@@ -289,6 +308,8 @@ impl fmt::Display for BenchPushReport {
             self.server_cpu_seconds,
             self.database_cpu_seconds,
             self.cpu_ms_per_device(),
+            self.simulator_cpu_seconds,
+            self.cpu_floor_seconds(),
             self.server_peak_rss_kib as f64 / 1024.0,
             self.load_after
         )
@@ -656,6 +677,7 @@ async fn measure(
     report.server_peak_rss_kib = report.node_peak_rss_kib.iter().copied().max().unwrap_or(0);
     report.server_cpu_seconds = cpu_after.server - cpu_before.server;
     report.simulator_cpu_seconds = cpu_after.simulator - cpu_before.simulator;
+    report.cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     report.database_cpu_seconds = backends_after
         .iter()
         .map(|(pid, after)| after.saturating_sub(backends_before.get(pid).copied().unwrap_or(0)))
@@ -1109,14 +1131,28 @@ mod tests {
             seconds: 4.0,
             server_cpu_seconds: 3.0,
             database_cpu_seconds: 1.0,
+            simulator_cpu_seconds: 2.0,
+            cores: 2,
             measured: true,
             ..BenchPushReport::default()
         };
         assert_eq!(report.results_per_second(), 250.0);
         assert_eq!(report.cpu_ms_per_device(), 4.0);
-        assert!(report
-            .to_string()
-            .contains("S1 n=1000 nodes=1 seconds=4.00"));
+        assert_eq!(report.cpu_floor_seconds(), 3.0);
+        let printed = report.to_string();
+        assert!(
+            printed.contains("S1 n=1000 nodes=1 seconds=4.00"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("CPU floor on 2 cores: 3.00 s")
+                && printed.contains("75 % of the machine"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("sim_cpu_s=2.00 cpu_floor_s=3.00"),
+            "{printed}"
+        );
     }
 
     #[test]
