@@ -403,7 +403,7 @@ impl Handle {
         }
     }
 
-    /// Runs `sql` without waiting for locks (opening a connection, rolling back).
+    /// Runs `sql` without waiting for locks: a rollback, which gives locks up rather than waits for them.
     fn execute_now(
         &mut self,
         sql: &str,
