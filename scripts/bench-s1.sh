@@ -98,6 +98,13 @@ phase() {
 echo "== S1 backend=$backend n=$n $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "-- setup (enroll missing devices, answer their enrollment inventory)"
 phase 1 --setup-only "$@"
+if [ "$backend" = postgres ]; then
+  # Enrolling thousands of iPads leaves PostgreSQL's autovacuum to do: done now, it is not paid inside the
+  # measured window (session 28: 124.6 s for the first run after an enrollment of 47,000, 88.8 s after a VACUUM).
+  vacuum_started=$(date +%s%N)
+  psql "${db_args[1]}" -qc "VACUUM (ANALYZE)"
+  echo "vacuumed in $(( ($(date +%s%N) - vacuum_started) / 1000000 )) ms"
+fi
 echo "-- measured run ($nodes node(s))"
 phase "$nodes" "$@"
 echo "== S1 backend=$backend n=$n done, load average $(cut -d' ' -f1-3 /proc/loadavg)"
