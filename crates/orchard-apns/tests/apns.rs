@@ -86,13 +86,18 @@ async fn start() -> (ApplePki, FakeApnsServer, ApnsClient) {
 }
 
 async fn wait_ready(client: &ApnsClient, connections: usize) {
+    wait_for(
+        || client.status().ready >= connections,
+        || format!("connections not up: {:?}", client.status()),
+    )
+    .await;
+}
+
+/// Polls `done` for up to 5 s; fails with what `state` says when it never holds.
+async fn wait_for(done: impl Fn() -> bool, state: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while client.status().ready < connections {
-        assert!(
-            Instant::now() < deadline,
-            "connections not up: {:?}",
-            client.status()
-        );
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", state());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -259,11 +264,11 @@ async fn dropped_connection_is_reestablished_and_push_arrives() {
     // The dropped connection comes back (after a short backoff) and carries pushes again. The server counts a
     // connection when its side of the handshake ends, which in TLS 1.3 may be after the client's: wait for it.
     wait_ready(&client, 2).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.stats().connections <= connections_before {
-        assert!(Instant::now() < deadline, "{:?}", server.stats());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        || server.stats().connections > connections_before,
+        || format!("{:?}", server.stats()),
+    )
+    .await;
     assert!(client.status().last_connection_error.is_some());
     for n in 10..20 {
         assert!(client.push(&token(n), &magic(n)).await.is_delivered());
