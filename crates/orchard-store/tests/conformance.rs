@@ -104,6 +104,7 @@ conformance! {
     check_the_device_lookup_says_whether_os_currency_applies => sqlite_the_device_lookup_says_whether_os_currency_applies, postgres_the_device_lookup_says_whether_os_currency_applies;
     check_a_facts_update_reads_the_standing_it_leaves => sqlite_a_facts_update_reads_the_standing_it_leaves, postgres_a_facts_update_reads_the_standing_it_leaves;
     check_smart_group_changes_raise_the_tenants_revision => sqlite_smart_group_changes_raise_the_tenants_revision, postgres_smart_group_changes_raise_the_tenants_revision;
+    check_a_mark_outlives_a_pass_that_claims_beside_its_unit => sqlite_a_mark_outlives_a_pass_that_claims_beside_its_unit, postgres_a_mark_outlives_a_pass_that_claims_beside_its_unit;
     check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
@@ -4321,6 +4322,67 @@ async fn check_smart_group_changes_raise_the_tenants_revision(store: Store) {
     assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
     unit.rollback().await.unwrap();
     assert!(claimed_dirty(&store).await.is_empty());
+}
+
+/// A unit that marks a device already in the reconciler's work set keeps its mark from a pass that claims while
+/// the unit is open: the pass would read the device without the unit's change, and nothing would look at the
+/// change again (a device that left its group kept its app and licence). A claim made before the unit marks
+/// makes the mark wait and land after it. PostgreSQL only: on SQLite a unit is the only writer while it is
+/// open, so no claim runs beside it.
+async fn check_a_mark_outlives_a_pass_that_claims_beside_its_unit(store: Store) {
+    if store.backend() == Backend::Sqlite {
+        return;
+    }
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    claimed_dirty(&store).await;
+    store
+        .mark_devices_dirty(&[device.id], T0.plus_seconds(1))
+        .await
+        .unwrap();
+
+    // The mark is there when the unit marks again; passes run before the unit commits and take nothing.
+    let mut change = store.begin_unit().await.unwrap();
+    change
+        .mark_devices_dirty(&[device.id], T0.plus_seconds(2))
+        .await
+        .unwrap();
+    assert!(claimed_dirty(&store).await.is_empty());
+    let mut arrival = store.begin_unit().await.unwrap();
+    assert!(arrival
+        .claim_dirty_device(device.id)
+        .await
+        .unwrap()
+        .is_none());
+    arrival.rollback().await.unwrap();
+    change.commit().await.unwrap();
+    assert_eq!(claimed_dirty(&store).await, vec![device.id]);
+
+    // A pass claimed first: the unit's mark waits for the pass to end and is there after it.
+    store
+        .mark_devices_dirty(&[device.id], T0.plus_seconds(3))
+        .await
+        .unwrap();
+    let mut pass = store.begin_unit().await.unwrap();
+    let claimed = pass.claim_dirty_devices(100).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![device.id]
+    );
+    let marking = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut change = store.begin_unit().await.unwrap();
+            change
+                .mark_devices_dirty(&[device.id], T0.plus_seconds(4))
+                .await
+                .unwrap();
+            change.commit().await.unwrap();
+        }
+    });
+    pass.commit().await.unwrap();
+    marking.await.unwrap();
+    assert_eq!(claimed_dirty(&store).await, vec![device.id]);
 }
 
 /// A new group of `tenant` made at T0 (a smart one with the empty filter), as a check hands it to the store.

@@ -5,7 +5,7 @@
 use orchard_types::{AssignmentId, TenantId, UnixTime};
 use sqlx::any::AnyRow;
 
-use crate::desired::groups::values_list;
+use crate::desired::groups::{values_list, KEEP_EARLIEST_MARK};
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{rows, Scope, Store, StoreError, UnitOfWork};
@@ -120,11 +120,11 @@ pub(crate) async fn mark_tenant_dirty(
     tenant: TenantId,
     now: UnixTime,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO reconcile_dirty (device_id, marked_at) \
-         SELECT id, $2 FROM devices WHERE tenant_id = $1 AND state = 'enrolled' \
-         ON CONFLICT (device_id) DO NOTHING",
-    )
+         SELECT id, $2 FROM devices WHERE tenant_id = $1 AND state = 'enrolled' ORDER BY id \
+         {KEEP_EARLIEST_MARK}"
+    ))
     .bind(tenant.to_string())
     .bind(now.0)
     .execute(db.conn()?)

@@ -203,6 +203,16 @@ async fn raise_smart_groups_revision(db: &mut impl Db, group: GroupId) -> Result
     Ok(())
 }
 
+/// How every insert into the reconciler's work set meets a mark already there: the earliest mark stays, and the
+/// row is locked until the unit ends. The lock is the point. A claim deletes marks (`FOR UPDATE SKIP LOCKED` on
+/// PostgreSQL); with `DO NOTHING` a unit that found the mark there took no lock, a pass could claim the mark and
+/// read the device before that unit committed, and the unit's change was never reconciled (a device left its
+/// group and kept its app and licence). Locked, the mark is skipped by claims until the unit commits, so the
+/// pass that takes it reads the change. A claim that deleted the mark first makes this insert wait for it and
+/// then insert anew. Marks of many devices are written in device order, so two units lock them in one order.
+pub(crate) const KEEP_EARLIEST_MARK: &str =
+    "ON CONFLICT (device_id) DO UPDATE SET marked_at = reconcile_dirty.marked_at";
+
 /// Marks devices for the reconciler (the earliest mark of a device stays).
 pub(crate) async fn mark_dirty(
     db: &mut impl Db,
@@ -214,8 +224,7 @@ pub(crate) async fn mark_dirty(
     unique.dedup();
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO reconcile_dirty (device_id, marked_at) VALUES {} \
-             ON CONFLICT (device_id) DO NOTHING",
+            "INSERT INTO reconcile_dirty (device_id, marked_at) VALUES {} {KEEP_EARLIEST_MARK}",
             values_list(db.backend(), chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
@@ -358,7 +367,7 @@ fn standing_groups_sql(device: &str, tenant: &str) -> String {
 fn mark_dirty_cte(device: &str, at: &str) -> String {
     format!(
         "mark AS (INSERT INTO reconcile_dirty (device_id, marked_at) VALUES ({device}, {at}) \
-         ON CONFLICT (device_id) DO NOTHING)"
+         {KEEP_EARLIEST_MARK})"
     )
 }
 

@@ -6,6 +6,7 @@
 use orchard_types::{CommandUuid, DeviceId, ProfileId, TenantId, UnixTime};
 use sqlx::any::AnyRow;
 
+use crate::desired::groups::KEEP_EARLIEST_MARK;
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{rows, NewCommand, Scope, Store, StoreError, UnitOfWork};
@@ -231,13 +232,13 @@ async fn mark_profile_devices_dirty(
     profile: ProfileId,
     now: UnixTime,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO reconcile_dirty (device_id, marked_at) \
          SELECT d.id, $2 FROM devices d WHERE d.state = 'enrolled' AND (d.tenant_id IN \
            (SELECT a.tenant_id FROM assignments a WHERE a.object_kind = 'profile' AND a.object_id = $1) \
            OR d.id IN (SELECT dp.device_id FROM device_profiles dp WHERE dp.profile_id = $1 AND dp.reconciled = 1)) \
-         ON CONFLICT (device_id) DO NOTHING",
-    )
+         ORDER BY d.id {KEEP_EARLIEST_MARK}"
+    ))
     .bind(profile.to_string())
     .bind(now.0)
     .execute(db.conn()?)
