@@ -24,6 +24,7 @@ pub struct UnitOfWork {
     backend: Backend,
     queued_commands: bool,
     recorded_webhook_events: bool,
+    made_licence_work: bool,
     /// The caller saw no enabled webhook endpoint when its request began: events are not written.
     no_webhook_endpoints: bool,
     #[cfg(feature = "fault-injection")]
@@ -36,6 +37,7 @@ impl std::fmt::Debug for UnitOfWork {
             .field("backend", &self.backend)
             .field("queued_commands", &self.queued_commands)
             .field("recorded_webhook_events", &self.recorded_webhook_events)
+            .field("made_licence_work", &self.made_licence_work)
             .finish_non_exhaustive()
     }
 }
@@ -52,6 +54,7 @@ impl Store {
             backend: self.backend,
             queued_commands: false,
             recorded_webhook_events: false,
+            made_licence_work: false,
             no_webhook_endpoints: false,
             #[cfg(feature = "fault-injection")]
             faults: self.faults.clone(),
@@ -82,6 +85,13 @@ impl UnitOfWork {
     /// wakes the delivery job).
     pub fn recorded_webhook_events(&self) -> bool {
         self.recorded_webhook_events
+    }
+
+    /// Whether this unit gave Apps and Books licences work for Apple (wanted, released, or on their way out with
+    /// a removal): durable on the rows, so after the commit the caller only wakes the licence pass. Without the
+    /// wake the rows would wait for the pass's next interval.
+    pub fn made_licence_work(&self) -> bool {
+        self.made_licence_work
     }
 
     /// The caller's request read that no webhook endpoint is enabled (the device lookup says so): the unit's
@@ -131,6 +141,9 @@ pub(crate) trait Db: Send {
 
     /// A statement queued commands (see [`UnitOfWork::queued_commands`]).
     fn note_queued_commands(&mut self) {}
+
+    /// A statement gave licences work for Apple (see [`UnitOfWork::made_licence_work`]).
+    fn note_licence_work(&mut self) {}
 }
 
 impl Db for UnitOfWork {
@@ -145,6 +158,10 @@ impl Db for UnitOfWork {
 
     fn note_queued_commands(&mut self) {
         self.queued_commands = true;
+    }
+
+    fn note_licence_work(&mut self) {
+        self.made_licence_work = true;
     }
 }
 

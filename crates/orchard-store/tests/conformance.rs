@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts, DeviceQuery,
-    EnrollmentLink, GroupKind, GroupRecord, IdentityGrant, IssuedCertificate, JobClaim, NewCommand,
-    OsPolicyRecord, Page, RecordOutcome, ScepChallenge, Scope, ScopeAuthority, Store, StoreError,
-    Tenant, TokenUpdateRecord,
+    EnrollmentLink, GroupKind, GroupRecord, IdentityGrant, IssuedCertificate, JobClaim,
+    LicenceOutcome, LicenceWork, NewCommand, OsPolicyRecord, Page, PlannedAppCommand,
+    RecordOutcome, ScepChallenge, Scope, ScopeAuthority, Store, StoreError, Tenant,
+    TokenUpdateRecord, WantedLicence,
 };
 use orchard_testkit::with_store;
 use orchard_types::{
@@ -105,6 +106,7 @@ conformance! {
     check_a_facts_update_reads_the_standing_it_leaves => sqlite_a_facts_update_reads_the_standing_it_leaves, postgres_a_facts_update_reads_the_standing_it_leaves;
     check_smart_group_changes_raise_the_tenants_revision => sqlite_smart_group_changes_raise_the_tenants_revision, postgres_smart_group_changes_raise_the_tenants_revision;
     check_a_mark_outlives_a_pass_that_claims_beside_its_unit => sqlite_a_mark_outlives_a_pass_that_claims_beside_its_unit, postgres_a_mark_outlives_a_pass_that_claims_beside_its_unit;
+    check_a_unit_says_when_it_gave_licences_work => sqlite_a_unit_says_when_it_gave_licences_work, postgres_a_unit_says_when_it_gave_licences_work;
     check_dead_push_tokens_revive_on_token_update => sqlite_dead_push_tokens_revive_on_token_update, postgres_dead_push_tokens_revive_on_token_update;
     check_wake_for_inactive_devices => sqlite_wake_for_inactive_devices, postgres_wake_for_inactive_devices;
     check_push_certificates => sqlite_push_certificates, postgres_push_certificates;
@@ -4383,6 +4385,137 @@ async fn check_a_mark_outlives_a_pass_that_claims_beside_its_unit(store: Store) 
     pass.commit().await.unwrap();
     marking.await.unwrap();
     assert_eq!(claimed_dirty(&store).await, vec![device.id]);
+}
+
+/// A unit says whether it gave Apps and Books licences work for Apple, so its caller wakes the licence pass
+/// after the commit (a device planning its own apps on arrival made the work and nothing ran the pass until
+/// its next interval): a licence newly wanted, one released after Apple was asked for it, a removal that takes
+/// its licence back. A row that exists, one never submitted (it just goes), one already on its way out and an
+/// install do not.
+async fn check_a_unit_says_when_it_gave_licences_work(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let wanted = |adam: &str| WantedLicence {
+        device_id: device.id,
+        adam_id: adam.to_owned(),
+        tenant_id: physics.id,
+        pricing_param: "STDQ".to_owned(),
+        serial_number: "F9FXLICENCE1".to_owned(),
+    };
+    let work = |adam: &str| LicenceWork {
+        device_id: device.id,
+        adam_id: adam.to_owned(),
+        tenant_id: physics.id,
+        pricing_param: "STDQ".to_owned(),
+        serial_number: "F9FXLICENCE1".to_owned(),
+        state: "associating".to_owned(),
+        event_id: None,
+    };
+    let planned = |from: &'static str, to: &'static str| PlannedAppCommand {
+        command: command(&device, &channel, "RemoveApplication"),
+        adam_id: "100003".to_owned(),
+        from,
+        to,
+    };
+    // Runs the statements on `$u`, a unit of their own, and says whether the unit gave licences work.
+    macro_rules! gives_work {
+        (|$u:ident| $body:expr) => {{
+            let mut $u = store.begin_unit().await.unwrap();
+            assert!(!$u.made_licence_work());
+            $body;
+            let made = $u.made_licence_work();
+            $u.commit().await.unwrap();
+            made
+        }};
+    }
+    let states = || async {
+        let mut unit = store.begin_unit().await.unwrap();
+        let rows = unit.known_app_licences_of(&[device.id]).await.unwrap();
+        unit.rollback().await.unwrap();
+        let mut rows: Vec<_> = rows.into_iter().map(|r| (r.adam_id, r.state)).collect();
+        rows.sort();
+        rows
+    };
+
+    assert!(gives_work!(|u| u
+        .want_app_licences(&[wanted("100001"), wanted("100002")], T0)
+        .await
+        .unwrap()));
+    assert!(!gives_work!(|u| u
+        .want_app_licences(&[wanted("100001")], T0)
+        .await
+        .unwrap()));
+    // Never submitted: the row just goes, Apple has nothing to undo.
+    assert!(!gives_work!(|u| u
+        .release_app_licence(device.id, "100002", T0)
+        .await
+        .unwrap()));
+    assert_eq!(
+        states().await,
+        vec![("100001".to_owned(), "associating".to_owned())]
+    );
+
+    // Submitted to Apple: released, it goes back through Apple, once.
+    store
+        .record_licence_outcomes(
+            &[(
+                work("100001"),
+                LicenceOutcome::Submitted {
+                    event_id: "e1".to_owned(),
+                },
+            )],
+            T0,
+            |_, _| None,
+        )
+        .await
+        .unwrap();
+    assert!(gives_work!(|u| u
+        .release_app_licence(device.id, "100001", T0)
+        .await
+        .unwrap()));
+    assert!(!gives_work!(|u| u
+        .release_app_licence(device.id, "100001", T0)
+        .await
+        .unwrap()));
+
+    // Associated, installed, then removed with the app: the removal takes the licence back.
+    assert!(gives_work!(|u| u
+        .want_app_licences(&[wanted("100003")], T0)
+        .await
+        .unwrap()));
+    store
+        .record_licence_outcomes(&[(work("100003"), LicenceOutcome::Done)], T0, |_, _| None)
+        .await
+        .unwrap();
+    let install = planned("associated", "installing");
+    let install_uuid = install.command.uuid.to_string();
+    assert!(!gives_work!(|u| u
+        .queue_planned_app_commands(&[install], T0)
+        .await
+        .unwrap()));
+    let mut unit = store.begin_unit().await.unwrap();
+    assert!(unit
+        .app_command_answered(device.id, &install_uuid, Some("installed"), None, None, T0)
+        .await
+        .unwrap());
+    unit.commit().await.unwrap();
+    assert!(gives_work!(|u| u
+        .queue_planned_app_commands(&[planned("installed", "disassociating")], T0)
+        .await
+        .unwrap()));
+    // Planned from a state the row has left: nothing queued, no work.
+    assert!(!gives_work!(|u| u
+        .queue_planned_app_commands(&[planned("installed", "disassociating")], T0)
+        .await
+        .unwrap()));
+    assert_eq!(
+        states().await,
+        vec![
+            ("100001".to_owned(), "disassociating".to_owned()),
+            ("100003".to_owned(), "disassociating".to_owned())
+        ]
+    );
 }
 
 /// A new group of `tenant` made at T0 (a smart one with the empty filter), as a check hands it to the store.

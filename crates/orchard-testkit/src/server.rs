@@ -571,9 +571,11 @@ async fn spawn_serve(
     extra: &[String],
     log: Option<(&str, &Path)>,
 ) -> Result<(Child, String)> {
+    // ORCHARD_TEST_LOG widens what a test's servers log into its captured output (chasing a flaky test).
+    let wider = std::env::var("ORCHARD_TEST_LOG").ok();
     let (filter, stderr) = match log {
         Some((filter, file)) => (filter, Stdio::from(std::fs::File::create(file)?)),
-        None => ("warn", Stdio::piped()),
+        None => (wider.as_deref().unwrap_or("warn"), Stdio::piped()),
     };
     // An ephemeral port unless the caller chose the address (a restart on the same port).
     let listen: &[&str] = if extra.iter().any(|a| a == "--listen") {

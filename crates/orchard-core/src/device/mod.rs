@@ -14,19 +14,25 @@ use orchard_store::UnitOfWork;
 use crate::{CoreError, Orchard};
 
 impl Orchard {
-    /// Commits a use case's unit of work, then wakes the push dispatcher if the unit queued commands and the
-    /// webhook delivery job if it recorded events (both are durable in the unit; the wake only saves a wait). The
+    /// Commits a use case's unit of work, then wakes the push dispatcher if the unit queued commands, the
+    /// webhook delivery job if it recorded events and the licence pass if it gave licences work for Apple (all
+    /// durable in the unit; the wake only saves a wait). The
     /// push itself needs no outbox: it is owed durably by the `push_wanted` counter bumped in the same
     /// transaction, and the dispatcher polls that every second anyway; the wake only saves the wait.
     pub(crate) async fn commit_unit(&self, unit: UnitOfWork) -> Result<(), CoreError> {
         let queued = unit.queued_commands();
         let events = unit.recorded_webhook_events();
+        let licences = unit.made_licence_work();
         unit.commit().await?;
         if queued {
             self.wake_dispatcher();
         }
         if events {
             self.wake_webhooks();
+        }
+        if licences {
+            // The licence pass runs with the reconciler's.
+            self.wake_reconciler();
         }
         Ok(())
     }

@@ -173,7 +173,7 @@ pub(crate) async fn release_device_licences(
     .bind(keep.as_str())
     .execute(db.conn()?)
     .await?;
-    sqlx::query(
+    let released = sqlx::query(
         "UPDATE device_app_licences SET state = 'disassociating', event_id = NULL, lease_until = NULL, \
          pending_command = NULL, reason = NULL, updated_at = $3 \
          WHERE device_id = $1 AND tenant_id <> $2 AND state <> 'disassociating'",
@@ -182,7 +182,11 @@ pub(crate) async fn release_device_licences(
     .bind(keep.as_str())
     .bind(now.0)
     .execute(db.conn()?)
-    .await?;
+    .await?
+    .rows_affected();
+    if released > 0 {
+        db.note_licence_work();
+    }
     Ok(())
 }
 
@@ -298,7 +302,9 @@ impl UnitOfWork {
                     .bind(now.0)
                     .bind("associating");
             }
-            query.execute(self.conn()?).await?;
+            if query.execute(self.conn()?).await?.rows_affected() > 0 {
+                self.note_licence_work();
+            }
         }
         Ok(())
     }
@@ -319,7 +325,7 @@ impl UnitOfWork {
         .bind(adam_id)
         .execute(self.conn()?)
         .await?;
-        sqlx::query(
+        let released = sqlx::query(
             "UPDATE device_app_licences SET state = 'disassociating', event_id = NULL, lease_until = NULL, \
              pending_command = NULL, reason = NULL, updated_at = $3 \
              WHERE device_id = $1 AND adam_id = $2 AND state <> 'disassociating'",
@@ -328,7 +334,11 @@ impl UnitOfWork {
         .bind(adam_id)
         .bind(now.0)
         .execute(self.conn()?)
-        .await?;
+        .await?
+        .rows_affected();
+        if released > 0 {
+            self.note_licence_work();
+        }
         Ok(())
     }
 
@@ -400,11 +410,15 @@ impl UnitOfWork {
                 .iter()
                 .map(|r| rows::text(r, "pending_command"))
                 .collect::<Result<_, _>>()?;
-            let commands: Vec<NewCommand> = chunk
+            let won: Vec<&PlannedAppCommand> = chunk
                 .iter()
                 .filter(|p| won.contains(p.command.uuid.as_str()))
-                .map(|p| p.command.clone())
                 .collect();
+            // A removal takes the row to `disassociating`: its licence goes back with the command.
+            if won.iter().any(|p| p.to == "disassociating") {
+                self.note_licence_work();
+            }
+            let commands: Vec<NewCommand> = won.iter().map(|p| p.command.clone()).collect();
             queued += commands.len();
             self.enqueue_commands(&commands).await?;
         }
