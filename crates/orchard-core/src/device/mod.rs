@@ -15,10 +15,10 @@ use crate::{CoreError, Orchard};
 
 impl Orchard {
     /// Commits a use case's unit of work, then wakes the push dispatcher if the unit queued commands, the
-    /// webhook delivery job if it recorded events and the licence pass if it gave licences work for Apple (all
-    /// durable in the unit; the wake only saves a wait). The
-    /// push itself needs no outbox: it is owed durably by the `push_wanted` counter bumped in the same
-    /// transaction, and the dispatcher polls that every second anyway; the wake only saves the wait.
+    /// webhook delivery job if it recorded events and the licence pass if it gave licences work for Apple. All
+    /// three are durable in the unit and the wake only saves a wait: the push needs no outbox, being owed by the
+    /// `push_wanted` counter bumped in the same transaction (the dispatcher polls it every second anyway); the
+    /// events are in the outbox; the licence rows wait in their states for the pass's next interval.
     pub(crate) async fn commit_unit(&self, unit: UnitOfWork) -> Result<(), CoreError> {
         let queued = unit.queued_commands();
         let events = unit.recorded_webhook_events();
