@@ -432,9 +432,25 @@ async fn migrate_sqlite(url: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How long a pooled PostgreSQL connection may sit unused before it is checked (a round trip) when taken again.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn connect_postgres(url: &str, max_connections: u32) -> Result<AnyPool, StoreError> {
     Ok(AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
+        // sqlx pings a connection (a round trip) each time it is taken from the pool, besides the ping it makes
+        // each time one goes back: two round trips for every unit and lookup of a device session. The one going
+        // back already proved the connection alive; only one that sat idle since (where a database restart or
+        // a dropped network finds it) is checked again before use. A broken one is dropped and another taken.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 // PostgreSQL's default random_page_cost (4) prices an index probe as a read from a spinning
