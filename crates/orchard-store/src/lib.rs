@@ -441,7 +441,9 @@ async fn connect_postgres(url: &str, max_connections: u32) -> Result<AnyPool, St
         // sqlx pings a connection (a round trip) each time it is taken from the pool, besides the ping it makes
         // each time one goes back: two round trips for every unit and lookup of a device session. The one going
         // back already proved the connection alive; only one that sat idle since (where a database restart or
-        // a dropped network finds it) is checked again before use. A broken one is dropped and another taken.
+        // a dropped network finds it) is checked again before use, and a broken one is dropped and another
+        // taken. One dropped less than a second after its last use fails its first statement instead, as one
+        // dropped in use always does: that request fails (the client tries again) and the connection is closed.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
