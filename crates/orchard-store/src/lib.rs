@@ -20,6 +20,7 @@ mod declarative;
 mod dep;
 mod desired;
 mod device;
+mod driver_shell;
 mod enrollment;
 mod error;
 #[cfg(feature = "fault-injection")]
@@ -27,6 +28,7 @@ mod fault;
 mod jobs;
 mod model;
 mod osupdate;
+mod postgres_driver;
 mod push;
 mod reporting;
 mod rows;
@@ -42,7 +44,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 
 pub use access::api_tokens::{ApiTokenListing, PresentedToken};
 pub use access::local_accounts::{LocalAccountRecord, LOCAL_ISSUER};
@@ -254,7 +256,7 @@ impl Store {
     /// Answers when the database does (one round trip on a pooled connection): readiness for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        conn.ping().await?;
+        check_alive(&mut conn).await?;
         Ok(())
     }
 
@@ -435,20 +437,27 @@ async fn migrate_sqlite(url: &str) -> Result<(), StoreError> {
 /// How long a pooled PostgreSQL connection may sit unused before it is checked (a round trip) when taken again.
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// One round trip through the connection: an error when the database or the way to it is gone. Not
+/// `Connection::ping`, which for Orchard's PostgreSQL driver only settles the connection (`postgres_driver`).
+pub(crate) async fn check_alive(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute("SELECT 1").await.map(drop)
+}
+
 async fn connect_postgres(url: &str, max_connections: u32) -> Result<AnyPool, StoreError> {
     Ok(AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
-        // sqlx pings a connection (a round trip) each time it is taken from the pool, besides the ping it makes
-        // each time one goes back: two round trips for every unit and lookup of a device session. The one going
-        // back already proved the connection alive; only one that sat idle since (where a database restart or
-        // a dropped network finds it) is checked again before use, and a broken one is dropped and another
-        // taken. One dropped less than a second after its last use fails its first statement instead, as one
-        // dropped in use always does: that request fails (the client tries again) and the connection is closed.
+        // sqlx pings a connection (a round trip) each time it is taken from the pool, and each time one goes
+        // back (which Orchard's driver turns into settling it without a round trip, `postgres_driver`): two
+        // round trips for every unit and lookup of a device session. A connection in steady use proved itself
+        // alive with its last statement; only one that sat idle since (where a database restart or a dropped
+        // network finds it) is checked before use, and a broken one is dropped and another taken. One dropped
+        // less than a second after its last use fails its first statement instead, as one dropped in use always
+        // does: that request fails (the client tries again) and the connection is closed.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
                 if meta.idle_for >= IDLE_BEFORE_PING {
-                    conn.ping().await?;
+                    check_alive(conn).await?;
                 }
                 Ok(true)
             })

@@ -9,15 +9,13 @@
 //! statement that meets another writer's lock waits asynchronously instead ([`BUSY_TIMEOUT`], as sqlx's 5 s).
 //!
 //! The driver plugs into sqlx's `Any` layer ([`install_drivers`]), so every store statement, pool and
-//! transaction is unchanged. The `Database` type sqlx requires of a driver is a shell: `Any` only calls the
-//! connection's [`AnyConnectionBackend`] methods, and the row, column, value and statement types it names are
-//! never made (they are uninhabited). Migrations run on sqlx's own SQLite connection (`Store::connect`).
+//! transaction is unchanged. The `Database` type sqlx requires of a driver is a shell (`driver_shell`).
+//! Migrations run on sqlx's own SQLite connection (`Store::connect`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fmt;
-use std::marker::PhantomData;
 use std::os::raw::c_int;
 use std::ptr::NonNull;
 use std::str::FromStr;
@@ -28,7 +26,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use libsqlite3_sys as ffi;
-use sqlx::error::{BoxDynError, DatabaseError, ErrorKind};
+use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::Error;
 use sqlx_core::any::driver::AnyDriver;
 use sqlx_core::any::{
@@ -49,17 +47,18 @@ const STATEMENT_CACHE_CAPACITY: usize = 100;
 /// Statements slower than this are logged at WARN, as sqlx does.
 const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
-/// The driver for `sqlite:` URLs; PostgreSQL keeps sqlx's.
+/// The driver for `sqlite:` URLs.
 const DRIVER: AnyDriver = AnyDriver::without_migrate::<InlineSqlite>();
-static DRIVERS: [AnyDriver; 2] = [sqlx::postgres::any::DRIVER, DRIVER];
+static DRIVERS: [AnyDriver; 2] = [crate::postgres_driver::DRIVER, DRIVER];
 
-/// Installs the drivers every `Any` connection of this process uses: this module's for SQLite and sqlx's for
-/// PostgreSQL. Call it instead of `sqlx::any::install_default_drivers` (which would panic after it).
+/// Installs the drivers every `Any` connection of this process uses: this module's for SQLite and
+/// `postgres_driver`'s for PostgreSQL. Call it instead of `sqlx::any::install_default_drivers` (which would
+/// panic after it).
 pub fn install_drivers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // Installed already by other code: sqlx's drivers then serve SQLite too (slower, but correct: sqlx's
-        // SQLite connections have a 5 s busy timeout of their own).
+        // Installed already by other code: sqlx's drivers then serve both (slower, but correct: sqlx's SQLite
+        // connections have a 5 s busy timeout of their own, and its PostgreSQL ones are pinged).
         if let Err(error) = sqlx::any::install_drivers(&DRIVERS) {
             tracing::warn!(%error, "Orchard's SQLite driver is not installed");
         }
@@ -1224,27 +1223,15 @@ impl ConnectOptions for InlineConnectOptions {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The `Database` shell sqlx requires of a driver. `Any` drives the connection through
-// `AnyConnectionBackend`; the types below are named by the trait but never made.
+// The `Database` shell sqlx requires of a driver (see `driver_shell`).
 
-#[derive(Debug)]
-pub struct InlineSqlite;
-
-impl Database for InlineSqlite {
-    type Connection = InlineConnection;
-    type TransactionManager = InlineTransactionManager;
-    type Row = Never;
-    type QueryResult = AnyQueryResult;
-    type Column = Never;
-    type TypeInfo = AnyTypeInfo;
-    type Value = Never;
-    type ValueRef<'r> = NeverRef<'r>;
-    type Arguments<'q> = InlineArguments<'q>;
-    type ArgumentBuffer<'q> = Vec<AnyValueKind<'q>>;
-    type Statement<'q> = NeverStatement<'q>;
-    const NAME: &'static str = "SQLite";
-    const URL_SCHEMES: &'static [&'static str] = &["sqlite"];
-}
+crate::driver_shell::database_shell!(
+    InlineSqlite,
+    InlineConnection,
+    InlineTransactionManager,
+    "SQLite",
+    &["sqlite"]
+);
 
 impl Connection for InlineConnection {
     type Database = InlineSqlite;
@@ -1306,156 +1293,4 @@ impl TransactionManager for InlineTransactionManager {
     fn get_transaction_depth(conn: &InlineConnection) -> usize {
         conn.depth
     }
-}
-
-#[derive(Default)]
-pub struct InlineArguments<'q> {
-    values: Vec<AnyValueKind<'q>>,
-}
-
-impl<'q> sqlx_core::arguments::Arguments<'q> for InlineArguments<'q> {
-    type Database = InlineSqlite;
-
-    fn reserve(&mut self, additional: usize, _size: usize) {
-        self.values.reserve(additional);
-    }
-
-    fn add<T>(&mut self, value: T) -> Result<(), BoxDynError>
-    where
-        T: 'q + sqlx_core::encode::Encode<'q, InlineSqlite> + sqlx_core::types::Type<InlineSqlite>,
-    {
-        let _ = value.encode(&mut self.values)?;
-        Ok(())
-    }
-
-    fn len(&self) -> usize {
-        self.values.len()
-    }
-}
-
-/// A row, column or value of the shell `Database`: never made.
-#[derive(Debug)]
-pub enum Never {}
-
-/// A value reference of the shell `Database`: never made.
-pub enum NeverRef<'r> {
-    #[allow(dead_code)]
-    Never(Never, PhantomData<&'r ()>),
-}
-
-/// A statement of the shell `Database`: never made.
-pub enum NeverStatement<'q> {
-    #[allow(dead_code)]
-    Never(Never, PhantomData<&'q ()>),
-}
-
-impl sqlx_core::row::Row for Never {
-    type Database = InlineSqlite;
-
-    fn columns(&self) -> &[Never] {
-        match *self {}
-    }
-
-    fn try_get_raw<I>(&self, _index: I) -> Result<NeverRef<'_>, Error>
-    where
-        I: sqlx_core::column::ColumnIndex<Self>,
-    {
-        match *self {}
-    }
-}
-
-impl sqlx_core::column::ColumnIndex<Never> for usize {
-    fn index(&self, row: &Never) -> Result<usize, Error> {
-        match *row {}
-    }
-}
-
-impl sqlx_core::column::ColumnIndex<Never> for &'_ str {
-    fn index(&self, row: &Never) -> Result<usize, Error> {
-        match *row {}
-    }
-}
-
-impl sqlx_core::column::Column for Never {
-    type Database = InlineSqlite;
-
-    fn ordinal(&self) -> usize {
-        match *self {}
-    }
-
-    fn name(&self) -> &str {
-        match *self {}
-    }
-
-    fn type_info(&self) -> &AnyTypeInfo {
-        match *self {}
-    }
-}
-
-impl sqlx_core::value::Value for Never {
-    type Database = InlineSqlite;
-
-    fn as_ref(&self) -> NeverRef<'_> {
-        match *self {}
-    }
-
-    fn type_info(&self) -> Cow<'_, AnyTypeInfo> {
-        match *self {}
-    }
-
-    fn is_null(&self) -> bool {
-        match *self {}
-    }
-}
-
-impl<'r> sqlx_core::value::ValueRef<'r> for NeverRef<'r> {
-    type Database = InlineSqlite;
-
-    fn to_owned(&self) -> Never {
-        match self {
-            NeverRef::Never(never, _) => match *never {},
-        }
-    }
-
-    fn type_info(&self) -> Cow<'_, AnyTypeInfo> {
-        match self {
-            NeverRef::Never(never, _) => match *never {},
-        }
-    }
-
-    fn is_null(&self) -> bool {
-        match self {
-            NeverRef::Never(never, _) => match *never {},
-        }
-    }
-}
-
-impl<'q> sqlx_core::statement::Statement<'q> for NeverStatement<'q> {
-    type Database = InlineSqlite;
-
-    fn to_owned(&self) -> NeverStatement<'static> {
-        match self {
-            NeverStatement::Never(never, _) => match *never {},
-        }
-    }
-
-    fn sql(&self) -> &str {
-        match self {
-            NeverStatement::Never(never, _) => match *never {},
-        }
-    }
-
-    fn parameters(&self) -> Option<Either<&[AnyTypeInfo], usize>> {
-        match self {
-            NeverStatement::Never(never, _) => match *never {},
-        }
-    }
-
-    fn columns(&self) -> &[Never] {
-        match self {
-            NeverStatement::Never(never, _) => match *never {},
-        }
-    }
-
-    sqlx_core::impl_statement_query!(InlineArguments<'_>);
 }

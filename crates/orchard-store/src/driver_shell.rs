@@ -1,0 +1,189 @@
+//! The `Database` shell sqlx requires of a driver plugged into its `Any` layer.
+//!
+//! `Any` drives a connection only through its `AnyConnectionBackend` methods, but
+//! `AnyDriver::without_migrate::<DB>()` takes a `Database` type whose `Connection` is that connection, and the
+//! trait names a row, column, value and statement type besides. Orchard's drivers (`sqlite_inline`,
+//! `postgres_driver`) each declare such a type with [`database_shell!`]: the types it names are uninhabited,
+//! never made.
+
+/// Declares, in the calling module, the `Database` type `$db` for the connection `$connection` (whose
+/// transaction manager is `$manager`), with the arguments, row, column, value and statement types it names.
+macro_rules! database_shell {
+    ($db:ident, $connection:ty, $manager:ty, $name:literal, $schemes:expr) => {
+        #[derive(Debug)]
+        pub struct $db;
+
+        impl sqlx_core::database::Database for $db {
+            type Connection = $connection;
+            type TransactionManager = $manager;
+            type Row = Never;
+            type QueryResult = sqlx_core::any::AnyQueryResult;
+            type Column = Never;
+            type TypeInfo = sqlx_core::any::AnyTypeInfo;
+            type Value = Never;
+            type ValueRef<'r> = NeverRef<'r>;
+            type Arguments<'q> = ShellArguments<'q>;
+            type ArgumentBuffer<'q> = Vec<sqlx_core::any::AnyValueKind<'q>>;
+            type Statement<'q> = NeverStatement<'q>;
+            const NAME: &'static str = $name;
+            const URL_SCHEMES: &'static [&'static str] = $schemes;
+        }
+
+        /// Arguments of the shell `Database` (`Any` passes its own `AnyArguments` to the connection).
+        #[derive(Default)]
+        pub struct ShellArguments<'q> {
+            values: Vec<sqlx_core::any::AnyValueKind<'q>>,
+        }
+
+        impl<'q> sqlx_core::arguments::Arguments<'q> for ShellArguments<'q> {
+            type Database = $db;
+
+            fn reserve(&mut self, additional: usize, _size: usize) {
+                self.values.reserve(additional);
+            }
+
+            fn add<T>(&mut self, value: T) -> Result<(), sqlx::error::BoxDynError>
+            where
+                T: 'q + sqlx_core::encode::Encode<'q, $db> + sqlx_core::types::Type<$db>,
+            {
+                let _ = value.encode(&mut self.values)?;
+                Ok(())
+            }
+
+            fn len(&self) -> usize {
+                self.values.len()
+            }
+        }
+
+        /// A row, column or value of the shell `Database`: never made.
+        #[derive(Debug)]
+        pub enum Never {}
+
+        /// A value reference of the shell `Database`: never made.
+        pub enum NeverRef<'r> {
+            #[allow(dead_code)]
+            Never(Never, std::marker::PhantomData<&'r ()>),
+        }
+
+        /// A statement of the shell `Database`: never made.
+        pub enum NeverStatement<'q> {
+            #[allow(dead_code)]
+            Never(Never, std::marker::PhantomData<&'q ()>),
+        }
+
+        impl sqlx_core::row::Row for Never {
+            type Database = $db;
+
+            fn columns(&self) -> &[Never] {
+                match *self {}
+            }
+
+            fn try_get_raw<I>(&self, _index: I) -> Result<NeverRef<'_>, sqlx::Error>
+            where
+                I: sqlx_core::column::ColumnIndex<Self>,
+            {
+                match *self {}
+            }
+        }
+
+        impl sqlx_core::column::ColumnIndex<Never> for usize {
+            fn index(&self, row: &Never) -> Result<usize, sqlx::Error> {
+                match *row {}
+            }
+        }
+
+        impl sqlx_core::column::ColumnIndex<Never> for &'_ str {
+            fn index(&self, row: &Never) -> Result<usize, sqlx::Error> {
+                match *row {}
+            }
+        }
+
+        impl sqlx_core::column::Column for Never {
+            type Database = $db;
+
+            fn ordinal(&self) -> usize {
+                match *self {}
+            }
+
+            fn name(&self) -> &str {
+                match *self {}
+            }
+
+            fn type_info(&self) -> &sqlx_core::any::AnyTypeInfo {
+                match *self {}
+            }
+        }
+
+        impl sqlx_core::value::Value for Never {
+            type Database = $db;
+
+            fn as_ref(&self) -> NeverRef<'_> {
+                match *self {}
+            }
+
+            fn type_info(&self) -> std::borrow::Cow<'_, sqlx_core::any::AnyTypeInfo> {
+                match *self {}
+            }
+
+            fn is_null(&self) -> bool {
+                match *self {}
+            }
+        }
+
+        impl<'r> sqlx_core::value::ValueRef<'r> for NeverRef<'r> {
+            type Database = $db;
+
+            fn to_owned(&self) -> Never {
+                match self {
+                    NeverRef::Never(never, _) => match *never {},
+                }
+            }
+
+            fn type_info(&self) -> std::borrow::Cow<'_, sqlx_core::any::AnyTypeInfo> {
+                match self {
+                    NeverRef::Never(never, _) => match *never {},
+                }
+            }
+
+            fn is_null(&self) -> bool {
+                match self {
+                    NeverRef::Never(never, _) => match *never {},
+                }
+            }
+        }
+
+        impl<'q> sqlx_core::statement::Statement<'q> for NeverStatement<'q> {
+            type Database = $db;
+
+            fn to_owned(&self) -> NeverStatement<'static> {
+                match self {
+                    NeverStatement::Never(never, _) => match *never {},
+                }
+            }
+
+            fn sql(&self) -> &str {
+                match self {
+                    NeverStatement::Never(never, _) => match *never {},
+                }
+            }
+
+            fn parameters(
+                &self,
+            ) -> Option<sqlx_core::Either<&[sqlx_core::any::AnyTypeInfo], usize>> {
+                match self {
+                    NeverStatement::Never(never, _) => match *never {},
+                }
+            }
+
+            fn columns(&self) -> &[Never] {
+                match self {
+                    NeverStatement::Never(never, _) => match *never {},
+                }
+            }
+
+            sqlx_core::impl_statement_query!(ShellArguments<'_>);
+        }
+    };
+}
+
+pub(crate) use database_shell;
