@@ -6,10 +6,11 @@
 //! `postgres_driver`) each declare such a type with [`database_shell!`]: the types it names are uninhabited,
 //! never made.
 
-/// Declares, in the calling module, the `Database` type `$db` for the connection `$connection` (whose
-/// transaction manager is `$manager`), with the arguments, row, column, value and statement types it names.
+/// Declares, in the calling module, the `Database` type `$db` for the connection `$connection`, with the
+/// transaction manager `$manager` (the connection's own `AnyConnectionBackend` methods) and the arguments, row,
+/// column, value and statement types it names.
 macro_rules! database_shell {
-    ($db:ident, $connection:ty, $manager:ty, $name:literal, $schemes:expr) => {
+    ($db:ident, $connection:ty, $manager:ident, $name:literal, $schemes:expr) => {
         #[derive(Debug)]
         pub struct $db;
 
@@ -27,6 +28,39 @@ macro_rules! database_shell {
             type Statement<'q> = NeverStatement<'q>;
             const NAME: &'static str = $name;
             const URL_SCHEMES: &'static [&'static str] = $schemes;
+        }
+
+        pub struct $manager;
+
+        impl sqlx_core::transaction::TransactionManager for $manager {
+            type Database = $db;
+
+            fn begin<'conn>(
+                conn: &'conn mut $connection,
+                statement: Option<std::borrow::Cow<'static, str>>,
+            ) -> futures::future::BoxFuture<'conn, Result<(), sqlx::Error>> {
+                sqlx_core::any::AnyConnectionBackend::begin(conn, statement)
+            }
+
+            fn commit(
+                conn: &mut $connection,
+            ) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+                sqlx_core::any::AnyConnectionBackend::commit(conn)
+            }
+
+            fn rollback(
+                conn: &mut $connection,
+            ) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+                sqlx_core::any::AnyConnectionBackend::rollback(conn)
+            }
+
+            fn start_rollback(conn: &mut $connection) {
+                sqlx_core::any::AnyConnectionBackend::start_rollback(conn)
+            }
+
+            fn get_transaction_depth(conn: &$connection) -> usize {
+                sqlx_core::any::AnyConnectionBackend::get_transaction_depth(conn)
+            }
         }
 
         /// Arguments of the shell `Database` (`Any` passes its own `AnyArguments` to the connection).

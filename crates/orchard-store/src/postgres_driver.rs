@@ -27,7 +27,7 @@ use sqlx_core::any::{
 };
 use sqlx_core::connection::{ConnectOptions, Connection};
 use sqlx_core::describe::Describe;
-use sqlx_core::transaction::{Transaction, TransactionManager};
+use sqlx_core::transaction::Transaction;
 use sqlx_core::Either;
 
 /// The driver for `postgres:` and `postgresql:` URLs.
@@ -225,34 +225,5 @@ impl Connection for QuietPgConnection {
 
     fn should_flush(&self) -> bool {
         Connection::should_flush(&self.inner)
-    }
-}
-
-pub struct QuietPgTransactionManager;
-
-impl TransactionManager for QuietPgTransactionManager {
-    type Database = QuietPostgres;
-
-    fn begin<'conn>(
-        conn: &'conn mut QuietPgConnection,
-        statement: Option<Cow<'static, str>>,
-    ) -> BoxFuture<'conn, Result<(), Error>> {
-        AnyConnectionBackend::begin(conn, statement)
-    }
-
-    fn commit(conn: &mut QuietPgConnection) -> BoxFuture<'_, Result<(), Error>> {
-        AnyConnectionBackend::commit(conn)
-    }
-
-    fn rollback(conn: &mut QuietPgConnection) -> BoxFuture<'_, Result<(), Error>> {
-        AnyConnectionBackend::rollback(conn)
-    }
-
-    fn start_rollback(conn: &mut QuietPgConnection) {
-        AnyConnectionBackend::start_rollback(conn)
-    }
-
-    fn get_transaction_depth(conn: &QuietPgConnection) -> usize {
-        AnyConnectionBackend::get_transaction_depth(conn)
     }
 }

@@ -37,7 +37,7 @@ use sqlx_core::connection::{ConnectOptions, Connection, LogSettings};
 use sqlx_core::database::Database;
 use sqlx_core::describe::Describe;
 use sqlx_core::ext::ustr::UStr;
-use sqlx_core::transaction::{Transaction, TransactionManager};
+use sqlx_core::transaction::Transaction;
 use sqlx_core::Either;
 
 /// How long a statement waits for another connection's write lock before it fails with SQLITE_BUSY.
@@ -1263,34 +1263,5 @@ impl Connection for InlineConnection {
 
     fn should_flush(&self) -> bool {
         false
-    }
-}
-
-pub struct InlineTransactionManager;
-
-impl TransactionManager for InlineTransactionManager {
-    type Database = InlineSqlite;
-
-    fn begin<'conn>(
-        conn: &'conn mut InlineConnection,
-        statement: Option<Cow<'static, str>>,
-    ) -> BoxFuture<'conn, Result<(), Error>> {
-        AnyConnectionBackend::begin(conn, statement)
-    }
-
-    fn commit(conn: &mut InlineConnection) -> BoxFuture<'_, Result<(), Error>> {
-        AnyConnectionBackend::commit(conn)
-    }
-
-    fn rollback(conn: &mut InlineConnection) -> BoxFuture<'_, Result<(), Error>> {
-        AnyConnectionBackend::rollback(conn)
-    }
-
-    fn start_rollback(conn: &mut InlineConnection) {
-        AnyConnectionBackend::start_rollback(conn)
-    }
-
-    fn get_transaction_depth(conn: &InlineConnection) -> usize {
-        conn.depth
     }
 }
