@@ -41,7 +41,7 @@ impl Store {
     /// migrate it): `None` when the database has no schema yet (empty, or a database pg_restore did not fill).
     pub async fn schema_version_without_migrating(url: &str) -> Result<Option<i64>, StoreError> {
         use sqlx::Connection;
-        crate::sqlite_inline::install_drivers();
+        crate::drivers::install_drivers();
         let backend = Backend::from_url(url)?;
         let mut conn = sqlx::AnyConnection::connect(url).await?;
         let exists = match backend {

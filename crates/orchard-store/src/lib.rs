@@ -20,7 +20,7 @@ mod declarative;
 mod dep;
 mod desired;
 mod device;
-mod driver_shell;
+mod drivers;
 mod enrollment;
 mod error;
 #[cfg(feature = "fault-injection")]
@@ -80,6 +80,7 @@ pub use desired::reconcile::{
 pub use desired::shared_ipad::{SharedIpadDeviceState, SharedIpadPolicyRecord};
 pub use device::device_search::{DeviceCounts, DeviceQuery, DeviceSort};
 pub use device::devices::{IdentityStatus, RequestingDevice};
+pub use drivers::install_drivers as install_sqlx_drivers;
 pub use enrollment::identity::ScepTransaction;
 pub use enrollment::renewal::{
     IdentityExpiryFigures, IdentityRenewal, RenewalCandidate, RenewalState,
@@ -106,7 +107,6 @@ pub use reporting::operations::{PoolFigures, QueueStatusFigures};
 pub use reporting::usage::UsageSnapshotRecord;
 pub use scope::{Scope, ScopeAuthority};
 pub use server_keys::ServerKeyRecord;
-pub use sqlite_inline::install_drivers as install_sqlx_drivers;
 pub use tenancy::maintenance::MaintenanceNoticeRecord;
 pub use tenancy::tenant_details::TenantDetails;
 pub use unit::UnitOfWork;
@@ -186,7 +186,7 @@ impl Store {
         url: &str,
         max_connections: u32,
     ) -> Result<(Store, ScopeAuthority), StoreError> {
-        sqlite_inline::install_drivers();
+        drivers::install_drivers();
         let backend = Backend::from_url(url)?;
         // One process at a time opens and migrates a SQLite file (a server starting while `orchard token create`
         // runs on a fresh data directory, say): sqlx's SQLite migrator takes no lock, so two would both apply
@@ -228,7 +228,7 @@ impl Store {
     /// the database as it stands and must not migrate it under a running server of another version. No
     /// [`ScopeAuthority`] comes with it: such a store reads no tenant data.
     pub async fn connect_without_migrating(url: &str) -> Result<Store, StoreError> {
-        sqlite_inline::install_drivers();
+        drivers::install_drivers();
         let backend = Backend::from_url(url)?;
         let pool = match backend {
             Backend::Sqlite => connect_sqlite(url, 2).await?,
@@ -446,13 +446,13 @@ pub(crate) async fn check_alive(conn: &mut AnyConnection) -> Result<(), sqlx::Er
 async fn connect_postgres(url: &str, max_connections: u32) -> Result<AnyPool, StoreError> {
     Ok(AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
-        // sqlx pings a connection (a round trip) each time it is taken from the pool, and each time one goes
-        // back (which Orchard's driver turns into settling it without a round trip, `postgres_driver`): two
-        // round trips for every unit and lookup of a device session. A connection in steady use proved itself
-        // alive with its last statement; only one that sat idle since (where a database restart or a dropped
-        // network finds it) is checked before use, and a broken one is dropped and another taken. One dropped
-        // less than a second after its last use fails its first statement instead, as one dropped in use always
-        // does: that request fails (the client tries again) and the connection is closed.
+        // sqlx would ping a connection (a round trip) each time it is taken from the pool and each time one
+        // goes back: two round trips for every unit and lookup of a device session. The return only settles the
+        // connection (Orchard's driver, `postgres_driver`), and a connection in steady use proved itself alive
+        // with its last statement; only one that sat idle since (where a database restart or a dropped network
+        // finds it) is checked before use, and a broken one is dropped and another taken. One dropped less than
+        // a second after its last use fails its first statement instead, as one dropped in use always does:
+        // that request fails (the client tries again) and the connection is closed.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {

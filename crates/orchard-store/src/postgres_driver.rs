@@ -30,7 +30,7 @@ use sqlx_core::describe::Describe;
 use sqlx_core::transaction::Transaction;
 use sqlx_core::Either;
 
-/// The driver for `postgres:` and `postgresql:` URLs.
+/// The driver for `postgres:` and `postgresql:` URLs (installed by `drivers::install_drivers`).
 pub(crate) const DRIVER: AnyDriver = AnyDriver::without_migrate::<QuietPostgres>();
 
 /// sqlx's PostgreSQL connection, returned to the pool without a ping (see the module's comment).
@@ -42,7 +42,8 @@ pub struct QuietPgConnection {
 impl QuietPgConnection {
     /// Sends what the connection has queued (a dropped transaction's rollback) and reads every answer still
     /// owed (a statement whose future was dropped), leaving the connection ready for the next statement. No
-    /// round trip when nothing is owed; an error when the connection is broken.
+    /// round trip when nothing is owed; an error when what is owed cannot be sent or read (a broken
+    /// connection, which the pool then closes).
     fn settle(&mut self) -> BoxFuture<'_, Result<(), Error>> {
         AnyConnectionBackend::flush(&mut self.inner)
     }
@@ -187,7 +188,7 @@ impl ConnectOptions for QuietPgConnectOptions {
     }
 }
 
-crate::driver_shell::database_shell!(
+crate::drivers::database_shell!(
     QuietPostgres,
     QuietPgConnection,
     QuietPgTransactionManager,

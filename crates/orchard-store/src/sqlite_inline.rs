@@ -8,8 +8,8 @@
 //! short (index seeks and small writes); SQLite's own busy handler would block the thread, so it is off and a
 //! statement that meets another writer's lock waits asynchronously instead ([`BUSY_TIMEOUT`], as sqlx's 5 s).
 //!
-//! The driver plugs into sqlx's `Any` layer ([`install_drivers`]), so every store statement, pool and
-//! transaction is unchanged. The `Database` type sqlx requires of a driver is a shell (`driver_shell`).
+//! The driver plugs into sqlx's `Any` layer (`drivers::install_drivers`), so every store statement, pool and
+//! transaction is unchanged. The `Database` type sqlx requires of a driver is a shell (`drivers`).
 //! Migrations run on sqlx's own SQLite connection (`Store::connect`).
 
 use std::borrow::Cow;
@@ -47,23 +47,8 @@ const STATEMENT_CACHE_CAPACITY: usize = 100;
 /// Statements slower than this are logged at WARN, as sqlx does.
 const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
-/// The driver for `sqlite:` URLs.
-const DRIVER: AnyDriver = AnyDriver::without_migrate::<InlineSqlite>();
-static DRIVERS: [AnyDriver; 2] = [crate::postgres_driver::DRIVER, DRIVER];
-
-/// Installs the drivers every `Any` connection of this process uses: this module's for SQLite and
-/// `postgres_driver`'s for PostgreSQL. Call it instead of `sqlx::any::install_default_drivers` (which would
-/// panic after it).
-pub fn install_drivers() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Installed already by other code: sqlx's drivers then serve both (slower, but correct: sqlx's SQLite
-        // connections have a 5 s busy timeout of their own, and its PostgreSQL ones are pinged).
-        if let Err(error) = sqlx::any::install_drivers(&DRIVERS) {
-            tracing::warn!(%error, "Orchard's SQLite driver is not installed");
-        }
-    });
-}
+/// The driver for `sqlite:` URLs (installed by `drivers::install_drivers`).
+pub(crate) const DRIVER: AnyDriver = AnyDriver::without_migrate::<InlineSqlite>();
 
 // ---------------------------------------------------------------------------------------------------------
 // The connection.
@@ -1223,9 +1208,9 @@ impl ConnectOptions for InlineConnectOptions {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The `Database` shell sqlx requires of a driver (see `driver_shell`).
+// The `Database` shell sqlx requires of a driver (see `drivers`).
 
-crate::driver_shell::database_shell!(
+crate::drivers::database_shell!(
     InlineSqlite,
     InlineConnection,
     InlineTransactionManager,

@@ -1,10 +1,28 @@
-//! The `Database` shell sqlx requires of a driver plugged into its `Any` layer.
+//! Orchard's drivers behind sqlx's `Any` layer: `sqlite_inline` for `sqlite:` URLs (statements stepped on the
+//! caller's thread) and `postgres_driver` for `postgres:` ones (sqlx's connection, returned to the pool without
+//! a round trip). Every store statement, pool and transaction goes through `Any` unchanged.
 //!
 //! `Any` drives a connection only through its `AnyConnectionBackend` methods, but
 //! `AnyDriver::without_migrate::<DB>()` takes a `Database` type whose `Connection` is that connection, and the
-//! trait names a row, column, value and statement type besides. Orchard's drivers (`sqlite_inline`,
-//! `postgres_driver`) each declare such a type with [`database_shell!`]: the types it names are uninhabited,
-//! never made.
+//! trait names a row, column, value and statement type besides. Each driver declares such a type with
+//! [`database_shell!`]: the types it names are uninhabited, never made.
+
+use sqlx_core::any::driver::AnyDriver;
+
+static DRIVERS: [AnyDriver; 2] = [crate::postgres_driver::DRIVER, crate::sqlite_inline::DRIVER];
+
+/// Installs the drivers every `Any` connection of this process uses. Call it instead of
+/// `sqlx::any::install_default_drivers` (which would panic after it).
+pub fn install_drivers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Installed already by other code: sqlx's drivers then serve both (slower, but correct: sqlx's SQLite
+        // connections have a 5 s busy timeout of their own, and its PostgreSQL ones are pinged).
+        if let Err(error) = sqlx::any::install_drivers(&DRIVERS) {
+            tracing::warn!(%error, "Orchard's database drivers are not installed");
+        }
+    });
+}
 
 /// Declares, in the calling module, the `Database` type `$db` for the connection `$connection`, with the
 /// transaction manager `$manager` (the connection's own `AnyConnectionBackend` methods) and the arguments, row,
