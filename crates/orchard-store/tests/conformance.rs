@@ -82,6 +82,7 @@ conformance! {
     check_device_facts_touch_and_paging => sqlite_device_facts_touch_and_paging, postgres_device_facts_touch_and_paging;
     check_device_counts_by_state => sqlite_device_counts_by_state, postgres_device_counts_by_state;
     check_inventory_sections_replace => sqlite_inventory_sections_replace, postgres_inventory_sections_replace;
+    check_facts_and_their_section_go_together => sqlite_facts_and_their_section_go_together, postgres_facts_and_their_section_go_together;
     check_fifo_order_per_channel => sqlite_fifo_order_per_channel, postgres_fifo_order_per_channel;
     check_shared_command_bodies => sqlite_shared_command_bodies, postgres_shared_command_bodies;
     check_unreported_command_is_resent => sqlite_unreported_command_is_resent, postgres_unreported_command_is_resent;
@@ -1263,6 +1264,89 @@ async fn check_inventory_sections_replace(store: Store) {
             .await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// The facts and the inventory section of one answer, written together (one statement on PostgreSQL): both
+/// land, a section written again is replaced, and an unknown device gets NotFound with nothing written.
+async fn check_facts_and_their_section_go_together(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let other = enrolled_device(&store, &physics).await;
+    store
+        .put_inventory_section(
+            other.id,
+            "device_information",
+            r#"{"DeviceName":"theirs"}"#,
+            T0,
+        )
+        .await
+        .unwrap();
+    let facts = DeviceFacts {
+        device_name: Some("Lab iPad 9".to_owned()),
+        facts_digest: Some("v1:first".to_owned()),
+        ..DeviceFacts::default()
+    };
+    for (json, at) in [
+        (
+            r#"{"DeviceName":"Lab iPad 9","BatteryLevel":0.5}"#,
+            T0.plus_seconds(5),
+        ),
+        (
+            r#"{"DeviceName":"Lab iPad 9","BatteryLevel":0.4}"#,
+            T0.plus_seconds(8),
+        ),
+    ] {
+        let mut unit = store.begin_unit().await.unwrap();
+        unit.update_device_facts_and_section(device.id, &facts, "device_information", json, at)
+            .await
+            .unwrap();
+        unit.commit().await.unwrap();
+    }
+    let updated = store
+        .get_device(all_tenants(), device.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.device_name.as_deref(), Some("Lab iPad 9"));
+    assert_eq!(updated.facts_digest.as_deref(), Some("v1:first"));
+    assert_eq!(
+        updated.os_version.as_deref(),
+        Some("17.5"),
+        "a fact left out is kept"
+    );
+    assert_eq!(updated.updated_at, T0.plus_seconds(8));
+    let inventory = store.get_inventory(all_tenants(), device.id).await.unwrap();
+    assert_eq!(inventory.len(), 1);
+    assert_eq!(inventory[0].section, "device_information");
+    assert_eq!(
+        inventory[0].json,
+        r#"{"DeviceName":"Lab iPad 9","BatteryLevel":0.4}"#
+    );
+    assert_eq!(inventory[0].updated_at, T0.plus_seconds(8));
+    // The neighbour's section and facts are untouched.
+    let theirs = store.get_inventory(all_tenants(), other.id).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].json, r#"{"DeviceName":"theirs"}"#);
+    let neighbour = store
+        .get_device(all_tenants(), other.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(neighbour.device_name, other.device_name);
+
+    let unknown = DeviceId::new();
+    let mut unit = store.begin_unit().await.unwrap();
+    assert!(matches!(
+        unit.update_device_facts_and_section(unknown, &facts, "device_information", "{}", T0)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    drop(unit);
+    assert!(store
+        .get_inventory(all_tenants(), unknown)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn check_fifo_order_per_channel(store: Store) {

@@ -113,6 +113,15 @@ impl Orchard {
         let mut applied = Applied::Stored;
         let mut standing = None;
         let mut groups_unchanged = false;
+        // The inventory section this result replaces; written with the facts when they can go together.
+        let mut section = match section_for(&result) {
+            Some(name) => Some((
+                name,
+                serde_json::to_string(&result)
+                    .map_err(|e| CoreError::Internal(format!("inventory json: {e}")))?,
+            )),
+            None => None,
+        };
         if let CommandResult::DeviceInformation(info) = &result {
             let digest = facts_digest(device.tenant_id, info);
             // The promoted columns must still say what this answer says: another path (a declarative status
@@ -180,7 +189,13 @@ impl Orchard {
                     .filter(|kept| kept.row_filters.is_some()),
             };
             if applied == Applied::FactsUnchanged {
-                unit.update_device_facts(device.id, &facts, now).await?;
+                match section.take() {
+                    Some((name, json)) => {
+                        unit.update_device_facts_and_section(device.id, &facts, name, &json, now)
+                            .await?
+                    }
+                    None => unit.update_device_facts(device.id, &facts, now).await?,
+                }
             } else if let Some(kept) = kept {
                 let revision = unit
                     .update_device_facts_reading_revision(device.id, &facts, mark, now)
@@ -221,10 +236,8 @@ impl Orchard {
         if let CommandResult::ProfileList(items) = &result {
             self.profile_list_reported(unit, device, items, now).await?;
         }
-        if let Some(section) = section_for(&result) {
-            let json = serde_json::to_string(&result)
-                .map_err(|e| CoreError::Internal(format!("inventory json: {e}")))?;
-            unit.put_inventory_section(device.id, section, &json, now)
+        if let Some((name, json)) = section {
+            unit.put_inventory_section(device.id, name, &json, now)
                 .await?;
         }
         Ok(AppliedResult {
