@@ -435,7 +435,7 @@ async fn migrate_sqlite(url: &str) -> Result<(), StoreError> {
 }
 
 /// How long a pooled PostgreSQL connection may sit unused before it is checked (a round trip) when taken again.
-const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+const IDLE_BEFORE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One round trip through the connection: an error when the database or the way to it is gone. Not
 /// `Connection::ping`, which for Orchard's PostgreSQL driver only settles the connection (`postgres_driver`).
@@ -456,7 +456,7 @@ async fn connect_postgres(url: &str, max_connections: u32) -> Result<AnyPool, St
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if meta.idle_for >= IDLE_BEFORE_PING {
+                if meta.idle_for >= IDLE_BEFORE_CHECK {
                     check_alive(conn).await?;
                 }
                 Ok(true)
