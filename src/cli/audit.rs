@@ -15,7 +15,7 @@ pub struct AuditFilter {
     /// Only events of this tenant.
     #[arg(long)]
     tenant: Option<String>,
-    /// Only events by this actor (e.g. token:<id>).
+    /// Only events by this actor (e.g. `token:<id>`).
     #[arg(long)]
     actor: Option<String>,
     /// Only this action; may end in * (e.g. "device.*").

@@ -31,7 +31,7 @@ pub use client::{Client, Connection};
 /// Flags every API command takes (after any subcommand: `orchard device list --json`).
 #[derive(Args, Debug, Clone)]
 pub struct ApiArgs {
-    /// The server's https URL, e.g. https://mdm.example.edu:8443.
+    /// The server's https URL, e.g. `https://mdm.example.edu:8443`.
     #[arg(long, env = "ORCHARD_SERVER", global = true)]
     server: Option<String>,
     /// An API token (made with `orchard token create`).

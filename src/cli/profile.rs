@@ -1,5 +1,5 @@
 //! `orchard profile …`: the profile library. With `--tenant` a tenant's profiles (and the global ones it is
-//! offered); without, the global profiles (operators change those). Secrets show as "<sealed>".
+//! offered); without, the global profiles (operators change those). Secrets show as `"<sealed>"`.
 
 use std::path::PathBuf;
 

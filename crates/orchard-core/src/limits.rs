@@ -25,7 +25,7 @@ pub const FAILURE_WINDOW_SECONDS: i64 = 60 * 60;
 /// operator at a clean machine gets in with the right password while the guessing sources are turned away.
 pub const ACCOUNT_BACKOFF_SOURCE_ALLOWANCE: i64 = 2;
 /// Profile downloads one enrollment link hands out per minute by default (a department's cart rollout fits; a
-/// script minting challenges is slowed to a few a second). Configurable: [`Orchard::with_link_download_limit`].
+/// script minting challenges is slowed to a few a second). Configurable: [`crate::Orchard::with_link_download_limit`].
 pub const LINK_DOWNLOADS_PER_MINUTE: u32 = 300;
 /// Sources (or links) remembered at most; beyond this the stalest are forgotten first.
 const MAX_TRACKED: usize = 50_000;

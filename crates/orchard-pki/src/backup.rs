@@ -39,7 +39,7 @@ const MIN_CHUNK_SIZE: u32 = 1 << 12;
 const MAX_CHUNK_SIZE: u32 = 1 << 24;
 
 /// scrypt's cost: N = 2^log2_n, r, p. The default (2^17, 8, 1) takes 128 MiB and about half a second, so a
-/// stolen backup resists guessing; a file asking for more than [`ScryptParams::is_acceptable`] allows is
+/// stolen backup resists guessing; a file asking for more than `ScryptParams::is_acceptable` allows is
 /// refused rather than left to exhaust the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScryptParams {

@@ -78,7 +78,7 @@ pub struct BenchPushOptions {
     pub command: PushCommand,
     /// How long to wait for every result before giving up.
     pub timeout: Duration,
-    /// Kernel clock ticks per second for /proc/<pid>/stat (`getconf CLK_TCK`).
+    /// Kernel clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`).
     pub clock_ticks_per_second: u64,
     /// Queue through one `POST /api/v1/commands/bulk` instead of one request per device.
     pub bulk: bool,

@@ -1,7 +1,7 @@
 //! A pool of pre-generated device keys: RSA key generation is most of a simulated iPad's enrollment (an iPad
 //! makes a fresh RSA-2048 key for SCEP), so a fleet of thousands takes its keys from a file made once.
 //!
-//! The keys are made cheaply from shared primes (see [`generate_parallel`]), in parallel on every core, and cached (path chosen by the caller, usually under `target/`);
+//! The keys are made cheaply from shared primes (see `generate_parallel`), in parallel on every core, and cached (path chosen by the caller, usually under `target/`);
 //! a file of another format version or key size, or one holding too few keys, is made again (extended, keeping
 //! the keys it has). It is written to a temporary file and renamed, so two processes that make it at once
 //! both end with a whole file. Each key is handed out once per pool: two devices of one fleet never share a

@@ -4,7 +4,7 @@
 //! checks in (Authenticate, TokenUpdate) and then answers commands in command sessions, changing its own
 //! state the way an iPad would (locks, lost mode, profiles, apps, erase and Return to Service …). Every
 //! request it sends carries an `Mdm-Signature`. A [`Fleet`] is many devices kept in a JSON state file, so
-//! the same iPads can be reused across runs; [`bench`] measures check-in round trips against a server, and
+//! the same iPads can be reused across runs; [`bench`](mod@bench) measures check-in round trips against a server, and
 //! [`bench_push`] the push-all benchmark (S1) with a local APNs server.
 //!
 //! Layout: `state` (what a device remembers, pure data), `handler` (sans-IO command handling: command

@@ -101,7 +101,7 @@ pub struct ProfileVersionView {
     pub payload_uuid: String,
     pub display_name: Option<String>,
     pub payload_types: Vec<String>,
-    /// How many secrets the content hides (shown as "<sealed>").
+    /// How many secrets the content hides (shown as `"<sealed>"`).
     pub sealed_secrets: i64,
     pub shared_ipad: bool,
     pub user_channel: bool,
@@ -134,19 +134,19 @@ impl From<&ProfileVersionRecord> for ProfileVersionView {
     }
 }
 
-/// A profile with its versions and the latest version's content (secrets replaced by "<sealed>").
+/// A profile with its versions and the latest version's content (secrets replaced by `"<sealed>"`).
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProfileDetail {
     pub profile: ProfileSummary,
     /// Newest first.
     pub versions: Vec<ProfileVersionView>,
-    /// The latest version as JSON (data base64, dates RFC 3339), every secret "<sealed>".
+    /// The latest version as JSON (data base64, dates RFC 3339), every secret `"<sealed>"`.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub content: serde_json::Value,
 }
 
-/// One version with its content (secrets replaced by "<sealed>").
+/// One version with its content (secrets replaced by `"<sealed>"`).
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProfileVersionDetail {

@@ -12,7 +12,7 @@
 //! profile, hand installs or profiles Orchard does not know); archived profiles are left as they are.
 //!
 //! How other kinds plug in: assignments are (object kind, object id) with targets and exclusions; the
-//! targeting here ([`targets_device`]) is kind-free, and a kind adds its own "known" table and plan step (apps:
+//! targeting here (`targets_device`) is kind-free, and a kind adds its own "known" table and plan step (apps:
 //! InstallApplication against ManagedApplicationList; OS policies: declarations) reading the same work set.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -319,7 +319,7 @@ impl Orchard {
         Ok(())
     }
 
-    /// [`Orchard::reconcile_arriving_device`] for the server's own callers (benchmarks time it per device).
+    /// `Orchard::reconcile_arriving_device` for the server's own callers (benchmarks time it per device).
     pub async fn reconcile_device_now(
         &self,
         _system: &SystemCtx,

@@ -250,7 +250,7 @@ impl Job for IdentityRenewalJob {
 }
 
 /// Tries failed command-driven OS updates (iPads older than iOS 17) again once their backoff has passed
-/// ([`crate::osupdate::legacy::RETRY_FAILED_AFTER_SECONDS`]); one node per interval.
+/// (`osupdate::legacy::RETRY_FAILED_AFTER_SECONDS`); one node per interval.
 pub struct OsUpdateRetryJob {
     orchard: Arc<Orchard>,
     system: SystemCtx,

@@ -342,7 +342,7 @@ impl UnitOfWork {
         Ok(())
     }
 
-    /// [`release_device_licences`] for a device whose licences all go (erased, retired).
+    /// `release_device_licences` for a device whose licences all go (erased, retired).
     pub async fn release_device_licences(
         &mut self,
         device: DeviceId,
