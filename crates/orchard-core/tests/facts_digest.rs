@@ -19,13 +19,14 @@
 
 use orchard_core::access::principal::Principal;
 use orchard_core::desired::groups::{GroupInput, GroupUpdate};
+use orchard_core::webhooks::NewWebhook;
 use orchard_protocol::checkin::{CheckinMessage, DeclarativeManagementCheckin};
 use orchard_protocol::commands::decode_command;
 use orchard_protocol::report::ReportStatus;
-use orchard_store::{Device, ScopeAuthority, Store};
+use orchard_store::{Device, Page, ScopeAuthority, Store};
 use orchard_testkit::service::{DeviceInformationAnswer, DeviceNode, SignedIpad};
 use orchard_testkit::{with_store, Backend};
-use orchard_types::{Clock, DeviceId, GroupId, RequestType, UnixTime};
+use orchard_types::{Clock, CommandStatus, DeviceId, GroupId, RequestType, UnixTime};
 use serde_json::json;
 
 /// The iPad's DeviceInformation answer in most of these tests: only the OS version and the battery level vary.
@@ -210,6 +211,105 @@ async fn repeated_answers_skip_the_reevaluation(backend: Backend) {
         );
     })
     .await;
+}
+
+/// The usual inventory answer (its facts repeated, no webhook endpoint enabled) is stored whole without the
+/// general path's unit: its command acknowledged with the raw answer, the inventory section replaced (the new
+/// battery level), the device's time moved on. With an endpoint enabled, the general path stores it and its
+/// `command.result` event is written.
+async fn a_repeated_answer_is_stored_whole(backend: Backend) {
+    with_store(backend, |store, scopes| async move {
+        let node = DeviceNode::new(store.clone(), scopes.clone(), None);
+        let operator = node.operator(&scopes).await;
+        let ipad = node.enroll_ipad().await;
+        session(&node, &ipad, "18.1", 0.50).await;
+        let digest = stored(&store, &ipad).await.facts_digest;
+
+        let latest_answer = || {
+            let (store, scopes) = (store.clone(), scopes.clone());
+            let device = ipad.device_id;
+            async move {
+                let commands = store
+                    .list_commands(scopes.all_tenants(), device, Page::default())
+                    .await
+                    .unwrap();
+                let latest = commands.first().unwrap().clone();
+                assert_eq!(latest.request_type, RequestType::DeviceInformation);
+                let inventory = store
+                    .get_inventory(scopes.all_tenants(), device)
+                    .await
+                    .unwrap();
+                let section = inventory
+                    .into_iter()
+                    .find(|s| s.section == "device_information")
+                    .unwrap();
+                (latest, section)
+            }
+        };
+        for battery in [0.93, 0.27] {
+            node.ask_inventory(&operator, &ipad).await;
+            session(&node, &ipad, "18.1", battery).await;
+            let now = node.clock.now();
+            let (command, section) = latest_answer().await;
+            assert_eq!(command.status, CommandStatus::Acknowledged);
+            assert_eq!(command.completed_at, Some(now));
+            assert_eq!(command.error_chain, None);
+            let raw = String::from_utf8(command.result.unwrap()).unwrap();
+            assert!(raw.contains(&battery.to_string()), "{raw}");
+            assert!(
+                section.json.contains(&battery.to_string()),
+                "{}",
+                section.json
+            );
+            assert_eq!(section.updated_at, now);
+            let device = stored(&store, &ipad).await;
+            assert_eq!(device.updated_at, now);
+            assert_eq!(device.facts_digest, digest);
+        }
+
+        let hook = node
+            .orchard
+            .create_tenant_webhook(
+                &operator,
+                ipad.tenant,
+                &NewWebhook {
+                    url: "https://hooks.example.edu/orchard".into(),
+                    event_types: vec!["command.result".into()],
+                    enabled: None,
+                },
+            )
+            .await
+            .unwrap();
+        node.ask_inventory(&operator, &ipad).await;
+        session(&node, &ipad, "18.1", 0.61).await;
+        let (command, section) = latest_answer().await;
+        assert_eq!(command.status, CommandStatus::Acknowledged);
+        assert!(section.json.contains("0.61"), "{}", section.json);
+        let deliveries = node
+            .orchard
+            .tenant_webhook_deliveries(&operator, ipad.tenant, hook.webhook.id.parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            deliveries
+                .iter()
+                .filter(|d| d.event_type == "command.result")
+                .count(),
+            1,
+            "{deliveries:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_repeated_answer_is_stored_whole_on_sqlite() {
+    a_repeated_answer_is_stored_whole(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_repeated_answer_is_stored_whole_on_postgres() {
+    a_repeated_answer_is_stored_whole(Backend::Postgres).await;
 }
 
 /// A Lab iPad on 18.1 named `name`, with `serial_number`, Shared or not.

@@ -93,7 +93,8 @@ pub use model::{
     ApiToken, AuthenticateDevice, Channel, ChannelPushState, CommandBody, CommandRecord,
     CommandResultRecord, Device, DeviceBinding, DeviceFacts, DeviceGrantPurpose, DeviceRelease,
     EnrollmentLink, IdentityGrant, InventorySection, IssuedCertificate, NewCommand, Page,
-    QueuedCommand, RecordOutcome, ScepChallenge, Tenant, TokenUpdateOutcome, TokenUpdateRecord,
+    QueuedCommand, RecordOutcome, RepeatedFactsAnswer, ScepChallenge, Tenant, TokenUpdateOutcome,
+    TokenUpdateRecord,
 };
 pub use osupdate::catalogue::{OsCatalogueEntry, OsCatalogueMeta};
 pub use osupdate::policies::{DesiredRevisions, DeviceOsUpdateRecord, OsPolicyRecord};

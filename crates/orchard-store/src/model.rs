@@ -325,6 +325,24 @@ pub struct CommandBody {
     pub sealed: bool,
 }
 
+/// An acknowledged DeviceInformation answer that repeats the device's facts (the usual inventory answer): its
+/// command's result, the facts written again (for their time) and the inventory section it replaces. See
+/// [`Store::record_repeated_facts_answer`](crate::Store::record_repeated_facts_answer).
+#[derive(Debug, Clone, Copy)]
+pub struct RepeatedFactsAnswer<'a> {
+    pub device: DeviceId,
+    pub channel: &'a ChannelId,
+    pub uuid: &'a CommandUuid,
+    /// The raw report plist, or (`result_sealed`) that plist sealed under the data key.
+    pub result: Option<&'a [u8]>,
+    pub result_sealed: bool,
+    pub facts: &'a DeviceFacts,
+    /// The inventory section's name and JSON.
+    pub section: &'a str,
+    pub json: &'a str,
+    pub now: UnixTime,
+}
+
 /// A device's report about one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandResultRecord {

@@ -11,8 +11,8 @@ use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts, DeviceQuery,
     EnrollmentLink, GroupKind, GroupRecord, IdentityGrant, IssuedCertificate, JobClaim,
     LicenceOutcome, LicenceWork, NewCommand, OsPolicyRecord, Page, PlannedAppCommand,
-    RecordOutcome, ScepChallenge, Scope, ScopeAuthority, Store, StoreError, Tenant,
-    TokenUpdateRecord, WantedLicence,
+    RecordOutcome, RepeatedFactsAnswer, ScepChallenge, Scope, ScopeAuthority, Store, StoreError,
+    Tenant, TokenUpdateRecord, WantedLicence,
 };
 use orchard_testkit::with_store;
 use orchard_types::{
@@ -83,6 +83,7 @@ conformance! {
     check_device_counts_by_state => sqlite_device_counts_by_state, postgres_device_counts_by_state;
     check_inventory_sections_replace => sqlite_inventory_sections_replace, postgres_inventory_sections_replace;
     check_facts_and_their_section_go_together => sqlite_facts_and_their_section_go_together, postgres_facts_and_their_section_go_together;
+    check_repeated_facts_answer => sqlite_repeated_facts_answer, postgres_repeated_facts_answer;
     check_fifo_order_per_channel => sqlite_fifo_order_per_channel, postgres_fifo_order_per_channel;
     check_shared_command_bodies => sqlite_shared_command_bodies, postgres_shared_command_bodies;
     check_unreported_command_is_resent => sqlite_unreported_command_is_resent, postgres_unreported_command_is_resent;
@@ -1347,6 +1348,173 @@ async fn check_facts_and_their_section_go_together(store: Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// The usual inventory answer stored in one go (one statement on PostgreSQL): its DeviceInformation command's
+/// result, the facts and the section land together; anything the general path must judge (a duplicate, an
+/// unknown command, another request type, a setup command, another channel's or device's command) writes
+/// nothing and says so.
+async fn check_repeated_facts_answer(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    let neighbour = enrolled_device(&store, &physics).await;
+    let channel = ChannelId::device(&device.udid);
+    let their_channel = ChannelId::device(&neighbour.udid);
+    let first = command(&device, &channel, "DeviceInformation");
+    let second = command(&device, &channel, "DeviceInformation");
+    let lock = command(&device, &channel, "DeviceLock");
+    let setup = NewCommand {
+        queued_by: Some(QueuedBy::Setup),
+        ..command(&device, &channel, "DeviceInformation")
+    };
+    let theirs = command(&neighbour, &their_channel, "DeviceInformation");
+    store
+        .enqueue_commands(&[
+            first.clone(),
+            second.clone(),
+            lock.clone(),
+            setup.clone(),
+            theirs.clone(),
+        ])
+        .await
+        .unwrap();
+    let handed = store.next_command(&channel, false, T0).await.unwrap();
+    assert_eq!(handed.map(|c| c.uuid), Some(first.uuid.clone()));
+    store
+        .put_inventory_section(
+            neighbour.id,
+            "device_information",
+            r#"{"DeviceName":"theirs"}"#,
+            T0,
+        )
+        .await
+        .unwrap();
+    let facts = DeviceFacts {
+        device_name: Some("Lab iPad 9".to_owned()),
+        facts_digest: Some("v1:same".to_owned()),
+        ..DeviceFacts::default()
+    };
+    let result = b"<plist>answer</plist>".as_slice();
+    let json = r#"{"DeviceName":"Lab iPad 9","BatteryLevel":0.5}"#;
+    let answer = |channel, uuid, now| RepeatedFactsAnswer {
+        device: device.id,
+        channel,
+        uuid,
+        result: Some(result),
+        result_sealed: false,
+        facts: &facts,
+        section: "device_information",
+        json,
+        now,
+    };
+
+    // The answer to the command handed out: recorded, with its facts and section; others still wait.
+    let at = T0.plus_seconds(5);
+    assert_eq!(
+        store
+            .record_repeated_facts_answer(&answer(&channel, &first.uuid, at))
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    let recorded = store
+        .get_command(all_tenants(), &first.uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recorded.status, CommandStatus::Acknowledged);
+    assert_eq!(recorded.result.as_deref(), Some(result));
+    assert_eq!(recorded.completed_at, Some(at));
+    assert_eq!(recorded.error_chain, None);
+    let updated = store
+        .get_device(all_tenants(), device.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.device_name.as_deref(), Some("Lab iPad 9"));
+    assert_eq!(updated.facts_digest.as_deref(), Some("v1:same"));
+    assert_eq!(updated.updated_at, at);
+    let section = |id: DeviceId| {
+        let store = store.clone();
+        async move { store.get_inventory(all_tenants(), id).await.unwrap() }
+    };
+    let inventory = section(device.id).await;
+    assert_eq!(inventory.len(), 1);
+    assert_eq!(inventory[0].json, json);
+    assert_eq!(inventory[0].updated_at, at);
+
+    // What the general path must judge is left to it, with nothing written: the same answer again (a
+    // duplicate), an unknown command, another request type, a setup command, the neighbour's command on
+    // either channel.
+    let later = T0.plus_seconds(9);
+    let unknown = CommandUuid::new_random();
+    for (on, uuid) in [
+        (&channel, &first.uuid),
+        (&channel, &unknown),
+        (&channel, &lock.uuid),
+        (&channel, &setup.uuid),
+        (&channel, &theirs.uuid),
+        (&their_channel, &theirs.uuid),
+    ] {
+        assert_eq!(
+            store
+                .record_repeated_facts_answer(&answer(on, uuid, later))
+                .await
+                .unwrap(),
+            None,
+            "{uuid} on {on}"
+        );
+    }
+    assert_eq!(
+        section(device.id).await,
+        inventory,
+        "the section is untouched"
+    );
+    assert_eq!(
+        store
+            .get_device(all_tenants(), device.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .updated_at,
+        at
+    );
+    for uuid in [&lock.uuid, &setup.uuid, &theirs.uuid] {
+        assert_eq!(status_of(&store, uuid).await, CommandStatus::Queued);
+    }
+    assert_eq!(
+        status_of(&store, &first.uuid).await,
+        CommandStatus::Acknowledged
+    );
+    let theirs_now = section(neighbour.id).await;
+    assert_eq!(theirs_now.len(), 1);
+    assert_eq!(theirs_now[0].json, r#"{"DeviceName":"theirs"}"#);
+    let neighbour_now = store
+        .get_device(all_tenants(), neighbour.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(neighbour_now.device_name, neighbour.device_name);
+    assert_eq!(neighbour_now.updated_at, neighbour.updated_at);
+
+    // The last unfinished command of the channel says so.
+    for uuid in [&lock.uuid, &setup.uuid] {
+        store
+            .record_result(&report(&channel, uuid, CommandStatus::Acknowledged, later))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .record_repeated_facts_answer(&answer(&channel, &second.uuid, later))
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        status_of(&store, &second.uuid).await,
+        CommandStatus::Acknowledged
+    );
 }
 
 async fn check_fifo_order_per_channel(store: Store) {

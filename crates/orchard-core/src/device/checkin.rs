@@ -591,6 +591,28 @@ impl Orchard {
             serde_json::to_string(&report.error_chain).ok()
         };
         let (result, result_sealed) = self.result_to_store(uuid, status, report, raw)?;
+        if status == CommandStatus::Acknowledged
+            && error_chain.is_none()
+            && !pending.webhook_endpoints
+        {
+            if let Some(more_unfinished) = self
+                .store_repeated_facts_answer(
+                    device,
+                    channel,
+                    uuid,
+                    report,
+                    (result.as_deref(), result_sealed),
+                    now,
+                )
+                .await?
+            {
+                let request_type = RequestType::DeviceInformation.as_str();
+                crate::observability::note_command(uuid, request_type);
+                tracing::debug!(udid = %device.udid, command = %uuid, request_type, status = status.as_str(), "command report");
+                self.metrics.command_result(request_type, status.as_str());
+                return Ok(more_unfinished);
+            }
+        }
         let mut reconcile = false;
         // Counted once the unit commits: a report whose unit failed is recorded again when the device retries.
         let mut counted = None;

@@ -2,8 +2,8 @@
 
 use orchard_protocol::report::CommandReport;
 use orchard_protocol::results::{parse_result, CommandResult, DeviceInformation};
-use orchard_store::{Device, DeviceFacts, DeviceStanding, UnitOfWork};
-use orchard_types::{RequestType, TenantId, UnixTime};
+use orchard_store::{Device, DeviceFacts, DeviceStanding, RepeatedFactsAnswer, UnitOfWork};
+use orchard_types::{ChannelId, CommandUuid, RequestType, TenantId, UnixTime};
 use sha2::{Digest, Sha256};
 
 use crate::desired::groups::MarkDevice;
@@ -48,6 +48,68 @@ pub(crate) fn facts_digest(tenant: TenantId, info: &DeviceInformation) -> Option
     hash.update(b"\n");
     hash.update(&json);
     Some(format!("v1:{}", hex::encode(hash.finalize())))
+}
+
+/// The facts a DeviceInformation answer promotes to the device row, and what storing it changes (see
+/// [`Applied`]): the same classification for the general path and the repeated answer's shortcut.
+pub(crate) fn promoted_facts(device: &Device, info: &DeviceInformation) -> (DeviceFacts, Applied) {
+    let mut applied = Applied::Stored;
+    let digest = facts_digest(device.tenant_id, info);
+    // The promoted columns must still say what this answer says: another path (a declarative status
+    // report) may have changed one since, and this answer then changes the device after all.
+    let same = |reported: &Option<String>, stored: &Option<String>| {
+        reported.is_none() || reported == stored
+    };
+    if digest.is_some()
+        && digest == device.facts_digest
+        && same(&info.serial_number, &device.serial_number)
+        && same(&info.device_name, &device.device_name)
+        && same(&info.model, &device.model)
+        && same(&info.model_name, &device.model_name)
+        && same(&info.product_name, &device.product_name)
+        && same(&info.os_version, &device.os_version)
+        && same(&info.build_version, &device.build_version)
+        && (info.is_supervised.is_none() || info.is_supervised == device.is_supervised)
+    {
+        applied = Applied::FactsUnchanged;
+    }
+    // As the device row and its inventory section will say once this answer is stored: the columns
+    // keep a value the answer leaves out, the section is replaced.
+    let plan_inputs = plan_inputs_digest(
+        device.tenant_id,
+        info.os_version
+            .as_ref()
+            .or(device.os_version.as_ref())
+            .map(String::as_str),
+        info.serial_number
+            .as_ref()
+            .or(device.serial_number.as_ref())
+            .map(String::as_str),
+        info.is_multi_user == Some(true),
+    );
+    // The row's own values too: another path may have changed one since the last answer. The model
+    // (which picks the OS target) is not in the digest: it is compared with the row.
+    if applied == Applied::Stored
+        && device.plan_inputs_digest.as_deref() == Some(plan_inputs.as_str())
+        && same(&info.os_version, &device.os_version)
+        && same(&info.serial_number, &device.serial_number)
+        && same(&info.product_name, &device.product_name)
+    {
+        applied = Applied::PlanInputsUnchanged;
+    }
+    let facts = DeviceFacts {
+        serial_number: info.serial_number.clone(),
+        device_name: info.device_name.clone(),
+        model: info.model.clone(),
+        model_name: info.model_name.clone(),
+        product_name: info.product_name.clone(),
+        os_version: info.os_version.clone(),
+        build_version: info.build_version.clone(),
+        is_supervised: info.is_supervised,
+        facts_digest: digest,
+        plan_inputs_digest: Some(plan_inputs),
+    };
+    (facts, applied)
 }
 
 /// What applying a result found.
@@ -123,61 +185,8 @@ impl Orchard {
             None => None,
         };
         if let CommandResult::DeviceInformation(info) = &result {
-            let digest = facts_digest(device.tenant_id, info);
-            // The promoted columns must still say what this answer says: another path (a declarative status
-            // report) may have changed one since, and this answer then changes the device after all.
-            let same = |reported: &Option<String>, stored: &Option<String>| {
-                reported.is_none() || reported == stored
-            };
-            if digest.is_some()
-                && digest == device.facts_digest
-                && same(&info.serial_number, &device.serial_number)
-                && same(&info.device_name, &device.device_name)
-                && same(&info.model, &device.model)
-                && same(&info.model_name, &device.model_name)
-                && same(&info.product_name, &device.product_name)
-                && same(&info.os_version, &device.os_version)
-                && same(&info.build_version, &device.build_version)
-                && (info.is_supervised.is_none() || info.is_supervised == device.is_supervised)
-            {
-                applied = Applied::FactsUnchanged;
-            }
-            // As the device row and its inventory section will say once this answer is stored: the columns
-            // keep a value the answer leaves out, the section is replaced.
-            let plan_inputs = plan_inputs_digest(
-                device.tenant_id,
-                info.os_version
-                    .as_ref()
-                    .or(device.os_version.as_ref())
-                    .map(String::as_str),
-                info.serial_number
-                    .as_ref()
-                    .or(device.serial_number.as_ref())
-                    .map(String::as_str),
-                info.is_multi_user == Some(true),
-            );
-            // The row's own values too: another path may have changed one since the last answer. The model
-            // (which picks the OS target) is not in the digest: it is compared with the row.
-            if applied == Applied::Stored
-                && device.plan_inputs_digest.as_deref() == Some(plan_inputs.as_str())
-                && same(&info.os_version, &device.os_version)
-                && same(&info.serial_number, &device.serial_number)
-                && same(&info.product_name, &device.product_name)
-            {
-                applied = Applied::PlanInputsUnchanged;
-            }
-            let facts = DeviceFacts {
-                serial_number: info.serial_number.clone(),
-                device_name: info.device_name.clone(),
-                model: info.model.clone(),
-                model_name: info.model_name.clone(),
-                product_name: info.product_name.clone(),
-                os_version: info.os_version.clone(),
-                build_version: info.build_version.clone(),
-                is_supervised: info.is_supervised,
-                facts_digest: digest,
-                plan_inputs_digest: Some(plan_inputs),
-            };
+            let (facts, answer_applied) = promoted_facts(device, info);
+            applied = answer_applied;
             let mark = applied.mark() == MarkDevice::Always;
             // This node's copy of the tenant's filters, when they read only the device row and the device's
             // memberships are what a full evaluation of its stored facts wrote (its digest is kept).
@@ -245,6 +254,59 @@ impl Orchard {
             standing,
             groups_unchanged,
         })
+    }
+}
+
+impl Orchard {
+    /// The usual inventory answer's shortcut: an acknowledged DeviceInformation answer that repeats the
+    /// device's facts (see [`Applied::FactsUnchanged`]) has nothing to re-evaluate, so its command's result,
+    /// its facts and its inventory section are stored together without the general path's unit (one
+    /// statement on PostgreSQL). Returns whether the channel may have more work, or `None` when the general
+    /// path must store the answer: any other answer, or a command the store does not take this way (see
+    /// `Store::record_repeated_facts_answer`). The caller has ruled out what the shortcut skips: an error
+    /// chain, and webhook events (no endpoint was enabled).
+    pub(crate) async fn store_repeated_facts_answer(
+        &self,
+        device: &Device,
+        channel: &ChannelId,
+        uuid: &CommandUuid,
+        report: &CommandReport,
+        (result, result_sealed): (Option<&[u8]>, bool),
+        now: UnixTime,
+    ) -> Result<Option<bool>, CoreError> {
+        // Only a DeviceInformation answer carries QueryResponses: other answers skip the parse.
+        if !report.body.contains_key("QueryResponses") {
+            return Ok(None);
+        }
+        let Ok(parsed) = parse_result(RequestType::DeviceInformation.as_str(), report) else {
+            return Ok(None);
+        };
+        let CommandResult::DeviceInformation(info) = &parsed else {
+            return Ok(None);
+        };
+        let (facts, applied) = promoted_facts(device, info);
+        let Some(section) = section_for(&parsed) else {
+            return Ok(None);
+        };
+        if applied != Applied::FactsUnchanged {
+            return Ok(None);
+        }
+        let json = serde_json::to_string(&parsed)
+            .map_err(|e| CoreError::Internal(format!("inventory json: {e}")))?;
+        Ok(self
+            .store
+            .record_repeated_facts_answer(&RepeatedFactsAnswer {
+                device: device.id,
+                channel,
+                uuid,
+                result,
+                result_sealed,
+                facts: &facts,
+                section,
+                json: &json,
+                now,
+            })
+            .await?)
     }
 }
 

@@ -2,15 +2,15 @@
 
 use sqlx::any::AnyRow;
 
-use orchard_types::{ChannelId, DeviceId, Secret, TenantId, Udid, UnixTime};
+use orchard_types::{ChannelId, DeviceId, QueuedBy, Secret, TenantId, Udid, UnixTime};
 
 use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
 use crate::{
     AuthenticateDevice, Backend, Channel, ChannelPushState, Device, DeviceBinding, DeviceFacts,
-    DeviceRelease, InventorySection, Page, Scope, Store, StoreError, TokenUpdateOutcome,
-    TokenUpdateRecord, UnitOfWork,
+    DeviceRelease, InventorySection, Page, RepeatedFactsAnswer, Scope, Store, StoreError,
+    TokenUpdateOutcome, TokenUpdateRecord, UnitOfWork,
 };
 
 pub(crate) const DEVICE_COLUMNS: &str =
@@ -798,6 +798,95 @@ impl UnitOfWork {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+}
+
+/// Records a repeated DeviceInformation answer's command when it is still unfinished on the answer's channel,
+/// is the answer's device's, and was not queued by zero-touch setup (whose answers move the setup on, the
+/// general path's work); returns whether another command of the channel is unfinished. Its parameters are
+/// `$(b+1)`…`$(b+7)`: the command uuid, the channel, the device, the result, whether it is sealed, the time
+/// and the setup's `queued_by`.
+fn record_repeated_answer_sql(b: usize) -> String {
+    let [uuid, channel, device, result, sealed, now, setup] = std::array::from_fn(|i| b + i + 1);
+    format!(
+        "UPDATE commands SET status = 'acknowledged', result = ${result}, result_sealed = ${sealed}, \
+           error_chain = NULL, completed_at = ${now} \
+         WHERE command_uuid = ${uuid} AND channel_id = ${channel} AND device_id = ${device} \
+           AND status IN {UNFINISHED_STATUSES} AND request_type = 'DeviceInformation' \
+           AND (queued_by IS NULL OR queued_by <> ${setup}) \
+         RETURNING CAST(CASE WHEN EXISTS (SELECT 1 FROM commands other WHERE other.channel_id = ${channel} \
+           AND other.status IN {UNFINISHED_STATUSES} AND other.command_uuid <> ${uuid}) \
+           THEN 1 ELSE 0 END AS BIGINT) AS more_unfinished"
+    )
+}
+
+/// Binds [`record_repeated_answer_sql`]'s parameters.
+fn bind_repeated_answer<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    a: &RepeatedFactsAnswer<'q>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(a.uuid.as_str())
+        .bind(a.channel.as_str())
+        .bind(a.device.to_string())
+        .bind(a.result)
+        .bind(i64::from(a.result_sealed))
+        .bind(a.now.0)
+        .bind(QueuedBy::Setup.to_stored())
+}
+
+impl Store {
+    /// Stores the usual inventory answer in one go: an acknowledged DeviceInformation answer that repeats the
+    /// device's facts records its command's result, writes the facts again and replaces the inventory section,
+    /// together. On PostgreSQL it is one statement outside any transaction, three round trips fewer than the
+    /// general path's unit (`BEGIN`, the result, the facts and section, `COMMIT`).
+    ///
+    /// Returns whether another command of the channel is unfinished (`Some`), or `None` with nothing written
+    /// when the answer is not for an unfinished DeviceInformation command of its channel and device queued by
+    /// anyone but zero-touch setup: a duplicate, an unknown command, another request type or a setup
+    /// command, all of which the general path (`UnitOfWork::record_result`) tells apart.
+    pub async fn record_repeated_facts_answer(
+        &self,
+        a: &RepeatedFactsAnswer<'_>,
+    ) -> Result<Option<bool>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            // Each statement is a function call on SQLite: the general statements in one transaction.
+            let mut unit = self.begin_unit().await?;
+            static SQL: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| record_repeated_answer_sql(0));
+            let Some(row) = bind_repeated_answer(sqlx::query(SQL.as_str()), a)
+                .fetch_optional(unit.conn()?)
+                .await?
+            else {
+                return Ok(None);
+            };
+            unit.update_device_facts_and_section(a.device, a.facts, a.section, a.json, a.now)
+                .await?;
+            unit.commit().await?;
+            return Ok(Some(rows::boolean(&row, "more_unfinished")?));
+        }
+        // The facts and the section are written only when the command was recorded (`$10` is the time); the
+        // command names its device, which exists while the command does (its rows go with the device).
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH recorded AS ({record}), \
+                 updated AS ({UPDATE_DEVICE_FACTS} AND EXISTS (SELECT 1 FROM recorded) RETURNING id), \
+                 section AS ({INSERT_INVENTORY_SECTION} SELECT id, $13, $14, $10 FROM updated \
+                   {ON_SECTION_CONFLICT}) \
+                 SELECT more_unfinished FROM recorded",
+                record = record_repeated_answer_sql(14)
+            )
+        });
+        let row = bind_repeated_answer(
+            bind_device_facts(sqlx::query(SQL.as_str()), a.device, a.facts, a.now)
+                .bind(a.section)
+                .bind(a.json),
+            a,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| rows::boolean(&row, "more_unfinished"))
+            .transpose()
     }
 }
 
