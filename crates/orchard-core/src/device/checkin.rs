@@ -13,7 +13,7 @@ use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType
 
 use crate::commands::secrets::CommandTarget;
 use crate::desired::groups::MarkDevice;
-use crate::device::inventory::{Applied, AppliedResult};
+use crate::device::inventory::{Applied, AppliedResult, InventoryAnswer};
 use crate::enrollment::binding::{BindingDecision, CHECKED_OUT_REASON};
 use crate::{CoreError, DeviceRejection, Orchard};
 
@@ -591,16 +591,20 @@ impl Orchard {
             serde_json::to_string(&report.error_chain).ok()
         };
         let (result, result_sealed) = self.result_to_store(uuid, status, report, raw)?;
-        if status == CommandStatus::Acknowledged
-            && error_chain.is_none()
-            && !pending.webhook_endpoints
+        // A DeviceInformation answer is parsed and classified once, for the shortcut and the general path.
+        let inventory = (status == CommandStatus::Acknowledged)
+            .then(|| InventoryAnswer::read(device, report))
+            .flatten();
+        if let Some(answer) = inventory
+            .as_ref()
+            .filter(|_| error_chain.is_none() && !pending.webhook_endpoints)
         {
             if let Some(more_unfinished) = self
                 .store_repeated_facts_answer(
                     device,
                     channel,
                     uuid,
-                    report,
+                    answer,
                     (result.as_deref(), result_sealed),
                     now,
                 )
@@ -665,7 +669,7 @@ impl Orchard {
                         standing,
                         groups_unchanged,
                     } = self
-                        .apply_result(&mut unit, device, request_type, report, now)
+                        .apply_result(&mut unit, device, request_type, report, inventory, now)
                         .await?;
                     skip_os_evaluation |= applied != Applied::Stored;
                     // A DeviceInformation answer that repeats the facts groups and the reconciler read changes

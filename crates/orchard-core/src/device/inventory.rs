@@ -112,6 +112,36 @@ pub(crate) fn promoted_facts(device: &Device, info: &DeviceInformation) -> (Devi
     (facts, applied)
 }
 
+/// A DeviceInformation answer parsed and classified once per report, before its command's request type is
+/// known: the repeated answer's shortcut reads it, and the general path takes it over when the shortcut declines
+/// (see [`Orchard::apply_result`]).
+pub(crate) struct InventoryAnswer {
+    result: CommandResult,
+    facts: DeviceFacts,
+    applied: Applied,
+}
+
+impl InventoryAnswer {
+    /// `report` read as a DeviceInformation answer about `device`; `None` for any other answer (only a
+    /// DeviceInformation answer carries QueryResponses, so the others skip the parse) and for one that does
+    /// not parse (the general path logs it, parsing by the command's request type).
+    pub(crate) fn read(device: &Device, report: &CommandReport) -> Option<Self> {
+        if !report.body.contains_key("QueryResponses") {
+            return None;
+        }
+        let result = parse_result(RequestType::DeviceInformation.as_str(), report).ok()?;
+        let CommandResult::DeviceInformation(info) = &result else {
+            return None;
+        };
+        let (facts, applied) = promoted_facts(device, info);
+        Some(Self {
+            result,
+            facts,
+            applied,
+        })
+    }
+}
+
 /// What applying a result found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Applied {
@@ -152,25 +182,32 @@ pub(crate) struct AppliedResult {
 impl Orchard {
     /// Applies an acknowledged result inside the report's unit of work: promotes device facts and stores the
     /// inventory section. A result we cannot parse is kept only as the raw report on the command (logged,
-    /// never fatal).
+    /// never fatal). `inventory` is the report already read as a DeviceInformation answer, used when the
+    /// command is one.
     pub(crate) async fn apply_result(
         &self,
         unit: &mut UnitOfWork,
         device: &Device,
         request_type: RequestType,
         report: &CommandReport,
+        inventory: Option<InventoryAnswer>,
         now: UnixTime,
     ) -> Result<AppliedResult, CoreError> {
-        let result = match parse_result(request_type.as_str(), report) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(udid = %device.udid, %request_type, error = %e, "result could not be parsed; raw report kept");
-                return Ok(AppliedResult {
-                    applied: Applied::Stored,
-                    standing: None,
-                    groups_unchanged: false,
-                });
-            }
+        let (result, mut promoted) = match inventory
+            .filter(|_| request_type == RequestType::DeviceInformation)
+        {
+            Some(read) => (read.result, Some((read.facts, read.applied))),
+            None => match parse_result(request_type.as_str(), report) {
+                Ok(r) => (r, None),
+                Err(e) => {
+                    tracing::warn!(udid = %device.udid, %request_type, error = %e, "result could not be parsed; raw report kept");
+                    return Ok(AppliedResult {
+                        applied: Applied::Stored,
+                        standing: None,
+                        groups_unchanged: false,
+                    });
+                }
+            },
         };
         let mut applied = Applied::Stored;
         let mut standing = None;
@@ -185,7 +222,9 @@ impl Orchard {
             None => None,
         };
         if let CommandResult::DeviceInformation(info) = &result {
-            let (facts, answer_applied) = promoted_facts(device, info);
+            let (facts, answer_applied) = promoted
+                .take()
+                .unwrap_or_else(|| promoted_facts(device, info));
             applied = answer_applied;
             let mark = applied.mark() == MarkDevice::Always;
             // This node's copy of the tenant's filters, when they read only the device row and the device's
@@ -262,36 +301,25 @@ impl Orchard {
     /// device's facts (see [`Applied::FactsUnchanged`]) has nothing to re-evaluate, so its command's result,
     /// its facts and its inventory section are stored together without the general path's unit (one
     /// statement on PostgreSQL). Returns whether the channel may have more work, or `None` when the general
-    /// path must store the answer: any other answer, or a command the store does not take this way (see
-    /// `Store::record_repeated_facts_answer`). The caller has ruled out what the shortcut skips: an error
-    /// chain, and webhook events (no endpoint was enabled).
+    /// path must store the answer: an answer that changes facts, or a command the store does not take this
+    /// way (see `Store::record_repeated_facts_answer`). The caller has ruled out what the shortcut skips: an
+    /// error chain, and webhook events (no endpoint was enabled).
     pub(crate) async fn store_repeated_facts_answer(
         &self,
         device: &Device,
         channel: &ChannelId,
         uuid: &CommandUuid,
-        report: &CommandReport,
+        answer: &InventoryAnswer,
         (result, result_sealed): (Option<&[u8]>, bool),
         now: UnixTime,
     ) -> Result<Option<bool>, CoreError> {
-        // Only a DeviceInformation answer carries QueryResponses: other answers skip the parse.
-        if !report.body.contains_key("QueryResponses") {
+        if answer.applied != Applied::FactsUnchanged {
             return Ok(None);
         }
-        let Ok(parsed) = parse_result(RequestType::DeviceInformation.as_str(), report) else {
+        let Some(section) = section_for(&answer.result) else {
             return Ok(None);
         };
-        let CommandResult::DeviceInformation(info) = &parsed else {
-            return Ok(None);
-        };
-        let (facts, applied) = promoted_facts(device, info);
-        let Some(section) = section_for(&parsed) else {
-            return Ok(None);
-        };
-        if applied != Applied::FactsUnchanged {
-            return Ok(None);
-        }
-        let json = serde_json::to_string(&parsed)
+        let json = serde_json::to_string(&answer.result)
             .map_err(|e| CoreError::Internal(format!("inventory json: {e}")))?;
         Ok(self
             .store
@@ -301,7 +329,7 @@ impl Orchard {
                 uuid,
                 result,
                 result_sealed,
-                facts: &facts,
+                facts: &answer.facts,
                 section,
                 json: &json,
                 now,

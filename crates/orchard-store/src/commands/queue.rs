@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 
 use orchard_types::{ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy};
 
+use crate::device::devices::UNFINISHED_STATUSES;
 use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
@@ -281,6 +282,44 @@ async fn enqueue_commands(db: &mut impl Db, cmds: &[NewCommand]) -> Result<(), S
     Ok(())
 }
 
+/// Which unfinished commands [`record_result_sql`]'s statement records a result on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResultsTaken {
+    /// Any unfinished command of the channel.
+    Any,
+    /// Only an unfinished DeviceInformation command of the answering device that zero-touch setup did not
+    /// queue (its answers move the setup on): a repeated inventory answer stored without the general path
+    /// (see `Store::record_repeated_facts_answer`).
+    RepeatedFactsAnswer,
+}
+
+/// The statement that records a device's result on its unfinished command. It returns the command's device,
+/// request type and `queued_by`, and whether another command of the channel is unfinished, so a device that
+/// has answered its last command gets its empty answer without another read. Its parameters are numbered from
+/// `$(b+1)`: the command uuid, the channel, the status, the result, the error chain, the completion time and
+/// whether the result is sealed; [`ResultsTaken::RepeatedFactsAnswer`] adds the device and the setup's
+/// `queued_by`.
+pub(crate) fn record_result_sql(b: usize, taken: ResultsTaken) -> String {
+    let [uuid, channel, status, result, error_chain, completed_at, sealed, device, setup] =
+        std::array::from_fn(|i| b + i + 1);
+    let only = match taken {
+        ResultsTaken::Any => String::new(),
+        ResultsTaken::RepeatedFactsAnswer => format!(
+            " AND device_id = ${device} AND request_type = 'DeviceInformation' \
+             AND (queued_by IS NULL OR queued_by <> ${setup})"
+        ),
+    };
+    format!(
+        "UPDATE commands SET status = ${status}, result = ${result}, result_sealed = ${sealed}, \
+           error_chain = ${error_chain}, completed_at = ${completed_at} \
+         WHERE command_uuid = ${uuid} AND channel_id = ${channel} AND status IN {UNFINISHED_STATUSES}{only} \
+         RETURNING device_id, request_type, queued_by, \
+           CAST(CASE WHEN EXISTS (SELECT 1 FROM commands other WHERE other.channel_id = ${channel} \
+             AND other.status IN {UNFINISHED_STATUSES} AND other.command_uuid <> ${uuid}) \
+           THEN 1 ELSE 0 END AS BIGINT) AS more_unfinished"
+    )
+}
+
 /// See [`Store::record_result`].
 async fn record_result(
     db: &mut impl Db,
@@ -301,25 +340,18 @@ async fn record_result(
             )))
         }
     };
-    // Whether anything else of the channel is unfinished comes back with the update, so a device that has
-    // answered its last command gets its empty answer without another read.
-    let row = sqlx::query(
-        "UPDATE commands SET status = $3, result = $4, result_sealed = $7, error_chain = $5, completed_at = $6 \
-         WHERE command_uuid = $1 AND channel_id = $2 AND status IN ('queued', 'sent', 'not_now') \
-         RETURNING device_id, request_type, queued_by, \
-           CAST(CASE WHEN EXISTS (SELECT 1 FROM commands other WHERE other.channel_id = $2 \
-             AND other.status IN ('queued', 'sent', 'not_now') AND other.command_uuid <> $1) \
-           THEN 1 ELSE 0 END AS BIGINT) AS more_unfinished",
-    )
-    .bind(r.uuid.as_str())
-    .bind(r.channel.as_str())
-    .bind(r.status.as_str())
-    .bind(r.result.as_deref())
-    .bind(r.error_chain.as_deref())
-    .bind(completed_at)
-    .bind(i64::from(r.result_sealed))
-    .fetch_optional(db.conn()?)
-    .await?;
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| record_result_sql(0, ResultsTaken::Any));
+    let row = sqlx::query(SQL.as_str())
+        .bind(r.uuid.as_str())
+        .bind(r.channel.as_str())
+        .bind(r.status.as_str())
+        .bind(r.result.as_deref())
+        .bind(r.error_chain.as_deref())
+        .bind(completed_at)
+        .bind(i64::from(r.result_sealed))
+        .fetch_optional(db.conn()?)
+        .await?;
     if let Some(row) = row {
         return Ok(RecordOutcome::Recorded {
             device_id: rows::device_id(&row, "device_id")?,

@@ -2,8 +2,11 @@
 
 use sqlx::any::AnyRow;
 
-use orchard_types::{ChannelId, DeviceId, QueuedBy, Secret, TenantId, Udid, UnixTime};
+use orchard_types::{
+    ChannelId, CommandStatus, DeviceId, QueuedBy, Secret, TenantId, Udid, UnixTime,
+};
 
+use crate::commands::queue::{record_result_sql, ResultsTaken};
 use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
@@ -801,26 +804,8 @@ impl UnitOfWork {
     }
 }
 
-/// Records a repeated DeviceInformation answer's command when it is still unfinished on the answer's channel,
-/// is the answer's device's, and was not queued by zero-touch setup (whose answers move the setup on, the
-/// general path's work); returns whether another command of the channel is unfinished. Its parameters are
-/// `$(b+1)`…`$(b+7)`: the command uuid, the channel, the device, the result, whether it is sealed, the time
-/// and the setup's `queued_by`.
-fn record_repeated_answer_sql(b: usize) -> String {
-    let [uuid, channel, device, result, sealed, now, setup] = std::array::from_fn(|i| b + i + 1);
-    format!(
-        "UPDATE commands SET status = 'acknowledged', result = ${result}, result_sealed = ${sealed}, \
-           error_chain = NULL, completed_at = ${now} \
-         WHERE command_uuid = ${uuid} AND channel_id = ${channel} AND device_id = ${device} \
-           AND status IN {UNFINISHED_STATUSES} AND request_type = 'DeviceInformation' \
-           AND (queued_by IS NULL OR queued_by <> ${setup}) \
-         RETURNING CAST(CASE WHEN EXISTS (SELECT 1 FROM commands other WHERE other.channel_id = ${channel} \
-           AND other.status IN {UNFINISHED_STATUSES} AND other.command_uuid <> ${uuid}) \
-           THEN 1 ELSE 0 END AS BIGINT) AS more_unfinished"
-    )
-}
-
-/// Binds [`record_repeated_answer_sql`]'s parameters.
+/// Binds the parameters of [`record_result_sql`] for [`ResultsTaken::RepeatedFactsAnswer`]: acknowledged,
+/// without an error chain.
 fn bind_repeated_answer<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     a: &RepeatedFactsAnswer<'q>,
@@ -828,10 +813,12 @@ fn bind_repeated_answer<'q>(
     query
         .bind(a.uuid.as_str())
         .bind(a.channel.as_str())
-        .bind(a.device.to_string())
+        .bind(CommandStatus::Acknowledged.as_str())
         .bind(a.result)
-        .bind(i64::from(a.result_sealed))
+        .bind(None::<&str>)
         .bind(a.now.0)
+        .bind(i64::from(a.result_sealed))
+        .bind(a.device.to_string())
         .bind(QueuedBy::Setup.to_stored())
 }
 
@@ -852,12 +839,15 @@ impl Store {
         if self.backend == Backend::Sqlite {
             // Each statement is a function call on SQLite: the general statements in one transaction.
             let mut unit = self.begin_unit().await?;
-            static SQL: std::sync::LazyLock<String> =
-                std::sync::LazyLock::new(|| record_repeated_answer_sql(0));
+            static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                record_result_sql(0, ResultsTaken::RepeatedFactsAnswer)
+            });
             let Some(row) = bind_repeated_answer(sqlx::query(SQL.as_str()), a)
                 .fetch_optional(unit.conn()?)
                 .await?
             else {
+                // Nothing was written; the general path takes the answer.
+                unit.rollback().await?;
                 return Ok(None);
             };
             unit.update_device_facts_and_section(a.device, a.facts, a.section, a.json, a.now)
@@ -874,7 +864,7 @@ impl Store {
                  section AS ({INSERT_INVENTORY_SECTION} SELECT id, $13, $14, $10 FROM updated \
                    {ON_SECTION_CONFLICT}) \
                  SELECT more_unfinished FROM recorded",
-                record = record_repeated_answer_sql(14)
+                record = record_result_sql(14, ResultsTaken::RepeatedFactsAnswer)
             )
         });
         let row = bind_repeated_answer(
