@@ -59,7 +59,7 @@ pub use apps::tokens::{AppAssetRecord, AppsLocationState, AppsTokenRecord};
 pub use backup::sqlite_database_file;
 pub use commands::bulk_jobs::{BulkJobProgress, BulkJobRecord};
 pub use commands::legacy::{LegacyCommand, LegacyCommandRow, LegacyUnlockToken, ResealedCommand};
-pub use commands::queue::QueuePolicy;
+pub use commands::queue::{IdlePoll, IdlePollClaim, QueuePolicy};
 pub use declarative::channels::DdmChannelRecord;
 pub use dep::sync::{DepDeviceFilter, DepDeviceRecord, DepTokenRecord, DepTokenUpload};
 pub use dep::templates::{

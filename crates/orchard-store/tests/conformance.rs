@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use orchard_dep::{DeviceRecord, OpType, ProfileStatus};
 use orchard_store::{
     ApiToken, AuthenticateDevice, Backend, CommandResultRecord, Device, DeviceFacts, DeviceQuery,
-    EnrollmentLink, GroupKind, GroupRecord, IdentityGrant, IssuedCertificate, JobClaim,
-    LicenceOutcome, LicenceWork, NewCommand, OsPolicyRecord, Page, PlannedAppCommand,
+    EnrollmentLink, GroupKind, GroupRecord, IdentityGrant, IdlePollClaim, IssuedCertificate,
+    JobClaim, LicenceOutcome, LicenceWork, NewCommand, OsPolicyRecord, Page, PlannedAppCommand,
     RecordOutcome, RepeatedFactsAnswer, ScepChallenge, Scope, ScopeAuthority, Store, StoreError,
     Tenant, TokenUpdateRecord, WantedLicence,
 };
@@ -103,6 +103,7 @@ conformance! {
     check_a_pass_settles_its_deliveries_together => sqlite_a_pass_settles_its_deliveries_together, postgres_a_pass_settles_its_deliveries_together;
     check_the_device_lookup_says_whether_a_channel_has_work => sqlite_the_device_lookup_says_whether_a_channel_has_work, postgres_the_device_lookup_says_whether_a_channel_has_work;
     check_an_idle_poll_claims_and_is_seen_at_once => sqlite_an_idle_poll_claims_and_is_seen_at_once, postgres_an_idle_poll_claims_and_is_seen_at_once;
+    check_an_idle_poll_claims_in_its_lookup => sqlite_an_idle_poll_claims_in_its_lookup, postgres_an_idle_poll_claims_in_its_lookup;
     check_the_device_lookup_says_whether_webhooks_are_enabled => sqlite_the_device_lookup_says_whether_webhooks_are_enabled, postgres_the_device_lookup_says_whether_webhooks_are_enabled;
     check_the_device_lookup_says_whether_os_currency_applies => sqlite_the_device_lookup_says_whether_os_currency_applies, postgres_the_device_lookup_says_whether_os_currency_applies;
     check_a_facts_update_reads_the_standing_it_leaves => sqlite_a_facts_update_reads_the_standing_it_leaves, postgres_a_facts_update_reads_the_standing_it_leaves;
@@ -2685,6 +2686,223 @@ async fn check_an_idle_poll_claims_and_is_seen_at_once(store: Store) {
         .is_none());
     assert_eq!(seen(device.udid.clone()).await, Some(later));
     assert_eq!(seen(other.udid.clone()).await, before_other);
+}
+
+/// An idle poll's lookup claims in the same statement on PostgreSQL, only when the request may claim at once
+/// (the signer is the device's bound identity, not revoked, the device is enrolled and does not await the
+/// reconciler, the channel has work); anything else writes nothing and leaves the lookup to the caller. On
+/// SQLite it is the lookup alone.
+async fn check_an_idle_poll_claims_in_its_lookup(store: Store) {
+    let physics = tenant(&store, "physics").await;
+    let device = enrolled_device(&store, &physics).await;
+    // Bound to an identity of its own (the fixture's fingerprint names the enrollment time).
+    let neighbour = store
+        .authenticate_device(&authenticate(
+            &unique_udid(),
+            physics.id,
+            T0.plus_seconds(1),
+        ))
+        .await
+        .unwrap();
+    let channel = ChannelId::device(&device.udid);
+    let their_channel = ChannelId::device(&neighbour.udid);
+    store
+        .update_token(&token_update(&neighbour, &their_channel, T0))
+        .await
+        .unwrap();
+    let bound = device.cert_fingerprint.clone().unwrap();
+    assert_ne!(neighbour.cert_fingerprint.as_ref(), Some(&bound));
+    let policy = orchard_store::QueuePolicy::default();
+    let poll = |udid: &Udid, channel: &ChannelId, signer: &str, now: UnixTime| {
+        let store = store.clone();
+        let (udid, channel, signer) = (udid.clone(), channel.clone(), signer.to_owned());
+        let policy = policy.clone();
+        async move {
+            store
+                .find_device_for_idle_poll(&orchard_store::IdlePoll {
+                    udid: &udid,
+                    channel: &channel,
+                    signer_fingerprint: &signer,
+                    now,
+                    last_seen_granularity: 60,
+                    policy: &policy,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let seen = |udid: Udid| {
+        let store = store.clone();
+        async move {
+            store
+                .find_device_by_udid(&udid)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_seen_at
+        }
+    };
+    let postgres = store.backend() == Backend::Postgres;
+    let first = command(&device, &channel, "First");
+    let second = command(&device, &channel, "Second");
+    let theirs = command(&neighbour, &their_channel, "Theirs");
+    store
+        .enqueue_commands(&[first.clone(), second.clone(), theirs.clone()])
+        .await
+        .unwrap();
+    let before = seen(device.udid.clone()).await;
+
+    // No such device: nothing found, nothing written.
+    assert!(poll(&unique_udid(), &channel, &bound, T0.plus_seconds(60))
+        .await
+        .is_none());
+
+    // Signed by another identity (perhaps a renewed one: the caller judges): the lookup only.
+    let at = T0.plus_seconds(60);
+    let (found, claim) = poll(&device.udid, &channel, "fp-other", at).await.unwrap();
+    assert_eq!(claim, IdlePollClaim::NotTried);
+    assert_eq!(found.device.id, device.id);
+    assert!(found.channel_has_unfinished);
+    assert_eq!(status_of(&store, &first.uuid).await, CommandStatus::Queued);
+    assert_eq!(seen(device.udid.clone()).await, before);
+
+    // The device's own identity: the head of its channel, and its last-seen time (stale) with it.
+    let (found, claim) = poll(&device.udid, &channel, &bound, at).await.unwrap();
+    assert_eq!(found.device.id, device.id);
+    if postgres {
+        let IdlePollClaim::Tried(Some(handed)) = claim else {
+            panic!("{claim:?}");
+        };
+        assert_eq!(handed.uuid, first.uuid);
+        assert_eq!(handed.payload, first.payload);
+        assert_eq!(status_of(&store, &first.uuid).await, CommandStatus::Sent);
+        assert_eq!(seen(device.udid.clone()).await, Some(at));
+        store
+            .record_result(&report(
+                &channel,
+                &first.uuid,
+                CommandStatus::Acknowledged,
+                at,
+            ))
+            .await
+            .unwrap();
+        // Within the last-seen granularity the claim alone.
+        let soon = at.plus_seconds(10);
+        let (_, claim) = poll(&device.udid, &channel, &bound, soon).await.unwrap();
+        assert_eq!(
+            claim,
+            IdlePollClaim::Tried(Some(
+                store
+                    .get_command(all_tenants(), &second.uuid)
+                    .await
+                    .unwrap()
+                    .map(|c| orchard_store::QueuedCommand {
+                        uuid: c.uuid,
+                        request_type: c.request_type,
+                        payload: second.payload.clone(),
+                        payload_sealed: false,
+                        body: None,
+                    })
+                    .unwrap()
+            ))
+        );
+        assert_eq!(seen(device.udid.clone()).await, Some(at));
+        store
+            .record_result(&report(
+                &channel,
+                &second.uuid,
+                CommandStatus::Acknowledged,
+                soon,
+            ))
+            .await
+            .unwrap();
+    } else {
+        assert_eq!(claim, IdlePollClaim::NotTried);
+        assert_eq!(status_of(&store, &first.uuid).await, CommandStatus::Queued);
+        assert_eq!(seen(device.udid.clone()).await, before);
+        for done in [&first, &second] {
+            store.next_command(&channel, false, at).await.unwrap();
+            store
+                .record_result(&report(
+                    &channel,
+                    &done.uuid,
+                    CommandStatus::Acknowledged,
+                    at,
+                ))
+                .await
+                .unwrap();
+        }
+    }
+
+    // Nothing unfinished: the lookup says so, and nothing is written.
+    let later = at.plus_seconds(600);
+    let (found, claim) = poll(&device.udid, &channel, &bound, later).await.unwrap();
+    assert!(!found.channel_has_unfinished);
+    assert_eq!(claim, IdlePollClaim::NotTried);
+    assert_ne!(seen(device.udid.clone()).await, Some(later));
+
+    // A device awaiting the reconciler plans first; a revoked identity and a checked-out device are refused
+    // by the caller: none claims here.
+    let third = command(&device, &channel, "Third");
+    store.enqueue_commands(std::slice::from_ref(&third)).await.unwrap();
+    let mut mark = store.begin_unit().await.unwrap();
+    mark.mark_devices_dirty(&[device.id], later).await.unwrap();
+    mark.commit().await.unwrap();
+    let (found, claim) = poll(&device.udid, &channel, &bound, later).await.unwrap();
+    assert!(found.awaiting_reconcile);
+    assert_eq!(claim, IdlePollClaim::NotTried);
+
+    let (found, claim) = poll(&neighbour.udid, &their_channel, &bound, later)
+        .await
+        .unwrap();
+    assert_eq!(found.device.id, neighbour.id, "another device's identity");
+    assert_eq!(claim, IdlePollClaim::NotTried);
+    let their_bound = neighbour.cert_fingerprint.clone().unwrap();
+    store
+        .record_issued_certificate(&IssuedCertificate {
+            fingerprint: their_bound.clone(),
+            serial_hex: "0a0b".to_owned(),
+            subject: "CN=iPad".to_owned(),
+            tenant_id: physics.id,
+            link_id: None,
+            grant: IdentityGrant::Device {
+                device_id: neighbour.id,
+                purpose: orchard_store::DeviceGrantPurpose::ReturnToService,
+            },
+            issued_at: T0,
+            not_after: T0.plus_seconds(365 * 86_400),
+            bound_device_id: Some(neighbour.id),
+            bound_at: Some(T0),
+            revoked_at: None,
+            revoked_reason: None,
+            renewed_at: None,
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .revoke_identity(&their_bound, "lost", later)
+        .await
+        .unwrap());
+    let (found, claim) = poll(&neighbour.udid, &their_channel, &their_bound, later)
+        .await
+        .unwrap();
+    assert!(matches!(
+        found.identity,
+        orchard_store::IdentityStatus::Revoked(_)
+    ));
+    assert_eq!(claim, IdlePollClaim::NotTried);
+    assert_eq!(status_of(&store, &third.uuid).await, CommandStatus::Queued);
+    assert_eq!(status_of(&store, &theirs.uuid).await, CommandStatus::Queued);
+    store.check_out(&neighbour.udid, later).await.unwrap();
+    let (_, claim) = poll(&neighbour.udid, &their_channel, &their_bound, later)
+        .await
+        .unwrap();
+    assert_eq!(claim, IdlePollClaim::NotTried);
+    assert_eq!(
+        seen(neighbour.udid.clone()).await,
+        Some(later),
+        "checked out at"
+    );
 }
 
 /// The lookup every signed device request makes also says whether any webhook endpoint is enabled (another

@@ -6,8 +6,8 @@ use orchard_protocol::checkin::{self, CheckinMessage};
 use orchard_protocol::commands::Command;
 use orchard_protocol::report::{self, CommandReport, ReportStatus};
 use orchard_store::{
-    AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, IdentityStatus, RecordOutcome,
-    RequestingDevice, TokenUpdateRecord, UnitOfWork,
+    AuthenticateDevice, CommandResultRecord, Device, DeviceFacts, IdentityStatus, IdlePoll,
+    IdlePollClaim, RecordOutcome, RequestingDevice, TokenUpdateRecord, UnitOfWork,
 };
 use orchard_types::{ChannelId, CommandStatus, CommandUuid, QueuedBy, RequestType, UnixTime};
 
@@ -111,16 +111,18 @@ impl Orchard {
         udid: &orchard_types::Udid,
         signer: &VerifiedSigner,
     ) -> Result<Device, CoreError> {
-        Ok(self.bound_requesting_device(udid, signer, None).await?.0)
+        let found = self.store.find_device_with_identity(udid, None).await?;
+        Ok(self.bound_requesting_device(udid, signer, found).await?.0)
     }
 
-    /// [`Orchard::bound_device`], with what a command request asks next: whether the device awaits the
-    /// reconciler, whether `channel` has unfinished commands and whether any webhook endpoint is enabled.
+    /// [`Orchard::bound_device`] of a device the store's lookup `found` (`None`: no such UDID), with what a
+    /// command request asks next: whether the device awaits the reconciler, whether its channel has unfinished
+    /// commands and whether any webhook endpoint is enabled.
     async fn bound_requesting_device(
         &self,
         udid: &orchard_types::Udid,
         signer: &VerifiedSigner,
-        channel: Option<&ChannelId>,
+        found: Option<RequestingDevice>,
     ) -> Result<(Device, Pending), CoreError> {
         let RequestingDevice {
             device,
@@ -130,10 +132,7 @@ impl Orchard {
             webhook_endpoints,
             tenant_os_policy,
             declarative_channel,
-        } = self
-            .store
-            .find_device_with_identity(udid, channel)
-            .await?
+        } = found
             .filter(|r| r.device.state != orchard_types::EnrollmentState::Unenrolled)
             .ok_or(DeviceRejection::UnrecognizedDevice)?;
         let pending = Pending {
@@ -506,9 +505,38 @@ impl Orchard {
             .map_err(|e| DeviceRejection::MalformedBody(e.to_string()))?;
         crate::observability::note_device(&report.udid, None);
         let channel = report.channel();
+        let policy = &self.command_queue.policy;
+        // An idle poll that may claim at once (as the checks below decide from the lookup) claims in the
+        // lookup's own statement where the store can (PostgreSQL): one round trip for the common poll.
+        let (found, claim) = if report.status == ReportStatus::Idle {
+            match self
+                .store
+                .find_device_for_idle_poll(&IdlePoll {
+                    udid: &report.udid,
+                    channel: &channel,
+                    signer_fingerprint: &signer.fingerprint,
+                    now,
+                    last_seen_granularity: LAST_SEEN_GRANULARITY,
+                    policy,
+                })
+                .await?
+            {
+                Some((found, claim)) => (Some(found), claim),
+                None => (None, IdlePollClaim::NotTried),
+            }
+        } else {
+            let found = self
+                .store
+                .find_device_with_identity(&report.udid, Some(&channel))
+                .await?;
+            (found, IdlePollClaim::NotTried)
+        };
         let (device, pending) = self
-            .bound_requesting_device(&report.udid, &signer, Some(&channel))
+            .bound_requesting_device(&report.udid, &signer, found)
             .await?;
+        if let IdlePollClaim::Tried(next) = claim {
+            return self.command_for_delivery(&channel, next).await;
+        }
         // An idle poll the reconciler did not just plan for knows from the lookup whether anything waits: an
         // empty queue answers with no further statement, a full one goes straight to the claim, which then also
         // writes the last-seen time. After a report (or a plan) the queue may have changed since the lookup, so
@@ -537,7 +565,6 @@ impl Orchard {
         // After NotNow (or any report) the rest of this session skips NotNow commands, so a device that
         // cannot run one now is not asked again in a loop; an Idle (a new session) gets them again.
         let skip_not_now = report.status != ReportStatus::Idle;
-        let policy = &self.command_queue.policy;
         let next = match (known, pending.channel_has_unfinished) {
             (true, false) => None,
             (true, true) if touch_with_claim => {

@@ -6,9 +6,11 @@
 
 use sqlx::any::AnyRow;
 
-use orchard_types::{ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy};
+use orchard_types::{ChannelId, CommandStatus, CommandUuid, DeviceId, QueuedBy, Udid};
 
-use crate::device::devices::UNFINISHED_STATUSES;
+use crate::device::devices::{
+    requesting_device_from_row, requesting_device_sql, RequestingDevice, UNFINISHED_STATUSES,
+};
 use crate::rows;
 use crate::sql::Sql;
 use crate::unit::Db;
@@ -126,6 +128,46 @@ macro_rules! sqlite_next_command {
 /// PostgreSQL runs concurrent writers, so rows are locked explicitly. The sweep skips rows another session
 /// holds (that session sweeps them), so it never waits and cannot deadlock against a claim; the claim waits
 /// for the head's lock and then re-checks it, moving on to the next command if the head was just settled.
+/// `$gate`: a condition both run under (nothing is locked or written when it is false).
+macro_rules! postgres_claim_ctes {
+    ($claimable:literal, $gate:literal) => {
+        concat!(
+            "swept AS (",
+            "UPDATE commands SET status = CASE WHEN ",
+            expired_row!(),
+            " THEN 'expired' ELSE 'failed' END, ",
+            "error_chain = CASE WHEN ",
+            expired_row!(),
+            " THEN error_chain ELSE COALESCE(error_chain, $5) END, ",
+            "completed_at = $2 ",
+            "WHERE seq IN (SELECT seq FROM commands WHERE channel_id = $1 AND ",
+            finished_row!(),
+            $gate,
+            " ",
+            "FOR UPDATE SKIP LOCKED) RETURNING seq), ",
+            "claimed AS (",
+            "UPDATE commands SET status = 'sent', sent_at = $2, attempts = attempts + 1 ",
+            "WHERE seq = (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ",
+            $claimable,
+            claimable_row!(),
+            $gate,
+            " ORDER BY seq LIMIT 1 FOR UPDATE) ",
+            "RETURNING command_uuid, request_type, payload, payload_sealed, body_id)"
+        )
+    };
+}
+
+/// The command [`postgres_claim_ctes`] handed out, as [`handed_out`] reads it.
+macro_rules! postgres_claimed {
+    () => {
+        concat!(
+            "SELECT 'sent' AS status, command_uuid, request_type, payload, payload_sealed, body_id, ",
+            shared_body_columns!("claimed.body_id"),
+            " FROM claimed"
+        )
+    };
+}
+
 macro_rules! postgres_next_command {
     ($claimable:literal) => {
         postgres_next_command!($claimable, "")
@@ -135,22 +177,9 @@ macro_rules! postgres_next_command {
         concat!(
             "WITH ",
             $seen,
-            "swept AS (",
-            "UPDATE commands SET status = CASE WHEN ", expired_row!(), " THEN 'expired' ELSE 'failed' END, ",
-            "error_chain = CASE WHEN ", expired_row!(), " THEN error_chain ELSE COALESCE(error_chain, $5) END, ",
-            "completed_at = $2 ",
-            "WHERE seq IN (SELECT seq FROM commands WHERE channel_id = $1 AND ", finished_row!(), " ",
-            "FOR UPDATE SKIP LOCKED) RETURNING seq), ",
-            "claimed AS (",
-            "UPDATE commands SET status = 'sent', sent_at = $2, attempts = attempts + 1 ",
-            "WHERE seq = (SELECT seq FROM commands WHERE channel_id = $1 AND status IN ",
-            $claimable,
-            claimable_row!(),
-            " ORDER BY seq LIMIT 1 FOR UPDATE) ",
-            "RETURNING command_uuid, request_type, payload, payload_sealed, body_id) ",
-            "SELECT 'sent' AS status, command_uuid, request_type, payload, payload_sealed, body_id, ",
-            shared_body_columns!("claimed.body_id"),
-            " FROM claimed"
+            postgres_claim_ctes!($claimable, ""),
+            " ",
+            postgres_claimed!()
         )
     };
 }
@@ -174,6 +203,54 @@ const POSTGRES_TOUCH_NEXT_COMMAND: &str =
     postgres_next_command!("('queued', 'sent', 'not_now')", postgres_touch!());
 const POSTGRES_TOUCH_NEXT_COMMAND_SKIP_NOT_NOW: &str =
     postgres_next_command!("('queued', 'sent')", postgres_touch!());
+
+/// The command a claim's row hands out (`status` sent), if any: the claim's rows also report what it swept,
+/// and the idle poll's row has no command when nothing was claimed.
+fn handed_out(row: &AnyRow) -> Result<Option<QueuedCommand>, StoreError> {
+    if rows::opt_text(row, "status")?.as_deref() != Some(CommandStatus::Sent.as_str()) {
+        return Ok(None);
+    }
+    Ok(Some(QueuedCommand {
+        uuid: rows::command_uuid(row, "command_uuid")?,
+        request_type: rows::request_type(row, "request_type")?,
+        payload: rows::bytes(row, "payload")?,
+        payload_sealed: rows::boolean(row, "payload_sealed")?,
+        body: match rows::opt_text(row, "body_id")? {
+            None => None,
+            Some(id) => Some(CommandBody {
+                // A body is deleted only when no command names it (and the foreign key holds).
+                body: rows::opt_bytes(row, "shared_body")?
+                    .ok_or_else(|| StoreError::Corrupt(format!("command body {id} is missing")))?,
+                sealed: rows::boolean(row, "shared_body_sealed")?,
+                id,
+            }),
+        },
+    }))
+}
+
+/// An idle poll's request to [`Store::find_device_for_idle_poll`].
+#[derive(Debug, Clone, Copy)]
+pub struct IdlePoll<'a> {
+    /// The UDID the request speaks for.
+    pub udid: &'a Udid,
+    /// The channel it polls (the device's or a Shared iPad user's).
+    pub channel: &'a ChannelId,
+    /// The fingerprint of the identity that signed the request (verified by the caller).
+    pub signer_fingerprint: &'a str,
+    pub now: orchard_types::UnixTime,
+    /// The device's last-seen time is written again once it is at least this many seconds old.
+    pub last_seen_granularity: i64,
+    pub policy: &'a QueuePolicy,
+}
+
+/// What [`Store::find_device_for_idle_poll`] did with the channel's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdlePollClaim {
+    /// Nothing was written: the caller goes on as after [`Store::find_device_with_identity`].
+    NotTried,
+    /// The claim ran, with the last-seen time when it was stale: the command handed out, if any.
+    Tried(Option<QueuedCommand>),
+}
 
 /// How the queue treats commands that do not finish. The default (no limit, resend at once) is what the store
 /// did before policies existed; the server configures its own.
@@ -497,29 +574,79 @@ impl Store {
         if let Some(device) = seen {
             query = query.bind(device.to_string());
         }
-        let changed = query.fetch_all(&self.pool).await?;
-        for row in &changed {
-            if rows::text(row, "status")? == CommandStatus::Sent.as_str() {
-                return Ok(Some(QueuedCommand {
-                    uuid: rows::command_uuid(row, "command_uuid")?,
-                    request_type: rows::request_type(row, "request_type")?,
-                    payload: rows::bytes(row, "payload")?,
-                    payload_sealed: rows::boolean(row, "payload_sealed")?,
-                    body: match rows::opt_text(row, "body_id")? {
-                        None => None,
-                        Some(id) => Some(CommandBody {
-                            // A body is deleted only when no command names it (and the foreign key holds).
-                            body: rows::opt_bytes(row, "shared_body")?.ok_or_else(|| {
-                                StoreError::Corrupt(format!("command body {id} is missing"))
-                            })?,
-                            sealed: rows::boolean(row, "shared_body_sealed")?,
-                            id,
-                        }),
-                    },
-                }));
+        for row in &query.fetch_all(&self.pool).await? {
+            if let Some(handed) = handed_out(row)? {
+                return Ok(Some(handed));
             }
         }
         Ok(None)
+    }
+
+    /// The idle poll's device lookup ([`Store::find_device_with_identity`] for its channel) and, on
+    /// PostgreSQL, its claim in the same statement: the claim (with the last-seen time when it is stale, as
+    /// [`Store::touch_and_claim_next_command`]) runs only when the request may claim at once, as the caller
+    /// would decide from the lookup alone: the device is not unenrolled, `signer_fingerprint` is its bound
+    /// identity and that identity is not revoked, it does not await the reconciler, and the channel has
+    /// unfinished commands. Anything else writes nothing and comes back [`IdlePollClaim::NotTried`] with the
+    /// lookup, for the caller to judge (a renewed identity, a rejection, the reconciler's plan). `None`: no
+    /// device has the UDID. On SQLite (no round trips to save) it is the lookup alone.
+    pub async fn find_device_for_idle_poll(
+        &self,
+        poll: &IdlePoll<'_>,
+    ) -> Result<Option<(RequestingDevice, IdlePollClaim)>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            let found = self
+                .find_device_with_identity(poll.udid, Some(poll.channel))
+                .await?;
+            return Ok(found.map(|requesting| (requesting, IdlePollClaim::NotTried)));
+        }
+        // `$1`…`$5` are the claim's (see `claim`), `$6` the UDID, `$7` the signer's fingerprint, `$8` the
+        // last-seen time older than which it is written again.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH d AS ({lookup}), \
+                 ok AS (SELECT id FROM d WHERE d.state <> 'unenrolled' AND d.cert_fingerprint = $7 \
+                   AND d.identity_revoked_at IS NULL AND d.awaiting_reconcile = 0 \
+                   AND d.channel_has_unfinished = 1), \
+                 seen AS (UPDATE devices SET last_seen_at = $2 WHERE id = (SELECT id FROM ok) \
+                   AND (last_seen_at IS NULL OR last_seen_at <= $8)), \
+                 {claim} \
+                 SELECT d.*, CAST(CASE WHEN EXISTS (SELECT 1 FROM ok) THEN 1 ELSE 0 END AS BIGINT) \
+                   AS claim_tried, c.* \
+                 FROM d LEFT JOIN ({claimed}) c ON TRUE",
+                lookup = requesting_device_sql(6, 1),
+                claim = postgres_claim_ctes!(
+                    "('queued', 'sent', 'not_now')",
+                    " AND EXISTS (SELECT 1 FROM ok)"
+                ),
+                claimed = postgres_claimed!(),
+            )
+        });
+        let max_attempts = poll.policy.max_attempts.max(0);
+        let row = sqlx::query(SQL.as_str())
+            .bind(poll.channel.as_str())
+            .bind(poll.now.0)
+            .bind(max_attempts)
+            .bind(
+                poll.now
+                    .0
+                    .saturating_sub(poll.policy.resend_after_seconds.max(0)),
+            )
+            .bind(failure_chain(max_attempts))
+            .bind(poll.udid.as_str())
+            .bind(poll.signer_fingerprint)
+            .bind(poll.now.0.saturating_sub(poll.last_seen_granularity))
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let claim = if rows::boolean(&row, "claim_tried")? {
+            IdlePollClaim::Tried(handed_out(&row)?)
+        } else {
+            IdlePollClaim::NotTried
+        };
+        Ok(Some((requesting_device_from_row(&row)?, claim)))
     }
 
     /// Stores a device report for a command of THIS channel. status ∈ acknowledged | error |

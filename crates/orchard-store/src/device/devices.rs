@@ -254,54 +254,16 @@ impl Store {
         channel: Option<&ChannelId>,
     ) -> Result<Option<RequestingDevice>, StoreError> {
         // Every signed device request runs this: the statement text is built once.
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let columns = DEVICE_COLUMNS
-                .split(',')
-                .map(|c| format!("d.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!(
-                "SELECT {columns}, c.revoked_at AS identity_revoked_at, c.fingerprint AS identity_fingerprint, \
-                 CASE WHEN EXISTS (SELECT 1 FROM reconcile_dirty r WHERE r.device_id = d.id) THEN 1 ELSE 0 END \
-                   AS awaiting_reconcile, \
-                 CASE WHEN EXISTS (SELECT 1 FROM commands q WHERE q.channel_id = $2 \
-                   AND q.status IN ('queued', 'sent', 'not_now')) THEN 1 ELSE 0 END AS channel_has_unfinished, \
-                 CASE WHEN EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.enabled = 1) THEN 1 ELSE 0 END \
-                   AS webhook_endpoints, \
-                 CASE WHEN EXISTS (SELECT 1 FROM os_policies p WHERE p.tenant_id = d.tenant_id) THEN 1 ELSE 0 END \
-                   AS tenant_os_policy, \
-                 CASE WHEN EXISTS (SELECT 1 FROM ddm_channels k WHERE k.channel = d.udid) THEN 1 ELSE 0 END \
-                   AS declarative_channel \
-                 FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint \
-                 WHERE d.udid = $1"
-            )
-        });
-        let Some(row) = sqlx::query(SQL.as_str())
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| requesting_device_sql(1, 2));
+        sqlx::query(SQL.as_str())
             .bind(udid.as_str())
             .bind(channel.map(ChannelId::as_str))
             .fetch_optional(&self.pool)
             .await?
-        else {
-            return Ok(None);
-        };
-        let device = device_from_row(&row)?;
-        let identity = match (
-            rows::opt_text(&row, "identity_fingerprint")?,
-            rows::opt_time(&row, "identity_revoked_at")?,
-        ) {
-            (None, _) => IdentityStatus::Unknown,
-            (Some(_), Some(at)) => IdentityStatus::Revoked(at),
-            (Some(_), None) => IdentityStatus::Valid,
-        };
-        Ok(Some(RequestingDevice {
-            device,
-            identity,
-            awaiting_reconcile: rows::boolean(&row, "awaiting_reconcile")?,
-            channel_has_unfinished: rows::boolean(&row, "channel_has_unfinished")?,
-            webhook_endpoints: rows::boolean(&row, "webhook_endpoints")?,
-            tenant_os_policy: rows::boolean(&row, "tenant_os_policy")?,
-            declarative_channel: rows::boolean(&row, "declarative_channel")?,
-        }))
+            .as_ref()
+            .map(requesting_device_from_row)
+            .transpose()
     }
 
     /// The device's open release for re-enrollment, if any (expired ones included: the caller compares).
@@ -424,6 +386,53 @@ async fn expire_unfinished_commands(
         .execute(db.conn()?)
         .await?;
     Ok(())
+}
+
+/// The statement of [`Store::find_device_with_identity`], with the UDID as `$(udid)` and the channel as
+/// `$(channel)`; its row is read by [`requesting_device_from_row`].
+pub(crate) fn requesting_device_sql(udid: usize, channel: usize) -> String {
+    let columns = DEVICE_COLUMNS
+        .split(',')
+        .map(|c| format!("d.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT {columns}, c.revoked_at AS identity_revoked_at, c.fingerprint AS identity_fingerprint, \
+         CASE WHEN EXISTS (SELECT 1 FROM reconcile_dirty r WHERE r.device_id = d.id) THEN 1 ELSE 0 END \
+           AS awaiting_reconcile, \
+         CASE WHEN EXISTS (SELECT 1 FROM commands q WHERE q.channel_id = ${channel} \
+           AND q.status IN {UNFINISHED_STATUSES}) THEN 1 ELSE 0 END AS channel_has_unfinished, \
+         CASE WHEN EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.enabled = 1) THEN 1 ELSE 0 END \
+           AS webhook_endpoints, \
+         CASE WHEN EXISTS (SELECT 1 FROM os_policies p WHERE p.tenant_id = d.tenant_id) THEN 1 ELSE 0 END \
+           AS tenant_os_policy, \
+         CASE WHEN EXISTS (SELECT 1 FROM ddm_channels k WHERE k.channel = d.udid) THEN 1 ELSE 0 END \
+           AS declarative_channel \
+         FROM devices d LEFT JOIN issued_certificates c ON c.fingerprint = d.cert_fingerprint \
+         WHERE d.udid = ${udid}"
+    )
+}
+
+/// Reads a row of [`requesting_device_sql`].
+pub(crate) fn requesting_device_from_row(row: &AnyRow) -> Result<RequestingDevice, StoreError> {
+    let device = device_from_row(row)?;
+    let identity = match (
+        rows::opt_text(row, "identity_fingerprint")?,
+        rows::opt_time(row, "identity_revoked_at")?,
+    ) {
+        (None, _) => IdentityStatus::Unknown,
+        (Some(_), Some(at)) => IdentityStatus::Revoked(at),
+        (Some(_), None) => IdentityStatus::Valid,
+    };
+    Ok(RequestingDevice {
+        device,
+        identity,
+        awaiting_reconcile: rows::boolean(row, "awaiting_reconcile")?,
+        channel_has_unfinished: rows::boolean(row, "channel_has_unfinished")?,
+        webhook_endpoints: rows::boolean(row, "webhook_endpoints")?,
+        tenant_os_policy: rows::boolean(row, "tenant_os_policy")?,
+        declarative_channel: rows::boolean(row, "declarative_channel")?,
+    })
 }
 
 /// What a signed device request needs to know of its device (one statement).
