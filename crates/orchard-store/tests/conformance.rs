@@ -2844,7 +2844,10 @@ async fn check_an_idle_poll_claims_in_its_lookup(store: Store) {
     // A device awaiting the reconciler plans first; a revoked identity and a checked-out device are refused
     // by the caller: none claims here.
     let third = command(&device, &channel, "Third");
-    store.enqueue_commands(std::slice::from_ref(&third)).await.unwrap();
+    store
+        .enqueue_commands(std::slice::from_ref(&third))
+        .await
+        .unwrap();
     let mut mark = store.begin_unit().await.unwrap();
     mark.mark_devices_dirty(&[device.id], later).await.unwrap();
     mark.commit().await.unwrap();
